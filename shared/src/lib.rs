@@ -1,0 +1,16 @@
+//! Portico's config model: one definition of every entity, used by the admin
+//! API's JSON, the store and the snapshot sent to data planes; its
+//! validation, with errors that name the offending field; and the pure parts
+//! of publishing (canonical snapshot and hash, declarative merge, diff).
+//! No I/O happens here.
+
+pub mod diff;
+pub mod error;
+pub mod model;
+pub mod parse;
+pub mod snapshot;
+pub mod validate;
+
+pub use error::ConfigError;
+pub use model::{Consumer, Entity, EntityKind, GatewayConfig, Route, Service};
+pub use snapshot::Snapshot;
