@@ -1,1 +1,6 @@
-//! stub
+//! `portico-cp`, the control plane: keeps each gateway's config and its
+//! version history in a store (Postgres or SQLite), serves the admin REST
+//! API, and streams every published version to data planes over gRPC.
+//! It never proxies traffic.
+
+pub mod store;

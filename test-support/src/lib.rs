@@ -1,1 +1,29 @@
-//! stub
+//! Shared test code: throwaway databases, `eventually`, ephemeral ports and
+//! spawning the real binaries. Tests need the real services; when one is
+//! missing they fail with a message saying how to get it (the test script
+//! starts them), never skip.
+
+pub mod db;
+pub mod process;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+pub use db::TestDb;
+pub use process::{ControlPlane, free_port};
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `deadline`.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

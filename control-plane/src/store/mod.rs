@@ -1,0 +1,380 @@
+//! The control plane's store: gateways, the immutable version history (whose
+//! newest row is each gateway's current config), data-plane nodes and admin
+//! tokens. One implementation over sqlx's `Any` driver serves Postgres and
+//! SQLite with the same parameterized SQL; only migrations and change
+//! notification differ per backend. The store knows nothing of HTTP.
+
+mod error;
+mod nodes;
+mod tokens;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use portico_shared::{GatewayConfig, Snapshot};
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Row};
+
+pub use error::StoreError;
+pub use nodes::{NodeRecord, NodeHello};
+pub use tokens::{Role, TokenRecord};
+
+/// The Postgres channel that carries `gateway:version` on every publish.
+pub const NOTIFY_CHANNEL: &str = "portico_config";
+
+/// The gateway that always exists.
+pub const DEFAULT_GATEWAY: &str = "default";
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A connection pool to the store.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    url: String,
+}
+
+/// A gateway, with the version it serves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayRecord {
+    pub name: String,
+    pub description: String,
+    pub current_version: u64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One row of a gateway's history, without its snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionRecord {
+    pub gateway: String,
+    pub version: u64,
+    pub hash: String,
+    pub author: String,
+    pub message: String,
+    pub rollback_of: Option<u64>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A gateway's current config.
+#[derive(Debug, Clone)]
+pub struct Current {
+    pub version: u64,
+    pub hash: String,
+    pub config: GatewayConfig,
+}
+
+/// What a publish records beside the snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Publication<'a> {
+    pub author: &'a str,
+    pub message: &'a str,
+    pub rollback_of: Option<u64>,
+}
+
+impl Store {
+    /// Connects to `postgres://…` or `sqlite://path` (the file is created if
+    /// missing). Fails fast when the database cannot be reached.
+    pub async fn connect(url: &str) -> Result<Self> {
+        install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(StoreError::Config(format!(
+                "unsupported database URL '{}': use postgres://… or sqlite://path",
+                redact(url)
+            )));
+        };
+        let url = match backend {
+            Backend::Sqlite if !url.contains("mode=") => {
+                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+            }
+            _ => url.to_owned(),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Postgres => 16,
+                Backend::Sqlite => 4,
+            })
+            .acquire_timeout(Duration::from_secs(3))
+            .connect(&url)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(Self { pool, backend, url })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The URL the store was opened with (Postgres listeners connect to it too).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<()> {
+        let migrator = match self.backend {
+            Backend::Postgres => sqlx::migrate!("../migrations/postgres"),
+            Backend::Sqlite => sqlx::migrate!("../migrations/sqlite"),
+        };
+        migrator.run(&self.pool).await.map_err(|e| StoreError::Migration(e.to_string()))
+    }
+
+    /// Makes sure the `default` gateway exists, with at least version 1.
+    pub async fn ensure_default_gateway(&self) -> Result<()> {
+        match self.create_gateway(DEFAULT_GATEWAY, "The default gateway", "portico").await {
+            Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Is the database answering?
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
+    pub async fn list_gateways(&self) -> Result<Vec<GatewayRecord>> {
+        let rows = sqlx::query("SELECT name, description, current_version, created_at FROM gateways ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        rows.iter().map(gateway_from_row).collect()
+    }
+
+    pub async fn gateway(&self, name: &str) -> Result<Option<GatewayRecord>> {
+        let row = sqlx::query("SELECT name, description, current_version, created_at FROM gateways WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        row.as_ref().map(gateway_from_row).transpose()
+    }
+
+    /// Creates a gateway and publishes its version 1, an empty config.
+    pub async fn create_gateway(&self, name: &str, description: &str, author: &str) -> Result<VersionRecord> {
+        let snapshot = Snapshot::compile(GatewayConfig::default()).expect("the empty config is valid");
+        let now = Utc::now();
+        let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
+        sqlx::query("INSERT INTO gateways (name, description, current_version, created_at) VALUES ($1, $2, 0, $3)")
+            .bind(name)
+            .bind(description)
+            .bind(now.timestamp_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        let record = self
+            .append_version(&mut tx, name, 0, &snapshot, &Publication { author, message: "gateway created", rollback_of: None }, now)
+            .await?;
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
+        Ok(record)
+    }
+
+    /// Deletes a gateway with its history and nodes. Returns whether it existed.
+    pub async fn delete_gateway(&self, name: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
+        // SQLite only cascades with foreign keys on; delete children explicitly.
+        for sql in [
+            "DELETE FROM data_plane_nodes WHERE gateway = $1",
+            "DELETE FROM config_versions WHERE gateway = $1",
+        ] {
+            sqlx::query(sql).bind(name).execute(&mut *tx).await.map_err(StoreError::from_sqlx)?;
+        }
+        let deleted = sqlx::query("DELETE FROM gateways WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from_sqlx)?
+            .rows_affected();
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
+        Ok(deleted == 1)
+    }
+
+    /// The current config of a gateway, or `None` if it does not exist.
+    pub async fn current(&self, gateway: &str) -> Result<Option<Current>> {
+        let row = sqlx::query(
+            "SELECT v.version, v.hash, v.config FROM gateways g \
+             JOIN config_versions v ON v.gateway = g.name AND v.version = g.current_version \
+             WHERE g.name = $1",
+        )
+        .bind(gateway)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        let Some(row) = row else { return Ok(None) };
+        let config: String = row.try_get("config").map_err(StoreError::from_sqlx)?;
+        Ok(Some(Current {
+            version: to_u64(row.try_get("version").map_err(StoreError::from_sqlx)?),
+            hash: row.try_get("hash").map_err(StoreError::from_sqlx)?,
+            config: serde_json::from_str(&config).map_err(|e| StoreError::Corrupt(format!("{gateway}: {e}")))?,
+        }))
+    }
+
+    /// Appends `snapshot` as the next version of `gateway`, provided the
+    /// gateway is still at `expected_version`; otherwise [`StoreError::Stale`]
+    /// and nothing is written. On Postgres the publish is announced on
+    /// [`NOTIFY_CHANNEL`] when the transaction commits.
+    pub async fn publish(
+        &self,
+        gateway: &str,
+        expected_version: u64,
+        snapshot: &Snapshot,
+        publication: &Publication<'_>,
+    ) -> Result<VersionRecord> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
+        let record = self.append_version(&mut tx, gateway, expected_version, snapshot, publication, Utc::now()).await?;
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
+        Ok(record)
+    }
+
+    async fn append_version(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        gateway: &str,
+        expected_version: u64,
+        snapshot: &Snapshot,
+        publication: &Publication<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<VersionRecord> {
+        let version = expected_version + 1;
+        let moved = sqlx::query("UPDATE gateways SET current_version = $1 WHERE name = $2 AND current_version = $3")
+            .bind(to_i64(version))
+            .bind(gateway)
+            .bind(to_i64(expected_version))
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::from_sqlx)?
+            .rows_affected();
+        if moved != 1 {
+            return Err(if self.gateway(gateway).await?.is_some() { StoreError::Stale } else { StoreError::NotFound });
+        }
+        let config = std::str::from_utf8(&snapshot.bytes).expect("canonical JSON is UTF-8");
+        sqlx::query(
+            "INSERT INTO config_versions (gateway, version, hash, config, author, message, rollback_of, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(gateway)
+        .bind(to_i64(version))
+        .bind(&snapshot.hash)
+        .bind(config)
+        .bind(publication.author)
+        .bind(publication.message)
+        .bind(publication.rollback_of.map(to_i64))
+        .bind(now.timestamp_millis())
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT 1 AS sent FROM pg_notify($1, $2)")
+                .bind(NOTIFY_CHANNEL)
+                .bind(format!("{gateway}:{version}"))
+                .execute(&mut **tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+        }
+        Ok(VersionRecord {
+            gateway: gateway.to_owned(),
+            version,
+            hash: snapshot.hash.clone(),
+            author: publication.author.to_owned(),
+            message: publication.message.to_owned(),
+            rollback_of: publication.rollback_of,
+            created_at: DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now),
+        })
+    }
+
+    /// A page of a gateway's history, newest first, and the total count.
+    pub async fn versions(&self, gateway: &str, limit: u32, offset: u64) -> Result<(Vec<VersionRecord>, u64)> {
+        let rows = sqlx::query(
+            "SELECT gateway, version, hash, author, message, rollback_of, created_at FROM config_versions \
+             WHERE gateway = $1 ORDER BY version DESC LIMIT $2 OFFSET $3",
+        )
+        .bind(gateway)
+        .bind(i64::from(limit))
+        .bind(to_i64(offset))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM config_versions WHERE gateway = $1")
+            .bind(gateway)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok((rows.iter().map(version_from_row).collect::<Result<_>>()?, to_u64(total)))
+    }
+
+    /// One version with its snapshot bytes.
+    pub async fn version(&self, gateway: &str, version: u64) -> Result<Option<(VersionRecord, Vec<u8>)>> {
+        let row = sqlx::query(
+            "SELECT gateway, version, hash, author, message, rollback_of, created_at, config FROM config_versions \
+             WHERE gateway = $1 AND version = $2",
+        )
+        .bind(gateway)
+        .bind(to_i64(version))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        let Some(row) = row else { return Ok(None) };
+        let config: String = row.try_get("config").map_err(StoreError::from_sqlx)?;
+        Ok(Some((version_from_row(&row)?, config.into_bytes())))
+    }
+}
+
+fn gateway_from_row(row: &sqlx::any::AnyRow) -> Result<GatewayRecord> {
+    Ok(GatewayRecord {
+        name: row.try_get("name").map_err(StoreError::from_sqlx)?,
+        description: row.try_get("description").map_err(StoreError::from_sqlx)?,
+        current_version: to_u64(row.try_get("current_version").map_err(StoreError::from_sqlx)?),
+        created_at: millis(row.try_get("created_at").map_err(StoreError::from_sqlx)?),
+    })
+}
+
+fn version_from_row(row: &sqlx::any::AnyRow) -> Result<VersionRecord> {
+    let rollback_of: Option<i64> = row.try_get("rollback_of").map_err(StoreError::from_sqlx)?;
+    Ok(VersionRecord {
+        gateway: row.try_get("gateway").map_err(StoreError::from_sqlx)?,
+        version: to_u64(row.try_get("version").map_err(StoreError::from_sqlx)?),
+        hash: row.try_get("hash").map_err(StoreError::from_sqlx)?,
+        author: row.try_get("author").map_err(StoreError::from_sqlx)?,
+        message: row.try_get("message").map_err(StoreError::from_sqlx)?,
+        rollback_of: rollback_of.map(to_u64),
+        created_at: millis(row.try_get("created_at").map_err(StoreError::from_sqlx)?),
+    })
+}
+
+fn millis(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// Versions are `u64` in the API and `BIGINT` in SQL; both stay far below 2^63.
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// A database URL fit for logs: the password replaced.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

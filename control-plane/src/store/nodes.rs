@@ -1,0 +1,141 @@
+//! Data-plane nodes as the gRPC streams report them: who is connected, what
+//! each applied (ACK) or refused (NACK), and when it was last heard from.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::{Result, Store, StoreError, millis, to_i64, to_u64};
+
+/// What a node says when its stream opens.
+#[derive(Debug, Clone, Default)]
+pub struct NodeHello {
+    pub node_id: String,
+    pub gateway: String,
+    pub labels: BTreeMap<String, String>,
+    /// The version the node already serves, 0 for none.
+    pub version: u64,
+    pub hash: String,
+    pub software_version: String,
+}
+
+/// A node as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeRecord {
+    pub gateway: String,
+    pub node_id: String,
+    pub labels: BTreeMap<String, String>,
+    pub software_version: String,
+    pub connected: bool,
+    pub acked_version: Option<u64>,
+    pub acked_hash: Option<String>,
+    pub nacked_version: Option<u64>,
+    pub nack_reason: Option<String>,
+    pub connected_at: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+}
+
+impl Store {
+    /// Records a node whose stream just opened.
+    pub async fn node_connected(&self, hello: &NodeHello) -> Result<()> {
+        let now = Utc::now().timestamp_millis();
+        let labels = serde_json::to_string(&hello.labels).expect("labels serialize");
+        let (version, hash) = match hello.version {
+            0 => (None, None),
+            v => (Some(to_i64(v)), Some(hello.hash.as_str())),
+        };
+        sqlx::query(
+            "INSERT INTO data_plane_nodes (gateway, node_id, labels, software_version, connected, acked_version, acked_hash, connected_at, last_seen) \
+             VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $7) \
+             ON CONFLICT (gateway, node_id) DO UPDATE SET labels = $3, software_version = $4, connected = 1, \
+             acked_version = $5, acked_hash = $6, connected_at = $7, last_seen = $7",
+        )
+        .bind(&hello.gateway)
+        .bind(&hello.node_id)
+        .bind(labels)
+        .bind(&hello.software_version)
+        .bind(version)
+        .bind(hash)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
+    /// The node applied `version`.
+    pub async fn node_acked(&self, gateway: &str, node_id: &str, version: u64, hash: &str) -> Result<()> {
+        sqlx::query("UPDATE data_plane_nodes SET acked_version = $1, acked_hash = $2, last_seen = $3 WHERE gateway = $4 AND node_id = $5")
+            .bind(to_i64(version))
+            .bind(hash)
+            .bind(Utc::now().timestamp_millis())
+            .bind(gateway)
+            .bind(node_id)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
+    /// The node refused `version`, for `reason`.
+    pub async fn node_nacked(&self, gateway: &str, node_id: &str, version: u64, reason: &str) -> Result<()> {
+        sqlx::query("UPDATE data_plane_nodes SET nacked_version = $1, nack_reason = $2, last_seen = $3 WHERE gateway = $4 AND node_id = $5")
+            .bind(to_i64(version))
+            .bind(reason)
+            .bind(Utc::now().timestamp_millis())
+            .bind(gateway)
+            .bind(node_id)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
+    /// The node is alive (a heartbeat), or, with `connected` false, its stream closed.
+    pub async fn node_seen(&self, gateway: &str, node_id: &str, connected: bool) -> Result<()> {
+        sqlx::query("UPDATE data_plane_nodes SET connected = $1, last_seen = $2 WHERE gateway = $3 AND node_id = $4")
+            .bind(i64::from(connected))
+            .bind(Utc::now().timestamp_millis())
+            .bind(gateway)
+            .bind(node_id)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
+    /// Every node ever seen for a gateway, by node id.
+    pub async fn nodes(&self, gateway: &str) -> Result<Vec<NodeRecord>> {
+        let rows = sqlx::query(
+            "SELECT gateway, node_id, labels, software_version, connected, acked_version, acked_hash, nacked_version, \
+             nack_reason, connected_at, last_seen FROM data_plane_nodes WHERE gateway = $1 ORDER BY node_id",
+        )
+        .bind(gateway)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        rows.iter()
+            .map(|row| {
+                let get_err = StoreError::from_sqlx;
+                let labels: String = row.try_get("labels").map_err(get_err)?;
+                let connected: i64 = row.try_get("connected").map_err(get_err)?;
+                let acked: Option<i64> = row.try_get("acked_version").map_err(get_err)?;
+                let nacked: Option<i64> = row.try_get("nacked_version").map_err(get_err)?;
+                Ok(NodeRecord {
+                    gateway: row.try_get("gateway").map_err(get_err)?,
+                    node_id: row.try_get("node_id").map_err(get_err)?,
+                    labels: serde_json::from_str(&labels).unwrap_or_default(),
+                    software_version: row.try_get("software_version").map_err(get_err)?,
+                    connected: connected != 0,
+                    acked_version: acked.map(to_u64),
+                    acked_hash: row.try_get("acked_hash").map_err(get_err)?,
+                    nacked_version: nacked.map(to_u64),
+                    nack_reason: row.try_get("nack_reason").map_err(get_err)?,
+                    connected_at: millis(row.try_get("connected_at").map_err(get_err)?),
+                    last_seen: millis(row.try_get("last_seen").map_err(get_err)?),
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,102 @@
+//! Admin API tokens. Only a token's sha256 is stored: a token is high-entropy
+//! random, so a plain hash suffices, and lookup by hash never compares the
+//! secret itself.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use utoipa::ToSchema;
+
+use super::{Result, Store, StoreError, millis};
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Only reads.
+    ReadOnly,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::ReadOnly => "read-only",
+        }
+    }
+
+    fn parse(value: &str) -> Result<Self> {
+        match value {
+            "admin" => Ok(Self::Admin),
+            "read-only" => Ok(Self::ReadOnly),
+            other => Err(StoreError::Corrupt(format!("unknown token role '{other}'"))),
+        }
+    }
+}
+
+/// A stored token, without its secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenRecord {
+    pub name: String,
+    pub role: Role,
+    pub token_hash: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Store {
+    pub async fn create_token(&self, name: &str, role: Role, token_hash: &str, created_by: &str) -> Result<TokenRecord> {
+        let now = Utc::now().timestamp_millis();
+        sqlx::query("INSERT INTO admin_tokens (name, role, token_hash, created_by, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(name)
+            .bind(role.as_str())
+            .bind(token_hash)
+            .bind(created_by)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(TokenRecord { name: name.to_owned(), role, token_hash: token_hash.to_owned(), created_by: created_by.to_owned(), created_at: millis(now) })
+    }
+
+    pub async fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRecord>> {
+        let row = sqlx::query("SELECT name, role, token_hash, created_by, created_at FROM admin_tokens WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        let rows = sqlx::query("SELECT name, role, token_hash, created_by, created_at FROM admin_tokens ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    /// Revokes a token. Returns whether it existed.
+    pub async fn revoke_token(&self, name: &str) -> Result<bool> {
+        let deleted = sqlx::query("DELETE FROM admin_tokens WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?
+            .rows_affected();
+        Ok(deleted == 1)
+    }
+}
+
+fn token_from_row(row: &sqlx::any::AnyRow) -> Result<TokenRecord> {
+    let role: String = row.try_get("role").map_err(StoreError::from_sqlx)?;
+    Ok(TokenRecord {
+        name: row.try_get("name").map_err(StoreError::from_sqlx)?,
+        role: Role::parse(&role)?,
+        token_hash: row.try_get("token_hash").map_err(StoreError::from_sqlx)?,
+        created_by: row.try_get("created_by").map_err(StoreError::from_sqlx)?,
+        created_at: millis(row.try_get("created_at").map_err(StoreError::from_sqlx)?),
+    })
+}

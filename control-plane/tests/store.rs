@@ -1,0 +1,184 @@
+//! The store's behaviour, run against both backends: every test exists once
+//! per backend (`sqlite::…`, `postgres::…`).
+
+use portico_cp::store::{DEFAULT_GATEWAY, NodeHello, Publication, Role, Store, StoreError};
+use portico_shared::parse::from_json;
+use portico_shared::{GatewayConfig, Snapshot};
+use portico_test_support::TestDb;
+
+fn snapshot(json: &str) -> Snapshot {
+    Snapshot::compile(from_json::<GatewayConfig>(json.as_bytes()).unwrap()).unwrap()
+}
+
+fn one_service(url: &str) -> Snapshot {
+    snapshot(&format!(r#"{{"services":[{{"name":"users","targets":[{{"url":"{url}"}}]}}]}}"#))
+}
+
+const BY_TEST: Publication<'static> = Publication { author: "test", message: "", rollback_of: None };
+
+async fn open(db: &TestDb) -> Store {
+    let store = Store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    store.ensure_default_gateway().await.unwrap();
+    store
+}
+
+async fn default_gateway_exists_once(db: TestDb) {
+    let store = open(&db).await;
+    store.migrate().await.unwrap();
+    store.ensure_default_gateway().await.unwrap();
+    let gateways = store.list_gateways().await.unwrap();
+    assert_eq!(gateways.len(), 1);
+    assert_eq!(gateways[0].name, DEFAULT_GATEWAY);
+    let current = store.current(DEFAULT_GATEWAY).await.unwrap().unwrap();
+    assert_eq!(current.version, 1);
+    assert_eq!(current.config, GatewayConfig::default());
+}
+
+async fn publish_appends_versions_in_order(db: TestDb) {
+    let store = open(&db).await;
+    let first = store.publish(DEFAULT_GATEWAY, 1, &one_service("http://a:1"), &BY_TEST).await.unwrap();
+    let message = Publication { author: "alice", message: "move users", rollback_of: None };
+    let second = store.publish(DEFAULT_GATEWAY, 2, &one_service("http://b:1"), &message).await.unwrap();
+    assert_eq!((first.version, second.version), (2, 3));
+    let current = store.current(DEFAULT_GATEWAY).await.unwrap().unwrap();
+    assert_eq!(current.version, 3);
+    assert_eq!(current.hash, one_service("http://b:1").hash);
+    assert_eq!(current.config.services[0].targets[0].url, "http://b:1");
+
+    let (page, total) = store.versions(DEFAULT_GATEWAY, 2, 0).await.unwrap();
+    assert_eq!(total, 3);
+    assert_eq!(page.iter().map(|v| v.version).collect::<Vec<_>>(), [3, 2]);
+    assert_eq!((page[0].author.as_str(), page[0].message.as_str()), ("alice", "move users"));
+    let (rest, _) = store.versions(DEFAULT_GATEWAY, 2, 2).await.unwrap();
+    assert_eq!(rest.iter().map(|v| v.version).collect::<Vec<_>>(), [1]);
+
+    let (record, bytes) = store.version(DEFAULT_GATEWAY, 2).await.unwrap().unwrap();
+    assert_eq!(record.hash, portico_shared::snapshot::hash(&bytes));
+    assert!(store.version(DEFAULT_GATEWAY, 99).await.unwrap().is_none());
+}
+
+async fn stale_publish_writes_nothing(db: TestDb) {
+    let store = open(&db).await;
+    store.publish(DEFAULT_GATEWAY, 1, &one_service("http://a:1"), &BY_TEST).await.unwrap();
+    let err = store.publish(DEFAULT_GATEWAY, 1, &one_service("http://b:1"), &BY_TEST).await.unwrap_err();
+    assert!(matches!(err, StoreError::Stale), "{err}");
+    assert_eq!(store.current(DEFAULT_GATEWAY).await.unwrap().unwrap().config.services[0].targets[0].url, "http://a:1");
+    assert!(matches!(store.publish("nope", 1, &one_service("http://a:1"), &BY_TEST).await, Err(StoreError::NotFound)));
+}
+
+async fn concurrent_publishes_get_distinct_versions(db: TestDb) {
+    let store = open(&db).await;
+    let tasks = (0..8).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            loop {
+                let current = store.current(DEFAULT_GATEWAY).await.unwrap().unwrap();
+                match store.publish(DEFAULT_GATEWAY, current.version, &one_service(&format!("http://t{i}:1")), &BY_TEST).await {
+                    Ok(v) => return v.version,
+                    Err(StoreError::Stale | StoreError::Unavailable(_)) => continue,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        })
+    });
+    let mut versions: Vec<u64> = futures_join(tasks).await;
+    versions.sort();
+    assert_eq!(versions, (2..=9).collect::<Vec<_>>());
+}
+
+async fn futures_join(tasks: impl Iterator<Item = tokio::task::JoinHandle<u64>>) -> Vec<u64> {
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(task.await.unwrap());
+    }
+    out
+}
+
+async fn gateways_are_independent(db: TestDb) {
+    let store = open(&db).await;
+    let created = store.create_gateway("mobile", "Mobile apps", "test").await.unwrap();
+    assert_eq!(created.version, 1);
+    assert!(matches!(store.create_gateway("mobile", "", "test").await, Err(StoreError::Conflict(_))));
+    store.publish("mobile", 1, &one_service("http://m:1"), &BY_TEST).await.unwrap();
+    assert_eq!(store.current(DEFAULT_GATEWAY).await.unwrap().unwrap().version, 1);
+    assert_eq!(store.current("mobile").await.unwrap().unwrap().version, 2);
+    assert!(store.delete_gateway("mobile").await.unwrap());
+    assert!(!store.delete_gateway("mobile").await.unwrap());
+    assert!(store.current("mobile").await.unwrap().is_none());
+    assert_eq!(store.versions("mobile", 10, 0).await.unwrap().1, 0);
+}
+
+async fn nodes_track_acks_and_nacks(db: TestDb) {
+    let store = open(&db).await;
+    let hello = NodeHello {
+        node_id: "dp-1".into(),
+        gateway: DEFAULT_GATEWAY.into(),
+        labels: [("zone".to_owned(), "a".to_owned())].into(),
+        version: 0,
+        hash: String::new(),
+        software_version: "0.1.0".into(),
+    };
+    store.node_connected(&hello).await.unwrap();
+    let node = &store.nodes(DEFAULT_GATEWAY).await.unwrap()[0];
+    assert!(node.connected);
+    assert_eq!((node.acked_version, node.labels.get("zone").map(String::as_str)), (None, Some("a")));
+
+    store.node_acked(DEFAULT_GATEWAY, "dp-1", 1, "h1").await.unwrap();
+    store.node_nacked(DEFAULT_GATEWAY, "dp-1", 2, "bad route").await.unwrap();
+    let node = &store.nodes(DEFAULT_GATEWAY).await.unwrap()[0];
+    assert_eq!((node.acked_version, node.acked_hash.as_deref()), (Some(1), Some("h1")));
+    assert_eq!((node.nacked_version, node.nack_reason.as_deref()), (Some(2), Some("bad route")));
+
+    store.node_seen(DEFAULT_GATEWAY, "dp-1", false).await.unwrap();
+    assert!(!store.nodes(DEFAULT_GATEWAY).await.unwrap()[0].connected);
+    store.node_connected(&NodeHello { version: 1, hash: "h1".into(), ..hello }).await.unwrap();
+    let nodes = store.nodes(DEFAULT_GATEWAY).await.unwrap();
+    assert_eq!(nodes.len(), 1, "reconnecting updates the same node");
+    assert!(nodes[0].connected);
+}
+
+async fn tokens_are_found_by_hash_and_revocable(db: TestDb) {
+    let store = open(&db).await;
+    store.create_token("ci", Role::ReadOnly, "hash-1", "bootstrap").await.unwrap();
+    assert!(matches!(store.create_token("ci", Role::Admin, "hash-2", "bootstrap").await, Err(StoreError::Conflict(_))));
+    let found = store.token_by_hash("hash-1").await.unwrap().unwrap();
+    assert_eq!((found.name.as_str(), found.role), ("ci", Role::ReadOnly));
+    assert!(store.token_by_hash("hash-2").await.unwrap().is_none());
+    assert_eq!(store.tokens().await.unwrap().len(), 1);
+    assert!(store.revoke_token("ci").await.unwrap());
+    assert!(store.token_by_hash("hash-1").await.unwrap().is_none());
+    assert!(!store.revoke_token("ci").await.unwrap());
+}
+
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $test() { super::$test(super::TestDb::sqlite()).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $test() { super::$test(super::TestDb::postgres().await).await })*
+        }
+    };
+}
+
+on_both_backends!(
+    default_gateway_exists_once,
+    publish_appends_versions_in_order,
+    stale_publish_writes_nothing,
+    concurrent_publishes_get_distinct_versions,
+    gateways_are_independent,
+    nodes_track_acks_and_nacks,
+    tokens_are_found_by_hash_and_revocable,
+);
+
+#[tokio::test]
+async fn rejects_unsupported_database_urls() {
+    assert!(matches!(Store::connect("mysql://x").await, Err(StoreError::Config(_))));
+}
+
+#[tokio::test]
+async fn unreachable_postgres_is_unavailable() {
+    let err = Store::connect("postgres://postgres@127.0.0.1:1/none").await.err().unwrap();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+}
