@@ -3,4 +3,12 @@
 //! API, and streams every published version to data planes over gRPC.
 //! It never proxies traffic.
 
+pub mod api;
+pub mod distribution;
+pub mod publish;
+pub mod server;
+pub mod settings;
 pub mod store;
+
+pub use server::{StartError, open_store, run};
+pub use settings::{Cli, Command, Settings};

@@ -1,1 +1,28 @@
-fn main() {}
+//! `portico-cp`: parses flags, sets up logging, runs the control plane.
+
+use clap::Parser;
+use portico_cp::{Cli, Command};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cli.settings.log_format == "json" {
+        subscriber.json().init();
+    } else {
+        subscriber.init();
+    }
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => portico_cp::run(cli.settings).await,
+        Command::Migrate => portico_cp::open_store(&cli.settings).await.map(|_| tracing::info!("migrations applied")),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("portico-cp: error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

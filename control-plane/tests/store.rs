@@ -1,6 +1,8 @@
 //! The store's behaviour, run against both backends: every test exists once
 //! per backend (`sqlite::…`, `postgres::…`).
 
+#![allow(clippy::unwrap_used)] // test helpers, like #[test] bodies, may unwrap
+
 use portico_cp::store::{DEFAULT_GATEWAY, NodeHello, Publication, Role, Store, StoreError};
 use portico_shared::parse::from_json;
 use portico_shared::{GatewayConfig, Snapshot};

@@ -161,12 +161,14 @@ mod tests {
         Snapshot::compile(from_json(json.as_bytes()).unwrap()).unwrap().config
     }
 
-    const BASE: &str = r#"{"services":[{"name":"users","targets":[{"url":"http://a:1"}]},{"name":"old","targets":[{"url":"http://o:1"}]}]}"#;
+    const BASE: &str =
+        r#"{"services":[{"name":"users","targets":[{"url":"http://a:1"}]},{"name":"old","targets":[{"url":"http://o:1"}]}]}"#;
 
     #[test]
     fn diff_lists_creates_updates_and_deletes() {
         let old = config(BASE);
-        let new = config(r#"{"services":[{"name":"users","targets":[{"url":"http://b:1"}]},{"name":"new","targets":[{"url":"http://n:1"}]}]}"#);
+        let new =
+            config(r#"{"services":[{"name":"users","targets":[{"url":"http://b:1"}]},{"name":"new","targets":[{"url":"http://n:1"}]}]}"#);
         let d = diff(&old, &new);
         assert_eq!(d.summary, DiffSummary { create: 1, update: 1, delete: 1, unchanged: 0 });
         let update = d.changes.iter().find(|c| c.action == Action::Update).unwrap();

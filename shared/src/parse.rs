@@ -12,9 +12,7 @@ pub fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
         let path = e.path().to_string();
         located(path, e.into_inner().to_string())
     })?;
-    deserializer
-        .end()
-        .map_err(|e| ConfigError::invalid("", format!("trailing characters after the JSON document: {e}")))?;
+    deserializer.end().map_err(|e| ConfigError::invalid("", format!("trailing characters after the JSON document: {e}")))?;
     Ok(value)
 }
 
@@ -30,14 +28,16 @@ pub fn from_yaml<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
 /// Builds the error, naming the exact field for unknown or missing fields,
 /// which serde reports against their parent.
 fn located(path: String, message: String) -> ConfigError {
-    let path = if path == "." { String::new() } else { path };
+    let path = if path == "." || path == "?" { String::new() } else { path };
     let named = ["unknown field `", "missing field `"]
         .iter()
         .find_map(|prefix| message.strip_prefix(prefix))
         .and_then(|rest| rest.split('`').next());
     let field = match named {
         Some(name) if path.is_empty() => name.to_owned(),
-        Some(name) if path != name && !path.ends_with(&format!(".{name}")) => format!("{path}.{name}"),
+        Some(name) if path != name && !path.ends_with(&format!(".{name}")) => {
+            format!("{path}.{name}")
+        }
         _ => path,
     };
     ConfigError::invalid(field, message)

@@ -106,7 +106,10 @@ impl Validate for Route {
         }
         self.headers = std::mem::take(&mut headers).into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
         if self.paths.is_empty() && self.hosts.is_empty() && self.methods.is_empty() && self.headers.is_empty() {
-            return Err(ConfigError::invalid("paths", "a route needs at least one of paths, hosts, methods or headers (use \"/\" to take every path)"));
+            return Err(ConfigError::invalid(
+                "paths",
+                "a route needs at least one of paths, hosts, methods or headers (use \"/\" to take every path)",
+            ));
         }
         policies(&self.policies)?;
         tags(&self.tags)
@@ -119,10 +122,10 @@ impl Validate for Consumer {
         if self.username.is_empty() || self.username.len() > 128 || !valid {
             return Err(ConfigError::invalid("username", "must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_', '@', '+', '-'"));
         }
-        if let Some(custom_id) = &self.custom_id {
-            if custom_id.is_empty() || custom_id.len() > 256 || custom_id.chars().any(char::is_control) {
-                return Err(ConfigError::invalid("custom_id", "must be 1 to 256 characters without control characters"));
-            }
+        if let Some(custom_id) = &self.custom_id
+            && (custom_id.is_empty() || custom_id.len() > 256 || custom_id.chars().any(char::is_control))
+        {
+            return Err(ConfigError::invalid("custom_id", "must be 1 to 256 characters without control characters"));
         }
         tags(&self.tags)
     }
@@ -130,12 +133,12 @@ impl Validate for Consumer {
 
 /// Normalizes and checks a whole config: every entity, unique names and
 /// ids, references between entities, and routes that would shadow each
-/// other exactly. Collections end up in name order.
+/// other exactly. Error fields index the lists as given; on success the
+/// collections end up in name order.
 pub fn config(config: &mut GatewayConfig) -> Result {
     entities(&mut config.services)?;
     entities(&mut config.routes)?;
     entities(&mut config.consumers)?;
-    config.sort();
     unique_by(&config.consumers, "custom_id", |c| c.custom_id.clone())?;
     let services: HashSet<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
     for (i, route) in config.routes.iter().enumerate() {
@@ -146,7 +149,9 @@ pub fn config(config: &mut GatewayConfig) -> Result {
             ));
         }
     }
-    identical_routes(&config.routes)
+    identical_routes(&config.routes)?;
+    config.sort();
+    Ok(())
 }
 
 /// The routes that send traffic to the named service.
@@ -166,10 +171,10 @@ fn entities<E: Entity + Validate>(list: &mut [E]) -> Result {
                 format!("a {} named '{}' already exists", E::KIND.as_str(), entity.name()),
             ));
         }
-        if let Some(id) = entity.id() {
-            if !ids.insert(id) {
-                return Err(ConfigError::conflict(format!("{prefix}.id"), format!("id {id} is used twice")));
-            }
+        if let Some(id) = entity.id()
+            && !ids.insert(id)
+        {
+            return Err(ConfigError::conflict(format!("{prefix}.id"), format!("id {id} is used twice")));
         }
     }
     Ok(())
@@ -178,13 +183,13 @@ fn entities<E: Entity + Validate>(list: &mut [E]) -> Result {
 fn unique_by<E: Entity>(list: &[E], field: &str, key: impl Fn(&E) -> Option<String>) -> Result {
     let mut seen = HashMap::new();
     for (i, entity) in list.iter().enumerate() {
-        if let Some(value) = key(entity) {
-            if let Some(other) = seen.insert(value.clone(), entity.name()) {
-                return Err(ConfigError::conflict(
-                    format!("{}[{i}].{field}", E::COLLECTION),
-                    format!("{field} '{value}' is already used by {} '{other}'", E::KIND.as_str()),
-                ));
-            }
+        if let Some(value) = key(entity)
+            && let Some(other) = seen.insert(value.clone(), entity.name())
+        {
+            return Err(ConfigError::conflict(
+                format!("{}[{i}].{field}", E::COLLECTION),
+                format!("{field} '{value}' is already used by {} '{other}'", E::KIND.as_str()),
+            ));
         }
     }
     Ok(())
@@ -193,7 +198,9 @@ fn unique_by<E: Entity>(list: &[E], field: &str, key: impl Fn(&E) -> Option<Stri
 /// Two routes with the same path, hosts, methods and headers: the second
 /// could never be chosen.
 fn identical_routes(routes: &[Route]) -> Result {
-    let mut seen: HashMap<(String, Vec<String>, Vec<String>, String), &str> = HashMap::new();
+    /// Path, sorted hosts, sorted methods, headers.
+    type MatchKey = (String, Vec<String>, Vec<String>, String);
+    let mut seen: HashMap<MatchKey, &str> = HashMap::new();
     for (i, route) in routes.iter().enumerate() {
         let mut hosts = route.hosts.clone();
         hosts.sort();
@@ -206,7 +213,10 @@ fn identical_routes(routes: &[Route]) -> Result {
             if let Some(other) = seen.insert(key, &route.name) {
                 return Err(ConfigError::conflict(
                     format!("routes[{i}].paths[{p}]"),
-                    format!("route '{}' matches exactly what route '{other}' matches ({path}); one of them could never be chosen", route.name),
+                    format!(
+                        "route '{}' matches exactly what route '{other}' matches ({path}); one of them could never be chosen",
+                        route.name
+                    ),
                 ));
             }
         }
@@ -262,7 +272,11 @@ fn route_path(field: &str, path: &str) -> Result<String> {
 fn host_pattern(field: &str, host: &str) -> Result {
     let name = host.strip_prefix("*.").unwrap_or(host);
     let label_ok = |l: &str| {
-        !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     };
     if name.is_empty() || host.len() > 253 || !name.split('.').all(label_ok) {
         return Err(ConfigError::invalid(field, format!("'{host}' is not a host name or a '*.example.com' pattern")));
@@ -287,7 +301,10 @@ fn tags(list: &[String]) -> Result {
     for (i, tag) in list.iter().enumerate() {
         let valid = tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:/=-".contains(&b));
         if tag.is_empty() || tag.len() > 128 || !valid {
-            return Err(ConfigError::invalid(format!("tags[{i}]"), "must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_', ':', '/', '=', '-'"));
+            return Err(ConfigError::invalid(
+                format!("tags[{i}]"),
+                "must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_', ':', '/', '=', '-'",
+            ));
         }
     }
     unique("tags", list)
@@ -374,7 +391,9 @@ mod tests {
 
     #[test]
     fn normalizes_methods_hosts_and_paths() {
-        let mut r = route(r#"{"name":"r","service":"s","paths":["/a/"],"methods":["get"],"hosts":["*.Example.com"],"headers":{"X-Version":["2"]}}"#);
+        let mut r = route(
+            r#"{"name":"r","service":"s","paths":["/a/"],"methods":["get"],"hosts":["*.Example.com"],"headers":{"X-Version":["2"]}}"#,
+        );
         r.normalize_and_validate().unwrap();
         assert_eq!(r.paths, ["/a"]);
         assert_eq!(r.methods, ["GET"]);
@@ -408,10 +427,9 @@ mod tests {
 
     #[test]
     fn config_rejects_duplicate_names_as_conflict() {
-        let mut c: GatewayConfig = from_json(
-            br#"{"services":[{"name":"s","targets":[{"url":"http://a:1"}]},{"name":"s","targets":[{"url":"http://b:1"}]}]}"#,
-        )
-        .unwrap();
+        let mut c: GatewayConfig =
+            from_json(br#"{"services":[{"name":"s","targets":[{"url":"http://a:1"}]},{"name":"s","targets":[{"url":"http://b:1"}]}]}"#)
+                .unwrap();
         let err = config(&mut c).unwrap_err();
         assert!(matches!(err, ConfigError::Conflict { .. }));
         assert_eq!(err.field(), "services[1].name");

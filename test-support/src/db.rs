@@ -27,10 +27,7 @@ impl TestDb {
             panic!("Postgres is not reachable at {server} ({e}); run ./scripts/test, which starts one, or set PORTICO_TEST_POSTGRES_URL")
         });
         let name = format!("portico_test_{}", uuid::Uuid::new_v4().simple());
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .expect("create test database");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.expect("create test database");
         let base = server.rsplit_once('/').map_or(server.as_str(), |(base, _)| base);
         Self { url: format!("{base}/{name}"), cleanup: Cleanup::Postgres { server: server.clone(), name } }
     }
@@ -52,10 +49,7 @@ impl Drop for TestDb {
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
                 runtime.block_on(async {
                     let mut admin = sqlx::PgConnection::connect(&server).await.ok()?;
-                    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                        .execute(&mut admin)
-                        .await
-                        .ok()
+                    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut admin).await.ok()
                 })
             })
             .join();

@@ -4,13 +4,17 @@
 //! starts them), never skip.
 
 pub mod db;
+pub mod node;
 pub mod process;
+pub mod proxy;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 pub use db::TestDb;
+pub use node::TestNode;
 pub use process::{ControlPlane, free_port};
+pub use proxy::TcpProxy;
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `deadline`.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T

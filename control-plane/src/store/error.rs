@@ -32,9 +32,7 @@ impl StoreError {
             }
             sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict(db.message().to_owned()),
             // Postgres: class 08 (connection exception), 57P0x (shutting down), 53 (resources).
-            sqlx::Error::Database(db)
-                if db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c.starts_with("53")) =>
-            {
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c.starts_with("53")) => {
                 Self::Unavailable(error.to_string())
             }
             // SQLite: busy or locked for longer than the busy timeout.

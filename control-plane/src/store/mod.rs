@@ -16,7 +16,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Row};
 
 pub use error::StoreError;
-pub use nodes::{NodeRecord, NodeHello};
+pub use nodes::{NodeHello, NodeRecord};
 pub use tokens::{Role, TokenRecord};
 
 /// The Postgres channel that carries `gateway:version` on every publish.
@@ -89,10 +89,7 @@ impl Store {
         } else if url.starts_with("sqlite:") {
             Backend::Sqlite
         } else {
-            return Err(StoreError::Config(format!(
-                "unsupported database URL '{}': use postgres://… or sqlite://path",
-                redact(url)
-            )));
+            return Err(StoreError::Config(format!("unsupported database URL '{}': use postgres://… or sqlite://path", redact(url))));
         };
         let url = match backend {
             Backend::Sqlite if !url.contains("mode=") => {
@@ -184,10 +181,7 @@ impl Store {
     pub async fn delete_gateway(&self, name: &str) -> Result<bool> {
         let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
         // SQLite only cascades with foreign keys on; delete children explicitly.
-        for sql in [
-            "DELETE FROM data_plane_nodes WHERE gateway = $1",
-            "DELETE FROM config_versions WHERE gateway = $1",
-        ] {
+        for sql in ["DELETE FROM data_plane_nodes WHERE gateway = $1", "DELETE FROM config_versions WHERE gateway = $1"] {
             sqlx::query(sql).bind(name).execute(&mut *tx).await.map_err(StoreError::from_sqlx)?;
         }
         let deleted = sqlx::query("DELETE FROM gateways WHERE name = $1")

@@ -80,15 +80,17 @@ impl Store {
 
     /// The node refused `version`, for `reason`.
     pub async fn node_nacked(&self, gateway: &str, node_id: &str, version: u64, reason: &str) -> Result<()> {
-        sqlx::query("UPDATE data_plane_nodes SET nacked_version = $1, nack_reason = $2, last_seen = $3 WHERE gateway = $4 AND node_id = $5")
-            .bind(to_i64(version))
-            .bind(reason)
-            .bind(Utc::now().timestamp_millis())
-            .bind(gateway)
-            .bind(node_id)
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::from_sqlx)?;
+        sqlx::query(
+            "UPDATE data_plane_nodes SET nacked_version = $1, nack_reason = $2, last_seen = $3 WHERE gateway = $4 AND node_id = $5",
+        )
+        .bind(to_i64(version))
+        .bind(reason)
+        .bind(Utc::now().timestamp_millis())
+        .bind(gateway)
+        .bind(node_id)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
         Ok(())
     }
 

@@ -58,7 +58,13 @@ impl Store {
             .execute(&self.pool)
             .await
             .map_err(StoreError::from_sqlx)?;
-        Ok(TokenRecord { name: name.to_owned(), role, token_hash: token_hash.to_owned(), created_by: created_by.to_owned(), created_at: millis(now) })
+        Ok(TokenRecord {
+            name: name.to_owned(),
+            role,
+            token_hash: token_hash.to_owned(),
+            created_by: created_by.to_owned(),
+            created_at: millis(now),
+        })
     }
 
     pub async fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRecord>> {

@@ -1,0 +1,330 @@
+//! CRUD for the entities of a gateway (services, routes, consumers), written
+//! once against [`Entity`] and instantiated per kind by `entity_api!`, which
+//! also gives each kind its OpenAPI operations. Entities are addressed by id
+//! or by name; `If-Match` takes the `ETag` of a previous read.
+
+use axum::Json;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use portico_shared::model::Entity;
+use portico_shared::validate::{self, Validate};
+use portico_shared::{ConfigError, GatewayConfig, parse};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::auth::Principal;
+use super::error::ApiError;
+use super::extract::{Page, change_message, if_match};
+use super::{AppState, written};
+use crate::publish::Published;
+use crate::store::Publication;
+
+/// A page of a list.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct List<T> {
+    pub data: Vec<T>,
+    /// Items in the whole list.
+    pub total: u64,
+    pub limit: u32,
+    pub offset: u64,
+    /// The `offset` of the next page, absent on the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_offset: Option<u64>,
+}
+
+impl<T> List<T> {
+    /// The page of `items` that `page` asks for.
+    pub fn page(items: Vec<T>, page: Page) -> Result<Self, ApiError> {
+        let (limit, offset) = page.resolve()?;
+        let total = items.len() as u64;
+        let data: Vec<T> = items.into_iter().skip(usize::try_from(offset).unwrap_or(usize::MAX)).take(limit as usize).collect();
+        let end = offset.saturating_add(data.len() as u64);
+        Ok(Self { data, total, limit, offset, next_offset: (end < total).then_some(end) })
+    }
+}
+
+/// The strong ETag of an entity as stored.
+pub fn etag<E: Entity>(entity: &E) -> String {
+    let bytes = serde_json::to_vec(entity).expect("entities serialize");
+    format!("\"{}\"", &portico_shared::snapshot::hash(&bytes)[..20])
+}
+
+fn find<'a, E: Entity>(config: &'a GatewayConfig, key: &str) -> Option<(usize, &'a E)> {
+    let id = Uuid::parse_str(key).ok();
+    E::collection(config).iter().enumerate().find(|(_, e)| id.is_some_and(|id| e.id() == Some(id)) || e.name() == key)
+}
+
+fn not_found<E: Entity>(gateway: &str, key: &str) -> ApiError {
+    ApiError::not_found(format!("{} '{key}' in gateway '{gateway}'", E::KIND.as_str()))
+}
+
+fn check_if_match<E: Entity>(headers: &HeaderMap, current: &E) -> Result<(), ApiError> {
+    match if_match(headers) {
+        Some(expected) if expected != "*" && format!("\"{expected}\"") != etag(current) => Err(ApiError::Stale(format!(
+            "{} '{}' changed since it was read (ETag is now {})",
+            E::KIND.as_str(),
+            current.name(),
+            etag(current)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Errors from checking the whole config, made relative to the entity being
+/// written when they concern it (`routes[3].service` becomes `service`).
+fn relative<E: Entity>(error: ConfigError, index: usize) -> ApiError {
+    let prefix = format!("{}[{index}]", E::COLLECTION);
+    let field = error.field();
+    let relative = field.strip_prefix(&prefix).map(|rest| rest.trim_start_matches('.').to_owned());
+    match (relative, error) {
+        (Some(field), ConfigError::Invalid { message, .. }) => ConfigError::invalid(field, message).into(),
+        (Some(field), ConfigError::Conflict { message, .. }) => ConfigError::conflict(field, message).into(),
+        (None, error) => error.into(),
+    }
+}
+
+/// Checks an entity on its own (errors relative to it) and in the config
+/// it would join at `index`.
+fn prepare<E: Entity + Validate>(mut entity: E, config: &GatewayConfig, index: usize) -> Result<(E, GatewayConfig), ApiError> {
+    entity.normalize_and_validate()?;
+    let mut next = config.clone();
+    let list = E::collection_mut(&mut next);
+    if index < list.len() {
+        list[index] = entity.clone();
+    } else {
+        list.push(entity.clone());
+    }
+    let mut checked = next.clone();
+    validate::config(&mut checked).map_err(|e| relative::<E>(e, index))?;
+    Ok((entity, next))
+}
+
+fn entity_response<E: Entity>(status: StatusCode, published: &Published, id: Uuid, location: Option<String>) -> Result<Response, ApiError> {
+    let entity = E::collection(&published.config).iter().find(|e| e.id() == Some(id)).ok_or(ApiError::Internal)?;
+    let mut response = written(status, published.version, Json(entity)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::ETAG, HeaderValue::from_str(&etag(entity)).map_err(|_| ApiError::Internal)?);
+    if let Some(location) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        headers.insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+pub async fn list<E: Entity>(state: &AppState, gateway: &str, page: Page) -> Result<Json<List<E>>, ApiError> {
+    let current = state.current(gateway).await?;
+    Ok(Json(List::page(E::collection(&current.config).clone(), page)?))
+}
+
+pub async fn get<E: Entity>(state: &AppState, gateway: &str, key: &str) -> Result<Response, ApiError> {
+    let current = state.current(gateway).await?;
+    let (_, entity) = find::<E>(&current.config, key).ok_or_else(|| not_found::<E>(gateway, key))?;
+    let etag = HeaderValue::from_str(&etag(entity)).map_err(|_| ApiError::Internal)?;
+    Ok(([(header::ETAG, etag)], Json(entity.clone())).into_response())
+}
+
+pub async fn create<E: Entity + Validate>(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    gateway: &str,
+    mut entity: E,
+) -> Result<Response, ApiError> {
+    let id = entity.id().unwrap_or_else(Uuid::new_v4);
+    let now = Utc::now();
+    entity.set_meta(Some(id), Some(now), Some(now));
+    let message = change_message(headers)?;
+    let publication = Publication { author: &principal.name, message: &message, rollback_of: None };
+    let published = state
+        .publisher
+        .change(gateway, &publication, |current| {
+            let config = &current.config;
+            if E::collection(config).iter().any(|e| e.id() == Some(id)) {
+                return Err(ApiError::Conflict { field: Some("id".into()), message: format!("id {id} is already used") });
+            }
+            let index = E::collection(config).len();
+            prepare(entity.clone(), config, index).map(|(_, next)| next)
+        })
+        .await?;
+    let location = format!("/api/v1/gateways/{gateway}/{}/{id}", E::COLLECTION);
+    entity_response::<E>(StatusCode::CREATED, &published, id, Some(location))
+}
+
+/// `PUT`: replaces the entity's fields (its id and creation time stay).
+pub async fn replace<E: Entity + Validate>(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    gateway: &str,
+    key: &str,
+    replacement: E,
+) -> Result<Response, ApiError> {
+    update::<E>(state, principal, headers, gateway, key, |_| Ok(replacement.clone())).await
+}
+
+/// `PATCH`: a JSON merge patch (RFC 7396) on the entity's fields.
+pub async fn patch<E: Entity + Validate>(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    gateway: &str,
+    key: &str,
+    merge_patch: serde_json::Value,
+) -> Result<Response, ApiError> {
+    if !merge_patch.is_object() {
+        return Err(ApiError::invalid("", "a merge patch must be a JSON object"));
+    }
+    update::<E>(state, principal, headers, gateway, key, |current| {
+        let mut document = serde_json::to_value(current.declarative()).map_err(|_| ApiError::Internal)?;
+        json_patch::merge(&mut document, &merge_patch);
+        let bytes = serde_json::to_vec(&document).map_err(|_| ApiError::Internal)?;
+        Ok(parse::from_json(&bytes)?)
+    })
+    .await
+}
+
+async fn update<E: Entity + Validate>(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    gateway: &str,
+    key: &str,
+    edit: impl Fn(&E) -> Result<E, ApiError>,
+) -> Result<Response, ApiError> {
+    let message = change_message(headers)?;
+    let publication = Publication { author: &principal.name, message: &message, rollback_of: None };
+    let mut id = None;
+    let published = state
+        .publisher
+        .change(gateway, &publication, |current| {
+            let config = &current.config;
+            let (index, existing) = find::<E>(config, key).ok_or_else(|| not_found::<E>(gateway, key))?;
+            check_if_match(headers, existing)?;
+            let mut entity = edit(existing)?;
+            if entity.name() != existing.name() {
+                refuse_rename_in_use(config, existing)?;
+            }
+            entity.set_meta(existing.id(), existing.created_at(), existing.updated_at());
+            let (normalized, mut next) = prepare(entity, config, index)?;
+            if normalized.declarative() != existing.declarative() {
+                let list = E::collection_mut(&mut next);
+                list[index].set_meta(existing.id(), existing.created_at(), Some(Utc::now()));
+            }
+            id = existing.id();
+            Ok::<_, ApiError>(next)
+        })
+        .await?;
+    entity_response::<E>(StatusCode::OK, &published, id.ok_or(ApiError::Internal)?, None)
+}
+
+pub async fn delete<E: Entity>(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    gateway: &str,
+    key: &str,
+) -> Result<Response, ApiError> {
+    let message = change_message(headers)?;
+    let publication = Publication { author: &principal.name, message: &message, rollback_of: None };
+    let published = state
+        .publisher
+        .change(gateway, &publication, |current| {
+            let (index, existing) = find::<E>(&current.config, key).ok_or_else(|| not_found::<E>(gateway, key))?;
+            check_if_match(headers, existing)?;
+            refuse_rename_in_use(&current.config, existing)?;
+            let mut next = current.config.clone();
+            E::collection_mut(&mut next).remove(index);
+            Ok::<_, ApiError>(next)
+        })
+        .await?;
+    Ok(written(StatusCode::NO_CONTENT, published.version, ()).into_response())
+}
+
+/// A service that routes use can be neither deleted nor renamed.
+fn refuse_rename_in_use<E: Entity>(config: &GatewayConfig, entity: &E) -> Result<(), ApiError> {
+    if E::KIND != portico_shared::EntityKind::Service {
+        return Ok(());
+    }
+    let users: Vec<&str> = validate::routes_using(config, entity.name()).map(|r| r.name.as_str()).collect();
+    if users.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::conflict(format!("service '{}' is used by route(s) {}; change those routes first", entity.name(), users.join(", "))))
+}
+
+/// Instantiates the CRUD handlers of one entity kind, with their OpenAPI docs.
+macro_rules! entity_api {
+    ($module:ident, $type:ty, $tag:literal, $list_path:literal, $one_path:literal) => {
+        pub mod $module {
+            use axum::extract::State;
+            use axum::http::HeaderMap;
+            use axum::response::Response;
+            use axum::{Extension, Json};
+
+            use crate::api::AppState;
+            use crate::api::auth::Principal;
+            use crate::api::entities::{self, List};
+            use crate::api::error::{ApiError, ErrorBody};
+            use crate::api::extract::{JsonBody, Page, Path, Query};
+            #[allow(unused_imports)]
+            use portico_shared::model::*;
+
+            #[utoipa::path(get, path = $list_path, tag = $tag, params(("gw" = String, Path, description = "Gateway name"), Page),
+                responses((status = 200, body = List<$type>), (status = 404, body = ErrorBody)))]
+            pub(crate) async fn list(State(state): State<AppState>, Path(gw): Path<String>, Query(page): Query<Page>) -> Result<Json<List<$type>>, ApiError> {
+                entities::list::<$type>(&state, &gw, page).await
+            }
+
+            #[utoipa::path(post, path = $list_path, tag = $tag, params(("gw" = String, Path, description = "Gateway name")),
+                request_body = $type,
+                responses((status = 201, body = $type, headers(("Portico-Config-Version" = u64), ("ETag" = String), ("Location" = String))),
+                    (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+            pub(crate) async fn create(State(state): State<AppState>, Extension(principal): Extension<Principal>, headers: HeaderMap,
+                Path(gw): Path<String>, JsonBody(entity): JsonBody<$type>) -> Result<Response, ApiError> {
+                entities::create::<$type>(&state, &principal, &headers, &gw, entity).await
+            }
+
+            #[utoipa::path(get, path = $one_path, tag = $tag,
+                params(("gw" = String, Path, description = "Gateway name"), ("key" = String, Path, description = "Id or name")),
+                responses((status = 200, body = $type, headers(("ETag" = String))), (status = 404, body = ErrorBody)))]
+            pub(crate) async fn get(State(state): State<AppState>, Path((gw, key)): Path<(String, String)>) -> Result<Response, ApiError> {
+                entities::get::<$type>(&state, &gw, &key).await
+            }
+
+            #[utoipa::path(put, path = $one_path, tag = $tag,
+                params(("gw" = String, Path, description = "Gateway name"), ("key" = String, Path, description = "Id or name"),
+                    ("If-Match" = Option<String>, Header, description = "ETag of the version you read")),
+                request_body = $type,
+                responses((status = 200, body = $type, headers(("Portico-Config-Version" = u64), ("ETag" = String))),
+                    (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+            pub(crate) async fn replace(State(state): State<AppState>, Extension(principal): Extension<Principal>, headers: HeaderMap,
+                Path((gw, key)): Path<(String, String)>, JsonBody(entity): JsonBody<$type>) -> Result<Response, ApiError> {
+                entities::replace::<$type>(&state, &principal, &headers, &gw, &key, entity).await
+            }
+
+            #[utoipa::path(patch, path = $one_path, tag = $tag,
+                params(("gw" = String, Path, description = "Gateway name"), ("key" = String, Path, description = "Id or name"),
+                    ("If-Match" = Option<String>, Header, description = "ETag of the version you read")),
+                request_body(content = Object, description = "JSON merge patch (RFC 7396) of the entity's fields"),
+                responses((status = 200, body = $type, headers(("Portico-Config-Version" = u64), ("ETag" = String))),
+                    (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+            pub(crate) async fn patch(State(state): State<AppState>, Extension(principal): Extension<Principal>, headers: HeaderMap,
+                Path((gw, key)): Path<(String, String)>, JsonBody(merge_patch): JsonBody<serde_json::Value>) -> Result<Response, ApiError> {
+                entities::patch::<$type>(&state, &principal, &headers, &gw, &key, merge_patch).await
+            }
+
+            #[utoipa::path(delete, path = $one_path, tag = $tag,
+                params(("gw" = String, Path, description = "Gateway name"), ("key" = String, Path, description = "Id or name"),
+                    ("If-Match" = Option<String>, Header, description = "ETag of the version you read")),
+                responses((status = 204, headers(("Portico-Config-Version" = u64))), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+            pub(crate) async fn delete(State(state): State<AppState>, Extension(principal): Extension<Principal>, headers: HeaderMap,
+                Path((gw, key)): Path<(String, String)>) -> Result<Response, ApiError> {
+                entities::delete::<$type>(&state, &principal, &headers, &gw, &key).await
+            }
+        }
+    };
+}
+
+entity_api!(services, Service, "services", "/api/v1/gateways/{gw}/services", "/api/v1/gateways/{gw}/services/{key}");
+entity_api!(routes, Route, "routes", "/api/v1/gateways/{gw}/routes", "/api/v1/gateways/{gw}/routes/{key}");
+entity_api!(consumers, Consumer, "consumers", "/api/v1/gateways/{gw}/consumers", "/api/v1/gateways/{gw}/consumers/{key}");

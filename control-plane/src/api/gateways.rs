@@ -1,0 +1,89 @@
+//! Gateways: independently versioned config trees. `default` always exists
+//! and cannot be deleted. Creating a gateway publishes its version 1, an
+//! empty config.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::Principal;
+use super::error::{ApiError, ErrorBody};
+use super::extract::{JsonBody, Path};
+use super::{AppState, written};
+use crate::store::{DEFAULT_GATEWAY, GatewayRecord, StoreError};
+
+/// A gateway as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Gateway {
+    pub name: String,
+    pub description: String,
+    /// The version its data planes should serve.
+    pub version: u64,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<GatewayRecord> for Gateway {
+    fn from(record: GatewayRecord) -> Self {
+        Self { name: record.name, description: record.description, version: record.current_version, created_at: record.created_at }
+    }
+}
+
+/// A gateway to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewGateway {
+    /// `[a-z0-9._-]`, 1 to 64 characters.
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[utoipa::path(get, path = "/api/v1/gateways", tag = "gateways", responses((status = 200, body = Vec<Gateway>)))]
+pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Vec<Gateway>>, ApiError> {
+    Ok(Json(state.store.list_gateways().await?.into_iter().map(Gateway::from).collect()))
+}
+
+#[utoipa::path(post, path = "/api/v1/gateways", tag = "gateways", request_body = NewGateway,
+    responses((status = 201, body = Gateway, headers(("Portico-Config-Version" = u64))), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(super) async fn create(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    JsonBody(new): JsonBody<NewGateway>,
+) -> Result<Response, ApiError> {
+    portico_shared::validate::name("name", &new.name)?;
+    if new.description.len() > 1_000 {
+        return Err(ApiError::invalid("description", "must be at most 1000 characters"));
+    }
+    let version = state.store.create_gateway(&new.name, &new.description, &principal.name).await.map_err(|e| match e {
+        StoreError::Conflict(_) => {
+            ApiError::Conflict { field: Some("name".into()), message: format!("gateway '{}' already exists", new.name) }
+        }
+        other => other.into(),
+    })?;
+    let record = state.store.gateway(&new.name).await?.ok_or(ApiError::Internal)?;
+    Ok(written(StatusCode::CREATED, version.version, Json(Gateway::from(record))))
+}
+
+#[utoipa::path(get, path = "/api/v1/gateways/{gw}", tag = "gateways", params(("gw" = String, Path, description = "Gateway name")),
+    responses((status = 200, body = Gateway), (status = 404, body = ErrorBody)))]
+pub(super) async fn get(State(state): State<AppState>, Path(gw): Path<String>) -> Result<Json<Gateway>, ApiError> {
+    let record = state.store.gateway(&gw).await?.ok_or_else(|| ApiError::not_found(format!("gateway '{gw}'")))?;
+    Ok(Json(record.into()))
+}
+
+#[utoipa::path(delete, path = "/api/v1/gateways/{gw}", tag = "gateways", params(("gw" = String, Path, description = "Gateway name")),
+    responses((status = 204, description = "Deleted with its history"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(super) async fn delete(State(state): State<AppState>, Path(gw): Path<String>) -> Result<Response, ApiError> {
+    if gw == DEFAULT_GATEWAY {
+        return Err(ApiError::conflict("the default gateway cannot be deleted"));
+    }
+    if !state.store.delete_gateway(&gw).await? {
+        return Err(ApiError::not_found(format!("gateway '{gw}'")));
+    }
+    tracing::info!(gateway = %gw, "gateway deleted");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

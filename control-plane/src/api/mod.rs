@@ -1,0 +1,145 @@
+//! The admin REST API (axum): CRUD for every entity of a gateway, the
+//! declarative config, version history and rollback, the fleet view and
+//! admin tokens, all under `/api/v1` behind bearer tokens, plus the OpenAPI
+//! document generated from the handlers (`/api/v1/openapi.json`),
+//! `/healthz` (alive) and `/readyz` (the store answers).
+
+pub mod auth;
+pub mod config;
+pub mod entities;
+pub mod error;
+pub mod extract;
+pub mod fleet;
+pub mod gateways;
+pub mod tokens;
+pub mod versions;
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router, middleware};
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use self::auth::Authenticator;
+use self::error::ApiError;
+use crate::publish::Publisher;
+use crate::store::{Current, Store};
+
+/// The header that carries the version a write published (or left current).
+pub const VERSION_HEADER: &str = "portico-config-version";
+
+/// Largest request body: a whole config of some 10k routes fits well.
+pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub publisher: Publisher,
+    pub auth: Authenticator,
+    /// Heartbeat interval of the config streams (for the fleet view's staleness).
+    pub heartbeat: Duration,
+}
+
+impl AppState {
+    /// The current config of a gateway; `404` if there is no such gateway.
+    pub async fn current(&self, gateway: &str) -> Result<Current, ApiError> {
+        self.store.current(gateway).await?.ok_or_else(|| ApiError::not_found(format!("gateway '{gateway}'")))
+    }
+}
+
+/// A write's response: `status`, `body` and the `Portico-Config-Version` header.
+pub fn written(status: StatusCode, version: u64, body: impl IntoResponse) -> Response {
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(VERSION_HEADER, HeaderValue::from(version));
+    response
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Portico admin API", description = "Configure Portico gateways: services, routes, consumers, versions and data planes."),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "gateways", description = "Independently versioned front doors"),
+        (name = "services", description = "Where traffic goes"),
+        (name = "routes", description = "What traffic a gateway takes"),
+        (name = "consumers", description = "Who calls"),
+        (name = "config", description = "A gateway's whole config, declaratively"),
+        (name = "versions", description = "History and rollback"),
+        (name = "data-planes", description = "The fleet"),
+        (name = "tokens", description = "Admin API tokens"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// The admin API's routes and its OpenAPI document.
+fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(gateways::list, gateways::create))
+        .routes(routes!(gateways::get, gateways::delete))
+        .routes(routes!(entities::services::list, entities::services::create))
+        .routes(routes!(entities::services::get, entities::services::replace, entities::services::patch, entities::services::delete))
+        .routes(routes!(entities::routes::list, entities::routes::create))
+        .routes(routes!(entities::routes::get, entities::routes::replace, entities::routes::patch, entities::routes::delete))
+        .routes(routes!(entities::consumers::list, entities::consumers::create))
+        .routes(routes!(entities::consumers::get, entities::consumers::replace, entities::consumers::patch, entities::consumers::delete))
+        .routes(routes!(config::export, config::import))
+        .routes(routes!(config::diff))
+        .routes(routes!(versions::list))
+        .routes(routes!(versions::get))
+        .routes(routes!(versions::rollback))
+        .routes(routes!(fleet::list))
+        .routes(routes!(tokens::list, tokens::create))
+        .routes(routes!(tokens::revoke))
+        .split_for_parts()
+}
+
+/// The OpenAPI document of the admin API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().1
+}
+
+/// The whole admin service: authenticated API, public health and OpenAPI.
+pub fn router(state: AppState) -> Router {
+    let (api, doc) = api();
+    let doc = Json(doc);
+    let api = api.layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
+    Router::new()
+        .merge(api)
+        .route("/api/v1/openapi.json", axum::routing::get(move || async move { doc.clone() }))
+        .route("/healthz", axum::routing::get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/readyz", axum::routing::get(readyz))
+        .fallback(|| async { ApiError::not_found("endpoint") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Readiness: `200` while the store answers, `503` while it does not.
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Json(serde_json::json!({"status": "ok"})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: store unavailable");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "store_unavailable"}))).into_response()
+        }
+    }
+}

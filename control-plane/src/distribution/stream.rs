@@ -1,0 +1,202 @@
+//! The `ConfigDiscovery.Stream` service: one bidirectional stream per
+//! data-plane node. The node must present the cluster token and open with a
+//! Hello; it then receives the current snapshot unless it already has that
+//! version, and every newer version as it is published. Its ACKs, NACKs and
+//! heartbeats are recorded for the fleet view.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::Stream;
+use portico_proto::v1::config_discovery_server::ConfigDiscovery;
+use portico_proto::v1::{ControlMessage, Heartbeat, Hello, NodeMessage, Snapshot, control_message, node_message};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use super::Hub;
+use crate::store::{NodeHello, Store};
+
+/// A node is shown `disconnected` when not heard from for this many heartbeat intervals.
+pub const NODE_STALE_AFTER_HEARTBEATS: u32 = 3;
+
+/// How long a node may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The gRPC service.
+#[derive(Clone)]
+pub struct ConfigStreams {
+    store: Store,
+    hub: Hub,
+    cluster_token: [u8; 32],
+    heartbeat: Duration,
+}
+
+impl ConfigStreams {
+    pub fn new(store: Store, hub: Hub, cluster_token: &str, heartbeat: Duration) -> Self {
+        Self { store, hub, cluster_token: Sha256::digest(cluster_token.as_bytes()).into(), heartbeat }
+    }
+
+    fn check_token<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("missing cluster token (authorization: Bearer <token>)"))?;
+        let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        if bool::from(presented.ct_eq(&self.cluster_token)) { Ok(()) } else { Err(Status::unauthenticated("wrong cluster token")) }
+    }
+}
+
+type ControlStream = Pin<Box<dyn Stream<Item = Result<ControlMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ConfigDiscovery for ConfigStreams {
+    type StreamStream = ControlStream;
+
+    async fn stream(&self, request: Request<Streaming<NodeMessage>>) -> Result<Response<ControlStream>, Status> {
+        self.check_token(&request)?;
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(NodeMessage { message: Some(node_message::Message::Hello(hello)) }))) => hello,
+            Ok(Err(status)) => return Err(status),
+            Err(_) => return Err(Status::deadline_exceeded("no Hello received in time")),
+            Ok(_) => {
+                return Err(Status::invalid_argument("the first message must be a Hello"));
+            }
+        };
+        let hello = node_hello(hello)?;
+        let current = self.store.gateway(&hello.gateway).await.map_err(unavailable)?;
+        let Some(current) = current else {
+            return Err(Status::not_found(format!("gateway '{}' does not exist", hello.gateway)));
+        };
+        self.store.node_connected(&hello).await.map_err(unavailable)?;
+        tracing::info!(node = %hello.node_id, gateway = %hello.gateway, version = hello.version, "data plane connected");
+        let versions = self.hub.subscribe(&hello.gateway);
+        self.hub.published(&hello.gateway, current.current_version);
+        let (tx, rx) = mpsc::channel(4);
+        let session = Session { store: self.store.clone(), hello, heartbeat: self.heartbeat };
+        let span = tracing::info_span!("config_stream", node = %session.hello.node_id, gateway = %session.hello.gateway);
+        tokio::spawn(session.run(inbound, versions, tx).instrument(span));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+fn node_hello(hello: Hello) -> Result<NodeHello, Status> {
+    let printable = |s: &str| s.chars().all(|c| c.is_ascii_graphic());
+    if hello.node_id.is_empty() || hello.node_id.len() > 128 || !printable(&hello.node_id) {
+        return Err(Status::invalid_argument("node_id must be 1 to 128 visible ASCII characters"));
+    }
+    if portico_shared::validate::name("gateway", &hello.gateway).is_err() {
+        return Err(Status::invalid_argument(format!("'{}' is not a valid gateway name", hello.gateway)));
+    }
+    Ok(NodeHello {
+        node_id: hello.node_id,
+        gateway: hello.gateway,
+        labels: hello.labels.into_iter().collect(),
+        version: hello.version,
+        hash: hello.hash,
+        software_version: hello.software_version,
+    })
+}
+
+fn unavailable(error: crate::store::StoreError) -> Status {
+    Status::unavailable(format!("control plane store: {error}"))
+}
+
+/// One node's stream.
+struct Session {
+    store: Store,
+    hello: NodeHello,
+    heartbeat: Duration,
+}
+
+impl Session {
+    async fn run(
+        self,
+        mut inbound: Streaming<NodeMessage>,
+        mut versions: tokio::sync::watch::Receiver<u64>,
+        tx: mpsc::Sender<Result<ControlMessage, Status>>,
+    ) {
+        let (gateway, node) = (self.hello.gateway.as_str(), self.hello.node_id.as_str());
+        let mut node_version = self.hello.version;
+        let mut heartbeat = tokio::time::interval(self.heartbeat);
+        loop {
+            let latest = *versions.borrow_and_update();
+            if latest != 0 && latest != node_version {
+                match self.snapshot(latest).await {
+                    Ok(snapshot) => {
+                        if tx.send(Ok(snapshot)).await.is_err() {
+                            break;
+                        }
+                        node_version = latest;
+                    }
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                changed = versions.changed() => if changed.is_err() { break },
+                message = inbound.message() => match message {
+                    Ok(Some(message)) => self.record(message).await,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(node, error = %status, "stream error");
+                        break;
+                    }
+                },
+                _ = heartbeat.tick() => {
+                    let beat = ControlMessage { message: Some(control_message::Message::Heartbeat(Heartbeat {})) };
+                    if tx.send(Ok(beat)).await.is_err() { break }
+                }
+                () = tx.closed() => break,
+            }
+        }
+        tracing::info!(node, gateway, "data plane disconnected");
+        if let Err(e) = self.store.node_seen(gateway, node, false).await {
+            tracing::warn!(node, error = %e, "could not record the disconnect");
+        }
+    }
+
+    async fn snapshot(&self, version: u64) -> Result<ControlMessage, Status> {
+        let gateway = &self.hello.gateway;
+        let (record, config) = self
+            .store
+            .version(gateway, version)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| Status::not_found(format!("gateway '{gateway}' has no version {version}")))?;
+        tracing::debug!(node = %self.hello.node_id, gateway, version, "sending snapshot");
+        Ok(ControlMessage {
+            message: Some(control_message::Message::Snapshot(Snapshot { gateway: gateway.clone(), version, hash: record.hash, config })),
+        })
+    }
+
+    async fn record(&self, message: NodeMessage) {
+        let (gateway, node) = (self.hello.gateway.as_str(), self.hello.node_id.as_str());
+        let result = match message.message {
+            Some(node_message::Message::Ack(ack)) => {
+                tracing::info!(node, gateway, version = ack.version, "data plane applied version");
+                self.store.node_acked(gateway, node, ack.version, &ack.hash).await
+            }
+            Some(node_message::Message::Nack(nack)) => {
+                tracing::warn!(node, gateway, version = nack.version, reason = %nack.reason, "data plane rejected version");
+                self.store.node_nacked(gateway, node, nack.version, &nack.reason).await
+            }
+            Some(node_message::Message::Heartbeat(_)) => self.store.node_seen(gateway, node, true).await,
+            Some(node_message::Message::Hello(_)) | None => {
+                tracing::debug!(node, "ignoring unexpected message");
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(node, error = %e, "could not record data plane state");
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Publishing: every config write reads the gateway's current config, applies
+//! an edit, compiles the result with the same compiler data planes use, and
+//! appends it as the next version in one transaction, then wakes the local
+//! streams. A write whose result equals the current config publishes
+//! nothing. Concurrent writers are ordered by optimistic concurrency: a
+//! writer that lost the race re-reads and re-applies its edit.
+
+use portico_shared::{ConfigError, GatewayConfig, Snapshot};
+
+use crate::distribution::Hub;
+use crate::store::{Current, Publication, Store, StoreError};
+
+/// How often a write is re-applied after losing a race before giving up.
+const MAX_ATTEMPTS: usize = 16;
+
+/// The outcome of a write.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// The gateway's config after the write, normalized.
+    pub config: GatewayConfig,
+    /// The version now current: the new one, or the old one if nothing changed.
+    pub version: u64,
+    pub hash: String,
+    /// Whether a new version was appended.
+    pub created: bool,
+}
+
+/// Applies edits to gateways' configs and publishes the results.
+#[derive(Clone)]
+pub struct Publisher {
+    store: Store,
+    hub: Hub,
+}
+
+impl Publisher {
+    pub fn new(store: Store, hub: Hub) -> Self {
+        Self { store, hub }
+    }
+
+    /// Applies `edit` to the current config of `gateway` and publishes the
+    /// result. `edit` may run more than once (after a lost race), always on
+    /// the freshest config.
+    pub async fn change<E>(
+        &self,
+        gateway: &str,
+        publication: &Publication<'_>,
+        mut edit: impl FnMut(&Current) -> Result<GatewayConfig, E>,
+    ) -> Result<Published, E>
+    where
+        E: From<ConfigError> + From<StoreError>,
+    {
+        for _ in 0..MAX_ATTEMPTS {
+            let current = self.store.current(gateway).await?.ok_or(StoreError::NotFound)?;
+            let snapshot = Snapshot::compile(edit(&current)?)?;
+            if snapshot.hash == current.hash {
+                return Ok(Published { config: snapshot.config, version: current.version, hash: current.hash, created: false });
+            }
+            match self.store.publish(gateway, current.version, &snapshot, publication).await {
+                Ok(record) => {
+                    tracing::info!(gateway, version = record.version, hash = %record.hash, author = publication.author, "published");
+                    self.hub.published(gateway, record.version);
+                    return Ok(Published { config: snapshot.config, version: record.version, hash: snapshot.hash, created: true });
+                }
+                Err(StoreError::Stale) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Stale.into())
+    }
+}

@@ -1,0 +1,50 @@
+//! Command-line flags, each with an environment variable (see CONTRACT).
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Shortest accepted admin or cluster token.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+#[derive(Debug, Parser)]
+#[command(name = "portico-cp", version, about = "Portico control plane: config store, admin API and config distribution to data planes")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum Command {
+    /// Run the control plane (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// `postgres://user@host/db` or `sqlite://path` (created if missing).
+    #[arg(long, env = "PORTICO_DATABASE_URL", default_value = "sqlite://portico.db", global = true)]
+    pub database_url: String,
+    /// Address of the admin REST API. Keep it on loopback unless it sits behind TLS.
+    #[arg(long, env = "PORTICO_ADMIN_LISTEN", default_value = "127.0.0.1:9080")]
+    pub admin_listen: SocketAddr,
+    /// Address of the gRPC config stream that data planes connect to.
+    #[arg(long, env = "PORTICO_GRPC_LISTEN", default_value = "127.0.0.1:9090")]
+    pub grpc_listen: SocketAddr,
+    /// Bootstrap admin token (at least 16 characters). Required unless tokens already exist in the store.
+    #[arg(long, env = "PORTICO_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Secret that data planes must present (at least 16 characters). Required.
+    #[arg(long, env = "PORTICO_CLUSTER_TOKEN", hide_env_values = true)]
+    pub cluster_token: Option<String>,
+    /// How often the config stream sends heartbeats; a node silent for three is shown disconnected.
+    #[arg(long, env = "PORTICO_HEARTBEAT_INTERVAL_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub heartbeat_interval_ms: u64,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "PORTICO_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
+    pub log_format: String,
+}

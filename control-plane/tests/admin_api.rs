@@ -1,0 +1,416 @@
+//! The admin API in-process (`Router::oneshot`) on a real SQLite store:
+//! status codes, error bodies naming fields, versions and auth as a client
+//! sees them.
+
+#![allow(clippy::unwrap_used)] // test helpers, like #[test] bodies, may unwrap
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use portico_cp::api::auth::Authenticator;
+use portico_cp::api::{self, AppState};
+use portico_cp::distribution::Hub;
+use portico_cp::publish::Publisher;
+use portico_cp::store::Store;
+use portico_test_support::TestDb;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const ADMIN: &str = "admin-token-for-tests-0123";
+
+struct Api {
+    router: Router,
+    _db: TestDb,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    text: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+
+    fn version(&self) -> u64 {
+        self.headers["portico-config-version"].to_str().unwrap().parse().unwrap()
+    }
+
+    fn error_field(&self) -> String {
+        self.json()["error"]["field"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+impl Api {
+    async fn new() -> Self {
+        let db = TestDb::sqlite();
+        let store = Store::connect(&db.url).await.unwrap();
+        store.migrate().await.unwrap();
+        store.ensure_default_gateway().await.unwrap();
+        let hub = Hub::default();
+        let state = AppState {
+            publisher: Publisher::new(store.clone(), hub),
+            auth: Authenticator::new(Some(ADMIN), store.clone()),
+            store,
+            heartbeat: Duration::from_secs(5),
+        };
+        Self { router: api::router(state), _db: db }
+    }
+
+    async fn send(&self, method: Method, path: &str, token: Option<&str>, headers: &[(&str, &str)], body: Option<(&str, String)>) -> Reply {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = match body {
+            Some((content_type, body)) => request.header("content-type", content_type).body(Body::from(body)),
+            None => request.body(Body::empty()),
+        }
+        .unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        Reply { status, headers, text: String::from_utf8(bytes.to_vec()).unwrap() }
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, Some(ADMIN), &[], None).await
+    }
+
+    async fn write(&self, method: Method, path: &str, body: Value) -> Reply {
+        self.send(method, path, Some(ADMIN), &[], Some(("application/json", body.to_string()))).await
+    }
+
+    async fn delete(&self, path: &str) -> Reply {
+        self.send(Method::DELETE, path, Some(ADMIN), &[], None).await
+    }
+}
+
+const SERVICES: &str = "/api/v1/gateways/default/services";
+const ROUTES: &str = "/api/v1/gateways/default/routes";
+
+fn users_service() -> Value {
+    json!({"name": "users", "targets": [{"url": "http://10.0.0.5:8000", "weight": 100}]})
+}
+
+fn users_route() -> Value {
+    json!({"name": "users-api", "service": "users", "paths": ["/users"], "methods": ["GET", "POST"]})
+}
+
+#[tokio::test]
+async fn requires_a_valid_bearer_token() {
+    let api = Api::new().await;
+    for token in [None, Some("wrong-token-0123456789"), Some("")] {
+        let reply = api.send(Method::GET, "/api/v1/gateways", token, &[], None).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{token:?}");
+        assert_eq!(reply.json()["error"]["code"], "unauthorized");
+        assert_eq!(reply.headers["www-authenticate"], "Bearer");
+    }
+    assert_eq!(api.send(Method::GET, "/healthz", None, &[], None).await.status, StatusCode::OK);
+    assert_eq!(api.send(Method::GET, "/api/v1/openapi.json", None, &[], None).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn tokens_are_shown_once_and_revocable_and_read_only_cannot_write() {
+    let api = Api::new().await;
+    let created = api.write(Method::POST, "/api/v1/tokens", json!({"name": "ci", "role": "read-only"})).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let secret = created.json()["secret"].as_str().unwrap().to_owned();
+    let listed = api.get("/api/v1/tokens").await;
+    assert!(!listed.text.contains(&secret), "a listed token must not show its secret");
+    assert_eq!(listed.json()[0]["name"], "ci");
+
+    let reader = Some(secret.as_str());
+    assert_eq!(api.send(Method::GET, SERVICES, reader, &[], None).await.status, StatusCode::OK);
+    let write = api.send(Method::POST, SERVICES, reader, &[], Some(("application/json", users_service().to_string()))).await;
+    assert_eq!(write.status, StatusCode::FORBIDDEN);
+    assert_eq!(write.json()["error"]["code"], "forbidden");
+    let diff = api.send(Method::POST, "/api/v1/gateways/default/config/diff", reader, &[], Some(("application/json", "{}".into()))).await;
+    assert_eq!(diff.status, StatusCode::OK, "a read-only token may preview a diff");
+    assert_eq!(api.send(Method::GET, "/api/v1/tokens", reader, &[], None).await.status, StatusCode::FORBIDDEN);
+
+    let duplicate = api.write(Method::POST, "/api/v1/tokens", json!({"name": "ci", "role": "admin"})).await;
+    assert_eq!(duplicate.status, StatusCode::CONFLICT);
+    let bad_role = api.write(Method::POST, "/api/v1/tokens", json!({"name": "x", "role": "root"})).await;
+    assert_eq!((bad_role.status, bad_role.error_field().as_str()), (StatusCode::BAD_REQUEST, "role"));
+
+    assert_eq!(api.delete("/api/v1/tokens/ci").await.status, StatusCode::NO_CONTENT);
+    assert_eq!(api.send(Method::GET, SERVICES, reader, &[], None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(api.delete("/api/v1/tokens/ci").await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn writes_publish_versions_and_record_author_and_message() {
+    let api = Api::new().await;
+    let created = api.write(Method::POST, SERVICES, users_service()).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    assert_eq!(created.version(), 2);
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(created.headers["location"], format!("{SERVICES}/{id}"));
+    assert!(created.headers.contains_key("etag"));
+
+    let message = [("portico-change-message", "add the users API")];
+    let route = api.send(Method::POST, ROUTES, Some(ADMIN), &message, Some(("application/json", users_route().to_string()))).await;
+    assert_eq!((route.status, route.version()), (StatusCode::CREATED, 3));
+
+    let by_name = api.get(&format!("{SERVICES}/users")).await;
+    let by_id = api.get(&format!("{SERVICES}/{id}")).await;
+    assert_eq!(by_name.json(), by_id.json());
+    assert_eq!(by_name.json()["targets"][0]["url"], "http://10.0.0.5:8000");
+
+    let versions = api.get("/api/v1/gateways/default/versions").await.json();
+    assert_eq!(versions["total"], 3);
+    assert_eq!(versions["data"][0]["version"], 3);
+    assert_eq!(versions["data"][0]["author"], "bootstrap");
+    assert_eq!(versions["data"][0]["message"], "add the users API");
+    assert_eq!(versions["data"][0]["hash"].as_str().unwrap().len(), 64);
+}
+
+#[tokio::test]
+async fn a_write_that_changes_nothing_publishes_nothing() {
+    let api = Api::new().await;
+    api.write(Method::POST, SERVICES, users_service()).await;
+    let same = api.write(Method::PUT, &format!("{SERVICES}/users"), users_service()).await;
+    assert_eq!((same.status, same.version()), (StatusCode::OK, 2));
+    let same_with_other_spelling =
+        api.write(Method::PUT, &format!("{SERVICES}/users"), json!({"name": "users", "targets": [{"url": "http://10.0.0.5:8000/"}]})).await;
+    assert_eq!(same_with_other_spelling.version(), 2);
+    let changed = api.write(Method::PATCH, &format!("{SERVICES}/users"), json!({"timeouts": {"connect_ms": 500}})).await;
+    assert_eq!((changed.status, changed.version()), (StatusCode::OK, 3), "{}", changed.text);
+    assert_eq!(changed.json()["timeouts"]["connect_ms"], 500);
+    assert_eq!(changed.json()["timeouts"]["request_ms"], 30000, "merge patch keeps sibling fields");
+    assert_eq!(api.get("/api/v1/gateways/default/versions").await.json()["total"], 3);
+}
+
+#[tokio::test]
+async fn invalid_input_is_a_400_naming_the_field() {
+    let api = Api::new().await;
+    api.write(Method::POST, SERVICES, users_service()).await;
+    let cases = [
+        (SERVICES, json!({"name": "s", "targets": [{"url": "not a url"}]}), "targets[0].url"),
+        (SERVICES, json!({"name": "s", "targets": []}), "targets"),
+        (SERVICES, json!({"name": "s", "targets": [{"url": "http://a:1", "weight": 5000}]}), "targets[0].weight"),
+        (SERVICES, json!({"name": "Bad Name", "targets": [{"url": "http://a:1"}]}), "name"),
+        (SERVICES, json!({"name": "s", "targets": [{"url": "http://a:1"}], "policies": [{"type": "teleport"}]}), "policies[0].type"),
+        (SERVICES, json!({"name": "s", "targets": [{"url": "http://a:1"}], "strip_paht": true}), "strip_paht"),
+        (SERVICES, json!({"targets": [{"url": "http://a:1"}]}), "name"),
+        (ROUTES, json!({"name": "r", "service": "users", "paths": ["/a", "/a/"]}), "paths[1]"),
+        (ROUTES, json!({"name": "r", "service": "users", "paths": ["no-slash"]}), "paths[0]"),
+        (ROUTES, json!({"name": "r", "service": "missing", "paths": ["/a"]}), "service"),
+        (ROUTES, json!({"name": "r", "service": "users", "methods": ["FETCH"]}), "methods[0]"),
+    ];
+    for (path, body, field) in cases {
+        let reply = api.write(Method::POST, path, body.clone()).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}: {}", reply.text);
+        assert_eq!(reply.json()["error"]["code"], "invalid_input");
+        assert_eq!(reply.error_field(), field, "{body}");
+    }
+    let malformed = api.send(Method::POST, SERVICES, Some(ADMIN), &[], Some(("application/json", "{\"name\":".into()))).await;
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+    let wrong_type = api.send(Method::POST, SERVICES, Some(ADMIN), &[], Some(("text/plain", users_service().to_string()))).await;
+    assert_eq!((wrong_type.status, wrong_type.error_field().as_str()), (StatusCode::BAD_REQUEST, "Content-Type"));
+    let bad_page = api.get(&format!("{SERVICES}?limit=0")).await;
+    assert_eq!((bad_page.status, bad_page.error_field().as_str()), (StatusCode::BAD_REQUEST, "limit"));
+    let bad_query = api.get(&format!("{SERVICES}?limit=many")).await;
+    assert_eq!(bad_query.status, StatusCode::BAD_REQUEST);
+    assert_eq!(api.get("/api/v1/gateways/default/versions").await.json()["total"], 2, "nothing rejected was published");
+}
+
+#[tokio::test]
+async fn unknown_things_are_404_and_conflicts_are_409() {
+    let api = Api::new().await;
+    assert_eq!(api.get(&format!("{SERVICES}/nope")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(api.get("/api/v1/gateways/nope/services").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(api.get("/api/v1/nothing-here").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(api.get("/api/v1/gateways/default/versions/99").await.status, StatusCode::NOT_FOUND);
+
+    api.write(Method::POST, SERVICES, users_service()).await;
+    let duplicate = api.write(Method::POST, SERVICES, users_service()).await;
+    assert_eq!((duplicate.status, duplicate.error_field().as_str()), (StatusCode::CONFLICT, "name"));
+
+    api.write(Method::POST, ROUTES, users_route()).await;
+    let in_use = api.delete(&format!("{SERVICES}/users")).await;
+    assert_eq!(in_use.status, StatusCode::CONFLICT);
+    assert!(in_use.json()["error"]["message"].as_str().unwrap().contains("users-api"));
+    let rename = api.write(Method::PATCH, &format!("{SERVICES}/users"), json!({"name": "people"})).await;
+    assert_eq!(rename.status, StatusCode::CONFLICT, "renaming a service in use would orphan its routes");
+
+    let shadow =
+        api.write(Method::POST, ROUTES, json!({"name": "copy", "service": "users", "paths": ["/users"], "methods": ["POST", "GET"]})).await;
+    assert_eq!(shadow.status, StatusCode::CONFLICT, "{}", shadow.text);
+
+    assert_eq!(api.delete(&format!("{ROUTES}/users-api")).await.status, StatusCode::NO_CONTENT);
+    let deleted = api.delete(&format!("{SERVICES}/users")).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_eq!(deleted.version(), 5);
+}
+
+#[tokio::test]
+async fn stale_if_match_is_a_409_and_fresh_one_passes() {
+    let api = Api::new().await;
+    let created = api.write(Method::POST, SERVICES, users_service()).await;
+    let etag = created.headers["etag"].to_str().unwrap().to_owned();
+    let path = format!("{SERVICES}/users");
+    let body = json!({"name": "users", "targets": [{"url": "http://10.0.0.6:8000"}]}).to_string();
+    let first = api.send(Method::PUT, &path, Some(ADMIN), &[("if-match", &etag)], Some(("application/json", body.clone()))).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    let second = api.send(Method::PUT, &path, Some(ADMIN), &[("if-match", &etag)], Some(("application/json", body))).await;
+    assert_eq!(second.status, StatusCode::CONFLICT);
+    assert_eq!(second.json()["error"]["code"], "precondition_failed");
+
+    let config = api.get("/api/v1/gateways/default/config").await;
+    let hash = config.headers["etag"].to_str().unwrap().to_owned();
+    api.delete(&path).await;
+    let stale = api
+        .send(Method::PUT, "/api/v1/gateways/default/config", Some(ADMIN), &[("if-match", &hash)], Some(("application/json", "{}".into())))
+        .await;
+    assert_eq!(stale.status, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn lists_are_paginated() {
+    let api = Api::new().await;
+    for i in 0..5 {
+        api.write(Method::POST, "/api/v1/gateways/default/consumers", json!({"username": format!("user{i}")})).await;
+    }
+    let first = api.get("/api/v1/gateways/default/consumers?limit=2").await.json();
+    assert_eq!((first["total"].as_u64(), first["next_offset"].as_u64()), (Some(5), Some(2)));
+    assert_eq!(first["data"][0]["username"], "user0");
+    let last = api.get("/api/v1/gateways/default/consumers?limit=2&offset=4").await.json();
+    assert_eq!(last["data"].as_array().unwrap().len(), 1);
+    assert!(last.get("next_offset").is_none());
+}
+
+#[tokio::test]
+async fn declarative_config_round_trips_in_json_and_yaml() {
+    let api = Api::new().await;
+    let config =
+        json!({"services": [users_service()], "routes": [users_route()], "consumers": [{"username": "alice", "custom_id": "12345"}]});
+    let applied = api.write(Method::PUT, "/api/v1/gateways/default/config", config.clone()).await;
+    assert_eq!(applied.status, StatusCode::OK, "{}", applied.text);
+    assert_eq!(applied.json()["published"], true);
+    assert_eq!(applied.json()["diff"]["summary"]["create"], 3);
+    let version = applied.version();
+
+    let yaml = api.send(Method::GET, "/api/v1/gateways/default/config", Some(ADMIN), &[("accept", "application/yaml")], None).await;
+    assert_eq!(yaml.headers["content-type"], "application/yaml");
+    assert!(yaml.text.contains("name: users-api"), "{}", yaml.text);
+    assert!(!yaml.text.contains("created_at"), "exports are declarative");
+    let reapplied =
+        api.send(Method::PUT, "/api/v1/gateways/default/config", Some(ADMIN), &[], Some(("application/yaml", yaml.text.clone()))).await;
+    assert_eq!(reapplied.json()["published"], false, "{}", reapplied.text);
+    assert_eq!(reapplied.version(), version);
+
+    let edited = yaml.text.replace("http://10.0.0.5:8000", "http://10.0.0.9:8000");
+    let preview =
+        api.send(Method::POST, "/api/v1/gateways/default/config/diff", Some(ADMIN), &[], Some(("application/yaml", edited))).await.json();
+    assert_eq!(preview["summary"]["update"], 1);
+    assert_eq!(preview["changes"][0]["fields"][0]["path"], "/targets/0/url");
+    assert_eq!(preview["changes"][0]["fields"][0]["old"], "http://10.0.0.5:8000");
+    assert_eq!(preview["base_version"].as_u64(), Some(version));
+
+    let ids_before = api.get(&format!("{SERVICES}/users")).await.json()["id"].clone();
+    let mut changed = config.clone();
+    changed["services"][0]["targets"][0]["url"] = json!("http://10.0.0.9:8000");
+    api.write(Method::PUT, "/api/v1/gateways/default/config", changed).await;
+    assert_eq!(api.get(&format!("{SERVICES}/users")).await.json()["id"], ids_before, "ids are stable by name");
+
+    let invalid = api
+        .write(Method::PUT, "/api/v1/gateways/default/config", json!({"routes": [{"name": "r", "service": "ghost", "paths": ["/"]}]}))
+        .await;
+    assert_eq!((invalid.status, invalid.error_field().as_str()), (StatusCode::BAD_REQUEST, "routes[0].service"));
+}
+
+#[tokio::test]
+async fn rollback_publishes_the_old_content_as_a_new_version() {
+    let api = Api::new().await;
+    api.write(Method::POST, SERVICES, users_service()).await; // v2
+    api.write(Method::PATCH, &format!("{SERVICES}/users"), json!({"targets": [{"url": "http://10.0.0.7:8000"}]})).await; // v3
+    let v2 = api.get("/api/v1/gateways/default/versions/2").await.json();
+    assert_eq!(v2["config"]["services"][0]["targets"][0]["url"], "http://10.0.0.5:8000");
+
+    let rolled = api.send(Method::POST, "/api/v1/gateways/default/versions/2/rollback", Some(ADMIN), &[], None).await;
+    assert_eq!(rolled.status, StatusCode::CREATED, "{}", rolled.text);
+    assert_eq!(rolled.version(), 4);
+    let body = rolled.json();
+    assert_eq!((body["version"].as_u64(), body["rollback_of"].as_u64()), (Some(4), Some(2)));
+    assert_eq!(body["hash"], v2["hash"], "content equals version 2");
+    assert_eq!(api.get(&format!("{SERVICES}/users")).await.json()["targets"][0]["url"], "http://10.0.0.5:8000");
+
+    let again = api.send(Method::POST, "/api/v1/gateways/default/versions/2/rollback", Some(ADMIN), &[], None).await;
+    assert_eq!((again.status, again.version()), (StatusCode::OK, 4), "already equal: nothing published");
+    assert_eq!(
+        api.send(Method::POST, "/api/v1/gateways/default/versions/x/rollback", Some(ADMIN), &[], None).await.status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn gateways_have_their_own_entities_and_history() {
+    let api = Api::new().await;
+    let created = api.write(Method::POST, "/api/v1/gateways", json!({"name": "mobile", "description": "apps"})).await;
+    assert_eq!((created.status, created.version()), (StatusCode::CREATED, 1));
+    assert_eq!(api.write(Method::POST, "/api/v1/gateways", json!({"name": "mobile"})).await.status, StatusCode::CONFLICT);
+    assert_eq!(api.write(Method::POST, "/api/v1/gateways", json!({"name": "Mobile!"})).await.error_field(), "name");
+
+    api.write(Method::POST, "/api/v1/gateways/mobile/services", users_service()).await;
+    assert_eq!(api.get("/api/v1/gateways/mobile/services").await.json()["total"], 1);
+    assert_eq!(api.get(SERVICES).await.json()["total"], 0);
+    assert_eq!(api.get("/api/v1/gateways/default").await.json()["version"], 1);
+    assert_eq!(api.get("/api/v1/gateways/mobile").await.json()["version"], 2);
+
+    assert_eq!(api.delete("/api/v1/gateways/default").await.status, StatusCode::CONFLICT);
+    assert_eq!(api.delete("/api/v1/gateways/mobile").await.status, StatusCode::NO_CONTENT);
+    assert_eq!(api.get("/api/v1/gateways/mobile/services").await.status, StatusCode::NOT_FOUND);
+    let names: Vec<Value> = api.get("/api/v1/gateways").await.json().as_array().unwrap().iter().map(|g| g["name"].clone()).collect();
+    assert_eq!(names, [json!("default")]);
+}
+
+#[tokio::test]
+async fn fleet_view_is_empty_before_any_data_plane() {
+    let api = Api::new().await;
+    let fleet = api.get("/api/v1/gateways/default/data-planes").await.json();
+    assert_eq!(fleet, json!({"current_version": 1, "data_planes": []}));
+}
+
+#[tokio::test]
+async fn openapi_documents_every_endpoint() {
+    let api = Api::new().await;
+    let doc = api.get("/api/v1/openapi.json").await.json();
+    let expected = [
+        ("/api/v1/gateways", vec!["get", "post"]),
+        ("/api/v1/gateways/{gw}", vec!["get", "delete"]),
+        ("/api/v1/gateways/{gw}/services", vec!["get", "post"]),
+        ("/api/v1/gateways/{gw}/services/{key}", vec!["get", "put", "patch", "delete"]),
+        ("/api/v1/gateways/{gw}/routes", vec!["get", "post"]),
+        ("/api/v1/gateways/{gw}/routes/{key}", vec!["get", "put", "patch", "delete"]),
+        ("/api/v1/gateways/{gw}/consumers", vec!["get", "post"]),
+        ("/api/v1/gateways/{gw}/consumers/{key}", vec!["get", "put", "patch", "delete"]),
+        ("/api/v1/gateways/{gw}/config", vec!["get", "put"]),
+        ("/api/v1/gateways/{gw}/config/diff", vec!["post"]),
+        ("/api/v1/gateways/{gw}/versions", vec!["get"]),
+        ("/api/v1/gateways/{gw}/versions/{n}", vec!["get"]),
+        ("/api/v1/gateways/{gw}/versions/{n}/rollback", vec!["post"]),
+        ("/api/v1/gateways/{gw}/data-planes", vec!["get"]),
+        ("/api/v1/tokens", vec!["get", "post"]),
+        ("/api/v1/tokens/{name}", vec!["delete"]),
+    ];
+    let paths = doc["paths"].as_object().unwrap();
+    assert_eq!(paths.len(), expected.len(), "{:?}", paths.keys().collect::<Vec<_>>());
+    for (path, methods) in expected {
+        for method in methods {
+            assert!(doc["paths"][path][method].is_object(), "{method} {path} is not documented");
+        }
+    }
+    for schema in ["Service", "Route", "Consumer", "GatewayConfig", "ErrorBody", "Fleet"] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema} missing");
+    }
+}

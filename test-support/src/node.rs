@@ -1,0 +1,82 @@
+//! A gRPC client that stands in for a data plane: says hello, receives
+//! snapshots, answers ACK or NACK, sends heartbeats.
+
+use std::time::Duration;
+
+use portico_proto::v1::config_discovery_client::ConfigDiscoveryClient;
+use portico_proto::v1::{Ack, ControlMessage, Heartbeat, Hello, Nack, NodeMessage, Snapshot, control_message, node_message};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+use tonic::metadata::MetadataValue;
+
+/// One connected test node.
+pub struct TestNode {
+    pub node_id: String,
+    outbound: mpsc::Sender<NodeMessage>,
+    inbound: Streaming<ControlMessage>,
+}
+
+impl TestNode {
+    /// Connects and says hello with the given version and hash (0 and "" for none).
+    pub async fn connect(
+        grpc_url: &str,
+        token: &str,
+        node_id: &str,
+        gateway: &str,
+        version: u64,
+        hash: &str,
+    ) -> Result<Self, tonic::Status> {
+        let mut client =
+            ConfigDiscoveryClient::connect(grpc_url.to_owned()).await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let (outbound, rx) = mpsc::channel(16);
+        let hello = Hello {
+            node_id: node_id.to_owned(),
+            gateway: gateway.to_owned(),
+            labels: [("test".to_owned(), "true".to_owned())].into(),
+            version,
+            hash: hash.to_owned(),
+            software_version: "test-node".to_owned(),
+        };
+        outbound.send(NodeMessage { message: Some(node_message::Message::Hello(hello)) }).await.expect("queue hello");
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        let value = MetadataValue::try_from(format!("Bearer {token}")).expect("token is ASCII");
+        request.metadata_mut().insert("authorization", value);
+        let inbound = client.stream(request).await?.into_inner();
+        Ok(Self { node_id: node_id.to_owned(), outbound, inbound })
+    }
+
+    /// The next snapshot, skipping heartbeats; `None` if none comes within `within`.
+    pub async fn next_snapshot(&mut self, within: Duration) -> Option<Snapshot> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.inbound.message()).await.ok()?;
+            match message.expect("stream error").expect("stream ended").message {
+                Some(control_message::Message::Snapshot(snapshot)) => return Some(snapshot),
+                Some(control_message::Message::Heartbeat(_)) | None => continue,
+            }
+        }
+    }
+
+    /// The next message of any kind, or the stream's error.
+    pub async fn next_message(&mut self, within: Duration) -> Option<Result<Option<ControlMessage>, tonic::Status>> {
+        tokio::time::timeout(within, self.inbound.message()).await.ok()
+    }
+
+    pub async fn ack(&self, snapshot: &Snapshot) {
+        self.send(node_message::Message::Ack(Ack { version: snapshot.version, hash: snapshot.hash.clone() })).await;
+    }
+
+    pub async fn nack(&self, snapshot: &Snapshot, reason: &str) {
+        self.send(node_message::Message::Nack(Nack { version: snapshot.version, hash: snapshot.hash.clone(), reason: reason.to_owned() }))
+            .await;
+    }
+
+    pub async fn heartbeat(&self) {
+        self.send(node_message::Message::Heartbeat(Heartbeat {})).await;
+    }
+
+    async fn send(&self, message: node_message::Message) {
+        self.outbound.send(NodeMessage { message: Some(message) }).await.expect("stream open");
+    }
+}
