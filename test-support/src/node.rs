@@ -1,5 +1,6 @@
 //! A gRPC client that stands in for a data plane: says hello, receives
-//! snapshots, answers ACK or NACK, sends heartbeats.
+//! snapshots, answers ACK or NACK, and heartbeats in the background like a
+//! real node until dropped.
 
 use std::time::Duration;
 
@@ -15,6 +16,13 @@ pub struct TestNode {
     pub node_id: String,
     outbound: mpsc::Sender<NodeMessage>,
     inbound: Streaming<ControlMessage>,
+    heartbeats: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.heartbeats.abort();
+    }
 }
 
 impl TestNode {
@@ -43,7 +51,15 @@ impl TestNode {
         let value = MetadataValue::try_from(format!("Bearer {token}")).expect("token is ASCII");
         request.metadata_mut().insert("authorization", value);
         let inbound = client.stream(request).await?.into_inner();
-        Ok(Self { node_id: node_id.to_owned(), outbound, inbound })
+        let beats = outbound.clone();
+        let heartbeats = tokio::spawn(async move {
+            let beat = || NodeMessage { message: Some(node_message::Message::Heartbeat(Heartbeat { interval_ms: 0 })) };
+            let mut tick = tokio::time::interval(Duration::from_millis(crate::process::HEARTBEAT_MS / 3));
+            while beats.send(beat()).await.is_ok() {
+                tick.tick().await;
+            }
+        });
+        Ok(Self { node_id: node_id.to_owned(), outbound, inbound, heartbeats })
     }
 
     /// The next snapshot, skipping heartbeats; `None` if none comes within `within`.
@@ -70,10 +86,6 @@ impl TestNode {
     pub async fn nack(&self, snapshot: &Snapshot, reason: &str) {
         self.send(node_message::Message::Nack(Nack { version: snapshot.version, hash: snapshot.hash.clone(), reason: reason.to_owned() }))
             .await;
-    }
-
-    pub async fn heartbeat(&self) {
-        self.send(node_message::Message::Heartbeat(Heartbeat {})).await;
     }
 
     async fn send(&self, message: node_message::Message) {

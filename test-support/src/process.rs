@@ -24,6 +24,9 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Heartbeat interval of test control planes: short, so liveness shows quickly.
+pub const HEARTBEAT_MS: u64 = 300;
+
 /// A running `portico-cp`.
 pub struct ControlPlane {
     child: Child,
@@ -51,6 +54,7 @@ impl ControlPlane {
             .args(["--grpc-listen", &format!("127.0.0.1:{grpc}")])
             .args(["--admin-token", admin_token, "--cluster-token", cluster_token])
             .env("RUST_LOG", "info")
+            .env("PORTICO_HEARTBEAT_INTERVAL_MS", HEARTBEAT_MS.to_string())
             .stdout(log.reopen().expect("log file"))
             .stderr(log.reopen().expect("log file"))
             .stdin(Stdio::null())

@@ -63,10 +63,10 @@ pub struct Fleet {
 fn status(node: &NodeRecord, current_version: u64, current_hash: &str, stale_before: DateTime<Utc>) -> NodeStatus {
     if !node.connected || node.last_seen < stale_before {
         NodeStatus::Disconnected
-    } else if node.nacked_version == Some(current_version) {
-        NodeStatus::Rejected
     } else if node.acked_version == Some(current_version) && node.acked_hash.as_deref() == Some(current_hash) {
         NodeStatus::InSync
+    } else if node.nacked_version == Some(current_version) {
+        NodeStatus::Rejected
     } else {
         NodeStatus::Behind
     }
@@ -122,6 +122,7 @@ mod tests {
         assert_eq!(status(&node(), 4, "h4", long_ago), NodeStatus::Behind);
         assert_eq!(status(&NodeRecord { nacked_version: Some(4), ..node() }, 4, "h4", long_ago), NodeStatus::Rejected);
         assert_eq!(status(&NodeRecord { nacked_version: Some(2), ..node() }, 3, "h3", long_ago), NodeStatus::InSync);
+        assert_eq!(status(&NodeRecord { nacked_version: Some(3), ..node() }, 3, "h3", long_ago), NodeStatus::InSync, "applied after all");
         assert_eq!(status(&NodeRecord { connected: false, ..node() }, 3, "h3", long_ago), NodeStatus::Disconnected);
         assert_eq!(status(&node(), 3, "h3", Utc::now() + chrono::Duration::seconds(1)), NodeStatus::Disconnected);
     }

@@ -152,7 +152,8 @@ impl Session {
                     }
                 },
                 _ = heartbeat.tick() => {
-                    let beat = ControlMessage { message: Some(control_message::Message::Heartbeat(Heartbeat {})) };
+                    let interval_ms = u32::try_from(self.heartbeat.as_millis()).unwrap_or(u32::MAX);
+                    let beat = ControlMessage { message: Some(control_message::Message::Heartbeat(Heartbeat { interval_ms })) };
                     if tx.send(Ok(beat)).await.is_err() { break }
                 }
                 () = tx.closed() => break,

@@ -1,0 +1,101 @@
+//! Text output for people: diffs, version tables, the fleet.
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+/// `+ service users`, `~ route r` with each changed field, `- consumer c`,
+/// then the counts.
+pub(crate) fn diff(diff: &Value) -> String {
+    let mut out = String::new();
+    for change in diff["changes"].as_array().into_iter().flatten() {
+        let sign = match change["action"].as_str() {
+            Some("create") => '+',
+            Some("delete") => '-',
+            _ => '~',
+        };
+        let _ = writeln!(out, "{sign} {} {}", text(&change["kind"]), text(&change["name"]));
+        if sign == '~' {
+            for field in change["fields"].as_array().into_iter().flatten() {
+                let _ = writeln!(out, "    {}: {} → {}", text(&field["path"]), compact(&field["old"]), compact(&field["new"]));
+            }
+        }
+    }
+    let s = &diff["summary"];
+    let _ = writeln!(out, "{} to create, {} to update, {} to delete, {} unchanged", s["create"], s["update"], s["delete"], s["unchanged"]);
+    out
+}
+
+pub(crate) fn applied(applied: &Value) -> String {
+    let mut out = diff(&applied["diff"]);
+    if applied["published"].as_bool() == Some(true) {
+        let _ = writeln!(out, "published version {} ({})", applied["version"], short(&applied["hash"]));
+    } else {
+        let _ = writeln!(out, "no changes; version {} stays current", applied["version"]);
+    }
+    out
+}
+
+pub(crate) fn versions(list: &Value) -> String {
+    let mut out = format!("{:<8} {:<14} {:<25} {:<16} {}\n", "VERSION", "HASH", "CREATED", "AUTHOR", "MESSAGE");
+    for v in list["data"].as_array().into_iter().flatten() {
+        let message = match v["rollback_of"].as_u64() {
+            Some(n) if text(&v["message"]).is_empty() => format!("rollback to {n}"),
+            _ => text(&v["message"]),
+        };
+        let _ = writeln!(out, "{:<8} {:<14} {:<25} {:<16} {}", v["version"], short(&v["hash"]), text(&v["created_at"]), text(&v["author"]), message);
+    }
+    out
+}
+
+pub(crate) fn rollback(target: u64, version: &Value) -> String {
+    format!("version {} now serves the content of version {target} ({})\n", version["version"], short(&version["hash"]))
+}
+
+pub(crate) fn fleet(fleet: &Value) -> String {
+    let mut out = format!("current version: {}\n", fleet["current_version"]);
+    let _ = writeln!(out, "{:<36} {:<8} {:<13} {:<25} {}", "NODE", "VERSION", "STATUS", "LAST SEEN", "LAST REJECTION");
+    for node in fleet["data_planes"].as_array().into_iter().flatten() {
+        let rejection = match &node["last_rejection"] {
+            Value::Object(r) => format!("v{}: {}", r.get("version").unwrap_or(&Value::Null), r.get("reason").map(text).unwrap_or_default()),
+            _ => String::new(),
+        };
+        let version = node["version"].as_u64().map_or_else(|| "-".to_owned(), |v| v.to_string());
+        let _ = writeln!(out, "{:<36} {:<8} {:<13} {:<25} {}", text(&node["node_id"]), version, text(&node["status"]), text(&node["last_seen"]), rejection);
+    }
+    out
+}
+
+fn text(value: &Value) -> String {
+    value.as_str().map_or_else(|| value.to_string(), str::to_owned)
+}
+
+fn compact(value: &Value) -> String {
+    if value.is_null() { "(none)".to_owned() } else { value.to_string() }
+}
+
+fn short(hash: &Value) -> String {
+    text(hash).chars().take(12).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn renders_each_kind_of_change() {
+        let d = json!({
+            "changes": [
+                {"kind": "service", "name": "users", "action": "create", "fields": [{"path": "", "new": {}}]},
+                {"kind": "route", "name": "api", "action": "update", "fields": [{"path": "/paths/0", "old": "/a", "new": "/b"}]},
+                {"kind": "consumer", "name": "bob", "action": "delete", "fields": [{"path": "", "old": {}}]}
+            ],
+            "summary": {"create": 1, "update": 1, "delete": 1, "unchanged": 4}
+        });
+        assert_eq!(
+            diff(&d),
+            "+ service users\n~ route api\n    /paths/0: \"/a\" → \"/b\"\n- consumer bob\n1 to create, 1 to update, 1 to delete, 4 unchanged\n"
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! `portico-cp` as a user and as data planes meet it: the real binary on a
+//! fresh Postgres database (or SQLite file), driven over HTTP and gRPC.
+
+#![allow(clippy::unwrap_used)] // test helpers, like #[test] bodies, may unwrap
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use portico_test_support::process::binary;
+use portico_test_support::{ControlPlane, TcpProxy, TestDb, TestNode, eventually, free_port};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const DEADLINE: Duration = Duration::from_secs(15);
+
+async fn create_service(cp: &ControlPlane, name: &str, url: &str) -> reqwest::Response {
+    cp.admin(Method::POST, "/api/v1/gateways/default/services")
+        .json(&json!({"name": name, "targets": [{"url": url}]}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn fleet(cp: &ControlPlane) -> Value {
+    cp.admin(Method::GET, "/api/v1/gateways/default/data-planes").send().await.unwrap().json().await.unwrap()
+}
+
+/// Waits until the fleet view shows `node` with `status`, and returns its entry.
+async fn node_status(cp: &ControlPlane, node: &str, status: &str) -> Value {
+    eventually(&format!("{node} to be {status}"), DEADLINE, || async {
+        let fleet = fleet(cp).await;
+        fleet["data_planes"].as_array().unwrap().iter().find(|n| n["node_id"] == node && n["status"] == status).cloned()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn admin_api_over_http_on_postgres_and_sqlite() {
+    for db in [TestDb::postgres().await, TestDb::sqlite()] {
+        let cp = ControlPlane::start(&db.url).await;
+        let created = create_service(&cp, "users", "http://127.0.0.1:8000").await;
+        assert_eq!(created.status(), StatusCode::CREATED);
+        assert_eq!(created.headers()["portico-config-version"], "2");
+        let route = cp
+            .admin(Method::POST, "/api/v1/gateways/default/routes")
+            .json(&json!({"name": "users-api", "service": "users", "paths": ["/users"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(route.headers()["portico-config-version"], "3");
+        let bad = create_service(&cp, "bad", "ftp://nope").await;
+        assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+        let body: Value = bad.json().await.unwrap();
+        assert_eq!(body["error"]["field"], "targets[0].url");
+        let config: Value = cp.admin(Method::GET, "/api/v1/gateways/default/config").send().await.unwrap().json().await.unwrap();
+        assert_eq!(config["routes"][0]["service"], "users");
+        let anonymous = reqwest::get(format!("{}/api/v1/gateways", cp.admin_url)).await.unwrap();
+        assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    }
+}
+
+#[tokio::test]
+async fn data_plane_stream_hello_snapshot_ack_nack_reconnect() {
+    let db = TestDb::postgres().await;
+    let cp = ControlPlane::start(&db.url).await;
+    let mut node = TestNode::connect(&cp.grpc_url, &cp.cluster_token, "dp-1", "default", 0, "").await.unwrap();
+
+    let first = node.next_snapshot(DEADLINE).await.expect("a new node gets the current snapshot");
+    assert_eq!((first.gateway.as_str(), first.version), ("default", 1));
+    assert_eq!(portico_shared::Snapshot::decode(&first.config, &first.hash).unwrap().hash, first.hash, "the hash covers the bytes");
+    node.ack(&first).await;
+    let entry = node_status(&cp, "dp-1", "in_sync").await;
+    assert_eq!((entry["version"].as_u64(), entry["labels"]["test"].as_str()), (Some(1), Some("true")));
+
+    assert_eq!(create_service(&cp, "users", "http://127.0.0.1:8000").await.status(), StatusCode::CREATED);
+    let second = node.next_snapshot(DEADLINE).await.expect("a published version is pushed");
+    assert_eq!(second.version, 2);
+    node_status(&cp, "dp-1", "behind").await;
+    node.nack(&second, "cannot resolve users").await;
+    let rejected = node_status(&cp, "dp-1", "rejected").await;
+    assert_eq!(rejected["last_rejection"], json!({"version": 2, "reason": "cannot resolve users"}));
+    assert_eq!(rejected["version"], 1, "a rejecting node still serves what it had");
+
+    drop(node);
+    node_status(&cp, "dp-1", "disconnected").await;
+
+    // Reconnecting at the current version: no snapshot is resent, only heartbeats.
+    let mut node = TestNode::connect(&cp.grpc_url, &cp.cluster_token, "dp-1", "default", 2, &second.hash).await.unwrap();
+    assert!(node.next_snapshot(Duration::from_secs(1)).await.is_none(), "a node that is current gets no snapshot");
+    node_status(&cp, "dp-1", "in_sync").await;
+
+    // Reconnecting behind: it gets the current version.
+    let mut behind = TestNode::connect(&cp.grpc_url, &cp.cluster_token, "dp-2", "default", 1, &first.hash).await.unwrap();
+    assert_eq!(behind.next_snapshot(DEADLINE).await.unwrap().version, 2);
+}
+
+#[tokio::test]
+async fn streams_refuse_wrong_tokens_and_unknown_gateways() {
+    let db = TestDb::postgres().await;
+    let cp = ControlPlane::start(&db.url).await;
+    let wrong = TestNode::connect(&cp.grpc_url, "not-the-cluster-token", "dp", "default", 0, "").await.err().unwrap();
+    assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
+    let unknown = TestNode::connect(&cp.grpc_url, &cp.cluster_token, "dp", "nope", 0, "").await.err().unwrap();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    let bad_node = TestNode::connect(&cp.grpc_url, &cp.cluster_token, "", "default", 0, "").await.err().unwrap();
+    assert_eq!(bad_node.code(), tonic::Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn replicas_on_one_postgres_share_publishes() {
+    let db = TestDb::postgres().await;
+    let a = ControlPlane::start(&db.url).await;
+    let b = ControlPlane::start(&db.url).await;
+    let mut node = TestNode::connect(&b.grpc_url, &b.cluster_token, "dp-b", "default", 0, "").await.unwrap();
+    let first = node.next_snapshot(DEADLINE).await.unwrap();
+    node.ack(&first).await;
+
+    let started = Instant::now();
+    assert_eq!(create_service(&a, "users", "http://127.0.0.1:8000").await.status(), StatusCode::CREATED);
+    let pushed = node.next_snapshot(DEADLINE).await.expect("replica B pushes what replica A published");
+    println!("publish on replica A reached a node on replica B in {:?}", started.elapsed());
+    assert_eq!(pushed.version, 2);
+    node.ack(&pushed).await;
+    node_status(&a, "dp-b", "in_sync").await;
+}
+
+#[tokio::test]
+async fn sigterm_shuts_down_cleanly() {
+    let db = TestDb::sqlite();
+    let mut cp = ControlPlane::start(&db.url).await;
+    let _node = TestNode::connect(&cp.grpc_url, &cp.cluster_token, "dp", "default", 0, "").await.unwrap();
+    let status = cp.terminate();
+    assert!(status.success(), "exit status {status}; log:\n{}", cp.logs());
+    assert!(cp.logs().contains("shutting down"));
+}
+
+fn start_failure(args: &[&str]) -> (bool, String) {
+    let output = Command::new(binary("portico-cp")).args(args).stdin(Stdio::null()).output().unwrap();
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).trim().to_owned())
+}
+
+#[tokio::test]
+async fn bad_starts_fail_with_one_clear_line() {
+    let tokens = ["--admin-token", "admin-token-0123456789", "--cluster-token", "cluster-token-0123456789"];
+    let admin = format!("127.0.0.1:{}", free_port());
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let listen = ["--admin-listen", &admin, "--grpc-listen", &grpc];
+
+    let (ok, stderr) = start_failure(&[&["--database-url", "postgres://postgres@127.0.0.1:1/none"], &tokens[..], &listen[..]].concat());
+    assert!(!ok);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("portico-cp: error: cannot open the database at postgres://postgres@127.0.0.1:1/none"), "{stderr}");
+
+    let db = TestDb::sqlite();
+    let (ok, stderr) = start_failure(&["--database-url", &db.url, "--admin-token", "admin-token-0123456789", "--admin-listen", &admin]);
+    assert!(!ok);
+    assert!(stderr.contains("--cluster-token"), "{stderr}");
+
+    let (ok, stderr) = start_failure(&["--database-url", &db.url, "--cluster-token", "cluster-token-0123456789", "--admin-listen", &admin]);
+    assert!(!ok);
+    assert!(stderr.contains("no admin credentials"), "{stderr}");
+
+    let (ok, stderr) = start_failure(&["--database-url", &db.url, "--admin-token", "short", "--cluster-token", "cluster-token-0123456789"]);
+    assert!(!ok);
+    assert!(stderr.contains("at least 16"), "{stderr}");
+
+    let (ok, stderr) = start_failure(&["--admin-listen", "not-an-address"]);
+    assert!(!ok);
+    assert!(stderr.contains("--admin-listen"), "{stderr}");
+}
+
+#[tokio::test]
+async fn migrate_subcommand_prepares_an_empty_database() {
+    let db = TestDb::postgres().await;
+    let (ok, stderr) = start_failure(&["migrate", "--database-url", &db.url]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("migrations applied"), "{stderr}");
+}
+
+#[tokio::test]
+async fn store_outage_is_a_503_and_recovers_by_itself() {
+    let db = TestDb::postgres().await;
+    let server: std::net::SocketAddr = "127.0.0.1:5432".parse().unwrap();
+    let proxy = TcpProxy::start(server).await;
+    let url = db.url.replace("127.0.0.1:5432", &proxy.addr.to_string());
+    let cp = ControlPlane::start(&url).await;
+    assert_eq!(create_service(&cp, "users", "http://127.0.0.1:8000").await.status(), StatusCode::CREATED);
+
+    proxy.cut();
+    let reply: Value = eventually("the admin API to report the outage", DEADLINE, || async {
+        let response = cp.admin(Method::GET, "/api/v1/gateways/default/services").send().await.ok()?;
+        (response.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(response).map(|r| async { r.json::<Value>().await.unwrap() })
+    })
+    .await
+    .await;
+    assert_eq!(reply["error"]["code"], "store_unavailable");
+    let write = create_service(&cp, "orders", "http://127.0.0.1:8001").await;
+    assert_eq!(write.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let ready = reqwest::get(format!("{}/readyz", cp.admin_url)).await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    proxy.restore();
+    eventually("the admin API to recover", DEADLINE, || async {
+        let response = cp.admin(Method::GET, "/api/v1/gateways/default/services").send().await.ok()?;
+        (response.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+    assert_eq!(create_service(&cp, "orders", "http://127.0.0.1:8001").await.status(), StatusCode::CREATED);
+}
