@@ -70,8 +70,8 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     tracing::info!(admin = %settings.admin_listen, grpc = %settings.grpc_listen, database = %redact(&settings.database_url), "portico-cp started");
 
     let listener_task = tokio::spawn(follow_store(store.clone(), hub.clone()));
-    let streams = ConfigStreams::new(store, hub, cluster_token, heartbeat);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let streams = ConfigStreams::new(store, hub, cluster_token, heartbeat, stop_rx.clone());
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };

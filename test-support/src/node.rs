@@ -74,9 +74,17 @@ impl TestNode {
         }
     }
 
-    /// The next message of any kind, or the stream's error.
-    pub async fn next_message(&mut self, within: Duration) -> Option<Result<Option<ControlMessage>, tonic::Status>> {
-        tokio::time::timeout(within, self.inbound.message()).await.ok()
+    /// Reads until the stream ends and returns the status it ended with
+    /// (`None` for a clean end); panics if it is still open after `within`.
+    pub async fn end_status(&mut self, within: Duration) -> Option<tonic::Status> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.inbound.message()).await.expect("the stream to end") {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status),
+            }
+        }
     }
 
     pub async fn ack(&self, snapshot: &Snapshot) {

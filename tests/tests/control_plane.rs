@@ -124,14 +124,20 @@ async fn replicas_on_one_postgres_share_publishes() {
     node_status(&a, "dp-b", "in_sync").await;
 }
 
-#[tokio::test]
-async fn sigterm_shuts_down_cleanly() {
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_ends_streams_and_shuts_down_cleanly() {
     let db = TestDb::sqlite();
     let mut cp = ControlPlane::start(&db.url).await;
-    let _node = TestNode::connect(&cp.grpc_url, &cp.cluster_token, "dp", "default", 0, "").await.unwrap();
-    let status = cp.terminate();
-    assert!(status.success(), "exit status {status}; log:\n{}", cp.logs());
-    assert!(cp.logs().contains("shutting down"));
+    let mut node = TestNode::connect(&cp.grpc_url, &cp.cluster_token, "dp", "default", 0, "").await.unwrap();
+    node.next_snapshot(DEADLINE).await.unwrap();
+    let started = Instant::now();
+    let status = tokio::task::spawn_blocking(move || (cp.terminate(), cp.logs())).await.unwrap();
+    assert!(status.0.success(), "exit status {}; log:\n{}", status.0, status.1);
+    assert!(status.1.contains("shutting down"));
+    assert!(!status.1.contains("drain timed out"), "open streams were closed, not waited out; log:\n{}", status.1);
+    println!("shutdown with an open stream took {:?}", started.elapsed());
+    let ended = node.end_status(DEADLINE).await;
+    assert_eq!(ended.map(|s| s.code()), Some(tonic::Code::Unavailable), "the node is told to reconnect");
 }
 
 fn start_failure(args: &[&str]) -> (bool, String) {

@@ -12,7 +12,7 @@ use portico_proto::v1::config_discovery_server::ConfigDiscovery;
 use portico_proto::v1::{ControlMessage, Heartbeat, Hello, NodeMessage, Snapshot, control_message, node_message};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
@@ -33,11 +33,13 @@ pub struct ConfigStreams {
     hub: Hub,
     cluster_token: [u8; 32],
     heartbeat: Duration,
+    shutdown: watch::Receiver<bool>,
 }
 
 impl ConfigStreams {
-    pub fn new(store: Store, hub: Hub, cluster_token: &str, heartbeat: Duration) -> Self {
-        Self { store, hub, cluster_token: Sha256::digest(cluster_token.as_bytes()).into(), heartbeat }
+    /// Streams end, telling nodes to reconnect, once `shutdown` turns true.
+    pub fn new(store: Store, hub: Hub, cluster_token: &str, heartbeat: Duration, shutdown: watch::Receiver<bool>) -> Self {
+        Self { store, hub, cluster_token: Sha256::digest(cluster_token.as_bytes()).into(), heartbeat, shutdown }
     }
 
     fn check_token<T>(&self, request: &Request<T>) -> Result<(), Status> {
@@ -81,7 +83,7 @@ impl ConfigDiscovery for ConfigStreams {
         let (tx, rx) = mpsc::channel(4);
         let session = Session { store: self.store.clone(), hello, heartbeat: self.heartbeat };
         let span = tracing::info_span!("config_stream", node = %session.hello.node_id, gateway = %session.hello.gateway);
-        tokio::spawn(session.run(inbound, versions, tx).instrument(span));
+        tokio::spawn(session.run(inbound, versions, self.shutdown.clone(), tx).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -119,7 +121,8 @@ impl Session {
     async fn run(
         self,
         mut inbound: Streaming<NodeMessage>,
-        mut versions: tokio::sync::watch::Receiver<u64>,
+        mut versions: watch::Receiver<u64>,
+        mut shutdown: watch::Receiver<bool>,
         tx: mpsc::Sender<Result<ControlMessage, Status>>,
     ) {
         let (gateway, node) = (self.hello.gateway.as_str(), self.hello.node_id.as_str());
@@ -157,6 +160,10 @@ impl Session {
                     if tx.send(Ok(beat)).await.is_err() { break }
                 }
                 () = tx.closed() => break,
+                () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
+                    let _ = tx.send(Err(Status::unavailable("control plane shutting down; reconnect"))).await;
+                    break;
+                }
             }
         }
         tracing::info!(node, gateway, "data plane disconnected");
