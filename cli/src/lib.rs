@@ -73,7 +73,10 @@ pub enum Format {
 
 /// Runs one command, printing its result to stdout.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
-    let token = cli.admin_token.clone().ok_or_else(|| CliError::Usage("an admin token is required: set PORTICO_ADMIN_TOKEN or pass --admin-token".into()))?;
+    let token = cli
+        .admin_token
+        .clone()
+        .ok_or_else(|| CliError::Usage("an admin token is required: set PORTICO_ADMIN_TOKEN or pass --admin-token".into()))?;
     let client = AdminClient::new(&cli.admin_url, &token, &cli.gateway)?;
     let output = match cli.command {
         Command::Apply { file, message } => {

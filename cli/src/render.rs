@@ -43,7 +43,15 @@ pub(crate) fn versions(list: &Value) -> String {
             Some(n) if text(&v["message"]).is_empty() => format!("rollback to {n}"),
             _ => text(&v["message"]),
         };
-        let _ = writeln!(out, "{:<8} {:<14} {:<25} {:<16} {}", v["version"], short(&v["hash"]), text(&v["created_at"]), text(&v["author"]), message);
+        let _ = writeln!(
+            out,
+            "{:<8} {:<14} {:<25} {:<16} {}",
+            v["version"],
+            short(&v["hash"]),
+            text(&v["created_at"]),
+            text(&v["author"]),
+            message
+        );
     }
     out
 }
@@ -61,7 +69,15 @@ pub(crate) fn fleet(fleet: &Value) -> String {
             _ => String::new(),
         };
         let version = node["version"].as_u64().map_or_else(|| "-".to_owned(), |v| v.to_string());
-        let _ = writeln!(out, "{:<36} {:<8} {:<13} {:<25} {}", text(&node["node_id"]), version, text(&node["status"]), text(&node["last_seen"]), rejection);
+        let _ = writeln!(
+            out,
+            "{:<36} {:<8} {:<13} {:<25} {}",
+            text(&node["node_id"]),
+            version,
+            text(&node["status"]),
+            text(&node["last_seen"]),
+            rejection
+        );
     }
     out
 }

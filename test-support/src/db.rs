@@ -7,6 +7,18 @@ pub fn postgres_server_url() -> String {
     std::env::var("PORTICO_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
+/// The `host:port` of [`postgres_server_url`].
+pub fn postgres_server_addr() -> std::net::SocketAddr {
+    let url = postgres_server_url();
+    let authority = url.split("://").nth(1).and_then(|rest| rest.split('/').next()).unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let host_port = if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:5432") };
+    std::net::ToSocketAddrs::to_socket_addrs(&host_port)
+        .ok()
+        .and_then(|mut a| a.next())
+        .unwrap_or_else(|| panic!("cannot resolve {host_port}"))
+}
+
 /// A database that exists for one test and is dropped afterwards.
 pub struct TestDb {
     pub url: String,

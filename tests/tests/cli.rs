@@ -24,7 +24,11 @@ fn portico(cp: &ControlPlane, args: &[&str]) -> Run {
         .env_remove("PORTICO_GATEWAY")
         .output()
         .unwrap();
-    Run { ok: output.status.success(), stdout: String::from_utf8(output.stdout).unwrap(), stderr: String::from_utf8(output.stderr).unwrap() }
+    Run {
+        ok: output.status.success(),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
 }
 
 fn example() -> String {
@@ -54,7 +58,11 @@ async fn operator_workflow_from_apply_to_rollback() {
     let edited = dir.path().join("edited.yaml");
     std::fs::write(&edited, exported.stdout.replace("http://127.0.0.1:9180", "http://127.0.0.1:9181")).unwrap();
     let change = portico(&cp, &["diff", "-f", edited.to_str().unwrap()]);
-    assert!(change.stdout.contains("~ service demo\n    /targets/0/url: \"http://127.0.0.1:9180\" → \"http://127.0.0.1:9181\""), "{}", change.stdout);
+    assert!(
+        change.stdout.contains("~ service demo\n    /targets/0/url: \"http://127.0.0.1:9180\" → \"http://127.0.0.1:9181\""),
+        "{}",
+        change.stdout
+    );
     assert!(portico(&cp, &["apply", "-f", edited.to_str().unwrap()]).stdout.contains("published version 3"));
 
     let versions = portico(&cp, &["versions"]);
@@ -87,12 +95,20 @@ async fn errors_are_one_line_naming_the_field() {
     std::fs::write(&bad, "services:\n  - name: s\n    targets:\n      - url: ftp://x\n").unwrap();
     let run = portico(&cp, &["apply", "-f", bad.to_str().unwrap()]);
     assert!(!run.ok);
-    assert_eq!(run.stderr.trim(), "portico: error: 400 Bad Request: services[0].targets[0].url: scheme 'ftp' does not match the service's protocol 'http'");
+    assert_eq!(
+        run.stderr.trim(),
+        "portico: error: 400 Bad Request: services[0].targets[0].url: scheme 'ftp' does not match the service's protocol 'http'"
+    );
 
     let missing = portico(&cp, &["rollback", "99"]);
     assert!(missing.stderr.contains("404"), "{}", missing.stderr);
 
-    let output = Command::new(binary("portico")).args(["versions"]).env("PORTICO_ADMIN_URL", "http://127.0.0.1:1").env("PORTICO_ADMIN_TOKEN", "x").output().unwrap();
+    let output = Command::new(binary("portico"))
+        .args(["versions"])
+        .env("PORTICO_ADMIN_URL", "http://127.0.0.1:1")
+        .env("PORTICO_ADMIN_TOKEN", "x")
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&output.stderr).starts_with("portico: error: cannot reach the admin API at http://127.0.0.1:1"));
     let output = Command::new(binary("portico")).args(["versions"]).env_remove("PORTICO_ADMIN_TOKEN").output().unwrap();
     assert!(String::from_utf8_lossy(&output.stderr).contains("PORTICO_ADMIN_TOKEN"));

@@ -186,9 +186,10 @@ async fn migrate_subcommand_prepares_an_empty_database() {
 #[tokio::test]
 async fn store_outage_is_a_503_and_recovers_by_itself() {
     let db = TestDb::postgres().await;
-    let server: std::net::SocketAddr = "127.0.0.1:5432".parse().unwrap();
+    let server = portico_test_support::db::postgres_server_addr();
     let proxy = TcpProxy::start(server).await;
-    let url = db.url.replace("127.0.0.1:5432", &proxy.addr.to_string());
+    let url = db.url.replace(&server.to_string(), &proxy.addr.to_string());
+    assert_ne!(url, db.url, "the database URL goes through the proxy");
     let cp = ControlPlane::start(&url).await;
     assert_eq!(create_service(&cp, "users", "http://127.0.0.1:8000").await.status(), StatusCode::CREATED);
 
