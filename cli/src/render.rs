@@ -37,7 +37,7 @@ pub(crate) fn applied(applied: &Value) -> String {
 }
 
 pub(crate) fn versions(list: &Value) -> String {
-    let mut out = format!("{:<8} {:<14} {:<25} {:<16} {}\n", "VERSION", "HASH", "CREATED", "AUTHOR", "MESSAGE");
+    let mut out = format!("{:<8} {:<14} {:<25} {:<16} MESSAGE\n", "VERSION", "HASH", "CREATED", "AUTHOR");
     for v in list["data"].as_array().into_iter().flatten() {
         let message = match v["rollback_of"].as_u64() {
             Some(n) if text(&v["message"]).is_empty() => format!("rollback to {n}"),
@@ -62,7 +62,7 @@ pub(crate) fn rollback(target: u64, version: &Value) -> String {
 
 pub(crate) fn fleet(fleet: &Value) -> String {
     let mut out = format!("current version: {}\n", fleet["current_version"]);
-    let _ = writeln!(out, "{:<36} {:<8} {:<13} {:<25} {}", "NODE", "VERSION", "STATUS", "LAST SEEN", "LAST REJECTION");
+    let _ = writeln!(out, "{:<36} {:<8} {:<13} {:<25} LAST REJECTION", "NODE", "VERSION", "STATUS", "LAST SEEN");
     for node in fleet["data_planes"].as_array().into_iter().flatten() {
         let rejection = match &node["last_rejection"] {
             Value::Object(r) => format!("v{}: {}", r.get("version").unwrap_or(&Value::Null), r.get("reason").map(text).unwrap_or_default()),
