@@ -2,10 +2,14 @@
 //! an edit, compiles the result with the same compiler data planes use, and
 //! appends it as the next version in one transaction, then wakes the local
 //! streams. A write whose result equals the current config publishes
-//! nothing. Concurrent writers are ordered by optimistic concurrency: a
-//! writer that lost the race re-reads and re-applies its edit.
+//! nothing. Writers of one process take turns; across replicas they are
+//! ordered by optimistic concurrency: a writer that lost the race re-reads
+//! and re-applies its edit.
+
+use std::sync::Arc;
 
 use portico_shared::{ConfigError, GatewayConfig, Snapshot};
+use tokio::sync::Mutex;
 
 use crate::distribution::Hub;
 use crate::store::{Current, Publication, Store, StoreError};
@@ -30,11 +34,20 @@ pub struct Published {
 pub struct Publisher {
     store: Store,
     hub: Hub,
+    /// Writes of this process go one at a time: they would only race each
+    /// other (and, on SQLite, wait on the one write lock) otherwise.
+    writing: Arc<Mutex<()>>,
 }
 
 impl Publisher {
     pub fn new(store: Store, hub: Hub) -> Self {
-        Self { store, hub }
+        Self { store, hub, writing: Arc::default() }
+    }
+
+    /// Ends the config streams of a deleted gateway on this replica (other
+    /// replicas learn it from the store notification).
+    pub fn gateway_deleted(&self, gateway: &str) {
+        self.hub.forget(gateway);
     }
 
     /// Applies `edit` to the current config of `gateway` and publishes the
@@ -49,6 +62,7 @@ impl Publisher {
     where
         E: From<ConfigError> + From<StoreError>,
     {
+        let _one_writer = self.writing.lock().await;
         for _ in 0..MAX_ATTEMPTS {
             let current = self.store.current(gateway).await?.ok_or(StoreError::NotFound)?;
             let snapshot = Snapshot::compile(edit(&current)?)?;

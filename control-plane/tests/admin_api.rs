@@ -231,6 +231,11 @@ async fn unknown_things_are_404_and_conflicts_are_409() {
     assert_eq!(api.get("/api/v1/gateways/nope/services").await.status, StatusCode::NOT_FOUND);
     assert_eq!(api.get("/api/v1/nothing-here").await.status, StatusCode::NOT_FOUND);
     assert_eq!(api.get("/api/v1/gateways/default/versions/99").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(api.get("/api/v1/gateways/%00/services").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(api.get("/api/v1/gateways/%C3%BC").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(api.get("/api/v1/gateways/default/versions/99999999999999999999999").await.status, StatusCode::BAD_REQUEST);
+    let nul = api.write(Method::POST, "/api/v1/gateways", json!({"name": "x", "description": "a\u{0}b"})).await;
+    assert_eq!((nul.status, nul.error_field().as_str()), (StatusCode::BAD_REQUEST, "description"));
 
     api.write(Method::POST, SERVICES, users_service()).await;
     let duplicate = api.write(Method::POST, SERVICES, users_service()).await;

@@ -78,7 +78,7 @@ async fn concurrent_publishes_get_distinct_versions(db: TestDb) {
                 let current = store.current(DEFAULT_GATEWAY).await.unwrap().unwrap();
                 match store.publish(DEFAULT_GATEWAY, current.version, &one_service(&format!("http://t{i}:1")), &BY_TEST).await {
                     Ok(v) => return v.version,
-                    Err(StoreError::Stale | StoreError::Unavailable(_)) => continue,
+                    Err(StoreError::Stale) => continue,
                     Err(e) => panic!("{e}"),
                 }
             }
@@ -120,6 +120,7 @@ async fn nodes_track_acks_and_nacks(db: TestDb) {
         version: 0,
         hash: String::new(),
         software_version: "0.1.0".into(),
+        session_id: "s1".into(),
     };
     store.node_connected(&hello).await.unwrap();
     let node = &store.nodes(DEFAULT_GATEWAY).await.unwrap()[0];
@@ -132,12 +133,14 @@ async fn nodes_track_acks_and_nacks(db: TestDb) {
     assert_eq!((node.acked_version, node.acked_hash.as_deref()), (Some(1), Some("h1")));
     assert_eq!((node.nacked_version, node.nack_reason.as_deref()), (Some(2), Some("bad route")));
 
-    store.node_seen(DEFAULT_GATEWAY, "dp-1", false).await.unwrap();
+    store.node_seen(DEFAULT_GATEWAY, "dp-1", "s1", false).await.unwrap();
     assert!(!store.nodes(DEFAULT_GATEWAY).await.unwrap()[0].connected);
-    store.node_connected(&NodeHello { version: 1, hash: "h1".into(), ..hello }).await.unwrap();
+    store.node_connected(&NodeHello { version: 1, hash: "h1".into(), session_id: "s2".into(), ..hello }).await.unwrap();
     let nodes = store.nodes(DEFAULT_GATEWAY).await.unwrap();
     assert_eq!(nodes.len(), 1, "reconnecting updates the same node");
     assert!(nodes[0].connected);
+    store.node_seen(DEFAULT_GATEWAY, "dp-1", "s1", false).await.unwrap();
+    assert!(store.nodes(DEFAULT_GATEWAY).await.unwrap()[0].connected, "the old stream's late disconnect leaves the new one alone");
 }
 
 async fn tokens_are_found_by_hash_and_revocable(db: TestDb) {

@@ -28,6 +28,8 @@ CREATE TABLE data_plane_nodes (
     labels           TEXT NOT NULL DEFAULT '{}',
     software_version TEXT NOT NULL DEFAULT '',
     connected        BIGINT NOT NULL DEFAULT 0,
+    -- The stream that last said hello; only it may mark the node disconnected.
+    session_id       TEXT NOT NULL DEFAULT '',
     acked_version    BIGINT,
     acked_hash       TEXT,
     nacked_version   BIGINT,

@@ -49,20 +49,19 @@ pub struct Service {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
-/// Upstream protocol of a service.
+/// Upstream protocol of a service. Only protocols that data planes speak
+/// are accepted (`https` upstreams arrive with upstream TLS).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     #[default]
     Http,
-    Https,
 }
 
 impl Protocol {
     pub fn scheme(self) -> &'static str {
         match self {
             Self::Http => "http",
-            Self::Https => "https",
         }
     }
 }
@@ -98,7 +97,8 @@ pub struct Timeouts {
     /// Time to establish the upstream connection, 1 to 60000 (default 2000).
     #[serde(default = "default_connect_ms")]
     pub connect_ms: u32,
-    /// Time for the whole upstream exchange, 1 to 3600000 (default 30000).
+    /// Time from sending the request until the upstream's response headers
+    /// arrive, 1 to 3600000 (default 30000); the body then streams.
     #[serde(default = "default_request_ms")]
     pub request_ms: u32,
 }

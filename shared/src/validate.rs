@@ -90,7 +90,11 @@ impl Validate for Route {
         }
         unique("hosts", &self.hosts)?;
         let mut headers = std::mem::take(&mut self.headers);
+        let mut lowercase = HashSet::new();
         for (header, values) in &headers {
+            if !lowercase.insert(header.to_ascii_lowercase()) {
+                return Err(ConfigError::invalid(format!("headers.{header}"), "is listed twice (header names are case-insensitive)"));
+            }
             let field = format!("headers.{header}");
             if header.is_empty() || !header.bytes().all(is_token_byte) {
                 return Err(ConfigError::invalid(field, "is not a valid header name"));
@@ -240,6 +244,11 @@ fn target_url(field: &str, url: &str, scheme: &str) -> Result<String> {
     if authority.host().is_empty() {
         return Err(invalid("needs a host".to_owned()));
     }
+    let has_port = authority.as_str() != authority.host();
+    let bad_port = has_port && authority.port_u16().is_none_or(|p| p == 0);
+    if bad_port {
+        return Err(invalid("the port must be 1 to 65535".to_owned()));
+    }
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err(invalid("must be scheme://host[:port], without a path or query".to_owned()));
     }
@@ -369,7 +378,18 @@ mod tests {
 
     #[test]
     fn rejects_bad_target_urls_naming_the_index() {
-        for url in ["not a url", "ftp://x:1", "http://", "http://a/path", "http://u:p@host", "https://a:1", "/relative"] {
+        for url in [
+            "not a url",
+            "ftp://x:1",
+            "http://",
+            "http://a/path",
+            "http://u:p@host",
+            "https://a:1",
+            "/relative",
+            "http://a:99999",
+            "http://a:",
+            "http://a:0",
+        ] {
             let mut s = service(&format!(r#"{{"name":"users","targets":[{{"url":"http://ok:1"}},{{"url":"{url}"}}]}}"#));
             assert_eq!(s.normalize_and_validate().unwrap_err().field(), "targets[1].url", "{url}");
         }
@@ -415,6 +435,8 @@ mod tests {
         assert_eq!(r.normalize_and_validate().unwrap_err().field(), "methods[0]");
         let mut r = route(r#"{"name":"r","service":"s","hosts":["bad_host"]}"#);
         assert_eq!(r.normalize_and_validate().unwrap_err().field(), "hosts[0]");
+        let mut r = route(r#"{"name":"r","service":"s","headers":{"X-A":["1"],"x-a":["2"]}}"#);
+        assert!(r.normalize_and_validate().unwrap_err().field().starts_with("headers."));
     }
 
     #[test]

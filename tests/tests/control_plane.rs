@@ -116,7 +116,8 @@ async fn replicas_on_one_postgres_share_publishes() {
     node.ack(&first).await;
 
     let started = Instant::now();
-    assert_eq!(create_service(&a, "users", "http://127.0.0.1:8000").await.status(), StatusCode::CREATED);
+    let created = create_service(&a, "users", "http://127.0.0.1:8000").await;
+    assert_eq!(created.status(), StatusCode::CREATED, "{}", created.text().await.unwrap());
     let pushed = node.next_snapshot(DEADLINE).await.expect("replica B pushes what replica A published");
     println!("publish on replica A reached a node on replica B in {:?}", started.elapsed());
     assert_eq!(pushed.version, 2);
@@ -213,4 +214,57 @@ async fn store_outage_is_a_503_and_recovers_by_itself() {
     })
     .await;
     assert_eq!(create_service(&cp, "orders", "http://127.0.0.1:8001").await.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn a_node_with_the_current_number_but_other_content_is_resent_it() {
+    let db = TestDb::postgres().await;
+    let cp = ControlPlane::start(&db.url).await;
+    let mut node = TestNode::connect(&cp.grpc_url, &cp.cluster_token, "dp-1", "default", 1, "not-the-real-hash").await.unwrap();
+    let snapshot = node.next_snapshot(DEADLINE).await.expect("content differs: resent");
+    assert_eq!(snapshot.version, 1);
+}
+
+#[tokio::test]
+async fn a_late_disconnect_of_an_old_stream_does_not_hide_the_new_one() {
+    let db = TestDb::postgres().await;
+    let cp = ControlPlane::start(&db.url).await;
+    let old = TestNode::connect(&cp.grpc_url, &cp.cluster_token, "dp-1", "default", 0, "").await.unwrap();
+    let mut new = TestNode::connect(&cp.grpc_url, &cp.cluster_token, "dp-1", "default", 0, "").await.unwrap();
+    let snapshot = new.next_snapshot(DEADLINE).await.unwrap();
+    new.ack(&snapshot).await;
+    node_status(&cp, "dp-1", "in_sync").await;
+    drop(old);
+    eventually("the old stream's end to be handled", DEADLINE, || async { cp.logs().contains("data plane disconnected").then_some(()) })
+        .await;
+    let fleet = fleet(&cp).await;
+    assert_eq!(fleet["data_planes"][0]["status"], "in_sync", "{fleet}");
+}
+
+#[tokio::test]
+async fn deleting_a_gateway_ends_its_streams_and_a_recreated_one_starts_afresh() {
+    let db = TestDb::postgres().await;
+    let cp = ControlPlane::start(&db.url).await;
+    let create = || async {
+        let response = cp.admin(Method::POST, "/api/v1/gateways").json(&json!({"name": "mobile"})).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+    };
+    create().await;
+    let mut node = TestNode::connect(&cp.grpc_url, &cp.cluster_token, "m-1", "mobile", 0, "").await.unwrap();
+    node.next_snapshot(DEADLINE).await.unwrap();
+    let deleted = cp.admin(Method::DELETE, "/api/v1/gateways/mobile").send().await.unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert!(node.end_status(DEADLINE).await.is_none(), "the stream of a deleted gateway ends");
+
+    create().await;
+    let mut fresh = TestNode::connect(&cp.grpc_url, &cp.cluster_token, "m-1", "mobile", 0, "").await.unwrap();
+    assert_eq!(fresh.next_snapshot(DEADLINE).await.unwrap().version, 1);
+    let created = cp
+        .admin(Method::POST, "/api/v1/gateways/mobile/services")
+        .json(&json!({"name": "apps", "targets": [{"url": "http://127.0.0.1:8000"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    assert_eq!(fresh.next_snapshot(DEADLINE).await.unwrap().version, 2, "the recreated gateway's versions reach its nodes");
 }

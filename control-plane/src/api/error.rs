@@ -50,8 +50,8 @@ pub struct ErrorDetail {
     /// `internal`.
     pub code: &'static str,
     pub message: String,
-    /// The offending field, as a path into the request body or a parameter name.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The offending field, as a path into the request body or a parameter
+    /// name; `null` when the error concerns no single field.
     pub field: Option<String>,
 }
 
@@ -124,6 +124,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => Self::not_found("gateway"),
             StoreError::Conflict(message) => Self::conflict(message),
             StoreError::Stale => Self::conflict("the config changed concurrently; retry"),
+            StoreError::InvalidValue(message) => Self::Invalid { field: None, message },
             other => {
                 tracing::error!(error = %other, "store error");
                 Self::Internal

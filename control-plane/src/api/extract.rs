@@ -109,9 +109,14 @@ impl Page {
     }
 }
 
-/// The `If-Match` header, unquoted, if sent.
+/// The `If-Match` header, unquoted, if sent. A value that is not visible
+/// ASCII can match no ETag, so it comes back as one that never matches.
 pub fn if_match(headers: &HeaderMap) -> Option<String> {
-    headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(|v| v.trim().trim_start_matches("W/").trim_matches('"').to_owned())
+    let value = headers.get(header::IF_MATCH)?;
+    Some(match value.to_str() {
+        Ok(v) => v.trim().trim_start_matches("W/").trim_matches('"').to_owned(),
+        Err(_) => "\u{fffd}".to_owned(),
+    })
 }
 
 /// The optional change message of a write (`Portico-Change-Message`).

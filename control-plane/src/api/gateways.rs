@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use super::auth::Principal;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{JsonBody, Path};
-use super::{AppState, written};
+use super::{AppState, known_name, written};
 use crate::store::{DEFAULT_GATEWAY, GatewayRecord, StoreError};
 
 /// A gateway as the API shows it.
@@ -55,8 +55,8 @@ pub(super) async fn create(
     JsonBody(new): JsonBody<NewGateway>,
 ) -> Result<Response, ApiError> {
     portico_shared::validate::name("name", &new.name)?;
-    if new.description.len() > 1_000 {
-        return Err(ApiError::invalid("description", "must be at most 1000 characters"));
+    if new.description.len() > 1_000 || new.description.chars().any(char::is_control) {
+        return Err(ApiError::invalid("description", "must be at most 1000 characters, without control characters"));
     }
     let version = state.store.create_gateway(&new.name, &new.description, &principal.name).await.map_err(|e| match e {
         StoreError::Conflict(_) => {
@@ -71,6 +71,7 @@ pub(super) async fn create(
 #[utoipa::path(get, path = "/api/v1/gateways/{gw}", tag = "gateways", params(("gw" = String, Path, description = "Gateway name")),
     responses((status = 200, body = Gateway), (status = 404, body = ErrorBody)))]
 pub(super) async fn get(State(state): State<AppState>, Path(gw): Path<String>) -> Result<Json<Gateway>, ApiError> {
+    known_name(&gw, "gateway")?;
     let record = state.store.gateway(&gw).await?.ok_or_else(|| ApiError::not_found(format!("gateway '{gw}'")))?;
     Ok(Json(record.into()))
 }
@@ -78,12 +79,14 @@ pub(super) async fn get(State(state): State<AppState>, Path(gw): Path<String>) -
 #[utoipa::path(delete, path = "/api/v1/gateways/{gw}", tag = "gateways", params(("gw" = String, Path, description = "Gateway name")),
     responses((status = 204, description = "Deleted with its history"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(super) async fn delete(State(state): State<AppState>, Path(gw): Path<String>) -> Result<Response, ApiError> {
+    known_name(&gw, "gateway")?;
     if gw == DEFAULT_GATEWAY {
         return Err(ApiError::conflict("the default gateway cannot be deleted"));
     }
     if !state.store.delete_gateway(&gw).await? {
         return Err(ApiError::not_found(format!("gateway '{gw}'")));
     }
+    state.publisher.gateway_deleted(&gw);
     tracing::info!(gateway = %gw, "gateway deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -49,8 +49,15 @@ pub struct AppState {
 impl AppState {
     /// The current config of a gateway; `404` if there is no such gateway.
     pub async fn current(&self, gateway: &str) -> Result<Current, ApiError> {
+        known_name(gateway, "gateway")?;
         self.store.current(gateway).await?.ok_or_else(|| ApiError::not_found(format!("gateway '{gateway}'")))
     }
+}
+
+/// A name from a URL path: one that could never have been created is a `404`
+/// before any query (so odd bytes never reach the database).
+pub fn known_name(name: &str, what: &str) -> Result<(), ApiError> {
+    portico_shared::validate::name(what, name).map_err(|_| ApiError::not_found(format!("{what} '{}'", name.escape_debug())))
 }
 
 /// A write's response: `status`, `body` and the `Portico-Config-Version` header.

@@ -10,10 +10,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::AppState;
 use super::auth::{BOOTSTRAP_NAME, Principal, generate_token, token_hash};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{JsonBody, Path};
+use super::{AppState, known_name};
 use crate::store::{Role, StoreError, TokenRecord};
 
 /// A token to create.
@@ -83,6 +83,7 @@ pub(super) async fn revoke(
     Extension(principal): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
+    known_name(&name, "token")?;
     if !state.store.revoke_token(&name).await? {
         return Err(ApiError::not_found(format!("token '{name}'")));
     }

@@ -37,6 +37,12 @@ impl Hub {
         }
     }
 
+    /// `gateway` is gone: its streams end (their `changed()` fails), and a
+    /// gateway of the same name created later starts afresh.
+    pub fn forget(&self, gateway: &str) {
+        self.gateways.lock().unwrap_or_else(PoisonError::into_inner).remove(gateway);
+    }
+
     /// The gateways some stream follows.
     pub fn followed(&self) -> Vec<String> {
         let mut gateways = self.gateways.lock().unwrap_or_else(PoisonError::into_inner);
@@ -62,5 +68,18 @@ mod tests {
         assert_eq!(hub.followed(), ["default"]);
         drop(rx);
         assert!(hub.followed().is_empty());
+    }
+
+    #[tokio::test]
+    async fn forgetting_a_gateway_ends_its_followers_and_starts_afresh() {
+        let hub = Hub::default();
+        let mut rx = hub.subscribe("mobile");
+        hub.published("mobile", 7);
+        assert_eq!(*rx.borrow_and_update(), 7);
+        hub.forget("mobile");
+        assert!(rx.changed().await.is_err(), "followers of a deleted gateway stop");
+        let mut again = hub.subscribe("mobile");
+        hub.published("mobile", 1);
+        assert_eq!(*again.borrow_and_update(), 1, "a recreated gateway counts from its own versions");
     }
 }

@@ -1,5 +1,6 @@
 //! Keeps the [`Hub`] in step with the store: on Postgres it listens on
-//! [`NOTIFY_CHANNEL`] (reconnecting as needed) and resyncs the followed
+//! [`NOTIFY_CHANNEL`] (`gateway:version`, version 0 for a deleted gateway;
+//! reconnecting as needed) and resyncs the followed
 //! gateways' versions after every reconnect and every few seconds, so a
 //! notification lost in between delays a version by one resync at most.
 //! SQLite has one writer process, whose publishes reach the hub directly.
@@ -35,7 +36,8 @@ async fn listen(store: &Store, hub: &Hub) -> Result<(), sqlx::Error> {
     loop {
         tokio::select! {
             notification = listener.try_recv() => match notification? {
-                Some(n) => match n.payload().rsplit_once(':').and_then(|(g, v)| Some((g, v.parse().ok()?))) {
+                Some(n) => match n.payload().rsplit_once(':').and_then(|(g, v)| Some((g, v.parse::<u64>().ok()?))) {
+                    Some((gateway, 0)) => hub.forget(gateway),
                     Some((gateway, version)) => hub.published(gateway, version),
                     None => tracing::warn!(payload = n.payload(), "ignoring malformed config notification"),
                 },
@@ -51,7 +53,7 @@ async fn resync(store: &Store, hub: &Hub) {
     for gateway in hub.followed() {
         match store.gateway(&gateway).await {
             Ok(Some(record)) => hub.published(&gateway, record.current_version),
-            Ok(None) => {}
+            Ok(None) => hub.forget(&gateway),
             Err(e) => tracing::warn!(gateway, error = %e, "could not resync gateway version"),
         }
     }

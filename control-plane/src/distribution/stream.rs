@@ -72,13 +72,14 @@ impl ConfigDiscovery for ConfigStreams {
             }
         };
         let hello = node_hello(hello)?;
+        // Subscribe before reading the current version, so a publish in between is not missed.
+        let versions = self.hub.subscribe(&hello.gateway);
         let current = self.store.gateway(&hello.gateway).await.map_err(unavailable)?;
         let Some(current) = current else {
             return Err(Status::not_found(format!("gateway '{}' does not exist", hello.gateway)));
         };
         self.store.node_connected(&hello).await.map_err(unavailable)?;
         tracing::info!(node = %hello.node_id, gateway = %hello.gateway, version = hello.version, "data plane connected");
-        let versions = self.hub.subscribe(&hello.gateway);
         self.hub.published(&hello.gateway, current.current_version);
         let (tx, rx) = mpsc::channel(4);
         let session = Session { store: self.store.clone(), hello, heartbeat: self.heartbeat };
@@ -89,8 +90,8 @@ impl ConfigDiscovery for ConfigStreams {
 }
 
 fn node_hello(hello: Hello) -> Result<NodeHello, Status> {
-    let printable = |s: &str| s.chars().all(|c| c.is_ascii_graphic());
-    if hello.node_id.is_empty() || hello.node_id.len() > 128 || !printable(&hello.node_id) {
+    let visible = |s: &str| s.chars().all(|c| c.is_ascii_graphic());
+    if hello.node_id.is_empty() || hello.node_id.len() > 128 || !visible(&hello.node_id) {
         return Err(Status::invalid_argument("node_id must be 1 to 128 visible ASCII characters"));
     }
     if portico_shared::validate::name("gateway", &hello.gateway).is_err() {
@@ -99,11 +100,17 @@ fn node_hello(hello: Hello) -> Result<NodeHello, Status> {
     Ok(NodeHello {
         node_id: hello.node_id,
         gateway: hello.gateway,
-        labels: hello.labels.into_iter().collect(),
+        labels: hello.labels.into_iter().map(|(k, v)| (printable(&k, 128), printable(&v, 256))).collect(),
         version: hello.version,
-        hash: hello.hash,
-        software_version: hello.software_version,
+        hash: printable(&hello.hash, 64),
+        software_version: printable(&hello.software_version, 64),
+        session_id: uuid::Uuid::new_v4().to_string(),
     })
+}
+
+/// Text from a node, bounded and without control characters, fit to store and show.
+fn printable(text: &str, max_chars: usize) -> String {
+    text.chars().filter(|c| !c.is_control()).take(max_chars).collect()
 }
 
 fn unavailable(error: crate::store::StoreError) -> Status {
@@ -127,6 +134,10 @@ impl Session {
     ) {
         let (gateway, node) = (self.hello.gateway.as_str(), self.hello.node_id.as_str());
         let mut node_version = self.hello.version;
+        if node_version != 0 && !self.has_same_content(node_version).await {
+            // Same number, other content (a recreated gateway, a restored database): resend.
+            node_version = 0;
+        }
         let mut heartbeat = tokio::time::interval(self.heartbeat);
         loop {
             let latest = *versions.borrow_and_update();
@@ -167,8 +178,16 @@ impl Session {
             }
         }
         tracing::info!(node, gateway, "data plane disconnected");
-        if let Err(e) = self.store.node_seen(gateway, node, false).await {
+        if let Err(e) = self.store.node_seen(gateway, node, &self.hello.session_id, false).await {
             tracing::warn!(node, error = %e, "could not record the disconnect");
+        }
+    }
+
+    /// Whether the version the node says it has is, by hash, ours.
+    async fn has_same_content(&self, version: u64) -> bool {
+        match self.store.version(&self.hello.gateway, version).await {
+            Ok(Some((record, _))) => record.hash == self.hello.hash,
+            _ => false,
         }
     }
 
@@ -191,13 +210,14 @@ impl Session {
         let result = match message.message {
             Some(node_message::Message::Ack(ack)) => {
                 tracing::info!(node, gateway, version = ack.version, "data plane applied version");
-                self.store.node_acked(gateway, node, ack.version, &ack.hash).await
+                self.store.node_acked(gateway, node, ack.version, &printable(&ack.hash, 64)).await
             }
             Some(node_message::Message::Nack(nack)) => {
-                tracing::warn!(node, gateway, version = nack.version, reason = %nack.reason, "data plane rejected version");
-                self.store.node_nacked(gateway, node, nack.version, &nack.reason).await
+                let reason = printable(&nack.reason, 2_000);
+                tracing::warn!(node, gateway, version = nack.version, reason = %reason, "data plane rejected version");
+                self.store.node_nacked(gateway, node, nack.version, &reason).await
             }
-            Some(node_message::Message::Heartbeat(_)) => self.store.node_seen(gateway, node, true).await,
+            Some(node_message::Message::Heartbeat(_)) => self.store.node_seen(gateway, node, &self.hello.session_id, true).await,
             Some(node_message::Message::Hello(_)) | None => {
                 tracing::debug!(node, "ignoring unexpected message");
                 Ok(())

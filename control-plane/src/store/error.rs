@@ -20,6 +20,9 @@ pub enum StoreError {
     Migration(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The database refused a value (e.g. a NUL byte in text).
+    #[error("invalid value: {0}")]
+    InvalidValue(String),
     #[error("database error: {0}")]
     Database(String),
 }
@@ -35,8 +38,13 @@ impl StoreError {
             sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c.starts_with("53")) => {
                 Self::Unavailable(error.to_string())
             }
-            // SQLite: busy or locked for longer than the busy timeout.
-            sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "5" || c == "6") => Self::Unavailable(error.to_string()),
+            // Postgres class 22: data exception (e.g. a NUL byte in text).
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")) => Self::InvalidValue(db.message().to_owned()),
+            // SQLite: busy or locked (primary codes 5 and 6, extended codes
+            // carry them in the low byte) for longer than the busy timeout.
+            sqlx::Error::Database(db) if db.code().and_then(|c| c.parse::<u32>().ok()).is_some_and(|c| matches!(c & 0xff, 5 | 6)) => {
+                Self::Unavailable(error.to_string())
+            }
             sqlx::Error::Protocol(_) => Self::Unavailable(error.to_string()),
             _ => Self::Database(error.to_string()),
         }

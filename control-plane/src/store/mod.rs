@@ -190,6 +190,9 @@ impl Store {
             .await
             .map_err(StoreError::from_sqlx)?
             .rows_affected();
+        if deleted == 1 {
+            self.notify(&mut tx, name, 0).await?;
+        }
         tx.commit().await.map_err(StoreError::from_sqlx)?;
         Ok(deleted == 1)
     }
@@ -250,7 +253,12 @@ impl Store {
             .map_err(StoreError::from_sqlx)?
             .rows_affected();
         if moved != 1 {
-            return Err(if self.gateway(gateway).await?.is_some() { StoreError::Stale } else { StoreError::NotFound });
+            let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM gateways WHERE name = $1")
+                .bind(gateway)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+            return Err(if exists.is_some() { StoreError::Stale } else { StoreError::NotFound });
         }
         let config = std::str::from_utf8(&snapshot.bytes).expect("canonical JSON is UTF-8");
         sqlx::query(
@@ -268,14 +276,7 @@ impl Store {
         .execute(&mut **tx)
         .await
         .map_err(StoreError::from_sqlx)?;
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT 1 AS sent FROM pg_notify($1, $2)")
-                .bind(NOTIFY_CHANNEL)
-                .bind(format!("{gateway}:{version}"))
-                .execute(&mut **tx)
-                .await
-                .map_err(StoreError::from_sqlx)?;
-        }
+        self.notify(tx, gateway, version).await?;
         Ok(VersionRecord {
             gateway: gateway.to_owned(),
             version,
@@ -285,6 +286,20 @@ impl Store {
             rollback_of: publication.rollback_of,
             created_at: DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now),
         })
+    }
+
+    /// On Postgres, announces `gateway:version` (0: deleted) on
+    /// [`NOTIFY_CHANNEL`] when `tx` commits.
+    async fn notify(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, gateway: &str, version: u64) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT 1 AS sent FROM pg_notify($1, $2)")
+                .bind(NOTIFY_CHANNEL)
+                .bind(format!("{gateway}:{version}"))
+                .execute(&mut **tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+        }
+        Ok(())
     }
 
     /// A page of a gateway's history, newest first, and the total count.
@@ -359,9 +374,23 @@ fn to_u64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
-/// A database URL fit for logs: the password replaced.
+/// A database URL fit for logs: the password replaced, in the userinfo or
+/// in a `password=` query parameter.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (url, query) = match url.split_once('?') {
+        Some((base, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            (base, format!("?{}", query.join("&")))
+        }
+        None => (url, String::new()),
+    };
+    let base = match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let credentials = &url[scheme + 3..at];
             match credentials.split_once(':') {
@@ -370,5 +399,18 @@ pub fn redact(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
+    };
+    format!("{base}{query}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redacts_passwords_in_userinfo_and_query() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db?sslmode=require&password=secret"), "postgres://u@h/db?sslmode=require&password=***");
+        assert_eq!(redact("sqlite://portico.db"), "sqlite://portico.db");
     }
 }

@@ -18,6 +18,9 @@ pub struct NodeHello {
     pub version: u64,
     pub hash: String,
     pub software_version: String,
+    /// Identifies this stream, so a stale stream's disconnect cannot mark a
+    /// reconnected node disconnected.
+    pub session_id: String,
 }
 
 /// A node as stored.
@@ -46,9 +49,9 @@ impl Store {
             v => (Some(to_i64(v)), Some(hello.hash.as_str())),
         };
         sqlx::query(
-            "INSERT INTO data_plane_nodes (gateway, node_id, labels, software_version, connected, acked_version, acked_hash, connected_at, last_seen) \
-             VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $7) \
-             ON CONFLICT (gateway, node_id) DO UPDATE SET labels = $3, software_version = $4, connected = 1, \
+            "INSERT INTO data_plane_nodes (gateway, node_id, labels, software_version, connected, session_id, acked_version, acked_hash, connected_at, last_seen) \
+             VALUES ($1, $2, $3, $4, 1, $8, $5, $6, $7, $7) \
+             ON CONFLICT (gateway, node_id) DO UPDATE SET labels = $3, software_version = $4, connected = 1, session_id = $8, \
              acked_version = $5, acked_hash = $6, connected_at = $7, last_seen = $7",
         )
         .bind(&hello.gateway)
@@ -58,6 +61,7 @@ impl Store {
         .bind(version)
         .bind(hash)
         .bind(now)
+        .bind(&hello.session_id)
         .execute(&self.pool)
         .await
         .map_err(StoreError::from_sqlx)?;
@@ -94,13 +98,15 @@ impl Store {
         Ok(())
     }
 
-    /// The node is alive (a heartbeat), or, with `connected` false, its stream closed.
-    pub async fn node_seen(&self, gateway: &str, node_id: &str, connected: bool) -> Result<()> {
-        sqlx::query("UPDATE data_plane_nodes SET connected = $1, last_seen = $2 WHERE gateway = $3 AND node_id = $4")
+    /// The node is alive (a heartbeat), or, with `connected` false, the
+    /// stream `session_id` closed; a newer stream of the node is left alone.
+    pub async fn node_seen(&self, gateway: &str, node_id: &str, session_id: &str, connected: bool) -> Result<()> {
+        sqlx::query("UPDATE data_plane_nodes SET connected = $1, last_seen = $2 WHERE gateway = $3 AND node_id = $4 AND session_id = $5")
             .bind(i64::from(connected))
             .bind(Utc::now().timestamp_millis())
             .bind(gateway)
             .bind(node_id)
+            .bind(session_id)
             .execute(&self.pool)
             .await
             .map_err(StoreError::from_sqlx)?;

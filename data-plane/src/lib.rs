@@ -1,0 +1,5 @@
+//! Portico data plane.
+
+pub mod router;
+pub mod runtime;
+pub mod upstream;

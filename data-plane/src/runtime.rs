@@ -1,0 +1,150 @@
+//! The runtime: one config version compiled for serving (route table,
+//! upstreams, per-route settings). It is immutable; a new version builds a
+//! new runtime off the request path and swaps it in whole, and requests
+//! keep the runtime they started with.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::{HeaderMap, Method};
+use portico_shared::Snapshot;
+use portico_shared::model::{Policy, Route};
+use uuid::Uuid;
+
+use crate::router::{Match, RouteSpec, Router};
+use crate::upstream::Upstream;
+
+/// Largest request body when no `request-size-limit` policy applies.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
+
+/// A route, ready to serve.
+#[derive(Debug)]
+pub struct RouteEntry {
+    pub id: Option<Uuid>,
+    pub name: Arc<str>,
+    pub upstream: Arc<Upstream>,
+    pub strip_path: bool,
+    pub preserve_host: bool,
+    /// From the strictest `request-size-limit` on the route or its service.
+    pub max_body_bytes: u64,
+}
+
+/// One compiled config version.
+#[derive(Debug)]
+pub struct Runtime {
+    pub gateway: String,
+    pub version: u64,
+    pub hash: String,
+    /// The canonical snapshot bytes (kept for the cache file).
+    pub snapshot: Arc<[u8]>,
+    router: Router,
+    routes: Vec<RouteEntry>,
+    upstreams: HashMap<Uuid, Arc<Upstream>>,
+}
+
+impl Runtime {
+    /// Compiles `snapshot`. Upstreams of services unchanged since
+    /// `previous` are carried over.
+    pub fn compile(gateway: &str, version: u64, snapshot: Snapshot, previous: Option<&Runtime>) -> Result<Self, String> {
+        let config = &snapshot.config;
+        let mut upstreams = HashMap::new();
+        let mut by_name = HashMap::new();
+        for service in &config.services {
+            let id = service.id.ok_or_else(|| format!("service '{}' has no id", service.name))?;
+            let kept = previous.and_then(|p| p.upstreams.get(&id)).filter(|u| u.serves(service)).cloned();
+            let upstream = match kept {
+                Some(upstream) => upstream,
+                None => Arc::new(Upstream::new(service)?),
+            };
+            by_name.insert(service.name.as_str(), (upstream.clone(), service));
+            upstreams.insert(id, upstream);
+        }
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for route in &config.routes {
+            let (upstream, service) = by_name
+                .get(route.service.as_str())
+                .ok_or_else(|| format!("route '{}': unknown service '{}'", route.name, route.service))?;
+            routes.push(RouteEntry {
+                id: route.id,
+                name: route.name.as_str().into(),
+                upstream: upstream.clone(),
+                strip_path: route.strip_path,
+                preserve_host: route.preserve_host,
+                max_body_bytes: max_body(route.policies.iter().chain(&service.policies)),
+            });
+        }
+        let router = Router::new(config.routes.iter().enumerate().map(|(index, route): (usize, &Route)| RouteSpec {
+            index,
+            name: &route.name,
+            paths: &route.paths,
+            hosts: &route.hosts,
+            methods: &route.methods,
+            headers: &route.headers,
+        }));
+        Ok(Self { gateway: gateway.to_owned(), version, hash: snapshot.hash, snapshot: snapshot.bytes.into(), router, routes, upstreams })
+    }
+
+    /// The route for a request, with the prefix that matched.
+    pub fn route(&self, host: &str, path: &str, method: &Method, headers: &HeaderMap) -> Option<(&RouteEntry, Match)> {
+        let found = self.router.lookup(host, path, method, headers)?;
+        Some((&self.routes[found.route], found))
+    }
+
+    /// Number of routes.
+    pub fn route_count(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// The upstream of a service id, if this runtime has it.
+    pub fn upstream(&self, service: Uuid) -> Option<&Arc<Upstream>> {
+        self.upstreams.get(&service)
+    }
+}
+
+fn max_body<'a>(policies: impl Iterator<Item = &'a Policy>) -> u64 {
+    policies
+        .map(|p| match p {
+            Policy::RequestSizeLimit { max_bytes } => *max_bytes,
+        })
+        .min()
+        .unwrap_or(DEFAULT_MAX_BODY_BYTES)
+}
+
+#[cfg(test)]
+mod tests {
+    use portico_shared::GatewayConfig;
+    use portico_shared::diff::merge;
+    use portico_shared::parse::from_json;
+
+    use super::*;
+
+    fn snapshot(json: &str, previous: &GatewayConfig) -> Snapshot {
+        let mut config: GatewayConfig = from_json(json.as_bytes()).unwrap();
+        portico_shared::validate::config(&mut config).unwrap();
+        Snapshot::compile(merge(previous, config, chrono::Utc::now())).unwrap()
+    }
+
+    const TWO: &str = r#"{"services":[{"name":"a","targets":[{"url":"http://127.0.0.1:1"}]},{"name":"b","targets":[{"url":"http://127.0.0.1:2"}],
+        "policies":[{"type":"request-size-limit","max_bytes":100}]}],
+        "routes":[{"name":"ra","service":"a","paths":["/a"]},{"name":"rb","service":"b","paths":["/b"],"policies":[{"type":"request-size-limit","max_bytes":500}]}]}"#;
+
+    #[test]
+    fn unchanged_upstreams_survive_a_swap() {
+        let first = snapshot(TWO, &GatewayConfig::default());
+        let v1 = Runtime::compile("default", 1, first.clone(), None).unwrap();
+        let second = snapshot(&TWO.replace("127.0.0.1:2", "127.0.0.1:3"), &first.config);
+        let v2 = Runtime::compile("default", 2, second.clone(), Some(&v1)).unwrap();
+        let id = |name: &str| second.config.services.iter().find(|s| s.name == name).unwrap().id.unwrap();
+        assert!(Arc::ptr_eq(v1.upstream(id("a")).unwrap(), v2.upstream(id("a")).unwrap()), "service a is unchanged");
+        assert!(!Arc::ptr_eq(v1.upstream(id("b")).unwrap(), v2.upstream(id("b")).unwrap()), "service b changed");
+    }
+
+    #[test]
+    fn strictest_size_limit_applies() {
+        let rt = Runtime::compile("default", 1, snapshot(TWO, &GatewayConfig::default()), None).unwrap();
+        let (b, _) = rt.route("h", "/b", &Method::POST, &HeaderMap::new()).unwrap();
+        assert_eq!(b.max_body_bytes, 100);
+        let (a, _) = rt.route("h", "/a", &Method::POST, &HeaderMap::new()).unwrap();
+        assert_eq!(a.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    }
+}

@@ -1,0 +1,91 @@
+//! Upstreams: one per service, holding its targets, the balancer and a
+//! pooled HTTP client (hyper-util's, with the service's connect timeout).
+//! An upstream whose service is unchanged by a new config version is
+//! carried into the new runtime as is, so its connection pool and
+//! balancer position survive the swap.
+
+mod balance;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http_body_util::combinators::BoxBody;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use portico_shared::model::{Entity, Service};
+
+pub use balance::WeightedRoundRobin;
+
+/// The error type of proxied bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request or response body on its way through the proxy.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// One address of an upstream.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub scheme: Scheme,
+    pub authority: Authority,
+}
+
+/// A service, ready to take requests.
+#[derive(Debug)]
+pub struct Upstream {
+    /// The service this was built from (for carry-over decisions).
+    service: Service,
+    targets: Vec<Target>,
+    balancer: WeightedRoundRobin,
+    pub client: Client<HttpConnector, ProxyBody>,
+    pub request_timeout: Duration,
+}
+
+impl Upstream {
+    /// Builds an upstream; fails on a target URL it cannot use (validation
+    /// in the control plane excludes these).
+    pub fn new(service: &Service) -> Result<Self, String> {
+        let targets = service
+            .targets
+            .iter()
+            .map(|t| {
+                let uri: http::Uri = t.url.parse().map_err(|e| format!("service '{}': target '{}': {e}", service.name, t.url))?;
+                match (uri.scheme(), uri.authority()) {
+                    (Some(scheme), Some(authority)) => Ok(Target { scheme: scheme.clone(), authority: authority.clone() }),
+                    _ => Err(format!("service '{}': target '{}' is not absolute", service.name, t.url)),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let weights: Vec<u32> = service.targets.iter().map(|t| t.weight).collect();
+        if weights.iter().all(|w| *w == 0) {
+            return Err(format!("service '{}' has no target with a weight above 0", service.name));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_millis(u64::from(service.timeouts.connect_ms))));
+        connector.set_nodelay(true);
+        let client =
+            Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).pool_max_idle_per_host(256).build(connector);
+        Ok(Self {
+            service: service.clone(),
+            targets,
+            balancer: WeightedRoundRobin::new(&weights),
+            client,
+            request_timeout: Duration::from_millis(u64::from(service.timeouts.request_ms)),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.service.name
+    }
+
+    /// Whether `service` is exactly what this upstream was built from.
+    pub fn serves(&self, service: &Service) -> bool {
+        self.service.id == service.id && self.service.declarative() == service.declarative()
+    }
+
+    /// The next target, by weighted round robin.
+    pub fn pick(&self) -> &Target {
+        &self.targets[self.balancer.pick()]
+    }
+}
