@@ -1,5 +1,17 @@
-//! Portico data plane.
+//! `portico-dp`, the data plane: receives config versions from the control
+//! plane, compiles each into an immutable runtime and swaps it in
+//! atomically, and proxies HTTP traffic by it. It stores nothing but a
+//! cache of its last good config.
 
+pub mod cache;
+pub mod config_client;
+pub mod error;
+pub mod metrics;
+pub mod proxy;
 pub mod router;
 pub mod runtime;
+pub mod server;
+pub mod settings;
+pub mod state;
+pub mod status;
 pub mod upstream;

@@ -1,0 +1,197 @@
+//! The config client: keeps one stream open to the control plane,
+//! reconnecting with exponential backoff and full jitter; verifies, compiles
+//! and swaps in each snapshot off the request path and answers ACK, or NACK
+//! with the reason while the old runtime keeps serving; writes each applied
+//! snapshot to the cache; heartbeats at the control plane's interval.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use portico_proto::v1::config_discovery_client::ConfigDiscoveryClient;
+use portico_proto::v1::{Ack, Heartbeat, Hello, Nack, NodeMessage, Snapshot as WireSnapshot, control_message, node_message};
+use portico_shared::Snapshot;
+use rand::Rng;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Endpoint;
+
+use crate::cache::SnapshotCache;
+use crate::runtime::Runtime;
+use crate::state::{NodeState, stopped};
+
+const BACKOFF_START: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Connects this node to its control plane.
+pub struct ConfigClient {
+    pub node: Arc<NodeState>,
+    pub control_plane: String,
+    pub cluster_token: String,
+    pub labels: BTreeMap<String, String>,
+    pub cache: Option<SnapshotCache>,
+}
+
+impl ConfigClient {
+    /// Serves from the cache, if there is a valid one. A corrupt cache is
+    /// reported and ignored.
+    pub async fn restore_from_cache(&self) {
+        let Some(cache) = self.cache.clone() else { return };
+        let loaded = tokio::task::spawn_blocking(move || cache.load()).await;
+        let cached = match loaded {
+            Ok(Ok(Some(cached))) => cached,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "not serving from the snapshot cache");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reading the snapshot cache failed");
+                return;
+            }
+        };
+        if cached.gateway != self.node.gateway {
+            tracing::error!(cached = %cached.gateway, gateway = %self.node.gateway, "the snapshot cache belongs to another gateway; ignored");
+            return;
+        }
+        match self.compile(cached.version, &cached.hash, cached.bytes).await {
+            Ok(runtime) => {
+                tracing::info!(version = runtime.version, "serving the cached config until the control plane answers");
+                self.install(runtime, false).await;
+            }
+            Err(reason) => tracing::error!(%reason, "the cached snapshot does not compile; not served"),
+        }
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = BACKOFF_START;
+        loop {
+            let outcome = tokio::select! {
+                outcome = self.session(&mut backoff) => outcome,
+                () = stopped(&mut shutdown) => return,
+            };
+            match outcome {
+                Ok(()) => tracing::warn!(control_plane = %self.control_plane, "config stream ended; reconnecting"),
+                Err(e) => tracing::warn!(control_plane = %self.control_plane, error = %e, "config stream failed; reconnecting"),
+            }
+            let delay = rand::rng().random_range(Duration::ZERO..=backoff);
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = stopped(&mut shutdown) => return,
+            }
+        }
+    }
+
+    /// One stream, from hello to its end. `backoff` is reset once the
+    /// control plane has accepted the stream.
+    async fn session(&self, backoff: &mut Duration) -> Result<(), String> {
+        let endpoint = Endpoint::from_shared(self.control_plane.clone())
+            .map_err(|e| format!("bad control plane address: {e}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(10));
+        let channel = endpoint.connect().await.map_err(|e| format!("cannot connect: {e}"))?;
+        let mut client = ConfigDiscoveryClient::new(channel).max_decoding_message_size(256 * 1024 * 1024);
+        let (outbound, rx) = mpsc::channel(16);
+        let current = self.node.runtime();
+        let hello = Hello {
+            node_id: self.node.node_id.clone(),
+            gateway: self.node.gateway.clone(),
+            labels: self.labels.clone().into_iter().collect(),
+            version: current.as_ref().map_or(0, |r| r.version),
+            hash: current.as_ref().map(|r| r.hash.clone()).unwrap_or_default(),
+            software_version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        send(&outbound, node_message::Message::Hello(hello)).await?;
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        let token =
+            MetadataValue::try_from(format!("Bearer {}", self.cluster_token)).map_err(|_| "the cluster token is not ASCII".to_owned())?;
+        request.metadata_mut().insert("authorization", token);
+        let mut inbound = client.stream(request).await.map_err(|status| format!("{}: {}", status.code(), status.message()))?.into_inner();
+        tracing::info!(control_plane = %self.control_plane, "config stream open");
+        *backoff = BACKOFF_START;
+
+        let mut interval = DEFAULT_HEARTBEAT;
+        let mut heartbeat = tokio::time::interval(interval);
+        loop {
+            tokio::select! {
+                message = inbound.message() => match message.map_err(|s| format!("{}: {}", s.code(), s.message()))? {
+                    None => return Ok(()),
+                    Some(message) => match message.message {
+                        Some(control_message::Message::Snapshot(snapshot)) => {
+                            let reply = self.apply(snapshot).await;
+                            send(&outbound, reply).await?;
+                        }
+                        Some(control_message::Message::Heartbeat(beat)) if beat.interval_ms > 0 => {
+                            let wanted = Duration::from_millis(u64::from(beat.interval_ms));
+                            if wanted != interval {
+                                interval = wanted;
+                                heartbeat = tokio::time::interval(interval);
+                            }
+                        }
+                        _ => {}
+                    },
+                },
+                _ = heartbeat.tick() => send(&outbound, node_message::Message::Heartbeat(Heartbeat { interval_ms: 0 })).await?,
+            }
+        }
+    }
+
+    /// Verifies, compiles and swaps in one snapshot; the reply to send.
+    async fn apply(&self, snapshot: WireSnapshot) -> node_message::Message {
+        let (version, hash) = (snapshot.version, snapshot.hash.clone());
+        let result = if snapshot.gateway == self.node.gateway {
+            self.compile(version, &hash, snapshot.config).await
+        } else {
+            Err(format!("snapshot is for gateway '{}', this node serves '{}'", snapshot.gateway, self.node.gateway))
+        };
+        match result {
+            Ok(runtime) => {
+                self.install(runtime, true).await;
+                node_message::Message::Ack(Ack { version, hash })
+            }
+            Err(reason) => {
+                tracing::warn!(version, %reason, "rejected config; the previous one keeps serving");
+                crate::metrics::config_rejected();
+                node_message::Message::Nack(Nack { version, hash, reason })
+            }
+        }
+    }
+
+    /// Decodes and compiles on a blocking thread, away from request handling.
+    async fn compile(&self, version: u64, hash: &str, bytes: Vec<u8>) -> Result<Runtime, String> {
+        let previous = self.node.runtime();
+        let (gateway, hash) = (self.node.gateway.clone(), hash.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let snapshot = Snapshot::decode(&bytes, &hash).map_err(|e| e.to_string())?;
+            Runtime::compile(&gateway, version, snapshot, previous.as_deref())
+        })
+        .await
+        .map_err(|e| format!("compilation panicked: {e}"))?
+    }
+
+    /// Swaps `runtime` in and, when it came from the control plane, caches it.
+    async fn install(&self, runtime: Runtime, cache_it: bool) {
+        let runtime = Arc::new(runtime);
+        self.node.swap(runtime.clone());
+        crate::metrics::config_applied(runtime.version, runtime.route_count());
+        tracing::info!(version = runtime.version, hash = %runtime.hash, routes = runtime.route_count(), "config applied");
+        if let (true, Some(cache)) = (cache_it, self.cache.clone()) {
+            let written =
+                tokio::task::spawn_blocking(move || cache.store(&runtime.gateway, runtime.version, &runtime.hash, &runtime.snapshot)).await;
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "could not cache the config"),
+                Err(e) => tracing::error!(error = %e, "caching the config failed"),
+            }
+        }
+    }
+}
+
+async fn send(outbound: &mpsc::Sender<NodeMessage>, message: node_message::Message) -> Result<(), String> {
+    outbound.send(NodeMessage { message: Some(message) }).await.map_err(|_| "the stream closed".to_owned())
+}

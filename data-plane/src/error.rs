@@ -1,0 +1,88 @@
+//! What can go wrong with a proxied request, where it came from, and the
+//! one place it becomes a status code and a JSON body.
+
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+
+use crate::upstream::ProxyBody;
+
+/// Which side of the proxy an error belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    /// The client sent something we refuse.
+    Downstream,
+    /// The upstream failed or was too slow.
+    Upstream,
+    /// This node cannot serve (no config yet).
+    Internal,
+}
+
+/// A request the gateway answers itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("this gateway has no config yet")]
+    NoConfig,
+    #[error("no route matches {method} {path}")]
+    NoRoute { method: String, path: String },
+    #[error("invalid request: {0}")]
+    BadRequest(&'static str),
+    #[error("request body larger than {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("upstream '{upstream}' refused or reset the connection: {reason}")]
+    UpstreamUnavailable { upstream: String, reason: String },
+    #[error("upstream '{upstream}' did not answer in time")]
+    UpstreamTimeout { upstream: String },
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NoConfig => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoRoute { .. } => StatusCode::NOT_FOUND,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Stable machine-readable code of the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NoConfig => "no_config",
+            Self::NoRoute { .. } => "no_route",
+            Self::BadRequest(_) => "bad_request",
+            Self::BodyTooLarge { .. } => "payload_too_large",
+            Self::UpstreamUnavailable { .. } => "upstream_unavailable",
+            Self::UpstreamTimeout { .. } => "upstream_timeout",
+        }
+    }
+
+    pub fn source(&self) -> ErrorSource {
+        match self {
+            Self::NoConfig => ErrorSource::Internal,
+            Self::NoRoute { .. } | Self::BadRequest(_) | Self::BodyTooLarge { .. } => ErrorSource::Downstream,
+            Self::UpstreamUnavailable { .. } | Self::UpstreamTimeout { .. } => ErrorSource::Upstream,
+        }
+    }
+
+    /// Whether trying again (elsewhere or later) may succeed.
+    pub fn retryable(&self) -> bool {
+        matches!(self, Self::NoConfig | Self::UpstreamUnavailable { .. } | Self::UpstreamTimeout { .. })
+    }
+
+    /// `{"error": {"code", "message"}}` with the status.
+    pub fn response(&self) -> Response<ProxyBody> {
+        json_response(self.status(), self.code(), &self.to_string())
+    }
+}
+
+/// A JSON error response built by the gateway itself.
+pub fn json_response(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
+    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    response
+}

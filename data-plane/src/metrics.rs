@@ -1,0 +1,40 @@
+//! Prometheus metrics of the data plane: names, help texts and the few
+//! recording helpers the pipeline and config client call.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Installs the recorder and describes every metric; call once.
+pub fn install() -> Result<PrometheusHandle, String> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())?;
+    describe_counter!("portico_requests_total", "Requests answered, by route and status");
+    describe_histogram!("portico_request_duration_seconds", metrics::Unit::Seconds, "Time to the response headers, by route");
+    describe_gauge!("portico_config_version", "Config version this node serves");
+    describe_counter!("portico_config_swaps_total", "Config versions applied");
+    describe_counter!("portico_config_nacks_total", "Config versions rejected");
+    describe_gauge!("portico_config_routes", "Routes in the config this node serves");
+    Ok(handle)
+}
+
+pub fn request_done(route: &str, status: StatusCode, elapsed: Duration) {
+    let route = route.to_owned();
+    counter!("portico_requests_total", "route" => route.clone(), "status" => status.as_u16().to_string()).increment(1);
+    histogram!("portico_request_duration_seconds", "route" => route).record(elapsed.as_secs_f64());
+}
+
+pub fn config_applied(version: u64, routes: usize) {
+    gauge!("portico_config_version").set(version as f64);
+    gauge!("portico_config_routes").set(routes as f64);
+    counter!("portico_config_swaps_total").increment(1);
+}
+
+pub fn config_rejected() {
+    counter!("portico_config_nacks_total").increment(1);
+}

@@ -1,0 +1,156 @@
+//! Header rewriting between client and upstream: hop-by-hop headers out,
+//! spoofable identity headers out, `X-Forwarded-*` and `X-Request-Id` in.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] =
+    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "proxy-authorization"];
+
+/// Identity headers only the gateway may set, in their canonical form.
+const IDENTITY: [&str; 4] = ["x-consumer-id", "x-consumer-username", "x-user-id", "x-scopes"];
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Removes hop-by-hop headers and those the `Connection` header names.
+/// With `upgrade`, keeps `Connection: upgrade` and `Upgrade` so a WebSocket
+/// (or other) upgrade can pass through.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if let Some(protocol) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+    }
+}
+
+/// The protocol a request asks to upgrade to (`Connection: upgrade` plus `Upgrade`).
+pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(header::UPGRADE).cloned()).flatten()
+}
+
+/// Removes every client-sent copy of an identity header, whatever its case
+/// and whether it uses `-`, `_` or `.` (`X_Consumer_ID`, `x.user.id`), and
+/// any other `x-consumer-*` header.
+pub fn strip_identity(headers: &mut HeaderMap) {
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let canonical = name.as_str().replace(['_', '.'], "-");
+            IDENTITY.contains(&canonical.as_str()) || canonical.starts_with("x-consumer-")
+        })
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
+}
+
+/// Adds the client's address to `X-Forwarded-For` and sets
+/// `X-Forwarded-Proto` and `X-Forwarded-Host`.
+pub fn add_forwarded(headers: &mut HeaderMap, client_ip: std::net::IpAddr, proto: &'static str, host: Option<&HeaderValue>) {
+    let previous: Vec<&str> = headers.get_all(&FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
+    let chain = if previous.is_empty() { client_ip.to_string() } else { format!("{}, {client_ip}", previous.join(", ")) };
+    if let Ok(value) = HeaderValue::from_str(&chain) {
+        headers.insert(FORWARDED_FOR, value);
+    }
+    headers.insert(FORWARDED_PROTO, HeaderValue::from_static(proto));
+    match host {
+        Some(host) => headers.insert(FORWARDED_HOST, host.clone()),
+        None => headers.remove(FORWARDED_HOST),
+    };
+}
+
+/// The client's request id when it is sensible (1 to 128 of
+/// `[A-Za-z0-9._:-]`), otherwise a new UUID.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get(&REQUEST_ID)
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(b)))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("a UUID is a valid header value"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        pairs.iter().map(|(k, v)| (HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap())).collect()
+    }
+
+    #[test]
+    fn removes_hop_by_hop_and_connection_named_headers() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, x-private"),
+            ("keep-alive", "5"),
+            ("x-private", "1"),
+            ("te", "trailers"),
+            ("accept", "*/*"),
+        ]);
+        remove_hop_by_hop(&mut h, None);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["accept"]);
+    }
+
+    #[test]
+    fn keeps_upgrade_headers_for_upgrades() {
+        let mut h = headers(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        let protocol = upgrade_protocol(&h);
+        assert_eq!(protocol.as_ref().unwrap(), "websocket");
+        remove_hop_by_hop(&mut h, protocol);
+        assert_eq!((h["connection"].to_str().unwrap(), h["upgrade"].to_str().unwrap()), ("upgrade", "websocket"));
+    }
+
+    #[test]
+    fn strips_identity_headers_in_every_spelling() {
+        let mut h = headers(&[
+            ("x-consumer-id", "1"),
+            ("X_Consumer_Username", "mallory"),
+            ("x.user.id", "0"),
+            ("X-SCOPES", "admin"),
+            ("x-consumer-custom-id", "9"),
+            ("x-user-agent-ish", "kept"),
+        ]);
+        strip_identity(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-user-agent-ish"]);
+    }
+
+    #[test]
+    fn appends_to_forwarded_for_and_sets_proto_and_host() {
+        let mut h = headers(&[("x-forwarded-for", "10.0.0.1"), ("x-forwarded-proto", "https")]);
+        add_forwarded(&mut h, "192.0.2.7".parse().unwrap(), "http", Some(&HeaderValue::from_static("api.example.com")));
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "api.example.com");
+    }
+
+    #[test]
+    fn keeps_valid_request_ids_and_replaces_others() {
+        assert_eq!(request_id(&headers(&[("x-request-id", "abc-123")])), "abc-123");
+        for bad in ["", "has space", &"x".repeat(200)] {
+            let id = request_id(&headers(&[("x-request-id", bad)]));
+            assert_eq!(id.len(), 36, "{bad:?} was replaced by a UUID");
+        }
+        assert_eq!(request_id(&HeaderMap::new()).len(), 36);
+    }
+}

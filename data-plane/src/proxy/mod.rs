@@ -1,0 +1,219 @@
+//! The request pipeline: request id → route match → size limit → header
+//! rewriting → upstream call (with timeouts) → response headers, with one
+//! span, metrics and an access-log event per request. Bodies stream in both
+//! directions; upgrades (WebSocket) are tunnelled once both sides agree.
+
+pub mod headers;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tracing::Instrument;
+
+use crate::error::ProxyError;
+use crate::router::normalize_path;
+use crate::runtime::RouteEntry;
+use crate::state::NodeState;
+use crate::upstream::{BoxError, ProxyBody};
+
+/// Handles one request from `client`. Never fails: errors become responses.
+pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let request_id = headers::request_id(request.headers());
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = ?request_id,
+        route = tracing::field::Empty,
+        upstream = tracing::field::Empty,
+        status = tracing::field::Empty,
+    );
+    let (mut response, route) = async {
+        match forward(&node, request, client, &request_id).await {
+            Ok((response, route)) => (response, Some(route)),
+            Err((error, route)) => {
+                tracing::debug!(error = %error, source = ?error.source(), retryable = error.retryable(), "request failed");
+                (error.response(), route)
+            }
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    response.headers_mut().insert(headers::REQUEST_ID, request_id);
+    let status = response.status();
+    let route_name = route.as_deref().unwrap_or("");
+    span.record("status", status.as_u16());
+    crate::metrics::request_done(route_name, status, started.elapsed());
+    response
+}
+
+type Failure = (ProxyError, Option<Arc<str>>);
+
+async fn forward(
+    node: &NodeState,
+    request: Request<Incoming>,
+    client: SocketAddr,
+    request_id: &HeaderValue,
+) -> Result<(Response<ProxyBody>, Arc<str>), Failure> {
+    let runtime = node.runtime().ok_or((ProxyError::NoConfig, None))?;
+    let uri = request.uri().clone();
+    let path = normalize_path(uri.path()).ok_or((ProxyError::BadRequest("the request path must start with '/'"), None))?;
+    let original_host = original_host(&request);
+    let Some((route, matched)) = runtime.route(&host_name(original_host.as_ref()), &path, request.method(), request.headers()) else {
+        return Err((ProxyError::NoRoute { method: request.method().to_string(), path: path.into_owned() }, None));
+    };
+    let name = route.name.clone();
+    tracing::Span::current().record("route", &*name).record("upstream", route.upstream.name());
+    let fail = |error: ProxyError| (error, Some(name.clone()));
+
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > route.max_body_bytes) {
+        return Err(fail(ProxyError::BodyTooLarge { limit: route.max_body_bytes }));
+    }
+
+    let upstream_path = if route.strip_path { strip_prefix(&path, &matched.prefix) } else { &path };
+    let (mut parts, body) = request.into_parts();
+    let target = route.upstream.pick();
+    let path_and_query = match parts.uri.query() {
+        Some(query) => format!("{upstream_path}?{query}"),
+        None => upstream_path.to_owned(),
+    };
+    parts.uri = Uri::builder()
+        .scheme(target.scheme.clone())
+        .authority(target.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| fail(ProxyError::BadRequest("the request target cannot be forwarded")))?;
+    let upgrade = headers::upgrade_protocol(&parts.headers);
+    let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
+    prepare_headers(&mut parts.headers, route, client, request_id, original_host, &target.authority, upgrade);
+    parts.version = Version::HTTP_11;
+
+    let limit = usize::try_from(route.max_body_bytes).unwrap_or(usize::MAX);
+    let body: ProxyBody = Limited::new(body, limit).boxed();
+    let upstream = &route.upstream;
+    let sent = tokio::time::timeout(upstream.request_timeout, upstream.client.request(Request::from_parts(parts, body))).await;
+    let mut response = match sent {
+        Err(_) => return Err(fail(ProxyError::UpstreamTimeout { upstream: upstream.name().to_owned() })),
+        Ok(Err(error)) => return Err(fail(classify(upstream.name(), &error, route.max_body_bytes))),
+        Ok(Ok(response)) => response,
+    };
+
+    let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if upgraded && let Some(client_upgrade) = client_upgrade {
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        tokio::spawn(tunnel(client_upgrade, upstream_upgrade).instrument(tracing::Span::current()));
+    }
+    let keep_upgrade = upgraded.then(|| response.headers().get(header::UPGRADE).cloned()).flatten();
+    headers::remove_hop_by_hop(response.headers_mut(), keep_upgrade);
+    Ok((response.map(|body| body.map_err(BoxError::from).boxed()), name))
+}
+
+fn prepare_headers(
+    headers: &mut http::HeaderMap,
+    route: &RouteEntry,
+    client: SocketAddr,
+    request_id: &HeaderValue,
+    original_host: Option<HeaderValue>,
+    target: &http::uri::Authority,
+    upgrade: Option<HeaderValue>,
+) {
+    headers::remove_hop_by_hop(headers, upgrade);
+    headers::strip_identity(headers);
+    headers::add_forwarded(headers, client.ip(), "http", original_host.as_ref());
+    headers.insert(headers::REQUEST_ID, request_id.clone());
+    let host = match (&original_host, route.preserve_host) {
+        (Some(host), true) => host.clone(),
+        _ => HeaderValue::from_str(target.as_str()).unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+    };
+    headers.insert(header::HOST, host);
+}
+
+/// The host the client asked for: `Host`, or an HTTP/2 request's `:authority`.
+fn original_host(request: &Request<Incoming>) -> Option<HeaderValue> {
+    request.headers().get(header::HOST).cloned().or_else(|| request.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()))
+}
+
+/// A host header value, lowercase, without port (`[::1]:80` gives `::1`).
+fn host_name(host: Option<&HeaderValue>) -> String {
+    let raw = host.and_then(|v| v.to_str().ok()).unwrap_or("");
+    let name = match raw.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => raw.split(':').next().unwrap_or(""),
+    };
+    name.to_ascii_lowercase()
+}
+
+/// `path` without the route `prefix` (which it starts with on a segment
+/// boundary); `/` when nothing is left.
+fn strip_prefix<'a>(path: &'a str, prefix: &str) -> &'a str {
+    if prefix == "/" {
+        return path;
+    }
+    match &path[prefix.len().min(path.len())..] {
+        "" => "/",
+        rest => rest,
+    }
+}
+
+fn classify(upstream: &str, error: &hyper_util::client::legacy::Error, limit: u64) -> ProxyError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut timed_out = false;
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return ProxyError::BodyTooLarge { limit };
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+        }
+        source = e.source();
+    }
+    if timed_out || (error.is_connect() && error.to_string().contains("timed out")) {
+        return ProxyError::UpstreamTimeout { upstream: upstream.to_owned() };
+    }
+    let reason =
+        std::iter::successors(Some(error as &dyn std::error::Error), |e| e.source()).last().map(ToString::to_string).unwrap_or_default();
+    ProxyError::UpstreamUnavailable { upstream: upstream.to_owned(), reason }
+}
+
+/// Copies bytes both ways between an upgraded client and upstream connection.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    match tokio::try_join!(client, upstream) {
+        Ok((client, upstream)) => {
+            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                tracing::debug!(error = %e, "upgraded connection closed");
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_matched_prefix_on_segment_boundaries() {
+        assert_eq!(strip_prefix("/users/7", "/users"), "/7");
+        assert_eq!(strip_prefix("/users", "/users"), "/");
+        assert_eq!(strip_prefix("/users/", "/users"), "/");
+        assert_eq!(strip_prefix("/any/path", "/"), "/any/path");
+    }
+
+    #[test]
+    fn host_names_lose_port_and_case() {
+        let name = |v: &'static str| host_name(Some(&HeaderValue::from_static(v)));
+        assert_eq!(name("API.Example.com:8080"), "api.example.com");
+        assert_eq!(name("[::1]:80"), "::1");
+        assert_eq!(name("localhost"), "localhost");
+        assert_eq!(host_name(None), "");
+    }
+}

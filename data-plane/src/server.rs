@@ -1,0 +1,174 @@
+//! Starting and stopping a data plane: bind both listeners, restore the
+//! cached config, connect to the control plane, serve until SIGTERM or
+//! Ctrl-C, then stop accepting and let in-flight requests finish (bounded).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::cache::SnapshotCache;
+use crate::config_client::ConfigClient;
+use crate::settings::Settings;
+use crate::state::{NodeState, stopped};
+
+/// Shortest accepted cluster token (the control plane's rule).
+const MIN_TOKEN_LEN: usize = 16;
+/// Most header bytes a request may send (HTTP/1 read buffer, HTTP/2 header list).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Most header fields a request may send.
+pub const MAX_HEADERS: usize = 100;
+/// Time a client has to send its request head (slowloris guard).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a data plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot set up metrics: {0}")]
+    Metrics(String),
+}
+
+/// Runs the data plane until a shutdown signal.
+pub async fn run(settings: Settings) -> Result<(), StartError> {
+    let cluster_token =
+        settings.cluster_token.clone().filter(|t| !t.is_empty()).ok_or_else(|| {
+            StartError::Config("--cluster-token (PORTICO_CLUSTER_TOKEN) is required: the control plane expects it".into())
+        })?;
+    if cluster_token.len() < MIN_TOKEN_LEN {
+        return Err(StartError::Config(format!("--cluster-token must be at least {MIN_TOKEN_LEN} characters")));
+    }
+    portico_shared::validate::name("gateway", &settings.gateway).map_err(|e| StartError::Config(format!("--gateway: {}", e.message())))?;
+    if !settings.control_plane.starts_with("http://") && !settings.control_plane.starts_with("https://") {
+        return Err(StartError::Config(format!("--control-plane must be an http:// URL, got '{}'", settings.control_plane)));
+    }
+    if let Some(url) = &settings.redis_url
+        && !url.starts_with("redis://")
+        && !url.starts_with("rediss://")
+    {
+        return Err(StartError::Config("--redis-url must start with redis:// or rediss://".into()));
+    }
+    let metrics = crate::metrics::install().map_err(StartError::Metrics)?;
+    let node_id = settings.node_id.clone().unwrap_or_else(default_node_id);
+    let node = Arc::new(NodeState::new(&settings.gateway, &node_id));
+
+    let proxy_listener = bind(settings.listen).await?;
+    let status_listener = bind(settings.status_listen).await?;
+    let client = ConfigClient {
+        node: node.clone(),
+        control_plane: settings.control_plane.clone(),
+        cluster_token,
+        labels: settings.labels.clone(),
+        cache: settings.cache_dir.as_deref().map(|dir| SnapshotCache::new(dir, &settings.gateway)),
+    };
+    client.restore_from_cache().await;
+    tracing::info!(node = %node_id, gateway = %settings.gateway, listen = %settings.listen, status = %settings.status_listen,
+        control_plane = %settings.control_plane, "portico-dp started");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let config_task = tokio::spawn(client.run(stop_rx.clone()));
+    let status_task = tokio::spawn({
+        let mut stop = stop_rx.clone();
+        let app = crate::status::router(node.clone(), metrics);
+        async move {
+            let _ = axum::serve(status_listener, app).with_graceful_shutdown(async move { stopped(&mut stop).await }).await;
+        }
+    });
+    let proxy_task = tokio::spawn(serve_proxy(proxy_listener, node, stop_rx, Duration::from_millis(settings.drain_timeout_ms)));
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    let _ = stop_tx.send(true);
+    let _ = proxy_task.await;
+    let _ = tokio::join!(config_task, status_task);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Accepts connections until `stop`, then waits up to `drain` for the
+/// requests in flight.
+pub async fn serve_proxy(listener: TcpListener, node: Arc<NodeState>, mut stop: watch::Receiver<bool>, drain: Duration) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX))
+        .keep_alive_interval(Duration::from_secs(30));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, client) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stop) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let node = node.clone();
+        let service = service_fn(move |request| {
+            let node = node.clone();
+            async move { Ok::<_, Infallible>(crate::proxy::handle(node, request, client).await) }
+        });
+        let connection = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection closed with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!(?drain, "drain timed out; closing the remaining connections");
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+}
+
+fn default_node_id() -> String {
+    let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "portico-dp".to_owned());
+    format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

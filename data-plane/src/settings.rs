@@ -1,0 +1,56 @@
+//! Command-line flags, each with an environment variable (see CONTRACT).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "portico-dp", version, about = "Portico data plane: serves the config the control plane streams to it")]
+pub struct Settings {
+    /// gRPC address of the control plane.
+    #[arg(long, env = "PORTICO_CONTROL_PLANE", default_value = "http://127.0.0.1:9090")]
+    pub control_plane: String,
+    /// The gateway this node serves.
+    #[arg(long, env = "PORTICO_GATEWAY", default_value = "default")]
+    pub gateway: String,
+    /// Address for client traffic (HTTP/1.1 and HTTP/2 cleartext).
+    #[arg(long, env = "PORTICO_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Address of /healthz, /readyz, /status and /metrics.
+    #[arg(long, env = "PORTICO_STATUS_LISTEN", default_value = "127.0.0.1:8100")]
+    pub status_listen: SocketAddr,
+    /// This node's id in the fleet view (default: host name and a random suffix).
+    #[arg(long, env = "PORTICO_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Where the last good config is kept, to serve from when restarted while the control plane is down.
+    #[arg(long, env = "PORTICO_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Redis for shared rate-limit state (used once rate limiting is configured).
+    #[arg(long, env = "PORTICO_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// The secret the control plane expects. Required.
+    #[arg(long, env = "PORTICO_CLUSTER_TOKEN", hide_env_values = true)]
+    pub cluster_token: Option<String>,
+    /// Labels shown in the fleet view, `key=value,key=value`.
+    #[arg(long, env = "PORTICO_LABELS", value_parser = parse_labels, default_value = "")]
+    pub labels: BTreeMap<String, String>,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[arg(long, env = "PORTICO_DRAIN_TIMEOUT_MS", default_value_t = 30_000)]
+    pub drain_timeout_ms: u64,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "PORTICO_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+fn parse_labels(value: &str) -> Result<BTreeMap<String, String>, String> {
+    value
+        .split(',')
+        .filter(|pair| !pair.trim().is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').ok_or_else(|| format!("label '{pair}' is not key=value"))?;
+            Ok((key.trim().to_owned(), value.trim().to_owned()))
+        })
+        .collect()
+}

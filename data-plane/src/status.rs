@@ -1,0 +1,48 @@
+//! The operators' listener: `/healthz` (alive), `/readyz` (200 once a
+//! config is applied), `/status` (gateway, version, hash, node id) and
+//! `/metrics` (Prometheus text format).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+
+use crate::state::NodeState;
+
+#[derive(Clone)]
+struct StatusState {
+    node: Arc<NodeState>,
+    metrics: PrometheusHandle,
+}
+
+pub fn router(node: Arc<NodeState>, metrics: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .route("/metrics", get(|State(s): State<StatusState>| async move { s.metrics.render() }))
+        .with_state(StatusState { node, metrics })
+}
+
+async fn readyz(State(s): State<StatusState>) -> Response {
+    match s.node.runtime() {
+        Some(runtime) => Json(json!({"status": "ready", "version": runtime.version})).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "no config yet"}))).into_response(),
+    }
+}
+
+async fn status(State(s): State<StatusState>) -> Json<serde_json::Value> {
+    let runtime = s.node.runtime();
+    Json(json!({
+        "gateway": s.node.gateway,
+        "version": runtime.as_ref().map(|r| r.version),
+        "hash": runtime.as_ref().map(|r| r.hash.clone()),
+        "node_id": s.node.node_id,
+        "routes": runtime.as_ref().map_or(0, |r| r.route_count()),
+    }))
+}
