@@ -1,8 +1,10 @@
 //! The `portico` admin command line: declarative `apply`, `export`, `diff`,
 //! version history, rollback and the fleet view, over the admin REST API
-//! (`PORTICO_ADMIN_URL`, `PORTICO_ADMIN_TOKEN`). It holds no state of its own.
+//! (`PORTICO_ADMIN_URL`, `PORTICO_ADMIN_TOKEN`), and `portico dev`, the
+//! whole product on loopback for trying it out.
 
 mod client;
+pub mod dev;
 mod render;
 
 use std::path::{Path, PathBuf};
@@ -63,6 +65,8 @@ pub enum Command {
     },
     /// Show the gateway's data planes and whether they serve the current version.
     DataPlanes,
+    /// Run a control plane (embedded SQLite), a data plane, a demo upstream and the example config, all on loopback.
+    Dev(dev::DevArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -73,6 +77,9 @@ pub enum Format {
 
 /// Runs one command, printing its result to stdout.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
+    if let Command::Dev(args) = cli.command {
+        return dev::run(args).await;
+    }
     let token = cli
         .admin_token
         .clone()
@@ -102,6 +109,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let fleet = client.data_planes().await?;
             if cli.json { pretty(&fleet) } else { render::fleet(&fleet) }
         }
+        Command::Dev(_) => unreachable!("handled above"),
     };
     print!("{output}");
     if !output.ends_with('\n') {
