@@ -7,14 +7,18 @@ pub mod db;
 pub mod node;
 pub mod process;
 pub mod proxy;
+pub mod relay;
+pub mod upstream;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 pub use db::TestDb;
 pub use node::TestNode;
-pub use process::{ControlPlane, free_port};
+pub use process::{ControlPlane, DataPlane, free_port};
 pub use proxy::TcpProxy;
+pub use relay::TamperingRelay;
+pub use upstream::TestUpstream;
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `deadline`.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T

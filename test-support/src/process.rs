@@ -27,6 +27,29 @@ pub fn binary(name: &str) -> PathBuf {
 /// Heartbeat interval of test control planes: short, so liveness shows quickly.
 pub const HEARTBEAT_MS: u64 = 300;
 
+/// A process's output, in a temporary file.
+struct Log(tempfile::NamedTempFile);
+
+impl Log {
+    fn new() -> Self {
+        Self(tempfile::NamedTempFile::new().expect("log file"))
+    }
+
+    fn stdio(&self) -> Stdio {
+        Stdio::from(self.0.reopen().expect("log file"))
+    }
+
+    fn read(&self) -> String {
+        std::fs::read_to_string(self.0.path()).unwrap_or_default()
+    }
+}
+
+/// Sends SIGTERM and waits for the exit status.
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    child.wait().expect("wait for the process")
+}
+
 /// A running `portico-cp`.
 pub struct ControlPlane {
     child: Child,
@@ -34,7 +57,8 @@ pub struct ControlPlane {
     pub grpc_url: String,
     pub admin_token: String,
     pub cluster_token: String,
-    log: tempfile::NamedTempFile,
+    pub database_url: String,
+    log: Log,
 }
 
 impl ControlPlane {
@@ -46,8 +70,12 @@ impl ControlPlane {
 
     /// Like [`ControlPlane::start`], with given tokens (replicas share them).
     pub async fn start_with(database_url: &str, admin_token: &str, cluster_token: &str) -> Self {
-        let (admin, grpc) = (free_port(), free_port());
-        let log = tempfile::NamedTempFile::new().expect("log file");
+        Self::start_on(database_url, admin_token, cluster_token, free_port(), free_port()).await
+    }
+
+    /// Like [`ControlPlane::start_with`], on given ports (to restart one in place).
+    pub async fn start_on(database_url: &str, admin_token: &str, cluster_token: &str, admin: u16, grpc: u16) -> Self {
+        let log = Log::new();
         let child = Command::new(binary("portico-cp"))
             .args(["--database-url", database_url])
             .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
@@ -55,8 +83,8 @@ impl ControlPlane {
             .args(["--admin-token", admin_token, "--cluster-token", cluster_token])
             .env("RUST_LOG", "info")
             .env("PORTICO_HEARTBEAT_INTERVAL_MS", HEARTBEAT_MS.to_string())
-            .stdout(log.reopen().expect("log file"))
-            .stderr(log.reopen().expect("log file"))
+            .stdout(log.stdio())
+            .stderr(log.stdio())
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn portico-cp");
@@ -66,6 +94,7 @@ impl ControlPlane {
             grpc_url: format!("http://127.0.0.1:{grpc}"),
             admin_token: admin_token.to_owned(),
             cluster_token: cluster_token.to_owned(),
+            database_url: database_url.to_owned(),
             log,
         };
         let health = format!("{}/healthz", cp.admin_url);
@@ -79,7 +108,13 @@ impl ControlPlane {
 
     /// Everything the process wrote so far.
     pub fn logs(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+        self.log.read()
+    }
+
+    /// The admin and gRPC ports.
+    pub fn ports(&self) -> (u16, u16) {
+        let port = |url: &str| url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("url with port");
+        (port(&self.admin_url), port(&self.grpc_url))
     }
 
     /// A request builder for the admin API with the bootstrap token.
@@ -89,12 +124,109 @@ impl ControlPlane {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        self.child.wait().expect("wait for portico-cp")
+        terminate(&mut self.child)
     }
 }
 
 impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `portico-dp`.
+pub struct DataPlane {
+    child: Child,
+    pub node_id: String,
+    pub proxy_url: String,
+    pub status_url: String,
+    log: Log,
+}
+
+impl DataPlane {
+    /// Starts `portico-dp` for `gateway` against `cp`, caching in `cache_dir`,
+    /// and waits until its status listener answers (not until it has config).
+    pub async fn start(grpc_url: &str, cluster_token: &str, gateway: &str, node_id: &str, cache_dir: Option<&std::path::Path>) -> Self {
+        Self::start_on(grpc_url, cluster_token, gateway, node_id, cache_dir, free_port()).await
+    }
+
+    /// Like [`DataPlane::start`], with the proxy on a given port.
+    pub async fn start_on(
+        grpc_url: &str,
+        cluster_token: &str,
+        gateway: &str,
+        node_id: &str,
+        cache_dir: Option<&std::path::Path>,
+        port: u16,
+    ) -> Self {
+        let status = free_port();
+        let log = Log::new();
+        let mut command = Command::new(binary("portico-dp"));
+        command
+            .args(["--control-plane", grpc_url, "--cluster-token", cluster_token, "--gateway", gateway, "--node-id", node_id])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--status-listen", &format!("127.0.0.1:{status}")])
+            .args(["--drain-timeout-ms", "10000"])
+            .env("RUST_LOG", "info")
+            .stdout(log.stdio())
+            .stderr(log.stdio())
+            .stdin(Stdio::null());
+        if let Some(dir) = cache_dir {
+            command.arg("--cache-dir").arg(dir);
+        }
+        let child = command.spawn().expect("spawn portico-dp");
+        let dp = Self {
+            child,
+            node_id: node_id.to_owned(),
+            proxy_url: format!("http://127.0.0.1:{port}"),
+            status_url: format!("http://127.0.0.1:{status}"),
+            log,
+        };
+        let health = format!("{}/healthz", dp.status_url);
+        let client = reqwest::Client::new();
+        eventually(&format!("portico-dp to answer on {health}; log:\n{}", dp.logs()), Duration::from_secs(30), || async {
+            client.get(&health).send().await.ok().filter(|r| r.status().is_success())
+        })
+        .await;
+        dp
+    }
+
+    /// Everything the process wrote so far.
+    pub fn logs(&self) -> String {
+        self.log.read()
+    }
+
+    /// The version this node serves (`/status`), `None` before its first config.
+    pub async fn version(&self) -> Option<u64> {
+        let status: serde_json::Value = reqwest::get(format!("{}/status", self.status_url)).await.ok()?.json().await.ok()?;
+        status["version"].as_u64()
+    }
+
+    /// Waits until the node serves `version`.
+    pub async fn wait_for_version(&self, version: u64) {
+        eventually(&format!("{} to serve version {version}; log:\n{}", self.node_id, self.logs()), Duration::from_secs(30), || async {
+            (self.version().await == Some(version)).then_some(())
+        })
+        .await;
+    }
+
+    /// Sends SIGTERM.
+    pub fn signal_term(&self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        terminate(&mut self.child)
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait for portico-dp")
+    }
+}
+
+impl Drop for DataPlane {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

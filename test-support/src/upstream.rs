@@ -1,0 +1,113 @@
+//! A programmable upstream for tests: echoes what it received as JSON and
+//! can be slow, fail with a given status, stream, or accept an upgrade and
+//! echo raw bytes.
+//!
+//! Paths: `/slow/<ms>/…` waits before answering; `/status/<code>/…` answers
+//! that status; `/upgrade` switches protocols and echoes bytes; anything
+//! else echoes. Every answer carries `x-upstream: <name>`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+/// A running test upstream.
+pub struct TestUpstream {
+    pub addr: SocketAddr,
+    pub name: String,
+    requests: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestUpstream {
+    pub async fn start(name: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream address");
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (counter, label) = (requests.clone(), name.to_owned());
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (counter, label) = (counter.clone(), label.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let label = label.clone();
+                        async move { Ok::<_, Infallible>(answer(&label, request).await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        Self { addr, name: name.to_owned(), requests, task }
+    }
+
+    /// `http://127.0.0.1:<port>`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests received so far.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for TestUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn answer(name: &str, mut request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = request.uri().path().to_owned();
+    let mut segments = path.trim_start_matches('/').split('/');
+    let mut status = StatusCode::OK;
+    match (segments.next(), segments.next()) {
+        (Some("slow"), Some(ms)) => tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await,
+        (Some("status"), Some(code)) => status = code.parse().ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::OK),
+        (Some("upgrade"), _) => {
+            let upgrade = hyper::upgrade::on(&mut request);
+            tokio::spawn(async move {
+                if let Ok(upgraded) = upgrade.await {
+                    let (mut read, mut write) = tokio::io::split(TokioIo::new(upgraded));
+                    let _ = tokio::io::copy(&mut read, &mut write).await;
+                }
+            });
+            let mut response = Response::new(Full::new(Bytes::new()));
+            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            response.headers_mut().insert("connection", "upgrade".parse().expect("static"));
+            response.headers_mut().insert("upgrade", "echo".parse().expect("static"));
+            return response;
+        }
+        _ => {}
+    }
+    let (parts, body) = request.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let headers: serde_json::Map<String, serde_json::Value> =
+        parts.headers.iter().map(|(k, v)| (k.to_string(), json!(String::from_utf8_lossy(v.as_bytes())))).collect();
+    let echo = json!({
+        "upstream": name,
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "headers": headers,
+        "body_bytes": body.len(),
+    });
+    let mut response = Response::new(Full::new(Bytes::from(echo.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert("content-type", "application/json".parse().expect("static"));
+    response.headers_mut().insert("x-upstream", name.parse().unwrap_or_else(|_| "upstream".parse().expect("static")));
+    response.headers_mut().insert("connection", "keep-alive, x-hop".parse().expect("static"));
+    response.headers_mut().insert("x-hop", "must not reach the client".parse().expect("static"));
+    response
+}
