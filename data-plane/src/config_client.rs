@@ -167,8 +167,11 @@ impl ConfigClient {
         let previous = self.node.runtime();
         let (gateway, hash) = (self.node.gateway.clone(), hash.to_owned());
         tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let snapshot = Snapshot::decode(&bytes, &hash).map_err(|e| e.to_string())?;
-            Runtime::compile(&gateway, version, snapshot, previous.as_deref())
+            let runtime = Runtime::compile(&gateway, version, snapshot, previous.as_deref());
+            crate::metrics::config_compiled(started.elapsed());
+            runtime
         })
         .await
         .map_err(|e| format!("compilation panicked: {e}"))?

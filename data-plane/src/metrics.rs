@@ -20,6 +20,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
     describe_counter!("portico_config_swaps_total", "Config versions applied");
     describe_counter!("portico_config_nacks_total", "Config versions rejected");
     describe_gauge!("portico_config_routes", "Routes in the config this node serves");
+    describe_histogram!("portico_config_compile_seconds", metrics::Unit::Seconds, "Time to verify and compile a config version");
     Ok(handle)
 }
 
@@ -33,6 +34,10 @@ pub fn config_applied(version: u64, routes: usize) {
     gauge!("portico_config_version").set(version as f64);
     gauge!("portico_config_routes").set(routes as f64);
     counter!("portico_config_swaps_total").increment(1);
+}
+
+pub fn config_compiled(elapsed: Duration) {
+    histogram!("portico_config_compile_seconds").record(elapsed.as_secs_f64());
 }
 
 pub fn config_rejected() {

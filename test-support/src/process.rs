@@ -166,7 +166,7 @@ impl DataPlane {
         command
             .args(["--control-plane", grpc_url, "--cluster-token", cluster_token, "--gateway", gateway, "--node-id", node_id])
             .args(["--listen", &format!("127.0.0.1:{port}"), "--status-listen", &format!("127.0.0.1:{status}")])
-            .args(["--drain-timeout-ms", "10000"])
+            .args(["--drain-timeout-ms", "10000", "--log-format", "json"])
             .env("RUST_LOG", "info")
             .stdout(log.stdio())
             .stderr(log.stdio())
@@ -208,6 +208,11 @@ impl DataPlane {
             (self.version().await == Some(version)).then_some(())
         })
         .await;
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends SIGTERM.
