@@ -11,7 +11,7 @@
 //! * 10k routes: one `PUT …/config` with 10,000 routes; the admin call's
 //!   latency, the time until a node serves it, the node's own verify+compile
 //!   time (`portico_config_compile_seconds`) and its resident memory before
-//!   and after.
+//!   and after, with the other nodes stopped first.
 //!
 //! Usage: `PORTICO_BIN_DIR=target/release propagation [--nodes 1,10,50]
 //! [--changes 30] [--routes 10000] [--postgres]` (see `bench/run`).
@@ -57,7 +57,10 @@ async fn main() {
     assert!(created.status().is_success(), "{}", created.text().await.unwrap_or_default());
 
     println!("## Config propagation\n");
-    println!("Store: {}. Each change adds one route through the admin API; time from sending the request to the node's \"config applied\" log line.\n", if options.postgres { "Postgres" } else { "SQLite" });
+    println!(
+        "Store: {}. Each change adds one route through the admin API; time from sending the request to the node's \"config applied\" log line.\n",
+        if options.postgres { "Postgres" } else { "SQLite" }
+    );
     println!("| data planes | changes | all nodes p50 | all nodes p99 | all nodes max | per node p50 | per node p99 |");
     println!("|---|---|---|---|---|---|---|");
     let mut fleet: Vec<DataPlane> = Vec::new();
@@ -101,6 +104,8 @@ async fn main() {
         );
     }
 
+    // One node alone, so the others' compiles do not compete for the cores.
+    fleet.truncate(1);
     let dp = &fleet[0];
     let rss_before = rss_kib(dp.pid());
     let (sum_before, count_before) = compile_histogram(dp).await;
@@ -156,9 +161,7 @@ async fn applied_at(dp: &DataPlane, version: u64) -> SystemTime {
 
 async fn compile_histogram(dp: &DataPlane) -> (f64, f64) {
     let metrics = reqwest::get(format!("{}/metrics", dp.status_url)).await.expect("metrics").text().await.expect("text");
-    let value = |name: &str| {
-        metrics.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0)
-    };
+    let value = |name: &str| metrics.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0);
     (value("portico_config_compile_seconds_sum"), value("portico_config_compile_seconds_count"))
 }
 
@@ -171,7 +174,9 @@ async fn snapshot_size(cp: &ControlPlane, version: u64) -> usize {
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))))
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0)))
+        })
         .unwrap_or(0)
 }
 

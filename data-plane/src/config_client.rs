@@ -24,6 +24,14 @@ use crate::state::{NodeState, stopped};
 const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
+const MAX_HEARTBEAT: Duration = Duration::from_secs(60);
+
+fn heartbeats(every: Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
+}
 
 /// Connects this node to its control plane.
 pub struct ConfigClient {
@@ -32,6 +40,28 @@ pub struct ConfigClient {
     pub cluster_token: String,
     pub labels: BTreeMap<String, String>,
     pub cache: Option<SnapshotCache>,
+    /// Cache writes, in install order: the sequence number of the last
+    /// written install (an older one arriving late is skipped).
+    pub cache_writes: Arc<CacheWrites>,
+}
+
+/// Orders background cache writes.
+#[derive(Debug, Default)]
+pub struct CacheWrites {
+    installed: std::sync::atomic::AtomicU64,
+    written: tokio::sync::Mutex<u64>,
+}
+
+impl CacheWrites {
+    /// Waits (up to `limit`) until the newest install is on disk.
+    pub async fn flush(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while *self.written.lock().await < self.installed.load(std::sync::atomic::Ordering::SeqCst)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 impl ConfigClient {
@@ -87,7 +117,7 @@ impl ConfigClient {
     }
 
     /// One stream, from hello to its end. `backoff` is reset once the
-    /// control plane has accepted the stream.
+    /// control plane has sent something on it.
     async fn session(&self, backoff: &mut Duration) -> Result<(), String> {
         let endpoint = Endpoint::from_shared(self.control_plane.clone())
             .map_err(|e| format!("bad control plane address: {e}"))?
@@ -113,29 +143,38 @@ impl ConfigClient {
         request.metadata_mut().insert("authorization", token);
         let mut inbound = client.stream(request).await.map_err(|status| format!("{}: {}", status.code(), status.message()))?.into_inner();
         tracing::info!(control_plane = %self.control_plane, "config stream open");
-        *backoff = BACKOFF_START;
 
         let mut interval = DEFAULT_HEARTBEAT;
-        let mut heartbeat = tokio::time::interval(interval);
+        let mut heartbeat = heartbeats(interval);
         loop {
             tokio::select! {
-                message = inbound.message() => match message.map_err(|s| format!("{}: {}", s.code(), s.message()))? {
-                    None => return Ok(()),
-                    Some(message) => match message.message {
+                message = inbound.message() => {
+                    let Some(message) = message.map_err(|s| format!("{}: {}", s.code(), s.message()))? else { return Ok(()) };
+                    // The control plane is talking to us: the next failure starts a fresh backoff.
+                    *backoff = BACKOFF_START;
+                    match message.message {
                         Some(control_message::Message::Snapshot(snapshot)) => {
-                            let reply = self.apply(snapshot).await;
+                            // Compiling may take a while: keep heartbeating meanwhile.
+                            let apply = self.apply(snapshot);
+                            tokio::pin!(apply);
+                            let reply = loop {
+                                tokio::select! {
+                                    reply = &mut apply => break reply,
+                                    _ = heartbeat.tick() => send(&outbound, node_message::Message::Heartbeat(Heartbeat { interval_ms: 0 })).await?,
+                                }
+                            };
                             send(&outbound, reply).await?;
                         }
                         Some(control_message::Message::Heartbeat(beat)) if beat.interval_ms > 0 => {
-                            let wanted = Duration::from_millis(u64::from(beat.interval_ms));
+                            let wanted = Duration::from_millis(u64::from(beat.interval_ms)).clamp(MIN_HEARTBEAT, MAX_HEARTBEAT);
                             if wanted != interval {
                                 interval = wanted;
-                                heartbeat = tokio::time::interval(interval);
+                                heartbeat = heartbeats(interval);
                             }
                         }
                         _ => {}
-                    },
-                },
+                    }
+                }
                 _ = heartbeat.tick() => send(&outbound, node_message::Message::Heartbeat(Heartbeat { interval_ms: 0 })).await?,
             }
         }
@@ -177,20 +216,30 @@ impl ConfigClient {
         .map_err(|e| format!("compilation panicked: {e}"))?
     }
 
-    /// Swaps `runtime` in and, when it came from the control plane, caches it.
+    /// Swaps `runtime` in and, when it came from the control plane, caches
+    /// it in the background (the ACK does not wait for the disk). Cache
+    /// writes go one at a time and an older install never overwrites a newer.
     async fn install(&self, runtime: Runtime, cache_it: bool) {
         let runtime = Arc::new(runtime);
         self.node.swap(runtime.clone());
         crate::metrics::config_applied(runtime.version, runtime.route_count());
         tracing::info!(version = runtime.version, hash = %runtime.hash, routes = runtime.route_count(), "config applied");
         if let (true, Some(cache)) = (cache_it, self.cache.clone()) {
-            let written =
-                tokio::task::spawn_blocking(move || cache.store(&runtime.gateway, runtime.version, &runtime.hash, &runtime.snapshot)).await;
-            match written {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "could not cache the config"),
-                Err(e) => tracing::error!(error = %e, "caching the config failed"),
-            }
+            let writes = self.cache_writes.clone();
+            let sequence = writes.installed.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            tokio::spawn(async move {
+                let mut written_up_to = writes.written.lock().await;
+                if *written_up_to > sequence {
+                    return;
+                }
+                *written_up_to = sequence;
+                let store = move || cache.store(&runtime.gateway, runtime.version, &runtime.hash, &runtime.snapshot);
+                match tokio::task::spawn_blocking(store).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "could not cache the config"),
+                    Err(e) => tracing::error!(error = %e, "caching the config failed"),
+                }
+            });
         }
     }
 }

@@ -29,6 +29,8 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("request body larger than {limit} bytes")]
     BodyTooLarge { limit: u64 },
+    #[error("request headers exceed {max_fields} fields or {max_bytes} bytes")]
+    HeadersTooLarge { max_fields: usize, max_bytes: usize },
     #[error("upstream '{upstream}' refused or reset the connection: {reason}")]
     UpstreamUnavailable { upstream: String, reason: String },
     #[error("upstream '{upstream}' did not answer in time")]
@@ -42,6 +44,7 @@ impl ProxyError {
             Self::NoRoute { .. } => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -54,6 +57,7 @@ impl ProxyError {
             Self::NoRoute { .. } => "no_route",
             Self::BadRequest(_) => "bad_request",
             Self::BodyTooLarge { .. } => "payload_too_large",
+            Self::HeadersTooLarge { .. } => "headers_too_large",
             Self::UpstreamUnavailable { .. } => "upstream_unavailable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
         }
@@ -62,7 +66,9 @@ impl ProxyError {
     pub fn source(&self) -> ErrorSource {
         match self {
             Self::NoConfig => ErrorSource::Internal,
-            Self::NoRoute { .. } | Self::BadRequest(_) | Self::BodyTooLarge { .. } => ErrorSource::Downstream,
+            Self::NoRoute { .. } | Self::BadRequest(_) | Self::BodyTooLarge { .. } | Self::HeadersTooLarge { .. } => {
+                ErrorSource::Downstream
+            }
             Self::UpstreamUnavailable { .. } | Self::UpstreamTimeout { .. } => ErrorSource::Upstream,
         }
     }

@@ -84,20 +84,13 @@ impl PathTrie {
         self.children.values_mut().for_each(PathTrie::sort);
     }
 
-    fn lookup(&self, path: &str, method: &Method, headers: &HeaderMap) -> Option<Match> {
-        let mut visited = vec![self];
-        let mut node = self;
-        for segment in segments(path) {
-            match node.children.get(segment) {
-                Some(child) => {
-                    visited.push(child);
-                    node = child;
-                }
-                None => break,
-            }
-        }
-        visited.iter().rev().find_map(|node| {
-            node.candidates.iter().find(|c| c.accepts(method, headers)).map(|c| Match { route: c.route, prefix: c.prefix.clone() })
+    /// The deepest matching node's first accepting candidate, falling
+    /// back to shallower nodes (shorter prefixes).
+    fn lookup<'p>(&self, mut segments: impl Iterator<Item = &'p str>, method: &Method, headers: &HeaderMap) -> Option<Match> {
+        let deeper =
+            segments.next().and_then(|segment| self.children.get(segment)).and_then(|child| child.lookup(segments, method, headers));
+        deeper.or_else(|| {
+            self.candidates.iter().find(|c| c.accepts(method, headers)).map(|c| Match { route: c.route, prefix: c.prefix.clone() })
         })
     }
 }
@@ -174,38 +167,69 @@ impl Router {
     /// The route for a request. `host` is the request's host without port,
     /// lowercase; `path` is normalized (see [`normalize_path`]).
     pub fn lookup(&self, host: &str, path: &str, method: &Method, headers: &HeaderMap) -> Option<Match> {
-        if let Some(found) = self.exact.get(host).and_then(|t| t.lookup(path, method, headers)) {
+        if let Some(found) = self.exact.get(host).and_then(|t| t.lookup(segments(path), method, headers)) {
             return Some(found);
         }
         if !self.wildcard.is_empty() {
             // Longest suffix first: for a.b.example.com try b.example.com, example.com, com.
             let mut rest = host;
             while let Some((_, suffix)) = rest.split_once('.') {
-                if let Some(found) = self.wildcard.get(suffix).and_then(|t| t.lookup(path, method, headers)) {
+                if let Some(found) = self.wildcard.get(suffix).and_then(|t| t.lookup(segments(path), method, headers)) {
                     return Some(found);
                 }
                 rest = suffix;
             }
         }
-        self.any_host.lookup(path, method, headers)
+        self.any_host.lookup(segments(path), method, headers)
     }
 }
 
-/// A request path in canonical form: `.` and `..` segments resolved and
-/// repeated slashes collapsed (RFC 3986 §5.2.4), so `/public/../admin`
-/// cannot reach a route it does not name. `None` for a path that does not
-/// start with `/`.
-pub fn normalize_path(path: &str) -> Option<std::borrow::Cow<'_, str>> {
-    if !path.starts_with('/') {
-        return None;
+/// Why a request path is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    /// Not an origin-form path (`*`, or no leading `/`).
+    NotAPath,
+    /// A `%XX` that is not two hex digits.
+    BadEscape,
+    /// An encoded `/`, `\\`, NUL or control character, a raw `\\`, or a
+    /// dot segment carrying `;` parameters: things upstreams disagree about.
+    Ambiguous,
+}
+
+impl PathError {
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::NotAPath => "the request path must start with '/'",
+            Self::BadEscape => "the request path has a malformed percent escape",
+            Self::Ambiguous => "the request path has an encoded '/', '\\' or control character, a '\\', or a ';' on a dot segment",
+        }
     }
-    let clean = !path.contains("//") && !path.split('/').any(|s| s == "." || s == "..");
-    if clean {
-        return Some(std::borrow::Cow::Borrowed(path));
+}
+
+/// A request path in canonical form, the form routes match and upstreams
+/// receive: percent-escapes of unreserved characters decoded (`%61` is
+/// `a`, `%2e` is `.`), `.` and `..` segments resolved and repeated slashes
+/// collapsed (RFC 3986 §5.2.4), so `/public/%2e%2e/admin` is `/admin` and
+/// cannot slip past the route `/admin` names. Escapes of other characters
+/// are kept as sent.
+pub fn normalize_path(path: &str) -> Result<std::borrow::Cow<'_, str>, PathError> {
+    if !path.starts_with('/') {
+        return Err(PathError::NotAPath);
+    }
+    if path.contains('\\') {
+        return Err(PathError::Ambiguous);
+    }
+    let decoded = if path.contains('%') { std::borrow::Cow::Owned(decode_unreserved(path)?) } else { std::borrow::Cow::Borrowed(path) };
+    let dot_segment = |s: &str| s == "." || s == "..";
+    if decoded.split('/').any(|s| s.split_once(';').is_some_and(|(name, _)| dot_segment(name))) {
+        return Err(PathError::Ambiguous);
+    }
+    if !decoded.contains("//") && !decoded.split('/').any(dot_segment) {
+        return Ok(decoded);
     }
     let mut out: Vec<&str> = Vec::new();
-    let trailing = path.ends_with('/') || path.ends_with("/.") || path.ends_with("/..");
-    for segment in path.split('/') {
+    let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    for segment in decoded.split('/') {
         match segment {
             "" | "." => {}
             ".." => {
@@ -214,7 +238,7 @@ pub fn normalize_path(path: &str) -> Option<std::borrow::Cow<'_, str>> {
             s => out.push(s),
         }
     }
-    let mut normalized = String::with_capacity(path.len());
+    let mut normalized = String::with_capacity(decoded.len());
     for segment in &out {
         normalized.push('/');
         normalized.push_str(segment);
@@ -222,7 +246,33 @@ pub fn normalize_path(path: &str) -> Option<std::borrow::Cow<'_, str>> {
     if normalized.is_empty() || trailing {
         normalized.push('/');
     }
-    Some(std::borrow::Cow::Owned(normalized))
+    Ok(std::borrow::Cow::Owned(normalized))
+}
+
+fn decode_unreserved(path: &str) -> Result<String, PathError> {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'%' {
+            out.push(char::from(bytes[i]));
+            i += 1;
+            continue;
+        }
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).ok_or(PathError::BadEscape)?;
+        let byte = u8::from_str_radix(hex, 16).map_err(|_| PathError::BadEscape)?;
+        match byte {
+            b'/' | b'\\' => return Err(PathError::Ambiguous),
+            b if b < 0x20 || b == 0x7f => return Err(PathError::Ambiguous),
+            b if b.is_ascii_alphanumeric() || b"-._~".contains(&b) => out.push(char::from(b)),
+            _ => {
+                out.push('%');
+                out.push_str(&hex.to_ascii_uppercase());
+            }
+        }
+        i += 3;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -317,13 +367,27 @@ mod tests {
     }
 
     #[test]
+    fn decodes_unreserved_escapes_and_refuses_ambiguous_ones() {
+        assert_eq!(normalize_path("/public/%2e%2e/admin").unwrap(), "/admin");
+        assert_eq!(normalize_path("/%61dmin").unwrap(), "/admin");
+        assert_eq!(normalize_path("/a%20b/%c3%a9").unwrap(), "/a%20b/%C3%A9", "other escapes stay escaped");
+        for bad in ["/a/..%2fadmin", "/a%5cb", "/a\\b", "/a/%00", "/a/..;/b", "/a/.;x/b"] {
+            assert_eq!(normalize_path(bad).unwrap_err(), PathError::Ambiguous, "{bad}");
+        }
+        for bad in ["/a%", "/a%4", "/a%zz"] {
+            assert_eq!(normalize_path(bad).unwrap_err(), PathError::BadEscape, "{bad}");
+        }
+        assert_eq!(normalize_path("/a;v=1/b").unwrap(), "/a;v=1/b", "parameters on ordinary segments are fine");
+    }
+
+    #[test]
     fn normalizes_dot_segments_and_double_slashes() {
         assert_eq!(normalize_path("/a/b").unwrap(), "/a/b");
         assert_eq!(normalize_path("/public/../admin").unwrap(), "/admin");
         assert_eq!(normalize_path("/a//b/./c/").unwrap(), "/a/b/c/");
         assert_eq!(normalize_path("/../../etc").unwrap(), "/etc");
         assert_eq!(normalize_path("/a/..").unwrap(), "/");
-        assert!(normalize_path("*").is_none());
+        assert_eq!(normalize_path("*").unwrap_err(), PathError::NotAPath);
     }
 
     proptest::proptest! {
@@ -343,7 +407,7 @@ mod tests {
         }
 
         #[test]
-        fn normalized_paths_have_no_dot_segments(path in "(/(\\.|\\.\\.|[a-z]{0,2})){0,6}") {
+        fn normalized_paths_have_no_dot_segments(path in "(/(\\.|\\.\\.|%2[eE]|[a-z]{0,2})){0,6}") {
             let path = if path.is_empty() { "/".to_owned() } else { path };
             let normalized = normalize_path(&path).unwrap();
             proptest::prop_assert!(normalized.starts_with('/'));

@@ -21,12 +21,21 @@ use crate::state::{NodeState, stopped};
 
 /// Shortest accepted cluster token (the control plane's rule).
 const MIN_TOKEN_LEN: usize = 16;
-/// Most header bytes a request may send (HTTP/1 read buffer, HTTP/2 header list).
-pub const MAX_HEADER_BYTES: usize = 64 * 1024;
-/// Most header fields a request may send.
-pub const MAX_HEADERS: usize = 100;
-/// Time a client has to send its request head (slowloris guard).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Hard caps of the HTTP codecs, above the limits the pipeline enforces
+/// with a JSON `431` (`proxy::headers::check_limits`); past these hyper
+/// answers a bare `431` itself.
+const CODEC_MAX_HEADER_BYTES: usize = 256 * 1024;
+const CODEC_MAX_HEADERS: usize = 200;
+
+/// How the proxy listener treats connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// Time a client has to send its first byte, and then its request head
+    /// (slowloris guard).
+    pub header_read_timeout: Duration,
+    /// How long in-flight requests may finish after a shutdown signal.
+    pub drain: Duration,
+}
 
 /// Why a data plane could not start.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +79,9 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         cluster_token,
         labels: settings.labels.clone(),
         cache: settings.cache_dir.as_deref().map(|dir| SnapshotCache::new(dir, &settings.gateway)),
+        cache_writes: Arc::default(),
     };
+    let cache_writes = client.cache_writes.clone();
     client.restore_from_cache().await;
     tracing::info!(node = %node_id, gateway = %settings.gateway, listen = %settings.listen, status = %settings.status_listen,
         control_plane = %settings.control_plane, "portico-dp started");
@@ -84,31 +95,36 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
             let _ = axum::serve(status_listener, app).with_graceful_shutdown(async move { stopped(&mut stop).await }).await;
         }
     });
-    let proxy_task = tokio::spawn(serve_proxy(proxy_listener, node, stop_rx, Duration::from_millis(settings.drain_timeout_ms)));
+    let options = ServeOptions {
+        header_read_timeout: Duration::from_millis(settings.header_read_timeout_ms),
+        drain: Duration::from_millis(settings.drain_timeout_ms),
+    };
+    let proxy_task = tokio::spawn(serve_proxy(proxy_listener, node, stop_rx, options));
 
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     let _ = stop_tx.send(true);
     let _ = proxy_task.await;
     let _ = tokio::join!(config_task, status_task);
+    cache_writes.flush(Duration::from_secs(5)).await;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Accepts connections until `stop`, then waits up to `drain` for the
-/// requests in flight.
-pub async fn serve_proxy(listener: TcpListener, node: Arc<NodeState>, mut stop: watch::Receiver<bool>, drain: Duration) {
+/// Accepts connections until `stop`, then waits up to `options.drain` for
+/// the requests in flight.
+pub async fn serve_proxy(listener: TcpListener, node: Arc<NodeState>, mut stop: watch::Receiver<bool>, options: ServeOptions) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEADER_BYTES)
-        .max_headers(MAX_HEADERS);
+        .header_read_timeout(options.header_read_timeout)
+        .max_buf_size(CODEC_MAX_HEADER_BYTES)
+        .max_headers(CODEC_MAX_HEADERS);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX))
+        .max_header_list_size(u32::try_from(CODEC_MAX_HEADER_BYTES).unwrap_or(u32::MAX))
         .keep_alive_interval(Duration::from_secs(30));
     let graceful = GracefulShutdown::new();
     loop {
@@ -124,21 +140,28 @@ pub async fn serve_proxy(listener: TcpListener, node: Arc<NodeState>, mut stop: 
             () = stopped(&mut stop) => break,
         };
         let _ = stream.set_nodelay(true);
-        let node = node.clone();
-        let service = service_fn(move |request| {
-            let node = node.clone();
-            async move { Ok::<_, Infallible>(crate::proxy::handle(node, request, client).await) }
-        });
-        let connection = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
+        let (node, builder, watcher) = (node.clone(), builder.clone(), graceful.watcher());
+        let first_byte = options.header_read_timeout;
         tokio::spawn(async move {
+            // The protocol-sniffing read has no timeout of its own: a client
+            // must start talking within the header read timeout.
+            let started = tokio::time::timeout(first_byte, stream.peek(&mut [0u8; 1])).await;
+            if !matches!(started, Ok(Ok(n)) if n > 0) {
+                return;
+            }
+            let service = service_fn(move |request| {
+                let node = node.clone();
+                async move { Ok::<_, Infallible>(crate::proxy::handle(node, request, client).await) }
+            });
+            let connection = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection closed with an error");
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
-        tracing::warn!(?drain, "drain timed out; closing the remaining connections");
+    if tokio::time::timeout(options.drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!(drain = ?options.drain, "drain timed out; closing the remaining connections");
     }
 }
 

@@ -36,6 +36,9 @@ pub struct Settings {
     /// Labels shown in the fleet view, `key=value,key=value`.
     #[arg(long, env = "PORTICO_LABELS", value_parser = parse_labels, default_value = "")]
     pub labels: BTreeMap<String, String>,
+    /// Time a client has to start and then finish sending a request head.
+    #[arg(long, env = "PORTICO_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub header_read_timeout_ms: u64,
     /// How long in-flight requests may take to finish after SIGTERM.
     #[arg(long, env = "PORTICO_DRAIN_TIMEOUT_MS", default_value_t = 30_000)]
     pub drain_timeout_ms: u64,

@@ -166,7 +166,7 @@ impl DataPlane {
         command
             .args(["--control-plane", grpc_url, "--cluster-token", cluster_token, "--gateway", gateway, "--node-id", node_id])
             .args(["--listen", &format!("127.0.0.1:{port}"), "--status-listen", &format!("127.0.0.1:{status}")])
-            .args(["--drain-timeout-ms", "10000", "--log-format", "json"])
+            .args(["--drain-timeout-ms", "10000", "--log-format", "json", "--header-read-timeout-ms", "1000"])
             .env("RUST_LOG", "info")
             .stdout(log.stdio())
             .stderr(log.stdio())

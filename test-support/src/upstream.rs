@@ -3,8 +3,8 @@
 //! echo raw bytes.
 //!
 //! Paths: `/slow/<ms>/…` waits before answering; `/status/<code>/…` answers
-//! that status; `/upgrade` switches protocols and echoes bytes; anything
-//! else echoes. Every answer carries `x-upstream: <name>`.
+//! that status; `/upgrade` switches to the protocol the request asks for
+//! and echoes bytes; anything else echoes. Every answer carries `x-upstream: <name>`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,6 +26,7 @@ pub struct TestUpstream {
     pub addr: SocketAddr,
     pub name: String,
     requests: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -34,9 +35,11 @@ impl TestUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
         let addr = listener.local_addr().expect("upstream address");
         let requests = Arc::new(AtomicUsize::new(0));
-        let (counter, label) = (requests.clone(), name.to_owned());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (counter, accepted, label) = (requests.clone(), connections.clone(), name.to_owned());
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let (counter, label) = (counter.clone(), label.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
@@ -48,7 +51,7 @@ impl TestUpstream {
                 });
             }
         });
-        Self { addr, name: name.to_owned(), requests, task }
+        Self { addr, name: name.to_owned(), requests, connections, task }
     }
 
     /// `http://127.0.0.1:<port>`
@@ -59,6 +62,11 @@ impl TestUpstream {
     /// Requests received so far.
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 }
 
@@ -76,6 +84,7 @@ async fn answer(name: &str, mut request: Request<Incoming>) -> Response<Full<Byt
         (Some("slow"), Some(ms)) => tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await,
         (Some("status"), Some(code)) => status = code.parse().ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::OK),
         (Some("upgrade"), _) => {
+            let parts_upgrade = request.headers().get("upgrade").cloned();
             let upgrade = hyper::upgrade::on(&mut request);
             tokio::spawn(async move {
                 if let Ok(upgraded) = upgrade.await {
@@ -86,7 +95,8 @@ async fn answer(name: &str, mut request: Request<Incoming>) -> Response<Full<Byt
             let mut response = Response::new(Full::new(Bytes::new()));
             *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
             response.headers_mut().insert("connection", "upgrade".parse().expect("static"));
-            response.headers_mut().insert("upgrade", "echo".parse().expect("static"));
+            let protocol = parts_upgrade.unwrap_or_else(|| "websocket".parse().expect("static"));
+            response.headers_mut().insert("upgrade", protocol);
             return response;
         }
         _ => {}

@@ -143,15 +143,21 @@ async fn gateway_answers_its_own_errors_as_json() {
     let small = client().post(format!("{}/up", dp.proxy_url)).body(vec![b'x'; 900]).send().await.unwrap();
     assert_eq!(small.json::<Value>().await.unwrap()["body_bytes"], 900);
 
-    let huge_header = client().get(format!("{}/up", dp.proxy_url)).header("x-big", "h".repeat(100_000)).send().await.unwrap();
-    assert_eq!(huge_header.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
-    let mut many = client().get(format!("{}/up", dp.proxy_url));
-    for i in 0..150 {
-        many = many.header(format!("x-h{i}"), "v");
-    }
-    assert_eq!(many.send().await.unwrap().status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
-
     let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    for http in [client(), h2.clone()] {
+        let huge_header = http.get(format!("{}/up", dp.proxy_url)).header("x-big", "h".repeat(70_000)).send().await.unwrap();
+        assert_eq!(huge_header.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        assert!(huge_header.headers().contains_key("x-request-id"));
+        assert_eq!(huge_header.json::<Value>().await.unwrap()["error"]["code"], "headers_too_large");
+        let mut many = http.get(format!("{}/up", dp.proxy_url));
+        for i in 0..150 {
+            many = many.header(format!("x-h{i}"), "v");
+        }
+        let many = many.send().await.unwrap();
+        assert_eq!(many.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        assert_eq!(many.json::<Value>().await.unwrap()["error"]["code"], "headers_too_large");
+    }
+
     let response = h2.get(format!("{}/up/over-h2", dp.proxy_url)).send().await.unwrap();
     assert_eq!((response.version(), response.status()), (reqwest::Version::HTTP_2, StatusCode::OK));
     assert_eq!(response.json::<Value>().await.unwrap()["path"], "/over-h2");
@@ -311,6 +317,11 @@ async fn sigterm_lets_a_slow_request_finish() {
     let slow = tokio::spawn(async move { client().get(url).send().await });
     eventually("the slow request to reach the upstream", DEADLINE, || async { (s.upstream.requests() == 1).then_some(()) }).await;
     dp.signal_term();
+    let address = dp.proxy_url.trim_start_matches("http://").to_owned();
+    eventually("new connections to be refused while draining", DEADLINE, || async {
+        TcpStream::connect(&address).await.is_err().then_some(())
+    })
+    .await;
     let response = slow.await.unwrap().expect("the in-flight request completes");
     assert_eq!(response.status(), StatusCode::OK);
     let status = tokio::task::spawn_blocking(move || dp.wait()).await.unwrap();
@@ -355,7 +366,7 @@ async fn keep_alive_and_upgraded_connections_survive_config_swaps() {
     assert!(read_response(&mut keep_alive).await.starts_with("HTTP/1.1 200"));
 
     let mut tunnel = TcpStream::connect(&address).await.unwrap();
-    tunnel.write_all(b"GET /upgrade HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n").await.unwrap();
+    tunnel.write_all(b"GET /upgrade HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").await.unwrap();
     let switched = read_response(&mut tunnel).await;
     assert!(switched.starts_with("HTTP/1.1 101"), "{switched}");
     tunnel.write_all(b"ping").await.unwrap();
@@ -409,4 +420,83 @@ async fn requests_spread_over_weighted_targets() {
         }
     }
     assert_eq!(counter.load(Ordering::SeqCst), 30, "a weight of 300 to 100 sends three in four to a");
+}
+
+#[tokio::test]
+async fn unchanged_upstreams_keep_their_connections_across_swaps() {
+    let s = setup().await;
+    let other = TestUpstream::start("other").await;
+    let dp = data_plane(&s.cp, "dp").await;
+    let config = |tag: &str| {
+        let mut config = one_route(&s.upstream.url(), json!({}), json!({"tags": [tag]}));
+        config["services"].as_array_mut().unwrap().push(json!({"name": "other", "targets": [{"url": other.url()}]}));
+        config
+    };
+    dp.wait_for_version(put_config(&s.cp, config("one")).await).await;
+    let http = client();
+    for _ in 0..3 {
+        assert_eq!(http.get(format!("{}/users", dp.proxy_url)).send().await.unwrap().status(), StatusCode::OK);
+    }
+    assert_eq!(s.upstream.connections(), 1, "requests share one pooled upstream connection");
+    dp.wait_for_version(put_config(&s.cp, config("two")).await).await;
+    assert_eq!(http.get(format!("{}/users", dp.proxy_url)).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(s.upstream.connections(), 1, "a tag edit keeps the service's connection pool");
+}
+
+#[tokio::test]
+async fn tricky_paths_hosts_and_upgrades_cannot_slip_past_routing() {
+    let s = setup().await;
+    let admin = TestUpstream::start("admin").await;
+    let dp = data_plane(&s.cp, "dp").await;
+    let config = json!({
+        "services": [{"name": "public", "targets": [{"url": s.upstream.url()}]}, {"name": "admin", "targets": [{"url": admin.url()}]}],
+        "routes": [
+            {"name": "public", "service": "public", "paths": ["/public"], "strip_path": false},
+            {"name": "admin", "service": "admin", "paths": ["/admin"], "strip_path": false},
+            {"name": "api-host", "service": "admin", "paths": ["/"], "hosts": ["api.example.com"], "strip_path": false}
+        ]
+    });
+    dp.wait_for_version(put_config(&s.cp, config).await).await;
+    let address = dp.proxy_url.trim_start_matches("http://").to_owned();
+    let raw = |request: String| {
+        let address = address.clone();
+        async move {
+            let mut stream = TcpStream::connect(&address).await.unwrap();
+            stream.write_all(request.as_bytes()).await.unwrap();
+            read_response(&mut stream).await
+        }
+    };
+    let upstream_of = |response: &str| response.lines().find_map(|l| l.strip_prefix("x-upstream: ").map(str::to_owned));
+
+    let encoded = raw("GET /public/%2e%2e/admin/x HTTP/1.1\r\nHost: gw\r\n\r\n".into()).await;
+    assert_eq!(upstream_of(&encoded).as_deref(), Some("admin"), "%2e%2e is '..': the request is routed as /admin/x\n{encoded}");
+    assert!(encoded.contains("\"path\":\"/admin/x\""), "the upstream sees the normalized path\n{encoded}");
+    let letters = raw("GET /%61dmin HTTP/1.1\r\nHost: gw\r\n\r\n".into()).await;
+    assert_eq!(upstream_of(&letters).as_deref(), Some("admin"), "{letters}");
+    for bad in ["/public/..%2fadmin", "/public/%2e%2e%5cadmin", "/public/..;/admin", "/public/%00"] {
+        let response = raw(format!("GET {bad} HTTP/1.1\r\nHost: gw\r\n\r\n")).await;
+        assert!(response.starts_with("HTTP/1.1 400"), "{bad}: {response}");
+    }
+
+    let dotted = raw("GET /x HTTP/1.1\r\nHost: API.example.com.\r\n\r\n".into()).await;
+    assert_eq!(upstream_of(&dotted).as_deref(), Some("admin"), "a trailing dot and case do not change the host\n{dotted}");
+    let absolute = raw("GET http://api.example.com/x HTTP/1.1\r\nHost: other.example.org\r\n\r\n".into()).await;
+    assert_eq!(upstream_of(&absolute).as_deref(), Some("admin"), "the absolute-form authority wins over Host\n{absolute}");
+
+    let h2c = raw("GET /public HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n".into()).await;
+    assert!(h2c.starts_with("HTTP/1.1 200"), "{h2c}");
+    assert!(!h2c.contains("\"upgrade\""), "only WebSocket upgrades are passed upstream\n{h2c}");
+
+    let spoofed = raw("GET /public HTTP/1.1\r\nHost: gw\r\nX-Real-IP: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\n\r\n".into()).await;
+    assert!(!spoofed.contains("6.6.6.6"), "client-sent Forwarded and X-Real-IP do not reach the upstream\n{spoofed}");
+}
+
+#[tokio::test]
+async fn silent_connections_are_closed() {
+    let s = setup().await;
+    let dp = data_plane(&s.cp, "dp").await;
+    let mut silent = TcpStream::connect(dp.proxy_url.trim_start_matches("http://")).await.unwrap();
+    let mut buffer = [0u8; 64];
+    let read = tokio::time::timeout(DEADLINE, silent.read(&mut buffer)).await.expect("the gateway closes a connection that sends nothing");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }

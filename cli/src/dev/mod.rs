@@ -67,7 +67,9 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     let admin_url = format!("http://{}", loopback(args.admin_port));
     let admin = AdminClient::new(&admin_url, &admin_token, "default")?;
     wait_for_admin(&admin, &control_plane).await?;
-    let applied = admin.apply(EXAMPLE.as_bytes().to_vec(), "application/yaml", Some("portico dev example")).await?;
+    // The example sends its service to the demo upstream's default port.
+    let example = EXAMPLE.replace("http://127.0.0.1:9180", &format!("http://{}", loopback(args.demo_port)));
+    let applied = admin.apply(example.into_bytes(), "application/yaml", Some("portico dev example")).await?;
 
     let dp_settings = portico_dp::settings::Settings {
         control_plane: format!("http://{}", loopback(args.grpc_port)),
@@ -79,10 +81,12 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         redis_url: None,
         cluster_token: Some(cluster_token),
         labels: [("mode".to_owned(), "dev".to_owned())].into(),
+        header_read_timeout_ms: 10_000,
         drain_timeout_ms: 5_000,
         log_format: "text".into(),
     };
     let data_plane = tokio::spawn(portico_dp::server::run(dp_settings));
+    wait_until_serving(&format!("http://{}/readyz", loopback(args.status_port)), &data_plane).await?;
 
     println!("Portico dev is running (config version {}); Ctrl-C stops it.", applied["version"]);
     println!();
@@ -98,12 +102,38 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     println!("  portico export");
     println!("  portico data-planes");
 
-    let (cp, dp) = tokio::join!(control_plane, data_plane);
-    match (cp, dp) {
-        (Ok(Err(e)), _) => Err(CliError::Usage(format!("control plane: {e}"))),
-        (_, Ok(Err(e))) => Err(CliError::Usage(format!("data plane: {e}"))),
-        _ => Ok(()),
+    // Both stop on Ctrl-C or SIGTERM; if one fails first, report it at once.
+    let control_plane = async move {
+        match control_plane.await {
+            Ok(result) => result.map_err(|e| format!("control plane: {e}")),
+            Err(e) => Err(format!("the control plane stopped unexpectedly: {e}")),
+        }
+    };
+    let data_plane = async move {
+        match data_plane.await {
+            Ok(result) => result.map_err(|e| format!("data plane: {e}")),
+            Err(e) => Err(format!("the data plane stopped unexpectedly: {e}")),
+        }
+    };
+    tokio::try_join!(control_plane, data_plane).map(|_| ()).map_err(CliError::Usage)
+}
+
+/// Waits until the data plane is ready (its config applied), or has failed.
+async fn wait_until_serving<E: std::fmt::Display>(
+    readyz: &str,
+    data_plane: &tokio::task::JoinHandle<Result<(), E>>,
+) -> Result<(), CliError> {
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if data_plane.is_finished() {
+            return Err(CliError::Usage("the data plane stopped during start; see the error above".into()));
+        }
+        if client.get(readyz).send().await.is_ok_and(|r| r.status().is_success()) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Err(CliError::Usage("the data plane did not become ready within 10 s".into()))
 }
 
 /// Waits until the admin API answers, or the control plane has failed.

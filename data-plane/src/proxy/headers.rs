@@ -3,6 +3,8 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::error::ProxyError;
+
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] =
     ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "proxy-authorization"];
@@ -14,6 +16,12 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Most header fields a request may send.
+pub const MAX_HEADERS: usize = 100;
+/// Most bytes of header names and values a request may send.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Removes hop-by-hop headers and those the `Connection` header names.
 /// With `upgrade`, keeps `Connection: upgrade` and `Upgrade` so a WebSocket
@@ -38,7 +46,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) 
     }
 }
 
-/// The protocol a request asks to upgrade to (`Connection: upgrade` plus `Upgrade`).
+/// `websocket` when the request asks to upgrade to it (`Connection:
+/// upgrade` plus `Upgrade: websocket`). Other upgrades (notably `h2c`, which
+/// would open a tunnel past routing) are not passed on: the request goes
+/// upstream as a plain one.
 pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
     let asks = headers
         .get_all(header::CONNECTION)
@@ -46,29 +57,51 @@ pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    asks.then(|| headers.get(header::UPGRADE).cloned()).flatten()
+    let websocket = headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    (asks && websocket).then(|| HeaderValue::from_static("websocket"))
+}
+
+/// Refuses request heads with more than [`MAX_HEADERS`] fields or
+/// [`MAX_HEADER_BYTES`] of names and values, as a JSON `431`.
+pub fn check_limits(headers: &HeaderMap) -> Result<(), ProxyError> {
+    let bytes: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        return Err(ProxyError::HeadersTooLarge { max_fields: MAX_HEADERS, max_bytes: MAX_HEADER_BYTES });
+    }
+    Ok(())
 }
 
 /// Removes every client-sent copy of an identity header, whatever its case
 /// and whether it uses `-`, `_` or `.` (`X_Consumer_ID`, `x.user.id`), and
 /// any other `x-consumer-*` header.
 pub fn strip_identity(headers: &mut HeaderMap) {
-    let spoofed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| {
-            let canonical = name.as_str().replace(['_', '.'], "-");
-            IDENTITY.contains(&canonical.as_str()) || canonical.starts_with("x-consumer-")
-        })
-        .cloned()
-        .collect();
-    for name in spoofed {
+    let spoofed = |name: &HeaderName| {
+        let name = name.as_str().as_bytes();
+        IDENTITY.iter().any(|identity| same_but_separators(name, identity.as_bytes()))
+            || name.get(..11).is_some_and(|prefix| same_but_separators(prefix, b"x-consumer-"))
+    };
+    if !headers.keys().any(spoofed) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|n| spoofed(n)).cloned().collect();
+    for name in names {
         headers.remove(name);
     }
 }
 
-/// Adds the client's address to `X-Forwarded-For` and sets
-/// `X-Forwarded-Proto` and `X-Forwarded-Host`.
+/// Equal, taking `_` and `.` in `name` for `-` (names are already lowercase).
+fn same_but_separators(name: &[u8], canonical: &[u8]) -> bool {
+    name.len() == canonical.len() && name.iter().zip(canonical).all(|(a, b)| a == b || (*b == b'-' && (*a == b'_' || *a == b'.')))
+}
+
+/// Adds the client's address to `X-Forwarded-For`, sets
+/// `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Real-IP`, and drops a
+/// client-sent `Forwarded` (this gateway speaks the `X-Forwarded-*` set).
 pub fn add_forwarded(headers: &mut HeaderMap, client_ip: std::net::IpAddr, proto: &'static str, host: Option<&HeaderValue>) {
+    headers.remove(header::FORWARDED);
+    if let Ok(ip) = HeaderValue::from_str(&client_ip.to_string()) {
+        headers.insert(REAL_IP, ip);
+    }
     let previous: Vec<&str> = headers.get_all(&FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
     let chain = if previous.is_empty() { client_ip.to_string() } else { format!("{}, {client_ip}", previous.join(", ")) };
     if let Ok(value) = HeaderValue::from_str(&chain) {
@@ -114,11 +147,13 @@ mod tests {
 
     #[test]
     fn keeps_upgrade_headers_for_upgrades() {
-        let mut h = headers(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        let mut h = headers(&[("connection", "Upgrade"), ("upgrade", "WebSocket")]);
         let protocol = upgrade_protocol(&h);
         assert_eq!(protocol.as_ref().unwrap(), "websocket");
         remove_hop_by_hop(&mut h, protocol);
         assert_eq!((h["connection"].to_str().unwrap(), h["upgrade"].to_str().unwrap()), ("upgrade", "websocket"));
+        let h2c = headers(&[("connection", "Upgrade, HTTP2-Settings"), ("upgrade", "h2c")]);
+        assert!(upgrade_protocol(&h2c).is_none(), "h2c upgrades are not passed on");
     }
 
     #[test]
@@ -137,8 +172,15 @@ mod tests {
 
     #[test]
     fn appends_to_forwarded_for_and_sets_proto_and_host() {
-        let mut h = headers(&[("x-forwarded-for", "10.0.0.1"), ("x-forwarded-proto", "https")]);
+        let mut h = headers(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-real-ip", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+        ]);
         add_forwarded(&mut h, "192.0.2.7".parse().unwrap(), "http", Some(&HeaderValue::from_static("api.example.com")));
+        assert_eq!(h["x-real-ip"], "192.0.2.7");
+        assert!(h.get("forwarded").is_none());
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "api.example.com");

@@ -63,8 +63,11 @@ async fn forward(
     request_id: &HeaderValue,
 ) -> Result<(Response<ProxyBody>, Arc<str>), Failure> {
     let runtime = node.runtime().ok_or((ProxyError::NoConfig, None))?;
+    if let Err(error) = headers::check_limits(request.headers()) {
+        return Err((error, None));
+    }
     let uri = request.uri().clone();
-    let path = normalize_path(uri.path()).ok_or((ProxyError::BadRequest("the request path must start with '/'"), None))?;
+    let path = normalize_path(uri.path()).map_err(|e| (ProxyError::BadRequest(e.message()), None))?;
     let original_host = original_host(&request);
     let Some((route, matched)) = runtime.route(&host_name(original_host.as_ref()), &path, request.method(), request.headers()) else {
         return Err((ProxyError::NoRoute { method: request.method().to_string(), path: path.into_owned() }, None));
@@ -136,19 +139,27 @@ fn prepare_headers(
     headers.insert(header::HOST, host);
 }
 
-/// The host the client asked for: `Host`, or an HTTP/2 request's `:authority`.
+/// The host the client asked for: the request target's authority when it
+/// has one (absolute-form, HTTP/2 `:authority`; RFC 9112 §3.2.2 makes it
+/// win over `Host`), else `Host`.
 fn original_host(request: &Request<Incoming>) -> Option<HeaderValue> {
-    request.headers().get(header::HOST).cloned().or_else(|| request.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()))
+    request.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()).or_else(|| request.headers().get(header::HOST).cloned())
 }
 
-/// A host header value, lowercase, without port (`[::1]:80` gives `::1`).
-fn host_name(host: Option<&HeaderValue>) -> String {
+/// A host as routes name it: without port or trailing dot, lowercase
+/// (`API.example.com.:80` gives `api.example.com`, `[::1]:80` gives `::1`).
+fn host_name(host: Option<&HeaderValue>) -> std::borrow::Cow<'_, str> {
     let raw = host.and_then(|v| v.to_str().ok()).unwrap_or("");
     let name = match raw.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(""),
         None => raw.split(':').next().unwrap_or(""),
     };
-    name.to_ascii_lowercase()
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
 }
 
 /// `path` without the route `prefix` (which it starts with on a segment
@@ -210,8 +221,9 @@ mod tests {
 
     #[test]
     fn host_names_lose_port_and_case() {
-        let name = |v: &'static str| host_name(Some(&HeaderValue::from_static(v)));
+        let name = |v: &'static str| host_name(Some(&HeaderValue::from_static(v))).into_owned();
         assert_eq!(name("API.Example.com:8080"), "api.example.com");
+        assert_eq!(name("api.example.com."), "api.example.com");
         assert_eq!(name("[::1]:80"), "::1");
         assert_eq!(name("localhost"), "localhost");
         assert_eq!(host_name(None), "");

@@ -14,7 +14,7 @@ use http_body_util::combinators::BoxBody;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use portico_shared::model::{Entity, Service};
+use portico_shared::model::Service;
 
 pub use balance::WeightedRoundRobin;
 
@@ -79,9 +79,16 @@ impl Upstream {
         &self.service.name
     }
 
-    /// Whether `service` is exactly what this upstream was built from.
+    /// Whether this upstream can serve `service` as it is: same entity, and
+    /// nothing that shapes traffic changed (tags or policies may have).
     pub fn serves(&self, service: &Service) -> bool {
-        self.service.id == service.id && self.service.declarative() == service.declarative()
+        let (a, b) = (&self.service, service);
+        a.id == b.id
+            && a.name == b.name
+            && a.protocol == b.protocol
+            && a.targets == b.targets
+            && a.load_balancing == b.load_balancing
+            && a.timeouts == b.timeouts
     }
 
     /// The next target, by weighted round robin.
