@@ -1,11 +1,10 @@
-//! `portico-dp`: parses flags, sets up logging, runs the data plane.
+//! `portico-dp`: parses flags, sets up logging and the runtime, runs the data plane.
 
 use clap::Parser;
 use portico_dp::settings::Settings;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let settings = Settings::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
@@ -14,7 +13,15 @@ async fn main() -> std::process::ExitCode {
     } else {
         subscriber.init();
     }
-    match portico_dp::server::run(settings).await {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = settings.worker_threads {
+        runtime.worker_threads(usize::from(threads));
+    }
+    let result = match runtime.enable_all().build() {
+        Ok(runtime) => runtime.block_on(portico_dp::server::run(settings)).map_err(|e| e.to_string()),
+        Err(e) => Err(format!("cannot start the async runtime: {e}")),
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("portico-dp: error: {e}");

@@ -42,6 +42,9 @@ pub struct Settings {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[arg(long, env = "PORTICO_DRAIN_TIMEOUT_MS", default_value_t = 30_000)]
     pub drain_timeout_ms: u64,
+    /// Threads serving traffic (default: one per core).
+    #[arg(long, env = "PORTICO_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
     /// Log format: `text` or `json`.
     #[arg(long, env = "PORTICO_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

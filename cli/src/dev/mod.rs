@@ -83,6 +83,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         labels: [("mode".to_owned(), "dev".to_owned())].into(),
         header_read_timeout_ms: 10_000,
         drain_timeout_ms: 5_000,
+        worker_threads: None,
         log_format: "text".into(),
     };
     let data_plane = tokio::spawn(portico_dp::server::run(dp_settings));
