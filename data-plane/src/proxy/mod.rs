@@ -96,7 +96,7 @@ async fn forward(
         .map_err(|_| fail(ProxyError::BadRequest("the request target cannot be forwarded")))?;
     let upgrade = headers::upgrade_protocol(&parts.headers);
     let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
-    prepare_headers(&mut parts.headers, route, client, request_id, original_host, &target.authority, upgrade);
+    prepare_headers(&mut parts.headers, route, client, request_id, original_host, &target.host, upgrade);
     parts.version = Version::HTTP_11;
 
     let limit = usize::try_from(route.max_body_bytes).unwrap_or(usize::MAX);
@@ -125,7 +125,7 @@ fn prepare_headers(
     client: SocketAddr,
     request_id: &HeaderValue,
     original_host: Option<HeaderValue>,
-    target: &http::uri::Authority,
+    target_host: &HeaderValue,
     upgrade: Option<HeaderValue>,
 ) {
     headers::remove_hop_by_hop(headers, upgrade);
@@ -134,7 +134,7 @@ fn prepare_headers(
     headers.insert(headers::REQUEST_ID, request_id.clone());
     let host = match (&original_host, route.preserve_host) {
         (Some(host), true) => host.clone(),
-        _ => HeaderValue::from_str(target.as_str()).unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+        _ => target_host.clone(),
     };
     headers.insert(header::HOST, host);
 }

@@ -29,6 +29,8 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 pub struct Target {
     pub scheme: Scheme,
     pub authority: Authority,
+    /// `Host` for requests to this target.
+    pub host: http::HeaderValue,
 }
 
 /// A service, ready to take requests.
@@ -52,7 +54,12 @@ impl Upstream {
             .map(|t| {
                 let uri: http::Uri = t.url.parse().map_err(|e| format!("service '{}': target '{}': {e}", service.name, t.url))?;
                 match (uri.scheme(), uri.authority()) {
-                    (Some(scheme), Some(authority)) => Ok(Target { scheme: scheme.clone(), authority: authority.clone() }),
+                    (Some(scheme), Some(authority)) => Ok(Target {
+                        scheme: scheme.clone(),
+                        authority: authority.clone(),
+                        host: http::HeaderValue::from_str(authority.as_str())
+                            .map_err(|e| format!("service '{}': target '{}': {e}", service.name, t.url))?,
+                    }),
                     _ => Err(format!("service '{}': target '{}' is not absolute", service.name, t.url)),
                 }
             })
