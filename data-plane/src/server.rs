@@ -25,7 +25,7 @@ const MIN_TOKEN_LEN: usize = 16;
 /// with a JSON `431` (`proxy::headers::check_limits`); past these hyper
 /// answers a bare `431` itself.
 const CODEC_MAX_HEADER_BYTES: usize = 256 * 1024;
-const CODEC_MAX_HEADERS: usize = 128;
+const CODEC_MAX_HEADERS: usize = 200;
 
 /// How the proxy listener treats connections.
 #[derive(Debug, Clone, Copy)]
