@@ -66,7 +66,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     let control_plane = tokio::spawn(portico_cp::run(cp_settings));
     let admin_url = format!("http://{}", loopback(args.admin_port));
     let admin = AdminClient::new(&admin_url, &admin_token, "default")?;
-    wait_for_admin(&admin, &control_plane).await?;
+    wait_until("control plane", &control_plane, async || admin.versions(1).await.is_ok()).await?;
     // The example sends its service to the demo upstream's default port.
     let example = EXAMPLE.replace("http://127.0.0.1:9180", &format!("http://{}", loopback(args.demo_port)));
     let applied = admin.apply(example.into_bytes(), "application/yaml", Some("portico dev example")).await?;
@@ -87,7 +87,9 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         log_format: "text".into(),
     };
     let data_plane = tokio::spawn(portico_dp::server::run(dp_settings));
-    wait_until_serving(&format!("http://{}/readyz", loopback(args.status_port)), &data_plane).await?;
+    let readyz = format!("http://{}/readyz", loopback(args.status_port));
+    let http = reqwest::Client::new();
+    wait_until("data plane", &data_plane, async || http.get(&readyz).send().await.is_ok_and(|r| r.status().is_success())).await?;
 
     println!("Portico dev is running (config version {}); Ctrl-C stops it.", applied["version"]);
     println!();
@@ -119,37 +121,17 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     tokio::try_join!(control_plane, data_plane).map(|_| ()).map_err(CliError::Usage)
 }
 
-/// Waits until the data plane is ready (its config applied), or has failed.
-async fn wait_until_serving<E: std::fmt::Display>(
-    readyz: &str,
-    data_plane: &tokio::task::JoinHandle<Result<(), E>>,
-) -> Result<(), CliError> {
-    let client = reqwest::Client::new();
+/// Waits up to 10 s until `ready` says yes, failing early if `component`'s
+/// task has ended (it failed to start; its error is logged).
+async fn wait_until<T>(component: &str, task: &tokio::task::JoinHandle<T>, mut ready: impl AsyncFnMut() -> bool) -> Result<(), CliError> {
     for _ in 0..200 {
-        if data_plane.is_finished() {
-            return Err(CliError::Usage("the data plane stopped during start; see the error above".into()));
+        if task.is_finished() {
+            return Err(CliError::Usage(format!("the {component} stopped during start; see the error above")));
         }
-        if client.get(readyz).send().await.is_ok_and(|r| r.status().is_success()) {
+        if ready().await {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Err(CliError::Usage("the data plane did not become ready within 10 s".into()))
-}
-
-/// Waits until the admin API answers, or the control plane has failed.
-async fn wait_for_admin(
-    admin: &AdminClient,
-    control_plane: &tokio::task::JoinHandle<Result<(), portico_cp::StartError>>,
-) -> Result<(), CliError> {
-    for _ in 0..200 {
-        if control_plane.is_finished() {
-            return Err(CliError::Usage("the control plane stopped during start; see the log above".into()));
-        }
-        if admin.versions(1).await.is_ok() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(CliError::Usage("the control plane did not answer within 10 s".into()))
+    Err(CliError::Usage(format!("the {component} was not ready within 10 s")))
 }
