@@ -13,10 +13,16 @@ fn main() -> std::process::ExitCode {
     } else {
         subscriber.init();
     }
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = settings.worker_threads {
-        runtime.worker_threads(usize::from(threads));
-    }
+    // One worker: a current-thread runtime, which skips the work-stealing machinery.
+    let mut runtime = match settings.worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(threads) => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            runtime.worker_threads(usize::from(threads));
+            runtime
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let result = match runtime.enable_all().build() {
         Ok(runtime) => runtime.block_on(portico_dp::server::run(settings)).map_err(|e| e.to_string()),
         Err(e) => Err(format!("cannot start the async runtime: {e}")),
