@@ -160,8 +160,12 @@ pub async fn serve_proxy(listener: TcpListener, node: Arc<NodeState>, mut stop: 
         });
     }
     drop(listener);
-    if tokio::time::timeout(options.drain, graceful.shutdown()).await.is_err() {
-        tracing::warn!(drain = ?options.drain, "drain timed out; closing the remaining connections");
+    let drained = async {
+        graceful.shutdown().await;
+        node.tunnels.closed().await;
+    };
+    if tokio::time::timeout(options.drain, drained).await.is_err() {
+        tracing::warn!(drain = ?options.drain, "drain timed out; closing the remaining connections and tunnels");
     }
 }
 

@@ -14,11 +14,14 @@ pub struct NodeState {
     pub gateway: String,
     pub node_id: String,
     runtime: ArcSwapOption<Runtime>,
+    /// Upgraded (WebSocket) connections, which the HTTP server no longer
+    /// tracks: the drain waits for them too.
+    pub tunnels: Tunnels,
 }
 
 impl NodeState {
     pub fn new(gateway: &str, node_id: &str) -> Self {
-        Self { gateway: gateway.to_owned(), node_id: node_id.to_owned(), runtime: ArcSwapOption::empty() }
+        Self { gateway: gateway.to_owned(), node_id: node_id.to_owned(), runtime: ArcSwapOption::empty(), tunnels: Tunnels::default() }
     }
 
     /// The runtime requests starting now use; `None` before the first config.
@@ -35,4 +38,40 @@ impl NodeState {
 /// Resolves once `stop` turns true (or its sender is gone).
 pub async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Counts open tunnels; [`Tunnels::closed`] resolves when none is left.
+#[derive(Debug, Default)]
+pub struct Tunnels {
+    open: std::sync::atomic::AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
+/// Held by a running tunnel; dropping it closes the tunnel's count.
+#[derive(Debug)]
+pub struct TunnelGuard<'a>(&'a Tunnels);
+
+impl Tunnels {
+    pub fn open(&self) -> TunnelGuard<'_> {
+        self.open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        TunnelGuard(self)
+    }
+
+    /// Resolves once no tunnel is open.
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.changed.notified();
+            if self.open.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for TunnelGuard<'_> {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
 }

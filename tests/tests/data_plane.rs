@@ -500,3 +500,29 @@ async fn silent_connections_are_closed() {
     let read = tokio::time::timeout(DEADLINE, silent.read(&mut buffer)).await.expect("the gateway closes a connection that sends nothing");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_open_websocket_tunnels_finish() {
+    let s = setup().await;
+    let mut dp = data_plane(&s.cp, "dp").await;
+    let mut config = one_route(&s.upstream.url(), json!({}), json!({}));
+    config["routes"].as_array_mut().unwrap().push(json!({"name": "up", "service": "users", "paths": ["/upgrade"], "strip_path": false}));
+    dp.wait_for_version(put_config(&s.cp, config).await).await;
+    let address = dp.proxy_url.trim_start_matches("http://").to_owned();
+    let mut tunnel = TcpStream::connect(&address).await.unwrap();
+    tunnel.write_all(b"GET /upgrade HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").await.unwrap();
+    assert!(read_response(&mut tunnel).await.starts_with("HTTP/1.1 101"));
+
+    dp.signal_term();
+    eventually("new connections to be refused while draining", DEADLINE, || async {
+        TcpStream::connect(&address).await.is_err().then_some(())
+    })
+    .await;
+    let mut echoed = [0u8; 5];
+    tunnel.write_all(b"still").await.unwrap();
+    tunnel.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"still", "an open tunnel keeps working during the drain");
+    drop(tunnel);
+    let status = tokio::task::spawn_blocking(move || dp.wait()).await.unwrap();
+    assert!(status.success(), "{status}");
+}

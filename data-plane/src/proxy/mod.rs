@@ -60,7 +60,7 @@ pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, client: So
 type Failure = (ProxyError, Option<Arc<str>>);
 
 async fn forward(
-    node: &NodeState,
+    node: &Arc<NodeState>,
     request: Request<Incoming>,
     client: SocketAddr,
     request_id: &HeaderValue,
@@ -115,7 +115,14 @@ async fn forward(
     let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if upgraded && let Some(client_upgrade) = client_upgrade {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
-        tokio::spawn(tunnel(client_upgrade, upstream_upgrade).instrument(tracing::Span::current()));
+        let node = node.clone();
+        tokio::spawn(
+            async move {
+                let _open = node.tunnels.open();
+                tunnel(client_upgrade, upstream_upgrade).await;
+            }
+            .instrument(tracing::Span::current()),
+        );
     }
     let keep_upgrade = upgraded.then(|| response.headers().get(header::UPGRADE).cloned()).flatten();
     headers::remove_hop_by_hop(response.headers_mut(), keep_upgrade);
