@@ -20,7 +20,7 @@ fn config() -> impl Strategy<Value = Value> {
     let routes = proptest::collection::btree_set("[a-z][a-z0-9]{0,8}", 0..8);
     let consumers = proptest::collection::btree_set("[A-Za-z0-9][A-Za-z0-9._@+-]{0,10}", 0..4);
     (services, routes, consumers, proptest::collection::vec((1u32..=1000, 1u16..=65535, any::<bool>(), 0usize..3), 8))
-        .prop_map(|(services, routes, consumers, knobs): (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>, Vec<(u32, u16, bool, usize)>)| {
+        .prop_map(|(services, routes, consumers, knobs)| {
             let names: Vec<&String> = services.iter().collect();
             let services: Vec<Value> = services
                 .iter()
