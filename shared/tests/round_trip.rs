@@ -4,8 +4,6 @@
 
 #![allow(clippy::unwrap_used)] // test helpers, like #[test] bodies, may unwrap
 
-use std::collections::BTreeSet;
-
 use chrono::DateTime;
 use portico_shared::diff::{diff, merge};
 use portico_shared::parse::{from_json, from_yaml};
