@@ -3,9 +3,9 @@
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 
-use crate::upstream::ProxyBody;
+use crate::body::ResponseBody;
 
 /// Which side of the proxy an error belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,15 +79,15 @@ impl ProxyError {
     }
 
     /// `{"error": {"code", "message"}}` with the status.
-    pub fn response(&self) -> Response<ProxyBody> {
+    pub fn response(&self) -> Response<ResponseBody> {
         json_response(self.status(), self.code(), &self.to_string())
     }
 }
 
 /// A JSON error response built by the gateway itself.
-pub fn json_response(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
+pub fn json_response(status: StatusCode, code: &str, message: &str) -> Response<ResponseBody> {
     let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
-    let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
+    let mut response = Response::new(ResponseBody::Local(Full::new(Bytes::from(body))));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     response

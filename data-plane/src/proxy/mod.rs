@@ -14,19 +14,19 @@ use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::Limited;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tracing::Instrument;
 
+use crate::body::ResponseBody;
 use crate::error::ProxyError;
 use crate::router::normalize_path;
 use crate::runtime::RouteEntry;
 use crate::state::NodeState;
-use crate::upstream::{BoxError, ProxyBody};
 
 /// Handles one request from `client`. Never fails: errors become responses.
-pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
+pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, client: SocketAddr) -> Response<ResponseBody> {
     let started = Instant::now();
     let request_id = headers::request_id(request.headers());
     let span = tracing::debug_span!(
@@ -64,7 +64,7 @@ async fn forward(
     request: Request<Incoming>,
     client: SocketAddr,
     request_id: &HeaderValue,
-) -> Result<(Response<ProxyBody>, Arc<str>), Failure> {
+) -> Result<(Response<ResponseBody>, Arc<str>), Failure> {
     let runtime = node.runtime().ok_or((ProxyError::NoConfig, None))?;
     if let Err(error) = headers::check_limits(request.headers()) {
         return Err((error, None));
@@ -103,7 +103,7 @@ async fn forward(
     parts.version = Version::HTTP_11;
 
     let limit = usize::try_from(route.max_body_bytes).unwrap_or(usize::MAX);
-    let body: ProxyBody = Limited::new(body, limit).boxed();
+    let body = Limited::new(body, limit);
     let upstream = &route.upstream;
     let sent = tokio::time::timeout(upstream.request_timeout, upstream.client.request(Request::from_parts(parts, body))).await;
     let mut response = match sent {
@@ -126,7 +126,7 @@ async fn forward(
     }
     let keep_upgrade = upgraded.then(|| response.headers().get(header::UPGRADE).cloned()).flatten();
     headers::remove_hop_by_hop(response.headers_mut(), keep_upgrade);
-    Ok((response.map(|body| body.map_err(BoxError::from).boxed()), name))
+    Ok((response.map(ResponseBody::Upstream), name))
 }
 
 fn prepare_headers(

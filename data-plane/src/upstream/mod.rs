@@ -8,9 +8,7 @@ mod balance;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::uri::{Authority, Scheme};
-use http_body_util::combinators::BoxBody;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -18,11 +16,7 @@ use portico_shared::model::Service;
 
 pub use balance::WeightedRoundRobin;
 
-/// The error type of proxied bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// A request or response body on its way through the proxy.
-pub type ProxyBody = BoxBody<Bytes, BoxError>;
+use crate::body::UpstreamBody;
 
 /// One address of an upstream.
 #[derive(Debug, Clone)]
@@ -40,7 +34,7 @@ pub struct Upstream {
     service: Service,
     targets: Vec<Target>,
     balancer: WeightedRoundRobin,
-    pub client: Client<HttpConnector, ProxyBody>,
+    pub client: Client<HttpConnector, UpstreamBody>,
     pub request_timeout: Duration,
 }
 

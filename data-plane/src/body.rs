@@ -1,0 +1,52 @@
+//! The bodies that cross the proxy, as concrete types rather than boxed
+//! trait objects (two allocations and dynamic calls less per request):
+//! requests go upstream as the client's body under a size limit, responses
+//! are the upstream's body or one the gateway wrote itself.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::{Full, Limited};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+/// The error type of proxied bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body on its way upstream.
+pub type UpstreamBody = Limited<Incoming>;
+
+/// A response body on its way to the client.
+#[derive(Debug)]
+pub enum ResponseBody {
+    /// Streamed from the upstream.
+    Upstream(Incoming),
+    /// Written by the gateway (errors).
+    Local(Full<Bytes>),
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(BoxError::from),
+            Self::Local(body) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Upstream(body) => body.is_end_stream(),
+            Self::Local(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Upstream(body) => body.size_hint(),
+            Self::Local(body) => body.size_hint(),
+        }
+    }
+}
