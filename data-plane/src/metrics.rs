@@ -1,10 +1,11 @@
 //! Prometheus metrics of the data plane: names, help texts and the few
 //! recording helpers the pipeline and config client call.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{SharedString, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 /// Installs the recorder and describes every metric; call once.
@@ -24,8 +25,10 @@ pub fn install() -> Result<PrometheusHandle, String> {
     Ok(handle)
 }
 
-pub fn request_done(route: &str, status: StatusCode, elapsed: Duration) {
-    let route = route.to_owned();
+/// Counts a request by route (`""` when none matched) and status; the
+/// route name is shared, not copied.
+pub fn request_done(route: Option<Arc<str>>, status: StatusCode, elapsed: Duration) {
+    let route = route.map_or(SharedString::const_str(""), SharedString::from_shared);
     counter!("portico_requests_total", "route" => route.clone(), "status" => status.as_u16().to_string()).increment(1);
     histogram!("portico_request_duration_seconds", "route" => route).record(elapsed.as_secs_f64());
 }

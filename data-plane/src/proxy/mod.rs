@@ -51,9 +51,8 @@ pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, client: So
     .await;
     response.headers_mut().insert(headers::REQUEST_ID, request_id);
     let status = response.status();
-    let route_name = route.as_deref().unwrap_or("");
     span.record("status", status.as_u16());
-    crate::metrics::request_done(route_name, status, started.elapsed());
+    crate::metrics::request_done(route, status, started.elapsed());
     response
 }
 
