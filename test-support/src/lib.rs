@@ -21,7 +21,17 @@ pub use relay::TamperingRelay;
 pub use upstream::TestUpstream;
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `deadline`.
-pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    eventually_explained(deadline, check, || what.to_owned()).await
+}
+
+/// Like [`eventually`], with the failure's description (say, a process's
+/// log) made only when the deadline has passed, so it shows the latest state.
+pub async fn eventually_explained<T, F, Fut>(deadline: Duration, mut check: F, explain: impl FnOnce() -> String) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -31,7 +41,9 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        if start.elapsed() >= deadline {
+            panic!("timed out after {deadline:?} waiting for {}", explain());
+        }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }

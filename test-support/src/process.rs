@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::eventually;
+use crate::eventually_explained;
 
 /// A free loopback port, from binding port 0.
 pub fn free_port() -> u16 {
@@ -42,6 +42,13 @@ impl Log {
     fn read(&self) -> String {
         std::fs::read_to_string(self.0.path()).unwrap_or_default()
     }
+}
+
+/// Waits until `health` answers 200; on timeout, fails with the process's log.
+async fn wait_healthy(process: &str, health: &str, log: &Log) {
+    let client = reqwest::Client::new();
+    let check = || async { client.get(health).send().await.ok().filter(|r| r.status().is_success()) };
+    eventually_explained(Duration::from_secs(30), check, || format!("{process} to answer on {health}; log:\n{}", log.read())).await;
 }
 
 /// Sends SIGTERM and waits for the exit status.
@@ -97,12 +104,7 @@ impl ControlPlane {
             database_url: database_url.to_owned(),
             log,
         };
-        let health = format!("{}/healthz", cp.admin_url);
-        let client = reqwest::Client::new();
-        eventually(&format!("portico-cp to answer on {health}; log:\n{}", cp.logs()), Duration::from_secs(30), || async {
-            client.get(&health).send().await.ok().filter(|r| r.status().is_success())
-        })
-        .await;
+        wait_healthy("portico-cp", &format!("{}/healthz", cp.admin_url), &cp.log).await;
         cp
     }
 
@@ -182,12 +184,7 @@ impl DataPlane {
             status_url: format!("http://127.0.0.1:{status}"),
             log,
         };
-        let health = format!("{}/healthz", dp.status_url);
-        let client = reqwest::Client::new();
-        eventually(&format!("portico-dp to answer on {health}; log:\n{}", dp.logs()), Duration::from_secs(30), || async {
-            client.get(&health).send().await.ok().filter(|r| r.status().is_success())
-        })
-        .await;
+        wait_healthy("portico-dp", &format!("{}/healthz", dp.status_url), &dp.log).await;
         dp
     }
 
@@ -204,10 +201,8 @@ impl DataPlane {
 
     /// Waits until the node serves `version`.
     pub async fn wait_for_version(&self, version: u64) {
-        eventually(&format!("{} to serve version {version}; log:\n{}", self.node_id, self.logs()), Duration::from_secs(30), || async {
-            (self.version().await == Some(version)).then_some(())
-        })
-        .await;
+        let explain = || format!("{} to serve version {version}; log:\n{}", self.node_id, self.logs());
+        eventually_explained(Duration::from_secs(30), || async { (self.version().await == Some(version)).then_some(()) }, explain).await;
     }
 
     /// The process id.
