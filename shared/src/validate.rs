@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::error::ConfigError;
-use crate::model::{Consumer, Entity, GatewayConfig, Policy, Route, Service};
+use crate::model::{Consumer, Entity, EntityKind, GatewayConfig, Policy, Route, Service};
 
 /// Longest entity or gateway name.
 pub const MAX_NAME_LEN: usize = 64;
@@ -158,9 +158,13 @@ pub fn config(config: &mut GatewayConfig) -> Result {
     Ok(())
 }
 
-/// The routes that send traffic to the named service.
-pub fn routes_using<'a>(config: &'a GatewayConfig, service: &'a str) -> impl Iterator<Item = &'a Route> + 'a {
-    config.routes.iter().filter(move |r| r.service == service)
+/// The entities that refer to the `kind` entity named `name`, as
+/// `(kind, name)`: while there are any, it can be neither deleted nor renamed.
+pub fn referrers<'a>(config: &'a GatewayConfig, kind: EntityKind, name: &str) -> Vec<(EntityKind, &'a str)> {
+    match kind {
+        EntityKind::Service => config.routes.iter().filter(|r| r.service == name).map(|r| (EntityKind::Route, r.name.as_str())).collect(),
+        EntityKind::Route | EntityKind::Consumer => Vec::new(),
+    }
 }
 
 fn entities<E: Entity + Validate>(list: &mut [E]) -> Result {

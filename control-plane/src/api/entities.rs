@@ -202,7 +202,7 @@ async fn update<E: Entity + Validate>(
             check_if_match(headers, existing)?;
             let mut entity = edit(existing)?;
             if entity.name() != existing.name() {
-                refuse_rename_in_use(config, existing)?;
+                refuse_if_referenced(config, existing)?;
             }
             entity.set_meta(existing.id(), existing.created_at(), existing.updated_at());
             let (normalized, mut next) = prepare(entity, config, index)?;
@@ -231,7 +231,7 @@ pub async fn delete<E: Entity>(
         .change(gateway, &publication, |current| {
             let (index, existing) = find::<E>(&current.config, key).ok_or_else(|| not_found::<E>(gateway, key))?;
             check_if_match(headers, existing)?;
-            refuse_rename_in_use(&current.config, existing)?;
+            refuse_if_referenced(&current.config, existing)?;
             let mut next = current.config.clone();
             E::collection_mut(&mut next).remove(index);
             Ok::<_, ApiError>(next)
@@ -240,16 +240,15 @@ pub async fn delete<E: Entity>(
     Ok(written(StatusCode::NO_CONTENT, published.version, ()).into_response())
 }
 
-/// A service that routes use can be neither deleted nor renamed.
-fn refuse_rename_in_use<E: Entity>(config: &GatewayConfig, entity: &E) -> Result<(), ApiError> {
-    if E::KIND != portico_shared::EntityKind::Service {
+/// An entity that others refer to (a service its routes use) can be
+/// neither deleted nor renamed.
+fn refuse_if_referenced<E: Entity>(config: &GatewayConfig, entity: &E) -> Result<(), ApiError> {
+    let referrers = validate::referrers(config, E::KIND, entity.name());
+    if referrers.is_empty() {
         return Ok(());
     }
-    let users: Vec<&str> = validate::routes_using(config, entity.name()).map(|r| r.name.as_str()).collect();
-    if users.is_empty() {
-        return Ok(());
-    }
-    Err(ApiError::conflict(format!("service '{}' is used by route(s) {}; change those routes first", entity.name(), users.join(", "))))
+    let names: Vec<String> = referrers.iter().map(|(kind, name)| format!("{} '{name}'", kind.as_str())).collect();
+    Err(ApiError::conflict(format!("{} '{}' is used by {}; change those first", E::KIND.as_str(), entity.name(), names.join(", "))))
 }
 
 /// Instantiates the CRUD handlers of one entity kind, with their OpenAPI docs.
