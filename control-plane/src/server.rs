@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use portico_proto::v1::config_discovery_server::ConfigDiscoveryServer;
+use portico_shared::secret::KeyHasher;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -60,6 +61,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         store: store.clone(),
         publisher: Publisher::new(store.clone(), hub.clone()),
         auth: Authenticator::new(admin_token, store.clone()),
+        keys: KeyHasher::from_cluster_token(cluster_token),
         heartbeat,
     };
     let admin = bind(settings.admin_listen).await?;

@@ -14,11 +14,13 @@ use portico_cp::api::{self, AppState};
 use portico_cp::distribution::Hub;
 use portico_cp::publish::Publisher;
 use portico_cp::store::Store;
+use portico_shared::secret::KeyHasher;
 use portico_test_support::TestDb;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
 const ADMIN: &str = "admin-token-for-tests-0123";
+const CLUSTER_TOKEN: &str = "cluster-token-for-tests-0123";
 
 struct Api {
     router: Router,
@@ -55,6 +57,7 @@ impl Api {
         let state = AppState {
             publisher: Publisher::new(store.clone(), hub),
             auth: Authenticator::new(Some(ADMIN), store.clone()),
+            keys: KeyHasher::from_cluster_token(CLUSTER_TOKEN),
             store,
             heartbeat: Duration::from_secs(5),
         };

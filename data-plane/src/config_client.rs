@@ -204,11 +204,11 @@ impl ConfigClient {
     /// Decodes and compiles on a blocking thread, away from request handling.
     async fn compile(&self, version: u64, hash: &str, bytes: Vec<u8>) -> Result<Runtime, String> {
         let previous = self.node.runtime();
-        let (gateway, hash) = (self.node.gateway.clone(), hash.to_owned());
+        let (node, hash) = (self.node.clone(), hash.to_owned());
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             let snapshot = Snapshot::decode(&bytes, &hash).map_err(|e| e.to_string())?;
-            let runtime = Runtime::compile(&gateway, version, snapshot, previous.as_deref());
+            let runtime = Runtime::compile(&node.gateway, version, snapshot, previous.as_deref(), &node.auth);
             crate::metrics::config_compiled(started.elapsed());
             runtime
         })

@@ -31,6 +31,10 @@ pub enum ProxyError {
     BodyTooLarge { limit: u64 },
     #[error("request headers exceed {max_fields} fields or {max_bytes} bytes")]
     HeadersTooLarge { max_fields: usize, max_bytes: usize },
+    #[error("{message}")]
+    Unauthorized { message: &'static str, challenges: Vec<http::HeaderValue> },
+    #[error("the credentials lack a scope this route requires")]
+    Forbidden { challenge: http::HeaderValue },
     #[error("upstream '{upstream}' refused or reset the connection: {reason}")]
     UpstreamUnavailable { upstream: String, reason: String },
     #[error("upstream '{upstream}' did not answer in time")]
@@ -45,6 +49,8 @@ impl ProxyError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -58,6 +64,8 @@ impl ProxyError {
             Self::BadRequest(_) => "bad_request",
             Self::BodyTooLarge { .. } => "payload_too_large",
             Self::HeadersTooLarge { .. } => "headers_too_large",
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::Forbidden { .. } => "insufficient_scope",
             Self::UpstreamUnavailable { .. } => "upstream_unavailable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
         }
@@ -66,9 +74,12 @@ impl ProxyError {
     pub fn source(&self) -> ErrorSource {
         match self {
             Self::NoConfig => ErrorSource::Internal,
-            Self::NoRoute { .. } | Self::BadRequest(_) | Self::BodyTooLarge { .. } | Self::HeadersTooLarge { .. } => {
-                ErrorSource::Downstream
-            }
+            Self::NoRoute { .. }
+            | Self::BadRequest(_)
+            | Self::BodyTooLarge { .. }
+            | Self::HeadersTooLarge { .. }
+            | Self::Unauthorized { .. }
+            | Self::Forbidden { .. } => ErrorSource::Downstream,
             Self::UpstreamUnavailable { .. } | Self::UpstreamTimeout { .. } => ErrorSource::Upstream,
         }
     }
@@ -78,9 +89,19 @@ impl ProxyError {
         matches!(self, Self::NoConfig | Self::UpstreamUnavailable { .. } | Self::UpstreamTimeout { .. })
     }
 
-    /// `{"error": {"code", "message"}}` with the status.
+    /// `{"error": {"code", "message"}}` with the status (and the
+    /// `WWW-Authenticate` challenges of a `401` or `403`).
     pub fn response(&self) -> Response<ResponseBody> {
-        json_response(self.status(), self.code(), &self.to_string())
+        let mut response = json_response(self.status(), self.code(), &self.to_string());
+        let challenges = match self {
+            Self::Unauthorized { challenges, .. } => challenges.as_slice(),
+            Self::Forbidden { challenge } => std::slice::from_ref(challenge),
+            _ => &[],
+        };
+        for challenge in challenges {
+            response.headers_mut().append(header::WWW_AUTHENTICATE, challenge.clone());
+        }
+        response
     }
 }
 

@@ -22,6 +22,8 @@ pub fn install() -> Result<PrometheusHandle, String> {
     describe_counter!("portico_config_nacks_total", "Config versions rejected");
     describe_gauge!("portico_config_routes", "Routes in the config this node serves");
     describe_histogram!("portico_config_compile_seconds", metrics::Unit::Seconds, "Time to verify and compile a config version");
+    describe_counter!("portico_auth_refusals_total", "Requests refused by authentication (401) or scopes (403), by route");
+    describe_counter!("portico_jwks_fetches_total", "JWKS documents fetched, by outcome (ok or error)");
     Ok(handle)
 }
 
@@ -45,4 +47,13 @@ pub fn config_compiled(elapsed: Duration) {
 
 pub fn config_rejected() {
     counter!("portico_config_nacks_total").increment(1);
+}
+
+pub fn auth_refused(route: Arc<str>, status: StatusCode) {
+    counter!("portico_auth_refusals_total", "route" => SharedString::from_shared(route), "status" => status.as_u16().to_string())
+        .increment(1);
+}
+
+pub fn jwks_fetched(ok: bool) {
+    counter!("portico_jwks_fetches_total", "outcome" => if ok { "ok" } else { "error" }).increment(1);
 }

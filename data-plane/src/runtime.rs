@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method};
 use portico_shared::Snapshot;
-use portico_shared::model::{Policy, Route};
+use portico_shared::model::{Policy, Route, effective_policies};
 use uuid::Uuid;
 
+use crate::auth::{AuthPlan, AuthSettings, Authenticator};
 use crate::router::{Match, RouteSpec, Router};
 use crate::upstream::Upstream;
 
@@ -25,8 +26,10 @@ pub struct RouteEntry {
     pub upstream: Arc<Upstream>,
     pub strip_path: bool,
     pub preserve_host: bool,
-    /// From the strictest `request-size-limit` on the route or its service.
+    /// From the strictest `request-size-limit` on the route, its service or the gateway.
     pub max_body_bytes: u64,
+    /// Who may call the route.
+    pub auth: AuthPlan,
 }
 
 /// One compiled config version.
@@ -37,6 +40,8 @@ pub struct Runtime {
     pub hash: String,
     /// The canonical snapshot bytes (kept for the cache file).
     pub snapshot: Arc<[u8]>,
+    /// Consumers and credentials.
+    pub auth: Authenticator,
     router: Router,
     routes: Vec<RouteEntry>,
     upstreams: HashMap<Uuid, Arc<Upstream>>,
@@ -44,9 +49,16 @@ pub struct Runtime {
 
 impl Runtime {
     /// Compiles `snapshot`. Upstreams of services unchanged since
-    /// `previous` are carried over.
-    pub fn compile(gateway: &str, version: u64, snapshot: Snapshot, previous: Option<&Runtime>) -> Result<Self, String> {
+    /// `previous` are carried over, and so are JWKS key sets still in use.
+    pub fn compile(
+        gateway: &str,
+        version: u64,
+        snapshot: Snapshot,
+        previous: Option<&Runtime>,
+        settings: &AuthSettings,
+    ) -> Result<Self, String> {
         let config = &snapshot.config;
+        let auth = Authenticator::compile(config, settings, previous.map(|p| &p.auth))?;
         let mut upstreams = HashMap::new();
         let mut by_name = HashMap::new();
         for service in &config.services {
@@ -60,17 +72,19 @@ impl Runtime {
             upstreams.insert(id, upstream);
         }
         let mut routes = Vec::with_capacity(config.routes.len());
-        for route in &config.routes {
+        for (index, route) in config.routes.iter().enumerate() {
             let (upstream, service) = by_name
                 .get(route.service.as_str())
                 .ok_or_else(|| format!("route '{}': unknown service '{}'", route.name, route.service))?;
+            let policies = effective_policies(route, service, &config.policies);
             routes.push(RouteEntry {
                 id: route.id,
                 name: route.name.as_str().into(),
                 upstream: upstream.clone(),
                 strip_path: route.strip_path,
                 preserve_host: route.preserve_host,
-                max_body_bytes: max_body(route.policies.iter().chain(&service.policies)),
+                max_body_bytes: max_body(&policies),
+                auth: auth.plan(&policies, u32::try_from(index).unwrap_or(u32::MAX)),
             });
         }
         let router = Router::new(config.routes.iter().enumerate().map(|(index, route): (usize, &Route)| RouteSpec {
@@ -81,7 +95,16 @@ impl Runtime {
             methods: &route.methods,
             headers: &route.headers,
         }));
-        Ok(Self { gateway: gateway.to_owned(), version, hash: snapshot.hash, snapshot: snapshot.bytes.into(), router, routes, upstreams })
+        Ok(Self {
+            gateway: gateway.to_owned(),
+            version,
+            hash: snapshot.hash,
+            snapshot: snapshot.bytes.into(),
+            auth,
+            router,
+            routes,
+            upstreams,
+        })
     }
 
     /// The route for a request, with the prefix that matched.
@@ -101,10 +124,12 @@ impl Runtime {
     }
 }
 
-fn max_body<'a>(policies: impl Iterator<Item = &'a Policy>) -> u64 {
+fn max_body(policies: &[&Policy]) -> u64 {
     policies
-        .map(|p| match p {
-            Policy::RequestSizeLimit { max_bytes } => *max_bytes,
+        .iter()
+        .filter_map(|p| match p {
+            Policy::RequestSizeLimit { max_bytes } => Some(*max_bytes),
+            _ => None,
         })
         .min()
         .unwrap_or(DEFAULT_MAX_BODY_BYTES)
@@ -124,6 +149,14 @@ mod tests {
         Snapshot::compile(merge(previous, config, chrono::Utc::now())).unwrap()
     }
 
+    fn settings() -> AuthSettings {
+        AuthSettings {
+            keys: portico_shared::secret::KeyHasher::from_cluster_token("cluster-token-for-tests"),
+            token_cache_capacity: 10,
+            http: reqwest::Client::new(),
+        }
+    }
+
     const TWO: &str = r#"{"services":[{"name":"a","targets":[{"url":"http://127.0.0.1:1"}]},{"name":"b","targets":[{"url":"http://127.0.0.1:2"}],
         "policies":[{"type":"request-size-limit","max_bytes":100}]}],
         "routes":[{"name":"ra","service":"a","paths":["/a"]},{"name":"rb","service":"b","paths":["/b"],"policies":[{"type":"request-size-limit","max_bytes":500}]}]}"#;
@@ -131,9 +164,9 @@ mod tests {
     #[test]
     fn unchanged_upstreams_survive_a_swap() {
         let first = snapshot(TWO, &GatewayConfig::default());
-        let v1 = Runtime::compile("default", 1, first.clone(), None).unwrap();
+        let v1 = Runtime::compile("default", 1, first.clone(), None, &settings()).unwrap();
         let second = snapshot(&TWO.replace("127.0.0.1:2", "127.0.0.1:3"), &first.config);
-        let v2 = Runtime::compile("default", 2, second.clone(), Some(&v1)).unwrap();
+        let v2 = Runtime::compile("default", 2, second.clone(), Some(&v1), &settings()).unwrap();
         let id = |name: &str| second.config.services.iter().find(|s| s.name == name).unwrap().id.unwrap();
         assert!(Arc::ptr_eq(v1.upstream(id("a")).unwrap(), v2.upstream(id("a")).unwrap()), "service a is unchanged");
         assert!(!Arc::ptr_eq(v1.upstream(id("b")).unwrap(), v2.upstream(id("b")).unwrap()), "service b changed");
@@ -141,7 +174,7 @@ mod tests {
 
     #[test]
     fn strictest_size_limit_applies() {
-        let rt = Runtime::compile("default", 1, snapshot(TWO, &GatewayConfig::default()), None).unwrap();
+        let rt = Runtime::compile("default", 1, snapshot(TWO, &GatewayConfig::default()), None, &settings()).unwrap();
         let (b, _) = rt.route("h", "/b", &Method::POST, &HeaderMap::new()).unwrap();
         assert_eq!(b.max_body_bytes, 100);
         let (a, _) = rt.route("h", "/a", &Method::POST, &HeaderMap::new()).unwrap();

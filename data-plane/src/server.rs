@@ -11,9 +11,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use portico_shared::secret::KeyHasher;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::auth::AuthSettings;
 use crate::cache::SnapshotCache;
 use crate::config_client::ConfigClient;
 use crate::settings::Settings;
@@ -69,7 +71,12 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     }
     let metrics = crate::metrics::install().map_err(StartError::Metrics)?;
     let node_id = settings.node_id.clone().unwrap_or_else(default_node_id);
-    let node = Arc::new(NodeState::new(&settings.gateway, &node_id));
+    let http = reqwest::Client::builder()
+        .user_agent(concat!("portico-dp/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| StartError::Config(format!("cannot set up the HTTP client for JWKS: {e}")))?;
+    let auth = AuthSettings { keys: KeyHasher::from_cluster_token(&cluster_token), token_cache_capacity: settings.token_cache_size, http };
+    let node = Arc::new(NodeState::new(&settings.gateway, &node_id, auth));
 
     let proxy_listener = bind(settings.listen).await?;
     let status_listener = bind(settings.status_listen).await?;

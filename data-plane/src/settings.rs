@@ -45,6 +45,9 @@ pub struct Settings {
     /// Threads serving traffic (default: one per core).
     #[arg(long, env = "PORTICO_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub worker_threads: Option<u16>,
+    /// Verified JWTs remembered per config version, so each token's signature is checked once (0 turns the cache off).
+    #[arg(long, env = "PORTICO_TOKEN_CACHE_SIZE", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    pub token_cache_size: u64,
     /// Log format: `text` or `json`.
     #[arg(long, env = "PORTICO_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

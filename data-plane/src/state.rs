@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
+use crate::auth::AuthSettings;
 use crate::runtime::Runtime;
 
 /// This node.
@@ -13,6 +14,8 @@ use crate::runtime::Runtime;
 pub struct NodeState {
     pub gateway: String,
     pub node_id: String,
+    /// What compiling a config's consumers and credentials needs.
+    pub auth: AuthSettings,
     runtime: ArcSwapOption<Runtime>,
     /// Upgraded (WebSocket) connections, which the HTTP server no longer
     /// tracks: the drain waits for them too.
@@ -20,8 +23,14 @@ pub struct NodeState {
 }
 
 impl NodeState {
-    pub fn new(gateway: &str, node_id: &str) -> Self {
-        Self { gateway: gateway.to_owned(), node_id: node_id.to_owned(), runtime: ArcSwapOption::empty(), tunnels: Tunnels::default() }
+    pub fn new(gateway: &str, node_id: &str, auth: AuthSettings) -> Self {
+        Self {
+            gateway: gateway.to_owned(),
+            node_id: node_id.to_owned(),
+            auth,
+            runtime: ArcSwapOption::empty(),
+            tunnels: Tunnels::default(),
+        }
     }
 
     /// The runtime requests starting now use; `None` before the first config.

@@ -19,6 +19,7 @@ pub fn merge(current: &GatewayConfig, mut desired: GatewayConfig, now: DateTime<
     merge_entities(&current.services, &mut desired.services, now);
     merge_entities(&current.routes, &mut desired.routes, now);
     merge_entities(&current.consumers, &mut desired.consumers, now);
+    merge_entities(&current.credentials, &mut desired.credentials, now);
     desired
 }
 
@@ -97,7 +98,19 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> ConfigDiff {
     diff_entities(&old.services, &new.services, &mut result);
     diff_entities(&old.routes, &new.routes, &mut result);
     diff_entities(&old.consumers, &new.consumers, &mut result);
+    diff_entities(&old.credentials, &new.credentials, &mut result);
+    diff_gateway_policies(&old.policies, &new.policies, &mut result);
     result
+}
+
+/// The gateway-wide policies, shown as an update of the `gateway` named `policies`.
+fn diff_gateway_policies(old: &[crate::model::Policy], new: &[crate::model::Policy], out: &mut ConfigDiff) {
+    let to_json = |p: &[crate::model::Policy]| serde_json::to_value(p).expect("policies serialize to JSON");
+    let fields = field_changes(&to_json(old), &to_json(new));
+    if !fields.is_empty() {
+        out.summary.update += 1;
+        out.changes.push(EntityChange { kind: EntityKind::Gateway, name: "policies".to_owned(), action: Action::Update, fields });
+    }
 }
 
 fn diff_entities<E: Entity>(old: &[E], new: &[E], out: &mut ConfigDiff) {

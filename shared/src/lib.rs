@@ -8,9 +8,10 @@ pub mod diff;
 pub mod error;
 pub mod model;
 pub mod parse;
+pub mod secret;
 pub mod snapshot;
 pub mod validate;
 
 pub use error::ConfigError;
-pub use model::{Consumer, Entity, EntityKind, GatewayConfig, Route, Service};
+pub use model::{Consumer, Credential, Entity, EntityKind, GatewayConfig, Route, Service};
 pub use snapshot::Snapshot;

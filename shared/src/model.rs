@@ -20,6 +20,12 @@ pub struct GatewayConfig {
     pub routes: Vec<Route>,
     #[serde(default)]
     pub consumers: Vec<Consumer>,
+    #[serde(default)]
+    pub credentials: Vec<Credential>,
+    /// Policies for every route of the gateway; a route's or service's own
+    /// policy of the same type takes precedence.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<Policy>,
 }
 
 /// Where traffic goes: a named group of upstream targets.
@@ -170,6 +176,10 @@ pub struct Consumer {
     /// The caller's id in your own systems; unique in the gateway when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_id: Option<String>,
+    /// Scopes granted to this consumer when it authenticates with an API key
+    /// (or is the anonymous consumer); JWT callers get their token's scopes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
     #[serde(default)]
     pub tags: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -178,8 +188,94 @@ pub struct Consumer {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
-/// A policy on a route or a service, chosen by `type`. Only policy types
-/// that data planes enforce are accepted; the others are refused by name.
+/// How a consumer proves who it is. Managed under
+/// `/consumers/{c}/credentials`; in a declarative document, a top-level
+/// list whose entries name their `consumer`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Credential {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
+    /// Unique in the gateway; derived from the credential when left out
+    /// (`key-…` from the key's hash, `jwt-…` from issuer and key id).
+    #[serde(default)]
+    pub name: String,
+    /// The owning consumer's username (taken from the URL under
+    /// `/consumers/{c}/credentials`).
+    #[serde(default)]
+    pub consumer: String,
+    #[serde(rename = "type")]
+    pub kind: CredentialType,
+    /// `key-auth`: the API key, 16 to 256 visible ASCII characters. Write
+    /// only: the control plane keeps and ships only `key_hash`, and answers
+    /// with the key once, in the response of the write that set it. Left out
+    /// on create (with no `key_hash`), a random 256-bit key is generated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `key-auth`: lowercase hex HMAC-SHA256 of the key, keyed from the
+    /// cluster token; what exports contain and imports accept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_hash: Option<String>,
+    /// `jwt`: the `iss` claim of this consumer's tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// `jwt`: the only algorithm accepted (a token's `alg` header never
+    /// chooses the key type).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<JwtAlgorithm>,
+    /// `jwt`, HS*: the shared secret, at least 32 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// `jwt`, RS*/ES*/EdDSA: the public key in PEM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// `jwt`, RS*/ES*/EdDSA: where data planes fetch the issuer's keys (JWKS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// `jwt` with `secret` or `public_key`: the `kid` this key answers to,
+    /// needed when several credentials share an issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// The kind of a credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CredentialType {
+    KeyAuth,
+    Jwt,
+}
+
+/// JWT signature algorithms a credential may name (`none` never).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+pub enum JwtAlgorithm {
+    HS256,
+    HS384,
+    HS512,
+    RS256,
+    RS384,
+    RS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+impl JwtAlgorithm {
+    /// Whether the algorithm verifies with a shared secret (HMAC).
+    pub fn is_hmac(self) -> bool {
+        matches!(self, Self::HS256 | Self::HS384 | Self::HS512)
+    }
+}
+
+/// A policy on a route, a service or the whole gateway, chosen by `type`.
+/// Only policy types that data planes enforce are accepted; the others are
+/// refused by name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Policy {
@@ -188,6 +284,125 @@ pub enum Policy {
         /// 1 byte to 1 GiB.
         max_bytes: u64,
     },
+    /// Callers present an API key of a consumer's `key-auth` credential.
+    KeyAuth(KeyAuthPolicy),
+    /// Callers present `Authorization: Bearer <JWT>` signed for a consumer's
+    /// `jwt` credential.
+    Jwt(JwtPolicy),
+    /// The authenticated caller must hold these scopes (`403` otherwise).
+    Scopes(ScopesPolicy),
+}
+
+/// Fields of the `key-auth` policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyAuthPolicy {
+    /// Request header carrying the key.
+    #[serde(default = "default_key_header")]
+    pub header: String,
+    /// Query parameter carrying the key; `null` turns query keys off.
+    #[serde(default = "default_key_query")]
+    pub query: Option<String>,
+    /// Remove the key from the request before it goes upstream.
+    #[serde(default = "default_true")]
+    pub hide_credentials: bool,
+    /// Username of the consumer that calls without any credential become.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous: Option<String>,
+}
+
+fn default_key_header() -> String {
+    "x-api-key".to_owned()
+}
+
+#[allow(clippy::unnecessary_wraps)]
+fn default_key_query() -> Option<String> {
+    Some("apikey".to_owned())
+}
+
+/// Fields of the `jwt` policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwtPolicy {
+    /// Accepted `aud` values; the token's `aud` must name one of them.
+    /// Empty: `aud` is not checked.
+    #[serde(default)]
+    pub audience: Vec<String>,
+    /// Claims every token must carry.
+    #[serde(default = "default_required_claims")]
+    pub required_claims: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`, 0 to 600 seconds.
+    #[serde(default = "default_leeway_s")]
+    pub leeway_s: u64,
+    /// Remove `Authorization` before the request goes upstream.
+    #[serde(default = "default_true")]
+    pub hide_credentials: bool,
+    /// Username of the consumer that calls without any credential become.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous: Option<String>,
+}
+
+fn default_required_claims() -> Vec<String> {
+    vec!["exp".to_owned()]
+}
+
+fn default_leeway_s() -> u64 {
+    30
+}
+
+/// Fields of the `scopes` policy; at least one list must be non-empty.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScopesPolicy {
+    /// The caller must hold every one of these.
+    #[serde(default)]
+    pub all_of: Vec<String>,
+    /// The caller must hold at least one of these.
+    #[serde(default)]
+    pub any_of: Vec<String>,
+}
+
+impl Policy {
+    /// The policy's `type`, as written.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::RequestSizeLimit { .. } => "request-size-limit",
+            Self::KeyAuth(_) => "key-auth",
+            Self::Jwt(_) => "jwt",
+            Self::Scopes(_) => "scopes",
+        }
+    }
+
+    /// Whether the policy authenticates callers.
+    pub fn authenticates(&self) -> bool {
+        matches!(self, Self::KeyAuth(_) | Self::Jwt(_))
+    }
+
+    /// The consumer an authentication policy lets anonymous calls through as.
+    pub fn anonymous(&self) -> Option<&str> {
+        match self {
+            Self::KeyAuth(p) => p.anonymous.as_deref(),
+            Self::Jwt(p) => p.anonymous.as_deref(),
+            Self::RequestSizeLimit { .. } | Self::Scopes(_) => None,
+        }
+    }
+}
+
+/// The policies that apply to `route` (served by `service`) in a gateway
+/// with `gateway` policies. Limits (`request-size-limit`) apply from every
+/// level; for the other types the most specific level that has the type
+/// wins: the route's, else the service's, else the gateway's.
+pub fn effective_policies<'a>(route: &'a Route, service: &'a Service, gateway: &'a [Policy]) -> Vec<&'a Policy> {
+    let mut chosen: Vec<&Policy> = Vec::new();
+    for level in [route.policies.as_slice(), service.policies.as_slice(), gateway] {
+        for policy in level {
+            let accumulates = matches!(policy, Policy::RequestSizeLimit { .. });
+            if accumulates || !chosen.iter().any(|p| p.type_name() == policy.type_name()) {
+                chosen.push(policy);
+            }
+        }
+    }
+    chosen
 }
 
 /// The kinds of entity a gateway's config holds.
@@ -197,6 +412,9 @@ pub enum EntityKind {
     Service,
     Route,
     Consumer,
+    Credential,
+    /// The gateway's own settings (its `policies`), in a diff.
+    Gateway,
 }
 
 impl EntityKind {
@@ -205,6 +423,8 @@ impl EntityKind {
             Self::Service => "service",
             Self::Route => "route",
             Self::Consumer => "consumer",
+            Self::Credential => "credential",
+            Self::Gateway => "gateway",
         }
     }
 }
@@ -226,6 +446,10 @@ pub trait Entity: Clone + PartialEq + Serialize + DeserializeOwned + Send + Sync
     fn set_meta(&mut self, id: Option<Uuid>, created_at: Option<DateTime<Utc>>, updated_at: Option<DateTime<Utc>>);
     fn created_at(&self) -> Option<DateTime<Utc>>;
     fn updated_at(&self) -> Option<DateTime<Utc>>;
+    /// The name of the entity this one belongs to (a credential's consumer).
+    fn owner(&self) -> Option<&str> {
+        None
+    }
 
     /// The entity as a user would write it: without server-assigned fields.
     fn declarative(&self) -> Self {
@@ -236,7 +460,7 @@ pub trait Entity: Clone + PartialEq + Serialize + DeserializeOwned + Send + Sync
 }
 
 macro_rules! entity {
-    ($type:ty, $kind:expr, $collection:ident, $name:ident) => {
+    ($type:ty, $kind:expr, $collection:ident, $name:ident $(, owner = $owner:ident)?) => {
         impl Entity for $type {
             const KIND: EntityKind = $kind;
             const NAME_FIELD: &'static str = stringify!($name);
@@ -265,6 +489,11 @@ macro_rules! entity {
             fn updated_at(&self) -> Option<DateTime<Utc>> {
                 self.updated_at
             }
+            $(
+                fn owner(&self) -> Option<&str> {
+                    Some(&self.$owner)
+                }
+            )?
         }
     };
 }
@@ -272,6 +501,7 @@ macro_rules! entity {
 entity!(Service, EntityKind::Service, services, name);
 entity!(Route, EntityKind::Route, routes, name);
 entity!(Consumer, EntityKind::Consumer, consumers, username);
+entity!(Credential, EntityKind::Credential, credentials, name, owner = consumer);
 
 impl GatewayConfig {
     /// The config as a user would write it: entities without
@@ -281,6 +511,8 @@ impl GatewayConfig {
             services: self.services.iter().map(Entity::declarative).collect(),
             routes: self.routes.iter().map(Entity::declarative).collect(),
             consumers: self.consumers.iter().map(Entity::declarative).collect(),
+            credentials: self.credentials.iter().map(Entity::declarative).collect(),
+            policies: self.policies.clone(),
         }
     }
 
@@ -289,5 +521,6 @@ impl GatewayConfig {
         self.services.sort_by(|a, b| a.name.cmp(&b.name));
         self.routes.sort_by(|a, b| a.name.cmp(&b.name));
         self.consumers.sort_by(|a, b| a.username.cmp(&b.username));
+        self.credentials.sort_by(|a, b| a.name.cmp(&b.name));
     }
 }

@@ -5,7 +5,9 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::error::ConfigError;
-use crate::model::{Consumer, Entity, EntityKind, GatewayConfig, Policy, Route, Service};
+use sha2::{Digest, Sha256};
+
+use crate::model::{Consumer, Credential, CredentialType, Entity, EntityKind, GatewayConfig, JwtAlgorithm, Policy, Route, Service};
 
 /// Longest entity or gateway name.
 pub const MAX_NAME_LEN: usize = 64;
@@ -14,6 +16,8 @@ const MAX_TARGETS: usize = 1_000;
 const MAX_WEIGHT: u32 = 1_000;
 const MAX_PATH_LEN: usize = 1_024;
 const MAX_TAGS: usize = 32;
+const MAX_SCOPE_LEN: usize = 128;
+const MIN_HMAC_SECRET: usize = 32;
 const METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"];
 
 type Result<T = ()> = std::result::Result<T, ConfigError>;
@@ -61,7 +65,7 @@ impl Validate for Service {
         }
         in_range("timeouts.connect_ms", self.timeouts.connect_ms, 1, 60_000)?;
         in_range("timeouts.request_ms", self.timeouts.request_ms, 1, 3_600_000)?;
-        policies(&self.policies)?;
+        policies("policies", &mut self.policies)?;
         tags(&self.tags)
     }
 }
@@ -115,7 +119,7 @@ impl Validate for Route {
                 "a route needs at least one of paths, hosts, methods or headers (use \"/\" to take every path)",
             ));
         }
-        policies(&self.policies)?;
+        policies("policies", &mut self.policies)?;
         tags(&self.tags)
     }
 }
@@ -131,8 +135,137 @@ impl Validate for Consumer {
         {
             return Err(ConfigError::invalid("custom_id", "must be 1 to 256 characters without control characters"));
         }
+        scopes("scopes", &self.scopes)?;
         tags(&self.tags)
     }
+}
+
+impl Validate for Credential {
+    fn normalize_and_validate(&mut self) -> Result {
+        let fields: [(&str, bool); 8] = [
+            ("key", self.key.is_some()),
+            ("key_hash", self.key_hash.is_some()),
+            ("issuer", self.issuer.is_some()),
+            ("algorithm", self.algorithm.is_some()),
+            ("secret", self.secret.is_some()),
+            ("public_key", self.public_key.is_some()),
+            ("jwks_url", self.jwks_url.is_some()),
+            ("key_id", self.key_id.is_some()),
+        ];
+        let (kind, allowed): (&str, &[&str]) = match self.kind {
+            CredentialType::KeyAuth => ("key-auth", &["key_hash"]),
+            CredentialType::Jwt => ("jwt", &["issuer", "algorithm", "secret", "public_key", "jwks_url", "key_id"]),
+        };
+        if let Some((field, _)) = fields.iter().find(|(field, given)| *given && !allowed.contains(field)) {
+            return Err(ConfigError::invalid(*field, format!("is not a field of a {kind} credential")));
+        }
+        match self.kind {
+            CredentialType::KeyAuth => self.validate_key_auth()?,
+            CredentialType::Jwt => self.validate_jwt()?,
+        }
+        if self.name.is_empty() {
+            self.name = self.derived_name();
+        }
+        name("name", &self.name)?;
+        if self.consumer.is_empty() {
+            return Err(ConfigError::invalid("consumer", "must name the consumer (username) this credential belongs to"));
+        }
+        tags(&self.tags)
+    }
+}
+
+impl Credential {
+    fn validate_key_auth(&mut self) -> Result {
+        let hash = self.key_hash.as_mut().ok_or_else(|| ConfigError::invalid("key", "a key-auth credential needs a key"))?;
+        hash.make_ascii_lowercase();
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ConfigError::invalid("key_hash", "must be 64 hex digits (as exported; send `key` to set a new key)"));
+        }
+        Ok(())
+    }
+
+    fn validate_jwt(&self) -> Result {
+        let issuer = self.issuer.as_deref().ok_or_else(|| ConfigError::invalid("issuer", "a jwt credential needs the tokens' issuer"))?;
+        if issuer.is_empty() || issuer.len() > 512 || issuer.chars().any(char::is_control) {
+            return Err(ConfigError::invalid("issuer", "must be 1 to 512 characters without control characters"));
+        }
+        let algorithm = self.algorithm.ok_or_else(|| {
+            ConfigError::invalid(
+                "algorithm",
+                "a jwt credential needs its algorithm (HS256, HS384, HS512, RS256, RS384, RS512, ES256, ES384 or EdDSA)",
+            )
+        })?;
+        if algorithm.is_hmac() {
+            let secret = self.secret.as_deref().ok_or_else(|| ConfigError::invalid("secret", format!("{algorithm:?} needs a secret")))?;
+            if secret.len() < MIN_HMAC_SECRET || secret.len() > 4096 {
+                return Err(ConfigError::invalid("secret", format!("must be {MIN_HMAC_SECRET} to 4096 bytes")));
+            }
+            for (field, given) in [("public_key", self.public_key.is_some()), ("jwks_url", self.jwks_url.is_some())] {
+                if given {
+                    return Err(ConfigError::invalid(field, format!("{algorithm:?} verifies with a secret, not a public key")));
+                }
+            }
+        } else {
+            if self.secret.is_some() {
+                return Err(ConfigError::invalid("secret", format!("{algorithm:?} verifies with a public key, not a secret")));
+            }
+            match (&self.public_key, &self.jwks_url) {
+                (Some(pem), None) => public_key("public_key", algorithm, pem)?,
+                (None, Some(url)) => {
+                    jwks_url("jwks_url", url)?;
+                    if self.key_id.is_some() {
+                        return Err(ConfigError::invalid("key_id", "a JWKS names its own keys; leave key_id out with jwks_url"));
+                    }
+                }
+                _ => return Err(ConfigError::invalid("public_key", format!("{algorithm:?} needs exactly one of public_key or jwks_url"))),
+            }
+        }
+        if let Some(kid) = &self.key_id
+            && (kid.is_empty() || kid.len() > 256 || kid.chars().any(char::is_control))
+        {
+            return Err(ConfigError::invalid("key_id", "must be 1 to 256 characters without control characters"));
+        }
+        Ok(())
+    }
+
+    /// A stable name from what identifies the credential, so that a
+    /// declarative document without names applies idempotently.
+    fn derived_name(&self) -> String {
+        match self.kind {
+            CredentialType::KeyAuth => format!("key-{}", &self.key_hash.as_deref().unwrap_or_default()[..12]),
+            CredentialType::Jwt => {
+                let identity = format!("{}\n{}", self.issuer.as_deref().unwrap_or_default(), self.key_id.as_deref().unwrap_or_default());
+                format!("jwt-{}", &hex::encode(Sha256::digest(identity.as_bytes()))[..12])
+            }
+        }
+    }
+}
+
+/// Checks an API key as a user sends it: 16 to 256 visible ASCII characters.
+pub fn api_key(field: &str, key: &str) -> Result {
+    if key.len() < 16 || key.len() > 256 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError::invalid(field, "must be 16 to 256 visible ASCII characters"));
+    }
+    Ok(())
+}
+
+fn public_key(field: &str, algorithm: JwtAlgorithm, pem: &str) -> Result {
+    use jsonwebtoken::DecodingKey;
+    let parsed = match algorithm {
+        JwtAlgorithm::RS256 | JwtAlgorithm::RS384 | JwtAlgorithm::RS512 => DecodingKey::from_rsa_pem(pem.as_bytes()).map(drop),
+        JwtAlgorithm::ES256 | JwtAlgorithm::ES384 => DecodingKey::from_ec_pem(pem.as_bytes()).map(drop),
+        JwtAlgorithm::EdDSA => DecodingKey::from_ed_pem(pem.as_bytes()).map(drop),
+        JwtAlgorithm::HS256 | JwtAlgorithm::HS384 | JwtAlgorithm::HS512 => Ok(()),
+    };
+    parsed.map_err(|e| ConfigError::invalid(field, format!("is not a PEM public key for {algorithm:?}: {e}")))
+}
+
+fn jwks_url(field: &str, url: &str) -> Result {
+    let uri: http::Uri = url.parse().map_err(|e| ConfigError::invalid(field, format!("'{url}' is not a valid URL: {e}")))?;
+    if !matches!(uri.scheme_str(), Some("https" | "http")) || uri.host().is_none_or(str::is_empty) {
+        return Err(ConfigError::invalid(field, format!("'{url}' must be an absolute https:// (or http://) URL")));
+    }
+    Ok(())
 }
 
 /// Normalizes and checks a whole config: every entity, unique names and
@@ -143,7 +276,11 @@ pub fn config(config: &mut GatewayConfig) -> Result {
     entities(&mut config.services)?;
     entities(&mut config.routes)?;
     entities(&mut config.consumers)?;
+    entities(&mut config.credentials)?;
+    policies("policies", &mut config.policies)?;
     unique_by(&config.consumers, "custom_id", |c| c.custom_id.clone())?;
+    credentials(config)?;
+    anonymous_consumers(config)?;
     let services: HashSet<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
     for (i, route) in config.routes.iter().enumerate() {
         if !services.contains(route.service.as_str()) {
@@ -154,6 +291,7 @@ pub fn config(config: &mut GatewayConfig) -> Result {
         }
     }
     identical_routes(&config.routes)?;
+    scopes_need_authentication(config)?;
     config.sort();
     Ok(())
 }
@@ -163,8 +301,88 @@ pub fn config(config: &mut GatewayConfig) -> Result {
 pub fn referrers<'a>(config: &'a GatewayConfig, kind: EntityKind, name: &str) -> Vec<(EntityKind, &'a str)> {
     match kind {
         EntityKind::Service => config.routes.iter().filter(|r| r.service == name).map(|r| (EntityKind::Route, r.name.as_str())).collect(),
-        EntityKind::Route | EntityKind::Consumer => Vec::new(),
+        EntityKind::Consumer => {
+            let credentials = config.credentials.iter().filter(|c| c.consumer == name).map(|c| (EntityKind::Credential, c.name.as_str()));
+            let anonymous = |policies: &[Policy]| policies.iter().any(|p| p.anonymous() == Some(name));
+            let routes = config.routes.iter().filter(|r| anonymous(&r.policies)).map(|r| (EntityKind::Route, r.name.as_str()));
+            let services = config.services.iter().filter(|s| anonymous(&s.policies)).map(|s| (EntityKind::Service, s.name.as_str()));
+            let gateway = anonymous(&config.policies).then_some((EntityKind::Gateway, "policies"));
+            credentials.chain(routes).chain(services).chain(gateway).collect()
+        }
+        EntityKind::Route | EntityKind::Credential | EntityKind::Gateway => Vec::new(),
     }
+}
+
+/// Credentials belong to existing consumers, and each identifies one:
+/// a key hash is used once, and an issuer's keys are told apart by key id
+/// (an issuer served by a JWKS has one credential).
+fn credentials(config: &GatewayConfig) -> Result {
+    let consumers: HashSet<&str> = config.consumers.iter().map(|c| c.username.as_str()).collect();
+    let mut hashes = HashMap::new();
+    let mut jwt_keys: HashMap<(&str, Option<&str>), &str> = HashMap::new();
+    let mut jwks_issuers: HashMap<&str, &str> = HashMap::new();
+    for (i, credential) in config.credentials.iter().enumerate() {
+        let field = |f: &str| format!("credentials[{i}].{f}");
+        if !consumers.contains(credential.consumer.as_str()) {
+            return Err(ConfigError::invalid(field("consumer"), format!("consumer '{}' does not exist", credential.consumer)));
+        }
+        if let Some(hash) = &credential.key_hash
+            && let Some(other) = hashes.insert(hash.as_str(), credential.name.as_str())
+        {
+            return Err(ConfigError::conflict(field("key"), format!("the same key is already credential '{other}'")));
+        }
+        let Some(issuer) = credential.issuer.as_deref() else { continue };
+        let clash = if credential.jwks_url.is_some() {
+            jwks_issuers.insert(issuer, &credential.name).or_else(|| jwt_keys.keys().find(|(iss, _)| *iss == issuer).map(|k| jwt_keys[k]))
+        } else {
+            jwks_issuers.get(issuer).copied().or_else(|| jwt_keys.insert((issuer, credential.key_id.as_deref()), &credential.name))
+        };
+        if let Some(other) = clash {
+            return Err(ConfigError::conflict(
+                field("issuer"),
+                format!("credential '{other}' already verifies tokens of issuer '{issuer}' (give each key of an issuer its own key_id)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A route whose policies check scopes must also authenticate its callers.
+fn scopes_need_authentication(config: &GatewayConfig) -> Result {
+    let services: HashMap<&str, &crate::model::Service> = config.services.iter().map(|s| (s.name.as_str(), s)).collect();
+    for (i, route) in config.routes.iter().enumerate() {
+        let Some(service) = services.get(route.service.as_str()) else { continue };
+        let policies = crate::model::effective_policies(route, service, &config.policies);
+        if policies.iter().any(|p| matches!(p, Policy::Scopes(_))) && !policies.iter().any(|p| p.authenticates()) {
+            return Err(ConfigError::invalid(
+                format!("routes[{i}].policies"),
+                format!("route '{}' checks scopes but no key-auth or jwt policy applies to it", route.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every `anonymous` consumer that an authentication policy names exists.
+fn anonymous_consumers(config: &GatewayConfig) -> Result {
+    let consumers: HashSet<&str> = config.consumers.iter().map(|c| c.username.as_str()).collect();
+    let lists = config
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (format!("routes[{i}].policies"), &r.policies))
+        .chain(config.services.iter().enumerate().map(|(i, s)| (format!("services[{i}].policies"), &s.policies)))
+        .chain(std::iter::once(("policies".to_owned(), &config.policies)));
+    for (field, list) in lists {
+        for (j, policy) in list.iter().enumerate() {
+            if let Some(anonymous) = policy.anonymous()
+                && !consumers.contains(anonymous)
+            {
+                return Err(ConfigError::invalid(format!("{field}[{j}].anonymous"), format!("consumer '{anonymous}' does not exist")));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn entities<E: Entity + Validate>(list: &mut [E]) -> Result {
@@ -297,16 +515,73 @@ fn host_pattern(field: &str, host: &str) -> Result {
     Ok(())
 }
 
-fn policies(list: &[Policy]) -> Result {
-    bounded("policies", list.len(), MAX_LIST)?;
-    for (i, policy) in list.iter().enumerate() {
+/// Checks a list of policies: each on its own, and at most one of each type.
+fn policies(field: &str, list: &mut [Policy]) -> Result {
+    bounded(field, list.len(), MAX_LIST)?;
+    let mut types = HashSet::new();
+    for (i, policy) in list.iter_mut().enumerate() {
+        let at = |f: &str| format!("{field}[{i}].{f}");
+        if !types.insert(policy.type_name()) {
+            return Err(ConfigError::invalid(format!("{field}[{i}]"), format!("only one '{}' policy is allowed here", policy.type_name())));
+        }
         match policy {
-            Policy::RequestSizeLimit { max_bytes } => {
-                in_range(&format!("policies[{i}].max_bytes"), *max_bytes, 1, 1 << 30)?;
+            Policy::RequestSizeLimit { max_bytes } => in_range(&at("max_bytes"), *max_bytes, 1, 1 << 30)?,
+            Policy::KeyAuth(p) => {
+                p.header.make_ascii_lowercase();
+                if p.header.is_empty() || p.header.len() > 128 || !p.header.bytes().all(is_token_byte) {
+                    return Err(ConfigError::invalid(at("header"), "is not a valid header name"));
+                }
+                if let Some(query) = &p.query
+                    && (query.is_empty() || query.len() > 128 || !query.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)))
+                {
+                    return Err(ConfigError::invalid(
+                        at("query"),
+                        "must be 1 to 128 characters of A-Z, a-z, 0-9, '-', '.', '_', '~' (or null)",
+                    ));
+                }
+            }
+            Policy::Jwt(p) => {
+                bounded(&at("audience"), p.audience.len(), MAX_LIST)?;
+                for (j, audience) in p.audience.iter().enumerate() {
+                    if audience.is_empty() || audience.len() > 512 || audience.chars().any(char::is_control) {
+                        return Err(ConfigError::invalid(
+                            at(&format!("audience[{j}]")),
+                            "must be 1 to 512 characters without control characters",
+                        ));
+                    }
+                }
+                bounded(&at("required_claims"), p.required_claims.len(), 16)?;
+                for (j, claim) in p.required_claims.iter().enumerate() {
+                    if claim.is_empty() || claim.len() > 64 || !claim.bytes().all(|b| b.is_ascii_graphic()) {
+                        return Err(ConfigError::invalid(at(&format!("required_claims[{j}]")), "must be 1 to 64 visible ASCII characters"));
+                    }
+                }
+                unique(&at("required_claims"), &p.required_claims)?;
+                in_range(&at("leeway_s"), p.leeway_s, 0, 600)?;
+            }
+            Policy::Scopes(p) => {
+                scopes(&at("all_of"), &p.all_of)?;
+                scopes(&at("any_of"), &p.any_of)?;
+                if p.all_of.is_empty() && p.any_of.is_empty() {
+                    return Err(ConfigError::invalid(at("all_of"), "name at least one scope in all_of or any_of"));
+                }
             }
         }
     }
     Ok(())
+}
+
+fn scopes(field: &str, list: &[String]) -> Result {
+    bounded(field, list.len(), MAX_LIST)?;
+    for (i, scope) in list.iter().enumerate() {
+        if scope.is_empty() || scope.len() > MAX_SCOPE_LEN || !scope.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
+            return Err(ConfigError::invalid(
+                format!("{field}[{i}]"),
+                "must be 1 to 128 visible ASCII characters, without quotes or backslashes",
+            ));
+        }
+    }
+    unique(field, list)
 }
 
 fn tags(list: &[String]) -> Result {

@@ -84,6 +84,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         header_read_timeout_ms: 10_000,
         drain_timeout_ms: 5_000,
         worker_threads: None,
+        token_cache_size: 10_000,
         log_format: "text".into(),
     };
     let data_plane = tokio::spawn(portico_dp::server::run(dp_settings));

@@ -65,11 +65,16 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(digest(token))
 }
 
-/// A new random token: `pt_` and 256 bits, URL-safe base64.
+/// A new random admin token: `pt_` and 256 bits.
 pub fn generate_token() -> String {
+    generate_secret("pt_")
+}
+
+/// A new random secret: `prefix` and 256 bits, URL-safe base64.
+pub fn generate_secret(prefix: &str) -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
-    format!("pt_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// Middleware: authenticates the caller, checks the role, and hands the

@@ -16,6 +16,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::auth::Principal;
+use super::credentials::seal_all;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Document, Format, Path, change_message, if_match};
 use super::{AppState, VERSION_HEADER, written};
@@ -85,6 +86,7 @@ pub(super) async fn import(
                 return Err(ApiError::Stale(format!("the config is now at hash {}, not {expected}", current.hash)));
             }
             let mut desired = desired.clone();
+            seal_all(&mut desired, &state.keys)?;
             validate::config(&mut desired)?;
             before = current.config.clone();
             Ok(merge(&current.config, desired, Utc::now()))
@@ -104,6 +106,7 @@ pub(super) async fn diff(
     Document(mut desired): Document<GatewayConfig>,
 ) -> Result<Json<DiffPreview>, ApiError> {
     let current = state.current(&gw).await?;
+    seal_all(&mut desired, &state.keys)?;
     validate::config(&mut desired)?;
     Ok(Json(DiffPreview { base_version: current.version, base_hash: current.hash, diff: config_diff(&current.config, &desired) }))
 }

@@ -1,7 +1,9 @@
-//! CRUD for the entities of a gateway (services, routes, consumers), written
-//! once against [`Entity`] and instantiated per kind by `entity_api!`, which
-//! also gives each kind its OpenAPI operations. Entities are addressed by id
-//! or by name; `If-Match` takes the `ETag` of a previous read.
+//! CRUD for the entities of a gateway (services, routes, consumers,
+//! credentials), written once against [`Entity`] and instantiated per kind
+//! by `entity_api!`, which also gives each kind its OpenAPI operations
+//! (credentials, which live under their consumer, have their own handlers
+//! in `credentials`). Entities are addressed by id or by name; `If-Match`
+//! takes the `ETag` of a previous read.
 
 use axum::Json;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -50,13 +52,35 @@ pub fn etag<E: Entity>(entity: &E) -> String {
     format!("\"{}\"", &portico_shared::snapshot::hash(&bytes)[..20])
 }
 
-fn find<'a, E: Entity>(config: &'a GatewayConfig, key: &str) -> Option<(usize, &'a E)> {
-    let id = Uuid::parse_str(key).ok();
-    E::collection(config).iter().enumerate().find(|(_, e)| id.is_some_and(|id| e.id() == Some(id)) || e.name() == key)
+/// Where a request looks for entities: a gateway, and for entities that
+/// belong to another (a consumer's credentials) that owner's name.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    pub gateway: &'a str,
+    pub owner: Option<&'a str>,
 }
 
-fn not_found<E: Entity>(gateway: &str, key: &str) -> ApiError {
-    ApiError::not_found(format!("{} '{key}' in gateway '{gateway}'", E::KIND.as_str()))
+impl<'a> Scope<'a> {
+    pub fn gateway(gateway: &'a str) -> Self {
+        Self { gateway, owner: None }
+    }
+
+    fn contains<E: Entity>(&self, entity: &E) -> bool {
+        self.owner.is_none_or(|owner| entity.owner() == Some(owner))
+    }
+
+    fn not_found<E: Entity>(&self, key: &str) -> ApiError {
+        let owner = self.owner.map(|o| format!(" of '{o}'")).unwrap_or_default();
+        ApiError::not_found(format!("{} '{key}'{owner} in gateway '{}'", E::KIND.as_str(), self.gateway))
+    }
+}
+
+fn find<'a, E: Entity>(config: &'a GatewayConfig, scope: Scope<'_>, key: &str) -> Option<(usize, &'a E)> {
+    let id = Uuid::parse_str(key).ok();
+    E::collection(config)
+        .iter()
+        .enumerate()
+        .find(|(_, e)| (id.is_some_and(|id| e.id() == Some(id)) || e.name() == key) && scope.contains(*e))
 }
 
 fn check_if_match<E: Entity>(headers: &HeaderMap, current: &E) -> Result<(), ApiError> {
@@ -100,9 +124,19 @@ fn prepare<E: Entity + Validate>(mut entity: E, config: &GatewayConfig, index: u
     Ok((entity, next))
 }
 
-fn entity_response<E: Entity>(status: StatusCode, published: &Published, id: Uuid, location: Option<String>) -> Result<Response, ApiError> {
+/// The response to a write of the entity `id`: the entity as stored, after
+/// `reveal` (which adds what is shown only once, such as a new API key).
+pub fn entity_response<E: Entity>(
+    status: StatusCode,
+    published: &Published,
+    id: Uuid,
+    location: Option<String>,
+    reveal: impl FnOnce(&mut E),
+) -> Result<Response, ApiError> {
     let entity = E::collection(&published.config).iter().find(|e| e.id() == Some(id)).ok_or(ApiError::Internal)?;
-    let mut response = written(status, published.version, Json(entity)).into_response();
+    let mut shown = entity.clone();
+    reveal(&mut shown);
+    let mut response = written(status, published.version, Json(shown)).into_response();
     let headers = response.headers_mut();
     headers.insert(header::ETAG, HeaderValue::from_str(&etag(entity)).map_err(|_| ApiError::Internal)?);
     if let Some(location) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
@@ -111,14 +145,15 @@ fn entity_response<E: Entity>(status: StatusCode, published: &Published, id: Uui
     Ok(response)
 }
 
-pub async fn list<E: Entity>(state: &AppState, gateway: &str, page: Page) -> Result<Json<List<E>>, ApiError> {
-    let current = state.current(gateway).await?;
-    Ok(Json(List::page(E::collection(&current.config).clone(), page)?))
+pub async fn list<E: Entity>(state: &AppState, scope: Scope<'_>, page: Page) -> Result<Json<List<E>>, ApiError> {
+    let current = state.current(scope.gateway).await?;
+    let items = E::collection(&current.config).iter().filter(|e| scope.contains(*e)).cloned().collect();
+    Ok(Json(List::page(items, page)?))
 }
 
-pub async fn get<E: Entity>(state: &AppState, gateway: &str, key: &str) -> Result<Response, ApiError> {
-    let current = state.current(gateway).await?;
-    let (_, entity) = find::<E>(&current.config, key).ok_or_else(|| not_found::<E>(gateway, key))?;
+pub async fn get<E: Entity>(state: &AppState, scope: Scope<'_>, key: &str) -> Result<Response, ApiError> {
+    let current = state.current(scope.gateway).await?;
+    let (_, entity) = find::<E>(&current.config, scope, key).ok_or_else(|| scope.not_found::<E>(key))?;
     let etag = HeaderValue::from_str(&etag(entity)).map_err(|_| ApiError::Internal)?;
     Ok(([(header::ETAG, etag)], Json(entity.clone())).into_response())
 }
@@ -128,8 +163,21 @@ pub async fn create<E: Entity + Validate>(
     principal: &Principal,
     headers: &HeaderMap,
     gateway: &str,
-    mut entity: E,
+    entity: E,
 ) -> Result<Response, ApiError> {
+    let (published, id) = create_entity(state, principal, headers, gateway, entity).await?;
+    let location = format!("/api/v1/gateways/{gateway}/{}/{id}", E::COLLECTION);
+    entity_response::<E>(StatusCode::CREATED, &published, id, Some(location), |_| {})
+}
+
+/// Adds `entity` to the gateway's config; the version and the new id.
+pub async fn create_entity<E: Entity + Validate>(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    gateway: &str,
+    mut entity: E,
+) -> Result<(Published, Uuid), ApiError> {
     let id = entity.id().unwrap_or_else(Uuid::new_v4);
     let now = Utc::now();
     entity.set_meta(Some(id), Some(now), Some(now));
@@ -146,8 +194,7 @@ pub async fn create<E: Entity + Validate>(
             prepare(entity.clone(), config, index).map(|(_, next)| next)
         })
         .await?;
-    let location = format!("/api/v1/gateways/{gateway}/{}/{id}", E::COLLECTION);
-    entity_response::<E>(StatusCode::CREATED, &published, id, Some(location))
+    Ok((published, id))
 }
 
 /// `PUT`: replaces the entity's fields (its id and creation time stay).
@@ -159,7 +206,8 @@ pub async fn replace<E: Entity + Validate>(
     key: &str,
     replacement: E,
 ) -> Result<Response, ApiError> {
-    update::<E>(state, principal, headers, gateway, key, |_| Ok(replacement.clone())).await
+    let (published, id) = update_entity::<E>(state, principal, headers, Scope::gateway(gateway), key, |_| Ok(replacement.clone())).await?;
+    entity_response::<E>(StatusCode::OK, &published, id, None, |_| {})
 }
 
 /// `PATCH`: a JSON merge patch (RFC 7396) on the entity's fields.
@@ -171,26 +219,34 @@ pub async fn patch<E: Entity + Validate>(
     key: &str,
     merge_patch: serde_json::Value,
 ) -> Result<Response, ApiError> {
+    let (published, id) =
+        update_entity::<E>(state, principal, headers, Scope::gateway(gateway), key, |current| apply_merge_patch(current, &merge_patch))
+            .await?;
+    entity_response::<E>(StatusCode::OK, &published, id, None, |_| {})
+}
+
+/// `current` with a JSON merge patch (RFC 7396) applied to its fields.
+pub fn apply_merge_patch<E: Entity>(current: &E, merge_patch: &serde_json::Value) -> Result<E, ApiError> {
     if !merge_patch.is_object() {
         return Err(ApiError::invalid("", "a merge patch must be a JSON object"));
     }
-    update::<E>(state, principal, headers, gateway, key, |current| {
-        let mut document = serde_json::to_value(current.declarative()).map_err(|_| ApiError::Internal)?;
-        json_patch::merge(&mut document, &merge_patch);
-        let bytes = serde_json::to_vec(&document).map_err(|_| ApiError::Internal)?;
-        Ok(parse::from_json(&bytes)?)
-    })
-    .await
+    let mut document = serde_json::to_value(current.declarative()).map_err(|_| ApiError::Internal)?;
+    json_patch::merge(&mut document, merge_patch);
+    let bytes = serde_json::to_vec(&document).map_err(|_| ApiError::Internal)?;
+    Ok(parse::from_json(&bytes)?)
 }
 
-async fn update<E: Entity + Validate>(
+/// Replaces the entity `key` of `scope` by what `edit` makes of it; the
+/// version and the entity's id.
+pub async fn update_entity<E: Entity + Validate>(
     state: &AppState,
     principal: &Principal,
     headers: &HeaderMap,
-    gateway: &str,
+    scope: Scope<'_>,
     key: &str,
     edit: impl Fn(&E) -> Result<E, ApiError>,
-) -> Result<Response, ApiError> {
+) -> Result<(Published, Uuid), ApiError> {
+    let gateway = scope.gateway;
     let message = change_message(headers)?;
     let publication = Publication { author: &principal.name, message: &message, rollback_of: None };
     let mut id = None;
@@ -198,7 +254,7 @@ async fn update<E: Entity + Validate>(
         .publisher
         .change(gateway, &publication, |current| {
             let config = &current.config;
-            let (index, existing) = find::<E>(config, key).ok_or_else(|| not_found::<E>(gateway, key))?;
+            let (index, existing) = find::<E>(config, scope, key).ok_or_else(|| scope.not_found::<E>(key))?;
             check_if_match(headers, existing)?;
             let mut entity = edit(existing)?;
             if entity.name() != existing.name() {
@@ -214,22 +270,23 @@ async fn update<E: Entity + Validate>(
             Ok::<_, ApiError>(next)
         })
         .await?;
-    entity_response::<E>(StatusCode::OK, &published, id.ok_or(ApiError::Internal)?, None)
+    Ok((published, id.ok_or(ApiError::Internal)?))
 }
 
 pub async fn delete<E: Entity>(
     state: &AppState,
     principal: &Principal,
     headers: &HeaderMap,
-    gateway: &str,
+    scope: Scope<'_>,
     key: &str,
 ) -> Result<Response, ApiError> {
+    let gateway = scope.gateway;
     let message = change_message(headers)?;
     let publication = Publication { author: &principal.name, message: &message, rollback_of: None };
     let published = state
         .publisher
         .change(gateway, &publication, |current| {
-            let (index, existing) = find::<E>(&current.config, key).ok_or_else(|| not_found::<E>(gateway, key))?;
+            let (index, existing) = find::<E>(&current.config, scope, key).ok_or_else(|| scope.not_found::<E>(key))?;
             check_if_match(headers, existing)?;
             refuse_if_referenced(&current.config, existing)?;
             let mut next = current.config.clone();
@@ -262,7 +319,7 @@ macro_rules! entity_api {
 
             use crate::api::AppState;
             use crate::api::auth::Principal;
-            use crate::api::entities::{self, List};
+            use crate::api::entities::{self, List, Scope};
             use crate::api::error::{ApiError, ErrorBody};
             use crate::api::extract::{JsonBody, Page, Path, Query};
             #[allow(unused_imports)]
@@ -271,7 +328,7 @@ macro_rules! entity_api {
             #[utoipa::path(get, path = $list_path, tag = $tag, params(("gw" = String, Path, description = "Gateway name"), Page),
                 responses((status = 200, body = List<$type>), (status = 404, body = ErrorBody)))]
             pub(crate) async fn list(State(state): State<AppState>, Path(gw): Path<String>, Query(page): Query<Page>) -> Result<Json<List<$type>>, ApiError> {
-                entities::list::<$type>(&state, &gw, page).await
+                entities::list::<$type>(&state, Scope::gateway(&gw), page).await
             }
 
             #[utoipa::path(post, path = $list_path, tag = $tag, params(("gw" = String, Path, description = "Gateway name")),
@@ -287,7 +344,7 @@ macro_rules! entity_api {
                 params(("gw" = String, Path, description = "Gateway name"), ("key" = String, Path, description = "Id or name")),
                 responses((status = 200, body = $type, headers(("ETag" = String))), (status = 404, body = ErrorBody)))]
             pub(crate) async fn get(State(state): State<AppState>, Path((gw, key)): Path<(String, String)>) -> Result<Response, ApiError> {
-                entities::get::<$type>(&state, &gw, &key).await
+                entities::get::<$type>(&state, Scope::gateway(&gw), &key).await
             }
 
             #[utoipa::path(put, path = $one_path, tag = $tag,
@@ -318,7 +375,7 @@ macro_rules! entity_api {
                 responses((status = 204, headers(("Portico-Config-Version" = u64))), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
             pub(crate) async fn delete(State(state): State<AppState>, Extension(principal): Extension<Principal>, headers: HeaderMap,
                 Path((gw, key)): Path<(String, String)>) -> Result<Response, ApiError> {
-                entities::delete::<$type>(&state, &principal, &headers, &gw, &key).await
+                entities::delete::<$type>(&state, &principal, &headers, Scope::gateway(&gw), &key).await
             }
         }
     };

@@ -6,11 +6,13 @@
 
 pub mod auth;
 pub mod config;
+pub mod credentials;
 pub mod entities;
 pub mod error;
 pub mod extract;
 pub mod fleet;
 pub mod gateways;
+pub mod policies;
 pub mod tokens;
 pub mod versions;
 
@@ -24,6 +26,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+
+use portico_shared::secret::KeyHasher;
 
 use self::auth::Authenticator;
 use self::error::ApiError;
@@ -42,6 +46,8 @@ pub struct AppState {
     pub store: Store,
     pub publisher: Publisher,
     pub auth: Authenticator,
+    /// Hashes API keys (derived from the cluster token, as data planes do).
+    pub keys: KeyHasher,
     /// Heartbeat interval of the config streams (for the fleet view's staleness).
     pub heartbeat: Duration,
 }
@@ -69,14 +75,15 @@ pub fn written(status: StatusCode, version: u64, body: impl IntoResponse) -> Res
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Portico admin API", description = "Configure Portico gateways: services, routes, consumers, versions and data planes."),
+    info(title = "Portico admin API", description = "Configure Portico gateways: services, routes, consumers and their credentials, policies, versions and data planes."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     tags(
         (name = "gateways", description = "Independently versioned front doors"),
         (name = "services", description = "Where traffic goes"),
         (name = "routes", description = "What traffic a gateway takes"),
-        (name = "consumers", description = "Who calls"),
+        (name = "consumers", description = "Who calls, and their credentials"),
+        (name = "policies", description = "Policies for every route of a gateway"),
         (name = "config", description = "A gateway's whole config, declaratively"),
         (name = "versions", description = "History and rollback"),
         (name = "data-planes", description = "The fleet"),
@@ -107,6 +114,9 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(entities::routes::get, entities::routes::replace, entities::routes::patch, entities::routes::delete))
         .routes(routes!(entities::consumers::list, entities::consumers::create))
         .routes(routes!(entities::consumers::get, entities::consumers::replace, entities::consumers::patch, entities::consumers::delete))
+        .routes(routes!(credentials::list, credentials::create))
+        .routes(routes!(credentials::get, credentials::replace, credentials::patch, credentials::delete))
+        .routes(routes!(policies::get, policies::replace))
         .routes(routes!(config::export, config::import))
         .routes(routes!(config::diff))
         .routes(routes!(versions::list))

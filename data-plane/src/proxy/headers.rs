@@ -10,7 +10,7 @@ const HOP_BY_HOP: [&str; 8] =
     ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "proxy-authorization"];
 
 /// Identity headers only the gateway may set, in their canonical form.
-const IDENTITY: [&str; 4] = ["x-consumer-id", "x-consumer-username", "x-user-id", "x-scopes"];
+const IDENTITY: [&str; 5] = ["x-consumer-id", "x-consumer-username", "x-user-id", "x-scopes", "x-anonymous-consumer"];
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

@@ -1,5 +1,6 @@
-//! The request pipeline: request id → route match → size limit → header
-//! rewriting → upstream call (with timeouts) → response headers, with
+//! The request pipeline: request id → route match → size limit →
+//! authentication and scopes → header rewriting (identity headers in) →
+//! upstream call (with timeouts) → response headers, with
 //! metrics and one span per request. The span is debug-level
 //! (`RUST_LOG=portico_dp=debug` shows it with each request's events): at the
 //! default `info` a per-request span cost a fifth of the throughput and
@@ -83,8 +84,15 @@ async fn forward(
         return Err(fail(ProxyError::BodyTooLarge { limit: route.max_body_bytes }));
     }
 
-    let upstream_path = if route.strip_path { strip_prefix(&path, &matched.prefix) } else { &path };
     let (mut parts, body) = request.into_parts();
+    let identity = match runtime.auth.authenticate(&route.auth, &mut parts).await {
+        Ok(identity) => identity,
+        Err(error) => {
+            crate::metrics::auth_refused(name.clone(), error.status());
+            return Err(fail(error));
+        }
+    };
+    let upstream_path = if route.strip_path { strip_prefix(&path, &matched.prefix) } else { &path };
     let target = route.upstream.pick();
     let path_and_query = match parts.uri.query() {
         Some(query) => format!("{upstream_path}?{query}"),
@@ -99,6 +107,9 @@ async fn forward(
     let upgrade = headers::upgrade_protocol(&parts.headers);
     let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
     prepare_headers(&mut parts.headers, route, client, request_id, original_host, &target.host, upgrade);
+    if let Some(identity) = &identity {
+        runtime.auth.add_identity_headers(identity, &mut parts.headers);
+    }
     parts.version = Version::HTTP_11;
 
     let limit = usize::try_from(route.max_body_bytes).unwrap_or(usize::MAX);
