@@ -422,3 +422,108 @@ async fn openapi_documents_every_endpoint() {
         assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema} missing");
     }
 }
+
+const CONSUMERS: &str = "/api/v1/gateways/default/consumers";
+const ALICE_CREDENTIALS: &str = "/api/v1/gateways/default/consumers/alice/credentials";
+const TEST_RSA_PUBLIC: &str = include_str!("../../test-support/keys/rsa.pub.pem");
+
+#[tokio::test]
+async fn api_keys_are_generated_shown_once_and_stored_only_as_keyed_hashes() {
+    let api = Api::new().await;
+    assert_eq!(api.write(Method::POST, CONSUMERS, json!({"username": "alice", "scopes": ["read"]})).await.status, StatusCode::CREATED);
+    let created = api.write(Method::POST, ALICE_CREDENTIALS, json!({"type": "key-auth"})).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let body = created.json();
+    let key = body["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("pk_") && key.len() >= 40, "a strong generated key: {key}");
+    assert_eq!(body["consumer"], "alice");
+    let expected_hash = KeyHasher::from_cluster_token(CLUSTER_TOKEN).hash_hex(&key);
+    assert_eq!(body["key_hash"], expected_hash.as_str());
+    let id = body["id"].as_str().unwrap().to_owned();
+
+    let read = api.get(&format!("{ALICE_CREDENTIALS}/{id}")).await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert!(!read.text.contains(&key), "the key is shown once only");
+    let export = api.get("/api/v1/gateways/default/config").await;
+    assert!(!export.text.contains(&key) && export.text.contains(&expected_hash), "exports carry the hash, never the key");
+    let version = api.get("/api/v1/gateways/default/versions/2").await;
+    assert!(!version.text.contains(&key), "snapshots never hold the key");
+
+    // Re-applying the export changes nothing; a second credential with the same key conflicts.
+    let applied =
+        api.send(Method::PUT, "/api/v1/gateways/default/config", Some(ADMIN), &[], Some(("application/json", export.text.clone()))).await;
+    assert_eq!(applied.json()["published"], false, "{}", applied.text);
+    let duplicate = api.write(Method::POST, ALICE_CREDENTIALS, json!({"type": "key-auth", "key": key})).await;
+    assert_eq!(duplicate.status, StatusCode::CONFLICT, "{}", duplicate.text);
+
+    // Rotation: a new key through PATCH is shown in that response only.
+    let rotated = api.write(Method::PATCH, &format!("{ALICE_CREDENTIALS}/{id}"), json!({"key": "a-new-key-of-enough-length"})).await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.text);
+    assert_eq!(rotated.json()["key"], "a-new-key-of-enough-length");
+    assert_ne!(rotated.json()["key_hash"], expected_hash.as_str());
+
+    // Credentials live under their consumer, who cannot go while they exist.
+    assert_eq!(api.write(Method::POST, CONSUMERS, json!({"username": "bob"})).await.status, StatusCode::CREATED);
+    let elsewhere = api.get(&format!("/api/v1/gateways/default/consumers/bob/credentials/{id}")).await;
+    assert_eq!(elsewhere.status, StatusCode::NOT_FOUND);
+    assert_eq!(api.get("/api/v1/gateways/default/consumers/bob/credentials").await.json()["total"], 0);
+    assert_eq!(api.get("/api/v1/gateways/default/consumers/nobody/credentials").await.status, StatusCode::NOT_FOUND);
+    let in_use = api.delete(&format!("{CONSUMERS}/alice")).await;
+    assert_eq!(in_use.status, StatusCode::CONFLICT, "{}", in_use.text);
+    assert!(in_use.text.contains("credential"), "{}", in_use.text);
+    assert_eq!(api.delete(&format!("{ALICE_CREDENTIALS}/{id}")).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(api.delete(&format!("{CONSUMERS}/alice")).await.status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn bad_credentials_and_auth_policies_are_refused_naming_the_field() {
+    let api = Api::new().await;
+    api.write(Method::POST, CONSUMERS, json!({"username": "alice"})).await;
+    let cases = [
+        (json!({"type": "key-auth", "key": "short"}), "key"),
+        (json!({"type": "key-auth", "issuer": "x"}), "issuer"),
+        (json!({"type": "jwt", "algorithm": "HS256", "secret": "0123456789abcdef0123456789abcdef"}), "issuer"),
+        (json!({"type": "jwt", "issuer": "i", "algorithm": "HS256", "secret": "too-short"}), "secret"),
+        (json!({"type": "jwt", "issuer": "i", "algorithm": "none", "secret": "0123456789abcdef0123456789abcdef"}), "algorithm"),
+        (json!({"type": "jwt", "issuer": "i", "algorithm": "RS256", "public_key": "not a key"}), "public_key"),
+        (json!({"type": "jwt", "issuer": "i", "algorithm": "ES256", "public_key": TEST_RSA_PUBLIC}), "public_key"),
+        (json!({"type": "jwt", "issuer": "i", "algorithm": "RS256", "secret": "0123456789abcdef0123456789abcdef"}), "secret"),
+        (json!({"type": "jwt", "issuer": "i", "algorithm": "RS256", "jwks_url": "ftp://idp/jwks"}), "jwks_url"),
+        (json!({"type": "jwt", "issuer": "i", "algorithm": "RS256"}), "public_key"),
+        (json!({"type": "jwt", "issuer": "i", "algorithm": "RS256", "public_key": TEST_RSA_PUBLIC, "consumer": "bob"}), "consumer"),
+    ];
+    for (body, field) in cases {
+        let reply = api.write(Method::POST, ALICE_CREDENTIALS, body.clone()).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}: {}", reply.text);
+        assert_eq!(reply.error_field(), field, "{body}: {}", reply.text);
+    }
+    let rsa = json!({"type": "jwt", "issuer": "https://idp", "algorithm": "RS256", "public_key": TEST_RSA_PUBLIC});
+    assert_eq!(api.write(Method::POST, ALICE_CREDENTIALS, rsa.clone()).await.status, StatusCode::CREATED);
+    assert_eq!(api.write(Method::POST, ALICE_CREDENTIALS, rsa).await.status, StatusCode::CONFLICT, "one key per issuer without key ids");
+
+    api.write(Method::POST, SERVICES, users_service()).await;
+    let policy_cases = [
+        (json!([{"type": "key-auth", "header": "bad header"}]), "policies[0].header"),
+        (json!([{"type": "key-auth", "anonymous": "ghost"}]), "policies[0].anonymous"),
+        (json!([{"type": "jwt", "leeway_s": 100000}]), "policies[0].leeway_s"),
+        (json!([{"type": "scopes"}]), "policies[0].all_of"),
+        (json!([{"type": "key-auth"}, {"type": "key-auth"}]), "policies[1]"),
+        (json!([{"type": "scopes", "all_of": ["write"]}]), "policies"),
+        (json!([{"type": "cors"}]), "policies[0].type"),
+    ];
+    for (policies, field) in policy_cases {
+        let mut route = users_route();
+        route["policies"] = policies.clone();
+        let reply = api.write(Method::POST, ROUTES, route).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{policies}: {}", reply.text);
+        assert!(reply.error_field().ends_with(field), "{policies}: {}", reply.text);
+    }
+    let gateway =
+        api.write(Method::PUT, "/api/v1/gateways/default/policies", json!({"policies": [{"type": "key-auth", "header": "X-Key"}]})).await;
+    assert_eq!(gateway.status, StatusCode::OK, "{}", gateway.text);
+    assert_eq!(gateway.json()["policies"][0]["header"], "x-key");
+    assert_eq!(api.get("/api/v1/gateways/default/policies").await.json()["policies"][0]["query"], "apikey");
+    let mut route = users_route();
+    route["policies"] = json!([{"type": "scopes", "any_of": ["read"]}]);
+    assert_eq!(api.write(Method::POST, ROUTES, route).await.status, StatusCode::CREATED, "the gateway's key-auth authenticates the route");
+}

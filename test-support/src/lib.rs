@@ -4,6 +4,7 @@
 //! starts them), never skip.
 
 pub mod db;
+pub mod jwt;
 pub mod node;
 pub mod process;
 pub mod proxy;
@@ -14,6 +15,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 pub use db::TestDb;
+pub use jwt::TestIdp;
 pub use node::TestNode;
 pub use process::{ControlPlane, DataPlane, free_port};
 pub use proxy::TcpProxy;
