@@ -20,7 +20,9 @@ pub struct GatewayConfig {
     pub routes: Vec<Route>,
     #[serde(default)]
     pub consumers: Vec<Consumer>,
-    #[serde(default)]
+    /// Empty lists are left out of the encoding, so snapshots made before
+    /// credentials existed keep their canonical bytes and hash.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credentials: Vec<Credential>,
     /// Policies for every route of the gateway; a route's or service's own
     /// policy of the same type takes precedence.
