@@ -208,7 +208,7 @@ impl ConfigClient {
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             let snapshot = Snapshot::decode(&bytes, &hash).map_err(|e| e.to_string())?;
-            let runtime = Runtime::compile(&node.gateway, version, snapshot, previous.as_deref(), &node.auth);
+            let runtime = Runtime::compile(&node.gateway, version, snapshot, previous.as_deref(), &node.context);
             crate::metrics::config_compiled(started.elapsed());
             runtime
         })

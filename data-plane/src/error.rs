@@ -35,6 +35,8 @@ pub enum ProxyError {
     Unauthorized { message: &'static str, challenges: Vec<http::HeaderValue> },
     #[error("the credentials lack a scope this route requires")]
     Forbidden { challenge: http::HeaderValue },
+    #[error("rate limit exceeded: {} requests per {window_s} s", decision.limit)]
+    RateLimited { window_s: u64, decision: crate::ratelimit::algorithm::Decision },
     #[error("upstream '{upstream}' refused or reset the connection: {reason}")]
     UpstreamUnavailable { upstream: String, reason: String },
     #[error("upstream '{upstream}' did not answer in time")]
@@ -51,6 +53,7 @@ impl ProxyError {
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -66,6 +69,7 @@ impl ProxyError {
             Self::HeadersTooLarge { .. } => "headers_too_large",
             Self::Unauthorized { .. } => "unauthorized",
             Self::Forbidden { .. } => "insufficient_scope",
+            Self::RateLimited { .. } => "rate_limited",
             Self::UpstreamUnavailable { .. } => "upstream_unavailable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
         }
@@ -79,7 +83,8 @@ impl ProxyError {
             | Self::BodyTooLarge { .. }
             | Self::HeadersTooLarge { .. }
             | Self::Unauthorized { .. }
-            | Self::Forbidden { .. } => ErrorSource::Downstream,
+            | Self::Forbidden { .. }
+            | Self::RateLimited { .. } => ErrorSource::Downstream,
             Self::UpstreamUnavailable { .. } | Self::UpstreamTimeout { .. } => ErrorSource::Upstream,
         }
     }
@@ -100,6 +105,11 @@ impl ProxyError {
         };
         for challenge in challenges {
             response.headers_mut().append(header::WWW_AUTHENTICATE, challenge.clone());
+        }
+        if let Self::RateLimited { decision, .. } = self {
+            crate::ratelimit::add_headers(response.headers_mut(), decision);
+            let retry_after = decision.retry_after.ceil().max(1.0) as u64;
+            response.headers_mut().insert(header::RETRY_AFTER, http::HeaderValue::from(retry_after));
         }
         response
     }

@@ -10,6 +10,7 @@ pub mod config_client;
 pub mod error;
 pub mod metrics;
 pub mod proxy;
+pub mod ratelimit;
 pub mod router;
 pub mod runtime;
 pub mod server;

@@ -24,6 +24,11 @@ pub fn install() -> Result<PrometheusHandle, String> {
     describe_histogram!("portico_config_compile_seconds", metrics::Unit::Seconds, "Time to verify and compile a config version");
     describe_counter!("portico_auth_refusals_total", "Requests refused by authentication (401) or scopes (403), by route");
     describe_counter!("portico_jwks_fetches_total", "JWKS documents fetched, by outcome (ok or error)");
+    describe_counter!("portico_rate_limited_total", "Requests refused by a rate limit (429), by route");
+    describe_counter!(
+        "portico_rate_limit_backend_failures_total",
+        "Rate-limit decisions Redis could not make in time (on_backend_failure decided)"
+    );
     Ok(handle)
 }
 
@@ -56,4 +61,12 @@ pub fn auth_refused(route: Arc<str>, status: StatusCode) {
 
 pub fn jwks_fetched(ok: bool) {
     counter!("portico_jwks_fetches_total", "outcome" => if ok { "ok" } else { "error" }).increment(1);
+}
+
+pub fn rate_limited(route: Arc<str>) {
+    counter!("portico_rate_limited_total", "route" => SharedString::from_shared(route)).increment(1);
+}
+
+pub fn rate_limit_backend_failed() {
+    counter!("portico_rate_limit_backend_failures_total").increment(1);
 }

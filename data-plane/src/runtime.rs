@@ -12,8 +12,16 @@ use portico_shared::model::{Policy, Route, effective_policies};
 use uuid::Uuid;
 
 use crate::auth::{AuthPlan, AuthSettings, Authenticator};
+use crate::ratelimit::{LimitSettings, Limiter};
 use crate::router::{Match, RouteSpec, Router};
 use crate::upstream::Upstream;
+
+/// What compiling a config needs from the node.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub auth: AuthSettings,
+    pub limits: LimitSettings,
+}
 
 /// Largest request body when no `request-size-limit` policy applies.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
@@ -30,6 +38,8 @@ pub struct RouteEntry {
     pub max_body_bytes: u64,
     /// Who may call the route.
     pub auth: AuthPlan,
+    /// The rate limits that apply, route's, service's and gateway's.
+    pub limits: Vec<Arc<Limiter>>,
 }
 
 /// One compiled config version.
@@ -42,6 +52,10 @@ pub struct Runtime {
     pub snapshot: Arc<[u8]>,
     /// Consumers and credentials.
     pub auth: Authenticator,
+    /// Proxies whose `X-Forwarded-For` entries are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Every limiter in use, by fingerprint (handed on to the next version).
+    limiters: HashMap<String, Arc<Limiter>>,
     router: Router,
     routes: Vec<RouteEntry>,
     upstreams: HashMap<Uuid, Arc<Upstream>>,
@@ -49,16 +63,19 @@ pub struct Runtime {
 
 impl Runtime {
     /// Compiles `snapshot`. Upstreams of services unchanged since
-    /// `previous` are carried over, and so are JWKS key sets still in use.
-    pub fn compile(
-        gateway: &str,
-        version: u64,
-        snapshot: Snapshot,
-        previous: Option<&Runtime>,
-        settings: &AuthSettings,
-    ) -> Result<Self, String> {
+    /// `previous` are carried over, and so are JWKS key sets and rate-limit
+    /// counters still in use.
+    pub fn compile(gateway: &str, version: u64, snapshot: Snapshot, previous: Option<&Runtime>, context: &Context) -> Result<Self, String> {
         let config = &snapshot.config;
-        let auth = Authenticator::compile(config, settings, previous.map(|p| &p.auth))?;
+        let auth = Authenticator::compile(config, &context.auth, previous.map(|p| &p.auth))?;
+        let no_limiters = HashMap::new();
+        let previous_limiters = previous.map_or(&no_limiters, |p| &p.limiters);
+        let mut limiters = HashMap::new();
+        let trusted_proxies = config
+            .trusted_proxies
+            .iter()
+            .map(|c| c.parse::<ipnet::IpNet>().map_err(|e| format!("trusted proxy '{c}': {e}")))
+            .collect::<Result<_, _>>()?;
         let mut upstreams = HashMap::new();
         let mut by_name = HashMap::new();
         for service in &config.services {
@@ -77,6 +94,29 @@ impl Runtime {
                 .get(route.service.as_str())
                 .ok_or_else(|| format!("route '{}': unknown service '{}'", route.name, route.service))?;
             let policies = effective_policies(route, service, &config.policies);
+            let scopes = [
+                (format!("route:{}", route.id.map(|id| id.to_string()).unwrap_or_default()), &route.policies),
+                (format!("service:{}", service.id.map(|id| id.to_string()).unwrap_or_default()), &service.policies),
+                ("gateway".to_owned(), &config.policies),
+            ];
+            let mut limits = Vec::new();
+            for (scope, list) in scopes {
+                for policy in list.iter().filter_map(|p| match p {
+                    Policy::RateLimit(limit) => Some(limit),
+                    _ => None,
+                }) {
+                    let fingerprint = Limiter::fingerprint_of(policy, &scope);
+                    let limiter = match limiters.get(&fingerprint).or_else(|| previous_limiters.get(&fingerprint)) {
+                        Some(limiter) => Arc::clone(limiter),
+                        None => Arc::new(
+                            Limiter::new(policy, fingerprint.clone(), &context.limits)
+                                .map_err(|e| format!("route '{}': {e}", route.name))?,
+                        ),
+                    };
+                    limiters.insert(fingerprint, limiter.clone());
+                    limits.push(limiter);
+                }
+            }
             routes.push(RouteEntry {
                 id: route.id,
                 name: route.name.as_str().into(),
@@ -85,6 +125,7 @@ impl Runtime {
                 preserve_host: route.preserve_host,
                 max_body_bytes: max_body(&policies),
                 auth: auth.plan(&policies, u32::try_from(index).unwrap_or(u32::MAX)),
+                limits,
             });
         }
         let router = Router::new(config.routes.iter().enumerate().map(|(index, route): (usize, &Route)| RouteSpec {
@@ -101,6 +142,8 @@ impl Runtime {
             hash: snapshot.hash,
             snapshot: snapshot.bytes.into(),
             auth,
+            trusted_proxies,
+            limiters,
             router,
             routes,
             upstreams,
@@ -149,11 +192,14 @@ mod tests {
         Snapshot::compile(merge(previous, config, chrono::Utc::now())).unwrap()
     }
 
-    fn settings() -> AuthSettings {
-        AuthSettings {
-            keys: portico_shared::secret::KeyHasher::from_cluster_token("cluster-token-for-tests"),
-            token_cache_capacity: 10,
-            http: reqwest::Client::new(),
+    fn settings() -> Context {
+        Context {
+            auth: AuthSettings {
+                keys: portico_shared::secret::KeyHasher::from_cluster_token("cluster-token-for-tests"),
+                token_cache_capacity: 10,
+                http: reqwest::Client::new(),
+            },
+            limits: LimitSettings { redis: None, expected_nodes: 1, gateway: "default".into() },
         }
     }
 
@@ -179,5 +225,39 @@ mod tests {
         assert_eq!(b.max_body_bytes, 100);
         let (a, _) = rt.route("h", "/a", &Method::POST, &HeaderMap::new()).unwrap();
         assert_eq!(a.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    }
+
+    #[test]
+    fn limiters_are_shared_by_scope_and_kept_until_their_limit_changes() {
+        let limited = |n: u64| {
+            format!(
+                r#"{{"services":[{{"name":"a","targets":[{{"url":"http://127.0.0.1:1"}}]}}],
+                "routes":[{{"name":"r1","service":"a","paths":["/1"],"policies":[{{"type":"rate-limit","algorithm":"fixed_window","limit":{n},"window_s":1}}]}},
+                          {{"name":"r2","service":"a","paths":["/2"]}}],
+                "policies":[{{"type":"rate-limit","algorithm":"token_bucket","limit":5,"window_s":1}}]}}"#
+            )
+        };
+        let first = snapshot(&limited(3), &GatewayConfig::default());
+        let v1 = Runtime::compile("default", 1, first.clone(), None, &settings()).unwrap();
+        let route = |rt: &Runtime, path: &str| rt.route("h", path, &Method::GET, &HeaderMap::new()).unwrap().0.limits.clone();
+        let (r1, r2) = (route(&v1, "/1"), route(&v1, "/2"));
+        assert_eq!((r1.len(), r2.len()), (2, 1), "the route's limit and the gateway's");
+        assert!(Arc::ptr_eq(&r1[1], &r2[0]), "one gateway limit for every route");
+
+        let same = snapshot(&limited(3).replace(r#""name":"r2""#, r#""name":"r2","tags":["edited"]"#), &first.config);
+        let v2 = Runtime::compile("default", 2, same.clone(), Some(&v1), &settings()).unwrap();
+        assert!(Arc::ptr_eq(&route(&v1, "/1")[0], &route(&v2, "/1")[0]), "an unrelated edit keeps the counters");
+        let changed = snapshot(&limited(4), &same.config);
+        let v3 = Runtime::compile("default", 3, changed, Some(&v2), &settings()).unwrap();
+        assert!(!Arc::ptr_eq(&route(&v2, "/1")[0], &route(&v3, "/1")[0]), "a changed limit starts afresh");
+        assert!(Arc::ptr_eq(&route(&v2, "/2")[0], &route(&v3, "/2")[0]));
+    }
+
+    #[test]
+    fn a_redis_limit_without_redis_is_refused_with_the_flag_named() {
+        let config = r#"{"services":[{"name":"a","targets":[{"url":"http://127.0.0.1:1"}]}],
+            "routes":[{"name":"r","service":"a","paths":["/"],"policies":[{"type":"rate-limit","algorithm":"fixed_window","limit":1,"window_s":1,"backend":"redis"}]}]}"#;
+        let error = Runtime::compile("default", 1, snapshot(config, &GatewayConfig::default()), None, &settings()).unwrap_err();
+        assert!(error.contains("route 'r'") && error.contains("--redis-url"), "{error}");
     }
 }

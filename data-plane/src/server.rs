@@ -18,6 +18,9 @@ use tokio::sync::watch;
 use crate::auth::AuthSettings;
 use crate::cache::SnapshotCache;
 use crate::config_client::ConfigClient;
+use crate::ratelimit::LimitSettings;
+use crate::ratelimit::redis::RedisBackend;
+use crate::runtime::Context;
 use crate::settings::Settings;
 use crate::state::{NodeState, stopped};
 
@@ -76,7 +79,14 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         .build()
         .map_err(|e| StartError::Config(format!("cannot set up the HTTP client for JWKS: {e}")))?;
     let auth = AuthSettings { keys: KeyHasher::from_cluster_token(&cluster_token), token_cache_capacity: settings.token_cache_size, http };
-    let node = Arc::new(NodeState::new(&settings.gateway, &node_id, auth));
+    let redis = match &settings.redis_url {
+        Some(url) => {
+            Some(Arc::new(RedisBackend::new(url, Duration::from_millis(settings.redis_timeout_ms), &node_id).map_err(StartError::Config)?))
+        }
+        None => None,
+    };
+    let limits = LimitSettings { redis, expected_nodes: settings.expected_nodes, gateway: settings.gateway.clone() };
+    let node = Arc::new(NodeState::new(&settings.gateway, &node_id, Context { auth, limits }));
 
     let proxy_listener = bind(settings.listen).await?;
     let status_listener = bind(settings.status_listen).await?;

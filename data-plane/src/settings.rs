@@ -27,9 +27,15 @@ pub struct Settings {
     /// Where the last good config is kept, to serve from when restarted while the control plane is down.
     #[arg(long, env = "PORTICO_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Redis for shared rate-limit state (used once rate limiting is configured).
+    /// Redis for shared rate-limit state (`redis://` or `rediss://`); needed by `backend: redis` limits.
     #[arg(long, env = "PORTICO_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// How long a rate-limit decision may wait for Redis before `on_backend_failure` decides.
+    #[arg(long, env = "PORTICO_REDIS_TIMEOUT_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub redis_timeout_ms: u64,
+    /// Data planes sharing Redis-backed limits: on its local fallback a node admits `limit / expected_nodes`.
+    #[arg(long, env = "PORTICO_EXPECTED_NODES", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub expected_nodes: u64,
     /// The secret the control plane expects. Required.
     #[arg(long, env = "PORTICO_CLUSTER_TOKEN", hide_env_values = true)]
     pub cluster_token: Option<String>,

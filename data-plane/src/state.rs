@@ -6,16 +6,15 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
-use crate::auth::AuthSettings;
-use crate::runtime::Runtime;
+use crate::runtime::{Context, Runtime};
 
 /// This node.
 #[derive(Debug)]
 pub struct NodeState {
     pub gateway: String,
     pub node_id: String,
-    /// What compiling a config's consumers and credentials needs.
-    pub auth: AuthSettings,
+    /// What compiling a config needs (credentials hashing, Redis, …).
+    pub context: Context,
     runtime: ArcSwapOption<Runtime>,
     /// Upgraded (WebSocket) connections, which the HTTP server no longer
     /// tracks: the drain waits for them too.
@@ -23,11 +22,11 @@ pub struct NodeState {
 }
 
 impl NodeState {
-    pub fn new(gateway: &str, node_id: &str, auth: AuthSettings) -> Self {
+    pub fn new(gateway: &str, node_id: &str, context: Context) -> Self {
         Self {
             gateway: gateway.to_owned(),
             node_id: node_id.to_owned(),
-            auth,
+            context,
             runtime: ArcSwapOption::empty(),
             tunnels: Tunnels::default(),
         }

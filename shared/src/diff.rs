@@ -99,17 +99,18 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> ConfigDiff {
     diff_entities(&old.routes, &new.routes, &mut result);
     diff_entities(&old.consumers, &new.consumers, &mut result);
     diff_entities(&old.credentials, &new.credentials, &mut result);
-    diff_gateway_policies(&old.policies, &new.policies, &mut result);
+    diff_gateway_settings(old, new, &mut result);
     result
 }
 
-/// The gateway-wide policies, shown as an update of the `gateway` named `policies`.
-fn diff_gateway_policies(old: &[crate::model::Policy], new: &[crate::model::Policy], out: &mut ConfigDiff) {
-    let to_json = |p: &[crate::model::Policy]| serde_json::to_value(p).expect("policies serialize to JSON");
+/// The gateway's own policies and trusted proxies, shown as an update of
+/// the `gateway` entity named `settings`.
+fn diff_gateway_settings(old: &GatewayConfig, new: &GatewayConfig, out: &mut ConfigDiff) {
+    let to_json = |c: &GatewayConfig| serde_json::json!({"policies": c.policies, "trusted_proxies": c.trusted_proxies});
     let fields = field_changes(&to_json(old), &to_json(new));
     if !fields.is_empty() {
         out.summary.update += 1;
-        out.changes.push(EntityChange { kind: EntityKind::Gateway, name: "policies".to_owned(), action: Action::Update, fields });
+        out.changes.push(EntityChange { kind: EntityKind::Gateway, name: "settings".to_owned(), action: Action::Update, fields });
     }
 }
 

@@ -28,6 +28,10 @@ pub struct GatewayConfig {
     /// policy of the same type takes precedence.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<Policy>,
+    /// Proxies (CIDRs) in front of the gateway whose `X-Forwarded-For`
+    /// entries are believed when finding a client's address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// Where traffic goes: a named group of upstream targets.
@@ -293,6 +297,8 @@ pub enum Policy {
     Jwt(JwtPolicy),
     /// The authenticated caller must hold these scopes (`403` otherwise).
     Scopes(ScopesPolicy),
+    /// At most `limit` requests per `window_s` per key (`429` beyond).
+    RateLimit(RateLimitPolicy),
 }
 
 /// Fields of the `key-auth` policy.
@@ -352,6 +358,108 @@ fn default_leeway_s() -> u64 {
     30
 }
 
+/// Fields of the `rate-limit` policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitPolicy {
+    pub algorithm: RateLimitAlgorithm,
+    /// Requests admitted per window, 1 to 1,000,000,000 (10,000 for
+    /// `sliding_window_log`, which keeps a timestamp per admitted request).
+    pub limit: u64,
+    /// The window, 1 to 86,400 seconds.
+    pub window_s: u64,
+    /// `token_bucket`: the bucket's size; `leaky_bucket`: how many requests
+    /// may wait in the queue (a simultaneous burst gets `burst + 1` through:
+    /// one at once, the others spaced). Default `limit`; other algorithms
+    /// take none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u64>,
+    /// What is counted apart: `consumer`, `ip`, `route`, `service`,
+    /// `header:<name>` or `claim:<name>` (default `ip`). A request without
+    /// the key's material (no consumer, no such header or claim) counts by `ip`.
+    #[serde(default = "default_rate_limit_key")]
+    pub key: String,
+    /// `local` (each data plane counts alone) or `redis` (the fleet shares
+    /// counters through `--redis-url`).
+    #[serde(default)]
+    pub backend: RateLimitBackend,
+    /// With `redis`, what happens while Redis is slow or down: `allow`,
+    /// `deny` (`429`) or `local` (each node limits to `limit` divided by its
+    /// `--expected-nodes`).
+    #[serde(default)]
+    pub on_backend_failure: BackendFailure,
+}
+
+fn default_rate_limit_key() -> String {
+    "ip".to_owned()
+}
+
+/// How a `rate-limit` policy counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitAlgorithm {
+    /// A bucket of `burst` tokens refilled at `limit / window_s` per second.
+    TokenBucket,
+    /// A queue released at `limit / window_s` per second: requests that fit
+    /// in the queue (`burst` waiting) wait for their slot; the others get `429`.
+    LeakyBucket,
+    /// A counter per aligned window.
+    FixedWindow,
+    /// Exact: a timestamp per admitted request over the last `window_s`.
+    SlidingWindowLog,
+    /// The previous window's count, weighted by its overlap, plus the current one's.
+    SlidingWindowCounter,
+}
+
+/// Where a `rate-limit` policy keeps its counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitBackend {
+    #[default]
+    Local,
+    Redis,
+}
+
+/// What a Redis-backed limit does when Redis does not answer in time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendFailure {
+    Allow,
+    Deny,
+    #[default]
+    Local,
+}
+
+/// What a rate limit counts apart, parsed from its `key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateLimitKey {
+    Consumer,
+    Ip,
+    Route,
+    Service,
+    /// A request header (lowercase name).
+    Header(String),
+    /// A JWT claim.
+    Claim(String),
+}
+
+impl RateLimitKey {
+    /// Parses `consumer|ip|route|service|header:<name>|claim:<name>`.
+    pub fn parse(key: &str) -> Option<Self> {
+        match key {
+            "consumer" => Some(Self::Consumer),
+            "ip" => Some(Self::Ip),
+            "route" => Some(Self::Route),
+            "service" => Some(Self::Service),
+            _ => match key.split_once(':')? {
+                ("header", name) if !name.is_empty() => Some(Self::Header(name.to_ascii_lowercase())),
+                ("claim", name) if !name.is_empty() => Some(Self::Claim(name.to_owned())),
+                _ => None,
+            },
+        }
+    }
+}
+
 /// Fields of the `scopes` policy; at least one list must be non-empty.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -372,7 +480,14 @@ impl Policy {
             Self::KeyAuth(_) => "key-auth",
             Self::Jwt(_) => "jwt",
             Self::Scopes(_) => "scopes",
+            Self::RateLimit(_) => "rate-limit",
         }
+    }
+
+    /// Whether policies of this type add up (every one applies, from every
+    /// level) rather than the most specific one winning.
+    pub fn accumulates(&self) -> bool {
+        matches!(self, Self::RequestSizeLimit { .. } | Self::RateLimit(_))
     }
 
     /// Whether the policy authenticates callers.
@@ -385,7 +500,7 @@ impl Policy {
         match self {
             Self::KeyAuth(p) => p.anonymous.as_deref(),
             Self::Jwt(p) => p.anonymous.as_deref(),
-            Self::RequestSizeLimit { .. } | Self::Scopes(_) => None,
+            Self::RequestSizeLimit { .. } | Self::Scopes(_) | Self::RateLimit(_) => None,
         }
     }
 }
@@ -398,8 +513,7 @@ pub fn effective_policies<'a>(route: &'a Route, service: &'a Service, gateway: &
     let mut chosen: Vec<&Policy> = Vec::new();
     for level in [route.policies.as_slice(), service.policies.as_slice(), gateway] {
         for policy in level {
-            let accumulates = matches!(policy, Policy::RequestSizeLimit { .. });
-            if accumulates || !chosen.iter().any(|p| p.type_name() == policy.type_name()) {
+            if policy.accumulates() || !chosen.iter().any(|p| p.type_name() == policy.type_name()) {
                 chosen.push(policy);
             }
         }
@@ -515,6 +629,7 @@ impl GatewayConfig {
             consumers: self.consumers.iter().map(Entity::declarative).collect(),
             credentials: self.credentials.iter().map(Entity::declarative).collect(),
             policies: self.policies.clone(),
+            trusted_proxies: self.trusted_proxies.clone(),
         }
     }
 

@@ -278,6 +278,7 @@ pub fn config(config: &mut GatewayConfig) -> Result {
     entities(&mut config.consumers)?;
     entities(&mut config.credentials)?;
     policies("policies", &mut config.policies)?;
+    trusted_proxies(&mut config.trusted_proxies)?;
     unique_by(&config.consumers, "custom_id", |c| c.custom_id.clone())?;
     credentials(config)?;
     anonymous_consumers(config)?;
@@ -306,7 +307,7 @@ pub fn referrers<'a>(config: &'a GatewayConfig, kind: EntityKind, name: &str) ->
             let anonymous = |policies: &[Policy]| policies.iter().any(|p| p.anonymous() == Some(name));
             let routes = config.routes.iter().filter(|r| anonymous(&r.policies)).map(|r| (EntityKind::Route, r.name.as_str()));
             let services = config.services.iter().filter(|s| anonymous(&s.policies)).map(|s| (EntityKind::Service, s.name.as_str()));
-            let gateway = anonymous(&config.policies).then_some((EntityKind::Gateway, "policies"));
+            let gateway = anonymous(&config.policies).then_some((EntityKind::Gateway, "settings"));
             credentials.chain(routes).chain(services).chain(gateway).collect()
         }
         EntityKind::Route | EntityKind::Credential | EntityKind::Gateway => Vec::new(),
@@ -521,7 +522,7 @@ fn policies(field: &str, list: &mut [Policy]) -> Result {
     let mut types = HashSet::new();
     for (i, policy) in list.iter_mut().enumerate() {
         let at = |f: &str| format!("{field}[{i}].{f}");
-        if !types.insert(policy.type_name()) {
+        if !policy.accumulates() && !types.insert(policy.type_name()) {
             return Err(ConfigError::invalid(format!("{field}[{i}]"), format!("only one '{}' policy is allowed here", policy.type_name())));
         }
         match policy {
@@ -559,6 +560,7 @@ fn policies(field: &str, list: &mut [Policy]) -> Result {
                 unique(&at("required_claims"), &p.required_claims)?;
                 in_range(&at("leeway_s"), p.leeway_s, 0, 600)?;
             }
+            Policy::RateLimit(p) => rate_limit(&at, p)?,
             Policy::Scopes(p) => {
                 scopes(&at("all_of"), &p.all_of)?;
                 scopes(&at("any_of"), &p.any_of)?;
@@ -569,6 +571,46 @@ fn policies(field: &str, list: &mut [Policy]) -> Result {
         }
     }
     Ok(())
+}
+
+fn rate_limit(at: &dyn Fn(&str) -> String, p: &mut crate::model::RateLimitPolicy) -> Result {
+    use crate::model::{RateLimitAlgorithm, RateLimitKey};
+    let max_limit = if p.algorithm == RateLimitAlgorithm::SlidingWindowLog { 10_000 } else { 1_000_000_000 };
+    in_range(&at("limit"), p.limit, 1, max_limit)?;
+    in_range(&at("window_s"), p.window_s, 1, 86_400)?;
+    match (p.algorithm, p.burst) {
+        (RateLimitAlgorithm::TokenBucket | RateLimitAlgorithm::LeakyBucket, Some(burst)) => {
+            in_range(&at("burst"), burst, 1, 1_000_000_000)?
+        }
+        (_, Some(_)) => return Err(ConfigError::invalid(at("burst"), "only token_bucket and leaky_bucket take a burst")),
+        (_, None) => {}
+    }
+    match RateLimitKey::parse(&p.key) {
+        Some(RateLimitKey::Header(name)) => {
+            if name.len() > 128 || !name.bytes().all(is_token_byte) {
+                return Err(ConfigError::invalid(at("key"), "header:<name> needs a valid header name"));
+            }
+            p.key = format!("header:{name}");
+        }
+        Some(RateLimitKey::Claim(name)) if name.len() > 64 || !name.bytes().all(|b| b.is_ascii_graphic()) => {
+            return Err(ConfigError::invalid(at("key"), "claim:<name> needs 1 to 64 visible ASCII characters"));
+        }
+        Some(_) => {}
+        None => return Err(ConfigError::invalid(at("key"), "must be consumer, ip, route, service, header:<name> or claim:<name>")),
+    }
+    Ok(())
+}
+
+/// Checks and normalizes trusted proxy CIDRs (`10.0.0.0/8`, `::1/128`; a bare address is a /32 or /128).
+fn trusted_proxies(list: &mut [String]) -> Result {
+    bounded("trusted_proxies", list.len(), MAX_LIST)?;
+    for (i, cidr) in list.iter_mut().enumerate() {
+        let parsed = cidr.parse::<ipnet::IpNet>().or_else(|_| cidr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)).map_err(|_| {
+            ConfigError::invalid(format!("trusted_proxies[{i}]"), format!("'{cidr}' is not an address or CIDR such as 10.0.0.0/8"))
+        })?;
+        *cidr = parsed.trunc().to_string();
+    }
+    unique("trusted_proxies", list)
 }
 
 fn scopes(field: &str, list: &[String]) -> Result {
@@ -745,5 +787,54 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(config(&mut c).unwrap_err(), ConfigError::Conflict { .. }));
+    }
+
+    fn route_with(policies: &str) -> Route {
+        route(&format!(r#"{{"name":"r","service":"s","paths":["/"],"policies":{policies}}}"#))
+    }
+
+    #[test]
+    fn rate_limits_add_up_but_other_policy_types_come_once() {
+        let mut r = route_with(
+            r#"[{"type":"rate-limit","algorithm":"token_bucket","limit":10,"window_s":1},
+                {"type":"rate-limit","algorithm":"fixed_window","limit":1000,"window_s":3600,"key":"header:X-Tenant"}]"#,
+        );
+        r.normalize_and_validate().unwrap();
+        let Policy::RateLimit(second) = &r.policies[1] else { panic!("a rate limit") };
+        assert_eq!(second.key, "header:x-tenant");
+        let mut twice = route_with(r#"[{"type":"key-auth"},{"type":"key-auth"}]"#);
+        assert_eq!(twice.normalize_and_validate().unwrap_err().field(), "policies[1]");
+    }
+
+    #[test]
+    fn rejects_bad_rate_limits_naming_the_field() {
+        for (policy, field) in [
+            (r#"{"type":"rate-limit","algorithm":"fixed_window","limit":0,"window_s":1}"#, "policies[0].limit"),
+            (r#"{"type":"rate-limit","algorithm":"fixed_window","limit":1,"window_s":0}"#, "policies[0].window_s"),
+            (r#"{"type":"rate-limit","algorithm":"fixed_window","limit":1,"window_s":1,"burst":5}"#, "policies[0].burst"),
+            (r#"{"type":"rate-limit","algorithm":"sliding_window_log","limit":100000,"window_s":1}"#, "policies[0].limit"),
+            (r#"{"type":"rate-limit","algorithm":"token_bucket","limit":1,"window_s":1,"key":"cookie:x"}"#, "policies[0].key"),
+            (r#"{"type":"rate-limit","algorithm":"token_bucket","limit":1,"window_s":1,"key":"header:"}"#, "policies[0].key"),
+        ] {
+            let mut r = route_with(&format!("[{policy}]"));
+            assert_eq!(r.normalize_and_validate().unwrap_err().field(), field, "{policy}");
+        }
+    }
+
+    #[test]
+    fn the_most_specific_auth_policy_wins_and_limits_add_up() {
+        let mut c: GatewayConfig = from_json(
+            br#"{"services":[{"name":"s","targets":[{"url":"http://a:1"}],"policies":[{"type":"jwt"},
+                    {"type":"rate-limit","algorithm":"fixed_window","limit":5,"window_s":1}]}],
+                 "routes":[{"name":"r","service":"s","paths":["/"],"policies":[{"type":"key-auth"}]}],
+                 "policies":[{"type":"key-auth","header":"x-other"},{"type":"rate-limit","algorithm":"fixed_window","limit":9,"window_s":1}]}"#,
+        )
+        .unwrap();
+        config(&mut c).unwrap();
+        let types: Vec<&str> =
+            crate::model::effective_policies(&c.routes[0], &c.services[0], &c.policies).iter().map(|p| p.type_name()).collect();
+        assert_eq!(types, ["key-auth", "jwt", "rate-limit", "rate-limit"]);
+        let chosen = crate::model::effective_policies(&c.routes[0], &c.services[0], &c.policies);
+        assert!(matches!(chosen[0], Policy::KeyAuth(p) if p.header == "x-api-key"), "the route's own key-auth, not the gateway's");
     }
 }

@@ -8,6 +8,7 @@ pub mod jwt;
 pub mod node;
 pub mod process;
 pub mod proxy;
+pub mod redis;
 pub mod relay;
 pub mod upstream;
 

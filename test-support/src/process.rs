@@ -162,6 +162,23 @@ impl DataPlane {
         cache_dir: Option<&std::path::Path>,
         port: u16,
     ) -> Self {
+        Self::spawn(grpc_url, cluster_token, gateway, node_id, cache_dir, port, &[]).await
+    }
+
+    /// Like [`DataPlane::start`] for the `default` gateway, with more flags.
+    pub async fn start_with_flags(grpc_url: &str, cluster_token: &str, node_id: &str, flags: &[&str]) -> Self {
+        Self::spawn(grpc_url, cluster_token, "default", node_id, None, free_port(), flags).await
+    }
+
+    async fn spawn(
+        grpc_url: &str,
+        cluster_token: &str,
+        gateway: &str,
+        node_id: &str,
+        cache_dir: Option<&std::path::Path>,
+        port: u16,
+        flags: &[&str],
+    ) -> Self {
         let status = free_port();
         let log = Log::new();
         let mut command = Command::new(binary("portico-dp"));
@@ -169,6 +186,7 @@ impl DataPlane {
             .args(["--control-plane", grpc_url, "--cluster-token", cluster_token, "--gateway", gateway, "--node-id", node_id])
             .args(["--listen", &format!("127.0.0.1:{port}"), "--status-listen", &format!("127.0.0.1:{status}")])
             .args(["--drain-timeout-ms", "10000", "--log-format", "json", "--header-read-timeout-ms", "1000"])
+            .args(flags)
             .env("RUST_LOG", "info")
             .stdout(log.stdio())
             .stderr(log.stdio())

@@ -79,6 +79,8 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         node_id: Some("dev".into()),
         cache_dir: Some(args.data_dir.join("cache")),
         redis_url: None,
+        redis_timeout_ms: 100,
+        expected_nodes: 1,
         cluster_token: Some(cluster_token),
         labels: [("mode".to_owned(), "dev".to_owned())].into(),
         header_read_timeout_ms: 10_000,

@@ -12,7 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod fleet;
 pub mod gateways;
-pub mod policies;
+pub mod settings;
 pub mod tokens;
 pub mod versions;
 
@@ -75,7 +75,7 @@ pub fn written(status: StatusCode, version: u64, body: impl IntoResponse) -> Res
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Portico admin API", description = "Configure Portico gateways: services, routes, consumers and their credentials, policies, versions and data planes."),
+    info(title = "Portico admin API", description = "Configure Portico gateways: services, routes, consumers and their credentials, gateway settings, versions and data planes."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     tags(
@@ -83,7 +83,7 @@ pub fn written(status: StatusCode, version: u64, body: impl IntoResponse) -> Res
         (name = "services", description = "Where traffic goes"),
         (name = "routes", description = "What traffic a gateway takes"),
         (name = "consumers", description = "Who calls, and their credentials"),
-        (name = "policies", description = "Policies for every route of a gateway"),
+        (name = "settings", description = "A gateway's own policies and trusted proxies"),
         (name = "config", description = "A gateway's whole config, declaratively"),
         (name = "versions", description = "History and rollback"),
         (name = "data-planes", description = "The fleet"),
@@ -116,7 +116,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(entities::consumers::get, entities::consumers::replace, entities::consumers::patch, entities::consumers::delete))
         .routes(routes!(credentials::list, credentials::create))
         .routes(routes!(credentials::get, credentials::replace, credentials::patch, credentials::delete))
-        .routes(routes!(policies::get, policies::replace))
+        .routes(routes!(settings::get, settings::replace))
         .routes(routes!(config::export, config::import))
         .routes(routes!(config::diff))
         .routes(routes!(versions::list))

@@ -1,6 +1,7 @@
-//! The gateway-wide policies (`/api/v1/gateways/{gw}/policies`): applied to
-//! every route of the gateway, unless the route or its service has a policy
-//! of the same type, which takes precedence.
+//! A gateway's own settings (`/api/v1/gateways/{gw}/settings`): policies
+//! applied to every route (unless the route or its service has a policy of
+//! the same type, which takes precedence) and the proxies trusted in front
+//! of the gateway.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -16,30 +17,36 @@ use super::extract::{JsonBody, Path, change_message};
 use super::{AppState, written};
 use crate::store::Publication;
 
-/// The policies of a whole gateway.
+/// The settings of a whole gateway; `PUT` replaces all of them (a field
+/// left out becomes empty).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct GatewayPolicies {
+pub struct GatewaySettings {
+    /// Policies for every route of the gateway.
+    #[serde(default)]
     pub policies: Vec<Policy>,
+    /// Proxies (addresses or CIDRs) whose `X-Forwarded-For` entries are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/gateways/{gw}/policies", tag = "policies", params(("gw" = String, Path, description = "Gateway name")),
-    responses((status = 200, body = GatewayPolicies), (status = 404, body = ErrorBody)))]
-pub(super) async fn get(State(state): State<AppState>, Path(gw): Path<String>) -> Result<Json<GatewayPolicies>, ApiError> {
-    let current = state.current(&gw).await?;
-    Ok(Json(GatewayPolicies { policies: current.config.policies }))
+#[utoipa::path(get, path = "/api/v1/gateways/{gw}/settings", tag = "settings", params(("gw" = String, Path, description = "Gateway name")),
+    responses((status = 200, body = GatewaySettings), (status = 404, body = ErrorBody)))]
+pub(super) async fn get(State(state): State<AppState>, Path(gw): Path<String>) -> Result<Json<GatewaySettings>, ApiError> {
+    let config = state.current(&gw).await?.config;
+    Ok(Json(GatewaySettings { policies: config.policies, trusted_proxies: config.trusted_proxies }))
 }
 
-#[utoipa::path(put, path = "/api/v1/gateways/{gw}/policies", tag = "policies", params(("gw" = String, Path, description = "Gateway name")),
-    request_body = GatewayPolicies,
-    responses((status = 200, body = GatewayPolicies, headers(("Portico-Config-Version" = u64))),
+#[utoipa::path(put, path = "/api/v1/gateways/{gw}/settings", tag = "settings", params(("gw" = String, Path, description = "Gateway name")),
+    request_body = GatewaySettings,
+    responses((status = 200, body = GatewaySettings, headers(("Portico-Config-Version" = u64))),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn replace(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     Path(gw): Path<String>,
-    JsonBody(body): JsonBody<GatewayPolicies>,
+    JsonBody(body): JsonBody<GatewaySettings>,
 ) -> Result<Response, ApiError> {
     state.current(&gw).await?;
     let message = change_message(&headers)?;
@@ -49,8 +56,14 @@ pub(super) async fn replace(
         .change(&gw, &publication, |current| {
             let mut next = current.config.clone();
             next.policies.clone_from(&body.policies);
+            next.trusted_proxies.clone_from(&body.trusted_proxies);
             Ok::<_, ApiError>(next)
         })
         .await?;
-    Ok(written(StatusCode::OK, published.version, Json(GatewayPolicies { policies: published.config.policies })))
+    let config = published.config;
+    Ok(written(
+        StatusCode::OK,
+        published.version,
+        Json(GatewaySettings { policies: config.policies, trusted_proxies: config.trusted_proxies }),
+    ))
 }

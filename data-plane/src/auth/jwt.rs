@@ -58,6 +58,7 @@ pub struct Verified {
     pub consumer: usize,
     pub subject: Option<String>,
     pub scopes: Vec<String>,
+    pub claims: Arc<Map<String, Value>>,
     expires: Option<u64>,
     leeway: u64,
     cache_until: Instant,
@@ -247,7 +248,15 @@ impl JwtCredentials {
         let scopes = scopes(&claims)?;
         let expires = claims.get("exp").and_then(Value::as_u64);
         let lifetime = expires.map_or(MAX_CACHE_TTL, |exp| Duration::from_secs(exp.saturating_add(rule.leeway).saturating_sub(now())));
-        Ok(Verified { consumer, subject, scopes, expires, leeway: rule.leeway, cache_until: Instant::now() + lifetime.min(MAX_CACHE_TTL) })
+        Ok(Verified {
+            consumer,
+            subject,
+            scopes,
+            claims: Arc::new(claims),
+            expires,
+            leeway: rule.leeway,
+            cache_until: Instant::now() + lifetime.min(MAX_CACHE_TTL),
+        })
     }
 }
 

@@ -78,9 +78,34 @@ pub struct AuthPlan {
 #[derive(Debug)]
 pub struct Identity {
     consumer: usize,
+    consumer_id: String,
     user_id: Option<String>,
     scopes: Vec<String>,
     anonymous: bool,
+    /// The verified token's claims, for JWT callers.
+    claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
+}
+
+impl Identity {
+    /// The consumer's id.
+    pub fn consumer_id(&self) -> &str {
+        &self.consumer_id
+    }
+
+    /// Whether the caller came in without credentials, as the anonymous consumer.
+    pub fn is_anonymous(&self) -> bool {
+        self.anonymous
+    }
+
+    /// A claim of the caller's token as text (strings, numbers and booleans).
+    pub fn claim(&self, name: &str) -> Option<String> {
+        match self.claims.as_ref()?.get(name)? {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            serde_json::Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
 }
 
 impl Authenticator {
@@ -136,7 +161,7 @@ impl Authenticator {
                 Policy::KeyAuth(p) => plan.key_auth = Some(p.clone()),
                 Policy::Jwt(p) => plan.jwt = Some(JwtRule::new(index, p)),
                 Policy::Scopes(p) => plan.scopes = Some(p.clone()),
-                Policy::RequestSizeLimit { .. } => {}
+                Policy::RequestSizeLimit { .. } | Policy::RateLimit(_) => {}
             }
             if let Some(anonymous) = policy.anonymous() {
                 plan.anonymous = plan.anonymous.or_else(|| self.by_username.get(anonymous).copied());
@@ -157,7 +182,7 @@ impl Authenticator {
             && let Some(key) = api_key(policy, parts)
         {
             match self.key_owner(&key) {
-                Some(consumer) => identity = Some(self.identity(consumer, None, None)),
+                Some(consumer) => identity = Some(self.identity(consumer, None)),
                 None => refusal = Some("the API key is not valid"),
             }
         }
@@ -166,13 +191,13 @@ impl Authenticator {
             && let Some(token) = bearer_token(parts)
         {
             match self.jwt.verify(rule, token, &self.tokens).await {
-                Ok(verified) => identity = Some(self.identity(verified.consumer, verified.subject.clone(), Some(verified.scopes.clone()))),
+                Ok(verified) => identity = Some(self.identity(verified.consumer, Some(&verified))),
                 Err(reason) => refusal = refusal.or(Some(reason)),
             }
         }
         let identity = match (identity, refusal, plan.anonymous) {
             (Some(identity), _, _) => identity,
-            (None, None, Some(anonymous)) => Identity { anonymous: true, ..self.identity(anonymous, None, None) },
+            (None, None, Some(anonymous)) => Identity { anonymous: true, ..self.identity(anonymous, None) },
             (None, refusal, _) => {
                 let message = refusal.unwrap_or("this route needs credentials");
                 return Err(ProxyError::Unauthorized { message, challenges: challenges(plan, refusal.is_some()) });
@@ -200,9 +225,17 @@ impl Authenticator {
         bool::from(stored.ct_eq(&presented)).then_some(*consumer)
     }
 
-    fn identity(&self, consumer: usize, subject: Option<String>, token_scopes: Option<Vec<String>>) -> Identity {
-        let scopes = token_scopes.unwrap_or_else(|| self.consumers[consumer].scopes.clone());
-        Identity { consumer, user_id: subject, scopes, anonymous: false }
+    /// The identity of `consumer`, authenticated by `token` when it used one.
+    fn identity(&self, consumer: usize, token: Option<&jwt::Verified>) -> Identity {
+        let headers = &self.consumers[consumer];
+        Identity {
+            consumer,
+            consumer_id: headers.id.to_str().unwrap_or_default().to_owned(),
+            user_id: token.and_then(|t| t.subject.clone()),
+            scopes: token.map_or_else(|| headers.scopes.clone(), |t| t.scopes.clone()),
+            anonymous: false,
+            claims: token.map(|t| t.claims.clone()),
+        }
     }
 
     /// Sets the identity headers of an upstream request (any client-sent

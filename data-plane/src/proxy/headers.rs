@@ -1,7 +1,10 @@
 //! Header rewriting between client and upstream: hop-by-hop headers out,
 //! spoofable identity headers out, `X-Forwarded-*` and `X-Request-Id` in.
 
+use std::net::IpAddr;
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
 
 use crate::error::ProxyError;
 
@@ -97,13 +100,15 @@ fn same_but_separators(name: &[u8], canonical: &[u8]) -> bool {
 /// Adds the client's address to `X-Forwarded-For`, sets
 /// `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Real-IP`, and drops a
 /// client-sent `Forwarded` (this gateway speaks the `X-Forwarded-*` set).
-pub fn add_forwarded(headers: &mut HeaderMap, client_ip: std::net::IpAddr, proto: &'static str, host: Option<&HeaderValue>) {
+/// `X-Real-IP` is `client` (the socket peer, or the address found past
+/// trusted proxies); `X-Forwarded-For` gets the socket peer appended.
+pub fn add_forwarded(headers: &mut HeaderMap, peer: IpAddr, client: IpAddr, proto: &'static str, host: Option<&HeaderValue>) {
     headers.remove(header::FORWARDED);
-    if let Ok(ip) = HeaderValue::from_str(&client_ip.to_string()) {
+    if let Ok(ip) = HeaderValue::from_str(&client.to_string()) {
         headers.insert(REAL_IP, ip);
     }
     let previous: Vec<&str> = headers.get_all(&FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
-    let chain = if previous.is_empty() { client_ip.to_string() } else { format!("{}, {client_ip}", previous.join(", ")) };
+    let chain = if previous.is_empty() { peer.to_string() } else { format!("{}, {peer}", previous.join(", ")) };
     if let Ok(value) = HeaderValue::from_str(&chain) {
         headers.insert(FORWARDED_FOR, value);
     }
@@ -112,6 +117,31 @@ pub fn add_forwarded(headers: &mut HeaderMap, client_ip: std::net::IpAddr, proto
         Some(host) => headers.insert(FORWARDED_HOST, host.clone()),
         None => headers.remove(FORWARDED_HOST),
     };
+}
+
+/// The client's address. Without trusted proxies, or when the socket peer
+/// is not one of them, it is the peer: a client's own `X-Forwarded-For` is
+/// never believed. Behind trusted proxies, `X-Forwarded-For` is walked from
+/// the right past trusted hops; the first untrusted address is the client
+/// (an entry that does not parse stops the walk at the last trusted hop).
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers.get_all(&FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let hop = hop.trim();
+        let Some(ip) = hop.parse::<IpAddr>().ok().or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|a| a.ip())) else {
+            return client;
+        };
+        client = ip;
+        if !is_trusted(&ip) {
+            return ip;
+        }
+    }
+    client
 }
 
 /// The client's request id when it is sensible (1 to 128 of
@@ -183,7 +213,8 @@ mod tests {
             ("x-real-ip", "6.6.6.6"),
             ("forwarded", "for=6.6.6.6"),
         ]);
-        add_forwarded(&mut h, "192.0.2.7".parse().unwrap(), "http", Some(&HeaderValue::from_static("api.example.com")));
+        let ip = "192.0.2.7".parse().unwrap();
+        add_forwarded(&mut h, ip, ip, "http", Some(&HeaderValue::from_static("api.example.com")));
         assert_eq!(h["x-real-ip"], "192.0.2.7");
         assert!(h.get("forwarded").is_none());
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
@@ -199,5 +230,19 @@ mod tests {
             assert_eq!(id.len(), 36, "{bad:?} was replaced by a UUID");
         }
         assert_eq!(request_id(&HeaderMap::new()).len(), 36);
+    }
+
+    #[test]
+    fn client_ip_believes_forwarded_for_only_past_trusted_proxies() {
+        let mut h = HeaderMap::new();
+        h.insert(FORWARDED_FOR, HeaderValue::from_static("6.6.6.6, 203.0.113.9, 10.0.0.2"));
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        assert_eq!(client_ip(peer, &h, &trusted), "203.0.113.9".parse::<IpAddr>().unwrap(), "the first untrusted hop from the right");
+        assert_eq!(client_ip(peer, &h, &[]), peer, "no trusted proxies: the socket peer");
+        let outsider: IpAddr = "198.51.100.1".parse().unwrap();
+        assert_eq!(client_ip(outsider, &h, &trusted), outsider, "a client's own X-Forwarded-For is ignored");
+        h.insert(FORWARDED_FOR, HeaderValue::from_static("garbage, 10.0.0.2"));
+        assert_eq!(client_ip(peer, &h, &trusted), "10.0.0.2".parse::<IpAddr>().unwrap());
     }
 }

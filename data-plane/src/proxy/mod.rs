@@ -1,5 +1,5 @@
 //! The request pipeline: request id → route match → size limit →
-//! authentication and scopes → header rewriting (identity headers in) →
+//! authentication and scopes → rate limits → header rewriting (identity headers in) →
 //! upstream call (with timeouts) → response headers, with
 //! metrics and one span per request. The span is debug-level
 //! (`RUST_LOG=portico_dp=debug` shows it with each request's events): at the
@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 use crate::body::ResponseBody;
 use crate::error::ProxyError;
+use crate::ratelimit::{self, RequestFacts};
 use crate::router::normalize_path;
 use crate::runtime::RouteEntry;
 use crate::state::NodeState;
@@ -92,6 +93,19 @@ async fn forward(
             return Err(fail(error));
         }
     };
+    let client_ip = headers::client_ip(client.ip(), &parts.headers, &runtime.trusted_proxies);
+    let mut limited = None;
+    if !route.limits.is_empty() {
+        let facts =
+            RequestFacts { client_ip, headers: &parts.headers, identity: identity.as_ref(), route: &name, service: route.upstream.name() };
+        limited = match ratelimit::check(&route.limits, &facts).await {
+            Ok(decision) => decision,
+            Err(error) => {
+                crate::metrics::rate_limited(name.clone());
+                return Err(fail(error));
+            }
+        };
+    }
     let upstream_path = if route.strip_path { strip_prefix(&path, &matched.prefix) } else { &path };
     let target = route.upstream.pick();
     let path_and_query = match parts.uri.query() {
@@ -106,7 +120,7 @@ async fn forward(
         .map_err(|_| fail(ProxyError::BadRequest("the request target cannot be forwarded")))?;
     let upgrade = headers::upgrade_protocol(&parts.headers);
     let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
-    prepare_headers(&mut parts.headers, route, client, request_id, original_host, &target.host, upgrade);
+    prepare_headers(&mut parts.headers, route, (client.ip(), client_ip), request_id, original_host, &target.host, upgrade);
     if let Some(identity) = &identity {
         runtime.auth.add_identity_headers(identity, &mut parts.headers);
     }
@@ -136,13 +150,16 @@ async fn forward(
     }
     let keep_upgrade = upgraded.then(|| response.headers().get(header::UPGRADE).cloned()).flatten();
     headers::remove_hop_by_hop(response.headers_mut(), keep_upgrade);
+    if let Some(decision) = &limited {
+        ratelimit::add_headers(response.headers_mut(), decision);
+    }
     Ok((response.map(ResponseBody::Upstream), name))
 }
 
 fn prepare_headers(
     headers: &mut http::HeaderMap,
     route: &RouteEntry,
-    client: SocketAddr,
+    (peer, client): (std::net::IpAddr, std::net::IpAddr),
     request_id: &HeaderValue,
     original_host: Option<HeaderValue>,
     target_host: &HeaderValue,
@@ -150,7 +167,7 @@ fn prepare_headers(
 ) {
     headers::remove_hop_by_hop(headers, upgrade);
     headers::strip_identity(headers);
-    headers::add_forwarded(headers, client.ip(), "http", original_host.as_ref());
+    headers::add_forwarded(headers, peer, client, "http", original_host.as_ref());
     headers.insert(headers::REQUEST_ID, request_id.clone());
     let host = match (&original_host, route.preserve_host) {
         (Some(host), true) => host.clone(),

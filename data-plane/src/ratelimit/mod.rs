@@ -1,0 +1,196 @@
+//! Rate limiting. Each `rate-limit` policy that applies to a route becomes
+//! a [`Limiter`]: its algorithm (`algorithm.rs`), its key (who is counted
+//! apart) and its backend, in process memory (`local`) or shared by the
+//! fleet through Redis (`redis.rs`). A request passes only if every limit
+//! of its route admits it; the tightest one's `RateLimit-*` headers go on
+//! the response. Limiters are identified by where the policy sits and what
+//! it says, and carried across config versions, so editing unrelated
+//! entities keeps counters while changing a limit starts it afresh.
+
+pub mod algorithm;
+pub mod redis;
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use portico_shared::model::{BackendFailure, RateLimitBackend, RateLimitKey, RateLimitPolicy};
+use sha2::{Digest, Sha256};
+
+use self::algorithm::{Decision, Params, State};
+use self::redis::RedisBackend;
+use crate::auth::Identity;
+use crate::error::ProxyError;
+
+pub const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+pub const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+pub const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+/// Most keys a local limiter remembers (least recently used go first).
+const MAX_LOCAL_KEYS: u64 = 1_000_000;
+
+/// What limits need from the node.
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    /// The shared backend, when `--redis-url` is set.
+    pub redis: Option<Arc<RedisBackend>>,
+    /// Nodes sharing a Redis-backed limit; a node on its local fallback
+    /// admits `limit / expected_nodes`.
+    pub expected_nodes: u64,
+    /// Prefix of this gateway's Redis keys.
+    pub gateway: String,
+}
+
+/// In-memory state per key.
+struct LocalCounters {
+    params: Params,
+    states: moka::sync::Cache<String, Arc<Mutex<State>>>,
+}
+
+impl LocalCounters {
+    fn new(params: Params) -> Self {
+        // A key idle this long is back to its initial state and can go.
+        let idle = params.window * (params.burst as f64 / params.limit as f64).max(1.0) + 1.0;
+        let states = moka::sync::Cache::builder().max_capacity(MAX_LOCAL_KEYS).time_to_idle(Duration::from_secs_f64(idle)).build();
+        Self { params, states }
+    }
+
+    fn decide(&self, key: &str) -> Decision {
+        let state = self.states.get_with_by_ref(key, || Arc::new(Mutex::new(State::new(&self.params))));
+        let mut state = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.decide(&self.params, now())
+    }
+}
+
+/// One `rate-limit` policy where it applies.
+pub struct Limiter {
+    /// Identity: the policy and where it sits.
+    fingerprint: String,
+    params: Params,
+    key: RateLimitKey,
+    on_failure: BackendFailure,
+    redis: Option<Arc<RedisBackend>>,
+    /// The counters of a local limit, or the fallback of a Redis one.
+    local: LocalCounters,
+    redis_prefix: String,
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter").field("fingerprint", &self.fingerprint).field("params", &self.params).finish_non_exhaustive()
+    }
+}
+
+/// What a request's limit key may be made of.
+pub struct RequestFacts<'a> {
+    pub client_ip: IpAddr,
+    pub headers: &'a HeaderMap,
+    pub identity: Option<&'a Identity>,
+    pub route: &'a str,
+    pub service: &'a str,
+}
+
+impl Limiter {
+    /// What identifies the limit of `policy` at `scope` (`route:<id>`,
+    /// `service:<id>` or `gateway`): routes that share the scope share the
+    /// limiter, and a version with the same limit there keeps it.
+    pub fn fingerprint_of(policy: &RateLimitPolicy, scope: &str) -> String {
+        let identity = format!("{scope}\n{}", serde_json::to_string(policy).unwrap_or_default());
+        hex::encode(&Sha256::digest(identity.as_bytes())[..12])
+    }
+
+    /// A new limiter (fresh counters) for `policy`.
+    pub fn new(policy: &RateLimitPolicy, fingerprint: String, settings: &LimitSettings) -> Result<Self, String> {
+        let key = RateLimitKey::parse(&policy.key).ok_or_else(|| format!("rate-limit key '{}' is not understood", policy.key))?;
+        let params = Params::of(policy);
+        let redis = match policy.backend {
+            RateLimitBackend::Local => None,
+            RateLimitBackend::Redis => {
+                Some(settings.redis.clone().ok_or("a redis rate limit needs --redis-url (PORTICO_REDIS_URL) on this data plane")?)
+            }
+        };
+        let local_params = if redis.is_some() { params.divided(settings.expected_nodes) } else { params };
+        Ok(Self {
+            redis_prefix: format!("portico:rl:{}:{fingerprint}:", settings.gateway),
+            fingerprint,
+            params,
+            key,
+            on_failure: policy.on_backend_failure,
+            redis,
+            local: LocalCounters::new(local_params),
+        })
+    }
+
+    /// The value this request is counted under.
+    fn key_of(&self, facts: &RequestFacts<'_>) -> String {
+        let by_ip = || format!("ip:{}", facts.client_ip);
+        match &self.key {
+            RateLimitKey::Ip => by_ip(),
+            RateLimitKey::Route => format!("route:{}", facts.route),
+            RateLimitKey::Service => format!("service:{}", facts.service),
+            RateLimitKey::Consumer => {
+                facts.identity.filter(|i| !i.is_anonymous()).map_or_else(by_ip, |i| format!("consumer:{}", i.consumer_id()))
+            }
+            RateLimitKey::Header(name) => {
+                facts.headers.get(name.as_str()).and_then(|v| v.to_str().ok()).map_or_else(by_ip, |v| format!("header:{v}"))
+            }
+            RateLimitKey::Claim(name) => facts.identity.and_then(|i| i.claim(name)).map_or_else(by_ip, |v| format!("claim:{v}")),
+        }
+    }
+
+    /// Decides one request.
+    async fn decide(&self, facts: &RequestFacts<'_>) -> Option<Decision> {
+        let key = self.key_of(facts);
+        let Some(redis) = &self.redis else { return Some(self.local.decide(&key)) };
+        match redis.decide(&self.params, &format!("{}{key}", self.redis_prefix)).await {
+            Ok(decision) => Some(decision),
+            Err(reason) => {
+                tracing::warn!(%reason, on_failure = ?self.on_failure, "rate-limit backend unavailable");
+                crate::metrics::rate_limit_backend_failed();
+                match self.on_failure {
+                    BackendFailure::Allow => None,
+                    BackendFailure::Deny => {
+                        Some(Decision { allowed: false, limit: self.params.limit, remaining: 0, reset: 1.0, retry_after: 1.0, delay: 0.0 })
+                    }
+                    BackendFailure::Local => Some(self.local.decide(&key)),
+                }
+            }
+        }
+    }
+}
+
+/// Checks every limit of a route. The tightest admitting decision (for the
+/// response headers), or the `429` of the first refusing one. A leaky
+/// bucket's delay is waited out here.
+pub async fn check(limiters: &[Arc<Limiter>], facts: &RequestFacts<'_>) -> Result<Option<Decision>, ProxyError> {
+    let mut tightest: Option<Decision> = None;
+    let mut delay = 0.0_f64;
+    for limiter in limiters {
+        let Some(decision) = limiter.decide(facts).await else { continue };
+        if !decision.allowed {
+            return Err(ProxyError::RateLimited { window_s: limiter.params.window as u64, decision });
+        }
+        delay = delay.max(decision.delay);
+        if tightest.is_none_or(|t| decision.remaining < t.remaining) {
+            tightest = Some(decision);
+        }
+    }
+    if delay > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(delay)).await;
+    }
+    Ok(tightest)
+}
+
+/// Sets `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`
+/// (whole seconds) from `decision`.
+pub fn add_headers(headers: &mut HeaderMap, decision: &Decision) {
+    headers.insert(RATELIMIT_LIMIT, HeaderValue::from(decision.limit));
+    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(decision.remaining));
+    headers.insert(RATELIMIT_RESET, HeaderValue::from(decision.reset.ceil() as u64));
+}
+
+/// Seconds since the epoch: windows align to wall-clock time, as Redis's do.
+fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
