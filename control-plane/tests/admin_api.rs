@@ -521,11 +521,14 @@ async fn bad_credentials_and_auth_policies_are_refused_naming_the_field() {
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{policies}: {}", reply.text);
         assert!(reply.error_field().ends_with(field), "{policies}: {}", reply.text);
     }
-    let gateway =
-        api.write(Method::PUT, "/api/v1/gateways/default/policies", json!({"policies": [{"type": "key-auth", "header": "X-Key"}]})).await;
+    let settings = json!({"policies": [{"type": "key-auth", "header": "X-Key"}], "trusted_proxies": ["10.1.2.3/8", "::1"]});
+    let gateway = api.write(Method::PUT, "/api/v1/gateways/default/settings", settings).await;
     assert_eq!(gateway.status, StatusCode::OK, "{}", gateway.text);
     assert_eq!(gateway.json()["policies"][0]["header"], "x-key");
-    assert_eq!(api.get("/api/v1/gateways/default/policies").await.json()["policies"][0]["query"], "apikey");
+    assert_eq!(gateway.json()["trusted_proxies"], json!(["10.0.0.0/8", "::1/128"]));
+    assert_eq!(api.get("/api/v1/gateways/default/settings").await.json()["policies"][0]["query"], "apikey");
+    let bad = api.write(Method::PUT, "/api/v1/gateways/default/settings", json!({"trusted_proxies": ["10.0.0.0/33"]})).await;
+    assert_eq!((bad.status, bad.error_field()), (StatusCode::BAD_REQUEST, "trusted_proxies[0]".to_owned()), "{}", bad.text);
     let mut route = users_route();
     route["policies"] = json!([{"type": "scopes", "any_of": ["read"]}]);
     assert_eq!(api.write(Method::POST, ROUTES, route).await.status, StatusCode::CREATED, "the gateway's key-auth authenticates the route");
