@@ -38,8 +38,11 @@ pub struct RouteEntry {
     pub max_body_bytes: u64,
     /// Who may call the route.
     pub auth: AuthPlan,
-    /// The rate limits that apply, route's, service's and gateway's.
-    pub limits: Vec<Arc<Limiter>>,
+    /// The rate limits that apply (route's, service's and gateway's) whose
+    /// key does not need the caller: checked before authentication.
+    pub limits_before_auth: Vec<Arc<Limiter>>,
+    /// Those keyed by consumer or claim: checked after authentication.
+    pub limits_after_auth: Vec<Arc<Limiter>>,
 }
 
 /// One compiled config version.
@@ -114,7 +117,10 @@ impl Runtime {
                         ),
                     };
                     limiters.insert(fingerprint, limiter.clone());
-                    limits.push(limiter);
+                    // The same limit listed twice is one limit, not a halved one.
+                    if !limits.iter().any(|l| Arc::ptr_eq(l, &limiter)) {
+                        limits.push(limiter);
+                    }
                 }
             }
             routes.push(RouteEntry {
@@ -125,7 +131,8 @@ impl Runtime {
                 preserve_host: route.preserve_host,
                 max_body_bytes: max_body(&policies),
                 auth: auth.plan(&policies, u32::try_from(index).unwrap_or(u32::MAX)),
-                limits,
+                limits_after_auth: limits.iter().filter(|l| l.needs_identity()).cloned().collect(),
+                limits_before_auth: limits.into_iter().filter(|l| !l.needs_identity()).collect(),
             });
         }
         let router = Router::new(config.routes.iter().enumerate().map(|(index, route): (usize, &Route)| RouteSpec {
@@ -239,7 +246,7 @@ mod tests {
         };
         let first = snapshot(&limited(3), &GatewayConfig::default());
         let v1 = Runtime::compile("default", 1, first.clone(), None, &settings()).unwrap();
-        let route = |rt: &Runtime, path: &str| rt.route("h", path, &Method::GET, &HeaderMap::new()).unwrap().0.limits.clone();
+        let route = |rt: &Runtime, path: &str| rt.route("h", path, &Method::GET, &HeaderMap::new()).unwrap().0.limits_before_auth.clone();
         let (r1, r2) = (route(&v1, "/1"), route(&v1, "/2"));
         assert_eq!((r1.len(), r2.len()), (2, 1), "the route's limit and the gateway's");
         assert!(Arc::ptr_eq(&r1[1], &r2[0]), "one gateway limit for every route");

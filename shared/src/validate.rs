@@ -18,6 +18,8 @@ const MAX_PATH_LEN: usize = 1_024;
 const MAX_TAGS: usize = 32;
 const MAX_SCOPE_LEN: usize = 128;
 const MIN_HMAC_SECRET: usize = 32;
+/// Longest a leaky bucket may make a request wait.
+const MAX_QUEUE_WAIT_S: f64 = 600.0;
 const METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"];
 
 type Result<T = ()> = std::result::Result<T, ConfigError>;
@@ -585,6 +587,17 @@ fn rate_limit(at: &dyn Fn(&str) -> String, p: &mut crate::model::RateLimitPolicy
         (_, Some(_)) => return Err(ConfigError::invalid(at("burst"), "only token_bucket and leaky_bucket take a burst")),
         (_, None) => {}
     }
+    if p.algorithm == RateLimitAlgorithm::LeakyBucket {
+        let wait = p.burst.unwrap_or(p.limit) as f64 * p.window_s as f64 / p.limit as f64;
+        if wait > MAX_QUEUE_WAIT_S {
+            return Err(ConfigError::invalid(
+                at("burst"),
+                format!(
+                    "a request could wait {wait:.0} s in the queue (burst × window_s / limit); at most {MAX_QUEUE_WAIT_S} s: lower burst"
+                ),
+            ));
+        }
+    }
     match RateLimitKey::parse(&p.key) {
         Some(RateLimitKey::Header(name)) => {
             if name.len() > 128 || !name.bytes().all(is_token_byte) {
@@ -815,6 +828,7 @@ mod tests {
             (r#"{"type":"rate-limit","algorithm":"sliding_window_log","limit":100000,"window_s":1}"#, "policies[0].limit"),
             (r#"{"type":"rate-limit","algorithm":"token_bucket","limit":1,"window_s":1,"key":"cookie:x"}"#, "policies[0].key"),
             (r#"{"type":"rate-limit","algorithm":"token_bucket","limit":1,"window_s":1,"key":"header:"}"#, "policies[0].key"),
+            (r#"{"type":"rate-limit","algorithm":"leaky_bucket","limit":10,"window_s":3600}"#, "policies[0].burst"),
         ] {
             let mut r = route_with(&format!("[{policy}]"));
             assert_eq!(r.normalize_and_validate().unwrap_err().field(), field, "{policy}");

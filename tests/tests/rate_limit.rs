@@ -255,3 +255,29 @@ async fn a_redis_limit_on_a_node_without_redis_is_rejected_with_the_reason() {
     assert!(reason.contains("--redis-url"), "{reason}");
     drop(node);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_logins_count_against_an_ip_limit_and_consumers_are_counted_apart() {
+    let fleet = fleet(1).await;
+    let by = |key: &str| json!({"type": "rate-limit", "algorithm": "fixed_window", "limit": 3, "window_s": 600, "key": key});
+    let extra = json!({
+        "consumers": [{"username": "alice"}, {"username": "bob"}],
+        "credentials": [{"consumer": "alice", "type": "key-auth", "key": "alice-key-0123456789"},
+                        {"consumer": "bob", "type": "key-auth", "key": "bob-key-0123456789ab"}],
+    });
+    fleet
+        .configure(
+            &[("guarded", json!([{"type": "key-auth"}, by("ip")])), ("per-consumer", json!([{"type": "key-auth"}, by("consumer")]))],
+            extra,
+        )
+        .await;
+    let statuses: Vec<StatusCode> =
+        fleet.burst("/guarded", 5, &[("x-api-key", "guessing-0123456789")]).await.iter().map(reqwest::Response::status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count(), 3, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count(), 2, "key guessing is throttled: {statuses:?}");
+
+    for (key, who) in [("alice-key-0123456789", "alice"), ("bob-key-0123456789ab", "bob")] {
+        let responses = fleet.burst("/per-consumer", 4, &[("x-api-key", key)]).await;
+        assert_eq!(count(&responses, StatusCode::OK), 3, "{who} has a limit of its own");
+    }
+}

@@ -181,7 +181,7 @@ impl Authenticator {
         if let Some(policy) = &plan.key_auth
             && let Some(key) = api_key(policy, parts)
         {
-            match self.key_owner(&key) {
+            match key.ok().and_then(|key| self.key_owner(&key)) {
                 Some(consumer) => identity = Some(self.identity(consumer, None)),
                 None => refusal = Some("the API key is not valid"),
             }
@@ -244,7 +244,12 @@ impl Authenticator {
         let consumer = &self.consumers[identity.consumer];
         headers.insert(CONSUMER_ID, consumer.id.clone());
         headers.insert(CONSUMER_USERNAME, consumer.username.clone());
-        let user_id = identity.user_id.as_deref().and_then(|sub| HeaderValue::from_str(sub).ok()).or_else(|| consumer.custom_id.clone());
+        // A token's subject, when the token has one (left out if it cannot
+        // be a header value, never replaced by the consumer's id); else custom_id.
+        let user_id = match &identity.user_id {
+            Some(sub) => HeaderValue::from_str(sub).ok(),
+            None => consumer.custom_id.clone(),
+        };
         if let Some(user_id) = user_id {
             headers.insert(USER_ID, user_id);
         }
@@ -259,13 +264,14 @@ impl Authenticator {
     }
 }
 
-/// The API key a request presents: the policy's header, else its query parameter.
-fn api_key(policy: &KeyAuthPolicy, parts: &Parts) -> Option<String> {
+/// The API key a request presents: the policy's header, else its query
+/// parameter. A header that is not visible ASCII is presented, and wrong.
+fn api_key(policy: &KeyAuthPolicy, parts: &Parts) -> Option<Result<String, ()>> {
     if let Some(value) = parts.headers.get(policy.header.as_str()) {
-        return value.to_str().ok().map(str::to_owned);
+        return Some(value.to_str().map(str::to_owned).map_err(drop));
     }
     let name = policy.query.as_deref()?;
-    form_urlencoded::parse(parts.uri.query()?.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+    form_urlencoded::parse(parts.uri.query()?.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| Ok(v.into_owned()))
 }
 
 /// The token of `Authorization: Bearer <token>`.

@@ -126,6 +126,8 @@ pub fn add_forwarded(headers: &mut HeaderMap, peer: IpAddr, client: IpAddr, prot
 /// (an entry that does not parse stops the walk at the last trusted hop).
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    // `::ffff:10.0.0.1` (a dual-stack socket) is 10.0.0.1.
+    let peer = peer.to_canonical();
     if !is_trusted(&peer) {
         return peer;
     }
@@ -136,6 +138,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         let Some(ip) = hop.parse::<IpAddr>().ok().or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|a| a.ip())) else {
             return client;
         };
+        let ip = ip.to_canonical();
         client = ip;
         if !is_trusted(&ip) {
             return ip;
@@ -244,5 +247,7 @@ mod tests {
         assert_eq!(client_ip(outsider, &h, &trusted), outsider, "a client's own X-Forwarded-For is ignored");
         h.insert(FORWARDED_FOR, HeaderValue::from_static("garbage, 10.0.0.2"));
         assert_eq!(client_ip(peer, &h, &trusted), "10.0.0.2".parse::<IpAddr>().unwrap());
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(client_ip(mapped, &h, &trusted), "10.0.0.2".parse::<IpAddr>().unwrap(), "an IPv4-mapped peer is its IPv4 address");
     }
 }

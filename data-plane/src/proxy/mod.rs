@@ -9,7 +9,7 @@
 
 pub mod headers;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tracing::Instrument;
 
+use crate::auth::Identity;
 use crate::body::ResponseBody;
 use crate::error::ProxyError;
 use crate::ratelimit::{self, RequestFacts};
@@ -86,6 +87,8 @@ async fn forward(
     }
 
     let (mut parts, body) = request.into_parts();
+    let client_ip = headers::client_ip(client.ip(), &parts.headers, &runtime.trusted_proxies);
+    let limited_before = ratelimit::check(&route.limits_before_auth, &facts(route, &parts, client_ip, None)).await.map_err(fail)?;
     let identity = match runtime.auth.authenticate(&route.auth, &mut parts).await {
         Ok(identity) => identity,
         Err(error) => {
@@ -93,19 +96,9 @@ async fn forward(
             return Err(fail(error));
         }
     };
-    let client_ip = headers::client_ip(client.ip(), &parts.headers, &runtime.trusted_proxies);
-    let mut limited = None;
-    if !route.limits.is_empty() {
-        let facts =
-            RequestFacts { client_ip, headers: &parts.headers, identity: identity.as_ref(), route: &name, service: route.upstream.name() };
-        limited = match ratelimit::check(&route.limits, &facts).await {
-            Ok(decision) => decision,
-            Err(error) => {
-                crate::metrics::rate_limited(name.clone());
-                return Err(fail(error));
-            }
-        };
-    }
+    let limited_after =
+        ratelimit::check(&route.limits_after_auth, &facts(route, &parts, client_ip, identity.as_ref())).await.map_err(fail)?;
+    let limited = ratelimit::tighter(limited_before, limited_after);
     let upstream_path = if route.strip_path { strip_prefix(&path, &matched.prefix) } else { &path };
     let target = route.upstream.pick();
     let path_and_query = match parts.uri.query() {
@@ -156,10 +149,20 @@ async fn forward(
     Ok((response.map(ResponseBody::Upstream), name))
 }
 
+/// What a rate limit may key a request of `route` on.
+fn facts<'a>(
+    route: &'a RouteEntry,
+    parts: &'a http::request::Parts,
+    client_ip: IpAddr,
+    identity: Option<&'a Identity>,
+) -> RequestFacts<'a> {
+    RequestFacts { client_ip, headers: &parts.headers, identity, route: &route.name, service: route.upstream.name() }
+}
+
 fn prepare_headers(
     headers: &mut http::HeaderMap,
     route: &RouteEntry,
-    (peer, client): (std::net::IpAddr, std::net::IpAddr),
+    (peer, client): (IpAddr, IpAddr),
     request_id: &HeaderValue,
     original_host: Option<HeaderValue>,
     target_host: &HeaderValue,

@@ -11,8 +11,8 @@ pub mod algorithm;
 pub mod redis;
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use portico_shared::model::{BackendFailure, RateLimitBackend, RateLimitKey, RateLimitPolicy};
@@ -29,6 +29,11 @@ pub const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset
 
 /// Most keys a local limiter remembers (least recently used go first).
 const MAX_LOCAL_KEYS: u64 = 1_000_000;
+/// Longest a local key's state is kept while idle.
+const MAX_IDLE_S: f64 = 30.0 * 86_400.0;
+/// Longest key material kept as is; longer values (headers, claims) are
+/// counted under their hash, so keys stay small whatever a client sends.
+const MAX_KEY_BYTES: usize = 64;
 
 /// What limits need from the node.
 #[derive(Debug, Clone)]
@@ -50,8 +55,11 @@ struct LocalCounters {
 
 impl LocalCounters {
     fn new(params: Params) -> Self {
-        // A key idle this long is back to its initial state and can go.
-        let idle = params.window * (params.burst as f64 / params.limit as f64).max(1.0) + 1.0;
+        // A key idle this long is back to its initial state and can go: a
+        // bucket refills (or a queue drains) in (burst + 1) / rate, and a
+        // sliding counter looks back two windows. Capped at 30 days.
+        let refill = params.window * (params.burst as f64 + 1.0) / params.limit as f64;
+        let idle = (refill.max(2.0 * params.window) + 1.0).min(MAX_IDLE_S);
         let states = moka::sync::Cache::builder().max_capacity(MAX_LOCAL_KEYS).time_to_idle(Duration::from_secs_f64(idle)).build();
         Self { params, states }
     }
@@ -122,6 +130,13 @@ impl Limiter {
         })
     }
 
+    /// Whether the key needs to know the caller (`consumer`, `claim:`):
+    /// such limits are checked after authentication, the others before it,
+    /// so refused logins count too.
+    pub fn needs_identity(&self) -> bool {
+        matches!(self.key, RateLimitKey::Consumer | RateLimitKey::Claim(_))
+    }
+
     /// The value this request is counted under.
     fn key_of(&self, facts: &RequestFacts<'_>) -> String {
         let by_ip = || format!("ip:{}", facts.client_ip);
@@ -133,9 +148,11 @@ impl Limiter {
                 facts.identity.filter(|i| !i.is_anonymous()).map_or_else(by_ip, |i| format!("consumer:{}", i.consumer_id()))
             }
             RateLimitKey::Header(name) => {
-                facts.headers.get(name.as_str()).and_then(|v| v.to_str().ok()).map_or_else(by_ip, |v| format!("header:{v}"))
+                facts.headers.get(name.as_str()).and_then(|v| v.to_str().ok()).map_or_else(by_ip, |v| format!("header:{}", bounded(v)))
             }
-            RateLimitKey::Claim(name) => facts.identity.and_then(|i| i.claim(name)).map_or_else(by_ip, |v| format!("claim:{v}")),
+            RateLimitKey::Claim(name) => {
+                facts.identity.and_then(|i| i.claim(name)).map_or_else(by_ip, |v| format!("claim:{}", bounded(&v)))
+            }
         }
     }
 
@@ -160,26 +177,48 @@ impl Limiter {
     }
 }
 
-/// Checks every limit of a route. The tightest admitting decision (for the
-/// response headers), or the `429` of the first refusing one. A leaky
-/// bucket's delay is waited out here.
+/// `value`, or its hash when it is longer than [`MAX_KEY_BYTES`].
+fn bounded(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.len() <= MAX_KEY_BYTES {
+        std::borrow::Cow::Borrowed(value)
+    } else {
+        std::borrow::Cow::Owned(format!("sha256:{}", hex::encode(Sha256::digest(value.as_bytes()))))
+    }
+}
+
+/// Checks `limiters`, counting a refusal for `route`. The tightest admitting
+/// decision (for the response headers), or the `429` of the first refusing
+/// one. A leaky bucket's delay is waited out here.
 pub async fn check(limiters: &[Arc<Limiter>], facts: &RequestFacts<'_>) -> Result<Option<Decision>, ProxyError> {
+    if limiters.is_empty() {
+        return Ok(None);
+    }
+    let refused = |error| {
+        crate::metrics::rate_limited(Arc::from(facts.route));
+        error
+    };
     let mut tightest: Option<Decision> = None;
     let mut delay = 0.0_f64;
     for limiter in limiters {
         let Some(decision) = limiter.decide(facts).await else { continue };
         if !decision.allowed {
-            return Err(ProxyError::RateLimited { window_s: limiter.params.window as u64, decision });
+            return Err(refused(ProxyError::RateLimited { window_s: limiter.params.window as u64, decision }));
         }
         delay = delay.max(decision.delay);
-        if tightest.is_none_or(|t| decision.remaining < t.remaining) {
-            tightest = Some(decision);
-        }
+        tightest = tighter(tightest, Some(decision));
     }
     if delay > 0.0 {
         tokio::time::sleep(Duration::from_secs_f64(delay)).await;
     }
     Ok(tightest)
+}
+
+/// Of two decisions, the one with fewer requests remaining.
+pub fn tighter(a: Option<Decision>, b: Option<Decision>) -> Option<Decision> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.remaining < a.remaining { b } else { a }),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Sets `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`
@@ -190,7 +229,12 @@ pub fn add_headers(headers: &mut HeaderMap, decision: &Decision) {
     headers.insert(RATELIMIT_RESET, HeaderValue::from(decision.reset.ceil() as u64));
 }
 
-/// Seconds since the epoch: windows align to wall-clock time, as Redis's do.
+/// Seconds since the epoch, read once and then advanced by the monotonic
+/// clock: windows align to wall-clock time as Redis's do, and a clock step
+/// never moves a local limit backwards.
 fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    static START: OnceLock<(Instant, f64)> = OnceLock::new();
+    let (instant, epoch) =
+        START.get_or_init(|| (Instant::now(), SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())));
+    epoch + instant.elapsed().as_secs_f64()
 }

@@ -115,9 +115,10 @@ pub struct RedisBackend {
     /// Milliseconds since `started` before which Redis is not asked.
     backoff_until_ms: AtomicU64,
     started: Instant,
-    /// Tells requests apart in sliding-window logs.
+    /// Tells requests apart in sliding-window logs: this process (a node
+    /// id and a random number, as a restarted node keeps its id) and a count.
     sequence: AtomicU64,
-    node: String,
+    process: String,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -149,7 +150,7 @@ impl RedisBackend {
             backoff_until_ms: AtomicU64::new(0),
             started: Instant::now(),
             sequence: AtomicU64::new(0),
-            node: node.to_owned(),
+            process: format!("{node}:{:016x}", rand::random::<u64>()),
         })
     }
 
@@ -169,7 +170,7 @@ impl RedisBackend {
             }
             RateLimitAlgorithm::FixedWindow => (&self.scripts[2], vec![params.limit.to_string(), window_ms.to_string()]),
             RateLimitAlgorithm::SlidingWindowLog => {
-                let member = format!("{}:{}", self.node, self.sequence.fetch_add(1, Ordering::Relaxed));
+                let member = format!("{}:{}", self.process, self.sequence.fetch_add(1, Ordering::Relaxed));
                 (&self.scripts[3], vec![params.limit.to_string(), window_ms.to_string(), member])
             }
             RateLimitAlgorithm::SlidingWindowCounter => (&self.scripts[4], vec![params.limit.to_string(), window_ms.to_string()]),
