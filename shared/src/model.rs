@@ -49,6 +49,11 @@ pub struct Service {
     pub targets: Vec<Target>,
     #[serde(default)]
     pub load_balancing: LoadBalancing,
+    /// With `consistent_hash`: what requests are hashed on, `ip`,
+    /// `consumer`, `header:<name>` or `cookie:<name>` (a request without it
+    /// hashes on `ip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_on: Option<String>,
     #[serde(default)]
     pub timeouts: Timeouts,
     #[serde(default)]
@@ -97,9 +102,41 @@ fn default_weight() -> u32 {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LoadBalancing {
-    /// Weighted round robin.
+    /// Weighted round robin (smooth, as nginx's).
     #[default]
     RoundRobin,
+    /// Power of two choices: of two targets drawn by weight, the one with
+    /// fewer requests in flight.
+    LeastRequests,
+    /// A hash ring with points per target in proportion to its weight: a
+    /// request goes where its `hash_on` value falls, and a target joining or
+    /// leaving moves only its share of the values.
+    ConsistentHash,
+}
+
+/// What `consistent_hash` hashes, parsed from `hash_on`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    Ip,
+    Consumer,
+    /// A request header (lowercase name).
+    Header(String),
+    Cookie(String),
+}
+
+impl HashOn {
+    /// Parses `ip|consumer|header:<name>|cookie:<name>`.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "ip" => Some(Self::Ip),
+            "consumer" => Some(Self::Consumer),
+            _ => match value.split_once(':')? {
+                ("header", name) if !name.is_empty() => Some(Self::Header(name.to_ascii_lowercase())),
+                ("cookie", name) if !name.is_empty() => Some(Self::Cookie(name.to_owned())),
+                _ => None,
+            },
+        }
+    }
 }
 
 /// Upstream timeouts, in milliseconds.

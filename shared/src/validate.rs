@@ -7,7 +7,9 @@ use std::collections::{HashMap, HashSet};
 use crate::error::ConfigError;
 use sha2::{Digest, Sha256};
 
-use crate::model::{Consumer, Credential, CredentialType, Entity, EntityKind, GatewayConfig, JwtAlgorithm, Policy, Route, Service};
+use crate::model::{
+    Consumer, Credential, CredentialType, Entity, EntityKind, GatewayConfig, HashOn, JwtAlgorithm, LoadBalancing, Policy, Route, Service,
+};
 
 /// Longest entity or gateway name.
 pub const MAX_NAME_LEN: usize = 64;
@@ -64,6 +66,29 @@ impl Validate for Service {
         }
         if self.targets.iter().all(|t| t.weight == 0) {
             return Err(ConfigError::invalid("targets", "at least one target needs a weight above 0"));
+        }
+        match (self.load_balancing, self.hash_on.as_deref().map(|h| (h, HashOn::parse(h)))) {
+            (LoadBalancing::ConsistentHash, None) => {
+                return Err(ConfigError::invalid("hash_on", "consistent_hash needs hash_on: ip, consumer, header:<name> or cookie:<name>"));
+            }
+            (LoadBalancing::ConsistentHash, Some((_, Some(HashOn::Header(name))))) => {
+                if name.len() > 128 || !name.bytes().all(is_token_byte) {
+                    return Err(ConfigError::invalid("hash_on", "header:<name> needs a valid header name"));
+                }
+                self.hash_on = Some(format!("header:{name}"));
+            }
+            (LoadBalancing::ConsistentHash, Some((_, Some(HashOn::Cookie(name)))))
+                if !name.bytes().all(is_token_byte) || name.len() > 128 =>
+            {
+                return Err(ConfigError::invalid("hash_on", "cookie:<name> needs a valid cookie name"));
+            }
+            (LoadBalancing::ConsistentHash, Some((value, None))) => {
+                return Err(ConfigError::invalid("hash_on", format!("'{value}' is not ip, consumer, header:<name> or cookie:<name>")));
+            }
+            (LoadBalancing::RoundRobin | LoadBalancing::LeastRequests, Some(_)) => {
+                return Err(ConfigError::invalid("hash_on", "only consistent_hash takes hash_on"));
+            }
+            _ => {}
         }
         in_range("timeouts.connect_ms", self.timeouts.connect_ms, 1, 60_000)?;
         in_range("timeouts.request_ms", self.timeouts.request_ms, 1, 3_600_000)?;
@@ -735,6 +760,22 @@ mod tests {
         s.normalize_and_validate().unwrap();
         assert_eq!(s.targets[0].url, "http://users.internal:8000");
         assert_eq!(s.targets[0].weight, 100);
+    }
+
+    #[test]
+    fn consistent_hash_needs_a_known_hash_on_and_only_it_takes_one() {
+        let with = |extra: &str| service(&format!(r#"{{"name":"s","targets":[{{"url":"http://a:1"}}]{extra}}}"#));
+        for bad in [
+            r#","load_balancing":"consistent_hash""#,
+            r#","load_balancing":"consistent_hash","hash_on":"body""#,
+            r#","load_balancing":"least_requests","hash_on":"ip""#,
+            r#","load_balancing":"consistent_hash","hash_on":"header:a b""#,
+        ] {
+            assert_eq!(with(bad).normalize_and_validate().unwrap_err().field(), "hash_on", "{bad}");
+        }
+        let mut ok = with(r#","load_balancing":"consistent_hash","hash_on":"header:X-User""#);
+        ok.normalize_and_validate().unwrap();
+        assert_eq!(ok.hash_on.as_deref(), Some("header:x-user"));
     }
 
     #[test]

@@ -100,7 +100,13 @@ async fn forward(
         ratelimit::check(&route.limits_after_auth, &facts(route, &parts, client_ip, identity.as_ref())).await.map_err(fail)?;
     let limited = ratelimit::tighter(limited_before, limited_after);
     let upstream_path = if route.strip_path { strip_prefix(&path, &matched.prefix) } else { &path };
-    let target = route.upstream.pick();
+    let hash_value = route.upstream.hash_on().map(|on| {
+        let consumer = identity.as_ref().filter(|i| !i.is_anonymous()).map(Identity::consumer_id);
+        crate::upstream::hash_value(on, &parts.headers, client_ip, consumer)
+    });
+    // Held until the response headers are in: a least-requests target counts it in flight.
+    let picked = route.upstream.pick(hash_value.as_deref().map(str::as_bytes));
+    let target = picked.target;
     let path_and_query = match parts.uri.query() {
         Some(query) => format!("{upstream_path}?{query}"),
         None => upstream_path.to_owned(),

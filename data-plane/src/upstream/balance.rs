@@ -1,9 +1,13 @@
-//! Weighted round robin without locks: the smooth weighted round-robin
-//! order (nginx's, which interleaves targets instead of bunching them) is
-//! computed once per config into a schedule that requests walk with one
-//! atomic counter.
+//! The balancers. Weighted round robin without locks: the smooth weighted
+//! round-robin order (nginx's, which interleaves targets instead of
+//! bunching them) is computed once per config into a schedule that requests
+//! walk with one atomic counter. Least requests: the power of two choices
+//! over in-flight counts. Consistent hashing: a ring of points per target.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rand::Rng;
+use sha2::{Digest, Sha256};
 
 /// Longest schedule kept; weights whose exact cycle is longer are scaled
 /// down proportionally (shares stay within a fraction of a percent).
@@ -47,6 +51,99 @@ impl WeightedRoundRobin {
     pub fn pick(&self) -> usize {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         self.schedule[n % self.schedule.len()] as usize
+    }
+}
+
+/// Power of two choices: two targets drawn in proportion to their weights,
+/// the one with fewer requests in flight per unit of weight wins.
+#[derive(Debug)]
+pub struct LeastRequests {
+    weights: Box<[u32]>,
+    total: u64,
+    in_flight: Box<[AtomicUsize]>,
+}
+
+/// A request counted in flight on a target until dropped.
+#[derive(Debug)]
+pub struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl LeastRequests {
+    pub fn new(weights: &[u32]) -> Self {
+        Self {
+            weights: weights.into(),
+            total: weights.iter().map(|w| u64::from(*w)).sum(),
+            in_flight: weights.iter().map(|_| AtomicUsize::new(0)).collect(),
+        }
+    }
+
+    fn draw(&self, rng: &mut impl Rng) -> usize {
+        let mut point = rng.random_range(0..self.total.max(1));
+        for (i, w) in self.weights.iter().enumerate() {
+            if point < u64::from(*w) {
+                return i;
+            }
+            point -= u64::from(*w);
+        }
+        0
+    }
+
+    /// The chosen target index, counted in flight until the guard drops.
+    pub fn pick(&self) -> (usize, InFlight<'_>) {
+        let mut rng = rand::rng();
+        let (a, b) = (self.draw(&mut rng), self.draw(&mut rng));
+        // In flight per unit of weight, compared without dividing; a tie
+        // (an idle fleet) keeps the first draw, so shares follow the weights.
+        let busy = |i: usize| self.in_flight[i].load(Ordering::Relaxed) as u64;
+        let chosen = if busy(b) * u64::from(self.weights[a]) < busy(a) * u64::from(self.weights[b]) { b } else { a };
+        self.in_flight[chosen].fetch_add(1, Ordering::Relaxed);
+        (chosen, InFlight(&self.in_flight[chosen]))
+    }
+}
+
+/// Points on the ring per unit of weight (100 is the default weight).
+const POINTS_PER_WEIGHT: u32 = 160;
+/// Most points of one target.
+const MAX_POINTS: u32 = 400;
+
+/// A consistent-hash ring: each target owns points in proportion to its
+/// weight, and a value goes to the target of the first point at or after
+/// its hash. Adding or removing a target moves only the values of its own
+/// points. Hashes are sha256 (stable across builds and data planes).
+#[derive(Debug)]
+pub struct HashRing {
+    points: Box<[(u64, u32)]>,
+}
+
+fn ring_hash(bytes: &[u8]) -> u64 {
+    let digest = Sha256::digest(bytes);
+    u64::from_be_bytes(digest[..8].try_into().expect("sha256 has 32 bytes"))
+}
+
+impl HashRing {
+    /// `targets[i]` names target i (its authority) and weighs `weights[i]`.
+    pub fn new(targets: &[&str], weights: &[u32]) -> Self {
+        let mut points = Vec::new();
+        for (i, (name, weight)) in targets.iter().zip(weights).enumerate() {
+            let count = if *weight == 0 { 0 } else { (weight * POINTS_PER_WEIGHT / 100).clamp(1, MAX_POINTS) };
+            for n in 0..count {
+                points.push((ring_hash(format!("{name}#{n}").as_bytes()), u32::try_from(i).unwrap_or(0)));
+            }
+        }
+        points.sort_unstable();
+        Self { points: points.into_boxed_slice() }
+    }
+
+    /// The target index for `value`.
+    pub fn pick(&self, value: &[u8]) -> usize {
+        let hash = ring_hash(value);
+        let at = self.points.partition_point(|(point, _)| *point < hash);
+        self.points.get(at).or_else(|| self.points.first()).map_or(0, |(_, target)| *target as usize)
     }
 }
 
@@ -94,5 +191,44 @@ mod tests {
         assert!(rr.schedule.len() <= MAX_SCHEDULE + weights.len());
         let c = counts(&[997, 991, 983], 2971 * 10);
         assert!(c.iter().zip([997, 991, 983]).all(|(c, w)| c.abs_diff(w * 10) <= 20), "{c:?}");
+    }
+
+    #[test]
+    fn least_requests_prefers_the_idler_target_and_counts_down() {
+        let lr = LeastRequests::new(&[100, 100]);
+        lr.in_flight[0].store(5, Ordering::Relaxed);
+        let picks: Vec<usize> = (0..200).map(|_| lr.pick().0).collect();
+        // Target 0 wins only when both draws are 0 (a quarter of the time).
+        assert!(picks.iter().filter(|p| **p == 1).count() > 120, "target 1 is idle: {picks:?}");
+        let held = lr.pick();
+        assert_eq!(lr.in_flight[held.0].load(Ordering::Relaxed), if held.0 == 0 { 6 } else { 1 });
+        let weighted = LeastRequests::new(&[300, 100]);
+        let heavy = (0..4_000).filter(|_| weighted.pick().0 == 0).count();
+        assert!((2_800..=3_200).contains(&heavy), "idle targets share by weight: {heavy}");
+        drop(held);
+        assert_eq!((lr.in_flight[0].load(Ordering::Relaxed), lr.in_flight[1].load(Ordering::Relaxed)), (5, 0), "guards count down");
+    }
+
+    #[test]
+    fn consistent_hash_moves_only_the_new_targets_share() {
+        let three = HashRing::new(&["a:1", "b:1", "c:1"], &[100, 100, 100]);
+        let four = HashRing::new(&["a:1", "b:1", "c:1", "d:1"], &[100, 100, 100, 100]);
+        let keys: Vec<String> = (0..10_000).map(|i| format!("client-{i}")).collect();
+        let mut moved = 0;
+        let mut per_target = [0usize; 4];
+        for key in &keys {
+            let (before, after) = (three.pick(key.as_bytes()), four.pick(key.as_bytes()));
+            per_target[after] += 1;
+            if before != after {
+                moved += 1;
+                assert_eq!(after, 3, "a key only ever moves to the new target");
+            }
+        }
+        assert!((1_800..=3_200).contains(&moved), "about a quarter moves: {moved}");
+        assert!(per_target.iter().all(|n| (1_800..=3_200).contains(n)), "{per_target:?}");
+        assert_eq!(three.pick(b"client-7"), three.pick(b"client-7"), "stable");
+        let weighted = HashRing::new(&["a:1", "b:1"], &[300, 100]);
+        let heavy = keys.iter().filter(|k| weighted.pick(k.as_bytes()) == 0).count();
+        assert!((6_800..=8_200).contains(&heavy), "shares follow weights: {heavy}");
     }
 }
