@@ -41,6 +41,8 @@ pub enum ProxyError {
     UpstreamUnavailable { upstream: String, reason: String },
     #[error("upstream '{upstream}' did not answer in time")]
     UpstreamTimeout { upstream: String },
+    #[error("upstream '{upstream}' has no healthy target")]
+    NoHealthyTarget { upstream: String },
 }
 
 impl ProxyError {
@@ -56,6 +58,7 @@ impl ProxyError {
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::NoHealthyTarget { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -72,6 +75,7 @@ impl ProxyError {
             Self::RateLimited { .. } => "rate_limited",
             Self::UpstreamUnavailable { .. } => "upstream_unavailable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::NoHealthyTarget { .. } => "no_healthy_upstream",
         }
     }
 
@@ -85,13 +89,13 @@ impl ProxyError {
             | Self::Unauthorized { .. }
             | Self::Forbidden { .. }
             | Self::RateLimited { .. } => ErrorSource::Downstream,
-            Self::UpstreamUnavailable { .. } | Self::UpstreamTimeout { .. } => ErrorSource::Upstream,
+            Self::UpstreamUnavailable { .. } | Self::UpstreamTimeout { .. } | Self::NoHealthyTarget { .. } => ErrorSource::Upstream,
         }
     }
 
     /// Whether trying again (elsewhere or later) may succeed.
     pub fn retryable(&self) -> bool {
-        matches!(self, Self::NoConfig | Self::UpstreamUnavailable { .. } | Self::UpstreamTimeout { .. })
+        matches!(self, Self::NoConfig | Self::UpstreamUnavailable { .. } | Self::UpstreamTimeout { .. } | Self::NoHealthyTarget { .. })
     }
 
     /// `{"error": {"code", "message"}}` with the status (and the

@@ -29,6 +29,11 @@ pub fn install() -> Result<PrometheusHandle, String> {
         "portico_rate_limit_backend_failures_total",
         "Rate-limit decisions Redis could not make in time (on_backend_failure decided)"
     );
+    describe_gauge!(
+        "portico_upstream_target_healthy",
+        "1 when a target may take traffic, by service and target (kept by active health checks)"
+    );
+    describe_counter!("portico_upstream_ejections_total", "Targets ejected by passive health checks, by service and target");
     Ok(handle)
 }
 
@@ -69,4 +74,16 @@ pub fn rate_limited(route: Arc<str>) {
 
 pub fn rate_limit_backend_failed() {
     counter!("portico_rate_limit_backend_failures_total").increment(1);
+}
+
+pub fn target_health(service: &str, target: &str, healthy: bool) {
+    gauge!("portico_upstream_target_healthy", "service" => service.to_owned(), "target" => target.to_owned()).set(if healthy {
+        1.0
+    } else {
+        0.0
+    });
+}
+
+pub fn target_ejected(service: &str, target: &str) {
+    counter!("portico_upstream_ejections_total", "service" => service.to_owned(), "target" => target.to_owned()).increment(1);
 }

@@ -83,10 +83,14 @@ impl Runtime {
         let mut by_name = HashMap::new();
         for service in &config.services {
             let id = service.id.ok_or_else(|| format!("service '{}' has no id", service.name))?;
-            let kept = previous.and_then(|p| p.upstreams.get(&id)).filter(|u| u.serves(service)).cloned();
-            let upstream = match kept {
-                Some(upstream) => upstream,
-                None => Arc::new(Upstream::new(service)?),
+            let before = previous.and_then(|p| p.upstreams.get(&id));
+            let upstream = match before.filter(|u| u.serves(service)) {
+                Some(upstream) => upstream.clone(),
+                None => {
+                    let upstream = Arc::new(Upstream::new(service, before.map(|u| &**u))?);
+                    upstream.start_checks();
+                    upstream
+                }
             };
             by_name.insert(service.name.as_str(), (upstream.clone(), service));
             upstreams.insert(id, upstream);

@@ -56,6 +56,9 @@ pub struct Service {
     pub hash_on: Option<String>,
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// Active checks and passive outlier detection of the targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
     #[serde(default)]
     pub policies: Vec<Policy>,
     #[serde(default)]
@@ -112,6 +115,82 @@ pub enum LoadBalancing {
     /// request goes where its `hash_on` value falls, and a target joining or
     /// leaving moves only its share of the values.
     ConsistentHash,
+}
+
+/// How a service learns which targets are healthy. Unhealthy targets get
+/// no traffic; with none healthy, requests get `503` at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<ActiveHealthCheck>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passive: Option<PassiveHealthCheck>,
+}
+
+/// Each data plane sends `GET <path>` to every target every `interval_ms`;
+/// a 2xx or 3xx answer within `timeout_ms` is a success.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActiveHealthCheck {
+    /// Default `/health`.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// 100 to 3,600,000 (default 5000).
+    #[serde(default = "default_health_interval_ms")]
+    pub interval_ms: u32,
+    /// 1 to 60,000 and below `interval_ms` (default 1000).
+    #[serde(default = "default_health_timeout_ms")]
+    pub timeout_ms: u32,
+    /// Successes in a row that bring an unhealthy target back (default 2).
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: u32,
+    /// Failures in a row that take a healthy target out (default 3).
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+}
+
+fn default_health_path() -> String {
+    "/health".to_owned()
+}
+fn default_health_interval_ms() -> u32 {
+    5_000
+}
+fn default_health_timeout_ms() -> u32 {
+    1_000
+}
+fn default_healthy_threshold() -> u32 {
+    2
+}
+fn default_unhealthy_threshold() -> u32 {
+    3
+}
+
+/// Outlier detection on live traffic: `consecutive_failures` connect
+/// failures, timeouts or 5xx answers in a row eject a target for
+/// `base_ejection_ms`, doubled with each ejection up to `max_ejection_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveHealthCheck {
+    /// 1 to 1000 (default 5).
+    #[serde(default = "default_consecutive_failures")]
+    pub consecutive_failures: u32,
+    /// 100 to 3,600,000 (default 30,000).
+    #[serde(default = "default_base_ejection_ms")]
+    pub base_ejection_ms: u32,
+    /// At least `base_ejection_ms`, at most 3,600,000 (default 300,000).
+    #[serde(default = "default_max_ejection_ms")]
+    pub max_ejection_ms: u32,
+}
+
+fn default_consecutive_failures() -> u32 {
+    5
+}
+fn default_base_ejection_ms() -> u32 {
+    30_000
+}
+fn default_max_ejection_ms() -> u32 {
+    300_000
 }
 
 /// What `consistent_hash` hashes, parsed from `hash_on`.

@@ -90,6 +90,9 @@ impl Validate for Service {
             }
             _ => {}
         }
+        if let Some(health) = &self.health_check {
+            health_check(health)?;
+        }
         in_range("timeouts.connect_ms", self.timeouts.connect_ms, 1, 60_000)?;
         in_range("timeouts.request_ms", self.timeouts.request_ms, 1, 3_600_000)?;
         policies("policies", &mut self.policies)?;
@@ -539,6 +542,28 @@ fn host_pattern(field: &str, host: &str) -> Result {
     };
     if name.is_empty() || host.len() > 253 || !name.split('.').all(label_ok) {
         return Err(ConfigError::invalid(field, format!("'{host}' is not a host name or a '*.example.com' pattern")));
+    }
+    Ok(())
+}
+
+fn health_check(health: &crate::model::HealthCheck) -> Result {
+    if let Some(active) = &health.active {
+        let path = &active.path;
+        if !path.starts_with('/') || path.len() > MAX_PATH_LEN || !path.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ConfigError::invalid(
+                "health_check.active.path",
+                "must start with '/' and be at most 1024 visible ASCII characters",
+            ));
+        }
+        in_range("health_check.active.interval_ms", active.interval_ms, 100, 3_600_000)?;
+        in_range("health_check.active.timeout_ms", active.timeout_ms, 1, 60_000.min(active.interval_ms.saturating_sub(1).max(1)))?;
+        in_range("health_check.active.healthy_threshold", active.healthy_threshold, 1, 100)?;
+        in_range("health_check.active.unhealthy_threshold", active.unhealthy_threshold, 1, 100)?;
+    }
+    if let Some(passive) = &health.passive {
+        in_range("health_check.passive.consecutive_failures", passive.consecutive_failures, 1, 1_000)?;
+        in_range("health_check.passive.base_ejection_ms", passive.base_ejection_ms, 100, 3_600_000)?;
+        in_range("health_check.passive.max_ejection_ms", passive.max_ejection_ms, passive.base_ejection_ms, 3_600_000)?;
     }
     Ok(())
 }

@@ -28,30 +28,49 @@ pub struct TestUpstream {
     requests: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
+    /// Closes every open connection when it changes (see [`TestUpstream::stop`]).
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl TestUpstream {
     pub async fn start(name: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        Self::start_on(name, 0).await
+    }
+
+    /// Like [`TestUpstream::start`] on a given port (0: any), e.g. to bring a stopped one back.
+    pub async fn start_on(name: &str, port: u16) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind upstream");
         let addr = listener.local_addr().expect("upstream address");
         let requests = Arc::new(AtomicUsize::new(0));
         let connections = Arc::new(AtomicUsize::new(0));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let (counter, accepted, label) = (requests.clone(), connections.clone(), name.to_owned());
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 accepted.fetch_add(1, Ordering::SeqCst);
-                let (counter, label) = (counter.clone(), label.clone());
+                let (counter, label, mut stopped) = (counter.clone(), label.clone(), stopped.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
                         counter.fetch_add(1, Ordering::SeqCst);
                         let label = label.clone();
                         async move { Ok::<_, Infallible>(answer(&label, request).await) }
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(stream), service).await;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = connection => {}
+                        _ = stopped.wait_for(|stop| *stop) => {}
+                    }
                 });
             }
         });
-        Self { addr, name: name.to_owned(), requests, connections, task }
+        Self { addr, name: name.to_owned(), requests, connections, task, stop }
+    }
+
+    /// Stops listening and closes every open connection, as a killed process would.
+    pub fn stop(&self) {
+        self.task.abort();
+        self.stop.send_replace(true);
     }
 
     /// `http://127.0.0.1:<port>`
@@ -72,7 +91,7 @@ impl TestUpstream {
 
 impl Drop for TestUpstream {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop();
     }
 }
 

@@ -66,3 +66,72 @@ async fn least_requests_and_round_robin_spread_by_weight() {
         assert!((0.6..=0.9).contains(&share_a), "{balancing}: {counts:?}");
     }
 }
+
+/// The status, and who answered (`x-upstream`), of a GET.
+async fn outcome(dp: &DataPlane) -> (StatusCode, Option<String>) {
+    let response = reqwest::Client::builder().no_proxy().build().unwrap().get(format!("{}/who", dp.proxy_url)).send().await.unwrap();
+    (response.status(), response.headers().get("x-upstream").map(|v| v.to_str().unwrap().to_owned()))
+}
+
+#[tokio::test]
+async fn active_checks_eject_a_killed_target_and_readmit_it_when_it_recovers() {
+    let (a, b) = (TestUpstream::start("a").await, TestUpstream::start("b").await);
+    let b_port = b.addr.port();
+    let health =
+        json!({"active": {"path": "/health", "interval_ms": 200, "timeout_ms": 150, "healthy_threshold": 2, "unhealthy_threshold": 2}});
+    let service = json!({"name": "app", "health_check": health, "targets": [{"url": a.url()}, {"url": b.url()}]});
+    let (_db, _cp, dp) = serve(service).await;
+    assert_eq!(outcome(&dp).await.0, StatusCode::OK);
+
+    b.stop();
+    portico_test_support::eventually("the killed target is taken out", std::time::Duration::from_secs(10), || async {
+        let mut all_a = true;
+        for _ in 0..10 {
+            all_a &= outcome(&dp).await == (StatusCode::OK, Some("a".to_owned()));
+        }
+        all_a.then_some(())
+    })
+    .await;
+    let metrics = reqwest::get(format!("{}/metrics", dp.status_url)).await.unwrap().text().await.unwrap();
+    let gauge = format!("portico_upstream_target_healthy{{service=\"app\",target=\"http://127.0.0.1:{b_port}\"}} 0");
+    assert!(metrics.contains(&gauge), "{gauge} in\n{metrics}");
+
+    let _b_again = TestUpstream::start_on("b", b_port).await;
+    portico_test_support::eventually("the recovered target takes traffic again", std::time::Duration::from_secs(10), || async {
+        let mut seen_b = false;
+        for _ in 0..10 {
+            seen_b |= outcome(&dp).await.1.as_deref() == Some("b");
+        }
+        seen_b.then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn passive_checks_eject_failing_targets_and_all_down_answers_503_at_once() {
+    let (a, b) = (TestUpstream::start("a").await, TestUpstream::start("b").await);
+    let health = json!({"passive": {"consecutive_failures": 3, "base_ejection_ms": 60000}});
+    let service = json!({"name": "app", "health_check": health, "targets": [{"url": a.url()}, {"url": b.url()}]});
+    let (_db, _cp, dp) = serve(service).await;
+
+    b.stop();
+    let mut seen = Vec::new();
+    for _ in 0..12 {
+        seen.push(outcome(&dp).await);
+    }
+    let failures = seen.iter().filter(|(status, _)| *status == StatusCode::BAD_GATEWAY).count();
+    assert_eq!(failures, 3, "three failures in a row eject the dead target: {seen:?}");
+    for _ in 0..10 {
+        assert_eq!(outcome(&dp).await, (StatusCode::OK, Some("a".to_owned())));
+    }
+
+    a.stop();
+    for _ in 0..3 {
+        assert_eq!(outcome(&dp).await.0, StatusCode::BAD_GATEWAY);
+    }
+    let started = std::time::Instant::now();
+    let response = reqwest::Client::builder().no_proxy().build().unwrap().get(format!("{}/who", dp.proxy_url)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "answered without trying a target");
+    assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "no_healthy_upstream");
+}

@@ -105,7 +105,10 @@ async fn forward(
         crate::upstream::hash_value(on, &parts.headers, client_ip, consumer)
     });
     // Held until the response headers are in: a least-requests target counts it in flight.
-    let picked = route.upstream.pick(hash_value.as_deref().map(str::as_bytes));
+    let picked = route
+        .upstream
+        .pick(hash_value.as_deref().map(str::as_bytes))
+        .ok_or_else(|| fail(ProxyError::NoHealthyTarget { upstream: route.upstream.name().to_owned() }))?;
     let target = picked.target;
     let path_and_query = match parts.uri.query() {
         Some(query) => format!("{upstream_path}?{query}"),
@@ -130,10 +133,19 @@ async fn forward(
     let upstream = &route.upstream;
     let sent = tokio::time::timeout(upstream.request_timeout, upstream.client.request(Request::from_parts(parts, body))).await;
     let mut response = match sent {
-        Err(_) => return Err(fail(ProxyError::UpstreamTimeout { upstream: upstream.name().to_owned() })),
-        Ok(Err(error)) => return Err(fail(classify(upstream.name(), &error, route.max_body_bytes))),
+        Err(_) => {
+            upstream.record(&picked, false);
+            return Err(fail(ProxyError::UpstreamTimeout { upstream: upstream.name().to_owned() }));
+        }
+        Ok(Err(error)) => {
+            let error = classify(upstream.name(), &error, route.max_body_bytes);
+            // A body too large is the client's doing, not a failure of the target.
+            upstream.record(&picked, matches!(error, ProxyError::BodyTooLarge { .. }));
+            return Err(fail(error));
+        }
         Ok(Ok(response)) => response,
     };
+    upstream.record(&picked, !response.status().is_server_error());
 
     let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if upgraded && let Some(client_upgrade) = client_upgrade {

@@ -47,10 +47,10 @@ impl WeightedRoundRobin {
         Self { schedule: schedule.into_boxed_slice(), next: AtomicUsize::new(0) }
     }
 
-    /// The next target index.
-    pub fn pick(&self) -> usize {
+    /// The next target index that is `healthy`.
+    pub fn pick(&self, healthy: impl Fn(usize) -> bool) -> Option<usize> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        self.schedule[n % self.schedule.len()] as usize
+        (0..self.schedule.len()).map(|step| self.schedule[(n + step) % self.schedule.len()] as usize).find(|i| healthy(*i))
     }
 }
 
@@ -59,7 +59,6 @@ impl WeightedRoundRobin {
 #[derive(Debug)]
 pub struct LeastRequests {
     weights: Box<[u32]>,
-    total: u64,
     in_flight: Box<[AtomicUsize]>,
 }
 
@@ -75,16 +74,14 @@ impl Drop for InFlight<'_> {
 
 impl LeastRequests {
     pub fn new(weights: &[u32]) -> Self {
-        Self {
-            weights: weights.into(),
-            total: weights.iter().map(|w| u64::from(*w)).sum(),
-            in_flight: weights.iter().map(|_| AtomicUsize::new(0)).collect(),
-        }
+        Self { weights: weights.into(), in_flight: weights.iter().map(|_| AtomicUsize::new(0)).collect() }
     }
 
-    fn draw(&self, rng: &mut impl Rng) -> usize {
-        let mut point = rng.random_range(0..self.total.max(1));
-        for (i, w) in self.weights.iter().enumerate() {
+    /// A `healthy` target drawn in proportion to its weight (`total`: the
+    /// healthy targets' weights).
+    fn draw(&self, rng: &mut impl Rng, total: u64, healthy: &impl Fn(usize) -> bool) -> usize {
+        let mut point = rng.random_range(0..total.max(1));
+        for (i, w) in self.weights.iter().enumerate().filter(|(i, _)| healthy(*i)) {
             if point < u64::from(*w) {
                 return i;
             }
@@ -93,16 +90,20 @@ impl LeastRequests {
         0
     }
 
-    /// The chosen target index, counted in flight until the guard drops.
-    pub fn pick(&self) -> (usize, InFlight<'_>) {
+    /// The chosen `healthy` target, counted in flight until the guard drops.
+    pub fn pick(&self, healthy: impl Fn(usize) -> bool) -> Option<(usize, InFlight<'_>)> {
+        let total: u64 = self.weights.iter().enumerate().filter(|(i, _)| healthy(*i)).map(|(_, w)| u64::from(*w)).sum();
+        if total == 0 {
+            return None;
+        }
         let mut rng = rand::rng();
-        let (a, b) = (self.draw(&mut rng), self.draw(&mut rng));
+        let (a, b) = (self.draw(&mut rng, total, &healthy), self.draw(&mut rng, total, &healthy));
         // In flight per unit of weight, compared without dividing; a tie
         // (an idle fleet) keeps the first draw, so shares follow the weights.
         let busy = |i: usize| self.in_flight[i].load(Ordering::Relaxed) as u64;
         let chosen = if busy(b) * u64::from(self.weights[a]) < busy(a) * u64::from(self.weights[b]) { b } else { a };
         self.in_flight[chosen].fetch_add(1, Ordering::Relaxed);
-        (chosen, InFlight(&self.in_flight[chosen]))
+        Some((chosen, InFlight(&self.in_flight[chosen])))
     }
 }
 
@@ -139,11 +140,13 @@ impl HashRing {
         Self { points: points.into_boxed_slice() }
     }
 
-    /// The target index for `value`.
-    pub fn pick(&self, value: &[u8]) -> usize {
+    /// The target for `value`: the owner of the first point at or after its
+    /// hash, skipping points of targets that are not `healthy`.
+    pub fn pick(&self, value: &[u8], healthy: impl Fn(usize) -> bool) -> Option<usize> {
         let hash = ring_hash(value);
         let at = self.points.partition_point(|(point, _)| *point < hash);
-        self.points.get(at).or_else(|| self.points.first()).map_or(0, |(_, target)| *target as usize)
+        let len = self.points.len();
+        (0..len).map(|step| self.points[(at + step) % len].1 as usize).find(|i| healthy(*i))
     }
 }
 
@@ -159,7 +162,7 @@ mod tests {
         let rr = WeightedRoundRobin::new(weights);
         let mut counts = vec![0; weights.len()];
         for _ in 0..picks {
-            counts[rr.pick()] += 1;
+            counts[rr.pick(|_| true).expect("a target")] += 1;
         }
         counts
     }
@@ -167,8 +170,11 @@ mod tests {
     #[test]
     fn equal_weights_alternate() {
         let rr = WeightedRoundRobin::new(&[100, 100]);
-        let picks: Vec<usize> = (0..4).map(|_| rr.pick()).collect();
+        let picks: Vec<usize> = (0..4).map(|_| rr.pick(|_| true).unwrap()).collect();
         assert_eq!(picks, [0, 1, 0, 1]);
+        let only_one: Vec<usize> = (0..3).map(|_| rr.pick(|i| i == 1).unwrap()).collect();
+        assert_eq!(only_one, [1, 1, 1], "unhealthy targets are skipped");
+        assert_eq!(rr.pick(|_| false), None);
     }
 
     #[test]
@@ -180,7 +186,7 @@ mod tests {
     #[test]
     fn smooth_order_interleaves() {
         let rr = WeightedRoundRobin::new(&[5, 1, 1]);
-        let picks: Vec<usize> = (0..7).map(|_| rr.pick()).collect();
+        let picks: Vec<usize> = (0..7).map(|_| rr.pick(|_| true).unwrap()).collect();
         assert_eq!(picks, [0, 0, 1, 0, 2, 0, 0]);
     }
 
@@ -197,13 +203,15 @@ mod tests {
     fn least_requests_prefers_the_idler_target_and_counts_down() {
         let lr = LeastRequests::new(&[100, 100]);
         lr.in_flight[0].store(5, Ordering::Relaxed);
-        let picks: Vec<usize> = (0..200).map(|_| lr.pick().0).collect();
+        let picks: Vec<usize> = (0..200).map(|_| lr.pick(|_| true).unwrap().0).collect();
         // Target 0 wins only when both draws are 0 (a quarter of the time).
         assert!(picks.iter().filter(|p| **p == 1).count() > 120, "target 1 is idle: {picks:?}");
-        let held = lr.pick();
+        let held = lr.pick(|_| true).unwrap();
         assert_eq!(lr.in_flight[held.0].load(Ordering::Relaxed), if held.0 == 0 { 6 } else { 1 });
         let weighted = LeastRequests::new(&[300, 100]);
-        let heavy = (0..4_000).filter(|_| weighted.pick().0 == 0).count();
+        let heavy = (0..4_000).filter(|_| weighted.pick(|_| true).unwrap().0 == 0).count();
+        assert!((0..100).all(|_| weighted.pick(|i| i == 1).unwrap().0 == 1), "only healthy targets are drawn");
+        assert!(weighted.pick(|_| false).is_none());
         assert!((2_800..=3_200).contains(&heavy), "idle targets share by weight: {heavy}");
         drop(held);
         assert_eq!((lr.in_flight[0].load(Ordering::Relaxed), lr.in_flight[1].load(Ordering::Relaxed)), (5, 0), "guards count down");
@@ -217,7 +225,7 @@ mod tests {
         let mut moved = 0;
         let mut per_target = [0usize; 4];
         for key in &keys {
-            let (before, after) = (three.pick(key.as_bytes()), four.pick(key.as_bytes()));
+            let (before, after) = (three.pick(key.as_bytes(), |_| true).unwrap(), four.pick(key.as_bytes(), |_| true).unwrap());
             per_target[after] += 1;
             if before != after {
                 moved += 1;
@@ -226,9 +234,12 @@ mod tests {
         }
         assert!((1_800..=3_200).contains(&moved), "about a quarter moves: {moved}");
         assert!(per_target.iter().all(|n| (1_800..=3_200).contains(n)), "{per_target:?}");
-        assert_eq!(three.pick(b"client-7"), three.pick(b"client-7"), "stable");
+        assert_eq!(three.pick(b"client-7", |_| true), three.pick(b"client-7", |_| true), "stable");
+        let moved_off_c =
+            keys.iter().filter(|k| three.pick(k.as_bytes(), |_| true) == Some(2)).all(|k| three.pick(k.as_bytes(), |i| i != 2) != Some(2));
+        assert!(moved_off_c, "an unhealthy target's keys go elsewhere");
         let weighted = HashRing::new(&["a:1", "b:1"], &[300, 100]);
-        let heavy = keys.iter().filter(|k| weighted.pick(k.as_bytes()) == 0).count();
+        let heavy = keys.iter().filter(|k| weighted.pick(k.as_bytes(), |_| true) == Some(0)).count();
         assert!((6_800..=8_200).contains(&heavy), "shares follow weights: {heavy}");
     }
 }

@@ -6,14 +6,20 @@
 //! balancer position survive the swap.
 
 mod balance;
+pub mod health;
 
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::uri::{Authority, Scheme};
+use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use portico_shared::model::{HashOn, LoadBalancing, Service};
+use portico_shared::model::{ActiveHealthCheck, HashOn, LoadBalancing, Service};
+
+use self::health::{TargetHealth, now_ms};
 
 pub use balance::{HashRing, InFlight, LeastRequests, WeightedRoundRobin};
 
@@ -41,6 +47,7 @@ enum Balancer {
 #[derive(Debug)]
 pub struct Picked<'a> {
     pub target: &'a Target,
+    index: usize,
     _in_flight: Option<InFlight<'a>>,
 }
 
@@ -51,14 +58,18 @@ pub struct Upstream {
     service: Service,
     targets: Vec<Target>,
     balancer: Balancer,
+    /// Per target, when the service has health checks.
+    health: Option<Vec<Arc<TargetHealth>>>,
     pub client: Client<HttpConnector, UpstreamBody>,
     pub request_timeout: Duration,
 }
 
 impl Upstream {
     /// Builds an upstream; fails on a target URL it cannot use (validation
-    /// in the control plane excludes these).
-    pub fn new(service: &Service) -> Result<Self, String> {
+    /// in the control plane excludes these). The health of targets that
+    /// `previous` (the service's upstream in the last version) also had is
+    /// carried over.
+    pub fn new(service: &Service, previous: Option<&Upstream>) -> Result<Self, String> {
         let targets = service
             .targets
             .iter()
@@ -93,10 +104,24 @@ impl Upstream {
                 Balancer::ConsistentHash(HashRing::new(&names, &weights), hash_on)
             }
         };
+        let health = service.health_check.as_ref().map(|_| {
+            service
+                .targets
+                .iter()
+                .map(|t| {
+                    let kept = previous.and_then(|p| {
+                        let index = p.service.targets.iter().position(|old| old.url == t.url)?;
+                        p.health.as_ref()?.get(index).cloned()
+                    });
+                    kept.unwrap_or_default()
+                })
+                .collect()
+        });
         Ok(Self {
             service: service.clone(),
             targets,
             balancer,
+            health,
             client,
             request_timeout: Duration::from_millis(u64::from(service.timeouts.request_ms)),
         })
@@ -117,6 +142,7 @@ impl Upstream {
             && a.load_balancing == b.load_balancing
             && a.hash_on == b.hash_on
             && a.timeouts == b.timeouts
+            && a.health_check == b.health_check
     }
 
     /// What a `consistent_hash` upstream hashes requests on.
@@ -128,17 +154,77 @@ impl Upstream {
     }
 
     /// The target for the next request (`hash_value`: what a
-    /// `consistent_hash` upstream hashes).
-    pub fn pick(&self, hash_value: Option<&[u8]>) -> Picked<'_> {
+    /// `consistent_hash` upstream hashes); `None` when no target is healthy.
+    pub fn pick(&self, hash_value: Option<&[u8]>) -> Option<Picked<'_>> {
+        let now = self.health.as_ref().map(|_| now_ms());
+        let healthy = |i: usize| match (&self.health, now) {
+            (Some(health), Some(now)) => health[i].is_healthy(now),
+            _ => true,
+        };
         let (index, in_flight) = match &self.balancer {
-            Balancer::RoundRobin(rr) => (rr.pick(), None),
+            Balancer::RoundRobin(rr) => (rr.pick(healthy)?, None),
             Balancer::LeastRequests(lr) => {
-                let (index, guard) = lr.pick();
+                let (index, guard) = lr.pick(healthy)?;
                 (index, Some(guard))
             }
-            Balancer::ConsistentHash(ring, _) => (ring.pick(hash_value.unwrap_or_default()), None),
+            Balancer::ConsistentHash(ring, _) => (ring.pick(hash_value.unwrap_or_default(), healthy)?, None),
         };
-        Picked { target: &self.targets[index], _in_flight: in_flight }
+        Some(Picked { target: &self.targets[index], index, _in_flight: in_flight })
+    }
+
+    /// Records how a request to `picked` went, for passive outlier
+    /// detection (`success`: an answer below 500).
+    pub fn record(&self, picked: &Picked<'_>, success: bool) {
+        let (Some(health), Some(passive)) = (&self.health, self.service.health_check.as_ref().and_then(|h| h.passive.as_ref())) else {
+            return;
+        };
+        if health[picked.index].record_traffic(success, passive, now_ms()) {
+            tracing::warn!(service = %self.service.name, target = %self.service.targets[picked.index].url, "target ejected after consecutive failures");
+            crate::metrics::target_ejected(&self.service.name, &self.service.targets[picked.index].url);
+        }
+    }
+
+    /// Starts the active health checks, for as long as a runtime uses this upstream.
+    pub fn start_checks(self: &Arc<Self>) {
+        let Some(active) = self.service.health_check.as_ref().and_then(|h| h.active.clone()) else { return };
+        let weak: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut connector = HttpConnector::new();
+            connector.set_connect_timeout(Some(health::check_timeout(&active)));
+            let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+            let mut every = tokio::time::interval(Duration::from_millis(u64::from(active.interval_ms)));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(upstream) = weak.upgrade() else { return };
+                let checks = upstream.targets.iter().map(|target| check(&client, target, &active));
+                let results = futures::future::join_all(checks).await;
+                upstream.checked(&results, &active);
+            }
+        });
+    }
+
+    /// Applies one round of active checks.
+    fn checked(&self, results: &[bool], active: &ActiveHealthCheck) {
+        let Some(health) = &self.health else { return };
+        let now = now_ms();
+        for ((target, health), ok) in self.service.targets.iter().zip(health).zip(results) {
+            if let Some(healthy) = health.record_check(*ok, active) {
+                tracing::warn!(service = %self.service.name, target = %target.url, healthy, "active health check changed a target's state");
+            }
+            crate::metrics::target_health(&self.service.name, &target.url, health.is_healthy(now));
+        }
+    }
+}
+
+/// One active check: `GET <path>` with the target's `Host`; a 2xx or 3xx
+/// answer in time is a success.
+async fn check(client: &Client<HttpConnector, Empty<Bytes>>, target: &Target, active: &ActiveHealthCheck) -> bool {
+    let uri = format!("{}://{}{}", target.scheme, target.authority, active.path);
+    let Ok(request) = http::Request::get(uri).header(http::header::HOST, target.host.clone()).body(Empty::new()) else { return false };
+    match tokio::time::timeout(health::check_timeout(active), client.request(request)).await {
+        Ok(Ok(response)) => response.status().is_success() || response.status().is_redirection(),
+        _ => false,
     }
 }
 
@@ -164,6 +250,24 @@ pub fn hash_value(on: &HashOn, headers: &http::HeaderMap, client_ip: std::net::I
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passively_ejected_targets_get_no_traffic() {
+        let service: Service = portico_shared::parse::from_json(
+            br#"{"name":"s","health_check":{"passive":{"consecutive_failures":2,"base_ejection_ms":60000}},
+                "targets":[{"url":"http://127.0.0.1:1"},{"url":"http://127.0.0.1:2"}]}"#,
+        )
+        .unwrap();
+        let upstream = Upstream::new(&service, None).unwrap();
+        for _ in 0..4 {
+            let picked = upstream.pick(None).unwrap();
+            let failing = picked.index == 1;
+            upstream.record(&picked, !failing);
+        }
+        assert!((0..10).all(|_| upstream.pick(None).unwrap().index == 0), "target 1 is ejected");
+        let carried = Upstream::new(&service, Some(&upstream)).unwrap();
+        assert!((0..10).all(|_| carried.pick(None).unwrap().index == 0), "the ejection survives a new version");
+    }
 
     #[test]
     fn hash_values_come_from_the_named_part_else_the_client_address() {
