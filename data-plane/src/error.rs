@@ -43,6 +43,8 @@ pub enum ProxyError {
     UpstreamTimeout { upstream: String },
     #[error("upstream '{upstream}' has no healthy target")]
     NoHealthyTarget { upstream: String },
+    #[error("upstream '{upstream}' is failing; its circuit is open")]
+    CircuitOpen { upstream: String, retry_after_s: u64 },
 }
 
 impl ProxyError {
@@ -58,7 +60,7 @@ impl ProxyError {
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::NoHealthyTarget { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoHealthyTarget { .. } | Self::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -76,6 +78,7 @@ impl ProxyError {
             Self::UpstreamUnavailable { .. } => "upstream_unavailable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::NoHealthyTarget { .. } => "no_healthy_upstream",
+            Self::CircuitOpen { .. } => "circuit_open",
         }
     }
 
@@ -89,13 +92,22 @@ impl ProxyError {
             | Self::Unauthorized { .. }
             | Self::Forbidden { .. }
             | Self::RateLimited { .. } => ErrorSource::Downstream,
-            Self::UpstreamUnavailable { .. } | Self::UpstreamTimeout { .. } | Self::NoHealthyTarget { .. } => ErrorSource::Upstream,
+            Self::UpstreamUnavailable { .. } | Self::UpstreamTimeout { .. } | Self::NoHealthyTarget { .. } | Self::CircuitOpen { .. } => {
+                ErrorSource::Upstream
+            }
         }
     }
 
     /// Whether trying again (elsewhere or later) may succeed.
     pub fn retryable(&self) -> bool {
-        matches!(self, Self::NoConfig | Self::UpstreamUnavailable { .. } | Self::UpstreamTimeout { .. } | Self::NoHealthyTarget { .. })
+        matches!(
+            self,
+            Self::NoConfig
+                | Self::UpstreamUnavailable { .. }
+                | Self::UpstreamTimeout { .. }
+                | Self::NoHealthyTarget { .. }
+                | Self::CircuitOpen { .. }
+        )
     }
 
     /// `{"error": {"code", "message"}}` with the status (and the
@@ -109,6 +121,9 @@ impl ProxyError {
         };
         for challenge in challenges {
             response.headers_mut().append(header::WWW_AUTHENTICATE, challenge.clone());
+        }
+        if let Self::CircuitOpen { retry_after_s, .. } = self {
+            response.headers_mut().insert(header::RETRY_AFTER, http::HeaderValue::from(*retry_after_s));
         }
         if let Self::RateLimited { decision, .. } = self {
             crate::ratelimit::add_headers(response.headers_mut(), decision);

@@ -34,6 +34,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
         "1 when a target may take traffic, by service and target (kept by active health checks)"
     );
     describe_counter!("portico_upstream_ejections_total", "Targets ejected by passive health checks, by service and target");
+    describe_gauge!("portico_upstream_circuit_open", "1 while a target's circuit breaker is open or half-open, by service and target");
     Ok(handle)
 }
 
@@ -86,4 +87,12 @@ pub fn target_health(service: &str, target: &str, healthy: bool) {
 
 pub fn target_ejected(service: &str, target: &str) {
     counter!("portico_upstream_ejections_total", "service" => service.to_owned(), "target" => target.to_owned()).increment(1);
+}
+
+pub fn circuit_changed(service: &str, target: &str, open: bool) {
+    gauge!("portico_upstream_circuit_open", "service" => service.to_owned(), "target" => target.to_owned()).set(if open {
+        1.0
+    } else {
+        0.0
+    });
 }

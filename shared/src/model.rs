@@ -59,6 +59,9 @@ pub struct Service {
     /// Active checks and passive outlier detection of the targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// A circuit breaker per target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreaker>,
     #[serde(default)]
     pub policies: Vec<Policy>,
     #[serde(default)]
@@ -191,6 +194,52 @@ fn default_base_ejection_ms() -> u32 {
 }
 fn default_max_ejection_ms() -> u32 {
     300_000
+}
+
+/// A circuit breaker per target: closed, it opens when, over the last
+/// `window_ms`, at least `min_requests` requests saw `failure_rate_percent`
+/// or more failures (connect failures, timeouts, 5xx), or when
+/// `max_failures` (if set) failed. Open, the target gets no traffic for
+/// `open_ms` (with every target open: `503` with `Retry-After`). Then
+/// half-open: up to `half_open_probes` requests go through; that many
+/// successes close it, one failure opens it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreaker {
+    /// 1 to 100 (default 50).
+    #[serde(default = "default_failure_rate_percent")]
+    pub failure_rate_percent: u32,
+    /// 1 to 100,000 (default 20).
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u32,
+    /// Optional: this many failures in the window open the circuit whatever the rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failures: Option<u32>,
+    /// 100 to 3,600,000 (default 10,000).
+    #[serde(default = "default_breaker_window_ms")]
+    pub window_ms: u32,
+    /// 100 to 3,600,000 (default 30,000).
+    #[serde(default = "default_open_ms")]
+    pub open_ms: u32,
+    /// 1 to 1000 (default 3).
+    #[serde(default = "default_half_open_probes")]
+    pub half_open_probes: u32,
+}
+
+fn default_failure_rate_percent() -> u32 {
+    50
+}
+fn default_min_requests() -> u32 {
+    20
+}
+fn default_breaker_window_ms() -> u32 {
+    10_000
+}
+fn default_open_ms() -> u32 {
+    30_000
+}
+fn default_half_open_probes() -> u32 {
+    3
 }
 
 /// What `consistent_hash` hashes, parsed from `hash_on`.

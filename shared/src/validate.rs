@@ -93,6 +93,16 @@ impl Validate for Service {
         if let Some(health) = &self.health_check {
             health_check(health)?;
         }
+        if let Some(breaker) = &self.circuit_breaker {
+            in_range("circuit_breaker.failure_rate_percent", breaker.failure_rate_percent, 1, 100)?;
+            in_range("circuit_breaker.min_requests", breaker.min_requests, 1, 100_000)?;
+            if let Some(max) = breaker.max_failures {
+                in_range("circuit_breaker.max_failures", max, 1, 100_000)?;
+            }
+            in_range("circuit_breaker.window_ms", breaker.window_ms, 100, 3_600_000)?;
+            in_range("circuit_breaker.open_ms", breaker.open_ms, 100, 3_600_000)?;
+            in_range("circuit_breaker.half_open_probes", breaker.half_open_probes, 1, 1_000)?;
+        }
         in_range("timeouts.connect_ms", self.timeouts.connect_ms, 1, 60_000)?;
         in_range("timeouts.request_ms", self.timeouts.request_ms, 1, 3_600_000)?;
         policies("policies", &mut self.policies)?;

@@ -135,3 +135,30 @@ async fn passive_checks_eject_failing_targets_and_all_down_answers_503_at_once()
     assert!(started.elapsed() < std::time::Duration::from_secs(1), "answered without trying a target");
     assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "no_healthy_upstream");
 }
+
+#[tokio::test]
+async fn a_failing_target_opens_its_circuit_and_the_gateway_fails_fast_until_a_probe_succeeds() {
+    let upstream = TestUpstream::start("a").await;
+    let breaker = json!({"failure_rate_percent": 50, "min_requests": 4, "window_ms": 10000, "open_ms": 1000, "half_open_probes": 1});
+    let (_db, _cp, dp) = serve(json!({"name": "app", "circuit_breaker": breaker, "targets": [{"url": upstream.url()}]})).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let get = |path: &'static str| {
+        let (client, url) = (client.clone(), format!("{}{path}", dp.proxy_url));
+        async move { client.get(url).send().await.unwrap() }
+    };
+    for _ in 0..4 {
+        assert_eq!(get("/status/500").await.status(), StatusCode::INTERNAL_SERVER_ERROR, "the upstream's own answer passes");
+    }
+    let reached = upstream.requests();
+    let open = get("/fine").await;
+    assert_eq!(open.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(open.headers().get("retry-after").is_some());
+    assert_eq!(open.json::<Value>().await.unwrap()["error"]["code"], "circuit_open");
+    assert_eq!(upstream.requests(), reached, "an open circuit sends nothing upstream");
+
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(get("/fine").await.status(), StatusCode::OK, "the half-open probe goes through");
+    for _ in 0..3 {
+        assert_eq!(get("/fine").await.status(), StatusCode::OK, "closed again");
+    }
+}

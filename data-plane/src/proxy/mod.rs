@@ -27,6 +27,7 @@ use crate::ratelimit::{self, RequestFacts};
 use crate::router::normalize_path;
 use crate::runtime::RouteEntry;
 use crate::state::NodeState;
+use crate::upstream::Unavailable;
 
 /// Handles one request from `client`. Never fails: errors become responses.
 pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, client: SocketAddr) -> Response<ResponseBody> {
@@ -105,10 +106,15 @@ async fn forward(
         crate::upstream::hash_value(on, &parts.headers, client_ip, consumer)
     });
     // Held until the response headers are in: a least-requests target counts it in flight.
-    let picked = route
-        .upstream
-        .pick(hash_value.as_deref().map(str::as_bytes))
-        .ok_or_else(|| fail(ProxyError::NoHealthyTarget { upstream: route.upstream.name().to_owned() }))?;
+    let picked = route.upstream.pick(hash_value.as_deref().map(str::as_bytes)).map_err(|unavailable| {
+        let upstream = route.upstream.name().to_owned();
+        fail(match unavailable {
+            Unavailable::NoHealthyTarget => ProxyError::NoHealthyTarget { upstream },
+            Unavailable::CircuitOpen { retry_after_ms } => {
+                ProxyError::CircuitOpen { upstream, retry_after_s: retry_after_ms.div_ceil(1000).max(1) }
+            }
+        })
+    })?;
     let target = picked.target;
     let path_and_query = match parts.uri.query() {
         Some(query) => format!("{upstream_path}?{query}"),

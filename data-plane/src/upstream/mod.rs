@@ -6,6 +6,7 @@
 //! balancer position survive the swap.
 
 mod balance;
+pub mod breaker;
 pub mod health;
 
 use std::sync::{Arc, Weak};
@@ -19,6 +20,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use portico_shared::model::{ActiveHealthCheck, HashOn, LoadBalancing, Service};
 
+use self::breaker::Breaker;
 use self::health::{TargetHealth, now_ms};
 
 pub use balance::{HashRing, InFlight, LeastRequests, WeightedRoundRobin};
@@ -42,6 +44,15 @@ enum Balancer {
     ConsistentHash(HashRing, HashOn),
 }
 
+/// Why no target can take a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// Every target is unhealthy.
+    NoHealthyTarget,
+    /// Every healthy target's circuit is open; one may close in this long.
+    CircuitOpen { retry_after_ms: u64 },
+}
+
 /// A target chosen for one request; with `least_requests` it counts as in
 /// flight until this is dropped (when the response headers are in).
 #[derive(Debug)]
@@ -60,6 +71,8 @@ pub struct Upstream {
     balancer: Balancer,
     /// Per target, when the service has health checks.
     health: Option<Vec<Arc<TargetHealth>>>,
+    /// Per target, when the service has a circuit breaker.
+    breakers: Option<Vec<Arc<Breaker>>>,
     pub client: Client<HttpConnector, UpstreamBody>,
     pub request_timeout: Duration,
 }
@@ -117,11 +130,26 @@ impl Upstream {
                 })
                 .collect()
         });
+        let breakers = service.circuit_breaker.as_ref().map(|config| {
+            service
+                .targets
+                .iter()
+                .map(|t| {
+                    let same_config = previous.is_some_and(|p| p.service.circuit_breaker.as_ref() == Some(config));
+                    let kept = previous.filter(|_| same_config).and_then(|p| {
+                        let index = p.service.targets.iter().position(|old| old.url == t.url)?;
+                        p.breakers.as_ref()?.get(index).cloned()
+                    });
+                    kept.unwrap_or_else(|| Arc::new(Breaker::new(config)))
+                })
+                .collect()
+        });
         Ok(Self {
             service: service.clone(),
             targets,
             balancer,
             health,
+            breakers,
             client,
             request_timeout: Duration::from_millis(u64::from(service.timeouts.request_ms)),
         })
@@ -143,6 +171,7 @@ impl Upstream {
             && a.hash_on == b.hash_on
             && a.timeouts == b.timeouts
             && a.health_check == b.health_check
+            && a.circuit_breaker == b.circuit_breaker
     }
 
     /// What a `consistent_hash` upstream hashes requests on.
@@ -154,27 +183,42 @@ impl Upstream {
     }
 
     /// The target for the next request (`hash_value`: what a
-    /// `consistent_hash` upstream hashes); `None` when no target is healthy.
-    pub fn pick(&self, hash_value: Option<&[u8]>) -> Option<Picked<'_>> {
-        let now = self.health.as_ref().map(|_| now_ms());
-        let healthy = |i: usize| match (&self.health, now) {
-            (Some(health), Some(now)) => health[i].is_healthy(now),
-            _ => true,
+    /// `consistent_hash` upstream hashes), among those that are healthy and
+    /// whose circuit lets requests through.
+    pub fn pick(&self, hash_value: Option<&[u8]>) -> Result<Picked<'_>, Unavailable> {
+        let now = if self.health.is_some() || self.breakers.is_some() { now_ms() } else { 0 };
+        let healthy = |i: usize| self.health.as_ref().is_none_or(|health| health[i].is_healthy(now));
+        let available = |i: usize| healthy(i) && self.breakers.as_ref().is_none_or(|breakers| breakers[i].check(now).is_ok());
+        let chosen = match &self.balancer {
+            Balancer::RoundRobin(rr) => rr.pick(available).map(|index| (index, None)),
+            Balancer::LeastRequests(lr) => lr.pick(available).map(|(index, guard)| (index, Some(guard))),
+            Balancer::ConsistentHash(ring, _) => ring.pick(hash_value.unwrap_or_default(), available).map(|index| (index, None)),
         };
-        let (index, in_flight) = match &self.balancer {
-            Balancer::RoundRobin(rr) => (rr.pick(healthy)?, None),
-            Balancer::LeastRequests(lr) => {
-                let (index, guard) = lr.pick(healthy)?;
-                (index, Some(guard))
-            }
-            Balancer::ConsistentHash(ring, _) => (ring.pick(hash_value.unwrap_or_default(), healthy)?, None),
-        };
-        Some(Picked { target: &self.targets[index], index, _in_flight: in_flight })
+        let Some((index, in_flight)) = chosen else { return Err(self.unavailable(now, healthy)) };
+        if let Some(breakers) = &self.breakers {
+            breakers[index].acquire(now).map_err(|open| Unavailable::CircuitOpen { retry_after_ms: open.retry_after_ms })?;
+        }
+        Ok(Picked { target: &self.targets[index], index, _in_flight: in_flight })
+    }
+
+    /// Why nothing could be picked: open circuits of healthy targets, or none healthy.
+    fn unavailable(&self, now: u64, healthy: impl Fn(usize) -> bool) -> Unavailable {
+        let soonest = self.breakers.as_ref().and_then(|breakers| {
+            (0..breakers.len()).filter(|i| healthy(*i)).filter_map(|i| breakers[i].check(now).err()).map(|open| open.retry_after_ms).min()
+        });
+        soonest.map_or(Unavailable::NoHealthyTarget, |retry_after_ms| Unavailable::CircuitOpen { retry_after_ms })
     }
 
     /// Records how a request to `picked` went, for passive outlier
     /// detection (`success`: an answer below 500).
     pub fn record(&self, picked: &Picked<'_>, success: bool) {
+        let target = &self.service.targets[picked.index].url;
+        if let Some(breakers) = &self.breakers
+            && let Some(opened) = breakers[picked.index].record(success, now_ms())
+        {
+            tracing::warn!(service = %self.service.name, %target, opened, "circuit breaker changed state");
+            crate::metrics::circuit_changed(&self.service.name, target, opened);
+        }
         let (Some(health), Some(passive)) = (&self.health, self.service.health_check.as_ref().and_then(|h| h.passive.as_ref())) else {
             return;
         };
