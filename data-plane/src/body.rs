@@ -1,7 +1,8 @@
 //! The bodies that cross the proxy, as concrete types rather than boxed
 //! trait objects (two allocations and dynamic calls less per request):
-//! requests go upstream as the client's body under a size limit, responses
-//! are the upstream's body or one the gateway wrote itself.
+//! requests go upstream as the client's body under a size limit (or kept
+//! whole for retries), responses are the upstream's body or one the gateway
+//! wrote itself.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -13,8 +14,39 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 /// The error type of proxied bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A request body on its way upstream.
-pub type UpstreamBody = Limited<Incoming>;
+/// A request body on its way upstream: the client's, streamed under a size
+/// limit, or one kept whole so that a retry can send it again.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    Streamed(Limited<Incoming>),
+    Kept(Full<Bytes>),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Streamed(body) => Pin::new(body).poll_frame(cx),
+            Self::Kept(body) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Streamed(body) => body.is_end_stream(),
+            Self::Kept(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Streamed(body) => body.size_hint(),
+            Self::Kept(body) => body.size_hint(),
+        }
+    }
+}
 
 /// A response body on its way to the client.
 #[derive(Debug)]

@@ -35,6 +35,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
     );
     describe_counter!("portico_upstream_ejections_total", "Targets ejected by passive health checks, by service and target");
     describe_gauge!("portico_upstream_circuit_open", "1 while a target's circuit breaker is open or half-open, by service and target");
+    describe_counter!("portico_retry_budget_exhausted_total", "Retries not made because the route's retry budget was spent");
     Ok(handle)
 }
 
@@ -95,4 +96,8 @@ pub fn circuit_changed(service: &str, target: &str, open: bool) {
     } else {
         0.0
     });
+}
+
+pub fn retry_budget_exhausted() {
+    counter!("portico_retry_budget_exhausted_total").increment(1);
 }

@@ -12,6 +12,7 @@ use portico_shared::model::{Policy, Route, effective_policies};
 use uuid::Uuid;
 
 use crate::auth::{AuthPlan, AuthSettings, Authenticator};
+use crate::proxy::retry::RetryPlan;
 use crate::ratelimit::{LimitSettings, Limiter};
 use crate::router::{Match, RouteSpec, Router};
 use crate::upstream::Upstream;
@@ -43,6 +44,8 @@ pub struct RouteEntry {
     pub limits_before_auth: Vec<Arc<Limiter>>,
     /// Those keyed by consumer or claim: checked after authentication.
     pub limits_after_auth: Vec<Arc<Limiter>>,
+    /// The route's retries, else its service's.
+    pub retry: Option<RetryPlan>,
 }
 
 /// One compiled config version.
@@ -137,6 +140,7 @@ impl Runtime {
                 auth: auth.plan(&policies, u32::try_from(index).unwrap_or(u32::MAX)),
                 limits_after_auth: limits.iter().filter(|l| l.needs_identity()).cloned().collect(),
                 limits_before_auth: limits.into_iter().filter(|l| !l.needs_identity()).collect(),
+                retry: route.retries.as_ref().or(service.retries.as_ref()).map(RetryPlan::new),
             });
         }
         let router = Router::new(config.routes.iter().enumerate().map(|(index, route): (usize, &Route)| RouteSpec {

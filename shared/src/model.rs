@@ -62,6 +62,9 @@ pub struct Service {
     /// A circuit breaker per target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<CircuitBreaker>,
+    /// Retries for the routes of this service (a route's own win).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<Retries>,
     #[serde(default)]
     pub policies: Vec<Policy>,
     #[serde(default)]
@@ -242,6 +245,64 @@ fn default_half_open_probes() -> u32 {
     3
 }
 
+/// When and how often a request is tried again, on another target when
+/// there is one. Only idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE,
+/// TRACE) are retried unless `non_idempotent` is set, and only requests
+/// whose body is empty or small enough to keep (64 KiB): a streamed body is
+/// never sent twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retries {
+    /// Tries in all, the first included: 1 to 10 (default 2).
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// What is retried (default connect-failure, reset, 503).
+    #[serde(default = "default_retry_on")]
+    pub on: Vec<RetryOn>,
+    /// Time each try may take to the response headers (default: the
+    /// service's `request_ms`, which also bounds all tries together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout_ms: Option<u32>,
+    /// Retries may add at most this share of the route's requests (0 to
+    /// 100, default 20), beyond a reserve of 10, so a failing fleet is not
+    /// hit by a retry storm.
+    #[serde(default = "default_budget_percent")]
+    pub budget_percent: u32,
+    /// Retry POST and PATCH too (only for requests that are safe to repeat).
+    #[serde(default)]
+    pub non_idempotent: bool,
+}
+
+fn default_attempts() -> u32 {
+    2
+}
+fn default_retry_on() -> Vec<RetryOn> {
+    vec![RetryOn::ConnectFailure, RetryOn::Reset, RetryOn::Status503]
+}
+fn default_budget_percent() -> u32 {
+    20
+}
+
+/// A condition that makes a try worth repeating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+pub enum RetryOn {
+    /// The connection to the target could not be made.
+    #[serde(rename = "connect-failure")]
+    ConnectFailure,
+    /// The connection broke before a response came.
+    #[serde(rename = "reset")]
+    Reset,
+    /// The try took longer than `per_try_timeout_ms`.
+    #[serde(rename = "timeout")]
+    Timeout,
+    #[serde(rename = "502")]
+    Status502,
+    #[serde(rename = "503")]
+    Status503,
+    #[serde(rename = "504")]
+    Status504,
+}
+
 /// What `consistent_hash` hashes, parsed from `hash_on`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HashOn {
@@ -322,6 +383,9 @@ pub struct Route {
     /// Send the client's `Host` header upstream instead of the target's.
     #[serde(default)]
     pub preserve_host: bool,
+    /// Retries of this route's requests (instead of its service's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<Retries>,
     #[serde(default)]
     pub policies: Vec<Policy>,
     #[serde(default)]

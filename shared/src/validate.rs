@@ -103,6 +103,9 @@ impl Validate for Service {
             in_range("circuit_breaker.open_ms", breaker.open_ms, 100, 3_600_000)?;
             in_range("circuit_breaker.half_open_probes", breaker.half_open_probes, 1, 1_000)?;
         }
+        if let Some(retries) = &mut self.retries {
+            retries_valid(retries)?;
+        }
         in_range("timeouts.connect_ms", self.timeouts.connect_ms, 1, 60_000)?;
         in_range("timeouts.request_ms", self.timeouts.request_ms, 1, 3_600_000)?;
         policies("policies", &mut self.policies)?;
@@ -158,6 +161,9 @@ impl Validate for Route {
                 "paths",
                 "a route needs at least one of paths, hosts, methods or headers (use \"/\" to take every path)",
             ));
+        }
+        if let Some(retries) = &mut self.retries {
+            retries_valid(retries)?;
         }
         policies("policies", &mut self.policies)?;
         tags(&self.tags)
@@ -553,6 +559,17 @@ fn host_pattern(field: &str, host: &str) -> Result {
     if name.is_empty() || host.len() > 253 || !name.split('.').all(label_ok) {
         return Err(ConfigError::invalid(field, format!("'{host}' is not a host name or a '*.example.com' pattern")));
     }
+    Ok(())
+}
+
+fn retries_valid(retries: &mut crate::model::Retries) -> Result {
+    in_range("retries.attempts", retries.attempts, 1, 10)?;
+    if let Some(per_try) = retries.per_try_timeout_ms {
+        in_range("retries.per_try_timeout_ms", per_try, 1, 3_600_000)?;
+    }
+    in_range("retries.budget_percent", retries.budget_percent, 0, 100)?;
+    retries.on.sort_by_key(|on| format!("{on:?}"));
+    retries.on.dedup();
     Ok(())
 }
 

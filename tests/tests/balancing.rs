@@ -162,3 +162,27 @@ async fn a_failing_target_opens_its_circuit_and_the_gateway_fails_fast_until_a_p
         assert_eq!(get("/fine").await.status(), StatusCode::OK, "closed again");
     }
 }
+
+#[tokio::test]
+async fn retries_hide_a_dead_target_from_gets_and_never_repeat_a_post() {
+    let alive = TestUpstream::start("a").await;
+    let dead = format!("http://127.0.0.1:{}", portico_test_support::free_port());
+    let retries = json!({"attempts": 2, "on": ["connect-failure"]});
+    let (_db, _cp, dp) = serve(json!({"name": "app", "retries": retries, "targets": [{"url": alive.url()}, {"url": dead}]})).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    for i in 0..10 {
+        let response = client.get(format!("{}/get/{i}", dp.proxy_url)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "GET {i}: the dead target's connect failure is retried on the other");
+    }
+    let before = alive.requests();
+    let mut ok = 0;
+    for i in 0..10 {
+        let response = client.post(format!("{}/post/{i}", dp.proxy_url)).body("order").send().await.unwrap();
+        match response.status() {
+            StatusCode::OK => ok += 1,
+            status => assert_eq!(status, StatusCode::BAD_GATEWAY, "POST {i}"),
+        }
+    }
+    assert_eq!(ok, 5, "round robin sends half the POSTs to the dead target, and they are not retried");
+    assert_eq!(alive.requests() - before, 5, "every POST reached an upstream at most once");
+}

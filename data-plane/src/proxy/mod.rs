@@ -1,6 +1,6 @@
 //! The request pipeline: request id → route match → size limit →
 //! authentication and scopes → rate limits → header rewriting (identity headers in) →
-//! upstream call (with timeouts) → response headers, with
+//! upstream call (`send`: target choice, timeouts, retries) → response headers, with
 //! metrics and one span per request. The span is debug-level
 //! (`RUST_LOG=portico_dp=debug` shows it with each request's events): at the
 //! default `info` a per-request span cost a fifth of the throughput and
@@ -8,14 +8,15 @@
 //! are tunnelled once both sides agree.
 
 pub mod headers;
+pub mod retry;
+mod send;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::Limited;
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tracing::Instrument;
@@ -27,7 +28,6 @@ use crate::ratelimit::{self, RequestFacts};
 use crate::router::normalize_path;
 use crate::runtime::RouteEntry;
 use crate::state::NodeState;
-use crate::upstream::Unavailable;
 
 /// Handles one request from `client`. Never fails: errors become responses.
 pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, client: SocketAddr) -> Response<ResponseBody> {
@@ -105,53 +105,26 @@ async fn forward(
         let consumer = identity.as_ref().filter(|i| !i.is_anonymous()).map(Identity::consumer_id);
         crate::upstream::hash_value(on, &parts.headers, client_ip, consumer)
     });
-    // Held until the response headers are in: a least-requests target counts it in flight.
-    let picked = route.upstream.pick(hash_value.as_deref().map(str::as_bytes)).map_err(|unavailable| {
-        let upstream = route.upstream.name().to_owned();
-        fail(match unavailable {
-            Unavailable::NoHealthyTarget => ProxyError::NoHealthyTarget { upstream },
-            Unavailable::CircuitOpen { retry_after_ms } => {
-                ProxyError::CircuitOpen { upstream, retry_after_s: retry_after_ms.div_ceil(1000).max(1) }
-            }
-        })
-    })?;
-    let target = picked.target;
     let path_and_query = match parts.uri.query() {
         Some(query) => format!("{upstream_path}?{query}"),
         None => upstream_path.to_owned(),
     };
-    parts.uri = Uri::builder()
-        .scheme(target.scheme.clone())
-        .authority(target.authority.clone())
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|_| fail(ProxyError::BadRequest("the request target cannot be forwarded")))?;
     let upgrade = headers::upgrade_protocol(&parts.headers);
     let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
-    prepare_headers(&mut parts.headers, route, (client.ip(), client_ip), request_id, original_host, &target.host, upgrade);
+    let host = original_host.as_ref().filter(|_| route.preserve_host).cloned();
+    prepare_headers(&mut parts.headers, (client.ip(), client_ip), request_id, original_host, upgrade);
     if let Some(identity) = &identity {
         runtime.auth.add_identity_headers(identity, &mut parts.headers);
     }
-    parts.version = Version::HTTP_11;
-
-    let limit = usize::try_from(route.max_body_bytes).unwrap_or(usize::MAX);
-    let body = Limited::new(body, limit);
-    let upstream = &route.upstream;
-    let sent = tokio::time::timeout(upstream.request_timeout, upstream.client.request(Request::from_parts(parts, body))).await;
-    let mut response = match sent {
-        Err(_) => {
-            upstream.record(&picked, false);
-            return Err(fail(ProxyError::UpstreamTimeout { upstream: upstream.name().to_owned() }));
-        }
-        Ok(Err(error)) => {
-            let error = classify(upstream.name(), &error, route.max_body_bytes);
-            // A body too large is the client's doing, not a failure of the target.
-            upstream.record(&picked, matches!(error, ProxyError::BodyTooLarge { .. }));
-            return Err(fail(error));
-        }
-        Ok(Ok(response)) => response,
+    let prepared = send::Prepared {
+        method: parts.method,
+        path_and_query,
+        headers: parts.headers,
+        host,
+        hash_value: hash_value.as_deref().map(str::as_bytes),
+        upgrading: client_upgrade.is_some(),
     };
-    upstream.record(&picked, !response.status().is_server_error());
+    let mut response = send::send(route, prepared, body).await.map_err(fail)?;
 
     let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if upgraded && let Some(client_upgrade) = client_upgrade {
@@ -183,24 +156,18 @@ fn facts<'a>(
     RequestFacts { client_ip, headers: &parts.headers, identity, route: &route.name, service: route.upstream.name() }
 }
 
+/// The upstream request's headers but `Host` (set per target when sent).
 fn prepare_headers(
     headers: &mut http::HeaderMap,
-    route: &RouteEntry,
     (peer, client): (IpAddr, IpAddr),
     request_id: &HeaderValue,
     original_host: Option<HeaderValue>,
-    target_host: &HeaderValue,
     upgrade: Option<HeaderValue>,
 ) {
     headers::remove_hop_by_hop(headers, upgrade);
     headers::strip_identity(headers);
     headers::add_forwarded(headers, peer, client, "http", original_host.as_ref());
     headers.insert(headers::REQUEST_ID, request_id.clone());
-    let host = match (&original_host, route.preserve_host) {
-        (Some(host), true) => host.clone(),
-        _ => target_host.clone(),
-    };
-    headers.insert(header::HOST, host);
 }
 
 /// The host the client asked for: the request target's authority when it

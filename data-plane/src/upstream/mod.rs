@@ -62,6 +62,13 @@ pub struct Picked<'a> {
     _in_flight: Option<InFlight<'a>>,
 }
 
+impl Picked<'_> {
+    /// The target's position in the service's list.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+}
+
 /// A service, ready to take requests.
 #[derive(Debug)]
 pub struct Upstream {
@@ -186,15 +193,22 @@ impl Upstream {
     /// `consistent_hash` upstream hashes), among those that are healthy and
     /// whose circuit lets requests through.
     pub fn pick(&self, hash_value: Option<&[u8]>) -> Result<Picked<'_>, Unavailable> {
+        self.pick_avoiding(hash_value, &[])
+    }
+
+    /// Like [`Upstream::pick`], preferring targets not in `avoid` (those a
+    /// retry already tried) while there are others.
+    pub fn pick_avoiding(&self, hash_value: Option<&[u8]>, avoid: &[usize]) -> Result<Picked<'_>, Unavailable> {
         let now = if self.health.is_some() || self.breakers.is_some() { now_ms() } else { 0 };
         let healthy = |i: usize| self.health.as_ref().is_none_or(|health| health[i].is_healthy(now));
         let available = |i: usize| healthy(i) && self.breakers.as_ref().is_none_or(|breakers| breakers[i].check(now).is_ok());
-        let chosen = match &self.balancer {
-            Balancer::RoundRobin(rr) => rr.pick(available).map(|index| (index, None)),
-            Balancer::LeastRequests(lr) => lr.pick(available).map(|(index, guard)| (index, Some(guard))),
-            Balancer::ConsistentHash(ring, _) => ring.pick(hash_value.unwrap_or_default(), available).map(|index| (index, None)),
+        let choose = |allowed: &dyn Fn(usize) -> bool| match &self.balancer {
+            Balancer::RoundRobin(rr) => rr.pick(allowed).map(|index| (index, None)),
+            Balancer::LeastRequests(lr) => lr.pick(allowed).map(|(index, guard)| (index, Some(guard))),
+            Balancer::ConsistentHash(ring, _) => ring.pick(hash_value.unwrap_or_default(), allowed).map(|index| (index, None)),
         };
-        let Some((index, in_flight)) = chosen else { return Err(self.unavailable(now, healthy)) };
+        let fresh = if avoid.is_empty() { None } else { choose(&|i| available(i) && !avoid.contains(&i)) };
+        let Some((index, in_flight)) = fresh.or_else(|| choose(&available)) else { return Err(self.unavailable(now, healthy)) };
         if let Some(breakers) = &self.breakers {
             breakers[index].acquire(now).map_err(|open| Unavailable::CircuitOpen { retry_after_ms: open.retry_after_ms })?;
         }

@@ -1,0 +1,164 @@
+//! Sending a prepared request upstream: pick a target (another one on a
+//! retry when there is one), set its `Host` and address, send with the
+//! try's timeout, record the outcome for health checks and the circuit
+//! breaker, and try again while the route's retry plan allows it.
+
+use std::time::Instant;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, Uri, Version};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+use super::retry::{MAX_KEPT_BODY, Outcome};
+use crate::body::UpstreamBody;
+use crate::error::ProxyError;
+use crate::runtime::RouteEntry;
+use crate::upstream::{Picked, Unavailable, Upstream};
+
+/// A request ready to go, but for its target.
+pub(super) struct Prepared<'a> {
+    pub(super) method: Method,
+    pub(super) path_and_query: String,
+    pub(super) headers: HeaderMap,
+    /// The `Host` to send instead of the target's (`preserve_host`).
+    pub(super) host: Option<HeaderValue>,
+    /// What a `consistent_hash` upstream hashes.
+    pub(super) hash_value: Option<&'a [u8]>,
+    /// The request asks for an upgrade (never retried: the tunnel is one).
+    pub(super) upgrading: bool,
+}
+
+/// Sends `prepared` with `body` to `route`'s upstream.
+pub(super) async fn send(route: &RouteEntry, prepared: Prepared<'_>, body: Incoming) -> Result<Response<Incoming>, ProxyError> {
+    let upstream = &route.upstream;
+    let limit = usize::try_from(route.max_body_bytes).unwrap_or(usize::MAX);
+    let plan = route.retry.as_ref().filter(|plan| !prepared.upgrading && plan.allows(&prepared.method));
+    let (plan, mut body) = match plan {
+        Some(plan) => {
+            plan.deposit();
+            match keep(body, limit, route.max_body_bytes).await? {
+                Kept::Whole(bytes) => (Some(plan), Body::Kept(bytes)),
+                Kept::TooLarge(body) => (None, Body::Once(Some(body))),
+            }
+        }
+        None => (None, Body::Once(Some(UpstreamBody::Streamed(Limited::new(body, limit))))),
+    };
+    let attempts = plan.map_or(1, |p| p.attempts);
+    let deadline = Instant::now() + upstream.request_timeout;
+    let mut tried = Vec::new();
+    let mut headers = Some(prepared.headers);
+    for attempt in 1..=attempts {
+        let last = attempt == attempts;
+        let picked = upstream.pick_avoiding(prepared.hash_value, &tried).map_err(|unavailable| unavailable_error(upstream, unavailable))?;
+        tried.push(picked.index());
+        let request_headers = if last { headers.take() } else { headers.clone() }.unwrap_or_default();
+        let request = request(&picked, &prepared.method, &prepared.path_and_query, request_headers, prepared.host.as_ref(), body.next())?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timeout = plan.and_then(|p| p.per_try_timeout).map_or(left, |per_try| per_try.min(left));
+        let outcome = match tokio::time::timeout(timeout, upstream.client.request(request)).await {
+            Ok(Ok(response)) => {
+                let status = response.status();
+                upstream.record(&picked, !status.is_server_error());
+                if !last && plan.is_some_and(|p| p.retry(Outcome::Status(status.as_u16()))) {
+                    tracing::debug!(attempt, %status, "retrying");
+                    continue;
+                }
+                return Ok(response);
+            }
+            Ok(Err(error)) => {
+                let classified = super::classify(upstream.name(), &error, route.max_body_bytes);
+                if matches!(classified, ProxyError::BodyTooLarge { .. }) {
+                    return Err(classified); // the client's doing, not the target's
+                }
+                upstream.record(&picked, false);
+                (if error.is_connect() { Outcome::ConnectFailure } else { Outcome::Reset }, classified)
+            }
+            Err(_) => {
+                upstream.record(&picked, false);
+                (Outcome::Timeout, ProxyError::UpstreamTimeout { upstream: upstream.name().to_owned() })
+            }
+        };
+        let (outcome, error) = outcome;
+        let time_left = Instant::now() < deadline;
+        if last || !time_left || !plan.is_some_and(|p| p.retry(outcome)) {
+            return Err(error);
+        }
+        tracing::debug!(attempt, ?outcome, "retrying");
+    }
+    Err(ProxyError::UpstreamTimeout { upstream: upstream.name().to_owned() })
+}
+
+/// The request body for each try.
+enum Body {
+    /// Kept whole: every try sends it.
+    Kept(bytes::Bytes),
+    /// Streamed: only one try can send it.
+    Once(Option<UpstreamBody>),
+}
+
+impl Body {
+    fn next(&mut self) -> UpstreamBody {
+        match self {
+            Self::Kept(bytes) => UpstreamBody::Kept(Full::new(bytes.clone())),
+            Self::Once(body) => body.take().unwrap_or_else(|| UpstreamBody::Kept(Full::default())),
+        }
+    }
+}
+
+enum Kept {
+    Whole(bytes::Bytes),
+    TooLarge(UpstreamBody),
+}
+
+/// Keeps a body that declares at most [`MAX_KEPT_BODY`] bytes (or is
+/// empty); a larger or undeclared one streams (and is not retried).
+async fn keep(body: Incoming, limit: usize, max_body: u64) -> Result<Kept, ProxyError> {
+    use hyper::body::Body as _;
+    let declared = body.size_hint().exact();
+    if !body.is_end_stream() && declared.is_none_or(|length| length > MAX_KEPT_BODY) {
+        return Ok(Kept::TooLarge(UpstreamBody::Streamed(Limited::new(body, limit))));
+    }
+    let collected = Limited::new(body, limit).collect().await.map_err(|error| {
+        if error.is::<http_body_util::LengthLimitError>() {
+            ProxyError::BodyTooLarge { limit: max_body }
+        } else {
+            ProxyError::BadRequest("the request body could not be read")
+        }
+    })?;
+    Ok(Kept::Whole(collected.to_bytes()))
+}
+
+fn request(
+    picked: &Picked<'_>,
+    method: &Method,
+    path_and_query: &str,
+    mut headers: HeaderMap,
+    host: Option<&HeaderValue>,
+    body: UpstreamBody,
+) -> Result<Request<UpstreamBody>, ProxyError> {
+    let target = picked.target;
+    let uri = Uri::builder()
+        .scheme(target.scheme.clone())
+        .authority(target.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| ProxyError::BadRequest("the request target cannot be forwarded"))?;
+    headers.insert(header::HOST, host.unwrap_or(&target.host).clone());
+    let mut request = Request::new(body);
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+fn unavailable_error(upstream: &Upstream, unavailable: Unavailable) -> ProxyError {
+    let upstream = upstream.name().to_owned();
+    match unavailable {
+        Unavailable::NoHealthyTarget => ProxyError::NoHealthyTarget { upstream },
+        Unavailable::CircuitOpen { retry_after_ms } => {
+            ProxyError::CircuitOpen { upstream, retry_after_s: retry_after_ms.div_ceil(1000).max(1) }
+        }
+    }
+}
