@@ -27,6 +27,8 @@ pub enum ProxyError {
     NoRoute { method: String, path: String },
     #[error("invalid request: {0}")]
     BadRequest(&'static str),
+    #[error("the request body did not arrive in time")]
+    ClientTimeout,
     #[error("request body larger than {limit} bytes")]
     BodyTooLarge { limit: u64 },
     #[error("request headers exceed {max_fields} fields or {max_bytes} bytes")]
@@ -53,6 +55,7 @@ impl ProxyError {
             Self::NoConfig => StatusCode::SERVICE_UNAVAILABLE,
             Self::NoRoute { .. } => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
@@ -70,6 +73,7 @@ impl ProxyError {
             Self::NoConfig => "no_config",
             Self::NoRoute { .. } => "no_route",
             Self::BadRequest(_) => "bad_request",
+            Self::ClientTimeout => "request_timeout",
             Self::BodyTooLarge { .. } => "payload_too_large",
             Self::HeadersTooLarge { .. } => "headers_too_large",
             Self::Unauthorized { .. } => "unauthorized",
@@ -87,6 +91,7 @@ impl ProxyError {
             Self::NoConfig => ErrorSource::Internal,
             Self::NoRoute { .. }
             | Self::BadRequest(_)
+            | Self::ClientTimeout
             | Self::BodyTooLarge { .. }
             | Self::HeadersTooLarge { .. }
             | Self::Unauthorized { .. }

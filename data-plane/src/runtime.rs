@@ -44,8 +44,9 @@ pub struct RouteEntry {
     pub limits_before_auth: Vec<Arc<Limiter>>,
     /// Those keyed by consumer or claim: checked after authentication.
     pub limits_after_auth: Vec<Arc<Limiter>>,
-    /// The route's retries, else its service's.
-    pub retry: Option<RetryPlan>,
+    /// The route's retries, else its service's (the budget is kept across
+    /// versions while the route and its retry settings stay).
+    pub retry: Option<Arc<RetryPlan>>,
 }
 
 /// One compiled config version.
@@ -77,6 +78,8 @@ impl Runtime {
         let no_limiters = HashMap::new();
         let previous_limiters = previous.map_or(&no_limiters, |p| &p.limiters);
         let mut limiters = HashMap::new();
+        let previous_retries: HashMap<Uuid, Arc<RetryPlan>> =
+            previous.map(|p| p.routes.iter().filter_map(|r| Some((r.id?, r.retry.clone()?))).collect()).unwrap_or_default();
         let trusted_proxies = config
             .trusted_proxies
             .iter()
@@ -140,7 +143,10 @@ impl Runtime {
                 auth: auth.plan(&policies, u32::try_from(index).unwrap_or(u32::MAX)),
                 limits_after_auth: limits.iter().filter(|l| l.needs_identity()).cloned().collect(),
                 limits_before_auth: limits.into_iter().filter(|l| !l.needs_identity()).collect(),
-                retry: route.retries.as_ref().or(service.retries.as_ref()).map(RetryPlan::new),
+                retry: route.retries.as_ref().or(service.retries.as_ref()).map(|retries| {
+                    let kept = route.id.and_then(|id| previous_retries.get(&id)).filter(|plan| plan.is_for(retries)).cloned();
+                    kept.unwrap_or_else(|| Arc::new(RetryPlan::new(retries)))
+                }),
             });
         }
         let router = Router::new(config.routes.iter().enumerate().map(|(index, route): (usize, &Route)| RouteSpec {

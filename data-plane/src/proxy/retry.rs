@@ -29,6 +29,8 @@ pub enum Outcome {
 /// A route's retry settings, compiled.
 #[derive(Debug)]
 pub struct RetryPlan {
+    /// The settings this was built from (a new version with the same keeps the budget).
+    settings: Retries,
     pub attempts: u32,
     on: Vec<RetryOn>,
     pub per_try_timeout: Option<Duration>,
@@ -41,6 +43,7 @@ pub struct RetryPlan {
 impl RetryPlan {
     pub fn new(retries: &Retries) -> Self {
         Self {
+            settings: retries.clone(),
             attempts: retries.attempts,
             on: retries.on.clone(),
             per_try_timeout: retries.per_try_timeout_ms.map(|ms| Duration::from_millis(u64::from(ms))),
@@ -48,6 +51,11 @@ impl RetryPlan {
             budget: Mutex::new(RESERVE),
             deposit: u64::from(retries.budget_percent) * RETRY / 100,
         }
+    }
+
+    /// Whether this plan was built from `retries`.
+    pub fn is_for(&self, retries: &Retries) -> bool {
+        self.settings == *retries
     }
 
     /// Whether requests with `method` may be retried at all.

@@ -6,6 +6,7 @@
 use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -32,12 +33,19 @@ pub(super) struct Prepared<'a> {
 /// Sends `prepared` with `body` to `route`'s upstream.
 pub(super) async fn send(route: &RouteEntry, prepared: Prepared<'_>, body: Incoming) -> Result<Response<Incoming>, ProxyError> {
     let upstream = &route.upstream;
+    let deadline = Instant::now() + upstream.request_timeout;
+    let path_and_query: PathAndQuery =
+        prepared.path_and_query.parse().map_err(|_| ProxyError::BadRequest("the request target cannot be forwarded"))?;
     let limit = usize::try_from(route.max_body_bytes).unwrap_or(usize::MAX);
-    let plan = route.retry.as_ref().filter(|plan| !prepared.upgrading && plan.allows(&prepared.method));
+    let plan = route.retry.as_deref().filter(|plan| !prepared.upgrading && plan.allows(&prepared.method));
     let (plan, mut body) = match plan {
         Some(plan) => {
             plan.deposit();
-            match keep(body, limit, route.max_body_bytes).await? {
+            // Reading a kept body counts against the request's time too.
+            let kept = tokio::time::timeout_at(deadline.into(), keep(body, limit, route.max_body_bytes))
+                .await
+                .map_err(|_| ProxyError::ClientTimeout)??;
+            match kept {
                 Kept::Whole(bytes) => (Some(plan), Body::Kept(bytes)),
                 Kept::TooLarge(body) => (None, Body::Once(Some(body))),
             }
@@ -45,7 +53,6 @@ pub(super) async fn send(route: &RouteEntry, prepared: Prepared<'_>, body: Incom
         None => (None, Body::Once(Some(UpstreamBody::Streamed(Limited::new(body, limit))))),
     };
     let attempts = plan.map_or(1, |p| p.attempts);
-    let deadline = Instant::now() + upstream.request_timeout;
     let mut tried = Vec::new();
     let mut headers = Some(prepared.headers);
     for attempt in 1..=attempts {
@@ -53,14 +60,15 @@ pub(super) async fn send(route: &RouteEntry, prepared: Prepared<'_>, body: Incom
         let picked = upstream.pick_avoiding(prepared.hash_value, &tried).map_err(|unavailable| unavailable_error(upstream, unavailable))?;
         tried.push(picked.index());
         let request_headers = if last { headers.take() } else { headers.clone() }.unwrap_or_default();
-        let request = request(&picked, &prepared.method, &prepared.path_and_query, request_headers, prepared.host.as_ref(), body.next())?;
+        let request = request(&picked, &prepared.method, &path_and_query, request_headers, prepared.host.as_ref(), body.next());
         let left = deadline.saturating_duration_since(Instant::now());
         let timeout = plan.and_then(|p| p.per_try_timeout).map_or(left, |per_try| per_try.min(left));
         let outcome = match tokio::time::timeout(timeout, upstream.client.request(request)).await {
             Ok(Ok(response)) => {
                 let status = response.status();
                 upstream.record(&picked, !status.is_server_error());
-                if !last && plan.is_some_and(|p| p.retry(Outcome::Status(status.as_u16()))) {
+                let time_left = Instant::now() < deadline;
+                if !last && time_left && plan.is_some_and(|p| p.retry(Outcome::Status(status.as_u16()))) {
                     tracing::debug!(attempt, %status, "retrying");
                     continue;
                 }
@@ -68,8 +76,8 @@ pub(super) async fn send(route: &RouteEntry, prepared: Prepared<'_>, body: Incom
             }
             Ok(Err(error)) => {
                 let classified = super::classify(upstream.name(), &error, route.max_body_bytes);
-                if matches!(classified, ProxyError::BodyTooLarge { .. }) {
-                    return Err(classified); // the client's doing, not the target's
+                if matches!(classified, ProxyError::BodyTooLarge { .. }) || client_side(&error) {
+                    return Err(classified); // the client's doing, not the target's: not recorded, not retried
                 }
                 upstream.record(&picked, false);
                 (if error.is_connect() { Outcome::ConnectFailure } else { Outcome::Reset }, classified)
@@ -129,28 +137,34 @@ async fn keep(body: Incoming, limit: usize, max_body: u64) -> Result<Kept, Proxy
     Ok(Kept::Whole(collected.to_bytes()))
 }
 
+/// Whether a failed try failed because of the client's request body
+/// (the client went away mid-upload), not because of the target.
+fn client_side(error: &hyper_util::client::legacy::Error) -> bool {
+    std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |e| e.source())
+        .any(|e| e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_user))
+}
+
 fn request(
     picked: &Picked<'_>,
     method: &Method,
-    path_and_query: &str,
+    path_and_query: &PathAndQuery,
     mut headers: HeaderMap,
     host: Option<&HeaderValue>,
     body: UpstreamBody,
-) -> Result<Request<UpstreamBody>, ProxyError> {
+) -> Request<UpstreamBody> {
     let target = picked.target;
-    let uri = Uri::builder()
-        .scheme(target.scheme.clone())
-        .authority(target.authority.clone())
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|_| ProxyError::BadRequest("the request target cannot be forwarded"))?;
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(target.scheme.clone());
+    parts.authority = Some(target.authority.clone());
+    parts.path_and_query = Some(path_and_query.clone());
     headers.insert(header::HOST, host.unwrap_or(&target.host).clone());
     let mut request = Request::new(body);
     *request.method_mut() = method.clone();
-    *request.uri_mut() = uri;
+    // Scheme, authority and a parsed path always make a URI.
+    *request.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
-    Ok(request)
+    request
 }
 
 fn unavailable_error(upstream: &Upstream, unavailable: Unavailable) -> ProxyError {

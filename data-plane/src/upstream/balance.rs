@@ -47,10 +47,12 @@ impl WeightedRoundRobin {
         Self { schedule: schedule.into_boxed_slice(), next: AtomicUsize::new(0) }
     }
 
-    /// The next target index that is `healthy`.
+    /// The next target index that is `healthy`. Skipped slots use up the
+    /// shared counter too, so the others keep their relative shares.
     pub fn pick(&self, healthy: impl Fn(usize) -> bool) -> Option<usize> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..self.schedule.len()).map(|step| self.schedule[(n + step) % self.schedule.len()] as usize).find(|i| healthy(*i))
+        (0..self.schedule.len())
+            .map(|_| self.schedule[self.next.fetch_add(1, Ordering::Relaxed) % self.schedule.len()] as usize)
+            .find(|i| healthy(*i))
     }
 }
 
@@ -77,27 +79,29 @@ impl LeastRequests {
         Self { weights: weights.into(), in_flight: weights.iter().map(|_| AtomicUsize::new(0)).collect() }
     }
 
-    /// A `healthy` target drawn in proportion to its weight (`total`: the
-    /// healthy targets' weights).
-    fn draw(&self, rng: &mut impl Rng, total: u64, healthy: &impl Fn(usize) -> bool) -> usize {
-        let mut point = rng.random_range(0..total.max(1));
-        for (i, w) in self.weights.iter().enumerate().filter(|(i, _)| healthy(*i)) {
+    /// A target drawn in proportion to its weight among the `allowed` ones
+    /// (`total`: their weights).
+    fn draw(&self, rng: &mut impl Rng, total: u64, allowed: &[bool]) -> Option<usize> {
+        let mut point = rng.random_range(0..total);
+        for (i, w) in self.weights.iter().enumerate().filter(|(i, _)| allowed[*i]) {
             if point < u64::from(*w) {
-                return i;
+                return Some(i);
             }
             point -= u64::from(*w);
         }
-        0
+        None
     }
 
     /// The chosen `healthy` target, counted in flight until the guard drops.
+    /// Health is read once per pick, so both draws see the same targets.
     pub fn pick(&self, healthy: impl Fn(usize) -> bool) -> Option<(usize, InFlight<'_>)> {
-        let total: u64 = self.weights.iter().enumerate().filter(|(i, _)| healthy(*i)).map(|(_, w)| u64::from(*w)).sum();
+        let allowed: Vec<bool> = (0..self.weights.len()).map(healthy).collect();
+        let total: u64 = self.weights.iter().zip(&allowed).filter(|(_, ok)| **ok).map(|(w, _)| u64::from(*w)).sum();
         if total == 0 {
             return None;
         }
         let mut rng = rand::rng();
-        let (a, b) = (self.draw(&mut rng, total, &healthy), self.draw(&mut rng, total, &healthy));
+        let (a, b) = (self.draw(&mut rng, total, &allowed)?, self.draw(&mut rng, total, &allowed)?);
         // In flight per unit of weight, compared without dividing; a tie
         // (an idle fleet) keeps the first draw, so shares follow the weights.
         let busy = |i: usize| self.in_flight[i].load(Ordering::Relaxed) as u64;
@@ -167,6 +171,15 @@ mod tests {
         counts
     }
 
+    fn counts_without(weights: &[u32], down: usize, picks: usize) -> Vec<usize> {
+        let rr = WeightedRoundRobin::new(weights);
+        let mut counts = vec![0; weights.len()];
+        for _ in 0..picks {
+            counts[rr.pick(|i| i != down).expect("a target")] += 1;
+        }
+        counts
+    }
+
     #[test]
     fn equal_weights_alternate() {
         let rr = WeightedRoundRobin::new(&[100, 100]);
@@ -174,6 +187,7 @@ mod tests {
         assert_eq!(picks, [0, 1, 0, 1]);
         let only_one: Vec<usize> = (0..3).map(|_| rr.pick(|i| i == 1).unwrap()).collect();
         assert_eq!(only_one, [1, 1, 1], "unhealthy targets are skipped");
+        assert_eq!(counts_without(&[1, 1, 1], 0, 600), [0, 300, 300], "the others keep equal shares");
         assert_eq!(rr.pick(|_| false), None);
     }
 

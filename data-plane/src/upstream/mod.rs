@@ -124,12 +124,16 @@ impl Upstream {
                 Balancer::ConsistentHash(HashRing::new(&names, &weights), hash_on)
             }
         };
+        // Health is carried over for targets whose URL stays, while the
+        // health-check settings stay too (an active verdict without the
+        // checks that made it could never change again).
+        let same_checks = previous.is_some_and(|p| p.service.health_check == service.health_check);
         let health = service.health_check.as_ref().map(|_| {
             service
                 .targets
                 .iter()
                 .map(|t| {
-                    let kept = previous.and_then(|p| {
+                    let kept = previous.filter(|_| same_checks).and_then(|p| {
                         let index = p.service.targets.iter().position(|old| old.url == t.url)?;
                         p.health.as_ref()?.get(index).cloned()
                     });
@@ -207,12 +211,20 @@ impl Upstream {
             Balancer::LeastRequests(lr) => lr.pick(allowed).map(|(index, guard)| (index, Some(guard))),
             Balancer::ConsistentHash(ring, _) => ring.pick(hash_value.unwrap_or_default(), allowed).map(|index| (index, None)),
         };
-        let fresh = if avoid.is_empty() { None } else { choose(&|i| available(i) && !avoid.contains(&i)) };
-        let Some((index, in_flight)) = fresh.or_else(|| choose(&available)) else { return Err(self.unavailable(now, healthy)) };
-        if let Some(breakers) = &self.breakers {
-            breakers[index].acquire(now).map_err(|open| Unavailable::CircuitOpen { retry_after_ms: open.retry_after_ms })?;
+        // A half-open target whose last probe slot went to a concurrent
+        // request is ruled out and the pick made again.
+        let mut lost: Vec<usize> = Vec::new();
+        for _ in 0..=self.targets.len() {
+            let usable = |i: usize| available(i) && !lost.contains(&i);
+            let fresh = if avoid.is_empty() { None } else { choose(&|i| usable(i) && !avoid.contains(&i)) };
+            let Some((index, in_flight)) = fresh.or_else(|| choose(&usable)) else { break };
+            if self.breakers.as_ref().is_some_and(|breakers| breakers[index].acquire(now).is_err()) {
+                lost.push(index);
+                continue;
+            }
+            return Ok(Picked { target: &self.targets[index], index, _in_flight: in_flight });
         }
-        Ok(Picked { target: &self.targets[index], index, _in_flight: in_flight })
+        Err(self.unavailable(now, healthy))
     }
 
     /// Why nothing could be picked: open circuits of healthy targets, or none healthy.
@@ -325,6 +337,10 @@ mod tests {
         assert!((0..10).all(|_| upstream.pick(None).unwrap().index == 0), "target 1 is ejected");
         let carried = Upstream::new(&service, Some(&upstream)).unwrap();
         assert!((0..10).all(|_| carried.pick(None).unwrap().index == 0), "the ejection survives a new version");
+        let mut rechecked = service.clone();
+        rechecked.health_check = Some(portico_shared::model::HealthCheck { active: None, passive: None });
+        let fresh = Upstream::new(&rechecked, Some(&upstream)).unwrap();
+        assert!((0..10).any(|_| fresh.pick(None).unwrap().index == 1), "new health-check settings start from healthy");
     }
 
     #[test]
