@@ -65,7 +65,9 @@ impl Publisher {
         let _one_writer = self.writing.lock().await;
         for _ in 0..MAX_ATTEMPTS {
             let current = self.store.current(gateway).await?.ok_or(StoreError::NotFound)?;
-            let snapshot = Snapshot::compile(edit(&current)?)?;
+            let next = edit(&current)?;
+            fresh_certificates(&current.config, &next)?;
+            let snapshot = Snapshot::compile(next)?;
             if snapshot.hash == current.hash {
                 return Ok(Published { config: snapshot.config, version: current.version, hash: current.hash, created: false });
             }
@@ -81,4 +83,22 @@ impl Publisher {
         }
         Err(StoreError::Stale.into())
     }
+}
+
+/// Certificates a write adds or changes must not have expired (ones it
+/// leaves as they are may: data planes keep serving what they have).
+fn fresh_certificates(current: &GatewayConfig, next: &GatewayConfig) -> Result<(), ConfigError> {
+    let now = chrono::Utc::now().timestamp();
+    for (i, certificate) in next.certificates.iter().enumerate() {
+        if current.certificates.iter().any(|c| c.name == certificate.name && c.cert == certificate.cert) {
+            continue;
+        }
+        let parsed =
+            portico_shared::tls::parse_certificate(&certificate.cert, None).map_err(|e| e.within(&format!("certificates[{i}]")))?;
+        if parsed.not_after <= now {
+            let expired = chrono::DateTime::from_timestamp(parsed.not_after, 0).map(|t| t.to_rfc3339()).unwrap_or_default();
+            return Err(ConfigError::invalid(format!("certificates[{i}].cert"), format!("expired at {expired}")));
+        }
+    }
+    Ok(())
 }

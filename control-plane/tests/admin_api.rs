@@ -405,6 +405,8 @@ async fn openapi_documents_every_endpoint() {
         ("/api/v1/gateways/{gw}/consumers/{c}/credentials", vec!["get", "post"]),
         ("/api/v1/gateways/{gw}/consumers/{c}/credentials/{key}", vec!["get", "put", "patch", "delete"]),
         ("/api/v1/gateways/{gw}/settings", vec!["get", "put"]),
+        ("/api/v1/gateways/{gw}/certificates", vec!["get", "post"]),
+        ("/api/v1/gateways/{gw}/certificates/{key}", vec!["get", "put", "patch", "delete"]),
         ("/api/v1/gateways/{gw}/config", vec!["get", "put"]),
         ("/api/v1/gateways/{gw}/config/diff", vec!["post"]),
         ("/api/v1/gateways/{gw}/versions", vec!["get"]),
@@ -421,7 +423,7 @@ async fn openapi_documents_every_endpoint() {
             assert!(doc["paths"][path][method].is_object(), "{method} {path} is not documented");
         }
     }
-    for schema in ["Service", "Route", "Consumer", "Credential", "Policy", "GatewaySettings", "GatewayConfig", "ErrorBody", "Fleet"] {
+    for schema in ["Service", "Route", "Consumer", "Credential", "Policy", "GatewaySettings", "Certificate", "GatewayConfig", "ErrorBody", "Fleet"] {
         assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema} missing");
     }
 }

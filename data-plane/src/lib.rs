@@ -17,4 +17,5 @@ pub mod server;
 pub mod settings;
 pub mod state;
 pub mod status;
+pub mod tls;
 pub mod upstream;

@@ -15,6 +15,7 @@ use crate::auth::{AuthPlan, AuthSettings, Authenticator};
 use crate::proxy::retry::RetryPlan;
 use crate::ratelimit::{LimitSettings, Limiter};
 use crate::router::{Match, RouteSpec, Router};
+use crate::tls::Certificates;
 use crate::upstream::Upstream;
 
 /// What compiling a config needs from the node.
@@ -35,6 +36,8 @@ pub struct RouteEntry {
     pub upstream: Arc<Upstream>,
     pub strip_path: bool,
     pub preserve_host: bool,
+    /// Plain-HTTP requests are redirected to HTTPS.
+    pub https_only: bool,
     /// From the strictest `request-size-limit` on the route, its service or the gateway.
     pub max_body_bytes: u64,
     /// Who may call the route.
@@ -61,6 +64,8 @@ pub struct Runtime {
     pub auth: Authenticator,
     /// Proxies whose `X-Forwarded-For` entries are believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// TLS certificates by server name.
+    pub certificates: Certificates,
     /// Every limiter in use, by fingerprint (handed on to the next version).
     limiters: HashMap<String, Arc<Limiter>>,
     router: Router,
@@ -75,6 +80,7 @@ impl Runtime {
     pub fn compile(gateway: &str, version: u64, snapshot: Snapshot, previous: Option<&Runtime>, context: &Context) -> Result<Self, String> {
         let config = &snapshot.config;
         let auth = Authenticator::compile(config, &context.auth, previous.map(|p| &p.auth))?;
+        let certificates = Certificates::compile(&config.certificates)?;
         let no_limiters = HashMap::new();
         let previous_limiters = previous.map_or(&no_limiters, |p| &p.limiters);
         let mut limiters = HashMap::new();
@@ -139,6 +145,7 @@ impl Runtime {
                 upstream: upstream.clone(),
                 strip_path: route.strip_path,
                 preserve_host: route.preserve_host,
+                https_only: route.https_only,
                 max_body_bytes: max_body(&policies),
                 auth: auth.plan(&policies, u32::try_from(index).unwrap_or(u32::MAX)),
                 limits_after_auth: limits.iter().filter(|l| l.needs_identity()).cloned().collect(),
@@ -164,6 +171,7 @@ impl Runtime {
             snapshot: snapshot.bytes.into(),
             auth,
             trusted_proxies,
+            certificates,
             limiters,
             router,
             routes,

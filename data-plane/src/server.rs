@@ -89,6 +89,11 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     let node = Arc::new(NodeState::new(&settings.gateway, &node_id, Context { auth, limits }));
 
     let proxy_listener = bind(settings.listen).await?;
+    let tls_listener = match settings.tls_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    let acceptor = crate::tls::server_config(node.clone()).map_err(StartError::Config)?;
     let status_listener = bind(settings.status_listen).await?;
     let client = ConfigClient {
         node: node.clone(),
@@ -116,21 +121,34 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         header_read_timeout: Duration::from_millis(settings.header_read_timeout_ms),
         drain: Duration::from_millis(settings.drain_timeout_ms),
     };
-    let proxy_task = tokio::spawn(serve_proxy(proxy_listener, node, stop_rx, options));
+    let tls_task = tls_listener.map(|listener| {
+        let acceptor = tokio_rustls::TlsAcceptor::from(acceptor);
+        tokio::spawn(serve_proxy(listener, node.clone(), stop_rx.clone(), options, Some(acceptor)))
+    });
+    let proxy_task = tokio::spawn(serve_proxy(proxy_listener, node, stop_rx, options, None));
 
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     let _ = stop_tx.send(true);
     let _ = proxy_task.await;
+    if let Some(tls_task) = tls_task {
+        let _ = tls_task.await;
+    }
     let _ = tokio::join!(config_task, status_task);
     cache_writes.flush(Duration::from_secs(5)).await;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Accepts connections until `stop`, then waits up to `options.drain` for
-/// the requests in flight.
-pub async fn serve_proxy(listener: TcpListener, node: Arc<NodeState>, mut stop: watch::Receiver<bool>, options: ServeOptions) {
+/// Accepts connections (over TLS with `tls`) until `stop`, then waits up to
+/// `options.drain` for the requests in flight.
+pub async fn serve_proxy(
+    listener: TcpListener,
+    node: Arc<NodeState>,
+    mut stop: watch::Receiver<bool>,
+    options: ServeOptions,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -157,19 +175,29 @@ pub async fn serve_proxy(listener: TcpListener, node: Arc<NodeState>, mut stop: 
             () = stopped(&mut stop) => break,
         };
         let _ = stream.set_nodelay(true);
-        let (node, builder, watcher) = (node.clone(), builder.clone(), graceful.watcher());
+        let (node, builder, watcher, tls) = (node.clone(), builder.clone(), graceful.watcher(), tls.clone());
         let first_byte = options.header_read_timeout;
         tokio::spawn(async move {
+            let secure = tls.is_some();
+            let service = service_fn(move |request| {
+                let node = node.clone();
+                async move { Ok::<_, Infallible>(crate::proxy::handle(node, request, client, secure).await) }
+            });
+            if let Some(acceptor) = tls {
+                // The handshake must be done within the header read timeout.
+                let Ok(Ok(stream)) = tokio::time::timeout(first_byte, acceptor.accept(stream)).await else { return };
+                let connection = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "TLS connection closed with an error");
+                }
+                return;
+            }
             // The protocol-sniffing read has no timeout of its own: a client
             // must start talking within the header read timeout.
             let started = tokio::time::timeout(first_byte, stream.peek(&mut [0u8; 1])).await;
             if !matches!(started, Ok(Ok(n)) if n > 0) {
                 return;
             }
-            let service = service_fn(move |request| {
-                let node = node.clone();
-                async move { Ok::<_, Infallible>(crate::proxy::handle(node, request, client).await) }
-            });
             let connection = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection closed with an error");

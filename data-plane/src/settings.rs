@@ -18,6 +18,9 @@ pub struct Settings {
     /// Address for client traffic (HTTP/1.1 and HTTP/2 cleartext).
     #[arg(long, env = "PORTICO_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Address for client traffic over TLS (HTTP/1.1 and HTTP/2 by ALPN), with the config's certificates chosen by SNI.
+    #[arg(long, env = "PORTICO_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
     /// Address of /healthz, /readyz, /status and /metrics.
     #[arg(long, env = "PORTICO_STATUS_LISTEN", default_value = "127.0.0.1:8100")]
     pub status_listen: SocketAddr,

@@ -20,6 +20,7 @@ pub fn merge(current: &GatewayConfig, mut desired: GatewayConfig, now: DateTime<
     merge_entities(&current.routes, &mut desired.routes, now);
     merge_entities(&current.consumers, &mut desired.consumers, now);
     merge_entities(&current.credentials, &mut desired.credentials, now);
+    merge_entities(&current.certificates, &mut desired.certificates, now);
     desired
 }
 
@@ -28,6 +29,7 @@ fn merge_entities<E: Entity>(current: &[E], desired: &mut [E], now: DateTime<Utc
     for entity in desired {
         match by_name.get(entity.name()) {
             Some(old) => {
+                entity.keep_secrets_of(old);
                 let updated = if old.declarative() == entity.declarative() { old.updated_at() } else { Some(now) };
                 entity.set_meta(old.id(), old.created_at(), updated);
             }
@@ -99,6 +101,7 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> ConfigDiff {
     diff_entities(&old.routes, &new.routes, &mut result);
     diff_entities(&old.consumers, &new.consumers, &mut result);
     diff_entities(&old.credentials, &new.credentials, &mut result);
+    diff_entities(&old.certificates, &new.certificates, &mut result);
     diff_gateway_settings(old, new, &mut result);
     result
 }
@@ -115,7 +118,7 @@ fn diff_gateway_settings(old: &GatewayConfig, new: &GatewayConfig, out: &mut Con
 }
 
 fn diff_entities<E: Entity>(old: &[E], new: &[E], out: &mut ConfigDiff) {
-    let to_json = |e: &E| serde_json::to_value(e.declarative()).expect("entities serialize to JSON");
+    let to_json = |e: &E| serde_json::to_value(e.shown().declarative()).expect("entities serialize to JSON");
     let old_by_name: HashMap<&str, &E> = old.iter().map(|e| (e.name(), e)).collect();
     let new_by_name: HashMap<&str, &E> = new.iter().map(|e| (e.name(), e)).collect();
     let whole = |value: Value, created: bool| FieldChange {

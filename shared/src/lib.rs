@@ -10,6 +10,7 @@ pub mod model;
 pub mod parse;
 pub mod secret;
 pub mod snapshot;
+pub mod tls;
 pub mod validate;
 
 pub use error::ConfigError;

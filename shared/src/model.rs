@@ -24,6 +24,9 @@ pub struct GatewayConfig {
     /// credentials existed keep their canonical bytes and hash.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credentials: Vec<Credential>,
+    /// TLS certificates the data planes serve, chosen by SNI.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<Certificate>,
     /// Policies for every route of the gateway; a route's or service's own
     /// policy of the same type takes precedence.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -383,6 +386,9 @@ pub struct Route {
     /// Send the client's `Host` header upstream instead of the target's.
     #[serde(default)]
     pub preserve_host: bool,
+    /// Answer plain-HTTP requests with `308` to the same URL over HTTPS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub https_only: bool,
     /// Retries of this route's requests (instead of its service's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<Retries>,
@@ -471,6 +477,35 @@ pub struct Credential {
     /// needed when several credentials share an issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// A TLS certificate the data planes serve on `--tls-listen`, chosen by the
+/// client's SNI; managed at `/api/v1/gateways/{gw}/certificates`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Certificate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
+    pub name: String,
+    /// PEM: the certificate, then the intermediates of its chain.
+    pub cert: String,
+    /// PEM private key of the certificate. Write-only: the admin API never
+    /// returns it (a write without it keeps the stored one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Server names it is served for, exact or `*.example.com`; default:
+    /// the DNS names of the certificate.
+    #[serde(default)]
+    pub snis: Vec<String>,
+    /// Served to clients whose SNI matches no certificate (one at most).
+    #[serde(default)]
+    pub default: bool,
     #[serde(default)]
     pub tags: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -758,6 +793,7 @@ pub enum EntityKind {
     Route,
     Consumer,
     Credential,
+    Certificate,
     /// The gateway's own settings (its `policies`), in a diff.
     Gateway,
 }
@@ -769,6 +805,7 @@ impl EntityKind {
             Self::Route => "route",
             Self::Consumer => "consumer",
             Self::Credential => "credential",
+            Self::Certificate => "certificate",
             Self::Gateway => "gateway",
         }
     }
@@ -796,6 +833,15 @@ pub trait Entity: Clone + PartialEq + Serialize + DeserializeOwned + Send + Sync
         None
     }
 
+    /// The entity as the admin API shows it: without write-only secrets
+    /// (a certificate's private key).
+    fn shown(&self) -> Self {
+        self.clone()
+    }
+
+    /// Takes the write-only secrets a write left out from the entity it replaces.
+    fn keep_secrets_of(&mut self, _previous: &Self) {}
+
     /// The entity as a user would write it: without server-assigned fields.
     fn declarative(&self) -> Self {
         let mut copy = self.clone();
@@ -805,7 +851,7 @@ pub trait Entity: Clone + PartialEq + Serialize + DeserializeOwned + Send + Sync
 }
 
 macro_rules! entity {
-    ($type:ty, $kind:expr, $collection:ident, $name:ident $(, owner = $owner:ident)?) => {
+    ($type:ty, $kind:expr, $collection:ident, $name:ident $(, owner = $owner:ident)? $(, secret = $secret:ident)?) => {
         impl Entity for $type {
             const KIND: EntityKind = $kind;
             const NAME_FIELD: &'static str = stringify!($name);
@@ -839,6 +885,18 @@ macro_rules! entity {
                     Some(&self.$owner)
                 }
             )?
+            $(
+                fn shown(&self) -> Self {
+                    let mut shown = self.clone();
+                    shown.$secret = None;
+                    shown
+                }
+                fn keep_secrets_of(&mut self, previous: &Self) {
+                    if self.$secret.is_none() {
+                        self.$secret.clone_from(&previous.$secret);
+                    }
+                }
+            )?
         }
     };
 }
@@ -847,6 +905,7 @@ entity!(Service, EntityKind::Service, services, name);
 entity!(Route, EntityKind::Route, routes, name);
 entity!(Consumer, EntityKind::Consumer, consumers, username);
 entity!(Credential, EntityKind::Credential, credentials, name, owner = consumer);
+entity!(Certificate, EntityKind::Certificate, certificates, name, secret = key);
 
 impl GatewayConfig {
     /// The config as a user would write it: entities without
@@ -857,9 +916,15 @@ impl GatewayConfig {
             routes: self.routes.iter().map(Entity::declarative).collect(),
             consumers: self.consumers.iter().map(Entity::declarative).collect(),
             credentials: self.credentials.iter().map(Entity::declarative).collect(),
+            certificates: self.certificates.iter().map(Entity::declarative).collect(),
             policies: self.policies.clone(),
             trusted_proxies: self.trusted_proxies.clone(),
         }
+    }
+
+    /// The config as the admin API shows it: without write-only secrets.
+    pub fn shown(&self) -> Self {
+        Self { certificates: self.certificates.iter().map(Entity::shown).collect(), ..self.clone() }
     }
 
     /// Sort every collection by name: the canonical order of a snapshot.
@@ -868,5 +933,6 @@ impl GatewayConfig {
         self.routes.sort_by(|a, b| a.name.cmp(&b.name));
         self.consumers.sort_by(|a, b| a.username.cmp(&b.username));
         self.credentials.sort_by(|a, b| a.name.cmp(&b.name));
+        self.certificates.sort_by(|a, b| a.name.cmp(&b.name));
     }
 }

@@ -35,6 +35,12 @@ impl Snapshot {
     /// Validates and normalizes `config`, then encodes it canonically.
     pub fn compile(mut config: GatewayConfig) -> Result<Self, ConfigError> {
         validate::config(&mut config)?;
+        if let Some(i) = config.certificates.iter().position(|c| c.key.is_none()) {
+            return Err(ConfigError::invalid(
+                format!("certificates[{i}].key"),
+                "a certificate new to this gateway needs its private key (exports leave keys out; re-applying one keeps the stored keys)",
+            ));
+        }
         let bytes = serde_json::to_vec(&config).expect("a config always serializes to JSON");
         let hash = hash(&bytes);
         Ok(Self { config, bytes, hash })

@@ -8,7 +8,8 @@ use crate::error::ConfigError;
 use sha2::{Digest, Sha256};
 
 use crate::model::{
-    Consumer, Credential, CredentialType, Entity, EntityKind, GatewayConfig, HashOn, JwtAlgorithm, LoadBalancing, Policy, Route, Service,
+    Certificate, Consumer, Credential, CredentialType, Entity, EntityKind, GatewayConfig, HashOn, JwtAlgorithm, LoadBalancing, Policy,
+    Route, Service,
 };
 
 /// Longest entity or gateway name.
@@ -220,6 +221,26 @@ impl Validate for Credential {
     }
 }
 
+impl Validate for Certificate {
+    fn normalize_and_validate(&mut self) -> Result {
+        name("name", &self.name)?;
+        let parsed = crate::tls::parse_certificate(&self.cert, self.key.as_deref())?;
+        if self.snis.is_empty() {
+            self.snis = parsed.dns_names;
+        }
+        if self.snis.is_empty() {
+            return Err(ConfigError::invalid("snis", "the certificate names no DNS name: list the server names it is for"));
+        }
+        bounded("snis", self.snis.len(), MAX_LIST)?;
+        for (i, sni) in self.snis.iter_mut().enumerate() {
+            sni.make_ascii_lowercase();
+            host_pattern(&format!("snis[{i}]"), sni)?;
+        }
+        unique("snis", &self.snis)?;
+        tags(&self.tags)
+    }
+}
+
 impl Credential {
     fn validate_key_auth(&mut self) -> Result {
         let hash = self.key_hash.as_mut().ok_or_else(|| ConfigError::invalid("key", "a key-auth credential needs a key"))?;
@@ -323,6 +344,8 @@ pub fn config(config: &mut GatewayConfig) -> Result {
     entities(&mut config.routes)?;
     entities(&mut config.consumers)?;
     entities(&mut config.credentials)?;
+    entities(&mut config.certificates)?;
+    certificates(&config.certificates)?;
     policies("policies", &mut config.policies)?;
     trusted_proxies(&mut config.trusted_proxies)?;
     unique_by(&config.consumers, "custom_id", |c| c.custom_id.clone())?;
@@ -356,7 +379,7 @@ pub fn referrers<'a>(config: &'a GatewayConfig, kind: EntityKind, name: &str) ->
             let gateway = anonymous(&config.policies).then_some((EntityKind::Gateway, "settings"));
             credentials.chain(routes).chain(services).chain(gateway).collect()
         }
-        EntityKind::Route | EntityKind::Credential | EntityKind::Gateway => Vec::new(),
+        EntityKind::Route | EntityKind::Credential | EntityKind::Certificate | EntityKind::Gateway => Vec::new(),
     }
 }
 
@@ -404,6 +427,31 @@ fn scopes_need_authentication(config: &GatewayConfig) -> Result {
             return Err(ConfigError::invalid(
                 format!("routes[{i}].policies"),
                 format!("route '{}' checks scopes but no key-auth or jwt policy applies to it", route.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Each server name has one certificate, and one certificate at most is the default.
+fn certificates(list: &[Certificate]) -> Result {
+    let mut owners: HashMap<&str, &str> = HashMap::new();
+    let mut default = None;
+    for (i, certificate) in list.iter().enumerate() {
+        for (j, sni) in certificate.snis.iter().enumerate() {
+            if let Some(other) = owners.insert(sni, &certificate.name) {
+                return Err(ConfigError::conflict(
+                    format!("certificates[{i}].snis[{j}]"),
+                    format!("'{sni}' is already served by certificate '{other}'"),
+                ));
+            }
+        }
+        if certificate.default
+            && let Some(other) = default.replace(&certificate.name)
+        {
+            return Err(ConfigError::conflict(
+                format!("certificates[{i}].default"),
+                format!("certificate '{other}' is already the default"),
             ));
         }
     }

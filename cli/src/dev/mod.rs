@@ -75,6 +75,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         control_plane: format!("http://{}", loopback(args.grpc_port)),
         gateway: "default".into(),
         listen: loopback(args.proxy_port),
+        tls_listen: None,
         status_listen: loopback(args.status_port),
         node_id: Some("dev".into()),
         cache_dir: Some(args.data_dir.join("cache")),

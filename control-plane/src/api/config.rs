@@ -49,7 +49,7 @@ pub struct DiffPreview {
         (status = 404, body = ErrorBody)))]
 pub(super) async fn export(State(state): State<AppState>, headers: HeaderMap, Path(gw): Path<String>) -> Result<Response, ApiError> {
     let current = state.current(&gw).await?;
-    let declarative = current.config.declarative();
+    let declarative = current.config.shown().declarative();
     let mut response = match Format::accepted(&headers) {
         Format::Yaml => {
             let yaml = serde_yaml_ng::to_string(&declarative).map_err(|_| ApiError::Internal)?;

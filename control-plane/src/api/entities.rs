@@ -134,7 +134,7 @@ pub fn entity_response<E: Entity>(
     reveal: impl FnOnce(&mut E),
 ) -> Result<Response, ApiError> {
     let entity = E::collection(&published.config).iter().find(|e| e.id() == Some(id)).ok_or(ApiError::Internal)?;
-    let mut shown = entity.clone();
+    let mut shown = entity.shown();
     reveal(&mut shown);
     let mut response = written(status, published.version, Json(shown)).into_response();
     let headers = response.headers_mut();
@@ -147,7 +147,7 @@ pub fn entity_response<E: Entity>(
 
 pub async fn list<E: Entity>(state: &AppState, scope: Scope<'_>, page: Page) -> Result<Json<List<E>>, ApiError> {
     let current = state.current(scope.gateway).await?;
-    let items = E::collection(&current.config).iter().filter(|e| scope.contains(*e)).cloned().collect();
+    let items = E::collection(&current.config).iter().filter(|e| scope.contains(*e)).map(Entity::shown).collect();
     Ok(Json(List::page(items, page)?))
 }
 
@@ -155,7 +155,7 @@ pub async fn get<E: Entity>(state: &AppState, scope: Scope<'_>, key: &str) -> Re
     let current = state.current(scope.gateway).await?;
     let (_, entity) = find::<E>(&current.config, scope, key).ok_or_else(|| scope.not_found::<E>(key))?;
     let etag = HeaderValue::from_str(&etag(entity)).map_err(|_| ApiError::Internal)?;
-    Ok(([(header::ETAG, etag)], Json(entity.clone())).into_response())
+    Ok(([(header::ETAG, etag)], Json(entity.shown())).into_response())
 }
 
 pub async fn create<E: Entity + Validate>(
@@ -257,6 +257,7 @@ pub async fn update_entity<E: Entity + Validate>(
             let (index, existing) = find::<E>(config, scope, key).ok_or_else(|| scope.not_found::<E>(key))?;
             check_if_match(headers, existing)?;
             let mut entity = edit(existing)?;
+            entity.keep_secrets_of(existing);
             if entity.name() != existing.name() {
                 refuse_if_referenced(config, existing)?;
             }
@@ -384,3 +385,4 @@ macro_rules! entity_api {
 entity_api!(services, Service, "services", "/api/v1/gateways/{gw}/services", "/api/v1/gateways/{gw}/services/{key}");
 entity_api!(routes, Route, "routes", "/api/v1/gateways/{gw}/routes", "/api/v1/gateways/{gw}/routes/{key}");
 entity_api!(consumers, Consumer, "consumers", "/api/v1/gateways/{gw}/consumers", "/api/v1/gateways/{gw}/consumers/{key}");
+entity_api!(certificates, Certificate, "certificates", "/api/v1/gateways/{gw}/certificates", "/api/v1/gateways/{gw}/certificates/{key}");

@@ -83,6 +83,7 @@ pub fn written(status: StatusCode, version: u64, body: impl IntoResponse) -> Res
         (name = "services", description = "Where traffic goes"),
         (name = "routes", description = "What traffic a gateway takes"),
         (name = "consumers", description = "Who calls, and their credentials"),
+        (name = "certificates", description = "TLS certificates served by SNI (private keys are write-only)"),
         (name = "settings", description = "A gateway's own policies and trusted proxies"),
         (name = "config", description = "A gateway's whole config, declaratively"),
         (name = "versions", description = "History and rollback"),
@@ -114,6 +115,13 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(entities::routes::get, entities::routes::replace, entities::routes::patch, entities::routes::delete))
         .routes(routes!(entities::consumers::list, entities::consumers::create))
         .routes(routes!(entities::consumers::get, entities::consumers::replace, entities::consumers::patch, entities::consumers::delete))
+        .routes(routes!(entities::certificates::list, entities::certificates::create))
+        .routes(routes!(
+            entities::certificates::get,
+            entities::certificates::replace,
+            entities::certificates::patch,
+            entities::certificates::delete
+        ))
         .routes(routes!(credentials::list, credentials::create))
         .routes(routes!(credentials::get, credentials::replace, credentials::patch, credentials::delete))
         .routes(routes!(settings::get, settings::replace))

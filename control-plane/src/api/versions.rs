@@ -51,7 +51,7 @@ impl From<VersionRecord> for Version {
 pub struct VersionWithConfig {
     #[serde(flatten)]
     pub version: Version,
-    /// The snapshot exactly as data planes receive it.
+    /// The snapshot as data planes receive it, but for certificates' private keys.
     pub config: GatewayConfig,
 }
 
@@ -75,11 +75,11 @@ pub(super) async fn list(
     responses((status = 200, body = VersionWithConfig), (status = 404, body = ErrorBody)))]
 pub(super) async fn get(State(state): State<AppState>, Path((gw, n)): Path<(String, u64)>) -> Result<Json<VersionWithConfig>, ApiError> {
     let (record, bytes) = load(&state, &gw, n).await?;
-    let config = serde_json::from_slice(&bytes).map_err(|e| {
+    let config: GatewayConfig = serde_json::from_slice(&bytes).map_err(|e| {
         tracing::error!(gateway = %gw, version = n, error = %e, "stored snapshot does not parse");
         ApiError::Internal
     })?;
-    Ok(Json(VersionWithConfig { version: record.into(), config }))
+    Ok(Json(VersionWithConfig { version: record.into(), config: config.shown() }))
 }
 
 #[utoipa::path(post, path = "/api/v1/gateways/{gw}/versions/{n}/rollback", tag = "versions",

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tracing::Instrument;
@@ -30,7 +30,8 @@ use crate::runtime::RouteEntry;
 use crate::state::NodeState;
 
 /// Handles one request from `client`. Never fails: errors become responses.
-pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, client: SocketAddr) -> Response<ResponseBody> {
+/// `secure`: the request came over TLS.
+pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, client: SocketAddr, secure: bool) -> Response<ResponseBody> {
     let started = Instant::now();
     let request_id = headers::request_id(request.headers());
     let span = tracing::debug_span!(
@@ -43,7 +44,7 @@ pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, client: So
         status = tracing::field::Empty,
     );
     let (mut response, route) = async {
-        match forward(&node, request, client, &request_id).await {
+        match forward(&node, request, client, secure, &request_id).await {
             Ok((response, route)) => (response, Some(route)),
             Err((error, route)) => {
                 tracing::debug!(error = %error, source = ?error.source(), retryable = error.retryable(), "request failed");
@@ -66,6 +67,7 @@ async fn forward(
     node: &Arc<NodeState>,
     request: Request<Incoming>,
     client: SocketAddr,
+    secure: bool,
     request_id: &HeaderValue,
 ) -> Result<(Response<ResponseBody>, Arc<str>), Failure> {
     let runtime = node.runtime().ok_or((ProxyError::NoConfig, None))?;
@@ -81,6 +83,9 @@ async fn forward(
     let name = route.name.clone();
     tracing::Span::current().record("route", &*name).record("upstream", route.upstream.name());
     let fail = |error: ProxyError| (error, Some(name.clone()));
+    if route.https_only && !secure {
+        return Ok((https_redirect(original_host.as_ref(), &uri), name));
+    }
 
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|length| length > route.max_body_bytes) {
@@ -112,7 +117,7 @@ async fn forward(
     let upgrade = headers::upgrade_protocol(&parts.headers);
     let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
     let host = original_host.as_ref().filter(|_| route.preserve_host).cloned();
-    prepare_headers(&mut parts.headers, (client.ip(), client_ip), request_id, original_host, upgrade);
+    prepare_headers(&mut parts.headers, (client.ip(), client_ip), secure, request_id, original_host, upgrade);
     if let Some(identity) = &identity {
         runtime.auth.add_identity_headers(identity, &mut parts.headers);
     }
@@ -160,14 +165,28 @@ fn facts<'a>(
 fn prepare_headers(
     headers: &mut http::HeaderMap,
     (peer, client): (IpAddr, IpAddr),
+    secure: bool,
     request_id: &HeaderValue,
     original_host: Option<HeaderValue>,
     upgrade: Option<HeaderValue>,
 ) {
     headers::remove_hop_by_hop(headers, upgrade);
     headers::strip_identity(headers);
-    headers::add_forwarded(headers, peer, client, "http", original_host.as_ref());
+    headers::add_forwarded(headers, peer, client, if secure { "https" } else { "http" }, original_host.as_ref());
     headers.insert(headers::REQUEST_ID, request_id.clone());
+}
+
+/// `308` to the same URL over HTTPS, on the default port.
+fn https_redirect(host: Option<&HeaderValue>, uri: &Uri) -> Response<ResponseBody> {
+    let name = host_name(host);
+    let authority = if name.contains(':') { format!("[{name}]") } else { name.into_owned() };
+    let path = uri.path_and_query().map_or("/", http::uri::PathAndQuery::as_str);
+    let mut response = Response::new(ResponseBody::Local(http_body_util::Full::new(bytes::Bytes::new())));
+    *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(location) = HeaderValue::from_str(&format!("https://{authority}{path}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
 }
 
 /// The host the client asked for: the request target's authority when it

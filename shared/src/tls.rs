@@ -1,0 +1,61 @@
+//! Certificates as both planes read them: the control plane checks them on
+//! write, data planes build what they serve from them. PEM parsing and
+//! the key check are rustls's (ring provider); names and validity come
+//! from x509-parser.
+
+use std::sync::Arc;
+
+use rustls::crypto::ring::default_provider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+
+use crate::error::ConfigError;
+
+/// What a certificate says about itself.
+#[derive(Debug)]
+pub struct ParsedCertificate {
+    /// DNS names of the leaf (subject alternative names).
+    pub dns_names: Vec<String>,
+    /// Seconds since the epoch after which the leaf is expired.
+    pub not_after: i64,
+    /// Chain and key, ready to serve (when a key was given).
+    pub certified: Option<Arc<CertifiedKey>>,
+}
+
+/// Parses a PEM chain and (optionally) its PEM private key; a key that does
+/// not belong to the leaf is refused.
+pub fn parse_certificate(cert_pem: &str, key_pem: Option<&str>) -> Result<ParsedCertificate, ConfigError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| ConfigError::invalid("cert", format!("is not a PEM certificate chain: {e}")))?;
+    let leaf = chain.first().ok_or_else(|| ConfigError::invalid("cert", "holds no PEM certificate"))?;
+    let (_, x509) = x509_parser::parse_x509_certificate(leaf).map_err(|e| ConfigError::invalid("cert", format!("does not parse: {e}")))?;
+    let dns_names = x509
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|name| match name {
+                    x509_parser::extensions::GeneralName::DNSName(dns) => Some(dns.to_ascii_lowercase()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let not_after = x509.validity().not_after.timestamp();
+    let certified = match key_pem {
+        None => None,
+        Some(pem) => {
+            let key = PrivateKeyDer::from_pem_slice(pem.as_bytes())
+                .map_err(|e| ConfigError::invalid("key", format!("is not a PEM private key: {e}")))?;
+            let certified = CertifiedKey::from_der(chain.clone(), key, &default_provider())
+                .map_err(|e| ConfigError::invalid("key", format!("does not fit the certificate: {e}")))?;
+            Some(Arc::new(certified))
+        }
+    };
+    Ok(ParsedCertificate { dns_names, not_after, certified })
+}
