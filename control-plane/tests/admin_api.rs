@@ -423,7 +423,9 @@ async fn openapi_documents_every_endpoint() {
             assert!(doc["paths"][path][method].is_object(), "{method} {path} is not documented");
         }
     }
-    for schema in ["Service", "Route", "Consumer", "Credential", "Policy", "GatewaySettings", "Certificate", "GatewayConfig", "ErrorBody", "Fleet"] {
+    for schema in
+        ["Service", "Route", "Consumer", "Credential", "Policy", "GatewaySettings", "Certificate", "GatewayConfig", "ErrorBody", "Fleet"]
+    {
         assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema} missing");
     }
 }
