@@ -62,6 +62,9 @@ pub struct Service {
     /// Active checks and passive outlier detection of the targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// With `https`: how targets are verified, and the client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
     /// A circuit breaker per target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<CircuitBreaker>,
@@ -78,21 +81,42 @@ pub struct Service {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
-/// Upstream protocol of a service. Only protocols that data planes speak
-/// are accepted (`https` upstreams arrive with upstream TLS).
+/// Upstream protocol of a service.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     #[default]
     Http,
+    /// TLS to the targets, verified against the system roots or `tls.ca_bundle`.
+    Https,
 }
 
 impl Protocol {
     pub fn scheme(self) -> &'static str {
         match self {
             Self::Http => "http",
+            Self::Https => "https",
         }
     }
+}
+
+/// TLS towards an `https` service's targets. The target's certificate is
+/// always verified (for the host name of the target URL, which is also the
+/// SNI sent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM CA certificates to trust instead of the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
+    /// PEM certificate (chain) the gateway presents to the targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<String>,
+    /// PEM private key of `client_cert`. Write-only: the admin API never
+    /// returns it (a write without it keeps the stored one for the same
+    /// `client_cert`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<String>,
 }
 
 /// One upstream address of a service.
@@ -851,7 +875,7 @@ pub trait Entity: Clone + PartialEq + Serialize + DeserializeOwned + Send + Sync
 }
 
 macro_rules! entity {
-    ($type:ty, $kind:expr, $collection:ident, $name:ident $(, owner = $owner:ident)? $(, secret = $secret:ident)?) => {
+    ($type:ty, $kind:expr, $collection:ident, $name:ident $(, owner = $owner:ident)? $(, secrets = ($redact:path, $keep:path))?) => {
         impl Entity for $type {
             const KIND: EntityKind = $kind;
             const NAME_FIELD: &'static str = stringify!($name);
@@ -888,24 +912,51 @@ macro_rules! entity {
             $(
                 fn shown(&self) -> Self {
                     let mut shown = self.clone();
-                    shown.$secret = None;
+                    $redact(&mut shown);
                     shown
                 }
                 fn keep_secrets_of(&mut self, previous: &Self) {
-                    if self.$secret.is_none() {
-                        self.$secret.clone_from(&previous.$secret);
-                    }
+                    $keep(self, previous);
                 }
             )?
         }
     };
 }
 
-entity!(Service, EntityKind::Service, services, name);
+entity!(Service, EntityKind::Service, services, name, secrets = (redact_client_key, keep_client_key));
 entity!(Route, EntityKind::Route, routes, name);
 entity!(Consumer, EntityKind::Consumer, consumers, username);
 entity!(Credential, EntityKind::Credential, credentials, name, owner = consumer);
-entity!(Certificate, EntityKind::Certificate, certificates, name, secret = key);
+entity!(Certificate, EntityKind::Certificate, certificates, name, secrets = (redact_private_key, keep_private_key));
+
+// Write-only secrets: never shown by the admin API; a write that leaves one
+// out keeps the stored one.
+
+fn redact_private_key(certificate: &mut Certificate) {
+    certificate.key = None;
+}
+
+fn keep_private_key(certificate: &mut Certificate, previous: &Certificate) {
+    if certificate.key.is_none() {
+        certificate.key.clone_from(&previous.key);
+    }
+}
+
+fn redact_client_key(service: &mut Service) {
+    if let Some(tls) = &mut service.tls {
+        tls.client_key = None;
+    }
+}
+
+fn keep_client_key(service: &mut Service, previous: &Service) {
+    if let (Some(tls), Some(old)) = (&mut service.tls, &previous.tls)
+        && tls.client_key.is_none()
+        && tls.client_cert.is_some()
+        && tls.client_cert == old.client_cert
+    {
+        tls.client_key.clone_from(&old.client_key);
+    }
+}
 
 impl GatewayConfig {
     /// The config as a user would write it: entities without
@@ -924,7 +975,11 @@ impl GatewayConfig {
 
     /// The config as the admin API shows it: without write-only secrets.
     pub fn shown(&self) -> Self {
-        Self { certificates: self.certificates.iter().map(Entity::shown).collect(), ..self.clone() }
+        Self {
+            services: self.services.iter().map(Entity::shown).collect(),
+            certificates: self.certificates.iter().map(Entity::shown).collect(),
+            ..self.clone()
+        }
     }
 
     /// Sort every collection by name: the canonical order of a snapshot.

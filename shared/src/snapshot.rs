@@ -35,6 +35,10 @@ impl Snapshot {
     /// Validates and normalizes `config`, then encodes it canonically.
     pub fn compile(mut config: GatewayConfig) -> Result<Self, ConfigError> {
         validate::config(&mut config)?;
+        let keyless = |s: &crate::model::Service| s.tls.as_ref().is_some_and(|t| t.client_cert.is_some() && t.client_key.is_none());
+        if let Some(i) = config.services.iter().position(keyless) {
+            return Err(ConfigError::invalid(format!("services[{i}].tls.client_key"), "client_cert needs its client_key"));
+        }
         if let Some(i) = config.certificates.iter().position(|c| c.key.is_none()) {
             return Err(ConfigError::invalid(
                 format!("certificates[{i}].key"),

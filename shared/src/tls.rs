@@ -59,3 +59,24 @@ pub fn parse_certificate(cert_pem: &str, key_pem: Option<&str>) -> Result<Parsed
     };
     Ok(ParsedCertificate { dns_names, not_after, certified })
 }
+
+/// Checks a service's upstream TLS settings: the CA bundle holds PEM
+/// certificates, and a client certificate comes with its matching key.
+pub fn upstream_tls(tls: &crate::model::UpstreamTls) -> Result<(), ConfigError> {
+    if let Some(bundle) = &tls.ca_bundle {
+        let count = CertificateDer::pem_slice_iter(bundle.as_bytes())
+            .try_fold(0, |n, cert| cert.map(|_| n + 1))
+            .map_err(|e| ConfigError::invalid("tls.ca_bundle", format!("is not PEM certificates: {e}")))?;
+        if count == 0 {
+            return Err(ConfigError::invalid("tls.ca_bundle", "holds no PEM certificate"));
+        }
+    }
+    match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), Some(key)) => parse_certificate(cert, Some(key)).map(drop).map_err(|e| e.within("tls.client")),
+        // The key may come from the stored service (a write leaves write-only
+        // secrets out); the snapshot compiler checks that it is there in the end.
+        (Some(cert), None) => parse_certificate(cert, None).map(drop).map_err(|e| e.within("tls.client")),
+        (None, Some(_)) => Err(ConfigError::invalid("tls.client_cert", "client_key needs its client_cert")),
+        (None, None) => Ok(()),
+    }
+}

@@ -94,6 +94,12 @@ impl Validate for Service {
         if let Some(health) = &self.health_check {
             health_check(health)?;
         }
+        if let Some(tls) = &self.tls {
+            if self.protocol != crate::model::Protocol::Https {
+                return Err(ConfigError::invalid("tls", "only an https service takes tls settings"));
+            }
+            crate::tls::upstream_tls(tls)?;
+        }
         if let Some(breaker) = &self.circuit_breaker {
             in_range("circuit_breaker.failure_rate_percent", breaker.failure_rate_percent, 1, 100)?;
             in_range("circuit_breaker.min_requests", breaker.min_requests, 1, 100_000)?;

@@ -7,6 +7,8 @@ pub struct TestCertificate {
     pub key_pem: String,
     /// The certificate in DER, to compare with what a server presents.
     pub der: Vec<u8>,
+    /// The private key in DER (PKCS#8).
+    pub key_der: Vec<u8>,
 }
 
 /// A self-signed certificate for `names`; `expired` makes one whose validity ended yesterday.
@@ -18,5 +20,5 @@ pub fn self_signed(names: &[&str], expired: bool) -> TestCertificate {
     (params.not_before, params.not_after) = if expired { (now - day * 30, now - day) } else { (now - day, now + day * 365) };
     let key = rcgen::KeyPair::generate().expect("a key pair");
     let cert = params.self_signed(&key).expect("a self-signed certificate");
-    TestCertificate { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().to_vec() }
+    TestCertificate { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().to_vec(), key_der: key.serialize_der() }
 }

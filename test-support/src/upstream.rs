@@ -39,6 +39,32 @@ impl TestUpstream {
 
     /// Like [`TestUpstream::start`] on a given port (0: any), e.g. to bring a stopped one back.
     pub async fn start_on(name: &str, port: u16) -> Self {
+        Self::spawn(name, port, None).await
+    }
+
+    /// An upstream speaking TLS with `certificate` (for `localhost`),
+    /// requiring a client certificate signed by `client_ca` when given.
+    pub async fn start_tls(name: &str, certificate: &crate::tls::TestCertificate, client_ca: Option<&crate::tls::TestCertificate>) -> Self {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder =
+            rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().expect("TLS versions");
+        let builder = match client_ca {
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(rustls::pki_types::CertificateDer::from(ca.der.clone())).expect("client CA");
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .expect("client verifier");
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let key = rustls::pki_types::PrivateKeyDer::try_from(certificate.key_der.clone()).expect("test key");
+        let config = builder.with_single_cert(vec![certificate.der.clone().into()], key).expect("test certificate");
+        Self::spawn(name, 0, Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    async fn spawn(name: &str, port: u16, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind upstream");
         let addr = listener.local_addr().expect("upstream address");
         let requests = Arc::new(AtomicUsize::new(0));
@@ -48,7 +74,7 @@ impl TestUpstream {
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 accepted.fetch_add(1, Ordering::SeqCst);
-                let (counter, label, mut stopped) = (counter.clone(), label.clone(), stopped.clone());
+                let (counter, label, mut stopped, tls) = (counter.clone(), label.clone(), stopped.clone(), tls.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
                         counter.fetch_add(1, Ordering::SeqCst);
@@ -56,10 +82,22 @@ impl TestUpstream {
                         async move { Ok::<_, Infallible>(answer(&label, request).await) }
                     });
                     let builder = auto::Builder::new(TokioExecutor::new());
-                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    tokio::select! {
-                        _ = connection => {}
-                        _ = stopped.wait_for(|stop| *stop) => {}
+                    match tls {
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else { return };
+                            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                            tokio::select! {
+                                _ = connection => {}
+                                _ = stopped.wait_for(|stop| *stop) => {}
+                            }
+                        }
+                        None => {
+                            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                            tokio::select! {
+                                _ = connection => {}
+                                _ = stopped.wait_for(|stop| *stop) => {}
+                            }
+                        }
                     }
                 });
             }
@@ -71,6 +109,11 @@ impl TestUpstream {
     pub fn stop(&self) {
         self.task.abort();
         self.stop.send_replace(true);
+    }
+
+    /// `https://localhost:<port>`, for an upstream started with [`TestUpstream::start_tls`].
+    pub fn https_url(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
     }
 
     /// `http://127.0.0.1:<port>`

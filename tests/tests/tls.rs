@@ -121,3 +121,59 @@ async fn certificates_are_checked_on_write() {
         assert_eq!(error["error"]["field"], field, "{error}");
     }
 }
+
+#[tokio::test]
+async fn https_upstreams_are_verified_and_can_require_a_client_certificate() {
+    let db = TestDb::sqlite();
+    let cp = ControlPlane::start(&db.url).await;
+    let server = self_signed(&["localhost"], false);
+    let gateway_identity = self_signed(&["portico-gateway"], false);
+    let plain = TestUpstream::start_tls("tls", &server, None).await;
+    let strict = TestUpstream::start_tls("mtls", &server, Some(&gateway_identity)).await;
+    let service = |name: &str, url: String, tls: Value| {
+        let mut service = json!({"name": name, "protocol": "https", "targets": [{"url": url}]});
+        if !tls.is_null() {
+            service["tls"] = tls;
+        }
+        service
+    };
+    let trusted = json!({"ca_bundle": server.cert_pem});
+    let with_identity =
+        json!({"ca_bundle": server.cert_pem, "client_cert": gateway_identity.cert_pem, "client_key": gateway_identity.key_pem});
+    let services = json!([
+        service("verified", plain.https_url(), trusted.clone()),
+        service("system-roots", plain.https_url(), Value::Null),
+        service("with-identity", strict.https_url(), with_identity),
+        service("without-identity", strict.https_url(), trusted),
+    ]);
+    let routes: Vec<Value> = ["verified", "system-roots", "with-identity", "without-identity"]
+        .iter()
+        .map(|name| json!({"name": name, "service": name, "paths": [format!("/{name}")]}))
+        .collect();
+    let (status, applied) = admin(&cp, Method::PUT, "/config", json!({"services": services, "routes": routes})).await;
+    assert_eq!(status, StatusCode::OK, "{applied}");
+    let dp = DataPlane::start(&cp.grpc_url, &cp.cluster_token, "default", "dp", None).await;
+    dp.wait_for_version(applied["version"].as_u64().unwrap()).await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    for (path, expected) in [
+        ("/verified", StatusCode::OK),
+        ("/system-roots", StatusCode::BAD_GATEWAY),
+        ("/with-identity", StatusCode::OK),
+        ("/without-identity", StatusCode::BAD_GATEWAY),
+    ] {
+        let response = http.get(format!("{}{path}", dp.proxy_url)).send().await.unwrap();
+        assert_eq!(response.status(), expected, "{path}: {}", response.text().await.unwrap());
+    }
+    let (status, error) = admin(
+        &cp,
+        Method::POST,
+        "/services",
+        json!({"name": "half", "protocol": "https",
+        "targets": [{"url": "https://localhost:1"}], "tls": {"client_cert": server.cert_pem}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert!(error["error"]["field"].as_str().unwrap().ends_with("tls.client_key"), "{error}");
+    let shown = cp.admin(Method::GET, "/api/v1/gateways/default/services/with-identity").send().await.unwrap().text().await.unwrap();
+    assert!(shown.contains("client_cert") && !shown.contains("PRIVATE KEY"), "the client key is write-only: {shown}");
+}

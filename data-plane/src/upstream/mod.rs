@@ -8,6 +8,7 @@
 mod balance;
 pub mod breaker;
 pub mod health;
+mod tls;
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http_body_util::Empty;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -80,7 +82,9 @@ pub struct Upstream {
     health: Option<Vec<Arc<TargetHealth>>>,
     /// Per target, when the service has a circuit breaker.
     breakers: Option<Vec<Arc<Breaker>>>,
-    pub client: Client<HttpConnector, UpstreamBody>,
+    pub client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+    /// TLS settings towards the targets (for the active checks too).
+    tls: rustls::ClientConfig,
     pub request_timeout: Duration,
 }
 
@@ -110,9 +114,8 @@ impl Upstream {
         if weights.iter().all(|w| *w == 0) {
             return Err(format!("service '{}' has no target with a weight above 0", service.name));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_millis(u64::from(service.timeouts.connect_ms))));
-        connector.set_nodelay(true);
+        let tls = tls::client_config(service)?;
+        let connector = tls::connector(tls.clone(), Duration::from_millis(u64::from(service.timeouts.connect_ms)));
         let client =
             Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).pool_max_idle_per_host(256).build(connector);
         let balancer = match service.load_balancing {
@@ -161,6 +164,7 @@ impl Upstream {
             balancer,
             health,
             breakers,
+            tls,
             client,
             request_timeout: Duration::from_millis(u64::from(service.timeouts.request_ms)),
         })
@@ -183,6 +187,7 @@ impl Upstream {
             && a.timeouts == b.timeouts
             && a.health_check == b.health_check
             && a.circuit_breaker == b.circuit_breaker
+            && a.tls == b.tls
     }
 
     /// What a `consistent_hash` upstream hashes requests on.
@@ -258,10 +263,9 @@ impl Upstream {
     pub fn start_checks(self: &Arc<Self>) {
         let Some(active) = self.service.health_check.as_ref().and_then(|h| h.active.clone()) else { return };
         let weak: Weak<Self> = Arc::downgrade(self);
+        let connector = tls::connector(self.tls.clone(), health::check_timeout(&active));
         tokio::spawn(async move {
-            let mut connector = HttpConnector::new();
-            connector.set_connect_timeout(Some(health::check_timeout(&active)));
-            let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+            let client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
             let mut every = tokio::time::interval(Duration::from_millis(u64::from(active.interval_ms)));
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -289,7 +293,7 @@ impl Upstream {
 
 /// One active check: `GET <path>` with the target's `Host`; a 2xx or 3xx
 /// answer in time is a success.
-async fn check(client: &Client<HttpConnector, Empty<Bytes>>, target: &Target, active: &ActiveHealthCheck) -> bool {
+async fn check(client: &Client<HttpsConnector<HttpConnector>, Empty<Bytes>>, target: &Target, active: &ActiveHealthCheck) -> bool {
     let uri = format!("{}://{}{}", target.scheme, target.authority, active.path);
     let Ok(request) = http::Request::get(uri).header(http::header::HOST, target.host.clone()).body(Empty::new()) else { return false };
     match tokio::time::timeout(health::check_timeout(active), client.request(request)).await {
