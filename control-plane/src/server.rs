@@ -30,6 +30,23 @@ pub enum StartError {
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("server failed: {0}")]
     Serve(String),
+    #[error("{0}")]
+    Tls(String),
+}
+
+/// The gRPC listener's TLS, from the flags: a certificate, and the client
+/// CA that makes it mutual.
+fn grpc_tls(settings: &Settings) -> Result<Option<tonic::transport::ServerTlsConfig>, StartError> {
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| StartError::Tls(format!("{flag}: cannot read {}: {e}", path.display())))
+    };
+    let (Some(cert), Some(key)) = (&settings.grpc_tls_cert, &settings.grpc_tls_key) else { return Ok(None) };
+    let identity = tonic::transport::Identity::from_pem(read("--grpc-tls-cert", cert)?, read("--grpc-tls-key", key)?);
+    let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &settings.grpc_client_ca {
+        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read("--grpc-client-ca", ca)?));
+    }
+    Ok(Some(tls))
 }
 
 /// Connects to the store and applies migrations.
@@ -78,7 +95,11 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let admin_server = axum::serve(admin, api::router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
-    let grpc_server = tonic::transport::Server::builder()
+    let mut grpc_builder = tonic::transport::Server::builder();
+    if let Some(tls) = grpc_tls(&settings)? {
+        grpc_builder = grpc_builder.tls_config(tls).map_err(|e| StartError::Tls(format!("gRPC TLS: {e}")))?;
+    }
+    let grpc_server = grpc_builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(ConfigDiscoveryServer::new(streams))
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx));

@@ -42,6 +42,15 @@ pub struct Settings {
     #[arg(long, env = "PORTICO_CLUSTER_TOKEN", hide_env_values = true)]
     pub cluster_token: Option<String>,
     /// How often the config stream sends heartbeats; a node silent for three is shown disconnected.
+    /// PEM certificate (chain) the gRPC listener serves TLS with (with --grpc-tls-key).
+    #[arg(long, env = "PORTICO_GRPC_TLS_CERT", requires = "grpc_tls_key")]
+    pub grpc_tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --grpc-tls-cert.
+    #[arg(long, env = "PORTICO_GRPC_TLS_KEY", requires = "grpc_tls_cert")]
+    pub grpc_tls_key: Option<std::path::PathBuf>,
+    /// PEM CA whose client certificates data planes must present (mTLS; needs --grpc-tls-cert).
+    #[arg(long, env = "PORTICO_GRPC_CLIENT_CA", requires = "grpc_tls_cert")]
+    pub grpc_client_ca: Option<std::path::PathBuf>,
     #[arg(long, env = "PORTICO_HEARTBEAT_INTERVAL_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub heartbeat_interval_ms: u64,
     /// Log format: `text` or `json`.

@@ -38,6 +38,8 @@ pub struct ConfigClient {
     pub node: Arc<NodeState>,
     pub control_plane: String,
     pub cluster_token: String,
+    /// TLS towards an https:// control plane (its CA, and a client certificate for mTLS).
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
     pub labels: BTreeMap<String, String>,
     pub cache: Option<SnapshotCache>,
     /// Cache writes, in install order: the sequence number of the last
@@ -124,6 +126,10 @@ impl ConfigClient {
             .connect_timeout(Duration::from_secs(5))
             .http2_keep_alive_interval(Duration::from_secs(20))
             .keep_alive_timeout(Duration::from_secs(10));
+        let endpoint = match &self.tls {
+            Some(tls) => endpoint.tls_config(tls.clone()).map_err(|e| format!("control plane TLS: {e}"))?,
+            None => endpoint,
+        };
         let channel = endpoint.connect().await.map_err(|e| format!("cannot connect: {e}"))?;
         let mut client = ConfigDiscoveryClient::new(channel).max_decoding_message_size(256 * 1024 * 1024);
         let (outbound, rx) = mpsc::channel(16);

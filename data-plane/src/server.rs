@@ -99,6 +99,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         node: node.clone(),
         control_plane: settings.control_plane.clone(),
         cluster_token,
+        tls: control_plane_tls(&settings)?,
         labels: settings.labels.clone(),
         cache: settings.cache_dir.as_deref().map(|dir| SnapshotCache::new(dir, &settings.gateway)),
         cache_writes: Arc::default(),
@@ -212,6 +213,29 @@ pub async fn serve_proxy(
     if tokio::time::timeout(options.drain, drained).await.is_err() {
         tracing::warn!(drain = ?options.drain, "drain timed out; closing the remaining connections and tunnels");
     }
+}
+
+/// TLS towards the control plane, from the flags.
+fn control_plane_tls(settings: &Settings) -> Result<Option<tonic::transport::ClientTlsConfig>, StartError> {
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| StartError::Config(format!("{flag}: cannot read {}: {e}", path.display())))
+    };
+    let https = settings.control_plane.starts_with("https://");
+    if !https && (settings.control_plane_ca.is_some() || settings.control_plane_cert.is_some()) {
+        return Err(StartError::Config("--control-plane-ca and --control-plane-cert need an https:// --control-plane".into()));
+    }
+    if !https {
+        return Ok(None);
+    }
+    let mut tls = tonic::transport::ClientTlsConfig::new();
+    tls = match &settings.control_plane_ca {
+        Some(ca) => tls.ca_certificate(tonic::transport::Certificate::from_pem(read("--control-plane-ca", ca)?)),
+        None => tls.with_native_roots(),
+    };
+    if let (Some(cert), Some(key)) = (&settings.control_plane_cert, &settings.control_plane_key) {
+        tls = tls.identity(tonic::transport::Identity::from_pem(read("--control-plane-cert", cert)?, read("--control-plane-key", key)?));
+    }
+    Ok(Some(tls))
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {

@@ -12,6 +12,15 @@ pub struct Settings {
     /// gRPC address of the control plane.
     #[arg(long, env = "PORTICO_CONTROL_PLANE", default_value = "http://127.0.0.1:9090")]
     pub control_plane: String,
+    /// PEM CA that the control plane's certificate must chain to (for an https:// --control-plane).
+    #[arg(long, env = "PORTICO_CONTROL_PLANE_CA")]
+    pub control_plane_ca: Option<std::path::PathBuf>,
+    /// PEM client certificate presented to the control plane (mTLS, with --control-plane-key).
+    #[arg(long, env = "PORTICO_CONTROL_PLANE_CERT", requires = "control_plane_key")]
+    pub control_plane_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --control-plane-cert.
+    #[arg(long, env = "PORTICO_CONTROL_PLANE_KEY", requires = "control_plane_cert")]
+    pub control_plane_key: Option<std::path::PathBuf>,
     /// The gateway this node serves.
     #[arg(long, env = "PORTICO_GATEWAY", default_value = "default")]
     pub gateway: String,

@@ -82,12 +82,23 @@ impl ControlPlane {
 
     /// Like [`ControlPlane::start_with`], on given ports (to restart one in place).
     pub async fn start_on(database_url: &str, admin_token: &str, cluster_token: &str, admin: u16, grpc: u16) -> Self {
+        Self::spawn(database_url, admin_token, cluster_token, (admin, grpc), &[]).await
+    }
+
+    /// Like [`ControlPlane::start`], with more flags (its gRPC URL is
+    /// `https://localhost:<port>` when they include `--grpc-tls-cert`).
+    pub async fn start_with_flags(database_url: &str, flags: &[&str]) -> Self {
+        Self::spawn(database_url, "test-admin-token-0123456789", "test-cluster-token-0123456789", (free_port(), free_port()), flags).await
+    }
+
+    async fn spawn(database_url: &str, admin_token: &str, cluster_token: &str, (admin, grpc): (u16, u16), flags: &[&str]) -> Self {
         let log = Log::new();
         let child = Command::new(binary("portico-cp"))
             .args(["--database-url", database_url])
             .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
             .args(["--grpc-listen", &format!("127.0.0.1:{grpc}")])
             .args(["--admin-token", admin_token, "--cluster-token", cluster_token])
+            .args(flags)
             .env("RUST_LOG", "info")
             .env("PORTICO_HEARTBEAT_INTERVAL_MS", HEARTBEAT_MS.to_string())
             .stdout(log.stdio())
@@ -98,7 +109,11 @@ impl ControlPlane {
         let cp = Self {
             child,
             admin_url: format!("http://127.0.0.1:{admin}"),
-            grpc_url: format!("http://127.0.0.1:{grpc}"),
+            grpc_url: if flags.contains(&"--grpc-tls-cert") {
+                format!("https://localhost:{grpc}")
+            } else {
+                format!("http://127.0.0.1:{grpc}")
+            },
             admin_token: admin_token.to_owned(),
             cluster_token: cluster_token.to_owned(),
             database_url: database_url.to_owned(),

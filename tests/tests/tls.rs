@@ -177,3 +177,44 @@ async fn https_upstreams_are_verified_and_can_require_a_client_certificate() {
     let shown = cp.admin(Method::GET, "/api/v1/gateways/default/services/with-identity").send().await.unwrap().text().await.unwrap();
     assert!(shown.contains("client_cert") && !shown.contains("PRIVATE KEY"), "the client key is write-only: {shown}");
 }
+
+#[tokio::test]
+async fn the_config_stream_runs_over_mutual_tls_and_refuses_a_node_without_a_certificate() {
+    let ca = portico_test_support::tls::TestCa::new();
+    let (server, node) = (ca.issue(&["localhost"]), ca.issue(&["dp-1"]));
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, pem: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let (ca_pem, server_cert, server_key) =
+        (write("ca.pem", &ca.cert_pem), write("cp.pem", &server.cert_pem), write("cp.key", &server.key_pem));
+    let (node_cert, node_key) = (write("dp.pem", &node.cert_pem), write("dp.key", &node.key_pem));
+    let db = TestDb::sqlite();
+    let cp = ControlPlane::start_with_flags(
+        &db.url,
+        &["--grpc-tls-cert", &server_cert, "--grpc-tls-key", &server_key, "--grpc-client-ca", &ca_pem],
+    )
+    .await;
+    assert!(cp.grpc_url.starts_with("https://"));
+    let (status, applied) = admin(&cp, Method::PUT, "/config", json!({"services": [], "routes": []})).await;
+    assert_eq!(status, StatusCode::OK, "{applied}");
+
+    let trusted = DataPlane::start_with_flags(
+        &cp.grpc_url,
+        &cp.cluster_token,
+        "dp-1",
+        &["--control-plane-ca", &ca_pem, "--control-plane-cert", &node_cert, "--control-plane-key", &node_key],
+    )
+    .await;
+    trusted.wait_for_version(applied["version"].as_u64().unwrap()).await;
+
+    let anonymous = DataPlane::start_with_flags(&cp.grpc_url, &cp.cluster_token, "dp-2", &["--control-plane-ca", &ca_pem]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(anonymous.version().await, None, "a node without a client certificate gets no config");
+    let fleet: Value = cp.admin(Method::GET, "/api/v1/gateways/default/data-planes").send().await.unwrap().json().await.unwrap();
+    let nodes: Vec<&str> = fleet["data_planes"].as_array().unwrap().iter().map(|n| n["node_id"].as_str().unwrap()).collect();
+    assert_eq!(nodes, ["dp-1"], "{fleet}");
+    assert!(anonymous.logs().contains("config stream failed"), "{}", anonymous.logs());
+}
