@@ -4,8 +4,12 @@
 //! whole for retries), responses are the upstream's body or one the gateway
 //! wrote itself.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
 
 use bytes::Bytes;
 use http_body_util::{Full, Limited};
@@ -51,11 +55,23 @@ impl Body for UpstreamBody {
 /// A response body on its way to the client.
 #[derive(Debug)]
 pub enum ResponseBody {
-    /// Streamed from the upstream.
-    Upstream(Incoming),
+    /// Streamed from the upstream, cut when it stays silent for `idle`.
+    Upstream { body: Incoming, idle: Duration, timer: Option<Pin<Box<Sleep>>> },
     /// Written by the gateway (errors).
     Local(Full<Bytes>),
 }
+
+impl ResponseBody {
+    /// The upstream's body, cut after `idle` without a frame.
+    pub fn upstream(body: Incoming, idle: Duration) -> Self {
+        Self::Upstream { body, idle, timer: None }
+    }
+}
+
+/// The upstream sent nothing for the service's `timeouts.idle_ms`.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream sent nothing for {0:?}")]
+pub struct UpstreamIdle(Duration);
 
 impl Body for ResponseBody {
     type Data = Bytes;
@@ -63,21 +79,35 @@ impl Body for ResponseBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            Self::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(BoxError::from),
+            Self::Upstream { body, idle, timer } => {
+                if let Poll::Ready(frame) = Pin::new(body).poll_frame(cx) {
+                    // The timer is made only once the body has to wait: most
+                    // small responses never need one.
+                    if let Some(timer) = timer {
+                        timer.as_mut().reset(Instant::now() + *idle);
+                    }
+                    return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
+                }
+                let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(*idle)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(UpstreamIdle(*idle))))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
             Self::Local(body) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Self::Upstream(body) => body.is_end_stream(),
+            Self::Upstream { body, .. } => body.is_end_stream(),
             Self::Local(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Self::Upstream(body) => body.size_hint(),
+            Self::Upstream { body, .. } => body.size_hint(),
             Self::Local(body) => body.size_hint(),
         }
     }

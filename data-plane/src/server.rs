@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use crate::auth::AuthSettings;
 use crate::cache::SnapshotCache;
 use crate::config_client::ConfigClient;
+use crate::idle::{Watched, until_idle};
 use crate::ratelimit::LimitSettings;
 use crate::ratelimit::redis::RedisBackend;
 use crate::runtime::Context;
@@ -40,6 +41,8 @@ pub struct ServeOptions {
     pub header_read_timeout: Duration,
     /// How long in-flight requests may finish after a shutdown signal.
     pub drain: Duration,
+    /// A connection silent this long is closed.
+    pub client_idle: Duration,
 }
 
 /// Why a data plane could not start.
@@ -121,6 +124,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     let options = ServeOptions {
         header_read_timeout: Duration::from_millis(settings.header_read_timeout_ms),
         drain: Duration::from_millis(settings.drain_timeout_ms),
+        client_idle: Duration::from_millis(settings.client_idle_timeout_ms),
     };
     let tls_task = tls_listener.map(|listener| {
         let acceptor = tokio_rustls::TlsAcceptor::from(acceptor);
@@ -177,7 +181,7 @@ pub async fn serve_proxy(
         };
         let _ = stream.set_nodelay(true);
         let (node, builder, watcher, tls) = (node.clone(), builder.clone(), graceful.watcher(), tls.clone());
-        let first_byte = options.header_read_timeout;
+        let (first_byte, idle) = (options.header_read_timeout, options.client_idle);
         tokio::spawn(async move {
             let secure = tls.is_some();
             let service = service_fn(move |request| {
@@ -187,10 +191,9 @@ pub async fn serve_proxy(
             if let Some(acceptor) = tls {
                 // The handshake must be done within the header read timeout.
                 let Ok(Ok(stream)) = tokio::time::timeout(first_byte, acceptor.accept(stream)).await else { return };
+                let (stream, last) = Watched::new(stream);
                 let connection = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "TLS connection closed with an error");
-                }
+                until_idle(connection, last, idle).await;
                 return;
             }
             // The protocol-sniffing read has no timeout of its own: a client
@@ -199,10 +202,9 @@ pub async fn serve_proxy(
             if !matches!(started, Ok(Ok(n)) if n > 0) {
                 return;
             }
+            let (stream, last) = Watched::new(stream);
             let connection = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection closed with an error");
-            }
+            until_idle(connection, last, idle).await;
         });
     }
     drop(listener);

@@ -366,6 +366,20 @@ pub struct Timeouts {
     /// arrive, 1 to 3600000 (default 30000); the body then streams.
     #[serde(default = "default_request_ms")]
     pub request_ms: u32,
+    /// Longest silence of an upstream connection, 1 to 3600000 (default
+    /// 60000): while a response body streams (the response is cut), and
+    /// idle in the connection pool (the connection is closed).
+    #[serde(default = "default_idle_ms", skip_serializing_if = "is_default_idle_ms")]
+    pub idle_ms: u32,
+}
+
+fn default_idle_ms() -> u32 {
+    60_000
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_default_idle_ms(idle_ms: &u32) -> bool {
+    *idle_ms == default_idle_ms()
 }
 
 fn default_connect_ms() -> u32 {
@@ -378,7 +392,7 @@ fn default_request_ms() -> u32 {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Self { connect_ms: default_connect_ms(), request_ms: default_request_ms() }
+        Self { connect_ms: default_connect_ms(), request_ms: default_request_ms(), idle_ms: default_idle_ms() }
     }
 }
 

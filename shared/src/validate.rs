@@ -115,6 +115,7 @@ impl Validate for Service {
         }
         in_range("timeouts.connect_ms", self.timeouts.connect_ms, 1, 60_000)?;
         in_range("timeouts.request_ms", self.timeouts.request_ms, 1, 3_600_000)?;
+        in_range("timeouts.idle_ms", self.timeouts.idle_ms, 1, 3_600_000)?;
         policies("policies", &mut self.policies)?;
         tags(&self.tags)
     }

@@ -92,6 +92,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         labels: [("mode".to_owned(), "dev".to_owned())].into(),
         header_read_timeout_ms: 10_000,
         drain_timeout_ms: 5_000,
+        client_idle_timeout_ms: 120_000,
         worker_threads: None,
         token_cache_size: 10_000,
         log_format: "text".into(),

@@ -148,7 +148,8 @@ async fn forward(
     if let Some(decision) = &limited {
         ratelimit::add_headers(response.headers_mut(), decision);
     }
-    Ok((response.map(ResponseBody::Upstream), name))
+    let idle = route.upstream.idle_timeout;
+    Ok((response.map(|body| ResponseBody::upstream(body, idle)), name))
 }
 
 /// What a rate limit may key a request of `route` on.

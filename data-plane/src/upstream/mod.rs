@@ -86,6 +86,8 @@ pub struct Upstream {
     /// TLS settings towards the targets (for the active checks too).
     tls: rustls::ClientConfig,
     pub request_timeout: Duration,
+    /// Longest silence of a streaming response body (and of a pooled connection).
+    pub idle_timeout: Duration,
 }
 
 impl Upstream {
@@ -115,9 +117,9 @@ impl Upstream {
             return Err(format!("service '{}' has no target with a weight above 0", service.name));
         }
         let tls = tls::client_config(service)?;
+        let idle_timeout = Duration::from_millis(u64::from(service.timeouts.idle_ms));
         let connector = tls::connector(tls.clone(), Duration::from_millis(u64::from(service.timeouts.connect_ms)));
-        let client =
-            Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).pool_max_idle_per_host(256).build(connector);
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(idle_timeout).pool_max_idle_per_host(256).build(connector);
         let balancer = match service.load_balancing {
             LoadBalancing::RoundRobin => Balancer::RoundRobin(WeightedRoundRobin::new(&weights)),
             LoadBalancing::LeastRequests => Balancer::LeastRequests(LeastRequests::new(&weights)),
@@ -167,6 +169,7 @@ impl Upstream {
             tls,
             client,
             request_timeout: Duration::from_millis(u64::from(service.timeouts.request_ms)),
+            idle_timeout,
         })
     }
 
