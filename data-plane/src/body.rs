@@ -56,7 +56,7 @@ impl Body for UpstreamBody {
 #[derive(Debug)]
 pub enum ResponseBody {
     /// Streamed from the upstream, cut when it stays silent for `idle`.
-    Upstream { body: Incoming, idle: Duration, timer: Option<Pin<Box<Sleep>>> },
+    Upstream { body: Incoming, idle: Duration, timer: Option<Pin<Box<Sleep>>>, waiting: bool },
     /// Written by the gateway (errors).
     Local(Full<Bytes>),
 }
@@ -64,7 +64,7 @@ pub enum ResponseBody {
 impl ResponseBody {
     /// The upstream's body, cut after `idle` without a frame.
     pub fn upstream(body: Incoming, idle: Duration) -> Self {
-        Self::Upstream { body, idle, timer: None }
+        Self::Upstream { body, idle, timer: None, waiting: false }
     }
 }
 
@@ -79,16 +79,20 @@ impl Body for ResponseBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            Self::Upstream { body, idle, timer } => {
+            Self::Upstream { body, idle, timer, waiting } => {
                 if let Poll::Ready(frame) = Pin::new(body).poll_frame(cx) {
-                    // The timer is made only once the body has to wait: most
-                    // small responses never need one.
-                    if let Some(timer) = timer {
-                        timer.as_mut().reset(Instant::now() + *idle);
-                    }
+                    *waiting = false;
                     return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
                 }
-                let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(*idle)));
+                // The silence counts from when the body started waiting (a
+                // slow client does not make the upstream idle); the timer
+                // is made only then, so most small responses never need one.
+                let deadline = Instant::now() + *idle;
+                let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if !*waiting {
+                    timer.as_mut().reset(deadline);
+                    *waiting = true;
+                }
                 match timer.as_mut().poll(cx) {
                     Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(UpstreamIdle(*idle))))),
                     Poll::Pending => Poll::Pending,

@@ -6,6 +6,7 @@
 //! file that does not is reported as corrupt and never served.
 
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -71,9 +72,11 @@ impl SnapshotCache {
     pub fn store(&self, gateway: &str, version: u64, hash: &str, bytes: &[u8]) -> Result<(), CacheError> {
         let io = |source| CacheError::Io { path: self.path.clone(), source };
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(io)?;
+        // Snapshots hold private keys (certificates, upstream client
+        // certificates): only this user may read the cache.
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
         let temp = self.path.with_extension(format!("tmp-{}", std::process::id()));
-        let mut file = std::fs::File::create(&temp).map_err(io)?;
+        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp).map_err(io)?;
         file.write_all(format!("{MAGIC} {gateway} {version} {hash}\n").as_bytes()).map_err(io)?;
         file.write_all(bytes).map_err(io)?;
         file.sync_all().map_err(io)?;

@@ -1,94 +1,101 @@
-//! Client connections that stay silent are closed: a connection's IO
-//! records when it last moved a byte, and the connection is dropped once
-//! `--client-idle-timeout-ms` has passed without one. (An HTTP/1 connection
-//! waiting for its next request is closed sooner, by the header read
-//! timeout; this covers HTTP/2 and requests that hang.)
+//! Client connections that stay idle are closed: a connection counts the
+//! requests in flight on it (from arrival until their response body is
+//! sent or abandoned), and once none has been in flight for
+//! `--client-idle-timeout-ms` it is dropped. Requests that take long, and
+//! long streaming responses, are never cut by it; an HTTP/1 connection
+//! waiting for its next request goes sooner, by the header read timeout.
+//! HTTP/2 pings do not count as activity.
 
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
 
+use crate::body::{BoxError, ResponseBody};
 use crate::upstream::health::now_ms;
 
-/// IO that records its last activity.
+/// The requests of one client connection.
 #[derive(Debug)]
-pub struct Watched<T> {
-    io: T,
-    last: Arc<AtomicU64>,
+pub struct Activity {
+    in_flight: AtomicUsize,
+    /// When a request last ended (or the connection opened).
+    last_ms: AtomicU64,
 }
 
-impl<T> Watched<T> {
-    /// `io`, and the clock of its last activity.
-    pub fn new(io: T) -> (Self, Arc<AtomicU64>) {
-        let last = Arc::new(AtomicU64::new(now_ms()));
-        (Self { io, last: last.clone() }, last)
+impl Activity {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self { in_flight: AtomicUsize::new(0), last_ms: AtomicU64::new(now_ms()) })
     }
 
-    fn touched(&self) {
-        self.last.store(now_ms(), Ordering::Relaxed);
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.touched();
-        }
-        polled
+    /// Counts a request in flight until the guard drops.
+    pub fn start(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.io).poll_write(cx, data);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.touched();
-        }
-        polled
-    }
+/// A request in flight on its connection.
+#[derive(Debug)]
+pub struct InFlight(Arc<Activity>);
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.touched();
-        }
-        polled
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.last_ms.store(now_ms(), Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// Runs `connection` until it ends, or until `last` is `idle` old.
-pub async fn until_idle<F: Future>(connection: F, last: Arc<AtomicU64>, idle: Duration) {
+/// A response body whose request counts in flight until it is dropped.
+#[derive(Debug)]
+pub struct Counted {
+    body: ResponseBody,
+    _request: InFlight,
+}
+
+impl Counted {
+    pub fn new(body: ResponseBody, request: InFlight) -> Self {
+        Self { body, _request: request }
+    }
+}
+
+impl Body for Counted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Runs `connection` until it ends, or until it has had no request in
+/// flight for `idle`.
+pub async fn until_idle<F: Future>(connection: F, activity: Arc<Activity>, idle: Duration) {
     let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
     tokio::pin!(connection);
     loop {
-        let quiet = now_ms().saturating_sub(last.load(Ordering::Relaxed));
-        if quiet >= idle_ms {
+        let quiet = now_ms().saturating_sub(activity.last_ms.load(Ordering::Relaxed));
+        let busy = activity.in_flight.load(Ordering::Relaxed) > 0;
+        if !busy && quiet >= idle_ms {
             tracing::debug!(?idle, "closing an idle client connection");
             return;
         }
+        let wait = if busy { idle_ms } else { idle_ms - quiet };
         tokio::select! {
             _ = &mut connection => return,
-            () = tokio::time::sleep(Duration::from_millis(idle_ms - quiet)) => {}
+            () = tokio::time::sleep(Duration::from_millis(wait)) => {}
         }
     }
 }

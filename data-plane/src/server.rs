@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use crate::auth::AuthSettings;
 use crate::cache::SnapshotCache;
 use crate::config_client::ConfigClient;
-use crate::idle::{Watched, until_idle};
+use crate::idle::{Activity, Counted, until_idle};
 use crate::ratelimit::LimitSettings;
 use crate::ratelimit::redis::RedisBackend;
 use crate::runtime::Context;
@@ -184,16 +184,20 @@ pub async fn serve_proxy(
         let (first_byte, idle) = (options.header_read_timeout, options.client_idle);
         tokio::spawn(async move {
             let secure = tls.is_some();
+            let activity = Activity::new();
+            let requests = activity.clone();
             let service = service_fn(move |request| {
-                let node = node.clone();
-                async move { Ok::<_, Infallible>(crate::proxy::handle(node, request, client, secure).await) }
+                let (node, in_flight) = (node.clone(), requests.start());
+                async move {
+                    let response = crate::proxy::handle(node, request, client, secure).await;
+                    Ok::<_, Infallible>(response.map(|body| Counted::new(body, in_flight)))
+                }
             });
             if let Some(acceptor) = tls {
                 // The handshake must be done within the header read timeout.
                 let Ok(Ok(stream)) = tokio::time::timeout(first_byte, acceptor.accept(stream)).await else { return };
-                let (stream, last) = Watched::new(stream);
                 let connection = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
-                until_idle(connection, last, idle).await;
+                until_idle(connection, activity, idle).await;
                 return;
             }
             // The protocol-sniffing read has no timeout of its own: a client
@@ -202,9 +206,8 @@ pub async fn serve_proxy(
             if !matches!(started, Ok(Ok(n)) if n > 0) {
                 return;
             }
-            let (stream, last) = Watched::new(stream);
             let connection = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
-            until_idle(connection, last, idle).await;
+            until_idle(connection, activity, idle).await;
         });
     }
     drop(listener);

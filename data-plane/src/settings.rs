@@ -57,7 +57,7 @@ pub struct Settings {
     /// Time a client has to start and then finish sending a request head.
     #[arg(long, env = "PORTICO_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub header_read_timeout_ms: u64,
-    /// A client connection that moves no byte for this long is closed (HTTP/1 connections waiting for a request go sooner, by the header read timeout).
+    /// A client connection with no request in flight for this long is closed (HTTP/1 connections waiting for a request go sooner, by the header read timeout).
     #[arg(long, env = "PORTICO_CLIENT_IDLE_TIMEOUT_MS", default_value_t = 120_000, value_parser = clap::value_parser!(u64).range(1_000..=86_400_000))]
     pub client_idle_timeout_ms: u64,
     /// How long in-flight requests may take to finish after SIGTERM.

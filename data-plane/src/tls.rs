@@ -30,7 +30,8 @@ impl Certificates {
             let parsed = portico_shared::tls::parse_certificate(&certificate.cert, certificate.key.as_deref())
                 .map_err(|e| format!("certificate '{}': {e}", certificate.name))?;
             let key = parsed.certified.ok_or_else(|| format!("certificate '{}' has no private key", certificate.name))?;
-            for sni in &certificate.snis {
+            let names = if certificate.snis.is_empty() { &parsed.dns_names } else { &certificate.snis };
+            for sni in names {
                 match sni.strip_prefix("*.") {
                     Some(parent) => compiled.wildcard.insert(parent.to_owned(), key.clone()),
                     None => compiled.exact.insert(sni.clone(), key.clone()),
@@ -45,7 +46,7 @@ impl Certificates {
 
     /// The certificate for `server_name` (none given: the default).
     pub fn lookup(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        let Some(name) = server_name.map(str::to_ascii_lowercase) else { return self.default.clone() };
+        let Some(name) = server_name.map(|n| n.trim_end_matches('.').to_ascii_lowercase()) else { return self.default.clone() };
         self.exact
             .get(&name)
             .or_else(|| name.split_once('.').and_then(|(_, parent)| self.wildcard.get(parent)))

@@ -537,8 +537,8 @@ pub struct Certificate {
     /// returns it (a write without it keeps the stored one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
-    /// Server names it is served for, exact or `*.example.com`; default:
-    /// the DNS names of the certificate.
+    /// Server names it is served for, exact or `*.example.com`; empty: the
+    /// DNS names of the certificate (read again whenever it changes).
     #[serde(default)]
     pub snis: Vec<String>,
     /// Served to clients whose SNI matches no certificate (one at most).

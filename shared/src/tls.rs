@@ -80,3 +80,9 @@ pub fn upstream_tls(tls: &crate::model::UpstreamTls) -> Result<(), ConfigError> 
         (None, None) => Ok(()),
     }
 }
+
+/// The server names a certificate is served for: its `snis`, or when empty
+/// the DNS names of the certificate.
+pub fn server_names(certificate: &crate::model::Certificate) -> Result<Vec<String>, ConfigError> {
+    if certificate.snis.is_empty() { Ok(parse_certificate(&certificate.cert, None)?.dns_names) } else { Ok(certificate.snis.clone()) }
+}

@@ -232,10 +232,9 @@ impl Validate for Certificate {
     fn normalize_and_validate(&mut self) -> Result {
         name("name", &self.name)?;
         let parsed = crate::tls::parse_certificate(&self.cert, self.key.as_deref())?;
-        if self.snis.is_empty() {
-            self.snis = parsed.dns_names;
-        }
-        if self.snis.is_empty() {
+        // Left empty, the names are read from the certificate itself (each
+        // time it changes), not stored.
+        if self.snis.is_empty() && parsed.dns_names.is_empty() {
             return Err(ConfigError::invalid("snis", "the certificate names no DNS name: list the server names it is for"));
         }
         bounded("snis", self.snis.len(), MAX_LIST)?;
@@ -444,9 +443,13 @@ fn scopes_need_authentication(config: &GatewayConfig) -> Result {
 fn certificates(list: &[Certificate]) -> Result {
     let mut owners: HashMap<&str, &str> = HashMap::new();
     let mut default = None;
+    let mut names = Vec::with_capacity(list.len());
     for (i, certificate) in list.iter().enumerate() {
-        for (j, sni) in certificate.snis.iter().enumerate() {
-            if let Some(other) = owners.insert(sni, &certificate.name) {
+        names.push(crate::tls::server_names(certificate).map_err(|e| e.within(&format!("certificates[{i}]")))?);
+    }
+    for (i, (certificate, names)) in list.iter().zip(&names).enumerate() {
+        for (j, sni) in names.iter().enumerate() {
+            if let Some(other) = owners.insert(sni.as_str(), &certificate.name) {
                 return Err(ConfigError::conflict(
                     format!("certificates[{i}].snis[{j}]"),
                     format!("'{sni}' is already served by certificate '{other}'"),

@@ -84,7 +84,7 @@ async fn forward(
     tracing::Span::current().record("route", &*name).record("upstream", route.upstream.name());
     let fail = |error: ProxyError| (error, Some(name.clone()));
     if route.https_only && !secure {
-        return Ok((https_redirect(original_host.as_ref(), &uri), name));
+        return https_redirect(original_host.as_ref(), &uri).map(|response| (response, name.clone())).map_err(fail);
     }
 
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -177,17 +177,26 @@ fn prepare_headers(
     headers.insert(headers::REQUEST_ID, request_id.clone());
 }
 
-/// `308` to the same URL over HTTPS, on the default port.
-fn https_redirect(host: Option<&HeaderValue>, uri: &Uri) -> Response<ResponseBody> {
+/// `308` to the same URL over HTTPS, on the default port. The host must
+/// be a plain host name or address (no `@`, `/` or the like): a `Location`
+/// is never built from whatever a client put in `Host`.
+fn https_redirect(host: Option<&HeaderValue>, uri: &Uri) -> Result<Response<ResponseBody>, ProxyError> {
     let name = host_name(host);
+    let plain = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b));
+    if !plain {
+        return Err(ProxyError::BadRequest("an https_only route needs a valid Host to redirect to"));
+    }
     let authority = if name.contains(':') { format!("[{name}]") } else { name.into_owned() };
-    let path = uri.path_and_query().map_or("/", http::uri::PathAndQuery::as_str);
+    let path = match uri.path_and_query().map(http::uri::PathAndQuery::as_str) {
+        Some(path) if path.starts_with('/') && !path.starts_with("//") => path,
+        _ => "/",
+    };
+    let location =
+        HeaderValue::from_str(&format!("https://{authority}{path}")).map_err(|_| ProxyError::BadRequest("the URL cannot be redirected"))?;
     let mut response = Response::new(ResponseBody::Local(http_body_util::Full::new(bytes::Bytes::new())));
     *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
-    if let Ok(location) = HeaderValue::from_str(&format!("https://{authority}{path}")) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    response
+    response.headers_mut().insert(header::LOCATION, location);
+    Ok(response)
 }
 
 /// The host the client asked for: the request target's authority when it
