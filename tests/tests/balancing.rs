@@ -156,8 +156,11 @@ async fn a_failing_target_opens_its_circuit_and_the_gateway_fails_fast_until_a_p
     assert_eq!(open.json::<Value>().await.unwrap()["error"]["code"], "circuit_open");
     assert_eq!(upstream.requests(), reached, "an open circuit sends nothing upstream");
 
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    assert_eq!(get("/fine").await.status(), StatusCode::OK, "the half-open probe goes through");
+    // Open for open_ms (1 s), then half-open: the probe goes through.
+    portico_test_support::eventually("the half-open probe goes through", std::time::Duration::from_secs(10), || async {
+        (get("/fine").await.status() == StatusCode::OK).then_some(())
+    })
+    .await;
     for _ in 0..3 {
         assert_eq!(get("/fine").await.status(), StatusCode::OK, "closed again");
     }
