@@ -45,6 +45,8 @@ pub struct AuthSettings {
 #[derive(Debug)]
 struct ConsumerHeaders {
     id: HeaderValue,
+    /// The id as text, shared by the identities of its requests.
+    id_text: Arc<str>,
     username: HeaderValue,
     custom_id: Option<HeaderValue>,
     scopes: Vec<String>,
@@ -78,7 +80,7 @@ pub struct AuthPlan {
 #[derive(Debug)]
 pub struct Identity {
     consumer: usize,
-    consumer_id: String,
+    consumer_id: Arc<str>,
     user_id: Option<String>,
     scopes: Vec<String>,
     anonymous: bool,
@@ -121,6 +123,7 @@ impl Authenticator {
             by_username.insert(consumer.username.clone(), consumers.len());
             consumers.push(ConsumerHeaders {
                 id: value(&id.to_string())?,
+                id_text: id.to_string().into(),
                 username: value(&consumer.username)?,
                 custom_id: consumer.custom_id.as_deref().map(value).transpose()?,
                 scopes: consumer.scopes.clone(),
@@ -230,7 +233,7 @@ impl Authenticator {
         let headers = &self.consumers[consumer];
         Identity {
             consumer,
-            consumer_id: headers.id.to_str().unwrap_or_default().to_owned(),
+            consumer_id: headers.id_text.clone(),
             user_id: token.and_then(|t| t.subject.clone()),
             scopes: token.map_or_else(|| headers.scopes.clone(), |t| t.scopes.clone()),
             anonymous: false,
