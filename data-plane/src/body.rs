@@ -15,6 +15,8 @@ use bytes::Bytes;
 use http_body_util::{Full, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::upstream::Lease;
+
 /// The error type of proxied bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -55,16 +57,17 @@ impl Body for UpstreamBody {
 /// A response body on its way to the client.
 #[derive(Debug)]
 pub enum ResponseBody {
-    /// Streamed from the upstream, cut when it stays silent for `idle`.
-    Upstream { body: Incoming, idle: Duration, timer: Option<Pin<Box<Sleep>>>, waiting: bool },
+    /// Streamed from the upstream, cut when it stays silent for `idle`;
+    /// its connection goes back to the pool when this is dropped.
+    Upstream { body: Incoming, idle: Duration, timer: Option<Pin<Box<Sleep>>>, waiting: bool, lease: Lease },
     /// Written by the gateway (errors).
     Local(Full<Bytes>),
 }
 
 impl ResponseBody {
-    /// The upstream's body, cut after `idle` without a frame.
-    pub fn upstream(body: Incoming, idle: Duration) -> Self {
-        Self::Upstream { body, idle, timer: None, waiting: false }
+    /// The upstream's body, cut after `idle` without a frame, on the connection `lease`.
+    pub fn upstream(body: Incoming, idle: Duration, lease: Lease) -> Self {
+        Self::Upstream { body, idle, timer: None, waiting: false, lease }
     }
 }
 
@@ -79,7 +82,7 @@ impl Body for ResponseBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            Self::Upstream { body, idle, timer, waiting } => {
+            Self::Upstream { body, idle, timer, waiting, .. } => {
                 if let Poll::Ready(frame) = Pin::new(body).poll_frame(cx) {
                     *waiting = false;
                     return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));

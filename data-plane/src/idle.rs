@@ -1,10 +1,12 @@
-//! Client connections that stay idle are closed: a connection counts the
-//! requests in flight on it (from arrival until their response body is
-//! sent or abandoned), and once none has been in flight for
-//! `--client-idle-timeout-ms` it is dropped. Requests that take long, and
-//! long streaming responses, are never cut by it; an HTTP/1 connection
-//! waiting for its next request goes sooner, by the header read timeout.
-//! HTTP/2 pings do not count as activity.
+//! Connections that stay idle are closed: a connection counts the requests
+//! in flight on it, and once none has been in flight for its idle timeout
+//! it is dropped. Requests that take long, and long streaming responses,
+//! are never cut by it. On a client connection a request is in flight from
+//! arrival until its response body is sent or abandoned
+//! (`--client-idle-timeout-ms`; an HTTP/1 connection waiting for its next
+//! request goes sooner, by the header read timeout, and HTTP/2 pings do
+//! not count as activity); on an upstream connection, while it is lent to
+//! a request (the service's `timeouts.idle_ms`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,7 +21,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use crate::body::{BoxError, ResponseBody};
 use crate::upstream::health::now_ms;
 
-/// The requests of one client connection.
+/// The requests of one connection.
 #[derive(Debug)]
 pub struct Activity {
     in_flight: AtomicUsize,
@@ -89,7 +91,7 @@ pub async fn until_idle<F: Future>(connection: F, activity: Arc<Activity>, idle:
         let quiet = now_ms().saturating_sub(activity.last_ms.load(Ordering::Relaxed));
         let busy = activity.in_flight.load(Ordering::Relaxed) > 0;
         if !busy && quiet >= idle_ms {
-            tracing::debug!(?idle, "closing an idle client connection");
+            tracing::debug!(?idle, "closing an idle connection");
             return;
         }
         let wait = if busy { idle_ms } else { idle_ms - quiet };

@@ -4,6 +4,12 @@ use clap::Parser;
 use portico_dp::settings::Settings;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc rather than the system allocator: a proxied request allocates
+/// a few dozen small blocks, and glibc's malloc spent about a tenth of the
+/// data plane's instructions on them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let settings = Settings::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));

@@ -1,11 +1,11 @@
 //! Prometheus metrics of the data plane: names, help texts and the few
 //! recording helpers the pipeline and config client call.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use http::StatusCode;
-use metrics::{SharedString, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{Counter, Histogram, SharedString, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 /// Installs the recorder and describes every metric; call once.
@@ -39,12 +39,47 @@ pub fn install() -> Result<PrometheusHandle, String> {
     Ok(handle)
 }
 
-/// Counts a request by route (`""` when none matched) and status; the
-/// route name is shared, not copied.
-pub fn request_done(route: Option<Arc<str>>, status: StatusCode, elapsed: Duration) {
-    let route = route.map_or(SharedString::const_str(""), SharedString::from_shared);
-    counter!("portico_requests_total", "route" => route.clone(), "status" => status.as_u16().to_string()).increment(1);
-    histogram!("portico_request_duration_seconds", "route" => route).record(elapsed.as_secs_f64());
+/// The request metrics of one route. Their handles are kept after first
+/// use: looking a labelled metric up in the registry cost more than
+/// recording it, on every request.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    route: SharedString,
+    duration: OnceLock<Histogram>,
+    answered: RwLock<Vec<(StatusCode, Counter)>>,
+}
+
+impl RouteMetrics {
+    /// The metrics of `route` (`""`: requests no route matched).
+    pub fn new(route: Arc<str>) -> Self {
+        Self { route: SharedString::from_shared(route), duration: OnceLock::new(), answered: RwLock::default() }
+    }
+
+    /// Those of requests no route matched.
+    pub fn unmatched() -> &'static Self {
+        static UNMATCHED: LazyLock<RouteMetrics> = LazyLock::new(|| RouteMetrics::new(Arc::from("")));
+        &UNMATCHED
+    }
+
+    /// Counts a request answered with `status`, its headers sent after `elapsed`.
+    pub fn request_done(&self, status: StatusCode, elapsed: Duration) {
+        let route = &self.route;
+        self.duration
+            .get_or_init(|| histogram!("portico_request_duration_seconds", "route" => route.clone()))
+            .record(elapsed.as_secs_f64());
+        let answered = self.answered.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, counter)) = answered.iter().find(|(seen, _)| *seen == status) {
+            counter.increment(1);
+            return;
+        }
+        drop(answered);
+        let counter = counter!("portico_requests_total", "route" => route.clone(), "status" => status.as_u16().to_string());
+        counter.increment(1);
+        let mut answered = self.answered.write().unwrap_or_else(PoisonError::into_inner);
+        if !answered.iter().any(|(seen, _)| *seen == status) {
+            answered.push((status, counter));
+        }
+    }
 }
 
 pub fn config_applied(version: u64, routes: usize) {

@@ -12,6 +12,7 @@ use portico_shared::model::{Policy, Route, effective_policies};
 use uuid::Uuid;
 
 use crate::auth::{AuthPlan, AuthSettings, Authenticator};
+use crate::metrics::RouteMetrics;
 use crate::proxy::retry::RetryPlan;
 use crate::ratelimit::{LimitSettings, Limiter};
 use crate::router::{Match, RouteSpec, Router};
@@ -33,6 +34,7 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
 pub struct RouteEntry {
     pub id: Option<Uuid>,
     pub name: Arc<str>,
+    pub metrics: Arc<RouteMetrics>,
     pub upstream: Arc<Upstream>,
     pub strip_path: bool,
     pub preserve_host: bool,
@@ -139,9 +141,11 @@ impl Runtime {
                     }
                 }
             }
+            let name: Arc<str> = route.name.as_str().into();
             routes.push(RouteEntry {
                 id: route.id,
-                name: route.name.as_str().into(),
+                metrics: Arc::new(RouteMetrics::new(name.clone())),
+                name,
                 upstream: upstream.clone(),
                 strip_path: route.strip_path,
                 preserve_host: route.preserve_host,

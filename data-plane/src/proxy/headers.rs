@@ -1,7 +1,7 @@
 //! Header rewriting between client and upstream: hop-by-hop headers out,
 //! spoofable identity headers out, `X-Forwarded-*` and `X-Request-Id` in.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
@@ -9,8 +9,16 @@ use ipnet::IpNet;
 use crate::error::ProxyError;
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] =
-    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "proxy-authorization"];
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+];
 
 /// Identity headers only the gateway may set, in their canonical form.
 const IDENTITY: [&str; 5] = ["x-consumer-id", "x-consumer-username", "x-user-id", "x-scopes", "x-anonymous-consumer"];
@@ -26,22 +34,50 @@ pub const MAX_HEADERS: usize = 100;
 /// Most bytes of header names and values a request may send.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
+/// The socket peer of a client connection, its address written out as a
+/// header value once per connection rather than once per request.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    header: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Self {
+        let header = HeaderValue::from_str(&addr.ip().to_string()).expect("an IP address is a valid header value");
+        Self { addr, header }
+    }
+}
+
 /// Removes hop-by-hop headers and those the `Connection` header names.
 /// With `upgrade`, keeps `Connection: upgrade` and `Upgrade` so a WebSocket
-/// (or other) upgrade can pass through.
+/// (or other) upgrade can pass through. One pass over the names finds
+/// which are there (removing by name costs a hash and a probe each).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(index) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present |= 1 << index;
+        }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    if present & 1 != 0 {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|token| !["close", "keep-alive", "upgrade"].iter().any(|common| token.eq_ignore_ascii_case(common)))
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for (index, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << index) != 0 {
+            headers.remove(name);
+        }
     }
     if let Some(protocol) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -102,14 +138,19 @@ fn same_but_separators(name: &[u8], canonical: &[u8]) -> bool {
 /// client-sent `Forwarded` (this gateway speaks the `X-Forwarded-*` set).
 /// `X-Real-IP` is `client` (the socket peer, or the address found past
 /// trusted proxies); `X-Forwarded-For` gets the socket peer appended.
-pub fn add_forwarded(headers: &mut HeaderMap, peer: IpAddr, client: IpAddr, proto: &'static str, host: Option<&HeaderValue>) {
+pub fn add_forwarded(headers: &mut HeaderMap, peer: &Peer, client: IpAddr, proto: &'static str, host: Option<&HeaderValue>) {
     headers.remove(header::FORWARDED);
-    if let Ok(ip) = HeaderValue::from_str(&client.to_string()) {
+    let real_ip = if client == peer.addr.ip() { Ok(peer.header.clone()) } else { HeaderValue::from_str(&client.to_string()) };
+    if let Ok(ip) = real_ip {
         headers.insert(REAL_IP, ip);
     }
     let previous: Vec<&str> = headers.get_all(&FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
-    let chain = if previous.is_empty() { peer.to_string() } else { format!("{}, {peer}", previous.join(", ")) };
-    if let Ok(value) = HeaderValue::from_str(&chain) {
+    let chain = if previous.is_empty() {
+        Ok(peer.header.clone())
+    } else {
+        HeaderValue::from_str(&format!("{}, {}", previous.join(", "), peer.addr.ip()))
+    };
+    if let Ok(value) = chain {
         headers.insert(FORWARDED_FOR, value);
     }
     headers.insert(FORWARDED_PROTO, HeaderValue::from_static(proto));
@@ -216,8 +257,8 @@ mod tests {
             ("x-real-ip", "6.6.6.6"),
             ("forwarded", "for=6.6.6.6"),
         ]);
-        let ip = "192.0.2.7".parse().unwrap();
-        add_forwarded(&mut h, ip, ip, "http", Some(&HeaderValue::from_static("api.example.com")));
+        let peer = Peer::new("192.0.2.7:5000".parse().unwrap());
+        add_forwarded(&mut h, &peer, peer.addr.ip(), "http", Some(&HeaderValue::from_static("api.example.com")));
         assert_eq!(h["x-real-ip"], "192.0.2.7");
         assert!(h.get("forwarded").is_none());
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");

@@ -11,7 +11,7 @@ pub mod headers;
 pub mod retry;
 mod send;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,17 +21,19 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tracing::Instrument;
 
+use self::headers::Peer;
 use crate::auth::Identity;
 use crate::body::ResponseBody;
 use crate::error::ProxyError;
+use crate::metrics::RouteMetrics;
 use crate::ratelimit::{self, RequestFacts};
 use crate::router::normalize_path;
 use crate::runtime::RouteEntry;
 use crate::state::NodeState;
 
-/// Handles one request from `client`. Never fails: errors become responses.
+/// Handles one request from `peer`. Never fails: errors become responses.
 /// `secure`: the request came over TLS.
-pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, client: SocketAddr, secure: bool) -> Response<ResponseBody> {
+pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, peer: &Peer, secure: bool) -> Response<ResponseBody> {
     let started = Instant::now();
     let request_id = headers::request_id(request.headers());
     let span = tracing::debug_span!(
@@ -44,7 +46,7 @@ pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, client: So
         status = tracing::field::Empty,
     );
     let (mut response, route) = async {
-        match forward(&node, request, client, secure, &request_id).await {
+        match forward(&node, request, peer, secure, &request_id).await {
             Ok((response, route)) => (response, Some(route)),
             Err((error, route)) => {
                 tracing::debug!(error = %error, source = ?error.source(), retryable = error.retryable(), "request failed");
@@ -57,19 +59,22 @@ pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, client: So
     response.headers_mut().insert(headers::REQUEST_ID, request_id);
     let status = response.status();
     span.record("status", status.as_u16());
-    crate::metrics::request_done(route, status, started.elapsed());
+    match &route {
+        Some(route) => route.request_done(status, started.elapsed()),
+        None => RouteMetrics::unmatched().request_done(status, started.elapsed()),
+    }
     response
 }
 
-type Failure = (ProxyError, Option<Arc<str>>);
+type Failure = (ProxyError, Option<Arc<RouteMetrics>>);
 
 async fn forward(
     node: &Arc<NodeState>,
     request: Request<Incoming>,
-    client: SocketAddr,
+    peer: &Peer,
     secure: bool,
     request_id: &HeaderValue,
-) -> Result<(Response<ResponseBody>, Arc<str>), Failure> {
+) -> Result<(Response<ResponseBody>, Arc<RouteMetrics>), Failure> {
     let runtime = node.runtime().ok_or((ProxyError::NoConfig, None))?;
     if let Err(error) = headers::check_limits(request.headers()) {
         return Err((error, None));
@@ -80,11 +85,10 @@ async fn forward(
     let Some((route, matched)) = runtime.route(&host_name(original_host.as_ref()), &path, request.method(), request.headers()) else {
         return Err((ProxyError::NoRoute { method: request.method().to_string(), path: path.into_owned() }, None));
     };
-    let name = route.name.clone();
-    tracing::Span::current().record("route", &*name).record("upstream", route.upstream.name());
-    let fail = |error: ProxyError| (error, Some(name.clone()));
+    tracing::Span::current().record("route", &*route.name).record("upstream", route.upstream.name());
+    let fail = |error: ProxyError| (error, Some(route.metrics.clone()));
     if route.https_only && !secure {
-        return https_redirect(original_host.as_ref(), &uri).map(|response| (response, name.clone())).map_err(fail);
+        return https_redirect(original_host.as_ref(), &uri).map(|response| (response, route.metrics.clone())).map_err(fail);
     }
 
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -93,12 +97,12 @@ async fn forward(
     }
 
     let (mut parts, body) = request.into_parts();
-    let client_ip = headers::client_ip(client.ip(), &parts.headers, &runtime.trusted_proxies);
+    let client_ip = headers::client_ip(peer.addr.ip(), &parts.headers, &runtime.trusted_proxies);
     let limited_before = ratelimit::check(&route.limits_before_auth, &facts(route, &parts, client_ip, None)).await.map_err(fail)?;
     let identity = match runtime.auth.authenticate(&route.auth, &mut parts).await {
         Ok(identity) => identity,
         Err(error) => {
-            crate::metrics::auth_refused(name.clone(), error.status());
+            crate::metrics::auth_refused(route.name.clone(), error.status());
             return Err(fail(error));
         }
     };
@@ -117,7 +121,7 @@ async fn forward(
     let upgrade = headers::upgrade_protocol(&parts.headers);
     let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
     let host = original_host.as_ref().filter(|_| route.preserve_host).cloned();
-    prepare_headers(&mut parts.headers, (client.ip(), client_ip), secure, request_id, original_host, upgrade);
+    prepare_headers(&mut parts.headers, (peer, client_ip), secure, request_id, original_host, upgrade);
     if let Some(identity) = &identity {
         runtime.auth.add_identity_headers(identity, &mut parts.headers);
     }
@@ -129,7 +133,7 @@ async fn forward(
         hash_value: hash_value.as_deref().map(str::as_bytes),
         upgrading: client_upgrade.is_some(),
     };
-    let mut response = send::send(route, prepared, body).await.map_err(fail)?;
+    let (mut response, lease) = send::send(route, prepared, body).await.map_err(fail)?;
 
     let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if upgraded && let Some(client_upgrade) = client_upgrade {
@@ -149,7 +153,7 @@ async fn forward(
         ratelimit::add_headers(response.headers_mut(), decision);
     }
     let idle = route.upstream.idle_timeout;
-    Ok((response.map(|body| ResponseBody::upstream(body, idle)), name))
+    Ok((response.map(|body| ResponseBody::upstream(body, idle, lease)), route.metrics.clone()))
 }
 
 /// What a rate limit may key a request of `route` on.
@@ -165,7 +169,7 @@ fn facts<'a>(
 /// The upstream request's headers but `Host` (set per target when sent).
 fn prepare_headers(
     headers: &mut http::HeaderMap,
-    (peer, client): (IpAddr, IpAddr),
+    (peer, client): (&Peer, IpAddr),
     secure: bool,
     request_id: &HeaderValue,
     original_host: Option<HeaderValue>,
@@ -234,7 +238,7 @@ fn strip_prefix<'a>(path: &'a str, prefix: &str) -> &'a str {
     }
 }
 
-fn classify(upstream: &str, error: &hyper_util::client::legacy::Error, limit: u64) -> ProxyError {
+fn classify(upstream: &str, error: &crate::upstream::SendError, limit: u64) -> ProxyError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     let mut timed_out = false;
     while let Some(e) = source {
@@ -246,7 +250,7 @@ fn classify(upstream: &str, error: &hyper_util::client::legacy::Error, limit: u6
         }
         source = e.source();
     }
-    if timed_out || (error.is_connect() && error.to_string().contains("timed out")) {
+    if timed_out {
         return ProxyError::UpstreamTimeout { upstream: upstream.to_owned() };
     }
     let reason =

@@ -15,7 +15,7 @@ use super::retry::{MAX_KEPT_BODY, Outcome};
 use crate::body::UpstreamBody;
 use crate::error::ProxyError;
 use crate::runtime::RouteEntry;
-use crate::upstream::{Picked, Unavailable, Upstream};
+use crate::upstream::{Lease, Picked, SendError, Unavailable, Upstream};
 
 /// A request ready to go, but for its target.
 pub(super) struct Prepared<'a> {
@@ -31,7 +31,7 @@ pub(super) struct Prepared<'a> {
 }
 
 /// Sends `prepared` with `body` to `route`'s upstream.
-pub(super) async fn send(route: &RouteEntry, prepared: Prepared<'_>, body: Incoming) -> Result<Response<Incoming>, ProxyError> {
+pub(super) async fn send(route: &RouteEntry, prepared: Prepared<'_>, body: Incoming) -> Result<(Response<Incoming>, Lease), ProxyError> {
     let upstream = &route.upstream;
     let deadline = Instant::now() + upstream.request_timeout;
     let path_and_query: PathAndQuery =
@@ -63,8 +63,8 @@ pub(super) async fn send(route: &RouteEntry, prepared: Prepared<'_>, body: Incom
         let request = request(&picked, &prepared.method, &path_and_query, request_headers, prepared.host.as_ref(), body.next());
         let left = deadline.saturating_duration_since(Instant::now());
         let timeout = plan.and_then(|p| p.per_try_timeout).map_or(left, |per_try| per_try.min(left));
-        let outcome = match tokio::time::timeout(timeout, upstream.client.request(request)).await {
-            Ok(Ok(response)) => {
+        let outcome = match tokio::time::timeout(timeout, upstream.send(&picked, request)).await {
+            Ok(Ok((response, lease))) => {
                 let status = response.status();
                 upstream.record(&picked, !status.is_server_error());
                 let time_left = Instant::now() < deadline;
@@ -72,7 +72,7 @@ pub(super) async fn send(route: &RouteEntry, prepared: Prepared<'_>, body: Incom
                     tracing::debug!(attempt, %status, "retrying");
                     continue;
                 }
-                return Ok(response);
+                return Ok((response, lease));
             }
             Ok(Err(error)) => {
                 let classified = super::classify(upstream.name(), &error, route.max_body_bytes);
@@ -139,7 +139,7 @@ async fn keep(body: Incoming, limit: usize, max_body: u64) -> Result<Kept, Proxy
 
 /// Whether a failed try failed because of the client's request body
 /// (the client went away mid-upload), not because of the target.
-fn client_side(error: &hyper_util::client::legacy::Error) -> bool {
+fn client_side(error: &SendError) -> bool {
     std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |e| e.source())
         .any(|e| e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_user))
 }
@@ -152,16 +152,10 @@ fn request(
     host: Option<&HeaderValue>,
     body: UpstreamBody,
 ) -> Request<UpstreamBody> {
-    let target = picked.target;
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(target.scheme.clone());
-    parts.authority = Some(target.authority.clone());
-    parts.path_and_query = Some(path_and_query.clone());
-    headers.insert(header::HOST, host.unwrap_or(&target.host).clone());
+    headers.insert(header::HOST, host.unwrap_or(&picked.target.host).clone());
     let mut request = Request::new(body);
     *request.method_mut() = method.clone();
-    // Scheme, authority and a parsed path always make a URI.
-    *request.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
+    *request.uri_mut() = Uri::from(path_and_query.clone());
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
     request

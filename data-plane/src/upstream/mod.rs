@@ -1,6 +1,6 @@
 //! Upstreams: one per service, holding its targets, its balancer (weighted
-//! round robin, least requests or consistent hashing) and a pooled HTTP
-//! client (hyper-util's, with the service's connect timeout).
+//! round robin, least requests or consistent hashing) and a pool of
+//! connections per target (`pool`, with the service's connect timeout).
 //! An upstream whose service is unchanged by a new config version is
 //! carried into the new runtime as is, so its connection pool and
 //! balancer position survive the swap.
@@ -8,12 +8,14 @@
 mod balance;
 pub mod breaker;
 pub mod health;
+mod pool;
 mod tls;
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::Uri;
 use http::uri::{Authority, Scheme};
 use http_body_util::Empty;
 use hyper_rustls::HttpsConnector;
@@ -24,8 +26,10 @@ use portico_shared::model::{ActiveHealthCheck, HashOn, LoadBalancing, Service};
 
 use self::breaker::Breaker;
 use self::health::{TargetHealth, now_ms};
+use self::pool::Pool;
 
 pub use balance::{HashRing, InFlight, LeastRequests, WeightedRoundRobin};
+pub use pool::{Lease, SendError};
 
 use crate::body::UpstreamBody;
 
@@ -82,7 +86,8 @@ pub struct Upstream {
     health: Option<Vec<Arc<TargetHealth>>>,
     /// Per target, when the service has a circuit breaker.
     breakers: Option<Vec<Arc<Breaker>>>,
-    pub client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+    /// Connections, per target.
+    pools: Vec<Pool>,
     /// TLS settings towards the targets (for the active checks too).
     tls: rustls::ClientConfig,
     pub request_timeout: Duration,
@@ -119,7 +124,13 @@ impl Upstream {
         let tls = tls::client_config(service)?;
         let idle_timeout = Duration::from_millis(u64::from(service.timeouts.idle_ms));
         let connector = tls::connector(tls.clone(), Duration::from_millis(u64::from(service.timeouts.connect_ms)));
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(idle_timeout).pool_max_idle_per_host(256).build(connector);
+        let pools = targets
+            .iter()
+            .map(|t| {
+                let uri = Uri::builder().scheme(t.scheme.clone()).authority(t.authority.clone()).path_and_query("/").build();
+                Ok(Pool::new(connector.clone(), uri.map_err(|e| format!("service '{}': {e}", service.name))?, idle_timeout))
+            })
+            .collect::<Result<_, String>>()?;
         let balancer = match service.load_balancing {
             LoadBalancing::RoundRobin => Balancer::RoundRobin(WeightedRoundRobin::new(&weights)),
             LoadBalancing::LeastRequests => Balancer::LeastRequests(LeastRequests::new(&weights)),
@@ -167,7 +178,7 @@ impl Upstream {
             health,
             breakers,
             tls,
-            client,
+            pools,
             request_timeout: Duration::from_millis(u64::from(service.timeouts.request_ms)),
             idle_timeout,
         })
@@ -241,6 +252,15 @@ impl Upstream {
             (0..breakers.len()).filter(|i| healthy(*i)).filter_map(|i| breakers[i].check(now).err()).map(|open| open.retry_after_ms).min()
         });
         soonest.map_or(Unavailable::NoHealthyTarget, |retry_after_ms| Unavailable::CircuitOpen { retry_after_ms })
+    }
+
+    /// Sends `request` (origin-form, `Host` set) to the picked target.
+    pub async fn send(
+        &self,
+        picked: &Picked<'_>,
+        request: http::Request<UpstreamBody>,
+    ) -> Result<(http::Response<hyper::body::Incoming>, Lease), SendError> {
+        self.pools[picked.index].send(request).await
     }
 
     /// Records how a request to `picked` went, for passive outlier

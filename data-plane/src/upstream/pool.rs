@@ -1,0 +1,161 @@
+//! Connections to one target: HTTP/1.1 over hyper's connection API, kept
+//! for reuse. Written here rather than taken from hyper-util's legacy
+//! client, which a profile of the proxy showed spending about a sixth of a
+//! request's instructions on machinery a gateway does not need (a checkout
+//! racing a speculative connect, a hashed map of pools per host, boxed
+//! futures): each target has its own stack of idle connections.
+//!
+//! A connection leaves the stack for one request and comes back when that
+//! request's response body is dropped ([`Lease`]). One whose last response
+//! is still being read is passed over, one the upstream closed is
+//! dropped. A connection not lent out for the service's idle timeout is
+//! closed by its own task. A request that fails before any of it was written on a
+//! reused connection (the upstream closed it at that moment) is sent once
+//! more on a new one.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tower::ServiceExt;
+
+use crate::body::{BoxError, UpstreamBody};
+use crate::idle::{Activity, InFlight, until_idle};
+
+/// Most idle connections kept per target.
+const MAX_IDLE: usize = 256;
+
+/// Why a request got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("cannot connect: {0}")]
+    Connect(#[source] BoxError),
+    #[error("{0}")]
+    Request(#[source] hyper::Error),
+}
+
+impl SendError {
+    pub fn is_connect(&self) -> bool {
+        matches!(self, Self::Connect(_))
+    }
+}
+
+/// The connections to one target.
+#[derive(Debug)]
+pub(super) struct Pool {
+    connector: HttpsConnector<HttpConnector>,
+    /// `scheme://authority` of the target, what the connector dials.
+    target: Uri,
+    idle: Arc<Mutex<Vec<Idle>>>,
+    idle_timeout: Duration,
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: SendRequest<UpstreamBody>,
+    /// Counts the connection in use while lent (for its idle timeout).
+    activity: Arc<Activity>,
+}
+
+/// A connection lent to one request: back to its pool when dropped.
+#[derive(Debug)]
+pub struct Lease {
+    idle: Option<Idle>,
+    _in_use: InFlight,
+    pool: Arc<Mutex<Vec<Idle>>>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some(idle) = self.idle.take() else { return };
+        if idle.sender.is_closed() {
+            return;
+        }
+        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        if pool.len() < MAX_IDLE {
+            pool.push(idle);
+        }
+    }
+}
+
+impl Pool {
+    pub(super) fn new(connector: HttpsConnector<HttpConnector>, target: Uri, idle_timeout: Duration) -> Self {
+        Self { connector, target, idle: Arc::default(), idle_timeout }
+    }
+
+    /// Sends `request` (origin-form URI, `Host` set) on an idle connection,
+    /// or a new one. The response body should be kept with the lease.
+    pub(super) async fn send(&self, request: Request<UpstreamBody>) -> Result<(Response<Incoming>, Lease), SendError> {
+        let (request, reused) = match self.checkout() {
+            Some(idle) => match self.try_send(idle, request).await {
+                Err(Retry::Unsent(request)) => (*request, true),
+                done => return done.map_err(Retry::into_error),
+            },
+            None => (request, false),
+        };
+        if reused {
+            tracing::debug!("a pooled connection closed before the request went out; sending it on a new one");
+        }
+        let idle = self.connect().await?;
+        self.try_send(idle, request).await.map_err(Retry::into_error)
+    }
+
+    /// The most recently returned connection that can take a request now.
+    fn checkout(&self) -> Option<Idle> {
+        let mut pool = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut busy = Vec::new();
+        let mut found = None;
+        while let Some(idle) = pool.pop() {
+            if idle.sender.is_closed() {
+                continue;
+            }
+            if idle.sender.is_ready() {
+                found = Some(idle);
+                break;
+            }
+            busy.push(idle);
+        }
+        pool.extend(busy.into_iter().rev());
+        found
+    }
+
+    async fn try_send(&self, mut idle: Idle, request: Request<UpstreamBody>) -> Result<(Response<Incoming>, Lease), Retry> {
+        let in_use = idle.activity.start();
+        match idle.sender.try_send_request(request).await {
+            Ok(response) => Ok((response, Lease { idle: Some(idle), _in_use: in_use, pool: self.idle.clone() })),
+            Err(mut error) => match error.take_message() {
+                Some(request) => Err(Retry::Unsent(Box::new(request))),
+                None => Err(Retry::Failed(SendError::Request(error.into_error()))),
+            },
+        }
+    }
+
+    /// A new connection, its task spawned.
+    async fn connect(&self) -> Result<Idle, SendError> {
+        let io = self.connector.clone().oneshot(self.target.clone()).await.map_err(SendError::Connect)?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(io).await.map_err(|e| SendError::Connect(e.into()))?;
+        let activity = Activity::new();
+        tokio::spawn(until_idle(connection.with_upgrades(), activity.clone(), self.idle_timeout));
+        Ok(Idle { sender, activity })
+    }
+}
+
+/// How a try on one connection ended badly.
+enum Retry {
+    /// Nothing was written: the request can go on another connection.
+    Unsent(Box<Request<UpstreamBody>>),
+    Failed(SendError),
+}
+
+impl Retry {
+    fn into_error(self) -> SendError {
+        match self {
+            Self::Unsent(_) => SendError::Connect("the connection closed before the request was sent".into()),
+            Self::Failed(error) => error,
+        }
+    }
+}
