@@ -96,6 +96,7 @@ pub async fn until_idle<F: Future>(connection: F, activity: Arc<Activity>, idle:
         }
         let wait = if busy { idle_ms } else { idle_ms - quiet };
         tokio::select! {
+            biased; // the connection first, and no random draw per poll
             _ = &mut connection => return,
             () = tokio::time::sleep(Duration::from_millis(wait)) => {}
         }

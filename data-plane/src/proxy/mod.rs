@@ -114,10 +114,7 @@ async fn forward(
         let consumer = identity.as_ref().filter(|i| !i.is_anonymous()).map(Identity::consumer_id);
         crate::upstream::hash_value(on, &parts.headers, client_ip, consumer)
     });
-    let path_and_query = match parts.uri.query() {
-        Some(query) => format!("{upstream_path}?{query}"),
-        None => upstream_path.to_owned(),
-    };
+    let path_and_query = upstream_target(&parts.uri, upstream_path).map_err(fail)?;
     let upgrade = headers::upgrade_protocol(&parts.headers);
     let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
     let host = original_host.as_ref().filter(|_| route.preserve_host).cloned();
@@ -224,6 +221,19 @@ fn host_name(host: Option<&HeaderValue>) -> std::borrow::Cow<'_, str> {
     } else {
         std::borrow::Cow::Borrowed(name)
     }
+}
+
+/// The upstream request's target: the client's as it came when the path is
+/// unchanged (no copy, no parse), else `path` with the client's query.
+fn upstream_target(uri: &Uri, path: &str) -> Result<http::uri::PathAndQuery, ProxyError> {
+    if let Some(target) = uri.path_and_query().filter(|target| target.path() == path) {
+        return Ok(target.clone());
+    }
+    let target = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    target.parse().map_err(|_| ProxyError::BadRequest("the request target cannot be forwarded"))
 }
 
 /// `path` without the route `prefix` (which it starts with on a segment

@@ -20,7 +20,7 @@ use crate::upstream::{Lease, Picked, SendError, Unavailable, Upstream};
 /// A request ready to go, but for its target.
 pub(super) struct Prepared<'a> {
     pub(super) method: Method,
-    pub(super) path_and_query: String,
+    pub(super) path_and_query: PathAndQuery,
     pub(super) headers: HeaderMap,
     /// The `Host` to send instead of the target's (`preserve_host`).
     pub(super) host: Option<HeaderValue>,
@@ -34,8 +34,6 @@ pub(super) struct Prepared<'a> {
 pub(super) async fn send(route: &RouteEntry, prepared: Prepared<'_>, body: Incoming) -> Result<(Response<Incoming>, Lease), ProxyError> {
     let upstream = &route.upstream;
     let deadline = Instant::now() + upstream.request_timeout;
-    let path_and_query: PathAndQuery =
-        prepared.path_and_query.parse().map_err(|_| ProxyError::BadRequest("the request target cannot be forwarded"))?;
     let limit = usize::try_from(route.max_body_bytes).unwrap_or(usize::MAX);
     let plan = route.retry.as_deref().filter(|plan| !prepared.upgrading && plan.allows(&prepared.method));
     let (plan, mut body) = match plan {
@@ -58,9 +56,11 @@ pub(super) async fn send(route: &RouteEntry, prepared: Prepared<'_>, body: Incom
     for attempt in 1..=attempts {
         let last = attempt == attempts;
         let picked = upstream.pick_avoiding(prepared.hash_value, &tried).map_err(|unavailable| unavailable_error(upstream, unavailable))?;
-        tried.push(picked.index());
+        if !last {
+            tried.push(picked.index());
+        }
         let request_headers = if last { headers.take() } else { headers.clone() }.unwrap_or_default();
-        let request = request(&picked, &prepared.method, &path_and_query, request_headers, prepared.host.as_ref(), body.next());
+        let request = request(&picked, &prepared.method, &prepared.path_and_query, request_headers, prepared.host.as_ref(), body.next());
         let left = deadline.saturating_duration_since(Instant::now());
         let timeout = plan.and_then(|p| p.per_try_timeout).map_or(left, |per_try| per_try.min(left));
         let outcome = match tokio::time::timeout(timeout, upstream.send(&picked, request)).await {
