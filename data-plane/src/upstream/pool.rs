@@ -7,9 +7,9 @@
 //!
 //! A connection leaves the stack for one request and comes back when that
 //! request's response body is dropped ([`Lease`]). One whose last response
-//! is still being read is passed over, one the upstream closed is
-//! dropped. A connection not lent out for the service's idle timeout is
-//! closed by its own task. A request that fails before any of it was written on a
+//! is still being read is passed over, one the upstream closed is dropped.
+//! A connection not lent out for the service's idle timeout is closed by
+//! its own task. A request that fails before any of it was written on a
 //! reused connection (the upstream closed it at that moment) is sent once
 //! more on a new one.
 
