@@ -458,6 +458,8 @@ async fn idle_upstream_connections_are_closed_and_closed_ones_replaced() {
     assert_eq!(get().await, StatusCode::OK);
     assert_eq!(get().await, StatusCode::OK);
     assert_eq!(s.upstream.connections(), 1, "back-to-back requests share a connection");
+    // What is tested is time passing with no request (any request would
+    // keep the connection busy), so this waits rather than polls.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(get().await, StatusCode::OK);
     assert_eq!(s.upstream.connections(), 2, "a connection idle past idle_ms was closed, so a new one was made");
@@ -465,7 +467,10 @@ async fn idle_upstream_connections_are_closed_and_closed_ones_replaced() {
     // The upstream restarts: the pooled connection it closed is not used.
     let port = s.upstream.addr.port();
     s.upstream.stop();
-    tokio::time::sleep(Duration::from_millis(200)).await; // the aborted listener lets go of the port
+    eventually("the stopped upstream lets go of its port", Duration::from_secs(5), || async {
+        tokio::net::TcpListener::bind(("127.0.0.1", port)).await.ok().map(drop)
+    })
+    .await;
     let restarted = TestUpstream::start_on("restarted", port).await;
     for _ in 0..3 {
         assert_eq!(get().await, StatusCode::OK);

@@ -20,22 +20,6 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHORIZATION,
 ];
 
-/// The position of `name` in [`HOP_BY_HOP`] (a `match` on the text: most
-/// names are ruled out by their length alone).
-fn hop_by_hop(name: &HeaderName) -> Option<usize> {
-    match name.as_str() {
-        "connection" => Some(0),
-        "keep-alive" => Some(1),
-        "proxy-connection" => Some(2),
-        "te" => Some(3),
-        "trailer" => Some(4),
-        "transfer-encoding" => Some(5),
-        "upgrade" => Some(6),
-        "proxy-authorization" => Some(7),
-        _ => None,
-    }
-}
-
 /// Identity headers only the gateway may set, in their canonical form.
 const IDENTITY: [&str; 5] = ["x-consumer-id", "x-consumer-username", "x-user-id", "x-scopes", "x-anonymous-consumer"];
 
@@ -72,7 +56,8 @@ impl Peer {
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
     let mut present = 0u8;
     for name in headers.keys() {
-        if let Some(index) = hop_by_hop(name) {
+        // Compared as text: most names differ in length at once.
+        if let Some(index) = HOP_BY_HOP.iter().position(|hop| hop.as_str() == name.as_str()) {
             present |= 1 << index;
         }
     }
@@ -238,14 +223,6 @@ mod tests {
         ]);
         remove_hop_by_hop(&mut h, None);
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["accept"]);
-    }
-
-    #[test]
-    fn hop_by_hop_positions_match_the_list() {
-        for (index, name) in HOP_BY_HOP.iter().enumerate() {
-            assert_eq!(hop_by_hop(name), Some(index), "{name}");
-        }
-        assert_eq!(hop_by_hop(&header::ACCEPT), None);
     }
 
     #[test]

@@ -59,10 +59,7 @@ pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, peer: &Pee
     response.headers_mut().insert(headers::REQUEST_ID, request_id);
     let status = response.status();
     span.record("status", status.as_u16());
-    match &route {
-        Some(route) => route.request_done(status, started.elapsed()),
-        None => RouteMetrics::unmatched().request_done(status, started.elapsed()),
-    }
+    route.as_deref().unwrap_or(RouteMetrics::unmatched()).request_done(status, started.elapsed());
     response
 }
 
