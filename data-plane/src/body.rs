@@ -6,6 +6,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,8 +26,41 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// limit, or one kept whole so that a retry can send it again.
 #[derive(Debug)]
 pub enum UpstreamBody {
-    Streamed(Limited<Incoming>),
+    /// `waiting` tells whether the upload is held up by the client (absent
+    /// when the body is already complete).
+    Streamed {
+        body: Limited<Incoming>,
+        waiting: Option<Arc<ClientWait>>,
+    },
     Kept(Full<Bytes>),
+}
+
+impl UpstreamBody {
+    /// The client's body, streamed, at most `limit` bytes.
+    pub fn streamed(body: Incoming, limit: usize) -> Self {
+        let waiting = (!body.is_end_stream()).then(Arc::default);
+        Self::Streamed { body: Limited::new(body, limit), waiting }
+    }
+
+    /// What tells whether this upload waits for the client, if it can.
+    pub fn client_wait(&self) -> Option<Arc<ClientWait>> {
+        match self {
+            Self::Streamed { waiting, .. } => waiting.clone(),
+            Self::Kept(_) => None,
+        }
+    }
+}
+
+/// Whether an upload's last read of the client's body found nothing yet: a
+/// request that times out then was held up by its client (`408`), not by
+/// the upstream, and never counts against a target.
+#[derive(Debug, Default)]
+pub struct ClientWait(AtomicBool);
+
+impl ClientWait {
+    pub fn is_waiting(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 impl Body for UpstreamBody {
@@ -34,21 +69,27 @@ impl Body for UpstreamBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            Self::Streamed(body) => Pin::new(body).poll_frame(cx),
+            Self::Streamed { body, waiting } => {
+                let frame = Pin::new(body).poll_frame(cx);
+                if let Some(waiting) = waiting {
+                    waiting.0.store(frame.is_pending(), Ordering::Relaxed);
+                }
+                frame
+            }
             Self::Kept(body) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Self::Streamed(body) => body.is_end_stream(),
+            Self::Streamed { body, .. } => body.is_end_stream(),
             Self::Kept(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Self::Streamed(body) => body.size_hint(),
+            Self::Streamed { body, .. } => body.size_hint(),
             Self::Kept(body) => body.size_hint(),
         }
     }

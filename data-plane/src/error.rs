@@ -27,6 +27,8 @@ pub enum ProxyError {
     NoRoute { method: String, path: String },
     #[error("invalid request: {0}")]
     BadRequest(&'static str),
+    #[error("malformed request: {0}")]
+    Malformed(crate::http1::Violation),
     #[error("the request body did not arrive in time")]
     ClientTimeout,
     #[error("request body larger than {limit} bytes")]
@@ -41,6 +43,8 @@ pub enum ProxyError {
     RateLimited { window_s: u64, decision: crate::ratelimit::algorithm::Decision },
     #[error("upstream '{upstream}' refused or reset the connection: {reason}")]
     UpstreamUnavailable { upstream: String, reason: String },
+    #[error("upstream '{upstream}' sent a malformed response: {violation}")]
+    UpstreamMalformed { upstream: String, violation: crate::http1::Violation },
     #[error("upstream '{upstream}' did not answer in time")]
     UpstreamTimeout { upstream: String },
     #[error("upstream '{upstream}' has no healthy target")]
@@ -55,13 +59,15 @@ impl ProxyError {
             Self::NoConfig => StatusCode::SERVICE_UNAVAILABLE,
             Self::NoRoute { .. } => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Malformed(crate::http1::Violation::HeadTooLarge) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::Malformed(_) => StatusCode::BAD_REQUEST,
             Self::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
+            Self::UpstreamUnavailable { .. } | Self::UpstreamMalformed { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::NoHealthyTarget { .. } | Self::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -72,7 +78,8 @@ impl ProxyError {
         match self {
             Self::NoConfig => "no_config",
             Self::NoRoute { .. } => "no_route",
-            Self::BadRequest(_) => "bad_request",
+            Self::Malformed(crate::http1::Violation::HeadTooLarge) => "headers_too_large",
+            Self::BadRequest(_) | Self::Malformed(_) => "bad_request",
             Self::ClientTimeout => "request_timeout",
             Self::BodyTooLarge { .. } => "payload_too_large",
             Self::HeadersTooLarge { .. } => "headers_too_large",
@@ -80,6 +87,7 @@ impl ProxyError {
             Self::Forbidden { .. } => "insufficient_scope",
             Self::RateLimited { .. } => "rate_limited",
             Self::UpstreamUnavailable { .. } => "upstream_unavailable",
+            Self::UpstreamMalformed { .. } => "upstream_malformed",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::NoHealthyTarget { .. } => "no_healthy_upstream",
             Self::CircuitOpen { .. } => "circuit_open",
@@ -91,15 +99,18 @@ impl ProxyError {
             Self::NoConfig => ErrorSource::Internal,
             Self::NoRoute { .. }
             | Self::BadRequest(_)
+            | Self::Malformed(_)
             | Self::ClientTimeout
             | Self::BodyTooLarge { .. }
             | Self::HeadersTooLarge { .. }
             | Self::Unauthorized { .. }
             | Self::Forbidden { .. }
             | Self::RateLimited { .. } => ErrorSource::Downstream,
-            Self::UpstreamUnavailable { .. } | Self::UpstreamTimeout { .. } | Self::NoHealthyTarget { .. } | Self::CircuitOpen { .. } => {
-                ErrorSource::Upstream
-            }
+            Self::UpstreamUnavailable { .. }
+            | Self::UpstreamMalformed { .. }
+            | Self::UpstreamTimeout { .. }
+            | Self::NoHealthyTarget { .. }
+            | Self::CircuitOpen { .. } => ErrorSource::Upstream,
         }
     }
 
@@ -109,6 +120,7 @@ impl ProxyError {
             self,
             Self::NoConfig
                 | Self::UpstreamUnavailable { .. }
+                | Self::UpstreamMalformed { .. }
                 | Self::UpstreamTimeout { .. }
                 | Self::NoHealthyTarget { .. }
                 | Self::CircuitOpen { .. }

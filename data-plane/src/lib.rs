@@ -8,6 +8,7 @@ pub mod body;
 pub mod cache;
 pub mod config_client;
 pub mod error;
+pub mod http1;
 pub mod idle;
 pub mod metrics;
 pub mod proxy;

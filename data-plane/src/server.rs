@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use crate::auth::AuthSettings;
 use crate::cache::SnapshotCache;
 use crate::config_client::ConfigClient;
+use crate::http1::{Guarded, Verdicts};
 use crate::idle::{Activity, Counted, until_idle};
 use crate::proxy::headers::Peer;
 use crate::ratelimit::LimitSettings;
@@ -185,17 +186,21 @@ pub async fn serve_proxy(
             let peer = Arc::new(Peer::new(client));
             let activity = Activity::new();
             let requests = activity.clone();
+            let verdicts = Verdicts::new();
+            let checked = verdicts.clone();
             let service = service_fn(move |request| {
                 let (node, peer, in_flight) = (node.clone(), peer.clone(), requests.start());
+                let refused = checked.next_request();
                 async move {
-                    let response = crate::proxy::handle(node, request, &peer, secure).await;
+                    let response = crate::proxy::handle(node, request, &peer, secure, refused).await;
                     Ok::<_, Infallible>(response.map(|body| Counted::new(body, in_flight)))
                 }
             });
             if let Some(acceptor) = tls {
                 // The handshake must be done within the header read timeout.
                 let Ok(Ok(stream)) = tokio::time::timeout(first_byte, acceptor.accept(stream)).await else { return };
-                let connection = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
+                let connection = watcher
+                    .watch(builder.serve_connection_with_upgrades(TokioIo::new(Guarded::client(stream, verdicts)), service).into_owned());
                 until_idle(connection, activity, idle).await;
                 return;
             }
@@ -205,7 +210,8 @@ pub async fn serve_proxy(
             if !matches!(started, Ok(Ok(n)) if n > 0) {
                 return;
             }
-            let connection = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
+            let connection = watcher
+                .watch(builder.serve_connection_with_upgrades(TokioIo::new(Guarded::client(stream, verdicts)), service).into_owned());
             until_idle(connection, activity, idle).await;
         });
     }

@@ -20,6 +20,28 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHORIZATION,
 ];
 
+/// Headers that frame a message or that the gateway sets, dropped when a
+/// client spells them with `_` or `.` for `-` ([`strip_spoofed`]).
+const DISGUISED: [&str; 17] = [
+    "transfer-encoding",
+    "content-length",
+    "host",
+    "connection",
+    "upgrade",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "expect",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+    "x-request-id",
+];
+
 /// Identity headers only the gateway may set, in their canonical form.
 const IDENTITY: [&str; 5] = ["x-consumer-id", "x-consumer-username", "x-user-id", "x-scopes", "x-anonymous-consumer"];
 
@@ -111,14 +133,21 @@ pub fn check_limits(headers: &HeaderMap) -> Result<(), ProxyError> {
     Ok(())
 }
 
-/// Removes every client-sent copy of an identity header, whatever its case
-/// and whether it uses `-`, `_` or `.` (`X_Consumer_ID`, `x.user.id`), and
-/// any other `x-consumer-*` header.
-pub fn strip_identity(headers: &mut HeaderMap) {
+/// Removes client-sent headers that pose as one only the gateway or HTTP
+/// framing may set: every copy of an identity header, whatever its case and
+/// whether it uses `-`, `_` or `.` (`X_Consumer_ID`, `x.user.id`), any other
+/// `x-consumer-*` header, and a [`DISGUISED`] name spelled with `_` or `.`
+/// (`Transfer_Encoding`, `X_Forwarded_For`), which servers that map those
+/// to `-` (CGI-style frameworks) would take for the real one. Other names
+/// with `_` pass (unlike nginx's default, which drops them all: APIs do use
+/// headers such as `api_key`).
+pub fn strip_spoofed(headers: &mut HeaderMap) {
     let spoofed = |name: &HeaderName| {
         let name = name.as_str().as_bytes();
         IDENTITY.iter().any(|identity| same_but_separators(name, identity.as_bytes()))
             || name.get(..11).is_some_and(|prefix| same_but_separators(prefix, b"x-consumer-"))
+            || (memchr::memchr2(b'_', b'.', name).is_some()
+                && DISGUISED.iter().any(|meaningful| same_but_separators(name, meaningful.as_bytes())))
     };
     if !headers.keys().any(spoofed) {
         return;
@@ -246,8 +275,24 @@ mod tests {
             ("x-consumer-custom-id", "9"),
             ("x-user-agent-ish", "kept"),
         ]);
-        strip_identity(&mut h);
+        strip_spoofed(&mut h);
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-user-agent-ish"]);
+    }
+
+    #[test]
+    fn strips_framing_and_forwarding_headers_spelled_with_underscores() {
+        let mut h = headers(&[
+            ("transfer_encoding", "chunked"),
+            ("content.length", "5"),
+            ("x_forwarded_for", "6.6.6.6"),
+            ("x_request_id", "forged"),
+            ("api_key", "kept"),
+            ("content-length", "0"),
+        ]);
+        strip_spoofed(&mut h);
+        let mut kept: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, ["api_key", "content-length"]);
     }
 
     #[test]

@@ -25,6 +25,7 @@ use self::headers::Peer;
 use crate::auth::Identity;
 use crate::body::ResponseBody;
 use crate::error::ProxyError;
+use crate::http1::Violation;
 use crate::metrics::RouteMetrics;
 use crate::ratelimit::{self, RequestFacts};
 use crate::router::normalize_path;
@@ -32,9 +33,21 @@ use crate::runtime::RouteEntry;
 use crate::state::NodeState;
 
 /// Handles one request from `peer`. Never fails: errors become responses.
-/// `secure`: the request came over TLS.
-pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, peer: &Peer, secure: bool) -> Response<ResponseBody> {
+/// `secure`: the request came over TLS. `refused`: its head broke a rule of
+/// the HTTP/1 wire ([`crate::http1`]), so it is answered here and the
+/// connection closed.
+pub async fn handle(
+    node: Arc<NodeState>,
+    request: Request<Incoming>,
+    peer: &Peer,
+    secure: bool,
+    refused: Option<Violation>,
+) -> Response<ResponseBody> {
     let started = Instant::now();
+    // Past an upgrade request's head the wire guard checks nothing, so a
+    // refused upgrade closes the connection: bytes sent after it are never
+    // read as requests.
+    let closes = refused.is_some() || asks_upgrade(&request);
     let request_id = headers::request_id(request.headers());
     let span = tracing::debug_span!(
         "request",
@@ -46,7 +59,7 @@ pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, peer: &Pee
         status = tracing::field::Empty,
     );
     let (mut response, route) = async {
-        match forward(&node, request, peer, secure, &request_id).await {
+        match forward(&node, request, peer, secure, &request_id, refused).await {
             Ok((response, route)) => (response, Some(route)),
             Err((error, route)) => {
                 tracing::debug!(error = %error, source = ?error.source(), retryable = error.retryable(), "request failed");
@@ -58,6 +71,9 @@ pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, peer: &Pee
     .await;
     response.headers_mut().insert(headers::REQUEST_ID, request_id);
     let status = response.status();
+    if closes && status != StatusCode::SWITCHING_PROTOCOLS {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     span.record("status", status.as_u16());
     route.as_deref().unwrap_or(RouteMetrics::unmatched()).request_done(status, started.elapsed());
     response
@@ -71,7 +87,11 @@ async fn forward(
     peer: &Peer,
     secure: bool,
     request_id: &HeaderValue,
+    refused: Option<Violation>,
 ) -> Result<(Response<ResponseBody>, Arc<RouteMetrics>), Failure> {
+    if let Some(violation) = refused {
+        return Err((ProxyError::Malformed(violation), None));
+    }
     let runtime = node.runtime().ok_or((ProxyError::NoConfig, None))?;
     if let Err(error) = headers::check_limits(request.headers()) {
         return Err((error, None));
@@ -150,6 +170,13 @@ async fn forward(
     Ok((response.map(|body| ResponseBody::upstream(body, idle, lease)), route.metrics.clone()))
 }
 
+/// Whether hyper takes an HTTP/1 request for an upgrade (any `Upgrade`
+/// header, or `CONNECT`), whatever the proxy then does with it.
+fn asks_upgrade(request: &Request<Incoming>) -> bool {
+    request.version() == http::Version::HTTP_11
+        && (request.method() == http::Method::CONNECT || request.headers().contains_key(header::UPGRADE))
+}
+
 /// What a rate limit may key a request of `route` on.
 fn facts<'a>(
     route: &'a RouteEntry,
@@ -170,7 +197,7 @@ fn prepare_headers(
     upgrade: Option<HeaderValue>,
 ) {
     headers::remove_hop_by_hop(headers, upgrade);
-    headers::strip_identity(headers);
+    headers::strip_spoofed(headers);
     headers::add_forwarded(headers, peer, client, if secure { "https" } else { "http" }, original_host.as_ref());
     headers.insert(headers::REQUEST_ID, request_id.clone());
 }
@@ -245,12 +272,13 @@ fn strip_prefix<'a>(path: &'a str, prefix: &str) -> &'a str {
     }
 }
 
-fn classify(upstream: &str, error: &crate::upstream::SendError, limit: u64) -> ProxyError {
+/// What a try's failure that was not the client's says about the upstream.
+fn classify(upstream: &str, error: &crate::upstream::SendError) -> ProxyError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     let mut timed_out = false;
     while let Some(e) = source {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return ProxyError::BodyTooLarge { limit };
+        if let Some(violation) = crate::http1::violation(e) {
+            return ProxyError::UpstreamMalformed { upstream: upstream.to_owned(), violation };
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             timed_out |= io.kind() == std::io::ErrorKind::TimedOut;

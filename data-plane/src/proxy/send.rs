@@ -3,6 +3,7 @@
 //! try's timeout, record the outcome for health checks and the circuit
 //! breaker, and try again while the route's retry plan allows it.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -12,7 +13,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use super::retry::{MAX_KEPT_BODY, Outcome};
-use crate::body::UpstreamBody;
+use crate::body::{ClientWait, UpstreamBody};
 use crate::error::ProxyError;
 use crate::runtime::RouteEntry;
 use crate::upstream::{Lease, Picked, SendError, Unavailable, Upstream};
@@ -48,9 +49,10 @@ pub(super) async fn send(route: &RouteEntry, prepared: Prepared<'_>, body: Incom
                 Kept::TooLarge(body) => (None, Body::Once(Some(body))),
             }
         }
-        None => (None, Body::Once(Some(UpstreamBody::Streamed(Limited::new(body, limit))))),
+        None => (None, Body::Once(Some(UpstreamBody::streamed(body, limit)))),
     };
     let attempts = plan.map_or(1, |p| p.attempts);
+    let client_wait = body.client_wait();
     let mut tried = Vec::new();
     let mut headers = Some(prepared.headers);
     for attempt in 1..=attempts {
@@ -75,12 +77,15 @@ pub(super) async fn send(route: &RouteEntry, prepared: Prepared<'_>, body: Incom
                 return Ok((response, lease));
             }
             Ok(Err(error)) => {
-                let classified = super::classify(upstream.name(), &error, route.max_body_bytes);
-                if matches!(classified, ProxyError::BodyTooLarge { .. }) || client_side(&error) {
-                    return Err(classified); // the client's doing, not the target's: not recorded, not retried
+                if let Some(fault) = client_fault(&error, route.max_body_bytes) {
+                    return Err(fault); // the client's doing, not the target's: not recorded, not retried
                 }
                 upstream.record(&picked, false);
+                let classified = super::classify(upstream.name(), &error);
                 (if error.is_connect() { Outcome::ConnectFailure } else { Outcome::Reset }, classified)
+            }
+            Err(_) if client_wait.as_ref().is_some_and(|wait| wait.is_waiting()) => {
+                return Err(ProxyError::ClientTimeout); // the upload stalled: the client's doing too
             }
             Err(_) => {
                 upstream.record(&picked, false);
@@ -106,6 +111,13 @@ enum Body {
 }
 
 impl Body {
+    fn client_wait(&self) -> Option<Arc<ClientWait>> {
+        match self {
+            Self::Kept(_) => None,
+            Self::Once(body) => body.as_ref().and_then(UpstreamBody::client_wait),
+        }
+    }
+
     fn next(&mut self) -> UpstreamBody {
         match self {
             Self::Kept(bytes) => UpstreamBody::Kept(Full::new(bytes.clone())),
@@ -125,7 +137,7 @@ async fn keep(body: Incoming, limit: usize, max_body: u64) -> Result<Kept, Proxy
     use hyper::body::Body as _;
     let declared = body.size_hint().exact();
     if !body.is_end_stream() && declared.is_none_or(|length| length > MAX_KEPT_BODY) {
-        return Ok(Kept::TooLarge(UpstreamBody::Streamed(Limited::new(body, limit))));
+        return Ok(Kept::TooLarge(UpstreamBody::streamed(body, limit)));
     }
     let collected = Limited::new(body, limit).collect().await.map_err(|error| {
         if error.is::<http_body_util::LengthLimitError>() {
@@ -137,11 +149,23 @@ async fn keep(body: Incoming, limit: usize, max_body: u64) -> Result<Kept, Proxy
     Ok(Kept::Whole(collected.to_bytes()))
 }
 
-/// Whether a failed try failed because of the client's request body
-/// (the client went away mid-upload), not because of the target.
-fn client_side(error: &SendError) -> bool {
-    std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |e| e.source())
-        .any(|e| e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_user))
+/// The client's fault when a try failed because of its request body, not
+/// because of the target: too large (`413`), malformed on the wire (a bad
+/// chunk), or cut short (the client went away mid-upload): `400`.
+fn client_fault(error: &SendError, max_body: u64) -> Option<ProxyError> {
+    let mut chain = std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |e| e.source());
+    if !chain.any(|e| e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_user)) {
+        return None;
+    }
+    for e in chain {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return Some(ProxyError::BodyTooLarge { limit: max_body });
+        }
+        if let Some(violation) = crate::http1::violation(e) {
+            return Some(ProxyError::Malformed(violation));
+        }
+    }
+    Some(ProxyError::BadRequest("the request body was cut short"))
 }
 
 fn request(

@@ -21,9 +21,11 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
 use tower::ServiceExt;
 
 use crate::body::{BoxError, UpstreamBody};
+use crate::http1::{Exchange, Guarded};
 use crate::idle::{Activity, InFlight, until_idle};
 
 /// Most idle connections kept per target.
@@ -59,6 +61,8 @@ struct Idle {
     sender: SendRequest<UpstreamBody>,
     /// Counts the connection in use while lent (for its idle timeout).
     activity: Arc<Activity>,
+    /// Tells the connection's wire guard which response comes next.
+    exchange: Arc<Exchange>,
 }
 
 /// A connection lent to one request: back to its pool when dropped.
@@ -125,6 +129,7 @@ impl Pool {
 
     async fn try_send(&self, mut idle: Idle, request: Request<UpstreamBody>) -> Result<(Response<Incoming>, Lease), Retry> {
         let in_use = idle.activity.start();
+        idle.exchange.expect_response(request.method() == http::Method::HEAD);
         match idle.sender.try_send_request(request).await {
             Ok(response) => Ok((response, Lease { idle: Some(idle), _in_use: in_use, pool: self.idle.clone() })),
             Err(mut error) => match error.take_message() {
@@ -137,10 +142,12 @@ impl Pool {
     /// A new connection, its task spawned.
     async fn connect(&self) -> Result<Idle, SendError> {
         let io = self.connector.clone().oneshot(self.target.clone()).await.map_err(SendError::Connect)?;
+        let exchange = Exchange::new();
+        let io = TokioIo::new(Guarded::upstream(TokioIo::new(io), exchange.clone()));
         let (sender, connection) = hyper::client::conn::http1::handshake(io).await.map_err(|e| SendError::Connect(e.into()))?;
         let activity = Activity::new();
         tokio::spawn(until_idle(connection.with_upgrades(), activity.clone(), self.idle_timeout));
-        Ok(Idle { sender, activity })
+        Ok(Idle { sender, activity, exchange })
     }
 }
 

@@ -1,0 +1,124 @@
+//! Following a chunked body (RFC 9112 §7.1) byte by byte, to find where it
+//! ends and refuse what two parsers could read two ways.
+
+use super::Violation;
+
+/// Most hex digits of a chunk size (64 bits).
+const MAX_SIZE_DIGITS: u8 = 16;
+/// Most bytes of one chunk's extensions.
+const MAX_EXTENSION: u16 = 4096;
+/// Most bytes of trailer lines.
+const MAX_TRAILERS: u32 = 16 * 1024;
+
+/// Where a chunked body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum At {
+    /// In a chunk size: its digits so far and value.
+    Size { digits: u8, value: u64 },
+    /// Spaces after the size, before `;` or the line end.
+    SizeSpace { value: u64 },
+    /// In a chunk's extensions.
+    Extension { value: u64, length: u16 },
+    /// The `LF` of a chunk size line.
+    SizeLf { value: u64 },
+    /// In a chunk's data.
+    Data { left: u64 },
+    /// The `CR` after a chunk's data.
+    DataCr,
+    /// The `LF` after a chunk's data.
+    DataLf,
+    /// At the start of a trailer line, or of the final empty line.
+    TrailerStart,
+    /// In a trailer line, before (`colon: false`) or after its colon.
+    Trailer { colon: bool },
+    /// The `LF` of a trailer line.
+    TrailerLf,
+    /// The `LF` of the final empty line.
+    EndLf,
+}
+
+/// A chunked body being followed.
+#[derive(Debug)]
+pub(super) struct Chunked {
+    at: At,
+    trailer_bytes: u32,
+}
+
+impl Chunked {
+    pub(super) fn new() -> Self {
+        Self { at: At::Size { digits: 0, value: 0 }, trailer_bytes: 0 }
+    }
+
+    /// Takes bytes of the body: how many were its own, and whether it ended there.
+    pub(super) fn feed(&mut self, bytes: &[u8]) -> Result<(usize, bool), Violation> {
+        let mut used = 0;
+        while used < bytes.len() {
+            if let At::Data { left } = &mut self.at {
+                // Data is skipped whole, not byte by byte.
+                let take = usize::try_from(*left).unwrap_or(usize::MAX).min(bytes.len() - used);
+                *left -= take as u64;
+                used += take;
+                if *left == 0 {
+                    self.at = At::DataCr;
+                }
+                continue;
+            }
+            let byte = bytes[used];
+            used += 1;
+            if self.step(byte)? {
+                return Ok((used, true));
+            }
+        }
+        Ok((used, false))
+    }
+
+    /// One byte outside data; `true` when it ended the body.
+    fn step(&mut self, byte: u8) -> Result<bool, Violation> {
+        self.at = match (self.at, byte) {
+            (At::Size { digits, value }, b) if b.is_ascii_hexdigit() => {
+                if digits == MAX_SIZE_DIGITS {
+                    return Err(Violation::ChunkSize);
+                }
+                let digit = (b as char).to_digit(16).map_or(0, u64::from);
+                At::Size { digits: digits + 1, value: (value << 4) | digit }
+            }
+            (At::Size { digits: 0, .. }, _) => return Err(Violation::ChunkSize),
+            (At::Size { value, .. } | At::SizeSpace { value }, b' ' | b'\t') => At::SizeSpace { value },
+            (At::Size { value, .. } | At::SizeSpace { value }, b';') => At::Extension { value, length: 0 },
+            (At::Size { value, .. } | At::SizeSpace { value } | At::Extension { value, .. }, b'\r') => At::SizeLf { value },
+            (At::Size { .. } | At::SizeSpace { .. }, _) => return Err(Violation::ChunkSize),
+            (At::Extension { value, length }, b) => {
+                if length == MAX_EXTENSION || (b < 0x20 && b != b'\t') || b == 0x7f {
+                    return Err(Violation::ChunkExtension);
+                }
+                At::Extension { value, length: length + 1 }
+            }
+            (At::SizeLf { value: 0 }, b'\n') => At::TrailerStart,
+            (At::SizeLf { value }, b'\n') => At::Data { left: value },
+            (At::SizeLf { .. }, _) => return Err(Violation::ChunkSize),
+            (At::DataCr, b'\r') => At::DataLf,
+            (At::DataLf, b'\n') => At::Size { digits: 0, value: 0 },
+            (At::DataCr | At::DataLf, _) => return Err(Violation::ChunkEnd),
+            (At::TrailerStart, b'\r') => At::EndLf,
+            (At::EndLf, b'\n') => return Ok(true),
+            (At::EndLf, _) => return Err(Violation::ChunkEnd),
+            (At::TrailerStart | At::Trailer { colon: false }, b) if super::head::is_token(b) => self.trailer(false)?,
+            (At::Trailer { colon: false }, b':') => self.trailer(true)?,
+            (At::Trailer { colon: true }, b'\r') => At::TrailerLf,
+            (At::Trailer { colon: true }, b) if (b >= 0x20 && b != 0x7f) || b == b'\t' => self.trailer(true)?,
+            (At::TrailerLf, b'\n') => At::TrailerStart,
+            (At::TrailerStart | At::Trailer { .. } | At::TrailerLf, _) => return Err(Violation::Trailer),
+            (At::Data { .. }, _) => unreachable!("data is skipped in feed"),
+        };
+        Ok(false)
+    }
+
+    /// One more byte of trailer lines, within their bound.
+    fn trailer(&mut self, colon: bool) -> Result<At, Violation> {
+        self.trailer_bytes += 1;
+        if self.trailer_bytes > MAX_TRAILERS {
+            return Err(Violation::Trailer);
+        }
+        Ok(At::Trailer { colon })
+    }
+}

@@ -1,0 +1,287 @@
+//! Message heads: where one ends, whether it keeps the rules, and how its
+//! body is framed.
+
+use std::ops::Range;
+
+/// Which side of the proxy a connection is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// From a client: requests.
+    Client,
+    /// To an upstream: responses.
+    Upstream,
+}
+
+/// A rule of the HTTP/1 wire that a message broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    #[error("a line ends in a bare LF (only CRLF ends a line)")]
+    BareLf,
+    #[error("a CR not followed by LF")]
+    BareCr,
+    #[error("the message head is too large")]
+    HeadTooLarge,
+    #[error("the request line is not 'method SP target SP HTTP/1.x'")]
+    RequestLine,
+    #[error("the status line is not 'HTTP/1.x SP code SP reason'")]
+    StatusLine,
+    #[error("a header line is folded (obs-fold)")]
+    ObsFold,
+    #[error("a header name is not a token")]
+    HeaderName,
+    #[error("a header value holds a control byte")]
+    HeaderValue,
+    #[error("Content-Length is sent more than once")]
+    DuplicateContentLength,
+    #[error("Content-Length is not a number")]
+    ContentLength,
+    #[error("Transfer-Encoding is sent more than once")]
+    DuplicateTransferEncoding,
+    #[error("Transfer-Encoding is not 'chunked'")]
+    TransferEncoding,
+    #[error("Transfer-Encoding and Content-Length are both sent")]
+    LengthAndChunked,
+    #[error("HTTP/1.0 has no Transfer-Encoding")]
+    TransferEncodingOnHttp10,
+    #[error("an HTTP/1.1 request has no Host")]
+    MissingHost,
+    #[error("Host is sent more than once")]
+    DuplicateHost,
+    #[error("Host is not a valid host[:port]")]
+    Host,
+    #[error("a chunk size is not 1 to 16 hex digits")]
+    ChunkSize,
+    #[error("a chunk extension holds a control byte or is too long")]
+    ChunkExtension,
+    #[error("a chunk is not followed by CRLF")]
+    ChunkEnd,
+    #[error("a trailer line is malformed or too long")]
+    Trailer,
+    #[error("the upstream sent bytes beyond the response")]
+    UnsolicitedBytes,
+}
+
+/// How the body after a head is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Framing {
+    /// No body: the next head follows.
+    Empty,
+    /// A `1xx` response: the final response's head follows.
+    Interim,
+    Length(u64),
+    Chunked,
+    /// What follows is not HTTP/1 messages (upgrade, HTTP/2, read until close).
+    Opaque,
+}
+
+/// Leading empty lines a request may have (RFC 9112 §2.2 says ignore at
+/// least one; more is refused rather than skipped without bound).
+const MAX_LEADING_EMPTY_LINES: usize = 4;
+
+/// Finds the end of the head at the start of `buf`, checking line ends
+/// from `from` on (what is before was checked already). Returns the head's
+/// span (past leading empty lines, through its final `CRLF CRLF`), or
+/// `None` when it is not complete yet.
+pub(super) fn find_end(buf: &[u8], from: usize, side: Side) -> Result<Option<Range<usize>>, Violation> {
+    let mut start = 0;
+    if side == Side::Client {
+        while start < 2 * MAX_LEADING_EMPTY_LINES && buf[start..].starts_with(b"\r\n") {
+            start += 2;
+        }
+    }
+    for at in memchr::memchr2_iter(b'\r', b'\n', &buf[from.max(start)..]) {
+        let at = at + from.max(start);
+        if buf[at] == b'\r' {
+            match buf.get(at + 1) {
+                Some(b'\n') => continue,
+                Some(_) => return Err(Violation::BareCr),
+                None => return Ok(None),
+            }
+        }
+        if at == 0 || buf[at - 1] != b'\r' {
+            return Err(Violation::BareLf);
+        }
+        if at >= start + 3 && buf[at - 3..at - 1] == *b"\r\n" {
+            return Ok(Some(start..at + 1));
+        }
+    }
+    Ok(None)
+}
+
+/// The lines of a head found by [`find_end`], without their `CRLF`s: the
+/// start line, then the header lines.
+fn lines(head: &[u8]) -> impl Iterator<Item = &[u8]> {
+    // Drops the final CRLF CRLF, so the last line is the last header.
+    let body = &head[..head.len() - 4];
+    body.split(|b| *b == b'\n').map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+}
+
+/// The framing headers of a head, each checked for its syntax.
+#[derive(Debug, Default)]
+struct Fields<'a> {
+    content_length: Option<u64>,
+    chunked: bool,
+    host: Option<&'a [u8]>,
+    upgrade: bool,
+}
+
+fn fields<'a>(header_lines: impl Iterator<Item = &'a [u8]>) -> Result<Fields<'a>, Violation> {
+    let mut fields = Fields::default();
+    for line in header_lines {
+        if matches!(line.first(), Some(b' ' | b'\t')) {
+            return Err(Violation::ObsFold);
+        }
+        let colon = memchr::memchr(b':', line).ok_or(Violation::HeaderName)?;
+        let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
+        if name.is_empty() || !name.iter().all(|b| is_token(*b)) {
+            return Err(Violation::HeaderName);
+        }
+        if value.iter().any(|b| (*b < 0x20 && *b != b'\t') || *b == 0x7f) {
+            return Err(Violation::HeaderValue);
+        }
+        match name.len() {
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                if fields.content_length.is_some() {
+                    return Err(Violation::DuplicateContentLength);
+                }
+                fields.content_length = Some(content_length(value)?);
+            }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                if fields.chunked {
+                    return Err(Violation::DuplicateTransferEncoding);
+                }
+                if !value.eq_ignore_ascii_case(b"chunked") {
+                    return Err(Violation::TransferEncoding);
+                }
+                fields.chunked = true;
+            }
+            4 if name.eq_ignore_ascii_case(b"host") => {
+                if fields.host.is_some() {
+                    return Err(Violation::DuplicateHost);
+                }
+                fields.host = Some(value);
+            }
+            7 if name.eq_ignore_ascii_case(b"upgrade") => fields.upgrade = true,
+            _ => {}
+        }
+    }
+    if fields.chunked && fields.content_length.is_some() {
+        return Err(Violation::LengthAndChunked);
+    }
+    Ok(fields)
+}
+
+/// Checks a request head; `first`: the connection's first (where the
+/// HTTP/2 preface may come).
+pub(super) fn request(head: &[u8], first: bool) -> Result<Framing, Violation> {
+    let mut lines = lines(head);
+    let request_line = lines.next().unwrap_or_default();
+    if first && request_line == b"PRI * HTTP/2.0" {
+        return Ok(Framing::Opaque);
+    }
+    let mut parts = request_line.split(|b| *b == b' ');
+    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(Violation::RequestLine);
+    };
+    let http10 = match version {
+        b"HTTP/1.1" => false,
+        b"HTTP/1.0" => true,
+        _ => return Err(Violation::RequestLine),
+    };
+    if method.is_empty() || !method.iter().all(|b| is_token(*b)) || target.is_empty() {
+        return Err(Violation::RequestLine);
+    }
+    let fields = fields(lines)?;
+    match fields.host {
+        Some(host) if !valid_host(host) => return Err(Violation::Host),
+        None if !http10 => return Err(Violation::MissingHost),
+        _ => {}
+    }
+    if fields.chunked && http10 {
+        return Err(Violation::TransferEncodingOnHttp10);
+    }
+    if method == b"CONNECT" || (fields.upgrade && !http10) {
+        return Ok(Framing::Opaque);
+    }
+    Ok(match (fields.chunked, fields.content_length) {
+        (true, _) => Framing::Chunked,
+        (false, Some(0) | None) => Framing::Empty,
+        (false, Some(length)) => Framing::Length(length),
+    })
+}
+
+/// Checks a response head; `to_head`: it answers a `HEAD` request.
+pub(super) fn response(head: &[u8], to_head: bool) -> Result<Framing, Violation> {
+    let mut lines = lines(head);
+    let status_line = lines.next().unwrap_or_default();
+    let code = match status_line {
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'0' | b'1', b' ', code @ ..] if code.len() >= 3 => &code[..3],
+        _ => return Err(Violation::StatusLine),
+    };
+    let reason = &status_line[12..];
+    let valid_reason = reason.is_empty() || (reason[0] == b' ' && reason.iter().all(|b| (*b >= 0x20 && *b != 0x7f) || *b == b'\t'));
+    if !code.iter().all(u8::is_ascii_digit) || code[0] == b'0' || !valid_reason {
+        return Err(Violation::StatusLine);
+    }
+    let fields = fields(lines)?;
+    Ok(match code {
+        b"101" => Framing::Opaque,
+        [b'1', ..] => Framing::Interim,
+        b"204" | b"304" => Framing::Empty,
+        _ if to_head => Framing::Empty,
+        _ => match (fields.chunked, fields.content_length) {
+            (true, _) => Framing::Chunked,
+            (false, Some(0)) => Framing::Empty,
+            (false, Some(length)) => Framing::Length(length),
+            (false, None) => Framing::Opaque,
+        },
+    })
+}
+
+/// `Content-Length`: one to 19 digits (so it fits 64 bits), nothing else
+/// (no sign, list or spaces).
+fn content_length(value: &[u8]) -> Result<u64, Violation> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return Err(Violation::ContentLength);
+    }
+    Ok(value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+/// `Host`: empty, or a name of letters, digits, `-`, `.`, `_`, `~`, or a
+/// bracketed IPv6 address, with an optional port of up to 5 digits.
+fn valid_host(host: &[u8]) -> bool {
+    let (name, port) = match host.first() {
+        Some(b'[') => match memchr::memchr(b']', host) {
+            Some(close) => {
+                let inside = &host[1..close];
+                if inside.is_empty() || !inside.iter().all(|b| b.is_ascii_hexdigit() || b":.".contains(b)) {
+                    return false;
+                }
+                (&host[..0], &host[close + 1..])
+            }
+            None => return false,
+        },
+        _ => match memchr::memchr(b':', host) {
+            Some(colon) => (&host[..colon], &host[colon..]),
+            None => (host, &host[..0]),
+        },
+    };
+    let port_ok = match port {
+        [] => true,
+        [b':', digits @ ..] => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    port_ok && name.iter().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(b))
+}
+
+/// `tchar` of RFC 9110 §5.6.2.
+pub(super) fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Without leading and trailing spaces and tabs.
+fn trim(value: &[u8]) -> &[u8] {
+    let start = value.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(value.len());
+    let end = value.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |i| i + 1);
+    &value[start..end]
+}

@@ -1,0 +1,230 @@
+//! A strict HTTP/1 wire guard, on both sides of the proxy.
+//!
+//! hyper parses HTTP/1 leniently where leniency lets two parsers disagree
+//! about where a message ends (request smuggling, response splitting): it
+//! takes a bare `LF` as a line end, honours `Transfer-Encoding: chunked`
+//! sent twice, and lets a request without `Host`, with two, or with a
+//! malformed one through. Its parser cannot be made stricter from outside,
+//! so every connection's bytes pass a [`Scanner`] first ([`Guarded`], an IO
+//! wrapper): it finds each message head, checks it against the rules below,
+//! and follows the body's framing (length or chunked) to the next head.
+//! It never changes a byte, and copies only a head that spans reads.
+//!
+//! - **Client side.** A request head that breaks a rule is recorded with
+//!   its position on the connection ([`Verdicts`]); the proxy answers that
+//!   request itself (`400`, or `431` for an oversized head) and closes the
+//!   connection, so nothing after it is ever read as a request. A malformed
+//!   chunked body fails the read: the proxy answers `400`, never blaming
+//!   the upstream. After an upgrade request (`Upgrade`, `CONNECT`) or the
+//!   HTTP/2 preface, bytes are not HTTP/1 and pass unchecked; the proxy
+//!   closes a connection whose upgrade was refused.
+//! - **Upstream side.** A response that breaks a rule, or any byte the
+//!   upstream sends beyond the responses asked for (a body on a `204`,
+//!   `304` or `HEAD` response, bytes after the body), fails the read: the
+//!   client gets `502` and the connection is never reused.
+//!
+//! The rules (RFC 9112 where it says MUST, the stricter reading where it
+//! allows a choice), each a [`Violation`]: lines end in `CRLF` only (no bare
+//! `LF` or `CR`); no obs-fold; header names are tokens (so no space before
+//! the colon) and values hold no control bytes; one request line of
+//! `method SP target SP HTTP/1.0|HTTP/1.1`; at most one `Content-Length`,
+//! all digits; at most one `Transfer-Encoding`, exactly `chunked`, never
+//! beside `Content-Length` nor on HTTP/1.0; requests: exactly one valid
+//! `Host` on HTTP/1.1 (none or one on HTTP/1.0); chunk sizes of at most 16
+//! hex digits, extensions without control bytes, every chunk and trailer
+//! line ending in `CRLF`.
+
+mod chunked;
+mod guard;
+mod head;
+
+pub use guard::{Exchange, Guarded, Verdicts};
+pub use head::{Side, Violation};
+
+use self::chunked::Chunked;
+use self::head::Framing;
+
+/// Longest request head the scanner follows: the HTTP codec's own cap
+/// (`server::CODEC_MAX_HEADER_BYTES`); past it the codec answers `431`.
+pub const MAX_REQUEST_HEAD: usize = 256 * 1024;
+/// Longest upstream response head accepted.
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// The rule a failed read broke, when `error` is such a read's error.
+pub fn violation(error: &(dyn std::error::Error + 'static)) -> Option<Violation> {
+    let io = error.downcast_ref::<std::io::Error>()?;
+    io.get_ref()?.downcast_ref::<Violation>().copied()
+}
+
+/// Where the scanner is in the byte stream.
+#[derive(Debug)]
+enum State {
+    /// Between messages, or inside a head (its bytes so far in `Scanner::head`).
+    Head,
+    /// Inside a body of known length: this many bytes left.
+    Length(u64),
+    Chunked(Chunked),
+    /// Not HTTP/1 messages any more (an upgrade, HTTP/2, a body read until
+    /// the connection closes), or a violation was found: nothing is checked.
+    Done,
+}
+
+/// Follows HTTP/1 messages through a byte stream, checking each head and
+/// body framing. Feed it every byte read, in order.
+#[derive(Debug)]
+pub struct Scanner {
+    side: Side,
+    state: State,
+    /// A head that spans reads, so far.
+    head: Vec<u8>,
+    /// Heads complete so far (requests), for the verdicts' positions.
+    heads: u64,
+    /// Upstream side: the response awaited is for a `HEAD` request.
+    head_request: bool,
+    /// Upstream side: a response is awaited.
+    awaiting: bool,
+}
+
+/// What a fed read turned out to hold.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Request head number `index` (from 0) on the connection broke a rule.
+    /// The bytes are still to be passed on; the connection is answered and closed.
+    Head { index: u64, violation: Violation },
+    /// The stream broke a rule `at` this offset of the fed bytes (those
+    /// before it are sound): the connection fails there.
+    Stream { at: usize, violation: Violation },
+}
+
+impl Scanner {
+    pub fn new(side: Side) -> Self {
+        Self { side, state: State::Head, head: Vec::new(), heads: 0, head_request: false, awaiting: false }
+    }
+
+    /// Upstream side: a request was sent, its response is next (`head_request`:
+    /// it was a `HEAD`, so the response has no body).
+    pub fn expect_response(&mut self, head_request: bool) {
+        self.awaiting = true;
+        self.head_request = head_request;
+    }
+
+    /// Takes the next bytes of the stream.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<(), Fault> {
+        let fed = bytes.len();
+        while !bytes.is_empty() {
+            let at = fed - bytes.len();
+            match &mut self.state {
+                State::Head => {
+                    let used = self.head_bytes(bytes, at)?;
+                    bytes = &bytes[used..];
+                }
+                State::Length(left) => {
+                    let used = usize::try_from(*left).unwrap_or(usize::MAX).min(bytes.len());
+                    *left -= used as u64;
+                    if *left == 0 {
+                        self.message_done();
+                    }
+                    bytes = &bytes[used..];
+                }
+                State::Chunked(chunked) => {
+                    let (used, done) = chunked.feed(bytes).map_err(|violation| self.fail(Fault::Stream { at, violation }))?;
+                    if done {
+                        self.message_done();
+                    }
+                    bytes = &bytes[used..];
+                }
+                State::Done => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes bytes of a head, from offset `at` of the fed ones; returns how
+    /// many belong to it (all of them while the head is not complete).
+    fn head_bytes(&mut self, bytes: &[u8], at: usize) -> Result<usize, Fault> {
+        if self.side == Side::Upstream && !self.awaiting {
+            return Err(self.fail(Fault::Stream { at, violation: Violation::UnsolicitedBytes }));
+        }
+        let limit = match self.side {
+            Side::Client => MAX_REQUEST_HEAD,
+            Side::Upstream => MAX_RESPONSE_HEAD,
+        };
+        if self.head.is_empty() {
+            // The usual case: the whole head in one read, checked in place.
+            return match head::find_end(bytes, 0, self.side) {
+                Ok(Some(span)) => self.head_done(&bytes[span.clone()], at).map(|()| span.end),
+                Ok(None) if bytes.len() > limit => Err(self.head_fault(Violation::HeadTooLarge, at)),
+                Ok(None) => {
+                    self.head.extend_from_slice(bytes);
+                    Ok(bytes.len())
+                }
+                Err(violation) => Err(self.head_fault(violation, at)),
+            };
+        }
+        let before = self.head.len();
+        let taken = bytes.len().min((limit + 1).saturating_sub(before));
+        self.head.extend_from_slice(&bytes[..taken]);
+        // What was there before was checked already (but its last bytes,
+        // which may start a line end).
+        match head::find_end(&self.head, before.saturating_sub(3), self.side) {
+            Ok(Some(span)) => {
+                let mut head = std::mem::take(&mut self.head);
+                let done = self.head_done(&head[span.clone()], at);
+                head.clear();
+                if head.capacity() <= 16 * 1024 && done.is_ok() {
+                    self.head = head;
+                }
+                done.map(|()| span.end - before)
+            }
+            Ok(None) if self.head.len() > limit => Err(self.head_fault(Violation::HeadTooLarge, at)),
+            Ok(None) => Ok(taken),
+            Err(violation) => Err(self.head_fault(violation, at)),
+        }
+    }
+
+    /// A complete head: check it and follow its body.
+    fn head_done(&mut self, head: &[u8], at: usize) -> Result<(), Fault> {
+        let framing = match self.side {
+            Side::Client => head::request(head, self.heads == 0),
+            Side::Upstream => head::response(head, self.head_request),
+        }
+        .map_err(|violation| self.head_fault(violation, at))?;
+        if self.side == Side::Client {
+            self.heads += 1;
+        }
+        self.state = match framing {
+            Framing::Empty => {
+                self.message_done();
+                return Ok(());
+            }
+            Framing::Interim => State::Head,
+            Framing::Length(length) => State::Length(length),
+            Framing::Chunked => State::Chunked(Chunked::new()),
+            Framing::Opaque => State::Done,
+        };
+        Ok(())
+    }
+
+    fn message_done(&mut self) {
+        self.state = State::Head;
+        self.awaiting = false;
+    }
+
+    /// A head broke a rule: on the client side the request is answered, on
+    /// the upstream side the stream fails.
+    fn head_fault(&mut self, violation: Violation, at: usize) -> Fault {
+        match self.side {
+            Side::Client => self.fail(Fault::Head { index: self.heads, violation }),
+            Side::Upstream => self.fail(Fault::Stream { at, violation }),
+        }
+    }
+
+    fn fail(&mut self, fault: Fault) -> Fault {
+        self.state = State::Done;
+        self.head = Vec::new();
+        fault
+    }
+}
+
+#[cfg(test)]
+mod tests;

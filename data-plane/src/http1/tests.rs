@@ -1,0 +1,217 @@
+use proptest::prelude::*;
+
+use super::*;
+
+/// Feeds `bytes` to a client-side scanner in one go.
+fn scan(bytes: &[u8]) -> Result<(), Fault> {
+    Scanner::new(Side::Client).feed(bytes)
+}
+
+fn head_fault(bytes: &[u8]) -> Option<(u64, Violation)> {
+    match scan(bytes) {
+        Err(Fault::Head { index, violation }) => Some((index, violation)),
+        _ => None,
+    }
+}
+
+fn stream_fault(bytes: &[u8]) -> Option<Violation> {
+    match scan(bytes) {
+        Err(Fault::Stream { violation, .. }) => Some(violation),
+        _ => None,
+    }
+}
+
+const VALID: &[&[u8]] = &[
+    b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /x?y=1 HTTP/1.1\r\nHost: api.example.com:8080\r\nAccept: */*\r\n\r\n",
+    b"\r\nGET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n",
+    b"GET / HTTP/1.0\r\n\r\n",
+    b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+    b"POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n5;name=value\r\nhello\r\n0\r\nTrailer-X: 1\r\n\r\n",
+    b"POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nA\r\n0123456789\r\n0\r\n\r\n",
+    b"GET http://b.example/ HTTP/1.1\r\nHost: b.example\r\n\r\n",
+];
+
+#[test]
+fn accepts_well_formed_requests() {
+    for request in VALID {
+        assert_eq!(scan(request), Ok(()), "{}", String::from_utf8_lossy(request));
+    }
+}
+
+#[test]
+fn refuses_framing_that_parsers_read_two_ways() {
+    let cases: &[(&[u8], Violation)] = &[
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            Violation::DuplicateTransferEncoding,
+        ),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", Violation::LengthAndChunked),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", Violation::LengthAndChunked),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n", Violation::TransferEncoding),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", Violation::TransferEncoding),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n", Violation::HeaderName),
+        (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", Violation::TransferEncodingOnHttp10),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", Violation::DuplicateContentLength),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\nx", Violation::ContentLength),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1,1\r\n\r\nx", Violation::ContentLength),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", Violation::ContentLength),
+        (b"GET / HTTP/1.1\nHost: a\n\n", Violation::BareLf),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX: y\nTransfer-Encoding: chunked\r\n\r\n", Violation::BareLf),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX: y\rZ\r\n\r\n", Violation::BareCr),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX: y\r\n z\r\n\r\n", Violation::ObsFold),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n", Violation::HeaderValue),
+        (b"GET / HTTP/1.1\r\nHost: a\r\n: empty\r\n\r\n", Violation::HeaderName),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nno colon\r\n\r\n", Violation::HeaderName),
+        (b"GET / HTTP/1.1\r\n\r\n", Violation::MissingHost),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Violation::DuplicateHost),
+        (b"GET / HTTP/1.1\r\nHost: a b@evil/x\r\n\r\n", Violation::Host),
+        (b"GET / HTTP/1.1\r\nHost: a:99999x\r\n\r\n", Violation::Host),
+        (b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", Violation::RequestLine),
+        (b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", Violation::RequestLine),
+        (b"GET /\r\n\r\n", Violation::RequestLine),
+    ];
+    for (request, expected) in cases {
+        assert_eq!(head_fault(request), Some((0, *expected)), "{}", String::from_utf8_lossy(request));
+    }
+}
+
+#[test]
+fn refuses_malformed_chunked_bodies_as_the_stream() {
+    let head = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let cases: &[(&[u8], Violation)] = &[
+        (b"fffffffffffffffff\r\n", Violation::ChunkSize),
+        (b"0x5\r\nhello\r\n0\r\n\r\n", Violation::ChunkSize),
+        (b" 5\r\nhello\r\n0\r\n\r\n", Violation::ChunkSize),
+        (b"5\nhello\r\n0\r\n\r\n", Violation::ChunkSize),
+        (b"5 x\r\nhello\r\n0\r\n\r\n", Violation::ChunkSize),
+        (b"5;\x00ext\r\nhello\r\n0\r\n\r\n", Violation::ChunkExtension),
+        (b"5\r\nhelloX\r\n0\r\n\r\n", Violation::ChunkEnd),
+        (b"5\r\nhello\n0\r\n\r\n", Violation::ChunkEnd),
+        (b"5\r\r\nhello\r\n0\r\n\r\n", Violation::ChunkSize),
+        (b"0\r\nBad Trailer\r\n\r\n", Violation::Trailer),
+        (b"0\r\nX: 1\n\r\n", Violation::Trailer),
+    ];
+    for (body, expected) in cases {
+        let request = [head.as_slice(), body].concat();
+        assert_eq!(stream_fault(&request), Some(*expected), "{}", String::from_utf8_lossy(body));
+    }
+}
+
+#[test]
+fn counts_pipelined_requests_to_name_the_bad_one() {
+    let stream = b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nPOST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nGET /3 HTTP/1.1\r\n\r\n";
+    // The body of /2 is four bytes ("GET "), so the bad head is the one after it.
+    assert_eq!(head_fault(stream), Some((2, Violation::RequestLine)));
+}
+
+#[test]
+fn stops_checking_after_an_upgrade_or_the_http2_preface() {
+    assert_eq!(scan(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nGET / HTTP/1.1\n\n"), Ok(()));
+    assert_eq!(scan(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"), Ok(()));
+    assert_eq!(
+        head_fault(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nPRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+        Some((1, Violation::RequestLine)),
+        "the preface only counts first"
+    );
+}
+
+#[test]
+fn bounds_heads_that_never_end() {
+    let mut scanner = Scanner::new(Side::Client);
+    let line = b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+    assert_eq!(scanner.feed(b"GET / HTTP/1.1\r\n"), Ok(()));
+    let mut outcome = Ok(());
+    for _ in 0..(MAX_REQUEST_HEAD / line.len() + 2) {
+        outcome = scanner.feed(line);
+        if outcome.is_err() {
+            break;
+        }
+    }
+    assert_eq!(outcome, Err(Fault::Head { index: 0, violation: Violation::HeadTooLarge }));
+}
+
+fn upstream_after(request_head: bool, bytes: &[u8]) -> Result<(), Fault> {
+    let mut scanner = Scanner::new(Side::Upstream);
+    scanner.expect_response(request_head);
+    scanner.feed(bytes)
+}
+
+#[test]
+fn follows_responses_and_refuses_what_was_not_asked_for() {
+    assert_eq!(upstream_after(false, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"), Ok(()));
+    assert_eq!(upstream_after(false, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), Ok(()));
+    assert_eq!(upstream_after(true, b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n"), Ok(()));
+    assert_eq!(upstream_after(false, b"HTTP/1.1 200 OK\r\n\r\nuntil close, anything\n"), Ok(()));
+    let refused: &[(bool, &[u8], Violation)] = &[
+        (false, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA", Violation::UnsolicitedBytes),
+        (false, b"HTTP/1.1 204 No Content\r\n\r\nbody", Violation::UnsolicitedBytes),
+        (false, b"HTTP/1.1 304 Not Modified\r\nContent-Length: 4\r\n\r\nbody", Violation::UnsolicitedBytes),
+        (true, b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody", Violation::UnsolicitedBytes),
+        (false, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n", Violation::LengthAndChunked),
+        (false, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n", Violation::DuplicateContentLength),
+        (false, b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok", Violation::BareLf),
+        (false, b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n", Violation::ObsFold),
+        (false, b"HTTP/1.1 2000 OK\r\n\r\n", Violation::StatusLine),
+        (false, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", Violation::ChunkSize),
+    ];
+    for (head, response, expected) in refused {
+        assert!(
+            matches!(upstream_after(*head, response), Err(Fault::Stream { violation, .. }) if violation == *expected),
+            "{}",
+            String::from_utf8_lossy(response)
+        );
+    }
+    assert_eq!(
+        Scanner::new(Side::Upstream).feed(b"HTTP/1.1 200 OK\r\n\r\n"),
+        Err(Fault::Stream { at: 0, violation: Violation::UnsolicitedBytes })
+    );
+    let mut huge = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
+    huge.resize(MAX_RESPONSE_HEAD + 10, b'a');
+    assert_eq!(upstream_after(false, &huge), Err(Fault::Stream { at: 0, violation: Violation::HeadTooLarge }));
+}
+
+/// Feeds `bytes` split at `cuts`, stopping at the first fault.
+fn scan_split(bytes: &[u8], cuts: &[usize]) -> Result<(), Fault> {
+    let mut scanner = Scanner::new(Side::Client);
+    let mut at = 0;
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+    points.sort_unstable();
+    for point in points.into_iter().chain([bytes.len()]) {
+        scanner.feed(&bytes[at..point])?;
+        at = point;
+    }
+    Ok(())
+}
+
+/// What a scan found, but where in a read (which depends on the split).
+fn verdict(scanned: Result<(), Fault>) -> Option<(Option<u64>, Violation)> {
+    match scanned {
+        Ok(()) => None,
+        Err(Fault::Head { index, violation }) => Some((Some(index), violation)),
+        Err(Fault::Stream { violation, .. }) => Some((None, violation)),
+    }
+}
+
+proptest! {
+    /// However a stream is cut into reads, the scanner reaches the same verdict.
+    #[test]
+    fn verdicts_do_not_depend_on_how_reads_split(
+        picks in proptest::collection::vec(0usize..VALID.len() + 3, 1..6),
+        cuts in proptest::collection::vec(0usize..4096, 0..12),
+    ) {
+        let extra: [&[u8]; 3] = [
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: y\nZ: 1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcd\r\n0\r\n\r\n",
+        ];
+        let stream: Vec<u8> = picks.iter().flat_map(|i| VALID.get(*i).copied().unwrap_or_else(|| extra[i - VALID.len()]).to_vec()).collect();
+        prop_assert_eq!(verdict(scan_split(&stream, &cuts)), verdict(scan(&stream)));
+    }
+
+    /// Arbitrary bytes never make the scanner panic.
+    #[test]
+    fn any_bytes_are_scanned_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..512), cuts in proptest::collection::vec(0usize..512, 0..4)) {
+        let _ = scan_split(&bytes, &cuts);
+    }
+}
