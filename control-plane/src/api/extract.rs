@@ -1,5 +1,7 @@
 //! Request extractors whose failures are [`ApiError`]s (a `400` naming the
-//! field), never axum's plain-text rejections.
+//! field), never axum's plain-text rejections. [`JsonBody`] and
+//! [`Document`] are the only ways a handler reads a body, and both parse it
+//! with `portico_shared::parse`, which refuses duplicate keys at any depth.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};

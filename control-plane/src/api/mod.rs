@@ -16,6 +16,7 @@ pub mod settings;
 pub mod tokens;
 pub mod versions;
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode};
@@ -28,6 +29,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use portico_shared::secret::KeyHasher;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use self::auth::Authenticator;
 use self::error::ApiError;
@@ -89,6 +92,7 @@ pub fn written(status: StatusCode, version: u64, body: impl IntoResponse) -> Res
         (name = "versions", description = "History and rollback"),
         (name = "data-planes", description = "The fleet"),
         (name = "tokens", description = "Admin API tokens"),
+        (name = "meta", description = "Health and this document, without a token"),
     )
 )]
 struct ApiDoc;
@@ -104,9 +108,9 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The admin API's routes and its OpenAPI document.
-fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// The admin API's authenticated routes and their OpenAPI operations.
+fn authenticated() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .routes(routes!(gateways::list, gateways::create))
         .routes(routes!(gateways::get, gateways::delete))
         .routes(routes!(entities::services::list, entities::services::create))
@@ -133,24 +137,35 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(fleet::list))
         .routes(routes!(tokens::list, tokens::create))
         .routes(routes!(tokens::revoke))
-        .split_for_parts()
+}
+
+/// The routes that answer without a token, documented as such.
+fn public() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(openapi_document)).routes(routes!(healthz)).routes(routes!(readyz))
+}
+
+/// Every route of the admin service, the authenticated ones behind the
+/// token check. Routes and document come from the same [`OpenApiRouter`]s
+/// ([`openapi`]), so no route can be served without being documented, and
+/// the auth test enumerates the document.
+fn routes(state: &AppState) -> Router<AppState> {
+    let (authenticated, _) = authenticated().split_for_parts();
+    let (public, _) = public().split_for_parts();
+    authenticated.layer(middleware::from_fn_with_state(state.clone(), auth::require_token)).merge(public)
 }
 
 /// The OpenAPI document of the admin API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().1
+    let (_, doc) = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi()).merge(authenticated()).merge(public()).split_for_parts();
+    doc
 }
+
+/// The document as served, built once.
+static OPENAPI: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(openapi);
 
 /// The whole admin service: authenticated API, public health and OpenAPI.
 pub fn router(state: AppState) -> Router {
-    let (api, doc) = api();
-    let doc = Json(doc);
-    let api = api.layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
-    Router::new()
-        .merge(api)
-        .route("/api/v1/openapi.json", axum::routing::get(move || async move { doc.clone() }))
-        .route("/healthz", axum::routing::get(|| async { Json(serde_json::json!({"status": "ok"})) }))
-        .route("/readyz", axum::routing::get(readyz))
+    routes(&state)
         .fallback(|| async { ApiError::not_found("endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -158,13 +173,33 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// What the health endpoints answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or `store_unavailable` from `/readyz`.
+    pub status: &'static str,
+}
+
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta", security(()),
+    responses((status = 200, description = "This document (no token needed: it holds no secrets)", content_type = "application/json")))]
+async fn openapi_document() -> Json<utoipa::openapi::OpenApi> {
+    Json(OPENAPI.clone())
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "meta", security(()), responses((status = 200, body = Health, description = "The process is alive")))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
 /// Readiness: `200` while the store answers, `503` while it does not.
+#[utoipa::path(get, path = "/readyz", tag = "meta", security(()),
+    responses((status = 200, body = Health, description = "The store answers"), (status = 503, body = Health, description = "The store does not answer")))]
 async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     match state.store.ping().await {
-        Ok(()) => Json(serde_json::json!({"status": "ok"})).into_response(),
+        Ok(()) => Json(Health { status: "ok" }).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "health check: store unavailable");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "store_unavailable"}))).into_response()
+            (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "store_unavailable" })).into_response()
         }
     }
 }
