@@ -187,20 +187,23 @@ async fn local_error_resets_past_the_limit_end_in_goaway() {
     // MadeYouReset: each request makes the server reset its stream (a
     // stream error: a content-length of 5 and END_STREAM on the HEADERS).
     // (A WINDOW_UPDATE of 0 would not do: h2 makes it a connection error.)
-    let streams = 2 * MAX_LOCAL_ERROR_RESETS;
     let block = h2frames::request_block("POST", "/app/reset", "gw", &[("content-length", "5")]);
-    let burst: Vec<u8> = (0..streams)
-        .map(|i| 1 + 2 * u32::try_from(i).unwrap())
-        .flat_map(|id| h2frames::headers(id, &block, flag::END_HEADERS | flag::END_STREAM))
-        .collect();
-    write.write_all(&burst).await.unwrap();
+    let malformed = |id: u32| h2frames::headers(id, &block, flag::END_HEADERS | flag::END_STREAM);
+    // Below the limit each one costs the client its stream, not the connection.
     let mut seen = Vec::new();
+    for id in [1, 3, 5] {
+        write.write_all(&malformed(id)).await.unwrap();
+        let reset = reader.until(DEADLINE, |f| f.kind == kind::RST_STREAM || is_goaway(f), &mut seen).await.unwrap();
+        assert_eq!((reset.kind, reset.stream, reset.error_code()), (kind::RST_STREAM, id, Some(reason::PROTOCOL_ERROR)), "{reset:?}");
+    }
+    let streams = 2 * MAX_LOCAL_ERROR_RESETS;
+    let burst: Vec<u8> = (0..streams).map(|i| 7 + 2 * u32::try_from(i).unwrap()).flat_map(malformed).collect();
+    write.write_all(&burst).await.unwrap();
     let goaway = reader.until(DEADLINE, is_goaway, &mut seen).await.expect("a GOAWAY, not a silent close");
     assert_eq!(goaway.error_code(), Some(reason::ENHANCE_YOUR_CALM), "{goaway:?}");
     assert_eq!(goaway.debug_data(), "too_many_internal_resets");
-    let resets: Vec<&Frame> = seen.iter().filter(|f| f.kind == kind::RST_STREAM).collect();
-    assert!(resets.len() <= MAX_LOCAL_ERROR_RESETS, "{} resets before the GOAWAY", resets.len());
-    assert!(resets.iter().all(|f| f.error_code() == Some(reason::PROTOCOL_ERROR)), "{resets:?}");
+    let resets = seen.iter().filter(|f| f.kind == kind::RST_STREAM).count();
+    assert!(resets <= MAX_LOCAL_ERROR_RESETS, "{resets} resets before the GOAWAY");
     assert_eq!(gw.upstream.requests(), 0, "a malformed request never reaches the upstream");
     gw.still_serves().await;
 }
@@ -316,4 +319,16 @@ async fn data_past_the_flow_control_window_gets_flow_control_error() {
         (sent as u64) > 65_535 + granted,
         "the error came once the client had sent {sent} bytes past a window of 65535 + {granted} granted"
     );
+}
+
+#[tokio::test]
+async fn a_frame_over_the_max_frame_size_ends_in_frame_size_error() {
+    let gw = gateway(false).await;
+    let (mut write, mut reader, _) = gw.connect().await;
+    write.write_all(&open_post(1, "/app/upload")).await.unwrap();
+    write.write_all(&h2frames::data(1, &vec![b'd'; MAX_FRAME_SIZE as usize + 1], true)).await.unwrap();
+    let mut seen = Vec::new();
+    let error = reader.until(DEADLINE, |f| f.error_code().is_some(), &mut seen).await.expect("an error frame, not a silent close");
+    assert_eq!((error.kind, error.error_code()), (kind::GOAWAY, Some(reason::FRAME_SIZE_ERROR)), "{error:?}");
+    gw.still_serves().await;
 }
