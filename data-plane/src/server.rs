@@ -149,6 +149,65 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     Ok(())
 }
 
+/// HTTP/2 limits of the proxy listener, each set explicitly rather than left
+/// to hyper's or h2's defaults (README, "HTTP/2 limits", says what a client
+/// sees past each).
+mod h2_limits {
+    use std::time::Duration;
+
+    use crate::proxy::headers::{MAX_HEADER_BYTES, MAX_HEADERS};
+
+    /// Streams open at once per connection (advertised): RFC 9113 asks for at
+    /// least 100 and Envoy's edge guide sets 100; a stream past it gets
+    /// `RST_STREAM(REFUSED_STREAM)` and counts as a local error reset.
+    pub(super) const MAX_CONCURRENT_STREAMS: u32 = 100;
+    /// Decoded header list (names + values + 32 per field, pseudo-headers
+    /// included; advertised): the codec cap, above the pipeline's JSON `431`.
+    /// Up to 4x over it h2 answers `431` and resets the stream; further, GOAWAY
+    /// `ENHANCE_YOUR_CALM`. It also bounds CONTINUATION frames (h2 0.4.20
+    /// `codec/framed_read.rs`): a header block may span at most
+    /// max(list / frame size * 5/4, 5) = 20 CONTINUATION frames without
+    /// END_HEADERS (counted, whatever their size), so a block is at most 21
+    /// frames of 16 KiB; one more and it is GOAWAY `ENHANCE_YOUR_CALM`
+    /// ("too_many_continuations"). Past the list size the undecoded remainder
+    /// may not exceed it either (GOAWAY `COMPRESSION_ERROR`).
+    pub(super) const MAX_HEADER_LIST_SIZE: u32 = super::CODEC_MAX_HEADER_BYTES as u32;
+    /// Streams the client reset before the server accepted them, pending at
+    /// once (rapid reset, CVE-2023-44487): h2's own default, 20; past it GOAWAY
+    /// `ENHANCE_YOUR_CALM`.
+    pub(super) const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+    /// Streams the server resets because of the client's errors (refused
+    /// streams included), per connection for its lifetime ("MadeYouReset",
+    /// CVE-2025-8671): a well-behaved client causes none, so one connection's
+    /// worth of streams, not hyper's 1024; past it GOAWAY `ENHANCE_YOUR_CALM`.
+    pub(super) const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 100;
+    /// Request body bytes a stream may send unread (advertised
+    /// `INITIAL_WINDOW_SIZE`): hyper's 1 MiB, what the benchmarks measured.
+    pub(super) const INITIAL_STREAM_WINDOW: u32 = 1024 * 1024;
+    /// Unread request body bytes for the whole connection: 1 MiB, the most
+    /// one client connection makes the gateway buffer.
+    pub(super) const INITIAL_CONNECTION_WINDOW: u32 = 1024 * 1024;
+    /// Off: the BDP-adaptive window would override both windows and grow
+    /// them (to 16 MiB) with the client's say, undoing the memory bound.
+    pub(super) const ADAPTIVE_WINDOW: bool = false;
+    /// Largest frame payload the server accepts (advertised): the RFC's
+    /// 16 KiB; bigger frames buy a proxy nothing and the client gets GOAWAY
+    /// `FRAME_SIZE_ERROR`.
+    pub(super) const MAX_FRAME_SIZE: u32 = 16 * 1024;
+    /// Response bytes queued per stream for a slow reader: hyper's 400 KiB.
+    pub(super) const MAX_SEND_BUF_SIZE: usize = 400 * 1024;
+    /// A PING this often finds dead peers behind NATs and load balancers.
+    pub(super) const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+    /// A peer that does not answer a PING within this is gone: the
+    /// connection is closed (hyper's default is 20 s).
+    pub(super) const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+    // Every head the pipeline's JSON `431` lets through (fields counted by h2
+    // with 32 bytes each of overhead) fits the codec's list size.
+    const _: () = assert!(MAX_HEADER_BYTES + 32 * MAX_HEADERS < MAX_HEADER_LIST_SIZE as usize);
+    const _: () = assert!(super::CODEC_MAX_HEADER_BYTES <= u32::MAX as usize);
+}
+
 /// Accepts connections (over TLS with `tls`) until `stop`, then waits up to
 /// `options.drain` for the requests in flight.
 pub async fn serve_proxy(
@@ -163,8 +222,17 @@ pub async fn serve_proxy(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(CODEC_MAX_HEADER_BYTES).unwrap_or(u32::MAX))
-        .keep_alive_interval(Duration::from_secs(30));
+        .max_concurrent_streams(h2_limits::MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(h2_limits::MAX_HEADER_LIST_SIZE)
+        .max_pending_accept_reset_streams(h2_limits::MAX_PENDING_ACCEPT_RESET_STREAMS)
+        .max_local_error_reset_streams(h2_limits::MAX_LOCAL_ERROR_RESET_STREAMS)
+        .initial_stream_window_size(h2_limits::INITIAL_STREAM_WINDOW)
+        .initial_connection_window_size(h2_limits::INITIAL_CONNECTION_WINDOW)
+        .adaptive_window(h2_limits::ADAPTIVE_WINDOW)
+        .max_frame_size(h2_limits::MAX_FRAME_SIZE)
+        .max_send_buf_size(h2_limits::MAX_SEND_BUF_SIZE)
+        .keep_alive_interval(h2_limits::KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(h2_limits::KEEP_ALIVE_TIMEOUT);
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, client) = tokio::select! {

@@ -4,6 +4,7 @@
 //! starts them), never skip.
 
 pub mod db;
+pub mod h2frames;
 pub mod jwt;
 pub mod node;
 pub mod process;
