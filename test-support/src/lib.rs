@@ -11,6 +11,7 @@ pub mod process;
 pub mod proxy;
 pub mod redis;
 pub mod relay;
+pub mod smuggling;
 pub mod tls;
 pub mod upstream;
 
