@@ -15,10 +15,9 @@ const MAX_TRAILERS: u32 = 16 * 1024;
 enum At {
     /// In a chunk size: its digits so far and value.
     Size { digits: u8, value: u64 },
-    /// Spaces after the size, before `;` or the line end.
-    SizeSpace { value: u64 },
-    /// In a chunk's extensions.
-    Extension { value: u64, length: u16 },
+    /// In a chunk's extensions (`;name`, `;name=token` or `;name="quoted"`,
+    /// without spaces): where in one, and the bytes of all so far.
+    Extension { value: u64, length: u16, part: Part },
     /// The `LF` of a chunk size line.
     SizeLf { value: u64 },
     /// In a chunk's data.
@@ -35,6 +34,22 @@ enum At {
     TrailerLf,
     /// The `LF` of the final empty line.
     EndLf,
+}
+
+/// Where in one chunk extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// Right after `;`: a name must start.
+    NameStart,
+    Name,
+    /// Right after `=`: a token or a quoted string must start.
+    ValueStart,
+    Token,
+    Quoted,
+    /// After a `\` in a quoted string.
+    Escaped,
+    /// After the closing quote.
+    Closed,
 }
 
 /// A chunked body being followed.
@@ -83,15 +98,13 @@ impl Chunked {
                 At::Size { digits: digits + 1, value: (value << 4) | digit }
             }
             (At::Size { digits: 0, .. }, _) => return Err(Violation::ChunkSize),
-            (At::Size { value, .. } | At::SizeSpace { value }, b' ' | b'\t') => At::SizeSpace { value },
-            (At::Size { value, .. } | At::SizeSpace { value }, b';') => At::Extension { value, length: 0 },
-            (At::Size { value, .. } | At::SizeSpace { value } | At::Extension { value, .. }, b'\r') => At::SizeLf { value },
-            (At::Size { .. } | At::SizeSpace { .. }, _) => return Err(Violation::ChunkSize),
-            (At::Extension { value, length }, b) => {
-                if length == MAX_EXTENSION || (b < 0x20 && b != b'\t') || b == 0x7f {
-                    return Err(Violation::ChunkExtension);
-                }
-                At::Extension { value, length: length + 1 }
+            (At::Size { value, .. }, b';') => At::Extension { value, length: 0, part: Part::NameStart },
+            (At::Size { value, .. }, b'\r') => At::SizeLf { value },
+            (At::Size { .. }, _) => return Err(Violation::ChunkSize),
+            (At::Extension { value, part: Part::Name | Part::Token | Part::Closed, .. }, b'\r') => At::SizeLf { value },
+            (At::Extension { value, length, part }, b) => {
+                let part = extension(part, b).filter(|_| length < MAX_EXTENSION).ok_or(Violation::ChunkExtension)?;
+                At::Extension { value, length: length + 1, part }
             }
             (At::SizeLf { value: 0 }, b'\n') => At::TrailerStart,
             (At::SizeLf { value }, b'\n') => At::Data { left: value },
@@ -121,4 +134,20 @@ impl Chunked {
         }
         Ok(At::Trailer { colon })
     }
+}
+
+/// The next place in a chunk extension after `byte`, if it may come there.
+fn extension(part: Part, byte: u8) -> Option<Part> {
+    let token = super::head::is_token(byte);
+    Some(match (part, byte) {
+        (Part::NameStart | Part::Name, _) if token => Part::Name,
+        (Part::Name | Part::Token | Part::Closed, b';') => Part::NameStart,
+        (Part::Name, b'=') => Part::ValueStart,
+        (Part::ValueStart | Part::Token, _) if token => Part::Token,
+        (Part::ValueStart, b'"') => Part::Quoted,
+        (Part::Quoted, b'"') => Part::Closed,
+        (Part::Quoted, b'\\') => Part::Escaped,
+        (Part::Quoted | Part::Escaped, b) if b == b'\t' || (b >= 0x20 && b != 0x7f) => Part::Quoted,
+        _ => return None,
+    })
 }

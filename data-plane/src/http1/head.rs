@@ -41,6 +41,8 @@ pub enum Violation {
     TransferEncoding,
     #[error("Transfer-Encoding and Content-Length are both sent")]
     LengthAndChunked,
+    #[error("a header spells Content-Length or Transfer-Encoding with other separators")]
+    DisguisedFraming,
     #[error("HTTP/1.0 has no Transfer-Encoding")]
     TransferEncodingOnHttp10,
     #[error("an HTTP/1.1 request has no Host")]
@@ -77,6 +79,10 @@ pub(super) enum Framing {
 /// Leading empty lines a request may have (RFC 9112 §2.2 says ignore at
 /// least one; more is refused rather than skipped without bound).
 const MAX_LEADING_EMPTY_LINES: usize = 4;
+
+/// Longest method accepted (the longest registered one, `UPDATEREDIRECTREF`,
+/// has 17 bytes): a long one is more likely a body the client meant to send.
+const MAX_METHOD: usize = 32;
 
 /// Finds the end of the head at the start of `buf`, checking line ends
 /// from `from` on (what is before was checked already). Returns the head's
@@ -162,6 +168,9 @@ fn fields<'a>(header_lines: impl Iterator<Item = &'a [u8]>) -> Result<Fields<'a>
                 fields.host = Some(value);
             }
             7 if name.eq_ignore_ascii_case(b"upgrade") => fields.upgrade = true,
+            14.. if disguised(name) && ["content-length", "transfer-encoding"].iter().any(|f| same_but_separators(name, f.as_bytes())) => {
+                return Err(Violation::DisguisedFraming);
+            }
             _ => {}
         }
     }
@@ -188,7 +197,7 @@ pub(super) fn request(head: &[u8], first: bool) -> Result<Framing, Violation> {
         b"HTTP/1.0" => true,
         _ => return Err(Violation::RequestLine),
     };
-    if method.is_empty() || !method.iter().all(|b| is_token(*b)) || target.is_empty() {
+    if method.is_empty() || method.len() > MAX_METHOD || !method.iter().all(|b| is_token(*b)) || target.is_empty() {
         return Err(Violation::RequestLine);
     }
     let fields = fields(lines)?;
@@ -272,6 +281,27 @@ fn valid_host(host: &[u8]) -> bool {
         _ => false,
     };
     port_ok && name.iter().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(b))
+}
+
+/// Whether a name may spell another with other separators: it has a `_`,
+/// a `.` or a `--`.
+pub fn disguised(name: &[u8]) -> bool {
+    memchr::memchr2(b'_', b'.', name).is_some() || memchr::memmem::find(name, b"--").is_some()
+}
+
+/// Equal, taking any run of `-`, `_` and `.` in `name` for a `-` of
+/// the lowercase `canonical`, in any case: `X_User__Id` is `x-user-id`.
+pub fn same_but_separators(name: &[u8], canonical: &[u8]) -> bool {
+    let separator = |b: &u8| matches!(b, b'-' | b'_' | b'.');
+    let mut name = name.iter().peekable();
+    for expected in canonical {
+        match name.next() {
+            Some(b) if b.eq_ignore_ascii_case(expected) && *b != b'-' => {}
+            Some(b) if *expected == b'-' && separator(b) => while name.next_if(|b| separator(b)).is_some() {},
+            _ => return false,
+        }
+    }
+    name.next().is_none()
 }
 
 /// `tchar` of RFC 9110 §5.6.2.

@@ -39,7 +39,7 @@ mod guard;
 mod head;
 
 pub use guard::{Exchange, Guarded, Verdicts};
-pub use head::{Side, Violation};
+pub use head::{Side, Violation, disguised, same_but_separators};
 
 use self::chunked::Chunked;
 use self::head::Framing;

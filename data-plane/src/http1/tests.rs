@@ -27,7 +27,7 @@ const VALID: &[&[u8]] = &[
     b"\r\nGET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n",
     b"GET / HTTP/1.0\r\n\r\n",
     b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
-    b"POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n5;name=value\r\nhello\r\n0\r\nTrailer-X: 1\r\n\r\n",
+    b"POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n5;name=value;flag\r\nhello\r\n3;q=\"a \\\"b\\\" c\"\r\nabc\r\n0\r\nTrailer-X: 1\r\n\r\n",
     b"POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nA\r\n0123456789\r\n0\r\n\r\n",
     b"GET http://b.example/ HTTP/1.1\r\nHost: b.example\r\n\r\n",
 ];
@@ -64,12 +64,15 @@ fn refuses_framing_that_parsers_read_two_ways() {
         (b"GET / HTTP/1.1\r\nHost: a\r\n: empty\r\n\r\n", Violation::HeaderName),
         (b"GET / HTTP/1.1\r\nHost: a\r\nno colon\r\n\r\n", Violation::HeaderName),
         (b"GET / HTTP/1.1\r\n\r\n", Violation::MissingHost),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent_Length: 5\r\n\r\nhello", Violation::DisguisedFraming),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer--Encoding: chunked\r\n\r\n", Violation::DisguisedFraming),
         (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Violation::DuplicateHost),
         (b"GET / HTTP/1.1\r\nHost: a b@evil/x\r\n\r\n", Violation::Host),
         (b"GET / HTTP/1.1\r\nHost: a:99999x\r\n\r\n", Violation::Host),
         (b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", Violation::RequestLine),
         (b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", Violation::RequestLine),
         (b"GET /\r\n\r\n", Violation::RequestLine),
+        (b"XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXGET / HTTP/1.1\r\nHost: a\r\n\r\n", Violation::RequestLine),
     ];
     for (request, expected) in cases {
         assert_eq!(head_fault(request), Some((0, *expected)), "{}", String::from_utf8_lossy(request));
@@ -85,6 +88,11 @@ fn refuses_malformed_chunked_bodies_as_the_stream() {
         (b" 5\r\nhello\r\n0\r\n\r\n", Violation::ChunkSize),
         (b"5\nhello\r\n0\r\n\r\n", Violation::ChunkSize),
         (b"5 x\r\nhello\r\n0\r\n\r\n", Violation::ChunkSize),
+        (b"5 \r\nhello\r\n0\r\n\r\n", Violation::ChunkSize),
+        (b"5;\r\nhello\r\n0\r\n\r\n", Violation::ChunkExtension),
+        (b"5;a b\r\nhello\r\n0\r\n\r\n", Violation::ChunkExtension),
+        (b"5;a=\r\nhello\r\n0\r\n\r\n", Violation::ChunkExtension),
+        (b"5;a=\"open\r\nhello\r\n0\r\n\r\n", Violation::ChunkExtension),
         (b"5;\x00ext\r\nhello\r\n0\r\n\r\n", Violation::ChunkExtension),
         (b"5\r\nhelloX\r\n0\r\n\r\n", Violation::ChunkEnd),
         (b"5\r\nhello\n0\r\n\r\n", Violation::ChunkEnd),

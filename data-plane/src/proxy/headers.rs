@@ -7,6 +7,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 use crate::error::ProxyError;
+use crate::http1::{disguised, same_but_separators};
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 static HOP_BY_HOP: [HeaderName; 8] = [
@@ -146,8 +147,7 @@ pub fn strip_spoofed(headers: &mut HeaderMap) {
         let name = name.as_str().as_bytes();
         IDENTITY.iter().any(|identity| same_but_separators(name, identity.as_bytes()))
             || name.get(..11).is_some_and(|prefix| same_but_separators(prefix, b"x-consumer-"))
-            || (memchr::memchr2(b'_', b'.', name).is_some()
-                && DISGUISED.iter().any(|meaningful| same_but_separators(name, meaningful.as_bytes())))
+            || (disguised(name) && DISGUISED.iter().any(|meaningful| same_but_separators(name, meaningful.as_bytes())))
     };
     if !headers.keys().any(spoofed) {
         return;
@@ -156,11 +156,6 @@ pub fn strip_spoofed(headers: &mut HeaderMap) {
     for name in names {
         headers.remove(name);
     }
-}
-
-/// Equal, taking `_` and `.` in `name` for `-` (names are already lowercase).
-fn same_but_separators(name: &[u8], canonical: &[u8]) -> bool {
-    name.len() == canonical.len() && name.iter().zip(canonical).all(|(a, b)| a == b || (*b == b'-' && (*a == b'_' || *a == b'.')))
 }
 
 /// Adds the client's address to `X-Forwarded-For`, sets
@@ -286,6 +281,8 @@ mod tests {
             ("content.length", "5"),
             ("x_forwarded_for", "6.6.6.6"),
             ("x_request_id", "forged"),
+            ("transfer---encoding", "chunked"),
+            ("x-forwarded__for", "6.6.6.6"),
             ("api_key", "kept"),
             ("content-length", "0"),
         ]);
