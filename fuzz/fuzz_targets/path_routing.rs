@@ -122,13 +122,17 @@ fn on_boundary(path: &str, prefix: &str) -> bool {
     prefix == "/" || path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
 }
 
+/// Host class, wildcard length, path segments, methods named, header
+/// conditions, name: lower wins.
+type Rank<'a> = (u8, std::cmp::Reverse<usize>, std::cmp::Reverse<usize>, bool, std::cmp::Reverse<usize>, &'a str);
+
 /// The winning route by the router's documented precedence: host class
 /// (exact, longer wildcard, none), longest path in segments, named methods,
 /// more header conditions, name.
 fn brute_force(routes: &[Route], host: &str, path: &str, method: &Method) -> Option<usize> {
     let segments = |p: &str| p.split('/').filter(|s| !s.is_empty()).count();
     let root = ["/".to_owned()];
-    let mut best: Option<((u8, std::cmp::Reverse<usize>, std::cmp::Reverse<usize>, bool, std::cmp::Reverse<usize>, &str), usize)> = None;
+    let mut best: Option<(Rank<'_>, usize)> = None;
     for (index, route) in routes.iter().enumerate() {
         let methods_ok = route.methods.is_empty() || route.methods.iter().any(|m| m == method.as_str());
         // The harness sends no headers: a route with header conditions never matches.
