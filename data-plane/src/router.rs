@@ -250,16 +250,13 @@ pub fn normalize_path(path: &str) -> Result<std::borrow::Cow<'_, str>, PathError
 }
 
 fn decode_unreserved(path: &str) -> Result<String, PathError> {
-    let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] != b'%' {
-            out.push(char::from(bytes[i]));
-            i += 1;
-            continue;
-        }
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).ok_or(PathError::BadEscape)?;
+    let mut rest = path;
+    // Whatever lies between escapes is copied as it is: a raw non-ASCII
+    // character (UTF-8, which the `http` crate accepts in paths) stays itself.
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let hex = rest.get(at + 1..at + 3).ok_or(PathError::BadEscape)?;
         let byte = u8::from_str_radix(hex, 16).map_err(|_| PathError::BadEscape)?;
         match byte {
             b'/' | b'\\' => return Err(PathError::Ambiguous),
@@ -270,8 +267,9 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
                 out.push_str(&hex.to_ascii_uppercase());
             }
         }
-        i += 3;
+        rest = &rest[at + 3..];
     }
+    out.push_str(rest);
     Ok(out)
 }
 
@@ -378,6 +376,7 @@ mod tests {
             assert_eq!(normalize_path(bad).unwrap_err(), PathError::BadEscape, "{bad}");
         }
         assert_eq!(normalize_path("/a;v=1/b").unwrap(), "/a;v=1/b", "parameters on ordinary segments are fine");
+        assert_eq!(normalize_path("/caf\u{e9}/%41").unwrap(), "/caf\u{e9}/A", "raw UTF-8 beside an escape stays as sent");
     }
 
     #[test]

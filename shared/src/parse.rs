@@ -249,11 +249,11 @@ impl Visitor<'_> for KeyVisitor {
     }
 }
 
-/// Builds the error, naming the exact field for unknown or missing fields,
-/// which serde reports against their parent.
+/// Builds the error, naming the exact field for unknown, missing or
+/// duplicated fields, which serde reports against their parent.
 fn located(path: String, message: String) -> ConfigError {
     let path = if path == "." || path == "?" { String::new() } else { path };
-    let named = ["unknown field `", "missing field `"]
+    let named = ["unknown field `", "missing field `", "duplicate field `"]
         .iter()
         .find_map(|prefix| message.strip_prefix(prefix))
         .and_then(|rest| rest.split('`').next());
@@ -286,6 +286,8 @@ mod tests {
         assert_eq!(err.field(), "service");
         let err = from_json::<GatewayConfig>(br#"{"services":[{"name":"s"}]}"#).unwrap_err();
         assert_eq!(err.field(), "services[0].targets");
+        let err = from_json::<GatewayConfig>(br#"{"services":[],"services":[]}"#).unwrap_err();
+        assert_eq!(err.field(), "services", "a duplicated field is named too");
     }
 
     #[test]

@@ -126,12 +126,11 @@ async fn forward(
     let limited_after =
         ratelimit::check(&route.limits_after_auth, &facts(route, &parts, client_ip, identity.as_ref())).await.map_err(fail)?;
     let limited = ratelimit::tighter(limited_before, limited_after);
-    let upstream_path = if route.strip_path { strip_prefix(&path, &matched.prefix) } else { &path };
     let hash_value = route.upstream.hash_on().map(|on| {
         let consumer = identity.as_ref().filter(|i| !i.is_anonymous()).map(Identity::consumer_id);
         crate::upstream::hash_value(on, &parts.headers, client_ip, consumer)
     });
-    let path_and_query = upstream_target(&parts.uri, upstream_path).map_err(fail)?;
+    let path_and_query = forwarded_target(&parts.uri, &path, &matched.prefix, route.strip_path).map_err(fail)?;
     let upgrade = headers::upgrade_protocol(&parts.headers);
     let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
     let host = original_host.as_ref().filter(|_| route.preserve_host).cloned();
@@ -247,10 +246,20 @@ fn host_name(host: Option<&HeaderValue>) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// The request target sent upstream for a request to `uri` whose
+/// normalized path `path` matched the route path `prefix`: `path`, without
+/// `prefix` when the route strips it, with the client's query. Public for
+/// the fuzz target, which checks it against what the router matched.
+pub fn forwarded_target(uri: &Uri, path: &str, prefix: &str, strip_path: bool) -> Result<http::uri::PathAndQuery, ProxyError> {
+    upstream_target(uri, if strip_path { strip_prefix(path, prefix) } else { path })
+}
+
 /// The upstream request's target: the client's as it came when the path is
-/// unchanged (no copy, no parse), else `path` with the client's query.
+/// unchanged (no copy, no parse), else `path` with the client's query. An
+/// absolute-form target with an empty path (`http://h?q`) has a path of
+/// `/` but text without it, which HTTP/2's `:path` would carry as is.
 fn upstream_target(uri: &Uri, path: &str) -> Result<http::uri::PathAndQuery, ProxyError> {
-    if let Some(target) = uri.path_and_query().filter(|target| target.path() == path) {
+    if let Some(target) = uri.path_and_query().filter(|target| target.path() == path && target.as_str().starts_with('/')) {
         return Ok(target.clone());
     }
     let target = match uri.query() {
@@ -316,6 +325,14 @@ mod tests {
         assert_eq!(strip_prefix("/users", "/users"), "/");
         assert_eq!(strip_prefix("/users/", "/users"), "/");
         assert_eq!(strip_prefix("/any/path", "/"), "/any/path");
+    }
+
+    #[test]
+    fn forwarded_target_starts_with_a_slash() {
+        let uri: Uri = "http://example.com?q=1".parse().unwrap();
+        assert_eq!(forwarded_target(&uri, "/", "/", false).unwrap().as_str(), "/?q=1");
+        let uri: Uri = "/users/7?q=1".parse().unwrap();
+        assert_eq!(forwarded_target(&uri, "/users/7", "/users", true).unwrap().as_str(), "/7?q=1");
     }
 
     #[test]
