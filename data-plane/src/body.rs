@@ -51,6 +51,12 @@ impl UpstreamBody {
     }
 }
 
+/// Reading the client's request body failed (it was malformed, too large
+/// or cut short): the client's fault, whatever the upstream call reports.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body could not be read: {0}")]
+pub struct ClientBodyError(#[source] BoxError);
+
 /// Whether an upload's last read of the client's body found nothing yet: a
 /// request that times out then was held up by its client (`408`), not by
 /// the upstream, and never counts against a target.
@@ -74,7 +80,7 @@ impl Body for UpstreamBody {
                 if let Some(waiting) = waiting {
                     waiting.0.store(frame.is_pending(), Ordering::Relaxed);
                 }
-                frame
+                frame.map_err(|error| Box::new(ClientBodyError(error)) as BoxError)
             }
             Self::Kept(body) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
         }

@@ -258,9 +258,9 @@ pub async fn serve_proxy(
             let checked = verdicts.clone();
             let service = service_fn(move |request| {
                 let (node, peer, in_flight) = (node.clone(), peer.clone(), requests.start());
-                let refused = checked.next_request();
+                let verdict = checked.next_request();
                 async move {
-                    let response = crate::proxy::handle(node, request, &peer, secure, refused).await;
+                    let response = crate::proxy::handle(node, request, &peer, secure, verdict).await;
                     Ok::<_, Infallible>(response.map(|body| Counted::new(body, in_flight)))
                 }
             });

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 pub use db::TestDb;
 pub use jwt::TestIdp;
 pub use node::TestNode;
-pub use process::{ControlPlane, DataPlane, free_port};
+pub use process::{ControlPlane, DataPlane, free_port, serve_config, serve_service};
 pub use proxy::TcpProxy;
 pub use relay::TamperingRelay;
 pub use upstream::TestUpstream;

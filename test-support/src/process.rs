@@ -265,3 +265,24 @@ impl Drop for DataPlane {
         let _ = self.child.wait();
     }
 }
+
+/// A control plane on a throwaway SQLite store serving `config` as the
+/// default gateway, and a data plane (with `flags`) that has applied it.
+pub async fn serve_config(config: &serde_json::Value, flags: &[&str]) -> (crate::TestDb, ControlPlane, DataPlane) {
+    let db = crate::TestDb::sqlite();
+    let cp = ControlPlane::start(&db.url).await;
+    let response = cp.admin(reqwest::Method::PUT, "/api/v1/gateways/default/config").json(config).send().await.expect("PUT config");
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.expect("a JSON answer");
+    assert_eq!(status, reqwest::StatusCode::OK, "PUT config: {body}");
+    let version = body["version"].as_u64().expect("the version published");
+    let dp = DataPlane::start_with_flags(&cp.grpc_url, &cp.cluster_token, "dp", flags).await;
+    dp.wait_for_version(version).await;
+    (db, cp, dp)
+}
+
+/// Like [`serve_config`] for one service, named `app`, behind a catch-all route.
+pub async fn serve_service(service: serde_json::Value) -> (crate::TestDb, ControlPlane, DataPlane) {
+    let config = serde_json::json!({"services": [service], "routes": [{"name": "r", "service": "app", "paths": ["/"]}]});
+    serve_config(&config, &[]).await
+}

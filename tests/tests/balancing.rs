@@ -5,21 +5,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use portico_test_support::{ControlPlane, DataPlane, TestDb, TestUpstream};
-use reqwest::{Method, StatusCode};
+use portico_test_support::{DataPlane, TestUpstream, serve_service};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-async fn serve(service: Value) -> (TestDb, ControlPlane, DataPlane) {
-    let db = TestDb::sqlite();
-    let cp = ControlPlane::start(&db.url).await;
-    let config = json!({"services": [service], "routes": [{"name": "r", "service": "app", "paths": ["/"]}]});
-    let response = cp.admin(Method::PUT, "/api/v1/gateways/default/config").json(&config).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK, "{}", response.text().await.unwrap());
-    let version = response.json::<Value>().await.unwrap()["version"].as_u64().unwrap();
-    let dp = DataPlane::start(&cp.grpc_url, &cp.cluster_token, "default", "dp", None).await;
-    dp.wait_for_version(version).await;
-    (db, cp, dp)
-}
 
 /// Which upstream answered a GET with `headers`.
 async fn served_by(dp: &DataPlane, headers: &[(&str, &str)]) -> String {
@@ -37,7 +25,7 @@ async fn consistent_hashing_keeps_each_client_on_one_target() {
     let (a, b) = (TestUpstream::start("a").await, TestUpstream::start("b").await);
     let service = json!({"name": "app", "load_balancing": "consistent_hash", "hash_on": "header:x-user",
         "targets": [{"url": a.url()}, {"url": b.url()}]});
-    let (_db, _cp, dp) = serve(service).await;
+    let (_db, _cp, dp) = serve_service(service).await;
     let mut owner = HashMap::new();
     for round in 0..3 {
         for user in 0..20 {
@@ -56,7 +44,7 @@ async fn least_requests_and_round_robin_spread_by_weight() {
     for balancing in ["round_robin", "least_requests"] {
         let service = json!({"name": "app", "load_balancing": balancing,
             "targets": [{"url": a.url(), "weight": 300}, {"url": b.url(), "weight": 100}]});
-        let (_db, _cp, dp) = serve(service).await;
+        let (_db, _cp, dp) = serve_service(service).await;
         let mut counts = HashMap::new();
         for _ in 0..200 {
             *counts.entry(served_by(&dp, &[]).await).or_insert(0) += 1;
@@ -80,7 +68,7 @@ async fn active_checks_eject_a_killed_target_and_readmit_it_when_it_recovers() {
     let health =
         json!({"active": {"path": "/health", "interval_ms": 200, "timeout_ms": 150, "healthy_threshold": 2, "unhealthy_threshold": 2}});
     let service = json!({"name": "app", "health_check": health, "targets": [{"url": a.url()}, {"url": b.url()}]});
-    let (_db, _cp, dp) = serve(service).await;
+    let (_db, _cp, dp) = serve_service(service).await;
     assert_eq!(outcome(&dp).await.0, StatusCode::OK);
 
     b.stop();
@@ -112,7 +100,7 @@ async fn passive_checks_eject_failing_targets_and_all_down_answers_503_at_once()
     let (a, b) = (TestUpstream::start("a").await, TestUpstream::start("b").await);
     let health = json!({"passive": {"consecutive_failures": 3, "base_ejection_ms": 60000}});
     let service = json!({"name": "app", "health_check": health, "targets": [{"url": a.url()}, {"url": b.url()}]});
-    let (_db, _cp, dp) = serve(service).await;
+    let (_db, _cp, dp) = serve_service(service).await;
 
     b.stop();
     let mut seen = Vec::new();
@@ -140,7 +128,7 @@ async fn passive_checks_eject_failing_targets_and_all_down_answers_503_at_once()
 async fn a_failing_target_opens_its_circuit_and_the_gateway_fails_fast_until_a_probe_succeeds() {
     let upstream = TestUpstream::start("a").await;
     let breaker = json!({"failure_rate_percent": 50, "min_requests": 4, "window_ms": 10000, "open_ms": 1000, "half_open_probes": 1});
-    let (_db, _cp, dp) = serve(json!({"name": "app", "circuit_breaker": breaker, "targets": [{"url": upstream.url()}]})).await;
+    let (_db, _cp, dp) = serve_service(json!({"name": "app", "circuit_breaker": breaker, "targets": [{"url": upstream.url()}]})).await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let get = |path: &'static str| {
         let (client, url) = (client.clone(), format!("{}{path}", dp.proxy_url));
@@ -171,7 +159,7 @@ async fn retries_hide_a_dead_target_from_gets_and_never_repeat_a_post() {
     let alive = TestUpstream::start("a").await;
     let dead = format!("http://127.0.0.1:{}", portico_test_support::free_port());
     let retries = json!({"attempts": 2, "on": ["connect-failure"]});
-    let (_db, _cp, dp) = serve(json!({"name": "app", "retries": retries, "targets": [{"url": alive.url()}, {"url": dead}]})).await;
+    let (_db, _cp, dp) = serve_service(json!({"name": "app", "retries": retries, "targets": [{"url": alive.url()}, {"url": dead}]})).await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     for i in 0..10 {
         let response = client.get(format!("{}/get/{i}", dp.proxy_url)).send().await.unwrap();

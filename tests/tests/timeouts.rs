@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use portico_test_support::{ControlPlane, DataPlane, TestDb};
-use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use portico_test_support::serve_config;
+use reqwest::StatusCode;
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -27,23 +27,12 @@ async fn stalling_upstream() -> String {
     url
 }
 
-async fn serve(config: Value, flags: &[&str]) -> (TestDb, ControlPlane, DataPlane) {
-    let db = TestDb::sqlite();
-    let cp = ControlPlane::start(&db.url).await;
-    let response = cp.admin(Method::PUT, "/api/v1/gateways/default/config").json(&config).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let version = response.json::<Value>().await.unwrap()["version"].as_u64().unwrap();
-    let dp = DataPlane::start_with_flags(&cp.grpc_url, &cp.cluster_token, "dp", flags).await;
-    dp.wait_for_version(version).await;
-    (db, cp, dp)
-}
-
 #[tokio::test]
 async fn an_upstream_that_stalls_mid_body_is_cut_after_idle_ms() {
     let upstream = stalling_upstream().await;
     let config = json!({"services": [{"name": "app", "targets": [{"url": upstream}], "timeouts": {"idle_ms": 500}}],
         "routes": [{"name": "r", "service": "app", "paths": ["/"]}]});
-    let (_db, _cp, dp) = serve(config, &[]).await;
+    let (_db, _cp, dp) = serve_config(&config, &[]).await;
     let response = reqwest::Client::builder().no_proxy().build().unwrap().get(format!("{}/x", dp.proxy_url)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK, "the headers came in time");
     let started = Instant::now();
@@ -55,7 +44,7 @@ async fn an_upstream_that_stalls_mid_body_is_cut_after_idle_ms() {
 #[tokio::test]
 async fn a_silent_http2_client_connection_is_closed() {
     let config = json!({"services": [], "routes": []});
-    let (_db, _cp, dp) = serve(config, &["--client-idle-timeout-ms", "2000"]).await;
+    let (_db, _cp, dp) = serve_config(&config, &["--client-idle-timeout-ms", "2000"]).await;
     let mut stream = TcpStream::connect(dp.proxy_url.trim_start_matches("http://")).await.unwrap();
     // The HTTP/2 preface and an empty SETTINGS frame, then nothing.
     stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.unwrap();

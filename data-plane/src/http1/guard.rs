@@ -12,13 +12,28 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{Fault, Scanner, Side, Violation};
 
-/// The request heads of one client connection that broke a rule.
+/// What the scanner found of one client connection's requests.
 #[derive(Debug, Default)]
 pub struct Verdicts {
     /// The first bad head's position and rule (nothing after it is checked).
     first_bad: OnceLock<(u64, Violation)>,
+    /// The position of the request that asked for an upgrade (nothing after
+    /// it is checked).
+    upgrade: OnceLock<u64>,
     /// Requests handed to the proxy so far.
     served: AtomicU64,
+}
+
+/// The verdict on one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Its head keeps the rules; the connection may go on.
+    Pass,
+    /// Its head broke a rule: answer it with an error and close.
+    Refuse(Violation),
+    /// It asks for an upgrade, past which the bytes are not checked: unless
+    /// it is answered `101`, close the connection after it.
+    Upgrade,
 }
 
 impl Verdicts {
@@ -28,10 +43,15 @@ impl Verdicts {
 
     /// The verdict on the connection's next request: call once per request,
     /// in the order they come (HTTP/1 serves them one after another).
-    /// `Some` means answer it with an error and close the connection.
-    pub fn next_request(&self) -> Option<Violation> {
+    pub fn next_request(&self) -> Verdict {
         let index = self.served.fetch_add(1, Ordering::Relaxed);
-        self.first_bad.get().filter(|(bad, _)| *bad <= index).map(|(_, violation)| *violation)
+        if let Some((_, violation)) = self.first_bad.get().filter(|(bad, _)| *bad <= index) {
+            return Verdict::Refuse(*violation);
+        }
+        if self.upgrade.get().is_some_and(|upgrade| *upgrade <= index) {
+            return Verdict::Upgrade;
+        }
+        Verdict::Pass
     }
 }
 
@@ -107,7 +127,11 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
         {
             this.scanner.expect_response(head);
         }
-        match this.scanner.feed(&buf.filled()[before..]) {
+        let fed = this.scanner.feed(&buf.filled()[before..]);
+        if let (Link::Client(verdicts), Some(upgrade)) = (&this.link, this.scanner.upgrade_request()) {
+            let _ = verdicts.upgrade.set(upgrade);
+        }
+        match fed {
             Ok(()) => Poll::Ready(Ok(())),
             Err(Fault::Head { index, violation }) => {
                 if let Link::Client(verdicts) = &this.link {

@@ -38,8 +38,8 @@ mod chunked;
 mod guard;
 mod head;
 
-pub use guard::{Exchange, Guarded, Verdicts};
-pub use head::{Side, Violation, disguised, same_but_separators};
+pub use guard::{Exchange, Guarded, Verdict, Verdicts};
+pub use head::{Side, Violation, disguised, same_but_separators, strip_prefix_but_separators};
 
 use self::chunked::Chunked;
 use self::head::Framing;
@@ -83,6 +83,9 @@ pub struct Scanner {
     head_request: bool,
     /// Upstream side: a response is awaited.
     awaiting: bool,
+    /// Client side: the request head that asked for an upgrade, past which
+    /// nothing is checked.
+    upgrade: Option<u64>,
 }
 
 /// What a fed read turned out to hold.
@@ -98,7 +101,7 @@ pub enum Fault {
 
 impl Scanner {
     pub fn new(side: Side) -> Self {
-        Self { side, state: State::Head, head: Vec::new(), heads: 0, head_request: false, awaiting: false }
+        Self { side, state: State::Head, head: Vec::new(), heads: 0, head_request: false, awaiting: false, upgrade: None }
     }
 
     /// Upstream side: a request was sent, its response is next (`head_request`:
@@ -106,6 +109,23 @@ impl Scanner {
     pub fn expect_response(&mut self, head_request: bool) {
         self.awaiting = true;
         self.head_request = head_request;
+    }
+
+    /// Request heads complete so far (what the fuzz target compares with
+    /// another parser).
+    pub fn heads(&self) -> u64 {
+        self.heads
+    }
+
+    /// The request (by position, from 0) that asked for an upgrade, after
+    /// which the scanner checks nothing.
+    pub fn upgrade_request(&self) -> Option<u64> {
+        self.upgrade
+    }
+
+    /// Whether the next byte starts a new message (or leading empty lines).
+    pub fn between_messages(&self) -> bool {
+        matches!(self.state, State::Head) && self.head.is_empty()
     }
 
     /// Takes the next bytes of the stream.
@@ -201,6 +221,10 @@ impl Scanner {
             Framing::Length(length) => State::Length(length),
             Framing::Chunked => State::Chunked(Chunked::new()),
             Framing::Opaque => State::Done,
+            Framing::Upgrade => {
+                self.upgrade = Some(self.heads - 1);
+                State::Done
+            }
         };
         Ok(())
     }

@@ -50,7 +50,6 @@ fn refuses_framing_that_parsers_read_two_ways() {
         (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", Violation::LengthAndChunked),
         (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n", Violation::TransferEncoding),
         (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", Violation::TransferEncoding),
-        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n", Violation::HeaderName),
         (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", Violation::TransferEncodingOnHttp10),
         (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", Violation::DuplicateContentLength),
         (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\nx", Violation::ContentLength),
@@ -58,10 +57,7 @@ fn refuses_framing_that_parsers_read_two_ways() {
         (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", Violation::ContentLength),
         (b"GET / HTTP/1.1\nHost: a\n\n", Violation::BareLf),
         (b"GET / HTTP/1.1\r\nHost: a\r\nX: y\nTransfer-Encoding: chunked\r\n\r\n", Violation::BareLf),
-        (b"GET / HTTP/1.1\r\nHost: a\r\nX: y\rZ\r\n\r\n", Violation::BareCr),
         (b"GET / HTTP/1.1\r\nHost: a\r\nX: y\r\n z\r\n\r\n", Violation::ObsFold),
-        (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n", Violation::HeaderValue),
-        (b"GET / HTTP/1.1\r\nHost: a\r\n: empty\r\n\r\n", Violation::HeaderName),
         (b"GET / HTTP/1.1\r\nHost: a\r\nno colon\r\n\r\n", Violation::HeaderName),
         (b"GET / HTTP/1.1\r\n\r\n", Violation::MissingHost),
         (b"POST / HTTP/1.1\r\nHost: a\r\nContent_Length: 5\r\n\r\nhello", Violation::DisguisedFraming),
@@ -69,13 +65,26 @@ fn refuses_framing_that_parsers_read_two_ways() {
         (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Violation::DuplicateHost),
         (b"GET / HTTP/1.1\r\nHost: a b@evil/x\r\n\r\n", Violation::Host),
         (b"GET / HTTP/1.1\r\nHost: a:99999x\r\n\r\n", Violation::Host),
-        (b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", Violation::RequestLine),
         (b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", Violation::RequestLine),
         (b"GET /\r\n\r\n", Violation::RequestLine),
         (b"XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXGET / HTTP/1.1\r\nHost: a\r\n\r\n", Violation::RequestLine),
     ];
     for (request, expected) in cases {
         assert_eq!(head_fault(request), Some((0, *expected)), "{}", String::from_utf8_lossy(request));
+    }
+}
+
+/// Left to hyper's parser, which refuses them itself (a bare `400` and a
+/// close): the scanner need not look at every byte twice.
+#[test]
+fn leaves_byte_level_syntax_to_hyper() {
+    for request in [
+        b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n".as_slice(),
+        b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: y\rZ\r\n\r\n",
+    ] {
+        assert_eq!(scan(request), Ok(()), "{}", String::from_utf8_lossy(request));
     }
 }
 
@@ -179,6 +188,24 @@ fn follows_responses_and_refuses_what_was_not_asked_for() {
     assert_eq!(upstream_after(false, &huge), Err(Fault::Stream { at: 0, violation: Violation::HeadTooLarge }));
 }
 
+/// Pieces of HTTP/1 messages for the generated streams.
+const FRAGMENTS: &[&[u8]] = &[
+    b"GET / HTTP/1.1\r\n",
+    b"HTTP/1.1 200 OK\r\n",
+    b"HTTP/1.1 100 Continue\r\n",
+    b"Host: a\r\n",
+    b"Content-Length: 3\r\n",
+    b"Transfer-Encoding: chunked\r\n",
+    b"Upgrade: websocket\r\n",
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b"3\r\nabc\r\n",
+    b"0\r\n\r\n",
+    b";a=\"b\"",
+    b"X: y",
+];
+
 /// Feeds `bytes` split at `cuts`, stopping at the first fault.
 fn scan_split(bytes: &[u8], cuts: &[usize]) -> Result<(), Fault> {
     let mut scanner = Scanner::new(Side::Client);
@@ -217,9 +244,19 @@ proptest! {
         prop_assert_eq!(verdict(scan_split(&stream, &cuts)), verdict(scan(&stream)));
     }
 
-    /// Arbitrary bytes never make the scanner panic.
+    /// Streams of HTTP/1 fragments and arbitrary bytes never make the
+    /// scanner panic, on either side.
     #[test]
-    fn any_bytes_are_scanned_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..512), cuts in proptest::collection::vec(0usize..512, 0..4)) {
+    fn any_stream_is_scanned_without_panicking(
+        pieces in proptest::collection::vec(prop_oneof![
+            any::<u8>().prop_map(|b| vec![b]),
+            proptest::sample::select(FRAGMENTS).prop_map(<[u8]>::to_vec),
+        ], 0..96),
+        cuts in proptest::collection::vec(0usize..2048, 0..4),
+        head_request in any::<bool>(),
+    ) {
+        let bytes = pieces.concat();
         let _ = scan_split(&bytes, &cuts);
+        let _ = upstream_after(head_request, &bytes);
     }
 }

@@ -7,7 +7,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 use crate::error::ProxyError;
-use crate::http1::{disguised, same_but_separators};
+use crate::http1::{disguised, same_but_separators, strip_prefix_but_separators};
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 static HOP_BY_HOP: [HeaderName; 8] = [
@@ -21,18 +21,12 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHORIZATION,
 ];
 
-/// Headers that frame a message or that the gateway sets, dropped when a
-/// client spells them with `_` or `.` for `-` ([`strip_spoofed`]).
-const DISGUISED: [&str; 17] = [
-    "transfer-encoding",
+/// Headers, besides the hop-by-hop ones, that frame a message or that the
+/// gateway sets: dropped, like those, when a client spells them with other
+/// separators ([`strip_spoofed`]).
+const FRAMING_AND_FORWARDING: [&str; 10] = [
     "content-length",
     "host",
-    "connection",
-    "upgrade",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
     "expect",
     "forwarded",
     "x-forwarded-for",
@@ -137,8 +131,9 @@ pub fn check_limits(headers: &HeaderMap) -> Result<(), ProxyError> {
 /// Removes client-sent headers that pose as one only the gateway or HTTP
 /// framing may set: every copy of an identity header, whatever its case and
 /// whether it uses `-`, `_` or `.` (`X_Consumer_ID`, `x.user.id`), any other
-/// `x-consumer-*` header, and a [`DISGUISED`] name spelled with `_` or `.`
-/// (`Transfer_Encoding`, `X_Forwarded_For`), which servers that map those
+/// `x-consumer-*` header, and a hop-by-hop or [`FRAMING_AND_FORWARDING`]
+/// name spelled with other separators (`Proxy_Authorization`,
+/// `X_Forwarded__For`), which servers that map `_` or `.`
 /// to `-` (CGI-style frameworks) would take for the real one. Other names
 /// with `_` pass (unlike nginx's default, which drops them all: APIs do use
 /// headers such as `api_key`).
@@ -146,8 +141,13 @@ pub fn strip_spoofed(headers: &mut HeaderMap) {
     let spoofed = |name: &HeaderName| {
         let name = name.as_str().as_bytes();
         IDENTITY.iter().any(|identity| same_but_separators(name, identity.as_bytes()))
-            || name.get(..11).is_some_and(|prefix| same_but_separators(prefix, b"x-consumer-"))
-            || (disguised(name) && DISGUISED.iter().any(|meaningful| same_but_separators(name, meaningful.as_bytes())))
+            || strip_prefix_but_separators(name, b"x-consumer-").is_some()
+            || (disguised(name)
+                && HOP_BY_HOP
+                    .iter()
+                    .map(HeaderName::as_str)
+                    .chain(FRAMING_AND_FORWARDING)
+                    .any(|meaningful| same_but_separators(name, meaningful.as_bytes())))
     };
     if !headers.keys().any(spoofed) {
         return;
@@ -283,6 +283,8 @@ mod tests {
             ("x_request_id", "forged"),
             ("transfer---encoding", "chunked"),
             ("x-forwarded__for", "6.6.6.6"),
+            ("proxy_authorization", "Basic x"),
+            ("x__consumer_foo", "1"),
             ("api_key", "kept"),
             ("content-length", "0"),
         ]);

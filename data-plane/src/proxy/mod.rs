@@ -25,7 +25,7 @@ use self::headers::Peer;
 use crate::auth::Identity;
 use crate::body::ResponseBody;
 use crate::error::ProxyError;
-use crate::http1::Violation;
+use crate::http1::{Verdict, Violation};
 use crate::metrics::RouteMetrics;
 use crate::ratelimit::{self, RequestFacts};
 use crate::router::normalize_path;
@@ -33,21 +33,23 @@ use crate::runtime::RouteEntry;
 use crate::state::NodeState;
 
 /// Handles one request from `peer`. Never fails: errors become responses.
-/// `secure`: the request came over TLS. `refused`: its head broke a rule of
-/// the HTTP/1 wire ([`crate::http1`]), so it is answered here and the
-/// connection closed.
+/// `secure`: the request came over TLS. `verdict`: what the HTTP/1 wire
+/// guard ([`crate::http1`]) found of its head: a request that broke a rule
+/// is answered here, and it or an upgrade request that gets no `101` (past
+/// which the guard checks nothing) closes the connection, so no byte sent
+/// after it is read as a request.
 pub async fn handle(
     node: Arc<NodeState>,
     request: Request<Incoming>,
     peer: &Peer,
     secure: bool,
-    refused: Option<Violation>,
+    verdict: Verdict,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
-    // Past an upgrade request's head the wire guard checks nothing, so a
-    // refused upgrade closes the connection: bytes sent after it are never
-    // read as requests.
-    let closes = refused.is_some() || asks_upgrade(&request);
+    let refused = match verdict {
+        Verdict::Refuse(violation) => Some(violation),
+        Verdict::Pass | Verdict::Upgrade => None,
+    };
     let request_id = headers::request_id(request.headers());
     let span = tracing::debug_span!(
         "request",
@@ -71,7 +73,7 @@ pub async fn handle(
     .await;
     response.headers_mut().insert(headers::REQUEST_ID, request_id);
     let status = response.status();
-    if closes && status != StatusCode::SWITCHING_PROTOCOLS {
+    if verdict != Verdict::Pass && status != StatusCode::SWITCHING_PROTOCOLS {
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     span.record("status", status.as_u16());
@@ -167,13 +169,6 @@ async fn forward(
     }
     let idle = route.upstream.idle_timeout;
     Ok((response.map(|body| ResponseBody::upstream(body, idle, lease)), route.metrics.clone()))
-}
-
-/// Whether hyper takes an HTTP/1 request for an upgrade (any `Upgrade`
-/// header, or `CONNECT`), whatever the proxy then does with it.
-fn asks_upgrade(request: &Request<Incoming>) -> bool {
-    request.version() == http::Version::HTTP_11
-        && (request.method() == http::Method::CONNECT || request.headers().contains_key(header::UPGRADE))
 }
 
 /// What a rate limit may key a request of `route` on.

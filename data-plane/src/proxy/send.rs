@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use super::retry::{MAX_KEPT_BODY, Outcome};
-use crate::body::{ClientWait, UpstreamBody};
+use crate::body::{ClientBodyError, ClientWait, UpstreamBody};
 use crate::error::ProxyError;
 use crate::runtime::RouteEntry;
 use crate::upstream::{Lease, Picked, SendError, Unavailable, Upstream};
@@ -149,12 +149,12 @@ async fn keep(body: Incoming, limit: usize, max_body: u64) -> Result<Kept, Proxy
     Ok(Kept::Whole(collected.to_bytes()))
 }
 
-/// The client's fault when a try failed because of its request body, not
-/// because of the target: too large (`413`), malformed on the wire (a bad
-/// chunk), or cut short (the client went away mid-upload): `400`.
+/// The client's fault when a try failed because reading its request body
+/// failed, not because of the target: too large (`413`), malformed on the
+/// wire (a bad chunk), or cut short (the client went away mid-upload): `400`.
 fn client_fault(error: &SendError, max_body: u64) -> Option<ProxyError> {
     let mut chain = std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |e| e.source());
-    if !chain.any(|e| e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_user)) {
+    if !chain.any(|e| e.is::<ClientBodyError>()) {
         return None;
     }
     for e in chain {
@@ -165,7 +165,7 @@ fn client_fault(error: &SendError, max_body: u64) -> Option<ProxyError> {
             return Some(ProxyError::Malformed(violation));
         }
     }
-    Some(ProxyError::BadRequest("the request body was cut short"))
+    Some(ProxyError::BadRequest("the request body is malformed or was cut short"))
 }
 
 fn request(
