@@ -25,8 +25,6 @@ pub enum Violation {
     StatusLine,
     #[error("a header line is folded (obs-fold)")]
     ObsFold,
-    #[error("a header line has no colon")]
-    HeaderName,
     #[error("Content-Length is sent more than once")]
     DuplicateContentLength,
     #[error("Content-Length is not a number")]
@@ -83,17 +81,23 @@ const MAX_LEADING_EMPTY_LINES: usize = 4;
 /// has 17 bytes): a long one is more likely a body the client meant to send.
 const MAX_METHOD: usize = 32;
 
-/// Finds the end of the head at the start of `buf`, checking line ends
-/// from `from` on (what is before was checked already). Returns the head's
-/// span (past leading empty lines, through its final `CRLF CRLF`), or
-/// `None` when it is not complete yet.
-pub(super) fn find_end(buf: &[u8], from: usize, side: Side) -> Result<Option<Range<usize>>, Violation> {
+/// Where a head starts in `buf`: past the leading empty lines a request may have.
+fn leading_empty_lines(buf: &[u8], side: Side) -> usize {
     let mut start = 0;
     if side == Side::Client {
         while start < 2 * MAX_LEADING_EMPTY_LINES && buf[start..].starts_with(b"\r\n") {
             start += 2;
         }
     }
+    start
+}
+
+/// Finds the end of the head at the start of `buf`, checking line ends
+/// from `from` on (what is before was checked already). Returns the head's
+/// span (past leading empty lines, through its final `CRLF CRLF`), or
+/// `None` when it is not complete yet.
+pub(super) fn find_end(buf: &[u8], from: usize, side: Side) -> Result<Option<Range<usize>>, Violation> {
+    let start = leading_empty_lines(buf, side);
     // A bare CR is left to hyper's parser, which refuses it anywhere in a head.
     for at in memchr::memchr_iter(b'\n', &buf[from.max(start)..]) {
         let at = at + from.max(start);
@@ -107,17 +111,41 @@ pub(super) fn find_end(buf: &[u8], from: usize, side: Side) -> Result<Option<Ran
     Ok(None)
 }
 
-/// The lines of a head found by [`find_end`], without their `CRLF`s: the
-/// start line, then the header lines.
-fn lines(head: &[u8]) -> impl Iterator<Item = &[u8]> {
-    // Drops the final CRLF CRLF, so the last line is the last header.
-    let body = &head[..head.len() - 4];
-    let mut start = 0;
-    memchr::memchr_iter(b'\n', body).chain([body.len() + 1]).map(move |end| {
-        let line = &body[start..end - 1];
-        start = end + 1;
-        line
-    })
+/// A complete head, read in one pass.
+#[derive(Debug)]
+pub(super) struct Head<'a> {
+    /// Its bytes in the buffer read (past leading empty lines, through the
+    /// final `CRLF CRLF`).
+    pub(super) span: Range<usize>,
+    /// The request or status line.
+    start_line: &'a [u8],
+    fields: Fields<'a>,
+}
+
+/// Reads the head at the start of `buf`, line by line in one pass, with
+/// the same line rules as [`find_end`]; `None` while it is not complete.
+pub(super) fn read(buf: &[u8], side: Side) -> Result<Option<Head<'_>>, Violation> {
+    let start = leading_empty_lines(buf, side);
+    let (mut line_start, mut start_line, mut fields) = (start, None, Fields::default());
+    for at in memchr::memchr_iter(b'\n', &buf[start..]) {
+        let at = at + start;
+        if at == 0 || buf[at - 1] != b'\r' {
+            return Err(Violation::BareLf);
+        }
+        let line = &buf[line_start..at - 1];
+        line_start = at + 1;
+        match start_line {
+            None => start_line = Some(line),
+            Some(start_line) if line.is_empty() => {
+                if fields.chunked && fields.content_length.is_some() {
+                    return Err(Violation::LengthAndChunked);
+                }
+                return Ok(Some(Head { span: start..at + 1, start_line, fields }));
+            }
+            Some(_) => fields.add(line)?,
+        }
+    }
+    Ok(None)
 }
 
 /// The framing headers of a head, each checked for its syntax.
@@ -129,56 +157,56 @@ struct Fields<'a> {
     upgrade: bool,
 }
 
-fn fields<'a>(header_lines: impl Iterator<Item = &'a [u8]>) -> Result<Fields<'a>, Violation> {
-    let mut fields = Fields::default();
-    for line in header_lines {
-        if matches!(line.first(), Some(b' ' | b'\t')) {
-            return Err(Violation::ObsFold);
+impl<'a> Fields<'a> {
+    /// Takes one header line.
+    fn add(&mut self, line: &'a [u8]) -> Result<(), Violation> {
+        match line.first() {
+            Some(b' ' | b'\t') => return Err(Violation::ObsFold),
+            // Only these letters start a name that frames a message (or
+            // spells one with other separators): most lines stop here.
+            Some(b'c' | b'C' | b't' | b'T' | b'h' | b'H' | b'u' | b'U') => {}
+            _ => return Ok(()),
         }
-        // Names of other than token characters and values with control
-        // bytes are refused by hyper's parser, before any of this counts.
-        let colon = memchr::memchr(b':', line).ok_or(Violation::HeaderName)?;
+        // A line without a colon, names of other than token characters and
+        // values with control bytes are refused by hyper's parser itself.
+        let Some(colon) = memchr::memchr(b':', line) else { return Ok(()) };
         let (name, value) = (&line[..colon], || trim(&line[colon + 1..]));
         match name.len() {
             14 if name.eq_ignore_ascii_case(b"content-length") => {
-                if fields.content_length.is_some() {
+                if self.content_length.is_some() {
                     return Err(Violation::DuplicateContentLength);
                 }
-                fields.content_length = Some(content_length(value())?);
+                self.content_length = Some(content_length(value())?);
             }
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
-                if fields.chunked {
+                if self.chunked {
                     return Err(Violation::DuplicateTransferEncoding);
                 }
                 if !value().eq_ignore_ascii_case(b"chunked") {
                     return Err(Violation::TransferEncoding);
                 }
-                fields.chunked = true;
+                self.chunked = true;
             }
             4 if name.eq_ignore_ascii_case(b"host") => {
-                if fields.host.is_some() {
+                if self.host.is_some() {
                     return Err(Violation::DuplicateHost);
                 }
-                fields.host = Some(value());
+                self.host = Some(value());
             }
-            7 if name.eq_ignore_ascii_case(b"upgrade") => fields.upgrade = true,
+            7 if name.eq_ignore_ascii_case(b"upgrade") => self.upgrade = true,
             14.. if disguised(name) && ["content-length", "transfer-encoding"].iter().any(|f| same_but_separators(name, f.as_bytes())) => {
                 return Err(Violation::DisguisedFraming);
             }
             _ => {}
         }
+        Ok(())
     }
-    if fields.chunked && fields.content_length.is_some() {
-        return Err(Violation::LengthAndChunked);
-    }
-    Ok(fields)
 }
 
 /// Checks a request head; `first`: the connection's first (where the
 /// HTTP/2 preface may come).
-pub(super) fn request(head: &[u8], first: bool) -> Result<Framing, Violation> {
-    let mut lines = lines(head);
-    let request_line = lines.next().unwrap_or_default();
+pub(super) fn request(head: &Head<'_>, first: bool) -> Result<Framing, Violation> {
+    let (request_line, fields) = (head.start_line, &head.fields);
     if first && request_line == b"PRI * HTTP/2.0" {
         return Ok(Framing::Opaque);
     }
@@ -195,7 +223,6 @@ pub(super) fn request(head: &[u8], first: bool) -> Result<Framing, Violation> {
     if method.is_empty() || method.len() > MAX_METHOD || !method.iter().all(|b| is_token(*b)) || target.is_empty() {
         return Err(Violation::RequestLine);
     }
-    let fields = fields(lines)?;
     match fields.host {
         Some(host) if !valid_host(host) => return Err(Violation::Host),
         None if !http10 => return Err(Violation::MissingHost),
@@ -216,9 +243,8 @@ pub(super) fn request(head: &[u8], first: bool) -> Result<Framing, Violation> {
 }
 
 /// Checks a response head; `to_head`: it answers a `HEAD` request.
-pub(super) fn response(head: &[u8], to_head: bool) -> Result<Framing, Violation> {
-    let mut lines = lines(head);
-    let status_line = lines.next().unwrap_or_default();
+pub(super) fn response(head: &Head<'_>, to_head: bool) -> Result<Framing, Violation> {
+    let (status_line, fields) = (head.start_line, &head.fields);
     let code = match status_line {
         [b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'0' | b'1', b' ', code @ ..] if code.len() >= 3 => &code[..3],
         _ => return Err(Violation::StatusLine),
@@ -228,7 +254,6 @@ pub(super) fn response(head: &[u8], to_head: bool) -> Result<Framing, Violation>
     if !code.iter().all(u8::is_ascii_digit) || code[0] == b'0' || !valid_reason {
         return Err(Violation::StatusLine);
     }
-    let fields = fields(lines)?;
     Ok(match code {
         b"101" => Framing::Opaque,
         [b'1', ..] => Framing::Interim,
@@ -282,7 +307,14 @@ fn valid_host(host: &[u8]) -> bool {
 /// Whether a name may spell another with other separators: it has a `_`,
 /// a `.` or a `--`.
 pub fn disguised(name: &[u8]) -> bool {
-    name.iter().any(|b| matches!(b, b'_' | b'.')) || name.windows(2).any(|pair| pair == b"--")
+    let mut previous = 0;
+    for &b in name {
+        if b == b'_' || b == b'.' || (b == b'-' && previous == b'-') {
+            return true;
+        }
+        previous = b;
+    }
+    false
 }
 
 /// Equal, taking any run of `-`, `_` and `.` in `name` for a `-` of

@@ -170,9 +170,9 @@ impl Scanner {
             Side::Upstream => MAX_RESPONSE_HEAD,
         };
         if self.head.is_empty() {
-            // The usual case: the whole head in one read, checked in place.
-            return match head::find_end(bytes, 0, self.side) {
-                Ok(Some(span)) => self.head_done(&bytes[span.clone()], at).map(|()| span.end),
+            // The usual case: the whole head in one read, read in place.
+            return match head::read(bytes, self.side) {
+                Ok(Some(head)) => self.head_done(&head, at).map(|()| head.span.end),
                 Ok(None) if bytes.len() > limit => Err(self.head_fault(Violation::HeadTooLarge, at)),
                 Ok(None) => {
                     self.head.extend_from_slice(bytes);
@@ -185,16 +185,17 @@ impl Scanner {
         let taken = bytes.len().min((limit + 1).saturating_sub(before));
         self.head.extend_from_slice(&bytes[..taken]);
         // What was there before was checked already (but its last bytes,
-        // which may start a line end).
+        // which may start a line end); the head is read once complete.
         match head::find_end(&self.head, before.saturating_sub(3), self.side) {
-            Ok(Some(span)) => {
-                let mut head = std::mem::take(&mut self.head);
-                let done = self.head_done(&head[span.clone()], at);
-                head.clear();
-                if head.capacity() <= 16 * 1024 && done.is_ok() {
-                    self.head = head;
+            Ok(Some(_)) => {
+                // The buffer goes (a head rarely spans reads; an idle
+                // connection keeps no memory for one).
+                let buffered = std::mem::take(&mut self.head);
+                match head::read(&buffered, self.side) {
+                    Ok(Some(head)) => self.head_done(&head, at).map(|()| head.span.end - before),
+                    Ok(None) => Ok(taken), // cannot be: find_end found the end
+                    Err(violation) => Err(self.head_fault(violation, at)),
                 }
-                done.map(|()| span.end - before)
             }
             Ok(None) if self.head.len() > limit => Err(self.head_fault(Violation::HeadTooLarge, at)),
             Ok(None) => Ok(taken),
@@ -203,7 +204,7 @@ impl Scanner {
     }
 
     /// A complete head: check it and follow its body.
-    fn head_done(&mut self, head: &[u8], at: usize) -> Result<(), Fault> {
+    fn head_done(&mut self, head: &head::Head<'_>, at: usize) -> Result<(), Fault> {
         let framing = match self.side {
             Side::Client => head::request(head, self.heads == 0),
             Side::Upstream => head::response(head, self.head_request),
