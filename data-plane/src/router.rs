@@ -34,6 +34,13 @@ pub struct RouteSpec<'a> {
     pub headers: &'a std::collections::BTreeMap<String, Vec<String>>,
 }
 
+impl<'a> RouteSpec<'a> {
+    /// The conditions of `route`, at `index` of the caller's table.
+    pub fn of(index: usize, route: &'a portico_shared::model::Route) -> Self {
+        Self { index, name: &route.name, paths: &route.paths, hosts: &route.hosts, methods: &route.methods, headers: &route.headers }
+    }
+}
+
 /// A successful lookup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Match {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method};
 use portico_shared::Snapshot;
-use portico_shared::model::{Policy, Route, effective_policies};
+use portico_shared::model::{Policy, effective_policies};
 use uuid::Uuid;
 
 use crate::auth::{AuthPlan, AuthSettings, Authenticator};
@@ -160,14 +160,7 @@ impl Runtime {
                 }),
             });
         }
-        let router = Router::new(config.routes.iter().enumerate().map(|(index, route): (usize, &Route)| RouteSpec {
-            index,
-            name: &route.name,
-            paths: &route.paths,
-            hosts: &route.hosts,
-            methods: &route.methods,
-            headers: &route.headers,
-        }));
+        let router = Router::new(config.routes.iter().enumerate().map(|(index, route)| RouteSpec::of(index, route)));
         Ok(Self {
             gateway: gateway.to_owned(),
             version,

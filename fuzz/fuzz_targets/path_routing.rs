@@ -56,14 +56,7 @@ static TABLE: LazyLock<Table> = LazyLock::new(|| {
     validate::config(&mut config).expect("the route table is valid");
     let routes = config.routes;
     // As `runtime::Runtime::compile` builds it.
-    let router = Router::new(routes.iter().enumerate().map(|(index, route)| RouteSpec {
-        index,
-        name: &route.name,
-        paths: &route.paths,
-        hosts: &route.hosts,
-        methods: &route.methods,
-        headers: &route.headers,
-    }));
+    let router = Router::new(routes.iter().enumerate().map(|(index, route)| RouteSpec::of(index, route)));
     Table { routes, router }
 });
 
