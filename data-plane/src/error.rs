@@ -59,7 +59,6 @@ impl ProxyError {
             Self::NoConfig => StatusCode::SERVICE_UNAVAILABLE,
             Self::NoRoute { .. } => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Malformed(crate::http1::Violation::HeadTooLarge) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Malformed(_) => StatusCode::BAD_REQUEST,
             Self::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -78,7 +77,6 @@ impl ProxyError {
         match self {
             Self::NoConfig => "no_config",
             Self::NoRoute { .. } => "no_route",
-            Self::Malformed(crate::http1::Violation::HeadTooLarge) => "headers_too_large",
             Self::BadRequest(_) | Self::Malformed(_) => "bad_request",
             Self::ClientTimeout => "request_timeout",
             Self::BodyTooLarge { .. } => "payload_too_large",

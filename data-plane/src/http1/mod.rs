@@ -12,7 +12,7 @@
 //!
 //! - **Client side.** A request head that breaks a rule is recorded with
 //!   its position on the connection ([`Verdicts`]); the proxy answers that
-//!   request itself (`400`, or `431` for an oversized head) and closes the
+//!   request itself (`400`) and closes the
 //!   connection, so nothing after it is ever read as a request. A malformed
 //!   chunked body fails the read: the proxy answers `400`, never blaming
 //!   the upstream. After an upgrade request (`Upgrade`, `CONNECT`) or the
