@@ -24,15 +24,17 @@
 //!   client gets `502` and the connection is never reused.
 //!
 //! The rules (RFC 9112 where it says MUST, the stricter reading where it
-//! allows a choice), each a [`Violation`]: lines end in `CRLF` only (no bare
-//! `LF` or `CR`); no obs-fold; header names are tokens (so no space before
-//! the colon) and values hold no control bytes; one request line of
-//! `method SP target SP HTTP/1.0|HTTP/1.1`; at most one `Content-Length`,
-//! all digits; at most one `Transfer-Encoding`, exactly `chunked`, never
-//! beside `Content-Length` nor on HTTP/1.0; requests: exactly one valid
-//! `Host` on HTTP/1.1 (none or one on HTTP/1.0); chunk sizes of at most 16
-//! hex digits, extensions without control bytes, every chunk and trailer
-//! line ending in `CRLF`.
+//! allows a choice), each a [`Violation`]: no bare `LF` (even inside a CRLF
+//! head); no obs-fold; a request line of `method SP target SP
+//! HTTP/1.0|HTTP/1.1` with a method of at most 32 bytes; at most one
+//! `Content-Length`, all digits; at most one `Transfer-Encoding`, exactly
+//! `chunked`, never beside `Content-Length` nor on HTTP/1.0; no
+//! `Content-Length` or `Transfer-Encoding` spelled with other separators;
+//! requests: exactly one valid `Host` on HTTP/1.1 (none or one on
+//! HTTP/1.0); chunk sizes of 1 to 16 hex digits and nothing else, extensions
+//! by their grammar, every chunk and trailer line ending in `CRLF`. What
+//! hyper's parser refuses itself (a bare `CR`, names that are not tokens,
+//! control bytes in values, spaces in the target) is not checked twice.
 
 mod chunked;
 mod guard;
