@@ -6,11 +6,13 @@
 
 pub mod diff;
 pub mod error;
+pub mod ip_restriction;
 pub mod model;
 pub mod parse;
 pub mod secret;
 pub mod snapshot;
 pub mod tls;
+pub mod transform;
 pub mod validate;
 
 pub use error::ConfigError;

@@ -601,6 +601,12 @@ pub enum Policy {
     Scopes(ScopesPolicy),
     /// At most `limit` requests per `window_s` per key (`429` beyond).
     RateLimit(RateLimitPolicy),
+    /// Clients inside `deny`, or outside a non-empty `allow`, get `403`.
+    IpRestriction(crate::ip_restriction::IpRestrictionPolicy),
+    /// Rewrites the request's headers, query and path before it goes upstream.
+    RequestTransform(crate::transform::RequestTransformPolicy),
+    /// Rewrites the response's headers (and JSON body) for a client profile.
+    ResponseTransform(crate::transform::ResponseTransformPolicy),
 }
 
 /// Fields of the `key-auth` policy.
@@ -783,7 +789,17 @@ impl Policy {
             Self::Jwt(_) => "jwt",
             Self::Scopes(_) => "scopes",
             Self::RateLimit(_) => "rate-limit",
+            Self::IpRestriction(_) => "ip-restriction",
+            Self::RequestTransform(_) => "request-transform",
+            Self::ResponseTransform(_) => "response-transform",
         }
+    }
+
+    /// Whether one level (route, service, gateway) may hold several
+    /// policies of this type, one per client profile (`when`); the most
+    /// specific level that has the type still wins, with all of its profiles.
+    pub fn profiled(&self) -> bool {
+        matches!(self, Self::RequestTransform(_) | Self::ResponseTransform(_))
     }
 
     /// Whether policies of this type add up (every one applies, from every
@@ -802,20 +818,27 @@ impl Policy {
         match self {
             Self::KeyAuth(p) => p.anonymous.as_deref(),
             Self::Jwt(p) => p.anonymous.as_deref(),
-            Self::RequestSizeLimit { .. } | Self::Scopes(_) | Self::RateLimit(_) => None,
+            Self::RequestSizeLimit { .. }
+            | Self::Scopes(_)
+            | Self::RateLimit(_)
+            | Self::IpRestriction(_)
+            | Self::RequestTransform(_)
+            | Self::ResponseTransform(_) => None,
         }
     }
 }
 
 /// The policies that apply to `route` (served by `service`) in a gateway
-/// with `gateway` policies. Limits (`request-size-limit`) apply from every
-/// level; for the other types the most specific level that has the type
-/// wins: the route's, else the service's, else the gateway's.
+/// with `gateway` policies. Limits (`request-size-limit`, `rate-limit`)
+/// apply from every level; for the other types the most specific level that
+/// has the type wins (with every profile of a transform at that level): the
+/// route's, else the service's, else the gateway's.
 pub fn effective_policies<'a>(route: &'a Route, service: &'a Service, gateway: &'a [Policy]) -> Vec<&'a Policy> {
     let mut chosen: Vec<&Policy> = Vec::new();
     for level in [route.policies.as_slice(), service.policies.as_slice(), gateway] {
+        let before = chosen.len();
         for policy in level {
-            if policy.accumulates() || !chosen.iter().any(|p| p.type_name() == policy.type_name()) {
+            if policy.accumulates() || !chosen[..before].iter().any(|p| p.type_name() == policy.type_name()) {
                 chosen.push(policy);
             }
         }

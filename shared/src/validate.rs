@@ -659,8 +659,18 @@ fn policies(field: &str, list: &mut [Policy]) -> Result {
     let mut types = HashSet::new();
     for (i, policy) in list.iter_mut().enumerate() {
         let at = |f: &str| format!("{field}[{i}].{f}");
-        if !policy.accumulates() && !types.insert(policy.type_name()) {
-            return Err(ConfigError::invalid(format!("{field}[{i}]"), format!("only one '{}' policy is allowed here", policy.type_name())));
+        let profile = match policy {
+            Policy::RequestTransform(p) => p.when.as_ref().map(|w| format!("{w:?}")),
+            Policy::ResponseTransform(p) => p.when.as_ref().map(|w| format!("{w:?}")),
+            _ => None,
+        };
+        if !policy.accumulates() && !types.insert((policy.type_name(), profile)) {
+            let message = if policy.profiled() {
+                format!("only one '{}' policy per `when` is allowed here (and one without `when`)", policy.type_name())
+            } else {
+                format!("only one '{}' policy is allowed here", policy.type_name())
+            };
+            return Err(ConfigError::invalid(format!("{field}[{i}]"), message));
         }
         match policy {
             Policy::RequestSizeLimit { max_bytes } => in_range(&at("max_bytes"), *max_bytes, 1, 1 << 30)?,
@@ -698,6 +708,9 @@ fn policies(field: &str, list: &mut [Policy]) -> Result {
                 in_range(&at("leeway_s"), p.leeway_s, 0, 600)?;
             }
             Policy::RateLimit(p) => rate_limit(&at, p)?,
+            Policy::IpRestriction(p) => p.normalize_and_validate().map_err(|e| e.within(&format!("{field}[{i}]")))?,
+            Policy::RequestTransform(p) => p.normalize_and_validate().map_err(|e| e.within(&format!("{field}[{i}]")))?,
+            Policy::ResponseTransform(p) => p.normalize_and_validate().map_err(|e| e.within(&format!("{field}[{i}]")))?,
             Policy::Scopes(p) => {
                 scopes(&at("all_of"), &p.all_of)?;
                 scopes(&at("any_of"), &p.any_of)?;

@@ -164,7 +164,11 @@ impl Authenticator {
                 Policy::KeyAuth(p) => plan.key_auth = Some(p.clone()),
                 Policy::Jwt(p) => plan.jwt = Some(JwtRule::new(index, p)),
                 Policy::Scopes(p) => plan.scopes = Some(p.clone()),
-                Policy::RequestSizeLimit { .. } | Policy::RateLimit(_) => {}
+                Policy::RequestSizeLimit { .. }
+                | Policy::RateLimit(_)
+                | Policy::IpRestriction(_)
+                | Policy::RequestTransform(_)
+                | Policy::ResponseTransform(_) => {}
             }
             if let Some(anonymous) = policy.anonymous() {
                 plan.anonymous = plan.anonymous.or_else(|| self.by_username.get(anonymous).copied());

@@ -1,0 +1,282 @@
+//! The `request-transform` and `response-transform` policies as users write
+//! them: header, query and path rewrites with templates (see
+//! [`crate::template`]), and a `when` that picks a client profile on one
+//! route (`mobile` by a JWT claim, `web` by a header). JSON body shaping is
+//! [`crate::shape`]; what the data plane does with all this is
+//! `portico_dp::stage::transform`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Header rewrites, applied in the order remove → rename → set → add.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderOps {
+    /// Names removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+    /// Old name → new name (every value moves).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rename: BTreeMap<String, String>,
+    /// Name → value template: replaces every value the header had.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set: BTreeMap<String, String>,
+    /// Name → value template: one more value, beside those the header had.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub add: BTreeMap<String, String>,
+}
+
+impl HeaderOps {
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.rename.is_empty() && self.set.is_empty() && self.add.is_empty()
+    }
+}
+
+/// Query rewrites, applied in the order remove → rename → add.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueryOps {
+    /// Parameters removed (every occurrence).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+    /// Old name → new name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rename: BTreeMap<String, String>,
+    /// Name → value template, appended (percent-encoded).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub add: BTreeMap<String, String>,
+}
+
+impl QueryOps {
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.rename.is_empty() && self.add.is_empty()
+    }
+}
+
+/// Which callers a transform is for: those whose verified token has the
+/// claim, or whose request has the header, with exactly this value. A
+/// transform without `when` is the route's default profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct When {
+    /// A claim of the caller's JWT (needs a `jwt` policy on the route).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<String>,
+    /// A request header (case-insensitive name); the response gets `Vary` with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// The value that selects this profile, compared exactly.
+    pub equals: String,
+}
+
+/// Fields of the `request-transform` policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestTransformPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<When>,
+    #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
+    pub headers: HeaderOps,
+    #[serde(default, skip_serializing_if = "QueryOps::is_empty")]
+    pub query: QueryOps,
+    /// The upstream path, as a template (`/v2/users/{path.id}`); it replaces
+    /// the path the route would send (`strip_path` included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// Fields of the `response-transform` policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseTransformPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<When>,
+    #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
+    pub headers: HeaderOps,
+}
+
+/// Most entries in one list or map of a transform.
+const MAX_ENTRIES: usize = 64;
+
+/// Headers the gateway itself sets or that frame the message: no transform
+/// may remove, rename, set or add them (the gateway's identity and
+/// forwarding headers are also written after request transforms, so they
+/// always win).
+const RESERVED_HEADERS: [&str; 19] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-connection",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "x-request-id",
+    "x-consumer-id",
+    "x-consumer-username",
+    "x-user-id",
+    "x-scopes",
+    "x-anonymous-consumer",
+];
+
+type Result<T = ()> = std::result::Result<T, crate::ConfigError>;
+
+fn invalid<T>(field: impl Into<String>, message: impl Into<String>) -> Result<T> {
+    Err(crate::ConfigError::invalid(field, message))
+}
+
+/// A header name a transform may touch, lowercased.
+fn header_name(field: &str, name: &str) -> Result<String> {
+    let lower = name.to_ascii_lowercase();
+    if lower.is_empty() || lower.len() > 128 || !lower.bytes().all(is_token_byte) {
+        return invalid(field, format!("'{name}' is not a valid header name"));
+    }
+    if RESERVED_HEADERS.contains(&lower.as_str()) {
+        return invalid(field, format!("'{lower}' is set by the gateway or frames the message; a transform cannot change it"));
+    }
+    Ok(lower)
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn bounded(field: &str, len: usize) -> Result {
+    if len > MAX_ENTRIES {
+        return invalid(field, format!("at most {MAX_ENTRIES} entries"));
+    }
+    Ok(())
+}
+
+/// Lowercases the keys of a header map, refusing two spellings of one name.
+fn header_map(field: &str, map: &mut BTreeMap<String, String>, values: bool) -> Result {
+    bounded(field, map.len())?;
+    let mut out = BTreeMap::new();
+    for (name, value) in std::mem::take(map) {
+        let key = header_name(&format!("{field}.{name}"), &name)?;
+        let value = if values {
+            template_text(&format!("{field}.{name}"), &value)?;
+            value
+        } else {
+            header_name(&format!("{field}.{name}"), &value)?
+        };
+        if out.insert(key.clone(), value).is_some() {
+            return invalid(format!("{field}.{name}"), "is listed twice (header names are case-insensitive)");
+        }
+    }
+    *map = out;
+    Ok(())
+}
+
+/// A template's text: parsed to check its syntax and sources.
+fn template_text(field: &str, text: &str) -> Result {
+    if text.len() > 2_048 {
+        return invalid(field, "a template is at most 2048 characters");
+    }
+    Ok(())
+}
+
+impl HeaderOps {
+    fn normalize_and_validate(&mut self) -> Result {
+        bounded("remove", self.remove.len())?;
+        for (i, name) in self.remove.iter_mut().enumerate() {
+            *name = header_name(&format!("remove[{i}]"), name)?;
+        }
+        header_map("rename", &mut self.rename, false)?;
+        header_map("set", &mut self.set, true)?;
+        header_map("add", &mut self.add, true)
+    }
+}
+
+/// A query parameter name: visible ASCII, no `&`, `=` or `#`.
+fn query_name(field: &str, name: &str) -> Result {
+    if name.is_empty() || name.len() > 128 || !name.bytes().all(|b| b.is_ascii_graphic() && !b"&=#+%".contains(&b)) {
+        return invalid(field, format!("'{name}' must be 1 to 128 visible ASCII characters other than '&', '=', '#', '+', '%'"));
+    }
+    Ok(())
+}
+
+impl QueryOps {
+    fn normalize_and_validate(&mut self) -> Result {
+        bounded("remove", self.remove.len())?;
+        for (i, name) in self.remove.iter().enumerate() {
+            query_name(&format!("remove[{i}]"), name)?;
+        }
+        bounded("rename", self.rename.len())?;
+        for (from, to) in &self.rename {
+            query_name(&format!("rename.{from}"), from)?;
+            query_name(&format!("rename.{from}"), to)?;
+        }
+        bounded("add", self.add.len())?;
+        for (name, value) in &self.add {
+            query_name(&format!("add.{name}"), name)?;
+            template_text(&format!("add.{name}"), value)?;
+        }
+        Ok(())
+    }
+}
+
+impl When {
+    /// Exactly one of `claim` and `header`; header names lowercased.
+    fn normalize_and_validate(&mut self) -> Result {
+        match (&self.claim, &mut self.header) {
+            (Some(claim), None) if !claim.is_empty() && claim.len() <= 128 => {}
+            (Some(_), None) => return invalid("claim", "must be 1 to 128 characters"),
+            (None, Some(header)) => {
+                let lower = header.to_ascii_lowercase();
+                if lower.is_empty() || lower.len() > 128 || !lower.bytes().all(is_token_byte) {
+                    return invalid("header", format!("'{header}' is not a valid header name"));
+                }
+                *header = lower;
+            }
+            _ => return invalid("claim", "name exactly one of claim or header"),
+        }
+        if self.equals.len() > 1_024 {
+            return invalid("equals", "must be at most 1024 characters");
+        }
+        Ok(())
+    }
+}
+
+/// Validates a part of a policy, placing its errors under `prefix`.
+fn part(prefix: &str, result: Result) -> Result {
+    result.map_err(|e| e.within(prefix))
+}
+
+impl RequestTransformPolicy {
+    /// Normalizes header names and checks names and templates.
+    pub fn normalize_and_validate(&mut self) -> Result {
+        if let Some(when) = &mut self.when {
+            part("when", when.normalize_and_validate())?;
+        }
+        part("headers", self.headers.normalize_and_validate())?;
+        part("query", self.query.normalize_and_validate())?;
+        if let Some(path) = &self.path {
+            if !path.starts_with('/') || path.len() > 1_024 || path.contains(['?', '#', ' ']) {
+                return invalid("path", "must start with '/' and have no '?', '#' or spaces (at most 1024 characters)");
+            }
+            template_text("path", path)?;
+        }
+        if self.when.is_none() && self.headers.is_empty() && self.query.is_empty() && self.path.is_none() {
+            return invalid("headers", "the transform changes nothing: give headers, query or path");
+        }
+        Ok(())
+    }
+}
+
+impl ResponseTransformPolicy {
+    /// Normalizes header names and checks names and templates.
+    pub fn normalize_and_validate(&mut self) -> Result {
+        if let Some(when) = &mut self.when {
+            part("when", when.normalize_and_validate())?;
+        }
+        part("headers", self.headers.normalize_and_validate())
+    }
+}
