@@ -39,6 +39,14 @@ pub enum ProxyError {
     Unauthorized { message: &'static str, challenges: Vec<http::HeaderValue> },
     #[error("the credentials lack a scope this route requires")]
     Forbidden { challenge: http::HeaderValue },
+    #[error("this route does not take requests from your address")]
+    IpForbidden,
+    /// A template of the route needs a value the request lacks (or one
+    /// that cannot go where the template puts it).
+    #[error("{0}")]
+    Unexpandable(String),
+    #[error("the request body cannot be transformed: {0}")]
+    UntransformableBody(&'static str),
     #[error("rate limit exceeded: {} requests per {window_s} s", decision.limit)]
     RateLimited { window_s: u64, decision: crate::ratelimit::algorithm::Decision },
     #[error("upstream '{upstream}' refused or reset the connection: {reason}")]
@@ -64,7 +72,9 @@ impl ProxyError {
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::Forbidden { .. } | Self::IpForbidden => StatusCode::FORBIDDEN,
+            Self::Unexpandable(_) => StatusCode::BAD_REQUEST,
+            Self::UntransformableBody(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamUnavailable { .. } | Self::UpstreamMalformed { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -83,6 +93,9 @@ impl ProxyError {
             Self::HeadersTooLarge { .. } => "headers_too_large",
             Self::Unauthorized { .. } => "unauthorized",
             Self::Forbidden { .. } => "insufficient_scope",
+            Self::IpForbidden => "ip_forbidden",
+            Self::Unexpandable(_) => "bad_request",
+            Self::UntransformableBody(_) => "unsupported_body",
             Self::RateLimited { .. } => "rate_limited",
             Self::UpstreamUnavailable { .. } => "upstream_unavailable",
             Self::UpstreamMalformed { .. } => "upstream_malformed",
@@ -103,6 +116,9 @@ impl ProxyError {
             | Self::HeadersTooLarge { .. }
             | Self::Unauthorized { .. }
             | Self::Forbidden { .. }
+            | Self::IpForbidden
+            | Self::Unexpandable(_)
+            | Self::UntransformableBody(_)
             | Self::RateLimited { .. } => ErrorSource::Downstream,
             Self::UpstreamUnavailable { .. }
             | Self::UpstreamMalformed { .. }

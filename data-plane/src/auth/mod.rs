@@ -155,6 +155,16 @@ impl Authenticator {
         })
     }
 
+    /// The username of the consumer a request comes from.
+    pub fn username(&self, identity: &Identity) -> Option<&str> {
+        self.consumers.get(identity.consumer)?.username.to_str().ok()
+    }
+
+    /// The custom id of the consumer a request comes from, when it has one.
+    pub fn custom_id(&self, identity: &Identity) -> Option<&str> {
+        self.consumers.get(identity.consumer)?.custom_id.as_ref()?.to_str().ok()
+    }
+
     /// The plan of a route whose applicable policies are `policies`;
     /// `index` tells its JWT policy apart in the token cache.
     pub fn plan(&self, policies: &[&Policy], index: u32) -> AuthPlan {

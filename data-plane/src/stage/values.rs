@@ -1,0 +1,40 @@
+//! What templates read from a request ([`portico_shared::template`]): path
+//! parameters the router captured, the client's query (decoded), request
+//! headers, the authenticated consumer and its token's claims, and the
+//! request id. Values are looked up only when a template asks.
+
+use std::borrow::Cow;
+
+use http::{HeaderMap, HeaderValue};
+use portico_shared::template::{Lookup, Source};
+
+use crate::auth::{Authenticator, Identity};
+
+/// One request's template values.
+pub struct RequestValues<'a> {
+    /// Route path parameters, by name.
+    pub params: &'a [(std::sync::Arc<str>, String)],
+    /// The client's query, as sent.
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    pub identity: Option<&'a Identity>,
+    pub auth: &'a Authenticator,
+    pub request_id: &'a HeaderValue,
+}
+
+impl Lookup for RequestValues<'_> {
+    fn value(&self, source: &Source) -> Option<Cow<'_, str>> {
+        match source {
+            Source::Path(name) => self.params.iter().find(|(param, _)| &**param == name).map(|(_, value)| Cow::Borrowed(value.as_str())),
+            Source::Query(name) => {
+                form_urlencoded::parse(self.query?.as_bytes()).find(|(key, _)| key == name).map(|(_, value)| Cow::Owned(value.into_owned()))
+            }
+            Source::Header(name) => self.headers.get(name.as_str())?.to_str().ok().map(Cow::Borrowed),
+            Source::RequestId => self.request_id.to_str().ok().map(Cow::Borrowed),
+            Source::Claim(name) => self.identity?.claim(name).map(Cow::Owned),
+            Source::ConsumerId => Some(Cow::Borrowed(self.identity?.consumer_id())),
+            Source::ConsumerUsername => self.auth.username(self.identity?).map(Cow::Borrowed),
+            Source::ConsumerCustomId => self.auth.custom_id(self.identity?).map(Cow::Borrowed),
+        }
+    }
+}
