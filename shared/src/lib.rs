@@ -11,6 +11,7 @@ pub mod model;
 pub mod parse;
 pub mod secret;
 pub mod snapshot;
+pub mod template;
 pub mod tls;
 pub mod transform;
 pub mod validate;

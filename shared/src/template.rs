@@ -1,0 +1,813 @@
+//! Request templates: the `{path.id}` strings in route rewrites, aggregate
+//! calls and AMQP routing keys, parsed once when the config is written and
+//! expanded per request with values the caller looks up. This module only
+//! parses, checks and expands strings; it does no I/O and does not know
+//! where values come from (the data plane implements [`Lookup`]) nor which
+//! path parameters a route declares (config validation checks
+//! [`Template::sources`] against the route).
+//!
+//! # Syntax
+//!
+//! A template is literal text with variables in braces:
+//! `/v2/users/{path.id}/orders?tenant={header.x-tenant}`.
+//!
+//! | variable | value |
+//! |---|---|
+//! | `{path.<name>}` | the route path parameter `{name}` (`[A-Za-z_][A-Za-z0-9_]*`) |
+//! | `{query.<name>}` | the first value of the query parameter `name` (visible ASCII except `{` `}`) |
+//! | `{header.<name>}` | the request header `name` (an HTTP token, case-insensitive) |
+//! | `{consumer.id}`, `{consumer.username}`, `{consumer.custom_id}` | the authenticated consumer's fields |
+//! | `{claim.<name>}` | the verified JWT's claim `name`: everything after `claim.`, dots included |
+//! | `{request_id}` | the request's id, as sent back in `X-Request-Id` |
+//!
+//! `{{` and `}}` write a literal `{` and `}`. An unknown variable, an
+//! unclosed `{`, a lone `}`, an empty `{}` or a control character is refused
+//! when the config is written, naming the field. A template is at most
+//! 2048 bytes with at most 32 variables.
+//!
+//! # Expansion
+//!
+//! Values are escaped for where they land; the literal text is used as
+//! written.
+//! - **In a path** each value becomes (part of) one segment: everything but
+//!   letters, digits and `-._~!$&'()*,=:@` is percent-encoded byte by byte
+//!   from UTF-8 with uppercase hex (`/` is `%2F`, space `%20`, `é` `%C3%A9`,
+//!   and `%`, `?`, `#`, `\`, `;`, `+` are encoded too). A value of `.` or
+//!   `..` is refused rather than encoded: upstreams that normalise paths
+//!   (Portico's own router among them) decode `%2E` and would still resolve
+//!   it as a dot segment.
+//! - **In a query** each value is one form component: everything but
+//!   letters, digits and `*-._` is percent-encoded, space as `%20` (never
+//!   `+`), so a value cannot add a parameter.
+//! - **In a header** values are not encoded, but one holding a control
+//!   character other than tab (CR, LF, NUL, …) is refused.
+//! - **A path with a query** (`/orders?user={consumer.custom_id}`): values
+//!   before the first literal `?` are path segments, values after it query
+//!   components.
+//!
+//! A variable with no value in the request is an error for the client
+//! (`400`), never an empty segment or a literal `null` upstream; in a path an
+//! empty value counts as absent.
+//!
+//! The escaping uses the `percent-encoding` crate with this module's own
+//! byte sets; only the choice of sets is Portico's.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::str::FromStr;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+/// The longest template accepted, in bytes.
+pub const MAX_LEN: usize = 2048;
+/// The most variables one template may hold.
+pub const MAX_VARIABLES: usize = 32;
+
+/// The variable forms, for error messages.
+const VALID_FORMS: &str = "{path.<name>}, {query.<name>}, {header.<name>}, {claim.<name>}, \
+     {consumer.id}, {consumer.username}, {consumer.custom_id}, {request_id}";
+
+/// Bytes left as they are in a path segment: RFC 3986 unreserved, and the
+/// `pchar` sub-delims and `:@` that no common server gives a meaning inside
+/// a segment. `;` (path parameters) and `+` (space to some frameworks) are
+/// encoded; `NON_ALPHANUMERIC` already covers controls, and non-ASCII bytes
+/// are always encoded.
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'!')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'*')
+    .remove(b',')
+    .remove(b'=')
+    .remove(b':')
+    .remove(b'@');
+
+/// The WHATWG application/x-www-form-urlencoded set: everything but ASCII
+/// alphanumerics and `*-._`. Space goes through it as `%20`.
+const QUERY_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'*').remove(b'-').remove(b'.').remove(b'_');
+
+/// Where a template variable's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// A route path parameter: `{path.id}` for the route path `/users/{id}`.
+    Path(String),
+    /// A query parameter of the client's request.
+    Query(String),
+    /// A request header, its name in lowercase.
+    Header(String),
+    /// The authenticated consumer's id.
+    ConsumerId,
+    /// The authenticated consumer's username.
+    ConsumerUsername,
+    /// The authenticated consumer's `custom_id`.
+    ConsumerCustomId,
+    /// A claim of the verified JWT.
+    Claim(String),
+    /// The request's id (`X-Request-Id`).
+    RequestId,
+}
+
+impl Source {
+    /// The source a variable names, without its braces: `path.id`,
+    /// `header.X-Tenant` (stored lowercase), `request_id`. `None` for
+    /// anything else.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::parse_or_explain(name).ok()
+    }
+
+    /// Like [`Source::parse`], with the reason a name is refused.
+    fn parse_or_explain(name: &str) -> Result<Self, String> {
+        match name {
+            "request_id" => return Ok(Self::RequestId),
+            "consumer.id" => return Ok(Self::ConsumerId),
+            "consumer.username" => return Ok(Self::ConsumerUsername),
+            "consumer.custom_id" => return Ok(Self::ConsumerCustomId),
+            _ => {}
+        }
+        let refused = |rule: &str| Err(format!("template variable `{{{name}}}`: {rule}"));
+        match name.split_once('.') {
+            Some(("path", n)) if is_identifier(n) => Ok(Self::Path(n.to_owned())),
+            Some(("path", _)) => refused("a path parameter name is a letter or `_` followed by letters, digits or `_`"),
+            Some(("query", n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}') => {
+                Ok(Self::Query(n.to_owned()))
+            }
+            Some(("query", _)) => refused("a query parameter name is one or more visible ASCII characters"),
+            Some(("header", n)) if !n.is_empty() && n.bytes().all(is_tchar) => Ok(Self::Header(n.to_ascii_lowercase())),
+            Some(("header", _)) => refused("a header name is one or more HTTP token characters (letters, digits, `!#$%&'*+-.^_`|~`)"),
+            Some(("claim", n)) if !n.is_empty() && !n.chars().any(|c| c == '{' || c == '}' || c.is_control()) => {
+                Ok(Self::Claim(n.to_owned()))
+            }
+            Some(("claim", _)) => refused("a claim name is one or more characters other than braces"),
+            Some(("consumer", _)) => refused("a consumer has `id`, `username` and `custom_id`"),
+            _ => Err(format!("unknown template variable `{{{name}}}`; the valid forms are {VALID_FORMS}")),
+        }
+    }
+
+    /// The source in words, for the client's error message: `path
+    /// parameter 'id'`, `query parameter 'q'`, `header 'x-tenant'`,
+    /// `claim 'sub'`, `consumer custom_id`, `request id`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Path(name) => format!("path parameter '{name}'"),
+            Self::Query(name) => format!("query parameter '{name}'"),
+            Self::Header(name) => format!("header '{name}'"),
+            Self::ConsumerId => "consumer id".to_owned(),
+            Self::ConsumerUsername => "consumer username".to_owned(),
+            Self::ConsumerCustomId => "consumer custom_id".to_owned(),
+            Self::Claim(name) => format!("claim '{name}'"),
+            Self::RequestId => "request id".to_owned(),
+        }
+    }
+
+    /// Whether the value exists only after authentication (a consumer field
+    /// or a JWT claim), so a route using it needs an auth policy.
+    pub fn needs_identity(&self) -> bool {
+        matches!(self, Self::ConsumerId | Self::ConsumerUsername | Self::ConsumerCustomId | Self::Claim(_))
+    }
+}
+
+/// The variable's name as written between braces (`path.id`,
+/// `header.x-tenant`); [`Source::parse`] reads it back.
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Path(name) => write!(f, "path.{name}"),
+            Self::Query(name) => write!(f, "query.{name}"),
+            Self::Header(name) => write!(f, "header.{name}"),
+            Self::ConsumerId => f.write_str("consumer.id"),
+            Self::ConsumerUsername => f.write_str("consumer.username"),
+            Self::ConsumerCustomId => f.write_str("consumer.custom_id"),
+            Self::Claim(name) => write!(f, "claim.{name}"),
+            Self::RequestId => f.write_str("request_id"),
+        }
+    }
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_') && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// RFC 9110 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// How expanded values are escaped where they land.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escape {
+    /// Inside one path segment: percent-encoded so a value is never more
+    /// than one segment; empty values and `.`/`..` refused.
+    PathSegment,
+    /// One query name or value: percent-encoded, space as `%20`.
+    QueryComponent,
+    /// A header value: as is, but control characters other than tab refused.
+    HeaderValue,
+    /// A path that may carry a query: [`Escape::PathSegment`] before the
+    /// first literal `?`, [`Escape::QueryComponent`] after it.
+    PathAndQuery,
+}
+
+/// Why a value cannot be placed where its variable stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unfit {
+    /// A control character other than tab, in a header value.
+    ControlInHeader,
+    /// `.` or `..`, as (part of) a path segment.
+    DotSegment,
+}
+
+/// Why a template could not be expanded for a request: a client error
+/// (`400`), whose message names the variable but never echoes its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ExpandError<'t> {
+    /// The request has no value for this variable (or, in a path, an empty one).
+    #[error("the request has no value for {}", .0.describe())]
+    Absent(&'t Source),
+    /// The value exists but cannot be placed there.
+    #[error("{}", unfit_message(.0, .1))]
+    Invalid(&'t Source, Unfit),
+}
+
+impl<'t> ExpandError<'t> {
+    /// The variable that could not be expanded.
+    pub fn variable(&self) -> &'t Source {
+        match self {
+            Self::Absent(source) | Self::Invalid(source, _) => source,
+        }
+    }
+}
+
+fn unfit_message(source: &Source, unfit: &Unfit) -> String {
+    match unfit {
+        Unfit::ControlInHeader => format!("the {} has a control character, which cannot be sent in a header", source.describe()),
+        Unfit::DotSegment => format!("the {} is '.' or '..', which cannot be a path segment", source.describe()),
+    }
+}
+
+/// Where expansion finds values. `None` is an absent value.
+pub trait Lookup {
+    fn value(&self, source: &Source) -> Option<Cow<'_, str>>;
+}
+
+/// A fixed set of values (tests, or a caller that gathers them first).
+impl<S: BuildHasher> Lookup for HashMap<Source, String, S> {
+    fn value(&self, source: &Source) -> Option<Cow<'_, str>> {
+        self.get(source).map(|v| Cow::Borrowed(v.as_str()))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Part {
+    /// Text copied as is, `{{`/`}}` already made single braces.
+    Literal(String),
+    Variable(Source),
+}
+
+/// A parsed template: its text as written, and that text as literal and
+/// variable parts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Template {
+    text: String,
+    parts: Vec<Part>,
+}
+
+impl Template {
+    /// Parses a template: `{{` and `}}` are literal braces, `{src.name}` a
+    /// variable (see the module doc). The error is a message; the caller
+    /// adds the field.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.len() > MAX_LEN {
+            return Err(format!("the template is {} bytes long; at most {MAX_LEN} are allowed", text.len()));
+        }
+        let position = |byte: usize| text[..byte].chars().count() + 1;
+        if let Some((at, c)) = text.char_indices().find(|(_, c)| c.is_control()) {
+            return Err(format!("the template has a control character (U+{:04X}) at position {}", u32::from(c), position(at)));
+        }
+        let bytes = text.as_bytes();
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut variables = 0;
+        // `run` is where the current stretch of plain text began.
+        let (mut i, mut run) = (0, 0);
+        while i < bytes.len() {
+            match (bytes[i], bytes.get(i + 1)) {
+                (b'{', Some(b'{')) | (b'}', Some(b'}')) => {
+                    literal.push_str(&text[run..=i]);
+                    i += 2;
+                    run = i;
+                }
+                (b'}', _) => {
+                    return Err(format!(
+                        "the template has a `}}` at position {} that closes nothing (write `}}}}` for a literal brace)",
+                        position(i)
+                    ));
+                }
+                (b'{', _) => {
+                    let Some(len) = text[i + 1..].find('}') else {
+                        return Err(format!(
+                            "the template has a `{{` at position {} that is never closed (write `{{{{` for a literal brace)",
+                            position(i)
+                        ));
+                    };
+                    let name = &text[i + 1..i + 1 + len];
+                    if let Some(inner) = name.find('{') {
+                        return Err(format!(
+                            "the template has a `{{` at position {} inside a variable (write `{{{{` for a literal brace)",
+                            position(i + 1 + inner)
+                        ));
+                    }
+                    if name.is_empty() {
+                        return Err(format!(
+                            "the template has an empty `{{}}` at position {}; the valid forms are {VALID_FORMS}",
+                            position(i)
+                        ));
+                    }
+                    let source = Source::parse_or_explain(name)?;
+                    variables += 1;
+                    if variables > MAX_VARIABLES {
+                        return Err(format!("the template has more than {MAX_VARIABLES} variables"));
+                    }
+                    literal.push_str(&text[run..i]);
+                    if !literal.is_empty() {
+                        parts.push(Part::Literal(std::mem::take(&mut literal)));
+                    }
+                    parts.push(Part::Variable(source));
+                    i += len + 2;
+                    run = i;
+                }
+                _ => i += 1,
+            }
+        }
+        literal.push_str(&text[run..]);
+        if !literal.is_empty() {
+            parts.push(Part::Literal(literal));
+        }
+        Ok(Self { text: text.to_owned(), parts })
+    }
+
+    /// The variables in order of appearance, repeats included.
+    pub fn sources(&self) -> impl Iterator<Item = &Source> {
+        self.parts.iter().filter_map(|part| match part {
+            Part::Variable(source) => Some(source),
+            Part::Literal(_) => None,
+        })
+    }
+
+    /// Whether the template has no variables (its expansion is always the
+    /// same text, with `{{`/`}}` made single braces).
+    pub fn is_literal(&self) -> bool {
+        self.sources().next().is_none()
+    }
+
+    /// Expands the template with values from `lookup`, escaped for
+    /// `escape`. The error is the first variable that has no value or whose
+    /// value cannot be placed there.
+    pub fn expand<'t>(&'t self, lookup: &impl Lookup, escape: Escape) -> Result<String, ExpandError<'t>> {
+        let mut out = String::with_capacity(self.text.len() + 16);
+        let mut here = match escape {
+            Escape::PathAndQuery => Escape::PathSegment,
+            other => other,
+        };
+        for part in &self.parts {
+            match part {
+                Part::Literal(text) => {
+                    out.push_str(text);
+                    if escape == Escape::PathAndQuery && text.contains('?') {
+                        here = Escape::QueryComponent;
+                    }
+                }
+                Part::Variable(source) => {
+                    let value = lookup.value(source).ok_or(ExpandError::Absent(source))?;
+                    push_escaped(&mut out, &value, here).map_err(|unfit| match unfit {
+                        None => ExpandError::Absent(source),
+                        Some(unfit) => ExpandError::Invalid(source, unfit),
+                    })?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The template as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+/// Appends `value` escaped for `escape` (never `PathAndQuery`). `Err(None)`
+/// is a value that counts as absent there.
+fn push_escaped(out: &mut String, value: &str, escape: Escape) -> Result<(), Option<Unfit>> {
+    match escape {
+        Escape::PathSegment | Escape::PathAndQuery => {
+            if value.is_empty() {
+                return Err(None);
+            }
+            if value == "." || value == ".." {
+                return Err(Some(Unfit::DotSegment));
+            }
+            out.extend(utf8_percent_encode(value, PATH_SEGMENT));
+        }
+        Escape::QueryComponent => out.extend(utf8_percent_encode(value, QUERY_COMPONENT)),
+        Escape::HeaderValue => {
+            if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+                return Err(Some(Unfit::ControlInHeader));
+            }
+            out.push_str(value);
+        }
+    }
+    Ok(())
+}
+
+impl FromStr for Template {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Self::parse(text)
+    }
+}
+
+/// The template as written.
+impl fmt::Display for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use percent_encoding::percent_decode_str;
+    use proptest::prelude::*;
+
+    fn values(pairs: &[(Source, &str)]) -> HashMap<Source, String> {
+        pairs.iter().map(|(s, v)| (s.clone(), (*v).to_owned())).collect()
+    }
+
+    fn path(name: &str) -> Source {
+        Source::Path(name.to_owned())
+    }
+
+    fn expand_one(template: &str, value: &str, escape: Escape) -> Result<String, String> {
+        let t = Template::parse(template).unwrap();
+        let source = t.sources().next().unwrap().clone();
+        let lookup = values(&[(source, value)]);
+        t.expand(&lookup, escape).map_err(|e| e.to_string())
+    }
+
+    /// Percent-decoding as application/x-www-form-urlencoded does it (`+` is space).
+    fn form_decode(s: &str) -> String {
+        percent_decode_str(&s.replace('+', " ")).decode_utf8().unwrap().into_owned()
+    }
+
+    // --- parsing ---
+
+    #[test]
+    fn parses_literals_and_variables_in_order() {
+        let t = Template::parse("/v2/users/{path.id}/orders?q={query.q}").unwrap();
+        assert_eq!(t.sources().collect::<Vec<_>>(), [&path("id"), &Source::Query("q".into())]);
+        assert!(!t.is_literal());
+        assert_eq!(t.as_str(), "/v2/users/{path.id}/orders?q={query.q}");
+        assert_eq!(t.to_string(), t.as_str());
+    }
+
+    #[test]
+    fn parses_every_source_form() {
+        let cases = [
+            ("path.id", path("id")),
+            ("path._x9", path("_x9")),
+            ("query.q", Source::Query("q".into())),
+            ("query.page[size]", Source::Query("page[size]".into())),
+            ("header.x-tenant", Source::Header("x-tenant".into())),
+            ("consumer.id", Source::ConsumerId),
+            ("consumer.username", Source::ConsumerUsername),
+            ("consumer.custom_id", Source::ConsumerCustomId),
+            ("claim.sub", Source::Claim("sub".into())),
+            ("claim.https://example.com/roles", Source::Claim("https://example.com/roles".into())),
+            ("request_id", Source::RequestId),
+        ];
+        for (name, source) in cases {
+            assert_eq!(Source::parse(name), Some(source.clone()), "{name}");
+            assert_eq!(Template::parse(&format!("{{{name}}}")).unwrap().sources().next(), Some(&source), "{name}");
+        }
+    }
+
+    #[test]
+    fn header_names_are_stored_lowercase() {
+        assert_eq!(Source::parse("header.X-Tenant"), Some(Source::Header("x-tenant".into())));
+        assert_eq!(Source::Header("x-tenant".into()).to_string(), "header.x-tenant");
+    }
+
+    #[test]
+    fn rejects_bad_names_for_each_source() {
+        for name in [
+            "path.",
+            "path.1id",
+            "path.user-id",
+            "query.",
+            "query.a b",
+            "query.é",
+            "header.",
+            "header.x tenant",
+            "header.x:y",
+            "claim.",
+            "consumer.email",
+            "consumer",
+            "path",
+            "request_id.x",
+            "requestid",
+            "Path.id",
+            "body.x",
+        ] {
+            assert_eq!(Source::parse(name), None, "{name}");
+            let err = Template::parse(&format!("/a/{{{name}}}")).unwrap_err();
+            assert!(err.contains(&format!("`{{{name}}}`")), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_source_error_names_it_and_lists_the_valid_forms() {
+        let err = Template::parse("/users/{body.id}").unwrap_err();
+        assert!(err.contains("`{body.id}`"), "{err}");
+        for form in ["{path.<name>}", "{query.<name>}", "{header.<name>}", "{claim.<name>}", "{consumer.custom_id}", "{request_id}"] {
+            assert!(err.contains(form), "{err} lacks {form}");
+        }
+    }
+
+    #[test]
+    fn rejects_unclosed_brace() {
+        let err = Template::parse("/users/{path.id").unwrap_err();
+        assert!(err.contains("never closed") && err.contains("position 8"), "{err}");
+        let err = Template::parse("/{path.{x}}").unwrap_err();
+        assert!(err.contains("inside a variable") && err.contains("position 8"), "{err}");
+    }
+
+    #[test]
+    fn rejects_stray_closing_brace() {
+        let err = Template::parse("/users/}x").unwrap_err();
+        assert!(err.contains("`}`") && err.contains("position 8"), "{err}");
+        assert!(Template::parse("{{path.id}").is_err(), "`{{{{` opens nothing, so the `}}` is stray");
+    }
+
+    #[test]
+    fn rejects_empty_braces() {
+        let err = Template::parse("/users/{}").unwrap_err();
+        assert!(err.contains("empty `{}`"), "{err}");
+    }
+
+    #[test]
+    fn rejects_control_characters() {
+        let err = Template::parse("/a\nb").unwrap_err();
+        assert!(err.contains("U+000A") && err.contains("position 3"), "{err}");
+        assert!(Template::parse("{claim.a\tb}").is_err());
+    }
+
+    #[test]
+    fn double_braces_are_literal_braces() {
+        let t = Template::parse("{{path.id}} {{{path.id}}}").unwrap();
+        assert_eq!(t.sources().count(), 1);
+        let out = t.expand(&values(&[(path("id"), "7")]), Escape::HeaderValue).unwrap();
+        assert_eq!(out, "{path.id} {7}");
+    }
+
+    #[test]
+    fn literal_template_expands_to_its_text_with_single_braces() {
+        let t = Template::parse("/static/{{x}}").unwrap();
+        assert!(t.is_literal());
+        assert_eq!(t.expand(&HashMap::new(), Escape::PathSegment).unwrap(), "/static/{x}");
+    }
+
+    #[test]
+    fn rejects_templates_over_2048_bytes() {
+        assert!(Template::parse(&"a".repeat(MAX_LEN)).is_ok());
+        let err = Template::parse(&"a".repeat(MAX_LEN + 1)).unwrap_err();
+        assert!(err.contains("2049 bytes") && err.contains("2048"), "{err}");
+    }
+
+    #[test]
+    fn rejects_more_than_32_variables() {
+        assert!(Template::parse(&"/{path.a}".repeat(MAX_VARIABLES)).is_ok());
+        let err = Template::parse(&"/{path.a}".repeat(MAX_VARIABLES + 1)).unwrap_err();
+        assert!(err.contains("more than 32 variables"), "{err}");
+    }
+
+    #[test]
+    fn describes_sources_for_client_errors() {
+        assert_eq!(path("id").describe(), "path parameter 'id'");
+        assert_eq!(Source::Query("q".into()).describe(), "query parameter 'q'");
+        assert_eq!(Source::Header("x-tenant".into()).describe(), "header 'x-tenant'");
+        assert_eq!(Source::Claim("sub".into()).describe(), "claim 'sub'");
+        assert_eq!(Source::ConsumerId.describe(), "consumer id");
+        assert_eq!(Source::ConsumerUsername.describe(), "consumer username");
+        assert_eq!(Source::ConsumerCustomId.describe(), "consumer custom_id");
+        assert_eq!(Source::RequestId.describe(), "request id");
+    }
+
+    #[test]
+    fn consumer_and_claim_sources_need_identity() {
+        for s in [Source::ConsumerId, Source::ConsumerUsername, Source::ConsumerCustomId, Source::Claim("sub".into())] {
+            assert!(s.needs_identity(), "{s}");
+        }
+        for s in [path("id"), Source::Query("q".into()), Source::Header("x".into()), Source::RequestId] {
+            assert!(!s.needs_identity(), "{s}");
+        }
+    }
+
+    // --- expansion ---
+
+    #[test]
+    fn expands_every_source_from_the_lookup() {
+        let t = Template::parse(
+            "/{path.id}/{query.q}/{header.x-tenant}/{consumer.id}/{consumer.username}/{consumer.custom_id}/{claim.sub}/{request_id}",
+        )
+        .unwrap();
+        let lookup = values(&[
+            (path("id"), "1"),
+            (Source::Query("q".into()), "2"),
+            (Source::Header("x-tenant".into()), "3"),
+            (Source::ConsumerId, "4"),
+            (Source::ConsumerUsername, "5"),
+            (Source::ConsumerCustomId, "6"),
+            (Source::Claim("sub".into()), "7"),
+            (Source::RequestId, "8"),
+        ]);
+        assert_eq!(t.expand(&lookup, Escape::PathSegment).unwrap(), "/1/2/3/4/5/6/7/8");
+    }
+
+    #[test]
+    fn absent_value_is_the_first_missing_source() {
+        let t = Template::parse("/{path.id}/{claim.sub}/{header.x-tenant}").unwrap();
+        let lookup = values(&[(path("id"), "1")]);
+        let err = t.expand(&lookup, Escape::PathSegment).unwrap_err();
+        assert_eq!(err, ExpandError::Absent(&Source::Claim("sub".into())));
+        assert_eq!(err.variable(), &Source::Claim("sub".into()));
+        assert_eq!(err.to_string(), "the request has no value for claim 'sub'");
+    }
+
+    #[test]
+    fn empty_value_is_absent_in_a_path_but_not_in_a_query_or_header() {
+        assert_eq!(
+            expand_one("/users/{path.id}/orders", "", Escape::PathSegment).unwrap_err(),
+            "the request has no value for path parameter 'id'"
+        );
+        assert_eq!(expand_one("/users?id={query.id}", "", Escape::PathAndQuery).unwrap(), "/users?id=");
+        assert_eq!(expand_one("q={query.q}", "", Escape::QueryComponent).unwrap(), "q=");
+        assert_eq!(expand_one("t-{header.x}", "", Escape::HeaderValue).unwrap(), "t-");
+    }
+
+    #[test]
+    fn path_segment_percent_encodes_delimiters_and_non_ascii_in_uppercase_hex() {
+        assert_eq!(expand_one("/u/{path.id}", "a/b?c#d%e f\\g", Escape::PathSegment).unwrap(), "/u/a%2Fb%3Fc%23d%25e%20f%5Cg");
+        assert_eq!(expand_one("/u/{path.id}", "é\u{1}\u{7f}", Escape::PathSegment).unwrap(), "/u/%C3%A9%01%7F");
+        assert_eq!(expand_one("/u/{path.id}", "a;b+c", Escape::PathSegment).unwrap(), "/u/a%3Bb%2Bc");
+    }
+
+    #[test]
+    fn path_segment_keeps_unreserved_and_safe_sub_delims() {
+        let kept = "AZaz09-._~!$&'()*,=:@";
+        assert_eq!(expand_one("/u/{path.id}", kept, Escape::PathSegment).unwrap(), format!("/u/{kept}"));
+        assert_eq!(expand_one("/u/{path.id}", "...", Escape::PathSegment).unwrap(), "/u/...");
+    }
+
+    #[test]
+    fn path_segment_refuses_dot_segment_values() {
+        for value in [".", ".."] {
+            let err = expand_one("/files/{query.name}/meta", value, Escape::PathSegment).unwrap_err();
+            assert_eq!(err, "the query parameter 'name' is '.' or '..', which cannot be a path segment");
+        }
+        let t = Template::parse("/files/{query.name}").unwrap();
+        let lookup = values(&[(Source::Query("name".into()), "..")]);
+        assert_eq!(t.expand(&lookup, Escape::PathSegment), Err(ExpandError::Invalid(&Source::Query("name".into()), Unfit::DotSegment)));
+    }
+
+    #[test]
+    fn query_component_encodes_form_delimiters_with_percent20_space() {
+        assert_eq!(expand_one("?q={query.q}", "a&b=c+d#e%f g", Escape::QueryComponent).unwrap(), "?q=a%26b%3Dc%2Bd%23e%25f%20g");
+        assert_eq!(expand_one("?q={query.q}", "é/?~", Escape::QueryComponent).unwrap(), "?q=%C3%A9%2F%3F%7E");
+        assert_eq!(expand_one("?q={query.q}", "Az09*-._", Escape::QueryComponent).unwrap(), "?q=Az09*-._");
+    }
+
+    #[test]
+    fn header_value_is_not_encoded() {
+        assert_eq!(expand_one("tenant {header.x}", "a/b %20 é\tz", Escape::HeaderValue).unwrap(), "tenant a/b %20 é\tz");
+    }
+
+    #[test]
+    fn header_value_refuses_control_characters_but_tab() {
+        for value in ["a\r\nX-Admin: 1", "a\nb", "a\0b", "a\u{1b}b", "a\u{7f}"] {
+            let t = Template::parse("{claim.sub}").unwrap();
+            let lookup = values(&[(Source::Claim("sub".into()), value)]);
+            let err = t.expand(&lookup, Escape::HeaderValue).unwrap_err();
+            assert_eq!(err, ExpandError::Invalid(&Source::Claim("sub".into()), Unfit::ControlInHeader), "{value:?}");
+            assert_eq!(err.to_string(), "the claim 'sub' has a control character, which cannot be sent in a header");
+        }
+    }
+
+    #[test]
+    fn path_and_query_escapes_each_side_of_the_first_literal_question_mark() {
+        let t = Template::parse("/orders/{path.id}?user={consumer.custom_id}&next={path.id}").unwrap();
+        let lookup = values(&[(path("id"), "a b/c"), (Source::ConsumerCustomId, "x&y=z/")]);
+        assert_eq!(t.expand(&lookup, Escape::PathAndQuery).unwrap(), "/orders/a%20b%2Fc?user=x%26y%3Dz%2F&next=a%20b%2Fc");
+        // A `?` in a value is encoded, so it cannot move the boundary.
+        let lookup = values(&[(path("id"), "?"), (Source::ConsumerCustomId, "u")]);
+        assert_eq!(t.expand(&lookup, Escape::PathAndQuery).unwrap(), "/orders/%3F?user=u&next=%3F");
+    }
+
+    // --- properties ---
+
+    /// Strings rich in the characters the escapes care about, and any string.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![any::<String>(), "[./%?#&=+;\\\\ a{}\r\n\u{0}é]{0,8}", "\\.{1,2}"]
+    }
+
+    fn source() -> impl Strategy<Value = Source> {
+        prop_oneof![
+            "[A-Za-z_][A-Za-z0-9_]{0,6}".prop_map(Source::Path),
+            "[!-z|~]{1,6}".prop_map(Source::Query),
+            "[a-z0-9!#$%&'*+.^_`|~-]{1,6}".prop_map(Source::Header),
+            "[^{}\\p{Cc}]{1,6}".prop_map(Source::Claim),
+            Just(Source::ConsumerId),
+            Just(Source::ConsumerUsername),
+            Just(Source::ConsumerCustomId),
+            Just(Source::RequestId),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn path_segment_expansion_is_exactly_one_segment_that_decodes_back(v in value()) {
+            let t = Template::parse("/{path.x}").unwrap();
+            let lookup = values(&[(path("x"), &v)]);
+            match t.expand(&lookup, Escape::PathSegment) {
+                Ok(out) => {
+                    prop_assert_eq!(out.matches('/').count(), 1);
+                    prop_assert!(out != "/." && out != "/..");
+                    prop_assert_eq!(percent_decode_str(&out[1..]).decode_utf8().unwrap(), v.as_str());
+                }
+                Err(ExpandError::Absent(_)) => prop_assert!(v.is_empty()),
+                Err(ExpandError::Invalid(_, unfit)) => {
+                    prop_assert_eq!(unfit, Unfit::DotSegment);
+                    prop_assert!(v == "." || v == "..");
+                }
+            }
+        }
+
+        #[test]
+        fn query_component_expansion_has_no_delimiters_and_form_decodes_back(v in value()) {
+            let out = expand_one("{query.x}", &v, Escape::QueryComponent).unwrap();
+            prop_assert!(!out.contains(['&', '=', '#', '+', ' ']), "{}", out);
+            prop_assert_eq!(form_decode(&out), v);
+        }
+
+        #[test]
+        fn header_expansion_is_the_value_or_refused_for_controls(v in value()) {
+            match expand_one("{header.x}", &v, Escape::HeaderValue) {
+                Ok(out) => prop_assert_eq!(out, v),
+                Err(_) => prop_assert!(v.bytes().any(|b| b.is_ascii_control() && b != b'\t')),
+            }
+        }
+
+        #[test]
+        fn generated_templates_round_trip(
+            pieces in proptest::collection::vec(
+                prop_oneof![
+                    "[^{}\\p{Cc}]{1,8}",
+                    Just("{{".to_owned()),
+                    Just("}}".to_owned()),
+                    source().prop_map(|s| format!("{{{s}}}")),
+                ],
+                0..12,
+            )
+        ) {
+            let text = pieces.concat();
+            let t = Template::parse(&text).unwrap();
+            prop_assert_eq!(t.as_str(), text.as_str());
+            let written: Vec<Source> = pieces.iter()
+                .filter(|p| p.starts_with('{') && p.len() > 2)
+                .map(|p| Source::parse(&p[1..p.len() - 1]).unwrap())
+                .collect();
+            prop_assert_eq!(t.sources().cloned().collect::<Vec<_>>(), written);
+        }
+
+        #[test]
+        fn any_text_parses_to_itself_or_is_refused(text in "[{}a./]{0,12}|\\PC{0,40}") {
+            if let Ok(t) = Template::parse(&text) {
+                prop_assert_eq!(t.as_str(), text.as_str());
+            }
+        }
+
+        #[test]
+        fn source_display_parses_back(s in source()) {
+            prop_assert_eq!(Source::parse(&s.to_string()), Some(s));
+        }
+    }
+}
