@@ -177,10 +177,7 @@ fn header_map(field: &str, map: &mut BTreeMap<String, String>, values: bool) -> 
 
 /// A template's text: parsed to check its syntax and sources.
 fn template_text(field: &str, text: &str) -> Result {
-    if text.len() > 2_048 {
-        return invalid(field, "a template is at most 2048 characters");
-    }
-    Ok(())
+    crate::template::Template::parse(text).map(drop).map_err(|message| crate::ConfigError::invalid(field, message))
 }
 
 impl HeaderOps {

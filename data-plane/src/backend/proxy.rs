@@ -1,4 +1,4 @@
-//! Sending a prepared request upstream: pick a target (another one on a
+//! The proxy backend: sending a prepared request upstream: pick a target (another one on a
 //! retry when there is one), set its `Host` and address, send with the
 //! try's timeout, record the outcome for health checks and the circuit
 //! breaker, and try again while the route's retry plan allows it.
@@ -12,32 +12,47 @@ use http::{Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
-use super::retry::{MAX_KEPT_BODY, Outcome};
+use super::retry::{MAX_KEPT_BODY, Outcome, RetryPlan};
+use bytes::Bytes;
 use crate::body::{ClientBodyError, ClientWait, UpstreamBody};
 use crate::error::ProxyError;
 use crate::runtime::RouteEntry;
 use crate::upstream::{Lease, Picked, SendError, Unavailable, Upstream};
 
 /// A request ready to go, but for its target.
-pub(super) struct Prepared<'a> {
-    pub(super) method: Method,
-    pub(super) path_and_query: PathAndQuery,
-    pub(super) headers: HeaderMap,
+pub struct Prepared<'a> {
+    pub method: Method,
+    pub path_and_query: PathAndQuery,
+    pub headers: HeaderMap,
     /// The `Host` to send instead of the target's (`preserve_host`).
-    pub(super) host: Option<HeaderValue>,
+    pub host: Option<HeaderValue>,
     /// What a `consistent_hash` upstream hashes.
-    pub(super) hash_value: Option<&'a [u8]>,
+    pub hash_value: Option<&'a [u8]>,
     /// The request asks for an upgrade (never retried: the tunnel is one).
-    pub(super) upgrading: bool,
+    pub upgrading: bool,
+}
+
+/// The request body as the pipeline hands it on: the client's, or one a
+/// transform rewrote (whole, so any try may send it).
+pub enum ClientBody {
+    Stream(Incoming),
+    Whole(Bytes),
 }
 
 /// Sends `prepared` with `body` to `route`'s upstream.
-pub(super) async fn send(route: &RouteEntry, prepared: Prepared<'_>, body: Incoming) -> Result<(Response<Incoming>, Lease), ProxyError> {
+pub async fn send(route: &RouteEntry, prepared: Prepared<'_>, body: ClientBody) -> Result<(Response<Incoming>, Lease), ProxyError> {
     let upstream = &route.upstream;
     let deadline = Instant::now() + upstream.request_timeout;
     let limit = usize::try_from(route.max_body_bytes).unwrap_or(usize::MAX);
     let plan = route.retry.as_deref().filter(|plan| !prepared.upgrading && plan.allows(&prepared.method));
-    let (plan, mut body) = match plan {
+    let body = match body {
+        ClientBody::Stream(body) => body,
+        ClientBody::Whole(bytes) => {
+            plan.inspect(|plan| plan.deposit());
+            return tries(route, &prepared, plan, Body::Kept(bytes), deadline).await;
+        }
+    };
+    let (plan, body) = match plan {
         Some(plan) => {
             plan.deposit();
             // Reading a kept body counts against the request's time too.
@@ -51,10 +66,22 @@ pub(super) async fn send(route: &RouteEntry, prepared: Prepared<'_>, body: Incom
         }
         None => (None, Body::Once(Some(UpstreamBody::streamed(body, limit)))),
     };
+    tries(route, &prepared, plan, body, deadline).await
+}
+
+/// Tries `prepared` on the upstream's targets as `plan` allows.
+async fn tries(
+    route: &RouteEntry,
+    prepared: &Prepared<'_>,
+    plan: Option<&RetryPlan>,
+    mut body: Body,
+    deadline: Instant,
+) -> Result<(Response<Incoming>, Lease), ProxyError> {
+    let upstream = &route.upstream;
     let attempts = plan.map_or(1, |p| p.attempts);
     let client_wait = body.client_wait();
     let mut tried = Vec::new();
-    let mut headers = Some(prepared.headers);
+    let mut headers = Some(prepared.headers.clone());
     for attempt in 1..=attempts {
         let last = attempt == attempts;
         let picked = upstream.pick_avoiding(prepared.hash_value, &tried).map_err(|unavailable| unavailable_error(upstream, unavailable))?;
@@ -81,7 +108,7 @@ pub(super) async fn send(route: &RouteEntry, prepared: Prepared<'_>, body: Incom
                     return Err(fault); // the client's doing, not the target's: not recorded, not retried
                 }
                 upstream.record(&picked, false);
-                let classified = super::classify(upstream.name(), &error);
+                let classified = classify(upstream.name(), &error);
                 (if error.is_connect() { Outcome::ConnectFailure } else { Outcome::Reset }, classified)
             }
             Err(_) if client_wait.as_ref().is_some_and(|wait| wait.is_waiting()) => {
@@ -194,3 +221,25 @@ fn unavailable_error(upstream: &Upstream, unavailable: Unavailable) -> ProxyErro
         }
     }
 }
+
+/// What a try's failure that was not the client's says about the upstream.
+fn classify(upstream: &str, error: &crate::upstream::SendError) -> ProxyError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut timed_out = false;
+    while let Some(e) = source {
+        if let Some(violation) = crate::http1::violation(e) {
+            return ProxyError::UpstreamMalformed { upstream: upstream.to_owned(), violation };
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+        }
+        source = e.source();
+    }
+    if timed_out {
+        return ProxyError::UpstreamTimeout { upstream: upstream.to_owned() };
+    }
+    let reason =
+        std::iter::successors(Some(error as &dyn std::error::Error), |e| e.source()).last().map(ToString::to_string).unwrap_or_default();
+    ProxyError::UpstreamUnavailable { upstream: upstream.to_owned(), reason }
+}
+

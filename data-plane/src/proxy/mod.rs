@@ -1,35 +1,42 @@
-//! The request pipeline: request id → route match → size limit →
-//! authentication and scopes → rate limits → header rewriting (identity headers in) →
-//! upstream call (`send`: target choice, timeouts, retries) → response headers, with
-//! metrics and one span per request. The span is debug-level
+//! The request pipeline, as ARCHITECTURE draws it: request id → route
+//! match (path parameters; a CORS preflight matches by the method it asks
+//! for) → CORS preflight → `https_only` → ip-restriction → size limit →
+//! limits (identity-free) → authentication and scopes → limits (identity) →
+//! request-transform → backend (the upstream call, [`crate::backend`]) →
+//! response-transform → CORS headers (on the gateway's own errors too) →
+//! rate-limit headers, with metrics and one span per request. Each stage is
+//! compiled once per config version ([`crate::stage`]); a route without a
+//! stage pays one `Option` check for it. The span is debug-level
 //! (`RUST_LOG=portico_dp=debug` shows it with each request's events): at the
 //! default `info` a per-request span cost a fifth of the throughput and
-//! printed nothing. Bodies stream in both directions; upgrades (WebSocket)
-//! are tunnelled once both sides agree.
+//! printed nothing. Bodies stream in both directions unless a transform
+//! shapes them; upgrades (WebSocket) are tunnelled once both sides agree.
 
 pub mod headers;
-pub mod retry;
-mod send;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tracing::Instrument;
 
 use self::headers::Peer;
 use crate::auth::Identity;
+use crate::backend::proxy::{self as backend, ClientBody};
 use crate::body::ResponseBody;
 use crate::error::ProxyError;
 use crate::http1::{Verdict, Violation};
 use crate::metrics::RouteMetrics;
 use crate::ratelimit::{self, RequestFacts};
 use crate::router::normalize_path;
-use crate::runtime::RouteEntry;
+use crate::runtime::{RouteEntry, Runtime};
+use crate::stage::cors::Cors;
+use crate::stage::profile::append_vary;
+use crate::stage::values::RequestValues;
 use crate::state::NodeState;
 
 /// Handles one request from `peer`. Never fails: errors become responses.
@@ -60,95 +67,154 @@ pub async fn handle(
         upstream = tracing::field::Empty,
         status = tracing::field::Empty,
     );
-    let (mut response, route) = async {
-        match forward(&node, request, peer, secure, &request_id, refused).await {
-            Ok((response, route)) => (response, Some(route)),
-            Err((error, route)) => {
-                tracing::debug!(error = %error, source = ?error.source(), retryable = error.retryable(), "request failed");
-                (error.response(), route)
-            }
-        }
+    let runtime = node.runtime();
+    let mut served = Served::default();
+    let mut response = async {
+        let outcome = match (refused, &runtime) {
+            (Some(violation), _) => Err(ProxyError::Malformed(violation)),
+            (None, None) => Err(ProxyError::NoConfig),
+            (None, Some(runtime)) => forward(&node, runtime, request, peer, secure, &request_id, &mut served).await,
+        };
+        outcome.unwrap_or_else(|error| {
+            tracing::debug!(error = %error, source = ?error.source(), retryable = error.retryable(), "request failed");
+            error.response()
+        })
     }
     .instrument(span.clone())
     .await;
+    if let Some(cors) = served.route.and_then(|route| route.stages.cors.as_ref()) {
+        cors.decorate(served.origin.as_ref(), response.headers_mut());
+    }
     response.headers_mut().insert(headers::REQUEST_ID, request_id);
     let status = response.status();
     if verdict != Verdict::Pass && status != StatusCode::SWITCHING_PROTOCOLS {
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     span.record("status", status.as_u16());
-    route.as_deref().unwrap_or(RouteMetrics::unmatched()).request_done(status, started.elapsed());
+    served.route.map_or(RouteMetrics::unmatched(), |route| &*route.metrics).request_done(status, started.elapsed());
     response
 }
 
-type Failure = (ProxyError, Option<Arc<RouteMetrics>>);
+/// What the pipeline learnt that the response needs whatever the outcome:
+/// the route (for metrics and CORS headers on the gateway's own errors)
+/// and the request's `Origin`.
+#[derive(Default)]
+struct Served<'r> {
+    route: Option<&'r RouteEntry>,
+    origin: Option<HeaderValue>,
+}
 
-async fn forward(
+/// The method a request is routed by: a CORS preflight's asks for the
+/// method of the request it announces (so a GET-only route answers the
+/// preflight of its GETs).
+fn routing_method(request: &Request<Incoming>) -> Option<Method> {
+    if !Cors::is_preflight(request.method(), request.headers()) {
+        return None;
+    }
+    request.headers().get(header::ACCESS_CONTROL_REQUEST_METHOD).and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+}
+
+async fn forward<'r>(
     node: &Arc<NodeState>,
+    runtime: &'r Runtime,
     request: Request<Incoming>,
     peer: &Peer,
     secure: bool,
     request_id: &HeaderValue,
-    refused: Option<Violation>,
-) -> Result<(Response<ResponseBody>, Arc<RouteMetrics>), Failure> {
-    if let Some(violation) = refused {
-        return Err((ProxyError::Malformed(violation), None));
-    }
-    let runtime = node.runtime().ok_or((ProxyError::NoConfig, None))?;
-    if let Err(error) = headers::check_limits(request.headers()) {
-        return Err((error, None));
-    }
+    served: &mut Served<'r>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    headers::check_limits(request.headers())?;
     let uri = request.uri().clone();
-    let path = normalize_path(uri.path()).map_err(|e| (ProxyError::BadRequest(e.message()), None))?;
+    let path = normalize_path(uri.path()).map_err(|e| ProxyError::BadRequest(e.message()))?;
     let original_host = original_host(&request);
-    let Some((route, matched)) = runtime.route(&host_name(original_host.as_ref()), &path, request.method(), request.headers()) else {
-        return Err((ProxyError::NoRoute { method: request.method().to_string(), path: path.into_owned() }, None));
+    let host = host_name(original_host.as_ref());
+    let announced = routing_method(&request);
+    let preflight_route = announced
+        .as_ref()
+        .and_then(|method| runtime.route(&host, &path, method, request.headers()))
+        .filter(|(route, _)| route.stages.cors.is_some());
+    let Some((route, matched)) = preflight_route.or_else(|| runtime.route(&host, &path, request.method(), request.headers())) else {
+        return Err(ProxyError::NoRoute { method: request.method().to_string(), path: path.into_owned() });
     };
+    served.route = Some(route);
     tracing::Span::current().record("route", &*route.name).record("upstream", route.upstream.name());
-    let fail = |error: ProxyError| (error, Some(route.metrics.clone()));
+    if let Some(cors) = &route.stages.cors {
+        served.origin = request.headers().get(header::ORIGIN).cloned();
+        if announced.is_some() {
+            return Ok(cors.preflight(request.headers()));
+        }
+    }
     if route.https_only && !secure {
-        return https_redirect(original_host.as_ref(), &uri).map(|response| (response, route.metrics.clone())).map_err(fail);
+        return https_redirect(original_host.as_ref(), &uri);
     }
-
-    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > route.max_body_bytes) {
-        return Err(fail(ProxyError::BodyTooLarge { limit: route.max_body_bytes }));
-    }
-
     let (mut parts, body) = request.into_parts();
     let client_ip = headers::client_ip(peer.addr.ip(), &parts.headers, &runtime.trusted_proxies);
-    let limited_before = ratelimit::check(&route.limits_before_auth, &facts(route, &parts, client_ip, None)).await.map_err(fail)?;
-    let identity = match runtime.auth.authenticate(&route.auth, &mut parts).await {
-        Ok(identity) => identity,
-        Err(error) => {
-            crate::metrics::auth_refused(route.name.clone(), error.status());
-            return Err(fail(error));
-        }
-    };
-    let limited_after =
-        ratelimit::check(&route.limits_after_auth, &facts(route, &parts, client_ip, identity.as_ref())).await.map_err(fail)?;
+    if let Some(rule) = &route.stages.ip {
+        rule.check(client_ip)?;
+    }
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > route.max_body_bytes) {
+        return Err(ProxyError::BodyTooLarge { limit: route.max_body_bytes });
+    }
+
+    let limited_before = ratelimit::check(&route.limits_before_auth, &facts(route, &parts, client_ip, None)).await?;
+    let identity = runtime.auth.authenticate(&route.auth, &mut parts).await.inspect_err(|error| {
+        crate::metrics::auth_refused(route.name.clone(), error.status());
+    })?;
+    let limited_after = ratelimit::check(&route.limits_after_auth, &facts(route, &parts, client_ip, identity.as_ref())).await?;
     let limited = ratelimit::tighter(limited_before, limited_after);
     let hash_value = route.upstream.hash_on().map(|on| {
         let consumer = identity.as_ref().filter(|i| !i.is_anonymous()).map(Identity::consumer_id);
         crate::upstream::hash_value(on, &parts.headers, client_ip, consumer)
     });
-    let path_and_query = forwarded_target(&parts.uri, &path, &matched.prefix, route.strip_path).map_err(fail)?;
+    let mut path_and_query = forwarded_target(&parts.uri, &path, matched.matched_len, route.strip_path)?;
     let upgrade = headers::upgrade_protocol(&parts.headers);
     let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
-    let host = original_host.as_ref().filter(|_| route.preserve_host).cloned();
-    prepare_headers(&mut parts.headers, (peer, client_ip), secure, request_id, original_host, upgrade);
+    let preserved_host = original_host.as_ref().filter(|_| route.preserve_host).cloned();
+    headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+    headers::strip_spoofed(&mut parts.headers);
+
+    // Transforms read the request as the client sent it (less spoofed
+    // headers) and write before the gateway's own headers, which so win.
+    let stages = &route.stages;
+    let values = RequestValues {
+        params: &matched.params,
+        query: parts.uri.query(),
+        headers: &parts.headers,
+        identity: identity.as_ref(),
+        auth: &runtime.auth,
+        request_id,
+    };
+    let request_shaper = stages.request.pick(&parts.headers, identity.as_ref());
+    let request_rewrite = request_shaper.map(|shaper| shaper.prepare(path_and_query.path(), parts.uri.query(), &values)).transpose()?;
+    let response_rewrite =
+        stages.response.pick(&parts.headers, identity.as_ref()).map(|shaper| shaper.prepare(&values)).transpose()?;
+    let mut body = ClientBody::Stream(body);
+    if let (Some(shaper), Some(mut rewrite)) = (request_shaper, request_rewrite) {
+        if let Some(target) = rewrite.target.take() {
+            path_and_query = target;
+        }
+        shaper.apply(&mut parts.headers, rewrite);
+        if let (Some(shaper), ClientBody::Stream(stream)) = (&shaper.body, body) {
+            body = shaper.request(&mut parts.headers, stream).await?;
+        }
+    }
+    headers::add_forwarded(&mut parts.headers, peer, client_ip, if secure { "https" } else { "http" }, original_host.as_ref());
+    parts.headers.insert(headers::REQUEST_ID, request_id.clone());
     if let Some(identity) = &identity {
         runtime.auth.add_identity_headers(identity, &mut parts.headers);
     }
-    let prepared = send::Prepared {
+
+    let head_request = parts.method == Method::HEAD;
+    let prepared = backend::Prepared {
         method: parts.method,
         path_and_query,
         headers: parts.headers,
-        host,
+        host: preserved_host,
         hash_value: hash_value.as_deref().map(str::as_bytes),
         upgrading: client_upgrade.is_some(),
     };
-    let (mut response, lease) = send::send(route, prepared, body).await.map_err(fail)?;
+    let (mut response, lease) = backend::send(route, prepared, body).await?;
 
     let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if upgraded && let Some(client_upgrade) = client_upgrade {
@@ -164,11 +230,25 @@ async fn forward(
     }
     let keep_upgrade = upgraded.then(|| response.headers().get(header::UPGRADE).cloned()).flatten();
     headers::remove_hop_by_hop(response.headers_mut(), keep_upgrade);
+    let idle = route.upstream.idle_timeout;
+    let mut response = response.map(|body| ResponseBody::upstream(body, idle, lease));
+    if let Some(rewrite) = response_rewrite.filter(|_| !upgraded) {
+        if let Some(shaper) = &rewrite.shaper.body {
+            let (shaped, skipped) = shaper.response(response, head_request, route.upstream.name()).await?;
+            if let Some(reason) = skipped {
+                crate::metrics::transform_skipped(route.name.clone(), reason.as_str());
+            }
+            response = shaped;
+        }
+        rewrite.apply_headers(response.headers_mut());
+    }
+    for vary in [stages.request.vary(), stages.response.vary()].into_iter().flatten() {
+        append_vary(response.headers_mut(), vary);
+    }
     if let Some(decision) = &limited {
         ratelimit::add_headers(response.headers_mut(), decision);
     }
-    let idle = route.upstream.idle_timeout;
-    Ok((response.map(|body| ResponseBody::upstream(body, idle, lease)), route.metrics.clone()))
+    Ok(response)
 }
 
 /// What a rate limit may key a request of `route` on.
@@ -179,21 +259,6 @@ fn facts<'a>(
     identity: Option<&'a Identity>,
 ) -> RequestFacts<'a> {
     RequestFacts { client_ip, headers: &parts.headers, identity, route: &route.name, service: route.upstream.name() }
-}
-
-/// The upstream request's headers but `Host` (set per target when sent).
-fn prepare_headers(
-    headers: &mut http::HeaderMap,
-    (peer, client): (&Peer, IpAddr),
-    secure: bool,
-    request_id: &HeaderValue,
-    original_host: Option<HeaderValue>,
-    upgrade: Option<HeaderValue>,
-) {
-    headers::remove_hop_by_hop(headers, upgrade);
-    headers::strip_spoofed(headers);
-    headers::add_forwarded(headers, peer, client, if secure { "https" } else { "http" }, original_host.as_ref());
-    headers.insert(headers::REQUEST_ID, request_id.clone());
 }
 
 /// `308` to the same URL over HTTPS, on the default port. The host must
@@ -274,27 +339,6 @@ fn strip_prefix<'a>(path: &'a str, prefix: &str) -> &'a str {
         "" => "/",
         rest => rest,
     }
-}
-
-/// What a try's failure that was not the client's says about the upstream.
-fn classify(upstream: &str, error: &crate::upstream::SendError) -> ProxyError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    let mut timed_out = false;
-    while let Some(e) = source {
-        if let Some(violation) = crate::http1::violation(e) {
-            return ProxyError::UpstreamMalformed { upstream: upstream.to_owned(), violation };
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
-        }
-        source = e.source();
-    }
-    if timed_out {
-        return ProxyError::UpstreamTimeout { upstream: upstream.to_owned() };
-    }
-    let reason =
-        std::iter::successors(Some(error as &dyn std::error::Error), |e| e.source()).last().map(ToString::to_string).unwrap_or_default();
-    ProxyError::UpstreamUnavailable { upstream: upstream.to_owned(), reason }
 }
 
 /// Copies bytes both ways between an upgraded client and upstream connection.

@@ -12,8 +12,8 @@ use crate::auth::{Authenticator, Identity};
 
 /// One request's template values.
 pub struct RequestValues<'a> {
-    /// Route path parameters, by name.
-    pub params: &'a [(std::sync::Arc<str>, String)],
+    /// Route path parameters, by name, as the (normalized) request path has them.
+    pub params: &'a [(std::sync::Arc<str>, Box<str>)],
     /// The client's query, as sent.
     pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
@@ -25,7 +25,11 @@ pub struct RequestValues<'a> {
 impl Lookup for RequestValues<'_> {
     fn value(&self, source: &Source) -> Option<Cow<'_, str>> {
         match source {
-            Source::Path(name) => self.params.iter().find(|(param, _)| &**param == name).map(|(_, value)| Cow::Borrowed(value.as_str())),
+            // Decoded, so that escaping it where it lands gives the escape the client sent.
+            Source::Path(name) => {
+                let (_, raw) = self.params.iter().find(|(param, _)| &**param == name)?;
+                Some(percent_encoding::percent_decode_str(raw).decode_utf8().unwrap_or(Cow::Borrowed(raw)))
+            }
             Source::Query(name) => {
                 form_urlencoded::parse(self.query?.as_bytes()).find(|(key, _)| key == name).map(|(_, value)| Cow::Owned(value.into_owned()))
             }
