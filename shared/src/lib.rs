@@ -9,6 +9,7 @@ pub mod error;
 pub mod model;
 pub mod parse;
 pub mod secret;
+pub mod shape;
 pub mod snapshot;
 pub mod tls;
 pub mod validate;
