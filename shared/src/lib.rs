@@ -10,6 +10,7 @@ pub mod ip_restriction;
 pub mod model;
 pub mod parse;
 pub mod secret;
+pub mod shape;
 pub mod snapshot;
 pub mod template;
 pub mod tls;
