@@ -4,6 +4,7 @@
 //! whole for retries), responses are the upstream's body or one the gateway
 //! wrote itself.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -107,11 +108,19 @@ pub enum ResponseBody {
     /// Streamed from the upstream, cut when it stays silent for `idle`;
     /// its connection goes back to the pool when this is dropped.
     Upstream { body: Incoming, idle: Duration, timer: Option<Pin<Box<Sleep>>>, waiting: bool, lease: Lease },
-    /// Written by the gateway (errors).
+    /// Written by the gateway (errors, shaped bodies).
     Local(Full<Bytes>),
+    /// Frames already read (by a transform that then left the body alone),
+    /// followed by the rest of the body they came from.
+    Replay { frames: VecDeque<Frame<Bytes>>, rest: Option<Box<ResponseBody>> },
 }
 
 impl ResponseBody {
+    /// `frames`, then what is left of `rest`.
+    pub fn replay(frames: VecDeque<Frame<Bytes>>, rest: Option<ResponseBody>) -> Self {
+        Self::Replay { frames, rest: rest.map(Box::new) }
+    }
+
     /// The upstream's body, cut after `idle` without a frame, on the connection `lease`.
     pub fn upstream(body: Incoming, idle: Duration, lease: Lease) -> Self {
         Self::Upstream { body, idle, timer: None, waiting: false, lease }
@@ -149,6 +158,13 @@ impl Body for ResponseBody {
                 }
             }
             Self::Local(body) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
+            Self::Replay { frames, rest } => match frames.pop_front() {
+                Some(frame) => Poll::Ready(Some(Ok(frame))),
+                None => match rest {
+                    Some(rest) => Pin::new(&mut **rest).poll_frame(cx),
+                    None => Poll::Ready(None),
+                },
+            },
         }
     }
 
@@ -156,6 +172,7 @@ impl Body for ResponseBody {
         match self {
             Self::Upstream { body, .. } => body.is_end_stream(),
             Self::Local(body) => body.is_end_stream(),
+            Self::Replay { frames, rest } => frames.is_empty() && rest.as_ref().is_none_or(|rest| rest.is_end_stream()),
         }
     }
 
@@ -163,6 +180,16 @@ impl Body for ResponseBody {
         match self {
             Self::Upstream { body, .. } => body.size_hint(),
             Self::Local(body) => body.size_hint(),
+            Self::Replay { frames, rest } => {
+                let buffered: u64 = frames.iter().filter_map(Frame::data_ref).map(|data| data.len() as u64).sum();
+                let rest = rest.as_ref().map_or_else(|| SizeHint::with_exact(0), |rest| rest.size_hint());
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + buffered);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + buffered);
+                }
+                hint
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 //! cache of its last good config.
 
 pub mod auth;
+pub mod backend;
 pub mod body;
 pub mod cache;
 pub mod config_client;
@@ -17,6 +18,7 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod settings;
+pub mod stage;
 pub mod state;
 pub mod status;
 pub mod tls;

@@ -101,6 +101,12 @@ pub fn auth_refused(route: Arc<str>, status: StatusCode) {
         .increment(1);
 }
 
+/// A response a `response-transform` left untouched, and why (`not_json`,
+/// `too_large`, `invalid_json`, `encoding`, `no_transform`).
+pub fn transform_skipped(route: Arc<str>, reason: &'static str) {
+    counter!("portico_transform_skipped_total", "route" => SharedString::from_shared(route), "reason" => reason).increment(1);
+}
+
 pub fn jwks_fetched(ok: bool) {
     counter!("portico_jwks_fetches_total", "outcome" => if ok { "ok" } else { "error" }).increment(1);
 }

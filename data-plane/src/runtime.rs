@@ -13,9 +13,10 @@ use uuid::Uuid;
 
 use crate::auth::{AuthPlan, AuthSettings, Authenticator};
 use crate::metrics::RouteMetrics;
-use crate::proxy::retry::RetryPlan;
+use crate::backend::retry::RetryPlan;
 use crate::ratelimit::{LimitSettings, Limiter};
 use crate::router::{Match, RouteSpec, Router};
+use crate::stage::Stages;
 use crate::tls::Certificates;
 use crate::upstream::Upstream;
 
@@ -52,6 +53,8 @@ pub struct RouteEntry {
     /// The route's retries, else its service's (the budget is kept across
     /// versions while the route and its retry settings stay).
     pub retry: Option<Arc<RetryPlan>>,
+    /// CORS, ip-restriction and transforms.
+    pub stages: Stages,
 }
 
 /// One compiled config version.
@@ -142,6 +145,7 @@ impl Runtime {
                 }
             }
             let name: Arc<str> = route.name.as_str().into();
+            let stages = Stages::compile(&policies).map_err(|e| format!("route '{}': {e}", route.name))?;
             routes.push(RouteEntry {
                 id: route.id,
                 metrics: Arc::new(RouteMetrics::new(name.clone())),
@@ -158,6 +162,7 @@ impl Runtime {
                     let kept = route.id.and_then(|id| previous_retries.get(&id)).filter(|plan| plan.is_for(retries)).cloned();
                     kept.unwrap_or_else(|| Arc::new(RetryPlan::new(retries)))
                 }),
+                stages,
             });
         }
         let router = Router::new(config.routes.iter().enumerate().map(|(index, route)| RouteSpec::of(index, route)));

@@ -601,6 +601,9 @@ pub enum Policy {
     Scopes(ScopesPolicy),
     /// At most `limit` requests per `window_s` per key (`429` beyond).
     RateLimit(RateLimitPolicy),
+    /// Cross-origin browser calls: preflights answered by the gateway, CORS
+    /// headers on every answer to an allowed origin.
+    Cors(crate::cors::CorsPolicy),
     /// Clients inside `deny`, or outside a non-empty `allow`, get `403`.
     IpRestriction(crate::ip_restriction::IpRestrictionPolicy),
     /// Rewrites the request's headers, query and path before it goes upstream.
@@ -789,6 +792,7 @@ impl Policy {
             Self::Jwt(_) => "jwt",
             Self::Scopes(_) => "scopes",
             Self::RateLimit(_) => "rate-limit",
+            Self::Cors(_) => "cors",
             Self::IpRestriction(_) => "ip-restriction",
             Self::RequestTransform(_) => "request-transform",
             Self::ResponseTransform(_) => "response-transform",
@@ -821,6 +825,7 @@ impl Policy {
             Self::RequestSizeLimit { .. }
             | Self::Scopes(_)
             | Self::RateLimit(_)
+            | Self::Cors(_)
             | Self::IpRestriction(_)
             | Self::RequestTransform(_)
             | Self::ResponseTransform(_) => None,

@@ -85,6 +85,13 @@ pub struct RequestTransformPolicy {
     /// the path the route would send (`strip_path` included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// JSON request bodies: `allow`, `deny`, `rename` by JSONPath.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<crate::shape::JsonOps>,
+    /// Largest body `body` reads, 1 byte to 16 MiB (default 1 MiB): a larger
+    /// request is `413`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
 }
 
 /// Fields of the `response-transform` policy.
@@ -95,6 +102,13 @@ pub struct ResponseTransformPolicy {
     pub when: Option<When>,
     #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
     pub headers: HeaderOps,
+    /// JSON response bodies: `allow`, `deny`, `rename` by JSONPath.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<crate::shape::JsonOps>,
+    /// Largest body `body` reads, 1 byte to 16 MiB (default 1 MiB): a
+    /// larger response goes to the client untouched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
 }
 
 /// Most entries in one list or map of a transform.
@@ -261,8 +275,9 @@ impl RequestTransformPolicy {
             }
             template_text("path", path)?;
         }
-        if self.when.is_none() && self.headers.is_empty() && self.query.is_empty() && self.path.is_none() {
-            return invalid("headers", "the transform changes nothing: give headers, query or path");
+        body(self.body.as_ref(), self.max_body_bytes)?;
+        if self.headers.is_empty() && self.query.is_empty() && self.path.is_none() && self.body.is_none() {
+            return invalid("headers", "the transform changes nothing: give headers, query, path or body");
         }
         Ok(())
     }
@@ -274,6 +289,26 @@ impl ResponseTransformPolicy {
         if let Some(when) = &mut self.when {
             part("when", when.normalize_and_validate())?;
         }
-        part("headers", self.headers.normalize_and_validate())
+        part("headers", self.headers.normalize_and_validate())?;
+        body(self.body.as_ref(), self.max_body_bytes)?;
+        if self.headers.is_empty() && self.body.is_none() {
+            return invalid("headers", "the transform changes nothing: give headers or body");
+        }
+        Ok(())
+    }
+}
+
+/// Largest `max_body_bytes`.
+const MAX_BODY_BYTES: u64 = 16 << 20;
+
+/// The JSON body part: paths compile (RFC 9535), the limit is sane.
+fn body(ops: Option<&crate::shape::JsonOps>, max_body_bytes: Option<u64>) -> Result {
+    if let Some(ops) = ops {
+        part("body", crate::shape::JsonShape::compile(ops).map(drop))?;
+    }
+    match max_body_bytes {
+        Some(_) if ops.is_none() => invalid("max_body_bytes", "only a transform with a body takes max_body_bytes"),
+        Some(limit) if !(1..=MAX_BODY_BYTES).contains(&limit) => invalid("max_body_bytes", format!("must be 1 to {MAX_BODY_BYTES}")),
+        _ => Ok(()),
     }
 }

@@ -708,6 +708,7 @@ fn policies(field: &str, list: &mut [Policy]) -> Result {
                 in_range(&at("leeway_s"), p.leeway_s, 0, 600)?;
             }
             Policy::RateLimit(p) => rate_limit(&at, p)?,
+            Policy::Cors(p) => p.normalize_and_validate().map_err(|e| e.within(&format!("{field}[{i}]")))?,
             Policy::IpRestriction(p) => p.normalize_and_validate().map_err(|e| e.within(&format!("{field}[{i}]")))?,
             Policy::RequestTransform(p) => p.normalize_and_validate().map_err(|e| e.within(&format!("{field}[{i}]")))?,
             Policy::ResponseTransform(p) => p.normalize_and_validate().map_err(|e| e.within(&format!("{field}[{i}]")))?,

@@ -4,7 +4,9 @@
 //!
 //! Paths: `/slow/<ms>/…` waits before answering; `/status/<code>/…` answers
 //! that status; `/upgrade` switches to the protocol the request asks for
-//! and echoes bytes; anything else echoes. Every answer carries `x-upstream: <name>`.
+//! and echoes bytes; `/catalog/<coding>` answers [`CATALOG`] as JSON with a
+//! strong `ETag`, in that content coding (`identity`, `gzip`, `deflate`,
+//! `br`); anything else echoes (a JSON request body under `body`). Every answer carries `x-upstream: <name>`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -138,6 +140,33 @@ impl Drop for TestUpstream {
     }
 }
 
+/// What `/catalog/…` answers: a list of items with more fields than a small screen needs.
+pub const CATALOG: &str = r#"{"items":[{"id":1,"name":"lamp","price":30,"description":"a long text"},{"id":2,"name":"desk","price":120,"description":"another long text"}],"total":2,"internal":{"secret":"s3cr3t"}}"#;
+
+fn catalog(coding: &str) -> Response<Full<Bytes>> {
+    use std::io::Write;
+    let encoded = match coding {
+        "gzip" => {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(CATALOG.as_bytes()).expect("in memory");
+            encoder.finish().expect("in memory")
+        }
+        "deflate" => {
+            let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(CATALOG.as_bytes()).expect("in memory");
+            encoder.finish().expect("in memory")
+        }
+        _ => CATALOG.as_bytes().to_vec(),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(encoded)));
+    response.headers_mut().insert("content-type", "application/json; charset=utf-8".parse().expect("static"));
+    response.headers_mut().insert("etag", "\"catalog-v1\"".parse().expect("static"));
+    if coding == "gzip" || coding == "deflate" {
+        response.headers_mut().insert("content-encoding", coding.parse().expect("static"));
+    }
+    response
+}
+
 async fn answer(name: &str, mut request: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = request.uri().path().to_owned();
     let mut segments = path.trim_start_matches('/').split('/');
@@ -145,6 +174,7 @@ async fn answer(name: &str, mut request: Request<Incoming>) -> Response<Full<Byt
     match (segments.next(), segments.next()) {
         (Some("slow"), Some(ms)) => tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await,
         (Some("status"), Some(code)) => status = code.parse().ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::OK),
+        (Some("catalog"), coding) => return catalog(coding.unwrap_or("identity")),
         (Some("upgrade"), _) => {
             let parts_upgrade = request.headers().get("upgrade").cloned();
             let upgrade = hyper::upgrade::on(&mut request);
@@ -174,6 +204,7 @@ async fn answer(name: &str, mut request: Request<Incoming>) -> Response<Full<Byt
         "query": parts.uri.query(),
         "headers": headers,
         "body_bytes": body.len(),
+        "body": serde_json::from_slice::<serde_json::Value>(&body).ok(),
     });
     let mut response = Response::new(Full::new(Bytes::from(echo.to_string())));
     *response.status_mut() = status;

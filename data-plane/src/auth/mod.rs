@@ -176,6 +176,7 @@ impl Authenticator {
                 Policy::Scopes(p) => plan.scopes = Some(p.clone()),
                 Policy::RequestSizeLimit { .. }
                 | Policy::RateLimit(_)
+                | Policy::Cors(_)
                 | Policy::IpRestriction(_)
                 | Policy::RequestTransform(_)
                 | Policy::ResponseTransform(_) => {}

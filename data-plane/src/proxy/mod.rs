@@ -29,7 +29,7 @@ use crate::auth::Identity;
 use crate::backend::proxy::{self as backend, ClientBody};
 use crate::body::ResponseBody;
 use crate::error::ProxyError;
-use crate::http1::{Verdict, Violation};
+use crate::http1::Verdict;
 use crate::metrics::RouteMetrics;
 use crate::ratelimit::{self, RequestFacts};
 use crate::router::normalize_path;
@@ -167,7 +167,7 @@ async fn forward<'r>(
         let consumer = identity.as_ref().filter(|i| !i.is_anonymous()).map(Identity::consumer_id);
         crate::upstream::hash_value(on, &parts.headers, client_ip, consumer)
     });
-    let mut path_and_query = forwarded_target(&parts.uri, &path, matched.matched_len, route.strip_path)?;
+    let mut path_and_query = forwarded_target(&parts.uri, &path, &matched.prefix, route.strip_path)?;
     let upgrade = headers::upgrade_protocol(&parts.headers);
     let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
     let preserved_host = original_host.as_ref().filter(|_| route.preserve_host).cloned();
@@ -178,7 +178,7 @@ async fn forward<'r>(
     // headers) and write before the gateway's own headers, which so win.
     let stages = &route.stages;
     let values = RequestValues {
-        params: &matched.params,
+        params: &[],
         query: parts.uri.query(),
         headers: &parts.headers,
         identity: identity.as_ref(),
@@ -189,16 +189,18 @@ async fn forward<'r>(
     let request_rewrite = request_shaper.map(|shaper| shaper.prepare(path_and_query.path(), parts.uri.query(), &values)).transpose()?;
     let response_rewrite =
         stages.response.pick(&parts.headers, identity.as_ref()).map(|shaper| shaper.prepare(&values)).transpose()?;
-    let mut body = ClientBody::Stream(body);
+    let mut body_shaper = None;
     if let (Some(shaper), Some(mut rewrite)) = (request_shaper, request_rewrite) {
         if let Some(target) = rewrite.target.take() {
             path_and_query = target;
         }
         shaper.apply(&mut parts.headers, rewrite);
-        if let (Some(shaper), ClientBody::Stream(stream)) = (&shaper.body, body) {
-            body = shaper.request(&mut parts.headers, stream).await?;
-        }
+        body_shaper = shaper.body.as_ref();
     }
+    let body = match body_shaper {
+        Some(shaper) => shaper.request(&mut parts.headers, body).await?,
+        None => ClientBody::Stream(body),
+    };
     headers::add_forwarded(&mut parts.headers, peer, client_ip, if secure { "https" } else { "http" }, original_host.as_ref());
     parts.headers.insert(headers::REQUEST_ID, request_id.clone());
     if let Some(identity) = &identity {

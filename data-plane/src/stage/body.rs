@@ -31,6 +31,7 @@ use hyper::body::{Body, Frame};
 use portico_shared::shape::JsonShape;
 use portico_shared::transform::{RequestTransformPolicy, ResponseTransformPolicy};
 
+use crate::backend::proxy::ClientBody;
 use crate::body::ResponseBody;
 use crate::error::ProxyError;
 
@@ -199,10 +200,10 @@ impl BodyShaper {
         }
     }
 
-    /// Shapes a JSON request body; other bodies pass (`None`).
-    pub async fn request(&self, headers: &mut HeaderMap, body: hyper::body::Incoming) -> Result<(Option<Bytes>, Option<hyper::body::Incoming>), ProxyError> {
+    /// Shapes a JSON request body; other bodies pass as they stream.
+    pub async fn request(&self, headers: &mut HeaderMap, body: hyper::body::Incoming) -> Result<ClientBody, ProxyError> {
         if !is_json(headers) {
-            return Ok((None, Some(body)));
+            return Ok(ClientBody::Stream(body));
         }
         if coding(headers) != Some(Coding::Identity) {
             return Err(ProxyError::UntransformableBody("this route reshapes JSON request bodies, which must not be content-encoded"));
@@ -217,7 +218,7 @@ impl BodyShaper {
         })?;
         let shaped = self.shape_bytes(&collected.to_bytes()).ok_or(ProxyError::BadRequest("the request body is not valid JSON"))?;
         shaped_headers(headers, shaped.len());
-        Ok((Some(shaped), None))
+        Ok(ClientBody::Whole(shaped))
     }
 }
 

@@ -150,6 +150,8 @@ pub struct RequestShaper {
     headers: HeaderPlan,
     query: Option<QueryPlan>,
     path: Option<Template>,
+    /// The JSON body part, if any.
+    pub body: Option<super::body::BodyShaper>,
 }
 
 /// What a request transform decided for one request, before the gateway's
@@ -167,6 +169,7 @@ impl RequestShaper {
             headers: HeaderPlan::compile(&policy.headers)?,
             query: QueryPlan::compile(&policy.query)?,
             path: policy.path.as_deref().map(template).transpose()?,
+            body: super::body::BodyShaper::compile_request(policy)?,
         })
     }
 

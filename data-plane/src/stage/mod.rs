@@ -1,0 +1,57 @@
+//! The request and response stages of a route besides authentication and
+//! rate limits ([`crate::auth`], [`crate::ratelimit`]): each is compiled
+//! once per config version into plain data ([`Stages::compile`]) and run by
+//! the pipeline ([`crate::proxy`]) in the order ARCHITECTURE draws. A route
+//! without a stage holds `None` or an empty profile list for it and pays
+//! nothing more.
+
+pub mod body;
+pub mod cors;
+pub mod ip;
+pub mod profile;
+pub mod transform;
+pub mod values;
+
+use portico_shared::model::Policy;
+
+use self::cors::Cors;
+use self::ip::IpRule;
+use self::profile::Profiles;
+use self::transform::{RequestShaper, ResponseShaper};
+
+/// The compiled stages of one route.
+#[derive(Debug, Default)]
+pub struct Stages {
+    pub cors: Option<Cors>,
+    pub ip: Option<IpRule>,
+    /// `request-transform` profiles.
+    pub request: Profiles<RequestShaper>,
+    /// `response-transform` profiles.
+    pub response: Profiles<ResponseShaper>,
+}
+
+impl Stages {
+    /// Compiles the stages from the policies that apply to a route
+    /// ([`portico_shared::model::effective_policies`]).
+    pub fn compile(policies: &[&Policy]) -> Result<Self, String> {
+        let mut stages = Self::default();
+        for policy in policies {
+            match policy {
+                Policy::Cors(p) => stages.cors = Some(Cors::compile(p)),
+                Policy::IpRestriction(p) => stages.ip = Some(IpRule::compile(p)?),
+                _ => {}
+            }
+        }
+        let requests = policies.iter().filter_map(|p| match p {
+            Policy::RequestTransform(t) => Some((t.when.as_ref(), t)),
+            _ => None,
+        });
+        stages.request = Profiles::compile(requests, RequestShaper::compile)?;
+        let responses = policies.iter().filter_map(|p| match p {
+            Policy::ResponseTransform(t) => Some((t.when.as_ref(), t)),
+            _ => None,
+        });
+        stages.response = Profiles::compile(responses, ResponseShaper::compile)?;
+        Ok(stages)
+    }
+}
