@@ -4,6 +4,7 @@
 //! of publishing (canonical snapshot and hash, declarative merge, diff).
 //! No I/O happens here.
 
+pub mod cors;
 pub mod diff;
 pub mod error;
 pub mod model;
