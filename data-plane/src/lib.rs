@@ -17,6 +17,7 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod settings;
+pub mod stage;
 pub mod state;
 pub mod status;
 pub mod tls;
