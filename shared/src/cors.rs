@@ -112,7 +112,10 @@ impl CorsPolicy {
 
     fn origins_valid(&mut self) -> Result<(), ConfigError> {
         if self.origins.is_empty() {
-            return Err(ConfigError::invalid("origins", "at least one origin is required (an exact origin such as https://app.example.com, or \"*\")"));
+            return Err(ConfigError::invalid(
+                "origins",
+                "at least one origin is required (an exact origin such as https://app.example.com, or \"*\")",
+            ));
         }
         bounded("origins", self.origins.len())?;
         if let Some(i) = self.origins.iter().position(|origin| origin == "*") {
@@ -419,6 +422,36 @@ mod tests {
         }
         let (_, message) = refused(json!({"origins": ["https://a.example.com/app"]}));
         assert!(message.contains("'https://a.example.com/app'"), "names the origin: {message}");
+    }
+
+    proptest::proptest! {
+        /// A normalized origin normalizes to itself, and neither case nor an
+        /// explicit default port changes it: matching a request's `Origin`
+        /// against stored ones is then plain string equality.
+        #[test]
+        fn normalizing_is_idempotent_and_case_and_default_port_blind(
+            scheme in "(?i)https?",
+            host in "[a-zA-Z0-9]{1,8}(\\.[a-zA-Z0-9-]{0,6}[a-zA-Z0-9])?",
+            port in proptest::option::of(1u16..),
+        ) {
+            let written = match port {
+                Some(port) => format!("{scheme}://{host}:{port}"),
+                None => format!("{scheme}://{host}"),
+            };
+            let normalized = normalize_origin(&written);
+            if let Some(normalized) = &normalized {
+                proptest::prop_assert_eq!(normalize_origin(normalized), Some(normalized.clone()));
+                proptest::prop_assert_eq!(normalized.clone(), normalized.to_ascii_lowercase());
+            }
+            let default_port = if scheme.eq_ignore_ascii_case("http") { 80 } else { 443 };
+            let explicit = format!("{}://{}:{default_port}", scheme.to_ascii_uppercase(), host.to_ascii_uppercase());
+            proptest::prop_assert_eq!(normalize_origin(&explicit), normalize_origin(&format!("{scheme}://{host}")));
+        }
+
+        #[test]
+        fn never_panics_on_any_input(origin in "\\PC{0,60}") {
+            let _ = normalize_origin(&origin);
+        }
     }
 
     #[test]
