@@ -519,7 +519,7 @@ async fn bad_credentials_and_auth_policies_are_refused_naming_the_field() {
         (json!([{"type": "scopes"}]), "policies[0].all_of"),
         (json!([{"type": "key-auth"}, {"type": "key-auth"}]), "policies[1]"),
         (json!([{"type": "scopes", "all_of": ["write"]}]), "policies"),
-        (json!([{"type": "cors"}]), "policies[0].type"),
+        (json!([{"type": "cache"}]), "policies[0].type"),
     ];
     for (policies, field) in policy_cases {
         let mut route = users_route();
