@@ -8,6 +8,7 @@ pub mod diff;
 pub mod error;
 pub mod model;
 pub mod parse;
+pub mod route_path;
 pub mod secret;
 pub mod snapshot;
 pub mod tls;
