@@ -10,6 +10,7 @@ pub mod error;
 pub mod ip_restriction;
 pub mod model;
 pub mod parse;
+pub mod route_path;
 pub mod secret;
 pub mod shape;
 pub mod snapshot;

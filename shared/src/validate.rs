@@ -132,6 +132,11 @@ impl Validate for Route {
             *path = route_path(&format!("paths[{i}]"), path)?;
         }
         unique("paths", &self.paths)?;
+        let shapes: Vec<String> = self.paths.iter().map(|p| crate::route_path::shape(p)).collect();
+        if let Some(i) = (1..shapes.len()).find(|&i| shapes[..i].contains(&shapes[i])) {
+            let message = format!("'{}' differs from another path of this route only in parameter names", self.paths[i]);
+            return Err(ConfigError::invalid(format!("paths[{i}]"), message));
+        }
         for (i, method) in self.methods.iter_mut().enumerate() {
             method.make_ascii_uppercase();
             if !METHODS.contains(&method.as_str()) {
@@ -540,7 +545,7 @@ fn identical_routes(routes: &[Route]) -> Result {
         let headers = format!("{:?}", route.headers);
         let paths = if route.paths.is_empty() { vec!["/".to_owned()] } else { route.paths.clone() };
         for (p, path) in paths.into_iter().enumerate() {
-            let key = (path.clone(), hosts.clone(), methods.clone(), headers.clone());
+            let key = (crate::route_path::shape(&path), hosts.clone(), methods.clone(), headers.clone());
             if let Some(other) = seen.insert(key, &route.name) {
                 return Err(ConfigError::conflict(
                     format!("routes[{i}].paths[{p}]"),
@@ -582,7 +587,8 @@ fn target_url(field: &str, url: &str, scheme: &str) -> Result<String> {
     Ok(format!("{scheme}://{}", authority.as_str().to_ascii_lowercase()))
 }
 
-/// A route path prefix in canonical form (no trailing slash but for `/`).
+/// A route path prefix in canonical form (no trailing slash but for `/`,
+/// escapes in upper case), with `{name}` parameters as whole segments.
 fn route_path(field: &str, path: &str) -> Result<String> {
     let invalid = |message: &str| Err(ConfigError::invalid(field, format!("'{path}' {message}")));
     if !path.starts_with('/') {
@@ -591,7 +597,7 @@ fn route_path(field: &str, path: &str) -> Result<String> {
     if path.len() > MAX_PATH_LEN {
         return invalid("is longer than 1024 characters");
     }
-    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%".contains(&b);
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%{}".contains(&b);
     if !path.bytes().all(allowed) {
         return invalid("may only contain URL path characters (no spaces, '?' or '#')");
     }
@@ -602,7 +608,8 @@ fn route_path(field: &str, path: &str) -> Result<String> {
     if trimmed.split('/').any(|segment| segment == "." || segment == "..") {
         return invalid("must not contain '.' or '..' segments");
     }
-    Ok(trimmed.to_owned())
+    // `{name}` parameters and percent-escapes: see `route_path::check`.
+    crate::route_path::check(trimmed).or_else(|message| invalid(&message))
 }
 
 fn host_pattern(field: &str, host: &str) -> Result {
@@ -926,6 +933,64 @@ mod tests {
             let mut r = route(&format!(r#"{{"name":"r","service":"s","paths":["{path}"]}}"#));
             assert_eq!(r.normalize_and_validate().unwrap_err().field(), "paths[0]", "{path}");
         }
+    }
+
+    #[test]
+    fn accepts_parameters_as_whole_segments() {
+        let mut r = route(r#"{"name":"r","service":"s","paths":["/users/{id}/orders/{order_id}/"]}"#);
+        r.normalize_and_validate().unwrap();
+        assert_eq!(r.paths, ["/users/{id}/orders/{order_id}"]);
+    }
+
+    #[test]
+    fn rejects_misplaced_braces_and_bad_parameters_naming_the_path() {
+        let cases = [
+            ("/users/{id", "only around a whole segment"),
+            ("/users/x{id}", "only around a whole segment"),
+            ("/users/{1d}", "a name is 1 to 64"),
+            ("/users/{id}/x/{id}", "names the parameter '{id}' twice"),
+        ];
+        for (path, expected) in cases {
+            let mut r = route(&format!(r#"{{"name":"r","service":"s","paths":["/ok","{path}"]}}"#));
+            let error = r.normalize_and_validate().unwrap_err();
+            assert_eq!(error.field(), "paths[1]", "{path}");
+            assert!(error.message().starts_with(&format!("'{path}' ")) && error.message().contains(expected), "{path}: {error}");
+        }
+        let many: String = (0..17).map(|i| format!("/{{p{i}}}")).collect();
+        let mut r = route(&format!(r#"{{"name":"r","service":"s","paths":["{many}"]}}"#));
+        assert!(r.normalize_and_validate().unwrap_err().message().contains("at most 16"));
+    }
+
+    #[test]
+    fn rejects_escapes_that_could_never_match_and_uppercases_the_rest() {
+        let mut r = route(r#"{"name":"r","service":"s","paths":["/%61dmin"]}"#);
+        let error = r.normalize_and_validate().unwrap_err();
+        assert_eq!(error.field(), "paths[0]");
+        assert!(error.message().contains("request paths are matched with escaped letters, digits and '-._~' decoded"), "{error}");
+        for path in ["/a%2Fb", "/a%", "/a%zz", "/%2e%2e"] {
+            let mut r = route(&format!(r#"{{"name":"r","service":"s","paths":["{path}"]}}"#));
+            assert_eq!(r.normalize_and_validate().unwrap_err().field(), "paths[0]", "{path}");
+        }
+        let mut r = route(r#"{"name":"r","service":"s","paths":["/caf%c3%a9"]}"#);
+        r.normalize_and_validate().unwrap();
+        assert_eq!(r.paths, ["/caf%C3%A9"], "as normalized request paths carry it");
+    }
+
+    #[test]
+    fn rejects_paths_differing_only_in_parameter_names() {
+        let mut r = route(r#"{"name":"r","service":"s","paths":["/users/{id}","/users/{user}"]}"#);
+        assert_eq!(r.normalize_and_validate().unwrap_err().field(), "paths[1]");
+        let mut config: GatewayConfig = crate::parse::from_yaml(
+            br#"
+services: [{name: s, targets: [{url: "http://127.0.0.1:1"}]}]
+routes:
+  - {name: a, service: s, paths: ["/users/{id}"]}
+  - {name: b, service: s, paths: ["/users/{user}"]}
+"#,
+        )
+        .unwrap();
+        let error = super::config(&mut config).unwrap_err();
+        assert_eq!(error.field(), "routes[1].paths[0]", "{error}");
     }
 
     #[test]
