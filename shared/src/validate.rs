@@ -373,7 +373,43 @@ pub fn config(config: &mut GatewayConfig) -> Result {
     }
     identical_routes(&config.routes)?;
     scopes_need_authentication(config)?;
+    path_parameters_exist(config)?;
     config.sort();
+    Ok(())
+}
+
+/// A transform's `{path.x}` needs the parameter `{x}` in every path of each
+/// route the transform applies to (else every request would be a `400`).
+fn path_parameters_exist(config: &GatewayConfig) -> Result {
+    for (i, route) in config.routes.iter().enumerate() {
+        let Some(service) = config.services.iter().find(|s| s.name == route.service) else { continue };
+        for policy in crate::model::effective_policies(route, service, &config.policies) {
+            let templates: Vec<&str> = match policy {
+                Policy::RequestTransform(t) => {
+                    let headers = t.headers.set.values().chain(t.headers.add.values());
+                    headers.chain(t.query.add.values()).chain(t.path.iter()).map(String::as_str).collect()
+                }
+                Policy::ResponseTransform(t) => t.headers.set.values().chain(t.headers.add.values()).map(String::as_str).collect(),
+                _ => continue,
+            };
+            for template in templates.iter().filter_map(|text| crate::template::Template::parse(text).ok()) {
+                for source in template.sources() {
+                    let crate::template::Source::Path(name) = source else { continue };
+                    let paths = if route.paths.is_empty() { vec!["/".to_owned()] } else { route.paths.clone() };
+                    if let Some(path) = paths.iter().find(|path| !crate::route_path::path_params(path).any(|p| p == name)) {
+                        return Err(ConfigError::invalid(
+                            format!("routes[{i}].paths"),
+                            format!(
+                                "route '{}' has a {} policy using {{path.{name}}}, but its path '{path}' has no {{{name}}} segment",
+                                route.name,
+                                policy.type_name()
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
     Ok(())
 }
 

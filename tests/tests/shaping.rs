@@ -260,3 +260,16 @@ async fn bad_shaping_policies_are_refused_naming_the_field() {
         assert!(field.ends_with(named) && !named.is_empty(), "{policy}: expected {field}, got {error}");
     }
 }
+
+#[tokio::test]
+async fn a_path_template_needs_the_parameter_in_every_path_of_its_route() {
+    let upstream = TestUpstream::start("app").await;
+    let (_db, cp, _dp) = serve_config(&json!({"services": [{"name": "app", "targets": [{"url": upstream.url()}]}]}), &[]).await;
+    let route = json!({"name": "r", "service": "app", "paths": ["/users/{id}", "/people"],
+        "policies": [{"type": "request-transform", "path": "/v2/users/{path.id}"}]});
+    let response = cp.admin(Method::POST, "/api/v1/gateways/default/routes").json(&route).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["field"], "paths", "{error}");
+    assert!(error["error"]["message"].as_str().unwrap().contains("'/people' has no {id}"), "{error}");
+}
