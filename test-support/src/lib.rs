@@ -1,8 +1,9 @@
-//! Shared test code: throwaway databases, `eventually`, ephemeral ports and
-//! spawning the real binaries. Tests need the real services; when one is
-//! missing they fail with a message saying how to get it (the test script
-//! starts them), never skip.
+//! Shared test code: throwaway databases, `eventually`, ephemeral ports,
+//! spawning the real binaries and driving a real browser. Tests need the
+//! real services; when one is missing they fail with a message saying how
+//! to get it (the test script starts them), never skip.
 
+pub mod browser;
 pub mod db;
 pub mod h2frames;
 pub mod jwt;
@@ -18,6 +19,7 @@ pub mod upstream;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+pub use browser::StaticPage;
 pub use db::TestDb;
 pub use jwt::TestIdp;
 pub use node::TestNode;
