@@ -12,8 +12,8 @@ use portico_shared::model::{Policy, effective_policies};
 use uuid::Uuid;
 
 use crate::auth::{AuthPlan, AuthSettings, Authenticator};
-use crate::metrics::RouteMetrics;
 use crate::backend::retry::RetryPlan;
+use crate::metrics::RouteMetrics;
 use crate::ratelimit::{LimitSettings, Limiter};
 use crate::router::{Match, RouteSpec, Router};
 use crate::stage::Stages;

@@ -94,7 +94,10 @@ async fn compressed_upstream_bodies_are_shaped_and_sent_as_identity_with_their_l
         let length: usize = response.headers()["content-length"].to_str().unwrap().parse().unwrap();
         let body = response.bytes().await.unwrap();
         assert_eq!(length, body.len(), "{coding}: Content-Length fits the shaped body");
-        assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), json!({"items": [{"id": 1, "name": "lamp"}, {"id": 2, "name": "desk"}]}));
+        assert_eq!(
+            serde_json::from_slice::<Value>(&body).unwrap(),
+            json!({"items": [{"id": 1, "name": "lamp"}, {"id": 2, "name": "desk"}]})
+        );
     }
 }
 
@@ -245,7 +248,10 @@ async fn bad_shaping_policies_are_refused_naming_the_field() {
     let (_db, cp, _dp) = serve_config(&json!({"services": [{"name": "app", "targets": [{"url": upstream.url()}]}]}), &[]).await;
     let cases = [
         (json!({"type": "request-transform", "headers": {"set": {"x-a": "{nope.x}"}}}), "routes[0].policies[0].headers.set.x-a"),
-        (json!({"type": "request-transform", "headers": {"set": {"x-consumer-id": "me"}}}), "routes[0].policies[0].headers.set.x-consumer-id"),
+        (
+            json!({"type": "request-transform", "headers": {"set": {"x-consumer-id": "me"}}}),
+            "routes[0].policies[0].headers.set.x-consumer-id",
+        ),
         (json!({"type": "response-transform", "body": {"allow": ["$.items[*"]}}), "routes[0].policies[0].body.allow[0]"),
         (json!({"type": "ip-restriction", "allow": ["10.0.0.0/33"]}), "routes[0].policies[0].allow[0]"),
         (json!({"type": "cors", "origins": ["*"], "credentials": true}), "routes[0].policies[0].credentials"),

@@ -13,11 +13,11 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use super::retry::{MAX_KEPT_BODY, Outcome, RetryPlan};
-use bytes::Bytes;
 use crate::body::{ClientBodyError, ClientWait, UpstreamBody};
 use crate::error::ProxyError;
 use crate::runtime::RouteEntry;
 use crate::upstream::{Lease, Picked, SendError, Unavailable, Upstream};
+use bytes::Bytes;
 
 /// A request ready to go, but for its target.
 pub struct Prepared<'a> {
@@ -242,4 +242,3 @@ fn classify(upstream: &str, error: &crate::upstream::SendError) -> ProxyError {
         std::iter::successors(Some(error as &dyn std::error::Error), |e| e.source()).last().map(ToString::to_string).unwrap_or_default();
     ProxyError::UpstreamUnavailable { upstream: upstream.to_owned(), reason }
 }
-

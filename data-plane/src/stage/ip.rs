@@ -25,7 +25,9 @@ impl IpRule {
     pub fn compile(policy: &IpRestrictionPolicy) -> Result<Self, String> {
         let parse = |list: &[String]| {
             list.iter()
-                .map(|entry| portico_shared::ip_restriction::parse_cidr(entry).ok_or_else(|| format!("ip-restriction: bad entry '{entry}'")))
+                .map(|entry| {
+                    portico_shared::ip_restriction::parse_cidr(entry).ok_or_else(|| format!("ip-restriction: bad entry '{entry}'"))
+                })
                 .collect::<Result<Vec<_>, _>>()
         };
         Ok(Self { allow: parse(&policy.allow)?, deny: parse(&policy.deny)? })
