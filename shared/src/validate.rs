@@ -373,38 +373,64 @@ pub fn config(config: &mut GatewayConfig) -> Result {
     }
     identical_routes(&config.routes)?;
     scopes_need_authentication(config)?;
-    path_parameters_exist(config)?;
+    transforms_fit_their_routes(config)?;
     config.sort();
     Ok(())
 }
 
-/// A transform's `{path.x}` needs the parameter `{x}` in every path of each
-/// route the transform applies to (else every request would be a `400`).
-fn path_parameters_exist(config: &GatewayConfig) -> Result {
+/// What a transform reads must exist on each route it applies to, else
+/// every request would be a `400` or fall to the default profile: a
+/// `{path.x}` needs `{x}` in every path of the route, and a `when.claim` or
+/// `{claim.x}` needs a `jwt` policy.
+fn transforms_fit_their_routes(config: &GatewayConfig) -> Result {
     for (i, route) in config.routes.iter().enumerate() {
         let Some(service) = config.services.iter().find(|s| s.name == route.service) else { continue };
-        for policy in crate::model::effective_policies(route, service, &config.policies) {
-            let templates: Vec<&str> = match policy {
+        let policies = crate::model::effective_policies(route, service, &config.policies);
+        let has_jwt = policies.iter().any(|p| matches!(p, Policy::Jwt(_)));
+        for policy in &policies {
+            let (templates, when): (Vec<&str>, _) = match policy {
                 Policy::RequestTransform(t) => {
                     let headers = t.headers.set.values().chain(t.headers.add.values());
-                    headers.chain(t.query.add.values()).chain(t.path.iter()).map(String::as_str).collect()
+                    (headers.chain(t.query.add.values()).chain(t.path.iter()).map(String::as_str).collect(), &t.when)
                 }
-                Policy::ResponseTransform(t) => t.headers.set.values().chain(t.headers.add.values()).map(String::as_str).collect(),
+                Policy::ResponseTransform(t) => {
+                    (t.headers.set.values().chain(t.headers.add.values()).map(String::as_str).collect(), &t.when)
+                }
                 _ => continue,
             };
+            let needs_jwt = |what: &str| {
+                ConfigError::invalid(
+                    format!("routes[{i}].policies"),
+                    format!(
+                        "route '{}' has a {} policy using {what}, which needs a jwt policy on the route",
+                        route.name,
+                        policy.type_name()
+                    ),
+                )
+            };
+            if let Some(claim) = when.as_ref().and_then(|w| w.claim.as_ref())
+                && !has_jwt
+            {
+                return Err(needs_jwt(&format!("when.claim '{claim}'")));
+            }
             for template in templates.iter().filter_map(|text| crate::template::Template::parse(text).ok()) {
                 for source in template.sources() {
-                    let crate::template::Source::Path(name) = source else { continue };
-                    let paths = if route.paths.is_empty() { vec!["/".to_owned()] } else { route.paths.clone() };
-                    if let Some(path) = paths.iter().find(|path| !crate::route_path::path_params(path).any(|p| p == name)) {
-                        return Err(ConfigError::invalid(
-                            format!("routes[{i}].paths"),
-                            format!(
-                                "route '{}' has a {} policy using {{path.{name}}}, but its path '{path}' has no {{{name}}} segment",
-                                route.name,
-                                policy.type_name()
-                            ),
-                        ));
+                    match source {
+                        crate::template::Source::Claim(name) if !has_jwt => return Err(needs_jwt(&format!("{{claim.{name}}}"))),
+                        crate::template::Source::Path(name) => {
+                            let paths = if route.paths.is_empty() { vec!["/".to_owned()] } else { route.paths.clone() };
+                            if let Some(path) = paths.iter().find(|path| !crate::route_path::path_params(path).any(|p| p == name)) {
+                                return Err(ConfigError::invalid(
+                                    format!("routes[{i}].paths"),
+                                    format!(
+                                        "route '{}' has a {} policy using {{path.{name}}}, but its path '{path}' has no {{{name}}} segment",
+                                        route.name,
+                                        policy.type_name()
+                                    ),
+                                ));
+                            }
+                        }
+                        _ => {}
                     }
                 }
             }

@@ -279,3 +279,15 @@ async fn a_path_template_needs_the_parameter_in_every_path_of_its_route() {
     assert_eq!(error["error"]["field"], "paths", "{error}");
     assert!(error["error"]["message"].as_str().unwrap().contains("'/people' has no {id}"), "{error}");
 }
+
+#[tokio::test]
+async fn a_claim_profile_needs_a_jwt_policy_on_its_route() {
+    let upstream = TestUpstream::start("app").await;
+    let (_db, cp, _dp) = serve_config(&json!({"services": [{"name": "app", "targets": [{"url": upstream.url()}]}]}), &[]).await;
+    let route = json!({"name": "r", "service": "app", "paths": ["/"], "policies": [
+        {"type": "response-transform", "when": {"claim": "client_type", "equals": "mobile"}, "headers": {"set": {"x-profile": "mobile"}}}]});
+    let response = cp.admin(Method::POST, "/api/v1/gateways/default/routes").json(&route).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let error: Value = response.json().await.unwrap();
+    assert!(error["error"]["message"].as_str().unwrap().contains("needs a jwt policy"), "{error}");
+}
