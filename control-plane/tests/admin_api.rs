@@ -735,3 +735,49 @@ async fn every_documented_operation_requires_a_token_and_read_only_tokens_only_r
     // 46 authenticated operations today (see openapi_documents_every_endpoint); more is fine, fewer means the enumeration broke.
     assert!(authenticated >= 46, "only {authenticated} authenticated operations enumerated");
 }
+
+#[tokio::test]
+async fn shaping_policies_round_trip_through_export_and_apply_and_are_documented() {
+    let api = Api::new().await;
+    let config = json!({
+        "services": [users_service()],
+        "routes": [{"name": "orders", "service": "users", "paths": ["/users/{id}/orders"], "policies": [
+            {"type": "jwt"},
+            {"type": "request-transform", "path": "/orders", "query": {"add": {"user": "{path.id}"}},
+             "headers": {"set": {"X-Tenant": "{claim.tenant}"}}, "body": {"deny": ["$.password"]}},
+            {"type": "response-transform", "when": {"claim": "client_type", "equals": "mobile"},
+             "body": {"allow": ["$.items[*].id"]}, "max_body_bytes": 65536},
+            {"type": "response-transform", "when": {"header": "X-Client", "equals": "web"}, "headers": {"remove": ["server"]}},
+            {"type": "cors", "origins": ["HTTPS://App.Example.com:443"], "credentials": true},
+            {"type": "ip-restriction", "allow": ["10.1.2.3/8"], "deny": ["::ffff:10.9.0.0/112"]}]}],
+    });
+    let applied = api.write(Method::PUT, "/api/v1/gateways/default/config", config).await;
+    assert_eq!(applied.status, StatusCode::OK, "{}", applied.text);
+    let version = applied.version();
+    let route = api.get("/api/v1/gateways/default/routes/orders").await.json();
+    let policies = &route["policies"];
+    assert_eq!(policies[1]["headers"]["set"]["x-tenant"], "{claim.tenant}", "header names are stored lowercase");
+    assert_eq!(policies[3]["when"]["header"], "x-client");
+    assert_eq!(policies[4]["origins"][0], "https://app.example.com", "origins are stored normalized");
+    assert_eq!(policies[5]["allow"][0], "10.0.0.0/8");
+    assert_eq!(policies[5]["deny"][0], "10.9.0.0/16", "IPv4-mapped CIDRs are stored as IPv4");
+
+    for accept in ["application/json", "application/yaml"] {
+        let export = api.send(Method::GET, "/api/v1/gateways/default/config", Some(ADMIN), &[("accept", accept)], None).await;
+        let reapplied =
+            api.send(Method::PUT, "/api/v1/gateways/default/config", Some(ADMIN), &[], Some((accept, export.text.clone()))).await;
+        assert_eq!(reapplied.status, StatusCode::OK, "{}", reapplied.text);
+        assert_eq!(reapplied.json()["published"], false, "{accept}: an export re-applied changes nothing");
+        assert_eq!(reapplied.version(), version);
+    }
+
+    let doc = api.get("/api/v1/openapi.json").await.json();
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for schema in ["CorsPolicy", "IpRestrictionPolicy", "RequestTransformPolicy", "ResponseTransformPolicy", "JsonOps", "When"] {
+        assert!(schemas.contains_key(schema), "{schema} is documented");
+    }
+    let policy = serde_json::to_string(&schemas["Policy"]).unwrap();
+    for kind in ["cors", "ip-restriction", "request-transform", "response-transform"] {
+        assert!(policy.contains(&format!("\"{kind}\"")), "the {kind} policy type is documented");
+    }
+}
