@@ -132,7 +132,7 @@ async fn forward(
         let consumer = identity.as_ref().filter(|i| !i.is_anonymous()).map(Identity::consumer_id);
         crate::upstream::hash_value(on, &parts.headers, client_ip, consumer)
     });
-    let path_and_query = forwarded_target(&parts.uri, &path, &matched.prefix, route.strip_path).map_err(fail)?;
+    let path_and_query = forwarded_target(&parts.uri, &path, matched.matched_len, route.strip_path).map_err(fail)?;
     let upgrade = headers::upgrade_protocol(&parts.headers);
     let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
     let host = original_host.as_ref().filter(|_| route.preserve_host).cloned();
@@ -242,11 +242,12 @@ fn host_name(host: Option<&HeaderValue>) -> std::borrow::Cow<'_, str> {
 }
 
 /// The request target sent upstream for a request to `uri` whose
-/// normalized path `path` matched the route path `prefix`: `path`, without
-/// `prefix` when the route strips it, with the client's query. Public for
-/// the fuzz target, which checks it against what the router matched.
-pub fn forwarded_target(uri: &Uri, path: &str, prefix: &str, strip_path: bool) -> Result<http::uri::PathAndQuery, ProxyError> {
-    upstream_target(uri, if strip_path { strip_prefix(path, prefix) } else { path })
+/// normalized path `path` matched a route path on its first `matched_len`
+/// bytes (`router::Match::matched_len`): `path`, without those when the
+/// route strips them, with the client's query. Public for the fuzz target,
+/// which checks it against what the router matched.
+pub fn forwarded_target(uri: &Uri, path: &str, matched_len: usize, strip_path: bool) -> Result<http::uri::PathAndQuery, ProxyError> {
+    upstream_target(uri, if strip_path { strip_prefix(path, matched_len) } else { path })
 }
 
 /// The upstream request's target: the client's as it came when the path is
@@ -264,15 +265,12 @@ fn upstream_target(uri: &Uri, path: &str) -> Result<http::uri::PathAndQuery, Pro
     target.parse().map_err(|_| ProxyError::BadRequest("the request target cannot be forwarded"))
 }
 
-/// `path` without the route `prefix` (which it starts with on a segment
-/// boundary); `/` when nothing is left.
-fn strip_prefix<'a>(path: &'a str, prefix: &str) -> &'a str {
-    if prefix == "/" {
-        return path;
-    }
-    match &path[prefix.len().min(path.len())..] {
-        "" => "/",
-        rest => rest,
+/// `path` without its first `matched_len` bytes (a segment boundary); `/`
+/// when nothing is left.
+fn strip_prefix(path: &str, matched_len: usize) -> &str {
+    match path.get(matched_len..) {
+        Some("") | None => "/",
+        Some(rest) => rest,
     }
 }
 
@@ -316,18 +314,18 @@ mod tests {
 
     #[test]
     fn strips_matched_prefix_on_segment_boundaries() {
-        assert_eq!(strip_prefix("/users/7", "/users"), "/7");
-        assert_eq!(strip_prefix("/users", "/users"), "/");
-        assert_eq!(strip_prefix("/users/", "/users"), "/");
-        assert_eq!(strip_prefix("/any/path", "/"), "/any/path");
+        assert_eq!(strip_prefix("/users/7", "/users".len()), "/7");
+        assert_eq!(strip_prefix("/users", "/users".len()), "/");
+        assert_eq!(strip_prefix("/users/", "/users".len()), "/");
+        assert_eq!(strip_prefix("/any/path", 0), "/any/path", "the route `/` strips nothing");
     }
 
     #[test]
     fn forwarded_target_starts_with_a_slash() {
         let uri: Uri = "http://example.com?q=1".parse().unwrap();
-        assert_eq!(forwarded_target(&uri, "/", "/", false).unwrap().as_str(), "/?q=1");
+        assert_eq!(forwarded_target(&uri, "/", 0, false).unwrap().as_str(), "/?q=1");
         let uri: Uri = "/users/7?q=1".parse().unwrap();
-        assert_eq!(forwarded_target(&uri, "/users/7", "/users", true).unwrap().as_str(), "/7?q=1");
+        assert_eq!(forwarded_target(&uri, "/users/7", "/users".len(), true).unwrap().as_str(), "/7?q=1");
     }
 
     #[test]
