@@ -9,11 +9,13 @@
 //! Properties: nothing panics; normalisation is idempotent, leaves no
 //! `//`, `.` or `..` segment and invents no non-ASCII character; the
 //! router picks the route a brute-force scan of the table by the
-//! documented precedence picks; the matched prefix is one of the route's
-//! paths and a segment-boundary prefix of the normalised path; the
-//! forwarded target parses as a URI whose path is the normalised path
-//! (minus the prefix when the route strips it) and whose query is the
-//! client's.
+//! documented precedence picks (literal segments before `{name}`
+//! parameters, then longer route paths); the matched route path is one of
+//! the route's paths and matches the normalised path up to the matched
+//! length, which ends a segment; the parameters are the segments they
+//! took; the forwarded target parses as a URI whose path is the normalised
+//! path (minus the matched length when the route strips it) and whose
+//! query is the client's.
 #![no_main]
 
 use std::sync::LazyLock;
@@ -23,10 +25,13 @@ use libfuzzer_sys::fuzz_target;
 use portico_dp::proxy::forwarded_target;
 use portico_dp::router::{RouteSpec, Router, normalize_path};
 use portico_shared::model::Route;
+use portico_shared::route_path::{self, Segment};
 use portico_shared::{GatewayConfig, parse, validate};
 
 /// The route table: prefixes that nest, share a first segment, carry
-/// parameters and escapes, and host and method conditions.
+/// `;` parameters, escapes and `{name}` parameters (beside literals at the
+/// same depth, behind a method condition that sends POST to the parameter
+/// branch), and host and method conditions.
 const ROUTES: &str = r#"
 services:
   - name: s
@@ -40,6 +45,10 @@ routes:
   - {name: admin, service: s, paths: ["/admin"]}
   - {name: people, service: s, paths: ["/users", "/people/"], strip_path: true}
   - {name: params, service: s, paths: ["/a;v=1", "/caf%C3%A9", "/~user"], strip_path: true}
+  - {name: users-me, service: s, paths: ["/users/me"], methods: [GET]}
+  - {name: user-orders, service: s, paths: ["/users/{id}/orders", "/people/{id}/orders/{order}"], strip_path: true}
+  - {name: api-items, service: s, paths: ["/api/{version}/items"], strip_path: true}
+  - {name: tenant, service: s, paths: ["/{tenant}/v1", "/{tenant}/admin/{x}"]}
   - {name: exact-host, service: s, hosts: [api.example.com], paths: ["/"]}
   - {name: exact-host-admin, service: s, hosts: [api.example.com], paths: ["/admin/x"], strip_path: true}
   - {name: wildcard, service: s, hosts: ["*.example.com"], paths: ["/static"], strip_path: true}
@@ -83,7 +92,11 @@ fuzz_target!(|data: &[u8]| {
     let headers = HeaderMap::new();
     let found = table.router.lookup(host, &path, &method, &headers);
     let expected = brute_force(&table.routes, host, &path, &method);
-    assert_eq!(found.as_ref().map(|m| m.route), expected, "router and brute force disagree on {host:?} {method} {path:?}");
+    assert_eq!(
+        found.as_ref().map(|m| (m.route, &*m.prefix)),
+        expected,
+        "router and brute force disagree on {host:?} {method} {path:?}"
+    );
     let Some(matched) = found else { return };
     let route = &table.routes[matched.route];
 
@@ -93,39 +106,55 @@ fuzz_target!(|data: &[u8]| {
         "{prefix:?} is not a path of {}",
         route.name
     );
-    assert!(on_boundary(&path, prefix), "{prefix:?} is not a segment prefix of {path:?}");
+    let (taken, rest) = path.split_at_checked(matched.matched_len).unwrap_or_else(|| panic!("{matched:?} is not within {path:?}"));
+    assert!(rest.is_empty() || rest.starts_with('/'), "{matched:?} does not end a segment of {path:?}");
+    let taken: Vec<&str> = taken.split('/').filter(|s| !s.is_empty()).collect();
+    let pattern: Vec<Segment<'_>> = route_path::segments(prefix).collect();
+    assert!(fits(&pattern, &taken) && pattern.len() == taken.len(), "{prefix:?} does not match {path:?} up to {}", matched.matched_len);
+    let params: Vec<(&str, &str)> = matched.params.iter().map(|(name, value)| (&**name, &**value)).collect();
+    assert_eq!(params, expected_params(&pattern, &taken), "parameters of {prefix:?} on {path:?}");
 
-    let forwarded = forwarded_target(&uri, &path, prefix, route.strip_path)
+    let forwarded = forwarded_target(&uri, &path, matched.matched_len, route.strip_path)
         .unwrap_or_else(|e| panic!("the target for {path:?} (route {}) cannot be forwarded: {e}", route.name));
     let reparsed: Uri = forwarded.as_str().parse().unwrap_or_else(|e| panic!("forwarded {forwarded:?} is not a URI: {e}"));
-    let sent = if route.strip_path && prefix != "/" {
-        match &path[prefix.len()..] {
-            "" => "/",
-            rest => rest,
-        }
-    } else {
-        &path
+    let sent = match rest {
+        _ if !route.strip_path => &path,
+        "" => "/",
+        rest => rest,
     };
     assert_eq!(reparsed.path(), sent, "forwarded path differs from the routed one (route {}, prefix {prefix:?})", route.name);
     assert_eq!(reparsed.query(), uri.query(), "the query changed");
 });
 
-/// `prefix` is `path`, or `path` continues it at a `/`.
-fn on_boundary(path: &str, prefix: &str) -> bool {
-    prefix == "/" || path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+/// The route path `pattern` matches the first segments of `request`.
+fn fits(pattern: &[Segment<'_>], request: &[&str]) -> bool {
+    pattern.len() <= request.len() && pattern.iter().zip(request).all(|(p, r)| matches!(p, Segment::Param(_)) || *p == Segment::Literal(r))
 }
 
-/// Host class, wildcard length, path segments, methods named, header
-/// conditions, name: lower wins.
-type Rank<'a> = (u8, std::cmp::Reverse<usize>, std::cmp::Reverse<usize>, bool, std::cmp::Reverse<usize>, &'a str);
+/// Each parameter of `pattern` with the segment of `request` it takes.
+fn expected_params<'a>(pattern: &[Segment<'a>], request: &[&'a str]) -> Vec<(&'a str, &'a str)> {
+    pattern
+        .iter()
+        .zip(request)
+        .filter_map(|(p, r)| match p {
+            Segment::Param(name) => Some((*name, *r)),
+            Segment::Literal(_) => None,
+        })
+        .collect()
+}
 
-/// The winning route by the router's documented precedence: host class
-/// (exact, longer wildcard, none), longest path in segments, named methods,
-/// more header conditions, name.
-fn brute_force(routes: &[Route], host: &str, path: &str, method: &Method) -> Option<usize> {
-    let segments = |p: &str| p.split('/').filter(|s| !s.is_empty()).count();
-    let root = ["/".to_owned()];
-    let mut best: Option<(Rank<'_>, usize)> = None;
+/// Host class, wildcard length, each path segment's kind (literal 0,
+/// parameter 1, end 2), methods named, header conditions, name, the
+/// route's path order: lower wins.
+type Rank<'a> = (u8, std::cmp::Reverse<usize>, Vec<u8>, bool, std::cmp::Reverse<usize>, &'a str, usize);
+
+/// The winning route and route path by the router's documented precedence:
+/// host class (exact, longer wildcard, none); the path segment by segment
+/// (a literal beats a parameter, either beats the end of a shorter path);
+/// named methods; more header conditions; name.
+fn brute_force<'r>(routes: &'r [Route], host: &str, path: &str, method: &Method) -> Option<(usize, &'r str)> {
+    let request: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let mut best: Option<(Rank<'_>, (usize, &str))> = None;
     for (index, route) in routes.iter().enumerate() {
         let methods_ok = route.methods.is_empty() || route.methods.iter().any(|m| m == method.as_str());
         // The harness sends no headers: a route with header conditions never matches.
@@ -144,22 +173,28 @@ fn brute_force(routes: &[Route], host: &str, path: &str, method: &Method) -> Opt
                 })
                 .collect()
         };
-        let paths = if route.paths.is_empty() { &root[..] } else { &route.paths[..] };
+        let paths: Vec<&'r str> = if route.paths.is_empty() { vec!["/"] } else { route.paths.iter().map(String::as_str).collect() };
         for &(class, suffix_len) in &host_ranks {
-            for prefix in paths.iter().filter(|p| on_boundary(path, p)) {
+            for (order, prefix) in paths.iter().enumerate() {
+                let pattern: Vec<Segment<'_>> = route_path::segments(prefix).collect();
+                if !fits(&pattern, &request) {
+                    continue;
+                }
+                let kinds = pattern.iter().map(|p| u8::from(matches!(p, Segment::Param(_)))).chain([2]).collect();
                 let rank = (
                     class,
                     std::cmp::Reverse(suffix_len),
-                    std::cmp::Reverse(segments(prefix)),
+                    kinds,
                     route.methods.is_empty(),
                     std::cmp::Reverse(route.headers.len()),
                     route.name.as_str(),
+                    order,
                 );
                 if best.as_ref().is_none_or(|(b, _)| rank < *b) {
-                    best = Some((rank, index));
+                    best = Some((rank, (index, *prefix)));
                 }
             }
         }
     }
-    best.map(|(_, index)| index)
+    best.map(|(_, found)| found)
 }
