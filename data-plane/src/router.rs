@@ -588,11 +588,14 @@ mod tests {
     /// 1, end 2), methods named, header conditions, name, path order: lower wins.
     type Rank = (u8, std::cmp::Reverse<usize>, Vec<u8>, bool, std::cmp::Reverse<usize>, &'static str, usize);
 
+    /// Route, route path, matched length, parameters.
+    type Found = (usize, String, usize, Vec<(String, String)>);
+
     /// The documented precedence, by a scan of every (route, path, host).
-    fn brute_force(defs: &[Def], host: &str, path: &str, method: &Method) -> Option<(usize, String, usize, Vec<(String, String)>)> {
+    fn brute_force(defs: &[Def], host: &str, path: &str, method: &Method) -> Option<Found> {
         let request: Vec<&str> = segments(path).collect();
         let root = ["/".to_owned()];
-        let mut best: Option<(Rank, (usize, String, usize, Vec<(String, String)>))> = None;
+        let mut best: Option<(Rank, Found)> = None;
         for (index, d) in defs.iter().enumerate() {
             if !(d.methods.is_empty() || d.methods.iter().any(|m| m == method.as_str())) {
                 continue;
