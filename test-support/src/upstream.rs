@@ -5,8 +5,8 @@
 //! Paths: `/slow/<ms>/…` waits before answering; `/status/<code>/…` answers
 //! that status; `/upgrade` switches to the protocol the request asks for
 //! and echoes bytes; `/catalog/<coding>` answers [`CATALOG`] as JSON with a
-//! strong `ETag`, in that content coding (`identity`, `gzip`, `deflate`,
-//! `br`); anything else echoes (a JSON request body under `body`). Every answer carries `x-upstream: <name>`.
+//! strong `ETag`, in that content coding (`identity`, `gzip`, `deflate`), or
+//! with `Cache-Control: no-transform` (`no-transform`); anything else echoes (a JSON request body under `body`). Every answer carries `x-upstream: <name>`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -163,6 +163,9 @@ fn catalog(coding: &str) -> Response<Full<Bytes>> {
     response.headers_mut().insert("etag", "\"catalog-v1\"".parse().expect("static"));
     if coding == "gzip" || coding == "deflate" {
         response.headers_mut().insert("content-encoding", coding.parse().expect("static"));
+    }
+    if coding == "no-transform" {
+        response.headers_mut().insert("cache-control", "public, no-transform".parse().expect("static"));
     }
     response
 }

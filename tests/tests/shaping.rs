@@ -121,6 +121,20 @@ async fn bodies_over_the_limit_pass_untouched_and_are_counted() {
 }
 
 #[tokio::test]
+async fn cache_control_no_transform_is_honoured() {
+    let upstream = TestUpstream::start("shop").await;
+    let (_db, _cp, dp) = serve_config(&catalog_config(&upstream.url(), &[]), &[]).await;
+    let response = client().get(format!("{}/catalog/no-transform", dp.proxy_url)).bearer_auth(token("mobile")).send().await.unwrap();
+    assert_eq!(response.headers()["x-profile"], "mobile", "headers are still the profile's");
+    assert_eq!(response.text().await.unwrap(), CATALOG, "the body is the upstream's, untouched");
+    let metrics = reqwest::get(format!("{}/metrics", dp.status_url)).await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("portico_transform_skipped_total") && l.contains("reason=\"no_transform\"")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn request_transforms_rewrite_path_query_headers_and_json_bodies_from_templates() {
     let upstream = TestUpstream::start("users").await;
     let config = json!({

@@ -260,6 +260,9 @@ mod tests {
         let mut raw = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
         raw.write_all(json).unwrap();
         assert_eq!(decode(Coding::Deflate, &raw.finish().unwrap(), 100).unwrap(), json, "raw deflate too");
+        // `brotli.compress(b'{"a":1}')`, made once with Python's brotli (no Rust brotli encoder is a dependency).
+        let br = [11, 3, 128, 123, 34, 97, 34, 58, 49, 125, 3];
+        assert_eq!(decode(Coding::Brotli, &br, 100).unwrap(), json);
         assert!(decode(Coding::Identity, json, 3).is_none());
     }
 
