@@ -1,0 +1,189 @@
+//! Routes: which requests a route takes (paths, methods, hosts, headers)
+//! and which service they go to. Routes that would shadow each other and
+//! references to missing services are checked across the config in
+//! [`crate::validate`]; matching a request is `portico_dp::router`.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{Policy, Retries, default_true};
+use crate::error::ConfigError;
+use crate::validate::rules::{MAX_LIST, MAX_PATH_LEN, Result, Validate, bounded, host_pattern, is_token_byte, name, tags, unique};
+
+const METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"];
+
+/// What traffic a route takes, and which service it goes to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
+    pub name: String,
+    /// Name of the service that serves this route.
+    pub service: String,
+    /// Path prefixes, matched on segment boundaries (`/users` takes
+    /// `/users/7`, not `/usersx`).
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// HTTP methods; empty means any.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Host names, exact or `*.example.com`; empty means any.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Request headers that must be present with one of the listed values.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Vec<String>>,
+    /// Remove the matched path prefix before calling the upstream.
+    #[serde(default = "default_true")]
+    pub strip_path: bool,
+    /// Send the client's `Host` header upstream instead of the target's.
+    #[serde(default)]
+    pub preserve_host: bool,
+    /// Answer plain-HTTP requests with `308` to the same URL over HTTPS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub https_only: bool,
+    /// Retries of this route's requests (instead of its service's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<Retries>,
+    #[serde(default)]
+    pub policies: Vec<Policy>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+entity!(Route, crate::model::EntityKind::Route, routes, name);
+
+impl Validate for Route {
+    fn normalize_and_validate(&mut self) -> Result {
+        name("name", &self.name)?;
+        name("service", &self.service)?;
+        bounded("paths", self.paths.len(), MAX_LIST)?;
+        bounded("hosts", self.hosts.len(), MAX_LIST)?;
+        bounded("headers", self.headers.len(), MAX_LIST)?;
+        for (i, path) in self.paths.iter_mut().enumerate() {
+            *path = route_path(&format!("paths[{i}]"), path)?;
+        }
+        unique("paths", &self.paths)?;
+        for (i, method) in self.methods.iter_mut().enumerate() {
+            method.make_ascii_uppercase();
+            if !METHODS.contains(&method.as_str()) {
+                return Err(ConfigError::invalid(format!("methods[{i}]"), format!("must be one of {}", METHODS.join(", "))));
+            }
+        }
+        unique("methods", &self.methods)?;
+        for (i, host) in self.hosts.iter_mut().enumerate() {
+            host.make_ascii_lowercase();
+            host_pattern(&format!("hosts[{i}]"), host)?;
+        }
+        unique("hosts", &self.hosts)?;
+        let mut headers = std::mem::take(&mut self.headers);
+        let mut lowercase = HashSet::new();
+        for (header, values) in &headers {
+            if !lowercase.insert(header.to_ascii_lowercase()) {
+                return Err(ConfigError::invalid(format!("headers.{header}"), "is listed twice (header names are case-insensitive)"));
+            }
+            let field = format!("headers.{header}");
+            if header.is_empty() || !header.bytes().all(is_token_byte) {
+                return Err(ConfigError::invalid(field, "is not a valid header name"));
+            }
+            if values.is_empty() || values.len() > MAX_LIST {
+                return Err(ConfigError::invalid(field, format!("needs 1 to {MAX_LIST} values")));
+            }
+            for (i, value) in values.iter().enumerate() {
+                if value.is_empty() || value.len() > 1_024 || !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+                    return Err(ConfigError::invalid(format!("{field}[{i}]"), "must be 1 to 1024 visible ASCII characters"));
+                }
+            }
+        }
+        self.headers = std::mem::take(&mut headers).into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+        if self.paths.is_empty() && self.hosts.is_empty() && self.methods.is_empty() && self.headers.is_empty() {
+            return Err(ConfigError::invalid(
+                "paths",
+                "a route needs at least one of paths, hosts, methods or headers (use \"/\" to take every path)",
+            ));
+        }
+        if let Some(retries) = &mut self.retries {
+            super::service::retries_valid(retries)?;
+        }
+        super::policy::validate_list("policies", &mut self.policies)?;
+        tags(&self.tags)
+    }
+}
+
+/// A route path prefix in canonical form (no trailing slash but for `/`).
+fn route_path(field: &str, path: &str) -> Result<String> {
+    let invalid = |message: &str| Err(ConfigError::invalid(field, format!("'{path}' {message}")));
+    if !path.starts_with('/') {
+        return invalid("must start with '/'");
+    }
+    if path.len() > MAX_PATH_LEN {
+        return invalid("is longer than 1024 characters");
+    }
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%".contains(&b);
+    if !path.bytes().all(allowed) {
+        return invalid("may only contain URL path characters (no spaces, '?' or '#')");
+    }
+    let trimmed = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+    if trimmed.is_empty() || trimmed.contains("//") {
+        return invalid("must not contain empty segments ('//')");
+    }
+    if trimmed.split('/').any(|segment| segment == "." || segment == "..") {
+        return invalid("must not contain '.' or '..' segments");
+    }
+    Ok(trimmed.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::from_json;
+
+    fn route(json: &str) -> Route {
+        from_json(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn rejects_duplicate_paths_on_one_route() {
+        let mut r = route(r#"{"name":"r","service":"s","paths":["/users","/users/"]}"#);
+        assert_eq!(r.normalize_and_validate().unwrap_err().field(), "paths[1]");
+    }
+
+    #[test]
+    fn normalizes_methods_hosts_and_paths() {
+        let mut r = route(
+            r#"{"name":"r","service":"s","paths":["/a/"],"methods":["get"],"hosts":["*.Example.com"],"headers":{"X-Version":["2"]}}"#,
+        );
+        r.normalize_and_validate().unwrap();
+        assert_eq!(r.paths, ["/a"]);
+        assert_eq!(r.methods, ["GET"]);
+        assert_eq!(r.hosts, ["*.example.com"]);
+        assert!(r.headers.contains_key("x-version"));
+    }
+
+    #[test]
+    fn rejects_unsafe_paths() {
+        for path in ["users", "/a//b", "/a/../b", "/a?b", "/a b", "/./"] {
+            let mut r = route(&format!(r#"{{"name":"r","service":"s","paths":["{path}"]}}"#));
+            assert_eq!(r.normalize_and_validate().unwrap_err().field(), "paths[0]", "{path}");
+        }
+    }
+
+    #[test]
+    fn rejects_unknown_methods_and_bad_hosts() {
+        let mut r = route(r#"{"name":"r","service":"s","methods":["GTE"]}"#);
+        assert_eq!(r.normalize_and_validate().unwrap_err().field(), "methods[0]");
+        let mut r = route(r#"{"name":"r","service":"s","hosts":["bad_host"]}"#);
+        assert_eq!(r.normalize_and_validate().unwrap_err().field(), "hosts[0]");
+        let mut r = route(r#"{"name":"r","service":"s","headers":{"X-A":["1"],"x-a":["2"]}}"#);
+        assert!(r.normalize_and_validate().unwrap_err().field().starts_with("headers."));
+    }
+}
