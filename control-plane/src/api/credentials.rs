@@ -11,7 +11,7 @@ use axum::response::Response;
 use axum::{Extension, Json};
 use portico_shared::model::{Credential, CredentialType};
 use portico_shared::secret::KeyHasher;
-use portico_shared::{ConfigError, GatewayConfig, validate};
+use portico_shared::{ConfigError, ConfigErrors, GatewayConfig, validate};
 
 use super::AppState;
 use super::auth::{Principal, generate_secret};
@@ -39,12 +39,15 @@ pub fn seal(credential: &mut Credential, keys: &KeyHasher, generate: bool) -> Re
 }
 
 /// Seals every credential of a declarative document (keys are given, never
-/// generated, there).
-pub fn seal_all(config: &mut GatewayConfig, keys: &KeyHasher) -> Result<(), ConfigError> {
-    for (i, credential) in config.credentials.iter_mut().enumerate() {
-        seal(credential, keys, false).map_err(|e| e.within(&format!("credentials[{i}]")))?;
-    }
-    Ok(())
+/// generated, there), reporting every key that cannot be sealed.
+pub fn seal_all(config: &mut GatewayConfig, keys: &KeyHasher) -> Result<(), ConfigErrors> {
+    let errors = config
+        .credentials
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(i, credential)| seal(credential, keys, false).err().map(|e| e.within(&format!("credentials[{i}]"))))
+        .collect();
+    ConfigErrors::from_vec(errors).map_or(Ok(()), Err)
 }
 
 /// The username of consumer `key` (id or username); `404` if there is none.

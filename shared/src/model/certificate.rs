@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, ConfigErrors, Errors};
 use crate::validate::rules::{MAX_LIST, Result, Validate, bounded, host_pattern, name, tags, unique};
 
 /// A TLS certificate the data planes serve on `--tls-listen`, chosen by the
@@ -56,20 +56,28 @@ fn keep_private_key(certificate: &mut Certificate, previous: &Certificate) {
 }
 
 impl Validate for Certificate {
-    fn normalize_and_validate(&mut self) -> Result {
-        name("name", &self.name)?;
-        let parsed = crate::tls::parse_certificate(&self.cert, self.key.as_deref())?;
+    fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
+        let mut errors = Errors::default();
+        errors.check(name("name", &self.name));
         // Left empty, the names are read from the certificate itself (each
         // time it changes), not stored.
-        if self.snis.is_empty() && parsed.dns_names.is_empty() {
-            return Err(ConfigError::invalid("snis", "the certificate names no DNS name: list the server names it is for"));
+        if let Some(parsed) = errors.check(crate::tls::parse_certificate(&self.cert, self.key.as_deref()))
+            && self.snis.is_empty()
+            && parsed.dns_names.is_empty()
+        {
+            errors.add(ConfigError::invalid("snis", "the certificate names no DNS name: list the server names it is for"));
         }
-        bounded("snis", self.snis.len(), MAX_LIST)?;
-        for (i, sni) in self.snis.iter_mut().enumerate() {
-            sni.make_ascii_lowercase();
-            host_pattern(&format!("snis[{i}]"), sni)?;
+        if errors.check(bounded("snis", self.snis.len(), MAX_LIST)).is_some() {
+            let before = errors.count();
+            for (i, sni) in self.snis.iter_mut().enumerate() {
+                sni.make_ascii_lowercase();
+                errors.check(host_pattern(&format!("snis[{i}]"), sni));
+            }
+            if errors.count() == before {
+                errors.check(unique("snis", &self.snis));
+            }
         }
-        unique("snis", &self.snis)?;
-        tags(&self.tags)
+        errors.check(tags(&self.tags));
+        errors.finish()
     }
 }

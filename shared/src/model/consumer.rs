@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, ConfigErrors, Errors};
 use crate::validate::rules::{Result, Validate, scopes, tags};
 
 /// Who calls.
@@ -36,17 +36,19 @@ pub struct Consumer {
 entity!(Consumer, crate::model::EntityKind::Consumer, consumers, username);
 
 impl Validate for Consumer {
-    fn normalize_and_validate(&mut self) -> Result {
+    fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
+        let mut errors = Errors::default();
         let valid = self.username.bytes().all(|b| b.is_ascii_alphanumeric() || b"._@+-".contains(&b));
         if self.username.is_empty() || self.username.len() > 128 || !valid {
-            return Err(ConfigError::invalid("username", "must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_', '@', '+', '-'"));
+            errors.add(ConfigError::invalid("username", "must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_', '@', '+', '-'"));
         }
         if let Some(custom_id) = &self.custom_id
             && (custom_id.is_empty() || custom_id.len() > 256 || custom_id.chars().any(char::is_control))
         {
-            return Err(ConfigError::invalid("custom_id", "must be 1 to 256 characters without control characters"));
+            errors.add(ConfigError::invalid("custom_id", "must be 1 to 256 characters without control characters"));
         }
-        scopes("scopes", &self.scopes)?;
-        tags(&self.tags)
+        errors.check(scopes("scopes", &self.scopes));
+        errors.check(tags(&self.tags));
+        errors.finish()
     }
 }

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, ConfigErrors, Errors};
 use crate::validate::rules::{Result, Validate, name, tags};
 
 const MIN_HMAC_SECRET: usize = 32;
@@ -103,7 +103,7 @@ impl JwtAlgorithm {
 entity!(Credential, crate::model::EntityKind::Credential, credentials, name, owner = consumer);
 
 impl Validate for Credential {
-    fn normalize_and_validate(&mut self) -> Result {
+    fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
         let fields: [(&str, bool); 8] = [
             ("key", self.key.is_some()),
             ("key_hash", self.key_hash.is_some()),
@@ -118,21 +118,29 @@ impl Validate for Credential {
             CredentialType::KeyAuth => ("key-auth", &["key_hash"]),
             CredentialType::Jwt => ("jwt", &["issuer", "algorithm", "secret", "public_key", "jwks_url", "key_id"]),
         };
-        if let Some((field, _)) = fields.iter().find(|(field, given)| *given && !allowed.contains(field)) {
-            return Err(ConfigError::invalid(*field, format!("is not a field of a {kind} credential")));
+        let mut errors = Errors::default();
+        for (field, _) in fields.iter().filter(|(field, given)| *given && !allowed.contains(field)) {
+            errors.add(ConfigError::invalid(*field, format!("is not a field of a {kind} credential")));
         }
-        match self.kind {
-            CredentialType::KeyAuth => self.validate_key_auth()?,
-            CredentialType::Jwt => self.validate_jwt()?,
+        if errors.is_empty() {
+            let kind_valid = match self.kind {
+                CredentialType::KeyAuth => errors.check(self.validate_key_auth()),
+                CredentialType::Jwt => errors.check(self.validate_jwt()),
+            };
+            if kind_valid.is_some() && self.name.is_empty() {
+                self.name = self.derived_name();
+            }
         }
-        if self.name.is_empty() {
-            self.name = self.derived_name();
+        // A name left out is derived from a valid key; with an invalid one
+        // there is nothing to check yet.
+        if !self.name.is_empty() {
+            errors.check(name("name", &self.name));
         }
-        name("name", &self.name)?;
         if self.consumer.is_empty() {
-            return Err(ConfigError::invalid("consumer", "must name the consumer (username) this credential belongs to"));
+            errors.add(ConfigError::invalid("consumer", "must name the consumer (username) this credential belongs to"));
         }
-        tags(&self.tags)
+        errors.check(tags(&self.tags));
+        errors.finish()
     }
 }
 

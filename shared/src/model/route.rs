@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{Policy, Retries, default_true};
-use crate::error::ConfigError;
+use crate::error::{ConfigError, ConfigErrors, Errors};
 use crate::validate::rules::{MAX_LIST, MAX_PATH_LEN, Result, Validate, bounded, host_pattern, is_token_byte, name, tags, unique};
 
 const METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"];
@@ -63,59 +63,84 @@ pub struct Route {
 entity!(Route, crate::model::EntityKind::Route, routes, name);
 
 impl Validate for Route {
-    fn normalize_and_validate(&mut self) -> Result {
-        name("name", &self.name)?;
-        name("service", &self.service)?;
-        bounded("paths", self.paths.len(), MAX_LIST)?;
-        bounded("hosts", self.hosts.len(), MAX_LIST)?;
-        bounded("headers", self.headers.len(), MAX_LIST)?;
-        for (i, path) in self.paths.iter_mut().enumerate() {
-            *path = route_path(&format!("paths[{i}]"), path)?;
+    fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
+        let mut errors = Errors::default();
+        errors.check(name("name", &self.name));
+        errors.check(name("service", &self.service));
+        if errors.check(bounded("paths", self.paths.len(), MAX_LIST)).is_some() {
+            let before = errors.count();
+            for (i, path) in self.paths.iter_mut().enumerate() {
+                if let Some(canonical) = errors.check(route_path(&format!("paths[{i}]"), path)) {
+                    *path = canonical;
+                }
+            }
+            if errors.count() == before {
+                errors.check(unique("paths", &self.paths));
+            }
         }
-        unique("paths", &self.paths)?;
+        let before = errors.count();
         for (i, method) in self.methods.iter_mut().enumerate() {
             method.make_ascii_uppercase();
             if !METHODS.contains(&method.as_str()) {
-                return Err(ConfigError::invalid(format!("methods[{i}]"), format!("must be one of {}", METHODS.join(", "))));
+                errors.add(ConfigError::invalid(format!("methods[{i}]"), format!("must be one of {}", METHODS.join(", "))));
             }
         }
-        unique("methods", &self.methods)?;
-        for (i, host) in self.hosts.iter_mut().enumerate() {
-            host.make_ascii_lowercase();
-            host_pattern(&format!("hosts[{i}]"), host)?;
+        if errors.count() == before {
+            errors.check(unique("methods", &self.methods));
         }
-        unique("hosts", &self.hosts)?;
-        let mut headers = std::mem::take(&mut self.headers);
-        let mut lowercase = HashSet::new();
-        for (header, values) in &headers {
-            if !lowercase.insert(header.to_ascii_lowercase()) {
-                return Err(ConfigError::invalid(format!("headers.{header}"), "is listed twice (header names are case-insensitive)"));
+        if errors.check(bounded("hosts", self.hosts.len(), MAX_LIST)).is_some() {
+            let before = errors.count();
+            for (i, host) in self.hosts.iter_mut().enumerate() {
+                host.make_ascii_lowercase();
+                errors.check(host_pattern(&format!("hosts[{i}]"), host));
             }
-            let field = format!("headers.{header}");
-            if header.is_empty() || !header.bytes().all(is_token_byte) {
-                return Err(ConfigError::invalid(field, "is not a valid header name"));
-            }
-            if values.is_empty() || values.len() > MAX_LIST {
-                return Err(ConfigError::invalid(field, format!("needs 1 to {MAX_LIST} values")));
-            }
-            for (i, value) in values.iter().enumerate() {
-                if value.is_empty() || value.len() > 1_024 || !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-                    return Err(ConfigError::invalid(format!("{field}[{i}]"), "must be 1 to 1024 visible ASCII characters"));
-                }
+            if errors.count() == before {
+                errors.check(unique("hosts", &self.hosts));
             }
         }
-        self.headers = std::mem::take(&mut headers).into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+        if errors.check(bounded("headers", self.headers.len(), MAX_LIST)).is_some() {
+            self.check_headers(&mut errors);
+        }
         if self.paths.is_empty() && self.hosts.is_empty() && self.methods.is_empty() && self.headers.is_empty() {
-            return Err(ConfigError::invalid(
+            errors.add(ConfigError::invalid(
                 "paths",
                 "a route needs at least one of paths, hosts, methods or headers (use \"/\" to take every path)",
             ));
         }
         if let Some(retries) = &mut self.retries {
-            super::service::retries_valid(retries)?;
+            errors.check_within("retries", retries.normalize_and_validate());
         }
-        super::policy::validate_list("policies", &mut self.policies)?;
-        tags(&self.tags)
+        errors.check(super::policy::validate_list("policies", &mut self.policies));
+        errors.check(tags(&self.tags));
+        errors.finish()
+    }
+}
+
+impl Route {
+    /// Header names are tokens, listed once whatever their case (and
+    /// lowercased); each has 1 to 64 values of visible ASCII.
+    fn check_headers(&mut self, errors: &mut Errors) {
+        let mut lowercase = HashSet::new();
+        for (header, values) in &self.headers {
+            let field = format!("headers.{header}");
+            if !lowercase.insert(header.to_ascii_lowercase()) {
+                errors.add(ConfigError::invalid(field, "is listed twice (header names are case-insensitive)"));
+                continue;
+            }
+            if header.is_empty() || !header.bytes().all(is_token_byte) {
+                errors.add(ConfigError::invalid(field.as_str(), "is not a valid header name"));
+            }
+            if values.is_empty() || values.len() > MAX_LIST {
+                errors.add(ConfigError::invalid(field, format!("needs 1 to {MAX_LIST} values")));
+                continue;
+            }
+            for (i, value) in values.iter().enumerate() {
+                if value.is_empty() || value.len() > 1_024 || !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+                    errors.add(ConfigError::invalid(format!("{field}[{i}]"), "must be 1 to 1024 visible ASCII characters"));
+                }
+            }
+        }
+        self.headers = std::mem::take(&mut self.headers).into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
     }
 }
 
@@ -154,7 +179,7 @@ mod tests {
     #[test]
     fn rejects_duplicate_paths_on_one_route() {
         let mut r = route(r#"{"name":"r","service":"s","paths":["/users","/users/"]}"#);
-        assert_eq!(r.normalize_and_validate().unwrap_err().field(), "paths[1]");
+        assert_eq!(r.normalize_and_validate().unwrap_err().first().field(), "paths[1]");
     }
 
     #[test]
@@ -173,17 +198,25 @@ mod tests {
     fn rejects_unsafe_paths() {
         for path in ["users", "/a//b", "/a/../b", "/a?b", "/a b", "/./"] {
             let mut r = route(&format!(r#"{{"name":"r","service":"s","paths":["{path}"]}}"#));
-            assert_eq!(r.normalize_and_validate().unwrap_err().field(), "paths[0]", "{path}");
+            assert_eq!(r.normalize_and_validate().unwrap_err().first().field(), "paths[0]", "{path}");
         }
     }
 
     #[test]
     fn rejects_unknown_methods_and_bad_hosts() {
         let mut r = route(r#"{"name":"r","service":"s","methods":["GTE"]}"#);
-        assert_eq!(r.normalize_and_validate().unwrap_err().field(), "methods[0]");
+        assert_eq!(r.normalize_and_validate().unwrap_err().first().field(), "methods[0]");
         let mut r = route(r#"{"name":"r","service":"s","hosts":["bad_host"]}"#);
-        assert_eq!(r.normalize_and_validate().unwrap_err().field(), "hosts[0]");
+        assert_eq!(r.normalize_and_validate().unwrap_err().first().field(), "hosts[0]");
         let mut r = route(r#"{"name":"r","service":"s","headers":{"X-A":["1"],"x-a":["2"]}}"#);
-        assert!(r.normalize_and_validate().unwrap_err().field().starts_with("headers."));
+        assert!(r.normalize_and_validate().unwrap_err().first().field().starts_with("headers."));
+    }
+
+    #[test]
+    fn reports_every_wrong_field_of_a_route_but_duplicates_only_among_valid_entries() {
+        let mut r = route(r#"{"name":"r","service":"S","paths":["x","/ok","/ok/"],"methods":["GTE"],"hosts":["bad_host"],"tags":["a b"]}"#);
+        let errors = r.normalize_and_validate().unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(ConfigError::field).collect();
+        assert_eq!(fields, ["service", "paths[0]", "methods[0]", "hosts[0]", "tags[0]"]);
     }
 }

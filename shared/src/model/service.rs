@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::Policy;
-use crate::error::ConfigError;
+use crate::error::{ConfigError, ConfigErrors, Errors};
 use crate::validate::rules::{MAX_PATH_LEN, Result, Validate, bounded, in_range, is_token_byte, name, tags};
 
 const MAX_TARGETS: usize = 1_000;
@@ -401,26 +401,63 @@ fn keep_client_key(service: &mut Service, previous: &Service) {
 }
 
 impl Validate for Service {
-    fn normalize_and_validate(&mut self) -> Result {
-        name("name", &self.name)?;
-        if self.targets.is_empty() {
-            return Err(ConfigError::invalid("targets", "at least one target is required"));
+    fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
+        let mut errors = Errors::default();
+        errors.check(name("name", &self.name));
+        self.check_targets(&mut errors);
+        errors.check(self.check_hash_on());
+        if let Some(health) = &mut self.health_check {
+            errors.check_within("health_check", health.normalize_and_validate());
         }
-        bounded("targets", self.targets.len(), MAX_TARGETS)?;
+        if let Some(tls) = &self.tls {
+            if self.protocol == Protocol::Https {
+                errors.check(crate::tls::upstream_tls(tls));
+            } else {
+                errors.add(ConfigError::invalid("tls", "only an https service takes tls settings"));
+            }
+        }
+        if let Some(breaker) = &mut self.circuit_breaker {
+            errors.check_within("circuit_breaker", breaker.normalize_and_validate());
+        }
+        if let Some(retries) = &mut self.retries {
+            errors.check_within("retries", retries.normalize_and_validate());
+        }
+        errors.check_within("timeouts", self.timeouts.normalize_and_validate());
+        errors.check(super::policy::validate_list("policies", &mut self.policies));
+        errors.check(tags(&self.tags));
+        errors.finish()
+    }
+}
+
+impl Service {
+    /// At least one target, each URL in canonical form and listed once.
+    fn check_targets(&mut self, errors: &mut Errors) {
+        if self.targets.is_empty() {
+            return errors.add(ConfigError::invalid("targets", "at least one target is required"));
+        }
+        if errors.check(bounded("targets", self.targets.len(), MAX_TARGETS)).is_none() {
+            return;
+        }
         let mut seen = HashSet::new();
         for (i, target) in self.targets.iter_mut().enumerate() {
             let field = format!("targets[{i}]");
-            target.url = target_url(&format!("{field}.url"), &target.url, self.protocol.scheme())?;
-            if target.weight > MAX_WEIGHT {
-                return Err(ConfigError::invalid(format!("{field}.weight"), format!("must be 0 to {MAX_WEIGHT}")));
+            if let Some(url) = errors.check(target_url(&format!("{field}.url"), &target.url, self.protocol.scheme())) {
+                target.url = url;
+                if !seen.insert(target.url.clone()) {
+                    errors.add(ConfigError::invalid(format!("{field}.url"), format!("'{}' is listed twice", target.url)));
+                }
             }
-            if !seen.insert(target.url.clone()) {
-                return Err(ConfigError::invalid(format!("{field}.url"), format!("'{}' is listed twice", target.url)));
+            if target.weight > MAX_WEIGHT {
+                errors.add(ConfigError::invalid(format!("{field}.weight"), format!("must be 0 to {MAX_WEIGHT}")));
             }
         }
         if self.targets.iter().all(|t| t.weight == 0) {
-            return Err(ConfigError::invalid("targets", "at least one target needs a weight above 0"));
+            errors.add(ConfigError::invalid("targets", "at least one target needs a weight above 0"));
         }
+    }
+
+    /// `hash_on` with `consistent_hash` only, and one it knows.
+    fn check_hash_on(&mut self) -> Result {
         match (self.load_balancing, self.hash_on.as_deref().map(|h| (h, HashOn::parse(h)))) {
             (LoadBalancing::ConsistentHash, None) => {
                 return Err(ConfigError::invalid("hash_on", "consistent_hash needs hash_on: ip, consumer, header:<name> or cookie:<name>"));
@@ -444,33 +481,7 @@ impl Validate for Service {
             }
             _ => {}
         }
-        if let Some(health) = &self.health_check {
-            health_check(health)?;
-        }
-        if let Some(tls) = &self.tls {
-            if self.protocol != Protocol::Https {
-                return Err(ConfigError::invalid("tls", "only an https service takes tls settings"));
-            }
-            crate::tls::upstream_tls(tls)?;
-        }
-        if let Some(breaker) = &self.circuit_breaker {
-            in_range("circuit_breaker.failure_rate_percent", breaker.failure_rate_percent, 1, 100)?;
-            in_range("circuit_breaker.min_requests", breaker.min_requests, 1, 100_000)?;
-            if let Some(max) = breaker.max_failures {
-                in_range("circuit_breaker.max_failures", max, 1, 100_000)?;
-            }
-            in_range("circuit_breaker.window_ms", breaker.window_ms, 100, 3_600_000)?;
-            in_range("circuit_breaker.open_ms", breaker.open_ms, 100, 3_600_000)?;
-            in_range("circuit_breaker.half_open_probes", breaker.half_open_probes, 1, 1_000)?;
-        }
-        if let Some(retries) = &mut self.retries {
-            retries_valid(retries)?;
-        }
-        in_range("timeouts.connect_ms", self.timeouts.connect_ms, 1, 60_000)?;
-        in_range("timeouts.request_ms", self.timeouts.request_ms, 1, 3_600_000)?;
-        in_range("timeouts.idle_ms", self.timeouts.idle_ms, 1, 3_600_000)?;
-        super::policy::validate_list("policies", &mut self.policies)?;
-        tags(&self.tags)
+        Ok(())
     }
 }
 
@@ -501,37 +512,66 @@ fn target_url(field: &str, url: &str, scheme: &str) -> Result<String> {
     Ok(format!("{scheme}://{}", authority.as_str().to_ascii_lowercase()))
 }
 
-pub(super) fn retries_valid(retries: &mut Retries) -> Result {
-    in_range("retries.attempts", retries.attempts, 1, 10)?;
-    if let Some(per_try) = retries.per_try_timeout_ms {
-        in_range("retries.per_try_timeout_ms", per_try, 1, 3_600_000)?;
+impl Validate for Retries {
+    fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
+        let mut errors = Errors::default();
+        errors.check(in_range("attempts", self.attempts, 1, 10));
+        if let Some(per_try) = self.per_try_timeout_ms {
+            errors.check(in_range("per_try_timeout_ms", per_try, 1, 3_600_000));
+        }
+        errors.check(in_range("budget_percent", self.budget_percent, 0, 100));
+        self.on.sort_by_key(|on| format!("{on:?}"));
+        self.on.dedup();
+        errors.finish()
     }
-    in_range("retries.budget_percent", retries.budget_percent, 0, 100)?;
-    retries.on.sort_by_key(|on| format!("{on:?}"));
-    retries.on.dedup();
-    Ok(())
 }
 
-fn health_check(health: &HealthCheck) -> Result {
-    if let Some(active) = &health.active {
-        let path = &active.path;
-        if !path.starts_with('/') || path.len() > MAX_PATH_LEN || !path.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(ConfigError::invalid(
-                "health_check.active.path",
-                "must start with '/' and be at most 1024 visible ASCII characters",
-            ));
+impl Validate for HealthCheck {
+    fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
+        let mut errors = Errors::default();
+        if let Some(active) = &self.active {
+            let path = &active.path;
+            if !path.starts_with('/') || path.len() > MAX_PATH_LEN || !path.bytes().all(|b| b.is_ascii_graphic()) {
+                errors.add(ConfigError::invalid("active.path", "must start with '/' and be at most 1024 visible ASCII characters"));
+            }
+            errors.check(in_range("active.interval_ms", active.interval_ms, 100, 3_600_000));
+            errors.check(in_range("active.timeout_ms", active.timeout_ms, 1, 60_000.min(active.interval_ms.saturating_sub(1).max(1))));
+            errors.check(in_range("active.healthy_threshold", active.healthy_threshold, 1, 100));
+            errors.check(in_range("active.unhealthy_threshold", active.unhealthy_threshold, 1, 100));
         }
-        in_range("health_check.active.interval_ms", active.interval_ms, 100, 3_600_000)?;
-        in_range("health_check.active.timeout_ms", active.timeout_ms, 1, 60_000.min(active.interval_ms.saturating_sub(1).max(1)))?;
-        in_range("health_check.active.healthy_threshold", active.healthy_threshold, 1, 100)?;
-        in_range("health_check.active.unhealthy_threshold", active.unhealthy_threshold, 1, 100)?;
+        if let Some(passive) = &self.passive {
+            errors.check(in_range("passive.consecutive_failures", passive.consecutive_failures, 1, 1_000));
+            if errors.check(in_range("passive.base_ejection_ms", passive.base_ejection_ms, 100, 3_600_000)).is_some() {
+                errors.check(in_range("passive.max_ejection_ms", passive.max_ejection_ms, passive.base_ejection_ms, 3_600_000));
+            }
+        }
+        errors.finish()
     }
-    if let Some(passive) = &health.passive {
-        in_range("health_check.passive.consecutive_failures", passive.consecutive_failures, 1, 1_000)?;
-        in_range("health_check.passive.base_ejection_ms", passive.base_ejection_ms, 100, 3_600_000)?;
-        in_range("health_check.passive.max_ejection_ms", passive.max_ejection_ms, passive.base_ejection_ms, 3_600_000)?;
+}
+
+impl Validate for CircuitBreaker {
+    fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
+        let mut errors = Errors::default();
+        errors.check(in_range("failure_rate_percent", self.failure_rate_percent, 1, 100));
+        errors.check(in_range("min_requests", self.min_requests, 1, 100_000));
+        if let Some(max) = self.max_failures {
+            errors.check(in_range("max_failures", max, 1, 100_000));
+        }
+        errors.check(in_range("window_ms", self.window_ms, 100, 3_600_000));
+        errors.check(in_range("open_ms", self.open_ms, 100, 3_600_000));
+        errors.check(in_range("half_open_probes", self.half_open_probes, 1, 1_000));
+        errors.finish()
     }
-    Ok(())
+}
+
+impl Validate for Timeouts {
+    fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
+        let mut errors = Errors::default();
+        errors.check(in_range("connect_ms", self.connect_ms, 1, 60_000));
+        errors.check(in_range("request_ms", self.request_ms, 1, 3_600_000));
+        errors.check(in_range("idle_ms", self.idle_ms, 1, 3_600_000));
+        errors.finish()
+    }
 }
 
 #[cfg(test)]
@@ -546,7 +586,7 @@ mod tests {
     #[test]
     fn rejects_service_without_targets() {
         let mut s = service(r#"{"name":"users","targets":[]}"#);
-        assert_eq!(s.normalize_and_validate().unwrap_err().field(), "targets");
+        assert_eq!(s.normalize_and_validate().unwrap_err().first().field(), "targets");
     }
 
     #[test]
@@ -564,7 +604,7 @@ mod tests {
             "http://a:0",
         ] {
             let mut s = service(&format!(r#"{{"name":"users","targets":[{{"url":"http://ok:1"}},{{"url":"{url}"}}]}}"#));
-            assert_eq!(s.normalize_and_validate().unwrap_err().field(), "targets[1].url", "{url}");
+            assert_eq!(s.normalize_and_validate().unwrap_err().first().field(), "targets[1].url", "{url}");
         }
     }
 
@@ -585,10 +625,32 @@ mod tests {
             r#","load_balancing":"least_requests","hash_on":"ip""#,
             r#","load_balancing":"consistent_hash","hash_on":"header:a b""#,
         ] {
-            assert_eq!(with(bad).normalize_and_validate().unwrap_err().field(), "hash_on", "{bad}");
+            assert_eq!(with(bad).normalize_and_validate().unwrap_err().first().field(), "hash_on", "{bad}");
         }
         let mut ok = with(r#","load_balancing":"consistent_hash","hash_on":"header:X-User""#);
         ok.normalize_and_validate().unwrap();
         assert_eq!(ok.hash_on.as_deref(), Some("header:x-user"));
+    }
+
+    #[test]
+    fn reports_every_wrong_field_of_a_service() {
+        let mut s = service(
+            r#"{"name":"Bad","targets":[{"url":"http://a:1","weight":2000}],"timeouts":{"connect_ms":0},
+                "circuit_breaker":{"open_ms":1},"retries":{"attempts":0},"health_check":{"active":{"path":"x"}}}"#,
+        );
+        let errors = s.normalize_and_validate().unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(ConfigError::field).collect();
+        assert_eq!(
+            fields,
+            ["name", "targets[0].weight", "health_check.active.path", "circuit_breaker.open_ms", "retries.attempts", "timeouts.connect_ms"]
+        );
+    }
+
+    #[test]
+    fn names_the_client_certificate_fields_of_upstream_tls() {
+        let mut s = service(
+            r#"{"name":"s","protocol":"https","targets":[{"url":"https://a:1"}],"tls":{"client_cert":"junk","client_key":"junk"}}"#,
+        );
+        assert_eq!(s.normalize_and_validate().unwrap_err().first().field(), "tls.client_cert");
     }
 }

@@ -8,8 +8,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::error::ConfigError;
-use crate::model::{Certificate, Entity, EntityKind, GatewayConfig, Policy, Route};
+use crate::error::{ConfigError, ConfigErrors, Errors};
+use crate::model::{Certificate, Consumer, Credential, Entity, EntityKind, GatewayConfig, Policy, Route, Service};
 
 pub(crate) mod rules;
 
@@ -19,33 +19,56 @@ pub use rules::{MAX_NAME_LEN, Validate, name};
 
 /// Normalizes and checks a whole config: every entity, unique names and
 /// ids, references between entities, and routes that would shadow each
-/// other exactly. Error fields index the lists as given; on success the
+/// other exactly. Every error is reported: each entity's own, then those
+/// across entities, which look only at entities that passed their own
+/// checks (so one mistake is reported once, not again as the clash it
+/// causes). Error fields index the lists as given; on success the
 /// collections end up in name order.
-pub fn config(config: &mut GatewayConfig) -> Result {
-    entities(&mut config.services)?;
-    entities(&mut config.routes)?;
-    entities(&mut config.consumers)?;
-    entities(&mut config.credentials)?;
-    entities(&mut config.certificates)?;
-    certificates(&config.certificates)?;
-    crate::model::policy::validate_list("policies", &mut config.policies)?;
-    trusted_proxies(&mut config.trusted_proxies)?;
-    unique_by(&config.consumers, "custom_id", |c| c.custom_id.clone())?;
-    credentials(config)?;
-    anonymous_consumers(config)?;
+pub fn config(config: &mut GatewayConfig) -> Result<(), ConfigErrors> {
+    let mut errors = Errors::default();
+    let sound = Sound {
+        services: entities(&mut config.services, &mut errors),
+        routes: entities(&mut config.routes, &mut errors),
+        consumers: entities(&mut config.consumers, &mut errors),
+        credentials: entities(&mut config.credentials, &mut errors),
+        certificates: entities(&mut config.certificates, &mut errors),
+    };
+    errors.check(crate::model::policy::validate_list("policies", &mut config.policies));
+    errors.check(trusted_proxies(&mut config.trusted_proxies));
+    certificates(sound.of(&config.certificates, &sound.certificates), &mut errors);
+    unique_by(sound.of(&config.consumers, &sound.consumers), "custom_id", |c: &Consumer| c.custom_id.clone(), &mut errors);
+    credentials(config, &sound, &mut errors);
+    anonymous_consumers(config, &sound, &mut errors);
     let services: HashSet<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
-    for (i, route) in config.routes.iter().enumerate() {
+    for (i, route) in sound.of(&config.routes, &sound.routes) {
         if !services.contains(route.service.as_str()) {
-            return Err(ConfigError::invalid(
+            errors.add(ConfigError::invalid(
                 format!("routes[{i}].service"),
                 format!("route '{}' refers to service '{}', which does not exist", route.name, route.service),
             ));
         }
     }
-    identical_routes(&config.routes)?;
-    scopes_need_authentication(config)?;
+    identical_routes(sound.of(&config.routes, &sound.routes), &mut errors);
+    scopes_need_authentication(config, &sound, &mut errors);
+    errors.finish()?;
     config.sort();
     Ok(())
+}
+
+/// Which entities of each list passed their own checks.
+struct Sound {
+    services: Vec<bool>,
+    routes: Vec<bool>,
+    consumers: Vec<bool>,
+    credentials: Vec<bool>,
+    certificates: Vec<bool>,
+}
+
+impl Sound {
+    /// The entities of `list` that passed their own checks, with their index.
+    fn of<'a, E>(&self, list: &'a [E], sound: &'a [bool]) -> impl Iterator<Item = (usize, &'a E)> + Clone + 'a {
+        list.iter().enumerate().filter(|(i, _)| sound[*i])
+    }
 }
 
 /// The entities that refer to the `kind` entity named `name`, as
@@ -65,115 +88,20 @@ pub fn referrers<'a>(config: &'a GatewayConfig, kind: EntityKind, name: &str) ->
     }
 }
 
-/// Credentials belong to existing consumers, and each identifies one:
-/// a key hash is used once, and an issuer's keys are told apart by key id
-/// (an issuer served by a JWKS has one credential).
-fn credentials(config: &GatewayConfig) -> Result {
-    let consumers: HashSet<&str> = config.consumers.iter().map(|c| c.username.as_str()).collect();
-    let mut hashes = HashMap::new();
-    let mut jwt_keys: HashMap<(&str, Option<&str>), &str> = HashMap::new();
-    let mut jwks_issuers: HashMap<&str, &str> = HashMap::new();
-    for (i, credential) in config.credentials.iter().enumerate() {
-        let field = |f: &str| format!("credentials[{i}].{f}");
-        if !consumers.contains(credential.consumer.as_str()) {
-            return Err(ConfigError::invalid(field("consumer"), format!("consumer '{}' does not exist", credential.consumer)));
-        }
-        if let Some(hash) = &credential.key_hash
-            && let Some(other) = hashes.insert(hash.as_str(), credential.name.as_str())
-        {
-            return Err(ConfigError::conflict(field("key"), format!("the same key is already credential '{other}'")));
-        }
-        let Some(issuer) = credential.issuer.as_deref() else { continue };
-        let clash = if credential.jwks_url.is_some() {
-            jwks_issuers.insert(issuer, &credential.name).or_else(|| jwt_keys.keys().find(|(iss, _)| *iss == issuer).map(|k| jwt_keys[k]))
-        } else {
-            jwks_issuers.get(issuer).copied().or_else(|| jwt_keys.insert((issuer, credential.key_id.as_deref()), &credential.name))
-        };
-        if let Some(other) = clash {
-            return Err(ConfigError::conflict(
-                field("issuer"),
-                format!("credential '{other}' already verifies tokens of issuer '{issuer}' (give each key of an issuer its own key_id)"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// A route whose policies check scopes must also authenticate its callers.
-fn scopes_need_authentication(config: &GatewayConfig) -> Result {
-    let services: HashMap<&str, &crate::model::Service> = config.services.iter().map(|s| (s.name.as_str(), s)).collect();
-    for (i, route) in config.routes.iter().enumerate() {
-        let Some(service) = services.get(route.service.as_str()) else { continue };
-        let policies = crate::model::effective_policies(route, service, &config.policies);
-        if policies.iter().any(|p| matches!(p, Policy::Scopes(_))) && !policies.iter().any(|p| p.authenticates()) {
-            return Err(ConfigError::invalid(
-                format!("routes[{i}].policies"),
-                format!("route '{}' checks scopes but no key-auth or jwt policy applies to it", route.name),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Each server name has one certificate, and one certificate at most is the default.
-fn certificates(list: &[Certificate]) -> Result {
-    let mut owners: HashMap<&str, &str> = HashMap::new();
-    let mut default = None;
-    let mut names = Vec::with_capacity(list.len());
-    for (i, certificate) in list.iter().enumerate() {
-        names.push(crate::tls::server_names(certificate).map_err(|e| e.within(&format!("certificates[{i}]")))?);
-    }
-    for (i, (certificate, names)) in list.iter().zip(&names).enumerate() {
-        for (j, sni) in names.iter().enumerate() {
-            if let Some(other) = owners.insert(sni.as_str(), &certificate.name) {
-                return Err(ConfigError::conflict(
-                    format!("certificates[{i}].snis[{j}]"),
-                    format!("'{sni}' is already served by certificate '{other}'"),
-                ));
-            }
-        }
-        if certificate.default
-            && let Some(other) = default.replace(&certificate.name)
-        {
-            return Err(ConfigError::conflict(
-                format!("certificates[{i}].default"),
-                format!("certificate '{other}' is already the default"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Every `anonymous` consumer that an authentication policy names exists.
-fn anonymous_consumers(config: &GatewayConfig) -> Result {
-    let consumers: HashSet<&str> = config.consumers.iter().map(|c| c.username.as_str()).collect();
-    let lists = config
-        .routes
-        .iter()
+/// Checks each entity of a list on its own, then that names and ids are
+/// unique among those that passed; answers which passed.
+fn entities<E: Entity + Validate>(list: &mut [E], errors: &mut Errors) -> Vec<bool> {
+    let sound: Vec<bool> = list
+        .iter_mut()
         .enumerate()
-        .map(|(i, r)| (format!("routes[{i}].policies"), &r.policies))
-        .chain(config.services.iter().enumerate().map(|(i, s)| (format!("services[{i}].policies"), &s.policies)))
-        .chain(std::iter::once(("policies".to_owned(), &config.policies)));
-    for (field, list) in lists {
-        for (j, policy) in list.iter().enumerate() {
-            if let Some(anonymous) = policy.anonymous()
-                && !consumers.contains(anonymous)
-            {
-                return Err(ConfigError::invalid(format!("{field}[{j}].anonymous"), format!("consumer '{anonymous}' does not exist")));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn entities<E: Entity + Validate>(list: &mut [E]) -> Result {
+        .map(|(i, entity)| errors.check_within(&format!("{}[{i}]", E::COLLECTION), entity.normalize_and_validate()).is_some())
+        .collect();
     let mut names = HashSet::new();
     let mut ids = HashSet::new();
-    for (i, entity) in list.iter_mut().enumerate() {
+    for (i, entity) in list.iter().enumerate().filter(|(i, _)| sound[*i]) {
         let prefix = format!("{}[{i}]", E::COLLECTION);
-        entity.normalize_and_validate().map_err(|e| e.within(&prefix))?;
-        if !names.insert(entity.name().to_owned()) {
-            return Err(ConfigError::conflict(
+        if !names.insert(entity.name()) {
+            errors.add(ConfigError::conflict(
                 format!("{prefix}.{}", E::NAME_FIELD),
                 format!("a {} named '{}' already exists", E::KIND.as_str(), entity.name()),
             ));
@@ -181,34 +109,143 @@ fn entities<E: Entity + Validate>(list: &mut [E]) -> Result {
         if let Some(id) = entity.id()
             && !ids.insert(id)
         {
-            return Err(ConfigError::conflict(format!("{prefix}.id"), format!("id {id} is used twice")));
+            errors.add(ConfigError::conflict(format!("{prefix}.id"), format!("id {id} is used twice")));
         }
     }
-    Ok(())
+    sound
 }
 
-fn unique_by<E: Entity>(list: &[E], field: &str, key: impl Fn(&E) -> Option<String>) -> Result {
+/// A value (such as a consumer's `custom_id`) that at most one entity has.
+fn unique_by<'a, E: Entity>(
+    list: impl Iterator<Item = (usize, &'a E)>,
+    field: &str,
+    key: impl Fn(&E) -> Option<String>,
+    errors: &mut Errors,
+) {
     let mut seen = HashMap::new();
-    for (i, entity) in list.iter().enumerate() {
+    for (i, entity) in list {
         if let Some(value) = key(entity)
             && let Some(other) = seen.insert(value.clone(), entity.name())
         {
-            return Err(ConfigError::conflict(
+            errors.add(ConfigError::conflict(
                 format!("{}[{i}].{field}", E::COLLECTION),
                 format!("{field} '{value}' is already used by {} '{other}'", E::KIND.as_str()),
             ));
         }
     }
-    Ok(())
+}
+
+/// Credentials belong to existing consumers, and each identifies one:
+/// a key hash is used once, and an issuer's keys are told apart by key id
+/// (an issuer served by a JWKS has one credential).
+fn credentials(config: &GatewayConfig, sound: &Sound, errors: &mut Errors) {
+    let consumers: HashSet<&str> = config.consumers.iter().map(|c| c.username.as_str()).collect();
+    let mut hashes = HashMap::new();
+    let mut jwt_keys: HashMap<(&str, Option<&str>), &str> = HashMap::new();
+    let mut jwks_issuers: HashMap<&str, &str> = HashMap::new();
+    for (i, credential) in sound.of(&config.credentials, &sound.credentials) {
+        let field = |f: &str| format!("credentials[{i}].{f}");
+        if !consumers.contains(credential.consumer.as_str()) {
+            errors.add(ConfigError::invalid(field("consumer"), format!("consumer '{}' does not exist", credential.consumer)));
+        }
+        if let Some(other) = credential_clash(credential, &mut hashes, &mut jwt_keys, &mut jwks_issuers) {
+            errors.add(other.within(&format!("credentials[{i}]")));
+        }
+    }
+}
+
+/// The credential that `credential` would clash with, as the error to report.
+fn credential_clash<'a>(
+    credential: &'a Credential,
+    hashes: &mut HashMap<&'a str, &'a str>,
+    jwt_keys: &mut HashMap<(&'a str, Option<&'a str>), &'a str>,
+    jwks_issuers: &mut HashMap<&'a str, &'a str>,
+) -> Option<ConfigError> {
+    if let Some(hash) = &credential.key_hash
+        && let Some(other) = hashes.insert(hash.as_str(), credential.name.as_str())
+    {
+        return Some(ConfigError::conflict("key", format!("the same key is already credential '{other}'")));
+    }
+    let issuer = credential.issuer.as_deref()?;
+    let clash = if credential.jwks_url.is_some() {
+        jwks_issuers.insert(issuer, &credential.name).or_else(|| jwt_keys.keys().find(|(iss, _)| *iss == issuer).map(|k| jwt_keys[k]))
+    } else {
+        jwks_issuers.get(issuer).copied().or_else(|| jwt_keys.insert((issuer, credential.key_id.as_deref()), &credential.name))
+    };
+    clash.map(|other| {
+        ConfigError::conflict(
+            "issuer",
+            format!("credential '{other}' already verifies tokens of issuer '{issuer}' (give each key of an issuer its own key_id)"),
+        )
+    })
+}
+
+/// A route whose policies check scopes must also authenticate its callers.
+fn scopes_need_authentication(config: &GatewayConfig, sound: &Sound, errors: &mut Errors) {
+    let services: HashMap<&str, &Service> = config.services.iter().map(|s| (s.name.as_str(), s)).collect();
+    for (i, route) in sound.of(&config.routes, &sound.routes) {
+        let Some(service) = services.get(route.service.as_str()) else { continue };
+        let policies = crate::model::effective_policies(route, service, &config.policies);
+        if policies.iter().any(|p| matches!(p, Policy::Scopes(_))) && !policies.iter().any(|p| p.authenticates()) {
+            errors.add(ConfigError::invalid(
+                format!("routes[{i}].policies"),
+                format!("route '{}' checks scopes but no key-auth or jwt policy applies to it", route.name),
+            ));
+        }
+    }
+}
+
+/// Each server name has one certificate, and one certificate at most is the default.
+fn certificates<'a>(list: impl Iterator<Item = (usize, &'a Certificate)>, errors: &mut Errors) {
+    let mut owners: HashMap<String, &str> = HashMap::new();
+    let mut default = None;
+    for (i, certificate) in list {
+        let Some(names) = errors.check_within(&format!("certificates[{i}]"), crate::tls::server_names(certificate)) else { continue };
+        for (j, sni) in names.into_iter().enumerate() {
+            if let Some(other) = owners.get(&sni) {
+                errors.add(ConfigError::conflict(
+                    format!("certificates[{i}].snis[{j}]"),
+                    format!("'{sni}' is already served by certificate '{other}'"),
+                ));
+            } else {
+                owners.insert(sni, &certificate.name);
+            }
+        }
+        if certificate.default
+            && let Some(other) = default.replace(&certificate.name)
+        {
+            errors
+                .add(ConfigError::conflict(format!("certificates[{i}].default"), format!("certificate '{other}' is already the default")));
+        }
+    }
+}
+
+/// Every `anonymous` consumer that an authentication policy names exists.
+fn anonymous_consumers(config: &GatewayConfig, sound: &Sound, errors: &mut Errors) {
+    let consumers: HashSet<&str> = config.consumers.iter().map(|c| c.username.as_str()).collect();
+    let lists = sound
+        .of(&config.routes, &sound.routes)
+        .map(|(i, r)| (format!("routes[{i}].policies"), &r.policies))
+        .chain(sound.of(&config.services, &sound.services).map(|(i, s)| (format!("services[{i}].policies"), &s.policies)))
+        .chain(std::iter::once(("policies".to_owned(), &config.policies)));
+    for (field, list) in lists {
+        for (j, policy) in list.iter().enumerate() {
+            if let Some(anonymous) = policy.anonymous()
+                && !consumers.contains(anonymous)
+            {
+                errors.add(ConfigError::invalid(format!("{field}[{j}].anonymous"), format!("consumer '{anonymous}' does not exist")));
+            }
+        }
+    }
 }
 
 /// Two routes with the same path, hosts, methods and headers: the second
 /// could never be chosen.
-fn identical_routes(routes: &[Route]) -> Result {
+fn identical_routes<'a>(routes: impl Iterator<Item = (usize, &'a Route)>, errors: &mut Errors) {
     /// Path, sorted hosts, sorted methods, headers.
     type MatchKey = (String, Vec<String>, Vec<String>, String);
     let mut seen: HashMap<MatchKey, &str> = HashMap::new();
-    for (i, route) in routes.iter().enumerate() {
+    for (i, route) in routes {
         let mut hosts = route.hosts.clone();
         hosts.sort();
         let mut methods = route.methods.clone();
@@ -217,30 +254,38 @@ fn identical_routes(routes: &[Route]) -> Result {
         let paths = if route.paths.is_empty() { vec!["/".to_owned()] } else { route.paths.clone() };
         for (p, path) in paths.into_iter().enumerate() {
             let key = (path.clone(), hosts.clone(), methods.clone(), headers.clone());
-            if let Some(other) = seen.insert(key, &route.name) {
-                return Err(ConfigError::conflict(
+            if let Some(other) = seen.get(&key) {
+                errors.add(ConfigError::conflict(
                     format!("routes[{i}].paths[{p}]"),
                     format!(
                         "route '{}' matches exactly what route '{other}' matches ({path}); one of them could never be chosen",
                         route.name
                     ),
                 ));
+            } else {
+                seen.insert(key, &route.name);
             }
         }
     }
-    Ok(())
 }
 
 /// Checks and normalizes trusted proxy CIDRs (`10.0.0.0/8`, `::1/128`; a bare address is a /32 or /128).
-fn trusted_proxies(list: &mut [String]) -> Result {
-    bounded("trusted_proxies", list.len(), MAX_LIST)?;
+fn trusted_proxies(list: &mut [String]) -> Result<(), ConfigErrors> {
+    let mut errors = Errors::default();
+    errors.check(bounded("trusted_proxies", list.len(), MAX_LIST));
     for (i, cidr) in list.iter_mut().enumerate() {
-        let parsed = cidr.parse::<ipnet::IpNet>().or_else(|_| cidr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)).map_err(|_| {
-            ConfigError::invalid(format!("trusted_proxies[{i}]"), format!("'{cidr}' is not an address or CIDR such as 10.0.0.0/8"))
-        })?;
-        *cidr = parsed.trunc().to_string();
+        match cidr.parse::<ipnet::IpNet>().or_else(|_| cidr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)) {
+            Ok(parsed) => *cidr = parsed.trunc().to_string(),
+            Err(_) => errors.add(ConfigError::invalid(
+                format!("trusted_proxies[{i}]"),
+                format!("'{cidr}' is not an address or CIDR such as 10.0.0.0/8"),
+            )),
+        }
     }
-    unique("trusted_proxies", list)
+    if errors.is_empty() {
+        errors.check(unique("trusted_proxies", list));
+    }
+    errors.finish()
 }
 
 #[cfg(test)]
@@ -252,8 +297,8 @@ mod tests {
     fn config_rejects_routes_to_missing_services() {
         let mut c: GatewayConfig = from_json(br#"{"routes":[{"name":"r","service":"nope","paths":["/"]}]}"#).unwrap();
         let err = config(&mut c).unwrap_err();
-        assert!(matches!(err, ConfigError::Invalid { .. }));
-        assert_eq!(err.field(), "routes[0].service");
+        assert!(matches!(err.first(), ConfigError::Invalid { .. }));
+        assert_eq!(err.first().field(), "routes[0].service");
     }
 
     #[test]
@@ -262,8 +307,8 @@ mod tests {
             from_json(br#"{"services":[{"name":"s","targets":[{"url":"http://a:1"}]},{"name":"s","targets":[{"url":"http://b:1"}]}]}"#)
                 .unwrap();
         let err = config(&mut c).unwrap_err();
-        assert!(matches!(err, ConfigError::Conflict { .. }));
-        assert_eq!(err.field(), "services[1].name");
+        assert!(err.all_conflicts());
+        assert_eq!(err.first().field(), "services[1].name");
     }
 
     #[test]
@@ -274,7 +319,7 @@ mod tests {
                            {"name":"b","service":"s","paths":["/x/"],"methods":["get"]}]}"#,
         )
         .unwrap();
-        assert!(matches!(config(&mut c).unwrap_err(), ConfigError::Conflict { .. }));
+        assert!(config(&mut c).unwrap_err().all_conflicts());
     }
 
     #[test]
@@ -292,5 +337,57 @@ mod tests {
         assert_eq!(types, ["key-auth", "jwt", "rate-limit", "rate-limit"]);
         let chosen = crate::model::effective_policies(&c.routes[0], &c.services[0], &c.policies);
         assert!(matches!(chosen[0], Policy::KeyAuth(p) if p.header == "x-api-key"), "the route's own key-auth, not the gateway's");
+    }
+
+    fn fields(errors: &ConfigErrors) -> Vec<&str> {
+        errors.iter().map(ConfigError::field).collect()
+    }
+
+    #[test]
+    fn config_reports_every_mistake_of_every_entity() {
+        let mut c: GatewayConfig = from_json(
+            br#"{"services":[{"name":"s","targets":[{"url":"ftp://a:1"},{"url":"http://b:1","weight":5000}]}],
+                 "routes":[{"name":"r","service":"s","paths":["/"],"methods":["GTE"]}],
+                 "consumers":[{"username":"not valid"}],
+                 "trusted_proxies":["nope"]}"#,
+        )
+        .unwrap();
+        let errors = config(&mut c).unwrap_err();
+        assert_eq!(
+            fields(&errors),
+            [
+                "services[0].targets[0].url",
+                "services[0].targets[1].weight",
+                "routes[0].methods[0]",
+                "consumers[0].username",
+                "trusted_proxies[0]"
+            ]
+        );
+        assert!(!errors.all_conflicts());
+    }
+
+    #[test]
+    fn checks_across_entities_run_on_entities_that_passed_their_own() {
+        let mut c: GatewayConfig = from_json(
+            br#"{"services":[{"name":"s","targets":[{"url":"http://a:1"}]},{"name":"s","targets":[{"url":"http://b:1"}]},
+                             {"name":"s","targets":[{"url":"http://c:1"}]}],
+                 "routes":[{"name":"bad","service":"gone","paths":["no-slash"]},{"name":"ok","service":"gone","paths":["/"]}]}"#,
+        )
+        .unwrap();
+        let errors = config(&mut c).unwrap_err();
+        assert_eq!(
+            fields(&errors),
+            ["services[1].name", "services[2].name", "routes[0].paths[0]", "routes[1].service"],
+            "the invalid route is not reported again as referring to a missing service: {errors}"
+        );
+    }
+
+    #[test]
+    fn a_valid_config_is_sorted_by_name() {
+        let mut c: GatewayConfig =
+            from_json(br#"{"services":[{"name":"b","targets":[{"url":"http://b:1"}]},{"name":"a","targets":[{"url":"http://a:1"}]}]}"#)
+                .unwrap();
+        config(&mut c).unwrap();
+        assert_eq!(c.services.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
     }
 }

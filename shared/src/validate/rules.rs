@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, ConfigErrors};
 
 /// Longest entity or gateway name.
 pub const MAX_NAME_LEN: usize = 64;
@@ -17,7 +17,8 @@ pub(crate) const MAX_PATH_LEN: usize = 1_024;
 const MAX_TAGS: usize = 32;
 const MAX_SCOPE_LEN: usize = 128;
 
-pub(crate) type Result<T = ()> = std::result::Result<T, ConfigError>;
+/// The outcome of a check of one value: its one error.
+pub(crate) type Result<T = (), E = ConfigError> = std::result::Result<T, E>;
 
 /// Checks a gateway or entity name: 1 to 64 of `[a-z0-9._-]`, starting with
 /// a letter or digit (so it is safe in a URL path and never `.` or `..`).
@@ -33,12 +34,16 @@ pub fn name(field: &str, value: &str) -> Result {
     Ok(())
 }
 
-/// An entity that can check itself, with fields relative to the entity.
+/// An entity (or a part of one) that can check itself, with fields relative
+/// to it.
 pub trait Validate {
-    /// Puts the entity in canonical form, then checks every field.
-    fn normalize_and_validate(&mut self) -> Result;
+    /// Puts the entity in canonical form, then checks every field, reporting
+    /// every error found (a check that needs an earlier one's result runs
+    /// only when that one passed).
+    fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors>;
 }
 
+/// Checks a host name, exact or `*.example.com`.
 pub(crate) fn host_pattern(field: &str, host: &str) -> Result {
     let name = host.strip_prefix("*.").unwrap_or(host);
     let label_ok = |l: &str| {
@@ -54,6 +59,8 @@ pub(crate) fn host_pattern(field: &str, host: &str) -> Result {
     Ok(())
 }
 
+/// Checks a list of scopes: at most 64, each 1 to 128 visible ASCII
+/// characters without quotes or backslashes, none twice.
 pub(crate) fn scopes(field: &str, list: &[String]) -> Result {
     bounded(field, list.len(), MAX_LIST)?;
     for (i, scope) in list.iter().enumerate() {
@@ -67,6 +74,8 @@ pub(crate) fn scopes(field: &str, list: &[String]) -> Result {
     unique(field, list)
 }
 
+/// Checks an entity's `tags`: at most 32, each 1 to 128 of
+/// `[A-Za-z0-9._:/=-]`, none twice.
 pub(crate) fn tags(list: &[String]) -> Result {
     bounded("tags", list.len(), MAX_TAGS)?;
     for (i, tag) in list.iter().enumerate() {
@@ -81,6 +90,7 @@ pub(crate) fn tags(list: &[String]) -> Result {
     unique("tags", list)
 }
 
+/// Refuses an entry listed twice, naming the second.
 pub(crate) fn unique(field: &str, list: &[String]) -> Result {
     let mut seen = HashSet::new();
     for (i, item) in list.iter().enumerate() {
@@ -91,6 +101,7 @@ pub(crate) fn unique(field: &str, list: &[String]) -> Result {
     Ok(())
 }
 
+/// Refuses a list longer than `max`.
 pub(crate) fn bounded(field: &str, len: usize, max: usize) -> Result {
     if len > max {
         return Err(ConfigError::invalid(field, format!("at most {max} entries are allowed")));
@@ -98,6 +109,7 @@ pub(crate) fn bounded(field: &str, len: usize, max: usize) -> Result {
     Ok(())
 }
 
+/// Refuses a value outside `min..=max`.
 pub(crate) fn in_range<T: PartialOrd + std::fmt::Display>(field: &str, value: T, min: T, max: T) -> Result {
     if value < min || value > max {
         return Err(ConfigError::invalid(field, format!("must be {min} to {max}, got {value}")));
@@ -105,6 +117,7 @@ pub(crate) fn in_range<T: PartialOrd + std::fmt::Display>(field: &str, value: T,
     Ok(())
 }
 
+/// Whether `b` may appear in an HTTP token (a header name).
 pub(crate) fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }

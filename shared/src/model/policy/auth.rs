@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, ConfigErrors, Errors};
 use crate::model::default_true;
 use crate::validate::rules::{MAX_LIST, Result, Validate, bounded, in_range, is_token_byte, scopes, unique};
 
@@ -80,46 +80,55 @@ pub struct ScopesPolicy {
 }
 
 impl Validate for KeyAuthPolicy {
-    fn normalize_and_validate(&mut self) -> Result {
+    fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
+        let mut errors = Errors::default();
         self.header.make_ascii_lowercase();
         if self.header.is_empty() || self.header.len() > 128 || !self.header.bytes().all(is_token_byte) {
-            return Err(ConfigError::invalid("header", "is not a valid header name"));
+            errors.add(ConfigError::invalid("header", "is not a valid header name"));
         }
         if let Some(query) = &self.query
             && (query.is_empty() || query.len() > 128 || !query.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)))
         {
-            return Err(ConfigError::invalid("query", "must be 1 to 128 characters of A-Z, a-z, 0-9, '-', '.', '_', '~' (or null)"));
+            errors.add(ConfigError::invalid("query", "must be 1 to 128 characters of A-Z, a-z, 0-9, '-', '.', '_', '~' (or null)"));
         }
-        Ok(())
+        errors.finish()
     }
 }
 
 impl Validate for JwtPolicy {
-    fn normalize_and_validate(&mut self) -> Result {
-        bounded("audience", self.audience.len(), MAX_LIST)?;
-        for (j, audience) in self.audience.iter().enumerate() {
-            if audience.is_empty() || audience.len() > 512 || audience.chars().any(char::is_control) {
-                return Err(ConfigError::invalid(format!("audience[{j}]"), "must be 1 to 512 characters without control characters"));
+    fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
+        let mut errors = Errors::default();
+        if errors.check(bounded("audience", self.audience.len(), MAX_LIST)).is_some() {
+            for (j, audience) in self.audience.iter().enumerate() {
+                if audience.is_empty() || audience.len() > 512 || audience.chars().any(char::is_control) {
+                    errors.add(ConfigError::invalid(format!("audience[{j}]"), "must be 1 to 512 characters without control characters"));
+                }
             }
         }
-        bounded("required_claims", self.required_claims.len(), 16)?;
-        for (j, claim) in self.required_claims.iter().enumerate() {
-            if claim.is_empty() || claim.len() > 64 || !claim.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(ConfigError::invalid(format!("required_claims[{j}]"), "must be 1 to 64 visible ASCII characters"));
+        if errors.check(bounded("required_claims", self.required_claims.len(), 16)).is_some() {
+            let before = errors.count();
+            for (j, claim) in self.required_claims.iter().enumerate() {
+                if claim.is_empty() || claim.len() > 64 || !claim.bytes().all(|b| b.is_ascii_graphic()) {
+                    errors.add(ConfigError::invalid(format!("required_claims[{j}]"), "must be 1 to 64 visible ASCII characters"));
+                }
+            }
+            if errors.count() == before {
+                errors.check(unique("required_claims", &self.required_claims));
             }
         }
-        unique("required_claims", &self.required_claims)?;
-        in_range("leeway_s", self.leeway_s, 0, 600)
+        errors.check(in_range("leeway_s", self.leeway_s, 0, 600));
+        errors.finish()
     }
 }
 
 impl Validate for ScopesPolicy {
-    fn normalize_and_validate(&mut self) -> Result {
-        scopes("all_of", &self.all_of)?;
-        scopes("any_of", &self.any_of)?;
+    fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
+        let mut errors = Errors::default();
+        errors.check(scopes("all_of", &self.all_of));
+        errors.check(scopes("any_of", &self.any_of));
         if self.all_of.is_empty() && self.any_of.is_empty() {
-            return Err(ConfigError::invalid("all_of", "name at least one scope in all_of or any_of"));
+            errors.add(ConfigError::invalid("all_of", "name at least one scope in all_of or any_of"));
         }
-        Ok(())
+        errors.finish()
     }
 }

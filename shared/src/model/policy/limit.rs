@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, ConfigErrors, Errors};
 use crate::validate::rules::{Result, Validate, in_range, is_token_byte};
 
 /// Longest a leaky bucket may make a request wait.
@@ -119,19 +119,23 @@ pub(super) fn max_bytes(field: &str, max_bytes: u64) -> Result {
 }
 
 impl Validate for RateLimitPolicy {
-    fn normalize_and_validate(&mut self) -> Result {
+    fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
+        let mut errors = Errors::default();
         let max_limit = if self.algorithm == RateLimitAlgorithm::SlidingWindowLog { 10_000 } else { 1_000_000_000 };
-        in_range("limit", self.limit, 1, max_limit)?;
-        in_range("window_s", self.window_s, 1, 86_400)?;
+        errors.check(in_range("limit", self.limit, 1, max_limit));
+        errors.check(in_range("window_s", self.window_s, 1, 86_400));
         match (self.algorithm, self.burst) {
-            (RateLimitAlgorithm::TokenBucket | RateLimitAlgorithm::LeakyBucket, Some(burst)) => in_range("burst", burst, 1, 1_000_000_000)?,
-            (_, Some(_)) => return Err(ConfigError::invalid("burst", "only token_bucket and leaky_bucket take a burst")),
+            (RateLimitAlgorithm::TokenBucket | RateLimitAlgorithm::LeakyBucket, Some(burst)) => {
+                errors.check(in_range("burst", burst, 1, 1_000_000_000));
+            }
+            (_, Some(_)) => errors.add(ConfigError::invalid("burst", "only token_bucket and leaky_bucket take a burst")),
             (_, None) => {}
         }
-        if self.algorithm == RateLimitAlgorithm::LeakyBucket {
+        // The queue's wait needs a valid limit, window and burst.
+        if self.algorithm == RateLimitAlgorithm::LeakyBucket && errors.is_empty() {
             let wait = self.burst.unwrap_or(self.limit) as f64 * self.window_s as f64 / self.limit as f64;
             if wait > MAX_QUEUE_WAIT_S {
-                return Err(ConfigError::invalid(
+                errors.add(ConfigError::invalid(
                     "burst",
                     format!(
                         "a request could wait {wait:.0} s in the queue (burst × window_s / limit); at most {MAX_QUEUE_WAIT_S} s: lower burst"
@@ -139,6 +143,14 @@ impl Validate for RateLimitPolicy {
                 ));
             }
         }
+        errors.check(self.check_key());
+        errors.finish()
+    }
+}
+
+impl RateLimitPolicy {
+    /// `key` is one the data plane knows, header names lowercased.
+    fn check_key(&mut self) -> Result {
         match RateLimitKey::parse(&self.key) {
             Some(RateLimitKey::Header(name)) => {
                 if name.len() > 128 || !name.bytes().all(is_token_byte) {

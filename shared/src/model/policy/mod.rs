@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{Route, Service};
-use crate::error::ConfigError;
+use crate::error::{ConfigError, ConfigErrors, Errors};
 use crate::validate::rules::{MAX_LIST, Result, Validate, bounded};
 
 mod auth;
@@ -116,8 +116,9 @@ pub fn effective_policies<'a>(route: &'a Route, service: &'a Service, gateway: &
 }
 
 /// Checks a list of policies: each on its own, and at most one of each type.
-pub(crate) fn validate_list(field: &str, list: &mut [Policy]) -> Result {
-    bounded(field, list.len(), MAX_LIST)?;
+pub(crate) fn validate_list(field: &str, list: &mut [Policy]) -> Result<(), ConfigErrors> {
+    let mut errors = Errors::default();
+    errors.check(bounded(field, list.len(), MAX_LIST));
     let mut types = HashSet::new();
     for (i, policy) in list.iter_mut().enumerate() {
         let profile = match policy {
@@ -131,25 +132,26 @@ pub(crate) fn validate_list(field: &str, list: &mut [Policy]) -> Result {
             } else {
                 format!("only one '{}' policy is allowed here", policy.type_name())
             };
-            return Err(ConfigError::invalid(format!("{field}[{i}]"), message));
+            errors.add(ConfigError::invalid(format!("{field}[{i}]"), message));
         }
-        policy.normalize_and_validate().map_err(|e| e.within(&format!("{field}[{i}]")))?;
+        errors.check_within(&format!("{field}[{i}]"), policy.normalize_and_validate());
     }
-    Ok(())
+    errors.finish()
 }
 
 impl Validate for Policy {
     /// Checks the policy's own fields (relative to the policy).
-    fn normalize_and_validate(&mut self) -> Result {
+    fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
         match self {
-            Self::RequestSizeLimit { max_bytes } => limit::max_bytes("max_bytes", *max_bytes),
+            Self::RequestSizeLimit { max_bytes } => Ok(limit::max_bytes("max_bytes", *max_bytes)?),
             Self::KeyAuth(p) => p.normalize_and_validate(),
             Self::Jwt(p) => p.normalize_and_validate(),
             Self::Scopes(p) => p.normalize_and_validate(),
             Self::RateLimit(p) => p.normalize_and_validate(),
-            Self::IpRestriction(p) => p.normalize_and_validate(),
-            Self::RequestTransform(p) => p.normalize_and_validate(),
-            Self::ResponseTransform(p) => p.normalize_and_validate(),
+            // These report their first error (their own modules).
+            Self::IpRestriction(p) => Ok(p.normalize_and_validate()?),
+            Self::RequestTransform(p) => Ok(p.normalize_and_validate()?),
+            Self::ResponseTransform(p) => Ok(p.normalize_and_validate()?),
         }
     }
 }
@@ -174,7 +176,7 @@ mod tests {
         let Policy::RateLimit(second) = &r.policies[1] else { panic!("a rate limit") };
         assert_eq!(second.key, "header:x-tenant");
         let mut twice = route_with(r#"[{"type":"key-auth"},{"type":"key-auth"}]"#);
-        assert_eq!(twice.normalize_and_validate().unwrap_err().field(), "policies[1]");
+        assert_eq!(twice.normalize_and_validate().unwrap_err().first().field(), "policies[1]");
     }
 
     #[test]
@@ -189,7 +191,15 @@ mod tests {
             (r#"{"type":"rate-limit","algorithm":"leaky_bucket","limit":10,"window_s":3600}"#, "policies[0].burst"),
         ] {
             let mut r = route_with(&format!("[{policy}]"));
-            assert_eq!(r.normalize_and_validate().unwrap_err().field(), field, "{policy}");
+            assert_eq!(r.normalize_and_validate().unwrap_err().first().field(), field, "{policy}");
         }
+    }
+
+    #[test]
+    fn a_bad_limit_is_not_reported_again_as_a_long_queue() {
+        let mut r = route_with(r#"[{"type":"rate-limit","algorithm":"leaky_bucket","limit":0,"window_s":1,"key":"bogus"}]"#);
+        let errors = r.normalize_and_validate().unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(ConfigError::field).collect();
+        assert_eq!(fields, ["policies[0].limit", "policies[0].key"]);
     }
 }
