@@ -473,6 +473,14 @@ async fn openapi_documents_every_endpoint() {
     {
         assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema} missing");
     }
+    // A credential is one of its kinds, each with its own fields.
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["Credential"]["allOf"][0]["$ref"], "#/components/schemas/CredentialKind", "{}", schemas["Credential"]);
+    let kinds: Vec<&Value> =
+        schemas["CredentialKind"]["oneOf"].as_array().unwrap().iter().map(|k| &k["allOf"][1]["properties"]["type"]["enum"][0]).collect();
+    assert_eq!(kinds, [&json!("key-auth"), &json!("jwt")]);
+    assert_eq!(schemas["JwtCredential"]["required"], json!(["issuer", "algorithm"]), "{}", schemas["JwtCredential"]);
+    assert!(schemas["KeyAuthCredential"]["properties"]["key_hash"].is_object());
     let error_body = &doc["components"]["schemas"]["ErrorBody"];
     assert!(error_body["properties"]["errors"].is_object(), "every problem of an error is documented: {error_body}");
 }
@@ -536,6 +544,13 @@ async fn bad_credentials_and_auth_policies_are_refused_naming_the_field() {
     let cases = [
         (json!({"type": "key-auth", "key": "short"}), "key"),
         (json!({"type": "key-auth", "issuer": "x"}), "issuer"),
+        (json!({"type": "key-auth", "colour": "red"}), "colour"),
+        (
+            json!({"type": "jwt", "issuer": "i", "algorithm": "HS256", "secret": "0123456789abcdef0123456789abcdef", "key_hash": "00"}),
+            "key_hash",
+        ),
+        (json!({"type": "jwt", "issuer": 7, "algorithm": "HS256"}), "issuer"),
+        (json!({"type": "password"}), "type"),
         (json!({"type": "jwt", "algorithm": "HS256", "secret": "0123456789abcdef0123456789abcdef"}), "issuer"),
         (json!({"type": "jwt", "issuer": "i", "algorithm": "HS256", "secret": "too-short"}), "secret"),
         (json!({"type": "jwt", "issuer": "i", "algorithm": "none", "secret": "0123456789abcdef0123456789abcdef"}), "algorithm"),

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::{Extension, Json};
-use portico_shared::model::{Credential, CredentialType};
+use portico_shared::model::{Credential, CredentialKind};
 use portico_shared::secret::KeyHasher;
 use portico_shared::{ConfigError, ConfigErrors, GatewayConfig, validate};
 
@@ -26,9 +26,7 @@ const KEY_PREFIX: &str = "pk_";
 /// key first when `generate` is set and the credential has neither key nor
 /// hash. Returns the key to show once.
 pub fn seal(credential: &mut Credential, keys: &KeyHasher, generate: bool) -> Result<Option<String>, ConfigError> {
-    if credential.kind != CredentialType::KeyAuth {
-        return Ok(None);
-    }
+    let CredentialKind::KeyAuth(credential) = &mut credential.kind else { return Ok(None) };
     if credential.key.is_none() && credential.key_hash.is_none() && generate {
         credential.key = Some(generate_secret(KEY_PREFIX));
     }
@@ -36,6 +34,13 @@ pub fn seal(credential: &mut Credential, keys: &KeyHasher, generate: bool) -> Re
     validate::api_key("key", &key)?;
     credential.key_hash = Some(keys.hash_hex(&key));
     Ok(Some(key))
+}
+
+/// Shows `key` (the one a write just set) in the response of that write.
+fn reveal(credential: &mut Credential, key: Option<String>) {
+    if let CredentialKind::KeyAuth(credential) = &mut credential.kind {
+        credential.key = key;
+    }
 }
 
 /// Seals every credential of a declarative document (keys are given, never
@@ -104,7 +109,7 @@ pub(crate) async fn create(
     let key = seal(&mut credential, &state.keys, true)?;
     let (published, id) = entities::create_entity(&state, &principal, &headers, &gw, credential).await?;
     let location = format!("{}/{id}", LIST.replace("{gw}", &gw).replace("{c}", &consumer));
-    entities::entity_response::<Credential>(StatusCode::CREATED, &published, id, Some(location), |c| c.key = key)
+    entities::entity_response::<Credential>(StatusCode::CREATED, &published, id, Some(location), |c| reveal(c, key))
 }
 
 #[utoipa::path(get, path = "/api/v1/gateways/{gw}/consumers/{c}/credentials/{key}", tag = "consumers",
@@ -135,7 +140,7 @@ pub(crate) async fn replace(
     let shown = seal(&mut credential, &state.keys, true)?;
     let scope = Scope { gateway: &gw, owner: Some(&consumer) };
     let (published, id) = entities::update_entity(&state, &principal, &headers, scope, &key, |_| Ok(credential.clone())).await?;
-    entities::entity_response::<Credential>(StatusCode::OK, &published, id, None, |c| c.key = shown)
+    entities::entity_response::<Credential>(StatusCode::OK, &published, id, None, |c| reveal(c, shown))
 }
 
 #[utoipa::path(patch, path = "/api/v1/gateways/{gw}/consumers/{c}/credentials/{key}", tag = "consumers",
@@ -162,7 +167,7 @@ pub(crate) async fn patch(
     })
     .await?;
     let shown = merge_patch.get("key").and_then(|k| k.as_str()).map(str::to_owned);
-    entities::entity_response::<Credential>(StatusCode::OK, &published, id, None, |c| c.key = shown)
+    entities::entity_response::<Credential>(StatusCode::OK, &published, id, None, |c| reveal(c, shown))
 }
 
 #[utoipa::path(delete, path = "/api/v1/gateways/{gw}/consumers/{c}/credentials/{key}", tag = "consumers",

@@ -77,7 +77,7 @@ mod service;
 
 pub use certificate::Certificate;
 pub use consumer::Consumer;
-pub use credential::{Credential, CredentialType, JwtAlgorithm};
+pub use credential::{Credential, CredentialKind, JwtAlgorithm, JwtCredential, KeyAuthCredential};
 pub use policy::{
     BackendFailure, JwtPolicy, KeyAuthPolicy, Policy, RateLimitAlgorithm, RateLimitBackend, RateLimitKey, RateLimitPolicy, ScopesPolicy,
     effective_policies,

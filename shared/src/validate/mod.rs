@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::error::{ConfigError, ConfigErrors, Errors};
-use crate::model::{Certificate, Consumer, Credential, Entity, EntityKind, GatewayConfig, Policy, Route, Service};
+use crate::model::{Certificate, Consumer, Credential, CredentialKind, Entity, EntityKind, GatewayConfig, Policy, Route, Service};
 
 pub(crate) mod rules;
 
@@ -161,23 +161,30 @@ fn credential_clash<'a>(
     jwt_keys: &mut HashMap<(&'a str, Option<&'a str>), &'a str>,
     jwks_issuers: &mut HashMap<&'a str, &'a str>,
 ) -> Option<ConfigError> {
-    if let Some(hash) = &credential.key_hash
-        && let Some(other) = hashes.insert(hash.as_str(), credential.name.as_str())
-    {
-        return Some(ConfigError::conflict("key", format!("the same key is already credential '{other}'")));
+    match &credential.kind {
+        CredentialKind::KeyAuth(key) => {
+            let other = hashes.insert(key.key_hash.as_deref()?, &credential.name)?;
+            Some(ConfigError::conflict("key", format!("the same key is already credential '{other}'")))
+        }
+        CredentialKind::Jwt(jwt) => {
+            let issuer = jwt.issuer.as_str();
+            let clash = if jwt.jwks_url.is_some() {
+                jwks_issuers
+                    .insert(issuer, &credential.name)
+                    .or_else(|| jwt_keys.keys().find(|(iss, _)| *iss == issuer).map(|k| jwt_keys[k]))
+            } else {
+                jwks_issuers.get(issuer).copied().or_else(|| jwt_keys.insert((issuer, jwt.key_id.as_deref()), &credential.name))
+            };
+            clash.map(|other| {
+                ConfigError::conflict(
+                    "issuer",
+                    format!(
+                        "credential '{other}' already verifies tokens of issuer '{issuer}' (give each key of an issuer its own key_id)"
+                    ),
+                )
+            })
+        }
     }
-    let issuer = credential.issuer.as_deref()?;
-    let clash = if credential.jwks_url.is_some() {
-        jwks_issuers.insert(issuer, &credential.name).or_else(|| jwt_keys.keys().find(|(iss, _)| *iss == issuer).map(|k| jwt_keys[k]))
-    } else {
-        jwks_issuers.get(issuer).copied().or_else(|| jwt_keys.insert((issuer, credential.key_id.as_deref()), &credential.name))
-    };
-    clash.map(|other| {
-        ConfigError::conflict(
-            "issuer",
-            format!("credential '{other}' already verifies tokens of issuer '{issuer}' (give each key of an issuer its own key_id)"),
-        )
-    })
 }
 
 /// A route whose policies check scopes must also authenticate its callers.
