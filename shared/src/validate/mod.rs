@@ -26,7 +26,7 @@ pub use rules::{MAX_NAME_LEN, Validate, name};
 /// collections end up in name order.
 pub fn config(config: &mut GatewayConfig) -> Result<(), ConfigErrors> {
     let mut errors = Errors::default();
-    let sound = Sound {
+    let ok = Passed {
         services: entities(&mut config.services, &mut errors),
         routes: entities(&mut config.routes, &mut errors),
         consumers: entities(&mut config.consumers, &mut errors),
@@ -35,12 +35,12 @@ pub fn config(config: &mut GatewayConfig) -> Result<(), ConfigErrors> {
     };
     errors.check(crate::model::policy::validate_list("policies", &mut config.policies));
     errors.check(trusted_proxies(&mut config.trusted_proxies));
-    certificates(sound.of(&config.certificates, &sound.certificates), &mut errors);
-    unique_by(sound.of(&config.consumers, &sound.consumers), "custom_id", |c: &Consumer| c.custom_id.clone(), &mut errors);
-    credentials(config, &sound, &mut errors);
-    anonymous_consumers(config, &sound, &mut errors);
+    certificates(passed(&config.certificates, &ok.certificates), &mut errors);
+    unique_by(passed(&config.consumers, &ok.consumers), "custom_id", |c: &Consumer| c.custom_id.clone(), &mut errors);
+    credentials(config, &ok, &mut errors);
+    anonymous_consumers(config, &ok, &mut errors);
     let services: HashSet<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
-    for (i, route) in sound.of(&config.routes, &sound.routes) {
+    for (i, route) in passed(&config.routes, &ok.routes) {
         if !services.contains(route.service.as_str()) {
             errors.add(ConfigError::invalid(
                 format!("routes[{i}].service"),
@@ -48,15 +48,15 @@ pub fn config(config: &mut GatewayConfig) -> Result<(), ConfigErrors> {
             ));
         }
     }
-    identical_routes(sound.of(&config.routes, &sound.routes), &mut errors);
-    scopes_need_authentication(config, &sound, &mut errors);
+    identical_routes(passed(&config.routes, &ok.routes), &mut errors);
+    scopes_need_authentication(config, &ok, &mut errors);
     errors.finish()?;
     config.sort();
     Ok(())
 }
 
 /// Which entities of each list passed their own checks.
-struct Sound {
+struct Passed {
     services: Vec<bool>,
     routes: Vec<bool>,
     consumers: Vec<bool>,
@@ -64,11 +64,9 @@ struct Sound {
     certificates: Vec<bool>,
 }
 
-impl Sound {
-    /// The entities of `list` that passed their own checks, with their index.
-    fn of<'a, E>(&self, list: &'a [E], sound: &'a [bool]) -> impl Iterator<Item = (usize, &'a E)> + Clone + 'a {
-        list.iter().enumerate().filter(|(i, _)| sound[*i])
-    }
+/// The entities of `list` whose flag in `ok` is set, with their index.
+fn passed<'a, E>(list: &'a [E], ok: &'a [bool]) -> impl Iterator<Item = (usize, &'a E)> + 'a {
+    list.iter().enumerate().filter(|(i, _)| ok[*i])
 }
 
 /// The entities that refer to the `kind` entity named `name`, as
@@ -91,14 +89,14 @@ pub fn referrers<'a>(config: &'a GatewayConfig, kind: EntityKind, name: &str) ->
 /// Checks each entity of a list on its own, then that names and ids are
 /// unique among those that passed; answers which passed.
 fn entities<E: Entity + Validate>(list: &mut [E], errors: &mut Errors) -> Vec<bool> {
-    let sound: Vec<bool> = list
+    let ok: Vec<bool> = list
         .iter_mut()
         .enumerate()
         .map(|(i, entity)| errors.check_within(&format!("{}[{i}]", E::COLLECTION), entity.normalize_and_validate()).is_some())
         .collect();
     let mut names = HashSet::new();
     let mut ids = HashSet::new();
-    for (i, entity) in list.iter().enumerate().filter(|(i, _)| sound[*i]) {
+    for (i, entity) in passed(list, &ok) {
         let prefix = format!("{}[{i}]", E::COLLECTION);
         if !names.insert(entity.name()) {
             errors.add(ConfigError::conflict(
@@ -112,7 +110,7 @@ fn entities<E: Entity + Validate>(list: &mut [E], errors: &mut Errors) -> Vec<bo
             errors.add(ConfigError::conflict(format!("{prefix}.id"), format!("id {id} is used twice")));
         }
     }
-    sound
+    ok
 }
 
 /// A value (such as a consumer's `custom_id`) that at most one entity has.
@@ -138,12 +136,12 @@ fn unique_by<'a, E: Entity>(
 /// Credentials belong to existing consumers, and each identifies one:
 /// a key hash is used once, and an issuer's keys are told apart by key id
 /// (an issuer served by a JWKS has one credential).
-fn credentials(config: &GatewayConfig, sound: &Sound, errors: &mut Errors) {
+fn credentials(config: &GatewayConfig, ok: &Passed, errors: &mut Errors) {
     let consumers: HashSet<&str> = config.consumers.iter().map(|c| c.username.as_str()).collect();
     let mut hashes = HashMap::new();
     let mut jwt_keys: HashMap<(&str, Option<&str>), &str> = HashMap::new();
     let mut jwks_issuers: HashMap<&str, &str> = HashMap::new();
-    for (i, credential) in sound.of(&config.credentials, &sound.credentials) {
+    for (i, credential) in passed(&config.credentials, &ok.credentials) {
         let field = |f: &str| format!("credentials[{i}].{f}");
         if !consumers.contains(credential.consumer.as_str()) {
             errors.add(ConfigError::invalid(field("consumer"), format!("consumer '{}' does not exist", credential.consumer)));
@@ -188,9 +186,9 @@ fn credential_clash<'a>(
 }
 
 /// A route whose policies check scopes must also authenticate its callers.
-fn scopes_need_authentication(config: &GatewayConfig, sound: &Sound, errors: &mut Errors) {
+fn scopes_need_authentication(config: &GatewayConfig, ok: &Passed, errors: &mut Errors) {
     let services: HashMap<&str, &Service> = config.services.iter().map(|s| (s.name.as_str(), s)).collect();
-    for (i, route) in sound.of(&config.routes, &sound.routes) {
+    for (i, route) in passed(&config.routes, &ok.routes) {
         let Some(service) = services.get(route.service.as_str()) else { continue };
         let policies = crate::model::effective_policies(route, service, &config.policies);
         if policies.iter().any(|p| matches!(p, Policy::Scopes(_))) && !policies.iter().any(|p| p.authenticates()) {
@@ -228,12 +226,11 @@ fn certificates<'a>(list: impl Iterator<Item = (usize, &'a Certificate)>, errors
 }
 
 /// Every `anonymous` consumer that an authentication policy names exists.
-fn anonymous_consumers(config: &GatewayConfig, sound: &Sound, errors: &mut Errors) {
+fn anonymous_consumers(config: &GatewayConfig, ok: &Passed, errors: &mut Errors) {
     let consumers: HashSet<&str> = config.consumers.iter().map(|c| c.username.as_str()).collect();
-    let lists = sound
-        .of(&config.routes, &sound.routes)
+    let lists = passed(&config.routes, &ok.routes)
         .map(|(i, r)| (format!("routes[{i}].policies"), &r.policies))
-        .chain(sound.of(&config.services, &sound.services).map(|(i, s)| (format!("services[{i}].policies"), &s.policies)))
+        .chain(passed(&config.services, &ok.services).map(|(i, s)| (format!("services[{i}].policies"), &s.policies)))
         .chain(std::iter::once(("policies".to_owned(), &config.policies)));
     for (field, list) in lists {
         for (j, policy) in list.iter().enumerate() {
