@@ -1,5 +1,5 @@
 //! A thin client of the admin REST API that turns its JSON errors into
-//! one-line messages naming the field.
+//! messages naming the field: one line per problem, `field: message`.
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::Value;
@@ -13,8 +13,9 @@ pub enum CliError {
     Usage(String),
     #[error("cannot reach the admin API at {url}: {reason}")]
     Unreachable { url: String, reason: String },
-    #[error("{status}: {message}")]
-    Api { status: StatusCode, message: String },
+    /// The API refused the request: each problem as `field: message`.
+    #[error("{status}: {}", listed(.problems))]
+    Api { status: StatusCode, problems: Vec<String> },
 }
 
 /// The admin API of one gateway.
@@ -45,17 +46,15 @@ impl AdminClient {
         }
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
-        let error = &body["error"];
-        let mut message = error["message"].as_str().unwrap_or("request failed").to_owned();
-        if let Some(field) = error["field"].as_str().filter(|f| !f.is_empty()) {
-            message = format!("{field}: {message}");
-        }
-        Err(CliError::Api { status, message })
+        Err(CliError::Api { status, problems: problems(&body) })
     }
 
     async fn json(&self, request: RequestBuilder) -> Result<Value, CliError> {
         let response = self.send(request).await?;
-        response.json().await.map_err(|e| CliError::Api { status: StatusCode::BAD_GATEWAY, message: format!("unreadable response: {e}") })
+        response
+            .json()
+            .await
+            .map_err(|e| CliError::Api { status: StatusCode::BAD_GATEWAY, problems: vec![format!("unreadable response: {e}")] })
     }
 
     pub async fn apply(&self, body: Vec<u8>, content_type: &str, message: Option<&str>) -> Result<Value, CliError> {
@@ -76,7 +75,7 @@ impl AdminClient {
             Format::Json => "application/json",
         };
         let response = self.send(self.request(Method::GET, "/config").header("accept", accept)).await?;
-        response.text().await.map_err(|e| CliError::Api { status: StatusCode::BAD_GATEWAY, message: e.to_string() })
+        response.text().await.map_err(|e| CliError::Api { status: StatusCode::BAD_GATEWAY, problems: vec![e.to_string()] })
     }
 
     pub async fn versions(&self, limit: u32) -> Result<Value, CliError> {
@@ -93,5 +92,59 @@ impl AdminClient {
 
     pub async fn data_planes(&self) -> Result<Value, CliError> {
         self.json(self.request(Method::GET, "/data-planes")).await
+    }
+}
+
+/// Each problem of an error body, as `field: message` (or the message alone
+/// when it concerns no field): every entry of `errors`, else `error`.
+fn problems(body: &Value) -> Vec<String> {
+    let line = |error: &Value| {
+        let message = error["message"].as_str().unwrap_or("request failed");
+        match error["field"].as_str().filter(|f| !f.is_empty()) {
+            Some(field) => format!("{field}: {message}"),
+            None => message.to_owned(),
+        }
+    };
+    match body["errors"].as_array().filter(|errors| !errors.is_empty()) {
+        Some(errors) => errors.iter().map(line).collect(),
+        None => vec![line(&body["error"])],
+    }
+}
+
+/// One problem on the same line; several, one per line after their count.
+fn listed(problems: &[String]) -> String {
+    match problems {
+        [one] => one.clone(),
+        many => format!("{} errors:\n{}", many.len(), many.join("\n")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn prints_every_problem_one_per_line_naming_its_field() {
+        let body = json!({
+            "error": {"code": "invalid_input", "message": "bad url", "field": "services[0].targets[0].url"},
+            "errors": [
+                {"code": "invalid_input", "message": "bad url", "field": "services[0].targets[0].url"},
+                {"code": "invalid_input", "message": "must be one of GET, POST", "field": "routes[0].methods[0]"},
+                {"code": "invalid_input", "message": "the document is empty", "field": null}
+            ]
+        });
+        let error = CliError::Api { status: StatusCode::BAD_REQUEST, problems: problems(&body) };
+        assert_eq!(
+            error.to_string(),
+            "400 Bad Request: 3 errors:\nservices[0].targets[0].url: bad url\nroutes[0].methods[0]: must be one of GET, POST\nthe document is empty"
+        );
+    }
+
+    #[test]
+    fn one_problem_stays_on_one_line_and_older_bodies_still_read() {
+        let body = json!({"error": {"code": "not_found", "message": "version 99 not found", "field": null}});
+        let error = CliError::Api { status: StatusCode::NOT_FOUND, problems: problems(&body) };
+        assert_eq!(error.to_string(), "404 Not Found: version 99 not found");
     }
 }

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use portico_shared::{ConfigError, GatewayConfig, Snapshot};
+use portico_shared::{ConfigError, ConfigErrors, GatewayConfig, Snapshot};
 use tokio::sync::Mutex;
 
 use crate::distribution::Hub;
@@ -60,7 +60,7 @@ impl Publisher {
         mut edit: impl FnMut(&Current) -> Result<GatewayConfig, E>,
     ) -> Result<Published, E>
     where
-        E: From<ConfigError> + From<StoreError>,
+        E: From<ConfigErrors> + From<StoreError>,
     {
         let _one_writer = self.writing.lock().await;
         for _ in 0..MAX_ATTEMPTS {
@@ -87,18 +87,21 @@ impl Publisher {
 
 /// Certificates a write adds or changes must not have expired (ones it
 /// leaves as they are may: data planes keep serving what they have).
-fn fresh_certificates(current: &GatewayConfig, next: &GatewayConfig) -> Result<(), ConfigError> {
+fn fresh_certificates(current: &GatewayConfig, next: &GatewayConfig) -> Result<(), ConfigErrors> {
     let now = chrono::Utc::now().timestamp();
+    let mut errors = Vec::new();
     for (i, certificate) in next.certificates.iter().enumerate() {
         if current.certificates.iter().any(|c| c.name == certificate.name && c.cert == certificate.cert) {
             continue;
         }
-        let parsed =
-            portico_shared::tls::parse_certificate(&certificate.cert, None).map_err(|e| e.within(&format!("certificates[{i}]")))?;
-        if parsed.not_after <= now {
-            let expired = chrono::DateTime::from_timestamp(parsed.not_after, 0).map(|t| t.to_rfc3339()).unwrap_or_default();
-            return Err(ConfigError::invalid(format!("certificates[{i}].cert"), format!("expired at {expired}")));
+        match portico_shared::tls::parse_certificate(&certificate.cert, None) {
+            Err(e) => errors.push(e.within(&format!("certificates[{i}]"))),
+            Ok(parsed) if parsed.not_after <= now => {
+                let expired = chrono::DateTime::from_timestamp(parsed.not_after, 0).map(|t| t.to_rfc3339()).unwrap_or_default();
+                errors.push(ConfigError::invalid(format!("certificates[{i}].cert"), format!("expired at {expired}")));
+            }
+            Ok(_) => {}
         }
     }
-    Ok(())
+    ConfigErrors::from_vec(errors).map_or(Ok(()), Err)
 }

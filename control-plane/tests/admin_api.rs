@@ -98,6 +98,7 @@ impl Api {
 }
 
 const SERVICES: &str = "/api/v1/gateways/default/services";
+const CONFIG: &str = "/api/v1/gateways/default/config";
 const ROUTES: &str = "/api/v1/gateways/default/routes";
 
 fn users_service() -> Value {
@@ -225,6 +226,47 @@ async fn invalid_input_is_a_400_naming_the_field() {
     let bad_query = api.get(&format!("{SERVICES}?limit=many")).await;
     assert_eq!(bad_query.status, StatusCode::BAD_REQUEST);
     assert_eq!(api.get("/api/v1/gateways/default/versions").await.json()["total"], 2, "nothing rejected was published");
+}
+
+#[tokio::test]
+async fn a_config_with_several_mistakes_is_one_400_listing_each_with_its_field() {
+    let api = Api::new().await;
+    let document = json!({
+        "services": [{"name": "users", "targets": [{"url": "ftp://10.0.0.5:8000"}]}],
+        "routes": [{"name": "users-api", "service": "users", "paths": ["/users"], "methods": ["FETCH"]}],
+        "consumers": [{"username": "not valid"}]
+    });
+    let reply = api.send(Method::PUT, CONFIG, Some(ADMIN), &[], Some(("application/json", document.to_string()))).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    let body = reply.json();
+    let errors = body["errors"].as_array().unwrap();
+    let fields: Vec<&str> = errors.iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["services[0].targets[0].url", "routes[0].methods[0]", "consumers[0].username"], "{}", reply.text);
+    for error in errors {
+        assert_eq!(error["code"], "invalid_input");
+        let (message, field) = (error["message"].as_str().unwrap(), error["field"].as_str().unwrap());
+        assert!(!message.contains(field), "the message is the text alone, not the field again: {message}");
+    }
+    assert_eq!(body["error"], errors[0], "`error` is the first of `errors`, as clients of one error read it");
+    assert_eq!(api.get("/api/v1/gateways/default/versions").await.json()["total"], 1, "nothing was published");
+
+    // A 409 only when every mistake is a clash with the rest of the config.
+    let twice = json!({"services": [users_service(), users_service()], "consumers": [{"username": "a"}, {"username": "a"}]});
+    let reply = api.send(Method::PUT, CONFIG, Some(ADMIN), &[], Some(("application/json", twice.to_string()))).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.text);
+    assert_eq!(reply.json()["errors"].as_array().unwrap().len(), 2, "{}", reply.text);
+    let mixed = json!({"services": [users_service(), users_service()], "consumers": [{"username": "not valid"}]});
+    let reply = api.send(Method::PUT, CONFIG, Some(ADMIN), &[], Some(("application/json", mixed.to_string()))).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    let body = reply.json();
+    let codes: Vec<&str> = body["errors"].as_array().unwrap().iter().map(|e| e["code"].as_str().unwrap()).collect();
+    assert_eq!(codes, ["conflict", "invalid_input"], "{}", reply.text);
+
+    // One entity's mistakes come together too, relative to it.
+    let service = json!({"name": "Bad Name", "targets": [{"url": "http://a:1", "weight": 5000}], "timeouts": {"connect_ms": 0}});
+    let reply = api.write(Method::POST, SERVICES, service).await;
+    let fields: Vec<String> = reply.json()["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(fields, ["name", "targets[0].weight", "timeouts.connect_ms"], "{}", reply.text);
 }
 
 #[tokio::test]
@@ -431,6 +473,16 @@ async fn openapi_documents_every_endpoint() {
     {
         assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema} missing");
     }
+    // A credential is one of its kinds, each with its own fields.
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["Credential"]["allOf"][0]["$ref"], "#/components/schemas/CredentialKind", "{}", schemas["Credential"]);
+    let kinds: Vec<&Value> =
+        schemas["CredentialKind"]["oneOf"].as_array().unwrap().iter().map(|k| &k["allOf"][1]["properties"]["type"]["enum"][0]).collect();
+    assert_eq!(kinds, [&json!("key-auth"), &json!("jwt")]);
+    assert_eq!(schemas["JwtCredential"]["required"], json!(["issuer", "algorithm"]), "{}", schemas["JwtCredential"]);
+    assert!(schemas["KeyAuthCredential"]["properties"]["key_hash"].is_object());
+    let error_body = &doc["components"]["schemas"]["ErrorBody"];
+    assert!(error_body["properties"]["errors"].is_object(), "every problem of an error is documented: {error_body}");
 }
 
 const CONSUMERS: &str = "/api/v1/gateways/default/consumers";
@@ -492,6 +544,13 @@ async fn bad_credentials_and_auth_policies_are_refused_naming_the_field() {
     let cases = [
         (json!({"type": "key-auth", "key": "short"}), "key"),
         (json!({"type": "key-auth", "issuer": "x"}), "issuer"),
+        (json!({"type": "key-auth", "colour": "red"}), "colour"),
+        (
+            json!({"type": "jwt", "issuer": "i", "algorithm": "HS256", "secret": "0123456789abcdef0123456789abcdef", "key_hash": "00"}),
+            "key_hash",
+        ),
+        (json!({"type": "jwt", "issuer": 7, "algorithm": "HS256"}), "issuer"),
+        (json!({"type": "password"}), "type"),
         (json!({"type": "jwt", "algorithm": "HS256", "secret": "0123456789abcdef0123456789abcdef"}), "issuer"),
         (json!({"type": "jwt", "issuer": "i", "algorithm": "HS256", "secret": "too-short"}), "secret"),
         (json!({"type": "jwt", "issuer": "i", "algorithm": "none", "secret": "0123456789abcdef0123456789abcdef"}), "algorithm"),

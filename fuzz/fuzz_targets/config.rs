@@ -4,7 +4,8 @@
 //! parsers. The control plane seals credential keys between the two
 //! steps; that needs its key material and is left out.
 //!
-//! Properties: nothing panics; every validation error names a field; a
+//! Properties: nothing panics; every validation error (of all those
+//! reported) names a field; a
 //! parse error names a field whenever the document is a well-formed
 //! mapping (a syntax error or a non-mapping root is about the whole
 //! document, and `ConfigError` documents an empty field for that); and a
@@ -37,8 +38,10 @@ fn check(parsed: Result<GatewayConfig, ConfigError>, mapping: bool, format: &str
             return;
         }
     };
-    if let Err(error) = validate::config(&mut config) {
-        assert!(!error.field().is_empty(), "a validation error names no field: {error:?}");
+    if let Err(errors) = validate::config(&mut config) {
+        for error in &errors {
+            assert!(!error.field().is_empty(), "a validation error names no field: {error:?}");
+        }
         return;
     }
     let json = serde_json::to_vec(&config).expect("a validated config serialises");

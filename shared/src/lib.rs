@@ -1,7 +1,8 @@
 //! Portico's config model: one definition of every entity, used by the admin
 //! API's JSON, the store and the snapshot sent to data planes; its
-//! validation, with errors that name the offending field; and the pure parts
-//! of publishing (canonical snapshot and hash, declarative merge, diff).
+//! validation, reporting every mistake of a document with the field it
+//! names; and the pure parts of publishing (canonical snapshot and hash,
+//! declarative merge, diff).
 //! No I/O happens here.
 
 pub mod cors;
@@ -19,6 +20,6 @@ pub mod tls;
 pub mod transform;
 pub mod validate;
 
-pub use error::ConfigError;
+pub use error::{ConfigError, ConfigErrors};
 pub use model::{Consumer, Credential, Entity, EntityKind, GatewayConfig, Route, Service};
 pub use snapshot::Snapshot;

@@ -251,8 +251,19 @@ impl Visitor<'_> for KeyVisitor {
 
 /// Builds the error, naming the exact field for unknown, missing or
 /// duplicated fields, which serde reports against their parent.
+/// The message is serde's text alone: serde_yaml_ng prefixes its messages
+/// with its own path (`services[0].targets[0].weight: invalid type: …`),
+/// which is the field's, so that prefix is dropped.
 fn located(path: String, message: String) -> ConfigError {
     let path = if path == "." || path == "?" { String::new() } else { path };
+    let message = match message.split_once(": ") {
+        Some((prefix, rest))
+            if prefix == path || (!prefix.is_empty() && !prefix.contains(char::is_whitespace) && !prefix.contains('`')) =>
+        {
+            rest.to_owned()
+        }
+        _ => message,
+    };
     let named = ["unknown field `", "missing field `", "duplicate field `"]
         .iter()
         .find_map(|prefix| message.strip_prefix(prefix))
@@ -356,5 +367,15 @@ mod tests {
         assert_eq!(config.services[0].name, "s");
         let err = from_yaml::<GatewayConfig>(b"services:\n  - name: s\n    targets:\n      - url: 5\n        weight: x\n").unwrap_err();
         assert_eq!(err.field(), "services[0].targets[0].weight");
+    }
+
+    #[test]
+    fn messages_do_not_repeat_the_field() {
+        let err = from_yaml::<GatewayConfig>(b"services:\n  - name: s\n    targets:\n      - url: 5\n        weight: x\n").unwrap_err();
+        assert_eq!(err.field(), "services[0].targets[0].weight");
+        assert!(err.message().starts_with("invalid type: string \"x\", expected u32"), "{}", err.message());
+        let err = from_yaml::<GatewayConfig>(b"services:\n  - name: s\n    targts: []\n").unwrap_err();
+        assert_eq!(err.field(), "services[0].targts");
+        assert!(err.message().starts_with("unknown field `targts`"), "{}", err.message());
     }
 }

@@ -6,7 +6,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, ConfigErrors, Errors};
 use crate::model::GatewayConfig;
 use crate::validate;
 
@@ -28,23 +28,30 @@ pub enum DecodeError {
     #[error("snapshot does not parse: {0}")]
     Parse(#[from] serde_json::Error),
     #[error("snapshot is invalid: {0}")]
-    Invalid(#[from] ConfigError),
+    Invalid(#[from] ConfigErrors),
 }
 
 impl Snapshot {
     /// Validates and normalizes `config`, then encodes it canonically.
-    pub fn compile(mut config: GatewayConfig) -> Result<Self, ConfigError> {
-        validate::config(&mut config)?;
+    /// Every error of the config is reported.
+    pub fn compile(mut config: GatewayConfig) -> Result<Self, ConfigErrors> {
+        // Secrets a write may leave out (to keep the stored ones) must be
+        // there in the end; fields index the lists as given, before sorting.
         let keyless = |s: &crate::model::Service| s.tls.as_ref().is_some_and(|t| t.client_cert.is_some() && t.client_key.is_none());
-        if let Some(i) = config.services.iter().position(keyless) {
-            return Err(ConfigError::invalid(format!("services[{i}].tls.client_key"), "client_cert needs its client_key"));
-        }
-        if let Some(i) = config.certificates.iter().position(|c| c.key.is_none()) {
-            return Err(ConfigError::invalid(
-                format!("certificates[{i}].key"),
-                "a certificate new to this gateway needs its private key (exports leave keys out; re-applying one keeps the stored keys)",
-            ));
-        }
+        let services = config.services.iter().enumerate().filter(|(_, s)| keyless(s));
+        let missing_keys: Vec<ConfigError> = services
+            .map(|(i, _)| ConfigError::invalid(format!("services[{i}].tls.client_key"), "client_cert needs its client_key"))
+            .chain(config.certificates.iter().enumerate().filter(|(_, c)| c.key.is_none()).map(|(i, _)| {
+                ConfigError::invalid(
+                    format!("certificates[{i}].key"),
+                    "a certificate new to this gateway needs its private key (exports leave keys out; re-applying one keeps the stored keys)",
+                )
+            }))
+            .collect();
+        let mut errors = Errors::default();
+        errors.check(validate::config(&mut config));
+        missing_keys.into_iter().for_each(|e| errors.add(e));
+        errors.finish()?;
         let bytes = serde_json::to_vec(&config).expect("a config always serializes to JSON");
         let hash = hash(&bytes);
         Ok(Self { config, bytes, hash })
@@ -59,7 +66,7 @@ impl Snapshot {
         }
         let compiled = Self::compile(serde_json::from_slice(bytes)?)?;
         if compiled.hash != actual {
-            return Err(ConfigError::invalid("", "snapshot is not in canonical form").into());
+            return Err(ConfigErrors::from(ConfigError::invalid("", "snapshot is not in canonical form")).into());
         }
         Ok(compiled)
     }

@@ -72,12 +72,22 @@ pub fn upstream_tls(tls: &crate::model::UpstreamTls) -> Result<(), ConfigError> 
         }
     }
     match (&tls.client_cert, &tls.client_key) {
-        (Some(cert), Some(key)) => parse_certificate(cert, Some(key)).map(drop).map_err(|e| e.within("tls.client")),
+        (Some(cert), Some(key)) => parse_certificate(cert, Some(key)).map(drop).map_err(client_field),
         // The key may come from the stored service (a write leaves write-only
         // secrets out); the snapshot compiler checks that it is there in the end.
-        (Some(cert), None) => parse_certificate(cert, None).map(drop).map_err(|e| e.within("tls.client")),
+        (Some(cert), None) => parse_certificate(cert, None).map(drop).map_err(client_field),
         (None, Some(_)) => Err(ConfigError::invalid("tls.client_cert", "client_key needs its client_cert")),
         (None, None) => Ok(()),
+    }
+}
+
+/// An error about a certificate's `cert` or `key`, named as the service's
+/// `tls.client_cert` or `tls.client_key`.
+fn client_field(error: ConfigError) -> ConfigError {
+    let field = format!("tls.client_{}", error.field());
+    match error {
+        ConfigError::Invalid { message, .. } => ConfigError::invalid(field, message),
+        ConfigError::Conflict { message, .. } => ConfigError::conflict(field, message),
     }
 }
 

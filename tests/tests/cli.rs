@@ -87,7 +87,7 @@ async fn operator_workflow_from_apply_to_rollback() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn errors_are_one_line_naming_the_field() {
+async fn errors_are_one_line_each_naming_the_field() {
     let db = TestDb::sqlite();
     let cp = ControlPlane::start(&db.url).await;
     let dir = tempfile::tempdir().unwrap();
@@ -98,6 +98,17 @@ async fn errors_are_one_line_naming_the_field() {
     assert_eq!(
         run.stderr.trim(),
         "portico: error: 400 Bad Request: services[0].targets[0].url: scheme 'ftp' does not match the service's protocol 'http'"
+    );
+    let two = dir.path().join("two.yaml");
+    std::fs::write(&two, "services:\n  - name: s\n    targets:\n      - url: ftp://x\nconsumers:\n  - username: not valid\n").unwrap();
+    let run = portico(&cp, &["apply", "-f", two.to_str().unwrap()]);
+    assert_eq!(
+        run.stderr.trim().lines().collect::<Vec<_>>(),
+        [
+            "portico: error: 400 Bad Request: 2 errors:",
+            "services[0].targets[0].url: scheme 'ftp' does not match the service's protocol 'http'",
+            "consumers[0].username: must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_', '@', '+', '-'",
+        ]
     );
 
     let missing = portico(&cp, &["rollback", "99"]);

@@ -9,9 +9,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::{Extension, Json};
-use portico_shared::model::{Credential, CredentialType};
+use portico_shared::model::{Credential, CredentialKind};
 use portico_shared::secret::KeyHasher;
-use portico_shared::{ConfigError, GatewayConfig, validate};
+use portico_shared::{ConfigError, ConfigErrors, GatewayConfig, validate};
 
 use super::AppState;
 use super::auth::{Principal, generate_secret};
@@ -26,9 +26,7 @@ const KEY_PREFIX: &str = "pk_";
 /// key first when `generate` is set and the credential has neither key nor
 /// hash. Returns the key to show once.
 pub fn seal(credential: &mut Credential, keys: &KeyHasher, generate: bool) -> Result<Option<String>, ConfigError> {
-    if credential.kind != CredentialType::KeyAuth {
-        return Ok(None);
-    }
+    let CredentialKind::KeyAuth(credential) = &mut credential.kind else { return Ok(None) };
     if credential.key.is_none() && credential.key_hash.is_none() && generate {
         credential.key = Some(generate_secret(KEY_PREFIX));
     }
@@ -38,13 +36,23 @@ pub fn seal(credential: &mut Credential, keys: &KeyHasher, generate: bool) -> Re
     Ok(Some(key))
 }
 
-/// Seals every credential of a declarative document (keys are given, never
-/// generated, there).
-pub fn seal_all(config: &mut GatewayConfig, keys: &KeyHasher) -> Result<(), ConfigError> {
-    for (i, credential) in config.credentials.iter_mut().enumerate() {
-        seal(credential, keys, false).map_err(|e| e.within(&format!("credentials[{i}]")))?;
+/// Shows `key` (the one a write just set) in the response of that write.
+fn reveal(credential: &mut Credential, key: Option<String>) {
+    if let CredentialKind::KeyAuth(credential) = &mut credential.kind {
+        credential.key = key;
     }
-    Ok(())
+}
+
+/// Seals every credential of a declarative document (keys are given, never
+/// generated, there), reporting every key that cannot be sealed.
+pub fn seal_all(config: &mut GatewayConfig, keys: &KeyHasher) -> Result<(), ConfigErrors> {
+    let errors = config
+        .credentials
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(i, credential)| seal(credential, keys, false).err().map(|e| e.within(&format!("credentials[{i}]"))))
+        .collect();
+    ConfigErrors::from_vec(errors).map_or(Ok(()), Err)
 }
 
 /// The username of consumer `key` (id or username); `404` if there is none.
@@ -101,7 +109,7 @@ pub(crate) async fn create(
     let key = seal(&mut credential, &state.keys, true)?;
     let (published, id) = entities::create_entity(&state, &principal, &headers, &gw, credential).await?;
     let location = format!("{}/{id}", LIST.replace("{gw}", &gw).replace("{c}", &consumer));
-    entities::entity_response::<Credential>(StatusCode::CREATED, &published, id, Some(location), |c| c.key = key)
+    entities::entity_response::<Credential>(StatusCode::CREATED, &published, id, Some(location), |c| reveal(c, key))
 }
 
 #[utoipa::path(get, path = "/api/v1/gateways/{gw}/consumers/{c}/credentials/{key}", tag = "consumers",
@@ -132,7 +140,7 @@ pub(crate) async fn replace(
     let shown = seal(&mut credential, &state.keys, true)?;
     let scope = Scope { gateway: &gw, owner: Some(&consumer) };
     let (published, id) = entities::update_entity(&state, &principal, &headers, scope, &key, |_| Ok(credential.clone())).await?;
-    entities::entity_response::<Credential>(StatusCode::OK, &published, id, None, |c| c.key = shown)
+    entities::entity_response::<Credential>(StatusCode::OK, &published, id, None, |c| reveal(c, shown))
 }
 
 #[utoipa::path(patch, path = "/api/v1/gateways/{gw}/consumers/{c}/credentials/{key}", tag = "consumers",
@@ -159,7 +167,7 @@ pub(crate) async fn patch(
     })
     .await?;
     let shown = merge_patch.get("key").and_then(|k| k.as_str()).map(str::to_owned);
-    entities::entity_response::<Credential>(StatusCode::OK, &published, id, None, |c| c.key = shown)
+    entities::entity_response::<Credential>(StatusCode::OK, &published, id, None, |c| reveal(c, shown))
 }
 
 #[utoipa::path(delete, path = "/api/v1/gateways/{gw}/consumers/{c}/credentials/{key}", tag = "consumers",

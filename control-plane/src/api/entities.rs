@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use portico_shared::model::Entity;
 use portico_shared::validate::{self, Validate};
-use portico_shared::{ConfigError, GatewayConfig, parse};
+use portico_shared::{ConfigError, ConfigErrors, GatewayConfig, parse};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -97,15 +97,16 @@ fn check_if_match<E: Entity>(headers: &HeaderMap, current: &E) -> Result<(), Api
 
 /// Errors from checking the whole config, made relative to the entity being
 /// written when they concern it (`routes[3].service` becomes `service`).
-fn relative<E: Entity>(error: ConfigError, index: usize) -> ApiError {
+fn relative<E: Entity>(errors: ConfigErrors, index: usize) -> ApiError {
     let prefix = format!("{}[{index}]", E::COLLECTION);
-    let field = error.field();
-    let relative = field.strip_prefix(&prefix).map(|rest| rest.trim_start_matches('.').to_owned());
-    match (relative, error) {
-        (Some(field), ConfigError::Invalid { message, .. }) => ConfigError::invalid(field, message).into(),
-        (Some(field), ConfigError::Conflict { message, .. }) => ConfigError::conflict(field, message).into(),
-        (None, error) => error.into(),
-    }
+    let relative = |error: ConfigError| {
+        let Some(field) = error.field().strip_prefix(&prefix).map(|rest| rest.trim_start_matches('.').to_owned()) else { return error };
+        match error {
+            ConfigError::Invalid { message, .. } => ConfigError::invalid(field, message),
+            ConfigError::Conflict { message, .. } => ConfigError::conflict(field, message),
+        }
+    };
+    ApiError::Config(errors.map(relative))
 }
 
 /// Checks an entity on its own (errors relative to it) and in the config

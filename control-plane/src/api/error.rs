@@ -1,11 +1,13 @@
 //! The admin API's one error type. Clients get the documented JSON shape
-//! `{"error": {"code", "message", "field"}}`; internals are logged, never sent.
+//! `{"error": {"code", "message", "field"}, "errors": [...]}`: `error` is the
+//! first (often the only) problem, `errors` every one found (a config with
+//! several mistakes lists them all). Internals are logged, never sent.
 
 use axum::Json;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use portico_shared::ConfigError;
+use portico_shared::{ConfigError, ConfigErrors};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -24,6 +26,9 @@ pub enum ApiError {
     NotFound(String),
     /// 409: a duplicate, an entity still in use, or a concurrent change.
     Conflict { field: Option<String>, message: String },
+    /// A config (or entity) with mistakes, every one listed: `409` when
+    /// each is a conflict with the rest of the config, else `400`.
+    Config(ConfigErrors),
     /// 405
     MethodNotAllowed,
     /// 409: `If-Match` names a version that is no longer current.
@@ -39,10 +44,15 @@ pub enum ApiError {
 /// The JSON body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
+    /// The first problem found (the only one, but for a config with several mistakes).
     pub error: ErrorDetail,
+    /// Every problem found, `error` first: each mistake of a submitted
+    /// config or entity, with its field.
+    pub errors: Vec<ErrorDetail>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+/// One problem: its `message` is the text alone, `field` says where.
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable, machine-readable: `invalid_input`, `unauthorized`,
     /// `forbidden`, `not_found`, `method_not_allowed`, `conflict`, `precondition_failed`,
@@ -68,32 +78,51 @@ impl ApiError {
         Self::Conflict { field: None, message: message.into() }
     }
 
-    fn parts(&self) -> (StatusCode, &'static str, String, Option<String>) {
+    /// The status, the first problem, and every problem.
+    fn body(&self) -> (StatusCode, ErrorBody) {
+        let single = |status, code, message: &str, field: Option<&str>| {
+            let detail = ErrorDetail { code, message: message.to_owned(), field: field.map(str::to_owned) };
+            (status, ErrorBody { error: detail.clone(), errors: vec![detail] })
+        };
         match self {
-            Self::Invalid { field, message } => (StatusCode::BAD_REQUEST, "invalid_input", message.clone(), field.clone()),
+            Self::Config(errors) => {
+                let status = if errors.all_conflicts() { StatusCode::CONFLICT } else { StatusCode::BAD_REQUEST };
+                (status, ErrorBody { error: config_detail(errors.first()), errors: errors.iter().map(config_detail).collect() })
+            }
+            Self::Invalid { field, message } => single(StatusCode::BAD_REQUEST, "invalid_input", message, field.as_deref()),
             Self::Unauthorized => {
-                (StatusCode::UNAUTHORIZED, "unauthorized", "a valid token is required: Authorization: Bearer <token>".into(), None)
+                single(StatusCode::UNAUTHORIZED, "unauthorized", "a valid token is required: Authorization: Bearer <token>", None)
             }
-            Self::Forbidden(message) => (StatusCode::FORBIDDEN, "forbidden", message.clone(), None),
-            Self::NotFound(what) => (StatusCode::NOT_FOUND, "not_found", format!("{what} not found"), None),
-            Self::Conflict { field, message } => (StatusCode::CONFLICT, "conflict", message.clone(), field.clone()),
+            Self::Forbidden(message) => single(StatusCode::FORBIDDEN, "forbidden", message, None),
+            Self::NotFound(what) => single(StatusCode::NOT_FOUND, "not_found", &format!("{what} not found"), None),
+            Self::Conflict { field, message } => single(StatusCode::CONFLICT, "conflict", message, field.as_deref()),
             Self::MethodNotAllowed => {
-                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method".into(), None)
+                single(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method", None)
             }
-            Self::Stale(message) => (StatusCode::CONFLICT, "precondition_failed", message.clone(), Some("If-Match".into())),
-            Self::TooLarge(message) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message.clone(), None),
+            Self::Stale(message) => single(StatusCode::CONFLICT, "precondition_failed", message, Some("If-Match")),
+            Self::TooLarge(message) => single(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message, None),
             Self::Unavailable => {
-                (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the config store is unavailable; retry shortly".into(), None)
+                single(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the config store is unavailable; retry shortly", None)
             }
-            Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the control plane's log".into(), None),
+            Self::Internal => single(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the control plane's log", None),
         }
     }
 }
 
+/// One mistake of a config, as the API shows it.
+fn config_detail(error: &ConfigError) -> ErrorDetail {
+    let code = match error {
+        ConfigError::Invalid { .. } => "invalid_input",
+        ConfigError::Conflict { .. } => "conflict",
+    };
+    let field = Some(error.field().to_owned()).filter(|f| !f.is_empty());
+    ErrorDetail { code, message: error.message().to_owned(), field }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code, message, field) = self.parts();
-        let mut response = (status, Json(ErrorBody { error: ErrorDetail { code, message, field } })).into_response();
+        let (status, body) = self.body();
+        let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
         }
@@ -106,11 +135,13 @@ impl IntoResponse for ApiError {
 
 impl From<ConfigError> for ApiError {
     fn from(error: ConfigError) -> Self {
-        let field = Some(error.field().to_owned()).filter(|f| !f.is_empty());
-        match error {
-            ConfigError::Invalid { message, .. } => Self::Invalid { field, message },
-            ConfigError::Conflict { message, .. } => Self::Conflict { field, message },
-        }
+        Self::Config(error.into())
+    }
+}
+
+impl From<ConfigErrors> for ApiError {
+    fn from(errors: ConfigErrors) -> Self {
+        Self::Config(errors)
     }
 }
 

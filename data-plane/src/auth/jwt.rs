@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use portico_shared::model::{Credential, JwtAlgorithm, JwtPolicy};
+use portico_shared::model::{Credential, CredentialKind, JwtAlgorithm, JwtPolicy};
 use serde_json::{Map, Value};
 
 use super::jwks::Jwks;
@@ -138,8 +138,9 @@ impl JwtCredentials {
         used: &mut Vec<Arc<Jwks>>,
     ) -> Result<(), String> {
         let fail = |what: &str| format!("credential '{}': {what}", credential.name);
-        let issuer = credential.issuer.clone().ok_or_else(|| fail("no issuer"))?;
-        let alg = algorithm(credential.algorithm.ok_or_else(|| fail("no algorithm"))?);
+        let CredentialKind::Jwt(credential) = &credential.kind else { return Err(fail("not a jwt credential")) };
+        let issuer = credential.issuer.clone();
+        let alg = algorithm(credential.algorithm);
         if let Some(url) = &credential.jwks_url {
             let jwks = match available.iter().find(|j| j.serves(url, alg)) {
                 Some(jwks) => jwks.clone(),

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use portico_shared::GatewayConfig;
-use portico_shared::model::{CredentialType, KeyAuthPolicy, Policy, ScopesPolicy};
+use portico_shared::model::{CredentialKind, KeyAuthPolicy, Policy, ScopesPolicy};
 use portico_shared::secret::KeyHasher;
 use subtle::ConstantTimeEq;
 
@@ -136,12 +136,12 @@ impl Authenticator {
         for credential in &config.credentials {
             let consumer =
                 *by_username.get(&credential.consumer).ok_or_else(|| format!("credential '{}': unknown consumer", credential.name))?;
-            match credential.kind {
-                CredentialType::KeyAuth => {
-                    let hash = credential.key_hash.as_deref().and_then(|h| hex::decode(h).ok()).and_then(|h| <[u8; 32]>::try_from(h).ok());
+            match &credential.kind {
+                CredentialKind::KeyAuth(key) => {
+                    let hash = key.key_hash.as_deref().and_then(|h| hex::decode(h).ok()).and_then(|h| <[u8; 32]>::try_from(h).ok());
                     keys.insert(hash.ok_or_else(|| format!("credential '{}': bad key_hash", credential.name))?, consumer);
                 }
-                CredentialType::Jwt => jwt.add(credential, consumer, &mut jwks_sets, &settings.http, &mut used_sets)?,
+                CredentialKind::Jwt(_) => jwt.add(credential, consumer, &mut jwks_sets, &settings.http, &mut used_sets)?,
             }
         }
         Ok(Self {

@@ -1,0 +1,286 @@
+//! Routes: which requests a route takes (paths, methods, hosts, headers)
+//! and which service they go to. Routes that would shadow each other and
+//! references to missing services are checked across the config in
+//! [`crate::validate`]; matching a request is `portico_dp::router`.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{Policy, Retries, default_true};
+use crate::error::{ConfigError, ConfigErrors, Errors};
+use crate::validate::rules::{MAX_LIST, MAX_PATH_LEN, Result, Validate, bounded, host_pattern, is_token_byte, name, tags, unique};
+
+const METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"];
+
+/// What traffic a route takes, and which service it goes to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
+    pub name: String,
+    /// Name of the service that serves this route.
+    pub service: String,
+    /// Path prefixes, matched on segment boundaries (`/users` takes
+    /// `/users/7`, not `/usersx`).
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// HTTP methods; empty means any.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Host names, exact or `*.example.com`; empty means any.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Request headers that must be present with one of the listed values.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Vec<String>>,
+    /// Remove the matched path prefix before calling the upstream.
+    #[serde(default = "default_true")]
+    pub strip_path: bool,
+    /// Send the client's `Host` header upstream instead of the target's.
+    #[serde(default)]
+    pub preserve_host: bool,
+    /// Answer plain-HTTP requests with `308` to the same URL over HTTPS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub https_only: bool,
+    /// Retries of this route's requests (instead of its service's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<Retries>,
+    #[serde(default)]
+    pub policies: Vec<Policy>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+entity!(Route, crate::model::EntityKind::Route, routes, name);
+
+impl Validate for Route {
+    fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
+        let mut errors = Errors::default();
+        errors.check(name("name", &self.name));
+        errors.check(name("service", &self.service));
+        if errors.check(bounded("paths", self.paths.len(), MAX_LIST)).is_some() {
+            let before = errors.count();
+            for (i, path) in self.paths.iter_mut().enumerate() {
+                if let Some(canonical) = errors.check(route_path(&format!("paths[{i}]"), path)) {
+                    *path = canonical;
+                }
+            }
+            if errors.count() == before && errors.check(unique("paths", &self.paths)).is_some() {
+                let shapes: Vec<String> = self.paths.iter().map(|p| crate::route_path::shape(p)).collect();
+                if let Some(i) = (1..shapes.len()).find(|&i| shapes[..i].contains(&shapes[i])) {
+                    let message = format!("'{}' differs from another path of this route only in parameter names", self.paths[i]);
+                    errors.add(ConfigError::invalid(format!("paths[{i}]"), message));
+                }
+            }
+        }
+        let before = errors.count();
+        for (i, method) in self.methods.iter_mut().enumerate() {
+            method.make_ascii_uppercase();
+            if !METHODS.contains(&method.as_str()) {
+                errors.add(ConfigError::invalid(format!("methods[{i}]"), format!("must be one of {}", METHODS.join(", "))));
+            }
+        }
+        if errors.count() == before {
+            errors.check(unique("methods", &self.methods));
+        }
+        if errors.check(bounded("hosts", self.hosts.len(), MAX_LIST)).is_some() {
+            let before = errors.count();
+            for (i, host) in self.hosts.iter_mut().enumerate() {
+                host.make_ascii_lowercase();
+                errors.check(host_pattern(&format!("hosts[{i}]"), host));
+            }
+            if errors.count() == before {
+                errors.check(unique("hosts", &self.hosts));
+            }
+        }
+        if errors.check(bounded("headers", self.headers.len(), MAX_LIST)).is_some() {
+            self.check_headers(&mut errors);
+        }
+        if self.paths.is_empty() && self.hosts.is_empty() && self.methods.is_empty() && self.headers.is_empty() {
+            errors.add(ConfigError::invalid(
+                "paths",
+                "a route needs at least one of paths, hosts, methods or headers (use \"/\" to take every path)",
+            ));
+        }
+        if let Some(retries) = &mut self.retries {
+            errors.check_within("retries", retries.normalize_and_validate());
+        }
+        errors.check(super::policy::validate_list("policies", &mut self.policies));
+        errors.check(tags(&self.tags));
+        errors.finish()
+    }
+}
+
+impl Route {
+    /// Header names are tokens, listed once whatever their case (and
+    /// lowercased); each has 1 to 64 values of visible ASCII.
+    fn check_headers(&mut self, errors: &mut Errors) {
+        let mut lowercase = HashSet::new();
+        for (header, values) in &self.headers {
+            let field = format!("headers.{header}");
+            if !lowercase.insert(header.to_ascii_lowercase()) {
+                errors.add(ConfigError::invalid(field, "is listed twice (header names are case-insensitive)"));
+                continue;
+            }
+            if header.is_empty() || !header.bytes().all(is_token_byte) {
+                errors.add(ConfigError::invalid(field.as_str(), "is not a valid header name"));
+            }
+            if values.is_empty() || values.len() > MAX_LIST {
+                errors.add(ConfigError::invalid(field, format!("needs 1 to {MAX_LIST} values")));
+                continue;
+            }
+            for (i, value) in values.iter().enumerate() {
+                if value.is_empty() || value.len() > 1_024 || !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+                    errors.add(ConfigError::invalid(format!("{field}[{i}]"), "must be 1 to 1024 visible ASCII characters"));
+                }
+            }
+        }
+        self.headers = std::mem::take(&mut self.headers).into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+    }
+}
+
+/// A route path prefix in canonical form (no trailing slash but for `/`,
+/// escapes in upper case), with `{name}` parameters as whole segments.
+fn route_path(field: &str, path: &str) -> Result<String> {
+    let invalid = |message: &str| Err(ConfigError::invalid(field, format!("'{path}' {message}")));
+    if !path.starts_with('/') {
+        return invalid("must start with '/'");
+    }
+    if path.len() > MAX_PATH_LEN {
+        return invalid("is longer than 1024 characters");
+    }
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%{}".contains(&b);
+    if !path.bytes().all(allowed) {
+        return invalid("may only contain URL path characters (no spaces, '?' or '#')");
+    }
+    let trimmed = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+    if trimmed.is_empty() || trimmed.contains("//") {
+        return invalid("must not contain empty segments ('//')");
+    }
+    if trimmed.split('/').any(|segment| segment == "." || segment == "..") {
+        return invalid("must not contain '.' or '..' segments");
+    }
+    // `{name}` parameters and percent-escapes: see `route_path::check`.
+    crate::route_path::check(trimmed).or_else(|message| invalid(&message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::from_json;
+
+    fn route(json: &str) -> Route {
+        from_json(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn rejects_duplicate_paths_on_one_route() {
+        let mut r = route(r#"{"name":"r","service":"s","paths":["/users","/users/"]}"#);
+        assert_eq!(r.normalize_and_validate().unwrap_err().first().field(), "paths[1]");
+    }
+
+    #[test]
+    fn normalizes_methods_hosts_and_paths() {
+        let mut r = route(
+            r#"{"name":"r","service":"s","paths":["/a/"],"methods":["get"],"hosts":["*.Example.com"],"headers":{"X-Version":["2"]}}"#,
+        );
+        r.normalize_and_validate().unwrap();
+        assert_eq!(r.paths, ["/a"]);
+        assert_eq!(r.methods, ["GET"]);
+        assert_eq!(r.hosts, ["*.example.com"]);
+        assert!(r.headers.contains_key("x-version"));
+    }
+
+    #[test]
+    fn rejects_unsafe_paths() {
+        for path in ["users", "/a//b", "/a/../b", "/a?b", "/a b", "/./"] {
+            let mut r = route(&format!(r#"{{"name":"r","service":"s","paths":["{path}"]}}"#));
+            assert_eq!(r.normalize_and_validate().unwrap_err().first().field(), "paths[0]", "{path}");
+        }
+    }
+
+    #[test]
+    fn rejects_unknown_methods_and_bad_hosts() {
+        let mut r = route(r#"{"name":"r","service":"s","methods":["GTE"]}"#);
+        assert_eq!(r.normalize_and_validate().unwrap_err().first().field(), "methods[0]");
+        let mut r = route(r#"{"name":"r","service":"s","hosts":["bad_host"]}"#);
+        assert_eq!(r.normalize_and_validate().unwrap_err().first().field(), "hosts[0]");
+        let mut r = route(r#"{"name":"r","service":"s","headers":{"X-A":["1"],"x-a":["2"]}}"#);
+        assert!(r.normalize_and_validate().unwrap_err().first().field().starts_with("headers."));
+    }
+
+    #[test]
+    fn reports_every_wrong_field_of_a_route_but_duplicates_only_among_valid_entries() {
+        let mut r = route(r#"{"name":"r","service":"S","paths":["x","/ok","/ok/"],"methods":["GTE"],"hosts":["bad_host"],"tags":["a b"]}"#);
+        let errors = r.normalize_and_validate().unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(ConfigError::field).collect();
+        assert_eq!(fields, ["service", "paths[0]", "methods[0]", "hosts[0]", "tags[0]"]);
+    }
+
+    #[test]
+    fn accepts_parameters_as_whole_segments() {
+        let mut r = route(r#"{"name":"r","service":"s","paths":["/users/{id}/orders/{order_id}/"]}"#);
+        r.normalize_and_validate().unwrap();
+        assert_eq!(r.paths, ["/users/{id}/orders/{order_id}"]);
+    }
+
+    #[test]
+    fn rejects_misplaced_braces_and_bad_parameters_naming_the_path() {
+        let cases = [
+            ("/users/{id", "only around a whole segment"),
+            ("/users/x{id}", "only around a whole segment"),
+            ("/users/{1d}", "a name is 1 to 64"),
+            ("/users/{id}/x/{id}", "names the parameter '{id}' twice"),
+        ];
+        for (path, expected) in cases {
+            let mut r = route(&format!(r#"{{"name":"r","service":"s","paths":["/ok","{path}"]}}"#));
+            let error = r.normalize_and_validate().unwrap_err().first().clone();
+            assert_eq!(error.field(), "paths[1]", "{path}");
+            assert!(error.message().starts_with(&format!("'{path}' ")) && error.message().contains(expected), "{path}: {error}");
+        }
+        let many: String = (0..17).map(|i| format!("/{{p{i}}}")).collect();
+        let mut r = route(&format!(r#"{{"name":"r","service":"s","paths":["{many}"]}}"#));
+        assert!(r.normalize_and_validate().unwrap_err().first().message().contains("at most 16"));
+    }
+
+    #[test]
+    fn rejects_escapes_that_could_never_match_and_uppercases_the_rest() {
+        let mut r = route(r#"{"name":"r","service":"s","paths":["/%61dmin"]}"#);
+        let error = r.normalize_and_validate().unwrap_err().first().clone();
+        assert_eq!(error.field(), "paths[0]");
+        assert!(error.message().contains("request paths are matched with escaped letters, digits and '-._~' decoded"), "{error}");
+        for path in ["/a%2Fb", "/a%", "/a%zz", "/%2e%2e"] {
+            let mut r = route(&format!(r#"{{"name":"r","service":"s","paths":["{path}"]}}"#));
+            assert_eq!(r.normalize_and_validate().unwrap_err().first().field(), "paths[0]", "{path}");
+        }
+        let mut r = route(r#"{"name":"r","service":"s","paths":["/caf%c3%a9"]}"#);
+        r.normalize_and_validate().unwrap();
+        assert_eq!(r.paths, ["/caf%C3%A9"], "as normalized request paths carry it");
+    }
+
+    #[test]
+    fn rejects_paths_differing_only_in_parameter_names() {
+        let mut r = route(r#"{"name":"r","service":"s","paths":["/users/{id}","/users/{user}"]}"#);
+        assert_eq!(r.normalize_and_validate().unwrap_err().first().field(), "paths[1]");
+        let mut config: crate::model::GatewayConfig = crate::parse::from_yaml(
+            br#"
+services: [{name: s, targets: [{url: "http://127.0.0.1:1"}]}]
+routes:
+  - {name: a, service: s, paths: ["/users/{id}"]}
+  - {name: b, service: s, paths: ["/users/{user}"]}
+"#,
+        )
+        .unwrap();
+        let error = crate::validate::config(&mut config).unwrap_err().first().clone();
+        assert_eq!(error.field(), "routes[1].paths[0]", "{error}");
+    }
+}

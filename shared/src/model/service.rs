@@ -1,0 +1,656 @@
+//! Services: where traffic goes. A named group of upstream targets with
+//! how requests are spread over them (load balancing), how long they may
+//! take (timeouts), how their health is learnt (active checks, passive
+//! outlier detection, a circuit breaker), when a try is repeated (retries),
+//! and TLS towards them. What the data plane does with these is
+//! `portico_dp::upstream`; references to a service from routes are checked
+//! in [`crate::validate`].
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::Policy;
+use crate::error::{ConfigError, ConfigErrors, Errors};
+use crate::validate::rules::{MAX_PATH_LEN, Result, Validate, bounded, in_range, is_token_byte, name, tags};
+
+const MAX_TARGETS: usize = 1_000;
+const MAX_WEIGHT: u32 = 1_000;
+
+/// Where traffic goes: a named group of upstream targets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// Assigned by the control plane; may be given on create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
+    /// `[a-z0-9._-]`, 1 to 64 characters, starting with a letter or digit.
+    pub name: String,
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// At least one; each `scheme://host[:port]` with the service's protocol.
+    pub targets: Vec<Target>,
+    #[serde(default)]
+    pub load_balancing: LoadBalancing,
+    /// With `consistent_hash`: what requests are hashed on, `ip`,
+    /// `consumer`, `header:<name>` or `cookie:<name>` (a request without it
+    /// hashes on `ip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_on: Option<String>,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Active checks and passive outlier detection of the targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    /// With `https`: how targets are verified, and the client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
+    /// A circuit breaker per target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreaker>,
+    /// Retries for the routes of this service (a route's own win).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<Retries>,
+    #[serde(default)]
+    pub policies: Vec<Policy>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// Upstream protocol of a service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    #[default]
+    Http,
+    /// TLS to the targets, verified against the system roots or `tls.ca_bundle`.
+    Https,
+}
+
+impl Protocol {
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+        }
+    }
+}
+
+/// TLS towards an `https` service's targets. The target's certificate is
+/// always verified (for the host name of the target URL, which is also the
+/// SNI sent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM CA certificates to trust instead of the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
+    /// PEM certificate (chain) the gateway presents to the targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<String>,
+    /// PEM private key of `client_cert`. Write-only: the admin API never
+    /// returns it (a write without it keeps the stored one for the same
+    /// `client_cert`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<String>,
+}
+
+/// One upstream address of a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// `http://host:port` (no path, query or credentials).
+    pub url: String,
+    /// Relative share of traffic, 0 to 1000; 0 takes a target out of rotation.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    100
+}
+
+/// How a service spreads requests over its targets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadBalancing {
+    /// Weighted round robin (smooth, as nginx's).
+    #[default]
+    RoundRobin,
+    /// Power of two choices: of two targets drawn by weight, the one with
+    /// fewer requests in flight.
+    LeastRequests,
+    /// A hash ring with points per target in proportion to its weight: a
+    /// request goes where its `hash_on` value falls, and a target joining or
+    /// leaving moves only its share of the values.
+    ConsistentHash,
+}
+
+/// How a service learns which targets are healthy. Unhealthy targets get
+/// no traffic; with none healthy, requests get `503` at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<ActiveHealthCheck>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passive: Option<PassiveHealthCheck>,
+}
+
+/// Each data plane sends `GET <path>` to every target every `interval_ms`;
+/// a 2xx or 3xx answer within `timeout_ms` is a success.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActiveHealthCheck {
+    /// Default `/health`.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// 100 to 3,600,000 (default 5000).
+    #[serde(default = "default_health_interval_ms")]
+    pub interval_ms: u32,
+    /// 1 to 60,000 and below `interval_ms` (default 1000).
+    #[serde(default = "default_health_timeout_ms")]
+    pub timeout_ms: u32,
+    /// Successes in a row that bring an unhealthy target back (default 2).
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: u32,
+    /// Failures in a row that take a healthy target out (default 3).
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+}
+
+fn default_health_path() -> String {
+    "/health".to_owned()
+}
+fn default_health_interval_ms() -> u32 {
+    5_000
+}
+fn default_health_timeout_ms() -> u32 {
+    1_000
+}
+fn default_healthy_threshold() -> u32 {
+    2
+}
+fn default_unhealthy_threshold() -> u32 {
+    3
+}
+
+/// Outlier detection on live traffic: `consecutive_failures` connect
+/// failures, timeouts or 5xx answers in a row eject a target for
+/// `base_ejection_ms`, doubled with each ejection up to `max_ejection_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveHealthCheck {
+    /// 1 to 1000 (default 5).
+    #[serde(default = "default_consecutive_failures")]
+    pub consecutive_failures: u32,
+    /// 100 to 3,600,000 (default 30,000).
+    #[serde(default = "default_base_ejection_ms")]
+    pub base_ejection_ms: u32,
+    /// At least `base_ejection_ms`, at most 3,600,000 (default 300,000).
+    #[serde(default = "default_max_ejection_ms")]
+    pub max_ejection_ms: u32,
+}
+
+fn default_consecutive_failures() -> u32 {
+    5
+}
+fn default_base_ejection_ms() -> u32 {
+    30_000
+}
+fn default_max_ejection_ms() -> u32 {
+    300_000
+}
+
+/// A circuit breaker per target: closed, it opens when, over the last
+/// `window_ms`, at least `min_requests` requests saw `failure_rate_percent`
+/// or more failures (connect failures, timeouts, 5xx), or when
+/// `max_failures` (if set) failed. Open, the target gets no traffic for
+/// `open_ms` (with every target open: `503` with `Retry-After`). Then
+/// half-open: up to `half_open_probes` requests go through; that many
+/// successes close it, one failure opens it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreaker {
+    /// 1 to 100 (default 50).
+    #[serde(default = "default_failure_rate_percent")]
+    pub failure_rate_percent: u32,
+    /// 1 to 100,000 (default 20).
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u32,
+    /// Optional: this many failures in the window open the circuit whatever the rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failures: Option<u32>,
+    /// 100 to 3,600,000 (default 10,000).
+    #[serde(default = "default_breaker_window_ms")]
+    pub window_ms: u32,
+    /// 100 to 3,600,000 (default 30,000).
+    #[serde(default = "default_open_ms")]
+    pub open_ms: u32,
+    /// 1 to 1000 (default 3).
+    #[serde(default = "default_half_open_probes")]
+    pub half_open_probes: u32,
+}
+
+fn default_failure_rate_percent() -> u32 {
+    50
+}
+fn default_min_requests() -> u32 {
+    20
+}
+fn default_breaker_window_ms() -> u32 {
+    10_000
+}
+fn default_open_ms() -> u32 {
+    30_000
+}
+fn default_half_open_probes() -> u32 {
+    3
+}
+
+/// When and how often a request is tried again, on another target when
+/// there is one. Only idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE,
+/// TRACE) are retried unless `non_idempotent` is set, and only requests
+/// whose body is empty or small enough to keep (64 KiB): a streamed body is
+/// never sent twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retries {
+    /// Tries in all, the first included: 1 to 10 (default 2).
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// What is retried (default connect-failure, reset, 503).
+    #[serde(default = "default_retry_on")]
+    pub on: Vec<RetryOn>,
+    /// Time each try may take to the response headers (default: the
+    /// service's `request_ms`, which also bounds all tries together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout_ms: Option<u32>,
+    /// Retries may add at most this share of the route's requests (0 to
+    /// 100, default 20), beyond a reserve of 10, so a failing fleet is not
+    /// hit by a retry storm.
+    #[serde(default = "default_budget_percent")]
+    pub budget_percent: u32,
+    /// Retry POST and PATCH too (only for requests that are safe to repeat).
+    #[serde(default)]
+    pub non_idempotent: bool,
+}
+
+fn default_attempts() -> u32 {
+    2
+}
+fn default_retry_on() -> Vec<RetryOn> {
+    vec![RetryOn::ConnectFailure, RetryOn::Reset, RetryOn::Status503]
+}
+fn default_budget_percent() -> u32 {
+    20
+}
+
+/// A condition that makes a try worth repeating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+pub enum RetryOn {
+    /// The connection to the target could not be made.
+    #[serde(rename = "connect-failure")]
+    ConnectFailure,
+    /// The connection broke before a response came.
+    #[serde(rename = "reset")]
+    Reset,
+    /// The try took longer than `per_try_timeout_ms`.
+    #[serde(rename = "timeout")]
+    Timeout,
+    #[serde(rename = "502")]
+    Status502,
+    #[serde(rename = "503")]
+    Status503,
+    #[serde(rename = "504")]
+    Status504,
+}
+
+/// What `consistent_hash` hashes, parsed from `hash_on`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    Ip,
+    Consumer,
+    /// A request header (lowercase name).
+    Header(String),
+    Cookie(String),
+}
+
+impl HashOn {
+    /// Parses `ip|consumer|header:<name>|cookie:<name>`.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "ip" => Some(Self::Ip),
+            "consumer" => Some(Self::Consumer),
+            _ => match value.split_once(':')? {
+                ("header", name) if !name.is_empty() => Some(Self::Header(name.to_ascii_lowercase())),
+                ("cookie", name) if !name.is_empty() => Some(Self::Cookie(name.to_owned())),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// Upstream timeouts, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// Time to establish the upstream connection, 1 to 60000 (default 2000).
+    #[serde(default = "default_connect_ms")]
+    pub connect_ms: u32,
+    /// Time from sending the request until the upstream's response headers
+    /// arrive, 1 to 3600000 (default 30000); the body then streams.
+    #[serde(default = "default_request_ms")]
+    pub request_ms: u32,
+    /// Longest silence of an upstream connection, 1 to 3600000 (default
+    /// 60000): while a response body streams (the response is cut), and
+    /// idle in the connection pool (the connection is closed).
+    #[serde(default = "default_idle_ms", skip_serializing_if = "is_default_idle_ms")]
+    pub idle_ms: u32,
+}
+
+fn default_idle_ms() -> u32 {
+    60_000
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_default_idle_ms(idle_ms: &u32) -> bool {
+    *idle_ms == default_idle_ms()
+}
+
+fn default_connect_ms() -> u32 {
+    2_000
+}
+
+fn default_request_ms() -> u32 {
+    30_000
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self { connect_ms: default_connect_ms(), request_ms: default_request_ms(), idle_ms: default_idle_ms() }
+    }
+}
+
+entity!(Service, crate::model::EntityKind::Service, services, name, secrets = (redact_client_key, keep_client_key));
+
+// `tls.client_key` is write-only: never shown by the admin API; a write that
+// leaves it out keeps the stored one for the same `client_cert`.
+
+fn redact_client_key(service: &mut Service) {
+    if let Some(tls) = &mut service.tls {
+        tls.client_key = None;
+    }
+}
+
+fn keep_client_key(service: &mut Service, previous: &Service) {
+    if let (Some(tls), Some(old)) = (&mut service.tls, &previous.tls)
+        && tls.client_key.is_none()
+        && tls.client_cert.is_some()
+        && tls.client_cert == old.client_cert
+    {
+        tls.client_key.clone_from(&old.client_key);
+    }
+}
+
+impl Validate for Service {
+    fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
+        let mut errors = Errors::default();
+        errors.check(name("name", &self.name));
+        self.check_targets(&mut errors);
+        errors.check(self.check_hash_on());
+        if let Some(health) = &mut self.health_check {
+            errors.check_within("health_check", health.normalize_and_validate());
+        }
+        if let Some(tls) = &self.tls {
+            if self.protocol == Protocol::Https {
+                errors.check(crate::tls::upstream_tls(tls));
+            } else {
+                errors.add(ConfigError::invalid("tls", "only an https service takes tls settings"));
+            }
+        }
+        if let Some(breaker) = &mut self.circuit_breaker {
+            errors.check_within("circuit_breaker", breaker.normalize_and_validate());
+        }
+        if let Some(retries) = &mut self.retries {
+            errors.check_within("retries", retries.normalize_and_validate());
+        }
+        errors.check_within("timeouts", self.timeouts.normalize_and_validate());
+        errors.check(super::policy::validate_list("policies", &mut self.policies));
+        errors.check(tags(&self.tags));
+        errors.finish()
+    }
+}
+
+impl Service {
+    /// At least one target, each URL in canonical form and listed once.
+    fn check_targets(&mut self, errors: &mut Errors) {
+        if self.targets.is_empty() {
+            return errors.add(ConfigError::invalid("targets", "at least one target is required"));
+        }
+        if errors.check(bounded("targets", self.targets.len(), MAX_TARGETS)).is_none() {
+            return;
+        }
+        let mut seen = HashSet::new();
+        for (i, target) in self.targets.iter_mut().enumerate() {
+            let field = format!("targets[{i}]");
+            if let Some(url) = errors.check(target_url(&format!("{field}.url"), &target.url, self.protocol.scheme())) {
+                target.url = url;
+                if !seen.insert(target.url.clone()) {
+                    errors.add(ConfigError::invalid(format!("{field}.url"), format!("'{}' is listed twice", target.url)));
+                }
+            }
+            if target.weight > MAX_WEIGHT {
+                errors.add(ConfigError::invalid(format!("{field}.weight"), format!("must be 0 to {MAX_WEIGHT}")));
+            }
+        }
+        if self.targets.iter().all(|t| t.weight == 0) {
+            errors.add(ConfigError::invalid("targets", "at least one target needs a weight above 0"));
+        }
+    }
+
+    /// `hash_on` with `consistent_hash` only, and one it knows.
+    fn check_hash_on(&mut self) -> Result {
+        match (self.load_balancing, self.hash_on.as_deref().map(|h| (h, HashOn::parse(h)))) {
+            (LoadBalancing::ConsistentHash, None) => {
+                return Err(ConfigError::invalid("hash_on", "consistent_hash needs hash_on: ip, consumer, header:<name> or cookie:<name>"));
+            }
+            (LoadBalancing::ConsistentHash, Some((_, Some(HashOn::Header(name))))) => {
+                if name.len() > 128 || !name.bytes().all(is_token_byte) {
+                    return Err(ConfigError::invalid("hash_on", "header:<name> needs a valid header name"));
+                }
+                self.hash_on = Some(format!("header:{name}"));
+            }
+            (LoadBalancing::ConsistentHash, Some((_, Some(HashOn::Cookie(name)))))
+                if !name.bytes().all(is_token_byte) || name.len() > 128 =>
+            {
+                return Err(ConfigError::invalid("hash_on", "cookie:<name> needs a valid cookie name"));
+            }
+            (LoadBalancing::ConsistentHash, Some((value, None))) => {
+                return Err(ConfigError::invalid("hash_on", format!("'{value}' is not ip, consumer, header:<name> or cookie:<name>")));
+            }
+            (LoadBalancing::RoundRobin | LoadBalancing::LeastRequests, Some(_)) => {
+                return Err(ConfigError::invalid("hash_on", "only consistent_hash takes hash_on"));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// A target URL in canonical form: `scheme://host[:port]`.
+fn target_url(field: &str, url: &str, scheme: &str) -> Result<String> {
+    let invalid = |message: String| ConfigError::invalid(field, message);
+    let uri: http::Uri = url.parse().map_err(|e| invalid(format!("'{url}' is not a valid URL: {e}")))?;
+    let (Some(given), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return Err(invalid(format!("'{url}' must be an absolute URL such as {scheme}://10.0.0.5:8000")));
+    };
+    if given != scheme {
+        return Err(invalid(format!("scheme '{given}' does not match the service's protocol '{scheme}'")));
+    }
+    if authority.as_str().contains('@') {
+        return Err(invalid("must not contain credentials".to_owned()));
+    }
+    if authority.host().is_empty() {
+        return Err(invalid("needs a host".to_owned()));
+    }
+    let has_port = authority.as_str() != authority.host();
+    let bad_port = has_port && authority.port_u16().is_none_or(|p| p == 0);
+    if bad_port {
+        return Err(invalid("the port must be 1 to 65535".to_owned()));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(invalid("must be scheme://host[:port], without a path or query".to_owned()));
+    }
+    Ok(format!("{scheme}://{}", authority.as_str().to_ascii_lowercase()))
+}
+
+impl Validate for Retries {
+    fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
+        let mut errors = Errors::default();
+        errors.check(in_range("attempts", self.attempts, 1, 10));
+        if let Some(per_try) = self.per_try_timeout_ms {
+            errors.check(in_range("per_try_timeout_ms", per_try, 1, 3_600_000));
+        }
+        errors.check(in_range("budget_percent", self.budget_percent, 0, 100));
+        self.on.sort_by_key(|on| format!("{on:?}"));
+        self.on.dedup();
+        errors.finish()
+    }
+}
+
+impl Validate for HealthCheck {
+    fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
+        let mut errors = Errors::default();
+        if let Some(active) = &self.active {
+            let path = &active.path;
+            if !path.starts_with('/') || path.len() > MAX_PATH_LEN || !path.bytes().all(|b| b.is_ascii_graphic()) {
+                errors.add(ConfigError::invalid("active.path", "must start with '/' and be at most 1024 visible ASCII characters"));
+            }
+            errors.check(in_range("active.interval_ms", active.interval_ms, 100, 3_600_000));
+            errors.check(in_range("active.timeout_ms", active.timeout_ms, 1, 60_000.min(active.interval_ms.saturating_sub(1).max(1))));
+            errors.check(in_range("active.healthy_threshold", active.healthy_threshold, 1, 100));
+            errors.check(in_range("active.unhealthy_threshold", active.unhealthy_threshold, 1, 100));
+        }
+        if let Some(passive) = &self.passive {
+            errors.check(in_range("passive.consecutive_failures", passive.consecutive_failures, 1, 1_000));
+            if errors.check(in_range("passive.base_ejection_ms", passive.base_ejection_ms, 100, 3_600_000)).is_some() {
+                errors.check(in_range("passive.max_ejection_ms", passive.max_ejection_ms, passive.base_ejection_ms, 3_600_000));
+            }
+        }
+        errors.finish()
+    }
+}
+
+impl Validate for CircuitBreaker {
+    fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
+        let mut errors = Errors::default();
+        errors.check(in_range("failure_rate_percent", self.failure_rate_percent, 1, 100));
+        errors.check(in_range("min_requests", self.min_requests, 1, 100_000));
+        if let Some(max) = self.max_failures {
+            errors.check(in_range("max_failures", max, 1, 100_000));
+        }
+        errors.check(in_range("window_ms", self.window_ms, 100, 3_600_000));
+        errors.check(in_range("open_ms", self.open_ms, 100, 3_600_000));
+        errors.check(in_range("half_open_probes", self.half_open_probes, 1, 1_000));
+        errors.finish()
+    }
+}
+
+impl Validate for Timeouts {
+    fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
+        let mut errors = Errors::default();
+        errors.check(in_range("connect_ms", self.connect_ms, 1, 60_000));
+        errors.check(in_range("request_ms", self.request_ms, 1, 3_600_000));
+        errors.check(in_range("idle_ms", self.idle_ms, 1, 3_600_000));
+        errors.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::from_json;
+
+    fn service(json: &str) -> Service {
+        from_json(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn rejects_service_without_targets() {
+        let mut s = service(r#"{"name":"users","targets":[]}"#);
+        assert_eq!(s.normalize_and_validate().unwrap_err().first().field(), "targets");
+    }
+
+    #[test]
+    fn rejects_bad_target_urls_naming_the_index() {
+        for url in [
+            "not a url",
+            "ftp://x:1",
+            "http://",
+            "http://a/path",
+            "http://u:p@host",
+            "https://a:1",
+            "/relative",
+            "http://a:99999",
+            "http://a:",
+            "http://a:0",
+        ] {
+            let mut s = service(&format!(r#"{{"name":"users","targets":[{{"url":"http://ok:1"}},{{"url":"{url}"}}]}}"#));
+            assert_eq!(s.normalize_and_validate().unwrap_err().first().field(), "targets[1].url", "{url}");
+        }
+    }
+
+    #[test]
+    fn canonicalizes_target_urls() {
+        let mut s = service(r#"{"name":"users","targets":[{"url":"http://Users.Internal:8000/"}]}"#);
+        s.normalize_and_validate().unwrap();
+        assert_eq!(s.targets[0].url, "http://users.internal:8000");
+        assert_eq!(s.targets[0].weight, 100);
+    }
+
+    #[test]
+    fn consistent_hash_needs_a_known_hash_on_and_only_it_takes_one() {
+        let with = |extra: &str| service(&format!(r#"{{"name":"s","targets":[{{"url":"http://a:1"}}]{extra}}}"#));
+        for bad in [
+            r#","load_balancing":"consistent_hash""#,
+            r#","load_balancing":"consistent_hash","hash_on":"body""#,
+            r#","load_balancing":"least_requests","hash_on":"ip""#,
+            r#","load_balancing":"consistent_hash","hash_on":"header:a b""#,
+        ] {
+            assert_eq!(with(bad).normalize_and_validate().unwrap_err().first().field(), "hash_on", "{bad}");
+        }
+        let mut ok = with(r#","load_balancing":"consistent_hash","hash_on":"header:X-User""#);
+        ok.normalize_and_validate().unwrap();
+        assert_eq!(ok.hash_on.as_deref(), Some("header:x-user"));
+    }
+
+    #[test]
+    fn reports_every_wrong_field_of_a_service() {
+        let mut s = service(
+            r#"{"name":"Bad","targets":[{"url":"http://a:1","weight":2000}],"timeouts":{"connect_ms":0},
+                "circuit_breaker":{"open_ms":1},"retries":{"attempts":0},"health_check":{"active":{"path":"x"}}}"#,
+        );
+        let errors = s.normalize_and_validate().unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(ConfigError::field).collect();
+        assert_eq!(
+            fields,
+            ["name", "targets[0].weight", "health_check.active.path", "circuit_breaker.open_ms", "retries.attempts", "timeouts.connect_ms"]
+        );
+    }
+
+    #[test]
+    fn names_the_client_certificate_fields_of_upstream_tls() {
+        let mut s = service(
+            r#"{"name":"s","protocol":"https","targets":[{"url":"https://a:1"}],"tls":{"client_cert":"junk","client_key":"junk"}}"#,
+        );
+        assert_eq!(s.normalize_and_validate().unwrap_err().first().field(), "tls.client_cert");
+    }
+}

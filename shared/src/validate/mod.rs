@@ -1,0 +1,461 @@
+//! Validation of a whole config: every entity on its own (each type's
+//! `impl Validate` lives beside it in [`crate::model`]), then what only the
+//! whole config can tell: unique names, ids and keys, references between
+//! entities (a route's service, a credential's consumer, an `anonymous`
+//! consumer), routes that would shadow each other, certificates that claim
+//! the same server name. Entities are first normalized (method case, host
+//! case, trailing slashes) so that equal meaning has one spelling and one hash.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::error::{ConfigError, ConfigErrors, Errors};
+use crate::model::{Certificate, Consumer, Credential, CredentialKind, Entity, EntityKind, GatewayConfig, Policy, Route, Service};
+
+pub(crate) mod rules;
+
+pub use crate::model::credential::api_key;
+use rules::{MAX_LIST, Result, bounded, unique};
+pub use rules::{MAX_NAME_LEN, Validate, name};
+
+/// Normalizes and checks a whole config: every entity, unique names and
+/// ids, references between entities, and routes that would shadow each
+/// other exactly. Every error is reported: each entity's own, then those
+/// across entities, which look only at entities that passed their own
+/// checks (so one mistake is reported once, not again as the clash it
+/// causes). Error fields index the lists as given; on success the
+/// collections end up in name order.
+pub fn config(config: &mut GatewayConfig) -> Result<(), ConfigErrors> {
+    let mut errors = Errors::default();
+    let ok = Passed {
+        services: entities(&mut config.services, &mut errors),
+        routes: entities(&mut config.routes, &mut errors),
+        consumers: entities(&mut config.consumers, &mut errors),
+        credentials: entities(&mut config.credentials, &mut errors),
+        certificates: entities(&mut config.certificates, &mut errors),
+    };
+    errors.check(crate::model::policy::validate_list("policies", &mut config.policies));
+    errors.check(trusted_proxies(&mut config.trusted_proxies));
+    certificates(passed(&config.certificates, &ok.certificates), &mut errors);
+    unique_by(passed(&config.consumers, &ok.consumers), "custom_id", |c: &Consumer| c.custom_id.clone(), &mut errors);
+    credentials(config, &ok, &mut errors);
+    anonymous_consumers(config, &ok, &mut errors);
+    let services: HashSet<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
+    for (i, route) in passed(&config.routes, &ok.routes) {
+        if !services.contains(route.service.as_str()) {
+            errors.add(ConfigError::invalid(
+                format!("routes[{i}].service"),
+                format!("route '{}' refers to service '{}', which does not exist", route.name, route.service),
+            ));
+        }
+    }
+    identical_routes(passed(&config.routes, &ok.routes), &mut errors);
+    scopes_need_authentication(config, &ok, &mut errors);
+    for (i, route) in passed(&config.routes, &ok.routes) {
+        errors.check(transform_fits_its_route(config, i, route));
+    }
+    errors.finish()?;
+    config.sort();
+    Ok(())
+}
+
+/// Which entities of each list passed their own checks.
+struct Passed {
+    services: Vec<bool>,
+    routes: Vec<bool>,
+    consumers: Vec<bool>,
+    credentials: Vec<bool>,
+    certificates: Vec<bool>,
+}
+
+/// The entities of `list` whose flag in `ok` is set, with their index.
+fn passed<'a, E>(list: &'a [E], ok: &'a [bool]) -> impl Iterator<Item = (usize, &'a E)> + 'a {
+    list.iter().enumerate().filter(|(i, _)| ok[*i])
+}
+
+/// What a transform reads must exist on each route it applies to, else
+/// every request would be a `400` or fall to the default profile: a
+/// `{path.x}` needs `{x}` in every path of the route, and a `when.claim` or
+/// `{claim.x}` needs a `jwt` policy.
+fn transform_fits_its_route(config: &GatewayConfig, i: usize, route: &Route) -> std::result::Result<(), ConfigError> {
+    {
+        let Some(service) = config.services.iter().find(|s| s.name == route.service) else { return Ok(()) };
+        let policies = crate::model::effective_policies(route, service, &config.policies);
+        let has_jwt = policies.iter().any(|p| matches!(p, Policy::Jwt(_)));
+        for policy in &policies {
+            let (templates, when): (Vec<&str>, _) = match policy {
+                Policy::RequestTransform(t) => {
+                    let headers = t.headers.set.values().chain(t.headers.add.values());
+                    (headers.chain(t.query.add.values()).chain(t.path.iter()).map(String::as_str).collect(), &t.when)
+                }
+                Policy::ResponseTransform(t) => {
+                    (t.headers.set.values().chain(t.headers.add.values()).map(String::as_str).collect(), &t.when)
+                }
+                _ => continue,
+            };
+            let needs_jwt = |what: &str| {
+                ConfigError::invalid(
+                    format!("routes[{i}].policies"),
+                    format!(
+                        "route '{}' has a {} policy using {what}, which needs a jwt policy on the route",
+                        route.name,
+                        policy.type_name()
+                    ),
+                )
+            };
+            if let Some(claim) = when.as_ref().and_then(|w| w.claim.as_ref())
+                && !has_jwt
+            {
+                return Err(needs_jwt(&format!("when.claim '{claim}'")));
+            }
+            for template in templates.iter().filter_map(|text| crate::template::Template::parse(text).ok()) {
+                for source in template.sources() {
+                    match source {
+                        crate::template::Source::Claim(name) if !has_jwt => return Err(needs_jwt(&format!("{{claim.{name}}}"))),
+                        crate::template::Source::Path(name) => {
+                            let paths = if route.paths.is_empty() { vec!["/".to_owned()] } else { route.paths.clone() };
+                            if let Some(path) = paths.iter().find(|path| !crate::route_path::path_params(path).any(|p| p == name)) {
+                                return Err(ConfigError::invalid(
+                                    format!("routes[{i}].paths"),
+                                    format!(
+                                        "route '{}' has a {} policy using {{path.{name}}}, but its path '{path}' has no {{{name}}} segment",
+                                        route.name,
+                                        policy.type_name()
+                                    ),
+                                ));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The entities that refer to the `kind` entity named `name`, as
+/// `(kind, name)`: while there are any, it can be neither deleted nor renamed.
+pub fn referrers<'a>(config: &'a GatewayConfig, kind: EntityKind, name: &str) -> Vec<(EntityKind, &'a str)> {
+    match kind {
+        EntityKind::Service => config.routes.iter().filter(|r| r.service == name).map(|r| (EntityKind::Route, r.name.as_str())).collect(),
+        EntityKind::Consumer => {
+            let credentials = config.credentials.iter().filter(|c| c.consumer == name).map(|c| (EntityKind::Credential, c.name.as_str()));
+            let anonymous = |policies: &[Policy]| policies.iter().any(|p| p.anonymous() == Some(name));
+            let routes = config.routes.iter().filter(|r| anonymous(&r.policies)).map(|r| (EntityKind::Route, r.name.as_str()));
+            let services = config.services.iter().filter(|s| anonymous(&s.policies)).map(|s| (EntityKind::Service, s.name.as_str()));
+            let gateway = anonymous(&config.policies).then_some((EntityKind::Gateway, "settings"));
+            credentials.chain(routes).chain(services).chain(gateway).collect()
+        }
+        EntityKind::Route | EntityKind::Credential | EntityKind::Certificate | EntityKind::Gateway => Vec::new(),
+    }
+}
+
+/// Checks each entity of a list on its own, then that names and ids are
+/// unique among those that passed; answers which passed.
+fn entities<E: Entity + Validate>(list: &mut [E], errors: &mut Errors) -> Vec<bool> {
+    let ok: Vec<bool> = list
+        .iter_mut()
+        .enumerate()
+        .map(|(i, entity)| errors.check_within(&format!("{}[{i}]", E::COLLECTION), entity.normalize_and_validate()).is_some())
+        .collect();
+    let mut names = HashSet::new();
+    let mut ids = HashSet::new();
+    for (i, entity) in passed(list, &ok) {
+        let prefix = format!("{}[{i}]", E::COLLECTION);
+        if !names.insert(entity.name()) {
+            errors.add(ConfigError::conflict(
+                format!("{prefix}.{}", E::NAME_FIELD),
+                format!("a {} named '{}' already exists", E::KIND.as_str(), entity.name()),
+            ));
+        }
+        if let Some(id) = entity.id()
+            && !ids.insert(id)
+        {
+            errors.add(ConfigError::conflict(format!("{prefix}.id"), format!("id {id} is used twice")));
+        }
+    }
+    ok
+}
+
+/// A value (such as a consumer's `custom_id`) that at most one entity has.
+fn unique_by<'a, E: Entity>(
+    list: impl Iterator<Item = (usize, &'a E)>,
+    field: &str,
+    key: impl Fn(&E) -> Option<String>,
+    errors: &mut Errors,
+) {
+    let mut seen = HashMap::new();
+    for (i, entity) in list {
+        if let Some(value) = key(entity)
+            && let Some(other) = seen.insert(value.clone(), entity.name())
+        {
+            errors.add(ConfigError::conflict(
+                format!("{}[{i}].{field}", E::COLLECTION),
+                format!("{field} '{value}' is already used by {} '{other}'", E::KIND.as_str()),
+            ));
+        }
+    }
+}
+
+/// Credentials belong to existing consumers, and each identifies one:
+/// a key hash is used once, and an issuer's keys are told apart by key id
+/// (an issuer served by a JWKS has one credential).
+fn credentials(config: &GatewayConfig, ok: &Passed, errors: &mut Errors) {
+    let consumers: HashSet<&str> = config.consumers.iter().map(|c| c.username.as_str()).collect();
+    let mut hashes = HashMap::new();
+    let mut jwt_keys: HashMap<(&str, Option<&str>), &str> = HashMap::new();
+    let mut jwks_issuers: HashMap<&str, &str> = HashMap::new();
+    for (i, credential) in passed(&config.credentials, &ok.credentials) {
+        let field = |f: &str| format!("credentials[{i}].{f}");
+        if !consumers.contains(credential.consumer.as_str()) {
+            errors.add(ConfigError::invalid(field("consumer"), format!("consumer '{}' does not exist", credential.consumer)));
+        }
+        if let Some(other) = credential_clash(credential, &mut hashes, &mut jwt_keys, &mut jwks_issuers) {
+            errors.add(other.within(&format!("credentials[{i}]")));
+        }
+    }
+}
+
+/// The credential that `credential` would clash with, as the error to report.
+fn credential_clash<'a>(
+    credential: &'a Credential,
+    hashes: &mut HashMap<&'a str, &'a str>,
+    jwt_keys: &mut HashMap<(&'a str, Option<&'a str>), &'a str>,
+    jwks_issuers: &mut HashMap<&'a str, &'a str>,
+) -> Option<ConfigError> {
+    match &credential.kind {
+        CredentialKind::KeyAuth(key) => {
+            let other = hashes.insert(key.key_hash.as_deref()?, &credential.name)?;
+            Some(ConfigError::conflict("key", format!("the same key is already credential '{other}'")))
+        }
+        CredentialKind::Jwt(jwt) => {
+            let issuer = jwt.issuer.as_str();
+            let clash = if jwt.jwks_url.is_some() {
+                jwks_issuers
+                    .insert(issuer, &credential.name)
+                    .or_else(|| jwt_keys.keys().find(|(iss, _)| *iss == issuer).map(|k| jwt_keys[k]))
+            } else {
+                jwks_issuers.get(issuer).copied().or_else(|| jwt_keys.insert((issuer, jwt.key_id.as_deref()), &credential.name))
+            };
+            clash.map(|other| {
+                ConfigError::conflict(
+                    "issuer",
+                    format!(
+                        "credential '{other}' already verifies tokens of issuer '{issuer}' (give each key of an issuer its own key_id)"
+                    ),
+                )
+            })
+        }
+    }
+}
+
+/// A route whose policies check scopes must also authenticate its callers.
+fn scopes_need_authentication(config: &GatewayConfig, ok: &Passed, errors: &mut Errors) {
+    let services: HashMap<&str, &Service> = config.services.iter().map(|s| (s.name.as_str(), s)).collect();
+    for (i, route) in passed(&config.routes, &ok.routes) {
+        let Some(service) = services.get(route.service.as_str()) else { continue };
+        let policies = crate::model::effective_policies(route, service, &config.policies);
+        if policies.iter().any(|p| matches!(p, Policy::Scopes(_))) && !policies.iter().any(|p| p.authenticates()) {
+            errors.add(ConfigError::invalid(
+                format!("routes[{i}].policies"),
+                format!("route '{}' checks scopes but no key-auth or jwt policy applies to it", route.name),
+            ));
+        }
+    }
+}
+
+/// Each server name has one certificate, and one certificate at most is the default.
+fn certificates<'a>(list: impl Iterator<Item = (usize, &'a Certificate)>, errors: &mut Errors) {
+    let mut owners: HashMap<String, &str> = HashMap::new();
+    let mut default = None;
+    for (i, certificate) in list {
+        let Some(names) = errors.check_within(&format!("certificates[{i}]"), crate::tls::server_names(certificate)) else { continue };
+        for (j, sni) in names.into_iter().enumerate() {
+            if let Some(other) = owners.get(&sni) {
+                errors.add(ConfigError::conflict(
+                    format!("certificates[{i}].snis[{j}]"),
+                    format!("'{sni}' is already served by certificate '{other}'"),
+                ));
+            } else {
+                owners.insert(sni, &certificate.name);
+            }
+        }
+        if certificate.default
+            && let Some(other) = default.replace(&certificate.name)
+        {
+            errors
+                .add(ConfigError::conflict(format!("certificates[{i}].default"), format!("certificate '{other}' is already the default")));
+        }
+    }
+}
+
+/// Every `anonymous` consumer that an authentication policy names exists.
+fn anonymous_consumers(config: &GatewayConfig, ok: &Passed, errors: &mut Errors) {
+    let consumers: HashSet<&str> = config.consumers.iter().map(|c| c.username.as_str()).collect();
+    let lists = passed(&config.routes, &ok.routes)
+        .map(|(i, r)| (format!("routes[{i}].policies"), &r.policies))
+        .chain(passed(&config.services, &ok.services).map(|(i, s)| (format!("services[{i}].policies"), &s.policies)))
+        .chain(std::iter::once(("policies".to_owned(), &config.policies)));
+    for (field, list) in lists {
+        for (j, policy) in list.iter().enumerate() {
+            if let Some(anonymous) = policy.anonymous()
+                && !consumers.contains(anonymous)
+            {
+                errors.add(ConfigError::invalid(format!("{field}[{j}].anonymous"), format!("consumer '{anonymous}' does not exist")));
+            }
+        }
+    }
+}
+
+/// Two routes with the same path, hosts, methods and headers: the second
+/// could never be chosen.
+fn identical_routes<'a>(routes: impl Iterator<Item = (usize, &'a Route)>, errors: &mut Errors) {
+    /// Path, sorted hosts, sorted methods, headers.
+    type MatchKey = (String, Vec<String>, Vec<String>, String);
+    let mut seen: HashMap<MatchKey, &str> = HashMap::new();
+    for (i, route) in routes {
+        let mut hosts = route.hosts.clone();
+        hosts.sort();
+        let mut methods = route.methods.clone();
+        methods.sort();
+        let headers = format!("{:?}", route.headers);
+        let paths = if route.paths.is_empty() { vec!["/".to_owned()] } else { route.paths.clone() };
+        for (p, path) in paths.into_iter().enumerate() {
+            let key = (crate::route_path::shape(&path), hosts.clone(), methods.clone(), headers.clone());
+            if let Some(other) = seen.get(&key) {
+                errors.add(ConfigError::conflict(
+                    format!("routes[{i}].paths[{p}]"),
+                    format!(
+                        "route '{}' matches exactly what route '{other}' matches ({path}); one of them could never be chosen",
+                        route.name
+                    ),
+                ));
+            } else {
+                seen.insert(key, &route.name);
+            }
+        }
+    }
+}
+
+/// Checks and normalizes trusted proxy CIDRs (`10.0.0.0/8`, `::1/128`; a bare address is a /32 or /128).
+fn trusted_proxies(list: &mut [String]) -> Result<(), ConfigErrors> {
+    let mut errors = Errors::default();
+    errors.check(bounded("trusted_proxies", list.len(), MAX_LIST));
+    for (i, cidr) in list.iter_mut().enumerate() {
+        match cidr.parse::<ipnet::IpNet>().or_else(|_| cidr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)) {
+            Ok(parsed) => *cidr = parsed.trunc().to_string(),
+            Err(_) => errors.add(ConfigError::invalid(
+                format!("trusted_proxies[{i}]"),
+                format!("'{cidr}' is not an address or CIDR such as 10.0.0.0/8"),
+            )),
+        }
+    }
+    if errors.is_empty() {
+        errors.check(unique("trusted_proxies", list));
+    }
+    errors.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::from_json;
+
+    #[test]
+    fn config_rejects_routes_to_missing_services() {
+        let mut c: GatewayConfig = from_json(br#"{"routes":[{"name":"r","service":"nope","paths":["/"]}]}"#).unwrap();
+        let err = config(&mut c).unwrap_err();
+        assert!(matches!(err.first(), ConfigError::Invalid { .. }));
+        assert_eq!(err.first().field(), "routes[0].service");
+    }
+
+    #[test]
+    fn config_rejects_duplicate_names_as_conflict() {
+        let mut c: GatewayConfig =
+            from_json(br#"{"services":[{"name":"s","targets":[{"url":"http://a:1"}]},{"name":"s","targets":[{"url":"http://b:1"}]}]}"#)
+                .unwrap();
+        let err = config(&mut c).unwrap_err();
+        assert!(err.all_conflicts());
+        assert_eq!(err.first().field(), "services[1].name");
+    }
+
+    #[test]
+    fn config_rejects_routes_that_shadow_each_other() {
+        let mut c: GatewayConfig = from_json(
+            br#"{"services":[{"name":"s","targets":[{"url":"http://a:1"}]}],
+                 "routes":[{"name":"a","service":"s","paths":["/x"],"methods":["GET"]},
+                           {"name":"b","service":"s","paths":["/x/"],"methods":["get"]}]}"#,
+        )
+        .unwrap();
+        assert!(config(&mut c).unwrap_err().all_conflicts());
+    }
+
+    #[test]
+    fn the_most_specific_auth_policy_wins_and_limits_add_up() {
+        let mut c: GatewayConfig = from_json(
+            br#"{"services":[{"name":"s","targets":[{"url":"http://a:1"}],"policies":[{"type":"jwt"},
+                    {"type":"rate-limit","algorithm":"fixed_window","limit":5,"window_s":1}]}],
+                 "routes":[{"name":"r","service":"s","paths":["/"],"policies":[{"type":"key-auth"}]}],
+                 "policies":[{"type":"key-auth","header":"x-other"},{"type":"rate-limit","algorithm":"fixed_window","limit":9,"window_s":1}]}"#,
+        )
+        .unwrap();
+        config(&mut c).unwrap();
+        let types: Vec<&str> =
+            crate::model::effective_policies(&c.routes[0], &c.services[0], &c.policies).iter().map(|p| p.type_name()).collect();
+        assert_eq!(types, ["key-auth", "jwt", "rate-limit", "rate-limit"]);
+        let chosen = crate::model::effective_policies(&c.routes[0], &c.services[0], &c.policies);
+        assert!(matches!(chosen[0], Policy::KeyAuth(p) if p.header == "x-api-key"), "the route's own key-auth, not the gateway's");
+    }
+
+    fn fields(errors: &ConfigErrors) -> Vec<&str> {
+        errors.iter().map(ConfigError::field).collect()
+    }
+
+    #[test]
+    fn config_reports_every_mistake_of_every_entity() {
+        let mut c: GatewayConfig = from_json(
+            br#"{"services":[{"name":"s","targets":[{"url":"ftp://a:1"},{"url":"http://b:1","weight":5000}]}],
+                 "routes":[{"name":"r","service":"s","paths":["/"],"methods":["GTE"]}],
+                 "consumers":[{"username":"not valid"}],
+                 "trusted_proxies":["nope"]}"#,
+        )
+        .unwrap();
+        let errors = config(&mut c).unwrap_err();
+        assert_eq!(
+            fields(&errors),
+            [
+                "services[0].targets[0].url",
+                "services[0].targets[1].weight",
+                "routes[0].methods[0]",
+                "consumers[0].username",
+                "trusted_proxies[0]"
+            ]
+        );
+        assert!(!errors.all_conflicts());
+    }
+
+    #[test]
+    fn checks_across_entities_run_on_entities_that_passed_their_own() {
+        let mut c: GatewayConfig = from_json(
+            br#"{"services":[{"name":"s","targets":[{"url":"http://a:1"}]},{"name":"s","targets":[{"url":"http://b:1"}]},
+                             {"name":"s","targets":[{"url":"http://c:1"}]}],
+                 "routes":[{"name":"bad","service":"gone","paths":["no-slash"]},{"name":"ok","service":"gone","paths":["/"]}]}"#,
+        )
+        .unwrap();
+        let errors = config(&mut c).unwrap_err();
+        assert_eq!(
+            fields(&errors),
+            ["services[1].name", "services[2].name", "routes[0].paths[0]", "routes[1].service"],
+            "the invalid route is not reported again as referring to a missing service: {errors}"
+        );
+    }
+
+    #[test]
+    fn a_valid_config_is_sorted_by_name() {
+        let mut c: GatewayConfig =
+            from_json(br#"{"services":[{"name":"b","targets":[{"url":"http://b:1"}]},{"name":"a","targets":[{"url":"http://a:1"}]}]}"#)
+                .unwrap();
+        config(&mut c).unwrap();
+        assert_eq!(c.services.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    }
+}
