@@ -5,10 +5,8 @@
 //! declarative merge, diff).
 //! No I/O happens here.
 
-pub mod cors;
 pub mod diff;
 pub mod error;
-pub mod ip_restriction;
 pub mod model;
 pub mod parse;
 pub mod route_path;
@@ -17,7 +15,6 @@ pub mod shape;
 pub mod snapshot;
 pub mod template;
 pub mod tls;
-pub mod transform;
 pub mod validate;
 
 pub use error::{ConfigError, ConfigErrors};

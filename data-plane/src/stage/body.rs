@@ -28,8 +28,8 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Frame};
+use portico_shared::model::policy::transform::{RequestTransformPolicy, ResponseTransformPolicy};
 use portico_shared::shape::JsonShape;
-use portico_shared::transform::{RequestTransformPolicy, ResponseTransformPolicy};
 
 use crate::backend::proxy::ClientBody;
 use crate::body::ResponseBody;

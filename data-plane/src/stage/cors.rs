@@ -37,7 +37,7 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
-use portico_shared::cors::{CorsPolicy, normalize_origin};
+use portico_shared::model::policy::cors::{CorsPolicy, normalize_origin};
 use std::collections::HashMap;
 
 use crate::body::ResponseBody;

@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use portico_shared::ip_restriction::IpRestrictionPolicy;
+use portico_shared::model::policy::ip::IpRestrictionPolicy;
 
 use crate::error::ProxyError;
 
@@ -26,7 +26,7 @@ impl IpRule {
         let parse = |list: &[String]| {
             list.iter()
                 .map(|entry| {
-                    portico_shared::ip_restriction::parse_cidr(entry).ok_or_else(|| format!("ip-restriction: bad entry '{entry}'"))
+                    portico_shared::model::policy::ip::parse_cidr(entry).ok_or_else(|| format!("ip-restriction: bad entry '{entry}'"))
                 })
                 .collect::<Result<Vec<_>, _>>()
         };

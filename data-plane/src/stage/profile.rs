@@ -6,7 +6,7 @@
 //! client's shape to another.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use portico_shared::transform::When;
+use portico_shared::model::policy::transform::When;
 
 use crate::auth::Identity;
 

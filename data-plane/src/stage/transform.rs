@@ -8,8 +8,8 @@
 //! JSON bodies are shaped by [`super::body`].
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use portico_shared::model::policy::transform::{HeaderOps, QueryOps, RequestTransformPolicy, ResponseTransformPolicy};
 use portico_shared::template::{Escape, Lookup, Template};
-use portico_shared::transform::{HeaderOps, QueryOps, RequestTransformPolicy, ResponseTransformPolicy};
 
 use crate::error::ProxyError;
 

@@ -71,7 +71,7 @@ macro_rules! entity {
 mod certificate;
 mod consumer;
 pub(crate) mod credential;
-pub(crate) mod policy;
+pub mod policy;
 mod route;
 mod service;
 

@@ -3,8 +3,8 @@
 //! holds the [`Policy`] enum, which types add up and which one level wins
 //! ([`effective_policies`]), and the checks of a list of policies; each
 //! family of types lives in its own module with its validation
-//! (`auth`, `limit`, and the transform and ip-restriction types in their
-//! crate modules). Enforcing them is the data plane's.
+//! (`auth`, `limit`, `cors`, `ip`, `transform`). Enforcing them is the data
+//! plane's.
 
 use std::collections::HashSet;
 
@@ -16,7 +16,10 @@ use crate::error::{ConfigError, ConfigErrors, Errors};
 use crate::validate::rules::{MAX_LIST, Result, Validate, bounded};
 
 mod auth;
+pub mod cors;
+pub mod ip;
 mod limit;
+pub mod transform;
 
 pub use auth::{JwtPolicy, KeyAuthPolicy, ScopesPolicy};
 pub use limit::{BackendFailure, RateLimitAlgorithm, RateLimitBackend, RateLimitKey, RateLimitPolicy};
@@ -43,13 +46,13 @@ pub enum Policy {
     RateLimit(RateLimitPolicy),
     /// Cross-origin browser calls: preflights answered by the gateway, CORS
     /// headers on every answer to an allowed origin.
-    Cors(crate::cors::CorsPolicy),
+    Cors(cors::CorsPolicy),
     /// Clients inside `deny`, or outside a non-empty `allow`, get `403`.
-    IpRestriction(crate::ip_restriction::IpRestrictionPolicy),
+    IpRestriction(ip::IpRestrictionPolicy),
     /// Rewrites the request's headers, query and path before it goes upstream.
-    RequestTransform(crate::transform::RequestTransformPolicy),
+    RequestTransform(transform::RequestTransformPolicy),
     /// Rewrites the response's headers (and JSON body) for a client profile.
-    ResponseTransform(crate::transform::ResponseTransformPolicy),
+    ResponseTransform(transform::ResponseTransformPolicy),
 }
 
 impl Policy {
