@@ -196,6 +196,9 @@ async fn forward<'r>(
         shaper.apply(&mut parts.headers, rewrite);
         body_shaper = shaper.body.as_ref();
     }
+    if response_rewrite.as_ref().is_some_and(|rewrite| rewrite.shaper.body.is_some()) {
+        crate::stage::body::ask_for_shapeable(&mut parts.headers);
+    }
     let body = match body_shaper {
         Some(shaper) => shaper.request(&mut parts.headers, body).await?,
         None => ClientBody::Stream(body),

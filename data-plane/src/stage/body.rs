@@ -103,6 +103,32 @@ fn no_transform(headers: &HeaderMap) -> bool {
         .any(|directive| directive.trim().eq_ignore_ascii_case("no-transform"))
 }
 
+/// Readies a request whose response a body transform will shape, so that
+/// the upstream answers in a form the shaper reads: without `Range` and
+/// `If-Range` (a `206` is never shaped, so `Range: bytes=0-` would fetch the
+/// whole body unshaped, fields a `deny` removes included), and with
+/// `Accept-Encoding` cut to the codings [`decode`] reads (else `zstd` or any
+/// coding it cannot read would pass the body through untouched); when none
+/// is left, `identity` (no `Accept-Encoding` at all means any coding).
+pub fn ask_for_shapeable(headers: &mut HeaderMap) {
+    headers.remove(header::RANGE);
+    headers.remove(header::IF_RANGE);
+    let readable: Vec<&str> = headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|item| {
+            let coding = item.split(';').next().unwrap_or("").trim();
+            ["identity", "gzip", "x-gzip", "deflate", "br"].iter().any(|known| known.eq_ignore_ascii_case(coding))
+        })
+        .collect();
+    let identity = HeaderValue::from_static("identity");
+    let value = if readable.is_empty() { identity } else { HeaderValue::from_str(&readable.join(", ")).unwrap_or(identity) };
+    headers.insert(header::ACCEPT_ENCODING, value);
+}
+
 /// Decodes `bytes` in `coding`, refusing more than `limit` decoded bytes.
 fn decode(coding: Coding, bytes: &[u8], limit: usize) -> Option<Vec<u8>> {
     let mut out = Vec::new();
@@ -155,6 +181,12 @@ impl BodyShaper {
         upstream: &str,
     ) -> Result<(Response<ResponseBody>, Option<Skipped>), ProxyError> {
         let status = response.status();
+        if status == StatusCode::NOT_MODIFIED {
+            // Revalidating a shaped body: its validator is the weak one sent with it.
+            let mut response = response;
+            weaken_etag(response.headers_mut());
+            return Ok((response, None));
+        }
         if head_request || !status.is_success() || status == StatusCode::NO_CONTENT || status == StatusCode::PARTIAL_CONTENT {
             return Ok((response, None));
         }
@@ -230,6 +262,11 @@ fn shaped_headers(headers: &mut HeaderMap, length: usize) {
     headers.remove(header::ACCEPT_RANGES);
     headers.remove("content-md5");
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    weaken_etag(headers);
+}
+
+/// Makes a strong `ETag` weak (`"v1"` → `W/"v1"`).
+fn weaken_etag(headers: &mut HeaderMap) {
     if let Some(etag) = headers.get(header::ETAG)
         && etag.as_bytes().starts_with(b"\"")
     {
@@ -288,6 +325,38 @@ mod tests {
         assert_eq!(coding(&headers), None, "two codings are not read");
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, No-Transform"));
         assert!(no_transform(&headers));
+    }
+
+    #[test]
+    fn a_shaped_request_asks_for_the_whole_body_in_a_readable_coding() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RANGE, HeaderValue::from_static("bytes=0-"));
+        headers.insert(header::IF_RANGE, HeaderValue::from_static("\"v1\""));
+        headers.append(header::ACCEPT_ENCODING, HeaderValue::from_static("zstd, GZIP;q=0.8"));
+        headers.append(header::ACCEPT_ENCODING, HeaderValue::from_static("br, compress"));
+        ask_for_shapeable(&mut headers);
+        assert!(headers.get(header::RANGE).is_none() && headers.get(header::IF_RANGE).is_none(), "a 206 would pass unshaped");
+        let accepted: Vec<_> = headers.get_all(header::ACCEPT_ENCODING).iter().collect();
+        assert_eq!(accepted, ["GZIP;q=0.8, br"]);
+        for unreadable in [Some("zstd"), Some("*"), None] {
+            let mut headers = HeaderMap::new();
+            if let Some(coding) = unreadable {
+                headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(coding));
+            }
+            ask_for_shapeable(&mut headers);
+            assert_eq!(headers[header::ACCEPT_ENCODING], "identity", "{unreadable:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_not_modified_answer_carries_the_weak_etag_the_shaped_body_had() {
+        let shaper = BodyShaper::new(Some(&serde_json::from_value(serde_json::json!({"deny": ["$.x"]})).unwrap()), None).unwrap().unwrap();
+        let mut response = Response::new(ResponseBody::Local(Full::new(Bytes::new())));
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        response.headers_mut().insert(header::ETAG, HeaderValue::from_static("\"v1\""));
+        let (response, skipped) = shaper.response(response, false, "up").await.unwrap();
+        assert_eq!(skipped, None);
+        assert_eq!(response.headers()[header::ETAG], "W/\"v1\"");
     }
 
     #[test]
