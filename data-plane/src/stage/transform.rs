@@ -113,7 +113,10 @@ impl QueryPlan {
     }
 
     /// The rewritten query (`None`: no query at all). Untouched pairs keep
-    /// their bytes as sent; names are compared decoded.
+    /// their bytes as sent; names are compared decoded. A client's pair with
+    /// the name of an added one (as sent or once renamed) is dropped: most
+    /// frameworks read a parameter's first value, so it would otherwise win
+    /// over the gateway's (`?tenant=other&tenant={consumer.custom_id}`).
     fn apply(&self, query: Option<&str>, values: &impl Lookup) -> Result<Option<String>, ProxyError> {
         let mut pairs: Vec<String> = Vec::new();
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
@@ -125,8 +128,12 @@ impl QueryPlan {
             if self.remove.contains(&name) {
                 continue;
             }
-            match self.rename.iter().find(|(from, _)| *from == name) {
-                Some((_, to)) => pairs.push(match rest {
+            let renamed = self.rename.iter().find(|(from, _)| *from == name).map(|(_, to)| to);
+            if self.add.iter().any(|(added, _)| added == renamed.unwrap_or(&name)) {
+                continue;
+            }
+            match renamed {
+                Some(to) => pairs.push(match rest {
                     Some(value) => format!("{}={value}", encode_query(to)),
                     None => encode_query(to),
                 }),
@@ -234,5 +241,35 @@ impl ResponseRewrite<'_> {
     /// Rewrites the response's headers.
     pub fn apply_headers(self, headers: &mut HeaderMap) {
         self.shaper.headers.apply(headers, self.headers);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use portico_shared::template::Source;
+
+    use super::*;
+
+    fn plan(json: serde_json::Value) -> QueryPlan {
+        QueryPlan::compile(&serde_json::from_value(json).unwrap()).unwrap().unwrap()
+    }
+
+    #[test]
+    fn an_added_parameter_replaces_the_clients_own() {
+        let plan = plan(serde_json::json!({"add": {"tenant": "{consumer.id}", "limit": "20"}, "rename": {"t": "tenant"}}));
+        let values: HashMap<Source, String> = [(Source::ConsumerId, "acme".to_owned())].into();
+        let query = plan.apply(Some("tenant=evil&q=a%20b&te%6Eant=evil&t=evil&limit=100000"), &values).unwrap();
+        assert_eq!(query.as_deref(), Some("q=a%20b&limit=20&tenant=acme"));
+    }
+
+    #[test]
+    fn untouched_pairs_keep_their_bytes_and_repeats() {
+        let plan = plan(serde_json::json!({"remove": ["debug"], "rename": {"q": "search"}}));
+        let values: HashMap<Source, String> = HashMap::new();
+        let query = plan.apply(Some("q=1&a=%2B&a=2&debug&de%62ug=1&q"), &values).unwrap();
+        assert_eq!(query.as_deref(), Some("search=1&a=%2B&a=2&search"));
+        assert_eq!(plan.apply(Some("debug=1"), &values).unwrap(), None, "nothing left, no `?`");
     }
 }

@@ -44,7 +44,8 @@ pub struct QueryOps {
     /// Old name → new name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rename: BTreeMap<String, String>,
-    /// Name → value template, appended (percent-encoded).
+    /// Name → value template, appended (percent-encoded) in place of any
+    /// parameter of that name the client sent.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub add: BTreeMap<String, String>,
 }
