@@ -329,3 +329,27 @@ async fn a_shaped_route_asks_the_upstream_for_the_whole_body_in_a_coding_it_read
     assert!(echo["headers"].get("if-range").is_none(), "{echo}");
     assert_eq!(echo["headers"]["accept-encoding"], "gzip", "a zstd body could not be shaped: {echo}");
 }
+
+#[tokio::test]
+async fn a_request_body_transform_keeps_the_routes_size_limit() {
+    let upstream = TestUpstream::start("app").await;
+    let config = json!({
+        "services": [{"name": "app", "targets": [{"url": upstream.url()}]}],
+        "routes": [{"name": "signup", "service": "app", "paths": ["/signup"], "policies": [
+            {"type": "request-size-limit", "max_bytes": 64},
+            {"type": "request-transform", "body": {"deny": ["$.is_admin"]}}]}],
+    });
+    let (_db, _cp, dp) = serve_config(&config, &[]).await;
+    let big = json!({"name": "x".repeat(200)}).to_string();
+    // Chunked (no Content-Length), so only reading the body can find its size.
+    let chunks = futures::stream::iter([Ok::<_, std::io::Error>(big)]);
+    let response = client()
+        .post(format!("{}/signup", dp.proxy_url))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(upstream.requests(), 0);
+}

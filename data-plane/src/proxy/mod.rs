@@ -200,7 +200,7 @@ async fn forward<'r>(
         crate::stage::body::ask_for_shapeable(&mut parts.headers);
     }
     let body = match body_shaper {
-        Some(shaper) => shaper.request(&mut parts.headers, body).await?,
+        Some(shaper) => shaper.request(&mut parts.headers, body, route.max_body_bytes).await?,
         None => ClientBody::Stream(body),
     };
     headers::add_forwarded(&mut parts.headers, peer, client_ip, if secure { "https" } else { "http" }, original_host.as_ref());

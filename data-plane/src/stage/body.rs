@@ -232,16 +232,18 @@ impl BodyShaper {
         }
     }
 
-    /// Shapes a JSON request body; other bodies pass as they stream.
-    pub async fn request(&self, headers: &mut HeaderMap, body: hyper::body::Incoming) -> Result<ClientBody, ProxyError> {
+    /// Shapes a JSON request body; other bodies pass as they stream. At
+    /// most `route_limit` bytes (the route's own body limit) are read when
+    /// that is below the transform's, since a kept body is not limited again.
+    pub async fn request(&self, headers: &mut HeaderMap, body: hyper::body::Incoming, route_limit: u64) -> Result<ClientBody, ProxyError> {
         if !is_json(headers) {
             return Ok(ClientBody::Stream(body));
         }
         if coding(headers) != Some(Coding::Identity) {
             return Err(ProxyError::UntransformableBody("this route reshapes JSON request bodies, which must not be content-encoded"));
         }
-        let limit = self.limit as u64;
-        let collected = Limited::new(body, self.limit).collect().await.map_err(|error| {
+        let limit = (self.limit as u64).min(route_limit);
+        let collected = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)).collect().await.map_err(|error| {
             if error.is::<http_body_util::LengthLimitError>() {
                 ProxyError::BodyTooLarge { limit }
             } else {
