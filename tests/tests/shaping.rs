@@ -353,3 +353,26 @@ async fn a_request_body_transform_keeps_the_routes_size_limit() {
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(upstream.requests(), 0);
 }
+
+#[tokio::test]
+async fn an_empty_body_labelled_json_passes_a_request_body_transform() {
+    let upstream = TestUpstream::start("app").await;
+    let config = json!({
+        "services": [{"name": "app", "targets": [{"url": upstream.url()}]}],
+        "routes": [{"name": "items", "service": "app", "paths": ["/items"], "policies": [
+            {"type": "request-transform", "body": {"deny": ["$.is_admin"]}}]}],
+    });
+    let (_db, _cp, dp) = serve_config(&config, &[]).await;
+    // Many HTTP clients label every request JSON, bodiless GETs and DELETEs included.
+    for method in [Method::GET, Method::DELETE] {
+        let response = client()
+            .request(method.clone(), format!("{}/items/7", dp.proxy_url))
+            .header("content-type", "application/json")
+            .send()
+            .await
+            .unwrap();
+        let (status, _, echo) = json_of(response).await;
+        assert_eq!(status, StatusCode::OK, "{method}: {echo}");
+        assert_eq!(echo["body_bytes"], 0, "{method}");
+    }
+}

@@ -15,7 +15,7 @@
 //! apply). A request body is shaped under the same rules except that what
 //! cannot be shaped is refused rather than passed on, since the transform may
 //! exist to keep fields from the upstream: over the limit `413`, an encoded
-//! body `415`, JSON that does not parse `400`; non-JSON bodies pass.
+//! body `415`, JSON that does not parse `400`; non-JSON and empty bodies pass.
 //!
 //! Decompression uses flate2 and brotli-decompressor rather than a tower
 //! layer: the body is bounded and whole here, not a stream.
@@ -250,7 +250,12 @@ impl BodyShaper {
                 ProxyError::BadRequest("the request body could not be read")
             }
         })?;
-        let shaped = self.shape_bytes(&collected.to_bytes()).ok_or(ProxyError::BadRequest("the request body is not valid JSON"))?;
+        let collected = collected.to_bytes();
+        if collected.is_empty() {
+            // No body (a GET or DELETE labelled JSON by its client): nothing to shape.
+            return Ok(ClientBody::Whole(collected));
+        }
+        let shaped = self.shape_bytes(&collected).ok_or(ProxyError::BadRequest("the request body is not valid JSON"))?;
         shaped_headers(headers, shaped.len());
         Ok(ClientBody::Whole(shaped))
     }
