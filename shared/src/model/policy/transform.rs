@@ -153,7 +153,11 @@ fn header_name(field: &str, name: &str) -> Result<String> {
     if lower.is_empty() || lower.len() > 128 || !lower.bytes().all(is_token_byte) {
         return invalid(field, format!("'{name}' is not a valid header name"));
     }
-    if RESERVED_HEADERS.contains(&lower.as_str()) {
+    // Also as spelled with `_` or `.` (which CGI-style servers read as `-`)
+    // and any `x-consumer-*`: the data plane strips those from clients as
+    // identity, so a transform must not write them either.
+    let dashed = lower.split(['-', '_', '.']).filter(|part| !part.is_empty()).collect::<Vec<_>>().join("-");
+    if RESERVED_HEADERS.contains(&dashed.as_str()) || dashed.starts_with("x-consumer-") {
         return invalid(field, format!("'{lower}' is set by the gateway or frames the message; a transform cannot change it"));
     }
     Ok(lower)
@@ -190,9 +194,39 @@ fn header_map(field: &str, map: &mut BTreeMap<String, String>, values: bool) -> 
     Ok(())
 }
 
+/// Request headers the gateway writes after transforms: a template reading
+/// one would read what the client sent, not what the upstream gets.
+const GATEWAY_WRITTEN: [&str; 11] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "x-request-id",
+    "x-consumer-id",
+    "x-consumer-username",
+    "x-user-id",
+    "x-scopes",
+    "x-anonymous-consumer",
+];
+
 /// A template's text: parsed to check its syntax and sources.
 fn template_text(field: &str, text: &str) -> Result {
-    crate::template::Template::parse(text).map(drop).map_err(|message| crate::ConfigError::invalid(field, message))
+    let template = crate::template::Template::parse(text).map_err(|message| crate::ConfigError::invalid(field, message))?;
+    for source in template.sources() {
+        if let crate::template::Source::Header(name) = source
+            && (GATEWAY_WRITTEN.contains(&name.as_str()) || name.starts_with("x-consumer-"))
+        {
+            return invalid(
+                field,
+                format!(
+                    "{{header.{name}}} would read what the client sent: the gateway writes '{name}' itself \
+                     (use {{consumer.id}}, {{consumer.username}}, {{consumer.custom_id}}, {{claim.<name>}} or {{request_id}})"
+                ),
+            );
+        }
+    }
+    Ok(())
 }
 
 impl HeaderOps {
@@ -311,5 +345,47 @@ fn body(ops: Option<&crate::shape::JsonOps>, max_body_bytes: Option<u64>) -> Res
         Some(_) if ops.is_none() => invalid("max_body_bytes", "only a transform with a body takes max_body_bytes"),
         Some(limit) if !(1..=MAX_BODY_BYTES).contains(&limit) => invalid("max_body_bytes", format!("must be 1 to {MAX_BODY_BYTES}")),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(json: serde_json::Value) -> Result<RequestTransformPolicy> {
+        let mut policy: RequestTransformPolicy = serde_json::from_value(json).unwrap();
+        policy.normalize_and_validate().map(|()| policy)
+    }
+
+    #[test]
+    fn rejects_identity_and_forwarding_headers_however_spelled() {
+        for name in ["x_consumer_id", "X.Forwarded__For", "x-consumer-custom-id", "x_consumer_groups", "X-Real_IP"] {
+            for headers in [
+                serde_json::json!({"set": {name: "v"}}),
+                serde_json::json!({"add": {name: "v"}}),
+                serde_json::json!({"rename": {"x-org": name}}),
+                serde_json::json!({"remove": [name]}),
+            ] {
+                let error = request(serde_json::json!({"headers": headers})).unwrap_err();
+                assert!(error.to_string().contains("set by the gateway"), "{headers}: {error}");
+            }
+        }
+        assert!(request(serde_json::json!({"headers": {"set": {"x_custom.name": "v", "x-consumer": "v"}}})).is_ok());
+    }
+
+    #[test]
+    fn rejects_templates_reading_headers_the_gateway_writes() {
+        for name in ["x-real-ip", "X-Forwarded-For", "x-forwarded-proto", "x-consumer-custom-id", "x-user-id", "forwarded"] {
+            let template = format!("{{header.{name}}}");
+            for policy in [
+                serde_json::json!({"headers": {"set": {"x-client": template}}}),
+                serde_json::json!({"query": {"add": {"ip": template}}}),
+                serde_json::json!({"path": format!("/ip/{template}")}),
+            ] {
+                let error = request(policy.clone()).unwrap_err();
+                assert!(error.to_string().contains("would read what the client sent"), "{policy}: {error}");
+            }
+        }
+        assert!(request(serde_json::json!({"headers": {"set": {"x-tenant": "{header.x-org} {header.host}"}}})).is_ok());
     }
 }
