@@ -376,3 +376,52 @@ async fn an_empty_body_labelled_json_passes_a_request_body_transform() {
         assert_eq!(echo["body_bytes"], 0, "{method}");
     }
 }
+
+#[tokio::test]
+async fn head_answers_on_a_shaped_route_agree_with_get_and_gateway_errors_carry_the_profile_vary() {
+    let upstream = TestUpstream::start("shop").await;
+    let (_db, _cp, dp) = serve_config(&catalog_config(&upstream.url(), &[]), &[]).await;
+    let head = client().head(format!("{}/catalog/identity", dp.proxy_url)).bearer_auth(token("mobile")).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(head.headers()["etag"], "W/\"catalog-v1\"", "the validator a GET would get");
+    assert!(head.headers().get("content-length").is_none_or(|length| length != &CATALOG.len().to_string()), "never the upstream's length");
+
+    let refused = client().get(format!("{}/catalog/identity", dp.proxy_url)).bearer_auth("not-a-token").send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        refused.headers().get_all("vary").iter().any(|v| v.to_str().unwrap().contains("x-client")),
+        "the gateway's own answers vary too"
+    );
+}
+
+#[tokio::test]
+async fn a_request_with_two_content_types_is_refused_where_bodies_are_shaped() {
+    let upstream = TestUpstream::start("app").await;
+    let config = json!({
+        "services": [{"name": "app", "targets": [{"url": upstream.url()}]}],
+        "routes": [{"name": "r", "service": "app", "paths": ["/"], "policies": [{"type": "request-transform", "body": {"deny": ["$.password"]}}]}],
+    });
+    let (_db, _cp, dp) = serve_config(&config, &[]).await;
+    let response = client()
+        .post(format!("{}/signup", dp.proxy_url))
+        .header("content-type", "text/plain")
+        .header("content-type", "application/json")
+        .body(r#"{"password": "hunter2"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(upstream.requests(), 0);
+}
+
+#[tokio::test]
+async fn a_consumer_template_needs_authentication_on_its_route() {
+    let upstream = TestUpstream::start("app").await;
+    let (_db, cp, _dp) = serve_config(&json!({"services": [{"name": "app", "targets": [{"url": upstream.url()}]}]}), &[]).await;
+    let route = json!({"name": "r", "service": "app", "paths": ["/"], "policies": [
+        {"type": "request-transform", "headers": {"set": {"x-user": "{consumer.username}"}}}]});
+    let response = cp.admin(Method::POST, "/api/v1/gateways/default/routes").json(&route).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let error: Value = response.json().await.unwrap();
+    assert!(error["error"]["message"].as_str().unwrap().contains("needs key-auth or jwt"), "{error}");
+}

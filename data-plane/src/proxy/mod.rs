@@ -82,8 +82,14 @@ pub async fn handle(
     }
     .instrument(span.clone())
     .await;
-    if let Some(cors) = served.route.and_then(|route| route.stages.cors.as_ref()) {
-        cors.decorate(served.origin.as_ref(), response.headers_mut());
+    if let Some(stages) = served.route.map(|route| &route.stages) {
+        // Every answer of a route with header-picked profiles depends on those headers.
+        for vary in [stages.request.vary(), stages.response.vary()].into_iter().flatten() {
+            append_vary(response.headers_mut(), vary);
+        }
+        if let Some(cors) = &stages.cors {
+            cors.decorate(served.origin.as_ref(), response.headers_mut());
+        }
     }
     response.headers_mut().insert(headers::REQUEST_ID, request_id);
     let status = response.status();
@@ -245,9 +251,6 @@ async fn forward<'r>(
             response = shaped;
         }
         rewrite.apply_headers(response.headers_mut());
-    }
-    for vary in [stages.request.vary(), stages.response.vary()].into_iter().flatten() {
-        append_vary(response.headers_mut(), vary);
     }
     if let Some(decision) = &limited {
         ratelimit::add_headers(response.headers_mut(), decision);

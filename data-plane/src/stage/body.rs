@@ -50,6 +50,7 @@ pub enum Skipped {
     Encoding,
     TooLarge,
     InvalidJson,
+    Trailers,
 }
 
 impl Skipped {
@@ -60,6 +61,7 @@ impl Skipped {
             Self::Encoding => "encoding",
             Self::TooLarge => "too_large",
             Self::InvalidJson => "invalid_json",
+            Self::Trailers => "trailers",
         }
     }
 }
@@ -187,23 +189,32 @@ impl BodyShaper {
             weaken_etag(response.headers_mut());
             return Ok((response, None));
         }
-        if head_request || !status.is_success() || status == StatusCode::NO_CONTENT || status == StatusCode::PARTIAL_CONTENT {
+        if !status.is_success() || status == StatusCode::NO_CONTENT || status == StatusCode::PARTIAL_CONTENT {
             return Ok((response, None));
         }
         let headers = response.headers();
+        let coding = coding(headers);
         let skip = if !is_json(headers) {
             Some(Skipped::NotJson)
         } else if no_transform(headers) {
             Some(Skipped::NoTransform)
+        } else if coding.is_none() {
+            Some(Skipped::Encoding)
         } else if response.body().size_hint().lower() > self.limit as u64 {
             Some(Skipped::TooLarge)
         } else {
             None
         };
-        let Some(coding) = coding(headers) else { return Ok((response, Some(Skipped::Encoding))) };
         if skip.is_some() {
             return Ok((response, skip));
         }
+        if head_request {
+            // As a GET's shaped answer would be, less the length it cannot know.
+            let mut response = response;
+            shaped_headers(response.headers_mut(), None);
+            return Ok((response, None));
+        }
+        let coding = coding.unwrap_or(Coding::Identity);
         let (mut parts, mut body) = response.into_parts();
         let mut frames = VecDeque::new();
         let mut read = 0usize;
@@ -213,7 +224,7 @@ impl BodyShaper {
             read += frame.data_ref().map_or(0, Bytes::len);
             frames.push_back(frame);
             if read > self.limit || !is_data {
-                let reason = if is_data { Skipped::TooLarge } else { Skipped::InvalidJson };
+                let reason = if is_data { Skipped::TooLarge } else { Skipped::Trailers };
                 return Ok((Response::from_parts(parts, ResponseBody::replay(frames, Some(body))), Some(reason)));
             }
         }
@@ -226,7 +237,7 @@ impl BodyShaper {
         match shaped {
             Err(reason) => Ok((Response::from_parts(parts, ResponseBody::replay(frames, None)), Some(reason))),
             Ok(shaped) => {
-                shaped_headers(&mut parts.headers, shaped.len());
+                shaped_headers(&mut parts.headers, Some(shaped.len()));
                 Ok((Response::from_parts(parts, ResponseBody::Local(Full::new(shaped))), None))
             }
         }
@@ -236,6 +247,10 @@ impl BodyShaper {
     /// most `route_limit` bytes (the route's own body limit) are read when
     /// that is below the transform's, since a kept body is not limited again.
     pub async fn request(&self, headers: &mut HeaderMap, body: hyper::body::Incoming, route_limit: u64) -> Result<ClientBody, ProxyError> {
+        if headers.get_all(header::CONTENT_TYPE).iter().nth(1).is_some() {
+            // Two types: the gateway and the upstream might each read another.
+            return Err(ProxyError::BadRequest("the request has two Content-Type headers"));
+        }
         if !is_json(headers) {
             return Ok(ClientBody::Stream(body));
         }
@@ -256,19 +271,22 @@ impl BodyShaper {
             return Ok(ClientBody::Whole(collected));
         }
         let shaped = self.shape_bytes(&collected).ok_or(ProxyError::BadRequest("the request body is not valid JSON"))?;
-        shaped_headers(headers, shaped.len());
+        shaped_headers(headers, Some(shaped.len()));
         Ok(ClientBody::Whole(shaped))
     }
 }
 
 /// The headers of a shaped body: identity coding, its length, no strong
 /// validator, no ranges.
-fn shaped_headers(headers: &mut HeaderMap, length: usize) {
+fn shaped_headers(headers: &mut HeaderMap, length: Option<usize>) {
     headers.remove(header::CONTENT_ENCODING);
     headers.remove(header::TRANSFER_ENCODING);
     headers.remove(header::ACCEPT_RANGES);
     headers.remove("content-md5");
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    match length {
+        Some(length) => headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length)),
+        None => headers.remove(header::CONTENT_LENGTH),
+    };
     weaken_etag(headers);
 }
 
@@ -372,7 +390,7 @@ mod tests {
         headers.insert(header::ETAG, HeaderValue::from_static("\"v1\""));
         headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("999"));
-        shaped_headers(&mut headers, 12);
+        shaped_headers(&mut headers, Some(12));
         assert_eq!(headers[header::ETAG], "W/\"v1\"");
         assert_eq!(headers[header::CONTENT_LENGTH], "12");
         assert!(headers.get(header::CONTENT_ENCODING).is_none());

@@ -111,6 +111,20 @@ fn transform_fits_its_route(config: &GatewayConfig, i: usize, route: &Route) -> 
                 for source in template.sources() {
                     match source {
                         crate::template::Source::Claim(name) if !has_jwt => return Err(needs_jwt(&format!("{{claim.{name}}}"))),
+                        source @ (crate::template::Source::ConsumerId
+                        | crate::template::Source::ConsumerUsername
+                        | crate::template::Source::ConsumerCustomId)
+                            if !policies.iter().any(|p| p.authenticates()) =>
+                        {
+                            return Err(ConfigError::invalid(
+                                format!("routes[{i}].policies"),
+                                format!(
+                                    "route '{}' has a {} policy using {{{source}}}, which needs key-auth or jwt on the route",
+                                    route.name,
+                                    policy.type_name()
+                                ),
+                            ));
+                        }
                         crate::template::Source::Path(name) => {
                             let paths = if route.paths.is_empty() { vec!["/".to_owned()] } else { route.paths.clone() };
                             if let Some(path) = paths.iter().find(|path| !crate::route_path::path_params(path).any(|p| p == name)) {

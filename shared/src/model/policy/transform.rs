@@ -115,13 +115,15 @@ pub struct ResponseTransformPolicy {
 /// Most entries in one list or map of a transform.
 const MAX_ENTRIES: usize = 64;
 
-/// Headers the gateway itself sets or that frame the message: no transform
+/// Headers the gateway itself sets or that frame or encode the message
+/// (a `Content-Encoding` changed by hand would corrupt the body): no transform
 /// may remove, rename, set or add them (the gateway's identity and
 /// forwarding headers are also written after request transforms, so they
 /// always win).
-const RESERVED_HEADERS: [&str; 19] = [
+const RESERVED_HEADERS: [&str; 20] = [
     "host",
     "content-length",
+    "content-encoding",
     "transfer-encoding",
     "connection",
     "keep-alive",
