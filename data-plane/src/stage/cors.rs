@@ -239,6 +239,7 @@ fn append_vary_origin(headers: &mut HeaderMap) {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+    use portico_shared::validate::Validate;
 
     const APP: &str = "https://app.example.com";
 

@@ -47,6 +47,7 @@ impl IpRule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use portico_shared::validate::Validate;
 
     fn rule(allow: &[&str], deny: &[&str]) -> IpRule {
         let mut policy = IpRestrictionPolicy {

@@ -20,7 +20,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, ConfigErrors, Errors};
+use crate::validate::Validate;
 
 /// Most entries in each of the policy's lists.
 pub const MAX_ENTRIES: usize = 64;
@@ -79,67 +80,88 @@ impl CorsPolicy {
     pub fn any_origin(&self) -> bool {
         self.origins.iter().any(|origin| origin == "*")
     }
+}
 
+impl Validate for CorsPolicy {
     /// Puts the policy in canonical form (normalized origins, uppercase
-    /// methods, lowercase header names), then checks every field. Fields in
-    /// errors are relative to the policy (`origins[1]`).
-    pub fn normalize_and_validate(&mut self) -> Result<(), ConfigError> {
-        self.origins_valid()?;
-        bounded("methods", self.methods.len())?;
-        if self.methods.is_empty() {
-            return Err(ConfigError::invalid("methods", "at least one method is required (leave the field out for GET, HEAD, POST)"));
-        }
-        for (i, method) in self.methods.iter_mut().enumerate() {
-            method.make_ascii_uppercase();
-            if FORBIDDEN_METHODS.contains(&method.as_str()) {
-                return Err(ConfigError::invalid(
-                    format!("methods[{i}]"),
-                    format!("browsers never let scripts send {method} (a forbidden method in the Fetch standard)"),
-                ));
-            }
-            if !METHODS.contains(&method.as_str()) {
-                return Err(ConfigError::invalid(format!("methods[{i}]"), format!("must be one of {}", METHODS.join(", "))));
-            }
-        }
-        unique("methods", &self.methods)?;
-        header_names("headers", &mut self.headers)?;
-        header_names("expose_headers", &mut self.expose_headers)?;
+    /// methods, lowercase header names), then checks every field, reporting
+    /// every error. Fields in errors are relative to the policy (`origins[1]`).
+    fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
+        let mut errors = Errors::default();
+        self.check_origins(&mut errors);
+        self.check_methods(&mut errors);
+        header_names("headers", &mut self.headers, &mut errors);
+        header_names("expose_headers", &mut self.expose_headers, &mut errors);
         if self.max_age_s > MAX_AGE_S {
-            return Err(ConfigError::invalid("max_age_s", format!("must be 0 to {MAX_AGE_S}, got {}", self.max_age_s)));
+            errors.add(ConfigError::invalid("max_age_s", format!("must be 0 to {MAX_AGE_S}, got {}", self.max_age_s)));
         }
-        Ok(())
+        errors.finish()
     }
+}
 
-    fn origins_valid(&mut self) -> Result<(), ConfigError> {
+impl CorsPolicy {
+    fn check_origins(&mut self, errors: &mut Errors) {
         if self.origins.is_empty() {
-            return Err(ConfigError::invalid(
+            errors.add(ConfigError::invalid(
                 "origins",
                 "at least one origin is required (an exact origin such as https://app.example.com, or \"*\")",
             ));
+            return;
         }
-        bounded("origins", self.origins.len())?;
+        if errors.check(bounded("origins", self.origins.len())).is_none() {
+            return;
+        }
         if let Some(i) = self.origins.iter().position(|origin| origin == "*") {
+            // The other entries are not checked: with `*` they have no place.
             if self.origins.len() > 1 {
-                return Err(ConfigError::invalid(format!("origins[{i}]"), "\"*\" allows every origin and must be the only entry"));
+                errors.add(ConfigError::invalid(format!("origins[{i}]"), "\"*\" allows every origin and must be the only entry"));
             }
             if self.credentials {
-                return Err(ConfigError::invalid(
+                errors.add(ConfigError::invalid(
                     "credentials",
                     "browsers refuse credentialed responses allowed for any origin (\"*\"): list the origins that may send credentials",
                 ));
             }
-            return Ok(());
+            return;
         }
         let mut seen = HashSet::new();
         for (i, origin) in self.origins.iter_mut().enumerate() {
             let field = format!("origins[{i}]");
-            let normalized = normalize_origin(origin).ok_or_else(|| ConfigError::invalid(field.clone(), origin_problem(origin)))?;
+            let Some(normalized) = normalize_origin(origin) else {
+                errors.add(ConfigError::invalid(field, origin_problem(origin)));
+                continue;
+            };
             if !seen.insert(normalized.clone()) {
-                return Err(ConfigError::invalid(field, format!("'{origin}' is listed twice (as {normalized})")));
+                errors.add(ConfigError::invalid(field, format!("'{origin}' is listed twice (as {normalized})")));
+                continue;
             }
             *origin = normalized;
         }
-        Ok(())
+    }
+
+    fn check_methods(&mut self, errors: &mut Errors) {
+        if errors.check(bounded("methods", self.methods.len())).is_none() {
+            return;
+        }
+        if self.methods.is_empty() {
+            errors.add(ConfigError::invalid("methods", "at least one method is required (leave the field out for GET, HEAD, POST)"));
+            return;
+        }
+        let mut seen = HashSet::new();
+        for (i, method) in self.methods.iter_mut().enumerate() {
+            method.make_ascii_uppercase();
+            let field = format!("methods[{i}]");
+            if FORBIDDEN_METHODS.contains(&method.as_str()) {
+                errors.add(ConfigError::invalid(
+                    field,
+                    format!("browsers never let scripts send {method} (a forbidden method in the Fetch standard)"),
+                ));
+            } else if !METHODS.contains(&method.as_str()) {
+                errors.add(ConfigError::invalid(field, format!("must be one of {}", METHODS.join(", "))));
+            } else if !seen.insert(method.clone()) {
+                errors.add(ConfigError::invalid(field, format!("'{method}' is listed twice")));
+            }
+        }
     }
 }
 
@@ -254,33 +276,28 @@ fn ipv6_serialized(address: Ipv6Addr) -> String {
 
 /// Checks header names and stores them lowercase: valid tokens, no `*`
 /// (scripts must be given names), no repeats.
-fn header_names(field: &str, names: &mut [String]) -> Result<(), ConfigError> {
-    bounded(field, names.len())?;
+fn header_names(field: &str, names: &mut [String], errors: &mut Errors) {
+    if errors.check(bounded(field, names.len())).is_none() {
+        return;
+    }
+    let mut seen = HashSet::new();
     for (i, name) in names.iter_mut().enumerate() {
         if name == "*" {
-            return Err(ConfigError::invalid(format!("{field}[{i}]"), "list the header names: a wildcard is not supported"));
+            errors.add(ConfigError::invalid(format!("{field}[{i}]"), "list the header names: a wildcard is not supported"));
+        } else if name.is_empty() || name.len() > MAX_HEADER_NAME || http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            errors.add(ConfigError::invalid(format!("{field}[{i}]"), format!("'{name}' is not a valid header name")));
+        } else {
+            name.make_ascii_lowercase();
+            if !seen.insert(name.clone()) {
+                errors.add(ConfigError::invalid(format!("{field}[{i}]"), format!("'{name}' is listed twice")));
+            }
         }
-        if name.is_empty() || name.len() > MAX_HEADER_NAME || http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            return Err(ConfigError::invalid(format!("{field}[{i}]"), format!("'{name}' is not a valid header name")));
-        }
-        name.make_ascii_lowercase();
     }
-    unique(field, names)
 }
 
 fn bounded(field: &str, len: usize) -> Result<(), ConfigError> {
     if len > MAX_ENTRIES {
         return Err(ConfigError::invalid(field, format!("at most {MAX_ENTRIES} entries are allowed")));
-    }
-    Ok(())
-}
-
-fn unique(field: &str, list: &[String]) -> Result<(), ConfigError> {
-    let mut seen = HashSet::new();
-    for (i, item) in list.iter().enumerate() {
-        if !seen.insert(item) {
-            return Err(ConfigError::invalid(format!("{field}[{i}]"), format!("'{item}' is listed twice")));
-        }
     }
     Ok(())
 }
@@ -295,8 +312,9 @@ mod tests {
 
     /// The field and message of the error `json` gets.
     fn refused(json: serde_json::Value) -> (String, String) {
-        let error = policy(json.clone()).normalize_and_validate().expect_err(&json.to_string());
-        (error.field().to_owned(), error.message().to_owned())
+        let errors = policy(json.clone()).normalize_and_validate().expect_err(&json.to_string());
+        assert_eq!(errors.as_slice().len(), 1, "{json}: one mistake, one error: {errors}");
+        (errors.first().field().to_owned(), errors.first().message().to_owned())
     }
 
     #[test]
@@ -452,6 +470,46 @@ mod tests {
         fn never_panics_on_any_input(origin in "\\PC{0,60}") {
             let _ = normalize_origin(&origin);
         }
+    }
+
+    #[test]
+    fn reports_every_independent_mistake_at_once() {
+        let errors = policy(serde_json::json!({
+            "origins": ["https://a.example.com/app", "https://b.example.com", "HTTPS://B.example.com:443", "null"],
+            "methods": ["get", "TRACE", "fetch", "GET"],
+            "headers": ["*", "X-Key", "x-key"],
+            "expose_headers": ["x:y"],
+            "max_age_s": 100_000,
+        }))
+        .normalize_and_validate()
+        .unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(ConfigError::field).collect();
+        assert_eq!(
+            fields,
+            [
+                "origins[0]",
+                "origins[2]",
+                "origins[3]",
+                "methods[1]",
+                "methods[2]",
+                "methods[3]",
+                "headers[0]",
+                "headers[2]",
+                "expose_headers[0]",
+                "max_age_s"
+            ]
+        );
+        assert!(errors.as_slice()[1].message().contains("listed twice (as https://b.example.com)"), "{errors}");
+        assert!(errors.as_slice()[5].message().contains("'GET' is listed twice"), "{errors}");
+    }
+
+    #[test]
+    fn a_lone_wildcard_with_credentials_and_another_origin_gets_both_errors() {
+        let errors = policy(serde_json::json!({"origins": ["*", "https://a.example.com"], "credentials": true}))
+            .normalize_and_validate()
+            .unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(ConfigError::field).collect();
+        assert_eq!(fields, ["origins[0]", "credentials"]);
     }
 
     #[test]

@@ -5,6 +5,9 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::error::{ConfigError, ConfigErrors, Errors};
+use crate::validate::Validate;
+
 /// Fields of the `ip-restriction` policy. A client in `deny` is refused; with
 /// `allow` set, so is every client outside it. Entries are CIDRs or single
 /// addresses, IPv4 or IPv6 (IPv4-mapped IPv6 clients match IPv4 entries).
@@ -20,29 +23,31 @@ pub struct IpRestrictionPolicy {
 /// Most entries in one list.
 const MAX_ENTRIES: usize = 1_024;
 
-impl IpRestrictionPolicy {
+impl Validate for IpRestrictionPolicy {
     /// Puts every entry in canonical CIDR form (`10.0.0.7` is `10.0.0.7/32`,
     /// `::ffff:10.0.0.0/104` is `10.0.0.0/8`, host bits cleared) and checks
-    /// that at least one list is set.
-    pub fn normalize_and_validate(&mut self) -> Result<(), crate::ConfigError> {
+    /// that at least one list is set; every bad entry is reported.
+    fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
+        let mut errors = Errors::default();
         if self.allow.is_empty() && self.deny.is_empty() {
-            return Err(crate::ConfigError::invalid("allow", "name at least one CIDR in allow or deny"));
+            errors.add(ConfigError::invalid("allow", "name at least one CIDR in allow or deny"));
         }
         for (field, list) in [("allow", &mut self.allow), ("deny", &mut self.deny)] {
             if list.len() > MAX_ENTRIES {
-                return Err(crate::ConfigError::invalid(field, format!("at most {MAX_ENTRIES} entries")));
+                errors.add(ConfigError::invalid(field, format!("at most {MAX_ENTRIES} entries")));
+                continue;
             }
             for (i, entry) in list.iter_mut().enumerate() {
-                let net = parse_cidr(entry).ok_or_else(|| {
-                    crate::ConfigError::invalid(
+                match parse_cidr(entry) {
+                    Some(net) => *entry = net.to_string(),
+                    None => errors.add(ConfigError::invalid(
                         format!("{field}[{i}]"),
                         format!("'{entry}' is not an IPv4 or IPv6 address or CIDR (e.g. 10.0.0.0/8, 2001:db8::/32)"),
-                    )
-                })?;
-                *entry = net.to_string();
+                    )),
+                }
             }
         }
-        Ok(())
+        errors.finish()
     }
 }
 
@@ -80,10 +85,22 @@ mod tests {
     #[test]
     fn bad_entries_and_empty_policies_name_the_field() {
         let mut bad = IpRestrictionPolicy { allow: vec![], deny: vec!["10.0.0.0/8".into(), "10.0.0.0/33".into()] };
-        assert_eq!(bad.normalize_and_validate().unwrap_err().field(), "deny[1]");
+        assert_eq!(bad.normalize_and_validate().unwrap_err().first().field(), "deny[1]");
         let mut empty = IpRestrictionPolicy::default();
-        assert_eq!(empty.normalize_and_validate().unwrap_err().field(), "allow");
+        assert_eq!(empty.normalize_and_validate().unwrap_err().first().field(), "allow");
         let mut word = IpRestrictionPolicy { allow: vec!["localhost".into()], deny: vec![] };
-        assert!(word.normalize_and_validate().unwrap_err().message().contains("'localhost'"));
+        assert!(word.normalize_and_validate().unwrap_err().first().message().contains("'localhost'"));
+    }
+
+    #[test]
+    fn reports_every_bad_entry_of_both_lists_at_once() {
+        let mut policy = IpRestrictionPolicy {
+            allow: vec!["10.0.0.0/8".into(), "10.0.0.0/33".into(), "localhost".into()],
+            deny: vec!["::1/129".into(), "192.0.2.1".into()],
+        };
+        let errors = policy.normalize_and_validate().unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(ConfigError::field).collect();
+        assert_eq!(fields, ["allow[1]", "allow[2]", "deny[0]"]);
+        assert!(errors.as_slice()[2].message().contains("'::1/129'"), "{errors}");
     }
 }

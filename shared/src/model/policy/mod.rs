@@ -156,11 +156,10 @@ impl Validate for Policy {
             Self::Jwt(p) => p.normalize_and_validate(),
             Self::Scopes(p) => p.normalize_and_validate(),
             Self::RateLimit(p) => p.normalize_and_validate(),
-            // These report their first error (their own modules).
-            Self::Cors(p) => Ok(p.normalize_and_validate()?),
-            Self::IpRestriction(p) => Ok(p.normalize_and_validate()?),
-            Self::RequestTransform(p) => Ok(p.normalize_and_validate()?),
-            Self::ResponseTransform(p) => Ok(p.normalize_and_validate()?),
+            Self::Cors(p) => p.normalize_and_validate(),
+            Self::IpRestriction(p) => p.normalize_and_validate(),
+            Self::RequestTransform(p) => p.normalize_and_validate(),
+            Self::ResponseTransform(p) => p.normalize_and_validate(),
         }
     }
 }

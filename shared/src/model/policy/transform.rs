@@ -10,6 +10,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::error::{ConfigError, ConfigErrors, Errors};
+use crate::validate::Validate;
+use crate::validate::rules::Result;
+
 /// Header rewrites, applied in the order remove → rename → set → add.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -143,10 +147,8 @@ const RESERVED_HEADERS: [&str; 20] = [
     "x-anonymous-consumer",
 ];
 
-type Result<T = ()> = std::result::Result<T, crate::ConfigError>;
-
 fn invalid<T>(field: impl Into<String>, message: impl Into<String>) -> Result<T> {
-    Err(crate::ConfigError::invalid(field, message))
+    Err(ConfigError::invalid(field, message))
 }
 
 /// A header name a transform may touch, lowercased.
@@ -176,24 +178,33 @@ fn bounded(field: &str, len: usize) -> Result {
     Ok(())
 }
 
-/// Lowercases the keys of a header map, refusing two spellings of one name.
-fn header_map(field: &str, map: &mut BTreeMap<String, String>, values: bool) -> Result {
-    bounded(field, map.len())?;
+/// Lowercases the keys of a header map, refusing two spellings of one
+/// name; `values` says whether values are templates (`set`, `add`) or
+/// header names (`rename`). The map is rewritten only when all is well.
+fn header_map(field: &str, map: &mut BTreeMap<String, String>, values: bool, errors: &mut Errors) {
+    if errors.check(bounded(field, map.len())).is_none() {
+        return;
+    }
+    let before = errors.count();
     let mut out = BTreeMap::new();
-    for (name, value) in std::mem::take(map) {
-        let key = header_name(&format!("{field}.{name}"), &name)?;
+    for (name, value) in map.iter() {
+        let at = format!("{field}.{name}");
+        let key = errors.check(header_name(&at, name));
         let value = if values {
-            template_text(&format!("{field}.{name}"), &value)?;
-            value
+            errors.check(template_text(&at, value));
+            value.clone()
         } else {
-            header_name(&format!("{field}.{name}"), &value)?
+            errors.check(header_name(&at, value)).unwrap_or_default()
         };
-        if out.insert(key.clone(), value).is_some() {
-            return invalid(format!("{field}.{name}"), "is listed twice (header names are case-insensitive)");
+        if let Some(key) = key
+            && out.insert(key, value).is_some()
+        {
+            errors.add(ConfigError::invalid(at, "is listed twice (header names are case-insensitive)"));
         }
     }
-    *map = out;
-    Ok(())
+    if errors.count() == before {
+        *map = out;
+    }
 }
 
 /// Request headers the gateway writes after transforms: a template reading
@@ -214,7 +225,7 @@ const GATEWAY_WRITTEN: [&str; 11] = [
 
 /// A template's text: parsed to check its syntax and sources.
 fn template_text(field: &str, text: &str) -> Result {
-    let template = crate::template::Template::parse(text).map_err(|message| crate::ConfigError::invalid(field, message))?;
+    let template = crate::template::Template::parse(text).map_err(|message| ConfigError::invalid(field, message))?;
     for source in template.sources() {
         if let crate::template::Source::Header(name) = source
             && (GATEWAY_WRITTEN.contains(&name.as_str()) || name.starts_with("x-consumer-"))
@@ -232,14 +243,19 @@ fn template_text(field: &str, text: &str) -> Result {
 }
 
 impl HeaderOps {
-    fn normalize_and_validate(&mut self) -> Result {
-        bounded("remove", self.remove.len())?;
-        for (i, name) in self.remove.iter_mut().enumerate() {
-            *name = header_name(&format!("remove[{i}]"), name)?;
+    fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
+        let mut errors = Errors::default();
+        if errors.check(bounded("remove", self.remove.len())).is_some() {
+            for (i, name) in self.remove.iter_mut().enumerate() {
+                if let Some(lower) = errors.check(header_name(&format!("remove[{i}]"), name)) {
+                    *name = lower;
+                }
+            }
         }
-        header_map("rename", &mut self.rename, false)?;
-        header_map("set", &mut self.set, true)?;
-        header_map("add", &mut self.add, true)
+        header_map("rename", &mut self.rename, false, &mut errors);
+        header_map("set", &mut self.set, true, &mut errors);
+        header_map("add", &mut self.add, true, &mut errors);
+        errors.finish()
     }
 }
 
@@ -252,101 +268,112 @@ fn query_name(field: &str, name: &str) -> Result {
 }
 
 impl QueryOps {
-    fn normalize_and_validate(&mut self) -> Result {
-        bounded("remove", self.remove.len())?;
-        for (i, name) in self.remove.iter().enumerate() {
-            query_name(&format!("remove[{i}]"), name)?;
+    fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
+        let mut errors = Errors::default();
+        if errors.check(bounded("remove", self.remove.len())).is_some() {
+            for (i, name) in self.remove.iter().enumerate() {
+                errors.check(query_name(&format!("remove[{i}]"), name));
+            }
         }
-        bounded("rename", self.rename.len())?;
-        for (from, to) in &self.rename {
-            query_name(&format!("rename.{from}"), from)?;
-            query_name(&format!("rename.{from}"), to)?;
+        if errors.check(bounded("rename", self.rename.len())).is_some() {
+            for (from, to) in &self.rename {
+                errors.check(query_name(&format!("rename.{from}"), from));
+                errors.check(query_name(&format!("rename.{from}"), to));
+            }
         }
-        bounded("add", self.add.len())?;
-        for (name, value) in &self.add {
-            query_name(&format!("add.{name}"), name)?;
-            template_text(&format!("add.{name}"), value)?;
+        if errors.check(bounded("add", self.add.len())).is_some() {
+            for (name, value) in &self.add {
+                errors.check(query_name(&format!("add.{name}"), name));
+                errors.check(template_text(&format!("add.{name}"), value));
+            }
         }
-        Ok(())
+        errors.finish()
     }
 }
 
 impl When {
     /// Exactly one of `claim` and `header`; header names lowercased.
-    fn normalize_and_validate(&mut self) -> Result {
+    fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
+        let mut errors = Errors::default();
         match (&self.claim, &mut self.header) {
             (Some(claim), None) if !claim.is_empty() && claim.len() <= 128 => {}
-            (Some(_), None) => return invalid("claim", "must be 1 to 128 characters"),
+            (Some(_), None) => errors.add(ConfigError::invalid("claim", "must be 1 to 128 characters")),
             (None, Some(header)) => {
                 let lower = header.to_ascii_lowercase();
                 if lower.is_empty() || lower.len() > 128 || !lower.bytes().all(is_token_byte) {
-                    return invalid("header", format!("'{header}' is not a valid header name"));
+                    errors.add(ConfigError::invalid("header", format!("'{header}' is not a valid header name")));
+                } else {
+                    *header = lower;
                 }
-                *header = lower;
             }
-            _ => return invalid("claim", "name exactly one of claim or header"),
+            _ => errors.add(ConfigError::invalid("claim", "name exactly one of claim or header")),
         }
         if self.equals.len() > 1_024 {
-            return invalid("equals", "must be at most 1024 characters");
+            errors.add(ConfigError::invalid("equals", "must be at most 1024 characters"));
         }
-        Ok(())
+        errors.finish()
     }
 }
 
-/// Validates a part of a policy, placing its errors under `prefix`.
-fn part(prefix: &str, result: Result) -> Result {
-    result.map_err(|e| e.within(prefix))
-}
-
-impl RequestTransformPolicy {
-    /// Normalizes header names and checks names and templates.
-    pub fn normalize_and_validate(&mut self) -> Result {
+impl Validate for RequestTransformPolicy {
+    /// Normalizes header names and checks names and templates, reporting
+    /// every error.
+    fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
+        let mut errors = Errors::default();
         if let Some(when) = &mut self.when {
-            part("when", when.normalize_and_validate())?;
+            errors.check_within("when", when.normalize_and_validate());
         }
-        part("headers", self.headers.normalize_and_validate())?;
-        part("query", self.query.normalize_and_validate())?;
+        errors.check_within("headers", self.headers.normalize_and_validate());
+        errors.check_within("query", self.query.normalize_and_validate());
         if let Some(path) = &self.path {
             if !path.starts_with('/') || path.len() > 1_024 || path.contains(['?', '#', ' ']) {
-                return invalid("path", "must start with '/' and have no '?', '#' or spaces (at most 1024 characters)");
+                errors.add(ConfigError::invalid("path", "must start with '/' and have no '?', '#' or spaces (at most 1024 characters)"));
+            } else {
+                errors.check(template_text("path", path));
             }
-            template_text("path", path)?;
         }
-        body(self.body.as_ref(), self.max_body_bytes)?;
+        body(self.body.as_ref(), self.max_body_bytes, &mut errors);
         if self.headers.is_empty() && self.query.is_empty() && self.path.is_none() && self.body.is_none() {
-            return invalid("headers", "the transform changes nothing: give headers, query, path or body");
+            errors.add(ConfigError::invalid("headers", "the transform changes nothing: give headers, query, path or body"));
         }
-        Ok(())
+        errors.finish()
     }
 }
 
-impl ResponseTransformPolicy {
-    /// Normalizes header names and checks names and templates.
-    pub fn normalize_and_validate(&mut self) -> Result {
+impl Validate for ResponseTransformPolicy {
+    /// Normalizes header names and checks names and templates, reporting
+    /// every error.
+    fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
+        let mut errors = Errors::default();
         if let Some(when) = &mut self.when {
-            part("when", when.normalize_and_validate())?;
+            errors.check_within("when", when.normalize_and_validate());
         }
-        part("headers", self.headers.normalize_and_validate())?;
-        body(self.body.as_ref(), self.max_body_bytes)?;
+        errors.check_within("headers", self.headers.normalize_and_validate());
+        body(self.body.as_ref(), self.max_body_bytes, &mut errors);
         if self.headers.is_empty() && self.body.is_none() {
-            return invalid("headers", "the transform changes nothing: give headers or body");
+            errors.add(ConfigError::invalid("headers", "the transform changes nothing: give headers or body"));
         }
-        Ok(())
+        errors.finish()
     }
 }
 
 /// Largest `max_body_bytes`.
 const MAX_BODY_BYTES: u64 = 16 << 20;
 
-/// The JSON body part: paths compile (RFC 9535), the limit is sane.
-fn body(ops: Option<&crate::shape::JsonOps>, max_body_bytes: Option<u64>) -> Result {
+/// The JSON body part: paths compile (RFC 9535; the first bad one is
+/// reported), the limit is sane.
+fn body(ops: Option<&crate::shape::JsonOps>, max_body_bytes: Option<u64>, errors: &mut Errors) {
     if let Some(ops) = ops {
-        part("body", crate::shape::JsonShape::compile(ops).map(drop))?;
+        errors.check_within("body", crate::shape::JsonShape::compile(ops));
     }
     match max_body_bytes {
-        Some(_) if ops.is_none() => invalid("max_body_bytes", "only a transform with a body takes max_body_bytes"),
-        Some(limit) if !(1..=MAX_BODY_BYTES).contains(&limit) => invalid("max_body_bytes", format!("must be 1 to {MAX_BODY_BYTES}")),
-        _ => Ok(()),
+        Some(_) if ops.is_none() => {
+            errors.add(ConfigError::invalid("max_body_bytes", "only a transform with a body takes max_body_bytes"));
+        }
+        Some(limit) if !(1..=MAX_BODY_BYTES).contains(&limit) => {
+            errors.add(ConfigError::invalid("max_body_bytes", format!("must be 1 to {MAX_BODY_BYTES}")));
+        }
+        _ => {}
     }
 }
 
@@ -354,7 +381,51 @@ fn body(ops: Option<&crate::shape::JsonOps>, max_body_bytes: Option<u64>) -> Res
 mod tests {
     use super::*;
 
-    fn request(json: serde_json::Value) -> Result<RequestTransformPolicy> {
+    #[test]
+    fn reports_a_bad_header_name_a_bad_template_and_a_bad_json_path_at_once() {
+        let mut policy: RequestTransformPolicy = serde_json::from_value(serde_json::json!({
+            "when": {"header": "bad header", "equals": "web"},
+            "headers": {"remove": ["Host", "X-Old"], "set": {"x-a": "{nope.x}", "bad name": "v"}},
+            "query": {"add": {"a&b": "{query.x"}},
+            "path": "no-slash",
+            "body": {"allow": ["$.items[*"]},
+            "max_body_bytes": 0,
+        }))
+        .unwrap();
+        let errors = policy.normalize_and_validate().unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(ConfigError::field).collect();
+        assert_eq!(
+            fields,
+            [
+                "when.header",
+                "headers.remove[0]",
+                "headers.set.bad name",
+                "headers.set.x-a",
+                "query.add.a&b",
+                "query.add.a&b",
+                "path",
+                "body.allow[0]",
+                "max_body_bytes"
+            ]
+        );
+        assert!(errors.as_slice()[1].message().contains("'host' is set by the gateway"), "{errors}");
+        assert!(errors.as_slice()[2].message().contains("'bad name' is not a valid header name"), "{errors}");
+        assert_eq!(policy.headers.remove, ["Host", "x-old"], "each good entry is still normalized");
+    }
+
+    #[test]
+    fn two_spellings_of_a_header_are_reported_once_and_a_bad_one_not_as_a_repeat() {
+        let mut policy: ResponseTransformPolicy = serde_json::from_value(serde_json::json!({
+            "headers": {"rename": {"X-A": "x-b", "x-a": "x-c", "x:a": "x-d"}, "add": {"x-e": "ok"}},
+        }))
+        .unwrap();
+        let errors = policy.normalize_and_validate().unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(ConfigError::field).collect();
+        assert_eq!(fields, ["headers.rename.x-a", "headers.rename.x:a"]);
+        assert!(errors.first().message().contains("listed twice"), "{errors}");
+    }
+
+    fn request(json: serde_json::Value) -> std::result::Result<RequestTransformPolicy, ConfigErrors> {
         let mut policy: RequestTransformPolicy = serde_json::from_value(json).unwrap();
         policy.normalize_and_validate().map(|()| policy)
     }
