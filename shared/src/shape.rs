@@ -224,8 +224,9 @@ impl JsonShape {
                 }
             }
         }
-        let body = std::mem::take(value);
-        *value = keep.prune(body).unwrap_or(Value::Null);
+        if !keep.prune(value) {
+            *value = Value::Null;
+        }
     }
 
     fn apply_deny(&self, value: &mut Value) {
@@ -369,11 +370,13 @@ fn deepest_first<T>(groups: HashMap<Vec<Step>, T>) -> Vec<(Vec<Step>, T)> {
 
 /// What `allow` keeps below one node: the node whole, or only some of its
 /// members or elements (possibly none: an empty container on the way).
+/// Ordered maps rather than hash maps: they are small, and hashing each
+/// member's name with SipHash cost more than the rest of the walk.
 #[derive(Debug, Default)]
 struct Keep {
     whole: bool,
-    names: HashMap<String, Keep>,
-    indexes: HashMap<usize, Keep>,
+    names: BTreeMap<String, Keep>,
+    indexes: BTreeMap<usize, Keep>,
 }
 
 impl Keep {
@@ -393,27 +396,27 @@ impl Keep {
         }
     }
 
-    /// The kept part of `value`, `None` when nothing of it is kept (a scalar
-    /// that was only on the way).
-    fn prune(self, value: Value) -> Option<Value> {
+    /// Cuts `value` down, in place, to its kept part; `false` when nothing
+    /// of it is kept (a scalar that was only on the way).
+    fn prune(mut self, value: &mut Value) -> bool {
         if self.whole {
-            return Some(value);
+            return true;
         }
         match value {
             Value::Object(map) => {
-                let mut names = self.names;
-                let kept = map.into_iter().filter_map(|(key, member)| {
-                    let member = names.remove(&key)?.prune(member)?;
-                    Some((key, member))
-                });
-                Some(Value::Object(kept.collect()))
+                map.retain(|key, member| self.names.remove(key).is_some_and(|keep| keep.prune(member)));
+                true
             }
             Value::Array(items) => {
-                let mut indexes = self.indexes;
-                let kept = items.into_iter().enumerate().filter_map(|(i, item)| indexes.remove(&i)?.prune(item));
-                Some(Value::Array(kept.collect()))
+                let mut index = 0;
+                items.retain_mut(|item| {
+                    let kept = self.indexes.remove(&index).is_some_and(|keep| keep.prune(item));
+                    index += 1;
+                    kept
+                });
+                true
             }
-            _ => None,
+            _ => false,
         }
     }
 }

@@ -12,7 +12,7 @@ use http::{Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
-use super::retry::{MAX_KEPT_BODY, Outcome, RetryPlan};
+use super::retry::{MAX_KEPT_BODY, Outcome};
 use crate::body::{ClientBodyError, ClientWait, UpstreamBody};
 use crate::error::ProxyError;
 use crate::runtime::RouteEntry;
@@ -45,15 +45,13 @@ pub async fn send(route: &RouteEntry, prepared: Prepared<'_>, body: ClientBody) 
     let deadline = Instant::now() + upstream.request_timeout;
     let limit = usize::try_from(route.max_body_bytes).unwrap_or(usize::MAX);
     let plan = route.retry.as_deref().filter(|plan| !prepared.upgrading && plan.allows(&prepared.method));
-    let body = match body {
-        ClientBody::Stream(body) => body,
-        ClientBody::Whole(bytes) => {
+    let (plan, mut body) = match (plan, body) {
+        // A body a transform rewrote is whole already: every try may send it.
+        (plan, ClientBody::Whole(bytes)) => {
             plan.inspect(|plan| plan.deposit());
-            return tries(route, &prepared, plan, Body::Kept(bytes), deadline).await;
+            (plan, Body::Kept(bytes))
         }
-    };
-    let (plan, body) = match plan {
-        Some(plan) => {
+        (Some(plan), ClientBody::Stream(body)) => {
             plan.deposit();
             // Reading a kept body counts against the request's time too.
             let kept = tokio::time::timeout_at(deadline.into(), keep(body, limit, route.max_body_bytes))
@@ -64,24 +62,12 @@ pub async fn send(route: &RouteEntry, prepared: Prepared<'_>, body: ClientBody) 
                 Kept::TooLarge(body) => (None, Body::Once(Some(body))),
             }
         }
-        None => (None, Body::Once(Some(UpstreamBody::streamed(body, limit)))),
+        (None, ClientBody::Stream(body)) => (None, Body::Once(Some(UpstreamBody::streamed(body, limit)))),
     };
-    tries(route, &prepared, plan, body, deadline).await
-}
-
-/// Tries `prepared` on the upstream's targets as `plan` allows.
-async fn tries(
-    route: &RouteEntry,
-    prepared: &Prepared<'_>,
-    plan: Option<&RetryPlan>,
-    mut body: Body,
-    deadline: Instant,
-) -> Result<(Response<Incoming>, Lease), ProxyError> {
-    let upstream = &route.upstream;
     let attempts = plan.map_or(1, |p| p.attempts);
     let client_wait = body.client_wait();
     let mut tried = Vec::new();
-    let mut headers = Some(prepared.headers.clone());
+    let mut headers = Some(prepared.headers);
     for attempt in 1..=attempts {
         let last = attempt == attempts;
         let picked = upstream.pick_avoiding(prepared.hash_value, &tried).map_err(|unavailable| unavailable_error(upstream, unavailable))?;

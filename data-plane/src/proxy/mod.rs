@@ -206,7 +206,8 @@ async fn forward<'r>(
         crate::stage::body::ask_for_shapeable(&mut parts.headers);
     }
     let body = match body_shaper {
-        Some(shaper) => shaper.request(&mut parts.headers, body, route.max_body_bytes).await?,
+        // Boxed: the shaping futures would otherwise enlarge every request's future.
+        Some(shaper) => Box::pin(shaper.request(&mut parts.headers, body, route.max_body_bytes)).await?,
         None => ClientBody::Stream(body),
     };
     headers::add_forwarded(&mut parts.headers, peer, client_ip, if secure { "https" } else { "http" }, original_host.as_ref());
@@ -244,7 +245,7 @@ async fn forward<'r>(
     let mut response = response.map(|body| ResponseBody::upstream(body, idle, lease));
     if let Some(rewrite) = response_rewrite.filter(|_| !upgraded) {
         if let Some(shaper) = &rewrite.shaper.body {
-            let (shaped, skipped) = shaper.response(response, head_request, route.upstream.name()).await?;
+            let (shaped, skipped) = Box::pin(shaper.response(response, head_request, route.upstream.name())).await?;
             if let Some(reason) = skipped {
                 crate::metrics::transform_skipped(route.name.clone(), reason.as_str());
             }
