@@ -481,6 +481,10 @@ async fn openapi_documents_every_endpoint() {
     assert_eq!(kinds, [&json!("key-auth"), &json!("jwt")]);
     assert_eq!(schemas["JwtCredential"]["required"], json!(["issuer", "algorithm"]), "{}", schemas["JwtCredential"]);
     assert!(schemas["KeyAuthCredential"]["properties"]["key_hash"].is_object());
+    // A route's backend is flattened into it: a proxy route documents `service`.
+    assert_eq!(schemas["Route"]["allOf"][0]["$ref"], "#/components/schemas/RouteBackend", "{}", schemas["Route"]);
+    let proxy = &schemas["RouteBackend"]["oneOf"][0];
+    assert_eq!((&proxy["required"], proxy["properties"]["service"]["type"].as_str()), (&json!(["service"]), Some("string")), "{proxy}");
     let error_body = &doc["components"]["schemas"]["ErrorBody"];
     assert!(error_body["properties"]["errors"].is_object(), "every problem of an error is documented: {error_body}");
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method};
 use portico_shared::Snapshot;
-use portico_shared::model::{Policy, effective_policies};
+use portico_shared::model::{Policy, RouteBackend, effective_policies};
 use uuid::Uuid;
 
 use crate::auth::{AuthPlan, AuthSettings, Authenticator};
@@ -114,9 +114,9 @@ impl Runtime {
         }
         let mut routes = Vec::with_capacity(config.routes.len());
         for (index, route) in config.routes.iter().enumerate() {
-            let (upstream, service) = by_name
-                .get(route.service.as_str())
-                .ok_or_else(|| format!("route '{}': unknown service '{}'", route.name, route.service))?;
+            let RouteBackend::Proxy { service: service_name } = &route.backend;
+            let (upstream, service) =
+                by_name.get(service_name.as_str()).ok_or_else(|| format!("route '{}': unknown service '{service_name}'", route.name))?;
             let policies = effective_policies(route, service, &config.policies);
             let scopes = [
                 (format!("route:{}", route.id.map(|id| id.to_string()).unwrap_or_default()), &route.policies),

@@ -82,7 +82,7 @@ pub use policy::{
     BackendFailure, JwtPolicy, KeyAuthPolicy, Policy, RateLimitAlgorithm, RateLimitBackend, RateLimitKey, RateLimitPolicy, ScopesPolicy,
     effective_policies,
 };
-pub use route::Route;
+pub use route::{Route, RouteBackend};
 pub use service::{
     ActiveHealthCheck, CircuitBreaker, HashOn, HealthCheck, LoadBalancing, PassiveHealthCheck, Protocol, Retries, RetryOn, Service, Target,
     Timeouts, UpstreamTls,

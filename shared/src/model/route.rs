@@ -2,6 +2,14 @@
 //! and which service they go to. Routes that would shadow each other and
 //! references to missing services are checked across the config in
 //! [`crate::validate`]; matching a request is `portico_dp::router`.
+//!
+//! What serves a route is its backend ([`RouteBackend`]); today a service
+//! it proxies to. The JSON stays flat and untagged (`{"name", "service",
+//! "paths", …}`, byte for byte what earlier versions wrote): the contract
+//! tells backends apart by which of their keys are present. Decoding goes
+//! through [`FlatRoute`], the document's flat shape, for the reasons given
+//! in [`super::credential`]: serde cannot refuse unknown fields next to a
+//! flattened one, nor name the field of a wrong value inside it.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -18,13 +26,14 @@ const METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OP
 
 /// What traffic a route takes, and which service it goes to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "FlatRoute")]
 pub struct Route {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<Uuid>,
     pub name: String,
-    /// Name of the service that serves this route.
-    pub service: String,
+    /// What serves this route (its keys, flattened into the route).
+    #[serde(flatten)]
+    pub backend: RouteBackend,
     /// Path prefixes, matched on segment boundaries (`/users` takes
     /// `/users/7`, not `/usersx`).
     #[serde(default)]
@@ -60,13 +69,97 @@ pub struct Route {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
+/// What serves a route, told apart by which keys the route has (no tag).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum RouteBackend {
+    /// Proxies the request to a service's targets.
+    Proxy {
+        /// Name of the service that serves this route.
+        service: String,
+    },
+}
+
+impl RouteBackend {
+    /// The service the route proxies to, if its backend is one.
+    pub fn service(&self) -> Option<&str> {
+        match self {
+            Self::Proxy { service } => Some(service),
+        }
+    }
+}
+
+/// A route as written: the fields of every backend side by side, all
+/// optional; what decoding reads before deciding the backend (see the
+/// module doc).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlatRoute {
+    #[serde(default)]
+    id: Option<Uuid>,
+    name: String,
+    #[serde(default)]
+    service: Option<String>,
+    #[serde(default)]
+    paths: Vec<String>,
+    #[serde(default)]
+    methods: Vec<String>,
+    #[serde(default)]
+    hosts: Vec<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, Vec<String>>,
+    #[serde(default = "default_true")]
+    strip_path: bool,
+    #[serde(default)]
+    preserve_host: bool,
+    #[serde(default)]
+    https_only: bool,
+    #[serde(default)]
+    retries: Option<Retries>,
+    #[serde(default)]
+    policies: Vec<Policy>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    created_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    updated_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<FlatRoute> for Route {
+    /// serde's wording, which [`crate::parse`] reads the field from.
+    type Error = String;
+
+    fn try_from(flat: FlatRoute) -> std::result::Result<Self, String> {
+        let backend = RouteBackend::Proxy { service: flat.service.ok_or("missing field `service`")? };
+        Ok(Self {
+            id: flat.id,
+            name: flat.name,
+            backend,
+            paths: flat.paths,
+            methods: flat.methods,
+            hosts: flat.hosts,
+            headers: flat.headers,
+            strip_path: flat.strip_path,
+            preserve_host: flat.preserve_host,
+            https_only: flat.https_only,
+            retries: flat.retries,
+            policies: flat.policies,
+            tags: flat.tags,
+            created_at: flat.created_at,
+            updated_at: flat.updated_at,
+        })
+    }
+}
+
 entity!(Route, crate::model::EntityKind::Route, routes, name);
 
 impl Validate for Route {
     fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
         let mut errors = Errors::default();
         errors.check(name("name", &self.name));
-        errors.check(name("service", &self.service));
+        let RouteBackend::Proxy { service } = &self.backend;
+        errors.check(name("service", service));
         if errors.check(bounded("paths", self.paths.len(), MAX_LIST)).is_some() {
             let before = errors.count();
             for (i, path) in self.paths.iter_mut().enumerate() {
@@ -121,6 +214,11 @@ impl Validate for Route {
 }
 
 impl Route {
+    /// The service the route proxies to, if its backend is one.
+    pub fn service(&self) -> Option<&str> {
+        self.backend.service()
+    }
+
     /// Header names are tokens, listed once whatever their case (and
     /// lowercased); each has 1 to 64 values of visible ASCII.
     fn check_headers(&mut self, errors: &mut Errors) {
@@ -180,6 +278,35 @@ mod tests {
 
     fn route(json: &str) -> Route {
         from_json(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn encodes_a_proxy_route_flat_as_before() {
+        for json in [
+            r#"{"name":"r","service":"s","paths":["/a"],"methods":[],"hosts":[],"headers":{},"strip_path":true,"preserve_host":false,"policies":[],"tags":[]}"#,
+            r#"{"id":"7f1c2a58-3a4e-4d55-8a4c-2f36a1d4b3e1","name":"r","service":"users","paths":[],"methods":["GET"],"hosts":["a.example.com"],"headers":{"x-v":["2"]},"strip_path":false,"preserve_host":true,"https_only":true,"policies":[],"tags":["t"],"created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z"}"#,
+        ] {
+            let parsed = route(json);
+            assert_eq!(parsed.backend, RouteBackend::Proxy { service: parsed.service().unwrap().to_owned() });
+            assert_eq!(serde_json::to_string(&parsed).unwrap(), json);
+        }
+        assert_eq!(route(r#"{"name":"r","service":"users"}"#).service(), Some("users"));
+    }
+
+    #[test]
+    fn refuses_unknown_fields_next_to_the_backend_naming_them() {
+        for (json, field, message) in [
+            (r#"{"name":"r","service":"s","servise":"t"}"#, "servise", "unknown field `servise`"),
+            (r#"{"name":"r","paths":["/"]}"#, "service", "missing field `service`"),
+            (r#"{"name":"r","service":5}"#, "service", "invalid type"),
+            (r#"{"service":"s"}"#, "name", "missing field `name`"),
+        ] {
+            let error = from_json::<Route>(json.as_bytes()).unwrap_err();
+            assert_eq!(error.field(), field, "{json}: {error}");
+            assert!(error.message().starts_with(message), "{json}: {error}");
+        }
+        let error = from_json::<crate::model::GatewayConfig>(br#"{"routes":[{"name":"r","service":"s","colour":"red"}]}"#).unwrap_err();
+        assert_eq!(error.field(), "routes[0].colour");
     }
 
     #[test]

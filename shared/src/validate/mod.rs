@@ -41,10 +41,12 @@ pub fn config(config: &mut GatewayConfig) -> Result<(), ConfigErrors> {
     anonymous_consumers(config, &ok, &mut errors);
     let services: HashSet<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
     for (i, route) in passed(&config.routes, &ok.routes) {
-        if !services.contains(route.service.as_str()) {
+        if let Some(service) = route.service()
+            && !services.contains(service)
+        {
             errors.add(ConfigError::invalid(
                 format!("routes[{i}].service"),
-                format!("route '{}' refers to service '{}', which does not exist", route.name, route.service),
+                format!("route '{}' refers to service '{service}', which does not exist", route.name),
             ));
         }
     }
@@ -78,7 +80,7 @@ fn passed<'a, E>(list: &'a [E], ok: &'a [bool]) -> impl Iterator<Item = (usize, 
 /// `{claim.x}` needs a `jwt` policy.
 fn transform_fits_its_route(config: &GatewayConfig, i: usize, route: &Route) -> std::result::Result<(), ConfigError> {
     {
-        let Some(service) = config.services.iter().find(|s| s.name == route.service) else { return Ok(()) };
+        let Some(service) = config.services.iter().find(|s| route.service() == Some(s.name.as_str())) else { return Ok(()) };
         let policies = crate::model::effective_policies(route, service, &config.policies);
         let has_jwt = policies.iter().any(|p| matches!(p, Policy::Jwt(_)));
         for policy in &policies {
@@ -151,7 +153,9 @@ fn transform_fits_its_route(config: &GatewayConfig, i: usize, route: &Route) -> 
 /// `(kind, name)`: while there are any, it can be neither deleted nor renamed.
 pub fn referrers<'a>(config: &'a GatewayConfig, kind: EntityKind, name: &str) -> Vec<(EntityKind, &'a str)> {
     match kind {
-        EntityKind::Service => config.routes.iter().filter(|r| r.service == name).map(|r| (EntityKind::Route, r.name.as_str())).collect(),
+        EntityKind::Service => {
+            config.routes.iter().filter(|r| r.service() == Some(name)).map(|r| (EntityKind::Route, r.name.as_str())).collect()
+        }
         EntityKind::Consumer => {
             let credentials = config.credentials.iter().filter(|c| c.consumer == name).map(|c| (EntityKind::Credential, c.name.as_str()));
             let anonymous = |policies: &[Policy]| policies.iter().any(|p| p.anonymous() == Some(name));
@@ -267,7 +271,7 @@ fn credential_clash<'a>(
 fn scopes_need_authentication(config: &GatewayConfig, ok: &Passed, errors: &mut Errors) {
     let services: HashMap<&str, &Service> = config.services.iter().map(|s| (s.name.as_str(), s)).collect();
     for (i, route) in passed(&config.routes, &ok.routes) {
-        let Some(service) = services.get(route.service.as_str()) else { continue };
+        let Some(service) = route.service().and_then(|s| services.get(s)) else { continue };
         let policies = crate::model::effective_policies(route, service, &config.policies);
         if policies.iter().any(|p| matches!(p, Policy::Scopes(_))) && !policies.iter().any(|p| p.authenticates()) {
             errors.add(ConfigError::invalid(
