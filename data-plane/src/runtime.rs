@@ -284,6 +284,31 @@ mod tests {
         assert!(Arc::ptr_eq(&route(&v2, "/2")[0], &route(&v3, "/2")[0]));
     }
 
+    #[tokio::test]
+    async fn a_snapshot_stored_by_0_1_compiles_and_routes() {
+        let bytes = include_bytes!("../../shared/tests/fixtures/snapshot-v0.1.json");
+        let hash = include_str!("../../shared/tests/fixtures/snapshot-v0.1.json.sha256").trim();
+        let stored = Snapshot::decode(bytes, hash).unwrap();
+        // Its one Redis limit needs --redis-url, which these settings lack (that refusal is tested above).
+        let mut config = stored.config;
+        for route in &mut config.routes {
+            for policy in &mut route.policies {
+                if let Policy::RateLimit(limit) = policy {
+                    limit.backend = portico_shared::model::RateLimitBackend::Local;
+                }
+            }
+        }
+        let routes = config.routes.len();
+        let snapshot = Snapshot::compile(config).unwrap();
+        let runtime =
+            Runtime::compile("default", 1, snapshot, None, &settings()).unwrap_or_else(|e| panic!("the 0.1 snapshot does not serve: {e}"));
+        assert_eq!(runtime.route_count(), routes);
+        let mut headers = HeaderMap::new();
+        headers.insert("x-version", http::HeaderValue::from_static("2"));
+        let (route, _) = runtime.route("api.example.test", "/users/7", &Method::GET, &headers).unwrap();
+        assert_eq!(&*route.name, "users-api");
+    }
+
     #[test]
     fn a_redis_limit_without_redis_is_refused_with_the_flag_named() {
         let config = r#"{"services":[{"name":"a","targets":[{"url":"http://127.0.0.1:1"}]}],
