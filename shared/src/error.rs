@@ -92,10 +92,6 @@ impl ConfigErrors {
     pub fn map(self, f: impl FnMut(ConfigError) -> ConfigError) -> Self {
         Self(self.0.into_iter().map(f).collect())
     }
-
-    pub fn into_vec(self) -> Vec<ConfigError> {
-        self.0
-    }
 }
 
 impl From<ConfigError> for ConfigErrors {

@@ -238,15 +238,6 @@ pub enum ExpandError<'t> {
     Invalid(&'t Source, Unfit),
 }
 
-impl<'t> ExpandError<'t> {
-    /// The variable that could not be expanded.
-    pub fn variable(&self) -> &'t Source {
-        match self {
-            Self::Absent(source) | Self::Invalid(source, _) => source,
-        }
-    }
-}
-
 fn unfit_message(source: &Source, unfit: &Unfit) -> String {
     match unfit {
         Unfit::ControlInHeader => format!("the {} has a control character, which cannot be sent in a header", source.describe()),
@@ -363,12 +354,6 @@ impl Template {
         })
     }
 
-    /// Whether the template has no variables (its expansion is always the
-    /// same text, with `{{`/`}}` made single braces).
-    pub fn is_literal(&self) -> bool {
-        self.sources().next().is_none()
-    }
-
     /// Expands the template with values from `lookup`, escaped for
     /// `escape`. The error is the first variable that has no value or whose
     /// value cannot be placed there.
@@ -475,7 +460,6 @@ mod tests {
     fn parses_literals_and_variables_in_order() {
         let t = Template::parse("/v2/users/{path.id}/orders?q={query.q}").unwrap();
         assert_eq!(t.sources().collect::<Vec<_>>(), [&path("id"), &Source::Query("q".into())]);
-        assert!(!t.is_literal());
         assert_eq!(t.as_str(), "/v2/users/{path.id}/orders?q={query.q}");
         assert_eq!(t.to_string(), t.as_str());
     }
@@ -582,7 +566,7 @@ mod tests {
     #[test]
     fn literal_template_expands_to_its_text_with_single_braces() {
         let t = Template::parse("/static/{{x}}").unwrap();
-        assert!(t.is_literal());
+        assert!(t.sources().next().is_none());
         assert_eq!(t.expand(&HashMap::new(), Escape::PathSegment).unwrap(), "/static/{x}");
     }
 
@@ -649,7 +633,6 @@ mod tests {
         let lookup = values(&[(path("id"), "1")]);
         let err = t.expand(&lookup, Escape::PathSegment).unwrap_err();
         assert_eq!(err, ExpandError::Absent(&Source::Claim("sub".into())));
-        assert_eq!(err.variable(), &Source::Claim("sub".into()));
         assert_eq!(err.to_string(), "the request has no value for claim 'sub'");
     }
 

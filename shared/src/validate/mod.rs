@@ -113,11 +113,7 @@ fn transform_fits_its_route(config: &GatewayConfig, i: usize, route: &Route) -> 
                 for source in template.sources() {
                     match source {
                         crate::template::Source::Claim(name) if !has_jwt => return Err(needs_jwt(&format!("{{claim.{name}}}"))),
-                        source @ (crate::template::Source::ConsumerId
-                        | crate::template::Source::ConsumerUsername
-                        | crate::template::Source::ConsumerCustomId)
-                            if !policies.iter().any(|p| p.authenticates()) =>
-                        {
+                        source if source.needs_identity() && !policies.iter().any(|p| p.authenticates()) => {
                             return Err(ConfigError::invalid(
                                 format!("routes[{i}].policies"),
                                 format!(
