@@ -44,12 +44,42 @@ impl Log {
     }
 }
 
-/// Waits until `health` answers 200; on timeout, fails with the process's log.
-async fn wait_healthy(process: &str, health: &str, log: &Log) {
-    let client = reqwest::Client::new();
-    let check = || async { client.get(health).send().await.ok().filter(|r| r.status().is_success()) };
-    eventually_explained(Duration::from_secs(30), check, || format!("{process} to answer on {health}; log:\n{}", log.read())).await;
+/// How a started process came up.
+enum Started {
+    Healthy,
+    /// It exited because a port it was given was taken meanwhile: ports
+    /// from [`free_port`] are free when chosen, not when the process binds
+    /// them, and tests run in parallel.
+    PortTaken,
 }
+
+/// Waits until `health` answers 200; fails with the process's log when it
+/// exits for another reason or does not answer in time.
+async fn wait_healthy(process: &str, health: &str, log: &Log, child: &mut Child) -> Started {
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if client.get(health).send().await.is_ok_and(|r| r.status().is_success()) {
+            return Started::Healthy;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let output = log.read();
+            if output.contains("Address already in use") {
+                return Started::PortTaken;
+            }
+            panic!("{process} exited ({status}) before answering on {health}; log:\n{output}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after 30s waiting for {process} to answer on {health}; log:\n{}",
+            log.read()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Tries to start a process this many times when a port it was to bind was taken.
+const PORT_TRIES: usize = 5;
 
 /// Sends SIGTERM and waits for the exit status.
 fn terminate(child: &mut Child) -> std::process::ExitStatus {
@@ -77,50 +107,60 @@ impl ControlPlane {
 
     /// Like [`ControlPlane::start`], with given tokens (replicas share them).
     pub async fn start_with(database_url: &str, admin_token: &str, cluster_token: &str) -> Self {
-        Self::start_on(database_url, admin_token, cluster_token, free_port(), free_port()).await
+        Self::spawn(database_url, admin_token, cluster_token, None, &[]).await
     }
 
     /// Like [`ControlPlane::start_with`], on given ports (to restart one in place).
     pub async fn start_on(database_url: &str, admin_token: &str, cluster_token: &str, admin: u16, grpc: u16) -> Self {
-        Self::spawn(database_url, admin_token, cluster_token, (admin, grpc), &[]).await
+        Self::spawn(database_url, admin_token, cluster_token, Some((admin, grpc)), &[]).await
     }
 
     /// Like [`ControlPlane::start`], with more flags (its gRPC URL is
     /// `https://localhost:<port>` when they include `--grpc-tls-cert`).
     pub async fn start_with_flags(database_url: &str, flags: &[&str]) -> Self {
-        Self::spawn(database_url, "test-admin-token-0123456789", "test-cluster-token-0123456789", (free_port(), free_port()), flags).await
+        Self::spawn(database_url, "test-admin-token-0123456789", "test-cluster-token-0123456789", None, flags).await
     }
 
-    async fn spawn(database_url: &str, admin_token: &str, cluster_token: &str, (admin, grpc): (u16, u16), flags: &[&str]) -> Self {
-        let log = Log::new();
-        let child = Command::new(binary("portico-cp"))
-            .args(["--database-url", database_url])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-            .args(["--grpc-listen", &format!("127.0.0.1:{grpc}")])
-            .args(["--admin-token", admin_token, "--cluster-token", cluster_token])
-            .args(flags)
-            .env("RUST_LOG", "info")
-            .env("PORTICO_HEARTBEAT_INTERVAL_MS", HEARTBEAT_MS.to_string())
-            .stdout(log.stdio())
-            .stderr(log.stdio())
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn portico-cp");
-        let cp = Self {
-            child,
-            admin_url: format!("http://127.0.0.1:{admin}"),
-            grpc_url: if flags.contains(&"--grpc-tls-cert") {
-                format!("https://localhost:{grpc}")
-            } else {
-                format!("http://127.0.0.1:{grpc}")
-            },
-            admin_token: admin_token.to_owned(),
-            cluster_token: cluster_token.to_owned(),
-            database_url: database_url.to_owned(),
-            log,
-        };
-        wait_healthy("portico-cp", &format!("{}/healthz", cp.admin_url), &cp.log).await;
-        cp
+    /// Spawns `portico-cp` on `ports`, or on fresh ones (tried again with
+    /// others when one was taken meanwhile), and waits until it answers.
+    async fn spawn(database_url: &str, admin_token: &str, cluster_token: &str, ports: Option<(u16, u16)>, flags: &[&str]) -> Self {
+        for _ in 0..PORT_TRIES {
+            let (admin, grpc) = ports.unwrap_or_else(|| (free_port(), free_port()));
+            let log = Log::new();
+            let child = Command::new(binary("portico-cp"))
+                .args(["--database-url", database_url])
+                .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+                .args(["--grpc-listen", &format!("127.0.0.1:{grpc}")])
+                .args(["--admin-token", admin_token, "--cluster-token", cluster_token])
+                .args(flags)
+                .env("RUST_LOG", "info")
+                .env("PORTICO_HEARTBEAT_INTERVAL_MS", HEARTBEAT_MS.to_string())
+                .stdout(log.stdio())
+                .stderr(log.stdio())
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("spawn portico-cp");
+            let mut cp = Self {
+                child,
+                admin_url: format!("http://127.0.0.1:{admin}"),
+                grpc_url: if flags.contains(&"--grpc-tls-cert") {
+                    format!("https://localhost:{grpc}")
+                } else {
+                    format!("http://127.0.0.1:{grpc}")
+                },
+                admin_token: admin_token.to_owned(),
+                cluster_token: cluster_token.to_owned(),
+                database_url: database_url.to_owned(),
+                log,
+            };
+            let health = format!("{}/healthz", cp.admin_url);
+            match wait_healthy("portico-cp", &health, &cp.log, &mut cp.child).await {
+                Started::Healthy => return cp,
+                // Fresh ports are drawn again; given ones may be free in a moment.
+                Started::PortTaken => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        panic!("portico-cp: its ports were taken {PORT_TRIES} times in a row");
     }
 
     /// Everything the process wrote so far.
@@ -165,7 +205,7 @@ impl DataPlane {
     /// Starts `portico-dp` for `gateway` against `cp`, caching in `cache_dir`,
     /// and waits until its status listener answers (not until it has config).
     pub async fn start(grpc_url: &str, cluster_token: &str, gateway: &str, node_id: &str, cache_dir: Option<&std::path::Path>) -> Self {
-        Self::start_on(grpc_url, cluster_token, gateway, node_id, cache_dir, free_port()).await
+        Self::spawn(grpc_url, cluster_token, gateway, node_id, cache_dir, None, &[]).await
     }
 
     /// Like [`DataPlane::start`], with the proxy on a given port.
@@ -177,48 +217,58 @@ impl DataPlane {
         cache_dir: Option<&std::path::Path>,
         port: u16,
     ) -> Self {
-        Self::spawn(grpc_url, cluster_token, gateway, node_id, cache_dir, port, &[]).await
+        Self::spawn(grpc_url, cluster_token, gateway, node_id, cache_dir, Some(port), &[]).await
     }
 
     /// Like [`DataPlane::start`] for the `default` gateway, with more flags.
     pub async fn start_with_flags(grpc_url: &str, cluster_token: &str, node_id: &str, flags: &[&str]) -> Self {
-        Self::spawn(grpc_url, cluster_token, "default", node_id, None, free_port(), flags).await
+        Self::spawn(grpc_url, cluster_token, "default", node_id, None, None, flags).await
     }
 
+    /// Spawns `portico-dp` with its proxy on `port`, or on a fresh one, and
+    /// its status listener on a fresh port (tried again with others when
+    /// one was taken meanwhile), and waits until it answers.
     async fn spawn(
         grpc_url: &str,
         cluster_token: &str,
         gateway: &str,
         node_id: &str,
         cache_dir: Option<&std::path::Path>,
-        port: u16,
+        port: Option<u16>,
         flags: &[&str],
     ) -> Self {
-        let status = free_port();
-        let log = Log::new();
-        let mut command = Command::new(binary("portico-dp"));
-        command
-            .args(["--control-plane", grpc_url, "--cluster-token", cluster_token, "--gateway", gateway, "--node-id", node_id])
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--status-listen", &format!("127.0.0.1:{status}")])
-            .args(["--drain-timeout-ms", "10000", "--log-format", "json", "--header-read-timeout-ms", "1000"])
-            .args(flags)
-            .env("RUST_LOG", "info")
-            .stdout(log.stdio())
-            .stderr(log.stdio())
-            .stdin(Stdio::null());
-        if let Some(dir) = cache_dir {
-            command.arg("--cache-dir").arg(dir);
+        for _ in 0..PORT_TRIES {
+            let (proxy, status) = (port.unwrap_or_else(free_port), free_port());
+            let log = Log::new();
+            let mut command = Command::new(binary("portico-dp"));
+            command
+                .args(["--control-plane", grpc_url, "--cluster-token", cluster_token, "--gateway", gateway, "--node-id", node_id])
+                .args(["--listen", &format!("127.0.0.1:{proxy}"), "--status-listen", &format!("127.0.0.1:{status}")])
+                .args(["--drain-timeout-ms", "10000", "--log-format", "json", "--header-read-timeout-ms", "1000"])
+                .args(flags)
+                .env("RUST_LOG", "info")
+                .stdout(log.stdio())
+                .stderr(log.stdio())
+                .stdin(Stdio::null());
+            if let Some(dir) = cache_dir {
+                command.arg("--cache-dir").arg(dir);
+            }
+            let child = command.spawn().expect("spawn portico-dp");
+            let mut dp = Self {
+                child,
+                node_id: node_id.to_owned(),
+                proxy_url: format!("http://127.0.0.1:{proxy}"),
+                status_url: format!("http://127.0.0.1:{status}"),
+                log,
+            };
+            let health = format!("{}/healthz", dp.status_url);
+            // Fresh ports are drawn again; a given one may be free in a moment.
+            match wait_healthy("portico-dp", &health, &dp.log, &mut dp.child).await {
+                Started::Healthy => return dp,
+                Started::PortTaken => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
         }
-        let child = command.spawn().expect("spawn portico-dp");
-        let dp = Self {
-            child,
-            node_id: node_id.to_owned(),
-            proxy_url: format!("http://127.0.0.1:{port}"),
-            status_url: format!("http://127.0.0.1:{status}"),
-            log,
-        };
-        wait_healthy("portico-dp", &format!("{}/healthz", dp.status_url), &dp.log).await;
-        dp
+        panic!("portico-dp: its ports were taken {PORT_TRIES} times in a row");
     }
 
     /// Everything the process wrote so far.
