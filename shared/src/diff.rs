@@ -71,9 +71,12 @@ pub struct EntityChange {
     pub kind: EntityKind,
     pub name: String,
     pub action: Action,
-    /// For `update`, each changed field (a JSON pointer into the entity);
-    /// for `create` and `delete`, one entry with the path `""` and the whole
-    /// entity.
+    /// For `update`, each changed field (a JSON pointer into the entity), in
+    /// order: applied one after another they turn the old entity into the
+    /// new one, so a path into a list counts from the list as the changes
+    /// before it left it (removing `GET` and `PATCH` from `[GET, PATCH]` is
+    /// two removals at `/methods/0`, of `GET` then of `PATCH`); for `create`
+    /// and `delete`, one entry with the path `""` and the whole entity.
     pub fields: Vec<FieldChange>,
 }
 
@@ -157,15 +160,28 @@ fn diff_entities<E: Entity>(old: &[E], new: &[E], out: &mut ConfigDiff) {
     }
 }
 
+/// The changes that turn `before` into `after`, in order: each one's `old`
+/// is read from the value as the earlier changes left it, so removing
+/// several elements of an array names each element once (an array's
+/// indexes shift as its elements go).
 fn field_changes(before: &Value, after: &Value) -> Vec<FieldChange> {
-    json_patch::diff(before, after)
-        .0
-        .iter()
-        .map(|op| {
-            let path = op.path().to_string();
-            FieldChange { old: before.pointer(&path).cloned(), new: after.pointer(&path).cloned(), path }
-        })
-        .collect()
+    use json_patch::PatchOperation;
+    let mut current = before.clone();
+    let mut changes = Vec::new();
+    for op in json_patch::diff(before, after).0 {
+        let path = op.path().to_string();
+        let (old, new) = match &op {
+            PatchOperation::Add(add) => (None, Some(add.value.clone())),
+            PatchOperation::Replace(replace) => (current.pointer(&path).cloned(), Some(replace.value.clone())),
+            _ => (current.pointer(&path).cloned(), None),
+        };
+        // The op was made from these very values, so it applies.
+        if json_patch::patch(&mut current, std::slice::from_ref(&op)).is_err() {
+            break;
+        }
+        changes.push(FieldChange { path, old, new });
+    }
+    changes
 }
 
 #[cfg(test)]
@@ -209,5 +225,87 @@ mod tests {
         assert_eq!((users.created_at, users.updated_at), (Some(t0), Some(t1)));
         assert!(current.services.iter().any(|s| s.id == Some(id)));
         assert!(diff(&current, &config(BASE)).is_empty());
+    }
+
+    #[test]
+    fn removing_several_elements_of_a_list_names_each_once() {
+        let route = |methods: &str| {
+            config(&format!(
+                r#"{{"services":[{{"name":"users","targets":[{{"url":"http://a:1"}}]}}],
+                "routes":[{{"name":"r","service":"users","paths":["/"],"methods":{methods}}}]}}"#
+            ))
+        };
+        let d = diff(&route(r#"["GET","PATCH"]"#), &route("[]"));
+        let removed: Vec<Option<Value>> = d.changes[0].fields.iter().map(|f| f.old.clone()).collect();
+        assert_eq!(removed.len(), 2, "{d:?}");
+        assert!(removed.contains(&Some(Value::from("GET"))) && removed.contains(&Some(Value::from("PATCH"))), "{removed:?}");
+    }
+
+    /// Replays a diff's description of one entity: an `old` without `new`
+    /// is a removal, a `new` without `old` an addition, both a replacement;
+    /// each `old` must be what is there when its change comes.
+    fn replay(before: &Value, fields: &[FieldChange]) -> Value {
+        let mut value = before.clone();
+        for field in fields {
+            if field.old.is_some() {
+                assert_eq!(value.pointer(&field.path), field.old.as_ref(), "the old value of {}", field.path);
+            }
+            let op = match (&field.old, &field.new) {
+                (Some(_), None) => serde_json::json!({"op": "remove", "path": field.path}),
+                (None, Some(new)) => serde_json::json!({"op": "add", "path": field.path, "value": new}),
+                (Some(_), Some(new)) => serde_json::json!({"op": "replace", "path": field.path, "value": new}),
+                (None, None) => panic!("a change with neither side: {field:?}"),
+            };
+            let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([op])).unwrap();
+            json_patch::patch(&mut value, &patch).unwrap_or_else(|e| panic!("{field:?} does not apply: {e}"));
+        }
+        value
+    }
+
+    fn json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            (0..5i64).prop_map(Value::from),
+            "[a-c]{0,2}".prop_map(Value::from)
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::from),
+                proptest::collection::btree_map("[a-d]", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn replaying_the_changes_of_any_two_values_gives_the_second(before in json(), after in json()) {
+            proptest::prop_assert_eq!(replay(&before, &field_changes(&before, &after)), after);
+        }
+
+        #[test]
+        fn replaying_a_route_diff_gives_the_new_route(
+            old_methods in proptest::sample::subsequence(vec!["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"], 0..6),
+            new_methods in proptest::sample::subsequence(vec!["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"], 0..6),
+            old_paths in proptest::sample::subsequence(vec!["/a", "/b", "/c/{id}", "/d"], 1..4),
+            new_paths in proptest::sample::subsequence(vec!["/a", "/b", "/c/{id}", "/d"], 1..4),
+            old_tags in proptest::sample::subsequence(vec!["a", "b", "c", "d"], 0..4),
+            new_tags in proptest::sample::subsequence(vec!["a", "b", "c", "d"], 0..4),
+            strip in proptest::bool::ANY,
+        ) {
+            let route = |methods: &[&str], paths: &[&str], tags: &[&str], strip_path: bool| {
+                let doc = serde_json::json!({
+                    "services": [{"name": "users", "targets": [{"url": "http://a:1"}]}],
+                    "routes": [{"name": "r", "service": "users", "paths": paths, "methods": methods, "tags": tags, "strip_path": strip_path}],
+                });
+                config(&doc.to_string())
+            };
+            let (old, new) = (route(&old_methods, &old_paths, &old_tags, true), route(&new_methods, &new_paths, &new_tags, strip));
+            let as_json = |c: &GatewayConfig| serde_json::to_value(c.routes[0].declarative()).unwrap();
+            let d = diff(&old, &new);
+            let fields = d.changes.iter().find(|c| c.kind == EntityKind::Route).map(|c| c.fields.clone()).unwrap_or_default();
+            proptest::prop_assert_eq!(replay(&as_json(&old), &fields), as_json(&new));
+        }
     }
 }
