@@ -124,9 +124,13 @@ pub(super) struct Head<'a> {
 
 /// Reads the head at the start of `buf`, line by line in one pass, with
 /// the same line rules as [`find_end`]; `None` while it is not complete.
+/// A header line that breaks a rule is reported once the head is complete,
+/// as when the head spans reads (and only [`find_end`] sees it until then):
+/// the verdict never depends on how the stream was cut.
 pub(super) fn read(buf: &[u8], side: Side) -> Result<Option<Head<'_>>, Violation> {
     let start = leading_empty_lines(buf, side);
     let (mut line_start, mut start_line, mut fields) = (start, None, Fields::default());
+    let mut refused = None;
     for at in memchr::memchr_iter(b'\n', &buf[start..]) {
         let at = at + start;
         if at == 0 || buf[at - 1] != b'\r' {
@@ -137,12 +141,16 @@ pub(super) fn read(buf: &[u8], side: Side) -> Result<Option<Head<'_>>, Violation
         match start_line {
             None => start_line = Some(line),
             Some(start_line) if line.is_empty() => {
+                if let Some(violation) = refused {
+                    return Err(violation);
+                }
                 if fields.chunked && fields.content_length.is_some() {
                     return Err(Violation::LengthAndChunked);
                 }
                 return Ok(Some(Head { span: start..at + 1, start_line, fields }));
             }
-            Some(_) => fields.add(line)?,
+            Some(_) if refused.is_none() => refused = fields.add(line).err(),
+            Some(_) => {}
         }
     }
     Ok(None)

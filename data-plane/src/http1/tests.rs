@@ -260,3 +260,24 @@ proptest! {
         let _ = upstream_after(head_request, &bytes);
     }
 }
+
+/// Found by the `http1` fuzz target: an upstream's reply to a `HEAD` whose
+/// status line is garbage and whose line ends arrive in other reads.
+#[test]
+fn a_garbage_response_head_gets_one_verdict_however_it_is_cut() {
+    let bytes = b":o\r\n\t\t\toooooooooo\r\noo\xff\xffo\xff\xff\xff\xff\xffo\xff\xff\xbf\xff\xffo\xff\xffPgoooo\x8b\x00";
+    let cuts = [28527usize, 2313, 2313, 28527, 28527, 28527, 28527, 65391, 65535, 65535, 65535, 65535, 65535, 2559];
+    let scan_upstream = |cuts: &[usize]| {
+        let mut scanner = Scanner::new(Side::Upstream);
+        scanner.expect_response(true);
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        points.sort_unstable();
+        let mut at = 0;
+        for point in points.into_iter().chain([bytes.len()]) {
+            scanner.feed(&bytes[at..point])?;
+            at = point;
+        }
+        Ok(())
+    };
+    assert_eq!(verdict(scan_upstream(&cuts)), verdict(scan_upstream(&[])));
+}
