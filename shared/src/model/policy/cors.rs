@@ -22,6 +22,7 @@ use utoipa::ToSchema;
 
 use crate::error::{ConfigError, ConfigErrors, Errors};
 use crate::validate::Validate;
+use crate::validate::rules::bounded;
 
 /// Most entries in each of the policy's lists.
 pub const MAX_ENTRIES: usize = 64;
@@ -108,7 +109,7 @@ impl CorsPolicy {
             ));
             return;
         }
-        if errors.check(bounded("origins", self.origins.len())).is_none() {
+        if errors.check(bounded("origins", self.origins.len(), MAX_ENTRIES)).is_none() {
             return;
         }
         if let Some(i) = self.origins.iter().position(|origin| origin == "*") {
@@ -140,7 +141,7 @@ impl CorsPolicy {
     }
 
     fn check_methods(&mut self, errors: &mut Errors) {
-        if errors.check(bounded("methods", self.methods.len())).is_none() {
+        if errors.check(bounded("methods", self.methods.len(), MAX_ENTRIES)).is_none() {
             return;
         }
         if self.methods.is_empty() {
@@ -277,7 +278,7 @@ fn ipv6_serialized(address: Ipv6Addr) -> String {
 /// Checks header names and stores them lowercase: valid tokens, no `*`
 /// (scripts must be given names), no repeats.
 fn header_names(field: &str, names: &mut [String], errors: &mut Errors) {
-    if errors.check(bounded(field, names.len())).is_none() {
+    if errors.check(bounded(field, names.len(), MAX_ENTRIES)).is_none() {
         return;
     }
     let mut seen = HashSet::new();
@@ -293,13 +294,6 @@ fn header_names(field: &str, names: &mut [String], errors: &mut Errors) {
             }
         }
     }
-}
-
-fn bounded(field: &str, len: usize) -> Result<(), ConfigError> {
-    if len > MAX_ENTRIES {
-        return Err(ConfigError::invalid(field, format!("at most {MAX_ENTRIES} entries are allowed")));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use crate::error::{ConfigError, ConfigErrors, Errors};
 use crate::validate::Validate;
-use crate::validate::rules::Result;
+use crate::validate::rules::{Result, bounded, is_token_byte};
 
 /// Header rewrites, applied in the order remove → rename → set → add.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -167,22 +167,11 @@ fn header_name(field: &str, name: &str) -> Result<String> {
     Ok(lower)
 }
 
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-fn bounded(field: &str, len: usize) -> Result {
-    if len > MAX_ENTRIES {
-        return invalid(field, format!("at most {MAX_ENTRIES} entries"));
-    }
-    Ok(())
-}
-
 /// Lowercases the keys of a header map, refusing two spellings of one
 /// name; `values` says whether values are templates (`set`, `add`) or
 /// header names (`rename`). The map is rewritten only when all is well.
 fn header_map(field: &str, map: &mut BTreeMap<String, String>, values: bool, errors: &mut Errors) {
-    if errors.check(bounded(field, map.len())).is_none() {
+    if errors.check(bounded(field, map.len(), MAX_ENTRIES)).is_none() {
         return;
     }
     let before = errors.count();
@@ -245,7 +234,7 @@ fn template_text(field: &str, text: &str) -> Result {
 impl HeaderOps {
     fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
         let mut errors = Errors::default();
-        if errors.check(bounded("remove", self.remove.len())).is_some() {
+        if errors.check(bounded("remove", self.remove.len(), MAX_ENTRIES)).is_some() {
             for (i, name) in self.remove.iter_mut().enumerate() {
                 if let Some(lower) = errors.check(header_name(&format!("remove[{i}]"), name)) {
                     *name = lower;
@@ -270,18 +259,18 @@ fn query_name(field: &str, name: &str) -> Result {
 impl QueryOps {
     fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
         let mut errors = Errors::default();
-        if errors.check(bounded("remove", self.remove.len())).is_some() {
+        if errors.check(bounded("remove", self.remove.len(), MAX_ENTRIES)).is_some() {
             for (i, name) in self.remove.iter().enumerate() {
                 errors.check(query_name(&format!("remove[{i}]"), name));
             }
         }
-        if errors.check(bounded("rename", self.rename.len())).is_some() {
+        if errors.check(bounded("rename", self.rename.len(), MAX_ENTRIES)).is_some() {
             for (from, to) in &self.rename {
                 errors.check(query_name(&format!("rename.{from}"), from));
                 errors.check(query_name(&format!("rename.{from}"), to));
             }
         }
-        if errors.check(bounded("add", self.add.len())).is_some() {
+        if errors.check(bounded("add", self.add.len(), MAX_ENTRIES)).is_some() {
             for (name, value) in &self.add {
                 errors.check(query_name(&format!("add.{name}"), name));
                 errors.check(template_text(&format!("add.{name}"), value));
