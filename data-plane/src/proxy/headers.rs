@@ -228,6 +228,37 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     HeaderValue::from_bytes(uuid.hyphenated().encode_lower(&mut text).as_bytes()).expect("a UUID is a valid header value")
 }
 
+/// Adds `names` (`Origin`, or `x-client, x-app`) to the response's `Vary`,
+/// keeping what is there: the names already listed (in any case) are not
+/// repeated, nothing is added to `*`, and the existing values and the new
+/// names become one line (an empty upstream value is dropped).
+pub fn append_vary(headers: &mut HeaderMap, names: &HeaderValue) {
+    let existing: Vec<&[u8]> =
+        headers.get_all(header::VARY).iter().map(|value| value.as_bytes().trim_ascii()).filter(|value| !value.is_empty()).collect();
+    let listed = || existing.iter().filter_map(|value| std::str::from_utf8(value).ok()).flat_map(|value| value.split(',')).map(str::trim);
+    if listed().any(|name| name == "*") {
+        return;
+    }
+    let Ok(wanted) = names.to_str() else { return };
+    let missing: Vec<&str> =
+        wanted.split(',').map(str::trim).filter(|name| !name.is_empty() && !listed().any(|l| l.eq_ignore_ascii_case(name))).collect();
+    if missing.is_empty() {
+        return;
+    }
+    let mut joined: Vec<u8> = existing.iter().flat_map(|value| [*value, b", "]).flatten().copied().collect();
+    joined.extend_from_slice(missing.join(", ").as_bytes());
+    match HeaderValue::from_bytes(&joined) {
+        Ok(value) => {
+            headers.insert(header::VARY, value);
+        }
+        Err(_) => {
+            if let Ok(value) = HeaderValue::from_str(&missing.join(", ")) {
+                headers.append(header::VARY, value);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,5 +366,22 @@ mod tests {
         assert_eq!(client_ip(peer, &h, &trusted), "10.0.0.2".parse::<IpAddr>().unwrap());
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
         assert_eq!(client_ip(mapped, &h, &trusted), "10.0.0.2".parse::<IpAddr>().unwrap(), "an IPv4-mapped peer is its IPv4 address");
+    }
+
+    #[test]
+    fn vary_names_are_appended_once_never_replacing_the_upstreams() {
+        let vary = |upstream: &[&str], names: &'static str| {
+            let mut headers = HeaderMap::new();
+            for value in upstream {
+                headers.append(header::VARY, HeaderValue::from_str(value).unwrap());
+            }
+            append_vary(&mut headers, &HeaderValue::from_static(names));
+            headers.get_all(header::VARY).iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>()
+        };
+        assert_eq!(vary(&["Accept-Encoding, X-Client"], "x-client, x-app"), ["Accept-Encoding, X-Client, x-app"]);
+        assert_eq!(vary(&["Accept-Encoding", "Accept-Language"], "Origin"), ["Accept-Encoding, Accept-Language, Origin"]);
+        assert_eq!(vary(&["*"], "x-client"), ["*"]);
+        assert_eq!(vary(&[""], "Origin"), ["Origin"]);
+        assert_eq!(vary(&[], "x-client, x-app"), ["x-client, x-app"]);
     }
 }

@@ -35,7 +35,6 @@ use crate::ratelimit::{self, RequestFacts};
 use crate::router::normalize_path;
 use crate::runtime::{RouteEntry, Runtime};
 use crate::stage::cors::Cors;
-use crate::stage::profile::append_vary;
 use crate::stage::values::RequestValues;
 use crate::state::NodeState;
 
@@ -85,7 +84,7 @@ pub async fn handle(
     if let Some(stages) = served.route.map(|route| &route.stages) {
         // Every answer of a route with header-picked profiles depends on those headers.
         for vary in [stages.request.vary(), stages.response.vary()].into_iter().flatten() {
-            append_vary(response.headers_mut(), vary);
+            headers::append_vary(response.headers_mut(), vary);
         }
         if let Some(cors) = &stages.cors {
             cors.decorate(served.origin.as_ref(), response.headers_mut());

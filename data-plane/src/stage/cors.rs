@@ -159,7 +159,7 @@ impl Cors {
         let allow_origin = match &self.origins {
             Origins::Any => ANY_ORIGIN,
             Origins::Exact(_) => {
-                append_vary_origin(response_headers);
+                crate::proxy::headers::append_vary(response_headers, &VARY_ORIGIN);
                 match request_origin.and_then(|origin| self.allowed_origin(origin)) {
                     Some(echo) => echo,
                     None => return,
@@ -203,35 +203,6 @@ impl Cors {
             }
         }
         Ok(allow_origin)
-    }
-}
-
-/// Adds `Origin` to the response's `Vary`, keeping what is there: nothing
-/// to do when it already names `Origin` or is `*`; the existing values and
-/// `Origin` become one line otherwise.
-fn append_vary_origin(headers: &mut HeaderMap) {
-    let existing: Vec<&HeaderValue> = headers.get_all(VARY).iter().filter(|value| !value.as_bytes().trim_ascii().is_empty()).collect();
-    let names = || existing.iter().filter_map(|value| value.to_str().ok()).flat_map(|value| value.split(',')).map(str::trim);
-    if names().any(|name| name == "*" || name.eq_ignore_ascii_case("origin")) {
-        return;
-    }
-    if existing.is_empty() {
-        headers.insert(VARY, VARY_ORIGIN);
-        return;
-    }
-    let mut joined = Vec::new();
-    for value in &existing {
-        joined.extend_from_slice(value.as_bytes().trim_ascii());
-        joined.extend_from_slice(b", ");
-    }
-    joined.extend_from_slice(b"Origin");
-    match HeaderValue::from_bytes(&joined) {
-        Ok(value) => {
-            headers.insert(VARY, value);
-        }
-        Err(_) => {
-            headers.append(VARY, VARY_ORIGIN);
-        }
     }
 }
 

@@ -95,29 +95,6 @@ impl<T> Profiles<T> {
     }
 }
 
-/// Appends `names` to the response's `Vary` unless it already lists them
-/// (or is `*`), never replacing what the upstream sent.
-pub fn append_vary(headers: &mut HeaderMap, names: &HeaderValue) {
-    let Ok(wanted) = names.to_str() else { return };
-    let listed: Vec<String> = headers
-        .get_all(http::header::VARY)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|name| name.trim().to_ascii_lowercase())
-        .collect();
-    if listed.iter().any(|name| name == "*") {
-        return;
-    }
-    let missing: Vec<&str> = wanted.split(", ").filter(|name| !listed.iter().any(|l| l == &name.to_ascii_lowercase())).collect();
-    if missing.is_empty() {
-        return;
-    }
-    if let Ok(value) = HeaderValue::from_str(&missing.join(", ")) {
-        headers.append(http::header::VARY, value);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,18 +115,5 @@ mod tests {
         headers.insert("x-client", HeaderValue::from_static("mobile"));
         assert_eq!(profiles.pick(&headers, None).map(String::as_str), Some("mobile"));
         assert_eq!(profiles.vary().unwrap(), "x-client");
-    }
-
-    #[test]
-    fn vary_is_appended_not_replaced_and_not_repeated() {
-        let mut headers = HeaderMap::new();
-        headers.insert(http::header::VARY, HeaderValue::from_static("Accept-Encoding, X-Client"));
-        append_vary(&mut headers, &HeaderValue::from_static("x-client, x-app"));
-        let all: Vec<_> = headers.get_all(http::header::VARY).iter().map(|v| v.to_str().unwrap().to_owned()).collect();
-        assert_eq!(all, ["Accept-Encoding, X-Client", "x-app"]);
-        let mut star = HeaderMap::new();
-        star.insert(http::header::VARY, HeaderValue::from_static("*"));
-        append_vary(&mut star, &HeaderValue::from_static("x-client"));
-        assert_eq!(star.get_all(http::header::VARY).iter().count(), 1);
     }
 }
