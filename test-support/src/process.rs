@@ -57,25 +57,21 @@ enum Started {
 /// exits for another reason or does not answer in time.
 async fn wait_healthy(process: &str, health: &str, log: &Log, child: &mut Child) -> Started {
     let client = reqwest::Client::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if client.get(health).send().await.is_ok_and(|r| r.status().is_success()) {
-            return Started::Healthy;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            let output = log.read();
-            if output.contains("Address already in use") {
-                return Started::PortTaken;
+    let check = || {
+        // Whether it had exited before this probe (read now: the probe's future cannot hold the child).
+        let exited = child.try_wait().ok().flatten();
+        let probe = client.get(health).send();
+        async move {
+            if probe.await.is_ok_and(|r| r.status().is_success()) {
+                return Some(Started::Healthy);
             }
-            panic!("{process} exited ({status}) before answering on {health}; log:\n{output}");
+            let status = exited?;
+            let output = log.read();
+            assert!(output.contains("Address already in use"), "{process} exited ({status}) before answering on {health}; log:\n{output}");
+            Some(Started::PortTaken)
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out after 30s waiting for {process} to answer on {health}; log:\n{}",
-            log.read()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    };
+    eventually_explained(Duration::from_secs(30), check, || format!("{process} to answer on {health}; log:\n{}", log.read())).await
 }
 
 /// Tries to start a process this many times when a port it was to bind was taken.
