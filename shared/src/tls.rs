@@ -28,7 +28,7 @@ pub struct ParsedCertificate {
 pub fn parse_certificate(cert_pem: &str, key_pem: Option<&str>) -> Result<ParsedCertificate, ConfigError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<_, _>>()
-        .map_err(|e| ConfigError::invalid("cert", format!("is not a PEM certificate chain: {e}")))?;
+        .map_err(|e| ConfigError::invalid("cert", format!("is not a PEM certificate chain: {}", pem_problem(&e))))?;
     let leaf = chain.first().ok_or_else(|| ConfigError::invalid("cert", "holds no PEM certificate"))?;
     let (_, x509) = x509_parser::parse_x509_certificate(leaf).map_err(|e| ConfigError::invalid("cert", format!("does not parse: {e}")))?;
     let dns_names = x509
@@ -51,7 +51,7 @@ pub fn parse_certificate(cert_pem: &str, key_pem: Option<&str>) -> Result<Parsed
         None => None,
         Some(pem) => {
             let key = PrivateKeyDer::from_pem_slice(pem.as_bytes())
-                .map_err(|e| ConfigError::invalid("key", format!("is not a PEM private key: {e}")))?;
+                .map_err(|e| ConfigError::invalid("key", format!("is not a PEM private key: {}", pem_problem(&e))))?;
             let certified = CertifiedKey::from_der(chain.clone(), key, &default_provider())
                 .map_err(|e| ConfigError::invalid("key", format!("does not fit the certificate: {e}")))?;
             Some(Arc::new(certified))
@@ -60,13 +60,30 @@ pub fn parse_certificate(cert_pem: &str, key_pem: Option<&str>) -> Result<Parsed
     Ok(ParsedCertificate { dns_names, not_after, certified })
 }
 
+/// What is wrong with a PEM text, in words: the parser's own message shows
+/// the offending line as a list of byte values.
+fn pem_problem(error: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    match error {
+        Error::IllegalSectionStart { line } => {
+            format!(
+                "malformed line '{}' (a PEM block is '-----BEGIN …-----', base64 lines, '-----END …-----')",
+                String::from_utf8_lossy(line)
+            )
+        }
+        Error::MissingSectionEnd { end_marker } => format!("no '{}' line", String::from_utf8_lossy(end_marker)),
+        Error::NoItemsFound => "holds no PEM block of this kind".to_owned(),
+        other => other.to_string(),
+    }
+}
+
 /// Checks a service's upstream TLS settings: the CA bundle holds PEM
 /// certificates, and a client certificate comes with its matching key.
 pub fn upstream_tls(tls: &crate::model::UpstreamTls) -> Result<(), ConfigError> {
     if let Some(bundle) = &tls.ca_bundle {
         let count = CertificateDer::pem_slice_iter(bundle.as_bytes())
             .try_fold(0, |n, cert| cert.map(|_| n + 1))
-            .map_err(|e| ConfigError::invalid("tls.ca_bundle", format!("is not PEM certificates: {e}")))?;
+            .map_err(|e| ConfigError::invalid("tls.ca_bundle", format!("is not PEM certificates: {}", pem_problem(&e))))?;
         if count == 0 {
             return Err(ConfigError::invalid("tls.ca_bundle", "holds no PEM certificate"));
         }
@@ -95,4 +112,18 @@ fn client_field(error: ConfigError) -> ConfigError {
 /// the DNS names of the certificate.
 pub fn server_names(certificate: &crate::model::Certificate) -> Result<Vec<String>, ConfigError> {
     if certificate.snis.is_empty() { Ok(parse_certificate(&certificate.cert, None)?.dns_names) } else { Ok(certificate.snis.clone()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_pem_is_described_in_words_not_bytes() {
+        let tls =
+            crate::model::UpstreamTls { ca_bundle: Some("-----BEGIN CERTIFICATE-----…".into()), client_cert: None, client_key: None };
+        let message = upstream_tls(&tls).unwrap_err().to_string();
+        assert!(message.contains("malformed line '-----BEGIN CERTIFICATE-----…'"), "{message}");
+        assert!(!message.contains("[45, 45"), "{message}");
+    }
 }
