@@ -119,11 +119,8 @@ pub(crate) fn consumers(list: &[Value]) -> String {
 
 /// A consumer's API keys: names and dates, never the keys or their hashes.
 pub(crate) fn keys(list: &[Value]) -> String {
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .filter(|c| c["type"] == "key-auth")
-        .map(|c| vec![text(&c["name"]), text(&c["created_at"]), tags(&c["tags"]), text(&c["id"])])
-        .collect();
+    let rows: Vec<Vec<String>> =
+        list.iter().map(|c| vec![text(&c["name"]), text(&c["created_at"]), tags(&c["tags"]), text(&c["id"])]).collect();
     table(&["NAME", "CREATED", "TAGS", "ID"], &rows)
 }
 

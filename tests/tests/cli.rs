@@ -231,6 +231,8 @@ async fn diff_exit_code_tells_ci_whether_anything_would_change() {
         ]
     );
     assert_eq!(portico(&cp, &["diff", "-f", "/nonexistent.yaml", "--exit-code"]).code, Some(1));
+    assert_eq!(portico(&cp, &["diff", "-f", &example(), "--exit-code", "--no-such-flag"]).code, Some(1), "a usage error is not 'changes'");
+    assert_eq!(portico(&cp, &["diff", "--help"]).code, Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -107,8 +107,9 @@ pub(crate) async fn keys(client: &AdminClient, json: bool, command: KeysCommand)
             }
         }
         KeysCommand::List { consumer } => {
-            let list = client.all(&["consumers", &consumer, "credentials"]).await?;
-            if json { pretty(&list.iter().filter(|c| c["type"] == "key-auth").collect::<Vec<_>>()) } else { render::keys(&list) }
+            let mut list = client.all(&["consumers", &consumer, "credentials"]).await?;
+            list.retain(|credential| credential["type"] == "key-auth");
+            if json { pretty(&list) } else { render::keys(&list) }
         }
         KeysCommand::Delete { name, consumer } => {
             let written = client.delete(&["consumers", &consumer, "credentials", &name]).await?;
