@@ -1,5 +1,7 @@
-//! The `portico` admin command line: declarative `apply`, `export`, `diff`,
-//! version history, rollback and the fleet view, over the admin REST API
+//! The `portico` admin command line: declarative `apply`, `export`, `diff`
+//! (fit for CI: exit codes, no prompt without a terminal, `--select-tag`,
+//! `--wait` for the fleet, `--env-subst`), version history, rollback, the
+//! fleet view, consumers and their API keys, over the admin REST API
 //! (`PORTICO_ADMIN_URL`, `PORTICO_ADMIN_TOKEN`), and `portico dev`, the
 //! whole product on loopback for trying it out.
 
