@@ -1,7 +1,9 @@
 //! A thin client of the admin REST API that turns its JSON errors into
-//! messages naming the field: one line per problem, `field: message`.
+//! messages naming the field: one line per problem, `field: message`, and
+//! the CLI's errors with the exit code each one ends the process with.
 
-use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use portico_shared::GatewayConfig;
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde_json::Value;
 
 use crate::Format;
@@ -16,6 +18,36 @@ pub enum CliError {
     /// The API refused the request: each problem as `field: message`.
     #[error("{status}: {}", listed(.problems))]
     Api { status: StatusCode, problems: Vec<String> },
+    /// A config file the CLI could not use, each problem on its own line.
+    #[error("{file}: {}", listed(.problems))]
+    File { file: String, problems: Vec<String> },
+    /// The user did not confirm; nothing was changed.
+    #[error("{0}")]
+    Declined(String),
+    /// The config was published, but the fleet did not take it.
+    #[error("{0}")]
+    Fleet(String),
+}
+
+impl CliError {
+    /// The process's exit status: 3 when a version was published but data
+    /// planes rejected it or did not serve it in time (`apply --wait`), 1
+    /// for everything else (2 is `diff --exit-code`'s "there are changes").
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Fleet(_) => 3,
+            _ => 1,
+        }
+    }
+}
+
+/// What a write answered.
+pub struct Written {
+    pub body: Value,
+    /// The `Portico-Config-Version` header.
+    pub version: Option<u64>,
+    /// `201 Created` (a new version or entity) rather than `200`.
+    pub created: bool,
 }
 
 /// The admin API of one gateway.
@@ -39,6 +71,23 @@ impl AdminClient {
         self.http.request(method, format!("{}/api/v1/gateways/{}{path}", self.base, self.gateway)).bearer_auth(&self.token)
     }
 
+    /// A request to the gateway's path `segments`, each percent-encoded
+    /// (they are names a user typed).
+    fn request_to(&self, method: Method, segments: &[&str]) -> Result<RequestBuilder, CliError> {
+        let usage = || CliError::Usage(format!("not a valid admin URL: {}", self.base));
+        let mut url = Url::parse(&self.base).map_err(|_| usage())?;
+        url.path_segments_mut().map_err(|_| usage())?.pop_if_empty().extend(["api", "v1", "gateways", &self.gateway]).extend(segments);
+        Ok(self.http.request(method, url).bearer_auth(&self.token))
+    }
+
+    async fn written(&self, request: RequestBuilder) -> Result<Written, CliError> {
+        let response = self.send(request).await?;
+        let created = response.status() == StatusCode::CREATED;
+        let version = response.headers().get("portico-config-version").and_then(|v| v.to_str().ok()?.parse().ok());
+        let body = if response.status() == StatusCode::NO_CONTENT { Value::Null } else { read_json(response).await? };
+        Ok(Written { body, version, created })
+    }
+
     async fn send(&self, request: RequestBuilder) -> Result<Response, CliError> {
         let response = request.send().await.map_err(|e| CliError::Unreachable { url: self.base.clone(), reason: e.to_string() })?;
         if response.status().is_success() {
@@ -50,19 +99,38 @@ impl AdminClient {
     }
 
     async fn json(&self, request: RequestBuilder) -> Result<Value, CliError> {
-        let response = self.send(request).await?;
-        response
-            .json()
-            .await
-            .map_err(|e| CliError::Api { status: StatusCode::BAD_GATEWAY, problems: vec![format!("unreadable response: {e}")] })
+        read_json(self.send(request).await?).await
     }
 
     pub async fn apply(&self, body: Vec<u8>, content_type: &str, message: Option<&str>) -> Result<Value, CliError> {
+        self.apply_if_match(body, content_type, message, None).await
+    }
+
+    /// Replaces the config only if it is still at hash `if_match` (else `409`).
+    pub async fn apply_if_match(
+        &self,
+        body: Vec<u8>,
+        content_type: &str,
+        message: Option<&str>,
+        if_match: Option<&str>,
+    ) -> Result<Value, CliError> {
         let mut request = self.request(Method::PUT, "/config").header("content-type", content_type).body(body);
         if let Some(message) = message {
             request = request.header("portico-change-message", message);
         }
+        if let Some(hash) = if_match {
+            request = request.header("if-match", format!("\"{hash}\""));
+        }
         self.json(request).await
+    }
+
+    /// The current config and its hash (the ETag, for `If-Match`).
+    pub async fn config(&self) -> Result<(GatewayConfig, String), CliError> {
+        let response = self.send(self.request(Method::GET, "/config").header("accept", "application/json")).await?;
+        let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or("").trim_matches('"').to_owned();
+        let bytes = response.bytes().await.map_err(unreadable)?;
+        let config = serde_json::from_slice(&bytes).map_err(unreadable)?;
+        Ok((config, etag))
     }
 
     pub async fn diff(&self, body: Vec<u8>, content_type: &str) -> Result<Value, CliError> {
@@ -82,17 +150,72 @@ impl AdminClient {
         self.json(self.request(Method::GET, &format!("/versions?limit={limit}"))).await
     }
 
-    pub async fn rollback(&self, version: u64, message: Option<&str>) -> Result<Value, CliError> {
+    /// Version `n` with its snapshot.
+    pub async fn version(&self, n: u64) -> Result<Value, CliError> {
+        self.json(self.request(Method::GET, &format!("/versions/{n}"))).await
+    }
+
+    pub async fn rollback(&self, version: u64, message: Option<&str>) -> Result<Written, CliError> {
         let mut request = self.request(Method::POST, &format!("/versions/{version}/rollback"));
         if let Some(message) = message {
             request = request.header("portico-change-message", message);
         }
-        self.json(request).await
+        self.written(request).await
     }
 
     pub async fn data_planes(&self) -> Result<Value, CliError> {
         self.json(self.request(Method::GET, "/data-planes")).await
     }
+
+    /// Every data plane of the gateway, across pages.
+    pub async fn nodes(&self) -> Result<Vec<Value>, CliError> {
+        self.all(&["data-planes"]).await
+    }
+
+    /// Every item of a list endpoint: its pages' `data` (`{"data", "total",
+    /// "limit", "offset"}`), or a bare array, or the fleet's `data_planes`.
+    pub async fn all(&self, segments: &[&str]) -> Result<Vec<Value>, CliError> {
+        let mut items = Vec::new();
+        loop {
+            let request = self.request_to(Method::GET, segments)?.query(&[("limit", "1000"), ("offset", &items.len().to_string())]);
+            let page = self.json(request).await?;
+            let (found, total) = match page {
+                Value::Array(all) => (all, None),
+                mut page => {
+                    let found = match page["data"].take() {
+                        Value::Array(data) => data,
+                        _ => page["data_planes"].take().as_array().cloned().unwrap_or_default(),
+                    };
+                    (found, page["total"].as_u64())
+                }
+            };
+            let empty = found.is_empty();
+            items.extend(found);
+            if empty || total.is_none_or(|total| items.len() as u64 >= total) {
+                return Ok(items);
+            }
+        }
+    }
+
+    pub async fn get(&self, segments: &[&str]) -> Result<Value, CliError> {
+        self.json(self.request_to(Method::GET, segments)?).await
+    }
+
+    pub async fn create(&self, segments: &[&str], body: &Value) -> Result<Written, CliError> {
+        self.written(self.request_to(Method::POST, segments)?.json(body)).await
+    }
+
+    pub async fn delete(&self, segments: &[&str]) -> Result<Written, CliError> {
+        self.written(self.request_to(Method::DELETE, segments)?).await
+    }
+}
+
+async fn read_json(response: Response) -> Result<Value, CliError> {
+    response.json().await.map_err(unreadable)
+}
+
+fn unreadable(e: impl std::fmt::Display) -> CliError {
+    CliError::Api { status: StatusCode::BAD_GATEWAY, problems: vec![format!("unreadable response: {e}")] }
 }
 
 /// Each problem of an error body, as `field: message` (or the message alone

@@ -1,17 +1,29 @@
-//! The `portico` admin command line: declarative `apply`, `export`, `diff`,
-//! version history, rollback and the fleet view, over the admin REST API
+//! The `portico` admin command line: declarative `apply`, `export`, `diff`
+//! (fit for CI: exit codes, no prompt without a terminal, `--select-tag`,
+//! `--wait` for the fleet, `--env-subst`), version history, rollback, the
+//! fleet view, consumers and their API keys, over the admin REST API
 //! (`PORTICO_ADMIN_URL`, `PORTICO_ADMIN_TOKEN`), and `portico dev`, the
 //! whole product on loopback for trying it out.
 
 mod client;
+mod commands;
+mod confirm;
 pub mod dev;
+mod document;
+mod envsubst;
 mod render;
+mod select;
+mod wait;
 
-use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub use client::{AdminClient, CliError};
+pub use commands::entities::{ConsumersCommand, KeysCommand};
+pub use commands::versions::VersionsCommand;
+pub use document::Source;
+pub use select::Selection;
 
 #[derive(Debug, Parser)]
 #[command(name = "portico", version, about = "Portico admin command line")]
@@ -36,28 +48,45 @@ pub struct Cli {
 pub enum Command {
     /// Replace the gateway's config with a file (JSON or YAML); prints the diff and the new version.
     Apply {
-        #[arg(short = 'f', long = "file")]
-        file: PathBuf,
+        #[command(flatten)]
+        source: Source,
         /// Recorded with the version (Portico-Change-Message).
         #[arg(short, long)]
         message: Option<String>,
+        /// Delete without asking (apply asks on a terminal when it would delete; elsewhere it never asks).
+        #[arg(short, long)]
+        yes: bool,
+        #[command(flatten)]
+        selection: Selection,
+        /// After publishing, wait until every connected data plane serves the new version (default 60s; e.g. 90s, 2m); exit 3 if one rejects it or the time runs out.
+        #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, require_equals = true, default_missing_value = "60s", value_parser = wait::parse_timeout)]
+        wait: Option<Duration>,
     },
     /// Print the gateway's config.
     Export {
         #[arg(long, value_enum, default_value_t = Format::Yaml)]
         format: Format,
+        #[command(flatten)]
+        selection: Selection,
     },
     /// Show what applying a file would change.
     Diff {
-        #[arg(short = 'f', long = "file")]
-        file: PathBuf,
+        #[command(flatten)]
+        source: Source,
+        #[command(flatten)]
+        selection: Selection,
+        /// Exit 2 when there are changes, 0 when there are none (1 stays an error), as `git diff --exit-code`.
+        #[arg(long, alias = "non-zero-exit-code")]
+        exit_code: bool,
     },
-    /// List published versions, newest first.
+    /// List published versions, newest first; `show N` and `diff N M` look into them.
     Versions {
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        #[command(subcommand)]
+        command: Option<VersionsCommand>,
     },
-    /// Publish version N's content as a new version.
+    /// Publish version N's content as a new version; prints what that changed.
     Rollback {
         version: u64,
         #[arg(short, long)]
@@ -65,6 +94,12 @@ pub enum Command {
     },
     /// Show the gateway's data planes and whether they serve the current version.
     DataPlanes,
+    /// The gateway's consumers (who calls).
+    #[command(subcommand)]
+    Consumers(ConsumersCommand),
+    /// A consumer's API keys (key-auth credentials).
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Run a control plane (embedded SQLite), a data plane, a demo upstream and the example config, all on loopback.
     Dev(dev::DevArgs),
 }
@@ -75,56 +110,53 @@ pub enum Format {
     Json,
 }
 
+/// How a command that succeeded ends the process: exit 0, or 2 for
+/// `diff --exit-code` when there are changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    Changes,
+}
+
 /// Runs one command, printing its result to stdout.
-pub async fn run(cli: Cli) -> Result<(), CliError> {
+pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
     if let Command::Dev(args) = cli.command {
-        return dev::run(args).await;
+        return dev::run(args).await.map(|()| Outcome::Done);
     }
     let token = cli
         .admin_token
         .clone()
         .ok_or_else(|| CliError::Usage("an admin token is required: set PORTICO_ADMIN_TOKEN or pass --admin-token".into()))?;
     let client = AdminClient::new(&cli.admin_url, &token, &cli.gateway)?;
-    let output = match cli.command {
-        Command::Apply { file, message } => {
-            let (body, content_type) = read_config(&file)?;
-            let applied = client.apply(body, content_type, message.as_deref()).await?;
-            if cli.json { pretty(&applied) } else { render::applied(&applied) }
+    let json = cli.json;
+    match cli.command {
+        Command::Apply { source, message, yes, selection, wait } => {
+            let options = commands::config::ApplyOptions { message: message.as_deref(), yes, wait };
+            commands::config::apply(&client, json, &source, &selection, options).await
         }
-        Command::Export { format } => client.export(format).await?,
-        Command::Diff { file } => {
-            let (body, content_type) = read_config(&file)?;
-            let diff = client.diff(body, content_type).await?;
-            if cli.json { pretty(&diff) } else { render::diff(&diff) }
-        }
-        Command::Versions { limit } => {
-            let versions = client.versions(limit).await?;
-            if cli.json { pretty(&versions) } else { render::versions(&versions) }
-        }
-        Command::Rollback { version, message } => {
-            let rolled = client.rollback(version, message.as_deref()).await?;
-            if cli.json { pretty(&rolled) } else { render::rollback(version, &rolled) }
-        }
+        Command::Export { format, selection } => commands::config::export(&client, format, &selection).await,
+        Command::Diff { source, selection, exit_code } => commands::config::diff(&client, json, &source, &selection, exit_code).await,
+        Command::Versions { limit, command } => commands::versions::run(&client, json, limit, command).await,
+        Command::Rollback { version, message } => commands::versions::rollback(&client, json, version, message.as_deref()).await,
         Command::DataPlanes => {
             let fleet = client.data_planes().await?;
-            if cli.json { pretty(&fleet) } else { render::fleet(&fleet) }
+            print_block(&if json { pretty(&fleet) } else { render::fleet(&fleet) });
+            Ok(Outcome::Done)
         }
+        Command::Consumers(command) => commands::entities::consumers(&client, json, command).await,
+        Command::Keys(command) => commands::entities::keys(&client, json, command).await,
         Command::Dev(_) => unreachable!("handled above"),
-    };
-    print!("{output}");
-    if !output.ends_with('\n') {
-        println!();
     }
-    Ok(())
 }
 
-fn pretty(value: &serde_json::Value) -> String {
+fn pretty(value: &impl serde::Serialize) -> String {
     serde_json::to_string_pretty(value).unwrap_or_default()
 }
 
-/// A config file and its content type, chosen by extension (YAML unless `.json`).
-fn read_config(path: &Path) -> Result<(Vec<u8>, &'static str), CliError> {
-    let body = std::fs::read(path).map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
-    let json = path.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("json"));
-    Ok((body, if json { "application/json" } else { "application/yaml" }))
+/// Prints `text` to stdout, ending it with a newline if it has none.
+fn print_block(text: &str) {
+    print!("{text}");
+    if !text.ends_with('\n') {
+        println!();
+    }
 }

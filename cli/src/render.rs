@@ -36,28 +36,92 @@ pub(crate) fn applied(applied: &Value) -> String {
     out
 }
 
-pub(crate) fn versions(list: &Value) -> String {
-    let mut out = format!("{:<8} {:<14} {:<25} {:<16} MESSAGE\n", "VERSION", "HASH", "CREATED", "AUTHOR");
-    for v in list["data"].as_array().into_iter().flatten() {
-        let message = match v["rollback_of"].as_u64() {
-            Some(n) if text(&v["message"]).is_empty() => format!("rollback to {n}"),
-            _ => text(&v["message"]),
-        };
-        let _ = writeln!(
-            out,
-            "{:<8} {:<14} {:<25} {:<16} {}",
-            v["version"],
-            short(&v["hash"]),
-            text(&v["created_at"]),
-            text(&v["author"]),
-            message
-        );
+/// Columns as wide as their widest cell, two spaces apart; no trailing spaces.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let last = row.len().saturating_sub(1);
+        for (i, (cell, width)) in row.iter().zip(&widths).enumerate() {
+            if i == last {
+                out.push_str(cell);
+            } else {
+                let _ = write!(out, "{cell:<width$}  ");
+            }
+        }
+        out.truncate(out.trim_end_matches(' ').len());
+        out.push('\n');
     }
     out
 }
 
-pub(crate) fn rollback(target: u64, version: &Value) -> String {
-    format!("version {} now serves the content of version {target} ({})\n", version["version"], short(&version["hash"]))
+/// The items of a list answer: its `data`, or the answer itself when it is an array.
+pub(crate) fn items(list: &Value) -> &[Value] {
+    list["data"].as_array().or_else(|| list.as_array()).map_or(&[], Vec::as_slice)
+}
+
+pub(crate) fn versions(list: &Value) -> String {
+    let rows: Vec<Vec<String>> = items(list)
+        .iter()
+        .map(|v| {
+            let message = match v["rollback_of"].as_u64() {
+                Some(n) if text(&v["message"]).is_empty() => format!("rollback to {n}"),
+                _ => text(&v["message"]),
+            };
+            vec![v["version"].to_string(), short(&v["hash"]), text(&v["created_at"]), text(&v["author"]), message]
+        })
+        .collect();
+    table(&["VERSION", "HASH", "CREATED", "AUTHOR", "MESSAGE"], &rows)
+}
+
+/// A version's metadata as YAML comments above its config, so the whole
+/// output is a file `portico apply -f` takes.
+pub(crate) fn version(version: &Value, config_yaml: &str) -> String {
+    let mut out = format!(
+        "# version {} ({})
+# created {} by {}
+",
+        version["version"],
+        text(&version["hash"]),
+        text(&version["created_at"]),
+        text(&version["author"])
+    );
+    if let Some(n) = version["rollback_of"].as_u64() {
+        let _ = writeln!(out, "# rollback to version {n}");
+    }
+    for line in text(&version["message"]).lines() {
+        let _ = writeln!(out, "# message: {line}");
+    }
+    out.push_str(config_yaml);
+    out
+}
+
+pub(crate) fn rollback(target: u64, version: &Value, created: bool, diff: &Value) -> String {
+    if !created {
+        return format!("no changes; version {} already serves the content of version {target}\n", version["version"]);
+    }
+    let mut out = self::diff(diff);
+    let _ = writeln!(out, "version {} now serves the content of version {target} ({})", version["version"], short(&version["hash"]));
+    out
+}
+
+pub(crate) fn consumers(list: &[Value]) -> String {
+    let rows: Vec<Vec<String>> =
+        list.iter().map(|c| vec![text(&c["username"]), optional(&c["custom_id"]), tags(&c["tags"]), text(&c["id"])]).collect();
+    table(&["USERNAME", "CUSTOM ID", "TAGS", "ID"], &rows)
+}
+
+/// A consumer's API keys: names and dates, never the keys or their hashes.
+pub(crate) fn keys(list: &[Value]) -> String {
+    let rows: Vec<Vec<String>> =
+        list.iter().map(|c| vec![text(&c["name"]), text(&c["created_at"]), tags(&c["tags"]), text(&c["id"])]).collect();
+    table(&["NAME", "CREATED", "TAGS", "ID"], &rows)
 }
 
 pub(crate) fn fleet(fleet: &Value) -> String {
@@ -82,6 +146,15 @@ pub(crate) fn fleet(fleet: &Value) -> String {
     out
 }
 
+fn optional(value: &Value) -> String {
+    if value.is_null() { "-".to_owned() } else { text(value) }
+}
+
+fn tags(value: &Value) -> String {
+    let tags: Vec<String> = value.as_array().into_iter().flatten().map(text).collect();
+    if tags.is_empty() { "-".to_owned() } else { tags.join(",") }
+}
+
 fn text(value: &Value) -> String {
     value.as_str().map_or_else(|| value.to_string(), str::to_owned)
 }
@@ -98,6 +171,21 @@ fn short(hash: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn version_columns_line_up_whatever_the_widths() {
+        let list = json!({"data": [
+            {"version": 12, "hash": "0123456789abcdef", "created_at": "2026-12-06T10:00:00Z", "author": "a-very-long-token-name", "message": "x"},
+            {"version": 3, "hash": "fedcba9876543210", "created_at": "2026-12-06T09:00:00Z", "author": "admin", "message": "", "rollback_of": 1}
+        ]});
+        assert_eq!(
+            versions(&list),
+            "VERSION  HASH          CREATED               AUTHOR                  MESSAGE\n\
+             12       0123456789ab  2026-12-06T10:00:00Z  a-very-long-token-name  x\n\
+             3        fedcba987654  2026-12-06T09:00:00Z  admin                   rollback to 1\n"
+        );
+        assert_eq!(versions(&list["data"]), versions(&list), "a bare array reads the same");
+    }
 
     #[test]
     fn renders_each_kind_of_change() {

@@ -49,6 +49,12 @@ macro_rules! entity {
             fn updated_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
                 self.updated_at
             }
+            fn tags(&self) -> &[String] {
+                &self.tags
+            }
+            fn tags_mut(&mut self) -> &mut Vec<String> {
+                &mut self.tags
+            }
             $(
                 fn owner(&self) -> Option<&str> {
                     Some(&self.$owner)
@@ -158,6 +164,9 @@ pub trait Entity: Clone + PartialEq + Serialize + DeserializeOwned + Send + Sync
     fn set_meta(&mut self, id: Option<Uuid>, created_at: Option<DateTime<Utc>>, updated_at: Option<DateTime<Utc>>);
     fn created_at(&self) -> Option<DateTime<Utc>>;
     fn updated_at(&self) -> Option<DateTime<Utc>>;
+    /// Free-form labels users select entities by (`portico apply --select-tag`).
+    fn tags(&self) -> &[String];
+    fn tags_mut(&mut self) -> &mut Vec<String>;
     /// The name of the entity this one belongs to (a credential's consumer).
     fn owner(&self) -> Option<&str> {
         None
