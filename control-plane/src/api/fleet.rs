@@ -109,7 +109,6 @@ fn stale_before(state: &AppState) -> DateTime<Utc> {
 #[utoipa::path(get, path = "/api/v1/gateways/{gw}/data-planes", tag = "data-planes", params(("gw" = String, Path, description = "Gateway name"), Page),
     responses((status = 200, body = Fleet), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn list(State(state): State<AppState>, Path(gw): Path<String>, Query(page): Query<Page>) -> Result<Json<Fleet>, ApiError> {
-    page.resolve()?;
     let current = state.current(&gw).await?;
     let stale_before = stale_before(&state);
     let nodes = state.store.nodes(&gw).await?;
