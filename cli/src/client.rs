@@ -163,8 +163,9 @@ impl AdminClient {
         self.written(request).await
     }
 
+    /// The fleet: one page of the largest size (a list answers `{"data", "total", …}`).
     pub async fn data_planes(&self) -> Result<Value, CliError> {
-        self.json(self.request(Method::GET, "/data-planes")).await
+        self.json(self.request(Method::GET, "/data-planes?limit=1000")).await
     }
 
     /// Every data plane of the gateway, across pages.

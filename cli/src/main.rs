@@ -2,6 +2,8 @@
 //! plane's REST API. Exit status: 0 done, 1 error, 2 `diff --exit-code`
 //! found changes, 3 `apply --wait` published but the fleet did not take it.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 
 #[tokio::main]
@@ -16,7 +18,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).init();
     match portico_cli::run(cli).await {
         Ok(portico_cli::Outcome::Done) => std::process::ExitCode::SUCCESS,
         Ok(portico_cli::Outcome::Changes) => std::process::ExitCode::from(2),

@@ -126,22 +126,24 @@ pub(crate) fn keys(list: &[Value]) -> String {
 
 pub(crate) fn fleet(fleet: &Value) -> String {
     let mut out = format!("current version: {}\n", fleet["current_version"]);
-    let _ = writeln!(out, "{:<36} {:<8} {:<13} {:<25} LAST REJECTION", "NODE", "VERSION", "STATUS", "LAST SEEN");
-    for node in fleet["data_planes"].as_array().into_iter().flatten() {
-        let rejection = match &node["last_rejection"] {
-            Value::Object(r) => format!("v{}: {}", r.get("version").unwrap_or(&Value::Null), r.get("reason").map(text).unwrap_or_default()),
-            _ => String::new(),
-        };
+    let _ = writeln!(out, "{:<36} {:<8} {:<13} {:<25} {:<24} REASON", "NODE", "VERSION", "STATUS", "LAST SEEN", "LABELS");
+    for node in fleet["data"].as_array().into_iter().flatten() {
         let version = node["version"].as_u64().map_or_else(|| "-".to_owned(), |v| v.to_string());
+        let labels: Vec<String> = node["labels"].as_object().into_iter().flatten().map(|(k, v)| format!("{k}={}", text(v))).collect();
+        let labels = if labels.is_empty() { "-".to_owned() } else { labels.join(",") };
         let _ = writeln!(
             out,
-            "{:<36} {:<8} {:<13} {:<25} {}",
+            "{:<36} {:<8} {:<13} {:<25} {:<24} {}",
             text(&node["node_id"]),
             version,
             text(&node["status"]),
             text(&node["last_seen"]),
-            rejection
+            labels,
+            node["reason"].as_str().unwrap_or_default()
         );
+    }
+    if let Some(total) = fleet["total"].as_u64().filter(|total| *total > fleet["data"].as_array().map_or(0, |d| d.len() as u64)) {
+        let _ = writeln!(out, "({total} nodes; the first {} shown)", fleet["data"].as_array().map_or(0, Vec::len));
     }
     out
 }
@@ -201,5 +203,24 @@ mod tests {
             diff(&d),
             "+ service users\n~ route api\n    /paths/0: \"/a\" → \"/b\"\n- consumer bob\n1 to create, 1 to update, 1 to delete, 4 unchanged\n"
         );
+    }
+
+    #[test]
+    fn fleet_shows_labels_and_only_a_current_reason() {
+        let page = json!({
+            "data": [
+                {"node_id": "dp-a", "version": 7, "status": "in_sync", "last_seen": "2026-12-06T20:00:00Z", "reason": null,
+                 "labels": {"env": "prod", "zone": "a"}, "last_rejection": {"version": 6, "reason": "old", "at": null}},
+                {"node_id": "dp-b", "version": 6, "status": "rejected", "last_seen": "2026-12-06T20:00:00Z", "reason": "bad route",
+                 "labels": {}}
+            ],
+            "total": 2, "limit": 1000, "offset": 0, "current_version": 7
+        });
+        let rendered = fleet(&page);
+        let lines: Vec<&str> = rendered.lines().collect();
+        assert_eq!(lines[0], "current version: 7");
+        assert!(lines[2].starts_with("dp-a ") && lines[2].contains(" env=prod,zone=a ") && !lines[2].contains("old"), "{}", lines[2]);
+        assert!(lines[3].contains(" rejected ") && lines[3].ends_with(" bad route"), "{}", lines[3]);
+        assert_eq!(lines.len(), 4);
     }
 }

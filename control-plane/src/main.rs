@@ -1,5 +1,7 @@
 //! `portico-cp`: parses flags, sets up logging, runs the control plane.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use portico_cp::{Cli, Command};
 use tracing_subscriber::EnvFilter;
@@ -8,14 +10,18 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let subscriber =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
     if cli.settings.log_format == "json" {
         subscriber.json().init();
     } else {
         subscriber.init();
     }
     let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => portico_cp::run(cli.settings).await,
+        Command::Serve => match cli.settings() {
+            Ok(settings) => portico_cp::run(settings).await,
+            Err(e) => Err(portico_cp::StartError::Credentials(e.to_string())),
+        },
         Command::Migrate => portico_cp::open_store(&cli.settings).await.map(|_| tracing::info!("migrations applied")),
     };
     match result {

@@ -1,6 +1,12 @@
 //! Command-line flags, each with an environment variable (see CONTRACT).
+//! Secrets may come from files instead ([`SecretFiles`]), so they need not
+//! appear in `ps`; [`Cli::settings`] reads them into the [`Settings`] the
+//! control plane runs with.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use portico_shared::secret_file::{self, SecretFileError};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -14,6 +20,34 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub settings: Settings,
+    #[command(flatten)]
+    pub secret_files: SecretFiles,
+}
+
+impl Cli {
+    /// The settings, with the tokens of the secret files read in.
+    pub fn settings(&self) -> Result<Settings, SecretFileError> {
+        let mut settings = self.settings.clone();
+        if let Some(path) = &self.secret_files.admin_token_file {
+            settings.admin_token = Some(secret_file::read("--admin-token-file", path)?);
+        }
+        if let Some(path) = &self.secret_files.cluster_token_file {
+            settings.cluster_token = Some(secret_file::read("--cluster-token-file", path)?);
+        }
+        Ok(settings)
+    }
+}
+
+/// Tokens read from files (a mounted Kubernetes Secret, a Docker secret),
+/// so they never appear in `ps` or `/proc/<pid>/cmdline`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SecretFiles {
+    /// File holding the bootstrap admin token, instead of --admin-token (the token alone; a trailing newline is ignored).
+    #[arg(long, env = "PORTICO_ADMIN_TOKEN_FILE", conflicts_with = "admin_token")]
+    pub admin_token_file: Option<PathBuf>,
+    /// File holding the cluster token, instead of --cluster-token (the token alone; a trailing newline is ignored).
+    #[arg(long, env = "PORTICO_CLUSTER_TOKEN_FILE", conflicts_with = "cluster_token")]
+    pub cluster_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Subcommand)]

@@ -13,7 +13,7 @@ use portico_cp::api::auth::Authenticator;
 use portico_cp::api::{self, AppState};
 use portico_cp::distribution::Hub;
 use portico_cp::publish::Publisher;
-use portico_cp::store::Store;
+use portico_cp::store::{DEFAULT_GATEWAY, NodeHello, Store};
 use portico_shared::secret::KeyHasher;
 use portico_test_support::TestDb;
 use serde_json::{Value, json};
@@ -24,6 +24,7 @@ const CLUSTER_TOKEN: &str = "cluster-token-for-tests-0123";
 
 struct Api {
     router: Router,
+    store: Store,
     _db: TestDb,
 }
 
@@ -58,10 +59,10 @@ impl Api {
             publisher: Publisher::new(store.clone(), hub),
             auth: Authenticator::new(Some(ADMIN), store.clone()),
             keys: KeyHasher::from_cluster_token(CLUSTER_TOKEN),
-            store,
+            store: store.clone(),
             heartbeat: Duration::from_secs(5),
         };
-        Self { router: api::router(state), _db: db }
+        Self { router: api::router(state), store, _db: db }
     }
 
     async fn send(&self, method: Method, path: &str, token: Option<&str>, headers: &[(&str, &str)], body: Option<(&str, String)>) -> Reply {
@@ -130,7 +131,15 @@ async fn tokens_are_shown_once_and_revocable_and_read_only_cannot_write() {
     let secret = created.json()["secret"].as_str().unwrap().to_owned();
     let listed = api.get("/api/v1/tokens").await;
     assert!(!listed.text.contains(&secret), "a listed token must not show its secret");
-    assert_eq!(listed.json()[0]["name"], "ci");
+    assert_eq!(listed.json()["data"][0]["name"], "ci");
+    let one = api.get("/api/v1/tokens/ci").await;
+    assert_eq!(one.status, StatusCode::OK, "{}", one.text);
+    let token = one.json();
+    let mut fields: Vec<&str> = token.as_object().unwrap().keys().map(String::as_str).collect();
+    fields.sort_unstable();
+    assert_eq!(fields, ["created_at", "created_by", "name", "role"], "metadata only: {}", one.text);
+    assert_eq!((one.json()["role"].as_str(), one.json()["created_by"].as_str()), (Some("read-only"), Some("bootstrap")));
+    assert_eq!(api.get("/api/v1/tokens/nope").await.status, StatusCode::NOT_FOUND);
 
     let reader = Some(secret.as_str());
     assert_eq!(api.send(Method::GET, SERVICES, reader, &[], None).await.status, StatusCode::OK);
@@ -420,7 +429,8 @@ async fn gateways_have_their_own_entities_and_history() {
     assert_eq!(api.delete("/api/v1/gateways/default").await.status, StatusCode::CONFLICT);
     assert_eq!(api.delete("/api/v1/gateways/mobile").await.status, StatusCode::NO_CONTENT);
     assert_eq!(api.get("/api/v1/gateways/mobile/services").await.status, StatusCode::NOT_FOUND);
-    let names: Vec<Value> = api.get("/api/v1/gateways").await.json().as_array().unwrap().iter().map(|g| g["name"].clone()).collect();
+    let names: Vec<Value> =
+        api.get("/api/v1/gateways").await.json()["data"].as_array().unwrap().iter().map(|g| g["name"].clone()).collect();
     assert_eq!(names, [json!("default")]);
 }
 
@@ -428,7 +438,149 @@ async fn gateways_have_their_own_entities_and_history() {
 async fn fleet_view_is_empty_before_any_data_plane() {
     let api = Api::new().await;
     let fleet = api.get("/api/v1/gateways/default/data-planes").await.json();
-    assert_eq!(fleet, json!({"current_version": 1, "data_planes": []}));
+    assert_eq!(fleet, json!({"data": [], "total": 0, "limit": 100, "offset": 0, "current_version": 1}));
+}
+
+fn hello(node_id: &str, session_id: &str) -> NodeHello {
+    NodeHello {
+        node_id: node_id.into(),
+        gateway: DEFAULT_GATEWAY.into(),
+        labels: [("zone".to_owned(), "a".to_owned())].into(),
+        software_version: "test".into(),
+        session_id: session_id.into(),
+        ..NodeHello::default()
+    }
+}
+
+const FLEET: &str = "/api/v1/gateways/default/data-planes";
+
+#[tokio::test]
+async fn fleet_keeps_an_old_rejection_as_history_and_only_a_rejected_node_has_a_reason() {
+    let api = Api::new().await;
+    api.store.node_connected(&hello("dp-1", "s1")).await.unwrap();
+    api.store.node_nacked(DEFAULT_GATEWAY, "dp-1", 1, "cannot resolve users").await.unwrap();
+    let rejected = &api.get(FLEET).await.json()["data"][0];
+    assert_eq!((rejected["status"].as_str(), rejected["reason"].as_str()), (Some("rejected"), Some("cannot resolve users")), "{rejected}");
+
+    let hash = api.get("/api/v1/gateways/default/versions/1").await.json()["hash"].as_str().unwrap().to_owned();
+    api.store.node_acked(DEFAULT_GATEWAY, "dp-1", 1, &hash).await.unwrap();
+    let synced = &api.get(FLEET).await.json()["data"][0];
+    assert_eq!(synced["status"], "in_sync", "{synced}");
+    assert_eq!(synced["reason"], Value::Null, "an old rejection is not current: {synced}");
+    assert_eq!(synced["last_rejection"]["version"], 1, "{synced}");
+    assert_eq!(synced["last_rejection"]["reason"], "cannot resolve users", "{synced}");
+    assert!(synced["last_rejection"]["at"].is_string(), "the rejection keeps its time: {synced}");
+    assert_eq!(synced["labels"], json!({"zone": "a"}));
+}
+
+#[tokio::test]
+async fn a_disconnected_node_can_be_removed_and_a_live_one_cannot() {
+    let api = Api::new().await;
+    for (node, session) in [("dp-1", "s1"), ("dp-2", "s2")] {
+        api.store.node_connected(&hello(node, session)).await.unwrap();
+    }
+    let page = api.get(&format!("{FLEET}?limit=1")).await.json();
+    assert_eq!((page["total"].as_u64(), page["data"].as_array().unwrap().len(), page["next_offset"].as_u64()), (Some(2), 1, Some(1)));
+
+    let live = api.delete(&format!("{FLEET}/dp-1")).await;
+    assert_eq!((live.status, live.json()["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")), "{}", live.text);
+    api.store.node_seen(DEFAULT_GATEWAY, "dp-1", "s1", false).await.unwrap();
+    assert_eq!(api.delete(&format!("{FLEET}/dp-1")).await.status, StatusCode::NO_CONTENT);
+    let nodes: Vec<Value> = api.get(FLEET).await.json()["data"].as_array().unwrap().iter().map(|n| n["node_id"].clone()).collect();
+    assert_eq!(nodes, [json!("dp-2")]);
+    assert_eq!(api.delete(&format!("{FLEET}/dp-1")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(api.delete("/api/v1/gateways/nope/data-planes/dp-2").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(api.delete(&format!("{FLEET}/%00")).await.status, StatusCode::NOT_FOUND);
+}
+
+/// Every documented list endpoint (an operation taking `limit`), with the
+/// number of items it holds in [`every_list_answers_one_paginated_shape`].
+const LISTS: [(&str, u64); 8] = [
+    ("/api/v1/gateways", 2),
+    ("/api/v1/gateways/{gw}/services", 2),
+    ("/api/v1/gateways/{gw}/routes", 0),
+    ("/api/v1/gateways/{gw}/consumers", 1),
+    ("/api/v1/gateways/{gw}/certificates", 0),
+    ("/api/v1/gateways/{gw}/consumers/{c}/credentials", 2),
+    ("/api/v1/gateways/{gw}/versions", 6),
+    ("/api/v1/gateways/{gw}/data-planes", 2),
+];
+
+#[tokio::test]
+async fn every_list_answers_one_paginated_shape() {
+    let api = Api::new().await;
+    api.write(Method::POST, "/api/v1/gateways", json!({"name": "mobile"})).await;
+    for name in ["a", "b"] {
+        api.write(Method::POST, SERVICES, json!({"name": name, "targets": [{"url": "http://10.0.0.5:8000"}]})).await;
+        api.write(Method::POST, "/api/v1/tokens", json!({"name": name, "role": "read-only"})).await;
+        api.store.node_connected(&hello(name, name)).await.unwrap();
+    }
+    api.write(Method::POST, CONSUMERS, json!({"username": "alice"})).await;
+    for _ in 0..2 {
+        assert_eq!(api.write(Method::POST, ALICE_CREDENTIALS, json!({"type": "key-auth"})).await.status, StatusCode::CREATED);
+    }
+    let doc = api.get("/api/v1/openapi.json").await.json();
+    let mut documented: Vec<String> = operations(&doc)
+        .into_iter()
+        .filter(|(method, _, op)| *method == Method::GET && op["parameters"].as_array().into_iter().flatten().any(|p| p["name"] == "limit"))
+        .map(|(_, template, _)| template)
+        .collect();
+    documented.sort();
+    let mut expected: Vec<String> = LISTS.iter().map(|(t, _)| (*t).to_owned()).chain(["/api/v1/tokens".to_owned()]).collect();
+    expected.sort();
+    assert_eq!(documented, expected, "every list takes ?limit=&offset=");
+    for (template, total) in LISTS.into_iter().chain([("/api/v1/tokens", 2)]) {
+        let path = template.replace("{gw}", "default").replace("{c}", "alice");
+        let reply = api.get(&format!("{path}?limit=1&offset=1")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.text);
+        let page = reply.json();
+        assert_eq!(page["data"].as_array().map(Vec::len), Some(total.min(2) as usize - usize::from(total > 0)), "{path}: {page}");
+        assert_eq!(
+            (page["total"].as_u64(), page["limit"].as_u64(), page["offset"].as_u64()),
+            (Some(total), Some(1), Some(1)),
+            "{path}: {page}"
+        );
+        let bad = api.get(&format!("{path}?limit=0")).await;
+        assert_eq!((bad.status, bad.error_field().as_str()), (StatusCode::BAD_REQUEST, "limit"), "{path}");
+    }
+}
+
+/// The message of an error is the text alone: the field it concerns is in
+/// `field`, never repeated at the start of `message`.
+#[tokio::test]
+async fn error_messages_do_not_repeat_their_field() {
+    let api = Api::new().await;
+    api.write(Method::POST, SERVICES, users_service()).await;
+    api.write(Method::POST, CONSUMERS, json!({"username": "alice"})).await;
+    let settings = "/api/v1/gateways/default/settings";
+    let cases = [
+        (Method::POST, SERVICES, json!({"name": "s", "targets": [{"url": "http://a:1"}], "timeouts": {"connect_ms": 0}})),
+        (Method::POST, SERVICES, json!({"name": "s", "targets": [{"url": "http://a:1"}], "timeouts": {"connect_ms": "soon"}})),
+        (Method::POST, SERVICES, json!({"name": "s", "targets": [{"url": "http://a:1", "wieght": 1}]})),
+        (Method::PATCH, "/api/v1/gateways/default/services/users", json!({"timeouts": {"request_ms": -1}})),
+        (Method::POST, ROUTES, json!({"name": "r", "service": "users", "paths": ["/a"], "policies": [{"type": "rate-limit"}]})),
+        (Method::POST, ALICE_CREDENTIALS, json!({"type": "key-auth", "key": "short"})),
+        (Method::POST, ALICE_CREDENTIALS, json!({"type": "jwt", "issuer": "i", "algorithm": "HS256", "secret": "too short"})),
+        (Method::PUT, settings, json!({"trusted_proxies": ["10.0.0.0/33"]})),
+        (Method::PUT, settings, json!({"policies": [{"type": "cors", "origins": ["not an origin"]}]})),
+        (Method::PUT, CONFIG, json!({"services": [{"name": "s", "targets": [{"url": "ftp://a:1"}]}]})),
+        (Method::POST, "/api/v1/gateways", json!({"name": "Not Valid"})),
+        (Method::POST, "/api/v1/tokens", json!({"name": "x", "role": "root"})),
+    ];
+    for (method, path, body) in cases {
+        let reply = api.write(method.clone(), path, body.clone()).await;
+        assert!(reply.status.is_client_error(), "{method} {path} {body}: {}", reply.text);
+        let errors = reply.json()["errors"].as_array().unwrap().clone();
+        assert!(!errors.is_empty(), "{}", reply.text);
+        for error in errors {
+            let (field, message) = (error["field"].as_str().unwrap_or_default(), error["message"].as_str().unwrap());
+            assert!(!field.is_empty(), "{method} {path} {body}: the error names its field: {error}");
+            assert!(
+                !message.starts_with(field) && !message.contains(&format!("{field}:")),
+                "{method} {path} {body}: the message repeats the field: {error}"
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -455,8 +607,9 @@ async fn openapi_documents_every_endpoint() {
         ("/api/v1/gateways/{gw}/versions/{n}", vec!["get"]),
         ("/api/v1/gateways/{gw}/versions/{n}/rollback", vec!["post"]),
         ("/api/v1/gateways/{gw}/data-planes", vec!["get"]),
+        ("/api/v1/gateways/{gw}/data-planes/{node}", vec!["delete"]),
         ("/api/v1/tokens", vec!["get", "post"]),
-        ("/api/v1/tokens/{name}", vec!["delete"]),
+        ("/api/v1/tokens/{name}", vec!["get", "delete"]),
         ("/api/v1/openapi.json", vec!["get"]),
         ("/healthz", vec!["get"]),
         ("/readyz", vec!["get"]),
@@ -613,6 +766,7 @@ fn concrete(template: &str) -> String {
         .replace("{key}", "made-up")
         .replace("{c}", "made-up")
         .replace("{name}", "made-up")
+        .replace("{node}", "made-up")
 }
 
 /// Every `(method, path template)` of the OpenAPI document, with its operation.
@@ -795,8 +949,8 @@ async fn every_documented_operation_requires_a_token_and_read_only_tokens_only_r
         authenticated += 1;
     }
     assert_eq!(public_seen.len(), PUBLIC.len(), "every allow-listed operation is in the document: {public_seen:?}");
-    // 46 authenticated operations today (see openapi_documents_every_endpoint); more is fine, fewer means the enumeration broke.
-    assert!(authenticated >= 46, "only {authenticated} authenticated operations enumerated");
+    // 48 authenticated operations today (see openapi_documents_every_endpoint); more is fine, fewer means the enumeration broke.
+    assert!(authenticated >= 48, "only {authenticated} authenticated operations enumerated");
 }
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // test helpers, like #[test] bodies, may unwrap
 
-use portico_cp::store::{DEFAULT_GATEWAY, NodeHello, Publication, Role, Store, StoreError};
+use chrono::Utc;
+use portico_cp::store::{DEFAULT_GATEWAY, NodeDeletion, NodeHello, Publication, Role, Store, StoreError};
 use portico_shared::parse::from_json;
 use portico_shared::{GatewayConfig, Snapshot};
 use portico_test_support::TestDb;
@@ -132,6 +133,7 @@ async fn nodes_track_acks_and_nacks(db: TestDb) {
     let node = &store.nodes(DEFAULT_GATEWAY).await.unwrap()[0];
     assert_eq!((node.acked_version, node.acked_hash.as_deref()), (Some(1), Some("h1")));
     assert_eq!((node.nacked_version, node.nack_reason.as_deref()), (Some(2), Some("bad route")));
+    assert!(node.nacked_at.is_some_and(|at| (Utc::now() - at).num_seconds() < 60), "a rejection keeps its time: {node:?}");
 
     store.node_seen(DEFAULT_GATEWAY, "dp-1", "s1", false).await.unwrap();
     assert!(!store.nodes(DEFAULT_GATEWAY).await.unwrap()[0].connected);
@@ -143,12 +145,42 @@ async fn nodes_track_acks_and_nacks(db: TestDb) {
     assert!(store.nodes(DEFAULT_GATEWAY).await.unwrap()[0].connected, "the old stream's late disconnect leaves the new one alone");
 }
 
+async fn nodes_are_removed_when_gone_but_not_while_live(db: TestDb) {
+    let store = open(&db).await;
+    let hello = |node_id: &str| NodeHello {
+        node_id: node_id.into(),
+        gateway: DEFAULT_GATEWAY.into(),
+        session_id: format!("session-{node_id}"),
+        ..NodeHello::default()
+    };
+    for node in ["live", "gone", "silent"] {
+        store.node_connected(&hello(node)).await.unwrap();
+    }
+    store.node_seen(DEFAULT_GATEWAY, "gone", "session-gone", false).await.unwrap();
+    let long_ago = Utc::now() - chrono::Duration::hours(1);
+    assert_eq!(store.delete_node(DEFAULT_GATEWAY, "live", long_ago).await.unwrap(), NodeDeletion::Live);
+    assert_eq!(store.delete_node(DEFAULT_GATEWAY, "gone", long_ago).await.unwrap(), NodeDeletion::Deleted);
+    assert_eq!(store.delete_node(DEFAULT_GATEWAY, "gone", long_ago).await.unwrap(), NodeDeletion::NotFound);
+    let soon = Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(
+        store.delete_node(DEFAULT_GATEWAY, "silent", soon).await.unwrap(),
+        NodeDeletion::Deleted,
+        "connected but silent is not live"
+    );
+
+    assert_eq!(store.forget_nodes_silent_since(long_ago).await.unwrap(), 0, "a node heard from recently stays");
+    assert_eq!(store.forget_nodes_silent_since(soon).await.unwrap(), 1);
+    assert!(store.nodes(DEFAULT_GATEWAY).await.unwrap().is_empty());
+}
+
 async fn tokens_are_found_by_hash_and_revocable(db: TestDb) {
     let store = open(&db).await;
     store.create_token("ci", Role::ReadOnly, "hash-1", "bootstrap").await.unwrap();
     assert!(matches!(store.create_token("ci", Role::Admin, "hash-2", "bootstrap").await, Err(StoreError::Conflict(_))));
     let found = store.token_by_hash("hash-1").await.unwrap().unwrap();
     assert_eq!((found.name.as_str(), found.role), ("ci", Role::ReadOnly));
+    assert_eq!(store.token("ci").await.unwrap(), Some(found));
+    assert_eq!(store.token("nope").await.unwrap(), None);
     assert!(store.token_by_hash("hash-2").await.unwrap().is_none());
     assert_eq!(store.tokens().await.unwrap().len(), 1);
     assert!(store.revoke_token("ci").await.unwrap());
@@ -174,6 +206,7 @@ on_both_backends!(
     concurrent_publishes_get_distinct_versions,
     gateways_are_independent,
     nodes_track_acks_and_nacks,
+    nodes_are_removed_when_gone_but_not_while_live,
     tokens_are_found_by_hash_and_revocable,
 );
 

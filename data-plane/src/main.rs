@@ -1,7 +1,9 @@
 //! `portico-dp`: parses flags, sets up logging and the runtime, runs the data plane.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
-use portico_dp::settings::Settings;
+use portico_dp::settings::Cli;
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc rather than the system allocator: a proxied request allocates
@@ -11,9 +13,16 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    let settings = Settings::parse();
+    let settings = match Cli::parse().settings() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("portico-dp: error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let subscriber =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
     if settings.log_format == "json" {
         subscriber.json().init();
     } else {

@@ -24,7 +24,7 @@ use crate::proxy::headers::Peer;
 use crate::ratelimit::LimitSettings;
 use crate::ratelimit::redis::RedisBackend;
 use crate::runtime::Context;
-use crate::settings::Settings;
+use crate::settings::{Settings, default_node_id};
 use crate::state::{NodeState, stopped};
 
 /// Shortest accepted cluster token (the control plane's rule).
@@ -80,7 +80,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         return Err(StartError::Config("--redis-url must start with redis:// or rediss://".into()));
     }
     let metrics = crate::metrics::install().map_err(StartError::Metrics)?;
-    let node_id = settings.node_id.clone().unwrap_or_else(default_node_id);
+    let node_id = settings.node_id.clone().unwrap_or_else(|| default_node_id(&settings.gateway, settings.listen));
     let http = reqwest::Client::builder()
         .user_agent(concat!("portico-dp/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -318,11 +318,6 @@ fn control_plane_tls(settings: &Settings) -> Result<Option<tonic::transport::Cli
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
-}
-
-fn default_node_id() -> String {
-    let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "portico-dp".to_owned());
-    format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -1,13 +1,44 @@
 //! Command-line flags, each with an environment variable (see CONTRACT).
+//! The cluster token may come from a file instead (`--cluster-token-file`),
+//! so it need not appear in `ps`; [`Cli::settings`] reads it into the
+//! [`Settings`] the data plane runs with. A node started without
+//! `--node-id` is named by [`default_node_id`]: the host name (from
+//! `whoami`, which asks the OS rather than trusting `$HOSTNAME`) and a
+//! short hash of its gateway and listen address, so a restarted node keeps
+//! its row in the fleet view and two nodes on one host still differ.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Args, Parser};
+use portico_shared::secret_file::{self, SecretFileError};
+use sha2::{Digest, Sha256};
 
+/// The flags as given.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "portico-dp", version, about = "Portico data plane: serves the config the control plane streams to it")]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: Settings,
+    /// File holding the cluster token, instead of --cluster-token (the token alone; a trailing newline is ignored).
+    #[arg(long, env = "PORTICO_CLUSTER_TOKEN_FILE", conflicts_with = "cluster_token")]
+    pub cluster_token_file: Option<PathBuf>,
+}
+
+impl Cli {
+    /// The settings, with the token of the secret file read in.
+    pub fn settings(self) -> Result<Settings, SecretFileError> {
+        let mut settings = self.settings;
+        if let Some(path) = &self.cluster_token_file {
+            settings.cluster_token = Some(secret_file::read("--cluster-token-file", path)?);
+        }
+        Ok(settings)
+    }
+}
+
+/// What the data plane runs with.
+#[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// gRPC address of the control plane.
     #[arg(long, env = "PORTICO_CONTROL_PLANE", default_value = "http://127.0.0.1:9090")]
@@ -33,7 +64,7 @@ pub struct Settings {
     /// Address of /healthz, /readyz, /status and /metrics.
     #[arg(long, env = "PORTICO_STATUS_LISTEN", default_value = "127.0.0.1:8100")]
     pub status_listen: SocketAddr,
-    /// This node's id in the fleet view (default: host name and a random suffix).
+    /// This node's id in the fleet view (default: generated from the host name and a hash of --gateway and --listen, so it stays the same across restarts).
     #[arg(long, env = "PORTICO_NODE_ID")]
     pub node_id: Option<String>,
     /// Where the last good config is kept, to serve from when restarted while the control plane is down.
@@ -74,6 +105,16 @@ pub struct Settings {
     pub log_format: String,
 }
 
+/// The id of a node started without `--node-id`: `<host>-<8 hex digits>`,
+/// the digits from the gateway and listen address.
+pub fn default_node_id(gateway: &str, listen: SocketAddr) -> String {
+    let host = whoami::hostname().unwrap_or_default();
+    let host: String = host.chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
+    let host = if host.is_empty() { "portico-dp".to_owned() } else { host };
+    let digest = Sha256::digest(format!("{gateway}\n{listen}"));
+    format!("{host}-{}", &hex::encode(digest)[..8])
+}
+
 fn parse_labels(value: &str) -> Result<BTreeMap<String, String>, String> {
     value
         .split(',')
@@ -83,4 +124,25 @@ fn parse_labels(value: &str) -> Result<BTreeMap<String, String>, String> {
             Ok((key.trim().to_owned(), value.trim().to_owned()))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_node_id_is_stable_per_gateway_and_listen_address() {
+        let listen: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let id = default_node_id("default", listen);
+        assert_eq!(id, default_node_id("default", listen), "a restart keeps its id");
+        assert_ne!(id, default_node_id("default", "127.0.0.1:8081".parse().unwrap()), "two nodes on one host differ");
+        assert_ne!(id, default_node_id("mobile", listen));
+        assert!(id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()), "{id}");
+    }
+
+    #[test]
+    fn the_token_file_conflicts_with_the_token_flag() {
+        let error = Cli::try_parse_from(["portico-dp", "--cluster-token", "x", "--cluster-token-file", "/f"]).unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
 }

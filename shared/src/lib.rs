@@ -3,7 +3,7 @@
 //! validation, reporting every mistake of a document with the field it
 //! names; and the pure parts of publishing (canonical snapshot and hash,
 //! declarative merge, diff).
-//! No I/O happens here.
+//! No I/O happens here, but for reading a secret file (`secret_file`).
 
 pub mod diff;
 pub mod error;
@@ -11,6 +11,7 @@ pub mod model;
 pub mod parse;
 pub mod route_path;
 pub mod secret;
+pub mod secret_file;
 pub mod shape;
 pub mod snapshot;
 pub mod template;

@@ -127,7 +127,9 @@ impl ControlPlane {
                 .args(["--database-url", database_url])
                 .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
                 .args(["--grpc-listen", &format!("127.0.0.1:{grpc}")])
-                .args(["--admin-token", admin_token, "--cluster-token", cluster_token])
+                // Flags naming token files take the place of the tokens themselves.
+                .args(if flags.contains(&"--admin-token-file") { vec![] } else { vec!["--admin-token", admin_token] })
+                .args(if flags.contains(&"--cluster-token-file") { vec![] } else { vec!["--cluster-token", cluster_token] })
                 .args(flags)
                 .env("RUST_LOG", "info")
                 .env("PORTICO_HEARTBEAT_INTERVAL_MS", HEARTBEAT_MS.to_string())
@@ -162,6 +164,11 @@ impl ControlPlane {
     /// Everything the process wrote so far.
     pub fn logs(&self) -> String {
         self.log.read()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The admin and gRPC ports.
@@ -201,7 +208,13 @@ impl DataPlane {
     /// Starts `portico-dp` for `gateway` against `cp`, caching in `cache_dir`,
     /// and waits until its status listener answers (not until it has config).
     pub async fn start(grpc_url: &str, cluster_token: &str, gateway: &str, node_id: &str, cache_dir: Option<&std::path::Path>) -> Self {
-        Self::spawn(grpc_url, cluster_token, gateway, node_id, cache_dir, None, &[]).await
+        Self::spawn(grpc_url, cluster_token, gateway, Some(node_id), cache_dir, None, &[]).await
+    }
+
+    /// Starts `portico-dp` for the `default` gateway without `--node-id`,
+    /// its proxy on `port`; its `node_id` is the one it chose (`/status`).
+    pub async fn start_unnamed_on(grpc_url: &str, cluster_token: &str, port: u16) -> Self {
+        Self::spawn(grpc_url, cluster_token, "default", None, None, Some(port), &[]).await
     }
 
     /// Like [`DataPlane::start`], with the proxy on a given port.
@@ -213,22 +226,24 @@ impl DataPlane {
         cache_dir: Option<&std::path::Path>,
         port: u16,
     ) -> Self {
-        Self::spawn(grpc_url, cluster_token, gateway, node_id, cache_dir, Some(port), &[]).await
+        Self::spawn(grpc_url, cluster_token, gateway, Some(node_id), cache_dir, Some(port), &[]).await
     }
 
     /// Like [`DataPlane::start`] for the `default` gateway, with more flags.
     pub async fn start_with_flags(grpc_url: &str, cluster_token: &str, node_id: &str, flags: &[&str]) -> Self {
-        Self::spawn(grpc_url, cluster_token, "default", node_id, None, None, flags).await
+        Self::spawn(grpc_url, cluster_token, "default", Some(node_id), None, None, flags).await
     }
 
     /// Spawns `portico-dp` with its proxy on `port`, or on a fresh one, and
     /// its status listener on a fresh port (tried again with others when
-    /// one was taken meanwhile), and waits until it answers.
+    /// one was taken meanwhile), and waits until it answers. Without
+    /// `node_id` it picks its own; with `--cluster-token-file` among `flags`
+    /// it gets no `--cluster-token`.
     async fn spawn(
         grpc_url: &str,
         cluster_token: &str,
         gateway: &str,
-        node_id: &str,
+        node_id: Option<&str>,
         cache_dir: Option<&std::path::Path>,
         port: Option<u16>,
         flags: &[&str],
@@ -238,7 +253,9 @@ impl DataPlane {
             let log = Log::new();
             let mut command = Command::new(binary("portico-dp"));
             command
-                .args(["--control-plane", grpc_url, "--cluster-token", cluster_token, "--gateway", gateway, "--node-id", node_id])
+                .args(["--control-plane", grpc_url, "--gateway", gateway])
+                .args(if flags.contains(&"--cluster-token-file") { vec![] } else { vec!["--cluster-token", cluster_token] })
+                .args(node_id.map(|id| ["--node-id", id]).into_iter().flatten())
                 .args(["--listen", &format!("127.0.0.1:{proxy}"), "--status-listen", &format!("127.0.0.1:{status}")])
                 .args(["--drain-timeout-ms", "10000", "--log-format", "json", "--header-read-timeout-ms", "1000"])
                 .args(flags)
@@ -252,7 +269,7 @@ impl DataPlane {
             let child = command.spawn().expect("spawn portico-dp");
             let mut dp = Self {
                 child,
-                node_id: node_id.to_owned(),
+                node_id: node_id.unwrap_or_default().to_owned(),
                 proxy_url: format!("http://127.0.0.1:{proxy}"),
                 status_url: format!("http://127.0.0.1:{status}"),
                 log,
@@ -260,6 +277,12 @@ impl DataPlane {
             let health = format!("{}/healthz", dp.status_url);
             // Fresh ports are drawn again; a given one may be free in a moment.
             match wait_healthy("portico-dp", &health, &dp.log, &mut dp.child).await {
+                Started::Healthy if node_id.is_none() => {
+                    let status: serde_json::Value =
+                        reqwest::get(format!("{}/status", dp.status_url)).await.expect("GET /status").json().await.expect("a JSON status");
+                    dp.node_id = status["node_id"].as_str().expect("the status names the node").to_owned();
+                    return dp;
+                }
                 Started::Healthy => return dp,
                 Started::PortTaken => tokio::time::sleep(Duration::from_millis(200)).await,
             }

@@ -155,7 +155,7 @@ async fn operator_workflow_from_apply_to_rollback() {
     node.ack(&snapshot).await;
     portico_test_support::eventually("the CLI to show the node in sync", Duration::from_secs(10), || async {
         let fleet = portico(&cp, &["data-planes"]);
-        fleet.stdout.lines().any(|l| l.starts_with("edge-1") && l.contains("in_sync")).then_some(())
+        fleet.stdout.lines().any(|l| l.starts_with("edge-1") && l.contains("in_sync") && l.contains("test=true")).then_some(())
     })
     .await;
 }

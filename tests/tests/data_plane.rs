@@ -101,7 +101,7 @@ async fn every_data_plane_serves_a_new_route_with_clean_forwarded_headers() {
         }
     }
     let fleet: Value = s.cp.admin(Method::GET, "/api/v1/gateways/default/data-planes").send().await.unwrap().json().await.unwrap();
-    assert_eq!(fleet["data_planes"].as_array().unwrap().len(), 2);
+    assert_eq!(fleet["data"].as_array().unwrap().len(), 2);
 }
 
 #[tokio::test]
@@ -299,7 +299,7 @@ async fn a_rejected_snapshot_keeps_the_old_config_serving_and_shows_rejected() {
     let bad = put_config(&s.cp, one_route(&b.url(), json!({}), json!({}))).await;
     let entry = eventually("the node to be shown rejected", DEADLINE, || async {
         let fleet: Value = s.cp.admin(Method::GET, "/api/v1/gateways/default/data-planes").send().await.ok()?.json().await.ok()?;
-        fleet["data_planes"].as_array()?.iter().find(|n| n["status"] == "rejected").cloned()
+        fleet["data"].as_array()?.iter().find(|n| n["status"] == "rejected").cloned()
     })
     .await;
     assert_eq!(entry["last_rejection"]["version"].as_u64(), Some(bad));

@@ -248,7 +248,7 @@ async fn a_redis_limit_on_a_node_without_redis_is_rejected_with_the_reason() {
     assert_eq!(response.status(), StatusCode::OK);
     let reason = eventually("the node rejects the version", DEADLINE, || async {
         let fleet: Value = cp.admin(Method::GET, "/api/v1/gateways/default/data-planes").send().await.unwrap().json().await.unwrap();
-        let node = fleet["data_planes"].as_array()?.iter().find(|n| n["node_id"] == "no-redis")?.clone();
+        let node = fleet["data"].as_array()?.iter().find(|n| n["node_id"] == "no-redis")?.clone();
         (node["status"] == "rejected").then(|| node["last_rejection"].to_string())
     })
     .await;

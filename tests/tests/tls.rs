@@ -219,6 +219,6 @@ async fn the_config_stream_runs_over_mutual_tls_and_refuses_a_node_without_a_cer
     .await;
     assert_eq!(anonymous.version().await, None, "a node without a client certificate gets no config");
     let fleet: Value = cp.admin(Method::GET, "/api/v1/gateways/default/data-planes").send().await.unwrap().json().await.unwrap();
-    let nodes: Vec<&str> = fleet["data_planes"].as_array().unwrap().iter().map(|n| n["node_id"].as_str().unwrap()).collect();
+    let nodes: Vec<&str> = fleet["data"].as_array().unwrap().iter().map(|n| n["node_id"].as_str().unwrap()).collect();
     assert_eq!(nodes, ["dp-1"], "{fleet}");
 }

@@ -15,9 +15,10 @@ use portico_shared::{ConfigError, ConfigErrors, GatewayConfig, validate};
 
 use super::AppState;
 use super::auth::{Principal, generate_secret};
-use super::entities::{self, List, Scope};
+use super::entities::{self, Scope};
 use super::error::{ApiError, ErrorBody};
-use super::extract::{JsonBody, Page, Path, Query};
+use super::extract::{JsonBody, Path, Query};
+use super::pagination::{List, Page};
 
 /// Prefix of generated API keys, so they are recognisable in logs and scanners.
 const KEY_PREFIX: &str = "pk_";

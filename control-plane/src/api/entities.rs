@@ -12,39 +12,15 @@ use chrono::Utc;
 use portico_shared::model::Entity;
 use portico_shared::validate::{self, Validate};
 use portico_shared::{ConfigError, ConfigErrors, GatewayConfig, parse};
-use serde::Serialize;
 use uuid::Uuid;
 
 use super::auth::Principal;
 use super::error::ApiError;
-use super::extract::{Page, change_message, if_match};
+use super::extract::{change_message, if_match};
+use super::pagination::{List, Page};
 use super::{AppState, written};
 use crate::publish::Published;
 use crate::store::Publication;
-
-/// A page of a list.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct List<T> {
-    pub data: Vec<T>,
-    /// Items in the whole list.
-    pub total: u64,
-    pub limit: u32,
-    pub offset: u64,
-    /// The `offset` of the next page, absent on the last one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_offset: Option<u64>,
-}
-
-impl<T> List<T> {
-    /// The page of `items` that `page` asks for.
-    pub fn page(items: Vec<T>, page: Page) -> Result<Self, ApiError> {
-        let (limit, offset) = page.resolve()?;
-        let total = items.len() as u64;
-        let data: Vec<T> = items.into_iter().skip(usize::try_from(offset).unwrap_or(usize::MAX)).take(limit as usize).collect();
-        let end = offset.saturating_add(data.len() as u64);
-        Ok(Self { data, total, limit, offset, next_offset: (end < total).then_some(end) })
-    }
-}
 
 /// The strong ETag of an entity as stored.
 pub fn etag<E: Entity>(entity: &E) -> String {
@@ -321,9 +297,10 @@ macro_rules! entity_api {
 
             use crate::api::AppState;
             use crate::api::auth::Principal;
-            use crate::api::entities::{self, List, Scope};
+            use crate::api::entities::{self, Scope};
             use crate::api::error::{ApiError, ErrorBody};
-            use crate::api::extract::{JsonBody, Page, Path, Query};
+            use crate::api::extract::{JsonBody, Path, Query};
+            use crate::api::pagination::{List, Page};
             #[allow(unused_imports)]
             use portico_shared::model::*;
 

@@ -7,9 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{HeaderMap, header};
 use portico_shared::parse;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use utoipa::IntoParams;
 
 use super::error::ApiError;
 
@@ -85,29 +83,6 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Document<T> {
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         parse_body(request, state, true).await.map(Self)
-    }
-}
-
-/// Pagination of list endpoints.
-#[derive(Debug, Clone, Copy, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct Page {
-    /// Items per page, 1 to 1000 (default 100).
-    pub limit: Option<u32>,
-    /// Items to skip (default 0).
-    pub offset: Option<u64>,
-}
-
-impl Page {
-    pub const MAX_LIMIT: u32 = 1_000;
-
-    /// `(limit, offset)`, checked.
-    pub fn resolve(self) -> Result<(u32, u64), ApiError> {
-        let limit = self.limit.unwrap_or(100);
-        if !(1..=Self::MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::invalid("limit", format!("must be 1 to {}", Self::MAX_LIMIT)));
-        }
-        Ok((limit, self.offset.unwrap_or(0)))
     }
 }
 

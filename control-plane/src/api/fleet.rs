@@ -1,19 +1,25 @@
 //! The fleet view: every data plane of a gateway, with the version it
-//! serves and whether that is the current one.
+//! serves and whether that is the current one, as one page of the shared
+//! list shape; and removing the row of a node that is gone. A node's last
+//! refusal stays visible as history (`last_rejection`); only a node whose
+//! status is `rejected` has a current `reason`.
 
 use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
-use super::extract::Path;
+use super::extract::{Path, Query};
+use super::pagination::{List, Page};
 use crate::distribution::NODE_STALE_AFTER_HEARTBEATS;
-use crate::store::NodeRecord;
+use crate::store::{NodeDeletion, NodeRecord};
 
 /// Where a node stands against the gateway's current version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -23,17 +29,19 @@ pub enum NodeStatus {
     InSync,
     /// Connected, but has not (yet) applied the current version.
     Behind,
-    /// Refused the current version; see `last_rejection`.
+    /// Refused the current version; `reason` says why.
     Rejected,
     /// Its stream is closed, or it has not been heard from for three heartbeats.
     Disconnected,
 }
 
-/// A node's most recent refusal.
+/// A node's most recent refusal, current or not.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Rejection {
     pub version: u64,
     pub reason: String,
+    /// When the node refused it (absent for refusals recorded before this was kept).
+    pub at: Option<DateTime<Utc>>,
 }
 
 /// One data-plane node.
@@ -44,20 +52,23 @@ pub struct DataPlane {
     pub version: Option<u64>,
     pub hash: Option<String>,
     pub status: NodeStatus,
+    /// Why it refused the current version: set only when `status` is `rejected`.
+    pub reason: Option<String>,
     pub last_seen: DateTime<Utc>,
     pub connected_at: DateTime<Utc>,
     pub labels: BTreeMap<String, String>,
     pub software_version: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Its most recent refusal, kept as history once a later version is applied.
     pub last_rejection: Option<Rejection>,
 }
 
-/// The fleet of a gateway.
+/// A page of a gateway's fleet, by node id.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Fleet {
+    #[serde(flatten)]
+    pub page: List<DataPlane>,
     /// The version every node should serve.
     pub current_version: u64,
-    pub data_planes: Vec<DataPlane>,
 }
 
 fn status(node: &NodeRecord, current_version: u64, current_hash: &str, stale_before: DateTime<Utc>) -> NodeStatus {
@@ -72,27 +83,61 @@ fn status(node: &NodeRecord, current_version: u64, current_hash: &str, stale_bef
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/gateways/{gw}/data-planes", tag = "data-planes", params(("gw" = String, Path, description = "Gateway name")),
-    responses((status = 200, body = Fleet), (status = 404, body = ErrorBody)))]
-pub(super) async fn list(State(state): State<AppState>, Path(gw): Path<String>) -> Result<Json<Fleet>, ApiError> {
+fn data_plane(node: NodeRecord, current_version: u64, current_hash: &str, stale_before: DateTime<Utc>) -> DataPlane {
+    let status = status(&node, current_version, current_hash, stale_before);
+    let last_rejection =
+        node.nacked_version.zip(node.nack_reason).map(|(version, reason)| Rejection { version, reason, at: node.nacked_at });
+    DataPlane {
+        status,
+        reason: last_rejection.as_ref().filter(|_| status == NodeStatus::Rejected).map(|r| r.reason.clone()),
+        last_rejection,
+        node_id: node.node_id,
+        version: node.acked_version,
+        hash: node.acked_hash,
+        last_seen: node.last_seen,
+        connected_at: node.connected_at,
+        labels: node.labels,
+        software_version: node.software_version,
+    }
+}
+
+/// Before this instant a node is no longer live (three heartbeats of silence).
+fn stale_before(state: &AppState) -> DateTime<Utc> {
+    Utc::now() - state.heartbeat * NODE_STALE_AFTER_HEARTBEATS
+}
+
+#[utoipa::path(get, path = "/api/v1/gateways/{gw}/data-planes", tag = "data-planes", params(("gw" = String, Path, description = "Gateway name"), Page),
+    responses((status = 200, body = Fleet), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn list(State(state): State<AppState>, Path(gw): Path<String>, Query(page): Query<Page>) -> Result<Json<Fleet>, ApiError> {
     let current = state.current(&gw).await?;
+    let stale_before = stale_before(&state);
     let nodes = state.store.nodes(&gw).await?;
-    let stale_before = Utc::now() - state.heartbeat * NODE_STALE_AFTER_HEARTBEATS;
-    let data_planes = nodes
-        .into_iter()
-        .map(|node| DataPlane {
-            status: status(&node, current.version, &current.hash, stale_before),
-            last_rejection: node.nacked_version.zip(node.nack_reason.clone()).map(|(version, reason)| Rejection { version, reason }),
-            node_id: node.node_id,
-            version: node.acked_version,
-            hash: node.acked_hash,
-            last_seen: node.last_seen,
-            connected_at: node.connected_at,
-            labels: node.labels,
-            software_version: node.software_version,
-        })
-        .collect();
-    Ok(Json(Fleet { current_version: current.version, data_planes }))
+    let data_planes = nodes.into_iter().map(|node| data_plane(node, current.version, &current.hash, stale_before)).collect();
+    Ok(Json(Fleet { page: List::page(data_planes, page)?, current_version: current.version }))
+}
+
+/// Removes a node's row: one that is gone for good (a node that comes back
+/// reappears with its next hello). A live node is a `409`.
+#[utoipa::path(delete, path = "/api/v1/gateways/{gw}/data-planes/{node}", tag = "data-planes",
+    params(("gw" = String, Path, description = "Gateway name"), ("node" = String, Path, description = "Node id")),
+    responses((status = 204, description = "Removed"), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "The node is connected: stop it first")))]
+pub(super) async fn delete(State(state): State<AppState>, Path((gw, node)): Path<(String, String)>) -> Result<Response, ApiError> {
+    state.current(&gw).await?;
+    let unknown = || ApiError::not_found(format!("data plane '{}' of gateway '{gw}'", node.escape_debug()));
+    if node.is_empty() || node.len() > 128 || !node.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(unknown());
+    }
+    match state.store.delete_node(&gw, &node, stale_before(&state)).await? {
+        NodeDeletion::Deleted => {
+            tracing::info!(gateway = %gw, node = %node, "data plane row removed");
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        NodeDeletion::Live => Err(ApiError::conflict(format!(
+            "data plane '{node}' is connected; stop it first (a live node's row would come back with its next connection)"
+        ))),
+        NodeDeletion::NotFound => Err(unknown()),
+    }
 }
 
 #[cfg(test)]
@@ -110,6 +155,7 @@ mod tests {
             acked_hash: Some("h3".into()),
             nacked_version: None,
             nack_reason: None,
+            nacked_at: None,
             connected_at: Utc::now(),
             last_seen: Utc::now(),
         }
@@ -125,5 +171,16 @@ mod tests {
         assert_eq!(status(&NodeRecord { nacked_version: Some(3), ..node() }, 3, "h3", long_ago), NodeStatus::InSync, "applied after all");
         assert_eq!(status(&NodeRecord { connected: false, ..node() }, 3, "h3", long_ago), NodeStatus::Disconnected);
         assert_eq!(status(&node(), 3, "h3", Utc::now() + chrono::Duration::seconds(1)), NodeStatus::Disconnected);
+    }
+
+    #[test]
+    fn only_a_rejected_node_has_a_current_reason_and_the_refusal_stays_as_history() {
+        let long_ago = Utc::now() - chrono::Duration::hours(1);
+        let refused = NodeRecord { nacked_version: Some(4), nack_reason: Some("bad".into()), nacked_at: Some(Utc::now()), ..node() };
+        let rejected = data_plane(refused.clone(), 4, "h4", long_ago);
+        assert_eq!((rejected.status, rejected.reason.as_deref()), (NodeStatus::Rejected, Some("bad")));
+        let later = data_plane(NodeRecord { acked_version: Some(5), acked_hash: Some("h5".into()), ..refused }, 5, "h5", long_ago);
+        assert_eq!((later.status, later.reason), (NodeStatus::InSync, None));
+        assert_eq!(later.last_rejection.map(|r| (r.version, r.reason)), Some((4, "bad".to_owned())));
     }
 }

@@ -12,7 +12,8 @@ use utoipa::ToSchema;
 
 use super::auth::Principal;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{JsonBody, Path};
+use super::extract::{JsonBody, Path, Query};
+use super::pagination::{List, Page};
 use super::{AppState, known_name, written};
 use crate::store::{DEFAULT_GATEWAY, GatewayRecord, StoreError};
 
@@ -42,9 +43,10 @@ pub struct NewGateway {
     pub description: String,
 }
 
-#[utoipa::path(get, path = "/api/v1/gateways", tag = "gateways", responses((status = 200, body = Vec<Gateway>)))]
-pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Vec<Gateway>>, ApiError> {
-    Ok(Json(state.store.list_gateways().await?.into_iter().map(Gateway::from).collect()))
+#[utoipa::path(get, path = "/api/v1/gateways", tag = "gateways", params(Page),
+    responses((status = 200, body = List<Gateway>, description = "By name"), (status = 400, body = ErrorBody)))]
+pub(super) async fn list(State(state): State<AppState>, Query(page): Query<Page>) -> Result<Json<List<Gateway>>, ApiError> {
+    Ok(Json(List::page(state.store.list_gateways().await?.into_iter().map(Gateway::from).collect(), page)?))
 }
 
 #[utoipa::path(post, path = "/api/v1/gateways", tag = "gateways", request_body = NewGateway,

@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod fleet;
 pub mod gateways;
+pub mod pagination;
 pub mod settings;
 pub mod tokens;
 pub mod versions;
@@ -135,8 +136,9 @@ fn authenticated() -> OpenApiRouter<AppState> {
         .routes(routes!(versions::get))
         .routes(routes!(versions::rollback))
         .routes(routes!(fleet::list))
+        .routes(routes!(fleet::delete))
         .routes(routes!(tokens::list, tokens::create))
-        .routes(routes!(tokens::revoke))
+        .routes(routes!(tokens::get, tokens::revoke))
 }
 
 /// The routes that answer without a token, documented as such.

@@ -1,4 +1,5 @@
-//! Admin tokens: created with a role, shown once, stored hashed, revocable.
+//! Admin tokens: created with a role, shown once, stored hashed, listed and
+//! read without their secrets, revocable.
 //! Only admin tokens reach these endpoints. Token changes are not config
 //! changes: they publish no version.
 
@@ -12,7 +13,8 @@ use utoipa::ToSchema;
 
 use super::auth::{BOOTSTRAP_NAME, Principal, generate_token, token_hash};
 use super::error::{ApiError, ErrorBody};
-use super::extract::{JsonBody, Path};
+use super::extract::{JsonBody, Path, Query};
+use super::pagination::{List, Page};
 use super::{AppState, known_name};
 use crate::store::{Role, StoreError, TokenRecord};
 
@@ -49,9 +51,19 @@ impl From<TokenRecord> for Token {
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", responses((status = 200, body = Vec<Token>), (status = 403, body = ErrorBody)))]
-pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Vec<Token>>, ApiError> {
-    Ok(Json(state.store.tokens().await?.into_iter().map(Token::from).collect()))
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", params(Page),
+    responses((status = 200, body = List<Token>, description = "By name; never their secrets"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(super) async fn list(State(state): State<AppState>, Query(page): Query<Page>) -> Result<Json<List<Token>>, ApiError> {
+    Ok(Json(List::page(state.store.tokens().await?.into_iter().map(Token::from).collect(), page)?))
+}
+
+#[utoipa::path(get, path = "/api/v1/tokens/{name}", tag = "tokens", params(("name" = String, Path, description = "Token name")),
+    responses((status = 200, body = Token, description = "Its metadata; the secret is shown only when created"),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn get(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Token>, ApiError> {
+    known_name(&name, "token")?;
+    let record = state.store.token(&name).await?.ok_or_else(|| ApiError::not_found(format!("token '{name}'")))?;
+    Ok(Json(record.into()))
 }
 
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = NewToken,

@@ -11,9 +11,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::auth::Principal;
-use super::entities::List;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{Page, Path, Query, change_message};
+use super::extract::{Path, Query, change_message};
+use super::pagination::{List, Page};
 use super::{AppState, written};
 use crate::store::{Publication, VersionRecord};
 
@@ -65,9 +65,7 @@ pub(super) async fn list(
     let (limit, offset) = page.resolve()?;
     state.current(&gw).await?;
     let (records, total) = state.store.versions(&gw, limit, offset).await?;
-    let end = offset.saturating_add(records.len() as u64);
-    let data = records.into_iter().map(Version::from).collect();
-    Ok(Json(List { data, total, limit, offset, next_offset: (end < total).then_some(end) }))
+    Ok(Json(List::of(records.into_iter().map(Version::from).collect(), total, limit, offset)))
 }
 
 #[utoipa::path(get, path = "/api/v1/gateways/{gw}/versions/{n}", tag = "versions",

@@ -5,7 +5,8 @@
 //! heartbeats are recorded for the fleet view.
 
 use std::pin::Pin;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::Stream;
 use portico_proto::v1::config_discovery_server::ConfigDiscovery;
@@ -18,6 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use super::Hub;
+use super::refusals::Refusals;
 use crate::store::{NodeHello, Store};
 
 /// A node is shown `disconnected` when not heard from for this many heartbeat intervals.
@@ -25,6 +27,9 @@ pub const NODE_STALE_AFTER_HEARTBEATS: u32 = 3;
 
 /// How long a node may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a refused node's hello is awaited, to name it in the log.
+const REFUSED_HELLO_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The gRPC service.
 #[derive(Clone)]
@@ -34,12 +39,13 @@ pub struct ConfigStreams {
     cluster_token: [u8; 32],
     heartbeat: Duration,
     shutdown: watch::Receiver<bool>,
+    refusals: Arc<Refusals>,
 }
 
 impl ConfigStreams {
     /// Streams end, telling nodes to reconnect, once `shutdown` turns true.
     pub fn new(store: Store, hub: Hub, cluster_token: &str, heartbeat: Duration, shutdown: watch::Receiver<bool>) -> Self {
-        Self { store, hub, cluster_token: Sha256::digest(cluster_token.as_bytes()).into(), heartbeat, shutdown }
+        Self { store, hub, cluster_token: Sha256::digest(cluster_token.as_bytes()).into(), heartbeat, shutdown, refusals: Arc::default() }
     }
 
     fn check_token<T>(&self, request: &Request<T>) -> Result<(), Status> {
@@ -52,6 +58,21 @@ impl ConfigStreams {
         let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         if bool::from(presented.ct_eq(&self.cluster_token)) { Ok(()) } else { Err(Status::unauthenticated("wrong cluster token")) }
     }
+
+    /// Logs a node refused with `status` (rate-limited per peer address),
+    /// naming its gateway and node id when its hello comes in time.
+    async fn log_refusal(&self, request: Request<Streaming<NodeMessage>>, status: &Status) {
+        let peer = request.remote_addr();
+        let Some(attempts) = self.refusals.record(peer.map(|p| p.ip()), Instant::now()) else { return };
+        let hello = match tokio::time::timeout(REFUSED_HELLO_TIMEOUT, request.into_inner().message()).await {
+            Ok(Ok(Some(NodeMessage { message: Some(node_message::Message::Hello(hello)) }))) => Some(hello),
+            _ => None,
+        };
+        let (gateway, node) = hello.map(|h| (printable(&h.gateway, 64), printable(&h.node_id, 128))).unwrap_or_default();
+        let peer = peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
+        tracing::warn!(peer = %peer, gateway = %gateway, node = %node, attempts, problem = status.message(),
+            "data plane refused: wrong or missing cluster token");
+    }
 }
 
 type ControlStream = Pin<Box<dyn Stream<Item = Result<ControlMessage, Status>> + Send>>;
@@ -61,7 +82,10 @@ impl ConfigDiscovery for ConfigStreams {
     type StreamStream = ControlStream;
 
     async fn stream(&self, request: Request<Streaming<NodeMessage>>) -> Result<Response<ControlStream>, Status> {
-        self.check_token(&request)?;
+        if let Err(status) = self.check_token(&request) {
+            self.log_refusal(request, &status).await;
+            return Err(status);
+        }
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(NodeMessage { message: Some(node_message::Message::Hello(hello)) }))) => hello,

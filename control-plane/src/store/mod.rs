@@ -16,7 +16,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Row};
 
 pub use error::StoreError;
-pub use nodes::{NodeHello, NodeRecord};
+pub use nodes::{NodeDeletion, NodeHello, NodeRecord};
 pub use tokens::{Role, TokenRecord};
 
 /// The Postgres channel that carries `gateway:version` on every publish.

@@ -1,5 +1,8 @@
 //! Data-plane nodes as the gRPC streams report them: who is connected, what
 //! each applied (ACK) or refused (NACK), and when it was last heard from.
+//! Rows of nodes that went away are removed by an operator
+//! ([`Store::delete_node`]) or once silent for long enough
+//! ([`Store::forget_nodes_silent_since`]).
 
 use std::collections::BTreeMap;
 
@@ -23,6 +26,15 @@ pub struct NodeHello {
     pub session_id: String,
 }
 
+/// What [`Store::delete_node`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeDeletion {
+    Deleted,
+    /// The node was heard from since the cutoff: it is left alone.
+    Live,
+    NotFound,
+}
+
 /// A node as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeRecord {
@@ -35,6 +47,7 @@ pub struct NodeRecord {
     pub acked_hash: Option<String>,
     pub nacked_version: Option<u64>,
     pub nack_reason: Option<String>,
+    pub nacked_at: Option<DateTime<Utc>>,
     pub connected_at: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
 }
@@ -85,7 +98,7 @@ impl Store {
     /// The node refused `version`, for `reason`.
     pub async fn node_nacked(&self, gateway: &str, node_id: &str, version: u64, reason: &str) -> Result<()> {
         sqlx::query(
-            "UPDATE data_plane_nodes SET nacked_version = $1, nack_reason = $2, last_seen = $3 WHERE gateway = $4 AND node_id = $5",
+            "UPDATE data_plane_nodes SET nacked_version = $1, nack_reason = $2, nacked_at = $3, last_seen = $3 WHERE gateway = $4 AND node_id = $5",
         )
         .bind(to_i64(version))
         .bind(reason)
@@ -117,7 +130,7 @@ impl Store {
     pub async fn nodes(&self, gateway: &str) -> Result<Vec<NodeRecord>> {
         let rows = sqlx::query(
             "SELECT gateway, node_id, labels, software_version, connected, acked_version, acked_hash, nacked_version, \
-             nack_reason, connected_at, last_seen FROM data_plane_nodes WHERE gateway = $1 ORDER BY node_id",
+             nack_reason, nacked_at, connected_at, last_seen FROM data_plane_nodes WHERE gateway = $1 ORDER BY node_id",
         )
         .bind(gateway)
         .fetch_all(&self.pool)
@@ -130,6 +143,7 @@ impl Store {
                 let connected: i64 = row.try_get("connected").map_err(get_err)?;
                 let acked: Option<i64> = row.try_get("acked_version").map_err(get_err)?;
                 let nacked: Option<i64> = row.try_get("nacked_version").map_err(get_err)?;
+                let nacked_at: Option<i64> = row.try_get("nacked_at").map_err(get_err)?;
                 Ok(NodeRecord {
                     gateway: row.try_get("gateway").map_err(get_err)?,
                     node_id: row.try_get("node_id").map_err(get_err)?,
@@ -140,10 +154,48 @@ impl Store {
                     acked_hash: row.try_get("acked_hash").map_err(get_err)?,
                     nacked_version: nacked.map(to_u64),
                     nack_reason: row.try_get("nack_reason").map_err(get_err)?,
+                    nacked_at: nacked_at.map(millis),
                     connected_at: millis(row.try_get("connected_at").map_err(get_err)?),
                     last_seen: millis(row.try_get("last_seen").map_err(get_err)?),
                 })
             })
             .collect()
+    }
+
+    /// Removes node `node_id` of `gateway` unless it is live: connected and
+    /// heard from since `live_since` (a live node's row would be missing
+    /// until its next hello, so it is kept).
+    pub async fn delete_node(&self, gateway: &str, node_id: &str, live_since: DateTime<Utc>) -> Result<NodeDeletion> {
+        let deleted = sqlx::query("DELETE FROM data_plane_nodes WHERE gateway = $1 AND node_id = $2 AND (connected = 0 OR last_seen < $3)")
+            .bind(gateway)
+            .bind(node_id)
+            .bind(live_since.timestamp_millis())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?
+            .rows_affected();
+        if deleted > 0 {
+            return Ok(NodeDeletion::Deleted);
+        }
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM data_plane_nodes WHERE gateway = $1 AND node_id = $2")
+            .bind(gateway)
+            .bind(node_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(if exists.is_some() { NodeDeletion::Live } else { NodeDeletion::NotFound })
+    }
+
+    /// Removes every node, of any gateway, not heard from since `cutoff`;
+    /// returns how many. A live node heartbeats, so only nodes gone for
+    /// good (or a stream whose replica died) are that silent.
+    pub async fn forget_nodes_silent_since(&self, cutoff: DateTime<Utc>) -> Result<u64> {
+        let deleted = sqlx::query("DELETE FROM data_plane_nodes WHERE last_seen < $1")
+            .bind(cutoff.timestamp_millis())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?
+            .rows_affected();
+        Ok(deleted)
     }
 }

@@ -76,6 +76,15 @@ impl Store {
         row.as_ref().map(token_from_row).transpose()
     }
 
+    pub async fn token(&self, name: &str) -> Result<Option<TokenRecord>> {
+        let row = sqlx::query("SELECT name, role, token_hash, created_by, created_at FROM admin_tokens WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
     pub async fn tokens(&self) -> Result<Vec<TokenRecord>> {
         let rows = sqlx::query("SELECT name, role, token_hash, created_by, created_at FROM admin_tokens ORDER BY name")
             .fetch_all(&self.pool)
