@@ -30,6 +30,10 @@ pub fn install() -> Result<PrometheusHandle, String> {
         "Rate-limit decisions Redis could not make in time (on_backend_failure decided)"
     );
     describe_gauge!(
+        "portico_rate_limit_fleet_nodes",
+        "Data planes sharing this node's Redis-backed limits, as last counted in Redis (the fewest of any limit); the local fallback admits limit / this"
+    );
+    describe_gauge!(
         "portico_upstream_target_healthy",
         "1 when a target may take traffic, by service and target (kept by active health checks)"
     );
@@ -117,6 +121,10 @@ pub fn rate_limited(route: Arc<str>) {
 
 pub fn rate_limit_backend_failed() {
     counter!("portico_rate_limit_backend_failures_total").increment(1);
+}
+
+pub fn rate_limit_fleet_nodes(nodes: u64) {
+    gauge!("portico_rate_limit_fleet_nodes").set(nodes as f64);
 }
 
 pub fn target_health(service: &str, target: &str, healthy: bool) {

@@ -230,7 +230,7 @@ mod tests {
                 token_cache_capacity: 10,
                 http: reqwest::Client::new(),
             },
-            limits: LimitSettings { redis: None, expected_nodes: 1, gateway: "default".into() },
+            limits: LimitSettings { redis: None, gateway: "default".into() },
         }
     }
 

@@ -88,11 +88,12 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     let auth = AuthSettings { keys: KeyHasher::from_cluster_token(&cluster_token), token_cache_capacity: settings.token_cache_size, http };
     let redis = match &settings.redis_url {
         Some(url) => {
-            Some(Arc::new(RedisBackend::new(url, Duration::from_millis(settings.redis_timeout_ms), &node_id).map_err(StartError::Config)?))
+            let timeout = Duration::from_millis(settings.redis_timeout_ms);
+            Some(Arc::new(RedisBackend::new(url, timeout, &node_id, settings.expected_nodes).map_err(StartError::Config)?))
         }
         None => None,
     };
-    let limits = LimitSettings { redis, expected_nodes: settings.expected_nodes, gateway: settings.gateway.clone() };
+    let limits = LimitSettings { redis: redis.clone(), gateway: settings.gateway.clone() };
     let node = Arc::new(NodeState::new(&settings.gateway, &node_id, Context { auth, limits }));
 
     let proxy_listener = bind(settings.listen).await?;
@@ -118,6 +119,9 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let config_task = tokio::spawn(client.run(stop_rx.clone()));
+    if let Some(redis) = redis {
+        tokio::spawn(crate::ratelimit::fleet::run(redis, stop_rx.clone()));
+    }
     let status_task = tokio::spawn({
         let mut stop = stop_rx.clone();
         let app = crate::status::router(node.clone(), metrics);

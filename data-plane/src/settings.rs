@@ -76,7 +76,7 @@ pub struct Settings {
     /// How long a rate-limit decision may wait for Redis before `on_backend_failure` decides.
     #[arg(long, env = "PORTICO_REDIS_TIMEOUT_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub redis_timeout_ms: u64,
-    /// Data planes sharing Redis-backed limits: on its local fallback a node admits `limit / expected_nodes`.
+    /// Data planes sharing a Redis-backed limit until Redis has counted them (it does while it answers): on its local fallback a node admits `limit / nodes`.
     #[arg(long, env = "PORTICO_EXPECTED_NODES", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub expected_nodes: u64,
     /// The secret the control plane expects. Required.

@@ -23,17 +23,17 @@ struct Fleet {
 }
 
 /// A control plane and `nodes` data planes sharing Redis (through a proxy,
-/// with a timeout long enough that a loaded test machine never falls back),
-/// each told the fleet has `nodes` members.
+/// with a timeout long enough that a loaded test machine never falls back).
+/// None is told how many nodes there are (`--expected-nodes` stays 1): they
+/// count each other in Redis.
 async fn fleet(nodes: usize) -> Fleet {
     let db = TestDb::sqlite();
     let cp = ControlPlane::start(&db.url).await;
     let redis = TcpProxy::start(redis_addr().await).await;
     let url = format!("redis://{}", redis.addr);
-    let expected = nodes.to_string();
     let mut started = Vec::new();
     for i in 0..nodes {
-        let flags = ["--redis-url", url.as_str(), "--expected-nodes", expected.as_str(), "--redis-timeout-ms", "2000"];
+        let flags = ["--redis-url", url.as_str(), "--redis-timeout-ms", "2000"];
         started.push(DataPlane::start_with_flags(&cp.grpc_url, &cp.cluster_token, &format!("dp-{i}"), &flags).await);
     }
     Fleet { _db: db, cp, upstream: TestUpstream::start("a").await, redis, nodes: started }
@@ -53,6 +53,16 @@ impl Fleet {
         let version = response.json::<Value>().await.unwrap()["version"].as_u64().unwrap();
         for node in &self.nodes {
             node.wait_for_version(version).await;
+        }
+    }
+
+    /// Waits until every node has counted `n` nodes sharing its Redis-backed limits.
+    async fn wait_counted(&self, n: u64, deadline: Duration) {
+        for node in &self.nodes {
+            eventually(&format!("{} counts {n} nodes in Redis", node.status_url), deadline, || async {
+                (metric(node, "portico_rate_limit_fleet_nodes").await == Some(n as f64)).then_some(())
+            })
+            .await;
         }
     }
 
@@ -122,12 +132,13 @@ async fn every_algorithm_admits_exactly_its_limit_across_three_data_planes() {
 
 /// `portico_rate_limit_backend_failures_total` of a node (0 when never counted).
 async fn backend_failures(node: &DataPlane) -> u64 {
+    metric(node, "portico_rate_limit_backend_failures_total").await.map_or(0, |v| v as u64)
+}
+
+/// The value of an unlabelled metric of a node, when it has one.
+async fn metric(node: &DataPlane, name: &str) -> Option<f64> {
     let metrics = reqwest::get(format!("{}/metrics", node.status_url)).await.unwrap().text().await.unwrap();
-    metrics
-        .lines()
-        .find(|line| line.starts_with("portico_rate_limit_backend_failures_total"))
-        .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+    metrics.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -173,13 +184,14 @@ async fn redis_outage_follows_each_on_backend_failure_mode_and_recovers() {
     let mode = |on_failure: &str| json!([limit("fixed_window", 4, 600, json!({"on_backend_failure": on_failure}))]);
     fleet.configure(&[("allow", mode("allow")), ("deny", mode("deny")), ("local", mode("local"))], json!({})).await;
     assert_eq!(count(&fleet.burst("/deny", 2, &[]).await, StatusCode::OK), 2, "Redis counts while it is there");
+    fleet.wait_counted(2, DEADLINE).await;
 
     fleet.redis.cut();
     assert_eq!(count(&fleet.burst("/allow", 10, &[]).await, StatusCode::OK), 10, "allow: nothing is limited without Redis");
     let denied = fleet.burst("/deny", 4, &[]).await;
     assert_eq!(count(&denied, StatusCode::TOO_MANY_REQUESTS), 4, "deny: everything is refused without Redis");
     let local = fleet.burst("/local", 12, &[]).await;
-    assert_eq!(count(&local, StatusCode::OK), 4, "local: each of 2 nodes admits 4 / 2");
+    assert_eq!(count(&local, StatusCode::OK), 4, "local: each of the 2 nodes counted in Redis admits 4 / 2");
     assert!(backend_failures(&fleet.nodes[0]).await > 0, "the fallback decisions are counted");
 
     fleet.redis.restore();
@@ -194,6 +206,22 @@ async fn redis_outage_follows_each_on_backend_failure_mode_and_recovers() {
         "the shared counter (2 before, 1 on recovery) is back: {:?}",
         after.iter().map(|r| r.status()).collect::<Vec<_>>()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_local_fallback_follows_the_fleet_as_it_shrinks() {
+    let mut fleet = fleet(3).await;
+    let local = json!([limit("fixed_window", 6, 600, json!({"on_backend_failure": "local"}))]);
+    fleet.configure(&[("local", local)], json!({})).await;
+    fleet.wait_counted(3, DEADLINE).await;
+
+    // A node goes (scaled in): it falls out of the count once its mark expires.
+    drop(fleet.nodes.pop());
+    fleet.wait_counted(2, Duration::from_secs(40)).await;
+
+    fleet.redis.cut();
+    let admitted = count(&fleet.burst("/local", 12, &[]).await, StatusCode::OK);
+    assert_eq!(admitted, 6, "each of the 2 remaining nodes admits 6 / 2, not 6 / 3");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -5,20 +5,25 @@
 //! of its route admits it; the tightest one's `RateLimit-*` headers go on
 //! the response. Limiters are identified by where the policy sits and what
 //! it says, and carried across config versions, so editing unrelated
-//! entities keeps counters while changing a limit starts it afresh.
+//! entities keeps counters while changing a limit starts it afresh. A
+//! Redis-backed limit's local fallback admits its share of the fleet that
+//! shares it, as counted in Redis (`fleet.rs`).
 
 pub mod algorithm;
+pub mod fleet;
 pub mod redis;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use portico_shared::model::{BackendFailure, RateLimitBackend, RateLimitKey, RateLimitPolicy};
 use sha2::{Digest, Sha256};
 
 use self::algorithm::{Decision, Params, State};
+use self::fleet::FleetCount;
 use self::redis::RedisBackend;
 use crate::auth::Identity;
 use crate::error::ProxyError;
@@ -40,9 +45,6 @@ const MAX_KEY_BYTES: usize = 64;
 pub struct LimitSettings {
     /// The shared backend, when `--redis-url` is set.
     pub redis: Option<Arc<RedisBackend>>,
-    /// Nodes sharing a Redis-backed limit; a node on its local fallback
-    /// admits `limit / expected_nodes`.
-    pub expected_nodes: u64,
     /// Prefix of this gateway's Redis keys.
     pub gateway: String,
 }
@@ -71,6 +73,40 @@ impl LocalCounters {
     }
 }
 
+/// Where a limit counts.
+enum Backend {
+    Local(LocalCounters),
+    Redis { redis: Arc<RedisBackend>, prefix: String, fallback: Fallback },
+}
+
+/// The local counters a Redis-backed limit falls back to, sized for the
+/// nodes sharing the limit as last counted. A new count (Redis answered
+/// again in between) starts them afresh at the new size.
+struct Fallback {
+    fleet: Arc<FleetCount>,
+    /// The counters and the node count they were made for.
+    counters: ArcSwap<(u64, LocalCounters)>,
+}
+
+impl Fallback {
+    fn new(params: Params, fleet: Arc<FleetCount>) -> Self {
+        let nodes = fleet.nodes();
+        Self { fleet, counters: ArcSwap::from_pointee((nodes, LocalCounters::new(params.divided(nodes)))) }
+    }
+
+    fn decide(&self, params: Params, key: &str) -> Decision {
+        let nodes = self.fleet.nodes();
+        let mut counters = self.counters.load_full();
+        if counters.0 != nodes {
+            let resized = Arc::new((nodes, LocalCounters::new(params.divided(nodes))));
+            let previous = self.counters.compare_and_swap(&counters, Arc::clone(&resized));
+            // Another request may have resized first: use its counters.
+            counters = if Arc::ptr_eq(&*previous, &counters) { resized } else { arc_swap::Guard::into_inner(previous) };
+        }
+        counters.1.decide(key)
+    }
+}
+
 /// One `rate-limit` policy where it applies.
 pub struct Limiter {
     /// Identity: the policy and where it sits.
@@ -78,10 +114,7 @@ pub struct Limiter {
     params: Params,
     key: RateLimitKey,
     on_failure: BackendFailure,
-    redis: Option<Arc<RedisBackend>>,
-    /// The counters of a local limit, or the fallback of a Redis one.
-    local: LocalCounters,
-    redis_prefix: String,
+    backend: Backend,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -112,22 +145,17 @@ impl Limiter {
     pub fn new(policy: &RateLimitPolicy, fingerprint: String, settings: &LimitSettings) -> Result<Self, String> {
         let key = RateLimitKey::parse(&policy.key).ok_or_else(|| format!("rate-limit key '{}' is not understood", policy.key))?;
         let params = Params::of(policy);
-        let redis = match policy.backend {
-            RateLimitBackend::Local => None,
+        let backend = match policy.backend {
+            RateLimitBackend::Local => Backend::Local(LocalCounters::new(params)),
             RateLimitBackend::Redis => {
-                Some(settings.redis.clone().ok_or("a redis rate limit needs --redis-url (PORTICO_REDIS_URL) on this data plane")?)
+                let redis = settings.redis.clone().ok_or("a redis rate limit needs --redis-url (PORTICO_REDIS_URL) on this data plane")?;
+                let prefix = format!("portico:rl:{}:{fingerprint}:", settings.gateway);
+                // Limit keys are `<kind>:<value>`, so `nodes` is never one.
+                let fleet = redis.fleet().join(format!("{prefix}nodes"));
+                Backend::Redis { redis, prefix, fallback: Fallback::new(params, fleet) }
             }
         };
-        let local_params = if redis.is_some() { params.divided(settings.expected_nodes) } else { params };
-        Ok(Self {
-            redis_prefix: format!("portico:rl:{}:{fingerprint}:", settings.gateway),
-            fingerprint,
-            params,
-            key,
-            on_failure: policy.on_backend_failure,
-            redis,
-            local: LocalCounters::new(local_params),
-        })
+        Ok(Self { fingerprint, params, key, on_failure: policy.on_backend_failure, backend })
     }
 
     /// Whether the key needs to know the caller (`consumer`, `claim:`):
@@ -159,8 +187,11 @@ impl Limiter {
     /// Decides one request.
     async fn decide(&self, facts: &RequestFacts<'_>) -> Option<Decision> {
         let key = self.key_of(facts);
-        let Some(redis) = &self.redis else { return Some(self.local.decide(&key)) };
-        match redis.decide(&self.params, &format!("{}{key}", self.redis_prefix)).await {
+        let (redis, prefix, fallback) = match &self.backend {
+            Backend::Local(counters) => return Some(counters.decide(&key)),
+            Backend::Redis { redis, prefix, fallback } => (redis, prefix, fallback),
+        };
+        match redis.decide(&self.params, &format!("{prefix}{key}")).await {
             Ok(decision) => Some(decision),
             Err(reason) => {
                 tracing::warn!(%reason, on_failure = ?self.on_failure, "rate-limit backend unavailable");
@@ -170,7 +201,7 @@ impl Limiter {
                     BackendFailure::Deny => {
                         Some(Decision { allowed: false, limit: self.params.limit, remaining: 0, reset: 1.0, retry_after: 1.0, delay: 0.0 })
                     }
-                    BackendFailure::Local => Some(self.local.decide(&key)),
+                    BackendFailure::Local => Some(fallback.decide(self.params, &key)),
                 }
             }
         }

@@ -4,7 +4,8 @@
 //! with skewed clocks agree. Calls go over a reconnecting multiplexed
 //! connection (concurrent calls are pipelined on it) with a short timeout;
 //! after a failure Redis is left alone for [`BACKOFF`] and the callers'
-//! `on_backend_failure` decides meanwhile.
+//! `on_backend_failure` decides meanwhile. The same connection marks this
+//! node in each limit's set of nodes (`fleet.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
 
 use super::algorithm::{Decision, Params};
+use super::fleet::Membership;
 
 /// How long Redis is not asked after a failed call.
 const BACKOFF: Duration = Duration::from_secs(1);
@@ -107,11 +109,23 @@ if previous > 0 and current < limit then wait = math.min(to_end, (estimate + 1 -
 return {0, 0, math.ceil(to_end), math.ceil(wait), 0}
 ";
 
+/// ARGV: this process, how long a mark counts (ms). Answers the nodes marked within it.
+const MARK_MEMBER: &str = r"
+local ttl = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
+redis.call('PEXPIRE', KEYS[1], ttl)
+return {redis.call('ZCARD', KEYS[1])}
+";
+
 /// A data plane's connection to Redis, shared by all its limits.
 pub struct RedisBackend {
     connection: ConnectionManager,
     timeout: Duration,
     scripts: [Script; 5],
+    mark_member: Script,
+    /// This node's limits, counted in Redis.
+    fleet: Membership,
     /// Milliseconds since `started` before which Redis is not asked.
     backoff_until_ms: AtomicU64,
     started: Instant,
@@ -128,8 +142,9 @@ impl std::fmt::Debug for RedisBackend {
 }
 
 impl RedisBackend {
-    /// Sets up the connection (made on first use, remade when it breaks).
-    pub fn new(url: &str, timeout: Duration, node: &str) -> Result<Self, String> {
+    /// Sets up the connection (made on first use, remade when it breaks);
+    /// limits assume `expected_nodes` until they are counted.
+    pub fn new(url: &str, timeout: Duration, node: &str, expected_nodes: u64) -> Result<Self, String> {
         let client = Client::open(url).map_err(|e| format!("--redis-url: {e}"))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout.max(Duration::from_millis(250))))
@@ -147,6 +162,8 @@ impl RedisBackend {
                 script(SLIDING_WINDOW_LOG),
                 script(SLIDING_WINDOW_COUNTER),
             ],
+            mark_member: script(MARK_MEMBER),
+            fleet: Membership::new(expected_nodes),
             backoff_until_ms: AtomicU64::new(0),
             started: Instant::now(),
             sequence: AtomicU64::new(0),
@@ -154,12 +171,21 @@ impl RedisBackend {
         })
     }
 
+    /// This node's Redis-backed limits, counted in Redis.
+    pub fn fleet(&self) -> &Membership {
+        &self.fleet
+    }
+
+    /// Marks this process in the set of nodes `key` for `ttl`; the nodes
+    /// marked within `ttl`, or why Redis could not answer.
+    pub async fn mark_member(&self, key: &str, ttl: Duration) -> Result<u64, String> {
+        let ttl_ms = ttl.as_millis().to_string();
+        let values = self.call(&self.mark_member, key, &[self.process.clone(), ttl_ms], 1).await?;
+        Ok(u64::try_from(values[0]).unwrap_or(1))
+    }
+
     /// One decision for `key`, or why Redis could not make it.
     pub async fn decide(&self, params: &Params, key: &str) -> Result<Decision, String> {
-        let elapsed_ms = || u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        if elapsed_ms() < self.backoff_until_ms.load(Ordering::Relaxed) {
-            return Err("Redis failed less than a second ago".to_owned());
-        }
         let window_ms = params.window * 1000.0;
         let (script, args): (&Script, Vec<String>) = match params.algorithm {
             RateLimitAlgorithm::TokenBucket => {
@@ -175,24 +201,33 @@ impl RedisBackend {
             }
             RateLimitAlgorithm::SlidingWindowCounter => (&self.scripts[4], vec![params.limit.to_string(), window_ms.to_string()]),
         };
+        let values = self.call(script, key, &args, 5).await?;
+        let seconds = |ms: i64| ms.max(0) as f64 / 1000.0;
+        Ok(Decision {
+            allowed: values[0] == 1,
+            limit: params.limit,
+            remaining: u64::try_from(values[1]).unwrap_or(0),
+            reset: seconds(values[2]),
+            retry_after: seconds(values[3]),
+            delay: seconds(values[4]),
+        })
+    }
+
+    /// Runs `script` on `key` with `args`, expecting `len` integers back;
+    /// a failure leaves Redis alone for [`BACKOFF`].
+    async fn call(&self, script: &Script, key: &str, args: &[String], len: usize) -> Result<Vec<i64>, String> {
+        let elapsed_ms = || u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if elapsed_ms() < self.backoff_until_ms.load(Ordering::Relaxed) {
+            return Err("Redis failed less than a second ago".to_owned());
+        }
         let mut invocation = script.key(key);
-        for arg in &args {
+        for arg in args {
             invocation.arg(arg);
         }
         let mut connection = self.connection.clone();
         let answer = tokio::time::timeout(self.timeout, invocation.invoke_async::<Vec<i64>>(&mut connection)).await;
         let failure = match answer {
-            Ok(Ok(values)) if values.len() == 5 => {
-                let seconds = |ms: i64| ms.max(0) as f64 / 1000.0;
-                return Ok(Decision {
-                    allowed: values[0] == 1,
-                    limit: params.limit,
-                    remaining: u64::try_from(values[1]).unwrap_or(0),
-                    reset: seconds(values[2]),
-                    retry_after: seconds(values[3]),
-                    delay: seconds(values[4]),
-                });
-            }
+            Ok(Ok(values)) if values.len() == len => return Ok(values),
             Ok(Ok(values)) => format!("unexpected script answer {values:?}"),
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer within {} ms", self.timeout.as_millis()),

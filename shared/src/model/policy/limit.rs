@@ -37,8 +37,8 @@ pub struct RateLimitPolicy {
     #[serde(default)]
     pub backend: RateLimitBackend,
     /// With `redis`, what happens while Redis is slow or down: `allow`,
-    /// `deny` (`429`) or `local` (each node limits to `limit` divided by its
-    /// `--expected-nodes`).
+    /// `deny` (`429`) or `local` (each node limits to `limit` divided by the
+    /// data planes sharing the limit, as last counted in Redis).
     #[serde(default)]
     pub on_backend_failure: BackendFailure,
 }
