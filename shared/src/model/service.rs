@@ -535,17 +535,42 @@ impl Validate for HealthCheck {
                 errors.add(ConfigError::invalid("active.path", "must start with '/' and be at most 1024 visible ASCII characters"));
             }
             errors.check(in_range("active.interval_ms", active.interval_ms, 100, 3_600_000));
-            errors.check(in_range("active.timeout_ms", active.timeout_ms, 1, 60_000.min(active.interval_ms.saturating_sub(1).max(1))));
+            if errors.check(in_range("active.timeout_ms", active.timeout_ms, 1, 60_000)).is_some()
+                && active.timeout_ms >= active.interval_ms
+            {
+                let rule = format!("must be below interval_ms ({})", active.interval_ms);
+                errors.add(ConfigError::invalid(
+                    "active.timeout_ms",
+                    beside_default(rule, "timeout_ms", active.timeout_ms, default_health_timeout_ms()),
+                ));
+            }
             errors.check(in_range("active.healthy_threshold", active.healthy_threshold, 1, 100));
             errors.check(in_range("active.unhealthy_threshold", active.unhealthy_threshold, 1, 100));
         }
         if let Some(passive) = &self.passive {
             errors.check(in_range("passive.consecutive_failures", passive.consecutive_failures, 1, 1_000));
-            if errors.check(in_range("passive.base_ejection_ms", passive.base_ejection_ms, 100, 3_600_000)).is_some() {
-                errors.check(in_range("passive.max_ejection_ms", passive.max_ejection_ms, passive.base_ejection_ms, 3_600_000));
+            let base_ok = errors.check(in_range("passive.base_ejection_ms", passive.base_ejection_ms, 100, 3_600_000)).is_some();
+            if errors.check(in_range("passive.max_ejection_ms", passive.max_ejection_ms, 100, 3_600_000)).is_some()
+                && base_ok
+                && passive.max_ejection_ms < passive.base_ejection_ms
+            {
+                let rule = format!("must be at least base_ejection_ms ({})", passive.base_ejection_ms);
+                let message = beside_default(rule, "max_ejection_ms", passive.max_ejection_ms, default_max_ejection_ms());
+                errors.add(ConfigError::invalid("passive.max_ejection_ms", message));
             }
         }
         errors.finish()
+    }
+}
+
+/// The message for a `field` whose `value` breaks `rule` set by another
+/// field: when the value is the field's default, it says so, since the user
+/// most likely never set the field the error names.
+fn beside_default(rule: String, field: &str, value: u32, default: u32) -> String {
+    if value == default {
+        format!("{rule}, got {value}, which is the default when {field} is not set: set {field} as well")
+    } else {
+        format!("{rule}, got {value}")
     }
 }
 
@@ -644,6 +669,32 @@ mod tests {
             fields,
             ["name", "targets[0].weight", "health_check.active.path", "circuit_breaker.open_ms", "retries.attempts", "timeouts.connect_ms"]
         );
+    }
+
+    #[test]
+    fn health_check_errors_explain_the_default_behind_a_field_never_set() {
+        let check = |health: &str| {
+            let mut s = service(&format!(r#"{{"name":"s","targets":[{{"url":"http://a:1"}}],"health_check":{health}}}"#));
+            let errors = s.normalize_and_validate().unwrap_err();
+            (errors.first().field().to_owned(), errors.first().message().to_owned())
+        };
+        let (field, message) = check(r#"{"active":{"interval_ms":500}}"#);
+        assert_eq!(field, "health_check.active.timeout_ms");
+        assert_eq!(
+            message,
+            "must be below interval_ms (500), got 1000, which is the default when timeout_ms is not set: set timeout_ms as well"
+        );
+        let (field, message) = check(r#"{"passive":{"base_ejection_ms":600000}}"#);
+        assert_eq!(field, "health_check.passive.max_ejection_ms");
+        assert!(
+            message.starts_with("must be at least base_ejection_ms (600000), got 300000, which is the default when max_ejection_ms"),
+            "{message}"
+        );
+        let (field, message) = check(r#"{"active":{"interval_ms":500,"timeout_ms":700}}"#);
+        assert_eq!((field.as_str(), message.as_str()), ("health_check.active.timeout_ms", "must be below interval_ms (500), got 700"));
+        let mut fine =
+            service(r#"{"name":"s","targets":[{"url":"http://a:1"}],"health_check":{"active":{"interval_ms":500,"timeout_ms":400}}}"#);
+        fine.normalize_and_validate().unwrap();
     }
 
     #[test]
