@@ -193,3 +193,21 @@ async fn zero_attempts_turns_retries_off() {
     }
     assert!(seen.contains(&StatusCode::BAD_GATEWAY), "round robin hands the dead target a GET, and it is not retried: {seen:?}");
 }
+
+#[tokio::test]
+async fn a_dead_target_of_two_costs_no_request_and_round_robin_stops_trying_it_first() {
+    let alive = TestUpstream::start("a").await;
+    let dead = format!("http://127.0.0.1:{}", portico_test_support::free_port());
+    // The scenario: a quiet route, one dead target of two.
+    let retries = json!({"attempts": 3, "on": ["connect-failure"]});
+    let (_db, _cp, dp) = serve_service(json!({"name": "app", "retries": retries, "targets": [{"url": alive.url()}, {"url": dead}]})).await;
+    for i in 0..20 {
+        assert_eq!(outcome(&dp).await, (StatusCode::OK, Some("a".to_owned())), "GET {i}");
+    }
+    assert_eq!(metric(&dp, "portico_retry_budget_exhausted_total").await.unwrap_or(0.0), 0.0, "no retry was refused");
+    for _ in 0..20 {
+        assert_eq!(outcome(&dp).await.0, StatusCode::OK);
+    }
+    let refused = metric(&dp, &format!("portico_upstream_connect_failures_total{{service=\"app\",target=\"{dead}\"}}")).await.unwrap();
+    assert!((1.0..=4.0).contains(&refused), "the dead target was tried first {refused} times in 40 requests, not every other one");
+}

@@ -81,6 +81,7 @@ pub async fn send(route: &RouteEntry, prepared: Prepared<'_>, body: ClientBody) 
         let outcome = match tokio::time::timeout(timeout, upstream.send(&picked, request)).await {
             Ok(Ok((response, lease))) => {
                 let status = response.status();
+                upstream.answered(&picked);
                 upstream.record(&picked, !status.is_server_error());
                 let time_left = Instant::now() < deadline;
                 if !last && time_left && plan.is_some_and(|p| p.retry(Outcome::Status(status.as_u16()))) {
@@ -94,6 +95,9 @@ pub async fn send(route: &RouteEntry, prepared: Prepared<'_>, body: ClientBody) 
                     return Err(fault); // the client's doing, not the target's: not recorded, not retried
                 }
                 upstream.record(&picked, false);
+                if error.is_connect() {
+                    upstream.connect_failed(&picked);
+                }
                 let classified = classify(upstream.name(), &error);
                 (if error.is_connect() { Outcome::ConnectFailure } else { Outcome::Reset }, classified)
             }
