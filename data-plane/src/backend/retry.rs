@@ -73,6 +73,13 @@ impl RetryPlan {
         self.settings == *retries
     }
 
+    /// Whether a retry may follow a try that went out (on anything but a
+    /// connect failure), so that each try must send a copy of the request;
+    /// a connect failure hands the request back.
+    pub fn retries_sent_requests(&self) -> bool {
+        self.on.iter().any(|on| *on != RetryOn::ConnectFailure)
+    }
+
     /// Whether requests with `method` may be retried at all.
     pub fn allows(&self, method: &Method) -> bool {
         self.non_idempotent
