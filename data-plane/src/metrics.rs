@@ -40,6 +40,10 @@ pub fn install() -> Result<PrometheusHandle, String> {
     describe_counter!("portico_upstream_ejections_total", "Targets ejected by passive health checks, by service and target");
     describe_gauge!("portico_upstream_circuit_open", "1 while a target's circuit breaker is open or half-open, by service and target");
     describe_counter!("portico_retry_budget_exhausted_total", "Retries not made because the route's retry budget was spent");
+    describe_counter!(
+        "portico_upstream_connect_failures_total",
+        "Connections to a target that could not be made (refused, timed out, TLS failed), by service and target"
+    );
     Ok(handle)
 }
 
@@ -145,6 +149,10 @@ pub fn circuit_changed(service: &str, target: &str, open: bool) {
     } else {
         0.0
     });
+}
+
+pub fn connect_failed(service: &str, target: &str) {
+    counter!("portico_upstream_connect_failures_total", "service" => service.to_owned(), "target" => target.to_owned()).increment(1);
 }
 
 pub fn retry_budget_exhausted() {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method};
 use portico_shared::Snapshot;
-use portico_shared::model::{Policy, RouteBackend, effective_policies};
+use portico_shared::model::{Policy, Retries, RouteBackend, effective_policies};
 use uuid::Uuid;
 
 use crate::auth::{AuthPlan, AuthSettings, Authenticator};
@@ -50,8 +50,9 @@ pub struct RouteEntry {
     pub limits_before_auth: Vec<Arc<Limiter>>,
     /// Those keyed by consumer or claim: checked after authentication.
     pub limits_after_auth: Vec<Arc<Limiter>>,
-    /// The route's retries, else its service's (the budget is kept across
-    /// versions while the route and its retry settings stay).
+    /// The route's retries, else its service's, else the defaults; none
+    /// when they ask for a single try (the budget is kept across versions
+    /// while the route and its retry settings stay).
     pub retry: Option<Arc<RetryPlan>>,
     /// CORS, ip-restriction and transforms.
     pub stages: Stages,
@@ -89,6 +90,8 @@ impl Runtime {
         let no_limiters = HashMap::new();
         let previous_limiters = previous.map_or(&no_limiters, |p| &p.limiters);
         let mut limiters = HashMap::new();
+        // A route or service without `retries` gets the defaults.
+        let default_retries = Retries::default();
         let previous_retries: HashMap<Uuid, Arc<RetryPlan>> =
             previous.map(|p| p.routes.iter().filter_map(|r| Some((r.id?, r.retry.clone()?))).collect()).unwrap_or_default();
         let trusted_proxies = config
@@ -158,10 +161,12 @@ impl Runtime {
                 auth: auth.plan(&policies, u32::try_from(index).unwrap_or(u32::MAX)),
                 limits_after_auth: limits.iter().filter(|l| l.needs_identity()).cloned().collect(),
                 limits_before_auth: limits.into_iter().filter(|l| !l.needs_identity()).collect(),
-                retry: route.retries.as_ref().or(service.retries.as_ref()).map(|retries| {
-                    let kept = route.id.and_then(|id| previous_retries.get(&id)).filter(|plan| plan.is_for(retries)).cloned();
-                    kept.unwrap_or_else(|| Arc::new(RetryPlan::new(retries)))
-                }),
+                retry: Some(route.retries.as_ref().or(service.retries.as_ref()).unwrap_or(&default_retries))
+                    .filter(|retries| RetryPlan::wanted(retries))
+                    .map(|retries| {
+                        let kept = route.id.and_then(|id| previous_retries.get(&id)).filter(|plan| plan.is_for(retries)).cloned();
+                        kept.unwrap_or_else(|| Arc::new(RetryPlan::new(retries)))
+                    }),
                 stages,
             });
         }

@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod db;
 pub mod h2frames;
+pub mod http10;
 pub mod jwt;
 pub mod node;
 pub mod process;
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 
 pub use browser::StaticPage;
 pub use db::TestDb;
+pub use http10::Http10Upstream;
 pub use jwt::TestIdp;
 pub use node::TestNode;
 pub use process::{ControlPlane, DataPlane, free_port, serve_config, serve_service};

@@ -61,6 +61,12 @@ async fn outcome(dp: &DataPlane) -> (StatusCode, Option<String>) {
     (response.status(), response.headers().get("x-upstream").map(|v| v.to_str().unwrap().to_owned()))
 }
 
+/// A series of the data plane's `/metrics`, if it has one.
+async fn metric(dp: &DataPlane, series: &str) -> Option<f64> {
+    let metrics = reqwest::get(format!("{}/metrics", dp.status_url)).await.unwrap().text().await.unwrap();
+    metrics.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 #[tokio::test]
 async fn active_checks_eject_a_killed_target_and_readmit_it_when_it_recovers() {
     let (a, b) = (TestUpstream::start("a").await, TestUpstream::start("b").await);
@@ -72,17 +78,14 @@ async fn active_checks_eject_a_killed_target_and_readmit_it_when_it_recovers() {
     assert_eq!(outcome(&dp).await.0, StatusCode::OK);
 
     b.stop();
-    portico_test_support::eventually("the killed target is taken out", std::time::Duration::from_secs(10), || async {
-        let mut all_a = true;
-        for _ in 0..10 {
-            all_a &= outcome(&dp).await == (StatusCode::OK, Some("a".to_owned()));
-        }
-        all_a.then_some(())
+    let gauge = format!("portico_upstream_target_healthy{{service=\"app\",target=\"http://127.0.0.1:{b_port}\"}}");
+    portico_test_support::eventually("the active checks take the killed target out", std::time::Duration::from_secs(10), || async {
+        (metric(&dp, &gauge).await == Some(0.0)).then_some(())
     })
     .await;
-    let metrics = reqwest::get(format!("{}/metrics", dp.status_url)).await.unwrap().text().await.unwrap();
-    let gauge = format!("portico_upstream_target_healthy{{service=\"app\",target=\"http://127.0.0.1:{b_port}\"}} 0");
-    assert!(metrics.contains(&gauge), "{gauge} in\n{metrics}");
+    for _ in 0..10 {
+        assert_eq!(outcome(&dp).await, (StatusCode::OK, Some("a".to_owned())));
+    }
 
     let _b_again = TestUpstream::start_on("b", b_port).await;
     portico_test_support::eventually("the recovered target takes traffic again", std::time::Duration::from_secs(10), || async {
@@ -99,7 +102,9 @@ async fn active_checks_eject_a_killed_target_and_readmit_it_when_it_recovers() {
 async fn passive_checks_eject_failing_targets_and_all_down_answers_503_at_once() {
     let (a, b) = (TestUpstream::start("a").await, TestUpstream::start("b").await);
     let health = json!({"passive": {"consecutive_failures": 3, "base_ejection_ms": 60000}});
-    let service = json!({"name": "app", "health_check": health, "targets": [{"url": a.url()}, {"url": b.url()}]});
+    // Retries off, so that each failure shows.
+    let service =
+        json!({"name": "app", "health_check": health, "retries": {"attempts": 0}, "targets": [{"url": a.url()}, {"url": b.url()}]});
     let (_db, _cp, dp) = serve_service(service).await;
 
     b.stop();
@@ -155,25 +160,66 @@ async fn a_failing_target_opens_its_circuit_and_the_gateway_fails_fast_until_a_p
 }
 
 #[tokio::test]
-async fn retries_hide_a_dead_target_from_gets_and_never_repeat_a_post() {
+async fn by_default_gets_are_retried_on_a_connect_failure_and_posts_never_repeated() {
     let alive = TestUpstream::start("a").await;
     let dead = format!("http://127.0.0.1:{}", portico_test_support::free_port());
-    let retries = json!({"attempts": 2, "on": ["connect-failure"]});
-    let (_db, _cp, dp) = serve_service(json!({"name": "app", "retries": retries, "targets": [{"url": alive.url()}, {"url": dead}]})).await;
+    // No `retries`: the defaults (two tries on a connect failure). One
+    // service for GETs, one for POSTs, so each meets the dead target fresh.
+    let targets = json!([{"url": alive.url()}, {"url": dead}]);
+    let config = json!({
+        "services": [{"name": "gets", "targets": targets}, {"name": "posts", "targets": targets}],
+        "routes": [{"name": "g", "service": "gets", "paths": ["/g"]}, {"name": "p", "service": "posts", "paths": ["/p"]}],
+    });
+    let (_db, _cp, dp) = portico_test_support::serve_config(&config, &[]).await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     for i in 0..10 {
-        let response = client.get(format!("{}/get/{i}", dp.proxy_url)).send().await.unwrap();
+        let response = client.get(format!("{}/g/{i}", dp.proxy_url)).header("x-probe", i.to_string()).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "GET {i}: the dead target's connect failure is retried on the other");
+        let echo: Value = response.json().await.unwrap();
+        assert_eq!(echo["headers"]["x-probe"], i.to_string(), "GET {i} went out whole: {echo}");
+        assert!(echo["headers"]["x-forwarded-for"].is_string(), "GET {i}: {echo}");
     }
+    let refused = metric(&dp, &format!("portico_upstream_connect_failures_total{{service=\"gets\",target=\"{dead}\"}}")).await;
+    assert!(refused.is_some_and(|n| n >= 1.0), "a GET met the dead target and was answered all the same");
     let before = alive.requests();
-    let mut ok = 0;
+    let mut seen = Vec::new();
     for i in 0..10 {
-        let response = client.post(format!("{}/post/{i}", dp.proxy_url)).body("order").send().await.unwrap();
-        match response.status() {
-            StatusCode::OK => ok += 1,
-            status => assert_eq!(status, StatusCode::BAD_GATEWAY, "POST {i}"),
-        }
+        let response = client.post(format!("{}/p/{i}", dp.proxy_url)).body("order").send().await.unwrap();
+        seen.push(response.status());
     }
-    assert_eq!(ok, 5, "round robin sends half the POSTs to the dead target, and they are not retried");
-    assert_eq!(alive.requests() - before, 5, "every POST reached an upstream at most once");
+    let ok = seen.iter().filter(|s| **s == StatusCode::OK).count();
+    assert!(seen.iter().all(|s| *s == StatusCode::OK || *s == StatusCode::BAD_GATEWAY), "{seen:?}");
+    assert!(ok < 10, "a POST the dead target refused is not retried: {seen:?}");
+    assert_eq!(alive.requests() - before, ok, "every POST reached an upstream at most once");
+}
+
+#[tokio::test]
+async fn zero_attempts_turns_retries_off() {
+    let alive = TestUpstream::start("a").await;
+    let dead = format!("http://127.0.0.1:{}", portico_test_support::free_port());
+    let service = json!({"name": "app", "retries": {"attempts": 0}, "targets": [{"url": alive.url()}, {"url": dead}]});
+    let (_db, _cp, dp) = serve_service(service).await;
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(outcome(&dp).await.0);
+    }
+    assert!(seen.contains(&StatusCode::BAD_GATEWAY), "round robin hands the dead target a GET, and it is not retried: {seen:?}");
+}
+
+#[tokio::test]
+async fn a_dead_target_of_two_costs_no_request_and_round_robin_stops_trying_it_first() {
+    let alive = TestUpstream::start("a").await;
+    let dead = format!("http://127.0.0.1:{}", portico_test_support::free_port());
+    // The scenario: a quiet route, one dead target of two.
+    let retries = json!({"attempts": 3, "on": ["connect-failure"]});
+    let (_db, _cp, dp) = serve_service(json!({"name": "app", "retries": retries, "targets": [{"url": alive.url()}, {"url": dead}]})).await;
+    for i in 0..20 {
+        assert_eq!(outcome(&dp).await, (StatusCode::OK, Some("a".to_owned())), "GET {i}");
+    }
+    assert_eq!(metric(&dp, "portico_retry_budget_exhausted_total").await.unwrap_or(0.0), 0.0, "no retry was refused");
+    for _ in 0..20 {
+        assert_eq!(outcome(&dp).await.0, StatusCode::OK);
+    }
+    let refused = metric(&dp, &format!("portico_upstream_connect_failures_total{{service=\"app\",target=\"{dead}\"}}")).await.unwrap();
+    assert!((1.0..=4.0).contains(&refused), "the dead target was tried first {refused} times in 40 requests, not every other one");
 }

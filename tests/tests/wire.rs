@@ -250,3 +250,48 @@ async fn malformed_upstream_responses_are_502_and_their_connections_are_never_re
     }
     assert!(connections.len() > malformed_answers().len(), "{connections:?}");
 }
+
+/// Reads one response from `stream`: its head, then its body by
+/// `Content-Length` or chunked framing (the connection stays open).
+async fn read_response(stream: &mut TcpStream) -> String {
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let complete = |bytes: &[u8]| {
+        let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
+        let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+        let length = head.lines().find_map(|line| line.strip_prefix("content-length:")).map(|v| v.trim().parse::<usize>().unwrap());
+        match length {
+            Some(length) => bytes.len() >= end + 4 + length,
+            None => head.contains("transfer-encoding: chunked") && bytes.ends_with(b"\r\n0\r\n\r\n"),
+        }
+    };
+    while !complete(&received) {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await.expect("a response in time").unwrap();
+        assert!(n > 0, "the gateway closed the connection after {:?}", String::from_utf8_lossy(&received));
+        received.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8(received).unwrap()
+}
+
+#[tokio::test]
+async fn an_http_1_0_upstream_answers_http_1_1_clients_in_http_1_1_on_a_kept_alive_connection() {
+    use portico_test_support::http10::{Framing, Http10Upstream};
+    for framing in [Framing::Length, Framing::Close] {
+        let upstream = Http10Upstream::start(framing).await;
+        let (_db, _cp, dp) = serve_service(json!({"name": "app", "targets": [{"url": upstream.url()}]})).await;
+        let mut stream = TcpStream::connect(proxy_addr(&dp)).await.unwrap();
+        for path in ["/one", "/two"] {
+            stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes()).await.unwrap();
+            let response = read_response(&mut stream).await;
+            assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{framing:?} {path}: {response}");
+            assert!(!response.to_ascii_lowercase().contains("connection: close"), "{framing:?} {path}: {response}");
+            assert!(response.contains(&format!("hello from HTTP/1.0 {path}")), "{framing:?} {path}: {response}");
+        }
+        assert_eq!(upstream.requests(), 2, "{framing:?}: both requests went upstream, on one client connection");
+
+        let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+        let response = h2.get(format!("{}/three", dp.proxy_url)).send().await.unwrap();
+        assert_eq!((response.version(), response.status()), (reqwest::Version::HTTP_2, StatusCode::OK), "{framing:?}");
+        assert_eq!(response.text().await.unwrap(), "hello from HTTP/1.0 /three", "{framing:?}");
+    }
+}

@@ -12,7 +12,7 @@ use http::{Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
-use super::retry::{MAX_KEPT_BODY, Outcome};
+use super::retry::{MAX_KEPT_BODY, Outcome, RetryPlan};
 use crate::body::{ClientBodyError, ClientWait, UpstreamBody};
 use crate::error::ProxyError;
 use crate::runtime::RouteEntry;
@@ -65,6 +65,9 @@ pub async fn send(route: &RouteEntry, prepared: Prepared<'_>, body: ClientBody) 
         (None, ClientBody::Stream(body)) => (None, Body::Once(Some(UpstreamBody::streamed(body, limit)))),
     };
     let attempts = plan.map_or(1, |p| p.attempts);
+    // Headers are copied for a try only when a retry may follow one that
+    // went out; a connect failure hands them back (the default plan's case).
+    let copy_headers = plan.is_some_and(RetryPlan::retries_sent_requests);
     let client_wait = body.client_wait();
     let mut tried = Vec::new();
     let mut headers = Some(prepared.headers);
@@ -74,16 +77,17 @@ pub async fn send(route: &RouteEntry, prepared: Prepared<'_>, body: ClientBody) 
         if !last {
             tried.push(picked.index());
         }
-        let request_headers = if last { headers.take() } else { headers.clone() }.unwrap_or_default();
+        let request_headers = if last || !copy_headers { headers.take() } else { headers.clone() }.unwrap_or_default();
         let request = request(&picked, &prepared.method, &prepared.path_and_query, request_headers, prepared.host.as_ref(), body.next());
         let left = deadline.saturating_duration_since(Instant::now());
         let timeout = plan.and_then(|p| p.per_try_timeout).map_or(left, |per_try| per_try.min(left));
         let outcome = match tokio::time::timeout(timeout, upstream.send(&picked, request)).await {
             Ok(Ok((response, lease))) => {
                 let status = response.status();
+                upstream.answered(&picked);
                 upstream.record(&picked, !status.is_server_error());
                 let time_left = Instant::now() < deadline;
-                if !last && time_left && plan.is_some_and(|p| p.retry(Outcome::Status(status.as_u16()))) {
+                if !last && time_left && headers.is_some() && plan.is_some_and(|p| p.retry(Outcome::Status(status.as_u16()))) {
                     tracing::debug!(attempt, %status, "retrying");
                     continue;
                 }
@@ -95,7 +99,14 @@ pub async fn send(route: &RouteEntry, prepared: Prepared<'_>, body: ClientBody) 
                 }
                 upstream.record(&picked, false);
                 let classified = classify(upstream.name(), &error);
-                (if error.is_connect() { Outcome::ConnectFailure } else { Outcome::Reset }, classified)
+                match error.into_unsent() {
+                    Some(unsent) => {
+                        upstream.connect_failed(&picked);
+                        headers.get_or_insert_with(|| unsent.into_parts().0.headers);
+                        (Outcome::ConnectFailure, classified)
+                    }
+                    None => (Outcome::Reset, classified),
+                }
             }
             Err(_) if client_wait.as_ref().is_some_and(|wait| wait.is_waiting()) => {
                 return Err(ProxyError::ClientTimeout); // the upload stalled: the client's doing too
@@ -107,7 +118,7 @@ pub async fn send(route: &RouteEntry, prepared: Prepared<'_>, body: ClientBody) 
         };
         let (outcome, error) = outcome;
         let time_left = Instant::now() < deadline;
-        if last || !time_left || !plan.is_some_and(|p| p.retry(outcome)) {
+        if last || !time_left || headers.is_none() || !plan.is_some_and(|p| p.retry(outcome)) {
             return Err(error);
         }
         tracing::debug!(attempt, ?outcome, "retrying");

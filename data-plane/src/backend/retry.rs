@@ -1,21 +1,18 @@
 //! Retries: which requests may be tried again (idempotent methods unless a
 //! route opts in, bodies small enough to keep), on which outcomes, and a
-//! budget per route so that retries add at most a share of the traffic.
+//! budget per route ([`super::budget`]) so that retries add at most a share
+//! of the traffic.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use http::Method;
 use portico_shared::model::{Retries, RetryOn};
 
+use super::budget::Budget;
+use crate::upstream::health::now_ms;
+
 /// Largest request body kept for retries; a larger one is streamed once.
 pub const MAX_KEPT_BODY: u64 = 64 * 1024;
-/// The budget counts thousandths of a retry.
-const RETRY: u64 = 1_000;
-/// Retries the budget allows before any traffic has paid for them.
-const RESERVE: u64 = 10 * RETRY;
-/// Most retries the budget saves up.
-const MAX_SAVED: u64 = 1_000 * RETRY;
 
 /// What a try ended with, as far as retrying is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,31 +28,42 @@ pub enum Outcome {
 pub struct RetryPlan {
     /// The settings this was built from (a new version with the same keeps the budget).
     settings: Retries,
+    /// Tries in all (`attempts` 0 is one try, like 1).
     pub attempts: u32,
     on: Vec<RetryOn>,
     pub per_try_timeout: Option<Duration>,
     non_idempotent: bool,
-    /// Retries saved up, in thousandths: each request adds `budget_percent / 100`.
-    budget: Mutex<u64>,
-    deposit: u64,
+    budget: Budget,
 }
 
 impl RetryPlan {
+    /// Whether `retries` asks for anything: more than one try, or a
+    /// timeout per try.
+    pub fn wanted(retries: &Retries) -> bool {
+        retries.attempts > 1 || retries.per_try_timeout_ms.is_some()
+    }
+
     pub fn new(retries: &Retries) -> Self {
         Self {
             settings: retries.clone(),
-            attempts: retries.attempts,
+            attempts: retries.attempts.max(1),
             on: retries.on.clone(),
             per_try_timeout: retries.per_try_timeout_ms.map(|ms| Duration::from_millis(u64::from(ms))),
             non_idempotent: retries.non_idempotent,
-            budget: Mutex::new(RESERVE),
-            deposit: u64::from(retries.budget_percent) * RETRY / 100,
+            budget: Budget::new(retries.budget_percent, retries.budget_min_per_second),
         }
     }
 
     /// Whether this plan was built from `retries`.
     pub fn is_for(&self, retries: &Retries) -> bool {
         self.settings == *retries
+    }
+
+    /// Whether a retry may follow a try that went out (on anything but a
+    /// connect failure), so that each try must send a copy of the request;
+    /// a connect failure hands the request back.
+    pub fn retries_sent_requests(&self) -> bool {
+        self.on.iter().any(|on| *on != RetryOn::ConnectFailure)
     }
 
     /// Whether requests with `method` may be retried at all.
@@ -66,8 +74,7 @@ impl RetryPlan {
 
     /// Counts a request into the budget.
     pub fn deposit(&self) {
-        let mut budget = self.budget.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *budget = (*budget + self.deposit).min(MAX_SAVED);
+        self.budget.deposit(now_ms());
     }
 
     /// Whether `outcome` is worth another try (taking one from the budget).
@@ -84,12 +91,10 @@ impl RetryPlan {
         if !self.on.contains(&wanted) {
             return false;
         }
-        let mut budget = self.budget.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if *budget < RETRY {
+        if !self.budget.withdraw(now_ms()) {
             crate::metrics::retry_budget_exhausted();
             return false;
         }
-        *budget -= RETRY;
         true
     }
 }
@@ -98,33 +103,23 @@ impl RetryPlan {
 mod tests {
     use super::*;
 
-    fn plan(budget_percent: u32) -> RetryPlan {
-        RetryPlan::new(&Retries {
-            attempts: 3,
-            on: vec![RetryOn::ConnectFailure, RetryOn::Status503],
-            per_try_timeout_ms: None,
-            budget_percent,
-            non_idempotent: false,
-        })
+    fn plan() -> RetryPlan {
+        RetryPlan::new(&Retries { attempts: 3, on: vec![RetryOn::ConnectFailure, RetryOn::Status503], ..Retries::default() })
     }
 
     #[test]
     fn retries_only_what_it_is_told_and_idempotent_methods() {
-        let p = plan(20);
+        let p = plan();
         assert!(p.retry(Outcome::ConnectFailure) && p.retry(Outcome::Status(503)));
         assert!(!p.retry(Outcome::Reset) && !p.retry(Outcome::Status(500)) && !p.retry(Outcome::Status(502)));
         assert!(p.allows(&Method::GET) && p.allows(&Method::PUT) && !p.allows(&Method::POST) && !p.allows(&Method::PATCH));
     }
 
     #[test]
-    fn the_budget_stops_a_retry_storm() {
-        let p = plan(10);
-        let granted = (0..100).filter(|_| p.retry(Outcome::ConnectFailure)).count();
-        assert_eq!(granted, 10, "the reserve only");
-        for _ in 0..100 {
-            p.deposit();
-        }
-        let granted = (0..100).filter(|_| p.retry(Outcome::ConnectFailure)).count();
-        assert_eq!(granted, 10, "then 10% of the requests");
+    fn zero_or_one_attempt_without_a_per_try_timeout_needs_no_plan() {
+        let off = |attempts| Retries { attempts, ..Retries::default() };
+        assert!(!RetryPlan::wanted(&off(0)) && !RetryPlan::wanted(&off(1)) && RetryPlan::wanted(&Retries::default()));
+        assert!(RetryPlan::wanted(&Retries { per_try_timeout_ms: Some(100), ..off(0) }));
+        assert_eq!(RetryPlan::new(&off(0)).attempts, 1, "attempts 0 is one try");
     }
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tracing::Instrument;
@@ -240,6 +240,12 @@ async fn forward<'r>(
     }
     let keep_upgrade = upgraded.then(|| response.headers().get(header::UPGRADE).cloned()).flatten();
     headers::remove_hop_by_hop(response.headers_mut(), keep_upgrade);
+    // The version is hop-by-hop too: the client's connection decides it
+    // (hyper writes a response with the version it carries, and one marked
+    // HTTP/1.0 would end an HTTP/1.1 client's keep-alive connection and
+    // lose chunked framing). hyper answers an HTTP/1.0 client in HTTP/1.0
+    // whatever this says, and HTTP/2 has no version on the wire.
+    *response.version_mut() = Version::HTTP_11;
     let idle = route.upstream.idle_timeout;
     let mut response = response.map(|body| ResponseBody::upstream(body, idle, lease));
     if let Some(rewrite) = response_rewrite.filter(|_| !upgraded) {

@@ -4,6 +4,12 @@
 //! each one (doubling up to the configured maximum). The state of a target
 //! is shared by the upstreams of successive config versions while its URL
 //! stays, so a swap neither forgets an ejection nor resets a check.
+//!
+//! Without passive checks, a target that refused a connection is still
+//! tried last for a while ([`ConnectBackoff`], like nginx's `max_fails=1
+//! fail_timeout=10s` default): it is not ejected (with no other target it
+//! still gets every request), but round robin stops handing it the first
+//! try of request after request, each to be retried elsewhere.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -81,6 +87,44 @@ impl TargetHealth {
     }
 }
 
+/// How long a target that refused a connection is tried last: this long
+/// after the first failure in a row, doubling with each one...
+const BACKOFF_BASE_MS: u64 = 1_000;
+/// ...up to this.
+const BACKOFF_MAX_MS: u64 = 10_000;
+
+/// Connect failures of one target, for services without passive checks (no
+/// settings): after one, other targets go first for a while that doubles
+/// with each failure in a row (1 s to 10 s); an answer from the target (or
+/// a passed active check) ends it.
+#[derive(Debug, Default)]
+pub struct ConnectBackoff {
+    failures: AtomicU32,
+    until_ms: AtomicU64,
+}
+
+impl ConnectBackoff {
+    /// Whether other targets should go first now.
+    pub fn is_backing_off(&self, now_ms: u64) -> bool {
+        now_ms < self.until_ms.load(Ordering::Relaxed)
+    }
+
+    /// A connection to the target could not be made.
+    pub fn failed(&self, now_ms: u64) {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed).min(16);
+        let duration = BACKOFF_BASE_MS.saturating_mul(1 << failures).min(BACKOFF_MAX_MS);
+        self.until_ms.store(now_ms.saturating_add(duration), Ordering::Relaxed);
+    }
+
+    /// The target answered: it goes in turn again.
+    pub fn answered(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+            self.until_ms.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The time an active check of `config` may take.
 pub fn check_timeout(config: &ActiveHealthCheck) -> Duration {
     Duration::from_millis(u64::from(config.timeout_ms))
@@ -112,6 +156,24 @@ mod tests {
         health.record_traffic(true, &config, 7_000);
         health.record_traffic(false, &config, 7_000);
         assert!(!health.record_traffic(false, &config, 7_000), "a success breaks the streak");
+    }
+
+    #[test]
+    fn a_refused_connection_puts_the_target_last_for_a_growing_while_until_it_answers() {
+        let backoff = ConnectBackoff::default();
+        assert!(!backoff.is_backing_off(0));
+        backoff.failed(0);
+        assert!(backoff.is_backing_off(999) && !backoff.is_backing_off(1_000));
+        backoff.failed(1_000);
+        assert!(backoff.is_backing_off(2_999) && !backoff.is_backing_off(3_000), "twice as long after a second failure in a row");
+        for _ in 0..10 {
+            backoff.failed(3_000);
+        }
+        assert!(backoff.is_backing_off(12_999) && !backoff.is_backing_off(13_000), "at most 10 s");
+        backoff.answered();
+        assert!(!backoff.is_backing_off(3_001));
+        backoff.failed(20_000);
+        assert!(!backoff.is_backing_off(21_000), "an answer starts the doubling over");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use hyper_util::rt::TokioExecutor;
 use portico_shared::model::{ActiveHealthCheck, HashOn, LoadBalancing, Service};
 
 use self::breaker::Breaker;
-use self::health::{TargetHealth, now_ms};
+use self::health::{ConnectBackoff, TargetHealth, now_ms};
 use self::pool::Pool;
 
 pub use balance::{HashRing, InFlight, LeastRequests, WeightedRoundRobin};
@@ -86,6 +86,8 @@ pub struct Upstream {
     health: Option<Vec<Arc<TargetHealth>>>,
     /// Per target, when the service has a circuit breaker.
     breakers: Option<Vec<Arc<Breaker>>>,
+    /// Per target: refused connections put it last for a while.
+    backoff: Vec<Arc<ConnectBackoff>>,
     /// Connections, per target.
     pools: Vec<Pool>,
     /// TLS settings towards the targets (for the active checks too).
@@ -171,12 +173,22 @@ impl Upstream {
                 })
                 .collect()
         });
+        let backoff = service
+            .targets
+            .iter()
+            .map(|t| {
+                let kept =
+                    previous.and_then(|p| p.service.targets.iter().position(|old| old.url == t.url).map(|index| p.backoff[index].clone()));
+                kept.unwrap_or_default()
+            })
+            .collect();
         Ok(Self {
             service: service.clone(),
             targets,
             balancer,
             health,
             breakers,
+            backoff,
             tls,
             pools,
             request_timeout: Duration::from_millis(u64::from(service.timeouts.request_ms)),
@@ -220,9 +232,10 @@ impl Upstream {
     }
 
     /// Like [`Upstream::pick`], preferring targets not in `avoid` (those a
-    /// retry already tried) while there are others.
+    /// retry already tried) while there are others, and among those, targets
+    /// that did not refuse a connection lately ([`ConnectBackoff`]).
     pub fn pick_avoiding(&self, hash_value: Option<&[u8]>, avoid: &[usize]) -> Result<Picked<'_>, Unavailable> {
-        let now = if self.health.is_some() || self.breakers.is_some() { now_ms() } else { 0 };
+        let now = now_ms();
         let healthy = |i: usize| self.health.as_ref().is_none_or(|health| health[i].is_healthy(now));
         let available = |i: usize| healthy(i) && self.breakers.as_ref().is_none_or(|breakers| breakers[i].check(now).is_ok());
         let choose = |allowed: &dyn Fn(usize) -> bool| match &self.balancer {
@@ -235,8 +248,10 @@ impl Upstream {
         let mut lost: Vec<usize> = Vec::new();
         for _ in 0..=self.targets.len() {
             let usable = |i: usize| available(i) && !lost.contains(&i);
-            let fresh = if avoid.is_empty() { None } else { choose(&|i| usable(i) && !avoid.contains(&i)) };
-            let Some((index, in_flight)) = fresh.or_else(|| choose(&usable)) else { break };
+            let untried = |i: usize| usable(i) && !avoid.contains(&i);
+            let preferred = choose(&|i| untried(i) && !self.backoff[i].is_backing_off(now));
+            let fresh = if avoid.is_empty() { None } else { choose(&untried) };
+            let Some((index, in_flight)) = preferred.or(fresh).or_else(|| choose(&usable)) else { break };
             if self.breakers.as_ref().is_some_and(|breakers| breakers[index].acquire(now).is_err()) {
                 lost.push(index);
                 continue;
@@ -261,6 +276,21 @@ impl Upstream {
         request: http::Request<UpstreamBody>,
     ) -> Result<(http::Response<hyper::body::Incoming>, Lease), SendError> {
         self.pools[picked.index].send(request).await
+    }
+
+    /// `picked` answered (whatever the status): it goes in turn again.
+    pub fn answered(&self, picked: &Picked<'_>) {
+        self.backoff[picked.index].answered();
+    }
+
+    /// A connection to `picked` could not be made: other targets go first
+    /// for a while, unless passive health checks (outlier detection as the
+    /// service configured it) decide instead.
+    pub fn connect_failed(&self, picked: &Picked<'_>) {
+        if self.service.health_check.as_ref().is_none_or(|h| h.passive.is_none()) {
+            self.backoff[picked.index].failed(now_ms());
+        }
+        crate::metrics::connect_failed(&self.service.name, &self.service.targets[picked.index].url);
     }
 
     /// Records how a request to `picked` went, for passive outlier
@@ -305,7 +335,10 @@ impl Upstream {
     fn checked(&self, results: &[bool], active: &ActiveHealthCheck) {
         let Some(health) = &self.health else { return };
         let now = now_ms();
-        for ((target, health), ok) in self.service.targets.iter().zip(health).zip(results) {
+        for (((target, health), backoff), ok) in self.service.targets.iter().zip(health).zip(&self.backoff).zip(results) {
+            if *ok {
+                backoff.answered();
+            }
             if let Some(healthy) = health.record_check(*ok, active) {
                 tracing::warn!(service = %self.service.name, target = %target.url, healthy, "active health check changed a target's state");
             }
@@ -368,6 +401,23 @@ mod tests {
         rechecked.health_check = Some(portico_shared::model::HealthCheck { active: None, passive: None });
         let fresh = Upstream::new(&rechecked, Some(&upstream)).unwrap();
         assert!((0..10).any(|_| fresh.pick(None).unwrap().index == 1), "new health-check settings start from healthy");
+    }
+
+    #[test]
+    fn a_target_that_refused_a_connection_goes_last_until_it_answers() {
+        let service: Service =
+            portico_shared::parse::from_json(br#"{"name":"s","targets":[{"url":"http://127.0.0.1:1"},{"url":"http://127.0.0.1:2"}]}"#)
+                .unwrap();
+        let upstream = Upstream::new(&service, None).unwrap();
+        let refused = upstream.pick(None).unwrap();
+        upstream.connect_failed(&refused);
+        let other = 1 - refused.index;
+        assert!((0..10).all(|_| upstream.pick(None).unwrap().index == other), "round robin skips it");
+        assert_eq!(upstream.pick_avoiding(None, &[other]).unwrap().index, refused.index, "still there when nothing else is left");
+        let carried = Upstream::new(&service, Some(&upstream)).unwrap();
+        assert!((0..10).all(|_| carried.pick(None).unwrap().index == other), "a new version remembers it");
+        upstream.answered(&refused);
+        assert!((0..10).any(|_| upstream.pick(None).unwrap().index == refused.index), "back in turn once it answered");
     }
 
     #[test]

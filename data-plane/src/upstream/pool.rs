@@ -11,7 +11,8 @@
 //! A connection not lent out for the service's idle timeout is closed by
 //! its own task. A request that fails before any of it was written on a
 //! reused connection (the upstream closed it at that moment) is sent once
-//! more on a new one.
+//! more on a new one. A request that never went out is handed back with
+//! the error ([`SendError::Connect`]), so a retry needs no copy of it.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -34,15 +35,25 @@ const MAX_IDLE: usize = 256;
 /// Why a request got no response.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
+    /// No connection could be made (or a new one closed before the request
+    /// went out): nothing was sent, and here is the request.
     #[error("cannot connect: {0}")]
-    Connect(#[source] BoxError),
+    Connect(#[source] BoxError, Box<Request<UpstreamBody>>),
     #[error("{0}")]
     Request(#[source] hyper::Error),
 }
 
 impl SendError {
     pub fn is_connect(&self) -> bool {
-        matches!(self, Self::Connect(_))
+        matches!(self, Self::Connect(..))
+    }
+
+    /// The request, when it never went out.
+    pub fn into_unsent(self) -> Option<Request<UpstreamBody>> {
+        match self {
+            Self::Connect(_, request) => Some(*request),
+            Self::Request(_) => None,
+        }
     }
 }
 
@@ -104,7 +115,10 @@ impl Pool {
         if reused {
             tracing::debug!("a pooled connection closed before the request went out; sending it on a new one");
         }
-        let idle = self.connect().await?;
+        let idle = match self.connect().await {
+            Ok(idle) => idle,
+            Err(error) => return Err(SendError::Connect(error, Box::new(request))),
+        };
         self.try_send(idle, request).await.map_err(Retry::into_error)
     }
 
@@ -140,11 +154,11 @@ impl Pool {
     }
 
     /// A new connection, its task spawned.
-    async fn connect(&self) -> Result<Idle, SendError> {
-        let io = self.connector.clone().oneshot(self.target.clone()).await.map_err(SendError::Connect)?;
+    async fn connect(&self) -> Result<Idle, BoxError> {
+        let io = self.connector.clone().oneshot(self.target.clone()).await?;
         let exchange = Exchange::new();
         let io = TokioIo::new(Guarded::upstream(TokioIo::new(io), exchange.clone()));
-        let (sender, connection) = hyper::client::conn::http1::handshake(io).await.map_err(|e| SendError::Connect(e.into()))?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;
         let activity = Activity::new();
         tokio::spawn(until_idle(connection.with_upgrades(), activity.clone(), self.idle_timeout));
         Ok(Idle { sender, activity, exchange })
@@ -161,7 +175,7 @@ enum Retry {
 impl Retry {
     fn into_error(self) -> SendError {
         match self {
-            Self::Unsent(_) => SendError::Connect("the connection closed before the request was sent".into()),
+            Self::Unsent(request) => SendError::Connect("the connection closed before the request was sent".into(), request),
             Self::Failed(error) => error,
         }
     }

@@ -56,7 +56,8 @@ pub struct Route {
     /// Answer plain-HTTP requests with `308` to the same URL over HTTPS.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub https_only: bool,
-    /// Retries of this route's requests (instead of its service's).
+    /// Retries of this route's requests, instead of its service's (absent:
+    /// the service's, else the defaults of [`Retries`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<Retries>,
     #[serde(default)]

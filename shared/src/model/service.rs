@@ -51,7 +51,10 @@ pub struct Service {
     /// A circuit breaker per target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<CircuitBreaker>,
-    /// Retries for the routes of this service (a route's own win).
+    /// Retries for the routes of this service (a route's own win). Absent:
+    /// the defaults of [`Retries`] (idempotent requests get a second try on
+    /// another target when a connection cannot be made); `{"attempts": 0}`
+    /// turns retries off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<Retries>,
     #[serde(default)]
@@ -259,38 +262,70 @@ fn default_half_open_probes() -> u32 {
 /// there is one. Only idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE,
 /// TRACE) are retried unless `non_idempotent` is set, and only requests
 /// whose body is empty or small enough to keep (64 KiB): a streamed body is
-/// never sent twice.
+/// never sent twice. A route or service without `retries` gets these
+/// defaults: two tries on a connect failure (nothing reached the target, so
+/// a second try cannot repeat work), within the budget.
+///
+/// The budget is Finagle's retry budget: over a sliding window of 10 s,
+/// retries may add `budget_percent` of the route's requests plus
+/// `budget_min_per_second` per second, so a quiet route still gets its
+/// retries and a failing fleet is not hit by a retry storm.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Retries {
-    /// Tries in all, the first included: 1 to 10 (default 2).
+    /// Tries in all, the first included: 0 to 10 (default 2); 0 (or 1)
+    /// turns retries off.
     #[serde(default = "default_attempts")]
     pub attempts: u32,
-    /// What is retried (default connect-failure, reset, 503).
+    /// What is retried (default: connect-failure only).
     #[serde(default = "default_retry_on")]
     pub on: Vec<RetryOn>,
     /// Time each try may take to the response headers (default: the
     /// service's `request_ms`, which also bounds all tries together).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_try_timeout_ms: Option<u32>,
-    /// Retries may add at most this share of the route's requests (0 to
-    /// 100, default 20), beyond a reserve of 10, so a failing fleet is not
-    /// hit by a retry storm.
+    /// Retries may add this share of the route's requests over the last
+    /// 10 s (0 to 100, default 20)...
     #[serde(default = "default_budget_percent")]
     pub budget_percent: u32,
+    /// ...plus this many retries per second (0 to 1000, default 10), so a
+    /// route with little traffic is not starved of them.
+    #[serde(default = "default_budget_min_per_second", skip_serializing_if = "is_default_budget_min_per_second")]
+    pub budget_min_per_second: u32,
     /// Retry POST and PATCH too (only for requests that are safe to repeat).
     #[serde(default)]
     pub non_idempotent: bool,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Self {
+            attempts: default_attempts(),
+            on: default_retry_on(),
+            per_try_timeout_ms: None,
+            budget_percent: default_budget_percent(),
+            budget_min_per_second: default_budget_min_per_second(),
+            non_idempotent: false,
+        }
+    }
 }
 
 fn default_attempts() -> u32 {
     2
 }
 fn default_retry_on() -> Vec<RetryOn> {
-    vec![RetryOn::ConnectFailure, RetryOn::Reset, RetryOn::Status503]
+    vec![RetryOn::ConnectFailure]
 }
 fn default_budget_percent() -> u32 {
     20
+}
+fn default_budget_min_per_second() -> u32 {
+    10
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_default_budget_min_per_second(value: &u32) -> bool {
+    *value == default_budget_min_per_second()
 }
 
 /// A condition that makes a try worth repeating.
@@ -515,11 +550,12 @@ fn target_url(field: &str, url: &str, scheme: &str) -> Result<String> {
 impl Validate for Retries {
     fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
         let mut errors = Errors::default();
-        errors.check(in_range("attempts", self.attempts, 1, 10));
+        errors.check(in_range("attempts", self.attempts, 0, 10));
         if let Some(per_try) = self.per_try_timeout_ms {
             errors.check(in_range("per_try_timeout_ms", per_try, 1, 3_600_000));
         }
         errors.check(in_range("budget_percent", self.budget_percent, 0, 100));
+        errors.check(in_range("budget_min_per_second", self.budget_min_per_second, 0, 1_000));
         self.on.sort_by_key(|on| format!("{on:?}"));
         self.on.dedup();
         errors.finish()
@@ -535,17 +571,42 @@ impl Validate for HealthCheck {
                 errors.add(ConfigError::invalid("active.path", "must start with '/' and be at most 1024 visible ASCII characters"));
             }
             errors.check(in_range("active.interval_ms", active.interval_ms, 100, 3_600_000));
-            errors.check(in_range("active.timeout_ms", active.timeout_ms, 1, 60_000.min(active.interval_ms.saturating_sub(1).max(1))));
+            if errors.check(in_range("active.timeout_ms", active.timeout_ms, 1, 60_000)).is_some()
+                && active.timeout_ms >= active.interval_ms
+            {
+                let rule = format!("must be below interval_ms ({})", active.interval_ms);
+                errors.add(ConfigError::invalid(
+                    "active.timeout_ms",
+                    beside_default(rule, "timeout_ms", active.timeout_ms, default_health_timeout_ms()),
+                ));
+            }
             errors.check(in_range("active.healthy_threshold", active.healthy_threshold, 1, 100));
             errors.check(in_range("active.unhealthy_threshold", active.unhealthy_threshold, 1, 100));
         }
         if let Some(passive) = &self.passive {
             errors.check(in_range("passive.consecutive_failures", passive.consecutive_failures, 1, 1_000));
-            if errors.check(in_range("passive.base_ejection_ms", passive.base_ejection_ms, 100, 3_600_000)).is_some() {
-                errors.check(in_range("passive.max_ejection_ms", passive.max_ejection_ms, passive.base_ejection_ms, 3_600_000));
+            let base_ok = errors.check(in_range("passive.base_ejection_ms", passive.base_ejection_ms, 100, 3_600_000)).is_some();
+            if errors.check(in_range("passive.max_ejection_ms", passive.max_ejection_ms, 100, 3_600_000)).is_some()
+                && base_ok
+                && passive.max_ejection_ms < passive.base_ejection_ms
+            {
+                let rule = format!("must be at least base_ejection_ms ({})", passive.base_ejection_ms);
+                let message = beside_default(rule, "max_ejection_ms", passive.max_ejection_ms, default_max_ejection_ms());
+                errors.add(ConfigError::invalid("passive.max_ejection_ms", message));
             }
         }
         errors.finish()
+    }
+}
+
+/// The message for a `field` whose `value` breaks `rule` set by another
+/// field: when the value is the field's default, it says so, since the user
+/// most likely never set the field the error names.
+fn beside_default(rule: String, field: &str, value: u32, default: u32) -> String {
+    if value == default {
+        format!("{rule}, got {value}, which is the default when {field} is not set: set {field} as well")
+    } else {
+        format!("{rule}, got {value}")
     }
 }
 
@@ -636,7 +697,7 @@ mod tests {
     fn reports_every_wrong_field_of_a_service() {
         let mut s = service(
             r#"{"name":"Bad","targets":[{"url":"http://a:1","weight":2000}],"timeouts":{"connect_ms":0},
-                "circuit_breaker":{"open_ms":1},"retries":{"attempts":0},"health_check":{"active":{"path":"x"}}}"#,
+                "circuit_breaker":{"open_ms":1},"retries":{"attempts":11},"health_check":{"active":{"path":"x"}}}"#,
         );
         let errors = s.normalize_and_validate().unwrap_err();
         let fields: Vec<&str> = errors.iter().map(ConfigError::field).collect();
@@ -644,6 +705,46 @@ mod tests {
             fields,
             ["name", "targets[0].weight", "health_check.active.path", "circuit_breaker.open_ms", "retries.attempts", "timeouts.connect_ms"]
         );
+    }
+
+    #[test]
+    fn health_check_errors_explain_the_default_behind_a_field_never_set() {
+        let check = |health: &str| {
+            let mut s = service(&format!(r#"{{"name":"s","targets":[{{"url":"http://a:1"}}],"health_check":{health}}}"#));
+            let errors = s.normalize_and_validate().unwrap_err();
+            (errors.first().field().to_owned(), errors.first().message().to_owned())
+        };
+        let (field, message) = check(r#"{"active":{"interval_ms":500}}"#);
+        assert_eq!(field, "health_check.active.timeout_ms");
+        assert_eq!(
+            message,
+            "must be below interval_ms (500), got 1000, which is the default when timeout_ms is not set: set timeout_ms as well"
+        );
+        let (field, message) = check(r#"{"passive":{"base_ejection_ms":600000}}"#);
+        assert_eq!(field, "health_check.passive.max_ejection_ms");
+        assert!(
+            message.starts_with("must be at least base_ejection_ms (600000), got 300000, which is the default when max_ejection_ms"),
+            "{message}"
+        );
+        let (field, message) = check(r#"{"active":{"interval_ms":500,"timeout_ms":700}}"#);
+        assert_eq!((field.as_str(), message.as_str()), ("health_check.active.timeout_ms", "must be below interval_ms (500), got 700"));
+        let mut fine =
+            service(r#"{"name":"s","targets":[{"url":"http://a:1"}],"health_check":{"active":{"interval_ms":500,"timeout_ms":400}}}"#);
+        fine.normalize_and_validate().unwrap();
+    }
+
+    #[test]
+    fn retries_default_to_a_second_try_on_connect_failure_and_zero_attempts_is_allowed() {
+        let mut s = service(r#"{"name":"s","targets":[{"url":"http://a:1"}],"retries":{}}"#);
+        s.normalize_and_validate().unwrap();
+        assert_eq!(s.retries, Some(Retries::default()));
+        assert_eq!((Retries::default().attempts, Retries::default().on), (2, vec![RetryOn::ConnectFailure]));
+        let json = serde_json::to_string(&Retries::default()).unwrap();
+        assert!(!json.contains("budget_min_per_second"), "the default is left out, so stored snapshots keep their bytes: {json}");
+        let mut off = service(r#"{"name":"s","targets":[{"url":"http://a:1"}],"retries":{"attempts":0}}"#);
+        off.normalize_and_validate().unwrap();
+        let mut bad = service(r#"{"name":"s","targets":[{"url":"http://a:1"}],"retries":{"budget_min_per_second":5000}}"#);
+        assert_eq!(bad.normalize_and_validate().unwrap_err().first().field(), "retries.budget_min_per_second");
     }
 
     #[test]
