@@ -36,6 +36,7 @@ pub struct Cli {
 pub enum Command {
     /// Replace the gateway's config with a file (JSON or YAML); prints the diff and the new version.
     Apply {
+        /// The config file: YAML, or JSON when its name ends in .json.
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
         /// Recorded with the version (Portico-Change-Message).
@@ -44,22 +45,27 @@ pub enum Command {
     },
     /// Print the gateway's config.
     Export {
+        /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Yaml)]
         format: Format,
     },
     /// Show what applying a file would change.
     Diff {
+        /// The config file to compare with the gateway's: YAML, or JSON when its name ends in .json.
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
     },
     /// List published versions, newest first.
     Versions {
+        /// How many versions to show.
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
     /// Publish version N's content as a new version.
     Rollback {
+        /// The version whose content to publish again.
         version: u64,
+        /// Recorded with the new version (Portico-Change-Message).
         #[arg(short, long)]
         message: Option<String>,
     },
@@ -67,6 +73,17 @@ pub enum Command {
     DataPlanes,
     /// Run a control plane (embedded SQLite), a data plane, a demo upstream and the example config, all on loopback.
     Dev(dev::DevArgs),
+}
+
+impl Cli {
+    /// The command line as `main` parses it: `portico dev` runs its own
+    /// control plane, so its `--help` hides the admin API's global flags.
+    pub fn command_line() -> clap::Command {
+        let mut command = <Self as clap::CommandFactory>::command();
+        command.build();
+        let global: Vec<clap::Id> = command.get_arguments().filter(|arg| arg.is_global_set()).map(|arg| arg.get_id().clone()).collect();
+        command.mut_subcommand("dev", |dev| dev.mut_args(|arg| if global.contains(arg.get_id()) { arg.hide(true) } else { arg }))
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

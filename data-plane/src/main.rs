@@ -1,6 +1,6 @@
 //! `portico-dp`: parses flags, sets up logging and the runtime, runs the data plane.
 
-use clap::Parser;
+use clap::CommandFactory;
 use portico_dp::settings::Settings;
 use tracing_subscriber::EnvFilter;
 
@@ -11,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    let settings = Settings::parse();
+    let settings: Settings = portico_shared::command_line::parse(Settings::command());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if settings.log_format == "json" {
