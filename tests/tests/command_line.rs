@@ -96,6 +96,7 @@ fn portico_dev_help_lists_only_what_dev_uses() {
         assert!(!page.contains(admin_flag), "`portico dev --help` shows {admin_flag}:\n{page}");
         assert!(help("portico", &["versions"]).contains(admin_flag), "admin commands keep {admin_flag}");
     }
+    assert!(page.contains("--rotate-admin-token"), "{page}");
 }
 
 #[test]
