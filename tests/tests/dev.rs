@@ -240,6 +240,33 @@ async fn a_port_held_by_a_silent_listener_ends_dev_in_bounded_time() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_data_plane_that_never_gets_ready_ends_dev_with_its_last_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::fresh();
+    let mut dev = Dev::spawn(dir.path(), ports, &[]);
+    let token = printed_after(&dev.banner().await, "PORTICO_ADMIN_TOKEN=").to_owned();
+    // A Redis-backed limit: the dev data plane has no --redis-url, so it refuses this config.
+    let limit = json!({"type": "rate-limit", "algorithm": "fixed_window", "limit": 5, "window_s": 1, "backend": "redis"});
+    let route = json!({"name": "limited", "service": "demo", "paths": ["/limited"], "policies": [limit]});
+    assert_eq!(admin(reqwest::Method::POST, ports, &token, "/routes", Some(route)).await.status(), 201);
+    assert!(dev.stop().success());
+    // Without the cached last good config, the restarted data plane has nothing it can serve.
+    std::fs::remove_dir_all(dir.path().join("cache")).unwrap();
+
+    let started = std::time::Instant::now();
+    let dev = Dev::spawn(dir.path(), ports, &[]);
+    let (status, stderr) = dev.exit_within(Duration::from_secs(90)).await;
+    assert!(!status.success(), "{status}");
+    let expected = format!(
+        "portico: error: data plane: not ready after 30 s: http://127.0.0.1:{}/readyz answers 503 Service Unavailable",
+        ports.status
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(stderr.contains("rejected config"), "the data plane's own reason is in the log above: {stderr}");
+    assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_printed_join_line_starts_a_second_data_plane_in_sync() {
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::fresh();

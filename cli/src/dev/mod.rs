@@ -5,8 +5,8 @@
 //! is applied only to a new one; the cluster token (which API keys are
 //! hashed under) and the admin token are kept there too (`secrets`). A part
 //! that fails to start ends the run with that part's own error, and one that
-//! does not answer within [`START_TIMEOUT`] with a clear one. Ctrl-C stops
-//! everything.
+//! is not ready within [`START_TIMEOUT`] with the answer it last gave.
+//! Ctrl-C stops everything.
 
 mod echo;
 mod secrets;
@@ -26,7 +26,7 @@ use secrets::{Origin, Token};
 /// The example config `portico dev` applies to a new store.
 const EXAMPLE: &str = include_str!("../../../deploy/examples/default.yaml");
 
-/// How long each part has to answer after it starts.
+/// How long each part has to be ready after it starts.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long one readiness probe may wait for an answer.
@@ -95,14 +95,14 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     };
     let stored = stored_version(&cp_settings).await?;
     let mut control_plane = tokio::spawn(portico_cp::run(cp_settings));
-    let probe = reqwest::Client::builder()
+    let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(PROBE_TIMEOUT)
         .build()
         .map_err(|e| CliError::Usage(format!("cannot build an HTTP client: {e}")))?;
     let admin_url = format!("http://{}", loopback(args.admin_port));
     let healthz = format!("{admin_url}/healthz");
-    started("control plane", loopback(args.admin_port), &mut control_plane, async || answers(&probe, &healthz).await).await?;
+    started("control plane", &mut control_plane, async || probe(&client, &healthz).await).await?;
     let config = match stored {
         Some(version) => Config::Kept(version),
         None => {
@@ -139,7 +139,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     };
     let mut data_plane = tokio::spawn(portico_dp::server::run(dp_settings));
     let readyz = format!("http://{}/readyz", loopback(args.status_port));
-    started("data plane", loopback(args.status_port), &mut data_plane, async || answers(&probe, &readyz).await).await?;
+    started("data plane", &mut data_plane, async || probe(&client, &readyz).await).await?;
 
     print_banner(&args, &config, &admin_url, &admin_token, &cluster_token, &database_url);
 
@@ -158,23 +158,33 @@ async fn stored_version(settings: &portico_cp::Settings) -> Result<Option<u64>, 
     Ok(gateway.map(|gateway| gateway.current_version).filter(|&version| version > 1))
 }
 
-/// Does `url` answer 2xx within the probe timeout?
-async fn answers(probe: &reqwest::Client, url: &str) -> bool {
-    probe.get(url).send().await.is_ok_and(|response| response.status().is_success())
+/// Whether `url` answers 2xx within the probe timeout, and if not, why.
+async fn probe(client: &reqwest::Client, url: &str) -> Result<(), String> {
+    match client.get(url).send().await {
+        Ok(response) if response.status().is_success() => Ok(()),
+        Ok(response) => Err(format!("{url} answers {} (see the log above)", response.status())),
+        Err(e) if e.is_timeout() => Err(format!("{url} does not answer; is another program holding that port?")),
+        Err(e) => Err(format!("{url} does not answer: {e}")),
+    }
 }
 
 /// Waits until `ready` says yes. Ends with the part's own error if its task
-/// ends first, and with a clear one when it has not answered on `addr`
-/// within [`START_TIMEOUT`] (another program may hold the port and never answer).
+/// ends first, and with the last probe's answer when the part is not ready
+/// within [`START_TIMEOUT`] (another program may hold the port and never
+/// answer, or the part may refuse its config).
 async fn started<E: Display>(
     part: &str,
-    addr: SocketAddr,
     task: &mut JoinHandle<Result<(), E>>,
-    mut ready: impl AsyncFnMut() -> bool,
+    mut ready: impl AsyncFnMut() -> Result<(), String>,
 ) -> Result<(), CliError> {
+    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
     let polled = async {
-        while !ready().await {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        loop {
+            match ready().await {
+                Ok(()) => return Ok(()),
+                Err(why) if tokio::time::Instant::now() >= deadline => return Err(why),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
         }
     };
     tokio::select! {
@@ -182,11 +192,7 @@ async fn started<E: Display>(
             finished(part, ended).map_err(CliError::Usage)?;
             Err(CliError::Usage(format!("{part}: stopped during start")))
         }
-        () = polled => Ok(()),
-        () = tokio::time::sleep(START_TIMEOUT) => Err(CliError::Usage(format!(
-            "{part}: no answer on {addr} within {} s; is another program holding that port?",
-            START_TIMEOUT.as_secs()
-        ))),
+        polled = polled => polled.map_err(|why| CliError::Usage(format!("{part}: not ready after {} s: {why}", START_TIMEOUT.as_secs()))),
     }
 }
 
