@@ -7,24 +7,26 @@
 
 use clap::error::ErrorKind;
 
-/// Exit status of a bad command line, as clap's own.
-const USAGE_EXIT: i32 = 2;
+/// Exit status of a bad command line: 1, as any failure to start (clap's
+/// own 2 is left for a command's own meaning, such as a diff with changes).
+const USAGE_EXIT: i32 = 1;
 
 /// Parses the process's arguments with `command` into `P`; on a bad flag
-/// prints one line to stderr and exits with status 2.
+/// prints one line to stderr and exits with status 1.
 pub fn parse<P: clap::FromArgMatches>(mut command: clap::Command) -> P {
     let parsed = command.try_get_matches_from_mut(std::env::args_os()).and_then(|mut matches| P::from_arg_matches_mut(&mut matches));
     match parsed {
         Ok(parsed) => parsed,
         Err(error) => {
             let error = error.format(&mut command);
-            if matches!(
-                error.kind(),
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-            ) {
-                error.exit();
+            match error.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => error.exit(),
+                // A command that needs a subcommand and got none: its help, on stderr.
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = error.print();
+                }
+                _ => eprintln!("{}: error: {} (see --help)", command.get_name(), one_line(&error.render().to_string())),
             }
-            eprintln!("{}: error: {} (see --help)", command.get_name(), one_line(&error.render().to_string()));
             std::process::exit(USAGE_EXIT)
         }
     }

@@ -100,7 +100,7 @@ fn portico_dev_help_lists_only_what_dev_uses() {
 }
 
 #[test]
-fn a_bad_flag_is_one_line_naming_it_and_exits_2() {
+fn a_bad_flag_is_one_line_naming_it_and_exits_1() {
     for (binary_name, words) in [
         ("portico-cp", vec!["--no-such-flag"]),
         ("portico-cp", vec!["serve", "--no-such-flag"]),
@@ -109,7 +109,7 @@ fn a_bad_flag_is_one_line_naming_it_and_exits_2() {
     ] {
         let output = Command::new(binary(binary_name)).args(&words).env_clear().output().unwrap();
         let stderr = String::from_utf8(output.stderr).unwrap();
-        assert_eq!(output.status.code(), Some(2), "{binary_name} {words:?}: {stderr}");
+        assert_eq!(output.status.code(), Some(1), "{binary_name} {words:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{binary_name} {words:?}: {stderr}");
         assert!(stderr.starts_with(&format!("{binary_name}: error: unexpected argument '--no-such-flag' found")), "{stderr}");
         assert!(stderr.trim_end().ends_with("(see --help)"), "{stderr}");
