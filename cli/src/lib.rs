@@ -64,6 +64,7 @@ pub enum Command {
     },
     /// Print the gateway's config.
     Export {
+        /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Yaml)]
         format: Format,
         #[command(flatten)]
@@ -81,6 +82,7 @@ pub enum Command {
     },
     /// List published versions, newest first; `show N` and `diff N M` look into them.
     Versions {
+        /// How many versions to show.
         #[arg(long, default_value_t = 20)]
         limit: u32,
         #[command(subcommand)]
@@ -88,7 +90,9 @@ pub enum Command {
     },
     /// Publish version N's content as a new version; prints what that changed.
     Rollback {
+        /// The version whose content to publish again.
         version: u64,
+        /// Recorded with the new version (Portico-Change-Message).
         #[arg(short, long)]
         message: Option<String>,
     },
@@ -102,6 +106,26 @@ pub enum Command {
     Keys(KeysCommand),
     /// Run a control plane (embedded SQLite), a data plane, a demo upstream and the example config, all on loopback.
     Dev(dev::DevArgs),
+    /// Run only portico dev's demo upstream, which answers every request with what it received (for the example config without portico dev).
+    DemoUpstream {
+        /// Address to listen on (the example config sends /api here).
+        #[arg(long, default_value = "127.0.0.1:9180")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+impl Cli {
+    /// The command line as `main` parses it: `portico dev` and
+    /// `demo-upstream` do not talk to an admin API, so their `--help` hides
+    /// the admin API's global flags.
+    pub fn command_line() -> clap::Command {
+        let mut command = <Self as clap::CommandFactory>::command();
+        command.build();
+        let global: Vec<clap::Id> = command.get_arguments().filter(|arg| arg.is_global_set()).map(|arg| arg.get_id().clone()).collect();
+        ["dev", "demo-upstream"].into_iter().fold(command, |command, name| {
+            command.mut_subcommand(name, |sub| sub.mut_args(|arg| if global.contains(arg.get_id()) { arg.hide(true) } else { arg }))
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -120,8 +144,10 @@ pub enum Outcome {
 
 /// Runs one command, printing its result to stdout.
 pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
-    if let Command::Dev(args) = cli.command {
-        return dev::run(args).await.map(|()| Outcome::Done);
+    match cli.command {
+        Command::Dev(args) => return dev::run(args).await.map(|()| Outcome::Done),
+        Command::DemoUpstream { listen } => return dev::demo_upstream(listen).await.map(|()| Outcome::Done),
+        _ => {}
     }
     let token = cli
         .admin_token
@@ -145,7 +171,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
         }
         Command::Consumers(command) => commands::entities::consumers(&client, json, command).await,
         Command::Keys(command) => commands::entities::keys(&client, json, command).await,
-        Command::Dev(_) => unreachable!("handled above"),
+        Command::Dev(_) | Command::DemoUpstream { .. } => unreachable!("handled above"),
     }
 }
 

@@ -2,13 +2,14 @@
 
 use std::io::IsTerminal;
 
-use clap::Parser;
+use clap::CommandFactory;
 use portico_cp::{Cli, Command};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // Every flag also after `serve` or `migrate`, whichever flags the settings gain.
+    let cli: Cli = portico_shared::command_line::parse(Cli::command().mut_args(|arg| arg.global(true)));
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let subscriber =
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());

@@ -13,6 +13,9 @@ use clap::{Args, Parser, Subcommand};
 /// Shortest accepted admin or cluster token.
 pub const MIN_TOKEN_LEN: usize = 16;
 
+// The flags are accepted before or after the subcommand (`portico-cp
+// --admin-listen … serve` and `portico-cp serve --admin-listen …`): `main`
+// makes every one global. (A `///` here would become `--help`'s long about.)
 #[derive(Debug, Parser)]
 #[command(name = "portico-cp", version, about = "Portico control plane: config store, admin API and config distribution to data planes")]
 pub struct Cli {
@@ -52,16 +55,16 @@ pub struct SecretFiles {
 
 #[derive(Debug, Clone, Copy, Subcommand)]
 pub enum Command {
-    /// Run the control plane (the default).
+    /// Run the control plane (the default when no command is given).
     Serve,
-    /// Apply pending database migrations and exit.
+    /// Apply pending database migrations to --database-url and exit.
     Migrate,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// `postgres://user@host/db` or `sqlite://path` (created if missing).
-    #[arg(long, env = "PORTICO_DATABASE_URL", default_value = "sqlite://portico.db", global = true)]
+    #[arg(long, env = "PORTICO_DATABASE_URL", default_value = "sqlite://portico.db")]
     pub database_url: String,
     /// Address of the admin REST API. Keep it on loopback unless it sits behind TLS.
     #[arg(long, env = "PORTICO_ADMIN_LISTEN", default_value = "127.0.0.1:9080")]
@@ -75,7 +78,6 @@ pub struct Settings {
     /// Secret that data planes must present (at least 16 characters). Required.
     #[arg(long, env = "PORTICO_CLUSTER_TOKEN", hide_env_values = true)]
     pub cluster_token: Option<String>,
-    /// How often the config stream sends heartbeats; a node silent for three is shown disconnected.
     /// PEM certificate (chain) the gRPC listener serves TLS with (with --grpc-tls-key).
     #[arg(long, env = "PORTICO_GRPC_TLS_CERT", requires = "grpc_tls_key")]
     pub grpc_tls_cert: Option<std::path::PathBuf>,
@@ -85,9 +87,10 @@ pub struct Settings {
     /// PEM CA whose client certificates data planes must present (mTLS; needs --grpc-tls-cert).
     #[arg(long, env = "PORTICO_GRPC_CLIENT_CA", requires = "grpc_tls_cert")]
     pub grpc_client_ca: Option<std::path::PathBuf>,
+    /// How often the config stream sends heartbeats; a node silent for three is shown disconnected.
     #[arg(long, env = "PORTICO_HEARTBEAT_INTERVAL_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub heartbeat_interval_ms: u64,
     /// Log format: `text` or `json`.
-    #[arg(long, env = "PORTICO_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
+    #[arg(long, env = "PORTICO_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
 }

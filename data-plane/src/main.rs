@@ -2,7 +2,7 @@
 
 use std::io::IsTerminal;
 
-use clap::Parser;
+use clap::CommandFactory;
 use portico_dp::settings::Cli;
 use tracing_subscriber::EnvFilter;
 
@@ -13,7 +13,8 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    let settings = match Cli::parse().settings() {
+    let cli: Cli = portico_shared::command_line::parse(Cli::command());
+    let settings = match cli.settings() {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("portico-dp: error: {e}");

@@ -40,7 +40,7 @@ impl Cli {
 /// What the data plane runs with.
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
-    /// gRPC address of the control plane.
+    /// URL of the control plane's config stream (gRPC; http:// or https://).
     #[arg(long, env = "PORTICO_CONTROL_PLANE", default_value = "http://127.0.0.1:9090")]
     pub control_plane: String,
     /// PEM CA that the control plane's certificate must chain to (for an https:// --control-plane).
@@ -79,7 +79,7 @@ pub struct Settings {
     /// Data planes sharing a Redis-backed limit until Redis has counted them (it does while it answers): on its local fallback a node admits `limit / nodes`.
     #[arg(long, env = "PORTICO_EXPECTED_NODES", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub expected_nodes: u64,
-    /// The secret the control plane expects. Required.
+    /// Secret shared with the control plane, which refuses data planes without it (at least 16 characters). Required.
     #[arg(long, env = "PORTICO_CLUSTER_TOKEN", hide_env_values = true)]
     pub cluster_token: Option<String>,
     /// Labels shown in the fleet view, `key=value,key=value`.
@@ -91,7 +91,7 @@ pub struct Settings {
     /// A client connection with no request in flight for this long is closed (HTTP/1 connections waiting for a request go sooner, by the header read timeout).
     #[arg(long, env = "PORTICO_CLIENT_IDLE_TIMEOUT_MS", default_value_t = 120_000, value_parser = clap::value_parser!(u64).range(1_000..=86_400_000))]
     pub client_idle_timeout_ms: u64,
-    /// How long in-flight requests may take to finish after SIGTERM.
+    /// How long in-flight requests and WebSocket tunnels may take to finish after SIGTERM.
     #[arg(long, env = "PORTICO_DRAIN_TIMEOUT_MS", default_value_t = 30_000)]
     pub drain_timeout_ms: u64,
     /// Threads serving traffic (default: one per core).

@@ -3,8 +3,10 @@
 //! validation, reporting every mistake of a document with the field it
 //! names; and the pure parts of publishing (canonical snapshot and hash,
 //! declarative merge, diff).
-//! No I/O happens here, but for reading a secret file (`secret_file`).
+//! No I/O happens here, but for reading a secret file (`secret_file`) and
+//! `command_line`, which exits on a bad flag.
 
+pub mod command_line;
 pub mod diff;
 pub mod error;
 pub mod model;

@@ -10,6 +10,10 @@
 //! few seconds: a data plane applies a new version within milliseconds,
 //! but not within the same millisecond as the write that published it.
 //!
+//! The quick start's "pieces separately" block runs too, on the README's
+//! own ports, each long-running command in the background once the one
+//! before it answers.
+//!
 //! Every declarative YAML example (a block whose first key is `services:`,
 //! `routes:` or `policies:`) is checked too, by `POST …/config/diff`: the
 //! examples must be configs Portico accepts. A block that elides a value
@@ -20,6 +24,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use portico_test_support::process::binary;
 use portico_test_support::{ControlPlane, DataPlane, TestDb, TestUpstream};
 
 /// The README's code blocks of one language, with the line each starts on.
@@ -45,9 +50,24 @@ fn readme() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap()
 }
 
-/// Runs `script` with bash in `dir`; panics with its trace on failure.
+/// Runs `script` with bash in `dir`, in a process group of its own that is
+/// ended afterwards (with any server the script left running); panics with
+/// its trace on failure.
 fn bash(dir: &Path, script: &str, env: &[(&str, &str)]) {
-    let output = Command::new("bash").arg("-c").arg(script).current_dir(dir).envs(env.iter().copied()).output().unwrap();
+    use std::os::unix::process::CommandExt;
+    let child = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let group = format!("-{}", child.id());
+    let output = child.wait_with_output().unwrap();
+    let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
     assert!(
         output.status.success(),
         "a README example failed ({}):\n--- stdout\n{}\n--- stderr (trace)\n{}",
@@ -126,4 +146,47 @@ async fn every_declarative_example_in_the_readme_is_a_valid_config() {
         let body = answer.text().await.unwrap();
         assert!(status.is_success(), "README.md line {line}: the example is refused ({status}): {body}\n{text}");
     }
+}
+
+/// What each long-running command of the quick start answers on once it is up.
+const STARTS: [(&str, &str); 3] = [
+    ("portico-cp ", "http://127.0.0.1:9080/healthz"),
+    ("portico-dp ", "http://127.0.0.1:8100/healthz"),
+    ("portico demo-upstream", "http://127.0.0.1:9180/"),
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_quick_start_with_separate_pieces_serves_the_example() {
+    let readme = readme();
+    let (line, block) = blocks(&readme, "sh")
+        .into_iter()
+        .find(|(_, text)| text.contains("portico-cp ") && text.contains("portico apply"))
+        .expect("the quick start's separate-pieces block");
+    for port in [9080, 9090, 8080, 8100, 9180] {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "port {port} is taken: the quick start (README.md line {line}) uses the default ports"
+        );
+    }
+    let mut script = String::from(
+        "set -euo pipefail\n\
+         trap 'kill $(jobs -p) 2>/dev/null || true; cat servers.log >&2' EXIT\n\
+         up() { for _ in $(seq 200); do command curl -fsS -o /dev/null \"$1\" 2>/dev/null && return 0; sleep 0.1; done; echo \"$1 never answered\" >&2; return 1; }\n\
+         curl() { for _ in $(seq 50); do command curl --fail-with-body \"$@\" && return 0; sleep 0.1; done; return 1; }\n\
+         set -x\n",
+    );
+    for command in block.lines() {
+        match STARTS.iter().find(|(start, _)| command.starts_with(start)) {
+            // Braces, so that a trailing comment does not swallow the `&`; a
+            // log file, so that a server left running holds no pipe of ours.
+            Some((_, ready)) => script.push_str(&format!("{{ {command}\n}} >>servers.log 2>&1 &\nup {ready}\n")),
+            None => script.push_str(&format!("{command}\n")),
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy"), dir.path().join("deploy")).unwrap();
+    let bin_dir = binary("portico").parent().unwrap().display().to_string();
+    let path = format!("{bin_dir}:{}", std::env::var("PATH").unwrap());
+    let script = script + "curl -sS http://127.0.0.1:8080/api/hello | grep -q '\"path\":\"/hello\"'\n";
+    bash(dir.path(), &script, &[("PATH", &path)]);
 }

@@ -16,6 +16,7 @@ pub enum ConsumersCommand {
     List,
     /// Create a consumer.
     Create {
+        /// Its username: 1 to 128 of A-Z a-z 0-9 . _ @ + -, unique in the gateway.
         username: String,
         /// Your own id for it, sent upstream as X-User-Id.
         #[arg(long)]
@@ -25,9 +26,15 @@ pub enum ConsumersCommand {
         tags: Vec<String>,
     },
     /// Show a consumer (by username or id).
-    Get { consumer: String },
+    Get {
+        /// The consumer's username or id.
+        consumer: String,
+    },
     /// Delete a consumer (by username or id).
-    Delete { consumer: String },
+    Delete {
+        /// The consumer's username or id (delete its credentials first: a consumer still holding any is refused).
+        consumer: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,12 +56,15 @@ pub enum KeysCommand {
     },
     /// List a consumer's API keys: their names, never the keys.
     List {
+        /// The consumer (username or id).
         #[arg(long)]
         consumer: String,
     },
     /// Delete one of a consumer's API keys (by name or id).
     Delete {
+        /// The key's credential name or id (as `keys list` shows).
         name: String,
+        /// The consumer (username or id).
         #[arg(long)]
         consumer: String,
     },

@@ -13,9 +13,17 @@ use crate::{Outcome, pretty, print_block, render};
 #[derive(Debug, Subcommand)]
 pub enum VersionsCommand {
     /// Version N: who published it and when, then its config as YAML (a file `apply -f` takes); the API's JSON with --json.
-    Show { version: u64 },
+    Show {
+        /// The version to show.
+        version: u64,
+    },
     /// What changed from version N to version M (the diff `apply` prints).
-    Diff { from: u64, to: u64 },
+    Diff {
+        /// The version to compare from (N).
+        from: u64,
+        /// The version to compare to (M).
+        to: u64,
+    },
 }
 
 pub(crate) async fn run(client: &AdminClient, json: bool, limit: u32, command: Option<VersionsCommand>) -> Result<Outcome, CliError> {
