@@ -67,10 +67,6 @@ impl AdminClient {
         Ok(Self { http, base: base.trim_end_matches('/').to_owned(), token: token.to_owned(), gateway: gateway.to_owned() })
     }
 
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http.request(method, format!("{}/api/v1/gateways/{}{path}", self.base, self.gateway)).bearer_auth(&self.token)
-    }
-
     /// A request to the gateway's path `segments`, each percent-encoded
     /// (they are names a user typed).
     fn request_to(&self, method: Method, segments: &[&str]) -> Result<RequestBuilder, CliError> {
@@ -114,7 +110,7 @@ impl AdminClient {
         message: Option<&str>,
         if_match: Option<&str>,
     ) -> Result<Value, CliError> {
-        let mut request = self.request(Method::PUT, "/config").header("content-type", content_type).body(body);
+        let mut request = self.request_to(Method::PUT, &["config"])?.header("content-type", content_type).body(body);
         if let Some(message) = message {
             request = request.header("portico-change-message", message);
         }
@@ -126,7 +122,7 @@ impl AdminClient {
 
     /// The current config and its hash (the ETag, for `If-Match`).
     pub async fn config(&self) -> Result<(GatewayConfig, String), CliError> {
-        let response = self.send(self.request(Method::GET, "/config").header("accept", "application/json")).await?;
+        let response = self.send(self.request_to(Method::GET, &["config"])?.header("accept", "application/json")).await?;
         let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or("").trim_matches('"').to_owned();
         let bytes = response.bytes().await.map_err(unreadable)?;
         let config = serde_json::from_slice(&bytes).map_err(unreadable)?;
@@ -134,7 +130,7 @@ impl AdminClient {
     }
 
     pub async fn diff(&self, body: Vec<u8>, content_type: &str) -> Result<Value, CliError> {
-        self.json(self.request(Method::POST, "/config/diff").header("content-type", content_type).body(body)).await
+        self.json(self.request_to(Method::POST, &["config", "diff"])?.header("content-type", content_type).body(body)).await
     }
 
     pub async fn export(&self, format: Format) -> Result<String, CliError> {
@@ -142,21 +138,21 @@ impl AdminClient {
             Format::Yaml => "application/yaml",
             Format::Json => "application/json",
         };
-        let response = self.send(self.request(Method::GET, "/config").header("accept", accept)).await?;
+        let response = self.send(self.request_to(Method::GET, &["config"])?.header("accept", accept)).await?;
         response.text().await.map_err(|e| CliError::Api { status: StatusCode::BAD_GATEWAY, problems: vec![e.to_string()] })
     }
 
     pub async fn versions(&self, limit: u32) -> Result<Value, CliError> {
-        self.json(self.request(Method::GET, &format!("/versions?limit={limit}"))).await
+        self.json(self.request_to(Method::GET, &["versions"])?.query(&[("limit", limit)])).await
     }
 
     /// Version `n` with its snapshot.
     pub async fn version(&self, n: u64) -> Result<Value, CliError> {
-        self.json(self.request(Method::GET, &format!("/versions/{n}"))).await
+        self.json(self.request_to(Method::GET, &["versions", &n.to_string()])?).await
     }
 
     pub async fn rollback(&self, version: u64, message: Option<&str>) -> Result<Written, CliError> {
-        let mut request = self.request(Method::POST, &format!("/versions/{version}/rollback"));
+        let mut request = self.request_to(Method::POST, &["versions", &version.to_string(), "rollback"])?;
         if let Some(message) = message {
             request = request.header("portico-change-message", message);
         }
@@ -165,7 +161,7 @@ impl AdminClient {
 
     /// The fleet: one page of the largest size (a list answers `{"data", "total", …}`).
     pub async fn data_planes(&self) -> Result<Value, CliError> {
-        self.json(self.request(Method::GET, "/data-planes?limit=1000")).await
+        self.json(self.request_to(Method::GET, &["data-planes"])?.query(&[("limit", "1000")])).await
     }
 
     /// Every data plane of the gateway, across pages.
@@ -173,26 +169,17 @@ impl AdminClient {
         self.all(&["data-planes"]).await
     }
 
-    /// Every item of a list endpoint: its pages' `data` (`{"data", "total",
-    /// "limit", "offset"}`), or a bare array, or the fleet's `data_planes`.
+    /// Every item of a list endpoint, across its pages (`{"data", "total",
+    /// "limit", "offset"}`).
     pub async fn all(&self, segments: &[&str]) -> Result<Vec<Value>, CliError> {
         let mut items = Vec::new();
         loop {
             let request = self.request_to(Method::GET, segments)?.query(&[("limit", "1000"), ("offset", &items.len().to_string())]);
-            let page = self.json(request).await?;
-            let (found, total) = match page {
-                Value::Array(all) => (all, None),
-                mut page => {
-                    let found = match page["data"].take() {
-                        Value::Array(data) => data,
-                        _ => page["data_planes"].take().as_array().cloned().unwrap_or_default(),
-                    };
-                    (found, page["total"].as_u64())
-                }
-            };
+            let mut page = self.json(request).await?;
+            let found = page["data"].take().as_array().cloned().unwrap_or_default();
             let empty = found.is_empty();
             items.extend(found);
-            if empty || total.is_none_or(|total| items.len() as u64 >= total) {
+            if empty || page["total"].as_u64().is_none_or(|total| items.len() as u64 >= total) {
                 return Ok(items);
             }
         }

@@ -109,7 +109,7 @@ pub enum Command {
     /// Run only portico dev's demo upstream, which answers every request with what it received (for the example config without portico dev).
     DemoUpstream {
         /// Address to listen on (the example config sends /api here).
-        #[arg(long, default_value = "127.0.0.1:9180")]
+        #[arg(long, env = "PORTICO_DEMO_LISTEN", default_value = "127.0.0.1:9180")]
         listen: std::net::SocketAddr,
     },
 }

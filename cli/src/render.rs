@@ -61,9 +61,9 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// The items of a list answer: its `data`, or the answer itself when it is an array.
+/// The items of a list answer (its `data`).
 pub(crate) fn items(list: &Value) -> &[Value] {
-    list["data"].as_array().or_else(|| list.as_array()).map_or(&[], Vec::as_slice)
+    list["data"].as_array().map_or(&[], Vec::as_slice)
 }
 
 pub(crate) fn versions(list: &Value) -> String {
@@ -125,23 +125,20 @@ pub(crate) fn keys(list: &[Value]) -> String {
 }
 
 pub(crate) fn fleet(fleet: &Value) -> String {
+    let rows: Vec<Vec<String>> = fleet["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|node| {
+            let version = node["version"].as_u64().map_or_else(|| "-".to_owned(), |v| v.to_string());
+            let labels: Vec<String> = node["labels"].as_object().into_iter().flatten().map(|(k, v)| format!("{k}={}", text(v))).collect();
+            let labels = if labels.is_empty() { "-".to_owned() } else { labels.join(",") };
+            let reason = node["reason"].as_str().unwrap_or_default().to_owned();
+            vec![text(&node["node_id"]), version, text(&node["status"]), text(&node["last_seen"]), labels, reason]
+        })
+        .collect();
     let mut out = format!("current version: {}\n", fleet["current_version"]);
-    let _ = writeln!(out, "{:<36} {:<8} {:<13} {:<25} {:<24} REASON", "NODE", "VERSION", "STATUS", "LAST SEEN", "LABELS");
-    for node in fleet["data"].as_array().into_iter().flatten() {
-        let version = node["version"].as_u64().map_or_else(|| "-".to_owned(), |v| v.to_string());
-        let labels: Vec<String> = node["labels"].as_object().into_iter().flatten().map(|(k, v)| format!("{k}={}", text(v))).collect();
-        let labels = if labels.is_empty() { "-".to_owned() } else { labels.join(",") };
-        let _ = writeln!(
-            out,
-            "{:<36} {:<8} {:<13} {:<25} {:<24} {}",
-            text(&node["node_id"]),
-            version,
-            text(&node["status"]),
-            text(&node["last_seen"]),
-            labels,
-            node["reason"].as_str().unwrap_or_default()
-        );
-    }
+    out.push_str(&table(&["NODE", "VERSION", "STATUS", "LAST SEEN", "LABELS", "REASON"], &rows));
     if let Some(total) = fleet["total"].as_u64().filter(|total| *total > fleet["data"].as_array().map_or(0, |d| d.len() as u64)) {
         let _ = writeln!(out, "({total} nodes; the first {} shown)", fleet["data"].as_array().map_or(0, Vec::len));
     }
@@ -186,7 +183,6 @@ mod tests {
              12       0123456789ab  2026-12-06T10:00:00Z  a-very-long-token-name  x\n\
              3        fedcba987654  2026-12-06T09:00:00Z  admin                   rollback to 1\n"
         );
-        assert_eq!(versions(&list["data"]), versions(&list), "a bare array reads the same");
     }
 
     #[test]
@@ -219,7 +215,8 @@ mod tests {
         let rendered = fleet(&page);
         let lines: Vec<&str> = rendered.lines().collect();
         assert_eq!(lines[0], "current version: 7");
-        assert!(lines[2].starts_with("dp-a ") && lines[2].contains(" env=prod,zone=a ") && !lines[2].contains("old"), "{}", lines[2]);
+        assert!(lines[2].starts_with("dp-a ") && lines[2].contains(" env=prod,zone=a") && !lines[2].contains("old"), "{}", lines[2]);
+        assert_eq!(lines[1].find("VERSION"), lines[2].find('7'), "columns line up:\n{rendered}");
         assert!(lines[3].contains(" rejected ") && lines[3].ends_with(" bad route"), "{}", lines[3]);
         assert_eq!(lines.len(), 4);
     }

@@ -43,7 +43,19 @@ fn standing(node: &Value, version: u64) -> Option<Standing> {
 pub(crate) async fn fleet(client: &AdminClient, version: u64, timeout: Duration) -> Result<String, CliError> {
     let deadline = Instant::now() + timeout;
     loop {
-        let nodes = client.nodes().await?;
+        // The version is out: a fleet view that cannot be read for a while
+        // (the control plane restarting, its store reconnecting) is waited
+        // through, and at the deadline it is the fleet's failure (exit 3),
+        // never "nothing was published" (exit 1).
+        let nodes = match client.nodes().await {
+            Ok(nodes) => nodes,
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(error = %e, "the fleet view did not answer; trying again");
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
+            Err(e) => return Err(CliError::Fleet(format!("version {version} was published, but the fleet view could not be read: {e}"))),
+        };
         let standings: Vec<(&str, Standing)> =
             nodes.iter().filter_map(|node| Some((node["node_id"].as_str().unwrap_or("?"), standing(node, version)?))).collect();
         let behind = standings.iter().any(|(_, s)| matches!(s, Standing::Behind(_)));

@@ -91,7 +91,7 @@ impl Runtime {
         let previous_limiters = previous.map_or(&no_limiters, |p| &p.limiters);
         let mut limiters = HashMap::new();
         // A route or service without `retries` gets the defaults.
-        let default_retries = Retries::default();
+        let default_retries = Retries::when_absent();
         let previous_retries: HashMap<Uuid, Arc<RetryPlan>> =
             previous.map(|p| p.routes.iter().filter_map(|r| Some((r.id?, r.retry.clone()?))).collect()).unwrap_or_default();
         let trusted_proxies = config

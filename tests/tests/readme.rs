@@ -10,9 +10,9 @@
 //! few seconds: a data plane applies a new version within milliseconds,
 //! but not within the same millisecond as the write that published it.
 //!
-//! The quick start's "pieces separately" block runs too, on the README's
-//! own ports, each long-running command in the background once the one
-//! before it answers.
+//! The quick start's "pieces separately" block runs too, each long-running
+//! command in the background once the one before it answers, on this
+//! test's ports (given through the binaries' environment variables).
 //!
 //! Every declarative YAML example (a block whose first key is `services:`,
 //! `routes:` or `policies:`) is checked too, by `POST …/config/diff`: the
@@ -25,7 +25,7 @@ use std::path::Path;
 use std::process::Command;
 
 use portico_test_support::process::binary;
-use portico_test_support::{ControlPlane, DataPlane, TestDb, TestUpstream};
+use portico_test_support::{ControlPlane, DataPlane, TestDb, TestUpstream, free_port};
 
 /// The README's code blocks of one language, with the line each starts on.
 fn blocks(readme: &str, language: &str) -> Vec<(usize, String)> {
@@ -148,26 +148,32 @@ async fn every_declarative_example_in_the_readme_is_a_valid_config() {
     }
 }
 
-/// What each long-running command of the quick start answers on once it is up.
-const STARTS: [(&str, &str); 3] = [
-    ("portico-cp ", "http://127.0.0.1:9080/healthz"),
-    ("portico-dp ", "http://127.0.0.1:8100/healthz"),
-    ("portico demo-upstream", "http://127.0.0.1:9180/"),
-];
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_quick_start_with_separate_pieces_serves_the_example() {
     let readme = readme();
-    let (line, block) = blocks(&readme, "sh")
+    let (_, block) = blocks(&readme, "sh")
         .into_iter()
         .find(|(_, text)| text.contains("portico-cp ") && text.contains("portico apply"))
         .expect("the quick start's separate-pieces block");
-    for port in [9080, 9090, 8080, 8100, 9180] {
-        assert!(
-            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
-            "port {port} is taken: the quick start (README.md line {line}) uses the default ports"
-        );
-    }
+    // The block as written, on this test's ports: each binary reads its
+    // addresses from its environment variables, the example config and the
+    // final curl name the demo upstream's and the proxy's.
+    let [admin, grpc, proxy, status, demo] = [(); 5].map(|()| free_port());
+    let env = [
+        ("PORTICO_ADMIN_LISTEN", format!("127.0.0.1:{admin}")),
+        ("PORTICO_GRPC_LISTEN", format!("127.0.0.1:{grpc}")),
+        ("PORTICO_CONTROL_PLANE", format!("http://127.0.0.1:{grpc}")),
+        ("PORTICO_LISTEN", format!("127.0.0.1:{proxy}")),
+        ("PORTICO_STATUS_LISTEN", format!("127.0.0.1:{status}")),
+        ("PORTICO_DEMO_LISTEN", format!("127.0.0.1:{demo}")),
+        ("PORTICO_ADMIN_URL", format!("http://127.0.0.1:{admin}")),
+    ];
+    // What each long-running command answers on once it is up.
+    let starts = [
+        ("portico-cp ", format!("http://127.0.0.1:{admin}/healthz")),
+        ("portico-dp ", format!("http://127.0.0.1:{status}/healthz")),
+        ("portico demo-upstream", format!("http://127.0.0.1:{demo}/")),
+    ];
     let mut script = String::from(
         "set -euo pipefail\n\
          trap 'kill $(jobs -p) 2>/dev/null || true; cat servers.log >&2' EXIT\n\
@@ -175,18 +181,23 @@ async fn the_quick_start_with_separate_pieces_serves_the_example() {
          curl() { for _ in $(seq 50); do command curl --fail-with-body \"$@\" && return 0; sleep 0.1; done; return 1; }\n\
          set -x\n",
     );
-    for command in block.lines() {
-        match STARTS.iter().find(|(start, _)| command.starts_with(start)) {
+    for command in block.replace("127.0.0.1:8080", &format!("127.0.0.1:{proxy}")).lines() {
+        match starts.iter().find(|(start, _)| command.starts_with(start)) {
             // Braces, so that a trailing comment does not swallow the `&`; a
             // log file, so that a server left running holds no pipe of ours.
             Some((_, ready)) => script.push_str(&format!("{{ {command}\n}} >>servers.log 2>&1 &\nup {ready}\n")),
             None => script.push_str(&format!("{command}\n")),
         }
     }
+    let script = script + &format!("curl -sS http://127.0.0.1:{proxy}/api/hello | grep -q '\"path\":\"/hello\"'\n");
     let dir = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy"), dir.path().join("deploy")).unwrap();
-    let bin_dir = binary("portico").parent().unwrap().display().to_string();
-    let path = format!("{bin_dir}:{}", std::env::var("PATH").unwrap());
-    let script = script + "curl -sS http://127.0.0.1:8080/api/hello | grep -q '\"path\":\"/hello\"'\n";
-    bash(dir.path(), &script, &[("PATH", &path)]);
+    let examples = dir.path().join("deploy/examples");
+    std::fs::create_dir_all(&examples).unwrap();
+    let example = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/default.yaml")).unwrap();
+    assert!(example.contains("127.0.0.1:9180"), "the example config sends /api to the demo upstream's default address");
+    std::fs::write(examples.join("default.yaml"), example.replace("127.0.0.1:9180", &format!("127.0.0.1:{demo}"))).unwrap();
+    let path = format!("{}:{}", binary("portico").parent().unwrap().display(), std::env::var("PATH").unwrap());
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(name, value)| (*name, value.as_str())).collect();
+    env.push(("PATH", &path));
+    bash(dir.path(), &script, &env);
 }

@@ -83,8 +83,9 @@ pub(crate) async fn apply(
     }
     print_block(&if json { pretty(&applied) } else { render::applied(&applied) });
     if let Some(timeout) = options.wait {
-        let version =
-            applied["version"].as_u64().ok_or_else(|| CliError::Usage("the control plane did not say which version is current".into()))?;
+        let version = applied["version"]
+            .as_u64()
+            .ok_or_else(|| CliError::Fleet("applied, but the control plane did not say which version is current".into()))?;
         let done = wait::fleet(client, version, timeout).await?;
         // Keep stdout one JSON document under --json.
         if json { eprintln!("{done}") } else { println!("{done}") }

@@ -119,6 +119,8 @@ pub(crate) async fn keys(client: &AdminClient, json: bool, command: KeysCommand)
         KeysCommand::List { consumer } => {
             let mut list = client.all(&["consumers", &consumer, "credentials"]).await?;
             list.retain(|credential| credential["type"] == "key-auth");
+            // Names only: not even the hash of a key, in either format.
+            list.iter_mut().filter_map(Value::as_object_mut).for_each(|credential| drop(credential.remove("key_hash")));
             if json { pretty(&list) } else { render::keys(&list) }
         }
         KeysCommand::Delete { name, consumer } => {

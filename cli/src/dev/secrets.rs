@@ -33,18 +33,21 @@ pub(crate) struct Token {
 /// The token kept in `path`, or a new random one saved there (also when
 /// `rotate` asks for a new one).
 pub(crate) fn load_or_create(path: &Path, rotate: bool) -> Result<Token, CliError> {
+    let unusable = |problem: &dyn std::fmt::Display| CliError::Usage(format!("{}: {problem}; delete it to get a new one", path.display()));
+    // Read as `portico-dp --cluster-token-file` reads it (the join line
+    // passes this file), so both see the same token.
     let existing = match std::fs::read_to_string(path) {
-        Ok(text) => Some(text.trim().to_owned()),
+        Ok(text) => Some(portico_shared::secret_file::secret(&text).map(str::to_owned).map_err(|e| unusable(&e))?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(CliError::Usage(format!("cannot read {}: {e}", path.display()))),
     };
     let origin = match existing {
         Some(value) if !rotate => {
+            // A file copied or edited since may have lost its mode.
+            #[cfg(unix)]
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(|e| unusable(&e))?;
             if value.len() < MIN_TOKEN_LEN {
-                return Err(CliError::Usage(format!(
-                    "{} does not hold a token of at least {MIN_TOKEN_LEN} characters; delete it to get a new one",
-                    path.display()
-                )));
+                return Err(unusable(&format!("does not hold a token of at least {MIN_TOKEN_LEN} characters")));
             }
             return Ok(Token { value, path: path.to_owned(), origin: Origin::Reused });
         }

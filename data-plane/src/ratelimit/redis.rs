@@ -19,6 +19,8 @@ use super::fleet::Membership;
 
 /// How long Redis is not asked after a failed call.
 const BACKOFF: Duration = Duration::from_secs(1);
+/// How long a fleet count's mark may take (it runs beside the traffic, every few seconds).
+const MARK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Sets `now` (milliseconds, fractional) from Redis's clock.
 const PRELUDE: &str = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000\n";
@@ -180,7 +182,9 @@ impl RedisBackend {
     /// marked within `ttl`, or why Redis could not answer.
     pub async fn mark_member(&self, key: &str, ttl: Duration) -> Result<u64, String> {
         let ttl_ms = ttl.as_millis().to_string();
-        let values = self.call(&self.mark_member, key, &[self.process.clone(), ttl_ms], 1).await?;
+        // Off the request path: its own, longer timeout, and a failure here
+        // never sends decisions to the fallback (no backoff).
+        let values = self.invoke(&self.mark_member, key, &[self.process.clone(), ttl_ms], 1, MARK_TIMEOUT).await?;
         Ok(u64::try_from(values[0]).unwrap_or(1))
     }
 
@@ -213,26 +217,33 @@ impl RedisBackend {
         })
     }
 
-    /// Runs `script` on `key` with `args`, expecting `len` integers back;
-    /// a failure leaves Redis alone for [`BACKOFF`].
+    /// Runs a decision's `script` on `key` with `args` within the request
+    /// path's timeout, expecting `len` integers back; a failure leaves
+    /// Redis alone for [`BACKOFF`].
     async fn call(&self, script: &Script, key: &str, args: &[String], len: usize) -> Result<Vec<i64>, String> {
         let elapsed_ms = || u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         if elapsed_ms() < self.backoff_until_ms.load(Ordering::Relaxed) {
             return Err("Redis failed less than a second ago".to_owned());
         }
+        let answer = self.invoke(script, key, args, len, self.timeout).await;
+        if answer.is_err() {
+            self.backoff_until_ms.store(elapsed_ms().saturating_add(u64::try_from(BACKOFF.as_millis()).unwrap_or(0)), Ordering::Relaxed);
+        }
+        answer
+    }
+
+    /// Runs `script` on `key` with `args` within `timeout`, expecting `len` integers back.
+    async fn invoke(&self, script: &Script, key: &str, args: &[String], len: usize, timeout: Duration) -> Result<Vec<i64>, String> {
         let mut invocation = script.key(key);
         for arg in args {
             invocation.arg(arg);
         }
         let mut connection = self.connection.clone();
-        let answer = tokio::time::timeout(self.timeout, invocation.invoke_async::<Vec<i64>>(&mut connection)).await;
-        let failure = match answer {
-            Ok(Ok(values)) if values.len() == len => return Ok(values),
-            Ok(Ok(values)) => format!("unexpected script answer {values:?}"),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no answer within {} ms", self.timeout.as_millis()),
-        };
-        self.backoff_until_ms.store(elapsed_ms().saturating_add(u64::try_from(BACKOFF.as_millis()).unwrap_or(0)), Ordering::Relaxed);
-        Err(failure)
+        match tokio::time::timeout(timeout, invocation.invoke_async::<Vec<i64>>(&mut connection)).await {
+            Ok(Ok(values)) if values.len() == len => Ok(values),
+            Ok(Ok(values)) => Err(format!("unexpected script answer {values:?}")),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+        }
     }
 }

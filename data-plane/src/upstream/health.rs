@@ -109,8 +109,13 @@ impl ConnectBackoff {
         now_ms < self.until_ms.load(Ordering::Relaxed)
     }
 
-    /// A connection to the target could not be made.
+    /// A connection to the target could not be made. Failures while it is
+    /// already backing off (concurrent requests meeting one outage) do not
+    /// lengthen the backoff: only a failure after it ends doubles it.
     pub fn failed(&self, now_ms: u64) {
+        if self.is_backing_off(now_ms) {
+            return;
+        }
         let failures = self.failures.fetch_add(1, Ordering::Relaxed).min(16);
         let duration = BACKOFF_BASE_MS.saturating_mul(1 << failures).min(BACKOFF_MAX_MS);
         self.until_ms.store(now_ms.saturating_add(duration), Ordering::Relaxed);
@@ -163,17 +168,18 @@ mod tests {
         let backoff = ConnectBackoff::default();
         assert!(!backoff.is_backing_off(0));
         backoff.failed(0);
-        assert!(backoff.is_backing_off(999) && !backoff.is_backing_off(1_000));
+        backoff.failed(10);
+        assert!(backoff.is_backing_off(999) && !backoff.is_backing_off(1_000), "concurrent failures of one outage count once");
         backoff.failed(1_000);
         assert!(backoff.is_backing_off(2_999) && !backoff.is_backing_off(3_000), "twice as long after a second failure in a row");
-        for _ in 0..10 {
-            backoff.failed(3_000);
-        }
-        assert!(backoff.is_backing_off(12_999) && !backoff.is_backing_off(13_000), "at most 10 s");
+        backoff.failed(3_000);
+        backoff.failed(7_000);
+        backoff.failed(15_000);
+        assert!(backoff.is_backing_off(24_999) && !backoff.is_backing_off(25_000), "at most 10 s");
         backoff.answered();
-        assert!(!backoff.is_backing_off(3_001));
-        backoff.failed(20_000);
-        assert!(!backoff.is_backing_off(21_000), "an answer starts the doubling over");
+        assert!(!backoff.is_backing_off(15_001));
+        backoff.failed(30_000);
+        assert!(!backoff.is_backing_off(31_000), "an answer starts the doubling over");
     }
 
     #[test]

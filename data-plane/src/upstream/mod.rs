@@ -249,9 +249,12 @@ impl Upstream {
         for _ in 0..=self.targets.len() {
             let usable = |i: usize| available(i) && !lost.contains(&i);
             let untried = |i: usize| usable(i) && !avoid.contains(&i);
-            let preferred = choose(&|i| untried(i) && !self.backoff[i].is_backing_off(now));
-            let fresh = if avoid.is_empty() { None } else { choose(&untried) };
-            let Some((index, in_flight)) = preferred.or(fresh).or_else(|| choose(&usable)) else { break };
+            // Each pick moves round robin's rotation (or takes an in-flight
+            // slot), so the next choice is only made when the one before found nothing.
+            let picked = choose(&|i| untried(i) && !self.backoff[i].is_backing_off(now))
+                .or_else(|| if avoid.is_empty() { None } else { choose(&untried) })
+                .or_else(|| choose(&usable));
+            let Some((index, in_flight)) = picked else { break };
             if self.breakers.as_ref().is_some_and(|breakers| breakers[index].acquire(now).is_err()) {
                 lost.push(index);
                 continue;

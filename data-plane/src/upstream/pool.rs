@@ -44,10 +44,6 @@ pub enum SendError {
 }
 
 impl SendError {
-    pub fn is_connect(&self) -> bool {
-        matches!(self, Self::Connect(..))
-    }
-
     /// The request, when it never went out.
     pub fn into_unsent(self) -> Option<Request<UpstreamBody>> {
         match self {

@@ -262,9 +262,9 @@ fn default_half_open_probes() -> u32 {
 /// there is one. Only idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE,
 /// TRACE) are retried unless `non_idempotent` is set, and only requests
 /// whose body is empty or small enough to keep (64 KiB): a streamed body is
-/// never sent twice. A route or service without `retries` gets these
-/// defaults: two tries on a connect failure (nothing reached the target, so
-/// a second try cannot repeat work), within the budget.
+/// never sent twice. A route or service without `retries` gets two tries on
+/// a connect failure only (nothing reached the target, so a second try
+/// cannot repeat work), within the default budget.
 ///
 /// The budget is Finagle's retry budget: over a sliding window of 10 s,
 /// retries may add `budget_percent` of the route's requests plus
@@ -277,7 +277,8 @@ pub struct Retries {
     /// turns retries off.
     #[serde(default = "default_attempts")]
     pub attempts: u32,
-    /// What is retried (default: connect-failure only).
+    /// What is retried (default: connect-failure, reset and 503; a route
+    /// or service without `retries` at all retries connect failures only).
     #[serde(default = "default_retry_on")]
     pub on: Vec<RetryOn>,
     /// Time each try may take to the response headers (default: the
@@ -297,6 +298,16 @@ pub struct Retries {
     pub non_idempotent: bool,
 }
 
+impl Retries {
+    /// What a route and service without `retries` get: a second try on a
+    /// connect failure only (nothing reached the target, so it cannot repeat
+    /// work), within the default budget. A `retries` block that leaves out
+    /// `on` keeps the broader default list.
+    pub fn when_absent() -> Self {
+        Self { on: vec![RetryOn::ConnectFailure], ..Self::default() }
+    }
+}
+
 impl Default for Retries {
     fn default() -> Self {
         Self {
@@ -314,7 +325,7 @@ fn default_attempts() -> u32 {
     2
 }
 fn default_retry_on() -> Vec<RetryOn> {
-    vec![RetryOn::ConnectFailure]
+    vec![RetryOn::ConnectFailure, RetryOn::Reset, RetryOn::Status503]
 }
 fn default_budget_percent() -> u32 {
     20
@@ -738,7 +749,9 @@ mod tests {
         let mut s = service(r#"{"name":"s","targets":[{"url":"http://a:1"}],"retries":{}}"#);
         s.normalize_and_validate().unwrap();
         assert_eq!(s.retries, Some(Retries::default()));
-        assert_eq!((Retries::default().attempts, Retries::default().on), (2, vec![RetryOn::ConnectFailure]));
+        // A block without `on` means what it meant before retries were on by default.
+        assert_eq!(Retries::default().on, vec![RetryOn::ConnectFailure, RetryOn::Reset, RetryOn::Status503]);
+        assert_eq!((Retries::when_absent().attempts, Retries::when_absent().on), (2, vec![RetryOn::ConnectFailure]));
         let json = serde_json::to_string(&Retries::default()).unwrap();
         assert!(!json.contains("budget_min_per_second"), "the default is left out, so stored snapshots keep their bytes: {json}");
         let mut off = service(r#"{"name":"s","targets":[{"url":"http://a:1"}],"retries":{"attempts":0}}"#);
