@@ -167,8 +167,12 @@ async fn by_default_gets_are_retried_on_a_connect_failure_and_posts_never_repeat
     // service for GETs, one for POSTs, so each meets the dead target fresh.
     let targets = json!([{"url": alive.url()}, {"url": dead}]);
     let config = json!({
-        "services": [{"name": "gets", "targets": targets}, {"name": "posts", "targets": targets}],
-        "routes": [{"name": "g", "service": "gets", "paths": ["/g"]}, {"name": "p", "service": "posts", "paths": ["/p"]}],
+        "services": [{"name": "gets", "targets": targets}, {"name": "posts", "targets": targets}, {"name": "puts", "targets": targets}],
+        "routes": [
+            {"name": "g", "service": "gets", "paths": ["/g"]},
+            {"name": "p", "service": "posts", "paths": ["/p"]},
+            {"name": "u", "service": "puts", "paths": ["/u"]},
+        ],
     });
     let (_db, _cp, dp) = portico_test_support::serve_config(&config, &[]).await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -191,6 +195,17 @@ async fn by_default_gets_are_retried_on_a_connect_failure_and_posts_never_repeat
     assert!(seen.iter().all(|s| *s == StatusCode::OK || *s == StatusCode::BAD_GATEWAY), "{seen:?}");
     assert!(ok < 10, "a POST the dead target refused is not retried: {seen:?}");
     assert_eq!(alive.requests() - before, ok, "every POST reached an upstream at most once");
+    // A body too large to keep still streams, and a connect failure hands
+    // it back whole for the retry.
+    let upload = "u".repeat(200 * 1024);
+    for i in 0..4 {
+        let response = client.put(format!("{}/u/{i}", dp.proxy_url)).body(upload.clone()).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "PUT {i}");
+        let echo: Value = response.json().await.unwrap();
+        assert_eq!(echo["body_bytes"].as_u64(), Some(upload.len() as u64), "PUT {i} arrived with its whole body");
+    }
+    let refused = metric(&dp, &format!("portico_upstream_connect_failures_total{{service=\"puts\",target=\"{dead}\"}}")).await;
+    assert!(refused.is_some_and(|n| n >= 1.0), "a PUT met the dead target and was answered all the same");
 }
 
 #[tokio::test]

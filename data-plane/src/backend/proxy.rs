@@ -51,6 +51,12 @@ pub async fn send(route: &RouteEntry, prepared: Prepared<'_>, body: ClientBody) 
             plan.inspect(|plan| plan.deposit());
             (plan, Body::Kept(bytes))
         }
+        // A plan that retries only connect failures streams the body: a
+        // connect failure hands back the request unsent, body and all.
+        (Some(plan), ClientBody::Stream(body)) if !plan.retries_sent_requests() => {
+            plan.deposit();
+            (Some(plan), Body::Once(Some(UpstreamBody::streamed(body, limit))))
+        }
         (Some(plan), ClientBody::Stream(body)) => {
             plan.deposit();
             // Reading a kept body counts against the request's time too.
@@ -66,7 +72,8 @@ pub async fn send(route: &RouteEntry, prepared: Prepared<'_>, body: ClientBody) 
     };
     let attempts = plan.map_or(1, |p| p.attempts);
     // Headers are copied for a try only when a retry may follow one that
-    // went out; a connect failure hands them back (the default plan's case).
+    // went out; a connect failure hands them back, with the body (the
+    // default plan's case).
     let copy_headers = plan.is_some_and(RetryPlan::retries_sent_requests);
     let client_wait = body.client_wait();
     let mut tried = Vec::new();
@@ -102,7 +109,9 @@ pub async fn send(route: &RouteEntry, prepared: Prepared<'_>, body: ClientBody) 
                 match error.into_unsent() {
                     Some(unsent) => {
                         upstream.connect_failed(&picked);
-                        headers.get_or_insert_with(|| unsent.into_parts().0.headers);
+                        let (parts, unsent_body) = unsent.into_parts();
+                        headers.get_or_insert(parts.headers);
+                        body.give_back(unsent_body);
                         (Outcome::ConnectFailure, classified)
                     }
                     None => (Outcome::Reset, classified),
@@ -139,6 +148,13 @@ impl Body {
         match self {
             Self::Kept(_) => None,
             Self::Once(body) => body.as_ref().and_then(UpstreamBody::client_wait),
+        }
+    }
+
+    /// Takes back the body of a request that never went out, for the next try.
+    fn give_back(&mut self, unsent: UpstreamBody) {
+        if let Self::Once(slot @ None) = self {
+            *slot = Some(unsent);
         }
     }
 
