@@ -295,6 +295,13 @@ impl DataPlane {
         self.log.read()
     }
 
+    /// The value of one series of the node's `/metrics` (its name and
+    /// labels as written there), `None` while it has none.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let metrics = reqwest::get(format!("{}/metrics", self.status_url)).await.ok()?.text().await.ok()?;
+        metrics.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
     /// The version this node serves (`/status`), `None` before its first config.
     pub async fn version(&self) -> Option<u64> {
         let status: serde_json::Value = reqwest::get(format!("{}/status", self.status_url)).await.ok()?.json().await.ok()?;

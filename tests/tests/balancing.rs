@@ -61,12 +61,6 @@ async fn outcome(dp: &DataPlane) -> (StatusCode, Option<String>) {
     (response.status(), response.headers().get("x-upstream").map(|v| v.to_str().unwrap().to_owned()))
 }
 
-/// A series of the data plane's `/metrics`, if it has one.
-async fn metric(dp: &DataPlane, series: &str) -> Option<f64> {
-    let metrics = reqwest::get(format!("{}/metrics", dp.status_url)).await.unwrap().text().await.unwrap();
-    metrics.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 #[tokio::test]
 async fn active_checks_eject_a_killed_target_and_readmit_it_when_it_recovers() {
     let (a, b) = (TestUpstream::start("a").await, TestUpstream::start("b").await);
@@ -80,7 +74,7 @@ async fn active_checks_eject_a_killed_target_and_readmit_it_when_it_recovers() {
     b.stop();
     let gauge = format!("portico_upstream_target_healthy{{service=\"app\",target=\"http://127.0.0.1:{b_port}\"}}");
     portico_test_support::eventually("the active checks take the killed target out", std::time::Duration::from_secs(10), || async {
-        (metric(&dp, &gauge).await == Some(0.0)).then_some(())
+        (dp.metric(&gauge).await == Some(0.0)).then_some(())
     })
     .await;
     for _ in 0..10 {
@@ -183,7 +177,7 @@ async fn by_default_gets_are_retried_on_a_connect_failure_and_posts_never_repeat
         assert_eq!(echo["headers"]["x-probe"], i.to_string(), "GET {i} went out whole: {echo}");
         assert!(echo["headers"]["x-forwarded-for"].is_string(), "GET {i}: {echo}");
     }
-    let refused = metric(&dp, &format!("portico_upstream_connect_failures_total{{service=\"gets\",target=\"{dead}\"}}")).await;
+    let refused = dp.metric(&format!("portico_upstream_connect_failures_total{{service=\"gets\",target=\"{dead}\"}}")).await;
     assert!(refused.is_some_and(|n| n >= 1.0), "a GET met the dead target and was answered all the same");
     let before = alive.requests();
     let mut seen = Vec::new();
@@ -204,7 +198,7 @@ async fn by_default_gets_are_retried_on_a_connect_failure_and_posts_never_repeat
         let echo: Value = response.json().await.unwrap();
         assert_eq!(echo["body_bytes"].as_u64(), Some(upload.len() as u64), "PUT {i} arrived with its whole body");
     }
-    let refused = metric(&dp, &format!("portico_upstream_connect_failures_total{{service=\"puts\",target=\"{dead}\"}}")).await;
+    let refused = dp.metric(&format!("portico_upstream_connect_failures_total{{service=\"puts\",target=\"{dead}\"}}")).await;
     assert!(refused.is_some_and(|n| n >= 1.0), "a PUT met the dead target and was answered all the same");
 }
 
@@ -231,10 +225,10 @@ async fn a_dead_target_of_two_costs_no_request_and_round_robin_stops_trying_it_f
     for i in 0..20 {
         assert_eq!(outcome(&dp).await, (StatusCode::OK, Some("a".to_owned())), "GET {i}");
     }
-    assert_eq!(metric(&dp, "portico_retry_budget_exhausted_total").await.unwrap_or(0.0), 0.0, "no retry was refused");
+    assert_eq!(dp.metric("portico_retry_budget_exhausted_total").await.unwrap_or(0.0), 0.0, "no retry was refused");
     for _ in 0..20 {
         assert_eq!(outcome(&dp).await.0, StatusCode::OK);
     }
-    let refused = metric(&dp, &format!("portico_upstream_connect_failures_total{{service=\"app\",target=\"{dead}\"}}")).await.unwrap();
+    let refused = dp.metric(&format!("portico_upstream_connect_failures_total{{service=\"app\",target=\"{dead}\"}}")).await.unwrap();
     assert!((1.0..=4.0).contains(&refused), "the dead target was tried first {refused} times in 40 requests, not every other one");
 }

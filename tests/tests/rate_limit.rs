@@ -60,7 +60,7 @@ impl Fleet {
     async fn wait_counted(&self, n: u64, deadline: Duration) {
         for node in &self.nodes {
             eventually(&format!("{} counts {n} nodes in Redis", node.status_url), deadline, || async {
-                (metric(node, "portico_rate_limit_fleet_nodes").await == Some(n as f64)).then_some(())
+                (node.metric("portico_rate_limit_fleet_nodes").await == Some(n as f64)).then_some(())
             })
             .await;
         }
@@ -132,13 +132,7 @@ async fn every_algorithm_admits_exactly_its_limit_across_three_data_planes() {
 
 /// `portico_rate_limit_backend_failures_total` of a node (0 when never counted).
 async fn backend_failures(node: &DataPlane) -> u64 {
-    metric(node, "portico_rate_limit_backend_failures_total").await.map_or(0, |v| v as u64)
-}
-
-/// The value of an unlabelled metric of a node, when it has one.
-async fn metric(node: &DataPlane, name: &str) -> Option<f64> {
-    let metrics = reqwest::get(format!("{}/metrics", node.status_url)).await.unwrap().text().await.unwrap();
-    metrics.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    node.metric("portico_rate_limit_backend_failures_total").await.map_or(0, |v| v as u64)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
