@@ -30,7 +30,7 @@ pub const TTL: Duration = Duration::from_secs(15);
 pub struct FleetCount {
     /// The limit's sorted set of nodes in Redis.
     key: String,
-    nodes: AtomicU64,
+    pub(super) nodes: AtomicU64,
 }
 
 impl FleetCount {

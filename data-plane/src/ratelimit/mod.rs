@@ -17,7 +17,6 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use portico_shared::model::{BackendFailure, RateLimitBackend, RateLimitKey, RateLimitPolicy};
 use sha2::{Digest, Sha256};
@@ -67,9 +66,15 @@ impl LocalCounters {
     }
 
     fn decide(&self, key: &str) -> Decision {
-        let state = self.states.get_with_by_ref(key, || Arc::new(Mutex::new(State::new(&self.params))));
+        self.decide_with(&self.params, key)
+    }
+
+    /// A decision with `params` instead of its own: the same algorithm at
+    /// another size, on the same counts.
+    fn decide_with(&self, params: &Params, key: &str) -> Decision {
+        let state = self.states.get_with_by_ref(key, || Arc::new(Mutex::new(State::new(params))));
         let mut state = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        state.decide(&self.params, now())
+        state.decide(params, now())
     }
 }
 
@@ -81,29 +86,21 @@ enum Backend {
 
 /// The local counters a Redis-backed limit falls back to, sized for the
 /// nodes sharing the limit as last counted. A new count (Redis answered
-/// again in between) starts them afresh at the new size.
+/// again in between) changes the share on the same counts: it never hands
+/// out a fresh allowance, however often Redis comes and goes.
 struct Fallback {
     fleet: Arc<FleetCount>,
-    /// The counters and the node count they were made for.
-    counters: ArcSwap<(u64, LocalCounters)>,
+    counters: LocalCounters,
 }
 
 impl Fallback {
     fn new(params: Params, fleet: Arc<FleetCount>) -> Self {
-        let nodes = fleet.nodes();
-        Self { fleet, counters: ArcSwap::from_pointee((nodes, LocalCounters::new(params.divided(nodes)))) }
+        let counters = LocalCounters::new(params.divided(fleet.nodes()));
+        Self { fleet, counters }
     }
 
     fn decide(&self, params: Params, key: &str) -> Decision {
-        let nodes = self.fleet.nodes();
-        let mut counters = self.counters.load_full();
-        if counters.0 != nodes {
-            let resized = Arc::new((nodes, LocalCounters::new(params.divided(nodes))));
-            let previous = self.counters.compare_and_swap(&counters, Arc::clone(&resized));
-            // Another request may have resized first: use its counters.
-            counters = if Arc::ptr_eq(&*previous, &counters) { resized } else { arc_swap::Guard::into_inner(previous) };
-        }
-        counters.1.decide(key)
+        self.counters.decide_with(&params.divided(self.fleet.nodes()), key)
     }
 }
 
@@ -268,4 +265,27 @@ fn now() -> f64 {
     let (instant, epoch) =
         START.get_or_init(|| (Instant::now(), SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())));
     epoch + instant.elapsed().as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use portico_shared::model::RateLimitAlgorithm;
+
+    use super::*;
+
+    #[test]
+    fn a_new_fleet_count_changes_the_fallbacks_share_without_a_fresh_allowance() {
+        let membership = fleet::Membership::new(2);
+        let count = membership.join("portico:rl:test:nodes".to_owned());
+        let params = Params { algorithm: RateLimitAlgorithm::FixedWindow, limit: 6, window: 3600.0, burst: 6 };
+        let fallback = Fallback::new(params, Arc::clone(&count));
+        let admitted = |n: usize| (0..n).filter(|_| fallback.decide(params, "k").allowed).count();
+        assert_eq!(admitted(5), 3, "two nodes: this one's share is 3 of 6");
+        count.nodes.store(3, Ordering::Relaxed);
+        assert_eq!(admitted(5), 0, "three nodes: a share of 2, already used; the counts are not started afresh");
+        count.nodes.store(1, Ordering::Relaxed);
+        assert_eq!(admitted(5), 3, "alone: the whole 6, of which 3 were used");
+    }
 }
