@@ -428,25 +428,33 @@ async fn consumers_and_keys_from_the_command_line_show_a_key_once() {
     assert!(generated.stderr.contains("for consumer bob (version 3); the key is shown only now"), "{}", generated.stderr);
     let given = portico(&cp, &["keys", "create", "--consumer", "bob", "--key", "my-own-key-0123456789", "--name", "mine"]);
     assert_eq!(given.stdout, "my-own-key-0123456789\n", "{}", given.stderr);
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, "a-key-from-a-file-0123456789\n").unwrap();
+    let from_file = portico(&cp, &["keys", "create", "--consumer", "bob", "--key-file", key_file.to_str().unwrap(), "--name", "filed"]);
+    assert_eq!(from_file.stdout, "a-key-from-a-file-0123456789\n", "the file's key, kept out of ps: {}", from_file.stderr);
 
     let keys = portico(&cp, &["keys", "list", "--consumer", "bob"]).stdout;
-    assert_eq!(keys.lines().count(), 3, "{keys}");
+    assert_eq!(keys.lines().count(), 4, "{keys}");
     assert!(keys.lines().any(|l| l.starts_with("mine ")), "{keys}");
     let as_json = portico(&cp, &["keys", "list", "--consumer", "bob", "--json"]).stdout;
     for shown in [&keys, &as_json] {
         assert!(!shown.contains(&key) && !shown.contains("my-own-key-0123456789"), "a list never shows a key: {shown}");
+        assert!(!shown.contains("key_hash"), "nor a key's hash: {shown}");
     }
 
-    assert_eq!(portico(&cp, &["keys", "delete", "mine", "--consumer", "bob"]).stdout, "deleted API key mine of consumer bob (version 5)\n");
+    assert_eq!(portico(&cp, &["keys", "delete", "mine", "--consumer", "bob"]).stdout, "deleted API key mine of consumer bob (version 6)\n");
     assert!(!portico(&cp, &["keys", "list", "--consumer", "bob"]).stdout.contains("mine"));
     let missing = portico(&cp, &["keys", "list", "--consumer", "nobody"]);
     assert_eq!(missing.code, Some(1));
     assert!(missing.stderr.starts_with("portico: error: 404 Not Found: "), "{}", missing.stderr);
     let in_use = portico(&cp, &["consumers", "delete", "bob"]);
-    assert!(in_use.stderr.starts_with("portico: error: 409 Conflict: consumer 'bob' is used by credential 'key-"), "{}", in_use.stderr);
-    let generated_name = keys.lines().nth(1).and_then(|l| l.split_whitespace().next()).filter(|n| n.starts_with("key-")).unwrap();
+    assert!(in_use.stderr.starts_with("portico: error: 409 Conflict: consumer 'bob' is used by credential '"), "{}", in_use.stderr);
+    assert!(in_use.stderr.contains("credential 'key-"), "{}", in_use.stderr);
+    let generated_name = keys.lines().filter_map(|l| l.split_whitespace().next()).find(|n| n.starts_with("key-")).unwrap();
     assert!(portico(&cp, &["keys", "delete", generated_name, "--consumer", "bob"]).ok);
-    assert_eq!(portico(&cp, &["consumers", "delete", "bob"]).stdout, "deleted consumer bob (version 7)\n");
+    assert!(portico(&cp, &["keys", "delete", "filed", "--consumer", "bob"]).ok);
+    assert_eq!(portico(&cp, &["consumers", "delete", "bob"]).stdout, "deleted consumer bob (version 9)\n");
     assert_eq!(portico(&cp, &["consumers", "list"]).stdout.lines().count(), 1);
 }
 

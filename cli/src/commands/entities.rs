@@ -44,9 +44,12 @@ pub enum KeysCommand {
         /// The consumer (username or id).
         #[arg(long)]
         consumer: String,
-        /// The key to set (16 to 256 visible ASCII characters); generated when left out.
-        #[arg(long)]
+        /// The key to set (16 to 256 visible ASCII characters); generated when left out. Shows in `ps`: prefer --key-file.
+        #[arg(long, conflicts_with = "key_file")]
         key: Option<String>,
+        /// A file holding the key to set, alone (a trailing newline is ignored), so it stays out of `ps`.
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<std::path::PathBuf>,
         /// The credential's name; derived from the key when left out.
         #[arg(long)]
         name: Option<String>,
@@ -95,7 +98,11 @@ pub(crate) async fn consumers(client: &AdminClient, json: bool, command: Consume
 
 pub(crate) async fn keys(client: &AdminClient, json: bool, command: KeysCommand) -> Result<Outcome, CliError> {
     let text = match command {
-        KeysCommand::Create { consumer, key, name, tags } => {
+        KeysCommand::Create { consumer, key, key_file, name, tags } => {
+            let key = match key_file {
+                Some(path) => Some(portico_shared::secret_file::read("--key-file", &path).map_err(|e| CliError::Usage(e.to_string()))?),
+                None => key,
+            };
             let mut body = json!({"type": "key-auth", "tags": tags});
             if let Some(key) = key {
                 body["key"] = Value::from(key);
