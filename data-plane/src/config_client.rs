@@ -141,6 +141,7 @@ impl ConfigClient {
             version: current.as_ref().map_or(0, |r| r.version),
             hash: current.as_ref().map(|r| r.hash.clone()).unwrap_or_default(),
             software_version: env!("CARGO_PKG_VERSION").to_owned(),
+            purge_id: self.node.cache.last_purge(),
         };
         send(&outbound, node_message::Message::Hello(hello)).await?;
         let mut request = tonic::Request::new(ReceiverStream::new(rx));

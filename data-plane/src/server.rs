@@ -25,6 +25,7 @@ use crate::ratelimit::LimitSettings;
 use crate::ratelimit::redis::RedisBackend;
 use crate::runtime::Context;
 use crate::settings::{Settings, default_node_id};
+use crate::stage::cache::ResponseCache;
 use crate::state::{NodeState, stopped};
 
 /// Shortest accepted cluster token (the control plane's rule).
@@ -94,7 +95,12 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         None => None,
     };
     let limits = LimitSettings { redis: redis.clone(), gateway: settings.gateway.clone() };
-    let node = Arc::new(NodeState::new(&settings.gateway, &node_id, Context { auth, limits }));
+    let node = Arc::new(NodeState::new(
+        &settings.gateway,
+        &node_id,
+        Context { auth, limits },
+        ResponseCache::new(settings.cache_memory_mb * 1024 * 1024),
+    ));
 
     let proxy_listener = bind(settings.listen).await?;
     let tls_listener = match settings.tls_listen {

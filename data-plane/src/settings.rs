@@ -100,6 +100,9 @@ pub struct Settings {
     /// Verified JWTs remembered per config version, so each token's signature is checked once (0 turns the cache off).
     #[arg(long, env = "PORTICO_TOKEN_CACHE_SIZE", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     pub token_cache_size: u64,
+    /// Memory for stored responses of routes with a `cache` policy, in MiB, shared by all routes (0 stores nothing).
+    #[arg(long, env = "PORTICO_CACHE_MEMORY_MB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(0..=1_048_576))]
+    pub cache_memory_mb: u64,
     /// Log format: `text` or `json`.
     #[arg(long, env = "PORTICO_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 
 use crate::runtime::{Context, Runtime};
+use crate::stage::cache::ResponseCache;
 
 /// This node.
 #[derive(Debug)]
@@ -16,17 +17,20 @@ pub struct NodeState {
     /// What compiling a config needs (credentials hashing, Redis, …).
     pub context: Context,
     runtime: ArcSwapOption<Runtime>,
+    /// Stored responses of every route with a `cache` policy.
+    pub cache: Arc<ResponseCache>,
     /// Upgraded (WebSocket) connections, which the HTTP server no longer
     /// tracks: the drain waits for them too.
     pub tunnels: Tunnels,
 }
 
 impl NodeState {
-    pub fn new(gateway: &str, node_id: &str, context: Context) -> Self {
+    pub fn new(gateway: &str, node_id: &str, context: Context, cache: ResponseCache) -> Self {
         Self {
             gateway: gateway.to_owned(),
             node_id: node_id.to_owned(),
             context,
+            cache: Arc::new(cache),
             runtime: ArcSwapOption::empty(),
             tunnels: Tunnels::default(),
         }

@@ -45,6 +45,7 @@ impl TestNode {
             version,
             hash: hash.to_owned(),
             software_version: "test-node".to_owned(),
+            purge_id: 0,
         };
         outbound.send(NodeMessage { message: Some(node_message::Message::Hello(hello)) }).await.expect("queue hello");
         let mut request = tonic::Request::new(ReceiverStream::new(rx));
@@ -69,7 +70,7 @@ impl TestNode {
             let message = tokio::time::timeout_at(deadline, self.inbound.message()).await.ok()?;
             match message.expect("stream error").expect("stream ended").message {
                 Some(control_message::Message::Snapshot(snapshot)) => return Some(snapshot),
-                Some(control_message::Message::Heartbeat(_)) | None => continue,
+                Some(control_message::Message::Heartbeat(_) | control_message::Message::Purge(_)) | None => continue,
             }
         }
     }

@@ -144,6 +144,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         client_idle_timeout_ms: 120_000,
         worker_threads: None,
         token_cache_size: 10_000,
+        cache_memory_mb: 64,
         log_format: "text".into(),
     };
     let mut data_plane = tokio::spawn(portico_dp::server::run(dp_settings));

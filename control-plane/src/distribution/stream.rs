@@ -242,7 +242,7 @@ impl Session {
                 self.store.node_nacked(gateway, node, nack.version, &reason).await
             }
             Some(node_message::Message::Heartbeat(_)) => self.store.node_seen(gateway, node, &self.hello.session_id, true).await,
-            Some(node_message::Message::Hello(_)) | None => {
+            Some(node_message::Message::Hello(_) | node_message::Message::PurgeAck(_)) | None => {
                 tracing::debug!(node, "ignoring unexpected message");
                 Ok(())
             }

@@ -179,7 +179,8 @@ impl Authenticator {
                 | Policy::Cors(_)
                 | Policy::IpRestriction(_)
                 | Policy::RequestTransform(_)
-                | Policy::ResponseTransform(_) => {}
+                | Policy::ResponseTransform(_)
+                | Policy::Cache(_) => {}
             }
             if let Some(anonymous) = policy.anonymous() {
                 plan.anonymous = plan.anonymous.or_else(|| self.by_username.get(anonymous).copied());

@@ -6,6 +6,7 @@
 //! nothing more.
 
 pub mod body;
+pub mod cache;
 pub mod cors;
 pub mod ip;
 pub mod profile;

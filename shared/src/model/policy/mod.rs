@@ -3,7 +3,7 @@
 //! holds the [`Policy`] enum, which types add up and which one level wins
 //! ([`effective_policies`]), and the checks of a list of policies; each
 //! family of types lives in its own module with its validation
-//! (`auth`, `limit`, `cors`, `ip`, `transform`). Enforcing them is the data
+//! (`auth`, `limit`, `cache`, `cors`, `ip`, `transform`). Enforcing them is the data
 //! plane's.
 
 use std::collections::HashSet;
@@ -16,6 +16,7 @@ use crate::error::{ConfigError, ConfigErrors, Errors};
 use crate::validate::rules::{MAX_LIST, Result, Validate, bounded};
 
 mod auth;
+pub mod cache;
 pub mod cors;
 pub mod ip;
 mod limit;
@@ -53,6 +54,9 @@ pub enum Policy {
     RequestTransform(transform::RequestTransformPolicy),
     /// Rewrites the response's headers (and JSON body) for a client profile.
     ResponseTransform(transform::ResponseTransformPolicy),
+    /// Stores responses in the data plane's shared cache (RFC 9111) and
+    /// answers later requests from it.
+    Cache(cache::CachePolicy),
 }
 
 impl Policy {
@@ -68,6 +72,7 @@ impl Policy {
             Self::IpRestriction(_) => "ip-restriction",
             Self::RequestTransform(_) => "request-transform",
             Self::ResponseTransform(_) => "response-transform",
+            Self::Cache(_) => "cache",
         }
     }
 
@@ -100,7 +105,8 @@ impl Policy {
             | Self::Cors(_)
             | Self::IpRestriction(_)
             | Self::RequestTransform(_)
-            | Self::ResponseTransform(_) => None,
+            | Self::ResponseTransform(_)
+            | Self::Cache(_) => None,
         }
     }
 }
@@ -160,6 +166,7 @@ impl Validate for Policy {
             Self::IpRestriction(p) => p.normalize_and_validate(),
             Self::RequestTransform(p) => p.normalize_and_validate(),
             Self::ResponseTransform(p) => p.normalize_and_validate(),
+            Self::Cache(p) => p.normalize_and_validate(),
         }
     }
 }
