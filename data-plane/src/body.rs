@@ -1,8 +1,9 @@
 //! The bodies that cross the proxy, as concrete types rather than boxed
 //! trait objects (two allocations and dynamic calls less per request):
 //! requests go upstream as the client's body under a size limit (or kept
-//! whole for retries), responses are the upstream's body or one the gateway
-//! wrote itself.
+//! whole for retries), responses are the upstream's body (perhaps being
+//! stored by the response cache as it passes) or one the gateway wrote
+//! itself.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -18,6 +19,7 @@ use bytes::Bytes;
 use http_body_util::{Full, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::stage::cache::record::Recording;
 use crate::upstream::Lease;
 
 /// The error type of proxied bodies.
@@ -113,6 +115,8 @@ pub enum ResponseBody {
     /// Frames already read (by a transform that then left the body alone),
     /// followed by the rest of the body they came from.
     Replay { frames: VecDeque<Frame<Bytes>>, rest: Option<Box<ResponseBody>> },
+    /// A body being stored in the response cache as it passes.
+    Recorded(Box<Recording>),
 }
 
 impl ResponseBody {
@@ -165,6 +169,7 @@ impl Body for ResponseBody {
                     None => Poll::Ready(None),
                 },
             },
+            Self::Recorded(recording) => recording.poll_frame(cx),
         }
     }
 
@@ -173,6 +178,7 @@ impl Body for ResponseBody {
             Self::Upstream { body, .. } => body.is_end_stream(),
             Self::Local(body) => body.is_end_stream(),
             Self::Replay { frames, rest } => frames.is_empty() && rest.as_ref().is_none_or(|rest| rest.is_end_stream()),
+            Self::Recorded(recording) => recording.is_end_stream(),
         }
     }
 
@@ -190,6 +196,7 @@ impl Body for ResponseBody {
                 }
                 hint
             }
+            Self::Recorded(recording) => recording.size_hint(),
         }
     }
 }

@@ -44,6 +44,21 @@ pub fn install() -> Result<PrometheusHandle, String> {
         "portico_upstream_connect_failures_total",
         "Connections to a target that could not be made (refused, timed out, TLS failed), by service and target"
     );
+    describe_counter!("portico_cache_hits_total", "Requests answered from the response cache with a fresh response, by route");
+    describe_counter!(
+        "portico_cache_misses_total",
+        "Requests of a cached route that went upstream (not stored, vary miss, stale needing revalidation), by route"
+    );
+    describe_counter!("portico_cache_stale_served_total", "Stale responses served (stale-while-revalidate, stale-if-error), by route");
+    describe_counter!(
+        "portico_cache_coalesced_total",
+        "Requests that waited for another request's upstream fetch of the same key, by route"
+    );
+    describe_gauge!("portico_cache_stored_bytes", metrics::Unit::Bytes, "Bytes of responses stored, by route");
+    describe_counter!(
+        "portico_cache_evictions_total",
+        "Stored responses dropped, by route and cause (size: for room; expired: of no more use)"
+    );
     Ok(handle)
 }
 

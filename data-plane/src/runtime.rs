@@ -17,6 +17,7 @@ use crate::metrics::RouteMetrics;
 use crate::ratelimit::{LimitSettings, Limiter};
 use crate::router::{Match, RouteSpec, Router};
 use crate::stage::Stages;
+use crate::stage::cache::CacheStage;
 use crate::tls::Certificates;
 use crate::upstream::Upstream;
 
@@ -33,6 +34,8 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
 /// A route, ready to serve.
 #[derive(Debug)]
 pub struct RouteEntry {
+    /// Its place in [`Runtime::route_at`].
+    pub index: usize,
     pub id: Option<Uuid>,
     pub name: Arc<str>,
     pub metrics: Arc<RouteMetrics>,
@@ -148,8 +151,9 @@ impl Runtime {
                 }
             }
             let name: Arc<str> = route.name.as_str().into();
-            let stages = Stages::compile(&policies).map_err(|e| format!("route '{}': {e}", route.name))?;
+            let stages = Stages::compile(&name, &policies).map_err(|e| format!("route '{}': {e}", route.name))?;
             routes.push(RouteEntry {
+                index,
                 id: route.id,
                 metrics: Arc::new(RouteMetrics::new(name.clone())),
                 name,
@@ -190,6 +194,16 @@ impl Runtime {
     pub fn route(&self, host: &str, path: &str, method: &Method, headers: &HeaderMap) -> Option<(&RouteEntry, Match)> {
         let found = self.router.lookup(host, path, method, headers)?;
         Some((&self.routes[found.route], found))
+    }
+
+    /// The route at `index` (a [`RouteEntry::index`]).
+    pub fn route_at(&self, index: usize) -> &RouteEntry {
+        &self.routes[index]
+    }
+
+    /// The scopes of every route's response cache.
+    pub fn cache_scopes(&self) -> std::collections::HashSet<[u8; 32]> {
+        self.routes.iter().filter_map(|route| route.stages.cache.as_ref()).map(CacheStage::scope).collect()
     }
 
     /// Number of routes.

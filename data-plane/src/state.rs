@@ -42,7 +42,9 @@ impl NodeState {
     }
 
     /// Makes `runtime` current; requests already running keep theirs.
+    /// Stored responses of routes whose cache scope it lacks go.
     pub fn swap(&self, runtime: Arc<Runtime>) {
+        self.cache.keep_scopes(runtime.cache_scopes());
         self.runtime.store(Some(runtime));
     }
 }

@@ -2,8 +2,8 @@
 //! match (path parameters; a CORS preflight matches by the method it asks
 //! for) → CORS preflight → `https_only` → ip-restriction → size limit →
 //! limits (identity-free) → authentication and scopes → limits (identity) →
-//! request-transform → backend (the upstream call, [`crate::backend`]) →
-//! response-transform → CORS headers (on the gateway's own errors too) →
+//! request-transform → cache ([`crate::stage::cache`]: a hit answers here)
+//! → backend (the upstream call, [`crate::backend`]) → response-transform → CORS headers (on the gateway's own errors too) →
 //! rate-limit headers, with metrics and one span per request. Each stage is
 //! compiled once per config version ([`crate::stage`]); a route without a
 //! stage pays one `Option` check for it. The span is debug-level
@@ -34,6 +34,8 @@ use crate::metrics::RouteMetrics;
 use crate::ratelimit::{self, RequestFacts};
 use crate::router::normalize_path;
 use crate::runtime::{RouteEntry, Runtime};
+use crate::stage::cache::CacheRequest;
+use crate::stage::cache::status::{CACHE_STATUS, CacheStatus, Fwd};
 use crate::stage::cors::Cors;
 use crate::stage::values::RequestValues;
 use crate::state::NodeState;
@@ -89,6 +91,11 @@ pub async fn handle(
         if let Some(cors) = &stages.cors {
             cors.decorate(served.origin.as_ref(), response.headers_mut());
         }
+        // Answers the cache never saw (refusals before it, upstream failures) say so too.
+        if stages.cache.is_some() && !response.headers().contains_key(CACHE_STATUS) {
+            let status = served.cache_status.take().unwrap_or_else(|| CacheStatus::not_consulted().value());
+            response.headers_mut().append(CACHE_STATUS, status);
+        }
     }
     response.headers_mut().insert(headers::REQUEST_ID, request_id);
     let status = response.status();
@@ -101,12 +108,14 @@ pub async fn handle(
 }
 
 /// What the pipeline learnt that the response needs whatever the outcome:
-/// the route (for metrics and CORS headers on the gateway's own errors)
-/// and the request's `Origin`.
+/// the route (for metrics and CORS headers on the gateway's own errors),
+/// the request's `Origin`, and the `Cache-Status` of a cached request that
+/// failed upstream.
 #[derive(Default)]
 struct Served<'r> {
     route: Option<&'r RouteEntry>,
     origin: Option<HeaderValue>,
+    cache_status: Option<HeaderValue>,
 }
 
 /// The method a request is routed by: a CORS preflight's asks for the
@@ -121,7 +130,7 @@ fn routing_method(request: &Request<Incoming>) -> Option<Method> {
 
 async fn forward<'r>(
     node: &Arc<NodeState>,
-    runtime: &'r Runtime,
+    runtime: &'r Arc<Runtime>,
     request: Request<Incoming>,
     peer: &Peer,
     secure: bool,
@@ -194,9 +203,11 @@ async fn forward<'r>(
     let request_rewrite = request_shaper.map(|shaper| shaper.prepare(path_and_query.path(), parts.uri.query(), &values)).transpose()?;
     let response_rewrite = stages.response.pick(&parts.headers, identity.as_ref()).map(|shaper| shaper.prepare(&values)).transpose()?;
     let mut body_shaper = None;
+    let mut rewritten = false;
     if let (Some(shaper), Some(mut rewrite)) = (request_shaper, request_rewrite) {
         if let Some(target) = rewrite.target.take() {
             path_and_query = target;
+            rewritten = true;
         }
         shaper.apply(&mut parts.headers, rewrite);
         body_shaper = shaper.body.as_ref();
@@ -216,6 +227,7 @@ async fn forward<'r>(
     }
 
     let head_request = parts.method == Method::HEAD;
+    let authorized = parts.headers.contains_key(header::AUTHORIZATION);
     let prepared = backend::Prepared {
         method: parts.method,
         path_and_query,
@@ -224,30 +236,31 @@ async fn forward<'r>(
         hash_value: hash_value.as_deref().map(str::as_bytes),
         upgrading: client_upgrade.is_some(),
     };
-    let (mut response, lease) = backend::send(route, prepared, body).await?;
-
-    let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-    if upgraded && let Some(client_upgrade) = client_upgrade {
-        let upstream_upgrade = hyper::upgrade::on(&mut response);
-        let node = node.clone();
-        tokio::spawn(
-            async move {
-                let _open = node.tunnels.open();
-                tunnel(client_upgrade, upstream_upgrade).await;
+    let mut response = match (&stages.cache, client_upgrade) {
+        (Some(cache), None) => {
+            let request = CacheRequest {
+                host: &host,
+                path: &path,
+                query: uri.query(),
+                rewritten,
+                consumer: identity.as_ref().map(Identity::consumer_id),
+                authorized,
+            };
+            // Boxed: the cache's futures would otherwise enlarge every request's future.
+            Box::pin(cache.serve(&node.cache, runtime, route, request, prepared, body)).await.map_err(|failed| {
+                served.cache_status = Some(failed.status);
+                failed.error
+            })?
+        }
+        (cache, client_upgrade) => {
+            let mut response = fetch_upgradable(node, route, prepared, body, client_upgrade).await?;
+            if cache.is_some() {
+                response.headers_mut().append(CACHE_STATUS, CacheStatus::forwarded(Fwd::Bypass).value());
             }
-            .instrument(tracing::Span::current()),
-        );
-    }
-    let keep_upgrade = upgraded.then(|| response.headers().get(header::UPGRADE).cloned()).flatten();
-    headers::remove_hop_by_hop(response.headers_mut(), keep_upgrade);
-    // The version is hop-by-hop too: the client's connection decides it
-    // (hyper writes a response with the version it carries, and one marked
-    // HTTP/1.0 would end an HTTP/1.1 client's keep-alive connection and
-    // lose chunked framing). hyper answers an HTTP/1.0 client in HTTP/1.0
-    // whatever this says, and HTTP/2 has no version on the wire.
-    *response.version_mut() = Version::HTTP_11;
-    let idle = route.upstream.idle_timeout;
-    let mut response = response.map(|body| ResponseBody::upstream(body, idle, lease));
+            response
+        }
+    };
+    let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if let Some(rewrite) = response_rewrite.filter(|_| !upgraded) {
         if let Some(shaper) = &rewrite.shaper.body {
             let (shaped, skipped) = Box::pin(shaper.response(response, head_request, route.upstream.name())).await?;
@@ -262,6 +275,58 @@ async fn forward<'r>(
         ratelimit::add_headers(response.headers_mut(), decision);
     }
     Ok(response)
+}
+
+/// Sends `prepared` upstream; the response as the client gets it, less
+/// hop-by-hop headers. A `101` to a request that asked for an upgrade
+/// (`client_upgrade`) starts the tunnel between both connections.
+async fn fetch_upgradable(
+    node: &Arc<NodeState>,
+    route: &RouteEntry,
+    prepared: backend::Prepared<'_>,
+    body: ClientBody,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let (mut response, lease) = backend::send(route, prepared, body).await?;
+    let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if upgraded && let Some(client_upgrade) = client_upgrade {
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        let node = node.clone();
+        tokio::spawn(
+            async move {
+                let _open = node.tunnels.open();
+                tunnel(client_upgrade, upstream_upgrade).await;
+            }
+            .instrument(tracing::Span::current()),
+        );
+    }
+    let keep_upgrade = upgraded.then(|| response.headers().get(header::UPGRADE).cloned()).flatten();
+    Ok(client_response(route, response, lease, keep_upgrade))
+}
+
+/// Sends `prepared` upstream (never an upgrade); the response as the
+/// client gets it, less hop-by-hop headers.
+pub async fn fetch(route: &RouteEntry, prepared: backend::Prepared<'_>, body: ClientBody) -> Result<Response<ResponseBody>, ProxyError> {
+    let (response, lease) = backend::send(route, prepared, body).await?;
+    Ok(client_response(route, response, lease, None))
+}
+
+/// An upstream response readied for the client.
+fn client_response(
+    route: &RouteEntry,
+    mut response: Response<Incoming>,
+    lease: crate::upstream::Lease,
+    keep_upgrade: Option<HeaderValue>,
+) -> Response<ResponseBody> {
+    headers::remove_hop_by_hop(response.headers_mut(), keep_upgrade);
+    // The version is hop-by-hop too: the client's connection decides it
+    // (hyper writes a response with the version it carries, and one marked
+    // HTTP/1.0 would end an HTTP/1.1 client's keep-alive connection and
+    // lose chunked framing). hyper answers an HTTP/1.0 client in HTTP/1.0
+    // whatever this says, and HTTP/2 has no version on the wire.
+    *response.version_mut() = Version::HTTP_11;
+    let idle = route.upstream.idle_timeout;
+    response.map(|body| ResponseBody::upstream(body, idle, lease))
 }
 
 /// What a rate limit may key a request of `route` on.

@@ -13,8 +13,11 @@ pub mod profile;
 pub mod transform;
 pub mod values;
 
+use std::sync::Arc;
+
 use portico_shared::model::Policy;
 
+use self::cache::CacheStage;
 use self::cors::Cors;
 use self::ip::IpRule;
 use self::profile::Profiles;
@@ -29,12 +32,13 @@ pub struct Stages {
     pub request: Profiles<RequestShaper>,
     /// `response-transform` profiles.
     pub response: Profiles<ResponseShaper>,
+    pub cache: Option<CacheStage>,
 }
 
 impl Stages {
-    /// Compiles the stages from the policies that apply to a route
-    /// ([`portico_shared::model::effective_policies`]).
-    pub fn compile(policies: &[&Policy]) -> Result<Self, String> {
+    /// Compiles the stages of route `route` from the policies that apply
+    /// to it ([`portico_shared::model::effective_policies`]).
+    pub fn compile(route: &Arc<str>, policies: &[&Policy]) -> Result<Self, String> {
         let mut stages = Self::default();
         for policy in policies {
             match policy {
@@ -53,6 +57,13 @@ impl Stages {
             _ => None,
         });
         stages.response = Profiles::compile(responses, ResponseShaper::compile)?;
+        // After the request profiles: the headers that pick one are part of the cache key.
+        if let Some(policy) = policies.iter().find_map(|p| match p {
+            Policy::Cache(policy) => Some(policy),
+            _ => None,
+        }) {
+            stages.cache = Some(CacheStage::compile(route, policy, stages.request.vary())?);
+        }
         Ok(stages)
     }
 }

@@ -1,31 +1,351 @@
-//! The node's response store: bounded in bytes, shared by every route.
+//! The node's response store, shared by every route and bounded in bytes
+//! (moka, weighed by what each entry holds, least recently used out
+//! first). An entry is a *resource*: every stored variant (by `Vary`) of
+//! one key, so a purge of a URL removes them all at once. Entries live as
+//! long as they can be of use ([`Freshness::useful_for`]) and are carried
+//! across config versions while their route's scope (route and cache
+//! policy) stays; a changed scope's entries are dropped at the swap.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use portico_shared::model::policy::cache::CachePurge;
+use bytes::Bytes;
+use http::StatusCode;
+use http::header::{self, HeaderMap, HeaderName};
+use moka::notification::RemovalCause;
+use portico_shared::model::policy::cache::{CachePurge, PurgeTarget, QueryKey};
+
+use super::flight::Flights;
+use super::freshness::Freshness;
+use super::key::{Key, normalize_query};
+use super::metrics::CacheMetrics;
+
+/// Most `Vary` variants kept of one resource; the oldest goes first.
+const MAX_VARIANTS: usize = 32;
+/// What an entry costs beyond its body and headers.
+const ENTRY_OVERHEAD: usize = 256;
 
 /// Every route's stored responses on this node.
-#[derive(Debug)]
 pub struct ResponseCache {
+    entries: moka::sync::Cache<Key, Arc<Resource>>,
+    capacity: u64,
+    pub(super) flights: Flights,
     last_purge: AtomicU64,
+    /// Scopes of the config being served (entries of others are dropped).
+    scopes: Mutex<HashSet<[u8; 32]>>,
+}
+
+impl std::fmt::Debug for ResponseCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseCache").field("capacity", &self.capacity).field("entries", &self.entries.entry_count()).finish()
+    }
+}
+
+/// The stored variants of one key, with what purges match on.
+#[derive(Debug)]
+pub struct Resource {
+    pub scope: [u8; 32],
+    /// The client's host (as routes see it), path and query (as the key took it).
+    pub host: Box<str>,
+    pub path: Box<str>,
+    pub query: Option<Box<str>>,
+    /// How the route's key takes a query (to compare a purged URL's).
+    pub query_rule: Arc<QueryKey>,
+    pub metrics: Arc<CacheMetrics>,
+    pub variants: Vec<Arc<Variant>>,
+}
+
+/// One stored response.
+#[derive(Debug)]
+pub struct Variant {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// The request's value (every line, normalized) of each header the
+    /// response varies on; `None` where the request had none.
+    pub vary: VaryValues,
+    /// From the policy's tag header.
+    pub tags: Box<[Box<str>]>,
+    pub freshness: Freshness,
+    pub stored_at: Instant,
+}
+
+impl Variant {
+    /// Its age now (RFC 9111 §4.2.3's `current_age`).
+    pub fn age(&self, now: Instant) -> Duration {
+        self.freshness.initial_age + now.saturating_duration_since(self.stored_at)
+    }
+
+    pub fn validators(&self) -> bool {
+        self.headers.contains_key(header::ETAG) || self.headers.contains_key(header::LAST_MODIFIED)
+    }
+
+    /// Whether it answers a request with `headers` by its `Vary` values.
+    pub fn matches(&self, headers: &HeaderMap) -> bool {
+        self.vary.iter().all(|(name, value)| vary_value(headers, name).as_deref() == value.as_deref())
+    }
+
+    fn weight(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 32).sum();
+        self.body.len() + headers + ENTRY_OVERHEAD
+    }
+
+    fn same_variant(&self, other: &Variant) -> bool {
+        self.vary == other.vary
+    }
+
+    fn useful_until(&self) -> Instant {
+        self.stored_at + self.freshness.useful_for(self.validators())
+    }
+}
+
+impl Resource {
+    /// The same resource holding `variants`.
+    fn with_variants(&self, variants: Vec<Arc<Variant>>) -> Self {
+        Self {
+            scope: self.scope,
+            host: self.host.clone(),
+            path: self.path.clone(),
+            query: self.query.clone(),
+            query_rule: self.query_rule.clone(),
+            metrics: self.metrics.clone(),
+            variants,
+        }
+    }
+
+    fn weight(&self) -> u32 {
+        let total: usize = self.variants.iter().map(|v| v.weight()).sum::<usize>() + self.path.len() + self.host.len();
+        u32::try_from(total).unwrap_or(u32::MAX)
+    }
+
+    /// Whether a purge of a URL or prefix `target` reaches it.
+    fn targeted_by(&self, target: &PurgeTarget, whole_url: bool) -> bool {
+        if target.host.as_deref().is_some_and(|host| host != &*self.host) {
+            return false;
+        }
+        if whole_url {
+            return *self.path == target.path
+                && normalize_query(&self.query_rule, target.query.as_deref()).as_deref() == self.query.as_deref();
+        }
+        let prefix = target.path.trim_end_matches('/');
+        self.path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || target.path.ends_with('/'))
+    }
+}
+
+/// The request's value of a header a response varies on: every line,
+/// split at commas and trimmed, joined again with `,` (so `a, b` on one
+/// line and `a` then `b` on two are the same value, §4.1).
+pub fn vary_value(headers: &HeaderMap, name: &HeaderName) -> Option<Box<str>> {
+    let mut lines = headers.get_all(name).iter().peekable();
+    lines.peek()?;
+    let parts: Vec<String> = lines
+        .flat_map(|line| String::from_utf8_lossy(line.as_bytes()).split(',').map(|part| part.trim().to_owned()).collect::<Vec<_>>())
+        .filter(|part| !part.is_empty())
+        .collect();
+    Some(parts.join(",").into())
+}
+
+/// A `Vary` value of `*`: the response varies on more than headers.
+#[derive(Debug)]
+pub struct VaryStar;
+
+/// The `Vary` values a variant answers: each header's name and the
+/// request's value of it.
+pub type VaryValues = Box<[(HeaderName, Option<Box<str>>)]>;
+
+/// The header names a response varies on, from every `Vary` line
+/// (lowercase, sorted, once each).
+pub fn vary_names(headers: &HeaderMap) -> Result<Vec<HeaderName>, VaryStar> {
+    let mut names = Vec::new();
+    for line in headers.get_all(header::VARY) {
+        for name in String::from_utf8_lossy(line.as_bytes()).split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if name == "*" {
+                return Err(VaryStar);
+            }
+            if let Ok(name) = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
+                names.push(name);
+            }
+        }
+    }
+    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    names.dedup();
+    Ok(names)
+}
+
+/// What a lookup found under a key.
+pub enum Found {
+    /// A variant that answers the request.
+    Variant(Arc<Variant>),
+    /// Variants, none for this request's `Vary` values.
+    VaryMiss,
+    /// A variant the request may not use (it carries `Authorization`).
+    NotForRequest,
+    /// Nothing under the key.
+    UriMiss,
+}
+
+/// Ages entries by their variants' usefulness.
+struct UsefulLife;
+
+impl moka::Expiry<Key, Arc<Resource>> for UsefulLife {
+    fn expire_after_create(&self, _: &Key, resource: &Arc<Resource>, created_at: Instant) -> Option<Duration> {
+        resource.variants.iter().map(|v| v.useful_until().saturating_duration_since(created_at)).max()
+    }
+
+    fn expire_after_update(&self, key: &Key, resource: &Arc<Resource>, updated_at: Instant, _: Option<Duration>) -> Option<Duration> {
+        self.expire_after_create(key, resource, updated_at)
+    }
 }
 
 impl ResponseCache {
-    /// A store of at most `memory_bytes`.
-    pub fn new(memory_bytes: u64) -> Self {
-        let _ = memory_bytes;
-        Self { last_purge: AtomicU64::new(0) }
+    /// A store of at most `capacity` bytes (0: nothing is stored).
+    pub fn new(capacity: u64) -> Self {
+        let entries = moka::sync::Cache::builder()
+            .max_capacity(capacity)
+            .weigher(|_, resource: &Arc<Resource>| resource.weight())
+            .expire_after(UsefulLife)
+            .support_invalidation_closures()
+            .eviction_listener(|_, resource: Arc<Resource>, cause| {
+                resource.metrics.stored_bytes.decrement(f64::from(resource.weight()));
+                if matches!(cause, RemovalCause::Size | RemovalCause::Expired) {
+                    resource.metrics.evicted(cause == RemovalCause::Size);
+                }
+            })
+            .build();
+        Self { entries, capacity, flights: Flights::default(), last_purge: AtomicU64::new(0), scopes: Mutex::default() }
     }
 
-    /// Applies purge `id`; the number of stored responses it removed.
+    /// Whether anything can be stored at all (`--cache-memory-mb 0` stores nothing).
+    pub fn stores(&self) -> bool {
+        self.capacity > 0
+    }
+
+    /// The variant of `key` that answers a request with `headers`.
+    pub fn find(&self, key: &Key, headers: &HeaderMap, authorized: bool) -> Found {
+        let Some(resource) = self.entries.get(key) else { return Found::UriMiss };
+        match resource.variants.iter().rev().find(|variant| variant.matches(headers)) {
+            Some(variant) if !authorized || variant.freshness.answers_authorized => Found::Variant(variant.clone()),
+            Some(_) => Found::NotForRequest,
+            None => Found::VaryMiss,
+        }
+    }
+
+    /// Stores `variant` under `key`, replacing the one with the same
+    /// `Vary` values; `resource` brings what purges match on.
+    pub fn store(&self, key: Key, resource: Resource, variant: Variant) {
+        if !self.scopes.lock().unwrap_or_else(PoisonError::into_inner).contains(&resource.scope) {
+            // Stored after its route's config was replaced: of no use.
+            return;
+        }
+        let metrics = resource.metrics.clone();
+        let variant = Arc::new(variant);
+        let mut added = 0;
+        self.entries.entry(key).and_compute_with(|existing| {
+            let mut variants: Vec<Arc<Variant>> = existing
+                .map(|entry| entry.into_value().variants.iter().filter(|v| !v.same_variant(&variant)).cloned().collect())
+                .unwrap_or_default();
+            if variants.len() >= MAX_VARIANTS {
+                variants.remove(0);
+            }
+            variants.push(variant.clone());
+            let resource = Resource { variants, ..resource };
+            added = resource.weight();
+            moka::ops::compute::Op::Put(Arc::new(resource))
+        });
+        metrics.stored_bytes.increment(f64::from(added));
+        if self.entries.weighted_size() > self.capacity {
+            // Evict now rather than at some later write, so the bound holds.
+            self.entries.run_pending_tasks();
+        }
+    }
+
+    /// Replaces `key`'s `variant` by one with `headers` (merged from a
+    /// `304`) whose clock restarts with `freshness` (RFC 9111 §4.3.4); the
+    /// refreshed variant, `None` when the entry is gone meanwhile.
+    pub fn refresh(&self, key: &Key, variant: &Arc<Variant>, headers: HeaderMap, freshness: Freshness) -> Option<Arc<Variant>> {
+        let resource = self.entries.get(key)?;
+        let refreshed = Arc::new(Variant {
+            status: variant.status,
+            headers,
+            body: variant.body.clone(),
+            vary: variant.vary.clone(),
+            tags: variant.tags.clone(),
+            freshness,
+            stored_at: Instant::now(),
+        });
+        let variants = resource.variants.iter().map(|v| if Arc::ptr_eq(v, variant) { refreshed.clone() } else { v.clone() }).collect();
+        self.entries.insert(*key, Arc::new(resource.with_variants(variants)));
+        Some(refreshed)
+    }
+
+    /// Applies purge `id`: removes every variant it reaches; how many.
+    /// Ids at or below the last applied are repeats and remove nothing.
     pub fn purge(&self, id: u64, purge: &CachePurge) -> u64 {
-        let _ = purge;
-        self.last_purge.fetch_max(id, Ordering::SeqCst);
-        0
+        if id != 0 && self.last_purge.fetch_max(id, Ordering::SeqCst) >= id {
+            return 0;
+        }
+        let target = match purge.target() {
+            Ok(target) => target,
+            Err(error) => {
+                tracing::warn!(purge = id, error = %error.message(), "ignoring a purge this node cannot read");
+                return 0;
+            }
+        };
+        let mut removed = 0;
+        for (key, resource) in self.entries.iter() {
+            let kept: Vec<Arc<Variant>> = match (&target, purge) {
+                (Some(target), CachePurge::Url(_)) if resource.targeted_by(target, true) => Vec::new(),
+                (Some(target), CachePurge::Prefix(_)) if resource.targeted_by(target, false) => Vec::new(),
+                (None, CachePurge::Tag(tag)) => {
+                    resource.variants.iter().filter(|v| !v.tags.iter().any(|t| **t == **tag)).cloned().collect()
+                }
+                _ => continue,
+            };
+            removed += (resource.variants.len() - kept.len()) as u64;
+            if kept.is_empty() {
+                self.entries.invalidate(&*key);
+            } else if kept.len() < resource.variants.len() {
+                self.entries.insert(*key, Arc::new(resource.with_variants(kept)));
+            }
+        }
+        self.entries.run_pending_tasks();
+        removed
     }
 
     /// The last purge applied, 0 when none.
     pub fn last_purge(&self) -> u64 {
         self.last_purge.load(Ordering::SeqCst)
     }
+
+    /// The config now served has these scopes: entries of any other are
+    /// of no more use and go.
+    pub fn keep_scopes(&self, scopes: HashSet<[u8; 32]>) {
+        let mut current = self.scopes.lock().unwrap_or_else(PoisonError::into_inner);
+        let gone = current.iter().any(|scope| !scopes.contains(scope));
+        *current = scopes.clone();
+        drop(current);
+        if gone {
+            let dropped = self.entries.invalidate_entries_if(move |_, resource| !scopes.contains(&resource.scope));
+            if let Err(error) = dropped {
+                tracing::warn!(error = %error, "could not drop the cache entries of replaced policies");
+            }
+        }
+    }
+
+    /// Bytes held now.
+    pub fn weighted_size(&self) -> u64 {
+        self.entries.weighted_size()
+    }
+}
+
+/// A header value fit to store (the tag header's values, split).
+pub fn tags(headers: &HeaderMap, name: &HeaderName) -> Box<[Box<str>]> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split([',', ' ']).map(str::trim).filter(|t| !t.is_empty()).map(Box::from))
+        .collect()
 }
