@@ -9,6 +9,7 @@ pub mod h2frames;
 pub mod http10;
 pub mod jwt;
 pub mod node;
+pub mod origin;
 pub mod process;
 pub mod proxy;
 pub mod redis;

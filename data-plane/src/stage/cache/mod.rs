@@ -196,7 +196,7 @@ impl CacheStage {
                         tokio::spawn(refresh.run(cache.clone()));
                     }
                     self.metrics.stale.increment(1);
-                    let status = CacheStatus::hit(-seconds(stale)).detail("stale-while-revalidate");
+                    let status = CacheStatus::hit(-stale_seconds(stale)).detail("stale-while-revalidate");
                     return Ok(answer(&variant, status, &conditional, head));
                 }
                 Standing::Stale(_) => (Fwd::Stale, Some(variant)),
@@ -268,19 +268,17 @@ impl CacheStage {
             let by = stale.age(Instant::now()).saturating_sub(stale.freshness.lifetime);
             stale.freshness.covers_error(by).then_some((stale, by))
         };
-        let mut response = match result {
-            Ok(response) if !response.status().is_server_error() => response,
-            outcome => {
-                let Some((stale, by)) = standing_in() else { return outcome };
-                self.metrics.stale.increment(1);
-                let status = CacheStatus {
-                    fwd_status: outcome.ok().map(|r| r.status().as_u16()),
-                    ttl: Some(-seconds(by)),
-                    ..CacheStatus::forwarded(Fwd::Stale)
-                };
-                return Ok(answer(stale, status.detail("stale-if-error"), conditional, head));
-            }
-        };
+        let failed = result.as_ref().map_or(true, |response| response.status().is_server_error());
+        if let Some((stale, by)) = standing_in().filter(|_| failed) {
+            self.metrics.stale.increment(1);
+            let status = CacheStatus {
+                fwd_status: result.ok().map(|r| r.status().as_u16()),
+                ttl: Some(-stale_seconds(by)),
+                ..CacheStatus::forwarded(Fwd::Stale)
+            };
+            return Ok(answer(stale, status.detail("stale-if-error"), conditional, head));
+        }
+        let mut response = result?;
         let status = response.status();
         let mut cache_status = CacheStatus { fwd_status: Some(status.as_u16()), ..CacheStatus::forwarded(upstream.fwd) };
         if let (StatusCode::NOT_MODIFIED, Some(stale)) = (status, &stale) {
@@ -406,8 +404,15 @@ fn passed(mut response: Response<ResponseBody>, fwd: Fwd) -> Response<ResponseBo
     response
 }
 
+/// Whole seconds left of a freshness (rounded down).
 fn seconds(duration: Duration) -> i64 {
     i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Whole seconds a response is stale by (rounded up, so a response stale
+/// by a moment shows `ttl=-1`, never `0`).
+fn stale_seconds(duration: Duration) -> i64 {
+    seconds(duration.saturating_add(Duration::from_nanos(999_999_999)))
 }
 
 /// A stored variant as the client gets it: with its `Age`, `Cache-Status`,

@@ -31,6 +31,9 @@ const ENTRY_OVERHEAD: usize = 256;
 pub struct ResponseCache {
     entries: moka::sync::Cache<Key, Arc<Resource>>,
     capacity: u64,
+    /// Bytes held, counted at once (moka's own count lags until its
+    /// maintenance runs).
+    held: Arc<AtomicU64>,
     pub(super) flights: Flights,
     last_purge: AtomicU64,
     /// Scopes of the config being served (entries of others are dropped).
@@ -202,19 +205,22 @@ impl moka::Expiry<Key, Arc<Resource>> for UsefulLife {
 impl ResponseCache {
     /// A store of at most `capacity` bytes (0: nothing is stored).
     pub fn new(capacity: u64) -> Self {
+        let held = Arc::new(AtomicU64::new(0));
+        let released = held.clone();
         let entries = moka::sync::Cache::builder()
             .max_capacity(capacity)
             .weigher(|_, resource: &Arc<Resource>| resource.weight())
             .expire_after(UsefulLife)
             .support_invalidation_closures()
-            .eviction_listener(|_, resource: Arc<Resource>, cause| {
+            .eviction_listener(move |_, resource: Arc<Resource>, cause| {
+                released.fetch_sub(u64::from(resource.weight()), Ordering::Relaxed);
                 resource.metrics.stored_bytes.decrement(f64::from(resource.weight()));
                 if matches!(cause, RemovalCause::Size | RemovalCause::Expired) {
                     resource.metrics.evicted(cause == RemovalCause::Size);
                 }
             })
             .build();
-        Self { entries, capacity, flights: Flights::default(), last_purge: AtomicU64::new(0), scopes: Mutex::default() }
+        Self { entries, capacity, held, flights: Flights::default(), last_purge: AtomicU64::new(0), scopes: Mutex::default() }
     }
 
     /// Whether anything can be stored at all (`--cache-memory-mb 0` stores nothing).
@@ -255,8 +261,13 @@ impl ResponseCache {
             moka::ops::compute::Op::Put(Arc::new(resource))
         });
         metrics.stored_bytes.increment(f64::from(added));
-        if self.entries.weighted_size() > self.capacity {
-            // Evict now rather than at some later write, so the bound holds.
+        self.held.fetch_add(u64::from(added), Ordering::Relaxed);
+        // Evict now rather than at some later write, so the bound holds
+        // (a round evicts in batches, so a few may be needed).
+        for _ in 0..8 {
+            if self.held.load(Ordering::Relaxed) <= self.capacity {
+                break;
+            }
             self.entries.run_pending_tasks();
         }
     }
@@ -332,11 +343,6 @@ impl ResponseCache {
                 tracing::warn!(error = %error, "could not drop the cache entries of replaced policies");
             }
         }
-    }
-
-    /// Bytes held now.
-    pub fn weighted_size(&self) -> u64 {
-        self.entries.weighted_size()
     }
 }
 
