@@ -370,6 +370,18 @@ async fn the_key_takes_the_query_as_the_policy_says_and_sends_the_same_upstream(
 }
 
 #[tokio::test]
+async fn the_policys_ttls_apply_only_where_the_response_is_silent() {
+    let origin = Origin::start().await;
+    let policy = json!([{"type": "cache", "ttl_s": 5, "status_ttl_s": {"404": 30}}]);
+    let (_db, _cp, dp) = serve_config(&config(&origin, policy), &[]).await;
+    for (query, ttl) in [("x=1", 5), ("status=404", 30), ("cc=max-age%3D90", 90), ("status=404&cc=max-age%3D7", 7)] {
+        let (_, headers, _) = get(&format!("{}/c/ttl?{query}", dp.proxy_url), &[]).await;
+        let status = cache_status(&headers);
+        assert!(status.stored && status.ttl == Some(ttl), "{query}: {status:?}");
+    }
+}
+
+#[tokio::test]
 async fn a_bad_cache_policy_is_refused_naming_the_field() {
     let origin = Origin::start().await;
     let (_db, cp, _dp) = serve_config(&config(&origin, json!([{"type": "cache"}])), &[]).await;

@@ -117,7 +117,7 @@ impl CacheStage {
                 stale_while_revalidate: seconds(policy.stale_while_revalidate_s),
                 stale_if_error: seconds(policy.stale_if_error_s),
             },
-            status_ttl: policy.status_ttl_s.iter().map(|(status, ttl)| (*status, seconds(*ttl))).collect(),
+            status_ttl: policy.status_ttl_s.iter().filter_map(|(status, ttl)| Some((status.parse().ok()?, seconds(*ttl)))).collect(),
             query: Arc::new(policy.key.query.clone()),
             key_headers,
             per_consumer: policy.key.consumer,

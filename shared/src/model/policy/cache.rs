@@ -43,10 +43,10 @@ pub struct CachePolicy {
     /// (`s-maxage`, `max-age`, `Expires`); unset, such a response is not stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_s: Option<u32>,
-    /// `ttl_s` for particular statuses (`{"404": 10}`); the response's own
-    /// freshness still wins.
+    /// `ttl_s` for particular statuses (`{"404": 10}`; keys are statuses
+    /// listed in `statuses`); the response's own freshness still wins.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub status_ttl_s: BTreeMap<u16, u32>,
+    pub status_ttl_s: BTreeMap<String, u32>,
     /// Heuristic freshness (RFC 9111 §4.2.2) for responses with
     /// `Last-Modified` and no freshness of their own: a tenth of their age,
     /// at most a day. Off by default.
@@ -189,10 +189,12 @@ impl Validate for CachePolicy {
         self.statuses.dedup();
         for (status, ttl) in &self.status_ttl_s {
             let field = format!("status_ttl_s.{status}");
-            if !self.statuses.contains(status) {
-                errors.add(ConfigError::invalid(field, format!("{status} is not in statuses, so it is never stored")));
-            } else {
-                errors.check(in_range(&field, *ttl, 1, MAX_TTL_S));
+            match status.parse::<u16>() {
+                Ok(code) if self.statuses.contains(&code) => {
+                    errors.check(in_range(&field, *ttl, 1, MAX_TTL_S));
+                }
+                Ok(_) => errors.add(ConfigError::invalid(field, format!("{status} is not in statuses, so it is never stored"))),
+                Err(_) => errors.add(ConfigError::invalid(field, format!("'{status}' is not a status code"))),
             }
         }
         if let Some(ttl) = self.ttl_s {
