@@ -162,6 +162,8 @@ async fn forward<'r>(
         return https_redirect(original_host.as_ref(), &uri);
     }
     let (mut parts, body) = request.into_parts();
+    // As the client sent it (authentication may hide the credentials); only the cache asks.
+    let authorized = route.stages.cache.is_some() && parts.headers.contains_key(header::AUTHORIZATION);
     let client_ip = headers::client_ip(peer.addr.ip(), &parts.headers, &runtime.trusted_proxies);
     if let Some(rule) = &route.stages.ip {
         rule.check(client_ip)?;
@@ -227,7 +229,6 @@ async fn forward<'r>(
     }
 
     let head_request = parts.method == Method::HEAD;
-    let authorized = parts.headers.contains_key(header::AUTHORIZATION);
     let prepared = backend::Prepared {
         method: parts.method,
         path_and_query,

@@ -170,7 +170,7 @@ impl CacheStage {
         let bypass = !cache.stores() || (!self.ranges && prepared.headers.contains_key(header::RANGE));
         if bypass || !self.methods.contains(&prepared.method) {
             let fwd = *forwarded.insert(if bypass { Fwd::Bypass } else { Fwd::Method });
-            return Ok(passed(crate::proxy::fetch(route, prepared, body).await?, fwd));
+            return Ok(self.passed(crate::proxy::fetch(route, prepared, body).await?, fwd));
         }
         let query = normalize_query(&self.query, request.query);
         if !request.rewritten && query.as_deref() != request.query {
@@ -342,6 +342,15 @@ impl CacheStage {
         Ok((freshness, vary))
     }
 
+    /// A response that went upstream untouched by the cache, saying why
+    /// (its tags, which are for the cache, removed as always).
+    fn passed(&self, mut response: Response<ResponseBody>, fwd: Fwd) -> Response<ResponseBody> {
+        let status = CacheStatus { fwd_status: Some(response.status().as_u16()), ..CacheStatus::forwarded(fwd) };
+        response.headers_mut().remove(&self.tag_header);
+        response.headers_mut().append(CACHE_STATUS, status.value());
+        response
+    }
+
     fn defaults_for(&self, status: u16) -> Defaults {
         let ttl = self.status_ttl.iter().find(|(s, _)| *s == status).map(|(_, ttl)| *ttl).or(self.defaults.ttl);
         Defaults { ttl, ..self.defaults.clone() }
@@ -395,13 +404,6 @@ fn fresh(cache: &ResponseCache, key: &key::Key, headers: &HeaderMap, authorized:
         Standing::Fresh(ttl) => Some((variant, seconds(ttl))),
         Standing::ServeWhileRevalidating(_) | Standing::Stale(_) => None,
     }
-}
-
-/// A response that went upstream untouched by the cache, saying why.
-fn passed(mut response: Response<ResponseBody>, fwd: Fwd) -> Response<ResponseBody> {
-    let status = CacheStatus { fwd_status: Some(response.status().as_u16()), ..CacheStatus::forwarded(fwd) };
-    response.headers_mut().append(CACHE_STATUS, status.value());
-    response
 }
 
 /// Whole seconds left of a freshness (rounded down).
