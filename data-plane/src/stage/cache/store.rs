@@ -355,3 +355,122 @@ pub fn tags(headers: &HeaderMap, name: &HeaderName) -> Box<[Box<str>]> {
         .flat_map(|value| value.split([',', ' ']).map(str::trim).filter(|t| !t.is_empty()).map(Box::from))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stage::cache::freshness::{Defaults, assess};
+    use http::HeaderValue;
+    use std::time::SystemTime;
+
+    const SCOPE: [u8; 32] = [3; 32];
+
+    fn cache() -> ResponseCache {
+        let cache = ResponseCache::new(1 << 20);
+        cache.keep_scopes([SCOPE].into());
+        cache
+    }
+
+    fn resource(path: &str, query: Option<&str>, rule: QueryKey) -> Resource {
+        Resource {
+            scope: SCOPE,
+            host: "api.example.com".into(),
+            path: path.into(),
+            query: query.map(Into::into),
+            query_rule: Arc::new(rule),
+            metrics: Arc::new(CacheMetrics::new(&Arc::from("r"))),
+            variants: Vec::new(),
+        }
+    }
+
+    fn variant(language: &str, tags: &[&str]) -> Variant {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+        let defaults = Defaults { ttl: None, heuristic: false, stale_while_revalidate: Duration::ZERO, stale_if_error: Duration::ZERO };
+        let now = SystemTime::now();
+        Variant {
+            status: StatusCode::OK,
+            headers: headers.clone(),
+            body: Bytes::from_static(b"body"),
+            vary: vec![(header::ACCEPT_LANGUAGE, Some(language.into()))].into(),
+            tags: tags.iter().map(|t| Box::from(*t)).collect(),
+            freshness: assess(&headers, false, &defaults, now, now).unwrap(),
+            stored_at: Instant::now(),
+        }
+    }
+
+    fn request(language: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT_LANGUAGE, HeaderValue::from_str(language).unwrap());
+        headers
+    }
+
+    fn stored(cache: &ResponseCache, key: Key, language: &str) -> bool {
+        matches!(cache.find(&key, &request(language), false), Found::Variant(_))
+    }
+
+    #[test]
+    fn vary_values_are_the_same_over_one_line_or_several() {
+        let mut one = HeaderMap::new();
+        one.insert(header::ACCEPT, HeaderValue::from_static("a, b"));
+        let mut two = HeaderMap::new();
+        two.append(header::ACCEPT, HeaderValue::from_static("a"));
+        two.append(header::ACCEPT, HeaderValue::from_static(" b"));
+        assert_eq!(vary_value(&one, &header::ACCEPT), vary_value(&two, &header::ACCEPT));
+        assert_eq!(vary_value(&HeaderMap::new(), &header::ACCEPT), None);
+        let mut vary = HeaderMap::new();
+        vary.append(header::VARY, HeaderValue::from_static("Accept-Language, accept"));
+        vary.append(header::VARY, HeaderValue::from_static("Accept"));
+        assert_eq!(vary_names(&vary).unwrap(), [header::ACCEPT, header::ACCEPT_LANGUAGE]);
+        vary.append(header::VARY, HeaderValue::from_static("*"));
+        assert!(vary_names(&vary).is_err());
+    }
+
+    #[test]
+    fn a_url_purge_removes_every_variant_and_compares_the_query_as_the_route_keys_it() {
+        let cache = cache();
+        cache.store([1; 32], resource("/users/7", Some("a=1&b=2"), QueryKey::Sorted), variant("de", &[]));
+        cache.store([1; 32], resource("/users/7", Some("a=1&b=2"), QueryKey::Sorted), variant("fr", &[]));
+        cache.store([2; 32], resource("/users/7", None, QueryKey::Sorted), variant("de", &[]));
+        assert!(stored(&cache, [1; 32], "de") && stored(&cache, [1; 32], "fr"));
+        assert_eq!(cache.purge(1, &CachePurge::Url("/users/7?b=2&a=1".into())), 2, "both variants, the query sorted");
+        assert!(!stored(&cache, [1; 32], "de") && !stored(&cache, [1; 32], "fr"));
+        assert!(stored(&cache, [2; 32], "de"), "another query is another URL");
+        assert_eq!(cache.purge(2, &CachePurge::Url("https://other.example.com/users/7".into())), 0, "another host");
+        assert_eq!(cache.purge(3, &CachePurge::Url("http://API.example.com/users/7".into())), 1);
+    }
+
+    #[test]
+    fn a_prefix_purge_stops_at_segment_boundaries() {
+        let cache = cache();
+        for (i, path) in ["/users", "/users/7", "/users/7/orders", "/usersx"].iter().enumerate() {
+            cache.store([u8::try_from(i).unwrap(); 32], resource(path, None, QueryKey::All), variant("de", &[]));
+        }
+        assert_eq!(cache.purge(1, &CachePurge::Prefix("/users/7".into())), 2);
+        assert_eq!(cache.purge(2, &CachePurge::Prefix("/users".into())), 1, "not /usersx");
+        assert!(stored(&cache, [3; 32], "de"));
+        assert_eq!(cache.purge(3, &CachePurge::Prefix("/".into())), 1, "everything");
+    }
+
+    #[test]
+    fn a_tag_purge_removes_only_the_tagged_variants_and_repeats_are_ignored() {
+        let cache = cache();
+        cache.store([1; 32], resource("/p", None, QueryKey::All), variant("de", &["product-7", "list"]));
+        cache.store([1; 32], resource("/p", None, QueryKey::All), variant("fr", &["product-8"]));
+        assert_eq!(cache.purge(5, &CachePurge::Tag("product-7".into())), 1);
+        assert!(!stored(&cache, [1; 32], "de") && stored(&cache, [1; 32], "fr"));
+        assert_eq!(cache.purge(5, &CachePurge::Tag("product-8".into())), 0, "id 5 was applied already");
+        assert_eq!(cache.last_purge(), 5);
+    }
+
+    #[test]
+    fn entries_of_a_scope_no_longer_served_are_dropped_and_never_stored() {
+        let cache = cache();
+        cache.store([1; 32], resource("/p", None, QueryKey::All), variant("de", &[]));
+        cache.keep_scopes([[9; 32]].into());
+        cache.entries.run_pending_tasks();
+        assert!(!stored(&cache, [1; 32], "de"));
+        cache.store([1; 32], resource("/p", None, QueryKey::All), variant("de", &[]));
+        assert!(!stored(&cache, [1; 32], "de"), "a response of a replaced policy is of no use");
+    }
+}
