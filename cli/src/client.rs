@@ -24,15 +24,17 @@ pub enum CliError {
     /// The user did not confirm; nothing was changed.
     #[error("{0}")]
     Declined(String),
-    /// The config was published, but the fleet did not take it.
+    /// A change went out (a version, a cache purge), but the fleet did not take it all.
     #[error("{0}")]
     Fleet(String),
 }
 
 impl CliError {
     /// The process's exit status: 3 when a version was published but data
-    /// planes rejected it or did not serve it in time (`apply --wait`), 1
-    /// for everything else (2 is `diff --exit-code`'s "there are changes").
+    /// planes rejected it or did not serve it in time (`apply --wait`), or a
+    /// cache purge was sent but a connected data plane did not confirm it
+    /// in time; 1 for everything else (2 is `diff --exit-code`'s "there are
+    /// changes").
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Fleet(_) => 3,
@@ -183,6 +185,16 @@ impl AdminClient {
                 return Ok(items);
             }
         }
+    }
+
+    /// Purges the data planes' caches (`body` names the target), waiting
+    /// `timeout_ms` (or the control plane's default) for their answers.
+    pub async fn purge(&self, body: &Value, timeout_ms: Option<u64>) -> Result<Value, CliError> {
+        let mut request = self.request_to(Method::POST, &["cache", "purge"])?.json(body);
+        if let Some(timeout_ms) = timeout_ms {
+            request = request.query(&[("timeout_ms", timeout_ms)]);
+        }
+        self.json(request).await
     }
 
     pub async fn get(&self, segments: &[&str]) -> Result<Value, CliError> {

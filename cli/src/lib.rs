@@ -1,7 +1,7 @@
 //! The `portico` admin command line: declarative `apply`, `export`, `diff`
 //! (fit for CI: exit codes, no prompt without a terminal, `--select-tag`,
 //! `--wait` for the fleet, `--env-subst`), version history, rollback, the
-//! fleet view, consumers and their API keys, over the admin REST API
+//! fleet view, consumers and their API keys, cache purges, over the admin REST API
 //! (`PORTICO_ADMIN_URL`, `PORTICO_ADMIN_TOKEN`), and `portico dev`, the
 //! whole product on loopback for trying it out.
 
@@ -20,6 +20,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub use client::{AdminClient, CliError};
+pub use commands::cache::{CacheCommand, PurgeTarget};
 pub use commands::entities::{ConsumersCommand, KeysCommand};
 pub use commands::versions::VersionsCommand;
 pub use document::Source;
@@ -104,6 +105,9 @@ pub enum Command {
     /// A consumer's API keys (key-auth credentials).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The data planes' response caches.
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Run a control plane (embedded SQLite), a data plane, a demo upstream and the example config, all on loopback.
     Dev(dev::DevArgs),
     /// Run only portico dev's demo upstream, which answers every request with what it received (for the example config without portico dev).
@@ -171,6 +175,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
         }
         Command::Consumers(command) => commands::entities::consumers(&client, json, command).await,
         Command::Keys(command) => commands::entities::keys(&client, json, command).await,
+        Command::Cache(command) => commands::cache::run(&client, json, command).await,
         Command::Dev(_) | Command::DemoUpstream { .. } => unreachable!("handled above"),
     }
 }

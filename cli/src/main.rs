@@ -1,7 +1,8 @@
 //! `portico`: parses flags and runs one admin command against the control
 //! plane's REST API, or `portico dev`. Exit status: 0 done, 1 error (a bad
 //! flag too), 2 `diff --exit-code` found changes, 3 `apply --wait`
-//! published but the fleet did not take it.
+//! published but the fleet did not take it, or `cache purge` was sent but a
+//! connected data plane did not confirm it in time.
 
 use std::io::IsTerminal;
 

@@ -1,4 +1,4 @@
-//! Text output for people: diffs, version tables, the fleet.
+//! Text output for people: diffs, version tables, the fleet, purges.
 
 use std::fmt::Write;
 
@@ -145,6 +145,30 @@ pub(crate) fn fleet(fleet: &Value) -> String {
     out
 }
 
+/// What became of a cache purge: how many data planes applied it, then
+/// each one that did not, with why.
+pub(crate) fn purge(answer: &Value) -> String {
+    let target = answer["purge"].as_object().and_then(|purge| purge.iter().next()).map(|(kind, value)| format!("{kind} {}", text(value)));
+    let mut out = format!("purge {} ({})", answer["id"], target.unwrap_or_default());
+    let (nodes, applied) = (answer["nodes"].as_u64().unwrap_or(0), answer["applied"].as_u64().unwrap_or(0));
+    if nodes == 0 {
+        out.push_str(": no data plane of this gateway is known\n");
+        return out;
+    }
+    let planes = if nodes == 1 { "data plane" } else { "data planes" };
+    let responses = if answer["removed"] == 1 { "stored response" } else { "stored responses" };
+    let _ = writeln!(out, ": applied by {applied} of {nodes} {planes}, {} {responses} removed", answer["removed"]);
+    for node in answer["not_applied"].as_array().into_iter().flatten() {
+        let why = match node["reason"].as_str() {
+            Some("disconnected") => "disconnected (it gets the purge when it reconnects, unless it restarted with an empty cache)".to_owned(),
+            Some("no_answer") => format!("no answer within {} ms", answer["timeout_ms"]),
+            _ => text(&node["reason"]),
+        };
+        let _ = writeln!(out, "  {}: {why}", text(&node["node_id"]));
+    }
+    out
+}
+
 fn optional(value: &Value) -> String {
     if value.is_null() { "-".to_owned() } else { text(value) }
 }
@@ -199,6 +223,22 @@ mod tests {
             diff(&d),
             "+ service users\n~ route api\n    /paths/0: \"/a\" → \"/b\"\n- consumer bob\n1 to create, 1 to update, 1 to delete, 4 unchanged\n"
         );
+    }
+
+    #[test]
+    fn a_purge_says_how_many_applied_it_and_why_the_others_did_not() {
+        let answer = json!({
+            "id": 7, "purge": {"url": "/users/7"}, "nodes": 3, "applied": 1, "removed": 1, "timeout_ms": 5000,
+            "applied_by": [{"node_id": "a", "removed": 1}],
+            "not_applied": [{"node_id": "b", "reason": "disconnected"}, {"node_id": "c", "reason": "no_answer"}]
+        });
+        let rendered = purge(&answer);
+        let lines: Vec<&str> = rendered.lines().collect();
+        assert_eq!(lines[0], "purge 7 (url /users/7): applied by 1 of 3 data planes, 1 stored response removed");
+        assert!(lines[1].starts_with("  b: disconnected"), "{rendered}");
+        assert_eq!(lines[2], "  c: no answer within 5000 ms");
+        let nobody = json!({"id": 8, "purge": {"tag": "t"}, "nodes": 0, "applied": 0, "removed": 0, "applied_by": [], "not_applied": []});
+        assert_eq!(purge(&nobody), "purge 8 (tag t): no data plane of this gateway is known\n");
     }
 
     #[test]

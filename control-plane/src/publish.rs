@@ -4,10 +4,12 @@
 //! streams. A write whose result equals the current config publishes
 //! nothing. Writers of one process take turns; across replicas they are
 //! ordered by optimistic concurrency: a writer that lost the race re-reads
-//! and re-applies its edit.
+//! and re-applies its edit. A cache purge is not config: it is recorded as
+//! it is and wakes the same streams.
 
 use std::sync::Arc;
 
+use portico_shared::model::policy::cache::CachePurge;
 use portico_shared::{ConfigError, ConfigErrors, GatewayConfig, Snapshot};
 use tokio::sync::Mutex;
 
@@ -48,6 +50,16 @@ impl Publisher {
     /// replicas learn it from the store notification).
     pub fn gateway_deleted(&self, gateway: &str) {
         self.hub.forget(gateway);
+    }
+
+    /// Records `purge` for every data plane of `gateway` and wakes this
+    /// replica's streams of it (other replicas learn it from the store
+    /// notification); returns its id.
+    pub async fn purge(&self, gateway: &str, purge: &CachePurge) -> Result<u64, StoreError> {
+        let id = self.store.record_purge(gateway, purge).await?;
+        tracing::info!(gateway, purge = id, kind = purge.field(), value = purge.value(), "cache purge recorded");
+        self.hub.purged(gateway, id);
+        Ok(id)
     }
 
     /// Applies `edit` to the current config of `gateway` and publishes the

@@ -11,7 +11,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::auth::Authenticator;
 use crate::api::{self, AppState};
-use crate::distribution::{ConfigStreams, Hub, follow_store, forget_gone_nodes};
+use crate::distribution::{ConfigStreams, Hub, follow_store, forget_old_records};
 use crate::publish::Publisher;
 use crate::settings::{MIN_TOKEN_LEN, Settings};
 use crate::store::{Store, StoreError, redact};
@@ -89,7 +89,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     tracing::info!(admin = %settings.admin_listen, grpc = %settings.grpc_listen, database = %redact(&settings.database_url), "portico-cp started");
 
     let listener_task = tokio::spawn(follow_store(store.clone(), hub.clone()));
-    let retention_task = tokio::spawn(forget_gone_nodes(store.clone()));
+    let retention_task = tokio::spawn(forget_old_records(store.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let streams = ConfigStreams::new(store, hub, cluster_token, heartbeat, stop_rx.clone());
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

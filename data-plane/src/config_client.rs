@@ -3,14 +3,20 @@
 //! and swaps in each snapshot off the request path and answers ACK, or NACK
 //! with the reason while the old runtime keeps serving; writes each applied
 //! snapshot to the cache; heartbeats at the control plane's interval.
+//! Cache purges arrive on the same stream, in order: each is applied to
+//! the response cache and answered with a PurgeAck saying how many stored
+//! responses it removed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use portico_proto::v1::config_discovery_client::ConfigDiscoveryClient;
-use portico_proto::v1::{Ack, Heartbeat, Hello, Nack, NodeMessage, Snapshot as WireSnapshot, control_message, node_message};
+use portico_proto::v1::{
+    Ack, Heartbeat, Hello, Nack, NodeMessage, Purge, PurgeAck, Snapshot as WireSnapshot, control_message, node_message, purge,
+};
 use portico_shared::Snapshot;
+use portico_shared::model::policy::cache::CachePurge;
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -172,6 +178,10 @@ impl ConfigClient {
                             };
                             send(&outbound, reply).await?;
                         }
+                        Some(control_message::Message::Purge(purge)) => {
+                            let ack = self.purge(purge).await;
+                            send(&outbound, node_message::Message::PurgeAck(ack)).await?;
+                        }
                         Some(control_message::Message::Heartbeat(beat)) if beat.interval_ms > 0 => {
                             let wanted = Duration::from_millis(u64::from(beat.interval_ms)).clamp(MIN_HEARTBEAT, MAX_HEARTBEAT);
                             if wanted != interval {
@@ -206,6 +216,42 @@ impl ConfigClient {
                 node_message::Message::Nack(Nack { version, hash, reason })
             }
         }
+    }
+
+    /// Applies one purge to the response cache (on a blocking thread: it
+    /// may walk many entries) and says how many stored responses it
+    /// removed. Every purge sent is applied, even one with an id at or
+    /// below the last applied (the control plane sends each once; a lower
+    /// id means its store was restored, and applying twice only costs
+    /// misses). One this node cannot read is answered, removing nothing,
+    /// so the control plane does not wait on it.
+    async fn purge(&self, purge: Purge) -> PurgeAck {
+        let id = purge.id;
+        let removed = match cache_purge(purge.target) {
+            Ok(target) => {
+                let cache = self.node.cache.clone();
+                let applied = tokio::task::spawn_blocking(move || {
+                    let removed = cache.purge(id, &target);
+                    (target, removed)
+                })
+                .await;
+                match applied {
+                    Ok((target, removed)) => {
+                        tracing::info!(purge = id, kind = target.field(), value = target.value(), removed, "cache purge applied");
+                        removed
+                    }
+                    Err(e) => {
+                        tracing::error!(purge = id, error = %e, "cache purge failed");
+                        0
+                    }
+                }
+            }
+            Err(reason) => {
+                tracing::warn!(purge = id, %reason, "ignoring a cache purge this node cannot read");
+                0
+            }
+        };
+        PurgeAck { id, removed }
     }
 
     /// Decodes and compiles on a blocking thread, away from request handling.
@@ -253,4 +299,28 @@ impl ConfigClient {
 
 async fn send(outbound: &mpsc::Sender<NodeMessage>, message: node_message::Message) -> Result<(), String> {
     outbound.send(NodeMessage { message: Some(message) }).await.map_err(|_| "the stream closed".to_owned())
+}
+
+/// A purge as the wire carries it, checked as the admin API checked it.
+fn cache_purge(target: Option<purge::Target>) -> Result<CachePurge, String> {
+    let purge = match target.ok_or("it names nothing to purge")? {
+        purge::Target::Url(url) => CachePurge::Url(url),
+        purge::Target::Prefix(prefix) => CachePurge::Prefix(prefix),
+        purge::Target::Tag(tag) => CachePurge::Tag(tag),
+    };
+    purge.validate().map_err(|e| format!("{}: {}", e.field(), e.message()))?;
+    Ok(purge)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_purges_become_cache_purges_and_unreadable_ones_are_refused() {
+        assert_eq!(cache_purge(Some(purge::Target::Prefix("/users".into()))), Ok(CachePurge::Prefix("/users".into())));
+        assert_eq!(cache_purge(Some(purge::Target::Tag("user-7".into()))), Ok(CachePurge::Tag("user-7".into())));
+        assert!(cache_purge(None).is_err());
+        assert_eq!(cache_purge(Some(purge::Target::Url("users/7".into()))).unwrap_err().split(':').next(), Some("url"));
+    }
 }

@@ -1,11 +1,11 @@
 //! A gRPC client that stands in for a data plane: says hello, receives
-//! snapshots, answers ACK or NACK, and heartbeats in the background like a
-//! real node until dropped.
+//! snapshots and cache purges, answers ACK, NACK or PurgeAck, and
+//! heartbeats in the background like a real node until dropped.
 
 use std::time::Duration;
 
 use portico_proto::v1::config_discovery_client::ConfigDiscoveryClient;
-use portico_proto::v1::{Ack, ControlMessage, Heartbeat, Hello, Nack, NodeMessage, Snapshot, control_message, node_message};
+use portico_proto::v1::{Ack, ControlMessage, Heartbeat, Hello, Nack, NodeMessage, Purge, PurgeAck, Snapshot, control_message, node_message};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
@@ -26,7 +26,8 @@ impl Drop for TestNode {
 }
 
 impl TestNode {
-    /// Connects and says hello with the given version and hash (0 and "" for none).
+    /// Connects and says hello with the given version and hash (0 and "" for
+    /// none), as a node whose cache is new.
     pub async fn connect(
         grpc_url: &str,
         token: &str,
@@ -34,6 +35,19 @@ impl TestNode {
         gateway: &str,
         version: u64,
         hash: &str,
+    ) -> Result<Self, tonic::Status> {
+        Self::connect_after_purge(grpc_url, token, node_id, gateway, version, hash, 0).await
+    }
+
+    /// Like [`TestNode::connect`], as a node whose cache last applied purge `purge_id`.
+    pub async fn connect_after_purge(
+        grpc_url: &str,
+        token: &str,
+        node_id: &str,
+        gateway: &str,
+        version: u64,
+        hash: &str,
+        purge_id: u64,
     ) -> Result<Self, tonic::Status> {
         let mut client =
             ConfigDiscoveryClient::connect(grpc_url.to_owned()).await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
@@ -45,7 +59,7 @@ impl TestNode {
             version,
             hash: hash.to_owned(),
             software_version: "test-node".to_owned(),
-            purge_id: 0,
+            purge_id,
         };
         outbound.send(NodeMessage { message: Some(node_message::Message::Hello(hello)) }).await.expect("queue hello");
         let mut request = tonic::Request::new(ReceiverStream::new(rx));
@@ -63,14 +77,31 @@ impl TestNode {
         Ok(Self { node_id: node_id.to_owned(), outbound, inbound, heartbeats })
     }
 
-    /// The next snapshot, skipping heartbeats; `None` if none comes within `within`.
+    /// The next snapshot, skipping heartbeats and purges; `None` if none comes within `within`.
     pub async fn next_snapshot(&mut self, within: Duration) -> Option<Snapshot> {
+        self.next(within, |message| match message {
+            control_message::Message::Snapshot(snapshot) => Some(snapshot),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The next cache purge, skipping heartbeats and snapshots; `None` if none comes within `within`.
+    pub async fn next_purge(&mut self, within: Duration) -> Option<Purge> {
+        self.next(within, |message| match message {
+            control_message::Message::Purge(purge) => Some(purge),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The next message that `pick` takes, within `within`.
+    async fn next<T>(&mut self, within: Duration, pick: impl Fn(control_message::Message) -> Option<T>) -> Option<T> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let message = tokio::time::timeout_at(deadline, self.inbound.message()).await.ok()?;
-            match message.expect("stream error").expect("stream ended").message {
-                Some(control_message::Message::Snapshot(snapshot)) => return Some(snapshot),
-                Some(control_message::Message::Heartbeat(_) | control_message::Message::Purge(_)) | None => continue,
+            if let Some(picked) = message.expect("stream error").expect("stream ended").message.and_then(&pick) {
+                return Some(picked);
             }
         }
     }
@@ -95,6 +126,11 @@ impl TestNode {
     pub async fn nack(&self, snapshot: &Snapshot, reason: &str) {
         self.send(node_message::Message::Nack(Nack { version: snapshot.version, hash: snapshot.hash.clone(), reason: reason.to_owned() }))
             .await;
+    }
+
+    /// Answers a purge, as having removed `removed` stored responses.
+    pub async fn ack_purge(&self, purge: &Purge, removed: u64) {
+        self.send(node_message::Message::PurgeAck(PurgeAck { id: purge.id, removed })).await;
     }
 
     async fn send(&self, message: node_message::Message) {

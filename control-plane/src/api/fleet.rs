@@ -71,8 +71,13 @@ pub struct Fleet {
     pub current_version: u64,
 }
 
+/// Whether a node's stream is open and it was heard from since `stale_before`.
+pub(super) fn is_live(node: &NodeRecord, stale_before: DateTime<Utc>) -> bool {
+    node.connected && node.last_seen >= stale_before
+}
+
 fn status(node: &NodeRecord, current_version: u64, current_hash: &str, stale_before: DateTime<Utc>) -> NodeStatus {
-    if !node.connected || node.last_seen < stale_before {
+    if !is_live(node, stale_before) {
         NodeStatus::Disconnected
     } else if node.acked_version == Some(current_version) && node.acked_hash.as_deref() == Some(current_hash) {
         NodeStatus::InSync
@@ -102,7 +107,7 @@ fn data_plane(node: NodeRecord, current_version: u64, current_hash: &str, stale_
 }
 
 /// Before this instant a node is no longer live (three heartbeats of silence).
-fn stale_before(state: &AppState) -> DateTime<Utc> {
+pub(super) fn stale_before(state: &AppState) -> DateTime<Utc> {
     Utc::now() - state.heartbeat * NODE_STALE_AFTER_HEARTBEATS
 }
 

@@ -1,10 +1,11 @@
 //! The admin REST API (axum): CRUD for every entity of a gateway, the
-//! declarative config, version history and rollback, the fleet view and
-//! admin tokens, all under `/api/v1` behind bearer tokens, plus the OpenAPI
+//! declarative config, version history and rollback, the fleet view, cache
+//! purges and admin tokens, all under `/api/v1` behind bearer tokens, plus the OpenAPI
 //! document generated from the handlers (`/api/v1/openapi.json`),
 //! `/healthz` (alive) and `/readyz` (the store answers).
 
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod credentials;
 pub mod entities;
@@ -79,7 +80,7 @@ pub fn written(status: StatusCode, version: u64, body: impl IntoResponse) -> Res
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Portico admin API", description = "Configure Portico gateways: services, routes, consumers and their credentials, gateway settings, versions and data planes."),
+    info(title = "Portico admin API", description = "Configure Portico gateways: services, routes, consumers and their credentials, gateway settings, versions, data planes and cache purges."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     tags(
@@ -92,6 +93,7 @@ pub fn written(status: StatusCode, version: u64, body: impl IntoResponse) -> Res
         (name = "config", description = "A gateway's whole config, declaratively"),
         (name = "versions", description = "History and rollback"),
         (name = "data-planes", description = "The fleet"),
+        (name = "cache", description = "Purging data planes' response caches"),
         (name = "tokens", description = "Admin API tokens"),
         (name = "meta", description = "Health and this document, without a token"),
     )
@@ -137,6 +139,7 @@ fn authenticated() -> OpenApiRouter<AppState> {
         .routes(routes!(versions::rollback))
         .routes(routes!(fleet::list))
         .routes(routes!(fleet::delete))
+        .routes(routes!(cache::purge))
         .routes(routes!(tokens::list, tokens::create))
         .routes(routes!(tokens::get, tokens::revoke))
 }

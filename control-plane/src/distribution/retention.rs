@@ -1,5 +1,7 @@
-//! Forgets data planes that are gone for good: a node not heard from for
-//! [`NODE_RETENTION`] leaves the fleet view. Every replica checks every
+//! Forgets what is no longer needed: a data plane not heard from for
+//! [`NODE_RETENTION`] leaves the fleet view, and cache purges older than
+//! [`PURGE_RETENTION`] go with their answers (a node away for longer than
+//! that is not sent the purges it missed). Every replica checks every
 //! minute; removing the same rows twice is harmless.
 
 use std::time::Duration;
@@ -11,10 +13,13 @@ use crate::store::Store;
 /// How long the fleet view keeps a node that stopped talking.
 pub const NODE_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// How long a cache purge is kept for nodes that reconnect.
+pub const PURGE_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+
 const CHECK_EVERY: Duration = Duration::from_secs(60);
 
 /// Runs until the task is aborted.
-pub async fn forget_gone_nodes(store: Store) {
+pub async fn forget_old_records(store: Store) {
     let mut tick = tokio::time::interval(CHECK_EVERY);
     loop {
         tick.tick().await;
@@ -22,6 +27,11 @@ pub async fn forget_gone_nodes(store: Store) {
             Ok(0) => {}
             Ok(nodes) => tracing::info!(nodes, "forgot data planes silent for 24 hours"),
             Err(e) => tracing::warn!(error = %e, "could not forget silent data planes"),
+        }
+        match store.forget_purges_before(Utc::now() - PURGE_RETENTION).await {
+            Ok(0) => {}
+            Ok(purges) => tracing::debug!(purges, "forgot cache purges older than 24 hours"),
+            Err(e) => tracing::warn!(error = %e, "could not forget old cache purges"),
         }
     }
 }

@@ -3,14 +3,21 @@
 //! Hello; it then receives the current snapshot unless it already has that
 //! version, and every newer version as it is published. Its ACKs, NACKs and
 //! heartbeats are recorded for the fleet view.
+//!
+//! Cache purges travel on the same stream, in id order: every purge of the
+//! gateway recorded after the node's Hello `purge_id` (a node that kept
+//! running through a disconnect gets those it missed), or, for a node whose
+//! cache is new (`purge_id` 0, or an id this store never issued), every
+//! purge recorded after it connected. Each PurgeAck is recorded.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::Stream;
+use portico_shared::model::policy::cache::CachePurge;
 use portico_proto::v1::config_discovery_server::ConfigDiscovery;
-use portico_proto::v1::{ControlMessage, Heartbeat, Hello, NodeMessage, Snapshot, control_message, node_message};
+use portico_proto::v1::{ControlMessage, Heartbeat, Hello, NodeMessage, Purge, Snapshot, control_message, node_message, purge};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, watch};
@@ -18,9 +25,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use super::Hub;
+use super::hub::{Hub, Latest};
 use super::refusals::Refusals;
-use crate::store::{NodeHello, Store};
+use crate::store::{NodeHello, PurgeRecord, Store};
 
 /// A node is shown `disconnected` when not heard from for this many heartbeat intervals.
 pub const NODE_STALE_AFTER_HEARTBEATS: u32 = 3;
@@ -95,20 +102,26 @@ impl ConfigDiscovery for ConfigStreams {
                 return Err(Status::invalid_argument("the first message must be a Hello"));
             }
         };
+        let applied_purge = hello.purge_id;
         let hello = node_hello(hello)?;
-        // Subscribe before reading the current version, so a publish in between is not missed.
-        let versions = self.hub.subscribe(&hello.gateway);
+        // Subscribe before reading the current version and purge, so a publish or purge in between is not missed.
+        let updates = self.hub.subscribe(&hello.gateway);
         let current = self.store.gateway(&hello.gateway).await.map_err(unavailable)?;
         let Some(current) = current else {
             return Err(Status::not_found(format!("gateway '{}' does not exist", hello.gateway)));
         };
+        let purges = self.store.purge_ids(&hello.gateway).await.map_err(unavailable)?;
+        // A node's purge id from another store (a restored or recreated
+        // database) says nothing about this one's purges: it starts afresh.
+        let purges_done = if applied_purge == 0 || applied_purge > purges.newest { purges.gateway_latest } else { applied_purge };
         self.store.node_connected(&hello).await.map_err(unavailable)?;
-        tracing::info!(node = %hello.node_id, gateway = %hello.gateway, version = hello.version, "data plane connected");
+        tracing::info!(node = %hello.node_id, gateway = %hello.gateway, version = hello.version, purge = purges_done, "data plane connected");
         self.hub.published(&hello.gateway, current.current_version);
+        self.hub.purged(&hello.gateway, purges.gateway_latest);
         let (tx, rx) = mpsc::channel(4);
-        let session = Session { store: self.store.clone(), hello, heartbeat: self.heartbeat };
+        let session = Session { store: self.store.clone(), hello, heartbeat: self.heartbeat, purges_done };
         let span = tracing::info_span!("config_stream", node = %session.hello.node_id, gateway = %session.hello.gateway);
-        tokio::spawn(session.run(inbound, versions, self.shutdown.clone(), tx).instrument(span));
+        tokio::spawn(session.run(inbound, updates, self.shutdown.clone(), tx).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -146,32 +159,35 @@ struct Session {
     store: Store,
     hello: NodeHello,
     heartbeat: Duration,
+    /// The newest purge the node has applied or needs not apply.
+    purges_done: u64,
 }
 
 impl Session {
     async fn run(
         self,
         mut inbound: Streaming<NodeMessage>,
-        mut versions: watch::Receiver<u64>,
+        mut updates: watch::Receiver<Latest>,
         mut shutdown: watch::Receiver<bool>,
         tx: mpsc::Sender<Result<ControlMessage, Status>>,
     ) {
         let (gateway, node) = (self.hello.gateway.as_str(), self.hello.node_id.as_str());
         let mut node_version = self.hello.version;
+        let mut purge_sent = self.purges_done;
         if node_version != 0 && !self.has_same_content(node_version).await {
             // Same number, other content (a recreated gateway, a restored database): resend.
             node_version = 0;
         }
         let mut heartbeat = tokio::time::interval(self.heartbeat);
         loop {
-            let latest = *versions.borrow_and_update();
-            if latest != 0 && latest != node_version {
-                match self.snapshot(latest).await {
+            let latest = *updates.borrow_and_update();
+            if latest.version != 0 && latest.version != node_version {
+                match self.snapshot(latest.version).await {
                     Ok(snapshot) => {
                         if tx.send(Ok(snapshot)).await.is_err() {
                             break;
                         }
-                        node_version = latest;
+                        node_version = latest.version;
                     }
                     Err(status) => {
                         let _ = tx.send(Err(status)).await;
@@ -179,8 +195,18 @@ impl Session {
                     }
                 }
             }
+            if latest.purge > purge_sent {
+                match self.send_purges(&mut purge_sent, latest.purge, &tx).await {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                }
+            }
             tokio::select! {
-                changed = versions.changed() => if changed.is_err() { break },
+                changed = updates.changed() => if changed.is_err() { break },
                 message = inbound.message() => match message {
                     Ok(Some(message)) => self.record(message).await,
                     Ok(None) => break,
@@ -215,6 +241,26 @@ impl Session {
         }
     }
 
+    /// Sends, in id order, every purge after `sent` up to at least `latest`
+    /// (all recorded, so readable: ids of a gateway are assigned in commit
+    /// order), moving `sent` on. `Ok(false)` when the node is gone.
+    async fn send_purges(&self, sent: &mut u64, latest: u64, tx: &mpsc::Sender<Result<ControlMessage, Status>>) -> Result<bool, Status> {
+        while *sent < latest {
+            let purges = self.store.purges_after(&self.hello.gateway, *sent).await.map_err(unavailable)?;
+            let Some(last) = purges.last().map(|p| p.id) else { break };
+            for record in purges {
+                tracing::debug!(node = %self.hello.node_id, gateway = %self.hello.gateway, purge = record.id, "sending cache purge");
+                if tx.send(Ok(purge_message(record))).await.is_err() {
+                    return Ok(false);
+                }
+            }
+            *sent = last;
+        }
+        // Those up to `latest` that were not there are gone (pruned, or the gateway was recreated).
+        *sent = (*sent).max(latest);
+        Ok(true)
+    }
+
     async fn snapshot(&self, version: u64) -> Result<ControlMessage, Status> {
         let gateway = &self.hello.gateway;
         let (record, config) = self
@@ -242,7 +288,11 @@ impl Session {
                 self.store.node_nacked(gateway, node, nack.version, &reason).await
             }
             Some(node_message::Message::Heartbeat(_)) => self.store.node_seen(gateway, node, &self.hello.session_id, true).await,
-            Some(node_message::Message::Hello(_) | node_message::Message::PurgeAck(_)) | None => {
+            Some(node_message::Message::PurgeAck(ack)) => {
+                tracing::info!(node, gateway, purge = ack.id, removed = ack.removed, "data plane applied cache purge");
+                self.store.record_purge_ack(gateway, node, ack.id, ack.removed).await
+            }
+            Some(node_message::Message::Hello(_)) | None => {
                 tracing::debug!(node, "ignoring unexpected message");
                 Ok(())
             }
@@ -251,4 +301,13 @@ impl Session {
             tracing::warn!(node, error = %e, "could not record data plane state");
         }
     }
+}
+
+fn purge_message(record: PurgeRecord) -> ControlMessage {
+    let target = match record.purge {
+        CachePurge::Url(url) => purge::Target::Url(url),
+        CachePurge::Prefix(prefix) => purge::Target::Prefix(prefix),
+        CachePurge::Tag(tag) => purge::Target::Tag(tag),
+    };
+    ControlMessage { message: Some(control_message::Message::Purge(Purge { id: record.id, target: Some(target) })) }
 }

@@ -1,11 +1,12 @@
 //! The control plane's store: gateways, the immutable version history (whose
-//! newest row is each gateway's current config), data-plane nodes and admin
-//! tokens. One implementation over sqlx's `Any` driver serves Postgres and
+//! newest row is each gateway's current config), data-plane nodes, cache
+//! purges and admin tokens. One implementation over sqlx's `Any` driver serves Postgres and
 //! SQLite with the same parameterized SQL; only migrations and change
 //! notification differ per backend. The store knows nothing of HTTP.
 
 mod error;
 mod nodes;
+mod purges;
 mod tokens;
 
 use std::time::Duration;
@@ -17,6 +18,7 @@ use sqlx::{AnyPool, Row};
 
 pub use error::StoreError;
 pub use nodes::{NodeDeletion, NodeHello, NodeRecord};
+pub use purges::{PURGE_CHANNEL, PurgeAckRecord, PurgeIds, PurgeRecord};
 pub use tokens::{Role, TokenRecord};
 
 /// The Postgres channel that carries `gateway:version` on every publish.
@@ -177,11 +179,16 @@ impl Store {
         Ok(record)
     }
 
-    /// Deletes a gateway with its history and nodes. Returns whether it existed.
+    /// Deletes a gateway with its history, nodes and purges. Returns whether it existed.
     pub async fn delete_gateway(&self, name: &str) -> Result<bool> {
         let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
         // SQLite only cascades with foreign keys on; delete children explicitly.
-        for sql in ["DELETE FROM data_plane_nodes WHERE gateway = $1", "DELETE FROM config_versions WHERE gateway = $1"] {
+        for sql in [
+            "DELETE FROM cache_purge_acks WHERE purge_id IN (SELECT id FROM cache_purges WHERE gateway = $1)",
+            "DELETE FROM cache_purges WHERE gateway = $1",
+            "DELETE FROM data_plane_nodes WHERE gateway = $1",
+            "DELETE FROM config_versions WHERE gateway = $1",
+        ] {
             sqlx::query(sql).bind(name).execute(&mut *tx).await.map_err(StoreError::from_sqlx)?;
         }
         let deleted = sqlx::query("DELETE FROM gateways WHERE name = $1")
