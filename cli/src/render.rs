@@ -160,7 +160,9 @@ pub(crate) fn purge(answer: &Value) -> String {
     let _ = writeln!(out, ": applied by {applied} of {nodes} {planes}, {} {responses} removed", answer["removed"]);
     for node in answer["not_applied"].as_array().into_iter().flatten() {
         let why = match node["reason"].as_str() {
-            Some("disconnected") => "disconnected (it gets the purge when it reconnects, unless it restarted with an empty cache)".to_owned(),
+            Some("disconnected") => {
+                "disconnected (it gets the purge when it reconnects, unless it restarted with an empty cache)".to_owned()
+            }
             Some("no_answer") => format!("no answer within {} ms", answer["timeout_ms"]),
             _ => text(&node["reason"]),
         };

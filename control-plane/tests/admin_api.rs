@@ -493,6 +493,80 @@ async fn a_disconnected_node_can_be_removed_and_a_live_one_cannot() {
     assert_eq!(api.delete(&format!("{FLEET}/%00")).await.status, StatusCode::NOT_FOUND);
 }
 
+const PURGE: &str = "/api/v1/gateways/default/cache/purge";
+
+#[tokio::test]
+async fn a_cache_purge_names_one_target_and_bad_ones_are_a_400_naming_the_field() {
+    let api = Api::new().await;
+    let cases = [
+        (json!({}), "url"),
+        (json!({"url": "/a", "prefix": "/b"}), "prefix"),
+        (json!({"url": "users/7"}), "url"),
+        (json!({"url": "ftp://example.com/a"}), "url"),
+        (json!({"prefix": "/a?x=1"}), "prefix"),
+        (json!({"tag": "two words"}), "tag"),
+        (json!({"tag": ""}), "tag"),
+        (json!({"tag": 7}), "tag"),
+        (json!({"path": "/a"}), "path"),
+    ];
+    for (body, field) in cases {
+        let reply = api.write(Method::POST, PURGE, body.clone()).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}: {}", reply.text);
+        assert_eq!((reply.json()["error"]["code"].as_str(), reply.error_field().as_str()), (Some("invalid_input"), field), "{body}");
+    }
+    let slow = api.write(Method::POST, &format!("{PURGE}?timeout_ms=30001"), json!({"tag": "t"})).await;
+    assert_eq!((slow.status, slow.error_field().as_str()), (StatusCode::BAD_REQUEST, "timeout_ms"), "{}", slow.text);
+    let unknown = api.write(Method::POST, "/api/v1/gateways/nope/cache/purge", json!({"tag": "t"})).await;
+    assert_eq!((unknown.status, unknown.json()["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "{}", unknown.text);
+    let anonymous = api.send(Method::POST, PURGE, None, &[], Some(("application/json", json!({"tag": "t"}).to_string()))).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert!(api.store.purges_after(DEFAULT_GATEWAY, 0).await.unwrap().is_empty(), "nothing refused was recorded");
+    assert_eq!(api.get("/api/v1/gateways/default/versions").await.json()["total"], 1, "a purge is not config");
+}
+
+#[tokio::test]
+async fn a_cache_purge_answers_which_nodes_applied_it_and_why_the_others_did_not() {
+    let api = Api::new().await;
+    let empty = api.write(Method::POST, PURGE, json!({"prefix": "/users"})).await;
+    assert_eq!(empty.status, StatusCode::OK, "{}", empty.text);
+    let first = empty.json()["id"].as_u64().unwrap();
+    assert_eq!(
+        empty.json(),
+        json!({"id": first, "purge": {"prefix": "/users"}, "nodes": 0, "applied": 0, "removed": 0, "applied_by": [], "not_applied": [],
+               "timeout_ms": 5000}),
+        "with no data plane there is nobody to wait for"
+    );
+
+    for (node, session) in [("quick", "s1"), ("silent", "s2"), ("gone", "s3")] {
+        api.store.node_connected(&hello(node, session)).await.unwrap();
+    }
+    api.store.node_seen(DEFAULT_GATEWAY, "gone", "s3", false).await.unwrap();
+    // "quick" answers as its stream would record it, on whichever replica holds it.
+    let store = api.store.clone();
+    let quick = tokio::spawn(async move {
+        loop {
+            if let Some(purge) = store.purges_after(DEFAULT_GATEWAY, first).await.unwrap().first() {
+                store.record_purge_ack(DEFAULT_GATEWAY, "quick", purge.id, 4).await.unwrap();
+                return purge.id;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let reply = api.write(Method::POST, &format!("{PURGE}?timeout_ms=300"), json!({"url": "/users/7"})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let id = quick.await.unwrap();
+    assert!(id > first);
+    assert_eq!(
+        reply.json(),
+        json!({
+            "id": id, "purge": {"url": "/users/7"}, "nodes": 3, "applied": 1, "removed": 4,
+            "applied_by": [{"node_id": "quick", "removed": 4}],
+            "not_applied": [{"node_id": "gone", "reason": "disconnected"}, {"node_id": "silent", "reason": "no_answer"}],
+            "timeout_ms": 300
+        })
+    );
+}
+
 /// Every documented list endpoint (an operation taking `limit`), with the
 /// number of items it holds in [`every_list_answers_one_paginated_shape`].
 const LISTS: [(&str, u64); 8] = [
@@ -608,6 +682,7 @@ async fn openapi_documents_every_endpoint() {
         ("/api/v1/gateways/{gw}/versions/{n}/rollback", vec!["post"]),
         ("/api/v1/gateways/{gw}/data-planes", vec!["get"]),
         ("/api/v1/gateways/{gw}/data-planes/{node}", vec!["delete"]),
+        ("/api/v1/gateways/{gw}/cache/purge", vec!["post"]),
         ("/api/v1/tokens", vec!["get", "post"]),
         ("/api/v1/tokens/{name}", vec!["get", "delete"]),
         ("/api/v1/openapi.json", vec!["get"]),
@@ -621,9 +696,20 @@ async fn openapi_documents_every_endpoint() {
             assert!(doc["paths"][path][method].is_object(), "{method} {path} is not documented");
         }
     }
-    for schema in
-        ["Service", "Route", "Consumer", "Credential", "Policy", "GatewaySettings", "Certificate", "GatewayConfig", "ErrorBody", "Fleet"]
-    {
+    for schema in [
+        "Service",
+        "Route",
+        "Consumer",
+        "Credential",
+        "Policy",
+        "GatewaySettings",
+        "Certificate",
+        "GatewayConfig",
+        "ErrorBody",
+        "Fleet",
+        "CachePurge",
+        "PurgeOutcome",
+    ] {
         assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema} missing");
     }
     // A credential is one of its kinds, each with its own fields.

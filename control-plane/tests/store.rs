@@ -4,7 +4,8 @@
 #![allow(clippy::unwrap_used)] // test helpers, like #[test] bodies, may unwrap
 
 use chrono::Utc;
-use portico_cp::store::{DEFAULT_GATEWAY, NodeDeletion, NodeHello, Publication, Role, Store, StoreError};
+use portico_cp::store::{DEFAULT_GATEWAY, NodeDeletion, NodeHello, Publication, PurgeIds, Role, Store, StoreError};
+use portico_shared::model::policy::cache::CachePurge;
 use portico_shared::parse::from_json;
 use portico_shared::{GatewayConfig, Snapshot};
 use portico_test_support::TestDb;
@@ -188,6 +189,56 @@ async fn tokens_are_found_by_hash_and_revocable(db: TestDb) {
     assert!(!store.revoke_token("ci").await.unwrap());
 }
 
+async fn purges_are_kept_in_order_per_gateway_with_each_nodes_answer(db: TestDb) {
+    let store = open(&db).await;
+    store.create_gateway("mobile", "", "test").await.unwrap();
+    let first = store.record_purge(DEFAULT_GATEWAY, &CachePurge::Url("/users/7".into())).await.unwrap();
+    let mobile = store.record_purge("mobile", &CachePurge::Tag("user-7".into())).await.unwrap();
+    let second = store.record_purge(DEFAULT_GATEWAY, &CachePurge::Prefix("/users".into())).await.unwrap();
+    assert!(first < mobile && mobile < second, "ids grow across gateways: {first}, {mobile}, {second}");
+    assert!(matches!(store.record_purge("nope", &CachePurge::Tag("t".into())).await, Err(StoreError::NotFound)));
+
+    let all: Vec<(u64, CachePurge)> = store.purges_after(DEFAULT_GATEWAY, 0).await.unwrap().into_iter().map(|p| (p.id, p.purge)).collect();
+    assert_eq!(all, [(first, CachePurge::Url("/users/7".into())), (second, CachePurge::Prefix("/users".into()))]);
+    let rest: Vec<u64> = store.purges_after(DEFAULT_GATEWAY, first).await.unwrap().iter().map(|p| p.id).collect();
+    assert_eq!(rest, [second]);
+    assert!(store.purges_after(DEFAULT_GATEWAY, second).await.unwrap().is_empty());
+    assert_eq!(store.purge_ids(DEFAULT_GATEWAY).await.unwrap(), PurgeIds { gateway_latest: second, newest: second });
+    assert_eq!(store.purge_ids("mobile").await.unwrap(), PurgeIds { gateway_latest: mobile, newest: second });
+    let latest = store.latest_purges().await.unwrap();
+    assert_eq!(latest.into_iter().collect::<Vec<_>>(), [(DEFAULT_GATEWAY.to_owned(), second), ("mobile".to_owned(), mobile)]);
+
+    store.record_purge_ack(DEFAULT_GATEWAY, "dp-b", first, 3).await.unwrap();
+    store.record_purge_ack(DEFAULT_GATEWAY, "dp-a", first, 0).await.unwrap();
+    store.record_purge_ack(DEFAULT_GATEWAY, "dp-a", first, 1).await.unwrap();
+    store.record_purge_ack("mobile", "dp-m", first, 9).await.unwrap();
+    store.record_purge_ack(DEFAULT_GATEWAY, "dp-a", 999_999, 9).await.unwrap();
+    let acks: Vec<(String, u64)> = store.purge_acks(first).await.unwrap().into_iter().map(|a| (a.node_id, a.removed)).collect();
+    assert_eq!(acks, [("dp-a".to_owned(), 1), ("dp-b".to_owned(), 3)], "a node's last answer, and none for another gateway's purge");
+    assert!(store.purge_acks(second).await.unwrap().is_empty());
+}
+
+async fn purges_are_forgotten_after_a_day_and_with_their_gateway(db: TestDb) {
+    let store = open(&db).await;
+    store.create_gateway("mobile", "", "test").await.unwrap();
+    let mobile = store.record_purge("mobile", &CachePurge::Tag("t".into())).await.unwrap();
+    store.record_purge_ack("mobile", "dp-m", mobile, 1).await.unwrap();
+    let default = store.record_purge(DEFAULT_GATEWAY, &CachePurge::Url("/a".into())).await.unwrap();
+    store.record_purge_ack(DEFAULT_GATEWAY, "dp-a", default, 2).await.unwrap();
+
+    assert_eq!(store.forget_purges_before(Utc::now() - chrono::Duration::hours(1)).await.unwrap(), 0, "recent purges stay");
+    assert!(store.delete_gateway("mobile").await.unwrap());
+    assert!(store.purge_acks(mobile).await.unwrap().is_empty(), "a gateway's purges go with it");
+    store.create_gateway("mobile", "", "test").await.unwrap();
+    assert!(store.purges_after("mobile", 0).await.unwrap().is_empty(), "a recreated gateway has no purges");
+
+    assert_eq!(store.forget_purges_before(Utc::now() + chrono::Duration::seconds(1)).await.unwrap(), 1);
+    assert!(store.purges_after(DEFAULT_GATEWAY, 0).await.unwrap().is_empty());
+    assert!(store.purge_acks(default).await.unwrap().is_empty(), "answers go with their purge");
+    let next = store.record_purge(DEFAULT_GATEWAY, &CachePurge::Url("/a".into())).await.unwrap();
+    assert!(next > default, "ids are never reused, even once every purge is gone: {next} after {default}");
+}
+
 macro_rules! on_both_backends {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -208,6 +259,8 @@ on_both_backends!(
     nodes_track_acks_and_nacks,
     nodes_are_removed_when_gone_but_not_while_live,
     tokens_are_found_by_hash_and_revocable,
+    purges_are_kept_in_order_per_gateway_with_each_nodes_answer,
+    purges_are_forgotten_after_a_day_and_with_their_gateway,
 );
 
 #[tokio::test]

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use portico_proto::v1::config_discovery_client::ConfigDiscoveryClient;
-use portico_proto::v1::{Ack, ControlMessage, Heartbeat, Hello, Nack, NodeMessage, Purge, PurgeAck, Snapshot, control_message, node_message};
+use portico_proto::v1::{
+    Ack, ControlMessage, Heartbeat, Hello, Nack, NodeMessage, Purge, PurgeAck, Snapshot, control_message, node_message,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::Stream;
-use portico_shared::model::policy::cache::CachePurge;
 use portico_proto::v1::config_discovery_server::ConfigDiscovery;
 use portico_proto::v1::{ControlMessage, Heartbeat, Hello, NodeMessage, Purge, Snapshot, control_message, node_message, purge};
+use portico_shared::model::policy::cache::CachePurge;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, watch};
