@@ -40,6 +40,7 @@ const TARGETS: [&str; 3] = ["url", "prefix", "tag"];
 pub struct PurgeParams {
     /// How long to wait for the connected data planes to apply the purge,
     /// 0 to 30000 ms (default 5000). With 0 the answer comes at once.
+    #[param(maximum = 30_000)]
     pub timeout_ms: Option<u64>,
 }
 
@@ -103,17 +104,19 @@ pub enum NotAppliedReason {
     NoAnswer,
 }
 
-/// Sends a cache purge to every data plane of the gateway and answers how
-/// many applied it. Exactly one of `url` (every stored variant of that
-/// URL), `prefix` (everything under a path) or `tag` (everything a
-/// response tagged so).
+/// Removes stored responses from every data plane of the gateway.
+///
+/// The body names exactly one of `url` (every stored variant of that URL),
+/// `prefix` (everything under a path) or `tag` (every response tagged so).
+/// The answer says how many data planes applied it, and why the others
+/// did not.
 #[utoipa::path(post, path = "/api/v1/gateways/{gw}/cache/purge", tag = "cache",
     params(("gw" = String, Path, description = "Gateway name"), PurgeParams),
     request_body = CachePurge,
     responses(
         (status = 200, body = PurgeOutcome, description = "Sent to every connected data plane; the answer says which applied it within `timeout_ms` and lists the others"),
         (status = 400, body = ErrorBody, description = "No target, several, or a bad value: the field is named"),
-        (status = 404, body = ErrorBody)))]
+        (status = 404, body = ErrorBody, description = "No such gateway")))]
 pub(super) async fn purge(
     State(state): State<AppState>,
     Path(gw): Path<String>,
