@@ -219,12 +219,10 @@ impl ConfigClient {
     }
 
     /// Applies one purge to the response cache (on a blocking thread: it
-    /// may walk many entries) and says how many stored responses it
-    /// removed. Every purge sent is applied, even one with an id at or
-    /// below the last applied (the control plane sends each once; a lower
-    /// id means its store was restored, and applying twice only costs
-    /// misses). One this node cannot read is answered, removing nothing,
-    /// so the control plane does not wait on it.
+    /// walks the entries) and says how many stored responses it removed
+    /// (none for one the cache already applied). One this node cannot read
+    /// is answered too, removing nothing, so the control plane does not
+    /// wait on it.
     async fn purge(&self, purge: Purge) -> PurgeAck {
         let id = purge.id;
         let removed = match cache_purge(purge.target) {
