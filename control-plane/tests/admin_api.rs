@@ -821,7 +821,8 @@ async fn bad_credentials_and_auth_policies_are_refused_naming_the_field() {
         (json!([{"type": "scopes"}]), "policies[0].all_of"),
         (json!([{"type": "key-auth"}, {"type": "key-auth"}]), "policies[1]"),
         (json!([{"type": "scopes", "all_of": ["write"]}]), "policies"),
-        (json!([{"type": "cache"}]), "policies[0].type"),
+        (json!([{"type": "proxy-cache"}]), "policies[0].type"),
+        (json!([{"type": "cache", "methods": ["POST"]}]), "policies[0].methods[0]"),
     ];
     for (policies, field) in policy_cases {
         let mut route = users_route();

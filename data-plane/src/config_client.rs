@@ -219,8 +219,8 @@ impl ConfigClient {
     }
 
     /// Applies one purge to the response cache (on a blocking thread: it
-    /// walks the entries) and says how many stored responses it removed
-    /// (none for one the cache already applied). One this node cannot read
+    /// walks the entries) and says how many stored responses it removed.
+    /// One this node cannot read
     /// is answered too, removing nothing, so the control plane does not
     /// wait on it.
     async fn purge(&self, purge: Purge) -> PurgeAck {

@@ -3,8 +3,10 @@
 //! them stopped; one cut off from its control plane by a TCP proxy and
 //! reconnected), and stand-in nodes for what a real one cannot be made to
 //! do on demand (stay silent, resume after a given purge, talk to another
-//! replica). That a purge empties a data plane's cache is the cache's own
-//! tests' business; here each data plane must answer a purge by its id.
+//! replica). The data planes cache a route in front of a counting origin:
+//! each purge must empty exactly what it names, every `Vary` variant of a
+//! URL included, on every connected node, and each node must answer it by
+//! its id.
 
 #![allow(clippy::unwrap_used)] // test helpers, like #[test] bodies, may unwrap
 
@@ -12,6 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use portico_proto::v1::purge::Target;
+use portico_test_support::origin::Origin;
 use portico_test_support::process::binary;
 use portico_test_support::{ControlPlane, DataPlane, TcpProxy, TestDb, TestNode, eventually};
 use reqwest::{Method, StatusCode};
@@ -67,18 +70,50 @@ fn portico(cp: &ControlPlane, args: &[&str]) -> Run {
 async fn a_purge_reaches_every_connected_data_plane_and_names_the_stopped_one() {
     let db = TestDb::postgres().await;
     let cp = ControlPlane::start(&db.url).await;
+    let origin = Origin::start().await;
+    let config = json!({
+        "services": [{"name": "origin", "targets": [{"url": origin.url()}]}],
+        "routes": [{"name": "all", "service": "origin", "paths": ["/"], "policies": [{"type": "cache", "ttl_s": 600}]}],
+    });
+    let published = cp.admin(Method::PUT, "/api/v1/gateways/default/config").json(&config).send().await.unwrap();
+    assert_eq!(published.status(), StatusCode::OK);
     let mut planes = Vec::new();
     for node in ["dp-a", "dp-b", "dp-c"] {
         let dp = DataPlane::start(&cp.grpc_url, &cp.cluster_token, "default", node, None).await;
-        dp.wait_for_version(1).await;
+        dp.wait_for_version(2).await;
         planes.push(dp);
     }
     fleet_is(&cp, &[("dp-a", "in_sync"), ("dp-b", "in_sync"), ("dp-c", "in_sync")]).await;
     assert!(planes[2].terminate().success());
     fleet_is(&cp, &[("dp-a", "in_sync"), ("dp-b", "in_sync"), ("dp-c", "disconnected")]).await;
 
+    // On each live node: two Vary variants of one URL, two URLs under /users, one beside it, two tagged items.
+    let requests: [(&str, &str); 7] = [
+        ("/users/7?page=2&vary=accept-language", "de"),
+        ("/users/7?page=2&vary=accept-language", "fr"),
+        ("/users/8?x=1", "de"),
+        ("/users/8/orders", "de"),
+        ("/usersx", "de"),
+        ("/items/1?tag=user-7%20list", "de"),
+        ("/items/2?tag=other", "de"),
+    ];
+    for dp in &planes[..2] {
+        for (path, language) in requests {
+            assert_eq!(
+                cache_status(dp, path, language).await,
+                "Portico; fwd=uri-miss; fwd-status=200; ttl=600; stored"
+                    .replace("uri-miss", if language == "fr" { "vary-miss" } else { "uri-miss" })
+            );
+        }
+    }
     let mut last = 0;
-    for body in [json!({"url": "/users/7?page=2"}), json!({"prefix": "/users"}), json!({"tag": "user-7"})] {
+    // Each purge, how many it removes on each node, and the requests that then miss (and store again).
+    let purges = [
+        (json!({"url": "/users/7?page=2&vary=accept-language"}), 2, &requests[..2]),
+        (json!({"prefix": "/users"}), 4, &requests[..4]),
+        (json!({"tag": "user-7"}), 1, &requests[5..6]),
+    ];
+    for (body, removed, emptied) in purges {
         let (status, answer) = purge(&cp.admin_url, &cp.admin_token, &body, 10_000).await;
         assert_eq!(status, StatusCode::OK, "{body}: {answer}");
         let id = answer["id"].as_u64().unwrap();
@@ -88,12 +123,23 @@ async fn a_purge_reaches_every_connected_data_plane_and_names_the_stopped_one() 
         assert_eq!(
             answer,
             json!({
-                "id": id, "purge": body, "nodes": 3, "applied": 2, "removed": 0,
-                "applied_by": [{"node_id": "dp-a", "removed": 0}, {"node_id": "dp-b", "removed": 0}],
+                "id": id, "purge": body, "nodes": 3, "applied": 2, "removed": 2 * removed,
+                "applied_by": [{"node_id": "dp-a", "removed": removed}, {"node_id": "dp-b", "removed": removed}],
                 "not_applied": [{"node_id": "dp-c", "reason": "disconnected"}],
                 "timeout_ms": 10_000
             })
         );
+        for dp in &planes[..2] {
+            for (path, language) in emptied {
+                let status = cache_status(dp, path, language).await;
+                assert!(status.contains("-miss; fwd-status=200"), "{body} emptied {path} ({language}) on {}: {status}", dp.node_id);
+            }
+        }
+    }
+    for dp in &planes[..2] {
+        for (path, language) in [requests[4], requests[6]] {
+            assert!(cache_status(dp, path, language).await.contains("hit"), "{path} was not purged on {}", dp.node_id);
+        }
     }
     for dp in &planes[..2] {
         assert_eq!(applied_purges(dp).len(), 3, "{} logs each purge it applied:\n{}", dp.node_id, dp.logs());
@@ -127,6 +173,13 @@ async fn a_purge_reaches_every_connected_data_plane_and_names_the_stopped_one() 
         late.stdout
     );
     assert!(late.stderr.contains("but 1 connected data plane did not confirm it within 300 ms"), "{}", late.stderr);
+}
+
+/// The `Cache-Status` of a GET of `path` through `dp` with `Accept-Language: language`.
+async fn cache_status(dp: &DataPlane, path: &str, language: &str) -> String {
+    let response = reqwest::Client::new().get(format!("{}{path}", dp.proxy_url)).header("accept-language", language).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.headers()["cache-status"].to_str().unwrap().to_owned()
 }
 
 /// The ids of the purges `dp` logged as applied, in order.
