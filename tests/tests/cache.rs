@@ -102,12 +102,12 @@ async fn a_fresh_response_is_served_with_age_and_a_parseable_cache_status() {
     assert!(hit.hit && hit.fwd.is_none() && (59..=60).contains(&hit.ttl.unwrap()), "{hit:?}");
     assert!(headers["age"].to_str().unwrap().parse::<u64>().unwrap() <= 1);
     assert_eq!(origin.requests(), 1);
-    // A POST on the cached route goes upstream and says why.
-    let post = client().post(&url).send().await.unwrap();
-    assert_eq!(cache_status(post.headers()).fwd.as_deref(), Some("method"));
     assert_eq!(dp.metric("portico_cache_hits_total{route=\"cached\"}").await, Some(1.0));
     assert_eq!(dp.metric("portico_cache_misses_total{route=\"cached\"}").await, Some(1.0));
     assert!(dp.metric("portico_cache_stored_bytes{route=\"cached\"}").await.unwrap() > 0.0);
+    // A POST on the cached route goes upstream and says why.
+    let post = client().post(&url).send().await.unwrap();
+    assert_eq!(cache_status(post.headers()).fwd.as_deref(), Some("method"));
 }
 
 #[tokio::test]
@@ -214,7 +214,10 @@ async fn an_uncacheable_answer_releases_every_waiter_at_once() {
     let origin = Origin::start().await;
     let (_db, _cp, dp) = serve_config(&config(&origin, json!([{"type": "cache"}])), &[]).await;
     let url = format!("{}/c/hot?cc=no-store&delay=400", dp.proxy_url);
+    let started = std::time::Instant::now();
     let answers = futures::future::join_all((0..20).map(|_| get(&url, &[]))).await;
+    // Waiters wait at most 5 s (wait_ms): released by the leader's answer, all are done long before.
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
     assert!(answers.iter().all(|(status, _, _)| *status == StatusCode::OK));
     assert_eq!(origin.requests(), 20, "no-store: every request needs its own answer");
     // One leader, then the 19 waiters together: never one after another.
@@ -248,7 +251,10 @@ async fn stale_if_error_covers_a_stopped_upstream() {
     let origin = Origin::start().await;
     let (_db, _cp, dp) = serve_config(&config(&origin, json!([{"type": "cache", "stale_if_error_s": 60}])), &[]).await;
     let url = format!("{}/c/sie?cc=max-age%3D1", dp.proxy_url);
+    let strict = format!("{}/c/sie?cc=max-age%3D1%2C%20must-revalidate", dp.proxy_url);
     let (_, _, first) = get(&url, &[]).await;
+    let (_, headers, _) = get(&strict, &[]).await;
+    assert!(cache_status(&headers).stored);
     origin.stop();
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     let (status, headers, body) = get(&url, &[]).await;
@@ -258,9 +264,9 @@ async fn stale_if_error_covers_a_stopped_upstream() {
     assert_eq!((cache.fwd.as_deref(), cache.detail.as_deref()), (Some("stale"), Some("stale-if-error")), "{cache:?}");
     assert!(cache.ttl.unwrap() < 0);
     assert_eq!(dp.metric("portico_cache_stale_served_total{route=\"cached\"}").await, Some(1.0));
-    // Without the policy's window, the same failure is the gateway's error.
-    let other = format!("{}/c/sie?cc=max-age%3D1%2C%20must-revalidate", dp.proxy_url);
-    let (status, headers, _) = get(&other, &[]).await;
+    // must-revalidate forbids the policy's window, so the expired entry was
+    // of no more use (and gone): the same failure is the gateway's error.
+    let (status, headers, _) = get(&strict, &[]).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert_eq!(cache_status(&headers).detail.as_deref(), Some("upstream-error"));
 }
@@ -367,6 +373,69 @@ async fn the_key_takes_the_query_as_the_policy_says_and_sends_the_same_upstream(
     let (_, headers, _) = get(&format!("{}/c/q?cc=max-age%3D60&page=3", dp.proxy_url), &[]).await;
     assert!(!cache_status(&headers).hit);
     assert_eq!(origin.requests(), 2);
+}
+
+#[tokio::test]
+async fn an_unsafe_method_empties_the_url_and_head_is_stored_apart() {
+    let origin = Origin::start().await;
+    let (_db, _cp, dp) = serve_config(&config(&origin, json!([{"type": "cache"}])), &[]).await;
+    let url = format!("{}/c/doc?cc=max-age%3D600&tag=doc-1", dp.proxy_url);
+    let (_, headers, _) = get(&url, &[]).await;
+    assert!(headers.get("cache-tag").is_none(), "tags are for the cache, not for clients");
+    let head = client().head(&url).send().await.unwrap();
+    assert_eq!(cache_status(head.headers()).fwd.as_deref(), Some("uri-miss"), "HEAD has entries of its own");
+    let head = client().head(&url).send().await.unwrap();
+    assert!(cache_status(head.headers()).hit);
+    assert!(head.headers()["content-length"].to_str().unwrap().parse::<u64>().unwrap() > 0);
+    assert!(head.bytes().await.unwrap().is_empty());
+    let put = client().put(&url).body("new").send().await.unwrap();
+    assert_eq!(cache_status(put.headers()).fwd.as_deref(), Some("method"));
+    for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+        let after = client().request(method.clone(), &url).send().await.unwrap();
+        assert_eq!(cache_status(after.headers()).fwd.as_deref(), Some("uri-miss"), "{method} after PUT: RFC 9111 §4.4");
+    }
+    assert_eq!(origin.requests(), 5);
+}
+
+#[tokio::test]
+async fn a_request_with_no_store_is_not_stored_and_a_cold_conditional_reaches_the_origin() {
+    let origin = Origin::start().await;
+    let (_db, _cp, dp) = serve_config(&config(&origin, json!([{"type": "cache"}])), &[]).await;
+    let url = format!("{}/c/ns?cc=max-age%3D600&etag=v1", dp.proxy_url);
+    let (_, headers, _) = get(&url, &[("cache-control", "no-store")]).await;
+    assert_eq!(cache_status(&headers).detail.as_deref(), Some("request-no-store"));
+    let (status, headers, _) = get(&url, &[("if-none-match", "\"v1\"")]).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED, "nothing stored: the origin answers the client's validator");
+    assert_eq!(cache_status(&headers).fwd_status, Some(304));
+    let (_, headers, _) = get(&url, &[]).await;
+    assert!(cache_status(&headers).stored);
+    let (status, headers, _) = get(&url, &[("if-none-match", "W/\"v1\"")]).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED, "stored: answered from the cache");
+    assert!(cache_status(&headers).hit);
+    assert_eq!(origin.requests(), 3);
+}
+
+#[tokio::test]
+async fn request_transform_profiles_keep_their_entries_apart() {
+    let origin = Origin::start().await;
+    let policies = json!([
+        {"type": "request-transform", "when": {"header": "x-client", "equals": "mobile"},
+         "headers": {"remove": ["x-client"], "set": {"accept-language": "mobile-{header.x-lang}"}}},
+        {"type": "cache"}
+    ]);
+    let (_db, _cp, dp) = serve_config(&config(&origin, policies), &[]).await;
+    let url = format!("{}/c/p?cc=max-age%3D600", dp.proxy_url);
+    let (_, _, plain) = get(&url, &[]).await;
+    let (_, headers, mobile_de) = get(&url, &[("x-client", "mobile"), ("x-lang", "de")]).await;
+    assert_eq!(cache_status(&headers).fwd.as_deref(), Some("uri-miss"), "the mobile profile never gets the plain answer");
+    assert_eq!(serde_json::from_str::<Value>(&mobile_de).unwrap()["accept-language"], "mobile-de");
+    let (_, headers, mobile_fr) = get(&url, &[("x-client", "mobile"), ("x-lang", "fr")]).await;
+    assert!(!cache_status(&headers).hit, "a header the profile writes from the request is part of the key");
+    assert_eq!(serde_json::from_str::<Value>(&mobile_fr).unwrap()["accept-language"], "mobile-fr");
+    let (_, headers, again) = get(&url, &[]).await;
+    assert!(cache_status(&headers).hit);
+    assert_eq!(again, plain);
+    assert_eq!(origin.requests(), 3);
 }
 
 #[tokio::test]

@@ -34,8 +34,8 @@ use crate::metrics::RouteMetrics;
 use crate::ratelimit::{self, RequestFacts};
 use crate::router::normalize_path;
 use crate::runtime::{RouteEntry, Runtime};
-use crate::stage::cache::CacheRequest;
 use crate::stage::cache::status::{CACHE_STATUS, CacheStatus, Fwd};
+use crate::stage::cache::{CacheRequest, Profile};
 use crate::stage::cors::Cors;
 use crate::stage::values::RequestValues;
 use crate::state::NodeState;
@@ -201,7 +201,8 @@ async fn forward<'r>(
         auth: &runtime.auth,
         request_id,
     };
-    let request_shaper = stages.request.pick(&parts.headers, identity.as_ref());
+    let request_profile = stages.request.pick_indexed(&parts.headers, identity.as_ref());
+    let request_shaper = request_profile.map(|(_, shaper)| shaper);
     let request_rewrite = request_shaper.map(|shaper| shaper.prepare(path_and_query.path(), parts.uri.query(), &values)).transpose()?;
     let response_rewrite = stages.response.pick(&parts.headers, identity.as_ref()).map(|shaper| shaper.prepare(&values)).transpose()?;
     let mut body_shaper = None;
@@ -246,6 +247,7 @@ async fn forward<'r>(
                 rewritten,
                 consumer: identity.as_ref().map(Identity::consumer_id),
                 authorized,
+                profile: request_profile.map(|(index, shaper)| Profile { index, written: shaper.written() }),
             };
             // Boxed: the cache's futures would otherwise enlarge every request's future.
             Box::pin(cache.serve(&node.cache, runtime, route, request, prepared, body)).await.map_err(|failed| {

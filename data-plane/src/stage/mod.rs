@@ -57,12 +57,11 @@ impl Stages {
             _ => None,
         });
         stages.response = Profiles::compile(responses, ResponseShaper::compile)?;
-        // After the request profiles: the headers that pick one are part of the cache key.
         if let Some(policy) = policies.iter().find_map(|p| match p {
             Policy::Cache(policy) => Some(policy),
             _ => None,
         }) {
-            stages.cache = Some(CacheStage::compile(route, policy, stages.request.vary())?);
+            stages.cache = Some(CacheStage::compile(route, policy)?);
         }
         Ok(stages)
     }

@@ -86,7 +86,16 @@ impl<T> Profiles<T> {
 
     /// The profile for a request.
     pub fn pick(&self, headers: &HeaderMap, identity: Option<&Identity>) -> Option<&T> {
-        self.selected.iter().find(|(selector, _)| selector.holds(headers, identity)).map(|(_, shaper)| shaper).or(self.default.as_ref())
+        self.pick_indexed(headers, identity).map(|(_, shaper)| shaper)
+    }
+
+    /// [`Self::pick`], with the profile's place among the route's (the
+    /// default after the others).
+    pub fn pick_indexed(&self, headers: &HeaderMap, identity: Option<&Identity>) -> Option<(usize, &T)> {
+        match self.selected.iter().position(|(selector, _)| selector.holds(headers, identity)) {
+            Some(index) => Some((index, &self.selected[index].1)),
+            None => self.default.as_ref().map(|shaper| (self.selected.len(), shaper)),
+        }
     }
 
     /// The header names the choice depends on (`x-client, x-app`), if any.

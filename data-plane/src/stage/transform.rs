@@ -155,6 +155,9 @@ fn encode_query(text: &str) -> String {
 #[derive(Debug)]
 pub struct RequestShaper {
     headers: HeaderPlan,
+    /// The headers it writes (renamed to, set, added): their values are
+    /// part of a response cache key.
+    written: Vec<HeaderName>,
     query: Option<QueryPlan>,
     path: Option<Template>,
     /// The JSON body part, if any.
@@ -172,12 +175,23 @@ pub struct RequestRewrite {
 
 impl RequestShaper {
     pub fn compile(policy: &RequestTransformPolicy) -> Result<Self, String> {
+        let headers = HeaderPlan::compile(&policy.headers)?;
+        let renamed = headers.rename.iter().map(|(_, to)| to);
+        let mut written: Vec<HeaderName> = renamed.chain(headers.set.iter().chain(&headers.add).map(|(name, _)| name)).cloned().collect();
+        written.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        written.dedup();
         Ok(Self {
-            headers: HeaderPlan::compile(&policy.headers)?,
+            headers,
+            written,
             query: QueryPlan::compile(&policy.query)?,
             path: policy.path.as_deref().map(template).transpose()?,
             body: super::body::BodyShaper::compile_request(policy)?,
         })
+    }
+
+    /// The headers it writes.
+    pub fn written(&self) -> &[HeaderName] {
+        &self.written
     }
 
     /// Expands every template for the request (so a missing value is a

@@ -40,7 +40,7 @@ pub enum Joined {
 /// Held by the request fetching a key; dropping it releases the waiters.
 #[derive(Debug)]
 pub struct FlightGuard {
-    flights: Arc<super::ResponseCache>,
+    cache: Arc<super::ResponseCache>,
     key: Key,
 }
 
@@ -60,7 +60,7 @@ impl Flights {
             return Joined::Waiter(Waiting { landed: flight.landed.subscribe() });
         }
         running.insert(key, Arc::new(Flight { landed: watch::channel(false).0, waiters: AtomicU32::new(0) }));
-        Joined::Leader(FlightGuard { flights: cache.clone(), key })
+        Joined::Leader(FlightGuard { cache: cache.clone(), key })
     }
 
     /// Starts the flight of `key` only if none runs (a background refresh).
@@ -81,7 +81,7 @@ impl Waiting {
 
 impl Drop for FlightGuard {
     fn drop(&mut self) {
-        let flight = self.flights.flights.running.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.key);
+        let flight = self.cache.flights.running.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.key);
         if let Some(flight) = flight {
             flight.landed.send_replace(true);
         }

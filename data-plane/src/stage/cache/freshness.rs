@@ -2,8 +2,10 @@
 //! (§3, §3.5), how long it stays fresh (§4.2.1: `s-maxage` over `max-age`
 //! over `Expires`, then the policy's TTL, then heuristics only when asked),
 //! its age (§4.2.3), and how long it may be served stale (RFC 5861's
-//! `stale-while-revalidate` and `stale-if-error`, which `must-revalidate`
-//! and `proxy-revalidate` forbid). Pure functions over headers and times.
+//! `stale-while-revalidate` and `stale-if-error`: `must-revalidate` and
+//! `no-cache` forbid both; `proxy-revalidate` and `s-maxage`, which
+//! implies it, let only the response's own windows through, not the
+//! policy's). Pure functions over headers and times.
 
 use std::time::{Duration, SystemTime};
 
@@ -25,8 +27,8 @@ pub struct Directives {
     /// `private`, qualified or not.
     pub private: bool,
     pub public: bool,
-    /// `must-revalidate` or `proxy-revalidate`.
     pub must_revalidate: bool,
+    pub proxy_revalidate: bool,
     pub s_maxage: Option<Duration>,
     pub max_age: Option<Duration>,
     pub stale_while_revalidate: Option<Duration>,
@@ -57,7 +59,8 @@ impl Directives {
             "no-cache" => self.no_cache = true,
             "private" => self.private = true,
             "public" => self.public = true,
-            "must-revalidate" | "proxy-revalidate" => self.must_revalidate = true,
+            "must-revalidate" => self.must_revalidate = true,
+            "proxy-revalidate" => self.proxy_revalidate = true,
             "s-maxage" => self.s_maxage = least(self.s_maxage, seconds()),
             "max-age" => self.max_age = least(self.max_age, seconds()),
             "stale-while-revalidate" => self.stale_while_revalidate = least(self.stale_while_revalidate, seconds()),
@@ -128,9 +131,6 @@ pub struct Freshness {
     pub initial_age: Duration,
     pub stale_while_revalidate: Duration,
     pub stale_if_error: Duration,
-    /// Stale, it may not be served without revalidation (`must-revalidate`,
-    /// `proxy-revalidate`).
-    pub must_revalidate: bool,
     /// It may answer a request that carries `Authorization` (§3.5:
     /// `public`, `s-maxage` or `must-revalidate`).
     pub answers_authorized: bool,
@@ -183,10 +183,11 @@ pub fn assess(
     };
     let Some(lifetime) = lifetime else { return Err("no-freshness") };
     // The policy's stale windows stand in for the response's own, but not
-    // against `s-maxage`, which forbids serving stale (§5.2.2.10).
-    let policy_stale = |window: Duration| if directives.s_maxage.is_some() { Duration::ZERO } else { window };
-    let strict = directives.must_revalidate || directives.no_cache;
-    let (stale_while_revalidate, stale_if_error) = if strict {
+    // against `proxy-revalidate` or `s-maxage` (which implies it,
+    // §5.2.2.10): only the origin's own stale windows then apply.
+    let revalidate_when_shared = directives.proxy_revalidate || directives.s_maxage.is_some();
+    let policy_stale = |window: Duration| if revalidate_when_shared { Duration::ZERO } else { window };
+    let (stale_while_revalidate, stale_if_error) = if directives.must_revalidate || directives.no_cache {
         (Duration::ZERO, Duration::ZERO)
     } else {
         (
@@ -203,7 +204,6 @@ pub fn assess(
         initial_age: initial_age(headers, date, requested, received),
         stale_while_revalidate,
         stale_if_error,
-        must_revalidate: strict,
         answers_authorized,
     })
 }
@@ -324,6 +324,11 @@ mod tests {
             assert!(assess_now(&[("cache-control", allowing)], true, &NONE).unwrap().answers_authorized, "{allowing}");
         }
         assert!(!assess_now(&[("cache-control", "max-age=60")], false, &NONE).unwrap().answers_authorized);
+        assert_eq!(
+            assess_now(&[("cache-control", "max-age=60, proxy-revalidate")], true, &NONE).unwrap_err(),
+            "authorization",
+            "proxy-revalidate is not in §3.5's list"
+        );
     }
 
     #[test]
@@ -357,15 +362,18 @@ mod tests {
         assert!(f.covers_error(Duration::from_secs(299)) && !f.covers_error(Duration::from_secs(300)));
         let strict = assess_now(&[("cache-control", "max-age=10, must-revalidate, stale-if-error=60")], false, &policy).unwrap();
         assert_eq!((strict.stale_while_revalidate, strict.stale_if_error), (Duration::ZERO, Duration::ZERO));
-        let shared = assess_now(&[("cache-control", "s-maxage=10")], false, &policy).unwrap();
-        assert_eq!(shared.stale_if_error, Duration::ZERO, "s-maxage forbids the policy's stale windows");
+        for shared in ["s-maxage=10", "max-age=10, proxy-revalidate"] {
+            let f = assess_now(&[("cache-control", shared)], false, &policy).unwrap();
+            assert_eq!(f.stale_if_error, Duration::ZERO, "{shared} forbids the policy's stale windows");
+            let own = assess_now(&[("cache-control", &format!("{shared}, stale-if-error=20"))], false, &policy).unwrap();
+            assert_eq!(own.stale_if_error, Duration::from_secs(20), "{shared}: the response's own window stands");
+        }
     }
 
     #[test]
     fn no_cache_with_a_validator_is_stored_but_always_revalidated() {
         let f = assess_now(&[("cache-control", "no-cache"), ("etag", "\"v1\"")], false, &NONE).unwrap();
         assert_eq!(f.standing(Duration::ZERO), Standing::Stale(Duration::ZERO));
-        assert!(f.must_revalidate);
         assert_eq!(f.useful_for(true), Duration::from_secs(60));
     }
 }

@@ -33,6 +33,8 @@ pub struct KeyParts<'a> {
     pub headers: Vec<(&'a str, Vec<&'a [u8]>)>,
     /// The authenticated consumer, when the key is per consumer.
     pub consumer: Option<&'a str>,
+    /// The request-transform profile that shaped the upstream request.
+    pub profile: Option<usize>,
 }
 
 impl KeyParts<'_> {
@@ -54,6 +56,8 @@ impl KeyParts<'_> {
             }
         }
         optional(&mut out, self.consumer.map(str::as_bytes));
+        let profile = self.profile.map(|index| u64::try_from(index).unwrap_or(u64::MAX).to_be_bytes());
+        optional(&mut out, profile.as_ref().map(|index| &index[..]));
         out
     }
 
@@ -153,12 +157,14 @@ mod tests {
             target: None,
             headers: vec![],
             consumer: None,
+            profile: None,
         };
         let shifted = KeyParts { path: "/a?x=1", query: None, ..base.clone() };
         let header_split = KeyParts { headers: vec![("accept", vec![b"a, b"])], ..base.clone() };
         let header_lines = KeyParts { headers: vec![("accept", vec![b"a", b" b"])], ..base.clone() };
         let consumer = KeyParts { consumer: Some(""), ..base.clone() };
-        let keys = [&base, &shifted, &header_split, &header_lines, &consumer].map(KeyParts::digest);
+        let profile = KeyParts { profile: Some(0), ..base.clone() };
+        let keys = [&base, &shifted, &header_split, &header_lines, &consumer, &profile].map(KeyParts::digest);
         for (i, a) in keys.iter().enumerate() {
             for b in &keys[i + 1..] {
                 assert_ne!(a, b);
@@ -195,6 +201,7 @@ mod tests {
             target: p.3.as_deref(),
             headers: p.4.iter().map(|(n, v)| (n.as_str(), v.iter().map(String::as_bytes).collect())).collect(),
             consumer: p.5.as_deref(),
+            profile: None,
         }
         .encode()
     }

@@ -28,15 +28,16 @@ use http::{Method, Response, StatusCode};
 use http_body_util::Full;
 use portico_shared::model::policy::cache::{CachePolicy, QueryKey};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use self::flight::{Flights, Joined};
-use self::freshness::{Defaults, Freshness, Refusal, Standing, assess};
+use self::freshness::{Defaults, Directives, Freshness, Refusal, Standing, assess};
 use self::key::{KeyParts, normalize_query};
 use self::metrics::CacheMetrics;
 use self::record::{Pending, Recording};
 use self::status::{CACHE_STATUS, CacheStatus, Fwd};
 pub use self::store::ResponseCache;
-use self::store::{Found, Resource, Variant, VaryValues, tags, vary_names, vary_value};
+use self::store::{Found, Resource, UrlId, Variant, VaryValues, tags, vary_names, vary_value};
 use crate::backend::proxy::{ClientBody, Prepared};
 use crate::body::ResponseBody;
 use crate::error::ProxyError;
@@ -52,8 +53,7 @@ pub struct CacheStage {
     defaults: Defaults,
     status_ttl: Vec<(u16, Duration)>,
     query: Arc<QueryKey>,
-    /// The policy's key headers, the headers request profiles are picked
-    /// by, and `Range` when partial responses are stored.
+    /// The policy's key headers, and `Range` when partial responses are stored.
     key_headers: Vec<HeaderName>,
     per_consumer: bool,
     ranges: bool,
@@ -84,22 +84,31 @@ pub struct CacheRequest<'a> {
     pub consumer: Option<&'a str>,
     /// The client sent `Authorization`.
     pub authorized: bool,
+    /// The request-transform profile that shaped the upstream request.
+    pub profile: Option<Profile<'a>>,
+}
+
+/// A request-transform profile as the key takes it: which one of the
+/// route's it is, and the headers it writes (their values, as the
+/// upstream gets them, are part of the key: they may come from claims or
+/// other headers).
+#[derive(Clone, Copy)]
+pub struct Profile<'a> {
+    pub index: usize,
+    pub written: &'a [HeaderName],
 }
 
 impl CacheStage {
-    /// Compiles `policy` for route `route`, whose request profiles are
-    /// picked by the headers `profile_headers` (`x-client, x-app`).
-    pub fn compile(route: &Arc<str>, policy: &CachePolicy, profile_headers: Option<&HeaderValue>) -> Result<Self, String> {
+    /// Compiles `policy` for route `route`.
+    pub fn compile(route: &Arc<str>, policy: &CachePolicy) -> Result<Self, String> {
         let canonical = serde_json::to_vec(policy).map_err(|e| format!("cache policy: {e}"))?;
         let scope = Sha256::new().chain_update(route.as_bytes()).chain_update([0]).chain_update(&canonical).finalize().into();
         let ranges = policy.statuses.contains(&206);
-        let profiled = profile_headers.and_then(|v| v.to_str().ok()).into_iter().flat_map(|v| v.split(',')).map(str::trim);
         let mut key_headers: Vec<HeaderName> = policy
             .key
             .headers
             .iter()
             .map(String::as_str)
-            .chain(profiled)
             .chain(ranges.then_some("range"))
             .filter(|name| !name.is_empty())
             .map(|name| HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|_| format!("cache key header '{name}'")))
@@ -167,12 +176,18 @@ impl CacheStage {
         body: ClientBody,
         forwarded: &mut Option<Fwd>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
+        let query = normalize_query(&self.query, request.query);
         let bypass = !cache.stores() || (!self.ranges && prepared.headers.contains_key(header::RANGE));
         if bypass || !self.methods.contains(&prepared.method) {
             let fwd = *forwarded.insert(if bypass { Fwd::Bypass } else { Fwd::Method });
-            return Ok(self.passed(crate::proxy::fetch(route, prepared, body).await?, fwd));
+            let unsafe_method = !prepared.method.is_safe();
+            let response = crate::proxy::fetch(route, prepared, body).await?;
+            if unsafe_method && !response.status().is_client_error() && !response.status().is_server_error() {
+                // RFC 9111 §4.4: a change through an unsafe method invalidates what is stored of the URL.
+                cache.invalidate_url(&self.url_id(&request, query.as_deref()));
+            }
+            return Ok(self.passed(response, fwd));
         }
-        let query = normalize_query(&self.query, request.query);
         if !request.rewritten && query.as_deref() != request.query {
             // The upstream is sent the query the key holds.
             let target = match &query {
@@ -182,7 +197,8 @@ impl CacheStage {
             prepared.path_and_query = target.parse().map_err(|_| ProxyError::BadRequest("the request target cannot be forwarded"))?;
         }
         let key = self.key_parts(&request, query.as_deref(), &prepared).digest();
-        let conditional = Conditional::take(&mut prepared.headers);
+        // Kept in the request: on a miss the upstream may answer them with `304`.
+        let conditional = Conditional::read(&prepared.headers);
         let head = prepared.method == Method::HEAD;
         let (fwd, stale) = match cache.find(&key, &prepared.headers, request.authorized) {
             Found::Variant(variant) => match variant.freshness.standing(variant.age(Instant::now())) {
@@ -193,7 +209,8 @@ impl CacheStage {
                 Standing::ServeWhileRevalidating(stale) => {
                     if let Some(guard) = Flights::lead(cache, key) {
                         let refresh = Refresh::new(runtime, route, &request, &prepared, key, variant.clone(), guard);
-                        tokio::spawn(refresh.run(cache.clone()));
+                        let span = tracing::debug_span!("cache_refresh", route = %route.name);
+                        tokio::spawn(refresh.run(cache.clone()).instrument(span));
                     }
                     self.metrics.stale.increment(1);
                     let status = CacheStatus::hit(-stale_seconds(stale)).detail("stale-while-revalidate");
@@ -205,7 +222,6 @@ impl CacheStage {
             Found::NotForRequest => (Fwd::Request, None),
             Found::UriMiss => (Fwd::UriMiss, None),
         };
-        self.metrics.misses.increment(1);
         *forwarded = Some(fwd);
         let guard = match Flights::join(cache, key, self.max_waiters) {
             Joined::Leader(guard) => {
@@ -233,6 +249,7 @@ impl CacheStage {
             }
             Joined::Alone => None,
         };
+        self.metrics.misses.increment(1);
         let upstream = Upstream { cache, route, key, fwd, authorized: request.authorized, guard };
         let resource = self.resource(&request, query.as_deref());
         self.fetch(upstream, resource, prepared, body, stale, &conditional).await
@@ -251,6 +268,11 @@ impl CacheStage {
         stale: Option<Arc<Variant>>,
         conditional: &Conditional,
     ) -> Result<Response<ResponseBody>, ProxyError> {
+        let began = upstream.cache.generation();
+        if stale.is_some() {
+            // The cache revalidates with its own validators; the client's are answered from the result.
+            Conditional::remove(&mut prepared.headers);
+        }
         let request_headers = prepared.headers.clone();
         if let Some(stale) = &stale {
             for (validator, condition) in [(header::ETAG, header::IF_NONE_MATCH), (header::LAST_MODIFIED, header::IF_MODIFIED_SINCE)] {
@@ -287,7 +309,8 @@ impl CacheStage {
             return Ok(match assess(&headers, upstream.authorized, &defaults, requested, received) {
                 Ok(freshness) => {
                     let ttl = seconds(freshness.lifetime) - seconds(freshness.initial_age);
-                    let refreshed = upstream.cache.refresh(&upstream.key, stale, headers, freshness).unwrap_or_else(|| stale.clone());
+                    let refreshed =
+                        upstream.cache.refresh(&upstream.key, stale, headers, freshness, began).unwrap_or_else(|| stale.clone());
                     answer(&refreshed, CacheStatus { stored: true, ttl: Some(ttl), ..cache_status }, conditional, head)
                 }
                 Err(refusal) => answer(stale, cache_status.detail(refusal), conditional, head),
@@ -308,7 +331,8 @@ impl CacheStage {
                     freshness,
                     stored_at: Instant::now(),
                 };
-                let pending = Pending::new(upstream.cache.clone(), upstream.key, resource, variant, self.max_entry_bytes, upstream.guard);
+                let pending =
+                    Pending::new(upstream.cache.clone(), upstream.key, (resource, variant), self.max_entry_bytes, began, upstream.guard);
                 response = response.map(|body| ResponseBody::Recorded(Box::new(Recording::new(body, pending))));
             }
             // Not stored: the guard goes now, and every waiter with it.
@@ -331,6 +355,10 @@ impl CacheStage {
         let status = response.status().as_u16();
         if !self.statuses.contains(&status) {
             return Err("status");
+        }
+        if Directives::parse(request).no_store {
+            // RFC 9111 §5.2.1.5: nothing of a request with `no-store` is stored.
+            return Err("request-no-store");
         }
         let names = vary_names(response.headers()).map_err(|_| "vary-star")?;
         let length = response.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
@@ -357,6 +385,7 @@ impl CacheStage {
     }
 
     fn key_parts<'a>(&'a self, request: &'a CacheRequest<'_>, query: Option<&'a str>, prepared: &'a Prepared<'_>) -> KeyParts<'a> {
+        let written = request.profile.map_or(&[][..], |profile| profile.written);
         KeyParts {
             scope: &self.scope,
             method: prepared.method.as_str(),
@@ -367,15 +396,34 @@ impl CacheStage {
             headers: self
                 .key_headers
                 .iter()
+                .chain(written)
                 .map(|name| (name.as_str(), prepared.headers.get_all(name).iter().map(HeaderValue::as_bytes).collect()))
                 .collect(),
             consumer: request.consumer.filter(|_| self.per_consumer),
+            profile: request.profile.map(|profile| profile.index),
         }
+    }
+
+    /// The URL a request names, as the route's entries are filed under it.
+    fn url_id(&self, request: &CacheRequest<'_>, query: Option<&str>) -> UrlId {
+        KeyParts {
+            scope: &self.scope,
+            method: "",
+            host: request.host,
+            path: request.path,
+            query,
+            target: None,
+            headers: Vec::new(),
+            consumer: None,
+            profile: None,
+        }
+        .digest()
     }
 
     fn resource(&self, request: &CacheRequest<'_>, query: Option<&str>) -> Resource {
         Resource {
             scope: self.scope,
+            url: self.url_id(request, query),
             host: request.host.into(),
             path: request.path.into(),
             query: query.map(Into::into),
@@ -450,8 +498,8 @@ fn merge_304(stored: &HeaderMap, fresh: &HeaderMap, tag_header: &HeaderName) -> 
     merged
 }
 
-/// The client's own validators, kept from the upstream request (the cache
-/// revalidates with its own) and answered from the stored response.
+/// The client's own validators: answered from a stored response; sent
+/// upstream on a miss, not when the cache revalidates with its own.
 #[derive(Debug, Default)]
 struct Conditional {
     if_none_match: Option<HeaderValue>,
@@ -459,8 +507,16 @@ struct Conditional {
 }
 
 impl Conditional {
-    fn take(headers: &mut HeaderMap) -> Self {
-        Self { if_none_match: headers.remove(header::IF_NONE_MATCH), if_modified_since: headers.remove(header::IF_MODIFIED_SINCE) }
+    fn read(headers: &HeaderMap) -> Self {
+        Self {
+            if_none_match: headers.get(header::IF_NONE_MATCH).cloned(),
+            if_modified_since: headers.get(header::IF_MODIFIED_SINCE).cloned(),
+        }
+    }
+
+    fn remove(headers: &mut HeaderMap) {
+        headers.remove(header::IF_NONE_MATCH);
+        headers.remove(header::IF_MODIFIED_SINCE);
     }
 
     /// Whether `variant` answers the client with `304` (RFC 9110 §13.1.2,
@@ -544,6 +600,8 @@ impl Refresh {
             rewritten: self.rewritten,
             consumer: self.consumer.as_deref(),
             authorized: self.authorized,
+            // The key is made already.
+            profile: None,
         };
         let query: Option<Cow<'_, str>> = normalize_query(&stage.query, request.query);
         let prepared = Prepared {

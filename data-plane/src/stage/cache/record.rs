@@ -1,6 +1,7 @@
 //! Storing a response as it streams to the client: its frames go on
-//! unchanged while a copy collects, up to the policy's `max_entry_bytes`.
-//! A body that grows past the cap is let go (the copy is dropped, the
+//! unchanged while a copy collects, up to the policy's `max_entry_bytes`
+//! and within the store's copy budget ([`ResponseCache::reserve_copy`]).
+//! A body that grows past either is let go (the copy is dropped, the
 //! client gets the rest as it comes); a body cut short (client gone,
 //! upstream error) is not stored. The entry is stored once the body has
 //! ended, and only then are the requests waiting for it released.
@@ -34,22 +35,34 @@ pub struct Pending {
     /// The resource and variant (its body empty until the end).
     entry: Option<(Resource, Variant)>,
     limit: usize,
+    /// The store's generation when the fetch began.
+    began: u64,
     /// Released after the entry is stored (or found unfit).
     _guard: Option<FlightGuard>,
-    copy: BytesMut,
+    copied: BytesMut,
     complete: bool,
 }
 
 impl Pending {
+    /// `began`: the store's [`ResponseCache::generation`] when the fetch began.
     pub fn new(
         cache: Arc<ResponseCache>,
         key: Key,
-        resource: Resource,
-        variant: Variant,
+        (resource, variant): (Resource, Variant),
         limit: usize,
+        began: u64,
         guard: Option<FlightGuard>,
     ) -> Self {
-        Self { cache, key, entry: Some((resource, variant)), limit, _guard: guard, copy: BytesMut::new(), complete: false }
+        Self { cache, key, entry: Some((resource, variant)), limit, began, _guard: guard, copied: BytesMut::new(), complete: false }
+    }
+
+    /// Copies `data`; `false` when it would pass the entry cap or the copy budget.
+    fn copy(&mut self, data: &Bytes) -> bool {
+        let fits = self.copied.len() + data.len() <= self.limit && self.cache.reserve_copy(data.len() as u64);
+        if fits {
+            self.copied.extend_from_slice(data);
+        }
+        fits
     }
 }
 
@@ -73,13 +86,11 @@ impl Recording {
         let frame = Pin::new(&mut self.body).poll_frame(cx);
         match &frame {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(pending), Some(data)) = (&mut self.pending, frame.data_ref()) {
-                    if pending.copy.len() + data.len() > pending.limit {
-                        // Too large to keep: let it stream, store nothing, release the waiters now.
-                        self.pending = None;
-                    } else {
-                        pending.copy.extend_from_slice(data);
-                    }
+                if let (Some(pending), Some(data)) = (&mut self.pending, frame.data_ref())
+                    && !pending.copy(data)
+                {
+                    // Too large to keep: let it stream, store nothing, release the waiters now.
+                    self.pending = None;
                 }
                 if self.body.is_end_stream() {
                     self.ended();
@@ -103,9 +114,10 @@ impl Recording {
 
 impl Drop for Pending {
     fn drop(&mut self) {
+        let copied = std::mem::take(&mut self.copied).freeze();
+        self.cache.release_copy(copied.len() as u64);
         if let Some((resource, variant)) = self.entry.take().filter(|_| self.complete) {
-            let body = std::mem::take(&mut self.copy).freeze();
-            self.cache.store(self.key, resource, Variant { body, ..variant });
+            self.cache.store(self.key, resource, Variant { body: copied, ..variant }, self.began);
         }
         // The guard drops after the store, so waiters find the entry.
     }
