@@ -317,21 +317,33 @@ async fn a_response_over_the_entry_cap_streams_through_unstored() {
 #[tokio::test]
 async fn memory_stays_under_the_cap_after_ten_thousand_entries() {
     let origin = Origin::start().await;
-    let (_db, _cp, dp) = serve_config(&config(&origin, json!([{"type": "cache"}])), &["--cache-memory-mb", "1"]).await;
+    let (_db, _cp, dp) = serve_config(&config(&origin, json!([{"type": "cache"}])), &["--cache-memory-mb", "4"]).await;
     let client = client();
-    futures::stream::iter(0..10_000)
-        .for_each_concurrent(16, |i| {
-            let (client, url) = (client.clone(), format!("{}/c/m{i}?cc=max-age%3D600&size=1000", dp.proxy_url));
-            async move {
-                let response = client.get(url).send().await.unwrap();
-                assert_eq!(response.bytes().await.unwrap().len(), 1_000);
-            }
+    let fill = |range: std::ops::Range<usize>| {
+        let client = &client;
+        let proxy = &dp.proxy_url;
+        futures::stream::iter(range).for_each_concurrent(16, move |i| async move {
+            let response = client.get(format!("{proxy}/c/m{i}?cc=max-age%3D600&size=10000")).send().await.unwrap();
+            assert_eq!(response.bytes().await.unwrap().len(), 10_000);
         })
-        .await;
+    };
+    // Warm up to the cap, then measure what 9,000 more entries (90 MB of bodies) add.
+    fill(0..1_000).await;
+    let before = resident_bytes(dp.pid());
+    fill(1_000..10_000).await;
+    let grown = resident_bytes(dp.pid()).saturating_sub(before);
     let stored = dp.metric("portico_cache_stored_bytes{route=\"cached\"}").await.unwrap();
-    assert!(stored > 500_000.0 && stored <= 1_048_576.0, "stored {stored} bytes with a 1 MiB cap");
+    assert!(stored > 2_000_000.0 && stored <= 4.0 * 1_048_576.0, "stored {stored} bytes with a 4 MiB cap");
+    assert!(grown < 24 * 1_048_576, "the node grew by {grown} bytes while 90 MB passed through a 4 MiB cache");
     let evicted = dp.metric("portico_cache_evictions_total{route=\"cached\",cause=\"size\"}").await.unwrap();
-    assert!(evicted > 8_000.0, "{evicted} evicted");
+    assert!(evicted > 9_000.0, "{evicted} evicted");
+}
+
+/// A process's resident memory, from `/proc`.
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib = status.lines().find_map(|line| line.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches("kB").trim();
+    kib.parse::<u64>().unwrap() * 1024
 }
 
 #[tokio::test]
