@@ -35,6 +35,8 @@ pub struct ResponseCache {
     /// maintenance runs).
     held: Arc<AtomicU64>,
     pub(super) flights: Flights,
+    /// The purge cursor plus one (the last purge applied, or the control
+    /// plane's last [`ResponseCache::purge_cursor`]); 0 while there is none.
     last_purge: AtomicU64,
     /// Scopes of the config being served (entries of others are dropped).
     scopes: Mutex<HashSet<[u8; 32]>>,
@@ -297,7 +299,7 @@ impl ResponseCache {
     /// even one whose id is lower than the last (a replaced store counts
     /// from 1 again).
     pub fn purge(&self, id: u64, purge: &CachePurge) -> u64 {
-        self.last_purge.store(id, Ordering::SeqCst);
+        self.last_purge.store(id.saturating_add(1), Ordering::SeqCst);
         let target = match purge.target() {
             Ok(target) => target,
             Err(error) => {
@@ -326,9 +328,22 @@ impl ResponseCache {
         removed
     }
 
-    /// The last purge applied, 0 when none.
-    pub fn last_purge(&self) -> u64 {
-        self.last_purge.load(Ordering::SeqCst)
+    /// The purge cursor: the last purge applied or cursor given, `None`
+    /// while there is none (the cache is new).
+    pub fn last_purge(&self) -> Option<u64> {
+        self.last_purge.load(Ordering::SeqCst).checked_sub(1)
+    }
+
+    /// The control plane's purge cursor: every purge up to `id` is behind
+    /// this node (it will not be sent them); nothing is removed for them.
+    /// The first cursor drops what was stored before it, though: responses
+    /// fetched before the node connected (served from its config cache)
+    /// may predate purges it will never be sent.
+    pub fn purge_cursor(&self, id: u64) {
+        if self.last_purge.swap(id.saturating_add(1), Ordering::SeqCst) == 0 {
+            self.entries.invalidate_all();
+            self.entries.run_pending_tasks();
+        }
     }
 
     /// The config now served has these scopes: entries of any other are
@@ -461,7 +476,7 @@ mod tests {
         assert_eq!(cache.purge(5, &CachePurge::Tag("product-7".into())), 1);
         assert!(!stored(&cache, [1; 32], "de") && stored(&cache, [1; 32], "fr"));
         assert_eq!(cache.purge(2, &CachePurge::Tag("product-9".into())), 0);
-        assert_eq!(cache.last_purge(), 2, "the last applied, even when a replaced store counts from 1 again");
+        assert_eq!(cache.last_purge(), Some(2), "the last applied, even when a replaced store counts from 1 again");
     }
 
     #[test]
