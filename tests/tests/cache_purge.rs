@@ -1,12 +1,13 @@
 //! Cache purges from the admin API (and `portico cache purge`) to every
 //! data plane: the real `portico-cp` with real `portico-dp` (three, one of
-//! them stopped; one cut off from its control plane by a TCP proxy and
-//! reconnected), and stand-in nodes for what a real one cannot be made to
-//! do on demand (stay silent, resume after a given purge, talk to another
-//! replica). The data planes cache a route in front of a counting origin:
-//! each purge must empty exactly what it names, every `Vary` variant of a
-//! URL included, on every connected node, and each node must answer it by
-//! its id.
+//! them stopped; one cut off from its control plane by a TCP proxy before
+//! it applied any purge, and reconnected; one restarted while its control
+//! plane was away), and stand-in nodes for what a real one cannot be made
+//! to do on demand (stay silent, say a given purge cursor or none, restart
+//! while a purge waits for it, talk to another replica). The data planes
+//! cache a route in front of a counting origin: each purge must empty
+//! exactly what it names, every `Vary` variant of a URL included, on every
+//! connected node, and each node must answer it by its id.
 
 #![allow(clippy::unwrap_used)] // test helpers, like #[test] bodies, may unwrap
 
