@@ -727,6 +727,8 @@ async fn openapi_documents_every_endpoint() {
     assert_eq!(schemas["Route"]["allOf"][0]["$ref"], "#/components/schemas/RouteBackend", "{}", schemas["Route"]);
     let proxy = &schemas["RouteBackend"]["oneOf"][0];
     assert_eq!((&proxy["required"], proxy["properties"]["service"]["type"].as_str()), (&json!(["service"]), Some("string")), "{proxy}");
+    let connected_after = &schemas["PurgeOutcome"]["properties"]["connected_after"];
+    assert!(connected_after["description"].as_str().is_some_and(|d| d.contains("never sent the purge")), "{connected_after}");
     let error_body = &doc["components"]["schemas"]["ErrorBody"];
     assert!(error_body["properties"]["errors"].is_object(), "every problem of an error is documented: {error_body}");
 }
