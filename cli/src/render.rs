@@ -146,7 +146,7 @@ pub(crate) fn fleet(fleet: &Value) -> String {
 }
 
 /// What became of a cache purge: how many data planes applied it, then
-/// each one that did not, with why.
+/// each one that did not, with why, and each that connected after it.
 pub(crate) fn purge(answer: &Value) -> String {
     let target = answer["purge"].as_object().and_then(|purge| purge.iter().next()).map(|(kind, value)| format!("{kind} {}", text(value)));
     let mut out = format!("purge {} ({})", answer["id"], target.unwrap_or_default());
@@ -160,13 +160,14 @@ pub(crate) fn purge(answer: &Value) -> String {
     let _ = writeln!(out, ": applied by {applied} of {nodes} {planes}, {} {responses} removed", answer["removed"]);
     for node in answer["not_applied"].as_array().into_iter().flatten() {
         let why = match node["reason"].as_str() {
-            Some("disconnected") => {
-                "disconnected (it gets the purge when it reconnects, unless it restarted with an empty cache)".to_owned()
-            }
+            Some("disconnected") => "disconnected (it gets the purge when it reconnects; a restarted one starts past it)".to_owned(),
             Some("no_answer") => format!("no answer within {} ms", answer["timeout_ms"]),
             _ => text(&node["reason"]),
         };
         let _ = writeln!(out, "  {}: {why}", text(&node["node_id"]));
+    }
+    for node in answer["connected_after"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "  {}: connected after the purge (its cache holds nothing older; nothing to apply)", text(&node["node_id"]));
     }
     out
 }
@@ -230,15 +231,17 @@ mod tests {
     #[test]
     fn a_purge_says_how_many_applied_it_and_why_the_others_did_not() {
         let answer = json!({
-            "id": 7, "purge": {"url": "/users/7"}, "nodes": 3, "applied": 1, "removed": 1, "timeout_ms": 5000,
+            "id": 7, "purge": {"url": "/users/7"}, "nodes": 4, "applied": 1, "removed": 1, "timeout_ms": 5000,
             "applied_by": [{"node_id": "a", "removed": 1}],
-            "not_applied": [{"node_id": "b", "reason": "disconnected"}, {"node_id": "c", "reason": "no_answer"}]
+            "not_applied": [{"node_id": "b", "reason": "disconnected"}, {"node_id": "c", "reason": "no_answer"}],
+            "connected_after": [{"node_id": "d"}]
         });
         let rendered = purge(&answer);
         let lines: Vec<&str> = rendered.lines().collect();
-        assert_eq!(lines[0], "purge 7 (url /users/7): applied by 1 of 3 data planes, 1 stored response removed");
+        assert_eq!(lines[0], "purge 7 (url /users/7): applied by 1 of 4 data planes, 1 stored response removed");
         assert!(lines[1].starts_with("  b: disconnected"), "{rendered}");
         assert_eq!(lines[2], "  c: no answer within 5000 ms");
+        assert_eq!(lines[3], "  d: connected after the purge (its cache holds nothing older; nothing to apply)");
         let nobody = json!({"id": 8, "purge": {"tag": "t"}, "nodes": 0, "applied": 0, "removed": 0, "applied_by": [], "not_applied": []});
         assert_eq!(purge(&nobody), "purge 8 (tag t): no data plane of this gateway is known\n");
     }

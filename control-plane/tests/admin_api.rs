@@ -533,20 +533,22 @@ async fn a_cache_purge_answers_which_nodes_applied_it_and_why_the_others_did_not
     assert_eq!(
         empty.json(),
         json!({"id": first, "purge": {"prefix": "/users"}, "nodes": 0, "applied": 0, "removed": 0, "applied_by": [], "not_applied": [],
-               "timeout_ms": 5000}),
+               "connected_after": [], "timeout_ms": 5000}),
         "with no data plane there is nobody to wait for"
     );
 
-    for (node, session) in [("quick", "s1"), ("silent", "s2"), ("gone", "s3")] {
+    for (node, session) in [("quick", "s1"), ("silent", "s2"), ("gone", "s3"), ("restarted", "s4")] {
         api.store.node_connected(&hello(node, session)).await.unwrap();
     }
     api.store.node_seen(DEFAULT_GATEWAY, "gone", "s3", false).await.unwrap();
-    // "quick" answers as its stream would record it, on whichever replica holds it.
+    // "quick" answers as its stream would record it, on whichever replica
+    // holds it; "restarted" reconnects with a new cache, started past the purge.
     let store = api.store.clone();
     let quick = tokio::spawn(async move {
         loop {
             if let Some(purge) = store.purges_after(DEFAULT_GATEWAY, first).await.unwrap().first() {
                 store.record_purge_ack(DEFAULT_GATEWAY, "quick", purge.id, 4).await.unwrap();
+                store.node_connected(&NodeHello { purge_cursor: Some(purge.id), ..hello("restarted", "s5") }).await.unwrap();
                 return purge.id;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -559,9 +561,10 @@ async fn a_cache_purge_answers_which_nodes_applied_it_and_why_the_others_did_not
     assert_eq!(
         reply.json(),
         json!({
-            "id": id, "purge": {"url": "/users/7"}, "nodes": 3, "applied": 1, "removed": 4,
+            "id": id, "purge": {"url": "/users/7"}, "nodes": 4, "applied": 1, "removed": 4,
             "applied_by": [{"node_id": "quick", "removed": 4}],
             "not_applied": [{"node_id": "gone", "reason": "disconnected"}, {"node_id": "silent", "reason": "no_answer"}],
+            "connected_after": [{"node_id": "restarted"}],
             "timeout_ms": 300
         })
     );
@@ -724,6 +727,8 @@ async fn openapi_documents_every_endpoint() {
     assert_eq!(schemas["Route"]["allOf"][0]["$ref"], "#/components/schemas/RouteBackend", "{}", schemas["Route"]);
     let proxy = &schemas["RouteBackend"]["oneOf"][0];
     assert_eq!((&proxy["required"], proxy["properties"]["service"]["type"].as_str()), (&json!(["service"]), Some("string")), "{proxy}");
+    let connected_after = &schemas["PurgeOutcome"]["properties"]["connected_after"];
+    assert!(connected_after["description"].as_str().is_some_and(|d| d.contains("never sent the purge")), "{connected_after}");
     let error_body = &doc["components"]["schemas"]["ErrorBody"];
     assert!(error_body["properties"]["errors"].is_object(), "every problem of an error is documented: {error_body}");
 }

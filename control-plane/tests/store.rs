@@ -123,10 +123,12 @@ async fn nodes_track_acks_and_nacks(db: TestDb) {
         hash: String::new(),
         software_version: "0.1.0".into(),
         session_id: "s1".into(),
+        purge_cursor: Some(5),
     };
     store.node_connected(&hello).await.unwrap();
     let node = &store.nodes(DEFAULT_GATEWAY).await.unwrap()[0];
     assert!(node.connected);
+    assert_eq!(node.purge_cursor, Some(5), "the cursor its new cache was given");
     assert_eq!((node.acked_version, node.labels.get("zone").map(String::as_str)), (None, Some("a")));
 
     store.node_acked(DEFAULT_GATEWAY, "dp-1", 1, "h1").await.unwrap();
@@ -138,12 +140,18 @@ async fn nodes_track_acks_and_nacks(db: TestDb) {
 
     store.node_seen(DEFAULT_GATEWAY, "dp-1", "s1", false).await.unwrap();
     assert!(!store.nodes(DEFAULT_GATEWAY).await.unwrap()[0].connected);
-    store.node_connected(&NodeHello { version: 1, hash: "h1".into(), session_id: "s2".into(), ..hello }).await.unwrap();
+    store
+        .node_connected(&NodeHello { version: 1, hash: "h1".into(), session_id: "s2".into(), purge_cursor: None, ..hello.clone() })
+        .await
+        .unwrap();
     let nodes = store.nodes(DEFAULT_GATEWAY).await.unwrap();
     assert_eq!(nodes.len(), 1, "reconnecting updates the same node");
     assert!(nodes[0].connected);
+    assert_eq!(nodes[0].purge_cursor, Some(5), "resuming after a purge keeps the cursor its cache was started at");
     store.node_seen(DEFAULT_GATEWAY, "dp-1", "s1", false).await.unwrap();
     assert!(store.nodes(DEFAULT_GATEWAY).await.unwrap()[0].connected, "the old stream's late disconnect leaves the new one alone");
+    store.node_connected(&NodeHello { session_id: "s3".into(), purge_cursor: Some(9), ..hello }).await.unwrap();
+    assert_eq!(store.nodes(DEFAULT_GATEWAY).await.unwrap()[0].purge_cursor, Some(9), "a restarted node's new cache");
 }
 
 async fn nodes_are_removed_when_gone_but_not_while_live(db: TestDb) {

@@ -5,7 +5,10 @@
 //! snapshot to the cache; heartbeats at the control plane's interval.
 //! Cache purges arrive on the same stream, in order: each is applied to
 //! the response cache and answered with a PurgeAck saying how many stored
-//! responses it removed.
+//! responses it removed. The hello says the cache's purge cursor (the last
+//! purge applied or cursor given), none while the cache is new: the control
+//! plane then gives it a PurgeCursor first, and the cache, given its first,
+//! drops what it stored before connecting.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,7 +16,7 @@ use std::time::Duration;
 
 use portico_proto::v1::config_discovery_client::ConfigDiscoveryClient;
 use portico_proto::v1::{
-    Ack, Heartbeat, Hello, Nack, NodeMessage, Purge, PurgeAck, Snapshot as WireSnapshot, control_message, node_message, purge,
+    Ack, Heartbeat, Hello, Nack, NodeMessage, Purge, PurgeAck, PurgeCursor, Snapshot as WireSnapshot, control_message, node_message, purge,
 };
 use portico_shared::Snapshot;
 use portico_shared::model::policy::cache::CachePurge;
@@ -182,6 +185,7 @@ impl ConfigClient {
                             let ack = self.purge(purge).await;
                             send(&outbound, node_message::Message::PurgeAck(ack)).await?;
                         }
+                        Some(control_message::Message::PurgeCursor(cursor)) => self.purge_cursor(cursor).await,
                         Some(control_message::Message::Heartbeat(beat)) if beat.interval_ms > 0 => {
                             let wanted = Duration::from_millis(u64::from(beat.interval_ms)).clamp(MIN_HEARTBEAT, MAX_HEARTBEAT);
                             if wanted != interval {
@@ -250,6 +254,16 @@ impl ConfigClient {
             }
         };
         PurgeAck { id, removed }
+    }
+
+    /// Takes the control plane's purge cursor (on a blocking thread: the
+    /// first one empties the cache).
+    async fn purge_cursor(&self, PurgeCursor { id }: PurgeCursor) {
+        let cache = self.node.cache.clone();
+        match tokio::task::spawn_blocking(move || cache.purge_cursor(id)).await {
+            Ok(()) => tracing::info!(purge = id, "cache purge cursor taken: the purges after it will be sent"),
+            Err(e) => tracing::error!(purge = id, error = %e, "taking the cache purge cursor failed"),
+        }
     }
 
     /// Decodes and compiles on a blocking thread, away from request handling.

@@ -1,5 +1,5 @@
 //! A gRPC client that stands in for a data plane: says hello, receives
-//! snapshots and cache purges, answers ACK, NACK or PurgeAck, and
+//! snapshots, cache purges and purge cursors, answers ACK, NACK or PurgeAck, and
 //! heartbeats in the background like a real node until dropped.
 
 use std::time::Duration;
@@ -29,7 +29,7 @@ impl Drop for TestNode {
 
 impl TestNode {
     /// Connects and says hello with the given version and hash (0 and "" for
-    /// none), as a node whose cache is new.
+    /// none), as a node whose cache is new (no purge cursor).
     pub async fn connect(
         grpc_url: &str,
         token: &str,
@@ -38,10 +38,11 @@ impl TestNode {
         version: u64,
         hash: &str,
     ) -> Result<Self, tonic::Status> {
-        Self::connect_after_purge(grpc_url, token, node_id, gateway, version, hash, 0).await
+        Self::connect_after_purge(grpc_url, token, node_id, gateway, version, hash, None).await
     }
 
-    /// Like [`TestNode::connect`], as a node whose cache last applied purge `purge_id`.
+    /// Like [`TestNode::connect`], saying `purge_id` as its purge cursor
+    /// (`None`: a new cache).
     pub async fn connect_after_purge(
         grpc_url: &str,
         token: &str,
@@ -49,7 +50,7 @@ impl TestNode {
         gateway: &str,
         version: u64,
         hash: &str,
-        purge_id: u64,
+        purge_id: Option<u64>,
     ) -> Result<Self, tonic::Status> {
         let mut client =
             ConfigDiscoveryClient::connect(grpc_url.to_owned()).await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
@@ -95,6 +96,11 @@ impl TestNode {
             _ => None,
         })
         .await
+    }
+
+    /// The next message of any kind, heartbeats included; `None` if none comes within `within`.
+    pub async fn next_message(&mut self, within: Duration) -> Option<control_message::Message> {
+        self.next(within, Some).await
     }
 
     /// The next message that `pick` takes, within `within`.

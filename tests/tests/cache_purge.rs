@@ -1,24 +1,28 @@
 //! Cache purges from the admin API (and `portico cache purge`) to every
 //! data plane: the real `portico-cp` with real `portico-dp` (three, one of
-//! them stopped; one cut off from its control plane by a TCP proxy and
-//! reconnected), and stand-in nodes for what a real one cannot be made to
-//! do on demand (stay silent, resume after a given purge, talk to another
-//! replica). The data planes cache a route in front of a counting origin:
-//! each purge must empty exactly what it names, every `Vary` variant of a
-//! URL included, on every connected node, and each node must answer it by
-//! its id.
+//! them stopped; one cut off from its control plane by a TCP proxy before
+//! it applied any purge, and reconnected; one restarted while its control
+//! plane was away), and stand-in nodes for what a real one cannot be made
+//! to do on demand (stay silent, say a given purge cursor or none, restart
+//! while a purge waits for it, talk to another replica). The data planes
+//! cache a route in front of a counting origin: each purge must empty
+//! exactly what it names, every `Vary` variant of a URL included, on every
+//! connected node, and each node must answer it by its id.
 
 #![allow(clippy::unwrap_used)] // test helpers, like #[test] bodies, may unwrap
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
+use portico_proto::v1::PurgeCursor;
+use portico_proto::v1::control_message::Message;
 use portico_proto::v1::purge::Target;
 use portico_test_support::origin::Origin;
 use portico_test_support::process::binary;
 use portico_test_support::{ControlPlane, DataPlane, TcpProxy, TestDb, TestNode, eventually};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use tokio::process::Command;
 
 const DEADLINE: Duration = Duration::from_secs(15);
 
@@ -54,7 +58,7 @@ struct Run {
     stderr: String,
 }
 
-fn portico(cp: &ControlPlane, args: &[&str]) -> Run {
+async fn portico(cp: &ControlPlane, args: &[&str]) -> Run {
     let output = Command::new(binary("portico"))
         .args(args)
         .env("PORTICO_ADMIN_URL", &cp.admin_url)
@@ -62,21 +66,29 @@ fn portico(cp: &ControlPlane, args: &[&str]) -> Run {
         .env_remove("PORTICO_GATEWAY")
         .stdin(Stdio::null())
         .output()
+        .await
         .unwrap();
     Run { code: output.status.code(), stdout: String::from_utf8(output.stdout).unwrap(), stderr: String::from_utf8(output.stderr).unwrap() }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_purge_reaches_every_connected_data_plane_and_names_the_stopped_one() {
-    let db = TestDb::postgres().await;
-    let cp = ControlPlane::start(&db.url).await;
-    let origin = Origin::start().await;
+/// Publishes one route caching everything from `origin` for ten minutes (version 2).
+async fn cache_everything(cp: &ControlPlane, origin: &Origin) {
     let config = json!({
         "services": [{"name": "origin", "targets": [{"url": origin.url()}]}],
         "routes": [{"name": "all", "service": "origin", "paths": ["/"], "policies": [{"type": "cache", "ttl_s": 600}]}],
     });
     let published = cp.admin(Method::PUT, "/api/v1/gateways/default/config").json(&config).send().await.unwrap();
     assert_eq!(published.status(), StatusCode::OK);
+}
+
+const STORED: &str = "Portico; fwd=uri-miss; fwd-status=200; ttl=600; stored";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_purge_reaches_every_connected_data_plane_and_names_the_stopped_one() {
+    let db = TestDb::postgres().await;
+    let cp = ControlPlane::start(&db.url).await;
+    let origin = Origin::start().await;
+    cache_everything(&cp, &origin).await;
     let mut planes = Vec::new();
     for node in ["dp-a", "dp-b", "dp-c"] {
         let dp = DataPlane::start(&cp.grpc_url, &cp.cluster_token, "default", node, None).await;
@@ -101,8 +113,7 @@ async fn a_purge_reaches_every_connected_data_plane_and_names_the_stopped_one() 
         for (path, language) in requests {
             assert_eq!(
                 cache_status(dp, path, language).await,
-                "Portico; fwd=uri-miss; fwd-status=200; ttl=600; stored"
-                    .replace("uri-miss", if language == "fr" { "vary-miss" } else { "uri-miss" })
+                STORED.replace("uri-miss", if language == "fr" { "vary-miss" } else { "uri-miss" })
             );
         }
     }
@@ -125,7 +136,7 @@ async fn a_purge_reaches_every_connected_data_plane_and_names_the_stopped_one() 
             json!({
                 "id": id, "purge": body, "nodes": 3, "applied": 2, "removed": 2 * removed,
                 "applied_by": [{"node_id": "dp-a", "removed": removed}, {"node_id": "dp-b", "removed": removed}],
-                "not_applied": [{"node_id": "dp-c", "reason": "disconnected"}],
+                "not_applied": [{"node_id": "dp-c", "reason": "disconnected"}], "connected_after": [],
                 "timeout_ms": 10_000
             })
         );
@@ -145,27 +156,27 @@ async fn a_purge_reaches_every_connected_data_plane_and_names_the_stopped_one() 
         assert_eq!(applied_purges(dp).len(), 3, "{} logs each purge it applied:\n{}", dp.node_id, dp.logs());
     }
 
-    let text = portico(&cp, &["cache", "purge", "--url", "/users/7"]);
+    let text = portico(&cp, &["cache", "purge", "--url", "/users/7"]).await;
     assert_eq!(text.code, Some(0), "{}", text.stderr);
     let lines: Vec<&str> = text.stdout.lines().collect();
     assert!(
         lines[0].starts_with("purge ") && lines[0].ends_with("(url /users/7): applied by 2 of 3 data planes, 0 stored responses removed")
     );
     assert!(lines[1].starts_with("  dp-c: disconnected"), "{}", text.stdout);
-    let json = portico(&cp, &["cache", "purge", "--tag", "user-7", "--json"]);
+    let json = portico(&cp, &["cache", "purge", "--tag", "user-7", "--json"]).await;
     assert_eq!(json.code, Some(0), "{}", json.stderr);
     let answer: Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!((answer["purge"].clone(), answer["applied"].as_u64()), (json!({"tag": "user-7"}), Some(2)), "{answer}");
-    let both = portico(&cp, &["cache", "purge", "--url", "/a", "--prefix", "/b"]);
+    let both = portico(&cp, &["cache", "purge", "--url", "/a", "--prefix", "/b"]).await;
     assert_eq!(both.code, Some(1), "one target per purge: {}", both.stderr);
-    let refused = portico(&cp, &["cache", "purge", "--url", "users/7"]);
+    let refused = portico(&cp, &["cache", "purge", "--url", "users/7"]).await;
     assert_eq!(refused.code, Some(1));
     assert!(refused.stderr.contains("400 Bad Request: url: "), "{}", refused.stderr);
 
     // A connected node that does not answer fails the command (exit 3), named with why.
     let _silent = TestNode::connect(&cp.grpc_url, &cp.cluster_token, "silent", "default", 0, "").await.unwrap();
     fleet_is(&cp, &[("dp-a", "in_sync"), ("dp-b", "in_sync"), ("dp-c", "disconnected"), ("silent", "behind")]).await;
-    let late = portico(&cp, &["cache", "purge", "--prefix", "/users", "--timeout-ms", "300"]);
+    let late = portico(&cp, &["cache", "purge", "--prefix", "/users", "--timeout-ms", "300"]).await;
     assert_eq!(late.code, Some(3), "{}\n{}", late.stdout, late.stderr);
     assert!(
         late.stdout.contains("applied by 2 of 4 data planes") && late.stdout.contains("  silent: no answer within 300 ms"),
@@ -195,28 +206,92 @@ fn applied_purges(dp: &DataPlane) -> Vec<u64> {
 async fn a_data_plane_that_kept_running_applies_the_purge_it_missed_when_it_reconnects() {
     let db = TestDb::sqlite();
     let cp = ControlPlane::start(&db.url).await;
+    let origin = Origin::start().await;
+    cache_everything(&cp, &origin).await;
     let grpc = cp.grpc_url.trim_start_matches("http://").parse().unwrap();
     let proxy = TcpProxy::start(grpc).await;
     let dp = DataPlane::start(&format!("http://{}", proxy.addr), &cp.cluster_token, "default", "dp", None).await;
-    dp.wait_for_version(1).await;
-    let (_, first) = purge(&cp.admin_url, &cp.admin_token, &json!({"url": "/a"}), 10_000).await;
-    assert_eq!(first["applied"], 1, "{first}");
+    dp.wait_for_version(2).await;
+    // The node has applied no purge when it is cut off.
+    for path in ["/users/7", "/usersx"] {
+        assert_eq!(cache_status(&dp, path, "de").await, STORED);
+        assert!(cache_status(&dp, path, "de").await.contains("hit"), "{path} is stored");
+    }
 
     proxy.cut();
     fleet_is(&cp, &[("dp", "disconnected")]).await;
-    let (_, missed) = purge(&cp.admin_url, &cp.admin_token, &json!({"prefix": "/b"}), 10_000).await;
+    let (_, missed) = purge(&cp.admin_url, &cp.admin_token, &json!({"prefix": "/users"}), 10_000).await;
     assert_eq!(missed["not_applied"], json!([{"node_id": "dp", "reason": "disconnected"}]), "{missed}");
+    assert!(cache_status(&dp, "/users/7", "de").await.contains("hit"), "cut off, the node still serves what it stored");
     proxy.restore();
-    let expected = vec![first["id"].as_u64().unwrap(), missed["id"].as_u64().unwrap()];
-    eventually("the data plane to apply the purge it missed, and only that one", DEADLINE, || async {
-        (applied_purges(&dp) == expected).then_some(())
-    })
-    .await;
+    let expected = vec![missed["id"].as_u64().unwrap()];
+    eventually("the data plane to apply the purge it missed", DEADLINE, || async { (applied_purges(&dp) == expected).then_some(()) }).await;
     fleet_is(&cp, &[("dp", "in_sync")]).await;
+    assert_eq!(cache_status(&dp, "/users/7", "de").await, STORED, "the missed purge emptied it");
+    assert!(cache_status(&dp, "/usersx", "de").await.contains("hit"), "reconnecting keeps what no purge named");
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_node_gets_the_purges_it_missed_while_disconnected_and_a_new_one_only_later_ones_from_any_replica() {
+async fn a_data_plane_started_while_its_control_plane_was_away_drops_what_it_stored_before_connecting() {
+    let db = TestDb::sqlite();
+    let cp = ControlPlane::start(&db.url).await;
+    let origin = Origin::start().await;
+    cache_everything(&cp, &origin).await;
+    let grpc = cp.grpc_url.trim_start_matches("http://").parse().unwrap();
+    let proxy = TcpProxy::start(grpc).await;
+    let control_plane = format!("http://{}", proxy.addr);
+    let config_cache = tempfile::tempdir().unwrap();
+    let mut first = DataPlane::start(&control_plane, &cp.cluster_token, "default", "dp", Some(config_cache.path())).await;
+    first.wait_for_version(2).await;
+    assert!(first.terminate().success());
+
+    // Restarted while the control plane is unreachable, the node serves its cached config and caches.
+    proxy.cut();
+    let dp = DataPlane::start(&control_plane, &cp.cluster_token, "default", "dp", Some(config_cache.path())).await;
+    dp.wait_for_version(2).await;
+    assert_eq!(cache_status(&dp, "/users/7", "de").await, STORED);
+    let (_, purged) = purge(&cp.admin_url, &cp.admin_token, &json!({"url": "/users/7"}), 0).await;
+    assert_eq!(purged["not_applied"], json!([{"node_id": "dp", "reason": "disconnected"}]), "{purged}");
+
+    // Connecting with a new cache, it is started past that purge and never sent it, so it drops what it stored before.
+    proxy.restore();
+    eventually("what the data plane stored before connecting to be gone", DEADLINE, || async {
+        (cache_status(&dp, "/users/7", "de").await == STORED).then_some(())
+    })
+    .await;
+    assert!(applied_purges(&dp).is_empty(), "the purge was not sent:\n{}", dp.logs());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_that_connects_after_a_purge_is_reported_apart_and_not_waited_for() {
+    let db = TestDb::sqlite();
+    let cp = ControlPlane::start(&db.url).await;
+    let mut rolling = TestNode::connect(&cp.grpc_url, &cp.cluster_token, "rolling", "default", 0, "").await.unwrap();
+    fleet_is(&cp, &[("rolling", "behind")]).await;
+
+    // The node restarts (a rolling restart) while a purge waits for it: it never answers the purge.
+    let cli = portico(&cp, &["cache", "purge", "--url", "/users/7", "--timeout-ms", "20000"]);
+    let restart = async {
+        let purge = rolling.next_purge(DEADLINE).await.expect("the purge reaches the node");
+        drop(std::mem::replace(
+            &mut rolling,
+            TestNode::connect(&cp.grpc_url, &cp.cluster_token, "rolling", "default", 0, "").await.unwrap(),
+        ));
+        let first = rolling.next_message(DEADLINE).await;
+        assert_eq!(first, Some(Message::PurgeCursor(PurgeCursor { id: purge.id })), "a new cache starts past the purge");
+        std::time::Instant::now()
+    };
+    let (run, restarted) = tokio::join!(cli, restart);
+    assert!(restarted.elapsed() < Duration::from_secs(10), "the answer did not wait for the timeout");
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(lines[0].ends_with("(url /users/7): applied by 0 of 1 data plane, 0 stored responses removed"), "{}", run.stdout);
+    assert_eq!(lines[1], "  rolling: connected after the purge (its cache holds nothing older; nothing to apply)");
+    assert!(rolling.next_purge(Duration::from_millis(300)).await.is_none(), "it is never sent the purge");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_resumes_after_its_purge_cursor_and_a_new_cache_is_given_one_first_on_any_replica() {
     let db = TestDb::postgres().await;
     let a = ControlPlane::start(&db.url).await;
     let b = ControlPlane::start_with(&db.url, &a.admin_token, &a.cluster_token).await;
@@ -225,19 +300,31 @@ async fn a_node_gets_the_purges_it_missed_while_disconnected_and_a_new_one_only_
     let (first, second) = (first["id"].as_u64().unwrap(), second["id"].as_u64().unwrap());
 
     // Replica B holds the streams; replica A takes the purges.
-    let connect =
-        |node: &'static str, purge_id: u64| TestNode::connect_after_purge(&b.grpc_url, &b.cluster_token, node, "default", 0, "", purge_id);
-    let mut resumed = connect("resumed", first).await.unwrap();
+    let connect = |node: &'static str, purge_id: Option<u64>| {
+        TestNode::connect_after_purge(&b.grpc_url, &b.cluster_token, node, "default", 0, "", purge_id)
+    };
+    let mut resumed = connect("resumed", Some(first)).await.unwrap();
     let missed = resumed.next_purge(DEADLINE).await.expect("the purge it missed while disconnected");
     assert_eq!((missed.id, missed.target), (second, Some(Target::Prefix("/two".into()))));
-    let mut fresh = connect("fresh", 0).await.unwrap();
-    // A purge id this store never issued (the database was replaced): the node starts afresh.
-    let mut foreign = connect("foreign", second + 1_000_000).await.unwrap();
-    fleet_is(&a, &[("foreign", "behind"), ("fresh", "behind"), ("resumed", "behind")]).await;
+    // A cursor of 0 is a cursor: every purge after it.
+    let mut zero = connect("zero", Some(0)).await.unwrap();
+    for (id, target) in [(first, Target::Url("/one".into())), (second, Target::Prefix("/two".into()))] {
+        let next = zero.next_purge(DEADLINE).await.expect("every purge after 0");
+        assert_eq!((next.id, next.target), (id, Some(target)));
+    }
+    // A new cache (no cursor), or a purge id this store never issued (the
+    // database was replaced), is given a cursor before anything else.
+    let mut fresh = connect("fresh", None).await.unwrap();
+    let mut foreign = connect("foreign", Some(second + 1_000_000)).await.unwrap();
+    for node in [&mut fresh, &mut foreign] {
+        let message = node.next_message(DEADLINE).await;
+        assert_eq!(message, Some(Message::PurgeCursor(PurgeCursor { id: second })), "{} starts past the purges so far", node.node_id);
+    }
+    fleet_is(&a, &[("foreign", "behind"), ("fresh", "behind"), ("resumed", "behind"), ("zero", "behind")]).await;
 
     let (admin_url, token) = (a.admin_url.clone(), a.admin_token.clone());
     let answer = tokio::spawn(async move { purge(&admin_url, &token, &json!({"tag": "t"}), 10_000).await });
-    for (node, removed) in [(&mut resumed, 1), (&mut fresh, 2), (&mut foreign, 3)] {
+    for (node, removed) in [(&mut resumed, 1), (&mut zero, 2), (&mut fresh, 3), (&mut foreign, 4)] {
         let next = node.next_purge(DEADLINE).await.unwrap_or_else(|| panic!("{} gets the new purge", node.node_id));
         assert!(next.id > second, "{} is sent nothing older: {next:?}", node.node_id);
         assert_eq!(next.target, Some(Target::Tag("t".into())));
@@ -245,7 +332,7 @@ async fn a_node_gets_the_purges_it_missed_while_disconnected_and_a_new_one_only_
     }
     let (status, answer) = answer.await.unwrap();
     assert_eq!(status, StatusCode::OK, "{answer}");
-    assert_eq!((answer["applied"].as_u64(), answer["removed"].as_u64()), (Some(3), Some(6)), "{answer}");
-    assert_eq!(answer["not_applied"], json!([]));
+    assert_eq!((answer["applied"].as_u64(), answer["removed"].as_u64()), (Some(4), Some(10)), "{answer}");
+    assert_eq!((&answer["not_applied"], &answer["connected_after"]), (&json!([]), &json!([])), "{answer}");
     assert!(resumed.next_purge(Duration::from_millis(300)).await.is_none(), "each purge is sent once");
 }

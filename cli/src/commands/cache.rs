@@ -2,7 +2,8 @@
 //! gateway (`POST …/cache/purge`) and says how many applied it. A connected
 //! data plane that does not confirm it in time fails the command (exit 3);
 //! disconnected ones are listed but do not (one that kept running gets the
-//! purge when it reconnects, a restarted one started with an empty cache).
+//! purge when it reconnects, a restarted one starts past it), nor do those
+//! that connected after it (their caches hold nothing older).
 
 use clap::Subcommand;
 use serde_json::{Value, json};

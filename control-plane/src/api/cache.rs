@@ -5,8 +5,10 @@
 //! applied it, reading their answers from the store (a node may be
 //! connected to another control-plane replica). Nodes that did not apply
 //! it are listed with the reason; a disconnected one that kept running is
-//! sent the purge when it reconnects, a restarted one starts with an empty
-//! cache. A purge is not config: it publishes no version.
+//! sent the purge when it reconnects. A node whose new cache was started
+//! past the purge (it connected after it, say restarted in a rolling
+//! deploy) is never sent it: it is not waited for and is listed apart. A
+//! purge is not config: it publishes no version.
 
 use std::time::Duration;
 
@@ -61,8 +63,8 @@ pub struct PurgeOutcome {
     pub id: u64,
     /// What was purged.
     pub purge: CachePurge,
-    /// The data planes it concerns: those of the gateway's fleet view,
-    /// connected or not (`applied` plus the entries of `not_applied`).
+    /// The data planes of the gateway's fleet view, connected or not:
+    /// `applied` plus the entries of `not_applied` and `connected_after`.
     pub nodes: u64,
     /// How many data planes applied it.
     pub applied: u64,
@@ -72,6 +74,12 @@ pub struct PurgeOutcome {
     pub applied_by: Vec<NodeApplied>,
     /// Each data plane that did not, by node id, and why.
     pub not_applied: Vec<NodeNotApplied>,
+    /// Each data plane that connected with a new cache after the purge was
+    /// recorded, by node id: the control plane started its cache past the
+    /// purge (it dropped what it held before connecting), so it holds
+    /// nothing the purge would remove. It is never sent the purge and does
+    /// not answer it; the answer does not wait for it.
+    pub connected_after: Vec<NodeConnectedAfter>,
     /// How long the answer waited at most for connected data planes.
     pub timeout_ms: u64,
 }
@@ -82,6 +90,12 @@ pub struct NodeApplied {
     pub node_id: String,
     /// Stored responses the purge removed on this node.
     pub removed: u64,
+}
+
+/// A data plane whose cache started after a purge: it needs not apply it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeConnectedAfter {
+    pub node_id: String,
 }
 
 /// A data plane that did not apply a purge (yet).
@@ -96,8 +110,9 @@ pub struct NodeNotApplied {
 #[serde(rename_all = "snake_case")]
 pub enum NotAppliedReason {
     /// Not connected (the fleet view's `disconnected`): if it kept running
-    /// it gets the purge when it reconnects; if it restarted, its cache
-    /// started empty.
+    /// it gets the purge when it reconnects; if it restarted, its new cache
+    /// is started past the purge when it connects, dropping what it stored
+    /// before.
     Disconnected,
     /// Connected, but it had not confirmed the purge within `timeout_ms`;
     /// it still gets it, in order.
@@ -108,13 +123,13 @@ pub enum NotAppliedReason {
 ///
 /// The body names exactly one of `url` (every stored variant of that URL),
 /// `prefix` (everything under a path) or `tag` (every response tagged so).
-/// The answer says how many data planes applied it, and why the others
-/// did not.
+/// The answer says how many data planes applied it, which connected after
+/// it (and need not), and why the others did not.
 #[utoipa::path(post, path = "/api/v1/gateways/{gw}/cache/purge", tag = "cache",
     params(("gw" = String, Path, description = "Gateway name"), PurgeParams),
     request_body = CachePurge,
     responses(
-        (status = 200, body = PurgeOutcome, description = "Sent to every connected data plane; the answer says which applied it within `timeout_ms` and lists the others"),
+        (status = 200, body = PurgeOutcome, description = "Sent to every connected data plane; the answer says which applied it within `timeout_ms`, which connected after it, and lists the others"),
         (status = 400, body = ErrorBody, description = "No target, several, or a bad value: the field is named"),
         (status = 404, body = ErrorBody, description = "No such gateway")))]
 pub(super) async fn purge(
@@ -137,7 +152,9 @@ pub(super) async fn purge(
         let acks = state.store.purge_acks(id).await?;
         let nodes = state.store.nodes(&gw).await?;
         let stale_before = stale_before(&state);
-        let waiting = nodes.iter().any(|node| is_live(node, stale_before) && !acks.iter().any(|ack| ack.node_id == node.node_id));
+        let waiting = nodes
+            .iter()
+            .any(|node| is_live(node, stale_before) && !connected_after(node, id) && !acks.iter().any(|ack| ack.node_id == node.node_id));
         let now = Instant::now();
         if !waiting || now >= deadline {
             let live = |node: &NodeRecord| is_live(node, stale_before);
@@ -164,8 +181,14 @@ fn purge_of(body: Map<String, Value>) -> Result<CachePurge, ApiError> {
     Ok(purge)
 }
 
-/// The answer: every node that applied the purge, and every node of the
-/// fleet view that did not, disconnected or silent.
+/// Whether `node`'s cache was started past purge `id`.
+fn connected_after(node: &NodeRecord, id: u64) -> bool {
+    node.purge_cursor.is_some_and(|cursor| cursor >= id)
+}
+
+/// The answer: every node that applied the purge, every node of the fleet
+/// view whose cache started past it, and every other, disconnected or
+/// silent.
 fn outcome(
     id: u64,
     purge: CachePurge,
@@ -174,9 +197,12 @@ fn outcome(
     nodes: &[NodeRecord],
     live: impl Fn(&NodeRecord) -> bool,
 ) -> PurgeOutcome {
-    let not_applied: Vec<NodeNotApplied> = nodes
-        .iter()
-        .filter(|node| !acks.iter().any(|ack| ack.node_id == node.node_id))
+    let (after, others): (Vec<&NodeRecord>, Vec<&NodeRecord>) =
+        nodes.iter().filter(|node| !acks.iter().any(|ack| ack.node_id == node.node_id)).partition(|node| connected_after(node, id));
+    let connected_after: Vec<NodeConnectedAfter> =
+        after.into_iter().map(|node| NodeConnectedAfter { node_id: node.node_id.clone() }).collect();
+    let not_applied: Vec<NodeNotApplied> = others
+        .into_iter()
         .map(|node| NodeNotApplied {
             node_id: node.node_id.clone(),
             reason: if live(node) { NotAppliedReason::NoAnswer } else { NotAppliedReason::Disconnected },
@@ -186,11 +212,12 @@ fn outcome(
     PurgeOutcome {
         id,
         purge,
-        nodes: (applied_by.len() + not_applied.len()) as u64,
+        nodes: (applied_by.len() + not_applied.len() + connected_after.len()) as u64,
         applied: applied_by.len() as u64,
         removed: applied_by.iter().map(|node| node.removed).sum(),
         applied_by,
         not_applied,
+        connected_after,
         timeout_ms,
     }
 }
@@ -223,8 +250,8 @@ mod tests {
     }
 
     #[test]
-    fn the_answer_counts_appliers_and_lists_the_others_with_their_reason() {
-        let node = |id: &str, connected: bool| NodeRecord {
+    fn the_answer_counts_appliers_lists_nodes_started_past_it_apart_and_the_others_with_their_reason() {
+        let node = |id: &str, connected: bool, purge_cursor: Option<u64>| NodeRecord {
             gateway: "default".into(),
             node_id: id.into(),
             labels: Default::default(),
@@ -237,12 +264,24 @@ mod tests {
             nacked_at: None,
             connected_at: chrono::Utc::now(),
             last_seen: chrono::Utc::now(),
+            purge_cursor,
         };
         let ack = |id: &str, removed| PurgeAckRecord { node_id: id.into(), removed, applied_at: chrono::Utc::now() };
-        let nodes = [node("a", true), node("b", true), node("c", false), node("d", true)];
+        let nodes = [
+            node("a", true, None),
+            node("b", true, Some(7)),
+            node("c", false, None),
+            node("d", true, Some(6)),
+            node("e", true, Some(7)),
+            node("f", false, Some(9)),
+        ];
         let answer = outcome(7, CachePurge::Tag("t".into()), 5_000, vec![ack("a", 3), ack("b", 2)], &nodes, |n| n.connected);
-        assert_eq!((answer.nodes, answer.applied, answer.removed), (4, 2, 5));
+        assert_eq!((answer.nodes, answer.applied, answer.removed), (6, 2, 5));
+        let applied: Vec<&str> = answer.applied_by.iter().map(|n| n.node_id.as_str()).collect();
+        assert_eq!(applied, ["a", "b"], "an answer counts, whatever the node's cursor");
         let not_applied: Vec<(&str, NotAppliedReason)> = answer.not_applied.iter().map(|n| (n.node_id.as_str(), n.reason)).collect();
-        assert_eq!(not_applied, [("c", NotAppliedReason::Disconnected), ("d", NotAppliedReason::NoAnswer)]);
+        assert_eq!(not_applied, [("c", NotAppliedReason::Disconnected), ("d", NotAppliedReason::NoAnswer)], "d started before the purge");
+        let after: Vec<&str> = answer.connected_after.iter().map(|n| n.node_id.as_str()).collect();
+        assert_eq!(after, ["e", "f"], "caches started at or past the purge, connected or not");
     }
 }

@@ -163,6 +163,7 @@ mod tests {
             nacked_at: None,
             connected_at: Utc::now(),
             last_seen: Utc::now(),
+            purge_cursor: None,
         }
     }
 

@@ -12,7 +12,7 @@ mod refusals;
 mod retention;
 mod stream;
 
-pub use hub::{Hub, Latest};
+pub use hub::Hub;
 pub use listener::follow_store;
 pub use retention::{NODE_RETENTION, PURGE_RETENTION, forget_old_records};
 pub use stream::{ConfigStreams, NODE_STALE_AFTER_HEARTBEATS};

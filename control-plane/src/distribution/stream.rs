@@ -5,10 +5,13 @@
 //! heartbeats are recorded for the fleet view.
 //!
 //! Cache purges travel on the same stream, in id order: every purge of the
-//! gateway recorded after the node's Hello `purge_id` (a node that kept
-//! running through a disconnect gets those it missed), or, for a node whose
-//! cache is new (`purge_id` 0, or an id this store never issued), every
-//! purge recorded after it connected. Each PurgeAck is recorded.
+//! gateway recorded after the node's Hello `purge_id`, 0 included (a node
+//! that kept running through a disconnect gets those it missed). A node
+//! without one (its cache is new), or with an id this store never issued
+//! (a replaced database), is first given a PurgeCursor at the gateway's
+//! newest purge, then sent every purge recorded after it; a new cache's
+//! cursor is recorded with the node, so a purge's answer knows the node
+//! needs none up to it. Each PurgeAck is recorded.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use futures::Stream;
 use portico_proto::v1::config_discovery_server::ConfigDiscovery;
-use portico_proto::v1::{ControlMessage, Heartbeat, Hello, NodeMessage, Purge, Snapshot, control_message, node_message, purge};
+use portico_proto::v1::{
+    ControlMessage, Heartbeat, Hello, NodeMessage, Purge, PurgeCursor, Snapshot, control_message, node_message, purge,
+};
 use portico_shared::model::policy::cache::CachePurge;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -102,8 +107,8 @@ impl ConfigDiscovery for ConfigStreams {
                 return Err(Status::invalid_argument("the first message must be a Hello"));
             }
         };
-        let applied_purge = hello.purge_id;
-        let hello = node_hello(hello)?;
+        let node_cursor = hello.purge_id;
+        let mut hello = node_hello(hello)?;
         // Subscribe before reading the current version and purge, so a publish or purge in between is not missed.
         let updates = self.hub.subscribe(&hello.gateway);
         let current = self.store.gateway(&hello.gateway).await.map_err(unavailable)?;
@@ -111,14 +116,32 @@ impl ConfigDiscovery for ConfigStreams {
             return Err(Status::not_found(format!("gateway '{}' does not exist", hello.gateway)));
         };
         let purges = self.store.purge_ids(&hello.gateway).await.map_err(unavailable)?;
-        // A node's purge id from another store (a restored or recreated
-        // database) says nothing about this one's purges: it starts afresh.
-        let purges_done = if applied_purge == 0 || applied_purge > purges.newest { purges.gateway_latest } else { applied_purge };
+        let cursor = match node_cursor {
+            // Resumes after the purge it names.
+            Some(id) if id <= purges.newest => None,
+            // A purge id from another store (a restored or recreated
+            // database) says nothing about this one's purges: it starts afresh.
+            Some(_) => Some(purges.gateway_latest),
+            // A new cache needs none of the purges recorded so far (it drops
+            // what it stored before this cursor); the answers of those purges
+            // may count on that.
+            None => {
+                hello.purge_cursor = Some(purges.gateway_latest);
+                Some(purges.gateway_latest)
+            }
+        };
+        let purges_done = cursor.or(node_cursor).unwrap_or_default();
         self.store.node_connected(&hello).await.map_err(unavailable)?;
-        tracing::info!(node = %hello.node_id, gateway = %hello.gateway, version = hello.version, purge = purges_done, "data plane connected");
+        tracing::info!(node = %hello.node_id, gateway = %hello.gateway, version = hello.version, purge = purges_done,
+            cursor_given = cursor.is_some(), "data plane connected");
         self.hub.published(&hello.gateway, current.current_version);
         self.hub.purged(&hello.gateway, purges.gateway_latest);
         let (tx, rx) = mpsc::channel(4);
+        if let Some(id) = cursor {
+            // The stream's first message, before any snapshot or purge.
+            let cursor = ControlMessage { message: Some(control_message::Message::PurgeCursor(PurgeCursor { id })) };
+            tx.try_send(Ok(cursor)).expect("a new channel has room");
+        }
         let session = Session { store: self.store.clone(), hello, heartbeat: self.heartbeat, purges_done };
         let span = tracing::info_span!("config_stream", node = %session.hello.node_id, gateway = %session.hello.gateway);
         tokio::spawn(session.run(inbound, updates, self.shutdown.clone(), tx).instrument(span));
@@ -142,6 +165,7 @@ fn node_hello(hello: Hello) -> Result<NodeHello, Status> {
         hash: printable(&hello.hash, 64),
         software_version: printable(&hello.software_version, 64),
         session_id: uuid::Uuid::new_v4().to_string(),
+        purge_cursor: None,
     })
 }
 

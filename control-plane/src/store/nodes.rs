@@ -1,5 +1,6 @@
 //! Data-plane nodes as the gRPC streams report them: who is connected, what
-//! each applied (ACK) or refused (NACK), and when it was last heard from.
+//! each applied (ACK) or refused (NACK), when it was last heard from, and
+//! the purge cursor its cache was last started at.
 //! Rows of nodes that went away are removed by an operator
 //! ([`Store::delete_node`]) or once silent for long enough
 //! ([`Store::forget_nodes_silent_since`]).
@@ -11,7 +12,7 @@ use sqlx::Row;
 
 use super::{Result, Store, StoreError, millis, to_i64, to_u64};
 
-/// What a node says when its stream opens.
+/// What a node says when its stream opens, and the purge cursor it is given.
 #[derive(Debug, Clone, Default)]
 pub struct NodeHello {
     pub node_id: String,
@@ -24,6 +25,10 @@ pub struct NodeHello {
     /// Identifies this stream, so a stale stream's disconnect cannot mark a
     /// reconnected node disconnected.
     pub session_id: String,
+    /// The purge cursor given to the node's new cache: every purge up to
+    /// it predates the cache. `None` (a node resuming after its own cursor)
+    /// keeps the one recorded.
+    pub purge_cursor: Option<u64>,
 }
 
 /// What [`Store::delete_node`] did.
@@ -50,6 +55,9 @@ pub struct NodeRecord {
     pub nacked_at: Option<DateTime<Utc>>,
     pub connected_at: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
+    /// The purge cursor its cache was last started at, if any: it needs no
+    /// purge up to that id (see [`NodeHello::purge_cursor`]).
+    pub purge_cursor: Option<u64>,
 }
 
 impl Store {
@@ -62,10 +70,11 @@ impl Store {
             v => (Some(to_i64(v)), Some(hello.hash.as_str())),
         };
         sqlx::query(
-            "INSERT INTO data_plane_nodes (gateway, node_id, labels, software_version, connected, session_id, acked_version, acked_hash, connected_at, last_seen) \
-             VALUES ($1, $2, $3, $4, 1, $8, $5, $6, $7, $7) \
+            "INSERT INTO data_plane_nodes (gateway, node_id, labels, software_version, connected, session_id, acked_version, acked_hash, connected_at, last_seen, purge_cursor) \
+             VALUES ($1, $2, $3, $4, 1, $8, $5, $6, $7, $7, $9) \
              ON CONFLICT (gateway, node_id) DO UPDATE SET labels = $3, software_version = $4, connected = 1, session_id = $8, \
-             acked_version = $5, acked_hash = $6, connected_at = $7, last_seen = $7",
+             acked_version = $5, acked_hash = $6, connected_at = $7, last_seen = $7, \
+             purge_cursor = COALESCE($9, data_plane_nodes.purge_cursor)",
         )
         .bind(&hello.gateway)
         .bind(&hello.node_id)
@@ -75,6 +84,7 @@ impl Store {
         .bind(hash)
         .bind(now)
         .bind(&hello.session_id)
+        .bind(hello.purge_cursor.map(to_i64))
         .execute(&self.pool)
         .await
         .map_err(StoreError::from_sqlx)?;
@@ -130,7 +140,7 @@ impl Store {
     pub async fn nodes(&self, gateway: &str) -> Result<Vec<NodeRecord>> {
         let rows = sqlx::query(
             "SELECT gateway, node_id, labels, software_version, connected, acked_version, acked_hash, nacked_version, \
-             nack_reason, nacked_at, connected_at, last_seen FROM data_plane_nodes WHERE gateway = $1 ORDER BY node_id",
+             nack_reason, nacked_at, connected_at, last_seen, purge_cursor FROM data_plane_nodes WHERE gateway = $1 ORDER BY node_id",
         )
         .bind(gateway)
         .fetch_all(&self.pool)
@@ -144,6 +154,7 @@ impl Store {
                 let acked: Option<i64> = row.try_get("acked_version").map_err(get_err)?;
                 let nacked: Option<i64> = row.try_get("nacked_version").map_err(get_err)?;
                 let nacked_at: Option<i64> = row.try_get("nacked_at").map_err(get_err)?;
+                let purge_cursor: Option<i64> = row.try_get("purge_cursor").map_err(get_err)?;
                 Ok(NodeRecord {
                     gateway: row.try_get("gateway").map_err(get_err)?,
                     node_id: row.try_get("node_id").map_err(get_err)?,
@@ -157,6 +168,7 @@ impl Store {
                     nacked_at: nacked_at.map(millis),
                     connected_at: millis(row.try_get("connected_at").map_err(get_err)?),
                     last_seen: millis(row.try_get("last_seen").map_err(get_err)?),
+                    purge_cursor: purge_cursor.map(to_u64),
                 })
             })
             .collect()

@@ -50,6 +50,8 @@ pub struct ResponseCache {
     /// Purges applied so far: a store or refresh that began before one is dropped.
     generation: AtomicU64,
     pub(super) flights: Flights,
+    /// The purge cursor plus one (the last purge applied, or the control
+    /// plane's last [`ResponseCache::purge_cursor`]); 0 while there is none.
     last_purge: AtomicU64,
     /// Scopes of the config being served (entries of others are dropped).
     scopes: Mutex<HashSet<[u8; 32]>>,
@@ -389,7 +391,7 @@ impl ResponseCache {
     /// even one whose id is lower than the last (a replaced store counts
     /// from 1 again).
     pub fn purge(&self, id: u64, purge: &CachePurge) -> u64 {
-        self.last_purge.store(id, Ordering::SeqCst);
+        self.last_purge.store(id.saturating_add(1), Ordering::SeqCst);
         self.generation.fetch_add(1, Ordering::SeqCst);
         // Checked by the caller, as the admin API checked it.
         let Ok(target) = purge.target() else { return 0 };
@@ -414,9 +416,24 @@ impl ResponseCache {
         removed
     }
 
-    /// The last purge applied, 0 when none.
-    pub fn last_purge(&self) -> u64 {
-        self.last_purge.load(Ordering::SeqCst)
+    /// The purge cursor: the last purge applied or cursor given, `None`
+    /// while there is none (the cache is new).
+    pub fn last_purge(&self) -> Option<u64> {
+        self.last_purge.load(Ordering::SeqCst).checked_sub(1)
+    }
+
+    /// The control plane's purge cursor: every purge up to `id` is behind
+    /// this node (it will not be sent them); nothing is removed for them.
+    /// The first cursor drops what was stored before it, though: responses
+    /// fetched before the node connected (served from its config cache)
+    /// may predate purges it will never be sent.
+    pub fn purge_cursor(&self, id: u64) {
+        if self.last_purge.swap(id.saturating_add(1), Ordering::SeqCst) == 0 {
+            // As a purge of everything: stores in flight are dropped too.
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            self.entries.invalidate_all();
+            self.entries.run_pending_tasks();
+        }
     }
 
     /// The config now served has these scopes: entries of any other are
@@ -556,7 +573,7 @@ mod tests {
         assert_eq!(cache.purge(5, &CachePurge::Tag("product-7".into())), 1);
         assert!(!stored(&cache, [1; 32], "de") && stored(&cache, [1; 32], "fr"));
         assert_eq!(cache.purge(2, &CachePurge::Tag("product-9".into())), 0);
-        assert_eq!(cache.last_purge(), 2, "the last applied, even when a replaced store counts from 1 again");
+        assert_eq!(cache.last_purge(), Some(2), "the last applied, even when a replaced store counts from 1 again");
     }
 
     #[test]
@@ -630,5 +647,19 @@ mod tests {
         let mut b = HeaderMap::new();
         b.insert(header::ACCEPT, HeaderValue::from_bytes(b"\xfe").unwrap());
         assert_ne!(vary_value(&a, &header::ACCEPT), vary_value(&b, &header::ACCEPT), "bytes, not lossy text");
+    }
+
+    #[test]
+    fn the_first_purge_cursor_empties_the_cache_and_later_ones_keep_it() {
+        let cache = cache();
+        assert_eq!(cache.last_purge(), None, "a new cache has no cursor");
+        put(&cache, [1; 32], resource("/p", None, QueryKey::All), variant("de", &[]));
+        cache.purge_cursor(7);
+        assert_eq!(cache.last_purge(), Some(7));
+        assert!(!stored(&cache, [1; 32], "de"), "stored before the node knew which purges were behind it");
+        put(&cache, [1; 32], resource("/p", None, QueryKey::All), variant("de", &[]));
+        cache.purge_cursor(9);
+        assert!(stored(&cache, [1; 32], "de"));
+        assert_eq!(cache.last_purge(), Some(9));
     }
 }
