@@ -1,0 +1,33 @@
+# Sourced by bench/proxies and bench/profile: the upstream both load the
+# same way and the check that a cache variant really answers from its
+# cache. The caller defines log().
+
+# The upstream nginx's config, written to DIR/upstream.conf: a fixed
+# 24-byte body at every path; the same body with `Cache-Control:
+# max-age=3600` under /cached, so a cache in front stores it once and
+# answers every later request itself; and a 2 KB JSON document at /json.
+write_upstream_conf() { # port dir
+  local port=$1 dir=$2 json
+  json=$(python3 -c 'import json; print(json.dumps({"items": [{"id": i, "name": f"item {i}", "price": i * 3, "description": "a description of this item"} for i in range(20)], "total": 20}))')
+  cat > "$dir/upstream.conf" <<CONF
+daemon off; master_process off; worker_processes 1; pid $dir/upstream.pid; error_log $dir/upstream.err warn;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 100000000;
+  server { listen 127.0.0.1:$port;
+    location / { return 200 "hello from the upstream\n"; }
+    location /cached { add_header Cache-Control "max-age=3600"; return 200 "hello from the upstream\n"; }
+    location /json { default_type application/json; return 200 '$json'; } } }
+CONF
+}
+
+# Exits unless a second GET of URL (the first one may store it) answers
+# 200 with a FIELD header that matches PATTERN (grep -E, any case):
+# a benchmark of cache hits that measured misses would say nothing.
+expect_hit() { # name url field pattern [curl options]
+  local name=$1 url=$2 field=$3 pattern=$4 value
+  shift 4
+  curl -fsS -o /dev/null "$@" "$url" || { log "$name: $url failed"; exit 1; }
+  value=$(curl -fsS -D - -o /dev/null "$@" "$url" | tr -d '\r' \
+    | awk -v field="$field" 'index(tolower($0), tolower(field) ":") == 1 { sub(/^[^:]*: */, ""); print }')
+  grep -qiE "$pattern" <<<"$value" || { log "$name: $url is not answered from the cache ($field: ${value:-absent})"; exit 1; }
+}
