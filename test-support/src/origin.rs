@@ -2,7 +2,8 @@
 //! request's query, so each test's URL says what it gets:
 //! `cc=` (`Cache-Control`), `vary=` (one `Vary` line each time it is
 //! given), `tag=` (`Cache-Tag`), `cookie=1` (a `Set-Cookie`), `status=`,
-//! `delay=` (ms before the head), `size=` (a body of that many bytes,
+//! `delay=` (ms before the head), `fail_after=` (answers after that many
+//! requests to the origin are `503`), `size=` (a body of that many bytes,
 //! streamed in chunks without `Content-Length` when `chunked=1`), `etag=`
 //! (an `ETag`; a request whose `If-None-Match` holds it gets `304`). The
 //! default body is JSON: `{"n": <requests so far>, "path", "query",
@@ -125,7 +126,10 @@ async fn answer(counts: &Counts, request: Request<Incoming>) -> Response<Body> {
     }
     let etag = param("etag").map(|tag| format!("\"{tag}\""));
     let not_modified = etag.is_some() && if_none_match == etag;
-    let status = if not_modified {
+    let failing = param("fail_after").and_then(|f| f.parse::<usize>().ok()).is_some_and(|after| n > after);
+    let status = if failing {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else if not_modified {
         StatusCode::NOT_MODIFIED
     } else {
         param("status").and_then(|s| s.parse().ok()).and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::OK)

@@ -272,6 +272,41 @@ async fn stale_if_error_covers_a_stopped_upstream() {
 }
 
 #[tokio::test]
+async fn stale_if_error_from_the_response_covers_an_upstream_5xx() {
+    let origin = Origin::start().await;
+    let (_db, _cp, dp) = serve_config(&config(&origin, json!([{"type": "cache"}])), &[]).await;
+    let url = format!("{}/c/5xx?cc=max-age%3D1%2C%20stale-if-error%3D60&fail_after=1", dp.proxy_url);
+    let (_, _, first) = get(&url, &[]).await;
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let (status, headers, body) = get(&url, &[]).await;
+    assert_eq!((status, body), (StatusCode::OK, first), "the stale answer stands in for the 503");
+    let cache = cache_status(&headers);
+    assert_eq!((cache.fwd.as_deref(), cache.fwd_status, cache.detail.as_deref()), (Some("stale"), Some(503), Some("stale-if-error")));
+    assert_eq!(origin.requests(), 2);
+}
+
+#[tokio::test]
+async fn key_headers_part_entries_and_consumers_can_share_when_the_policy_says_so() {
+    let origin = Origin::start().await;
+    let mut config =
+        config(&origin, json!([{"type": "key-auth"}, {"type": "cache", "key": {"headers": ["accept-language"], "consumer": false}}]));
+    config["consumers"] = json!([{"username": "alice"}, {"username": "bob"}]);
+    config["credentials"] = json!([
+        {"consumer": "alice", "type": "key-auth", "key": "alice-key-0123456789"},
+        {"consumer": "bob", "type": "key-auth", "key": "bob-key-0123456789ab"},
+    ]);
+    let (_db, _cp, dp) = serve_config(&config, &[]).await;
+    let url = format!("{}/c/shared?cc=max-age%3D60", dp.proxy_url);
+    let (_, _, alice) = get(&url, &[("x-api-key", "alice-key-0123456789"), ("accept-language", "de")]).await;
+    let (_, headers, bob) = get(&url, &[("x-api-key", "bob-key-0123456789ab"), ("accept-language", "de")]).await;
+    assert!(cache_status(&headers).hit, "consumer: false shares the entry");
+    assert_eq!(alice, bob);
+    let (_, headers, _) = get(&url, &[("x-api-key", "bob-key-0123456789ab"), ("accept-language", "fr")]).await;
+    assert_eq!(cache_status(&headers).fwd.as_deref(), Some("uri-miss"), "a key header's value parts entries");
+    assert_eq!(origin.requests(), 2);
+}
+
+#[tokio::test]
 async fn an_expired_entry_is_revalidated_and_a_304_refreshes_it() {
     let origin = Origin::start().await;
     let (_db, _cp, dp) = serve_config(&config(&origin, json!([{"type": "cache"}])), &[]).await;

@@ -312,7 +312,12 @@ async fn data_past_the_flow_control_window_gets_flow_control_error() {
         .until(DEADLINE, |f| f.error_code().is_some_and(|code| code != reason::NO_ERROR), &mut seen)
         .await
         .expect("an error frame, not a silent close");
-    assert_eq!((error.kind, error.error_code()), (kind::GOAWAY, Some(reason::FLOW_CONTROL_ERROR)), "{error:?}");
+    // Past the stream's window the stream is reset, past the connection's
+    // the connection ends: both with FLOW_CONTROL_ERROR (RFC 9113 §6.9),
+    // whichever window the gateway finds overrun first (it varies with timing).
+    let stream_reset = error.kind == kind::RST_STREAM && error.stream == 1;
+    assert!(error.kind == kind::GOAWAY || stream_reset, "{error:?}");
+    assert_eq!(error.error_code(), Some(reason::FLOW_CONTROL_ERROR), "{error:?}");
     let granted: u64 = seen.iter().filter(|f| f.stream == 0).filter_map(Frame::increment).map(u64::from).sum();
     let (_write, sent) = writer.await.unwrap();
     assert!(
