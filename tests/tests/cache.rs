@@ -28,6 +28,17 @@ fn config(origin: &Origin, policies: Value) -> Value {
     })
 }
 
+/// `config` with the consumers alice and bob, each with a key-auth key
+/// (`alice-key-0123456789`, `bob-key-0123456789ab`).
+fn with_two_consumers(mut config: Value) -> Value {
+    config["consumers"] = json!([{"username": "alice"}, {"username": "bob"}]);
+    config["credentials"] = json!([
+        {"consumer": "alice", "type": "key-auth", "key": "alice-key-0123456789"},
+        {"consumer": "bob", "type": "key-auth", "key": "bob-key-0123456789ab"},
+    ]);
+    config
+}
+
 /// Portico's member of `Cache-Status`, parsed as an RFC 8941 list.
 #[derive(Debug, Default, PartialEq)]
 struct Status {
@@ -131,12 +142,7 @@ async fn requests_with_authorization_are_not_shared_unless_the_response_allows_i
 #[tokio::test]
 async fn each_consumer_of_an_authenticated_route_has_entries_of_its_own() {
     let origin = Origin::start().await;
-    let mut config = config(&origin, json!([{"type": "key-auth"}, {"type": "cache"}]));
-    config["consumers"] = json!([{"username": "alice"}, {"username": "bob"}]);
-    config["credentials"] = json!([
-        {"consumer": "alice", "type": "key-auth", "key": "alice-key-0123456789"},
-        {"consumer": "bob", "type": "key-auth", "key": "bob-key-0123456789ab"},
-    ]);
+    let config = with_two_consumers(config(&origin, json!([{"type": "key-auth"}, {"type": "cache"}])));
     let (_db, _cp, dp) = serve_config(&config, &[]).await;
     let url = format!("{}/c/me?cc=max-age%3D60", dp.proxy_url);
     let (_, _, alice) = get(&url, &[("x-api-key", "alice-key-0123456789")]).await;
