@@ -38,7 +38,9 @@ async fn listen(store: &Store, hub: &Hub) -> Result<(), sqlx::Error> {
         tokio::select! {
             notification = listener.try_recv() => match notification? {
                 Some(n) => match (n.channel(), n.payload().rsplit_once(':').and_then(|(g, v)| Some((g, v.parse::<u64>().ok()?)))) {
-                    (NOTIFY_CHANNEL, Some((gateway, 0))) => hub.forget(gateway),
+                    // Checked against the store: a gateway deleted and created again
+                    // before this notice arrived has followers that must stay.
+                    (NOTIFY_CHANNEL, Some((gateway, 0))) => settle(store, hub, gateway).await,
                     (NOTIFY_CHANNEL, Some((gateway, version))) => hub.published(gateway, version),
                     (PURGE_CHANNEL, Some((gateway, id))) => hub.purged(gateway, id),
                     _ => tracing::warn!(channel = n.channel(), payload = n.payload(), "ignoring malformed notification"),
@@ -51,17 +53,23 @@ async fn listen(store: &Store, hub: &Hub) -> Result<(), sqlx::Error> {
     }
 }
 
+/// Brings `gateway` in the hub to what the store holds: its current
+/// version, or forgotten (its streams end) when it no longer exists.
+async fn settle(store: &Store, hub: &Hub, gateway: &str) {
+    match store.gateway(gateway).await {
+        Ok(Some(record)) => hub.published(gateway, record.current_version),
+        Ok(None) => hub.forget(gateway),
+        Err(e) => tracing::warn!(gateway, error = %e, "could not resync gateway version"),
+    }
+}
+
 async fn resync(store: &Store, hub: &Hub) {
     let followed = hub.followed();
     if followed.is_empty() {
         return;
     }
     for gateway in &followed {
-        match store.gateway(gateway).await {
-            Ok(Some(record)) => hub.published(gateway, record.current_version),
-            Ok(None) => hub.forget(gateway),
-            Err(e) => tracing::warn!(gateway, error = %e, "could not resync gateway version"),
-        }
+        settle(store, hub, gateway).await;
     }
     match store.latest_purges().await {
         Ok(latest) => latest.iter().filter(|(gateway, _)| followed.contains(gateway)).for_each(|(gateway, id)| hub.purged(gateway, *id)),
