@@ -202,14 +202,21 @@ fn applied_purges(dp: &DataPlane) -> Vec<u64> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_data_plane_that_kept_running_applies_the_purge_it_missed_when_it_reconnects() {
+/// A control plane on SQLite caching everything in front of an origin, and
+/// a TCP proxy to its config stream that a test can cut and restore.
+async fn behind_a_cuttable_proxy() -> (TestDb, ControlPlane, Origin, TcpProxy) {
     let db = TestDb::sqlite();
     let cp = ControlPlane::start(&db.url).await;
     let origin = Origin::start().await;
     cache_everything(&cp, &origin).await;
     let grpc = cp.grpc_url.trim_start_matches("http://").parse().unwrap();
     let proxy = TcpProxy::start(grpc).await;
+    (db, cp, origin, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_data_plane_that_kept_running_applies_the_purge_it_missed_when_it_reconnects() {
+    let (_db, cp, _origin, proxy) = behind_a_cuttable_proxy().await;
     let dp = DataPlane::start(&format!("http://{}", proxy.addr), &cp.cluster_token, "default", "dp", None).await;
     dp.wait_for_version(2).await;
     // The node has applied no purge when it is cut off.
@@ -233,12 +240,7 @@ async fn a_data_plane_that_kept_running_applies_the_purge_it_missed_when_it_reco
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_data_plane_started_while_its_control_plane_was_away_drops_what_it_stored_before_connecting() {
-    let db = TestDb::sqlite();
-    let cp = ControlPlane::start(&db.url).await;
-    let origin = Origin::start().await;
-    cache_everything(&cp, &origin).await;
-    let grpc = cp.grpc_url.trim_start_matches("http://").parse().unwrap();
-    let proxy = TcpProxy::start(grpc).await;
+    let (_db, cp, _origin, proxy) = behind_a_cuttable_proxy().await;
     let control_plane = format!("http://{}", proxy.addr);
     let config_cache = tempfile::tempdir().unwrap();
     let mut first = DataPlane::start(&control_plane, &cp.cluster_token, "default", "dp", Some(config_cache.path())).await;
