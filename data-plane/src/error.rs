@@ -59,6 +59,9 @@ pub enum ProxyError {
     NoHealthyTarget { upstream: String },
     #[error("upstream '{upstream}' is failing; its circuit is open")]
     CircuitOpen { upstream: String, retry_after_s: u64 },
+    /// A required call of an aggregate failed (`timeout`: it ran out of time).
+    #[error("{message}")]
+    AggregateCall { call: String, timeout: bool, message: String },
 }
 
 impl ProxyError {
@@ -79,6 +82,8 @@ impl ProxyError {
             Self::UpstreamUnavailable { .. } | Self::UpstreamMalformed { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::NoHealthyTarget { .. } | Self::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::AggregateCall { timeout: true, .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::AggregateCall { timeout: false, .. } => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -102,6 +107,8 @@ impl ProxyError {
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::NoHealthyTarget { .. } => "no_healthy_upstream",
             Self::CircuitOpen { .. } => "circuit_open",
+            Self::AggregateCall { timeout: true, .. } => "aggregate_call_timeout",
+            Self::AggregateCall { timeout: false, .. } => "aggregate_call_failed",
         }
     }
 
@@ -124,7 +131,8 @@ impl ProxyError {
             | Self::UpstreamMalformed { .. }
             | Self::UpstreamTimeout { .. }
             | Self::NoHealthyTarget { .. }
-            | Self::CircuitOpen { .. } => ErrorSource::Upstream,
+            | Self::CircuitOpen { .. }
+            | Self::AggregateCall { .. } => ErrorSource::Upstream,
         }
     }
 
@@ -138,13 +146,21 @@ impl ProxyError {
                 | Self::UpstreamTimeout { .. }
                 | Self::NoHealthyTarget { .. }
                 | Self::CircuitOpen { .. }
+                | Self::AggregateCall { .. }
         )
     }
 
     /// `{"error": {"code", "message"}}` with the status (and the
-    /// `WWW-Authenticate` challenges of a `401` or `403`).
+    /// `WWW-Authenticate` challenges of a `401` or `403`); an aggregate
+    /// call's failure names the call as `error.call`.
     pub fn response(&self) -> Response<ResponseBody> {
-        let mut response = json_response(self.status(), self.code(), &self.to_string());
+        let mut response = match self {
+            Self::AggregateCall { call, .. } => {
+                let body = serde_json::json!({"error": {"code": self.code(), "message": self.to_string(), "call": call}});
+                json_body(self.status(), body.to_string())
+            }
+            _ => json_response(self.status(), self.code(), &self.to_string()),
+        };
         let challenges = match self {
             Self::Unauthorized { challenges, .. } => challenges.as_slice(),
             Self::Forbidden { challenge } => std::slice::from_ref(challenge),
@@ -167,7 +183,10 @@ impl ProxyError {
 
 /// A JSON error response built by the gateway itself.
 pub fn json_response(status: StatusCode, code: &str, message: &str) -> Response<ResponseBody> {
-    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    json_body(status, serde_json::json!({"error": {"code": code, "message": message}}).to_string())
+}
+
+fn json_body(status: StatusCode, body: String) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::Local(Full::new(Bytes::from(body))));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));

@@ -59,6 +59,16 @@ pub fn install() -> Result<PrometheusHandle, String> {
         "portico_cache_evictions_total",
         "Stored responses dropped, by route and cause (size: for room; expired: of no more use)"
     );
+    describe_histogram!(
+        "portico_aggregate_call_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time of each aggregate call, by route, call and outcome (ok, error, timeout, not_made)"
+    );
+    describe_counter!("portico_aggregate_answers_total", "Aggregate answers, by route and result (complete, partial, failed)");
+    describe_counter!(
+        "portico_aggregate_merge_collisions_total",
+        "Keys a later call overwrote in a deep merge, by route and overwriting call"
+    );
     Ok(handle)
 }
 
@@ -172,4 +182,20 @@ pub fn connect_failed(service: &str, target: &str) {
 
 pub fn retry_budget_exhausted() {
     counter!("portico_retry_budget_exhausted_total").increment(1);
+}
+
+/// An aggregate call ended with `outcome` after `elapsed`.
+pub fn aggregate_call(route: &str, call: &str, outcome: &'static str, elapsed: Duration) {
+    histogram!("portico_aggregate_call_duration_seconds", "route" => route.to_owned(), "call" => call.to_owned(), "outcome" => outcome)
+        .record(elapsed.as_secs_f64());
+}
+
+/// An aggregate answered (`complete`, `partial`) or failed.
+pub fn aggregate_answered(route: &str, result: &'static str) {
+    counter!("portico_aggregate_answers_total", "route" => route.to_owned(), "result" => result).increment(1);
+}
+
+/// `count` keys of a deep merge overwritten by `call`.
+pub fn aggregate_collisions(route: &str, call: &str, count: u64) {
+    counter!("portico_aggregate_merge_collisions_total", "route" => route.to_owned(), "call" => call.to_owned()).increment(count);
 }

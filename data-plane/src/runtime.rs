@@ -12,6 +12,9 @@ use portico_shared::model::{Policy, Retries, RouteBackend, effective_policies};
 use uuid::Uuid;
 
 use crate::auth::{AuthPlan, AuthSettings, Authenticator};
+use crate::backend::Backend;
+use crate::backend::aggregate::Aggregation;
+use crate::backend::proxy::Target;
 use crate::backend::retry::RetryPlan;
 use crate::metrics::RouteMetrics;
 use crate::ratelimit::{LimitSettings, Limiter};
@@ -39,7 +42,7 @@ pub struct RouteEntry {
     pub id: Option<Uuid>,
     pub name: Arc<str>,
     pub metrics: Arc<RouteMetrics>,
-    pub upstream: Arc<Upstream>,
+    pub backend: Backend,
     pub strip_path: bool,
     pub preserve_host: bool,
     /// Plain-HTTP requests are redirected to HTTPS.
@@ -53,10 +56,6 @@ pub struct RouteEntry {
     pub limits_before_auth: Vec<Arc<Limiter>>,
     /// Those keyed by consumer or claim: checked after authentication.
     pub limits_after_auth: Vec<Arc<Limiter>>,
-    /// The route's retries, else its service's, else the defaults; none
-    /// when they ask for a single try (the budget is kept across versions
-    /// while the route and its retry settings stay).
-    pub retry: Option<Arc<RetryPlan>>,
     /// CORS, ip-restriction and transforms.
     pub stages: Stages,
 }
@@ -95,8 +94,17 @@ impl Runtime {
         let mut limiters = HashMap::new();
         // A route or service without `retries` gets the defaults.
         let default_retries = Retries::when_absent();
-        let previous_retries: HashMap<Uuid, Arc<RetryPlan>> =
-            previous.map(|p| p.routes.iter().filter_map(|r| Some((r.id?, r.retry.clone()?))).collect()).unwrap_or_default();
+        let previous_retries: HashMap<Uuid, Arc<RetryPlan>> = previous
+            .map(|p| {
+                p.routes
+                    .iter()
+                    .filter_map(|r| match &r.backend {
+                        Backend::Proxy(target) => Some((r.id?, target.retry.clone()?)),
+                        Backend::Aggregate(_) => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         let trusted_proxies = config
             .trusted_proxies
             .iter()
@@ -119,14 +127,21 @@ impl Runtime {
             upstreams.insert(id, upstream);
         }
         let mut routes = Vec::with_capacity(config.routes.len());
+        let service_of = |name: &str, route: &str| by_name.get(name).ok_or_else(|| format!("route '{route}': unknown service '{name}'"));
         for (index, route) in config.routes.iter().enumerate() {
-            let RouteBackend::Proxy { service: service_name } = &route.backend;
-            let (upstream, service) =
-                by_name.get(service_name.as_str()).ok_or_else(|| format!("route '{}': unknown service '{service_name}'", route.name))?;
-            let policies = effective_policies(route, service, &config.policies);
+            let service = match &route.backend {
+                RouteBackend::Proxy { service } => Some(service_of(service, &route.name)?),
+                RouteBackend::Aggregate { .. } => None,
+            };
+            let policies = effective_policies(route, service.map(|(_, s)| *s), &config.policies);
+            let max_body_bytes = max_body(&policies);
+            let no_policies = Vec::new();
             let scopes = [
                 (format!("route:{}", route.id.map(|id| id.to_string()).unwrap_or_default()), &route.policies),
-                (format!("service:{}", service.id.map(|id| id.to_string()).unwrap_or_default()), &service.policies),
+                (
+                    format!("service:{}", service.and_then(|(_, s)| s.id).map(|id| id.to_string()).unwrap_or_default()),
+                    service.map_or(&no_policies, |(_, s)| &s.policies),
+                ),
                 ("gateway".to_owned(), &config.policies),
             ];
             let mut limits = Vec::new();
@@ -152,25 +167,35 @@ impl Runtime {
             }
             let name: Arc<str> = route.name.as_str().into();
             let stages = Stages::compile(&name, &policies).map_err(|e| format!("route '{}': {e}", route.name))?;
+            let backend = match (&route.backend, service) {
+                (RouteBackend::Aggregate { aggregate }, _) => {
+                    let target = |service_name: &str| {
+                        let (upstream, service) = service_of(service_name, &route.name)?;
+                        let retry = retry_plan(service.retries.as_ref().unwrap_or(&default_retries), None);
+                        Ok(Target { upstream: upstream.clone(), retry, max_body_bytes })
+                    };
+                    Backend::Aggregate(Aggregation::compile(&name, aggregate, target).map_err(|e| format!("route '{}': {e}", route.name))?)
+                }
+                (RouteBackend::Proxy { .. }, Some((upstream, service))) => {
+                    let retries = route.retries.as_ref().or(service.retries.as_ref()).unwrap_or(&default_retries);
+                    let kept = route.id.and_then(|id| previous_retries.get(&id));
+                    Backend::Proxy(Target { upstream: upstream.clone(), retry: retry_plan(retries, kept), max_body_bytes })
+                }
+                (RouteBackend::Proxy { service }, None) => return Err(format!("route '{}': unknown service '{service}'", route.name)),
+            };
             routes.push(RouteEntry {
                 index,
                 id: route.id,
                 metrics: Arc::new(RouteMetrics::new(name.clone())),
                 name,
-                upstream: upstream.clone(),
+                backend,
                 strip_path: route.strip_path,
                 preserve_host: route.preserve_host,
                 https_only: route.https_only,
-                max_body_bytes: max_body(&policies),
+                max_body_bytes,
                 auth: auth.plan(&policies, u32::try_from(index).unwrap_or(u32::MAX)),
                 limits_after_auth: limits.iter().filter(|l| l.needs_identity()).cloned().collect(),
                 limits_before_auth: limits.into_iter().filter(|l| !l.needs_identity()).collect(),
-                retry: Some(route.retries.as_ref().or(service.retries.as_ref()).unwrap_or(&default_retries))
-                    .filter(|retries| RetryPlan::wanted(retries))
-                    .map(|retries| {
-                        let kept = route.id.and_then(|id| previous_retries.get(&id)).filter(|plan| plan.is_for(retries)).cloned();
-                        kept.unwrap_or_else(|| Arc::new(RetryPlan::new(retries)))
-                    }),
                 stages,
             });
         }
@@ -215,6 +240,13 @@ impl Runtime {
     pub fn upstream(&self, service: Uuid) -> Option<&Arc<Upstream>> {
         self.upstreams.get(&service)
     }
+}
+
+/// The retry plan for `retries`: `kept` (the previous version's, with its
+/// budget) when it is for the same settings; none for a single try.
+fn retry_plan(retries: &Retries, kept: Option<&Arc<RetryPlan>>) -> Option<Arc<RetryPlan>> {
+    RetryPlan::wanted(retries)
+        .then(|| kept.filter(|plan| plan.is_for(retries)).cloned().unwrap_or_else(|| Arc::new(RetryPlan::new(retries))))
 }
 
 fn max_body(policies: &[&Policy]) -> u64 {

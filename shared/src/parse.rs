@@ -249,8 +249,9 @@ impl Visitor<'_> for KeyVisitor {
     }
 }
 
-/// Builds the error, naming the exact field for unknown, missing or
-/// duplicated fields, which serde reports against their parent.
+/// Builds the error, naming the exact field for unknown, missing,
+/// duplicated or conflicting fields, which serde (or a `try_from` type,
+/// for the last) reports against their parent.
 /// The message is serde's text alone: serde_yaml_ng prefixes its messages
 /// with its own path (`services[0].targets[0].weight: invalid type: …`),
 /// which is the field's, so that prefix is dropped.
@@ -264,7 +265,7 @@ fn located(path: String, message: String) -> ConfigError {
         }
         _ => message,
     };
-    let named = ["unknown field `", "missing field `", "duplicate field `"]
+    let named = ["unknown field `", "missing field `", "duplicate field `", "conflicting field `"]
         .iter()
         .find_map(|prefix| message.strip_prefix(prefix))
         .and_then(|rest| rest.split('`').next());

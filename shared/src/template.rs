@@ -20,6 +20,22 @@
 //! | `{claim.<name>}` | the verified JWT's claim `name`: everything after `claim.`, dots included |
 //! | `{request_id}` | the request's id, as sent back in `X-Request-Id` |
 //!
+//! In an aggregate call ([`crate::model::Aggregate`], parsed with
+//! [`Scope::Aggregate`]) three more forms exist:
+//!
+//! | variable | value |
+//! |---|---|
+//! | `{<call>.<field path>}` | a field of an earlier call's JSON answer: `{profile.segment}`, `{orders.items[0].id}` |
+//! | `{<call>.<path with [*]>\|join:<sep>}` | every value the path reaches, joined: `{orders.items[*].id\|join:,}` |
+//! | `{item}`, `{item.<field path>}` | the current item of a `for_each` call |
+//! | `{body}` | the client's request body, verbatim (a call's `body` only) |
+//!
+//! A field path is keys joined by `.` with `[n]` (an index) or `[*]` (every
+//! element, only with `|join:`) after any of them. A call's name is any
+//! word that is not one of the request sources above (nor `item`, `body`).
+//! A value that is JSON `null`, absent, an object or an array is absent; a
+//! number or boolean is its JSON text.
+//!
 //! `{{` and `}}` write a literal `{` and `}`. An unknown variable, an
 //! unclosed `{`, a lone `}`, an empty `{}` or a control character is refused
 //! when the config is written, naming the field. A template is at most
@@ -41,6 +57,9 @@
 //!   `+`), so a value cannot add a parameter.
 //! - **In a header** values are not encoded, but one holding a control
 //!   character other than tab (CR, LF, NUL, …) is refused.
+//! - **In a JSON body** each value is the content of a JSON string (quotes,
+//!   backslashes and control characters escaped; write the quotes
+//!   yourself), but `{body}` is inserted as it came.
 //! - **A path with a query** (`/orders?user={consumer.custom_id}`): values
 //!   before the first literal `?` are path segments, values after it query
 //!   components.
@@ -95,6 +114,117 @@ const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 /// alphanumerics and `*-._`. Space goes through it as `%20`.
 const QUERY_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'*').remove(b'-').remove(b'.').remove(b'_');
 
+/// Which variables a template may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The request's own values (transforms, routing keys).
+    Request,
+    /// Those, and the answers of an aggregate's other calls, the current
+    /// `for_each` item and the client's body.
+    Aggregate,
+}
+
+/// The most steps a field path may have.
+pub const MAX_FIELD_STEPS: usize = 16;
+
+/// One step of a [`FieldPath`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// An object member.
+    Key(String),
+    /// An array element.
+    Index(usize),
+    /// Every array element (`[*]`).
+    Each,
+}
+
+/// Where a value sits in a JSON document: `items[*].id`, `address.city`;
+/// empty for the document itself.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct FieldPath(pub Vec<Step>);
+
+impl FieldPath {
+    /// Parses `a.b[0].c[*]`; the error says what is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut steps = Vec::new();
+        for key in text.split('.') {
+            let (name, mut rest) = key.find('[').map_or((key, ""), |at| key.split_at(at));
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                return Err(format!(
+                    "'{text}' is not a field path (keys of letters, digits, `_` or `-` joined by `.`, with `[n]` or `[*]`)"
+                ));
+            }
+            steps.push(Step::Key(name.to_owned()));
+            while !rest.is_empty() {
+                let Some((inside, after)) = rest.strip_prefix('[').and_then(|r| r.split_once(']')) else {
+                    return Err(format!("'{text}' has a `[` that is not `[n]` or `[*]`"));
+                };
+                steps.push(match inside {
+                    "*" => Step::Each,
+                    n => Step::Index(n.parse().map_err(|_| format!("'{text}' has `[{n}]`; an index is a number or `*`"))?),
+                });
+                rest = after;
+            }
+        }
+        if steps.len() > MAX_FIELD_STEPS {
+            return Err(format!("'{text}' has more than {MAX_FIELD_STEPS} steps"));
+        }
+        Ok(Self(steps))
+    }
+
+    /// Whether the path has a `[*]`, so it reaches many values.
+    pub fn has_each(&self) -> bool {
+        self.0.contains(&Step::Each)
+    }
+
+    /// The values of `document` the path reaches, in document order.
+    pub fn select<'v>(&self, document: &'v serde_json::Value) -> Vec<&'v serde_json::Value> {
+        let mut found = vec![document];
+        for step in &self.0 {
+            found = found
+                .into_iter()
+                .flat_map(|value| -> Vec<&serde_json::Value> {
+                    match step {
+                        Step::Key(key) => value.get(key.as_str()).into_iter().collect(),
+                        Step::Index(i) => value.get(*i).into_iter().collect(),
+                        Step::Each => value.as_array().map(|items| items.iter().collect()).unwrap_or_default(),
+                    }
+                })
+                .collect();
+        }
+        found
+    }
+}
+
+/// The path as written (`items[*].id`).
+impl fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, step) in self.0.iter().enumerate() {
+            match step {
+                Step::Key(key) if i == 0 => f.write_str(key)?,
+                Step::Key(key) => write!(f, ".{key}")?,
+                Step::Index(n) => write!(f, "[{n}]")?,
+                Step::Each => f.write_str("[*]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A JSON value as a template value: a string as is, a number or boolean
+/// as its JSON text; `null`, objects and arrays have none.
+pub fn json_scalar(value: &serde_json::Value) -> Option<Cow<'_, str>> {
+    match value {
+        serde_json::Value::String(s) => Some(Cow::Borrowed(s)),
+        serde_json::Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        serde_json::Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
+        _ => None,
+    }
+}
+
+/// The words that name request sources, which no aggregate call may be named.
+pub const RESERVED_WORDS: [&str; 8] = ["path", "query", "header", "consumer", "claim", "request_id", "item", "body"];
+
 /// Where a template variable's value comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Source {
@@ -114,6 +244,12 @@ pub enum Source {
     Claim(String),
     /// The request's id (`X-Request-Id`).
     RequestId,
+    /// A field of another aggregate call's JSON answer (`{profile.segment}`).
+    Call { call: String, field: FieldPath },
+    /// The current item of a `for_each` call, or a field of it.
+    Item(FieldPath),
+    /// The client's request body, verbatim.
+    Body,
 }
 
 impl Source {
@@ -121,11 +257,28 @@ impl Source {
     /// `header.X-Tenant` (stored lowercase), `request_id`. `None` for
     /// anything else.
     pub fn parse(name: &str) -> Option<Self> {
-        Self::parse_or_explain(name).ok()
+        Self::parse_or_explain(name, Scope::Request).ok()
     }
 
-    /// Like [`Source::parse`], with the reason a name is refused.
-    fn parse_or_explain(name: &str) -> Result<Self, String> {
+    /// Like [`Source::parse`] in `scope`, with the reason a name is refused.
+    fn parse_or_explain(name: &str, scope: Scope) -> Result<Self, String> {
+        if scope == Scope::Aggregate {
+            let (word, rest) = name.split_once('.').map_or((name, None), |(word, rest)| (word, Some(rest)));
+            let field = || FieldPath::parse(rest.unwrap_or_default()).map_err(|e| format!("template variable `{{{name}}}`: {e}"));
+            match (word, rest) {
+                ("body", None) => return Ok(Self::Body),
+                ("item", None) => return Ok(Self::Item(FieldPath::default())),
+                ("item", Some(_)) => return Ok(Self::Item(field()?)),
+                (word, _) if RESERVED_WORDS.contains(&word) => {}
+                (word, None) if is_identifier(word) => {
+                    return Err(format!(
+                        "template variable `{{{name}}}`: name a field of call '{word}' (`{{{word}.<field>}}`), not its whole answer"
+                    ));
+                }
+                (word, Some(_)) if is_identifier(word) => return Ok(Self::Call { call: word.to_owned(), field: field()? }),
+                _ => {}
+            }
+        }
         match name {
             "request_id" => return Ok(Self::RequestId),
             "consumer.id" => return Ok(Self::ConsumerId),
@@ -165,6 +318,10 @@ impl Source {
             Self::ConsumerCustomId => "consumer custom_id".to_owned(),
             Self::Claim(name) => format!("claim '{name}'"),
             Self::RequestId => "request id".to_owned(),
+            Self::Call { call, field } => format!("field '{field}' of call '{call}'"),
+            Self::Item(field) if field.0.is_empty() => "current item".to_owned(),
+            Self::Item(field) => format!("field '{field}' of the current item"),
+            Self::Body => "request body".to_owned(),
         }
     }
 
@@ -188,6 +345,10 @@ impl fmt::Display for Source {
             Self::ConsumerCustomId => f.write_str("consumer.custom_id"),
             Self::Claim(name) => write!(f, "claim.{name}"),
             Self::RequestId => f.write_str("request_id"),
+            Self::Call { call, field } => write!(f, "{call}.{field}"),
+            Self::Item(field) if field.0.is_empty() => f.write_str("item"),
+            Self::Item(field) => write!(f, "item.{field}"),
+            Self::Body => f.write_str("body"),
         }
     }
 }
@@ -215,6 +376,8 @@ pub enum Escape {
     /// A path that may carry a query: [`Escape::PathSegment`] before the
     /// first literal `?`, [`Escape::QueryComponent`] after it.
     PathAndQuery,
+    /// The content of a JSON string; `{body}` goes in verbatim.
+    JsonString,
 }
 
 /// Why a value cannot be placed where its variable stands.
@@ -248,6 +411,13 @@ fn unfit_message(source: &Source, unfit: &Unfit) -> String {
 /// Where expansion finds values. `None` is an absent value.
 pub trait Lookup {
     fn value(&self, source: &Source) -> Option<Cow<'_, str>>;
+
+    /// Every value of a source whose path has `[*]` (for `|join:`), in
+    /// order; `None` or an empty list when there are none. A lookup without
+    /// such sources has each one's single value.
+    fn values(&self, source: &Source) -> Option<Vec<Cow<'_, str>>> {
+        self.value(source).map(|value| vec![value])
+    }
 }
 
 /// A fixed set of values (tests, or a caller that gathers them first).
@@ -261,7 +431,8 @@ impl<S: BuildHasher> Lookup for HashMap<Source, String, S> {
 enum Part {
     /// Text copied as is, `{{`/`}}` already made single braces.
     Literal(String),
-    Variable(Source),
+    /// A source, with the separator of `|join:` when it has one.
+    Variable(Source, Option<String>),
 }
 
 /// A parsed template: its text as written, and that text as literal and
@@ -277,6 +448,11 @@ impl Template {
     /// variable (see the module doc). The error is a message; the caller
     /// adds the field.
     pub fn parse(text: &str) -> Result<Self, String> {
+        Self::parse_in(text, Scope::Request)
+    }
+
+    /// Parses a template that may use the variables of `scope`.
+    pub fn parse_in(text: &str, scope: Scope) -> Result<Self, String> {
         if text.len() > MAX_LEN {
             return Err(format!("the template is {} bytes long; at most {MAX_LEN} are allowed", text.len()));
         }
@@ -323,7 +499,21 @@ impl Template {
                             position(i)
                         ));
                     }
-                    let source = Source::parse_or_explain(name)?;
+                    let (name, join) = match name.split_once("|join:") {
+                        Some((name, separator)) if scope == Scope::Aggregate => (name, Some(join_separator(name, separator)?)),
+                        _ => (name, None),
+                    };
+                    let source = Source::parse_or_explain(name, scope)?;
+                    let many = matches!(&source, Source::Call { field, .. } | Source::Item(field) if field.has_each());
+                    if many != join.is_some() {
+                        return Err(if many {
+                            format!(
+                                "template variable `{{{name}}}` reaches many values: join them (`{{{name}|join:,}}`) or fan out with for_each"
+                            )
+                        } else {
+                            format!("template variable `{{{name}}}` has one value; `|join:` needs a path with `[*]`")
+                        });
+                    }
                     variables += 1;
                     if variables > MAX_VARIABLES {
                         return Err(format!("the template has more than {MAX_VARIABLES} variables"));
@@ -332,7 +522,7 @@ impl Template {
                     if !literal.is_empty() {
                         parts.push(Part::Literal(std::mem::take(&mut literal)));
                     }
-                    parts.push(Part::Variable(source));
+                    parts.push(Part::Variable(source, join));
                     i += len + 2;
                     run = i;
                 }
@@ -349,7 +539,7 @@ impl Template {
     /// The variables in order of appearance, repeats included.
     pub fn sources(&self) -> impl Iterator<Item = &Source> {
         self.parts.iter().filter_map(|part| match part {
-            Part::Variable(source) => Some(source),
+            Part::Variable(source, _) => Some(source),
             Part::Literal(_) => None,
         })
     }
@@ -371,12 +561,28 @@ impl Template {
                         here = Escape::QueryComponent;
                     }
                 }
-                Part::Variable(source) => {
-                    let value = lookup.value(source).ok_or(ExpandError::Absent(source))?;
-                    push_escaped(&mut out, &value, here).map_err(|unfit| match unfit {
+                Part::Variable(source, join) => {
+                    let unfit = |unfit| match unfit {
                         None => ExpandError::Absent(source),
                         Some(unfit) => ExpandError::Invalid(source, unfit),
-                    })?;
+                    };
+                    match join {
+                        // Verbatim: the caller decides where a body may go.
+                        None if *source == Source::Body => out.push_str(&lookup.value(source).ok_or(ExpandError::Absent(source))?),
+                        None => {
+                            let value = lookup.value(source).ok_or(ExpandError::Absent(source))?;
+                            push_escaped(&mut out, &value, here).map_err(unfit)?;
+                        }
+                        Some(separator) => {
+                            let values = lookup.values(source).filter(|values| !values.is_empty()).ok_or(ExpandError::Absent(source))?;
+                            for (i, value) in values.iter().enumerate() {
+                                if i > 0 {
+                                    out.push_str(separator);
+                                }
+                                push_escaped(&mut out, value, here).map_err(unfit)?;
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -409,8 +615,25 @@ fn push_escaped(out: &mut String, value: &str, escape: Escape) -> Result<(), Opt
             }
             out.push_str(value);
         }
+        Escape::JsonString => {
+            // serde_json writes it quoted; the quotes are the template's.
+            let quoted = serde_json::Value::from(value).to_string();
+            out.push_str(&quoted[1..quoted.len() - 1]);
+        }
     }
     Ok(())
+}
+
+/// The separator of `{name|join:<separator>}`: 1 to 8 visible ASCII
+/// characters other than braces and `|`.
+fn join_separator(name: &str, separator: &str) -> Result<String, String> {
+    let fits = (1..=8).contains(&separator.len()) && separator.bytes().all(|b| b.is_ascii_graphic() && !b"{}|".contains(&b));
+    if !fits {
+        return Err(format!(
+            "template variable `{{{name}|join:{separator}}}`: a separator is 1 to 8 visible ASCII characters other than braces and `|`"
+        ));
+    }
+    Ok(separator.to_owned())
 }
 
 impl FromStr for Template {

@@ -15,9 +15,22 @@ use hyper::body::Incoming;
 use super::retry::{MAX_KEPT_BODY, Outcome, RetryPlan};
 use crate::body::{ClientBodyError, ClientWait, UpstreamBody};
 use crate::error::ProxyError;
-use crate::runtime::RouteEntry;
+use crate::stage::values::Gathered;
 use crate::upstream::{Lease, Picked, SendError, Unavailable, Upstream};
 use bytes::Bytes;
+
+/// Where requests go: a service's upstream, with the retries and request
+/// body limit of the route (or aggregate call) that sends them.
+#[derive(Debug)]
+pub struct Target {
+    pub upstream: Arc<Upstream>,
+    /// The route's retries, else its service's, else the defaults; none
+    /// when they ask for a single try (the budget is kept across versions
+    /// while the route and its retry settings stay).
+    pub retry: Option<Arc<RetryPlan>>,
+    /// Largest request body sent.
+    pub max_body_bytes: u64,
+}
 
 /// A request ready to go, but for its target.
 pub struct Prepared<'a> {
@@ -30,6 +43,9 @@ pub struct Prepared<'a> {
     pub hash_value: Option<&'a [u8]>,
     /// The request asks for an upgrade (never retried: the tunnel is one).
     pub upgrading: bool,
+    /// The values an aggregate's templates read from the request (empty
+    /// for a proxied one).
+    pub values: Gathered,
 }
 
 /// The request body as the pipeline hands it on: the client's, or one a
@@ -40,7 +56,7 @@ pub enum ClientBody {
 }
 
 /// Sends `prepared` with `body` to `route`'s upstream.
-pub async fn send(route: &RouteEntry, prepared: Prepared<'_>, body: ClientBody) -> Result<(Response<Incoming>, Lease), ProxyError> {
+pub async fn send(route: &Target, prepared: Prepared<'_>, body: ClientBody) -> Result<(Response<Incoming>, Lease), ProxyError> {
     let upstream = &route.upstream;
     let deadline = Instant::now() + upstream.request_timeout;
     let limit = usize::try_from(route.max_body_bytes).unwrap_or(usize::MAX);

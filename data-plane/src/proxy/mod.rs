@@ -26,7 +26,9 @@ use tracing::Instrument;
 
 use self::headers::Peer;
 use crate::auth::Identity;
-use crate::backend::proxy::{self as backend, ClientBody};
+use crate::backend::Backend;
+use crate::backend::aggregate::Aggregation;
+use crate::backend::proxy::{self as backend, ClientBody, Target};
 use crate::body::ResponseBody;
 use crate::error::ProxyError;
 use crate::http1::Verdict;
@@ -37,7 +39,7 @@ use crate::runtime::{RouteEntry, Runtime};
 use crate::stage::cache::status::{CACHE_STATUS, CacheStatus, Fwd};
 use crate::stage::cache::{CacheRequest, Profile};
 use crate::stage::cors::Cors;
-use crate::stage::values::RequestValues;
+use crate::stage::values::{Gathered, RequestValues};
 use crate::state::NodeState;
 
 /// Handles one request from `peer`. Never fails: errors become responses.
@@ -151,7 +153,7 @@ async fn forward<'r>(
         return Err(ProxyError::NoRoute { method: request.method().to_string(), path: path.into_owned() });
     };
     served.route = Some(route);
-    tracing::Span::current().record("route", &*route.name).record("upstream", route.upstream.name());
+    tracing::Span::current().record("route", &*route.name).record("upstream", route.backend.label());
     if let Some(cors) = &route.stages.cors {
         served.origin = request.headers().get(header::ORIGIN).cloned();
         if announced.is_some() {
@@ -179,12 +181,13 @@ async fn forward<'r>(
     })?;
     let limited_after = ratelimit::check(&route.limits_after_auth, &facts(route, &parts, client_ip, identity.as_ref())).await?;
     let limited = ratelimit::tighter(limited_before, limited_after);
-    let hash_value = route.upstream.hash_on().map(|on| {
+    let hash_value = route.backend.upstream().and_then(|upstream| upstream.hash_on()).map(|on| {
         let consumer = identity.as_ref().filter(|i| !i.is_anonymous()).map(Identity::consumer_id);
         crate::upstream::hash_value(on, &parts.headers, client_ip, consumer)
     });
     let mut path_and_query = forwarded_target(&parts.uri, &path, matched.matched_len, route.strip_path)?;
-    let upgrade = headers::upgrade_protocol(&parts.headers);
+    // An aggregate answers itself: there is no one connection to tunnel to.
+    let upgrade = route.backend.upstream().and_then(|_| headers::upgrade_protocol(&parts.headers));
     let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
     let preserved_host = original_host.as_ref().filter(|_| route.preserve_host).cloned();
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
@@ -200,6 +203,10 @@ async fn forward<'r>(
         identity: identity.as_ref(),
         auth: &runtime.auth,
         request_id,
+    };
+    let gathered = match &route.backend {
+        Backend::Aggregate(aggregation) => values.gather(aggregation.sources()),
+        Backend::Proxy(_) => Gathered::default(),
     };
     let request_profile = stages.request.pick_indexed(&parts.headers, identity.as_ref());
     let request_shaper = request_profile.map(|(_, shaper)| shaper);
@@ -228,6 +235,9 @@ async fn forward<'r>(
     if let Some(identity) = &identity {
         runtime.auth.add_identity_headers(identity, &mut parts.headers);
     }
+    if let Backend::Aggregate(_) = &route.backend {
+        parts.headers = Aggregation::carried(&parts.headers, request_shaper.map_or(&[], |shaper| shaper.written()));
+    }
 
     let head_request = parts.method == Method::HEAD;
     let prepared = backend::Prepared {
@@ -237,6 +247,7 @@ async fn forward<'r>(
         host: preserved_host,
         hash_value: hash_value.as_deref().map(str::as_bytes),
         upgrading: client_upgrade.is_some(),
+        values: gathered,
     };
     let mut response = match (&stages.cache, client_upgrade) {
         (Some(cache), None) => {
@@ -266,7 +277,7 @@ async fn forward<'r>(
     let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if let Some(rewrite) = response_rewrite.filter(|_| !upgraded) {
         if let Some(shaper) = &rewrite.shaper.body {
-            let (shaped, skipped) = Box::pin(shaper.response(response, head_request, route.upstream.name())).await?;
+            let (shaped, skipped) = Box::pin(shaper.response(response, head_request, route.backend.label())).await?;
             if let Some(reason) = skipped {
                 crate::metrics::transform_skipped(route.name.clone(), reason.as_str());
             }
@@ -290,7 +301,11 @@ async fn fetch_upgradable(
     body: ClientBody,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let (mut response, lease) = backend::send(route, prepared, body).await?;
+    let target = match &route.backend {
+        Backend::Proxy(target) => target,
+        Backend::Aggregate(_) => return fetch(route, prepared, body).await,
+    };
+    let (mut response, lease) = backend::send(target, prepared, body).await?;
     let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if upgraded && let Some(client_upgrade) = client_upgrade {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
@@ -304,19 +319,25 @@ async fn fetch_upgradable(
         );
     }
     let keep_upgrade = upgraded.then(|| response.headers().get(header::UPGRADE).cloned()).flatten();
-    Ok(client_response(route, response, lease, keep_upgrade))
+    Ok(client_response(target, response, lease, keep_upgrade))
 }
 
-/// Sends `prepared` upstream (never an upgrade); the response as the
-/// client gets it, less hop-by-hop headers.
+/// Sends `prepared` upstream, or runs the route's aggregate (never an
+/// upgrade); the response as the client gets it, less hop-by-hop headers.
 pub async fn fetch(route: &RouteEntry, prepared: backend::Prepared<'_>, body: ClientBody) -> Result<Response<ResponseBody>, ProxyError> {
-    let (response, lease) = backend::send(route, prepared, body).await?;
-    Ok(client_response(route, response, lease, None))
+    match &route.backend {
+        Backend::Proxy(target) => {
+            let (response, lease) = backend::send(target, prepared, body).await?;
+            Ok(client_response(target, response, lease, None))
+        }
+        // Boxed: the aggregate's futures would otherwise enlarge every request's future.
+        Backend::Aggregate(aggregation) => Box::pin(aggregation.answer(prepared, body, route.max_body_bytes)).await,
+    }
 }
 
 /// An upstream response readied for the client.
 fn client_response(
-    route: &RouteEntry,
+    route: &Target,
     mut response: Response<Incoming>,
     lease: crate::upstream::Lease,
     keep_upgrade: Option<HeaderValue>,
@@ -339,7 +360,7 @@ fn facts<'a>(
     client_ip: IpAddr,
     identity: Option<&'a Identity>,
 ) -> RequestFacts<'a> {
-    RequestFacts { client_ip, headers: &parts.headers, identity, route: &route.name, service: route.upstream.name() }
+    RequestFacts { client_ip, headers: &parts.headers, identity, route: &route.name, service: route.backend.label() }
 }
 
 /// `308` to the same URL over HTTPS, on the default port. The host must

@@ -1,7 +1,9 @@
 //! What templates read from a request ([`portico_shared::template`]): path
 //! parameters the router captured, the client's query (decoded), request
 //! headers, the authenticated consumer and its token's claims, and the
-//! request id. Values are looked up only when a template asks.
+//! request id. Values are looked up only when a template asks, or, for an
+//! aggregate whose calls run after the request has moved on, gathered
+//! first ([`Gathered`]).
 
 use std::borrow::Cow;
 
@@ -39,6 +41,25 @@ impl Lookup for RequestValues<'_> {
             Source::ConsumerId => Some(Cow::Borrowed(self.identity?.consumer_id())),
             Source::ConsumerUsername => self.auth.username(self.identity?).map(Cow::Borrowed),
             Source::ConsumerCustomId => self.auth.custom_id(self.identity?).map(Cow::Borrowed),
+            // An aggregate's own values: its calls', its items', the body's.
+            Source::Call { .. } | Source::Item(_) | Source::Body => None,
         }
+    }
+}
+
+impl RequestValues<'_> {
+    /// The values of `sources` this request has (absent ones left out).
+    pub fn gather(&self, sources: &[Source]) -> Gathered {
+        Gathered(sources.iter().filter_map(|source| Some((source.clone(), self.value(source)?.into_owned()))).collect())
+    }
+}
+
+/// Request values gathered for later ([`RequestValues::gather`]).
+#[derive(Debug, Clone, Default)]
+pub struct Gathered(Vec<(Source, String)>);
+
+impl Lookup for Gathered {
+    fn value(&self, source: &Source) -> Option<Cow<'_, str>> {
+        self.0.iter().find(|(known, _)| known == source).map(|(_, value)| Cow::Borrowed(value.as_str()))
     }
 }

@@ -74,6 +74,7 @@ macro_rules! entity {
     };
 }
 
+pub mod aggregate;
 mod certificate;
 mod consumer;
 pub(crate) mod credential;
@@ -81,6 +82,7 @@ pub mod policy;
 mod route;
 mod service;
 
+pub use aggregate::{Aggregate, AggregateCall, Merge};
 pub use certificate::Certificate;
 pub use consumer::Consumer;
 pub use credential::{Credential, CredentialKind, JwtAlgorithm, JwtCredential, KeyAuthCredential};

@@ -3,8 +3,8 @@
 //! references to missing services are checked across the config in
 //! [`crate::validate`]; matching a request is `portico_dp::router`.
 //!
-//! What serves a route is its backend ([`RouteBackend`]); today a service
-//! it proxies to. The JSON stays flat and untagged (`{"name", "service",
+//! What serves a route is its backend ([`RouteBackend`]): a service it
+//! proxies to, or an [`Aggregate`] of calls to several. The JSON stays flat and untagged (`{"name", "service",
 //! "paths", …}`, byte for byte what earlier versions wrote): the contract
 //! tells backends apart by which of their keys are present. Decoding goes
 //! through [`FlatRoute`], the document's flat shape, for the reasons given
@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{Policy, Retries, default_true};
+use super::{Aggregate, Policy, Retries, default_true};
 use crate::error::{ConfigError, ConfigErrors, Errors};
 use crate::validate::rules::{MAX_LIST, MAX_PATH_LEN, Result, Validate, bounded, host_pattern, is_token_byte, name, tags, unique};
 
@@ -79,6 +79,8 @@ pub enum RouteBackend {
         /// Name of the service that serves this route.
         service: String,
     },
+    /// Answers with the merged JSON of several upstream calls.
+    Aggregate { aggregate: Aggregate },
 }
 
 impl RouteBackend {
@@ -86,6 +88,23 @@ impl RouteBackend {
     pub fn service(&self) -> Option<&str> {
         match self {
             Self::Proxy { service } => Some(service),
+            Self::Aggregate { .. } => None,
+        }
+    }
+
+    /// Every service the backend calls.
+    pub fn services(&self) -> Vec<&str> {
+        match self {
+            Self::Proxy { service } => vec![service],
+            Self::Aggregate { aggregate } => aggregate.services().collect(),
+        }
+    }
+
+    /// The aggregate, if the backend is one.
+    pub fn aggregate(&self) -> Option<&Aggregate> {
+        match self {
+            Self::Proxy { .. } => None,
+            Self::Aggregate { aggregate } => Some(aggregate),
         }
     }
 }
@@ -101,6 +120,8 @@ struct FlatRoute {
     name: String,
     #[serde(default)]
     service: Option<String>,
+    #[serde(default)]
+    aggregate: Option<Aggregate>,
     #[serde(default)]
     paths: Vec<String>,
     #[serde(default)]
@@ -132,7 +153,14 @@ impl TryFrom<FlatRoute> for Route {
     type Error = String;
 
     fn try_from(flat: FlatRoute) -> std::result::Result<Self, String> {
-        let backend = RouteBackend::Proxy { service: flat.service.ok_or("missing field `service`")? };
+        let backend = match (flat.service, flat.aggregate) {
+            (Some(service), None) => RouteBackend::Proxy { service },
+            (None, Some(aggregate)) => RouteBackend::Aggregate { aggregate },
+            (Some(_), Some(_)) => {
+                return Err("conflicting field `aggregate`: a route has either `service` or `aggregate`, not both".to_owned());
+            }
+            (None, None) => return Err("missing field `service`".to_owned()),
+        };
         Ok(Self {
             id: flat.id,
             name: flat.name,
@@ -159,8 +187,26 @@ impl Validate for Route {
     fn normalize_and_validate(&mut self) -> Result<(), ConfigErrors> {
         let mut errors = Errors::default();
         errors.check(name("name", &self.name));
-        let RouteBackend::Proxy { service } = &self.backend;
-        errors.check(name("service", service));
+        match &mut self.backend {
+            RouteBackend::Proxy { service } => {
+                errors.check(name("service", service));
+            }
+            RouteBackend::Aggregate { aggregate } => {
+                errors.check_within("aggregate", aggregate.normalize_and_validate());
+                if self.retries.is_some() {
+                    errors.add(ConfigError::invalid(
+                        "retries",
+                        "an aggregate route's calls retry as their services say; set retries on the services",
+                    ));
+                }
+                if self.preserve_host {
+                    errors.add(ConfigError::invalid(
+                        "preserve_host",
+                        "an aggregate route sends no request of the client's to keep the Host of",
+                    ));
+                }
+            }
+        }
         if errors.check(bounded("paths", self.paths.len(), MAX_LIST)).is_some() {
             let before = errors.count();
             for (i, path) in self.paths.iter_mut().enumerate() {

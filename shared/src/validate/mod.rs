@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::error::{ConfigError, ConfigErrors, Errors};
-use crate::model::{Certificate, Consumer, Credential, CredentialKind, Entity, EntityKind, GatewayConfig, Policy, Route, Service};
+use crate::model::{Certificate, Consumer, Credential, CredentialKind, Entity, EntityKind, GatewayConfig, Policy, Route};
 
 pub(crate) mod rules;
 
@@ -41,13 +41,17 @@ pub fn config(config: &mut GatewayConfig) -> Result<(), ConfigErrors> {
     anonymous_consumers(config, &ok, &mut errors);
     let services: HashSet<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
     for (i, route) in passed(&config.routes, &ok.routes) {
-        if let Some(service) = route.service()
-            && !services.contains(service)
-        {
-            errors.add(ConfigError::invalid(
-                format!("routes[{i}].service"),
-                format!("route '{}' refers to service '{service}', which does not exist", route.name),
-            ));
+        let fields: Vec<String> = match route.backend.aggregate() {
+            None => vec![format!("routes[{i}].service")],
+            Some(aggregate) => (0..aggregate.calls.len()).map(|j| format!("routes[{i}].aggregate.calls[{j}].service")).collect(),
+        };
+        for (field, service) in fields.into_iter().zip(route.backend.services()) {
+            if !services.contains(service) {
+                errors.add(ConfigError::invalid(
+                    field,
+                    format!("route '{}' refers to service '{service}', which does not exist", route.name),
+                ));
+            }
         }
     }
     identical_routes(passed(&config.routes, &ok.routes), &mut errors);
@@ -74,15 +78,44 @@ fn passed<'a, E>(list: &'a [E], ok: &'a [bool]) -> impl Iterator<Item = (usize, 
     list.iter().enumerate().filter(|(i, _)| ok[*i])
 }
 
-/// What a transform reads must exist on each route it applies to, else
-/// every request would be a `400` or fall to the default profile: a
-/// `{path.x}` needs `{x}` in every path of the route, and a `when.claim` or
-/// `{claim.x}` needs a `jwt` policy.
+/// The policies that apply to a route, when its service exists (an
+/// aggregate has none of its own).
+fn route_policies<'a>(config: &'a GatewayConfig, route: &'a Route) -> Option<Vec<&'a Policy>> {
+    let service = match route.service() {
+        Some(name) => Some(config.services.iter().find(|s| s.name == name)?),
+        None => None,
+    };
+    Some(crate::model::effective_policies(route, service, &config.policies))
+}
+
+/// What a transform or an aggregate call reads must exist on each route
+/// it applies to, else every request would be a `400` or fall to the
+/// default profile: a `{path.x}` needs `{x}` in every path of the route,
+/// a `when.claim` or `{claim.x}` a `jwt` policy, and a consumer field an
+/// authenticating one. An aggregate route cannot rewrite the path or query
+/// of a request it never sends.
 fn transform_fits_its_route(config: &GatewayConfig, i: usize, route: &Route) -> std::result::Result<(), ConfigError> {
     {
-        let Some(service) = config.services.iter().find(|s| route.service() == Some(s.name.as_str())) else { return Ok(()) };
-        let policies = crate::model::effective_policies(route, service, &config.policies);
+        let Some(policies) = route_policies(config, route) else { return Ok(()) };
         let has_jwt = policies.iter().any(|p| matches!(p, Policy::Jwt(_)));
+        if let Some(aggregate) = route.backend.aggregate() {
+            if let Some(policy) =
+                policies.iter().find(|p| matches!(p, Policy::RequestTransform(t) if t.path.is_some() || !t.query.is_empty()))
+            {
+                return Err(ConfigError::invalid(
+                    format!("routes[{i}].policies"),
+                    format!(
+                        "route '{}' is an aggregate, so its {} policy cannot rewrite a path or query: each call's path says what it sends",
+                        route.name,
+                        policy.type_name()
+                    ),
+                ));
+            }
+            let what = "aggregate";
+            for source in aggregate.sources() {
+                source_fits(route, i, &policies, has_jwt, what, &source)?;
+            }
+        }
         for policy in &policies {
             let (templates, when): (Vec<&str>, _) = match policy {
                 Policy::RequestTransform(t) => {
@@ -94,50 +127,22 @@ fn transform_fits_its_route(config: &GatewayConfig, i: usize, route: &Route) -> 
                 }
                 _ => continue,
             };
-            let needs_jwt = |what: &str| {
-                ConfigError::invalid(
-                    format!("routes[{i}].policies"),
-                    format!(
-                        "route '{}' has a {} policy using {what}, which needs a jwt policy on the route",
-                        route.name,
-                        policy.type_name()
-                    ),
-                )
-            };
             if let Some(claim) = when.as_ref().and_then(|w| w.claim.as_ref())
                 && !has_jwt
             {
-                return Err(needs_jwt(&format!("when.claim '{claim}'")));
+                return Err(ConfigError::invalid(
+                    format!("routes[{i}].policies"),
+                    format!(
+                        "route '{}' has a {} policy using when.claim '{claim}', which needs a jwt policy on the route",
+                        route.name,
+                        policy.type_name()
+                    ),
+                ));
             }
+            let what = format!("{} policy", policy.type_name());
             for template in templates.iter().filter_map(|text| crate::template::Template::parse(text).ok()) {
                 for source in template.sources() {
-                    match source {
-                        crate::template::Source::Claim(name) if !has_jwt => return Err(needs_jwt(&format!("{{claim.{name}}}"))),
-                        source if source.needs_identity() && !policies.iter().any(|p| p.authenticates()) => {
-                            return Err(ConfigError::invalid(
-                                format!("routes[{i}].policies"),
-                                format!(
-                                    "route '{}' has a {} policy using {{{source}}}, which needs key-auth or jwt on the route",
-                                    route.name,
-                                    policy.type_name()
-                                ),
-                            ));
-                        }
-                        crate::template::Source::Path(name) => {
-                            let paths = if route.paths.is_empty() { vec!["/".to_owned()] } else { route.paths.clone() };
-                            if let Some(path) = paths.iter().find(|path| !crate::route_path::path_params(path).any(|p| p == name)) {
-                                return Err(ConfigError::invalid(
-                                    format!("routes[{i}].paths"),
-                                    format!(
-                                        "route '{}' has a {} policy using {{path.{name}}}, but its path '{path}' has no {{{name}}} segment",
-                                        route.name,
-                                        policy.type_name()
-                                    ),
-                                ));
-                            }
-                        }
-                        _ => {}
-                    }
+                    source_fits(route, i, &policies, has_jwt, &what, source)?;
                 }
             }
         }
@@ -145,12 +150,39 @@ fn transform_fits_its_route(config: &GatewayConfig, i: usize, route: &Route) -> 
     Ok(())
 }
 
+/// A template `source` used by `what` (`aggregate`, `request-transform
+/// policy`) of route `i` has a value on every request the route takes.
+fn source_fits(
+    route: &Route,
+    i: usize,
+    policies: &[&Policy],
+    has_jwt: bool,
+    what: &str,
+    source: &crate::template::Source,
+) -> std::result::Result<(), ConfigError> {
+    let (field, message) = match source {
+        crate::template::Source::Claim(_) if !has_jwt => {
+            ("policies", format!("route '{}' has a {what} using {{{source}}}, which needs a jwt policy on the route", route.name))
+        }
+        source if source.needs_identity() && !policies.iter().any(|p| p.authenticates()) => {
+            ("policies", format!("route '{}' has a {what} using {{{source}}}, which needs key-auth or jwt on the route", route.name))
+        }
+        crate::template::Source::Path(name) => {
+            let paths = if route.paths.is_empty() { vec!["/".to_owned()] } else { route.paths.clone() };
+            let Some(path) = paths.iter().find(|path| !crate::route_path::path_params(path).any(|p| p == name)) else { return Ok(()) };
+            ("paths", format!("route '{}' has a {what} using {{path.{name}}}, but its path '{path}' has no {{{name}}} segment", route.name))
+        }
+        _ => return Ok(()),
+    };
+    Err(ConfigError::invalid(format!("routes[{i}].{field}"), message))
+}
+
 /// The entities that refer to the `kind` entity named `name`, as
 /// `(kind, name)`: while there are any, it can be neither deleted nor renamed.
 pub fn referrers<'a>(config: &'a GatewayConfig, kind: EntityKind, name: &str) -> Vec<(EntityKind, &'a str)> {
     match kind {
         EntityKind::Service => {
-            config.routes.iter().filter(|r| r.service() == Some(name)).map(|r| (EntityKind::Route, r.name.as_str())).collect()
+            config.routes.iter().filter(|r| r.backend.services().contains(&name)).map(|r| (EntityKind::Route, r.name.as_str())).collect()
         }
         EntityKind::Consumer => {
             let credentials = config.credentials.iter().filter(|c| c.consumer == name).map(|c| (EntityKind::Credential, c.name.as_str()));
@@ -265,10 +297,8 @@ fn credential_clash<'a>(
 
 /// A route whose policies check scopes must also authenticate its callers.
 fn scopes_need_authentication(config: &GatewayConfig, ok: &Passed, errors: &mut Errors) {
-    let services: HashMap<&str, &Service> = config.services.iter().map(|s| (s.name.as_str(), s)).collect();
     for (i, route) in passed(&config.routes, &ok.routes) {
-        let Some(service) = route.service().and_then(|s| services.get(s)) else { continue };
-        let policies = crate::model::effective_policies(route, service, &config.policies);
+        let Some(policies) = route_policies(config, route) else { continue };
         if policies.iter().any(|p| matches!(p, Policy::Scopes(_))) && !policies.iter().any(|p| p.authenticates()) {
             errors.add(ConfigError::invalid(
                 format!("routes[{i}].policies"),
@@ -415,9 +445,9 @@ mod tests {
         .unwrap();
         config(&mut c).unwrap();
         let types: Vec<&str> =
-            crate::model::effective_policies(&c.routes[0], &c.services[0], &c.policies).iter().map(|p| p.type_name()).collect();
+            crate::model::effective_policies(&c.routes[0], Some(&c.services[0]), &c.policies).iter().map(|p| p.type_name()).collect();
         assert_eq!(types, ["key-auth", "jwt", "rate-limit", "rate-limit"]);
-        let chosen = crate::model::effective_policies(&c.routes[0], &c.services[0], &c.policies);
+        let chosen = crate::model::effective_policies(&c.routes[0], Some(&c.services[0]), &c.policies);
         assert!(matches!(chosen[0], Policy::KeyAuth(p) if p.header == "x-api-key"), "the route's own key-auth, not the gateway's");
     }
 

@@ -42,6 +42,7 @@ use crate::backend::proxy::{ClientBody, Prepared};
 use crate::body::ResponseBody;
 use crate::error::ProxyError;
 use crate::runtime::{RouteEntry, Runtime};
+use crate::stage::values::Gathered;
 
 /// A route's `cache` policy, compiled.
 #[derive(Debug)]
@@ -556,6 +557,7 @@ struct Refresh {
     headers: HeaderMap,
     host_header: Option<HeaderValue>,
     hash_value: Option<Vec<u8>>,
+    values: Gathered,
     stale: Arc<Variant>,
     guard: flight::FlightGuard,
 }
@@ -585,6 +587,7 @@ impl Refresh {
             headers: prepared.headers.clone(),
             host_header: prepared.host.clone(),
             hash_value: prepared.hash_value.map(<[u8]>::to_vec),
+            values: prepared.values.clone(),
             stale,
             guard,
         }
@@ -611,6 +614,7 @@ impl Refresh {
             host: self.host_header,
             hash_value: self.hash_value.as_deref(),
             upgrading: false,
+            values: self.values,
         };
         let upstream =
             Upstream { cache: &cache, route, key: self.key, fwd: Fwd::Stale, authorized: self.authorized, guard: Some(self.guard) };

@@ -111,14 +111,15 @@ impl Policy {
     }
 }
 
-/// The policies that apply to `route` (served by `service`) in a gateway
+/// The policies that apply to `route` (served by `service`; none for an
+/// aggregate, to which only its own and the gateway's apply) in a gateway
 /// with `gateway` policies. Limits (`request-size-limit`, `rate-limit`)
 /// apply from every level; for the other types the most specific level that
 /// has the type wins (with every profile of a transform at that level): the
 /// route's, else the service's, else the gateway's.
-pub fn effective_policies<'a>(route: &'a Route, service: &'a Service, gateway: &'a [Policy]) -> Vec<&'a Policy> {
+pub fn effective_policies<'a>(route: &'a Route, service: Option<&'a Service>, gateway: &'a [Policy]) -> Vec<&'a Policy> {
     let mut chosen: Vec<&Policy> = Vec::new();
-    for level in [route.policies.as_slice(), service.policies.as_slice(), gateway] {
+    for level in [route.policies.as_slice(), service.map_or(&[][..], |s| s.policies.as_slice()), gateway] {
         let before = chosen.len();
         for policy in level {
             if policy.accumulates() || !chosen[..before].iter().any(|p| p.type_name() == policy.type_name()) {

@@ -1,0 +1,373 @@
+//! One call of an aggregate: its templates expanded with the request's
+//! values and the answers of the calls it names, sent through the proxy
+//! backend, its answer read up to the aggregate's limit and parsed as
+//! JSON. A `for_each` call sends one request per item, in parallel, and
+//! answers with the array of their answers in item order.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use portico_shared::model::AggregateCall;
+use portico_shared::model::aggregate::DEFAULT_MAX_ITEMS;
+use portico_shared::template::{Escape, ExpandError, FieldPath, Lookup, Scope, Source, Template, json_scalar};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::backend::proxy::{self, ClientBody, Prepared, Target};
+use crate::error::ProxyError;
+use crate::stage::cache::freshness::Directives;
+use crate::stage::values::Gathered;
+
+/// What a call answered, or why it has no answer.
+pub(super) type Outcome = Result<Answer, Failure>;
+
+/// A call's JSON answer and what its responses said about caching.
+#[derive(Debug)]
+pub(super) struct Answer {
+    pub(super) value: Value,
+    /// Each upstream response's caching headers (several for a `for_each` call).
+    pub(super) caching: Vec<Caching>,
+}
+
+/// What one upstream response said about caching.
+#[derive(Debug)]
+pub(super) struct Caching {
+    pub(super) directives: Directives,
+    /// It had a `Cache-Control` at all.
+    pub(super) stated: bool,
+    /// It set a cookie, so it was meant for this caller alone.
+    pub(super) set_cookie: bool,
+}
+
+/// Why a call has no answer.
+#[derive(Debug)]
+pub(super) struct Failure {
+    /// The status the failure counts as: the upstream's when it answered
+    /// with an error, `502` when it could not be reached or read, `504` on
+    /// timeout; none when the call was not made.
+    pub(super) status: Option<u16>,
+    pub(super) error: String,
+    pub(super) timeout: bool,
+}
+
+impl Failure {
+    pub(super) fn timeout(error: String) -> Self {
+        Self { status: Some(504), error, timeout: true }
+    }
+
+    pub(super) fn not_made(error: String) -> Self {
+        Self { status: None, error: format!("not made: {error}"), timeout: false }
+    }
+
+    fn bad_gateway(error: String) -> Self {
+        Self { status: Some(502), error, timeout: false }
+    }
+
+    fn of(error: &ProxyError) -> Self {
+        Self {
+            status: Some(error.status().as_u16()),
+            error: error.to_string(),
+            timeout: matches!(error, ProxyError::UpstreamTimeout { .. }),
+        }
+    }
+
+    /// The metric's `outcome`.
+    fn outcome(&self) -> &'static str {
+        match (self.timeout, self.status) {
+            (true, _) => "timeout",
+            (false, None) => "not_made",
+            (false, Some(_)) => "error",
+        }
+    }
+}
+
+/// What the calls read of the client's request.
+pub(super) struct Request<'a> {
+    pub(super) values: &'a Gathered,
+    /// The headers every call carries.
+    pub(super) headers: &'a HeaderMap,
+    /// The client's body (empty unless a call sends it).
+    pub(super) body: &'a Bytes,
+}
+
+/// A compiled call.
+#[derive(Debug)]
+pub(super) struct Call {
+    pub(super) name: Arc<str>,
+    route: Arc<str>,
+    pub(super) required: bool,
+    /// Top-level fields kept of an object answer (all when empty).
+    pub(super) fields: Vec<String>,
+    target: Target,
+    method: Method,
+    path: Template,
+    headers: Vec<(HeaderName, Template)>,
+    body: Option<Template>,
+    timeout: Duration,
+    max_body: usize,
+    /// The calls named by templates or `for_each`, by name and index.
+    names: Vec<(String, usize)>,
+    dependencies: Vec<usize>,
+    /// The call and path whose items it fans out over, and at most how many.
+    for_each: Option<(usize, FieldPath, usize)>,
+}
+
+impl Call {
+    pub(super) fn compile(
+        route: &Arc<str>,
+        call: &AggregateCall,
+        all: &[AggregateCall],
+        target: Target,
+        deadline: Duration,
+        max_body: usize,
+    ) -> Result<Self, String> {
+        let parse =
+            |text: &str| Template::parse_in(text, Scope::Aggregate).map_err(|e| format!("call '{}': template '{text}': {e}", call.name));
+        let index_of =
+            |name: &str| all.iter().position(|c| c.name == name).ok_or_else(|| format!("call '{}' names unknown call '{name}'", call.name));
+        let mut names = Vec::new();
+        for (_, dependency) in call.dependencies() {
+            if !names.iter().any(|(known, _)| *known == dependency) {
+                let index = index_of(&dependency)?;
+                names.push((dependency, index));
+            }
+        }
+        let for_each = match call.for_each_source() {
+            Some((source, path)) => Some((index_of(source)?, path, call.max_items.unwrap_or(DEFAULT_MAX_ITEMS) as usize)),
+            None => None,
+        };
+        let headers = call
+            .headers
+            .iter()
+            .map(|(name, text)| Ok((HeaderName::try_from(name.as_str()).map_err(|e| e.to_string())?, parse(text)?)))
+            .collect::<Result<_, String>>()?;
+        Ok(Self {
+            name: call.name.as_str().into(),
+            route: route.clone(),
+            required: call.required,
+            fields: call.fields.clone(),
+            target,
+            method: Method::from_bytes(call.method.as_bytes()).map_err(|e| e.to_string())?,
+            path: parse(&call.path)?,
+            headers,
+            body: call.body.as_deref().map(parse).transpose()?,
+            timeout: call.timeout_ms.map_or(deadline, Duration::from_millis),
+            max_body,
+            dependencies: names.iter().map(|(_, index)| *index).collect(),
+            names,
+            for_each,
+        })
+    }
+
+    /// The calls this one waits for.
+    pub(super) fn dependencies(&self) -> &[usize] {
+        &self.dependencies
+    }
+
+    /// A `for_each` call, whose answer is an array.
+    pub(super) fn fans_out(&self) -> bool {
+        self.for_each.is_some()
+    }
+
+    /// Builds the call's requests from `request` and the calls it waits for
+    /// (all settled in `outcomes`), and gives the exchange to run; a value
+    /// it needs that is missing fails it before anything is sent.
+    pub(super) fn start<'s>(
+        &'s self,
+        request: &Request<'_>,
+        outcomes: &[Option<Outcome>],
+    ) -> Result<impl Future<Output = Outcome> + use<'s>, Failure> {
+        let answers: Vec<(&str, &Value)> = self
+            .names
+            .iter()
+            .map(|(name, index)| match &outcomes[*index] {
+                Some(Ok(answer)) => Ok((name.as_str(), &answer.value)),
+                _ => Err(Failure::not_made(format!("it needs call '{name}', which failed"))),
+            })
+            .collect::<Result<_, _>>()?;
+        let values = Values { request, answers: &answers, item: None };
+        let requests = match &self.for_each {
+            None => vec![self.build(&values)?],
+            Some((index, path, max)) => {
+                let source = &self.names.iter().find(|(_, i)| i == index).map_or("", |(name, _)| name.as_str());
+                let document = answers.iter().find(|(name, _)| name == source).map(|(_, value)| *value).unwrap_or(&Value::Null);
+                let items = items(document, path).ok_or_else(|| Failure::not_made(format!("{source}.{path} is not an array")))?;
+                if items.len() > *max {
+                    return Err(Failure::not_made(format!("{source}.{path} has {} items, more than max_items ({max})", items.len())));
+                }
+                items.into_iter().map(|item| self.build(&Values { item: Some(item), ..values })).collect::<Result<Vec<_>, _>>()?
+            }
+        };
+        Ok(async move {
+            let started = Instant::now();
+            let timeout = format!("no answer within its timeout of {} ms", self.timeout.as_millis());
+            let outcome =
+                tokio::time::timeout(self.timeout, self.exchange_all(requests)).await.unwrap_or_else(|_| Err(Failure::timeout(timeout)));
+            match &outcome {
+                Ok(_) => crate::metrics::aggregate_call(&self.route, &self.name, "ok", started.elapsed()),
+                Err(failure) => self.record(failure, started.elapsed()),
+            }
+            outcome
+        })
+    }
+
+    /// Counts a failed call.
+    pub(super) fn record(&self, failure: &Failure, elapsed: Duration) {
+        crate::metrics::aggregate_call(&self.route, &self.name, failure.outcome(), elapsed);
+    }
+
+    /// One request of the call, its templates expanded.
+    fn build(&self, values: &Values<'_>) -> Result<Built, Failure> {
+        let unexpandable = |error: ExpandError<'_>| {
+            Failure::not_made(match error {
+                ExpandError::Absent(source @ (Source::Call { .. } | Source::Item(_))) => {
+                    format!("{} is null, absent or not a string, number or boolean", source.describe())
+                }
+                other => other.to_string(),
+            })
+        };
+        let target = self.path.expand(values, Escape::PathAndQuery).map_err(unexpandable)?;
+        let target =
+            PathAndQuery::try_from(target).map_err(|_| Failure::not_made("its expanded path is not a valid request target".to_owned()))?;
+        let mut headers = values.request.headers.clone();
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        for (name, template) in &self.headers {
+            let value = template.expand(values, Escape::HeaderValue).map_err(unexpandable)?;
+            let value = HeaderValue::try_from(value).map_err(|_| Failure::not_made(format!("its header '{name}' cannot be sent")))?;
+            headers.insert(name.clone(), value);
+        }
+        let body = match &self.body {
+            Some(template) => {
+                if !headers.contains_key(header::CONTENT_TYPE) {
+                    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                }
+                Bytes::from(template.expand(values, Escape::JsonString).map_err(unexpandable)?)
+            }
+            None => Bytes::new(),
+        };
+        Ok(Built { target, headers, body })
+    }
+
+    /// Sends every request (in parallel); the answers in order, or the first failure in order.
+    async fn exchange_all(&self, requests: Vec<Built>) -> Outcome {
+        if self.for_each.is_none() {
+            let request = requests.into_iter().next().ok_or_else(|| Failure::not_made("nothing to send".to_owned()))?;
+            return self.exchange(request).await;
+        }
+        let answers = futures::future::join_all(requests.into_iter().map(|request| self.exchange(request))).await;
+        let mut values = Vec::with_capacity(answers.len());
+        let mut caching = Vec::new();
+        for (i, answer) in answers.into_iter().enumerate() {
+            let answer = answer.map_err(|failure| Failure { error: format!("item {i}: {}", failure.error), ..failure })?;
+            values.push(answer.value);
+            caching.extend(answer.caching);
+        }
+        Ok(Answer { value: Value::Array(values), caching })
+    }
+
+    async fn exchange(&self, request: Built) -> Outcome {
+        let prepared = Prepared {
+            method: self.method.clone(),
+            path_and_query: request.target,
+            headers: request.headers,
+            host: None,
+            hash_value: None,
+            upgrading: false,
+            values: Gathered::default(),
+        };
+        let (response, lease) = proxy::send(&self.target, prepared, ClientBody::Whole(request.body)).await.map_err(|e| Failure::of(&e))?;
+        let service = self.target.upstream.name();
+        let status = response.status();
+        if !status.is_success() {
+            return Err(Failure {
+                status: Some(status.as_u16()),
+                error: format!("upstream '{service}' answered {status}"),
+                timeout: false,
+            });
+        }
+        let caching = Caching {
+            directives: Directives::parse(response.headers()),
+            stated: response.headers().contains_key(header::CACHE_CONTROL),
+            set_cookie: response.headers().contains_key(header::SET_COOKIE),
+        };
+        let bytes = Limited::new(response.into_body(), self.max_body).collect().await.map_err(|error| {
+            Failure::bad_gateway(if error.is::<http_body_util::LengthLimitError>() {
+                format!("upstream '{service}' answered with more than {} bytes (the aggregate's max_body_bytes)", self.max_body)
+            } else {
+                format!("upstream '{service}' cut its answer short: {error}")
+            })
+        })?;
+        drop(lease);
+        let bytes = bytes.to_bytes();
+        let value = if bytes.is_empty() || self.method == Method::HEAD || status == StatusCode::NO_CONTENT {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .map_err(|e| Failure::bad_gateway(format!("upstream '{service}' answered with something that is not JSON ({e})")))?
+        };
+        Ok(Answer { value, caching: vec![caching] })
+    }
+}
+
+/// A request ready to send.
+struct Built {
+    target: PathAndQuery,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// The items `path` finds in `document`: the values a path with `[*]`
+/// reaches, or the elements of the array a plain path names; `None` when
+/// it names no array.
+fn items<'v>(document: &'v Value, path: &FieldPath) -> Option<Vec<&'v Value>> {
+    let found = path.select(document);
+    if path.has_each() {
+        return Some(found);
+    }
+    found.first().and_then(|value| value.as_array()).map(|items| items.iter().collect())
+}
+
+/// The values a call's templates read.
+#[derive(Clone, Copy)]
+struct Values<'a> {
+    request: &'a Request<'a>,
+    /// The answers of the calls it names.
+    answers: &'a [(&'a str, &'a Value)],
+    item: Option<&'a Value>,
+}
+
+impl Values<'_> {
+    /// What `source`'s path reaches, when it is a call's or the item's.
+    fn select(&self, source: &Source) -> Option<Vec<&Value>> {
+        let (document, path) = match source {
+            Source::Call { call, field } => (self.answers.iter().find(|(name, _)| name == call).map(|(_, value)| *value)?, field),
+            Source::Item(field) => (self.item?, field),
+            _ => return None,
+        };
+        Some(path.select(document))
+    }
+}
+
+impl Lookup for Values<'_> {
+    fn value(&self, source: &Source) -> Option<Cow<'_, str>> {
+        match source {
+            Source::Call { .. } | Source::Item(_) => json_scalar(self.select(source)?.first()?),
+            Source::Body => std::str::from_utf8(self.request.body).ok().map(Cow::Borrowed),
+            request => self.request.values.value(request),
+        }
+    }
+
+    fn values(&self, source: &Source) -> Option<Vec<Cow<'_, str>>> {
+        match source {
+            Source::Call { .. } | Source::Item(_) => self.select(source)?.into_iter().map(json_scalar).collect(),
+            other => self.value(other).map(|value| vec![value]),
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The aggregate backend: one client request answered by several upstream
+//! calls ([`portico_shared::model::Aggregate`]) merged into one JSON
+//! answer.
+//!
+//! Calls start as soon as the calls they name have answered, so calls
+//! without dependencies run in parallel. Each goes through the proxy
+//! backend ([`super::proxy::send`]): the same pools, balancing, health,
+//! breakers and retries as a proxied request. Each call carries the
+//! request id, the `X-Forwarded-*` headers, the caller's identity headers
+//! and the headers a `request-transform` wrote, with its own headers, and
+//! nothing else of the client's. The whole answer has a deadline: calls
+//! still running then are dropped, which closes their connections.
+//!
+//! A required call that fails ends the request at once (`502`, `504` when
+//! it timed out) naming the call; an optional one leaves its key `null`
+//! and an entry in `_errors`, and the answer says `Portico-Aggregate:
+//! partial` with `Cache-Control: no-store`. Merging ([`merge`]) follows
+//! call order, never arrival order.
+
+mod call;
+mod merge;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use portico_shared::model::{Aggregate, Merge};
+use portico_shared::template::Source;
+use tokio::time::Instant;
+
+use self::call::{Call, Failure, Outcome};
+use super::proxy::{ClientBody, Prepared, Target};
+use crate::body::ResponseBody;
+use crate::error::ProxyError;
+
+/// Says whether every call answered (`complete`) or an optional one failed (`partial`).
+pub const PORTICO_AGGREGATE: HeaderName = HeaderName::from_static("portico-aggregate");
+
+/// Request headers every call carries, when the request has them: the
+/// gateway's own (request id, forwarding, identity).
+const CARRIED: [&str; 10] = [
+    "x-request-id",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "x-consumer-id",
+    "x-consumer-username",
+    "x-user-id",
+    "x-scopes",
+    "x-anonymous-consumer",
+];
+
+/// A compiled aggregate.
+#[derive(Debug)]
+pub struct Aggregation {
+    /// `aggregate:<route>`, what metrics and limits call it.
+    label: Arc<str>,
+    route: Arc<str>,
+    deadline: Duration,
+    merge: Merge,
+    calls: Vec<Call>,
+    /// The request values the templates read, gathered before the request moves on.
+    sources: Vec<Source>,
+    /// Some call sends the client's body.
+    reads_body: bool,
+    /// The client headers the templates read: the answer varies on them.
+    vary: Option<HeaderValue>,
+}
+
+impl Aggregation {
+    /// Compiles `aggregate` of route `route`; `target` gives each service's
+    /// upstream and retries.
+    pub fn compile(route: &Arc<str>, aggregate: &Aggregate, target: impl Fn(&str) -> Result<Target, String>) -> Result<Self, String> {
+        let max_body = usize::try_from(aggregate.max_body_bytes).unwrap_or(usize::MAX);
+        let deadline = Duration::from_millis(aggregate.timeout_ms);
+        let calls = aggregate
+            .calls
+            .iter()
+            .map(|call| Call::compile(route, call, &aggregate.calls, target(&call.service)?, deadline, max_body))
+            .collect::<Result<Vec<_>, String>>()?;
+        let mut sources: Vec<Source> = Vec::new();
+        for source in aggregate.sources() {
+            if !matches!(source, Source::Call { .. } | Source::Item(_) | Source::Body) && !sources.contains(&source) {
+                sources.push(source);
+            }
+        }
+        let reads_body = aggregate.sources().contains(&Source::Body);
+        let headers: Vec<&str> = sources
+            .iter()
+            .filter_map(|s| match s {
+                Source::Header(name) => Some(name.as_str()),
+                _ => None,
+            })
+            .collect();
+        let vary = (!headers.is_empty()).then(|| HeaderValue::from_str(&headers.join(", "))).transpose().map_err(|e| e.to_string())?;
+        Ok(Self {
+            label: format!("aggregate:{route}").into(),
+            route: route.clone(),
+            deadline,
+            merge: aggregate.merge,
+            calls,
+            sources,
+            reads_body,
+            vary,
+        })
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The request sources to gather for [`Aggregation::answer`].
+    pub fn sources(&self) -> &[Source] {
+        &self.sources
+    }
+
+    /// The headers each call carries of `request` (after authentication,
+    /// forwarding and transforms): the gateway's own, and `written` (the
+    /// names a `request-transform` wrote).
+    pub fn carried(request: &HeaderMap, written: &[HeaderName]) -> HeaderMap {
+        let mut carried = HeaderMap::new();
+        let names = CARRIED.iter().map(|name| HeaderName::from_static(name)).chain(written.iter().cloned());
+        for name in names {
+            for value in request.get_all(&name) {
+                carried.append(name.clone(), value.clone());
+            }
+        }
+        carried
+    }
+
+    /// Runs the calls for a request prepared by the pipeline (its
+    /// [`Aggregation::carried`] headers and gathered values) and merges
+    /// their answers.
+    pub async fn answer(
+        &self,
+        prepared: Prepared<'_>,
+        body: ClientBody,
+        max_body_bytes: u64,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let deadline = Instant::now() + self.deadline;
+        let client_body = match (self.reads_body, body) {
+            (false, _) => Bytes::new(),
+            (true, ClientBody::Whole(bytes)) => bytes,
+            (true, ClientBody::Stream(body)) => {
+                let limit = usize::try_from(max_body_bytes).unwrap_or(usize::MAX);
+                let read =
+                    tokio::time::timeout_at(deadline, Limited::new(body, limit).collect()).await.map_err(|_| ProxyError::ClientTimeout)?;
+                read.map_err(|error| {
+                    if error.is::<http_body_util::LengthLimitError>() {
+                        ProxyError::BodyTooLarge { limit: max_body_bytes }
+                    } else {
+                        ProxyError::BadRequest("the request body could not be read")
+                    }
+                })?
+                .to_bytes()
+            }
+        };
+        let request = call::Request { values: &prepared.values, headers: &prepared.headers, body: &client_body };
+        let mut outcomes: Vec<Option<Outcome>> = self.calls.iter().map(|_| None).collect();
+        let mut started = vec![false; self.calls.len()];
+        let mut running = FuturesUnordered::new();
+        loop {
+            for (i, call) in self.calls.iter().enumerate() {
+                if started[i] || !call.dependencies().iter().all(|&d| outcomes[d].is_some()) {
+                    continue;
+                }
+                started[i] = true;
+                match call.start(&request, &outcomes) {
+                    Ok(exchange) => running.push(async move { (i, exchange.await) }),
+                    Err(failure) => {
+                        call.record(&failure, Duration::ZERO);
+                        self.settle(i, Err(failure), &mut outcomes)?;
+                    }
+                }
+            }
+            if running.is_empty() {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, running.next()).await {
+                Ok(Some((i, outcome))) => self.settle(i, outcome, &mut outcomes)?,
+                Ok(None) => break,
+                Err(_) => {
+                    let cut = self.deadline;
+                    for (i, call) in self.calls.iter().enumerate() {
+                        if outcomes[i].is_some() {
+                            continue;
+                        }
+                        let failure = Failure::timeout(format!("the aggregate's deadline of {} ms passed first", cut.as_millis()));
+                        call.record(&failure, cut);
+                        self.settle(i, Err(failure), &mut outcomes)?;
+                    }
+                    break;
+                }
+            }
+        }
+        let outcomes: Vec<Outcome> =
+            outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(Failure::not_made("it never started".to_owned())))).collect();
+        Ok(self.respond(&outcomes))
+    }
+
+    /// Records call `i`'s outcome; a required call's failure ends the request.
+    fn settle(&self, i: usize, outcome: Outcome, outcomes: &mut [Option<Outcome>]) -> Result<(), ProxyError> {
+        if let Err(failure) = &outcome
+            && self.calls[i].required
+        {
+            crate::metrics::aggregate_answered(&self.route, "failed");
+            return Err(ProxyError::AggregateCall {
+                call: self.calls[i].name.to_string(),
+                timeout: failure.timeout,
+                message: format!("call '{}' failed: {}", self.calls[i].name, failure.error),
+            });
+        }
+        outcomes[i] = Some(outcome);
+        Ok(())
+    }
+
+    /// The merged answer.
+    fn respond(&self, outcomes: &[Outcome]) -> Response<ResponseBody> {
+        let merged = merge::merge(self.merge, &self.calls, outcomes, &self.route);
+        let partial = outcomes.iter().any(Result::is_err);
+        crate::metrics::aggregate_answered(&self.route, if partial { "partial" } else { "complete" });
+        let mut response = Response::new(ResponseBody::Local(Full::new(Bytes::from(merged))));
+        *response.status_mut() = StatusCode::OK;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(PORTICO_AGGREGATE, HeaderValue::from_static(if partial { "partial" } else { "complete" }));
+        let cache_control = if partial {
+            Some(HeaderValue::from_static("no-store"))
+        } else {
+            merge::cache_control(outcomes.iter().filter_map(|o| o.as_ref().ok()))
+        };
+        if let Some(value) = cache_control {
+            headers.insert(header::CACHE_CONTROL, value);
+        }
+        if let Some(vary) = &self.vary {
+            headers.insert(header::VARY, vary.clone());
+        }
+        response
+    }
+}
