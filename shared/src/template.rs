@@ -928,6 +928,82 @@ mod tests {
         assert_eq!(t.expand(&lookup, Escape::PathAndQuery).unwrap(), "/orders/%3F?user=u&next=%3F");
     }
 
+    // --- aggregate calls ---
+
+    fn aggregate(text: &str) -> Result<Template, String> {
+        Template::parse_in(text, Scope::Aggregate)
+    }
+
+    #[test]
+    fn aggregate_templates_name_calls_items_and_the_body() {
+        let t = aggregate("/recs/{profile.segment}/{orders.items[0].id}?ids={orders.items[*].id|join:,}&i={item.sku}&x={item}").unwrap();
+        let field = |text: &str| FieldPath::parse(text).unwrap();
+        assert_eq!(
+            t.sources().cloned().collect::<Vec<_>>(),
+            [
+                Source::Call { call: "profile".into(), field: field("segment") },
+                Source::Call { call: "orders".into(), field: field("items[0].id") },
+                Source::Call { call: "orders".into(), field: field("items[*].id") },
+                Source::Item(field("sku")),
+                Source::Item(FieldPath::default()),
+            ]
+        );
+        assert_eq!(aggregate("{body}").unwrap().sources().next(), Some(&Source::Body));
+        assert_eq!(aggregate("/{path.id}").unwrap().sources().next(), Some(&path("id")), "request sources keep their meaning");
+        for text in ["/{profile.segment}", "/{item}", "{body}", "/{a.b[*]|join:,}"] {
+            assert!(Template::parse(text).is_err(), "{text} is for aggregates only");
+        }
+    }
+
+    #[test]
+    fn aggregate_templates_refuse_whole_answers_bad_paths_and_misused_joins() {
+        for (text, expected) in [
+            ("/{profile}", "not its whole answer"),
+            ("/{profile.a..b}", "is not a field path"),
+            ("/{profile.a[x]}", "an index is a number or `*`"),
+            ("/{orders.items[*].id}", "join them"),
+            ("/{orders.id|join:,}", "`|join:` needs a path with `[*]`"),
+            ("/{orders.items[*]|join:}", "a separator is 1 to 8"),
+        ] {
+            let error = aggregate(text).unwrap_err();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn joins_escape_each_value_and_keep_the_separator() {
+        struct Many;
+        impl Lookup for Many {
+            fn value(&self, _: &Source) -> Option<Cow<'_, str>> {
+                None
+            }
+            fn values(&self, _: &Source) -> Option<Vec<Cow<'_, str>>> {
+                Some(vec!["a b".into(), "c,d".into(), "7".into()])
+            }
+        }
+        let t = aggregate("/p?ids={o.items[*].id|join:,}").unwrap();
+        assert_eq!(t.expand(&Many, Escape::PathAndQuery).unwrap(), "/p?ids=a%20b,c%2Cd,7");
+    }
+
+    #[test]
+    fn json_string_escaping_and_a_verbatim_body() {
+        let t = aggregate(r#"{{"user":"{header.x}","order":{body}}}"#).unwrap();
+        let lookup = values(&[(Source::Header("x".into()), "a\"b\n"), (Source::Body, "{\"id\": 1}")]);
+        assert_eq!(t.expand(&lookup, Escape::JsonString).unwrap(), r#"{"user":"a\"b\n","order":{"id": 1}}"#);
+    }
+
+    #[test]
+    fn field_paths_select_values_in_document_order() {
+        let document = serde_json::json!({"items": [{"id": 1}, {"id": "two"}, {"x": 3}], "n": null});
+        let select = |text: &str| FieldPath::parse(text).unwrap().select(&document).into_iter().cloned().collect::<Vec<_>>();
+        assert_eq!(select("items[*].id"), [serde_json::json!(1), serde_json::json!("two")]);
+        assert_eq!(select("items[1].id"), [serde_json::json!("two")]);
+        assert!(select("missing.id").is_empty());
+        assert_eq!(json_scalar(&serde_json::json!(1.5)).as_deref(), Some("1.5"));
+        assert_eq!(json_scalar(&serde_json::json!(null)), None);
+        assert_eq!(FieldPath::parse("a.b[2][*].c").unwrap().to_string(), "a.b[2][*].c");
+    }
+
     // --- properties ---
 
     /// Strings rich in the characters the escapes care about, and any string.

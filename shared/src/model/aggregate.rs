@@ -322,7 +322,7 @@ impl AggregateCall {
         }
         let fan_out = self.for_each.is_some();
         let check_template = |field: &str, text: &str, body: bool| -> Result {
-            let template = Template::parse_in(text, Scope::Aggregate).map_err(|message| ConfigError::invalid(field, message))?;
+            let template = super::policy::transform::template_in(field, text, Scope::Aggregate)?;
             for source in template.sources() {
                 match source {
                     Source::Body if !body => return Err(ConfigError::invalid(field, "`{body}` may only be used in a call's body")),

@@ -357,6 +357,25 @@ mod tests {
     }
 
     #[test]
+    fn an_aggregate_route_has_no_service_and_checks_its_calls() {
+        let json = r#"{"name":"r","aggregate":{"timeout_ms":800,"merge":"namespaced","max_body_bytes":1048576,"calls":[{"name":"a","service":"s","method":"GET","path":"/a","required":true}]},"paths":["/a"],"methods":[],"hosts":[],"headers":{},"strip_path":true,"preserve_host":false,"policies":[],"tags":[]}"#;
+        let mut parsed = route(json);
+        parsed.normalize_and_validate().unwrap();
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), json, "encoded flat, like a proxy route");
+        assert_eq!((parsed.service(), parsed.backend.services()), (None, vec!["s"]));
+        let error = from_json::<Route>(br#"{"name":"r","service":"s","aggregate":{"calls":[]}}"#).unwrap_err();
+        assert_eq!(
+            (error.field(), error.message()),
+            ("aggregate", "conflicting field `aggregate`: a route has either `service` or `aggregate`, not both")
+        );
+        let mut bad = route(
+            r#"{"name":"r","paths":["/"],"retries":{"attempts":2},"aggregate":{"calls":[{"name":"a","service":"s","path":"/a/{b.x}"}]}}"#,
+        );
+        let fields: Vec<String> = bad.normalize_and_validate().unwrap_err().iter().map(|e| e.field().to_owned()).collect();
+        assert_eq!(fields, ["aggregate.calls[0].path", "retries"]);
+    }
+
+    #[test]
     fn rejects_duplicate_paths_on_one_route() {
         let mut r = route(r#"{"name":"r","service":"s","paths":["/users","/users/"]}"#);
         assert_eq!(r.normalize_and_validate().unwrap_err().first().field(), "paths[1]");

@@ -406,6 +406,32 @@ mod tests {
     use crate::parse::from_json;
 
     #[test]
+    fn aggregate_calls_need_their_services_and_keep_them_from_deletion() {
+        let mut config: GatewayConfig = crate::parse::from_yaml(
+            br#"
+services: [{name: users, targets: [{url: "http://127.0.0.1:1"}]}]
+routes:
+  - name: dash
+    paths: ["/me/{id}"]
+    aggregate:
+      calls:
+        - {name: profile, service: users, path: "/users/{path.id}"}
+        - {name: orders, service: orders, path: "/orders?user={consumer.id}&t={path.tenant}"}
+"#,
+        )
+        .unwrap();
+        let errors = super::config(&mut config.clone()).unwrap_err();
+        assert_eq!(fields(&errors), ["routes[0].aggregate.calls[1].service", "routes[0].policies"]);
+        assert!(errors.as_slice()[1].message().contains("aggregate using {consumer.id}, which needs key-auth or jwt"), "{errors}");
+        config.services.push(crate::parse::from_json(br#"{"name":"orders","targets":[{"url":"http://127.0.0.1:2"}]}"#).unwrap());
+        config.routes[0].policies.push(crate::parse::from_json(br#"{"type":"key-auth"}"#).unwrap());
+        let error = super::config(&mut config.clone()).unwrap_err().first().clone();
+        assert_eq!(error.field(), "routes[0].paths", "{error}");
+        assert!(error.message().contains("{path.tenant}, but its path '/me/{id}' has no {tenant} segment"), "{error}");
+        assert_eq!(referrers(&config, EntityKind::Service, "orders"), [(EntityKind::Route, "dash")]);
+    }
+
+    #[test]
     fn config_rejects_routes_to_missing_services() {
         let mut c: GatewayConfig = from_json(br#"{"routes":[{"name":"r","service":"nope","paths":["/"]}]}"#).unwrap();
         let err = config(&mut c).unwrap_err();

@@ -103,8 +103,6 @@ pub(super) struct Call {
     pub(super) name: Arc<str>,
     route: Arc<str>,
     pub(super) required: bool,
-    /// Top-level fields kept of an object answer (all when empty).
-    pub(super) fields: Vec<String>,
     target: Target,
     method: Method,
     path: Template,
@@ -152,7 +150,6 @@ impl Call {
             name: call.name.as_str().into(),
             route: route.clone(),
             required: call.required,
-            fields: call.fields.clone(),
             target,
             method: Method::from_bytes(call.method.as_bytes()).map_err(|e| e.to_string())?,
             path: parse(&call.path)?,
@@ -169,11 +166,6 @@ impl Call {
     /// The calls this one waits for.
     pub(super) fn dependencies(&self) -> &[usize] {
         &self.dependencies
-    }
-
-    /// A `for_each` call, whose answer is an array.
-    pub(super) fn fans_out(&self) -> bool {
-        self.for_each.is_some()
     }
 
     /// Builds the call's requests from `request` and the calls it waits for

@@ -16,14 +16,32 @@
 //! `{"name", "status", "error"}`. `Cache-Control` of the whole is the most
 //! restrictive of the calls' ([`cache_control`]).
 
+use std::sync::Arc;
+
 use http::HeaderValue;
-use portico_shared::model::Merge;
+use portico_shared::model::{AggregateCall, Merge};
 use serde_json::{Map, Value, json};
 
-use super::call::{Answer, Call, Outcome};
+use super::call::{Answer, Caching, Outcome};
+
+/// Where a call's answer goes in the merged one.
+#[derive(Debug)]
+pub(super) struct Slot {
+    pub(super) name: Arc<str>,
+    /// Top-level fields kept of an object answer (all when empty).
+    fields: Vec<String>,
+    /// A `for_each` call, whose answer is an array.
+    fans_out: bool,
+}
+
+impl Slot {
+    pub(super) fn of(call: &AggregateCall) -> Self {
+        Self { name: call.name.as_str().into(), fields: call.fields.clone(), fans_out: call.for_each.is_some() }
+    }
+}
 
 /// The merged answer's bytes.
-pub(super) fn merge(merge: Merge, calls: &[Call], outcomes: &[Outcome], route: &str) -> Vec<u8> {
+pub(super) fn merge(merge: Merge, calls: &[Slot], outcomes: &[Outcome], route: &str) -> Vec<u8> {
     let errors: Vec<Value> = calls
         .iter()
         .zip(outcomes)
@@ -60,7 +78,7 @@ pub(super) fn merge(merge: Merge, calls: &[Call], outcomes: &[Outcome], route: &
 }
 
 /// The answer with only the call's `fields`, when it lists some and the answer is an object.
-fn kept(call: &Call, answer: &Answer) -> Value {
+fn kept(call: &Slot, answer: &Answer) -> Value {
     match &answer.value {
         Value::Object(map) if !call.fields.is_empty() => {
             Value::Object(call.fields.iter().filter_map(|f| Some((f.clone(), map.get(f)?.clone()))).collect())
@@ -69,12 +87,12 @@ fn kept(call: &Call, answer: &Answer) -> Value {
     }
 }
 
-fn deep(calls: &[Call], outcomes: &[Outcome], route: &str) -> Map<String, Value> {
+fn deep(calls: &[Slot], outcomes: &[Outcome], route: &str) -> Map<String, Value> {
     let mut root = Map::new();
     for (call, answer) in calls.iter().zip(outcomes).filter_map(|(call, outcome)| Some((call, outcome.as_ref().ok()?))) {
         let mut collisions = 0;
         match kept(call, answer) {
-            Value::Object(map) if !call.fans_out() => merge_into(&mut root, map, &mut collisions),
+            Value::Object(map) if !call.fans_out => merge_into(&mut root, map, &mut collisions),
             other => {
                 collisions += u64::from(root.insert(call.name.to_string(), other).is_some());
             }
@@ -84,7 +102,7 @@ fn deep(calls: &[Call], outcomes: &[Outcome], route: &str) -> Map<String, Value>
         }
     }
     for (call, _) in calls.iter().zip(outcomes).filter(|(_, outcome)| outcome.is_err()) {
-        let keys = if call.fans_out() { vec![call.name.to_string()] } else { call.fields.clone() };
+        let keys = if call.fans_out { vec![call.name.to_string()] } else { call.fields.clone() };
         for key in keys {
             root.entry(key).or_insert(Value::Null);
         }
@@ -123,8 +141,8 @@ pub(super) fn cache_control<'a>(answers: impl Iterator<Item = &'a Answer>) -> Op
     if responses.iter().any(|r| r.directives.no_store) {
         return Some(HeaderValue::from_static("no-store"));
     }
-    let least = |pick: &dyn Fn(&super::call::Caching) -> Option<std::time::Duration>| responses.iter().filter_map(|r| pick(r)).min();
-    let all = |pick: &dyn Fn(&super::call::Caching) -> Option<std::time::Duration>| {
+    let least = |pick: &dyn Fn(&Caching) -> Option<std::time::Duration>| responses.iter().filter_map(|r| pick(r)).min();
+    let all = |pick: &dyn Fn(&Caching) -> Option<std::time::Duration>| {
         if responses.iter().all(|r| pick(r).is_some()) { least(pick) } else { None }
     };
     let private = responses.iter().any(|r| r.directives.private || r.set_cookie);
@@ -143,10 +161,11 @@ pub(super) fn cache_control<'a>(answers: impl Iterator<Item = &'a Answer>) -> Op
     if let Some(max_age) = least(&|r| r.directives.max_age) {
         directives.push(format!("max-age={}", max_age.as_secs()));
     }
-    if !private && responses.iter().any(|r| r.directives.s_maxage.is_some()) {
-        if let Some(shared) = least(&|r| r.directives.s_maxage.or(r.directives.max_age)) {
-            directives.push(format!("s-maxage={}", shared.as_secs()));
-        }
+    if !private
+        && responses.iter().any(|r| r.directives.s_maxage.is_some())
+        && let Some(shared) = least(&|r| r.directives.s_maxage.or(r.directives.max_age))
+    {
+        directives.push(format!("s-maxage={}", shared.as_secs()));
     }
     if let Some(stale) = all(&|r| r.directives.stale_while_revalidate) {
         directives.push(format!("stale-while-revalidate={}", stale.as_secs()));
@@ -158,4 +177,85 @@ pub(super) fn cache_control<'a>(answers: impl Iterator<Item = &'a Answer>) -> Op
         return None;
     }
     HeaderValue::from_str(&directives.join(", ")).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{HeaderMap, header};
+
+    use super::*;
+    use crate::backend::aggregate::call::Failure;
+    use crate::stage::cache::freshness::Directives;
+
+    fn slot(name: &str, fields: &[&str], fans_out: bool) -> Slot {
+        Slot { name: name.into(), fields: fields.iter().map(|f| (*f).to_owned()).collect(), fans_out }
+    }
+
+    fn answer(value: Value, cache_control: Option<&'static str>, set_cookie: bool) -> Outcome {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = cache_control {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
+        }
+        let caching = Caching { directives: Directives::parse(&headers), stated: cache_control.is_some(), set_cookie };
+        Ok(Answer { value, caching: vec![caching] })
+    }
+
+    fn failed(status: Option<u16>) -> Outcome {
+        Err(Failure { status, error: "it broke".to_owned(), timeout: false })
+    }
+
+    fn text(merge_as: Merge, slots: &[Slot], outcomes: &[Outcome]) -> String {
+        String::from_utf8(merge(merge_as, slots, outcomes, "r")).unwrap()
+    }
+
+    #[test]
+    fn namespaced_keeps_call_order_fields_and_lists_failures() {
+        let slots = [slot("zeta", &[], false), slot("alpha", &["id"], false), slot("orders", &[], false)];
+        let outcomes = [answer(json!([1, 2]), None, false), answer(json!({"id": 7, "secret": "x"}), None, false), failed(Some(504))];
+        assert_eq!(
+            text(Merge::Namespaced, &slots, &outcomes),
+            r#"{"zeta":[1,2],"alpha":{"id":7},"orders":null,"_errors":[{"error":"it broke","name":"orders","status":504}]}"#
+        );
+    }
+
+    #[test]
+    fn deep_merges_objects_recursively_and_the_later_call_wins_a_clash() {
+        let slots = [slot("a", &[], false), slot("b", &[], false), slot("list", &[], false), slot("gone", &["total"], false)];
+        let outcomes = [
+            answer(json!({"user": {"id": 1, "name": "ann"}, "plan": "free"}), None, false),
+            answer(json!({"user": {"email": "a@x"}, "plan": "pro"}), None, false),
+            answer(json!(["x"]), None, false),
+            failed(None),
+        ];
+        let merged: Value = serde_json::from_str(&text(Merge::Deep, &slots, &outcomes)).unwrap();
+        assert_eq!(
+            merged,
+            json!({"user": {"id": 1, "name": "ann", "email": "a@x"}, "plan": "pro", "list": ["x"], "total": null,
+                   "_errors": [{"name": "gone", "status": null, "error": "it broke"}]})
+        );
+    }
+
+    #[test]
+    fn cache_control_is_the_most_restrictive_of_the_calls() {
+        let one = |cc, cookie| answer(json!({}), cc, cookie).unwrap();
+        let combined = |answers: &[Answer]| cache_control(answers.iter()).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(combined(&[one(Some("max-age=60"), false), one(Some("max-age=10"), false)]).as_deref(), Some("max-age=10"));
+        assert_eq!(combined(&[one(Some("public, max-age=60"), false), one(None, false)]).as_deref(), Some("max-age=60"));
+        assert_eq!(
+            combined(&[one(Some("public, max-age=60"), false), one(Some("public, s-maxage=5"), false)]).as_deref(),
+            Some("public, max-age=60, s-maxage=5")
+        );
+        assert_eq!(
+            combined(&[one(Some("max-age=60"), false), one(None, true)]).as_deref(),
+            Some("private, max-age=60"),
+            "a cookie makes it private"
+        );
+        assert_eq!(combined(&[one(Some("max-age=60"), false), one(Some("no-store"), false)]).as_deref(), Some("no-store"));
+        assert_eq!(combined(&[one(None, false), one(None, false)]), None, "nothing said, nothing added");
+        assert_eq!(
+            combined(&[one(Some("max-age=5, stale-while-revalidate=30"), false), one(Some("max-age=9"), false)]).as_deref(),
+            Some("max-age=5"),
+            "stale only when every call allows it"
+        );
+    }
 }

@@ -33,6 +33,7 @@ use portico_shared::template::Source;
 use tokio::time::Instant;
 
 use self::call::{Call, Failure, Outcome};
+use self::merge::Slot;
 use super::proxy::{ClientBody, Prepared, Target};
 use crate::body::ResponseBody;
 use crate::error::ProxyError;
@@ -40,20 +41,9 @@ use crate::error::ProxyError;
 /// Says whether every call answered (`complete`) or an optional one failed (`partial`).
 pub const PORTICO_AGGREGATE: HeaderName = HeaderName::from_static("portico-aggregate");
 
-/// Request headers every call carries, when the request has them: the
-/// gateway's own (request id, forwarding, identity).
-const CARRIED: [&str; 10] = [
-    "x-request-id",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-real-ip",
-    "x-consumer-id",
-    "x-consumer-username",
-    "x-user-id",
-    "x-scopes",
-    "x-anonymous-consumer",
-];
+/// Request headers every call carries, when the request has them, besides
+/// the identity headers: the request id and the forwarding set.
+const FORWARDING: [&str; 5] = ["x-request-id", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip"];
 
 /// A compiled aggregate.
 #[derive(Debug)]
@@ -64,6 +54,8 @@ pub struct Aggregation {
     deadline: Duration,
     merge: Merge,
     calls: Vec<Call>,
+    /// Where each call's answer goes.
+    slots: Vec<Slot>,
     /// The request values the templates read, gathered before the request moves on.
     sources: Vec<Source>,
     /// Some call sends the client's body.
@@ -104,6 +96,7 @@ impl Aggregation {
             deadline,
             merge: aggregate.merge,
             calls,
+            slots: aggregate.calls.iter().map(Slot::of).collect(),
             sources,
             reads_body,
             vary,
@@ -124,7 +117,8 @@ impl Aggregation {
     /// names a `request-transform` wrote).
     pub fn carried(request: &HeaderMap, written: &[HeaderName]) -> HeaderMap {
         let mut carried = HeaderMap::new();
-        let names = CARRIED.iter().map(|name| HeaderName::from_static(name)).chain(written.iter().cloned());
+        let gateway = FORWARDING.iter().chain(&crate::proxy::headers::IDENTITY).map(|name| HeaderName::from_static(name));
+        let names = gateway.chain(written.iter().cloned());
         for name in names {
             for value in request.get_all(&name) {
                 carried.append(name.clone(), value.clone());
@@ -221,7 +215,7 @@ impl Aggregation {
 
     /// The merged answer.
     fn respond(&self, outcomes: &[Outcome]) -> Response<ResponseBody> {
-        let merged = merge::merge(self.merge, &self.calls, outcomes, &self.route);
+        let merged = merge::merge(self.merge, &self.slots, outcomes, &self.route);
         let partial = outcomes.iter().any(Result::is_err);
         crate::metrics::aggregate_answered(&self.route, if partial { "partial" } else { "complete" });
         let mut response = Response::new(ResponseBody::Local(Full::new(Bytes::from(merged))));

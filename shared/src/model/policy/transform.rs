@@ -214,7 +214,13 @@ const GATEWAY_WRITTEN: [&str; 11] = [
 
 /// A template's text: parsed to check its syntax and sources.
 fn template_text(field: &str, text: &str) -> Result {
-    let template = crate::template::Template::parse(text).map_err(|message| ConfigError::invalid(field, message))?;
+    template_in(field, text, crate::template::Scope::Request).map(drop)
+}
+
+/// A template of `scope`, parsed, whose `{header.*}` sources are headers a
+/// client may send (not one the gateway writes).
+pub(crate) fn template_in(field: &str, text: &str, scope: crate::template::Scope) -> Result<crate::template::Template> {
+    let template = crate::template::Template::parse_in(text, scope).map_err(|message| ConfigError::invalid(field, message))?;
     for source in template.sources() {
         if let crate::template::Source::Header(name) = source
             && (GATEWAY_WRITTEN.contains(&name.as_str()) || name.starts_with("x-consumer-"))
@@ -228,7 +234,7 @@ fn template_text(field: &str, text: &str) -> Result {
             );
         }
     }
-    Ok(())
+    Ok(template)
 }
 
 impl HeaderOps {
