@@ -727,6 +727,11 @@ async fn openapi_documents_every_endpoint() {
     assert_eq!(schemas["Route"]["allOf"][0]["$ref"], "#/components/schemas/RouteBackend", "{}", schemas["Route"]);
     let proxy = &schemas["RouteBackend"]["oneOf"][0];
     assert_eq!((&proxy["required"], proxy["properties"]["service"]["type"].as_str()), (&json!(["service"]), Some("string")), "{proxy}");
+    let aggregate = &schemas["RouteBackend"]["oneOf"][1];
+    assert_eq!(aggregate["required"], json!(["aggregate"]), "{aggregate}");
+    assert_eq!(schemas["Aggregate"]["required"], json!(["calls"]), "{}", schemas["Aggregate"]);
+    assert_eq!(schemas["AggregateCall"]["required"], json!(["name", "service", "path"]), "{}", schemas["AggregateCall"]);
+    assert_eq!(schemas["Merge"]["enum"], json!(["namespaced", "deep"]), "{}", schemas["Merge"]);
     let connected_after = &schemas["PurgeOutcome"]["properties"]["connected_after"];
     assert!(connected_after["description"].as_str().is_some_and(|d| d.contains("never sent the purge")), "{connected_after}");
     let error_body = &doc["components"]["schemas"]["ErrorBody"];

@@ -110,7 +110,7 @@ async fn operator_workflow_from_apply_to_rollback() {
     let diff = portico(&cp, &["diff", "-f", &file]);
     assert!(diff.ok, "{}", diff.stderr);
     assert!(diff.stdout.contains("+ service demo"), "{}", diff.stdout);
-    assert!(diff.stdout.contains("4 to create, 0 to update, 0 to delete, 0 unchanged"), "{}", diff.stdout);
+    assert!(diff.stdout.contains("5 to create, 0 to update, 0 to delete, 0 unchanged"), "{}", diff.stdout);
 
     let applied = portico(&cp, &["apply", "-f", &file, "-m", "first example"]);
     assert!(applied.ok, "{}", applied.stderr);
@@ -142,7 +142,7 @@ async fn operator_workflow_from_apply_to_rollback() {
     assert!(
         rollback.stdout.starts_with(
             "~ service demo\n    /targets/0/url: \"http://127.0.0.1:9181\" → \"http://127.0.0.1:9180\"\n\
-             0 to create, 1 to update, 0 to delete, 3 unchanged\n\
+             0 to create, 1 to update, 0 to delete, 4 unchanged\n\
              version 4 now serves the content of version 2 ("
         ),
         "rollback prints the change it published: {}",
@@ -200,7 +200,7 @@ async fn errors_are_one_line_each_naming_the_field() {
 }
 
 /// A file that keeps only the example's service (so applying it deletes
-/// the two routes and the consumer).
+/// the three routes and the consumer).
 const ONLY_SERVICE: &str = "services:\n  - name: demo\n    targets: [{url: 'http://127.0.0.1:9180'}]\n    timeouts: {connect_ms: 1000, request_ms: 10000}\n    tags: [example]\n";
 
 #[tokio::test(flavor = "multi_thread")]
@@ -248,7 +248,7 @@ async fn apply_asks_before_deleting_on_a_terminal_and_not_in_ci() {
     let prompt = read_until(&mut child, "[y/N]");
     assert!(
         prompt.contains(
-            "This apply deletes 3 entities:\r\n  - route demo-api\r\n  - route demo-health\r\n  - consumer alice\r\nDelete them? [y/N]"
+            "This apply deletes 4 entities:\r\n  - route demo-api\r\n  - route demo-dashboard\r\n  - route demo-health\r\n  - consumer alice\r\nDelete them? [y/N]"
         ),
         "{prompt}"
     );
@@ -523,11 +523,11 @@ async fn versions_line_up_and_show_and_diff_one_another() {
     let run = portico(&cp, &["diff", "-f", &restored]);
     assert!(run.stdout.contains("/paths/0: \"/healthz\" → \"/health\""), "{}{}", run.stdout, run.stderr);
     let json: serde_json::Value = serde_json::from_str(&portico(&cp, &["versions", "show", "2", "--json"]).stdout).unwrap();
-    assert_eq!(json["config"]["routes"].as_array().unwrap().len(), 2);
+    assert_eq!(json["config"]["routes"].as_array().unwrap().len(), 3);
 
     let diff = portico(&cp, &["versions", "diff", "2", "3"]);
     assert_eq!(
-        diff.stdout, "~ route demo-health\n    /paths/0: \"/health\" → \"/healthz\"\n0 to create, 1 to update, 0 to delete, 3 unchanged\n",
+        diff.stdout, "~ route demo-health\n    /paths/0: \"/health\" → \"/healthz\"\n0 to create, 1 to update, 0 to delete, 4 unchanged\n",
         "{}",
         diff.stderr
     );

@@ -161,6 +161,10 @@ async fn portico_dev_serves_the_example_config_through_a_real_gateway() {
     .await;
     assert_eq!(echo["upstream"], "portico dev demo");
     assert_eq!(echo["path"], "/hello", "the example route strips /api");
+    let dashboard = http().get(format!("{proxy}/dashboard")).send().await.unwrap();
+    assert_eq!(dashboard.headers()["portico-aggregate"], "complete");
+    let dashboard: Value = dashboard.json().await.unwrap();
+    assert_eq!((&dashboard["hello"]["path"], &dashboard["echo"]["query"]), (&json!("/hello"), &json!("after=%2Fhello")), "{dashboard}");
     assert!(printed.contains("A new store: applied the example config"), "{printed}");
     assert!(printed.contains(&format!("gateway (proxy)   {proxy}")), "{printed}");
     assert!(printed.contains("PORTICO_ADMIN_TOKEN=pt_"), "{printed}");

@@ -241,6 +241,7 @@ fn print_banner(args: &DevArgs, config: &Config, admin_url: &str, admin_token: &
     println!();
     println!("Try:");
     println!("  curl -i {proxy}/api/hello");
+    println!("  curl -i {proxy}/dashboard   (an aggregate: two upstream calls, one JSON answer)");
     println!("  export PORTICO_ADMIN_URL={admin_url} PORTICO_ADMIN_TOKEN={}", admin_token.value);
     println!("  portico export");
     println!("  portico data-planes");
