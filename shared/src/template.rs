@@ -31,7 +31,8 @@
 //! | `{body}` | the client's request body, verbatim (a call's `body` only) |
 //!
 //! A field path is keys joined by `.` with `[n]` (an index) or `[*]` (every
-//! element, only with `|join:`) after any of them. A call's name is any
+//! element, only with `|join:`) after any of them; an answer that is an
+//! array is read from an index (`{orders[0].id}`, `{orders[*].id|join:,}`). A call's name is any
 //! word that is not one of the request sources above (nor `item`, `body`).
 //! A value that is JSON `null`, absent, an object or an array is absent; a
 //! number or boolean is its JSON text.
@@ -144,17 +145,25 @@ pub enum Step {
 pub struct FieldPath(pub Vec<Step>);
 
 impl FieldPath {
-    /// Parses `a.b[0].c[*]`; the error says what is wrong.
+    /// Parses `a.b[0].c[*]` (or `[*].id`, from an array); the error says
+    /// what is wrong. The empty text is the document itself.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut steps = Vec::new();
-        for key in text.split('.') {
+        if text.is_empty() {
+            return Ok(Self(steps));
+        }
+        for (i, key) in text.split('.').enumerate() {
             let (name, mut rest) = key.find('[').map_or((key, ""), |at| key.split_at(at));
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-                return Err(format!(
-                    "'{text}' is not a field path (keys of letters, digits, `_` or `-` joined by `.`, with `[n]` or `[*]`)"
-                ));
+            // Only the first step may be an index: `[0].id` reads an array answer.
+            let leading_index = i == 0 && name.is_empty() && !rest.is_empty();
+            if !leading_index {
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                    return Err(format!(
+                        "'{text}' is not a field path (keys of letters, digits, `_` or `-` joined by `.`, with `[n]` or `[*]`)"
+                    ));
+                }
+                steps.push(Step::Key(name.to_owned()));
             }
-            steps.push(Step::Key(name.to_owned()));
             while !rest.is_empty() {
                 let Some((inside, after)) = rest.strip_prefix('[').and_then(|r| r.split_once(']')) else {
                     return Err(format!("'{text}' has a `[` that is not `[n]` or `[*]`"));
@@ -170,6 +179,22 @@ impl FieldPath {
             return Err(format!("'{text}' has more than {MAX_FIELD_STEPS} steps"));
         }
         Ok(Self(steps))
+    }
+
+    /// Splits `orders.items[*].id` (or `orders[0]`, or `orders`) into the
+    /// call's name and the path within its answer.
+    pub fn of_call(text: &str) -> Result<(&str, Self), String> {
+        let at = text.find(['.', '[']).unwrap_or(text.len());
+        let (call, rest) = text.split_at(at);
+        Ok((call, Self::parse(rest.strip_prefix('.').unwrap_or(rest))?))
+    }
+
+    /// The path as written after a call's name: `.items[0]`, `[*].id`, or nothing.
+    pub fn after_name(&self) -> String {
+        match self.0.first() {
+            Some(Step::Key(_)) => format!(".{self}"),
+            _ => self.to_string(),
+        }
     }
 
     /// Whether the path has a `[*]`, so it reaches many values.
@@ -263,20 +288,21 @@ impl Source {
     /// Like [`Source::parse`] in `scope`, with the reason a name is refused.
     fn parse_or_explain(name: &str, scope: Scope) -> Result<Self, String> {
         if scope == Scope::Aggregate {
-            let (word, rest) = name.split_once('.').map_or((name, None), |(word, rest)| (word, Some(rest)));
-            let field = || FieldPath::parse(rest.unwrap_or_default()).map_err(|e| format!("template variable `{{{name}}}`: {e}"));
-            match (word, rest) {
-                ("body", None) => return Ok(Self::Body),
-                ("item", None) => return Ok(Self::Item(FieldPath::default())),
-                ("item", Some(_)) => return Ok(Self::Item(field()?)),
-                (word, _) if RESERVED_WORDS.contains(&word) => {}
-                (word, None) if is_identifier(word) => {
+            let word = &name[..name.find(['.', '[']).unwrap_or(name.len())];
+            if name == "body" {
+                return Ok(Self::Body);
+            }
+            if word == "item" || (!RESERVED_WORDS.contains(&word) && is_identifier(word)) {
+                let (_, field) = FieldPath::of_call(name).map_err(|e| format!("template variable `{{{name}}}`: {e}"))?;
+                if word == "item" {
+                    return Ok(Self::Item(field));
+                }
+                if field.0.is_empty() {
                     return Err(format!(
                         "template variable `{{{name}}}`: name a field of call '{word}' (`{{{word}.<field>}}`), not its whole answer"
                     ));
                 }
-                (word, Some(_)) if is_identifier(word) => return Ok(Self::Call { call: word.to_owned(), field: field()? }),
-                _ => {}
+                return Ok(Self::Call { call: word.to_owned(), field });
             }
         }
         match name {
@@ -345,9 +371,8 @@ impl fmt::Display for Source {
             Self::ConsumerCustomId => f.write_str("consumer.custom_id"),
             Self::Claim(name) => write!(f, "claim.{name}"),
             Self::RequestId => f.write_str("request_id"),
-            Self::Call { call, field } => write!(f, "{call}.{field}"),
-            Self::Item(field) if field.0.is_empty() => f.write_str("item"),
-            Self::Item(field) => write!(f, "item.{field}"),
+            Self::Call { call, field } => write!(f, "{call}{}", field.after_name()),
+            Self::Item(field) => write!(f, "item{}", field.after_name()),
             Self::Body => f.write_str("body"),
         }
     }
@@ -950,6 +975,8 @@ mod tests {
         );
         assert_eq!(aggregate("{body}").unwrap().sources().next(), Some(&Source::Body));
         assert_eq!(aggregate("/{path.id}").unwrap().sources().next(), Some(&path("id")), "request sources keep their meaning");
+        assert_eq!(aggregate("?p={query.page[size]}").unwrap().sources().next(), Some(&Source::Query("page[size]".into())));
+        assert_eq!(aggregate("{claim.https://x.io/r}").unwrap().sources().next(), Some(&Source::Claim("https://x.io/r".into())));
         for text in ["/{profile.segment}", "/{item}", "{body}", "/{a.b[*]|join:,}"] {
             assert!(Template::parse(text).is_err(), "{text} is for aggregates only");
         }
@@ -1002,6 +1029,13 @@ mod tests {
         assert_eq!(json_scalar(&serde_json::json!(1.5)).as_deref(), Some("1.5"));
         assert_eq!(json_scalar(&serde_json::json!(null)), None);
         assert_eq!(FieldPath::parse("a.b[2][*].c").unwrap().to_string(), "a.b[2][*].c");
+        assert_eq!(select("items[*]").len(), 3);
+        let array = serde_json::json!([{"id": 1}, {"id": 2}]);
+        assert_eq!(FieldPath::parse("[*].id").unwrap().select(&array), [&serde_json::json!(1), &serde_json::json!(2)]);
+        assert!(FieldPath::parse("a.[0]").is_err() && FieldPath::parse("a[0].").is_err());
+        let (call, path) = FieldPath::of_call("orders[1].id").unwrap();
+        assert_eq!((call, path.to_string(), path.after_name()), ("orders", "[1].id".to_owned(), "[1].id".to_owned()));
+        assert_eq!(Source::Call { call: "p".into(), field: FieldPath::parse("seg").unwrap() }.to_string(), "p.seg");
     }
 
     // --- properties ---

@@ -113,8 +113,9 @@ pub struct AggregateCall {
     /// Top-level fields of the answer to keep (all when absent).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<String>,
-    /// Calls once per item of another call's array (`orders.items`, or
-    /// `orders.items[*].id` for the values a path reaches); templates read
+    /// Calls once per item of another call's array (`orders` when its answer
+    /// is one, `orders.items`, or `orders.items[*].id` for the values a path
+    /// reaches); templates read
     /// the item as `{item}` or `{item.<field>}`. The answer is the array of
     /// the calls' answers, in item order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,11 +151,10 @@ impl AggregateCall {
             .chain(self.body.iter().map(move |text| ("body".to_owned(), parse(text))))
     }
 
-    /// The call and path `for_each` names (`orders.items` is `orders`, `items`).
+    /// The call and path `for_each` names (`orders.items` is `orders`,
+    /// `items`; `orders` alone is the whole answer).
     pub fn for_each_source(&self) -> Option<(&str, FieldPath)> {
-        let text = self.for_each.as_deref()?;
-        let (call, path) = text.split_once('.')?;
-        Some((call, FieldPath::parse(path).ok()?))
+        FieldPath::of_call(self.for_each.as_deref()?).ok()
     }
 
     /// Whether the method may not be repeated safely.
@@ -165,7 +165,7 @@ impl AggregateCall {
     /// The calls this one waits for, each with the field that names it.
     pub fn dependencies(&self) -> Vec<(String, String)> {
         let mut found = Vec::new();
-        if let Some((call, _)) = self.for_each.as_deref().and_then(|text| text.split_once('.')) {
+        if let Some((call, _)) = self.for_each_source() {
             found.push(("for_each".to_owned(), call.to_owned()));
         }
         for (field, template) in self.templates() {
@@ -372,11 +372,13 @@ impl AggregateCall {
         }
         match (&self.for_each, self.max_items) {
             (Some(text), max_items) => {
-                let parsed = text.split_once('.').map(|(call, path)| (call, FieldPath::parse(path)));
-                match parsed {
-                    Some((call, Ok(_))) if !call.is_empty() && !RESERVED_WORDS.contains(&call) => {}
-                    Some((_, Err(message))) => errors.add(ConfigError::invalid("for_each", message)),
-                    _ => errors.add(ConfigError::invalid("for_each", "must name another call's array: `<call>.<field>` (`orders.items`)")),
+                match FieldPath::of_call(text) {
+                    Ok((call, _)) if !call.is_empty() && !RESERVED_WORDS.contains(&call) => {}
+                    Err(message) => errors.add(ConfigError::invalid("for_each", message)),
+                    Ok(_) => errors.add(ConfigError::invalid(
+                        "for_each",
+                        "must name another call's array: `<call>` (an array answer), `<call>.<field>` (`orders.items`) or a path with `[*]`",
+                    )),
                 }
                 if let Some(max) = max_items {
                     errors.check(in_range("max_items", max, 1, MAX_ITEMS));
@@ -543,5 +545,12 @@ mod tests {
         let (call, path) = a.calls[1].for_each_source().unwrap();
         assert_eq!((call, path.0), ("orders", vec![Step::Key("items".to_owned())]));
         assert_eq!(a.calls[2].dependencies(), [("path".to_owned(), "orders".to_owned())]);
+        let a = aggregate(
+            r#"{"calls":[{"name":"ids","service":"s","path":"/ids"},
+                {"name":"each","service":"s","path":"/x/{item}","for_each":"ids"},
+                {"name":"batch","service":"s","path":"/x?ids={ids[*]|join:,}&first={ids[0]}"}]}"#,
+        )
+        .expect("an answer that is an array is read from its first step");
+        assert_eq!(a.calls[1].for_each_source().unwrap(), ("ids", FieldPath::default()));
     }
 }
