@@ -13,9 +13,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use super::retry::{MAX_KEPT_BODY, Outcome, RetryPlan};
+use crate::backend::aggregate::AggregateInput;
 use crate::body::{ClientBodyError, ClientWait, UpstreamBody};
 use crate::error::ProxyError;
-use crate::stage::values::Gathered;
 use crate::upstream::{Lease, Picked, SendError, Unavailable, Upstream};
 use bytes::Bytes;
 
@@ -43,9 +43,8 @@ pub struct Prepared<'a> {
     pub hash_value: Option<&'a [u8]>,
     /// The request asks for an upgrade (never retried: the tunnel is one).
     pub upgrading: bool,
-    /// The values an aggregate's templates read from the request (empty
-    /// for a proxied one).
-    pub values: Gathered,
+    /// What an aggregate's calls take from the request (none for a proxied one).
+    pub aggregate: Option<Box<AggregateInput>>,
 }
 
 /// The request body as the pipeline hands it on: the client's, or one a

@@ -27,7 +27,7 @@ use tracing::Instrument;
 use self::headers::Peer;
 use crate::auth::Identity;
 use crate::backend::Backend;
-use crate::backend::aggregate::Aggregation;
+use crate::backend::aggregate::AggregateInput;
 use crate::backend::proxy::{self as backend, ClientBody, Target};
 use crate::body::ResponseBody;
 use crate::error::ProxyError;
@@ -39,7 +39,7 @@ use crate::runtime::{RouteEntry, Runtime};
 use crate::stage::cache::status::{CACHE_STATUS, CacheStatus, Fwd};
 use crate::stage::cache::{CacheRequest, Profile};
 use crate::stage::cors::Cors;
-use crate::stage::values::{Gathered, RequestValues};
+use crate::stage::values::RequestValues;
 use crate::state::NodeState;
 
 /// Handles one request from `peer`. Never fails: errors become responses.
@@ -204,11 +204,14 @@ async fn forward<'r>(
         auth: &runtime.auth,
         request_id,
     };
-    let gathered = match &route.backend {
-        Backend::Aggregate(aggregation) => values.gather(aggregation.sources()),
-        Backend::Proxy(_) => Gathered::default(),
-    };
     let request_profile = stages.request.pick_indexed(&parts.headers, identity.as_ref());
+    let aggregate = match &route.backend {
+        Backend::Aggregate(aggregation) => Some(Box::new(AggregateInput {
+            values: values.gather(aggregation.sources()),
+            written: request_profile.map(|(_, shaper)| shaper.written().to_vec()).unwrap_or_default(),
+        })),
+        Backend::Proxy(_) => None,
+    };
     let request_shaper = request_profile.map(|(_, shaper)| shaper);
     let request_rewrite = request_shaper.map(|shaper| shaper.prepare(path_and_query.path(), parts.uri.query(), &values)).transpose()?;
     let response_rewrite = stages.response.pick(&parts.headers, identity.as_ref()).map(|shaper| shaper.prepare(&values)).transpose()?;
@@ -235,9 +238,6 @@ async fn forward<'r>(
     if let Some(identity) = &identity {
         runtime.auth.add_identity_headers(identity, &mut parts.headers);
     }
-    if let Backend::Aggregate(_) = &route.backend {
-        parts.headers = Aggregation::carried(&parts.headers, request_shaper.map_or(&[], |shaper| shaper.written()));
-    }
 
     let head_request = parts.method == Method::HEAD;
     let prepared = backend::Prepared {
@@ -247,7 +247,7 @@ async fn forward<'r>(
         host: preserved_host,
         hash_value: hash_value.as_deref().map(str::as_bytes),
         upgrading: client_upgrade.is_some(),
-        values: gathered,
+        aggregate,
     };
     let mut response = match (&stages.cache, client_upgrade) {
         (Some(cache), None) => {

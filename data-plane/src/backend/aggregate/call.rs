@@ -272,7 +272,7 @@ impl Call {
             host: None,
             hash_value: None,
             upgrading: false,
-            values: Gathered::default(),
+            aggregate: None,
         };
         let (response, lease) = proxy::send(&self.target, prepared, ClientBody::Whole(request.body)).await.map_err(|e| Failure::of(&e))?;
         let service = self.target.upstream.name();

@@ -37,6 +37,7 @@ use self::merge::Slot;
 use super::proxy::{ClientBody, Prepared, Target};
 use crate::body::ResponseBody;
 use crate::error::ProxyError;
+use crate::stage::values::Gathered;
 
 /// Says whether every call answered (`complete`) or an optional one failed (`partial`).
 pub const PORTICO_AGGREGATE: HeaderName = HeaderName::from_static("portico-aggregate");
@@ -44,6 +45,17 @@ pub const PORTICO_AGGREGATE: HeaderName = HeaderName::from_static("portico-aggre
 /// Request headers every call carries, when the request has them, besides
 /// the identity headers: the request id and the forwarding set.
 const FORWARDING: [&str; 5] = ["x-request-id", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip"];
+
+/// What an aggregate's calls take from the request, gathered by the
+/// pipeline before the request moves on (and kept by a background cache
+/// refresh).
+#[derive(Debug, Clone, Default)]
+pub struct AggregateInput {
+    /// The request values the templates read.
+    pub values: Gathered,
+    /// The headers a `request-transform` wrote, which every call carries.
+    pub written: Vec<HeaderName>,
+}
 
 /// A compiled aggregate.
 #[derive(Debug)]
@@ -115,7 +127,7 @@ impl Aggregation {
     /// The headers each call carries of `request` (after authentication,
     /// forwarding and transforms): the gateway's own, and `written` (the
     /// names a `request-transform` wrote).
-    pub fn carried(request: &HeaderMap, written: &[HeaderName]) -> HeaderMap {
+    fn carried(request: &HeaderMap, written: &[HeaderName]) -> HeaderMap {
         let mut carried = HeaderMap::new();
         let gateway = FORWARDING.iter().chain(&crate::proxy::headers::IDENTITY).map(|name| HeaderName::from_static(name));
         let names = gateway.chain(written.iter().cloned());
@@ -127,9 +139,8 @@ impl Aggregation {
         carried
     }
 
-    /// Runs the calls for a request prepared by the pipeline (its
-    /// [`Aggregation::carried`] headers and gathered values) and merges
-    /// their answers.
+    /// Runs the calls for a request prepared by the pipeline (with its
+    /// [`AggregateInput`]) and merges their answers.
     pub async fn answer(
         &self,
         prepared: Prepared<'_>,
@@ -154,7 +165,9 @@ impl Aggregation {
                 .to_bytes()
             }
         };
-        let request = call::Request { values: &prepared.values, headers: &prepared.headers, body: &client_body };
+        let input = prepared.aggregate.unwrap_or_default();
+        let headers = Self::carried(&prepared.headers, &input.written);
+        let request = call::Request { values: &input.values, headers: &headers, body: &client_body };
         let mut outcomes: Vec<Option<Outcome>> = self.calls.iter().map(|_| None).collect();
         let mut started = vec![false; self.calls.len()];
         let mut running = FuturesUnordered::new();

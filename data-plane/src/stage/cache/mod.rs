@@ -38,11 +38,11 @@ use self::record::{Pending, Recording};
 use self::status::{CACHE_STATUS, CacheStatus, Fwd};
 pub use self::store::ResponseCache;
 use self::store::{Found, Resource, UrlId, Variant, VaryValues, tags, vary_names, vary_value};
+use crate::backend::aggregate::AggregateInput;
 use crate::backend::proxy::{ClientBody, Prepared};
 use crate::body::ResponseBody;
 use crate::error::ProxyError;
 use crate::runtime::{RouteEntry, Runtime};
-use crate::stage::values::Gathered;
 
 /// A route's `cache` policy, compiled.
 #[derive(Debug)]
@@ -557,7 +557,7 @@ struct Refresh {
     headers: HeaderMap,
     host_header: Option<HeaderValue>,
     hash_value: Option<Vec<u8>>,
-    values: Gathered,
+    aggregate: Option<Box<AggregateInput>>,
     stale: Arc<Variant>,
     guard: flight::FlightGuard,
 }
@@ -587,7 +587,7 @@ impl Refresh {
             headers: prepared.headers.clone(),
             host_header: prepared.host.clone(),
             hash_value: prepared.hash_value.map(<[u8]>::to_vec),
-            values: prepared.values.clone(),
+            aggregate: prepared.aggregate.clone(),
             stale,
             guard,
         }
@@ -614,7 +614,7 @@ impl Refresh {
             host: self.host_header,
             hash_value: self.hash_value.as_deref(),
             upgrading: false,
-            values: self.values,
+            aggregate: self.aggregate,
         };
         let upstream =
             Upstream { cache: &cache, route, key: self.key, fwd: Fwd::Stale, authorized: self.authorized, guard: Some(self.guard) };
