@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod db;
+pub mod documents;
 pub mod h2frames;
 pub mod http10;
 pub mod jwt;
@@ -14,6 +15,7 @@ pub mod process;
 pub mod proxy;
 pub mod redis;
 pub mod relay;
+pub mod silent;
 pub mod smuggling;
 pub mod tls;
 pub mod upstream;
@@ -23,12 +25,14 @@ use std::time::{Duration, Instant};
 
 pub use browser::StaticPage;
 pub use db::TestDb;
+pub use documents::DocumentUpstream;
 pub use http10::Http10Upstream;
 pub use jwt::TestIdp;
 pub use node::TestNode;
 pub use process::{ControlPlane, DataPlane, free_port, serve_config, serve_service};
 pub use proxy::TcpProxy;
 pub use relay::TamperingRelay;
+pub use silent::SilentUpstream;
 pub use upstream::TestUpstream;
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `deadline`.
