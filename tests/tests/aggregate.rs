@@ -396,9 +396,10 @@ fn echoing_behind_key_auth(upstream: &str, policies: &[Value]) -> Value {
 }
 
 #[tokio::test]
-async fn each_call_carries_the_gateways_headers_and_none_of_the_clients_others() {
+async fn each_call_carries_the_gateways_and_transforms_headers_and_none_of_the_clients_others() {
     let upstream = TestUpstream::start("echo").await;
-    let (_db, _cp, dp) = serve_config(&echoing_behind_key_auth(&upstream.url(), &[]), &[]).await;
+    let transform = json!({"type": "request-transform", "headers": {"set": {"x-tenant": "acme-{consumer.username}"}}});
+    let (_db, _cp, dp) = serve_config(&echoing_behind_key_auth(&upstream.url(), &[transform]), &[]).await;
     let client_headers = [("x-api-key", "alice-key-0123456789"), ("x-secret", "s3cr3t"), ("cookie", "session=abc")];
     let (status, headers, body) = get(&format!("{}/me", dp.proxy_url), &client_headers).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -409,6 +410,7 @@ async fn each_call_carries_the_gateways_headers_and_none_of_the_clients_others()
         assert_eq!(seen["x-request-id"], request_id, "{call}: {seen}");
         assert_eq!(seen["x-forwarded-for"], "127.0.0.1", "{call}: {seen}");
         assert_eq!(seen["x-consumer-username"], "alice", "{call}: {seen}");
+        assert_eq!(seen["x-tenant"], "acme-alice", "{call}: what a request-transform wrote is carried: {seen}");
         for kept_back in ["x-secret", "cookie", "x-api-key"] {
             assert!(seen.get(kept_back).is_none(), "{call} got the client's {kept_back}: {seen}");
         }
@@ -463,6 +465,25 @@ async fn a_cache_policy_stores_a_complete_answer_and_never_a_partial_one() {
         assert_eq!(headers["portico-aggregate"], "partial");
         assert!(headers["cache-status"].to_str().unwrap().ends_with("detail=no-store"), "{headers:?}");
         assert_eq!(origin.requests(), 2 + 2 * round, "round {round}: both calls made again");
+    }
+}
+
+#[tokio::test]
+async fn a_cached_answer_whose_calls_read_a_client_header_is_kept_per_value_of_it() {
+    let origin = Origin::start().await;
+    let config = json!({
+        "services": [service("origin", &origin.url())],
+        "routes": [{"name": "localized", "paths": ["/localized"], "policies": [{"type": "cache"}], "aggregate": {"calls": [
+            {"name": "a", "service": "origin", "path": "/a?cc=max-age=60", "headers": {"accept-language": "{header.accept-language}"}}]}}]
+    });
+    let (_db, _cp, dp) = serve_config(&config, &[]).await;
+    let url = format!("{}/localized", dp.proxy_url);
+    for (language, requests) in [("de", 1), ("fr", 2), ("de", 2), ("fr", 2)] {
+        let (status, headers, body) = get(&url, &[("accept-language", language)]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(headers["vary"], "accept-language");
+        assert_eq!(parse(&body)["a"]["accept-language"], language, "{language} gets its own answer: {headers:?}");
+        assert_eq!(origin.requests(), requests, "{language}: {headers:?}");
     }
 }
 
