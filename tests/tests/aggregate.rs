@@ -311,6 +311,34 @@ async fn a_null_or_absent_value_is_never_sent_as_a_path() {
 }
 
 #[tokio::test]
+async fn a_value_the_request_lacks_is_the_clients_mistake_before_any_call_is_made() {
+    let documents =
+        DocumentUpstream::start(&[("/users/7", json!({"id": 7})), ("/tags", json!(["a"])), ("/find", json!({"hits": 1}))]).await;
+    let config = json!({
+        "services": [service("users", &documents.url())],
+        "routes": [route("search", "/search/{id}", json!({"calls": [
+            {"name": "profile", "service": "users", "path": "/users/{path.id}"},
+            {"name": "tags", "service": "users", "path": "/tags", "headers": {"x-tenant": "{header.x-tenant}"}, "required": false},
+            {"name": "found", "service": "users", "path": "/find?q={query.q}&by={profile.id}"}]}))]
+    });
+    let (_db, _cp, dp) = serve_config(&config, &[]).await;
+    let (status, _, body) = get(&format!("{}/search/7", dp.proxy_url), &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let error = &parse(&body)["error"];
+    assert_eq!(error["code"], "bad_request", "{body}");
+    assert_eq!(error["message"], "call 'found': the request has no value for query parameter 'q'", "{body}");
+    assert!(documents.targets().is_empty(), "no call was made, not even the independent ones: {:?}", documents.targets());
+
+    // An optional call only is not made.
+    let (status, headers, body) = get(&format!("{}/search/7?q=lamp", dp.proxy_url), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers["portico-aggregate"], "partial");
+    let failure = &parse(&body)["_errors"][0];
+    assert_eq!((&failure["name"], &failure["status"]), (&json!("tags"), &Value::Null), "{body}");
+    assert!(failure["error"].as_str().unwrap().contains("header 'x-tenant'"), "{body}");
+}
+
+#[tokio::test]
 async fn set_cookie_stays_behind_and_the_most_restrictive_cache_control_wins() {
     let origin = Origin::start().await;
     let calls = |b: &str| json!({"calls": [{"name": "a", "service": "origin", "path": "/a?cc=max-age=60"}, {"name": "b", "service": "origin", "path": b}]});

@@ -97,6 +97,16 @@ pub(super) struct Request<'a> {
     pub(super) body: &'a Bytes,
 }
 
+impl Request<'_> {
+    /// A value of the request's own: the client's body, or a gathered one.
+    fn value(&self, source: &Source) -> Option<Cow<'_, str>> {
+        match source {
+            Source::Body => std::str::from_utf8(self.body).ok().map(Cow::Borrowed),
+            other => self.values.value(other),
+        }
+    }
+}
+
 /// A compiled call.
 #[derive(Debug)]
 pub(super) struct Call {
@@ -208,6 +218,21 @@ impl Call {
             }
             outcome
         })
+    }
+
+    /// Whether the request has every value of its own (path, query,
+    /// headers, identity, body) that the call's templates read: one it
+    /// lacks is the client's mistake, a `400` before any call is made, for
+    /// a required call (an optional one is only not made).
+    pub(super) fn check_request(&self, request: &Request<'_>) -> Result<(), ProxyError> {
+        let probe = Probe(request);
+        let templates = std::iter::once((&self.path, Escape::PathAndQuery))
+            .chain(self.headers.iter().map(|(_, template)| (template, Escape::HeaderValue)))
+            .chain(self.body.iter().map(|template| (template, Escape::JsonString)));
+        for (template, escape) in templates {
+            template.expand(&probe, escape).map_err(|e| ProxyError::Unexpandable(format!("call '{}': {e}", self.name)))?;
+        }
+        Ok(())
     }
 
     /// Counts a failed call.
@@ -326,6 +351,19 @@ fn items<'v>(document: &'v Value, path: &FieldPath) -> Option<Vec<&'v Value>> {
     found.first().and_then(|value| value.as_array()).map(|items| items.iter().collect())
 }
 
+/// The request's values, with a stand-in for every answer and item, so
+/// that expanding fails only for a value the request lacks.
+struct Probe<'a>(&'a Request<'a>);
+
+impl Lookup for Probe<'_> {
+    fn value(&self, source: &Source) -> Option<Cow<'_, str>> {
+        match source {
+            Source::Call { .. } | Source::Item(_) => Some(Cow::Borrowed("x")),
+            own => self.0.value(own),
+        }
+    }
+}
+
 /// The values a call's templates read.
 #[derive(Clone, Copy)]
 struct Values<'a> {
@@ -351,8 +389,7 @@ impl Lookup for Values<'_> {
     fn value(&self, source: &Source) -> Option<Cow<'_, str>> {
         match source {
             Source::Call { .. } | Source::Item(_) => json_scalar(self.select(source)?.first()?),
-            Source::Body => std::str::from_utf8(self.request.body).ok().map(Cow::Borrowed),
-            request => self.request.values.value(request),
+            own => self.request.value(own),
         }
     }
 

@@ -169,6 +169,9 @@ impl Aggregation {
         let headers = Self::carried(&prepared.headers, &input.written);
         let request = call::Request { values: &input.values, headers: &headers, body: &client_body };
         let mut outcomes: Vec<Option<Outcome>> = self.calls.iter().map(|_| None).collect();
+        for call in self.calls.iter().filter(|call| call.required) {
+            call.check_request(&request)?;
+        }
         let mut started = vec![false; self.calls.len()];
         let mut running = FuturesUnordered::new();
         loop {
