@@ -247,6 +247,9 @@ pub fn json_scalar(value: &serde_json::Value) -> Option<Cow<'_, str>> {
     }
 }
 
+/// The most values one `|join:` joins.
+pub const MAX_JOINED: usize = 100;
+
 /// The words that name request sources, which no aggregate call may be named.
 pub const RESERVED_WORDS: [&str; 8] = ["path", "query", "header", "consumer", "claim", "request_id", "item", "body"];
 
@@ -561,6 +564,22 @@ impl Template {
         Ok(Self { text: text.to_owned(), parts })
     }
 
+    /// The literal text between the variables.
+    pub fn literals(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|part| match part {
+            Part::Literal(text) => Some(text.as_str()),
+            Part::Variable(..) => None,
+        })
+    }
+
+    /// The sources joined with `|join:`.
+    pub fn joins(&self) -> impl Iterator<Item = &Source> {
+        self.parts.iter().filter_map(|part| match part {
+            Part::Variable(source, Some(_)) => Some(source),
+            _ => None,
+        })
+    }
+
     /// The variables in order of appearance, repeats included.
     pub fn sources(&self) -> impl Iterator<Item = &Source> {
         self.parts.iter().filter_map(|part| match part {
@@ -649,14 +668,12 @@ fn push_escaped(out: &mut String, value: &str, escape: Escape) -> Result<(), Opt
     Ok(())
 }
 
-/// The separator of `{name|join:<separator>}`: 1 to 8 visible ASCII
-/// characters other than braces and `|`.
+/// The separator of `{name|join:<separator>}`: 1 to 8 of `,;:+-_.~!*`,
+/// which mean nothing to a path or query (no `/`, `?`, `&`, `=`, `#`).
 fn join_separator(name: &str, separator: &str) -> Result<String, String> {
-    let fits = (1..=8).contains(&separator.len()) && separator.bytes().all(|b| b.is_ascii_graphic() && !b"{}|".contains(&b));
+    let fits = (1..=8).contains(&separator.len()) && separator.bytes().all(|b| b",;:+-_.~!*".contains(&b));
     if !fits {
-        return Err(format!(
-            "template variable `{{{name}|join:{separator}}}`: a separator is 1 to 8 visible ASCII characters other than braces and `|`"
-        ));
+        return Err(format!("template variable `{{{name}|join:{separator}}}`: a separator is 1 to 8 of `,;:+-_.~!*`"));
     }
     Ok(separator.to_owned())
 }
@@ -991,6 +1008,8 @@ mod tests {
             ("/{orders.items[*].id}", "join them"),
             ("/{orders.id|join:,}", "`|join:` needs a path with `[*]`"),
             ("/{orders.items[*]|join:}", "a separator is 1 to 8"),
+            ("/{orders.items[*]|join:/}", "a separator is 1 to 8"),
+            ("/{orders.items[*]|join:#}", "a separator is 1 to 8"),
         ] {
             let error = aggregate(text).unwrap_err();
             assert!(error.contains(expected), "{text}: {error}");

@@ -2,8 +2,8 @@
 //! tests: an answer depends on the path alone, so requests that differ
 //! only in timing get identical bodies. `delay=<ms>` in the query waits
 //! before the answer (the query is otherwise ignored); a path without a
-//! document is `404`. It records each request's target and headers as it
-//! arrives.
+//! document is `404`. It records each request's target, headers and body
+//! as it arrives.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -26,6 +26,7 @@ pub struct Seen {
     /// Its path and query.
     pub target: String,
     pub headers: HeaderMap,
+    pub body: Bytes,
 }
 
 /// A running document upstream.
@@ -68,6 +69,11 @@ impl DocumentUpstream {
         self.seen.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
+    /// The body of each request received so far (as text).
+    pub fn bodies(&self) -> Vec<String> {
+        self.seen().into_iter().map(|seen| String::from_utf8_lossy(&seen.body).into_owned()).collect()
+    }
+
     /// The path and query of each request received so far.
     pub fn targets(&self) -> Vec<String> {
         self.seen().into_iter().map(|seen| seen.target).collect()
@@ -82,9 +88,9 @@ impl Drop for DocumentUpstream {
 
 async fn answer(documents: &HashMap<String, Bytes>, seen: &Mutex<Vec<Seen>>, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
-    let _ = body.collect().await;
+    let body = body.collect().await.map(|collected| collected.to_bytes()).unwrap_or_default();
     let target = parts.uri.path_and_query().map_or_else(String::new, |p| p.as_str().to_owned());
-    seen.lock().unwrap_or_else(PoisonError::into_inner).push(Seen { target, headers: parts.headers });
+    seen.lock().unwrap_or_else(PoisonError::into_inner).push(Seen { target, headers: parts.headers, body });
     let delay = form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
         .find(|(name, _)| name == "delay")
         .and_then(|(_, ms)| ms.parse().ok());

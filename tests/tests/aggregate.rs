@@ -516,6 +516,61 @@ async fn a_cached_answer_whose_calls_read_a_client_header_is_kept_per_value_of_i
 }
 
 #[tokio::test]
+async fn a_cached_answer_is_kept_per_value_of_every_request_value_the_calls_read() {
+    let origin = Origin::start().await;
+    // The policy's key leaves the query out; the calls read it all the same.
+    let config = json!({
+        "services": [service("origin", &origin.url())],
+        "routes": [{"name": "search", "paths": ["/search"], "policies": [{"type": "cache", "key": {"query": "none"}}],
+            "aggregate": {"calls": [{"name": "a", "service": "origin", "path": "/a?cc=max-age=60&q={query.q}"}]}}]
+    });
+    let (_db, _cp, dp) = serve_config(&config, &[]).await;
+    for (q, requests) in [("alice", 1), ("bob", 2), ("alice", 2), ("bob", 2)] {
+        let (status, headers, body) = get(&format!("{}/search?q={q}", dp.proxy_url), &[]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(parse(&body)["a"]["query"].as_str().unwrap().ends_with(&format!("q={q}")), "{q} gets its own answer: {body}");
+        assert_eq!(origin.requests(), requests, "{q}: {headers:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_client_body_goes_into_a_call_only_as_one_json_value() {
+    let documents = DocumentUpstream::start(&[("/orders", json!({"id": 1}))]).await;
+    let config = json!({
+        "services": [service("orders", &documents.url())],
+        "routes": [route("order", "/order", json!({"calls": [
+            {"name": "created", "service": "orders", "method": "POST", "path": "/orders", "body": "{{\"user\":\"{header.x-user}\",\"order\":{body}}}"}]}))]
+    });
+    let (_db, _cp, dp) = serve_config(&config, &[]).await;
+    let post = |body: &'static str| client().post(format!("{}/order", dp.proxy_url)).header("x-user", "ann").body(body).send();
+    let response = post(r#"{"sku": "lamp"}"#).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(documents.bodies(), [r#"{"user":"ann","order":{"sku": "lamp"}}"#]);
+    for smuggling in [r#"{"x":1},"user":"admin""#, "", "not json"] {
+        let response = post(smuggling).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{smuggling:?}");
+        let body = response.text().await.unwrap();
+        assert!(body.contains("call 'created': the request has no value for request body"), "{body}");
+    }
+    assert_eq!(documents.bodies().len(), 1, "nothing more was sent");
+}
+
+#[tokio::test]
+async fn at_the_deadline_the_running_call_is_blamed_not_the_one_waiting_for_it() {
+    let documents = DocumentUpstream::start(&[("/profile", json!({"segment": "gold"})), ("/recs/gold", json!([]))]).await;
+    // `recs` is listed first but waits for `profile`, which is too slow.
+    let config = json!({
+        "services": [service("documents", &documents.url())],
+        "routes": [route("dashboard", "/me", json!({"timeout_ms": 300, "calls": [
+            {"name": "recs", "service": "documents", "path": "/recs/{profile.segment}"},
+            {"name": "profile", "service": "documents", "path": "/profile?delay=3000"}]}))]
+    });
+    let (_db, _cp, dp) = serve_config(&config, &[]).await;
+    let (status, _, body) = get(&format!("{}/me", dp.proxy_url), &[]).await;
+    assert_call_failed(status, &body, StatusCode::GATEWAY_TIMEOUT, "aggregate_call_timeout", "profile");
+}
+
+#[tokio::test]
 async fn call_durations_are_measured_by_route_call_and_outcome() {
     let origin = Origin::start().await;
     let config = json!({

@@ -58,6 +58,20 @@ impl RequestValues<'_> {
 #[derive(Debug, Clone, Default)]
 pub struct Gathered(Vec<(Source, String)>);
 
+impl Gathered {
+    /// The values in one unambiguous text: each source and value
+    /// length-prefixed (an absent value is left out, its source with it).
+    pub fn encode(&self) -> String {
+        self.0
+            .iter()
+            .map(|(source, value)| {
+                let source = source.to_string();
+                format!("{}:{source}{}:{value}", source.len(), value.len())
+            })
+            .collect()
+    }
+}
+
 impl Lookup for Gathered {
     fn value(&self, source: &Source) -> Option<Cow<'_, str>> {
         self.0.iter().find(|(known, _)| known == source).map(|(_, value)| Cow::Borrowed(value.as_str()))

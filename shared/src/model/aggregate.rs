@@ -31,21 +31,17 @@ pub const MAX_ITEMS: u32 = 100;
 const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 /// Methods that are not idempotent (RFC 9110 §9.2.2): at most one call may use one.
 const NON_IDEMPOTENT: [&str; 2] = ["POST", "PATCH"];
-/// Headers a call may not set: they frame the message or are the gateway's.
-const FORBIDDEN_HEADERS: [&str; 12] = [
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-    "x-request-id",
-    "x-forwarded-for",
-    "x-real-ip",
-];
+/// Headers a call may not set, besides the gateway's own (request id,
+/// forwarding, identity): they frame the message.
+const FRAMING_HEADERS: [&str; 9] =
+    ["host", "content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"];
+
+/// Bytes a call's `path` may hold as literal text: RFC 3986 path and query
+/// characters and `%` escapes (no space, `#`, quotes or non-ASCII, which
+/// would not make a request target, or cut it).
+fn is_target_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b)
+}
 
 /// An aggregate: calls, how their answers merge, and the whole answer's deadline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -321,7 +317,7 @@ impl AggregateCall {
             errors.check(in_range("timeout_ms", timeout, 1, aggregate_timeout_ms));
         }
         let fan_out = self.for_each.is_some();
-        let check_template = |field: &str, text: &str, body: bool| -> Result {
+        let check_template = |field: &str, text: &str, body: bool| -> Result<Template> {
             let template = super::policy::transform::template_in(field, text, Scope::Aggregate)?;
             for source in template.sources() {
                 match source {
@@ -332,12 +328,17 @@ impl AggregateCall {
                     _ => {}
                 }
             }
-            Ok(())
+            Ok(template)
         };
         if !self.path.starts_with('/') {
             errors.add(ConfigError::invalid("path", "must start with '/'"));
-        } else {
-            errors.check(check_template("path", &self.path, false));
+        } else if let Some(template) = errors.check(check_template("path", &self.path, false))
+            && let Some(bad) = template.literals().flat_map(str::chars).find(|&c| !u8::try_from(c).is_ok_and(is_target_byte))
+        {
+            errors.add(ConfigError::invalid(
+                "path",
+                format!("has '{bad}', which cannot be in a request target (write it percent-encoded; a fragment '#' is never sent)"),
+            ));
         }
         errors.check(bounded("headers", self.headers.len(), 32));
         self.headers = std::mem::take(&mut self.headers).into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
@@ -345,7 +346,10 @@ impl AggregateCall {
             let field = format!("headers.{header}");
             if header.is_empty() || !header.bytes().all(is_token_byte) {
                 errors.add(ConfigError::invalid(field, "is not a valid header name"));
-            } else if FORBIDDEN_HEADERS.contains(&header.as_str()) {
+            } else if FRAMING_HEADERS.contains(&header.as_str())
+                || super::policy::transform::GATEWAY_WRITTEN.contains(&header.as_str())
+                || header.starts_with("x-consumer-")
+            {
                 errors.add(ConfigError::invalid(field, "is set by the gateway or frames the message, so a call cannot set it"));
             } else {
                 errors.check(check_template(&field, text, false));
@@ -522,6 +526,12 @@ mod tests {
             (r#"{"calls":[{"name":"a","service":"s","path":"/a","body":"{body}"}]}"#, "calls[0].body"),
             (r#"{"calls":[{"name":"a","service":"s","path":"/{body}","method":"POST"}]}"#, "calls[0].path"),
             (r#"{"calls":[{"name":"a","service":"s","path":"/a","headers":{"Host":"x"}}]}"#, "calls[0].headers.host"),
+            (r#"{"calls":[{"name":"a","service":"s","path":"/a","headers":{"X-Consumer-Username":"{query.as}"}}]}"#, "calls[0].headers.x-consumer-username"),
+            (r#"{"calls":[{"name":"a","service":"s","path":"/a","headers":{"x-forwarded-host":"x"}}]}"#, "calls[0].headers.x-forwarded-host"),
+            (r#"{"calls":[{"name":"a","service":"s","path":"/a","headers":{"x-consumer-tier":"x"}}]}"#, "calls[0].headers.x-consumer-tier"),
+            (r#"{"calls":[{"name":"a","service":"s","path":"/a b"}]}"#, "calls[0].path"),
+            (r#"{"calls":[{"name":"a","service":"s","path":"/a#frag"}]}"#, "calls[0].path"),
+            (r#"{"calls":[{"name":"a","service":"s","path":"/caf\u00e9"}]}"#, "calls[0].path"),
             (r#"{"calls":[{"name":"a","service":"s","path":"/{item}"}]}"#, "calls[0].path"),
             (r#"{"calls":[{"name":"a","service":"s","path":"/a","max_items":3}]}"#, "calls[0].max_items"),
             (r#"{"calls":[{"name":"a","service":"s","path":"/a"},{"name":"a","service":"s","path":"/b"}]}"#, "calls[1].name"),

@@ -2,27 +2,28 @@
 //! values and the answers of the calls it names, sent through the proxy
 //! backend, its answer read up to the aggregate's limit and parsed as
 //! JSON. A `for_each` call sends one request per item, in parallel, and
-//! answers with the array of their answers in item order.
+//! answers with the array of their answers in item order; the limit holds
+//! for its items' answers together.
 
 use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use portico_shared::model::AggregateCall;
 use portico_shared::model::aggregate::DEFAULT_MAX_ITEMS;
-use portico_shared::template::{Escape, ExpandError, FieldPath, Lookup, Scope, Source, Template, json_scalar};
+use portico_shared::template::{Escape, ExpandError, FieldPath, Lookup, MAX_JOINED, Scope, Source, Template, json_scalar};
 use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::backend::proxy::{self, ClientBody, Prepared, Target};
 use crate::error::ProxyError;
-use crate::stage::cache::freshness::Directives;
 use crate::stage::values::Gathered;
 
 /// What a call answered, or why it has no answer.
@@ -36,15 +37,7 @@ pub(super) struct Answer {
     pub(super) caching: Vec<Caching>,
 }
 
-/// What one upstream response said about caching.
-#[derive(Debug)]
-pub(super) struct Caching {
-    pub(super) directives: Directives,
-    /// It had a `Cache-Control` at all.
-    pub(super) stated: bool,
-    /// It set a cookie, so it was meant for this caller alone.
-    pub(super) set_cookie: bool,
-}
+pub(super) use super::merge::Caching;
 
 /// Why a call has no answer.
 #[derive(Debug)]
@@ -54,20 +47,32 @@ pub(super) struct Failure {
     /// timeout; none when the call was not made.
     pub(super) status: Option<u16>,
     pub(super) error: String,
+    /// Time ran out (the call's, or the aggregate's).
     pub(super) timeout: bool,
+    /// A request went out.
+    made: bool,
 }
 
 impl Failure {
     pub(super) fn timeout(error: String) -> Self {
-        Self { status: Some(504), error, timeout: true }
+        Self { status: Some(504), error, timeout: true, made: true }
     }
 
     pub(super) fn not_made(error: String) -> Self {
-        Self { status: None, error: format!("not made: {error}"), timeout: false }
+        Self { status: None, error: format!("not made: {error}"), timeout: false, made: false }
+    }
+
+    /// The aggregate's deadline passed before the call could start.
+    pub(super) fn out_of_time(error: String) -> Self {
+        Self { status: Some(504), error: format!("not made: {error}"), timeout: true, made: false }
     }
 
     fn bad_gateway(error: String) -> Self {
-        Self { status: Some(502), error, timeout: false }
+        Self { status: Some(502), error, timeout: false, made: true }
+    }
+
+    fn answered(status: StatusCode, service: &str) -> Self {
+        Self { status: Some(status.as_u16()), error: format!("upstream '{service}' answered {status}"), timeout: false, made: true }
     }
 
     fn of(error: &ProxyError) -> Self {
@@ -75,15 +80,16 @@ impl Failure {
             status: Some(error.status().as_u16()),
             error: error.to_string(),
             timeout: matches!(error, ProxyError::UpstreamTimeout { .. }),
+            made: true,
         }
     }
 
     /// The metric's `outcome`.
     fn outcome(&self) -> &'static str {
-        match (self.timeout, self.status) {
-            (true, _) => "timeout",
-            (false, None) => "not_made",
-            (false, Some(_)) => "error",
+        match (self.made, self.timeout) {
+            (false, _) => "not_made",
+            (true, true) => "timeout",
+            (true, false) => "error",
         }
     }
 }
@@ -95,13 +101,20 @@ pub(super) struct Request<'a> {
     pub(super) headers: &'a HeaderMap,
     /// The client's body (empty unless a call sends it).
     pub(super) body: &'a Bytes,
+    /// What each call's service hashes, by call (consistent-hash services).
+    pub(super) hashes: &'a [Option<String>],
 }
 
 impl Request<'_> {
-    /// A value of the request's own: the client's body, or a gathered one.
+    /// A value of the request's own: the client's body (only when it is one
+    /// JSON value, so it cannot reshape the JSON it is put in), or a
+    /// gathered one.
     fn value(&self, source: &Source) -> Option<Cow<'_, str>> {
         match source {
-            Source::Body => std::str::from_utf8(self.body).ok().map(Cow::Borrowed),
+            Source::Body => {
+                serde_json::from_slice::<serde::de::IgnoredAny>(self.body).ok()?;
+                std::str::from_utf8(self.body).ok().map(Cow::Borrowed)
+            }
             other => self.values.value(other),
         }
     }
@@ -110,6 +123,8 @@ impl Request<'_> {
 /// A compiled call.
 #[derive(Debug)]
 pub(super) struct Call {
+    /// Its place among the aggregate's calls.
+    index: usize,
     pub(super) name: Arc<str>,
     route: Arc<str>,
     pub(super) required: bool,
@@ -130,12 +145,13 @@ pub(super) struct Call {
 impl Call {
     pub(super) fn compile(
         route: &Arc<str>,
-        call: &AggregateCall,
+        index: usize,
         all: &[AggregateCall],
         target: Target,
         deadline: Duration,
         max_body: usize,
     ) -> Result<Self, String> {
+        let call = &all[index];
         let parse =
             |text: &str| Template::parse_in(text, Scope::Aggregate).map_err(|e| format!("call '{}': template '{text}': {e}", call.name));
         let index_of =
@@ -157,6 +173,7 @@ impl Call {
             .map(|(name, text)| Ok((HeaderName::try_from(name.as_str()).map_err(|e| e.to_string())?, parse(text)?)))
             .collect::<Result<_, String>>()?;
         Ok(Self {
+            index,
             name: call.name.as_str().into(),
             route: route.clone(),
             required: call.required,
@@ -176,6 +193,11 @@ impl Call {
     /// The calls this one waits for.
     pub(super) fn dependencies(&self) -> &[usize] {
         &self.dependencies
+    }
+
+    /// What its service hashes, when it balances by consistent hash.
+    pub(super) fn hash_on(&self) -> Option<&portico_shared::model::HashOn> {
+        self.target.upstream.hash_on()
     }
 
     /// Builds the call's requests from `request` and the calls it waits for
@@ -221,15 +243,13 @@ impl Call {
     }
 
     /// Whether the request has every value of its own (path, query,
-    /// headers, identity, body) that the call's templates read: one it
-    /// lacks is the client's mistake, a `400` before any call is made, for
-    /// a required call (an optional one is only not made).
+    /// headers, identity, body) that the call's templates read, each fit
+    /// for where it goes: one it lacks or that does not fit is the client's
+    /// mistake, a `400` before any call is made, for a required call (an
+    /// optional one is only not made).
     pub(super) fn check_request(&self, request: &Request<'_>) -> Result<(), ProxyError> {
         let probe = Probe(request);
-        let templates = std::iter::once((&self.path, Escape::PathAndQuery))
-            .chain(self.headers.iter().map(|(_, template)| (template, Escape::HeaderValue)))
-            .chain(self.body.iter().map(|template| (template, Escape::JsonString)));
-        for (template, escape) in templates {
+        for (template, escape) in self.templates() {
             template.expand(&probe, escape).map_err(|e| ProxyError::Unexpandable(format!("call '{}': {e}", self.name)))?;
         }
         Ok(())
@@ -250,16 +270,27 @@ impl Call {
                 other => other.to_string(),
             })
         };
+        for source in self.templates().flat_map(|(template, _)| template.joins()) {
+            let count = values.select(source).map_or(0, |found| found.len());
+            if count > MAX_JOINED {
+                return Err(Failure::not_made(format!("{} reaches {count} values; a join takes at most {MAX_JOINED}", source.describe())));
+            }
+        }
         let target = self.path.expand(values, Escape::PathAndQuery).map_err(unexpandable)?;
         let target =
             PathAndQuery::try_from(target).map_err(|_| Failure::not_made("its expanded path is not a valid request target".to_owned()))?;
-        let mut headers = values.request.headers.clone();
+        let mut headers = HeaderMap::with_capacity(values.request.headers.len() + self.headers.len() + 2);
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         for (name, template) in &self.headers {
             let value = template.expand(values, Escape::HeaderValue).map_err(unexpandable)?;
             let value = HeaderValue::try_from(value).map_err(|_| Failure::not_made(format!("its header '{name}' cannot be sent")))?;
             headers.insert(name.clone(), value);
         }
+        // The gateway's own headers last, so they win.
+        for name in values.request.headers.keys() {
+            headers.remove(name);
+        }
+        headers.extend(values.request.headers.iter().map(|(name, value)| (name.clone(), value.clone())));
         let body = match &self.body {
             Some(template) => {
                 if !headers.contains_key(header::CONTENT_TYPE) {
@@ -269,16 +300,25 @@ impl Call {
             }
             None => Bytes::new(),
         };
-        Ok(Built { target, headers, body })
+        let hash = values.request.hashes.get(self.index).cloned().flatten();
+        Ok(Built { target, headers, body, hash })
+    }
+
+    /// Each template with how its values are escaped.
+    fn templates(&self) -> impl Iterator<Item = (&Template, Escape)> {
+        std::iter::once((&self.path, Escape::PathAndQuery))
+            .chain(self.headers.iter().map(|(_, template)| (template, Escape::HeaderValue)))
+            .chain(self.body.iter().map(|template| (template, Escape::JsonString)))
     }
 
     /// Sends every request (in parallel); the answers in order, or the first failure in order.
     async fn exchange_all(&self, requests: Vec<Built>) -> Outcome {
+        let read = AtomicUsize::new(0);
         if self.for_each.is_none() {
             let request = requests.into_iter().next().ok_or_else(|| Failure::not_made("nothing to send".to_owned()))?;
-            return self.exchange(request).await;
+            return self.exchange(request, &read).await;
         }
-        let answers = futures::future::join_all(requests.into_iter().map(|request| self.exchange(request))).await;
+        let answers = futures::future::join_all(requests.into_iter().map(|request| self.exchange(request, &read))).await;
         let mut values = Vec::with_capacity(answers.len());
         let mut caching = Vec::new();
         for (i, answer) in answers.into_iter().enumerate() {
@@ -289,13 +329,15 @@ impl Call {
         Ok(Answer { value: Value::Array(values), caching })
     }
 
-    async fn exchange(&self, request: Built) -> Outcome {
+    /// Sends one request and reads its answer; `read` counts the bytes of
+    /// the call's answers so far.
+    async fn exchange(&self, request: Built, read: &AtomicUsize) -> Outcome {
         let prepared = Prepared {
             method: self.method.clone(),
             path_and_query: request.target,
             headers: request.headers,
             host: None,
-            hash_value: None,
+            hash_value: request.hash.as_deref().map(str::as_bytes),
             upgrading: false,
             aggregate: None,
         };
@@ -303,26 +345,23 @@ impl Call {
         let service = self.target.upstream.name();
         let status = response.status();
         if !status.is_success() {
-            return Err(Failure {
-                status: Some(status.as_u16()),
-                error: format!("upstream '{service}' answered {status}"),
-                timeout: false,
-            });
+            return Err(Failure::answered(status, service));
         }
-        let caching = Caching {
-            directives: Directives::parse(response.headers()),
-            stated: response.headers().contains_key(header::CACHE_CONTROL),
-            set_cookie: response.headers().contains_key(header::SET_COOKIE),
-        };
-        let bytes = Limited::new(response.into_body(), self.max_body).collect().await.map_err(|error| {
-            Failure::bad_gateway(if error.is::<http_body_util::LengthLimitError>() {
-                format!("upstream '{service}' answered with more than {} bytes (the aggregate's max_body_bytes)", self.max_body)
-            } else {
-                format!("upstream '{service}' cut its answer short: {error}")
-            })
-        })?;
+        let caching = Caching::of(response.headers());
+        let mut body = response.into_body();
+        let mut bytes = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|error| Failure::bad_gateway(format!("upstream '{service}' cut its answer short: {error}")))?;
+            let Ok(data) = frame.into_data() else { continue };
+            if read.fetch_add(data.len(), Ordering::Relaxed) + data.len() > self.max_body {
+                return Err(Failure::bad_gateway(format!(
+                    "upstream '{service}' answered with more than {} bytes (the aggregate's max_body_bytes)",
+                    self.max_body
+                )));
+            }
+            bytes.extend_from_slice(&data);
+        }
         drop(lease);
-        let bytes = bytes.to_bytes();
         let value = if bytes.is_empty() || self.method == Method::HEAD || status == StatusCode::NO_CONTENT {
             Value::Null
         } else {
@@ -338,6 +377,8 @@ struct Built {
     target: PathAndQuery,
     headers: HeaderMap,
     body: Bytes,
+    /// What a consistent-hash service hashes.
+    hash: Option<String>,
 }
 
 /// The items `path` finds in `document`: the values a path with `[*]`
@@ -352,7 +393,8 @@ fn items<'v>(document: &'v Value, path: &FieldPath) -> Option<Vec<&'v Value>> {
 }
 
 /// The request's values, with a stand-in for every answer and item, so
-/// that expanding fails only for a value the request lacks.
+/// that expanding fails only for a value of the request's own (one it
+/// lacks, or one that cannot go where the template puts it).
 struct Probe<'a>(&'a Request<'a>);
 
 impl Lookup for Probe<'_> {

@@ -17,12 +17,49 @@
 //! restrictive of the calls' ([`cache_control`]).
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use http::HeaderValue;
+use http::header::{self, HeaderMap, HeaderValue};
 use portico_shared::model::{AggregateCall, Merge};
 use serde_json::{Map, Value, json};
 
-use super::call::{Answer, Caching, Outcome};
+use super::call::{Answer, Outcome};
+use crate::stage::cache::freshness::Directives;
+
+/// What one upstream response said about caching.
+#[derive(Debug)]
+pub(super) struct Caching {
+    directives: Directives,
+    /// It said anything at all (`Cache-Control`, `Expires`, a cookie).
+    stated: bool,
+    /// It set a cookie, so it was meant for this caller alone.
+    set_cookie: bool,
+    /// Freshness left: `max-age` (else `Expires` less `Date`) less `Age`.
+    max_age: Option<Duration>,
+    /// Freshness left for shared caches, when it gave `s-maxage`.
+    s_maxage: Option<Duration>,
+}
+
+impl Caching {
+    pub(super) fn of(headers: &HeaderMap) -> Self {
+        let directives = Directives::parse(headers);
+        let seconds = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok()?.parse::<u64>().ok()).map(Duration::from_secs);
+        let date = |name| headers.get(name).and_then(|v: &HeaderValue| httpdate::parse_http_date(v.to_str().ok()?).ok());
+        let age = seconds(header::AGE).unwrap_or_default();
+        // An `Expires` that does not parse is in the past (RFC 9111 §5.3).
+        let expires = headers.contains_key(header::EXPIRES).then(|| {
+            let now = date(header::DATE).unwrap_or_else(SystemTime::now);
+            date(header::EXPIRES).and_then(|expires| expires.duration_since(now).ok()).unwrap_or_default()
+        });
+        Self {
+            max_age: directives.max_age.or(expires).map(|d| d.saturating_sub(age)),
+            s_maxage: directives.s_maxage.map(|d| d.saturating_sub(age)),
+            stated: headers.contains_key(header::CACHE_CONTROL) || expires.is_some(),
+            set_cookie: headers.contains_key(header::SET_COOKIE),
+            directives,
+        }
+    }
+}
 
 /// Where a call's answer goes in the merged one.
 #[derive(Debug)]
@@ -77,13 +114,18 @@ pub(super) fn merge(merge: Merge, calls: &[Slot], outcomes: &[Outcome], route: &
     }
 }
 
-/// The answer with only the call's `fields`, when it lists some and the answer is an object.
+/// The answer with only the call's `fields` of an object (of each item's,
+/// for a `for_each` call), when it lists some.
 fn kept(call: &Slot, answer: &Answer) -> Value {
-    match &answer.value {
+    let keep = |value: &Value| match value {
         Value::Object(map) if !call.fields.is_empty() => {
             Value::Object(call.fields.iter().filter_map(|f| Some((f.clone(), map.get(f)?.clone()))).collect())
         }
         other => other.clone(),
+    };
+    match &answer.value {
+        Value::Array(items) if call.fans_out => Value::Array(items.iter().map(keep).collect()),
+        other => keep(other),
     }
 }
 
@@ -92,7 +134,11 @@ fn deep(calls: &[Slot], outcomes: &[Outcome], route: &str) -> Map<String, Value>
     for (call, answer) in calls.iter().zip(outcomes).filter_map(|(call, outcome)| Some((call, outcome.as_ref().ok()?))) {
         let mut collisions = 0;
         match kept(call, answer) {
-            Value::Object(map) if !call.fans_out => merge_into(&mut root, map, &mut collisions),
+            Value::Object(mut map) if !call.fans_out => {
+                // The root's `_errors` is the gateway's alone.
+                map.remove("_errors");
+                merge_into(&mut root, map, &mut collisions);
+            }
             other => {
                 collisions += u64::from(root.insert(call.name.to_string(), other).is_some());
             }
@@ -103,6 +149,7 @@ fn deep(calls: &[Slot], outcomes: &[Outcome], route: &str) -> Map<String, Value>
     }
     for (call, _) in calls.iter().zip(outcomes).filter(|(_, outcome)| outcome.is_err()) {
         let keys = if call.fans_out { vec![call.name.to_string()] } else { call.fields.clone() };
+        let keys = keys.into_iter().filter(|key| key != "_errors");
         for key in keys {
             root.entry(key).or_insert(Value::Null);
         }
@@ -128,11 +175,11 @@ fn merge_into(into: &mut Map<String, Value>, from: Map<String, Value>, collision
 }
 
 /// The most restrictive caching of the answers' responses: `no-store` if
-/// any says so; `private` if any is private or sets a cookie; `no-cache`
-/// and `must-revalidate` if any has them; `public` only if all are; the
-/// smallest `max-age` and `s-maxage` given; `stale-*` only when every
-/// response allows it, at the smallest. `None` when no response said
-/// anything.
+/// any says so; `private` if any is private or sets a cookie; `no-cache`,
+/// `must-revalidate` and `proxy-revalidate` if any has them; `public` only
+/// if all are; the smallest `max-age` and `s-maxage` left (after `Age`;
+/// `Expires` counts as a `max-age`); `stale-*` only when every response
+/// allows it, at the smallest. `None` when no response said anything.
 pub(super) fn cache_control<'a>(answers: impl Iterator<Item = &'a Answer>) -> Option<HeaderValue> {
     let responses: Vec<_> = answers.flat_map(|answer| &answer.caching).collect();
     if !responses.iter().any(|r| r.stated || r.set_cookie) {
@@ -141,8 +188,8 @@ pub(super) fn cache_control<'a>(answers: impl Iterator<Item = &'a Answer>) -> Op
     if responses.iter().any(|r| r.directives.no_store) {
         return Some(HeaderValue::from_static("no-store"));
     }
-    let least = |pick: &dyn Fn(&Caching) -> Option<std::time::Duration>| responses.iter().filter_map(|r| pick(r)).min();
-    let all = |pick: &dyn Fn(&Caching) -> Option<std::time::Duration>| {
+    let least = |pick: &dyn Fn(&Caching) -> Option<Duration>| responses.iter().filter_map(|r| pick(r)).min();
+    let all = |pick: &dyn Fn(&Caching) -> Option<Duration>| {
         if responses.iter().all(|r| pick(r).is_some()) { least(pick) } else { None }
     };
     let private = responses.iter().any(|r| r.directives.private || r.set_cookie);
@@ -158,12 +205,15 @@ pub(super) fn cache_control<'a>(answers: impl Iterator<Item = &'a Answer>) -> Op
     if responses.iter().any(|r| r.directives.must_revalidate) {
         directives.push("must-revalidate".to_owned());
     }
-    if let Some(max_age) = least(&|r| r.directives.max_age) {
+    if responses.iter().any(|r| r.directives.proxy_revalidate) {
+        directives.push("proxy-revalidate".to_owned());
+    }
+    if let Some(max_age) = least(&|r| r.max_age) {
         directives.push(format!("max-age={}", max_age.as_secs()));
     }
     if !private
-        && responses.iter().any(|r| r.directives.s_maxage.is_some())
-        && let Some(shared) = least(&|r| r.directives.s_maxage.or(r.directives.max_age))
+        && responses.iter().any(|r| r.s_maxage.is_some())
+        && let Some(shared) = least(&|r| r.s_maxage.or(r.max_age))
     {
         directives.push(format!("s-maxage={}", shared.as_secs()));
     }
@@ -181,11 +231,8 @@ pub(super) fn cache_control<'a>(answers: impl Iterator<Item = &'a Answer>) -> Op
 
 #[cfg(test)]
 mod tests {
-    use http::{HeaderMap, header};
-
     use super::*;
     use crate::backend::aggregate::call::Failure;
-    use crate::stage::cache::freshness::Directives;
 
     fn slot(name: &str, fields: &[&str], fans_out: bool) -> Slot {
         Slot { name: name.into(), fields: fields.iter().map(|f| (*f).to_owned()).collect(), fans_out }
@@ -196,12 +243,16 @@ mod tests {
         if let Some(value) = cache_control {
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
         }
-        let caching = Caching { directives: Directives::parse(&headers), stated: cache_control.is_some(), set_cookie };
-        Ok(Answer { value, caching: vec![caching] })
+        if set_cookie {
+            headers.insert(header::SET_COOKIE, HeaderValue::from_static("s=1"));
+        }
+        Ok(Answer { value, caching: vec![Caching::of(&headers)] })
     }
 
     fn failed(status: Option<u16>) -> Outcome {
-        Err(Failure { status, error: "it broke".to_owned(), timeout: false })
+        let mut failure = Failure::timeout("it broke".to_owned());
+        failure.status = status;
+        Err(failure)
     }
 
     fn text(merge_as: Merge, slots: &[Slot], outcomes: &[Outcome]) -> String {
@@ -256,6 +307,31 @@ mod tests {
             combined(&[one(Some("max-age=5, stale-while-revalidate=30"), false), one(Some("max-age=9"), false)]).as_deref(),
             Some("max-age=5"),
             "stale only when every call allows it"
+        );
+        let mut aged = HeaderMap::new();
+        aged.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60, s-maxage=90, proxy-revalidate"));
+        aged.insert(header::AGE, HeaderValue::from_static("50"));
+        let mut expiring = HeaderMap::new();
+        expiring.insert(header::DATE, HeaderValue::from_static("Mon, 07 Dec 2026 01:00:00 GMT"));
+        expiring.insert(header::EXPIRES, HeaderValue::from_static("Mon, 07 Dec 2026 01:00:30 GMT"));
+        let answers = [aged, expiring].map(|headers| Answer { value: json!({}), caching: vec![Caching::of(&headers)] });
+        assert_eq!(
+            combined(&answers).as_deref(),
+            Some("proxy-revalidate, max-age=10, s-maxage=30"),
+            "what is left after Age, Expires as a max-age"
+        );
+    }
+
+    #[test]
+    fn fields_apply_to_each_item_and_the_roots_errors_are_the_gateways() {
+        let slots = [slot("a", &[], false), slot("lines", &["id"], true)];
+        let outcomes =
+            [answer(json!({"_errors": ["upstream's own"], "x": 1}), None, false), answer(json!([{"id": 1, "secret": 2}, 3]), None, false)];
+        assert_eq!(text(Merge::Deep, &slots, &outcomes), r#"{"lines":[{"id":1},3],"x":1}"#);
+        assert_eq!(
+            text(Merge::Namespaced, &slots, &outcomes),
+            r#"{"a":{"_errors":["upstream's own"],"x":1},"lines":[{"id":1},3]}"#,
+            "under its name an answer keeps its own _errors"
         );
     }
 }

@@ -52,9 +52,26 @@ const FORWARDING: [&str; 5] = ["x-request-id", "x-forwarded-for", "x-forwarded-p
 #[derive(Debug, Clone, Default)]
 pub struct AggregateInput {
     /// The request values the templates read.
-    pub values: Gathered,
+    values: Gathered,
     /// The headers a `request-transform` wrote, which every call carries.
-    pub written: Vec<HeaderName>,
+    written: Vec<HeaderName>,
+    /// What each call's service hashes, by call (consistent-hash services).
+    hashes: Vec<Option<String>>,
+    /// The values in one unambiguous text, for the response cache's key:
+    /// two requests whose calls would differ never share an entry.
+    key: String,
+}
+
+impl AggregateInput {
+    pub fn new(values: Gathered, written: Vec<HeaderName>, hashes: Vec<Option<String>>) -> Self {
+        let key = values.encode();
+        Self { values, written, hashes, key }
+    }
+
+    /// The request values the calls read, for the response cache's key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
 }
 
 /// A compiled aggregate.
@@ -85,7 +102,8 @@ impl Aggregation {
         let calls = aggregate
             .calls
             .iter()
-            .map(|call| Call::compile(route, call, &aggregate.calls, target(&call.service)?, deadline, max_body))
+            .enumerate()
+            .map(|(i, call)| Call::compile(route, i, &aggregate.calls, target(&call.service)?, deadline, max_body))
             .collect::<Result<Vec<_>, String>>()?;
         let mut sources: Vec<Source> = Vec::new();
         for source in aggregate.sources() {
@@ -122,6 +140,12 @@ impl Aggregation {
     /// The request sources to gather for [`Aggregation::answer`].
     pub fn sources(&self) -> &[Source] {
         &self.sources
+    }
+
+    /// What each call's service hashes, by call: `hash` of its `hash_on`
+    /// for a consistent-hash service, else nothing.
+    pub fn hashes(&self, hash: impl Fn(&portico_shared::model::HashOn) -> String) -> Vec<Option<String>> {
+        self.calls.iter().map(|call| call.hash_on().map(&hash)).collect()
     }
 
     /// The headers each call carries of `request` (after authentication,
@@ -167,24 +191,23 @@ impl Aggregation {
         };
         let input = prepared.aggregate.unwrap_or_default();
         let headers = Self::carried(&prepared.headers, &input.written);
-        let request = call::Request { values: &input.values, headers: &headers, body: &client_body };
-        let mut outcomes: Vec<Option<Outcome>> = self.calls.iter().map(|_| None).collect();
+        let request = call::Request { values: &input.values, headers: &headers, body: &client_body, hashes: &input.hashes };
         for call in self.calls.iter().filter(|call| call.required) {
-            call.check_request(&request)?;
+            call.check_request(&request).inspect_err(|_| crate::metrics::aggregate_answered(&self.route, "failed"))?;
         }
-        let mut started = vec![false; self.calls.len()];
+        let mut progress = Progress { outcomes: self.calls.iter().map(|_| None).collect(), started: vec![None; self.calls.len()] };
         let mut running = FuturesUnordered::new();
         loop {
             for (i, call) in self.calls.iter().enumerate() {
-                if started[i] || !call.dependencies().iter().all(|&d| outcomes[d].is_some()) {
+                if progress.started[i].is_some() || !call.dependencies().iter().all(|&d| progress.outcomes[d].is_some()) {
                     continue;
                 }
-                started[i] = true;
-                match call.start(&request, &outcomes) {
+                progress.started[i] = Some(Instant::now());
+                match call.start(&request, &progress.outcomes) {
                     Ok(exchange) => running.push(async move { (i, exchange.await) }),
                     Err(failure) => {
                         call.record(&failure, Duration::ZERO);
-                        self.settle(i, Err(failure), &mut outcomes)?;
+                        self.settle(i, Err(failure), &mut progress)?;
                     }
                 }
             }
@@ -192,40 +215,65 @@ impl Aggregation {
                 break;
             }
             match tokio::time::timeout_at(deadline, running.next()).await {
-                Ok(Some((i, outcome))) => self.settle(i, outcome, &mut outcomes)?,
+                Ok(Some((i, outcome))) => self.settle(i, outcome, &mut progress)?,
                 Ok(None) => break,
                 Err(_) => {
-                    let cut = self.deadline;
-                    for (i, call) in self.calls.iter().enumerate() {
-                        if outcomes[i].is_some() {
-                            continue;
-                        }
-                        let failure = Failure::timeout(format!("the aggregate's deadline of {} ms passed first", cut.as_millis()));
-                        call.record(&failure, cut);
-                        self.settle(i, Err(failure), &mut outcomes)?;
-                    }
+                    self.out_of_time(&mut progress)?;
                     break;
                 }
             }
         }
         let outcomes: Vec<Outcome> =
-            outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(Failure::not_made("it never started".to_owned())))).collect();
+            progress.outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(Failure::not_made("it never started".to_owned())))).collect();
         Ok(self.respond(&outcomes))
     }
 
-    /// Records call `i`'s outcome; a required call's failure ends the request.
-    fn settle(&self, i: usize, outcome: Outcome, outcomes: &mut [Option<Outcome>]) -> Result<(), ProxyError> {
+    /// The aggregate's deadline passed: the calls still running time out
+    /// (they come first: one of them is why), then those that were waiting
+    /// for them are not made.
+    fn out_of_time(&self, progress: &mut Progress) -> Result<(), ProxyError> {
+        let deadline = self.deadline.as_millis();
+        for running in [true, false] {
+            for (i, call) in self.calls.iter().enumerate() {
+                if progress.outcomes[i].is_some() || progress.started[i].is_some() != running {
+                    continue;
+                }
+                let failure = if running {
+                    Failure::timeout(format!("the aggregate's deadline of {deadline} ms passed first"))
+                } else {
+                    let waiting: Vec<&str> =
+                        call.dependencies().iter().filter(|&&d| progress.outcomes[d].is_none()).map(|&d| &*self.calls[d].name).collect();
+                    Failure::out_of_time(format!(
+                        "the aggregate's deadline of {deadline} ms passed while it waited for '{}'",
+                        waiting.join("', '")
+                    ))
+                };
+                call.record(&failure, progress.started[i].map_or(Duration::ZERO, |at| at.elapsed()));
+                self.settle(i, Err(failure), progress)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records call `i`'s outcome; a required call's failure ends the
+    /// request, and the calls still running are cancelled (and counted so).
+    fn settle(&self, i: usize, outcome: Outcome, progress: &mut Progress) -> Result<(), ProxyError> {
         if let Err(failure) = &outcome
             && self.calls[i].required
         {
             crate::metrics::aggregate_answered(&self.route, "failed");
+            for (j, call) in self.calls.iter().enumerate() {
+                if let (Some(at), None, true) = (progress.started[j], &progress.outcomes[j], j != i) {
+                    crate::metrics::aggregate_call(&self.route, &call.name, "cancelled", at.elapsed());
+                }
+            }
             return Err(ProxyError::AggregateCall {
                 call: self.calls[i].name.to_string(),
                 timeout: failure.timeout,
                 message: format!("call '{}' failed: {}", self.calls[i].name, failure.error),
             });
         }
-        outcomes[i] = Some(outcome);
+        progress.outcomes[i] = Some(outcome);
         Ok(())
     }
 
@@ -252,4 +300,12 @@ impl Aggregation {
         }
         response
     }
+}
+
+/// How far one request's calls have got.
+struct Progress {
+    /// Each call's outcome, once settled.
+    outcomes: Vec<Option<Outcome>>,
+    /// When each call started (or failed to).
+    started: Vec<Option<Instant>>,
 }

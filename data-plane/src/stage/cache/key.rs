@@ -27,7 +27,8 @@ pub struct KeyParts<'a> {
     pub path: &'a str,
     /// The query as the policy takes it ([`normalize_query`]).
     pub query: Option<&'a str>,
-    /// The upstream target, when a request transform rewrote it.
+    /// The upstream target, when a request transform rewrote it; for an
+    /// aggregate, the request values its calls read.
     pub target: Option<&'a str>,
     /// Chosen request headers, by name, with every line's value (none when absent).
     pub headers: Vec<(&'a str, Vec<&'a [u8]>)>,

@@ -393,7 +393,7 @@ impl CacheStage {
             host: request.host,
             path: request.path,
             query,
-            target: request.rewritten.then(|| prepared.path_and_query.as_str()),
+            target: request.rewritten.then(|| prepared.path_and_query.as_str()).or(prepared.aggregate.as_deref().map(AggregateInput::key)),
             headers: self
                 .key_headers
                 .iter()

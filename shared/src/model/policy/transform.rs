@@ -198,7 +198,7 @@ fn header_map(field: &str, map: &mut BTreeMap<String, String>, values: bool, err
 
 /// Request headers the gateway writes after transforms: a template reading
 /// one would read what the client sent, not what the upstream gets.
-const GATEWAY_WRITTEN: [&str; 11] = [
+pub(crate) const GATEWAY_WRITTEN: [&str; 11] = [
     "forwarded",
     "x-forwarded-for",
     "x-forwarded-proto",
