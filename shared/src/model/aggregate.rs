@@ -526,8 +526,14 @@ mod tests {
             (r#"{"calls":[{"name":"a","service":"s","path":"/a","body":"{body}"}]}"#, "calls[0].body"),
             (r#"{"calls":[{"name":"a","service":"s","path":"/{body}","method":"POST"}]}"#, "calls[0].path"),
             (r#"{"calls":[{"name":"a","service":"s","path":"/a","headers":{"Host":"x"}}]}"#, "calls[0].headers.host"),
-            (r#"{"calls":[{"name":"a","service":"s","path":"/a","headers":{"X-Consumer-Username":"{query.as}"}}]}"#, "calls[0].headers.x-consumer-username"),
-            (r#"{"calls":[{"name":"a","service":"s","path":"/a","headers":{"x-forwarded-host":"x"}}]}"#, "calls[0].headers.x-forwarded-host"),
+            (
+                r#"{"calls":[{"name":"a","service":"s","path":"/a","headers":{"X-Consumer-Username":"{query.as}"}}]}"#,
+                "calls[0].headers.x-consumer-username",
+            ),
+            (
+                r#"{"calls":[{"name":"a","service":"s","path":"/a","headers":{"x-forwarded-host":"x"}}]}"#,
+                "calls[0].headers.x-forwarded-host",
+            ),
             (r#"{"calls":[{"name":"a","service":"s","path":"/a","headers":{"x-consumer-tier":"x"}}]}"#, "calls[0].headers.x-consumer-tier"),
             (r#"{"calls":[{"name":"a","service":"s","path":"/a b"}]}"#, "calls[0].path"),
             (r#"{"calls":[{"name":"a","service":"s","path":"/a#frag"}]}"#, "calls[0].path"),

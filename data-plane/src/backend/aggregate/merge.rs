@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use http::header::{self, HeaderMap, HeaderValue};
 use portico_shared::model::{AggregateCall, Merge};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::call::{Answer, Outcome};
 use crate::stage::cache::freshness::Directives;
@@ -77,15 +77,18 @@ impl Slot {
     }
 }
 
-/// The merged answer's bytes.
+/// One entry of `_errors`, its fields in this order.
+#[derive(serde::Serialize)]
+struct ErrorEntry<'a> {
+    name: &'a str,
+    status: Option<u16>,
+    error: &'a str,
+}
+
+/// The merged answer's bytes: the calls' answers, then `_errors` when one failed.
 pub(super) fn merge(merge: Merge, calls: &[Slot], outcomes: &[Outcome], route: &str) -> Vec<u8> {
-    let errors: Vec<Value> = calls
-        .iter()
-        .zip(outcomes)
-        .filter_map(|(call, outcome)| outcome.as_ref().err().map(|f| json!({"name": &*call.name, "status": f.status, "error": f.error})))
-        .collect();
     // Writing JSON values and strings to a Vec cannot fail.
-    match merge {
+    let mut out = match merge {
         // Written by hand: a serde_json map would sort the calls by name.
         Merge::Namespaced => {
             let mut out = vec![b'{'];
@@ -97,21 +100,27 @@ pub(super) fn merge(merge: Merge, calls: &[Slot], outcomes: &[Outcome], route: &
                 out.push(b':');
                 let _ = serde_json::to_writer(&mut out, &outcome.as_ref().map_or(Value::Null, |a| kept(call, a)));
             }
-            if !errors.is_empty() {
-                out.extend_from_slice(b",\"_errors\":");
-                let _ = serde_json::to_writer(&mut out, &errors);
-            }
             out.push(b'}');
             out
         }
-        Merge::Deep => {
-            let mut merged = deep(calls, outcomes, route);
-            if !errors.is_empty() {
-                merged.insert("_errors".to_owned(), Value::Array(errors));
-            }
-            serde_json::to_vec(&merged).unwrap_or_default()
+        Merge::Deep => serde_json::to_vec(&deep(calls, outcomes, route)).unwrap_or_default(),
+    };
+    let errors: Vec<ErrorEntry<'_>> = calls
+        .iter()
+        .zip(outcomes)
+        .filter_map(|(call, outcome)| outcome.as_ref().err().map(|f| ErrorEntry { name: &call.name, status: f.status, error: &f.error }))
+        .collect();
+    if !errors.is_empty() {
+        // In place of the closing brace: `,"_errors":[…]}` (no comma after `{`).
+        out.pop();
+        if out.len() > 1 {
+            out.push(b',');
         }
+        out.extend_from_slice(b"\"_errors\":");
+        let _ = serde_json::to_writer(&mut out, &errors);
+        out.push(b'}');
     }
+    out
 }
 
 /// The answer with only the call's `fields` of an object (of each item's,
@@ -231,6 +240,8 @@ pub(super) fn cache_control<'a>(answers: impl Iterator<Item = &'a Answer>) -> Op
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
     use crate::backend::aggregate::call::Failure;
 
@@ -265,7 +276,7 @@ mod tests {
         let outcomes = [answer(json!([1, 2]), None, false), answer(json!({"id": 7, "secret": "x"}), None, false), failed(Some(504))];
         assert_eq!(
             text(Merge::Namespaced, &slots, &outcomes),
-            r#"{"zeta":[1,2],"alpha":{"id":7},"orders":null,"_errors":[{"error":"it broke","name":"orders","status":504}]}"#
+            r#"{"zeta":[1,2],"alpha":{"id":7},"orders":null,"_errors":[{"name":"orders","status":504,"error":"it broke"}]}"#
         );
     }
 
@@ -320,6 +331,12 @@ mod tests {
             Some("proxy-revalidate, max-age=10, s-maxage=30"),
             "what is left after Age, Expires as a max-age"
         );
+    }
+
+    #[test]
+    fn errors_come_last_in_name_status_error_order_even_after_an_empty_object() {
+        let slots = [slot("gone", &[], false)];
+        assert_eq!(text(Merge::Deep, &slots, &[failed(None)]), r#"{"_errors":[{"name":"gone","status":null,"error":"it broke"}]}"#);
     }
 
     #[test]
