@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method};
 use portico_shared::Snapshot;
-use portico_shared::model::{Policy, Retries, RouteBackend, effective_policies};
+use portico_shared::model::{AggregateCall, Policy, Retries, RouteBackend, effective_policies};
 use uuid::Uuid;
 
 use crate::auth::{AuthPlan, AuthSettings, Authenticator};
@@ -94,17 +94,17 @@ impl Runtime {
         let mut limiters = HashMap::new();
         // A route or service without `retries` gets the defaults.
         let default_retries = Retries::when_absent();
-        let previous_retries: HashMap<Uuid, Arc<RetryPlan>> = previous
-            .map(|p| {
-                p.routes
-                    .iter()
-                    .filter_map(|r| match &r.backend {
-                        Backend::Proxy(target) => Some((r.id?, target.retry.clone()?)),
-                        Backend::Aggregate(_) => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        // By route id, and call name for an aggregate's calls.
+        let mut previous_retries: HashMap<(Uuid, Option<&str>), Arc<RetryPlan>> = HashMap::new();
+        for route in previous.map_or(&[][..], |p| &p.routes) {
+            let Some(id) = route.id else { continue };
+            match &route.backend {
+                Backend::Proxy(target) => previous_retries.extend(target.retry.clone().map(|plan| ((id, None), plan))),
+                Backend::Aggregate(aggregation) => {
+                    previous_retries.extend(aggregation.retries().map(|(call, plan)| ((id, Some(call)), plan.clone())));
+                }
+            }
+        }
         let trusted_proxies = config
             .trusted_proxies
             .iter()
@@ -169,16 +169,17 @@ impl Runtime {
             let stages = Stages::compile(&name, &policies).map_err(|e| format!("route '{}': {e}", route.name))?;
             let backend = match (&route.backend, service) {
                 (RouteBackend::Aggregate { aggregate }, _) => {
-                    let target = |service_name: &str| {
-                        let (upstream, service) = service_of(service_name, &route.name)?;
-                        let retry = retry_plan(service.retries.as_ref().unwrap_or(&default_retries), None);
+                    let target = |call: &AggregateCall| {
+                        let (upstream, service) = service_of(&call.service, &route.name)?;
+                        let kept = route.id.and_then(|id| previous_retries.get(&(id, Some(call.name.as_str()))));
+                        let retry = retry_plan(service.retries.as_ref().unwrap_or(&default_retries), kept);
                         Ok(Target { upstream: upstream.clone(), retry, max_body_bytes })
                     };
                     Backend::Aggregate(Aggregation::compile(&name, aggregate, target).map_err(|e| format!("route '{}': {e}", route.name))?)
                 }
                 (RouteBackend::Proxy { .. }, Some((upstream, service))) => {
                     let retries = route.retries.as_ref().or(service.retries.as_ref()).unwrap_or(&default_retries);
-                    let kept = route.id.and_then(|id| previous_retries.get(&id));
+                    let kept = route.id.and_then(|id| previous_retries.get(&(id, None)));
                     Backend::Proxy(Target { upstream: upstream.clone(), retry: retry_plan(retries, kept), max_body_bytes })
                 }
                 (RouteBackend::Proxy { service }, None) => return Err(format!("route '{}': unknown service '{service}'", route.name)),
@@ -298,6 +299,24 @@ mod tests {
         let id = |name: &str| second.config.services.iter().find(|s| s.name == name).unwrap().id.unwrap();
         assert!(Arc::ptr_eq(v1.upstream(id("a")).unwrap(), v2.upstream(id("a")).unwrap()), "service a is unchanged");
         assert!(!Arc::ptr_eq(v1.upstream(id("b")).unwrap(), v2.upstream(id("b")).unwrap()), "service b changed");
+    }
+
+    #[test]
+    fn an_aggregates_calls_keep_their_retry_budgets_across_a_swap() {
+        let config = r#"{"services":[{"name":"a","targets":[{"url":"http://127.0.0.1:1"}]}],
+            "routes":[{"name":"dash","paths":["/d"],"aggregate":{"calls":[{"name":"x","service":"a","path":"/x"},{"name":"y","service":"a","path":"/y"}]}}]}"#;
+        let first = snapshot(config, &GatewayConfig::default());
+        let v1 = Runtime::compile("default", 1, first.clone(), None, &settings()).unwrap();
+        let v2 = Runtime::compile("default", 2, snapshot(&config.replace("/d", "/e"), &first.config), Some(&v1), &settings()).unwrap();
+        let plans = |rt: &Runtime| match &rt.route_at(0).backend {
+            Backend::Aggregate(aggregation) => {
+                aggregation.retries().map(|(call, plan)| (call.to_owned(), plan.clone())).collect::<Vec<_>>()
+            }
+            Backend::Proxy(_) => panic!("an aggregate route"),
+        };
+        let (before, after) = (plans(&v1), plans(&v2));
+        assert_eq!(before.len(), 2);
+        assert!(before.iter().zip(&after).all(|((a, p), (b, q))| a == b && Arc::ptr_eq(p, q)), "the same plans, budgets and all");
     }
 
     #[test]

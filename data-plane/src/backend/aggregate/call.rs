@@ -195,6 +195,11 @@ impl Call {
         &self.dependencies
     }
 
+    /// Its retry plan, if it retries.
+    pub(super) fn retry(&self) -> Option<&Arc<crate::backend::retry::RetryPlan>> {
+        self.target.retry.as_ref()
+    }
+
     /// What its service hashes, when it balances by consistent hash.
     pub(super) fn hash_on(&self) -> Option<&portico_shared::model::HashOn> {
         self.target.upstream.hash_on()

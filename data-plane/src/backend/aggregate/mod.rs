@@ -28,13 +28,14 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use portico_shared::model::{Aggregate, Merge};
+use portico_shared::model::{Aggregate, AggregateCall, Merge};
 use portico_shared::template::Source;
 use tokio::time::Instant;
 
 use self::call::{Call, Failure, Outcome};
 use self::merge::Slot;
 use super::proxy::{ClientBody, Prepared, Target};
+use super::retry::RetryPlan;
 use crate::body::ResponseBody;
 use crate::error::ProxyError;
 use crate::stage::values::Gathered;
@@ -96,14 +97,18 @@ pub struct Aggregation {
 impl Aggregation {
     /// Compiles `aggregate` of route `route`; `target` gives each service's
     /// upstream and retries.
-    pub fn compile(route: &Arc<str>, aggregate: &Aggregate, target: impl Fn(&str) -> Result<Target, String>) -> Result<Self, String> {
+    pub fn compile(
+        route: &Arc<str>,
+        aggregate: &Aggregate,
+        target: impl Fn(&AggregateCall) -> Result<Target, String>,
+    ) -> Result<Self, String> {
         let max_body = usize::try_from(aggregate.max_body_bytes).unwrap_or(usize::MAX);
         let deadline = Duration::from_millis(aggregate.timeout_ms);
         let calls = aggregate
             .calls
             .iter()
             .enumerate()
-            .map(|(i, call)| Call::compile(route, i, &aggregate.calls, target(&call.service)?, deadline, max_body))
+            .map(|(i, call)| Call::compile(route, i, &aggregate.calls, target(call)?, deadline, max_body))
             .collect::<Result<Vec<_>, String>>()?;
         let mut sources: Vec<Source> = Vec::new();
         for source in aggregate.sources() {
@@ -131,6 +136,11 @@ impl Aggregation {
             reads_body,
             vary,
         })
+    }
+
+    /// Each call's retry plan, by call name (kept by the next version while unchanged).
+    pub fn retries(&self) -> impl Iterator<Item = (&str, &Arc<RetryPlan>)> {
+        self.calls.iter().filter_map(|call| Some((&*call.name, call.retry()?)))
     }
 
     pub fn label(&self) -> &str {
