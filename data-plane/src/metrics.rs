@@ -184,15 +184,88 @@ pub fn retry_budget_exhausted() {
     counter!("portico_retry_budget_exhausted_total").increment(1);
 }
 
-/// An aggregate call ended with `outcome` after `elapsed`.
-pub fn aggregate_call(route: &str, call: &str, outcome: &'static str, elapsed: Duration) {
-    histogram!("portico_aggregate_call_duration_seconds", "route" => route.to_owned(), "call" => call.to_owned(), "outcome" => outcome)
-        .record(elapsed.as_secs_f64());
+/// How an aggregate call ended (the `outcome` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    Ok,
+    Error,
+    Timeout,
+    NotMade,
+    /// A required call's failure ended the request while it ran.
+    Cancelled,
 }
 
-/// An aggregate answered (`complete`, `partial`) or failed.
-pub fn aggregate_answered(route: &str, result: &'static str) {
-    counter!("portico_aggregate_answers_total", "route" => route.to_owned(), "result" => result).increment(1);
+impl CallOutcome {
+    /// Its place among a call's histograms, and its label.
+    fn slot(self) -> (usize, &'static str) {
+        match self {
+            Self::Ok => (0, "ok"),
+            Self::Error => (1, "error"),
+            Self::Timeout => (2, "timeout"),
+            Self::NotMade => (3, "not_made"),
+            Self::Cancelled => (4, "cancelled"),
+        }
+    }
+}
+
+/// The duration histograms of one aggregate call, by outcome, kept after
+/// first use (as [`RouteMetrics`] keeps its handles).
+#[derive(Debug)]
+pub struct CallMetrics {
+    route: SharedString,
+    call: SharedString,
+    /// By [`CallOutcome`], in its order.
+    durations: [OnceLock<Histogram>; 5],
+}
+
+impl CallMetrics {
+    pub fn new(route: Arc<str>, call: Arc<str>) -> Self {
+        Self { route: SharedString::from_shared(route), call: SharedString::from_shared(call), durations: Default::default() }
+    }
+
+    /// The call ended with `outcome` after `elapsed`.
+    pub fn record(&self, outcome: CallOutcome, elapsed: Duration) {
+        let (index, label) = outcome.slot();
+        self.durations[index]
+            .get_or_init(|| {
+                histogram!("portico_aggregate_call_duration_seconds", "route" => self.route.clone(), "call" => self.call.clone(), "outcome" => label)
+            })
+            .record(elapsed.as_secs_f64());
+    }
+}
+
+/// How an aggregate answer ended (the `result` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerResult {
+    Complete,
+    Partial,
+    /// No answer: a required call failed, or the request lacked a value.
+    Failed,
+}
+
+/// How aggregate answers of one route ended, kept after first use.
+#[derive(Debug)]
+pub struct AnswerMetrics {
+    route: SharedString,
+    /// By [`AnswerResult`], in its order.
+    counters: [OnceLock<Counter>; 3],
+}
+
+impl AnswerMetrics {
+    pub fn new(route: Arc<str>) -> Self {
+        Self { route: SharedString::from_shared(route), counters: Default::default() }
+    }
+
+    pub fn answered(&self, result: AnswerResult) {
+        let (index, label) = match result {
+            AnswerResult::Complete => (0, "complete"),
+            AnswerResult::Partial => (1, "partial"),
+            AnswerResult::Failed => (2, "failed"),
+        };
+        self.counters[index]
+            .get_or_init(|| counter!("portico_aggregate_answers_total", "route" => self.route.clone(), "result" => label))
+            .increment(1);
+    }
 }
 
 /// `count` keys of a deep merge overwritten by `call`.

@@ -175,7 +175,9 @@ impl Runtime {
                         let retry = retry_plan(service.retries.as_ref().unwrap_or(&default_retries), kept);
                         Ok(Target { upstream: upstream.clone(), retry, max_body_bytes })
                     };
-                    Backend::Aggregate(Aggregation::compile(&name, aggregate, target).map_err(|e| format!("route '{}': {e}", route.name))?)
+                    Backend::Aggregate(Box::new(
+                        Aggregation::compile(&name, aggregate, target).map_err(|e| format!("route '{}': {e}", route.name))?,
+                    ))
                 }
                 (RouteBackend::Proxy { .. }, Some((upstream, service))) => {
                     let retries = route.retries.as_ref().or(service.retries.as_ref()).unwrap_or(&default_retries);

@@ -16,7 +16,7 @@ use crate::upstream::Upstream;
 #[derive(Debug)]
 pub enum Backend {
     Proxy(proxy::Target),
-    Aggregate(aggregate::Aggregation),
+    Aggregate(Box<aggregate::Aggregation>),
 }
 
 impl Backend {

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 
 use crate::backend::proxy::{self, ClientBody, Prepared, Target};
 use crate::error::ProxyError;
+use crate::metrics::{CallMetrics, CallOutcome};
 use crate::stage::values::Gathered;
 
 /// What a call answered, or why it has no answer.
@@ -85,11 +86,11 @@ impl Failure {
     }
 
     /// The metric's `outcome`.
-    fn outcome(&self) -> &'static str {
+    fn outcome(&self) -> CallOutcome {
         match (self.made, self.timeout) {
-            (false, _) => "not_made",
-            (true, true) => "timeout",
-            (true, false) => "error",
+            (false, _) => CallOutcome::NotMade,
+            (true, true) => CallOutcome::Timeout,
+            (true, false) => CallOutcome::Error,
         }
     }
 }
@@ -126,7 +127,7 @@ pub(super) struct Call {
     /// Its place among the aggregate's calls.
     index: usize,
     pub(super) name: Arc<str>,
-    route: Arc<str>,
+    metrics: CallMetrics,
     pub(super) required: bool,
     target: Target,
     method: Method,
@@ -175,7 +176,7 @@ impl Call {
         Ok(Self {
             index,
             name: call.name.as_str().into(),
-            route: route.clone(),
+            metrics: CallMetrics::new(route.clone(), call.name.as_str().into()),
             required: call.required,
             target,
             method: Method::from_bytes(call.method.as_bytes()).map_err(|e| e.to_string())?,
@@ -240,7 +241,7 @@ impl Call {
             let outcome =
                 tokio::time::timeout(self.timeout, self.exchange_all(requests)).await.unwrap_or_else(|_| Err(Failure::timeout(timeout)));
             match &outcome {
-                Ok(_) => crate::metrics::aggregate_call(&self.route, &self.name, "ok", started.elapsed()),
+                Ok(_) => self.metrics.record(CallOutcome::Ok, started.elapsed()),
                 Err(failure) => self.record(failure, started.elapsed()),
             }
             outcome
@@ -260,9 +261,14 @@ impl Call {
         Ok(())
     }
 
+    /// Counts a call the request's end cut short.
+    pub(super) fn cancelled(&self, elapsed: Duration) {
+        self.metrics.record(CallOutcome::Cancelled, elapsed);
+    }
+
     /// Counts a failed call.
     pub(super) fn record(&self, failure: &Failure, elapsed: Duration) {
-        crate::metrics::aggregate_call(&self.route, &self.name, failure.outcome(), elapsed);
+        self.metrics.record(failure.outcome(), elapsed);
     }
 
     /// One request of the call, its templates expanded.

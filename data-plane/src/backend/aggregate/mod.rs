@@ -38,6 +38,7 @@ use super::proxy::{ClientBody, Prepared, Target};
 use super::retry::RetryPlan;
 use crate::body::ResponseBody;
 use crate::error::ProxyError;
+use crate::metrics::{AnswerMetrics, AnswerResult};
 use crate::stage::values::Gathered;
 
 /// Says whether every call answered (`complete`) or an optional one failed (`partial`).
@@ -92,6 +93,7 @@ pub struct Aggregation {
     reads_body: bool,
     /// The client headers the templates read: the answer varies on them.
     vary: Option<HeaderValue>,
+    answers: AnswerMetrics,
 }
 
 impl Aggregation {
@@ -135,6 +137,7 @@ impl Aggregation {
             sources,
             reads_body,
             vary,
+            answers: AnswerMetrics::new(route.clone()),
         })
     }
 
@@ -203,7 +206,7 @@ impl Aggregation {
         let headers = Self::carried(&prepared.headers, &input.written);
         let request = call::Request { values: &input.values, headers: &headers, body: &client_body, hashes: &input.hashes };
         for call in self.calls.iter().filter(|call| call.required) {
-            call.check_request(&request).inspect_err(|_| crate::metrics::aggregate_answered(&self.route, "failed"))?;
+            call.check_request(&request).inspect_err(|_| self.answers.answered(AnswerResult::Failed))?;
         }
         let mut progress = Progress { outcomes: self.calls.iter().map(|_| None).collect(), started: vec![None; self.calls.len()] };
         let mut running = FuturesUnordered::new();
@@ -271,10 +274,10 @@ impl Aggregation {
         if let Err(failure) = &outcome
             && self.calls[i].required
         {
-            crate::metrics::aggregate_answered(&self.route, "failed");
+            self.answers.answered(AnswerResult::Failed);
             for (j, call) in self.calls.iter().enumerate() {
                 if let (Some(at), None, true) = (progress.started[j], &progress.outcomes[j], j != i) {
-                    crate::metrics::aggregate_call(&self.route, &call.name, "cancelled", at.elapsed());
+                    call.cancelled(at.elapsed());
                 }
             }
             return Err(ProxyError::AggregateCall {
@@ -291,7 +294,7 @@ impl Aggregation {
     fn respond(&self, outcomes: &[Outcome]) -> Response<ResponseBody> {
         let merged = merge::merge(self.merge, &self.slots, outcomes, &self.route);
         let partial = outcomes.iter().any(Result::is_err);
-        crate::metrics::aggregate_answered(&self.route, if partial { "partial" } else { "complete" });
+        self.answers.answered(if partial { AnswerResult::Partial } else { AnswerResult::Complete });
         let mut response = Response::new(ResponseBody::Local(Full::new(Bytes::from(merged))));
         *response.status_mut() = StatusCode::OK;
         let headers = response.headers_mut();
