@@ -182,11 +182,11 @@ async fn forward<'r>(
     let limited_after = ratelimit::check(&route.limits_after_auth, &facts(route, &parts, client_ip, identity.as_ref())).await?;
     let limited = ratelimit::tighter(limited_before, limited_after);
     let consumer = identity.as_ref().filter(|i| !i.is_anonymous()).map(Identity::consumer_id);
-    let hash = |on: &_| crate::upstream::hash_value(on, &parts.headers, client_ip, consumer);
-    let (hash_value, call_hashes) = match &route.backend {
-        Backend::Proxy(target) => (target.upstream.hash_on().map(hash), Vec::new()),
-        Backend::Aggregate(aggregation) => (None, aggregation.hashes(hash)),
-    };
+    let hash_value = route
+        .backend
+        .upstream()
+        .and_then(|upstream| upstream.hash_on())
+        .map(|on| crate::upstream::hash_value(on, &parts.headers, client_ip, consumer));
     let mut path_and_query = forwarded_target(&parts.uri, &path, matched.matched_len, route.strip_path)?;
     // An aggregate answers itself: there is no one connection to tunnel to.
     let upgrade = route.backend.upstream().and_then(|_| headers::upgrade_protocol(&parts.headers));
@@ -211,7 +211,7 @@ async fn forward<'r>(
         Backend::Aggregate(aggregation) => Some(Box::new(AggregateInput::new(
             values.gather(aggregation.sources()),
             request_profile.map(|(_, shaper)| shaper.written().to_vec()).unwrap_or_default(),
-            call_hashes,
+            aggregation.hashes(|on| crate::upstream::hash_value(on, &parts.headers, client_ip, consumer)),
         ))),
         Backend::Proxy(_) => None,
     };
