@@ -306,7 +306,8 @@ async fn fetch_upgradable(
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let target = match &route.backend {
         Backend::Proxy(target) => target,
-        Backend::Aggregate(_) => return fetch(route, prepared, body).await,
+        // Boxed, as in `fetch`: no aggregate's state in a proxied request's future.
+        Backend::Aggregate(aggregation) => return Box::pin(aggregation.answer(prepared, body, route.max_body_bytes)).await,
     };
     let (mut response, lease) = backend::send(target, prepared, body).await?;
     let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;

@@ -228,18 +228,19 @@ impl Call {
             Some((index, path, max)) => {
                 let source = &self.names.iter().find(|(_, i)| i == index).map_or("", |(name, _)| name.as_str());
                 let document = answers.iter().find(|(name, _)| name == source).map(|(_, value)| *value).unwrap_or(&Value::Null);
-                let items = items(document, path).ok_or_else(|| Failure::not_made(format!("{source}.{path} is not an array")))?;
+                let named = format!("{source}{}", path.after_name());
+                let items = items(document, path).ok_or_else(|| Failure::not_made(format!("{named} is not an array")))?;
                 if items.len() > *max {
-                    return Err(Failure::not_made(format!("{source}.{path} has {} items, more than max_items ({max})", items.len())));
+                    return Err(Failure::not_made(format!("{named} has {} items, more than max_items ({max})", items.len())));
                 }
                 items.into_iter().map(|item| self.build(&Values { item: Some(item), ..values })).collect::<Result<Vec<_>, _>>()?
             }
         };
         Ok(async move {
             let started = Instant::now();
-            let timeout = format!("no answer within its timeout of {} ms", self.timeout.as_millis());
-            let outcome =
-                tokio::time::timeout(self.timeout, self.exchange_all(requests)).await.unwrap_or_else(|_| Err(Failure::timeout(timeout)));
+            let outcome = tokio::time::timeout(self.timeout, self.exchange_all(requests))
+                .await
+                .unwrap_or_else(|_| Err(Failure::timeout(format!("no answer within its timeout of {} ms", self.timeout.as_millis()))));
             match &outcome {
                 Ok(_) => self.metrics.record(CallOutcome::Ok, started.elapsed()),
                 Err(failure) => self.record(failure, started.elapsed()),
