@@ -16,7 +16,8 @@ http { access_log off; keepalive_requests 100000000;
   server { listen 127.0.0.1:$port;
     location / { return 200 "hello from the upstream\n"; }
     location /cached { add_header Cache-Control "max-age=3600"; return 200 "hello from the upstream\n"; }
-    location /json { default_type application/json; return 200 '$json'; } } }
+    location /json { default_type application/json; return 200 '$json'; }
+    location /small { default_type application/json; return 200 '{"ok":true}'; } } }
 CONF
 }
 

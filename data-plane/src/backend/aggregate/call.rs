@@ -6,12 +6,12 @@
 //! for its items' answers together.
 
 use std::borrow::Cow;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, StatusCode};
@@ -209,11 +209,7 @@ impl Call {
     /// Builds the call's requests from `request` and the calls it waits for
     /// (all settled in `outcomes`), and gives the exchange to run; a value
     /// it needs that is missing fails it before anything is sent.
-    pub(super) fn start<'s>(
-        &'s self,
-        request: &Request<'_>,
-        outcomes: &[Option<Outcome>],
-    ) -> Result<impl Future<Output = Outcome> + use<'s>, Failure> {
+    pub(super) fn start<'s>(&'s self, request: &Request<'_>, outcomes: &[Option<Outcome>]) -> Result<BoxFuture<'s, Outcome>, Failure> {
         let answers: Vec<(&str, &Value)> = self
             .names
             .iter()
@@ -236,7 +232,9 @@ impl Call {
                 items.into_iter().map(|item| self.build(&Values { item: Some(item), ..values })).collect::<Result<Vec<_>, _>>()?
             }
         };
-        Ok(async move {
+        // Boxed here: the exchange is large (a whole upstream request's
+        // state), and each move of it unboxed copied all of it.
+        Ok(Box::pin(async move {
             let started = Instant::now();
             let outcome = tokio::time::timeout(self.timeout, self.exchange_all(requests))
                 .await
@@ -246,7 +244,7 @@ impl Call {
                 Err(failure) => self.record(failure, started.elapsed()),
             }
             outcome
-        })
+        }))
     }
 
     /// Whether the request has every value of its own (path, query,
