@@ -54,12 +54,12 @@ pub enum ClientBody {
     Whole(Bytes),
 }
 
-/// Sends `prepared` with `body` to `route`'s upstream.
-pub async fn send(route: &Target, prepared: Prepared<'_>, body: ClientBody) -> Result<(Response<Incoming>, Lease), ProxyError> {
-    let upstream = &route.upstream;
+/// Sends `prepared` with `body` to `target`'s upstream.
+pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> Result<(Response<Incoming>, Lease), ProxyError> {
+    let upstream = &target.upstream;
     let deadline = Instant::now() + upstream.request_timeout;
-    let limit = usize::try_from(route.max_body_bytes).unwrap_or(usize::MAX);
-    let plan = route.retry.as_deref().filter(|plan| !prepared.upgrading && plan.allows(&prepared.method));
+    let limit = usize::try_from(target.max_body_bytes).unwrap_or(usize::MAX);
+    let plan = target.retry.as_deref().filter(|plan| !prepared.upgrading && plan.allows(&prepared.method));
     let (plan, mut body) = match (plan, body) {
         // A body a transform rewrote is whole already: every try may send it.
         (plan, ClientBody::Whole(bytes)) => {
@@ -75,7 +75,7 @@ pub async fn send(route: &Target, prepared: Prepared<'_>, body: ClientBody) -> R
         (Some(plan), ClientBody::Stream(body)) => {
             plan.deposit();
             // Reading a kept body counts against the request's time too.
-            let kept = tokio::time::timeout_at(deadline.into(), keep(body, limit, route.max_body_bytes))
+            let kept = tokio::time::timeout_at(deadline.into(), keep(body, limit, target.max_body_bytes))
                 .await
                 .map_err(|_| ProxyError::ClientTimeout)??;
             match kept {
@@ -116,7 +116,7 @@ pub async fn send(route: &Target, prepared: Prepared<'_>, body: ClientBody) -> R
                 return Ok((response, lease));
             }
             Ok(Err(error)) => {
-                if let Some(fault) = client_fault(&error, route.max_body_bytes) {
+                if let Some(fault) = client_fault(&error, target.max_body_bytes) {
                     return Err(fault); // the client's doing, not the target's: not recorded, not retried
                 }
                 upstream.record(&picked, false);

@@ -341,7 +341,7 @@ pub async fn fetch(route: &RouteEntry, prepared: backend::Prepared<'_>, body: Cl
 
 /// An upstream response readied for the client.
 fn client_response(
-    route: &Target,
+    target: &Target,
     mut response: Response<Incoming>,
     lease: crate::upstream::Lease,
     keep_upgrade: Option<HeaderValue>,
@@ -353,7 +353,7 @@ fn client_response(
     // lose chunked framing). hyper answers an HTTP/1.0 client in HTTP/1.0
     // whatever this says, and HTTP/2 has no version on the wire.
     *response.version_mut() = Version::HTTP_11;
-    let idle = route.upstream.idle_timeout;
+    let idle = target.upstream.idle_timeout;
     response.map(|body| ResponseBody::upstream(body, idle, lease))
 }
 
