@@ -317,7 +317,7 @@ mod tests {
             Backend::Proxy(_) => panic!("an aggregate route"),
         };
         let (before, after) = (plans(&v1), plans(&v2));
-        assert_eq!(before.len(), 2);
+        assert_eq!((before.len(), after.len()), (2, 2));
         assert!(before.iter().zip(&after).all(|((a, p), (b, q))| a == b && Arc::ptr_eq(p, q)), "the same plans, budgets and all");
     }
 

@@ -96,6 +96,12 @@ fn n(body: &str) -> u64 {
     serde_json::from_str::<Value>(body).unwrap_or_else(|_| panic!("not JSON: {body}"))["n"].as_u64().unwrap()
 }
 
+/// Waits until an answer stored with `max-age=1` is stale: time itself is
+/// what these tests wait for, so there is no state to poll.
+async fn outlive_max_age_1() {
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+}
+
 #[tokio::test]
 async fn a_fresh_response_is_served_with_age_and_a_parseable_cache_status() {
     let origin = Origin::start().await;
@@ -262,7 +268,7 @@ async fn stale_if_error_covers_a_stopped_upstream() {
     let (_, headers, _) = get(&strict, &[]).await;
     assert!(cache_status(&headers).stored);
     origin.stop();
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    outlive_max_age_1().await;
     let (status, headers, body) = get(&url, &[]).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, first);
@@ -283,7 +289,7 @@ async fn stale_if_error_from_the_response_covers_an_upstream_5xx() {
     let (_db, _cp, dp) = serve_config(&config(&origin, json!([{"type": "cache"}])), &[]).await;
     let url = format!("{}/c/5xx?cc=max-age%3D1%2C%20stale-if-error%3D60&fail_after=1", dp.proxy_url);
     let (_, _, first) = get(&url, &[]).await;
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    outlive_max_age_1().await;
     let (status, headers, body) = get(&url, &[]).await;
     assert_eq!((status, body), (StatusCode::OK, first), "the stale answer stands in for the 503");
     let cache = cache_status(&headers);
@@ -318,7 +324,7 @@ async fn an_expired_entry_is_revalidated_and_a_304_refreshes_it() {
     let (_db, _cp, dp) = serve_config(&config(&origin, json!([{"type": "cache"}])), &[]).await;
     let url = format!("{}/c/etag?cc=max-age%3D1&etag=v1", dp.proxy_url);
     let (_, _, first) = get(&url, &[]).await;
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    outlive_max_age_1().await;
     let (status, headers, body) = get(&url, &[]).await;
     assert_eq!(status, StatusCode::OK, "the client gets the stored body");
     assert_eq!(body, first);

@@ -24,7 +24,7 @@ use portico_shared::model::{AggregateCall, Merge};
 use serde_json::{Map, Value};
 
 use super::call::{Answer, Outcome};
-use crate::stage::cache::freshness::Directives;
+use crate::stage::cache::freshness::{Directives, http_date};
 
 /// What one upstream response said about caching.
 #[derive(Debug)]
@@ -44,12 +44,11 @@ impl Caching {
     pub(super) fn of(headers: &HeaderMap) -> Self {
         let directives = Directives::parse(headers);
         let seconds = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok()?.parse::<u64>().ok()).map(Duration::from_secs);
-        let date = |name| headers.get(name).and_then(|v: &HeaderValue| httpdate::parse_http_date(v.to_str().ok()?).ok());
         let age = seconds(header::AGE).unwrap_or_default();
         // An `Expires` that does not parse is in the past (RFC 9111 §5.3).
         let expires = headers.contains_key(header::EXPIRES).then(|| {
-            let now = date(header::DATE).unwrap_or_else(SystemTime::now);
-            date(header::EXPIRES).and_then(|expires| expires.duration_since(now).ok()).unwrap_or_default()
+            let now = http_date(headers, header::DATE).unwrap_or_else(SystemTime::now);
+            http_date(headers, header::EXPIRES).and_then(|expires| expires.duration_since(now).ok()).unwrap_or_default()
         });
         Self {
             max_age: directives.max_age.or(expires).map(|d| d.saturating_sub(age)),
@@ -82,34 +81,42 @@ impl Slot {
 struct ErrorEntry<'a> {
     name: &'a str,
     status: Option<u16>,
-    error: &'a str,
+    error: String,
 }
 
-/// The merged answer's bytes: the calls' answers, then `_errors` when one failed.
-pub(super) fn merge(merge: Merge, calls: &[Slot], outcomes: &[Outcome], route: &str) -> Vec<u8> {
+/// The merged answer's bytes: the calls' answers, then `_errors` when one
+/// failed. The answers are moved into it, never copied.
+pub(super) fn merge(merge: Merge, calls: &[Slot], outcomes: Vec<Outcome>, route: &str) -> Vec<u8> {
+    let mut errors = Vec::new();
+    let answers: Vec<Option<Value>> = calls
+        .iter()
+        .zip(outcomes)
+        .map(|(call, outcome)| match outcome {
+            Ok(answer) => Some(kept(call, answer.value)),
+            Err(failure) => {
+                errors.push(ErrorEntry { name: &call.name, status: failure.status, error: failure.error });
+                None
+            }
+        })
+        .collect();
     // Writing JSON values and strings to a Vec cannot fail.
     let mut out = match merge {
         // Written by hand: a serde_json map would sort the calls by name.
         Merge::Namespaced => {
             let mut out = vec![b'{'];
-            for (i, (call, outcome)) in calls.iter().zip(outcomes).enumerate() {
+            for (i, (call, answer)) in calls.iter().zip(&answers).enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
                 let _ = serde_json::to_writer(&mut out, &*call.name);
                 out.push(b':');
-                let _ = serde_json::to_writer(&mut out, &outcome.as_ref().map_or(Value::Null, |a| kept(call, a)));
+                let _ = serde_json::to_writer(&mut out, answer.as_ref().unwrap_or(&Value::Null));
             }
             out.push(b'}');
             out
         }
-        Merge::Deep => serde_json::to_vec(&deep(calls, outcomes, route)).unwrap_or_default(),
+        Merge::Deep => serde_json::to_vec(&deep(calls, answers, route)).unwrap_or_default(),
     };
-    let errors: Vec<ErrorEntry<'_>> = calls
-        .iter()
-        .zip(outcomes)
-        .filter_map(|(call, outcome)| outcome.as_ref().err().map(|f| ErrorEntry { name: &call.name, status: f.status, error: &f.error }))
-        .collect();
     if !errors.is_empty() {
         // In place of the closing brace: `,"_errors":[…]}` (no comma after `{`).
         out.pop();
@@ -125,24 +132,30 @@ pub(super) fn merge(merge: Merge, calls: &[Slot], outcomes: &[Outcome], route: &
 
 /// The answer with only the call's `fields` of an object (of each item's,
 /// for a `for_each` call), when it lists some.
-fn kept(call: &Slot, answer: &Answer) -> Value {
-    let keep = |value: &Value| match value {
-        Value::Object(map) if !call.fields.is_empty() => {
-            Value::Object(call.fields.iter().filter_map(|f| Some((f.clone(), map.get(f)?.clone()))).collect())
+fn kept(call: &Slot, value: Value) -> Value {
+    let keep = |value: Value| match value {
+        Value::Object(mut map) if !call.fields.is_empty() => {
+            Value::Object(call.fields.iter().filter_map(|f| Some((f.clone(), map.remove(f)?))).collect())
         }
-        other => other.clone(),
+        other => other,
     };
-    match &answer.value {
-        Value::Array(items) if call.fans_out => Value::Array(items.iter().map(keep).collect()),
+    match value {
+        Value::Array(items) if call.fans_out => Value::Array(items.into_iter().map(keep).collect()),
         other => keep(other),
     }
 }
 
-fn deep(calls: &[Slot], outcomes: &[Outcome], route: &str) -> Map<String, Value> {
+/// The deep merge of the calls' answers (`None`: the call failed).
+fn deep(calls: &[Slot], answers: Vec<Option<Value>>, route: &str) -> Map<String, Value> {
     let mut root = Map::new();
-    for (call, answer) in calls.iter().zip(outcomes).filter_map(|(call, outcome)| Some((call, outcome.as_ref().ok()?))) {
+    let mut failed = Vec::new();
+    for (call, answer) in calls.iter().zip(answers) {
+        let Some(answer) = answer else {
+            failed.push(call);
+            continue;
+        };
         let mut collisions = 0;
-        match kept(call, answer) {
+        match answer {
             Value::Object(mut map) if !call.fans_out => {
                 // The root's `_errors` is the gateway's alone.
                 map.remove("_errors");
@@ -156,10 +169,9 @@ fn deep(calls: &[Slot], outcomes: &[Outcome], route: &str) -> Map<String, Value>
             crate::metrics::aggregate_collisions(route, &call.name, collisions);
         }
     }
-    for (call, _) in calls.iter().zip(outcomes).filter(|(_, outcome)| outcome.is_err()) {
+    for call in failed {
         let keys = if call.fans_out { vec![call.name.to_string()] } else { call.fields.clone() };
-        let keys = keys.into_iter().filter(|key| key != "_errors");
-        for key in keys {
+        for key in keys.into_iter().filter(|key| key != "_errors") {
             root.entry(key).or_insert(Value::Null);
         }
     }
@@ -266,16 +278,16 @@ mod tests {
         Err(failure)
     }
 
-    fn text(merge_as: Merge, slots: &[Slot], outcomes: &[Outcome]) -> String {
+    fn text(merge_as: Merge, slots: &[Slot], outcomes: Vec<Outcome>) -> String {
         String::from_utf8(merge(merge_as, slots, outcomes, "r")).unwrap()
     }
 
     #[test]
     fn namespaced_keeps_call_order_fields_and_lists_failures() {
         let slots = [slot("zeta", &[], false), slot("alpha", &["id"], false), slot("orders", &[], false)];
-        let outcomes = [answer(json!([1, 2]), None, false), answer(json!({"id": 7, "secret": "x"}), None, false), failed(Some(504))];
+        let outcomes = vec![answer(json!([1, 2]), None, false), answer(json!({"id": 7, "secret": "x"}), None, false), failed(Some(504))];
         assert_eq!(
-            text(Merge::Namespaced, &slots, &outcomes),
+            text(Merge::Namespaced, &slots, outcomes),
             r#"{"zeta":[1,2],"alpha":{"id":7},"orders":null,"_errors":[{"name":"orders","status":504,"error":"it broke"}]}"#
         );
     }
@@ -283,13 +295,13 @@ mod tests {
     #[test]
     fn deep_merges_objects_recursively_and_the_later_call_wins_a_clash() {
         let slots = [slot("a", &[], false), slot("b", &[], false), slot("list", &[], false), slot("gone", &["total"], false)];
-        let outcomes = [
+        let outcomes = vec![
             answer(json!({"user": {"id": 1, "name": "ann"}, "plan": "free"}), None, false),
             answer(json!({"user": {"email": "a@x"}, "plan": "pro"}), None, false),
             answer(json!(["x"]), None, false),
             failed(None),
         ];
-        let merged: Value = serde_json::from_str(&text(Merge::Deep, &slots, &outcomes)).unwrap();
+        let merged: Value = serde_json::from_str(&text(Merge::Deep, &slots, outcomes)).unwrap();
         assert_eq!(
             merged,
             json!({"user": {"id": 1, "name": "ann", "email": "a@x"}, "plan": "pro", "list": ["x"], "total": null,
@@ -336,17 +348,21 @@ mod tests {
     #[test]
     fn errors_come_last_in_name_status_error_order_even_after_an_empty_object() {
         let slots = [slot("gone", &[], false)];
-        assert_eq!(text(Merge::Deep, &slots, &[failed(None)]), r#"{"_errors":[{"name":"gone","status":null,"error":"it broke"}]}"#);
+        assert_eq!(text(Merge::Deep, &slots, vec![failed(None)]), r#"{"_errors":[{"name":"gone","status":null,"error":"it broke"}]}"#);
     }
 
     #[test]
     fn fields_apply_to_each_item_and_the_roots_errors_are_the_gateways() {
         let slots = [slot("a", &[], false), slot("lines", &["id"], true)];
-        let outcomes =
-            [answer(json!({"_errors": ["upstream's own"], "x": 1}), None, false), answer(json!([{"id": 1, "secret": 2}, 3]), None, false)];
-        assert_eq!(text(Merge::Deep, &slots, &outcomes), r#"{"lines":[{"id":1},3],"x":1}"#);
+        let outcomes = || {
+            vec![
+                answer(json!({"_errors": ["upstream's own"], "x": 1}), None, false),
+                answer(json!([{"id": 1, "secret": 2}, 3]), None, false),
+            ]
+        };
+        assert_eq!(text(Merge::Deep, &slots, outcomes()), r#"{"lines":[{"id":1},3],"x":1}"#);
         assert_eq!(
-            text(Merge::Namespaced, &slots, &outcomes),
+            text(Merge::Namespaced, &slots, outcomes()),
             r#"{"a":{"_errors":["upstream's own"],"x":1},"lines":[{"id":1},3]}"#,
             "under its name an answer keeps its own _errors"
         );

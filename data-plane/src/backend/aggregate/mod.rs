@@ -156,8 +156,12 @@ impl Aggregation {
     }
 
     /// What each call's service hashes, by call: `hash` of its `hash_on`
-    /// for a consistent-hash service, else nothing.
+    /// for a consistent-hash service, else nothing (an empty list when no
+    /// call's service hashes).
     pub fn hashes(&self, hash: impl Fn(&portico_shared::model::HashOn) -> String) -> Vec<Option<String>> {
+        if self.calls.iter().all(|call| call.hash_on().is_none()) {
+            return Vec::new();
+        }
         self.calls.iter().map(|call| call.hash_on().map(&hash)).collect()
     }
 
@@ -238,7 +242,7 @@ impl Aggregation {
         }
         let outcomes: Vec<Outcome> =
             progress.outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(Failure::not_made("it never started".to_owned())))).collect();
-        Ok(self.respond(&outcomes))
+        Ok(self.respond(outcomes))
     }
 
     /// The aggregate's deadline passed: the calls still running time out
@@ -291,20 +295,20 @@ impl Aggregation {
     }
 
     /// The merged answer.
-    fn respond(&self, outcomes: &[Outcome]) -> Response<ResponseBody> {
-        let merged = merge::merge(self.merge, &self.slots, outcomes, &self.route);
+    fn respond(&self, outcomes: Vec<Outcome>) -> Response<ResponseBody> {
         let partial = outcomes.iter().any(Result::is_err);
+        let cache_control = if partial {
+            Some(HeaderValue::from_static("no-store"))
+        } else {
+            merge::cache_control(outcomes.iter().filter_map(|o| o.as_ref().ok()))
+        };
+        let merged = merge::merge(self.merge, &self.slots, outcomes, &self.route);
         self.answers.answered(if partial { AnswerResult::Partial } else { AnswerResult::Complete });
         let mut response = Response::new(ResponseBody::Local(Full::new(Bytes::from(merged))));
         *response.status_mut() = StatusCode::OK;
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(PORTICO_AGGREGATE, HeaderValue::from_static(if partial { "partial" } else { "complete" }));
-        let cache_control = if partial {
-            Some(HeaderValue::from_static("no-store"))
-        } else {
-            merge::cache_control(outcomes.iter().filter_map(|o| o.as_ref().ok()))
-        };
         if let Some(value) = cache_control {
             headers.insert(header::CACHE_CONTROL, value);
         }

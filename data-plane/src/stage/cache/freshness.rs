@@ -108,7 +108,8 @@ fn delta_seconds(text: &str) -> Option<Duration> {
     Some(text.parse::<u64>().map_or(MAX_DELTA, Duration::from_secs).min(MAX_DELTA))
 }
 
-fn http_date(headers: &HeaderMap, name: header::HeaderName) -> Option<SystemTime> {
+/// A date header's time, if it is an HTTP date.
+pub fn http_date(headers: &HeaderMap, name: header::HeaderName) -> Option<SystemTime> {
     httpdate::parse_http_date(headers.get(name)?.to_str().ok()?).ok()
 }
 
