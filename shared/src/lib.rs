@@ -9,6 +9,7 @@
 pub mod command_line;
 pub mod diff;
 pub mod error;
+pub mod grpc;
 pub mod model;
 pub mod parse;
 pub mod route_path;

@@ -75,14 +75,33 @@ pub enum Protocol {
     Http,
     /// TLS to the targets, verified against the system roots or `tls.ca_bundle`.
     Https,
+    /// gRPC over cleartext HTTP/2 (h2c, prior knowledge): targets
+    /// `grpc://host:port`.
+    Grpc,
+    /// gRPC over TLS (ALPN `h2`), verified as `https`: targets
+    /// `grpcs://host:port`.
+    Grpcs,
 }
 
 impl Protocol {
+    /// The scheme of the service's target URLs.
     pub fn scheme(self) -> &'static str {
         match self {
             Self::Http => "http",
             Self::Https => "https",
+            Self::Grpc => "grpc",
+            Self::Grpcs => "grpcs",
         }
+    }
+
+    /// Targets are reached over TLS (and take `tls` settings).
+    pub fn is_tls(self) -> bool {
+        matches!(self, Self::Https | Self::Grpcs)
+    }
+
+    /// Targets speak gRPC (over HTTP/2).
+    pub fn is_grpc(self) -> bool {
+        matches!(self, Self::Grpc | Self::Grpcs)
     }
 }
 
@@ -456,10 +475,10 @@ impl Validate for Service {
             errors.check_within("health_check", health.normalize_and_validate());
         }
         if let Some(tls) = &self.tls {
-            if self.protocol == Protocol::Https {
+            if self.protocol.is_tls() {
                 errors.check(crate::tls::upstream_tls(tls));
             } else {
-                errors.add(ConfigError::invalid("tls", "only an https service takes tls settings"));
+                errors.add(ConfigError::invalid("tls", "only an https or grpcs service takes tls settings"));
             }
         }
         if let Some(breaker) = &mut self.circuit_breaker {
@@ -487,7 +506,7 @@ impl Service {
         let mut seen = HashSet::new();
         for (i, target) in self.targets.iter_mut().enumerate() {
             let field = format!("targets[{i}]");
-            if let Some(url) = errors.check(target_url(&format!("{field}.url"), &target.url, self.protocol.scheme())) {
+            if let Some(url) = errors.check(target_url(&format!("{field}.url"), &target.url, self.protocol)) {
                 target.url = url;
                 if !seen.insert(target.url.clone()) {
                     errors.add(ConfigError::invalid(format!("{field}.url"), format!("'{}' is listed twice", target.url)));
@@ -532,7 +551,8 @@ impl Service {
 }
 
 /// A target URL in canonical form: `scheme://host[:port]`.
-fn target_url(field: &str, url: &str, scheme: &str) -> Result<String> {
+fn target_url(field: &str, url: &str, protocol: Protocol) -> Result<String> {
+    let scheme = protocol.scheme();
     let invalid = |message: String| ConfigError::invalid(field, message);
     let uri: http::Uri = url.parse().map_err(|e| invalid(format!("'{url}' is not a valid URL: {e}")))?;
     let (Some(given), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
@@ -551,6 +571,9 @@ fn target_url(field: &str, url: &str, scheme: &str) -> Result<String> {
     let bad_port = has_port && authority.port_u16().is_none_or(|p| p == 0);
     if bad_port {
         return Err(invalid("the port must be 1 to 65535".to_owned()));
+    }
+    if protocol.is_grpc() && !has_port {
+        return Err(invalid(format!("a {scheme} target needs a port ({scheme} has no default one)")));
     }
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err(invalid("must be scheme://host[:port], without a path or query".to_owned()));
