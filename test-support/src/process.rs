@@ -28,18 +28,18 @@ pub fn binary(name: &str) -> PathBuf {
 pub const HEARTBEAT_MS: u64 = 300;
 
 /// A process's output, in a temporary file.
-struct Log(tempfile::NamedTempFile);
+pub(crate) struct Log(tempfile::NamedTempFile);
 
 impl Log {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self(tempfile::NamedTempFile::new().expect("log file"))
     }
 
-    fn stdio(&self) -> Stdio {
+    pub(crate) fn stdio(&self) -> Stdio {
         Stdio::from(self.0.reopen().expect("log file"))
     }
 
-    fn read(&self) -> String {
+    pub(crate) fn read(&self) -> String {
         std::fs::read_to_string(self.0.path()).unwrap_or_default()
     }
 }
