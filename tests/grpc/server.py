@@ -7,6 +7,7 @@ With `--tls CERT KEY` (PEM files) it serves gRPC over TLS instead of h2c.
 """
 
 import argparse
+import collections
 import sys
 import threading
 from concurrent import futures
@@ -38,8 +39,22 @@ def packed(message):
     return detail
 
 
-class Shop(shop_pb2_grpc.ShopServicer):
+class CallCounter(grpc.ServerInterceptor):
+    """Counts the calls received, by method name."""
+
     def __init__(self):
+        self.received = collections.Counter()
+        self.lock = threading.Lock()
+
+    def intercept_service(self, continuation, handler_call_details):
+        with self.lock:
+            self.received[handler_call_details.method.rsplit("/", 1)[-1]] += 1
+        return continuation(handler_call_details)
+
+
+class Shop(shop_pb2_grpc.ShopServicer):
+    def __init__(self, counter):
+        self.counter = counter
         self.cancelled = []
 
     def GetItem(self, request, context):
@@ -131,8 +146,10 @@ class Shop(shop_pb2_grpc.ShopServicer):
             echo.deadline_ms.value = round(remaining * 1000)
         return echo
 
-    def GetCancelled(self, request, context):
-        return shop_pb2.Cancelled(methods=self.cancelled)
+    def GetCalls(self, request, context):
+        with self.counter.lock:
+            received = dict(self.counter.received)
+        return shop_pb2.Calls(received=received, cancelled=self.cancelled)
 
 
 def main():
@@ -140,8 +157,9 @@ def main():
     parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="PEM certificate chain and private key")
     args = parser.parse_args()
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
-    shop_pb2_grpc.add_ShopServicer_to_server(Shop(), server)
+    counter = CallCounter()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64), interceptors=(counter,))
+    shop_pb2_grpc.add_ShopServicer_to_server(Shop(counter), server)
     service_name = shop_pb2.DESCRIPTOR.services_by_name["Shop"].full_name
     reflection.enable_server_reflection((service_name, reflection.SERVICE_NAME), server)
     if args.tls:

@@ -1,6 +1,6 @@
 //! The gRPC test peers on their own, without the gateway: the Python
 //! grpcio server answers grpcurl (through server reflection) for unary,
-//! streaming, failing, slow and metadata-echoing calls, in h2c and TLS;
+//! streaming, failing, slow and metadata-echoing calls (and counts them), in h2c and TLS;
 //! its `.proto` files compile with the gateway's compiler to the methods
 //! the server serves; and the json_format oracle answers batches.
 
@@ -101,11 +101,12 @@ async fn peer_echoes_metadata_and_counts_cancelled_calls() {
 
     let (output, _) = call(&peer, &["-max-time", "0.3"], "Sleep", &json!({"ms": 5000})).await;
     assert!(stderr(&output).contains("Code: DeadlineExceeded"), "{}", stderr(&output));
-    eventually("the peer to count the cancelled Sleep", Duration::from_secs(5), || async {
-        let (_, messages) = call(&peer, &[], "GetCancelled", &json!({})).await;
-        (messages == [json!({"methods": ["Sleep"]})]).then_some(())
+    let calls = eventually("the peer to count the cancelled Sleep", Duration::from_secs(5), || async {
+        let (_, messages) = call(&peer, &[], "GetCalls", &json!({})).await;
+        messages.into_iter().find(|calls| calls["cancelled"] == json!(["Sleep"]))
     })
     .await;
+    assert_eq!((&calls["received"]["EchoMetadata"], &calls["received"]["Sleep"]), (&json!("2"), &json!("1")), "{calls}");
 }
 
 #[tokio::test]
