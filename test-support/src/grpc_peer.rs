@@ -165,7 +165,8 @@ pub struct JsonOptions {
 }
 
 /// One message for the oracle: its full type name (a message of
-/// `shop.proto` or what it imports), and JSON text or the encoded message.
+/// `shop.proto`, of what it imports, or of `google/rpc`, such as an error
+/// body's `google.rpc.Status`), and JSON text or the encoded message.
 #[derive(Debug, Clone)]
 pub struct OracleCase {
     message_type: String,

@@ -3,7 +3,7 @@
 Reads one case per line on stdin and writes one answer per line on stdout,
 in order, so that a test runs many cases in one start of Python. A case:
 
-    {"type": "portico.test.v1.AllTypes",      # a message of shop.proto or its imports
+    {"type": "portico.test.v1.AllTypes",      # of shop.proto, its imports or google/rpc
      "json": "<JSON text>" | "binary": "<base64 of the encoded message>",
      "proto_names": false, "emit_defaults": false, "enums_as_ints": false,
      "ignore_unknown": false}                  # options, each false when left out
@@ -18,6 +18,7 @@ import sys
 
 from google.protobuf import json_format, message_factory
 from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2  # noqa: F401 (google.rpc.Status and its details, for error bodies)
 
 import shop_protos
 
@@ -38,6 +39,7 @@ def answer(case):
             always_print_fields_with_no_presence=case.get("emit_defaults", False),
             use_integers_for_enums=case.get("enums_as_ints", False),
             indent=None,
+            ensure_ascii=False,
         )
     except (json_format.Error, DecodeError) as error:
         return {"error": str(error)}

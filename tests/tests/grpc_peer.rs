@@ -153,6 +153,12 @@ async fn oracle_prints_what_json_format_prints() {
     assert!(answers[2].as_ref().is_err_and(|error| error.contains("nope")), "{:?}", answers[2]);
     assert_eq!(answers[3].as_ref().map(|printed| &printed.text), Ok(&"{}".to_owned()), "unknown fields ignored on request");
 
-    let decoded = Oracle::run(&[OracleCase::binary(ALL_TYPES, &printed.binary, JsonOptions::default())]).await;
+    let status = r#"{"code": 5, "message": "é", "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "R"}]}"#;
+    let decoded = Oracle::run(&[
+        OracleCase::binary(ALL_TYPES, &printed.binary, JsonOptions::default()),
+        OracleCase::json("google.rpc.Status", status, JsonOptions::default()),
+    ])
+    .await;
     assert_eq!(decoded[0].as_ref().map(|p| &p.json), Ok(&printed.json), "the encoded message prints the same");
+    assert_eq!(decoded[1].as_ref().map(|p| p.text.as_str()), Ok(status), "an error body, details included");
 }
