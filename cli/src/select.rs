@@ -46,6 +46,7 @@ impl Selection {
             consumers: keep(self, config.consumers),
             credentials: keep(self, config.credentials),
             certificates: keep(self, config.certificates),
+            protos: keep(self, config.protos),
             policies: Vec::new(),
             trusted_proxies: Vec::new(),
         }
@@ -66,6 +67,7 @@ impl Selection {
             consumers: self.scope_entities(&current.consumers, file.consumers, &mut problems),
             credentials: self.scope_entities(&current.credentials, file.credentials, &mut problems),
             certificates: self.scope_entities(&current.certificates, file.certificates, &mut problems),
+            protos: self.scope_entities(&current.protos, file.protos, &mut problems),
             policies: current.policies.clone(),
             trusted_proxies: current.trusted_proxies.clone(),
         };
@@ -109,7 +111,12 @@ impl Selection {
 
 /// How many entities a config holds.
 pub(crate) fn entity_count(config: &GatewayConfig) -> usize {
-    config.services.len() + config.routes.len() + config.consumers.len() + config.credentials.len() + config.certificates.len()
+    config.services.len()
+        + config.routes.len()
+        + config.consumers.len()
+        + config.credentials.len()
+        + config.certificates.len()
+        + config.protos.len()
 }
 
 #[cfg(test)]

@@ -572,12 +572,13 @@ async fn a_cache_purge_answers_which_nodes_applied_it_and_why_the_others_did_not
 
 /// Every documented list endpoint (an operation taking `limit`), with the
 /// number of items it holds in [`every_list_answers_one_paginated_shape`].
-const LISTS: [(&str, u64); 8] = [
+const LISTS: [(&str, u64); 9] = [
     ("/api/v1/gateways", 2),
     ("/api/v1/gateways/{gw}/services", 2),
     ("/api/v1/gateways/{gw}/routes", 0),
     ("/api/v1/gateways/{gw}/consumers", 1),
     ("/api/v1/gateways/{gw}/certificates", 0),
+    ("/api/v1/gateways/{gw}/protos", 0),
     ("/api/v1/gateways/{gw}/consumers/{c}/credentials", 2),
     ("/api/v1/gateways/{gw}/versions", 6),
     ("/api/v1/gateways/{gw}/data-planes", 2),
@@ -678,6 +679,8 @@ async fn openapi_documents_every_endpoint() {
         ("/api/v1/gateways/{gw}/settings", vec!["get", "put"]),
         ("/api/v1/gateways/{gw}/certificates", vec!["get", "post"]),
         ("/api/v1/gateways/{gw}/certificates/{key}", vec!["get", "put", "patch", "delete"]),
+        ("/api/v1/gateways/{gw}/protos", vec!["get", "post"]),
+        ("/api/v1/gateways/{gw}/protos/{key}", vec!["get", "put", "patch", "delete"]),
         ("/api/v1/gateways/{gw}/config", vec!["get", "put"]),
         ("/api/v1/gateways/{gw}/config/diff", vec!["post"]),
         ("/api/v1/gateways/{gw}/versions", vec!["get"]),
@@ -707,6 +710,8 @@ async fn openapi_documents_every_endpoint() {
         "Policy",
         "GatewaySettings",
         "Certificate",
+        "Proto",
+        "GrpcBackend",
         "GatewayConfig",
         "ErrorBody",
         "Fleet",
@@ -732,6 +737,10 @@ async fn openapi_documents_every_endpoint() {
     assert_eq!(schemas["Aggregate"]["required"], json!(["calls"]), "{}", schemas["Aggregate"]);
     assert_eq!(schemas["AggregateCall"]["required"], json!(["name", "service", "path"]), "{}", schemas["AggregateCall"]);
     assert_eq!(schemas["Merge"]["enum"], json!(["namespaced", "deep"]), "{}", schemas["Merge"]);
+    let grpc = &schemas["RouteBackend"]["oneOf"][2];
+    assert_eq!(grpc["required"], json!(["service", "grpc"]), "{grpc}");
+    assert_eq!(schemas["GrpcBackend"]["required"], json!(["proto", "services"]), "{}", schemas["GrpcBackend"]);
+    assert_eq!(schemas["Proto"]["required"], json!(["name"]), "{}", schemas["Proto"]);
     let connected_after = &schemas["PurgeOutcome"]["properties"]["connected_after"];
     assert!(connected_after["description"].as_str().is_some_and(|d| d.contains("never sent the purge")), "{connected_after}");
     let error_body = &doc["components"]["schemas"]["ErrorBody"];
@@ -978,9 +987,9 @@ async fn every_documented_body_is_parsed_strictly() {
             checked += 1;
         }
     }
-    // services, routes, consumers, certificates, credentials: POST, PUT, PATCH each;
+    // services, routes, consumers, certificates, protos, credentials: POST, PUT, PATCH each;
     // settings PUT, config PUT (JSON, YAML), diff (JSON, YAML), gateways POST, tokens POST.
-    assert!(checked >= 21, "only {checked} bodies checked: is the document empty?");
+    assert!(checked >= 24, "only {checked} bodies checked: is the document empty?");
 }
 
 /// Operations that answer without a token, each for a reason.
@@ -1094,4 +1103,133 @@ async fn shaping_policies_round_trip_through_export_and_apply_and_are_documented
     for kind in ["cors", "ip-restriction", "request-transform", "response-transform"] {
         assert!(policy.contains(&format!("\"{kind}\"")), "the {kind} policy type is documented");
     }
+}
+
+const PROTOS: &str = "/api/v1/gateways/default/protos";
+
+/// `shop.Orders` with a `google.api.http` rule; `extra` is added at the end.
+fn orders_proto(extra: &str) -> String {
+    format!(
+        r#"syntax = "proto3";
+package shop;
+import "google/api/annotations.proto";
+service Orders {{
+  rpc GetOrder(GetOrderRequest) returns (Order) {{
+    option (google.api.http) = {{ get: "/v1/orders/{{id}}" }};
+  }}
+}}
+message GetOrderRequest {{ string id = 1; }}
+message Order {{ string id = 1; }}
+{extra}"#
+    )
+}
+
+#[tokio::test]
+async fn protos_are_compiled_on_write_and_errors_name_file_and_line() {
+    let api = Api::new().await;
+    let created = api.write(Method::POST, PROTOS, json!({"name": "shop", "files": {"shop/orders.proto": orders_proto("")}})).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let compiled = created.json()["descriptor_set"].as_str().unwrap().to_owned();
+    let pool =
+        portico_shared::grpc::compile::decode(&base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &compiled).unwrap())
+            .unwrap();
+    assert!(pool.get_service_by_name("shop.Orders").is_some(), "the snapshot carries the compiled set");
+    let shown = api.get(&format!("{PROTOS}/shop")).await;
+    assert_eq!(shown.status, StatusCode::OK);
+    assert_eq!(shown.json()["files"]["shop/orders.proto"], orders_proto(""));
+    assert_eq!(api.get(PROTOS).await.json()["total"], 1);
+
+    let broken = "syntax = \"proto3\";\npackage shop;\n\nmessage Broken {\n  string id = ;\n}\n";
+    let reply = api.write(Method::POST, PROTOS, json!({"name": "broken", "files": {"shop/broken.proto": broken}})).await;
+    assert_eq!((reply.status, reply.error_field().as_str()), (StatusCode::BAD_REQUEST, "files.shop/broken.proto"), "{}", reply.text);
+    assert!(reply.json()["error"]["message"].as_str().unwrap().starts_with("shop/broken.proto:5: "), "{}", reply.text);
+    let missing_import = orders_proto("").replace("package shop;\n", "package shop;\nimport \"shop/money.proto\";\n");
+    let reply = api.write(Method::POST, PROTOS, json!({"name": "cart", "files": {"shop/cart.proto": missing_import}})).await;
+    assert_eq!((reply.status, reply.error_field().as_str()), (StatusCode::BAD_REQUEST, "files.shop/cart.proto"), "{}", reply.text);
+    let message = reply.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.starts_with("shop/cart.proto:3: ") && message.contains("shop/money.proto"), "{message}");
+    for (body, field) in [
+        (json!({"name": "none"}), "files"),
+        (json!({"name": "bad", "descriptor_set": "not base64"}), "descriptor_set"),
+        (json!({"name": "bad", "descriptor_set": "//79"}), "descriptor_set"),
+        (json!({"name": "bad", "files": {"../shop.proto": orders_proto("")}}), "files.../shop.proto"),
+    ] {
+        let reply = api.write(Method::POST, PROTOS, body.clone()).await;
+        assert_eq!((reply.status, reply.error_field().as_str()), (StatusCode::BAD_REQUEST, field), "{body}: {}", reply.text);
+    }
+
+    let set_only = api.write(Method::POST, PROTOS, json!({"name": "shop-set", "descriptor_set": compiled})).await;
+    assert_eq!(set_only.status, StatusCode::CREATED, "a base64 FileDescriptorSet alone is a proto: {}", set_only.text);
+    assert_eq!(set_only.json()["descriptor_set"], compiled);
+    assert!(set_only.json().get("files").is_none());
+    assert_eq!(api.delete(&format!("{PROTOS}/shop-set")).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(api.get(&format!("{PROTOS}/shop-set")).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn grpc_routes_refer_to_protos_which_stay_while_used() {
+    let api = Api::new().await;
+    api.write(Method::POST, SERVICES, users_service()).await;
+    let grpc_service = json!({"name": "orders-grpc", "protocol": "grpc", "targets": [{"url": "grpc://10.0.0.7:50051"}]});
+    assert_eq!(api.write(Method::POST, SERVICES, grpc_service).await.status, StatusCode::CREATED);
+    let proto = api.write(Method::POST, PROTOS, json!({"name": "shop", "files": {"shop/orders.proto": orders_proto("")}})).await;
+    assert_eq!(proto.status, StatusCode::CREATED, "{}", proto.text);
+
+    let route =
+        json!({"name": "orders-json", "service": "orders-grpc", "paths": ["/v1"], "grpc": {"proto": "shop", "services": ["shop.Orders"]}});
+    let created = api.write(Method::POST, ROUTES, route.clone()).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    assert_eq!(created.json()["grpc"]["services"], json!(["shop.Orders"]));
+    assert_eq!(created.json()["grpc"]["max_request_message_bytes"], 4_194_304, "defaults are written out");
+
+    let mut on_http = route.clone();
+    on_http["name"] = json!("on-http");
+    on_http["service"] = json!("users");
+    on_http["paths"] = json!(["/h"]);
+    let mut unknown_service = route.clone();
+    unknown_service["name"] = json!("carts");
+    unknown_service["paths"] = json!(["/carts"]);
+    unknown_service["grpc"]["services"] = json!(["shop.Carts"]);
+    let mut unknown_proto = unknown_service.clone();
+    unknown_proto["grpc"] = json!({"proto": "catalog", "services": ["shop.Orders"]});
+    for (body, field, message) in [
+        (on_http, "grpc", "a grpc block needs a service of protocol grpc or grpcs; service 'users' is http"),
+        (unknown_service.clone(), "grpc.services[0]", "proto 'shop' has no service 'shop.Carts' (it has: shop.Orders)"),
+        (unknown_proto, "grpc.proto", "route 'carts' refers to proto 'catalog', which does not exist"),
+    ] {
+        let reply = api.write(Method::POST, ROUTES, body.clone()).await;
+        assert_eq!((reply.status, reply.error_field().as_str()), (StatusCode::BAD_REQUEST, field), "{body}: {}", reply.text);
+        assert_eq!(reply.json()["error"]["message"], message);
+    }
+
+    for reply in
+        [api.delete(&format!("{PROTOS}/shop")).await, api.write(Method::PATCH, &format!("{PROTOS}/shop"), json!({"name": "shop2"})).await]
+    {
+        assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.text);
+        assert!(reply.json()["error"]["message"].as_str().unwrap().contains("route 'orders-json'"), "{}", reply.text);
+    }
+
+    // Read, edit the sources, write back with the stale compiled set: the set is compiled again.
+    let mut shop = api.get(&format!("{PROTOS}/shop")).await.json();
+    let carts = "service Carts {\n  rpc GetCart(GetOrderRequest) returns (Order);\n}\n";
+    shop["files"]["shop/orders.proto"] = json!(orders_proto(carts));
+    let replaced = api.write(Method::PUT, &format!("{PROTOS}/shop"), shop.clone()).await;
+    assert_eq!(replaced.status, StatusCode::OK, "{}", replaced.text);
+    assert_ne!(replaced.json()["descriptor_set"], shop["descriptor_set"], "the given set is replaced by the compiled one");
+    assert_eq!(api.write(Method::POST, ROUTES, unknown_service).await.status, StatusCode::CREATED, "shop.Carts now exists");
+
+    let version = api.get(CONFIG).await.version();
+    for accept in ["application/json", "application/yaml"] {
+        let export = api.send(Method::GET, CONFIG, Some(ADMIN), &[("accept", accept)], None).await;
+        assert!(export.text.contains("protos"), "{}", export.text);
+        let reapplied = api.send(Method::PUT, CONFIG, Some(ADMIN), &[], Some((accept, export.text.clone()))).await;
+        assert_eq!(reapplied.status, StatusCode::OK, "{}", reapplied.text);
+        assert_eq!(reapplied.json()["published"], false, "{accept}: compiling again gives the same set, so nothing changes");
+        assert_eq!(reapplied.version(), version);
+    }
+
+    for route in ["orders-json", "carts"] {
+        assert_eq!(api.delete(&format!("{ROUTES}/{route}")).await.status, StatusCode::NO_CONTENT);
+    }
+    assert_eq!(api.delete(&format!("{PROTOS}/shop")).await.status, StatusCode::NO_CONTENT, "unused, it can go");
 }

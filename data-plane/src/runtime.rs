@@ -130,7 +130,7 @@ impl Runtime {
         let service_of = |name: &str, route: &str| by_name.get(name).ok_or_else(|| format!("route '{route}': unknown service '{name}'"));
         for (index, route) in config.routes.iter().enumerate() {
             let service = match &route.backend {
-                RouteBackend::Proxy { service } => Some(service_of(service, &route.name)?),
+                RouteBackend::Proxy { service } | RouteBackend::Grpc { service, .. } => Some(service_of(service, &route.name)?),
                 RouteBackend::Aggregate { .. } => None,
             };
             let policies = effective_policies(route, service.map(|(_, s)| *s), &config.policies);
@@ -185,6 +185,7 @@ impl Runtime {
                     Backend::Proxy(Target { upstream: upstream.clone(), retry: retry_plan(retries, kept), max_body_bytes })
                 }
                 (RouteBackend::Proxy { service }, None) => return Err(format!("route '{}': unknown service '{service}'", route.name)),
+                (RouteBackend::Grpc { .. }, _) => return Err(format!("route '{}': grpc routes are not served yet", route.name)),
             };
             routes.push(RouteEntry {
                 index,

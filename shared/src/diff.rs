@@ -21,6 +21,7 @@ pub fn merge(current: &GatewayConfig, mut desired: GatewayConfig, now: DateTime<
     merge_entities(&current.consumers, &mut desired.consumers, now);
     merge_entities(&current.credentials, &mut desired.credentials, now);
     merge_entities(&current.certificates, &mut desired.certificates, now);
+    merge_entities(&current.protos, &mut desired.protos, now);
     desired
 }
 
@@ -105,6 +106,7 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> ConfigDiff {
     diff_entities(&old.consumers, &new.consumers, &mut result);
     diff_entities(&old.credentials, &new.credentials, &mut result);
     diff_entities(&old.certificates, &new.certificates, &mut result);
+    diff_entities(&old.protos, &new.protos, &mut result);
     diff_gateway_settings(old, new, &mut result);
     result
 }

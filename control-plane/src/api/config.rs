@@ -86,6 +86,7 @@ pub(super) async fn import(
                 return Err(ApiError::Stale(format!("the config is now at hash {}, not {expected}", current.hash)));
             }
             let mut desired = desired.clone();
+            desired.drop_derived();
             seal_all(&mut desired, &state.keys)?;
             validate::config(&mut desired)?;
             before = current.config.clone();
@@ -106,6 +107,7 @@ pub(super) async fn diff(
     Document(mut desired): Document<GatewayConfig>,
 ) -> Result<Json<DiffPreview>, ApiError> {
     let current = state.current(&gw).await?;
+    desired.drop_derived();
     seal_all(&mut desired, &state.keys)?;
     validate::config(&mut desired)?;
     Ok(Json(DiffPreview { base_version: current.version, base_hash: current.hash, diff: config_diff(&current.config, &desired) }))

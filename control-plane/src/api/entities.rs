@@ -1,5 +1,5 @@
 //! CRUD for the entities of a gateway (services, routes, consumers,
-//! credentials), written once against [`Entity`] and instantiated per kind
+//! credentials, certificates, protos), written once against [`Entity`] and instantiated per kind
 //! by `entity_api!`, which also gives each kind its OpenAPI operations
 //! (credentials, which live under their consumer, have their own handlers
 //! in `credentials`). Entities are addressed by id or by name; `If-Match`
@@ -157,6 +157,7 @@ pub async fn create_entity<E: Entity + Validate>(
 ) -> Result<(Published, Uuid), ApiError> {
     let id = entity.id().unwrap_or_else(Uuid::new_v4);
     let now = Utc::now();
+    entity.drop_derived();
     entity.set_meta(Some(id), Some(now), Some(now));
     let message = change_message(headers)?;
     let publication = Publication { author: &principal.name, message: &message, rollback_of: None };
@@ -234,6 +235,7 @@ pub async fn update_entity<E: Entity + Validate>(
             let (index, existing) = find::<E>(config, scope, key).ok_or_else(|| scope.not_found::<E>(key))?;
             check_if_match(headers, existing)?;
             let mut entity = edit(existing)?;
+            entity.drop_derived();
             entity.keep_secrets_of(existing);
             if entity.name() != existing.name() {
                 refuse_if_referenced(config, existing)?;
@@ -364,3 +366,4 @@ entity_api!(services, Service, "services", "/api/v1/gateways/{gw}/services", "/a
 entity_api!(routes, Route, "routes", "/api/v1/gateways/{gw}/routes", "/api/v1/gateways/{gw}/routes/{key}");
 entity_api!(consumers, Consumer, "consumers", "/api/v1/gateways/{gw}/consumers", "/api/v1/gateways/{gw}/consumers/{key}");
 entity_api!(certificates, Certificate, "certificates", "/api/v1/gateways/{gw}/certificates", "/api/v1/gateways/{gw}/certificates/{key}");
+entity_api!(protos, Proto, "protos", "/api/v1/gateways/{gw}/protos", "/api/v1/gateways/{gw}/protos/{key}");

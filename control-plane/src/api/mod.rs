@@ -80,7 +80,7 @@ pub fn written(status: StatusCode, version: u64, body: impl IntoResponse) -> Res
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Portico admin API", description = "Configure Portico gateways: services, routes, consumers and their credentials, gateway settings, versions, data planes and cache purges."),
+    info(title = "Portico admin API", description = "Configure Portico gateways: services, routes, consumers and their credentials, certificates, protos, gateway settings, versions, data planes and cache purges."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     tags(
@@ -89,6 +89,7 @@ pub fn written(status: StatusCode, version: u64, body: impl IntoResponse) -> Res
         (name = "routes", description = "What traffic a gateway takes"),
         (name = "consumers", description = "Who calls, and their credentials"),
         (name = "certificates", description = "TLS certificates served by SNI (private keys are write-only)"),
+        (name = "protos", description = "Protobuf descriptors of the gRPC services behind `grpc` routes"),
         (name = "settings", description = "A gateway's own policies and trusted proxies"),
         (name = "config", description = "A gateway's whole config, declaratively"),
         (name = "versions", description = "History and rollback"),
@@ -129,6 +130,8 @@ fn authenticated() -> OpenApiRouter<AppState> {
             entities::certificates::patch,
             entities::certificates::delete
         ))
+        .routes(routes!(entities::protos::list, entities::protos::create))
+        .routes(routes!(entities::protos::get, entities::protos::replace, entities::protos::patch, entities::protos::delete))
         .routes(routes!(credentials::list, credentials::create))
         .routes(routes!(credentials::get, credentials::replace, credentials::patch, credentials::delete))
         .routes(routes!(settings::get, settings::replace))

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 /// Implements [`Entity`] for an entity type; used beside each type.
 macro_rules! entity {
-    ($type:ty, $kind:expr, $collection:ident, $name:ident $(, owner = $owner:ident)? $(, secrets = ($redact:path, $keep:path))?) => {
+    ($type:ty, $kind:expr, $collection:ident, $name:ident $(, owner = $owner:ident)? $(, secrets = ($redact:path, $keep:path))? $(, derived = $drop_derived:path)?) => {
         impl $crate::model::Entity for $type {
             const KIND: $crate::model::EntityKind = $kind;
             const NAME_FIELD: &'static str = stringify!($name);
@@ -70,6 +70,11 @@ macro_rules! entity {
                     $keep(self, previous);
                 }
             )?
+            $(
+                fn drop_derived(&mut self) {
+                    $drop_derived(self);
+                }
+            )?
         }
     };
 }
@@ -78,7 +83,9 @@ pub mod aggregate;
 mod certificate;
 mod consumer;
 pub(crate) mod credential;
+pub mod grpc;
 pub mod policy;
+pub mod proto;
 mod route;
 mod service;
 
@@ -86,10 +93,12 @@ pub use aggregate::{Aggregate, AggregateCall, Merge};
 pub use certificate::Certificate;
 pub use consumer::Consumer;
 pub use credential::{Credential, CredentialKind, JwtAlgorithm, JwtCredential, KeyAuthCredential};
+pub use grpc::{GrpcBackend, JsonNames};
 pub use policy::{
     BackendFailure, JwtPolicy, KeyAuthPolicy, Policy, RateLimitAlgorithm, RateLimitBackend, RateLimitKey, RateLimitPolicy, ScopesPolicy,
     effective_policies,
 };
+pub use proto::Proto;
 pub use route::{Route, RouteBackend};
 pub use service::{
     ActiveHealthCheck, CircuitBreaker, HashOn, HealthCheck, LoadBalancing, PassiveHealthCheck, Protocol, Retries, RetryOn, Service, Target,
@@ -113,6 +122,9 @@ pub struct GatewayConfig {
     /// TLS certificates the data planes serve, chosen by SNI.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<Certificate>,
+    /// Protobuf descriptors of the services behind `grpc` routes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protos: Vec<Proto>,
     /// Policies for every route of the gateway; a route's or service's own
     /// policy of the same type takes precedence.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -132,6 +144,7 @@ pub enum EntityKind {
     Consumer,
     Credential,
     Certificate,
+    Proto,
     /// The gateway's own settings (its `policies`), in a diff.
     Gateway,
 }
@@ -144,6 +157,7 @@ impl EntityKind {
             Self::Consumer => "consumer",
             Self::Credential => "credential",
             Self::Certificate => "certificate",
+            Self::Proto => "proto",
             Self::Gateway => "gateway",
         }
     }
@@ -183,6 +197,11 @@ pub trait Entity: Clone + PartialEq + Serialize + DeserializeOwned + Send + Sync
     /// Takes the write-only secrets a write left out from the entity it replaces.
     fn keep_secrets_of(&mut self, _previous: &Self) {}
 
+    /// Drops what the control plane derives from the entity's other fields
+    /// (a proto's descriptor set, compiled from its `files`), so that a
+    /// write derives it again from what was written.
+    fn drop_derived(&mut self) {}
+
     /// The entity as a user would write it: without server-assigned fields.
     fn declarative(&self) -> Self {
         let mut copy = self.clone();
@@ -201,6 +220,7 @@ impl GatewayConfig {
             consumers: self.consumers.iter().map(Entity::declarative).collect(),
             credentials: self.credentials.iter().map(Entity::declarative).collect(),
             certificates: self.certificates.iter().map(Entity::declarative).collect(),
+            protos: self.protos.iter().map(Entity::declarative).collect(),
             policies: self.policies.clone(),
             trusted_proxies: self.trusted_proxies.clone(),
         }
@@ -222,6 +242,14 @@ impl GatewayConfig {
         self.consumers.sort_by(|a, b| a.username.cmp(&b.username));
         self.credentials.sort_by(|a, b| a.name.cmp(&b.name));
         self.certificates.sort_by(|a, b| a.name.cmp(&b.name));
+        self.protos.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+
+    /// Drops what every entity derives from its other fields
+    /// ([`Entity::drop_derived`]): what a write does to a document before
+    /// checking it.
+    pub fn drop_derived(&mut self) {
+        self.protos.iter_mut().for_each(Entity::drop_derived);
     }
 }
 

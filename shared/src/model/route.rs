@@ -4,7 +4,8 @@
 //! [`crate::validate`]; matching a request is `portico_dp::router`.
 //!
 //! What serves a route is its backend ([`RouteBackend`]): a service it
-//! proxies to, or an [`Aggregate`] of calls to several. The JSON stays flat and untagged (`{"name", "service",
+//! proxies to, an [`Aggregate`] of calls to several, or a gRPC service it
+//! transcodes HTTP/JSON for ([`GrpcBackend`]). The JSON stays flat and untagged (`{"name", "service",
 //! "paths", …}`, byte for byte what earlier versions wrote): the contract
 //! tells backends apart by which of their keys are present. Decoding goes
 //! through [`FlatRoute`], the document's flat shape, for the reasons given
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{Aggregate, Policy, Retries, default_true};
+use super::{Aggregate, GrpcBackend, Policy, Retries, default_true};
 use crate::error::{ConfigError, ConfigErrors, Errors};
 use crate::validate::rules::{MAX_LIST, MAX_PATH_LEN, Result, Validate, bounded, host_pattern, is_token_byte, name, tags, unique};
 
@@ -81,13 +82,20 @@ pub enum RouteBackend {
     },
     /// Answers with the merged JSON of several upstream calls.
     Aggregate { aggregate: Aggregate },
+    /// Transcodes HTTP/JSON requests to calls of a gRPC service.
+    Grpc {
+        /// Name of the service (of protocol `grpc` or `grpcs`) called.
+        service: String,
+        grpc: GrpcBackend,
+    },
 }
 
 impl RouteBackend {
-    /// The service the route proxies to, if its backend is one.
+    /// The one service the route sends requests to (proxied or
+    /// transcoded), if its backend has one.
     pub fn service(&self) -> Option<&str> {
         match self {
-            Self::Proxy { service } => Some(service),
+            Self::Proxy { service } | Self::Grpc { service, .. } => Some(service),
             Self::Aggregate { .. } => None,
         }
     }
@@ -95,7 +103,7 @@ impl RouteBackend {
     /// Every service the backend calls.
     pub fn services(&self) -> Vec<&str> {
         match self {
-            Self::Proxy { service } => vec![service],
+            Self::Proxy { service } | Self::Grpc { service, .. } => vec![service],
             Self::Aggregate { aggregate } => aggregate.services().collect(),
         }
     }
@@ -103,8 +111,16 @@ impl RouteBackend {
     /// The aggregate, if the backend is one.
     pub fn aggregate(&self) -> Option<&Aggregate> {
         match self {
-            Self::Proxy { .. } => None,
             Self::Aggregate { aggregate } => Some(aggregate),
+            Self::Proxy { .. } | Self::Grpc { .. } => None,
+        }
+    }
+
+    /// The gRPC transcoding, if the backend is one.
+    pub fn grpc(&self) -> Option<&GrpcBackend> {
+        match self {
+            Self::Grpc { grpc, .. } => Some(grpc),
+            Self::Proxy { .. } | Self::Aggregate { .. } => None,
         }
     }
 }
@@ -122,6 +138,8 @@ struct FlatRoute {
     service: Option<String>,
     #[serde(default)]
     aggregate: Option<Aggregate>,
+    #[serde(default)]
+    grpc: Option<GrpcBackend>,
     #[serde(default)]
     paths: Vec<String>,
     #[serde(default)]
@@ -153,13 +171,20 @@ impl TryFrom<FlatRoute> for Route {
     type Error = String;
 
     fn try_from(flat: FlatRoute) -> std::result::Result<Self, String> {
-        let backend = match (flat.service, flat.aggregate) {
-            (Some(service), None) => RouteBackend::Proxy { service },
-            (None, Some(aggregate)) => RouteBackend::Aggregate { aggregate },
-            (Some(_), Some(_)) => {
+        let backend = match (flat.service, flat.aggregate, flat.grpc) {
+            (Some(service), None, None) => RouteBackend::Proxy { service },
+            (Some(service), None, Some(grpc)) => RouteBackend::Grpc { service, grpc },
+            (None, Some(aggregate), None) => RouteBackend::Aggregate { aggregate },
+            (_, Some(_), Some(_)) => {
+                return Err("conflicting field `grpc`: a route has either `aggregate` or `grpc`, not both".to_owned());
+            }
+            (Some(_), Some(_), None) => {
                 return Err("conflicting field `aggregate`: a route has either `service` or `aggregate`, not both".to_owned());
             }
-            (None, None) => return Err("missing field `service`".to_owned()),
+            (None, None, Some(_)) => {
+                return Err("missing field `service`: a `grpc` block calls a service of protocol grpc or grpcs".to_owned());
+            }
+            (None, None, None) => return Err("missing field `service`".to_owned()),
         };
         Ok(Self {
             id: flat.id,
@@ -190,6 +215,18 @@ impl Validate for Route {
         match &mut self.backend {
             RouteBackend::Proxy { service } => {
                 errors.check(name("service", service));
+            }
+            RouteBackend::Grpc { service, grpc } => {
+                errors.check(name("service", service));
+                errors.check_within("grpc", grpc.normalize_and_validate());
+                // Retries stay: the data plane retries gRPC calls only on
+                // UNAVAILABLE, and only idempotent ones.
+                if self.preserve_host {
+                    errors.add(ConfigError::invalid(
+                        "preserve_host",
+                        "a grpc route's calls go to the service's targets by their own authority",
+                    ));
+                }
             }
             RouteBackend::Aggregate { aggregate } => {
                 errors.check_within("aggregate", aggregate.normalize_and_validate());
@@ -373,6 +410,34 @@ mod tests {
         );
         let fields: Vec<String> = bad.normalize_and_validate().unwrap_err().iter().map(|e| e.field().to_owned()).collect();
         assert_eq!(fields, ["aggregate.calls[0].path", "retries"]);
+    }
+
+    #[test]
+    fn a_grpc_route_has_its_service_beside_the_grpc_block() {
+        let json = r#"{"name":"r","service":"orders-grpc","grpc":{"proto":"shop","services":["shop.Orders"],"names":"json","emit_defaults":false,"enums_as_ints":false,"ignore_unknown":false,"max_request_message_bytes":4194304,"max_response_message_bytes":4194304},"paths":["/v1"],"methods":[],"hosts":[],"headers":{},"strip_path":true,"preserve_host":false,"policies":[],"tags":[]}"#;
+        let mut parsed = route(json);
+        parsed.normalize_and_validate().unwrap();
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), json, "encoded flat: `service` and `grpc` side by side");
+        assert_eq!((parsed.service(), parsed.backend.services()), (Some("orders-grpc"), vec!["orders-grpc"]));
+        assert_eq!(parsed.backend.grpc().map(|g| g.proto.as_str()), Some("shop"));
+        for (json, field, message) in [
+            (r#"{"name":"r","grpc":{"proto":"p","services":["a.B"]}}"#, "service", "missing field `service`: a `grpc` block"),
+            (
+                r#"{"name":"r","aggregate":{"calls":[]},"grpc":{"proto":"p","services":["a.B"]}}"#,
+                "grpc",
+                "conflicting field `grpc`: a route has either `aggregate` or `grpc`",
+            ),
+            (r#"{"name":"r","service":"s","grpc":{"proto":"p","services":["a.B"],"colour":1}}"#, "grpc.colour", "unknown field `colour`"),
+        ] {
+            let error = from_json::<Route>(json.as_bytes()).unwrap_err();
+            assert_eq!(error.field(), field, "{json}: {error}");
+            assert!(error.message().starts_with(message), "{json}: {error}");
+        }
+        let mut bad = route(
+            r#"{"name":"r","service":"s","paths":["/"],"preserve_host":true,"retries":{"attempts":2},"grpc":{"proto":"p","services":[]}}"#,
+        );
+        let fields: Vec<String> = bad.normalize_and_validate().unwrap_err().iter().map(|e| e.field().to_owned()).collect();
+        assert_eq!(fields, ["grpc.services", "preserve_host"], "retries are allowed (gRPC-aware in the data plane)");
     }
 
     #[test]

@@ -2,13 +2,17 @@
 //! `impl Validate` lives beside it in [`crate::model`]), then what only the
 //! whole config can tell: unique names, ids and keys, references between
 //! entities (a route's service, a credential's consumer, an `anonymous`
-//! consumer), routes that would shadow each other, certificates that claim
-//! the same server name. Entities are first normalized (method case, host
+//! consumer, a `grpc` route's proto and the services it names), routes
+//! that would shadow each other, certificates that claim the same server
+//! name. Entities are first normalized (method case, host
 //! case, trailing slashes) so that equal meaning has one spelling and one hash.
 
 use std::collections::{HashMap, HashSet};
 
 use crate::error::{ConfigError, ConfigErrors, Errors};
+use prost_reflect::DescriptorPool;
+
+use crate::model::proto::MAX_PROTOS;
 use crate::model::{Certificate, Consumer, Credential, CredentialKind, Entity, EntityKind, GatewayConfig, Policy, Route};
 
 pub(crate) mod rules;
@@ -32,7 +36,9 @@ pub fn config(config: &mut GatewayConfig) -> Result<(), ConfigErrors> {
         consumers: entities(&mut config.consumers, &mut errors),
         credentials: entities(&mut config.credentials, &mut errors),
         certificates: entities(&mut config.certificates, &mut errors),
+        protos: entities(&mut config.protos, &mut errors),
     };
+    errors.check(bounded("protos", config.protos.len(), MAX_PROTOS));
     errors.check(crate::model::policy::validate_list("policies", &mut config.policies));
     errors.check(trusted_proxies(&mut config.trusted_proxies));
     certificates(passed(&config.certificates, &ok.certificates), &mut errors);
@@ -55,6 +61,8 @@ pub fn config(config: &mut GatewayConfig) -> Result<(), ConfigErrors> {
         }
     }
     identical_routes(passed(&config.routes, &ok.routes), &mut errors);
+    let pools = proto_pools(config, &ok, &mut errors);
+    grpc_backends(config, &ok, &pools, &mut errors);
     scopes_need_authentication(config, &ok, &mut errors);
     for (i, route) in passed(&config.routes, &ok.routes) {
         errors.check(transform_fits_its_route(config, i, route));
@@ -71,6 +79,7 @@ struct Passed {
     consumers: Vec<bool>,
     credentials: Vec<bool>,
     certificates: Vec<bool>,
+    protos: Vec<bool>,
 }
 
 /// The entities of `list` whose flag in `ok` is set, with their index.
@@ -177,6 +186,57 @@ fn source_fits(
     Err(ConfigError::invalid(format!("routes[{i}].{field}"), message))
 }
 
+/// The descriptors of each proto that passed its own checks, by name,
+/// decoded once for the whole config; a set that does not decode is an
+/// error of its `descriptor_set`.
+fn proto_pools<'a>(config: &'a GatewayConfig, ok: &'a Passed, errors: &mut Errors) -> HashMap<&'a str, DescriptorPool> {
+    passed(&config.protos, &ok.protos)
+        .filter_map(|(i, proto)| Some((proto.name.as_str(), errors.check_within(&format!("protos[{i}]"), proto.pool())?)))
+        .collect()
+}
+
+/// A `grpc` route calls a service of protocol `grpc` or `grpcs`, through a
+/// proto that exists and has every service the route names. Routes whose
+/// service or proto is missing altogether are reported where references
+/// are checked, or here for the proto; a proto that failed its own checks
+/// is not reported again. (Rules that collide across routes are checked
+/// beside this, with the same `pools`.)
+fn grpc_backends(config: &GatewayConfig, ok: &Passed, pools: &HashMap<&str, DescriptorPool>, errors: &mut Errors) {
+    let protos: HashSet<&str> = config.protos.iter().map(|p| p.name.as_str()).collect();
+    for (i, route) in passed(&config.routes, &ok.routes) {
+        let (Some(service_name), Some(grpc)) = (route.service(), route.backend.grpc()) else { continue };
+        if let Some(service) = config.services.iter().find(|s| s.name == service_name)
+            && !service.protocol.is_grpc()
+        {
+            errors.add(ConfigError::invalid(
+                format!("routes[{i}].grpc"),
+                format!(
+                    "a grpc block needs a service of protocol grpc or grpcs; service '{service_name}' is {}",
+                    service.protocol.scheme()
+                ),
+            ));
+        }
+        if !protos.contains(grpc.proto.as_str()) {
+            errors.add(ConfigError::invalid(
+                format!("routes[{i}].grpc.proto"),
+                format!("route '{}' refers to proto '{}', which does not exist", route.name, grpc.proto),
+            ));
+            continue;
+        }
+        let Some(pool) = pools.get(grpc.proto.as_str()) else { continue };
+        for (j, name) in grpc.services.iter().enumerate() {
+            if pool.get_service_by_name(name).is_none() {
+                let known: Vec<String> = pool.services().map(|s| s.full_name().to_owned()).collect();
+                let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
+                errors.add(ConfigError::invalid(
+                    format!("routes[{i}].grpc.services[{j}]"),
+                    format!("proto '{}' has no service '{name}' (it has: {known})", grpc.proto),
+                ));
+            }
+        }
+    }
+}
+
 /// The entities that refer to the `kind` entity named `name`, as
 /// `(kind, name)`: while there are any, it can be neither deleted nor renamed.
 pub fn referrers<'a>(config: &'a GatewayConfig, kind: EntityKind, name: &str) -> Vec<(EntityKind, &'a str)> {
@@ -192,6 +252,12 @@ pub fn referrers<'a>(config: &'a GatewayConfig, kind: EntityKind, name: &str) ->
             let gateway = anonymous(&config.policies).then_some((EntityKind::Gateway, "settings"));
             credentials.chain(routes).chain(services).chain(gateway).collect()
         }
+        EntityKind::Proto => config
+            .routes
+            .iter()
+            .filter(|r| r.backend.grpc().is_some_and(|g| g.proto == name))
+            .map(|r| (EntityKind::Route, r.name.as_str()))
+            .collect(),
         EntityKind::Route | EntityKind::Credential | EntityKind::Certificate | EntityKind::Gateway => Vec::new(),
     }
 }
@@ -404,6 +470,75 @@ fn trusted_proxies(list: &mut [String]) -> Result<(), ConfigErrors> {
 mod tests {
     use super::*;
     use crate::parse::from_json;
+
+    /// A config with a grpc service `orders-grpc`, an http service `web`, the
+    /// proto `shop` (service `shop.Orders`) and `routes`, as YAML.
+    fn grpc_config(routes: &str) -> GatewayConfig {
+        let yaml = format!(
+            "services:\n  - {{name: orders-grpc, protocol: grpc, targets: [{{url: \"grpc://127.0.0.1:50051\"}}]}}\n  \
+             - {{name: web, targets: [{{url: \"http://127.0.0.1:1\"}}]}}\nroutes:\n{routes}"
+        );
+        let mut config: GatewayConfig = crate::parse::from_yaml(yaml.as_bytes()).unwrap();
+        let files = [("shop/orders.proto".to_owned(), crate::model::proto::TEST_ORDERS_PROTO.to_owned())].into();
+        let shop = crate::model::Proto {
+            id: None,
+            name: "shop".to_owned(),
+            files,
+            descriptor_set: None,
+            tags: Vec::new(),
+            created_at: None,
+            updated_at: None,
+        };
+        config.protos.push(shop);
+        config
+    }
+
+    #[test]
+    fn grpc_routes_need_a_grpc_service_and_a_proto_with_their_services() {
+        let mut good =
+            grpc_config("  - {name: orders, service: orders-grpc, paths: [/v1], grpc: {proto: shop, services: [shop.Orders]}}\n");
+        super::config(&mut good).unwrap();
+        assert!(good.protos[0].pool().unwrap().get_service_by_name("shop.Orders").is_some(), "the sources were compiled");
+        assert_eq!(referrers(&good, EntityKind::Proto, "shop"), [(EntityKind::Route, "orders")]);
+        assert_eq!(referrers(&good, EntityKind::Service, "orders-grpc"), [(EntityKind::Route, "orders")]);
+
+        let mut bad = grpc_config(
+            "  - {name: a, service: web, paths: [/a], grpc: {proto: shop, services: [shop.Orders]}}\n  \
+             - {name: b, service: orders-grpc, paths: [/b], grpc: {proto: catalog, services: [shop.Orders]}}\n  \
+             - {name: c, service: orders-grpc, paths: [/c], grpc: {proto: shop, services: [shop.Orders, shop.Carts]}}\n",
+        );
+        let errors = super::config(&mut bad).unwrap_err();
+        assert_eq!(fields(&errors), ["routes[0].grpc", "routes[1].grpc.proto", "routes[2].grpc.services[1]"]);
+        let messages: Vec<&str> = errors.iter().map(ConfigError::message).collect();
+        assert_eq!(messages[0], "a grpc block needs a service of protocol grpc or grpcs; service 'web' is http");
+        assert_eq!(messages[2], "proto 'shop' has no service 'shop.Carts' (it has: shop.Orders)");
+    }
+
+    #[test]
+    fn a_proto_that_does_not_compile_is_reported_once_with_its_file_and_line() {
+        let mut config =
+            grpc_config("  - {name: orders, service: orders-grpc, paths: [/v1], grpc: {proto: shop, services: [shop.Nope]}}\n");
+        config.protos[0].files.insert("shop/broken.proto".to_owned(), "syntax = \"proto3\";\nmessage {\n".to_owned());
+        let errors = super::config(&mut config).unwrap_err();
+        assert_eq!(fields(&errors), ["protos[0].files.shop/broken.proto"], "the route is not blamed for its proto: {errors}");
+        assert!(errors.first().message().starts_with("shop/broken.proto:2: "), "{errors}");
+
+        let mut undecodable = grpc_config("  []\n");
+        undecodable.protos[0].files.clear();
+        undecodable.protos[0].descriptor_set = Some("//79".to_owned());
+        let errors = super::config(&mut undecodable).unwrap_err();
+        assert_eq!(fields(&errors), ["protos[0].descriptor_set"]);
+    }
+
+    #[test]
+    fn at_most_64_protos_and_unique_names() {
+        let mut config = grpc_config("  []\n");
+        let shop = config.protos[0].clone();
+        config.protos = vec![shop; 2];
+        assert_eq!(fields(&super::config(&mut config.clone()).unwrap_err()), ["protos[1].name"]);
+        config.protos = (0..=MAX_PROTOS).map(|i| crate::model::Proto { name: format!("p{i}"), ..config.protos[0].clone() }).collect();
+        assert_eq!(fields(&super::config(&mut config).unwrap_err()), ["protos"]);
+    }
 
     #[test]
     fn aggregate_calls_need_their_services_and_keep_them_from_deletion() {
