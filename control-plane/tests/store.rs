@@ -247,6 +247,20 @@ async fn purges_are_forgotten_after_a_day_and_with_their_gateway(db: TestDb) {
     assert!(next > default, "ids are never reused, even once every purge is gone: {next} after {default}");
 }
 
+/// A proto's sources and compiled set are stored with the config, and read
+/// back as the same snapshot.
+async fn protos_are_stored_with_the_config(db: TestDb) {
+    let store = open(&db).await;
+    let source = "syntax = \"proto3\";\npackage shop;\nimport \"google/api/annotations.proto\";\nservice Orders {\n  rpc Get(Id) returns (Id) { option (google.api.http) = { get: \"/v1/{id}\" }; }\n}\nmessage Id { string id = 1; }\n";
+    let published = snapshot(&serde_json::json!({"protos": [{"name": "shop", "files": {"shop/orders.proto": source}}]}).to_string());
+    assert!(published.config.protos[0].descriptor_set.is_some(), "compiled before it is stored");
+    store.publish(DEFAULT_GATEWAY, 1, &published, &BY_TEST).await.unwrap();
+    let current = store.current(DEFAULT_GATEWAY).await.unwrap().unwrap();
+    assert_eq!(current.hash, published.hash);
+    assert_eq!(current.config, published.config);
+    assert!(current.config.protos[0].pool().unwrap().get_service_by_name("shop.Orders").is_some(), "the stored set decodes");
+}
+
 macro_rules! on_both_backends {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -269,6 +283,7 @@ on_both_backends!(
     tokens_are_found_by_hash_and_revocable,
     purges_are_kept_in_order_per_gateway_with_each_nodes_answer,
     purges_are_forgotten_after_a_day_and_with_their_gateway,
+    protos_are_stored_with_the_config,
 );
 
 #[tokio::test]

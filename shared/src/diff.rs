@@ -123,7 +123,13 @@ fn diff_gateway_settings(old: &GatewayConfig, new: &GatewayConfig, out: &mut Con
 }
 
 fn diff_entities<E: Entity>(old: &[E], new: &[E], out: &mut ConfigDiff) {
-    let to_json = |e: &E| serde_json::to_value(e.shown().declarative()).expect("entities serialize to JSON");
+    // What the control plane derives (a proto's compiled set) changes with
+    // what it is derived from, which the diff shows instead.
+    let to_json = |e: &E| {
+        let mut written = e.shown().declarative();
+        written.drop_derived();
+        serde_json::to_value(written).expect("entities serialize to JSON")
+    };
     let old_by_name: HashMap<&str, &E> = old.iter().map(|e| (e.name(), e)).collect();
     let new_by_name: HashMap<&str, &E> = new.iter().map(|e| (e.name(), e)).collect();
     let whole = |value: Value, created: bool| FieldChange {
@@ -227,6 +233,22 @@ mod tests {
         assert_eq!((users.created_at, users.updated_at), (Some(t0), Some(t1)));
         assert!(current.services.iter().any(|s| s.id == Some(id)));
         assert!(diff(&current, &config(BASE)).is_empty());
+    }
+
+    #[test]
+    fn a_proto_diff_shows_its_sources_not_its_compiled_set() {
+        let proto = |source: &str| {
+            let json = serde_json::json!({"protos": [{"name": "shop", "files": {"shop/orders.proto": source}}]});
+            config(&json.to_string())
+        };
+        let before = proto(crate::model::proto::TEST_ORDERS_PROTO);
+        let after = proto(&format!("{}message Extra {{}}\n", crate::model::proto::TEST_ORDERS_PROTO));
+        assert_ne!(before.protos[0].descriptor_set, after.protos[0].descriptor_set);
+        let d = diff(&before, &after);
+        let paths: Vec<&str> = d.changes.iter().flat_map(|c| c.fields.iter().map(|f| f.path.as_str())).collect();
+        assert_eq!(paths, ["/files/shop~1orders.proto"]);
+        let created = diff(&GatewayConfig::default(), &before);
+        assert!(created.changes[0].fields[0].new.as_ref().is_some_and(|p| p.get("descriptor_set").is_none()), "{created:?}");
     }
 
     #[test]

@@ -110,6 +110,24 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_carries_the_compiled_set_and_decodes_without_compiling() {
+        let json = serde_json::json!({
+            "services": [{"name": "orders-grpc", "protocol": "grpc", "targets": [{"url": "grpc://o:50051"}]}],
+            "routes": [{"name": "r", "service": "orders-grpc", "paths": ["/v1"], "grpc": {"proto": "shop", "services": ["shop.Orders"]}}],
+            "protos": [{"name": "shop", "files": {"shop/orders.proto": crate::model::proto::TEST_ORDERS_PROTO}}],
+        });
+        let snapshot = Snapshot::compile(config(&json.to_string())).unwrap();
+        assert!(snapshot.config.protos[0].descriptor_set.is_some());
+        assert_eq!(Snapshot::decode(&snapshot.bytes, &snapshot.hash).unwrap(), snapshot);
+        // A data plane decodes the set it is given: sources that no longer
+        // match it are not compiled again.
+        let mut stale = snapshot.config.clone();
+        stale.protos[0].files.insert("shop/orders.proto".to_owned(), "not a proto".to_owned());
+        let bytes = serde_json::to_vec(&stale).unwrap();
+        assert!(Snapshot::decode(&bytes, &hash(&bytes)).is_ok());
+    }
+
+    #[test]
     fn decode_refuses_an_invalid_config_with_a_correct_hash() {
         let bytes = br#"{"services":[],"routes":[{"name":"r","service":"gone","paths":["/"]}],"consumers":[]}"#;
         assert!(matches!(Snapshot::decode(bytes, &hash(bytes)), Err(DecodeError::Invalid(_))));

@@ -298,7 +298,8 @@ impl Validate for Route {
 }
 
 impl Route {
-    /// The service the route proxies to, if its backend is one.
+    /// The one service the route sends requests to (proxied or
+    /// transcoded), if its backend has one.
     pub fn service(&self) -> Option<&str> {
         self.backend.service()
     }
