@@ -1233,3 +1233,16 @@ async fn grpc_routes_refer_to_protos_which_stay_while_used() {
     }
     assert_eq!(api.delete(&format!("{PROTOS}/shop")).await.status, StatusCode::NO_CONTENT, "unused, it can go");
 }
+
+#[tokio::test]
+async fn the_test_peers_protos_compile_with_their_well_known_imports() {
+    use portico_test_support::grpc_peer::{GrpcPeer, SHOP_SERVICE};
+    let api = Api::new().await;
+    let created = api.write(Method::POST, PROTOS, GrpcPeer::protos_entity("shop")).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let service = json!({"name": "peer", "protocol": "grpc", "targets": [{"url": "grpc://127.0.0.1:50051"}]});
+    assert_eq!(api.write(Method::POST, SERVICES, service).await.status, StatusCode::CREATED);
+    let route = json!({"name": "shop", "service": "peer", "paths": ["/"], "grpc": {"proto": "shop", "services": [SHOP_SERVICE]}});
+    let reply = api.write(Method::POST, ROUTES, route).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+}
