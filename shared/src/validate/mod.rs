@@ -204,6 +204,14 @@ fn proto_pools<'a>(config: &'a GatewayConfig, ok: &'a Passed, errors: &mut Error
 fn grpc_backends(config: &GatewayConfig, ok: &Passed, pools: &HashMap<&str, DescriptorPool>, errors: &mut Errors) {
     let protos: HashSet<&str> = config.protos.iter().map(|p| p.name.as_str()).collect();
     for (i, route) in passed(&config.routes, &ok.routes) {
+        for (j, call) in route.backend.aggregate().map_or(&[][..], |a| &a.calls[..]).iter().enumerate() {
+            if config.services.iter().any(|s| s.name == call.service && s.protocol.is_grpc()) {
+                errors.add(ConfigError::invalid(
+                    format!("routes[{i}].aggregate.calls[{j}].service"),
+                    format!("service '{}' speaks gRPC; an aggregate call sends plain HTTP", call.service),
+                ));
+            }
+        }
         let (Some(service_name), Some(grpc)) = (route.service(), route.backend.grpc()) else { continue };
         if let Some(service) = config.services.iter().find(|s| s.name == service_name)
             && !service.protocol.is_grpc()
@@ -564,6 +572,12 @@ routes:
         assert_eq!(error.field(), "routes[0].paths", "{error}");
         assert!(error.message().contains("{path.tenant}, but its path '/me/{id}' has no {tenant} segment"), "{error}");
         assert_eq!(referrers(&config, EntityKind::Service, "orders"), [(EntityKind::Route, "dash")]);
+        config.services[1].protocol = crate::model::Protocol::Grpc;
+        config.services[1].targets[0].url = "grpc://127.0.0.1:2".to_owned();
+        config.routes[0].paths = vec!["/me/{id}/{tenant}".to_owned()];
+        let error = super::config(&mut config).unwrap_err().first().clone();
+        assert_eq!(error.field(), "routes[0].aggregate.calls[1].service", "{error}");
+        assert!(error.message().contains("service 'orders' speaks gRPC"), "{error}");
     }
 
     #[test]
