@@ -342,10 +342,17 @@ impl ResponseMapping {
                 // A scalar, list or map: its JSON as the mapping writes it in a message.
                 let mut single = DynamicMessage::new(self.output.clone());
                 single.set_field(field, message.get_field(field).into_owned());
-                let options = self.options.clone().skip_default_fields(false);
+                // A default scalar is written all the same: it is the whole answer.
+                let options =
+                    if field.is_list() || field.is_map() { self.options.clone() } else { self.options.clone().skip_default_fields(false) };
                 let rendered = single.serialize_with_options(serde_json::value::Serializer, &options).map_err(unrenderable)?;
                 let key = if self.proto_names { field.name() } else { field.json_name() };
-                serde_json::to_vec(&rendered.get(key).cloned().unwrap_or_default()).map_err(unrenderable)
+                let value = match rendered.get(key) {
+                    Some(value) => value.clone(),
+                    None if field.is_map() => json!({}),
+                    None => json!([]),
+                };
+                serde_json::to_vec(&value).map_err(unrenderable)
             }
         }
     }

@@ -24,6 +24,8 @@
 //! retries belong to the proxy, not here.
 
 pub mod error;
+#[cfg(test)]
+mod fixtures;
 pub mod frame;
 pub mod json;
 pub mod status;
@@ -141,7 +143,7 @@ impl Transcoder {
             return Err(errors);
         }
         // Stable: among equals, the order of the descriptors.
-        entries.sort_by(|a, b| b.template.specificity().cmp(&a.template.specificity()));
+        entries.sort_by_key(|entry| std::cmp::Reverse(entry.template.specificity()));
         Ok(Self { entries, limits })
     }
 
@@ -418,5 +420,502 @@ where
             Self::Full(body) => body.size_hint(),
             Self::Stream(_) => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+    use serde_json::json;
+
+    use super::fixtures::{self, framed, ok_trailers, trailers, unframe, upstream};
+    use super::*;
+
+    fn transcoder(options: JsonOptions) -> Transcoder {
+        Transcoder::new(&fixtures::pool(), &["shop.v1.Orders"], options, Limits { max_request_message: 1024, max_response_message: 1024 })
+            .unwrap()
+    }
+
+    fn call(method: Method, target: &str, body: &str) -> Result<UpstreamCall, TranscodeError> {
+        call_with(&transcoder(JsonOptions::default()), method, target, &HeaderMap::new(), body)
+    }
+
+    fn call_with(
+        transcoder: &Transcoder,
+        method: Method,
+        target: &str,
+        headers: &HeaderMap,
+        body: &str,
+    ) -> Result<UpstreamCall, TranscodeError> {
+        let (path, query) = target.split_once('?').map_or((target, None), |(path, query)| (path, Some(query)));
+        transcoder.request(&method, path, query, headers, body.as_bytes())
+    }
+
+    /// The method called and its request message as JSON (proto names).
+    fn sent(method: Method, target: &str, body: &str) -> (String, serde_json::Value) {
+        let call = call(method, target, body).unwrap_or_else(|error| panic!("{target}: {error}"));
+        let input = fixtures::pool()
+            .get_service_by_name("shop.v1.Orders")
+            .unwrap()
+            .methods()
+            .find(|m| format!("/shop.v1.Orders/{}", m.name()) == call.grpc_path())
+            .unwrap()
+            .input();
+        (call.grpc_path().to_owned(), unframe(input.full_name(), call.message.as_ref().unwrap()))
+    }
+
+    fn error(method: Method, target: &str, body: &str) -> (StatusCode, String) {
+        let error = call(method, target, body).expect_err(target);
+        (error.status(), error.to_string())
+    }
+
+    #[test]
+    fn path_and_query_fill_the_request_message() {
+        let (path, message) = sent(
+            Method::GET,
+            "/v1/shelves/s%201/orders/7?state=SHIPPED&tags=a&tags=b+c&address.city=Paris&addressXXX=1"
+                .replace("&addressXXX=1", "&address.zipCode=75001")
+                .as_str(),
+            "",
+        );
+        assert_eq!(path, "/shop.v1.Orders/GetOrder");
+        assert_eq!(
+            message,
+            json!({"name": "shelves/s 1/orders/7", "state": "SHIPPED", "tags": ["a", "b c"], "address": {"city": "Paris", "zip_code": "75001"}})
+        );
+    }
+
+    #[test]
+    fn query_parameters_take_every_kind_of_value() {
+        let query = [
+            "full=true",
+            "minId=9007199254740993",
+            "max_big=18446744073709551615",
+            "since=2024-01-02T03:04:05.5Z",
+            "within=1.5s",
+            "read_mask=name,address.city",
+            "page=3",
+            "token=AQID",
+            "states=1&states=PENDING",
+            "strict=false",
+            "filter=%7B%22a%22%3A1%7D",
+            "price=-2.5",
+            "state=2",
+        ]
+        .join("&");
+        let (_, message) = sent(Method::GET, &format!("/v1/shelves/1/orders/2?{query}"), "");
+        assert_eq!(
+            message,
+            json!({
+                "name": "shelves/1/orders/2",
+                "full": true,
+                "min_id": "9007199254740993",
+                "max_big": "18446744073709551615",
+                "since": "2024-01-02T03:04:05.500Z",
+                "within": "1.500s",
+                "read_mask": "name,address.city",
+                "page": 3,
+                "token": "AQID",
+                "states": ["PENDING", "PENDING"],
+                "strict": false,
+                "filter": {"a": 1.0},
+                "price": -2.5,
+                "state": "SHIPPED",
+            })
+        );
+    }
+
+    #[test]
+    fn bad_query_values_name_their_parameter() {
+        for (query, message) in [
+            ("full=yes", "field 'full': 'yes' is not true or false"),
+            ("state=LOST", "field 'state'"),
+            ("page=x", "field 'page'"),
+            ("minId=1.5", "field 'minId'"),
+            ("since=yesterday", "field 'since'"),
+            ("full=true&full=false", "field 'full': given more than once"),
+            ("order=x", "field 'order': is a message; set its fields as 'name.field'"),
+            ("labels=x", "field 'labels': a map cannot be set from the query"),
+            ("name=x", "field 'name': the path binds 'name'"),
+            ("filter=%7Bnope", "field 'filter': not JSON"),
+        ] {
+            let (status, error) = error(Method::GET, &format!("/v1/shelves/1/orders/2?{query}"), "");
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
+            assert!(error.starts_with(message), "{query}: {error}");
+        }
+    }
+
+    #[test]
+    fn unknown_query_parameters_are_refused_unless_ignored() {
+        assert_eq!(
+            error(Method::GET, "/v1/shelves/1/orders/2?colour=red", ""),
+            (StatusCode::BAD_REQUEST, "unknown query parameter 'colour'".into())
+        );
+        assert_eq!(error(Method::GET, "/v1/shelves/1/orders/2?address.nope=1", "").1, "unknown query parameter 'address.nope'");
+        let lenient = transcoder(JsonOptions { ignore_unknown: true, ..JsonOptions::default() });
+        let call = call_with(&lenient, Method::GET, "/v1/shelves/1/orders/2?colour=red&full=true", &HeaderMap::new(), "").unwrap();
+        assert_eq!(unframe("shop.v1.GetOrderRequest", call.message.as_ref().unwrap()), json!({"name": "shelves/1/orders/2", "full": true}));
+    }
+
+    #[test]
+    fn body_star_takes_the_whole_message_and_no_query() {
+        let body = json!({
+            "name": "o1", "id": "9007199254740993", "big": "18446744073709551615", "state": "PENDING",
+            "tags": ["x"], "counts": {"a": 1}, "cash": {"currency": "EUR", "units": 5},
+            "address": {"city": "Lyon", "zipCode": "69001"}, "blob": "AQID",
+            "created": "2024-01-02T03:04:05Z", "ttl": "3s", "mask": "a.b,c", "limit": "7", "flag": true, "note": "n",
+            "attrs": {"k": [1, "two", null]}, "extra": "v", "items": [1, {"x": false}],
+            "detail": {"@type": "type.googleapis.com/shop.v1.Money", "currency": "USD", "units": "1"},
+            "price": 1.25, "gift": true, "history": ["SHIPPED", 1], "ids": [1, "2"], "display_name": "proto name accepted", "delta": -3, "ratio": 0.5
+        });
+        let (path, message) = sent(Method::POST, "/v1/orders", &body.to_string());
+        assert_eq!(path, "/shop.v1.Orders/CreateOrder");
+        assert_eq!(message["id"], "9007199254740993");
+        assert_eq!(message["big"], "18446744073709551615");
+        assert_eq!(message["cash"], json!({"currency": "EUR", "units": "5"}));
+        assert_eq!(message["detail"], json!({"@type": "type.googleapis.com/shop.v1.Money", "currency": "USD", "units": "1"}));
+        assert_eq!(message["history"], json!(["SHIPPED", "PENDING"]));
+        assert_eq!(message["display_name"], "proto name accepted");
+        assert_eq!(
+            error(Method::POST, "/v1/orders?gift=true", "{}").1,
+            "field 'gift': the body carries every field of this method; it cannot be a query parameter"
+        );
+        assert_eq!(sent(Method::POST, "/v1/orders", "").1, json!({}), "an empty body is an empty message");
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        let (status, message) = error(Method::POST, "/v1/orders", r#"{"address": {"city": "x", "planet": "Mars"}}"#);
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(message.starts_with("invalid JSON body at 'address': unrecognized field name 'planet'"), "{message}");
+        let (_, message) = error(Method::POST, "/v1/orders", r#"{"id": "12x"}"#);
+        assert!(message.starts_with("invalid JSON body at 'id'"), "{message}");
+        let (_, message) = error(Method::POST, "/v1/orders", r#"{"tags": ["a", 2]}"#);
+        assert!(message.starts_with("invalid JSON body at 'tags[1]'"), "{message}");
+        let (_, message) = error(Method::POST, "/v1/orders", r#"{"id": 1} trailing"#);
+        assert!(message.starts_with("invalid JSON body: trailing characters"), "{message}");
+        let (_, message) = error(Method::POST, "/v1/orders", "not json");
+        assert!(message.starts_with("invalid JSON body"), "{message}");
+        let lenient = transcoder(JsonOptions { ignore_unknown: true, ..JsonOptions::default() });
+        let call = call_with(&lenient, Method::POST, "/v1/orders", &HeaderMap::new(), r#"{"planet": "Mars", "name": "x"}"#).unwrap();
+        assert_eq!(unframe("shop.v1.Order", call.message.as_ref().unwrap()), json!({"name": "x"}));
+    }
+
+    #[test]
+    fn body_field_sets_that_field_and_path_must_agree_with_it() {
+        let (path, message) = sent(Method::PATCH, "/v1/shelves/1/orders/2?update_mask=state", r#"{"state": "SHIPPED"}"#);
+        assert_eq!(path, "/shop.v1.Orders/UpdateOrder");
+        assert_eq!(message, json!({"order": {"name": "shelves/1/orders/2", "state": "SHIPPED"}, "update_mask": "state"}));
+        let same = sent(Method::PATCH, "/v1/shelves/1/orders/2", r#"{"name": "shelves/1/orders/2"}"#).1;
+        assert_eq!(same, json!({"order": {"name": "shelves/1/orders/2"}}));
+        assert_eq!(
+            error(Method::PATCH, "/v1/shelves/1/orders/2", r#"{"name": "shelves/9/orders/9"}"#),
+            (StatusCode::BAD_REQUEST, "field 'order.name': the body gives it a value other than the path's".into())
+        );
+        assert_eq!(
+            error(Method::PATCH, "/v1/shelves/1/orders/2?order.gift=true", "{}").1,
+            "field 'order.gift': the body carries this field"
+        );
+        assert!(
+            error(Method::PATCH, "/v1/shelves/1/orders/2", r#"{"state": 1}, "update_mask": "x""#).1.starts_with("invalid JSON body"),
+            "one JSON value only"
+        );
+    }
+
+    #[test]
+    fn no_body_rules_refuse_a_body() {
+        assert_eq!(
+            error(Method::GET, "/v1/shelves/1/orders/2", r#"{"full": true}"#),
+            (StatusCode::BAD_REQUEST, "this method takes no request body".into())
+        );
+        assert!(call(Method::GET, "/v1/shelves/1/orders/2", " \r\n").is_ok(), "whitespace is no body");
+    }
+
+    #[test]
+    fn literal_segments_beat_variables_and_verbs_beat_none() {
+        assert_eq!(sent(Method::GET, "/v1/shelves/special/orders/7", "").0, "/shop.v1.Orders/GetSpecial");
+        assert_eq!(sent(Method::GET, "/v1/shelves/other/orders/7", "").0, "/shop.v1.Orders/GetOrder");
+        assert_eq!(sent(Method::GET, "/v1/cities/Rome/orders/7", "").1, json!({"name": "7", "address": {"city": "Rome"}}));
+        let (path, message) = sent(Method::POST, "/v1/shelves/1/orders/2:cancel", r#"{"reason": "late"}"#);
+        assert_eq!((path.as_str(), message), ("/shop.v1.Orders/CancelOrder", json!({"name": "shelves/1/orders/2", "reason": "late"})));
+        assert_eq!(sent(Method::GET, "/v1/shelves/1/orders:count", "").0, "/shop.v1.Orders/CountOrders");
+        assert_eq!(sent(Method::GET, "/v1/shelves/1/orders", "").0, "/shop.v1.Orders/ListOrders");
+        // Without a declared verb, a colon is data (envoy#13920).
+        assert_eq!(sent(Method::GET, "/v1/shelves/1/orders/2:cancel", "").1, json!({"name": "shelves/1/orders/2:cancel"}));
+    }
+
+    #[test]
+    fn double_wildcards_keep_encoded_slashes() {
+        assert_eq!(sent(Method::GET, "/v1/files/a/b%2Fc/d%20e", "").1, json!({"name": "a/b%2Fc/d e"}));
+    }
+
+    #[test]
+    fn methods_without_rules_are_posted_to_their_grpc_path() {
+        let (path, message) = sent(Method::POST, "/shop.v1.Orders/Ping", "{}");
+        assert_eq!((path.as_str(), message), ("/shop.v1.Orders/Ping", json!({})));
+    }
+
+    #[test]
+    fn unbound_paths_and_methods_are_404_and_405() {
+        assert_eq!(error(Method::GET, "/v2/nothing", ""), (StatusCode::NOT_FOUND, "no gRPC method is bound to /v2/nothing".into()));
+        assert_eq!(
+            error(Method::DELETE, "/v1/orders", ""),
+            (StatusCode::METHOD_NOT_ALLOWED, "DELETE is not bound to /v1/orders; it takes POST".into())
+        );
+        assert_eq!(
+            error(Method::GET, "/v1/shelves/%FF/orders/1", ""),
+            (StatusCode::BAD_REQUEST, "field 'name': not valid UTF-8 once percent-decoded".into())
+        );
+    }
+
+    #[test]
+    fn request_messages_over_the_limit_are_413() {
+        let body = json!({"name": "x".repeat(2000)}).to_string();
+        assert_eq!(
+            error(Method::POST, "/v1/orders", &body),
+            (StatusCode::PAYLOAD_TOO_LARGE, "the request message exceeds the limit of 1024 bytes".into())
+        );
+    }
+
+    #[test]
+    fn idempotency_comes_from_the_http_method() {
+        assert!(call(Method::GET, "/v1/shelves/1/orders/2", "").unwrap().idempotent);
+        assert!(!call(Method::POST, "/v1/orders", "{}").unwrap().idempotent);
+        let call = call(Method::POST, "/shop.v1.Orders/Ping", "").unwrap();
+        assert_eq!(
+            (call.method_name(), call.rule(), call.kind()),
+            ("shop.v1.Orders.Ping", "POST /shop.v1.Orders/Ping", StreamingKind::Unary)
+        );
+    }
+
+    #[test]
+    fn grpc_request_headers_ask_for_identity_encoding() {
+        let mut headers = fixtures::headers(&[("content-length", "12"), ("content-type", "application/json")]);
+        grpc_request_headers(&mut headers);
+        assert_eq!(
+            headers,
+            fixtures::headers(&[("content-type", "application/grpc"), ("te", "trailers"), ("grpc-accept-encoding", "identity")])
+        );
+    }
+
+    async fn respond(
+        target: &str,
+        accept: Option<&str>,
+        response: Response<fixtures::TestBody>,
+    ) -> Result<(StatusCode, HeaderMap, String), TranscodeError> {
+        let transcoder = transcoder(JsonOptions::default());
+        let headers = accept.map(|accept| fixtures::headers(&[("accept", accept)])).unwrap_or_default();
+        let call = call_with(&transcoder, Method::GET, target, &headers, "").unwrap();
+        let response = transcoder.response(&call, response).await?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Ok((parts.status, parts.headers, String::from_utf8(body.to_vec()).unwrap()))
+    }
+
+    const ORDER: &str = "/v1/shelves/1/orders/2";
+
+    #[tokio::test]
+    async fn a_unary_answer_is_its_message_as_json_with_metadata_as_headers() {
+        let message = framed("shop.v1.Order", json!({"name": "o", "id": "9007199254740993", "state": "SHIPPED"}));
+        let response = upstream(&[("x-request-cost", "3"), ("grpc-encoding", "identity")], vec![Frame::data(message), ok_trailers()]);
+        let (status, headers, body) = respond(ORDER, None, response).await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers, fixtures::headers(&[("x-request-cost", "3"), ("content-type", "application/json")]));
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+            json!({"name": "o", "id": "9007199254740993", "state": "SHIPPED"})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_message_split_across_frames_is_reassembled() {
+        let message = framed("shop.v1.Order", json!({"name": "split"}));
+        let frames = message.iter().map(|byte| Frame::data(Bytes::copy_from_slice(&[*byte]))).chain([ok_trailers()]).collect();
+        let (_, _, body) = respond(ORDER, None, upstream(&[], frames)).await.unwrap();
+        assert_eq!(body, r#"{"name":"split"}"#);
+    }
+
+    #[tokio::test]
+    async fn error_statuses_become_http_statuses_with_a_status_body() {
+        for (code, http) in [("3", 400), ("5", 404), ("7", 403), ("8", 429), ("14", 503), ("16", 401), ("4", 504), ("1", 499), ("12", 501)]
+        {
+            let in_trailers = upstream(&[], vec![trailers(&[("grpc-status", code), ("grpc-message", "went%20wrong")])]);
+            let trailers_only = upstream(&[("grpc-status", code), ("grpc-message", "went%20wrong")], vec![]);
+            for response in [in_trailers, trailers_only] {
+                let (status, headers, body) = respond(ORDER, None, response).await.unwrap();
+                assert_eq!(status.as_u16(), http, "{code}");
+                assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+                let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(body, json!({"code": code.parse::<i32>().unwrap(), "message": "went wrong", "details": []}));
+            }
+        }
+        let message_then_error =
+            upstream(&[], vec![Frame::data(framed("shop.v1.Order", json!({"name": "o"}))), trailers(&[("grpc-status", "13")])]);
+        assert_eq!(respond(ORDER, None, message_then_error).await.unwrap().0, StatusCode::INTERNAL_SERVER_ERROR);
+        let no_status = upstream(&[], vec![Frame::data(framed("shop.v1.Order", json!({"name": "o"})))]);
+        let (status, _, body) = respond(ORDER, None, no_status).await.unwrap();
+        assert_eq!((status, body.contains("without a grpc-status")), (StatusCode::INTERNAL_SERVER_ERROR, true));
+    }
+
+    #[tokio::test]
+    async fn upstreams_that_are_not_grpc_or_send_garbage_are_502() {
+        let mut html = upstream(&[], vec![Frame::data(Bytes::from_static(b"<html>"))]);
+        html.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        let mut not_ok = upstream(&[], vec![]);
+        *not_ok.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        let cases = [
+            (html, "the upstream did not answer gRPC (HTTP 200, content-type Some(\"text/html\"))"),
+            (not_ok, "the upstream did not answer gRPC (HTTP 503, content-type Some(\"application/grpc\"))"),
+            (
+                upstream(&[], vec![Frame::data(Bytes::from_static(b"garbage!")), ok_trailers()]),
+                "the upstream sent a malformed gRPC response: invalid message flag 0x67",
+            ),
+            (
+                upstream(&[], vec![Frame::data(frame::encode(b"\xff\xff")), ok_trailers()]),
+                "the upstream sent a malformed gRPC response: not a shop.v1.Order message",
+            ),
+            (
+                upstream(&[], vec![Frame::data(Bytes::from_static(b"\0\0\0\0\x09abc")), ok_trailers()]),
+                "the upstream sent a malformed gRPC response: the body ended inside a message (8 bytes left over)",
+            ),
+            (upstream(&[], vec![ok_trailers()]), "the upstream sent a malformed gRPC response: a unary call ended OK without a message"),
+            (
+                upstream(&[], vec![Frame::data(frame::encode(&[])), Frame::data(frame::encode(&[])), ok_trailers()]),
+                "the upstream sent a malformed gRPC response: a unary call answered more than one message",
+            ),
+            (
+                upstream(&[], vec![Frame::data(framed("shop.v1.Order", json!({"name": "x".repeat(2000)})))]),
+                "the upstream sent a message over the limit of 1024 bytes",
+            ),
+        ];
+        for (response, expected) in cases {
+            let error = respond(ORDER, None, response).await.unwrap_err();
+            assert_eq!(error.status(), StatusCode::BAD_GATEWAY, "{expected}");
+            assert!(error.to_string().starts_with(expected), "{error}");
+        }
+    }
+
+    #[tokio::test]
+    async fn response_body_selects_one_field() {
+        let list = framed("shop.v1.ListOrdersResponse", json!({"orders": [{"name": "a"}, {"name": "b"}], "total": "2"}));
+        let (_, _, body) =
+            respond("/v1/shelves/1/orders", None, upstream(&[], vec![Frame::data(list.clone()), ok_trailers()])).await.unwrap();
+        assert_eq!(body, r#"[{"name":"a"},{"name":"b"}]"#);
+        let (_, _, body) =
+            respond("/v1/shelves/1/orders:count", None, upstream(&[], vec![Frame::data(list), ok_trailers()])).await.unwrap();
+        assert_eq!(body, r#""2""#, "int64 stays a string");
+        let empty = framed("shop.v1.ListOrdersResponse", json!({}));
+        let (_, _, body) =
+            respond("/v1/shelves/1/orders:count", None, upstream(&[], vec![Frame::data(empty), ok_trailers()])).await.unwrap();
+        assert_eq!(body, r#""0""#, "a default value is still written");
+    }
+
+    fn watch(messages: &[&str], end: Frame<Bytes>) -> Response<fixtures::TestBody> {
+        let frames = messages.iter().map(|name| Frame::data(framed("shop.v1.Order", json!({"name": name})))).chain([end]).collect();
+        upstream(&[], frames)
+    }
+
+    const WATCH: &str = "/v1/shelves/1/orders:watch";
+
+    #[tokio::test]
+    async fn server_streams_are_ndjson_by_default_one_chunk_per_message() {
+        let transcoder = transcoder(JsonOptions::default());
+        let call = call_with(&transcoder, Method::GET, WATCH, &HeaderMap::new(), "").unwrap();
+        let response = transcoder.response(&call, watch(&["a", "b"], ok_trailers())).await.unwrap();
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/x-ndjson");
+        let mut body = response.into_body();
+        let mut chunks = Vec::new();
+        while let Some(frame) = body.frame().await {
+            chunks.push(frame.unwrap().into_data().unwrap());
+        }
+        assert_eq!(chunks, [&b"{\"name\":\"a\"}\n"[..], b"{\"name\":\"b\"}\n"]);
+    }
+
+    #[tokio::test]
+    async fn server_streams_as_sse_or_a_json_array() {
+        let (_, headers, body) = respond(WATCH, Some("text/event-stream"), watch(&["a", "b"], ok_trailers())).await.unwrap();
+        assert_eq!(headers[header::CONTENT_TYPE], "text/event-stream");
+        assert_eq!(body, "data: {\"name\":\"a\"}\n\ndata: {\"name\":\"b\"}\n\n");
+        let (_, headers, body) = respond(WATCH, Some("application/json"), watch(&["a", "b"], ok_trailers())).await.unwrap();
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        assert_eq!(body, r#"[{"name":"a"},{"name":"b"}]"#);
+        let (status, _, body) = respond(WATCH, Some("application/json"), watch(&[], ok_trailers())).await.unwrap();
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "[]"));
+        let (_, _, body) = respond(WATCH, None, upstream(&[("grpc-status", "0")], vec![])).await.unwrap();
+        assert_eq!(body, "", "a trailers-only OK stream is empty");
+    }
+
+    #[tokio::test]
+    async fn a_stream_error_after_messages_ends_with_an_error_object() {
+        let failed = || trailers(&[("grpc-status", "14"), ("grpc-message", "gone")]);
+        let error = r#"{"error":{"code":14,"details":[],"message":"gone"}}"#;
+        let (status, _, body) = respond(WATCH, None, watch(&["a"], failed())).await.unwrap();
+        assert_eq!((status, body), (StatusCode::OK, format!("{{\"name\":\"a\"}}\n{error}\n")));
+        let (_, _, body) = respond(WATCH, Some("text/event-stream"), watch(&["a"], failed())).await.unwrap();
+        assert_eq!(body, format!("data: {{\"name\":\"a\"}}\n\nevent: error\ndata: {error}\n\n"));
+        let (_, _, body) = respond(WATCH, Some("application/json"), watch(&["a"], failed())).await.unwrap();
+        assert_eq!(body, format!("[{{\"name\":\"a\"}},{error}]"));
+        let mut garbage = watch(&["a"], ok_trailers());
+        *garbage.body_mut() = http_body_util::StreamBody::new(futures::stream::iter(vec![
+            Ok(Frame::data(framed("shop.v1.Order", json!({"name": "a"})))),
+            Ok(Frame::data(Bytes::from_static(b"\x05junk"))),
+        ]));
+        let (_, _, body) = respond(WATCH, None, garbage).await.unwrap();
+        assert_eq!(
+            body,
+            "{\"name\":\"a\"}\n{\"error\":{\"code\":13,\"details\":[],\"message\":\"the upstream sent a malformed gRPC response: invalid message flag 0x05\"}}\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stream_error_before_any_message_is_an_http_status() {
+        let (status, headers, body) =
+            respond(WATCH, None, watch(&[], trailers(&[("grpc-status", "5"), ("grpc-message", "no shelf")]))).await.unwrap();
+        assert_eq!((status, &headers[header::CONTENT_TYPE]), (StatusCode::NOT_FOUND, &HeaderValue::from_static("application/json")));
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap(), json!({"code": 5, "message": "no shelf", "details": []}));
+        let garbage = upstream(&[], vec![Frame::data(Bytes::from_static(b"\x07"))]);
+        assert_eq!(respond(WATCH, None, garbage).await.unwrap_err().status(), StatusCode::BAD_GATEWAY);
+    }
+
+    #[tokio::test]
+    async fn client_streams_read_ndjson_lines_as_messages() {
+        let transcoder = transcoder(JsonOptions::default());
+        let bound = transcoder.bind(&Method::POST, "/v1/shelves/9/orders:import").unwrap();
+        assert_eq!(bound.kind(), StreamingKind::ClientStreaming);
+        let call = bound.call(None, &HeaderMap::new(), b"ignored").unwrap();
+        assert!(call.message.is_none());
+        let chunks = ["{\"id\": 1}\n\n{\"id\"", ": \"2\", \"name\": \"shelves/9\"}\r\n  \n", "{\"id\": 3}"];
+        let client = http_body_util::StreamBody::new(futures::stream::iter(
+            chunks.map(|chunk| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(chunk)))),
+        ));
+        let framed = call.request_stream(client).collect().await.unwrap().to_bytes();
+        let mut decoder = frame::FrameDecoder::new(1024);
+        decoder.push(&framed);
+        let mut messages = Vec::new();
+        while let Some(message) = decoder.next_message().unwrap() {
+            messages.push(unframe("shop.v1.Order", &frame::encode(&message)));
+        }
+        assert_eq!(
+            messages,
+            [json!({"name": "shelves/9", "id": "1"}), json!({"name": "shelves/9", "id": "2"}), json!({"name": "shelves/9", "id": "3"})]
+        );
+    }
+
+    #[tokio::test]
+    async fn client_stream_errors_name_the_line() {
+        let transcoder = transcoder(JsonOptions::default());
+        let call = transcoder.request(&Method::POST, "/v1/shelves/9/orders:import", None, &HeaderMap::new(), b"").unwrap();
+        let body = |text: &'static str| {
+            http_body_util::StreamBody::new(futures::stream::iter([Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(
+                text.as_bytes(),
+            )))]))
+        };
+        let error = call.request_stream(body("{}\n\n{\"id\": \"x\"}\n")).collect().await.unwrap_err();
+        let error = error.downcast::<TranscodeError>().unwrap();
+        assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+        assert!(error.to_string().starts_with("invalid JSON body on line 3 at 'id'"), "{error}");
+        let long = Box::leak(format!("{{\"note\": \"{}\"}}", "x".repeat(2000)).into_boxed_str());
+        let error = call.request_stream(body(long)).collect().await.unwrap_err().downcast::<TranscodeError>().unwrap();
+        assert_eq!(error.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 }
