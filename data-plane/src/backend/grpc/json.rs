@@ -367,3 +367,97 @@ fn to_json_bytes(message: &DynamicMessage, options: &SerializeOptions) -> Result
     message.serialize_with_options(&mut serde_json::Serializer::new(&mut out), options)?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use prost_reflect::prost::Message;
+
+    use super::super::fixtures;
+    use super::*;
+
+    fn render(options: JsonOptions, json: serde_json::Value) -> serde_json::Value {
+        let output = fixtures::pool().get_message_by_name("shop.v1.Order").unwrap();
+        let encoded = fixtures::message("shop.v1.Order", json).encode_to_vec();
+        let rendered = ResponseMapping::new(output, None, &options).unwrap().render(Bytes::from(encoded)).unwrap();
+        serde_json::from_slice(&rendered).unwrap()
+    }
+
+    fn full_order() -> serde_json::Value {
+        json!({
+            "name": "o1", "id": "9007199254740993", "big": "18446744073709551615", "state": "SHIPPED",
+            "tags": ["x", "y"], "counts": {"a": 1}, "cash": {"currency": "EUR", "units": "-9007199254740993"},
+            "address": {"city": "Lyon", "zipCode": "69001"}, "blob": "AQID/w==",
+            "created": "2024-01-02T03:04:05.120Z", "ttl": "-1.500s", "mask": "address.zipCode,name", "limit": "9007199254740993",
+            "flag": false, "note": "", "attrs": {"k": [1.5, "two", null, {"deep": true}]}, "extra": null, "items": [1.0, {"x": false}],
+            "detail": {"@type": "type.googleapis.com/google.protobuf.Duration", "value": "2s"},
+            "price": 1.25, "gift": true, "history": ["SHIPPED", "PENDING"], "ids": ["1", "-2"], "displayName": "d", "delta": -3, "ratio": 0.5
+        })
+    }
+
+    #[test]
+    fn renders_every_kind_by_the_proto3_json_mapping() {
+        assert_eq!(render(JsonOptions::default(), full_order()), full_order());
+    }
+
+    #[test]
+    fn proto_names_and_enum_numbers_are_options() {
+        let options = JsonOptions { proto_names: true, enums_as_ints: true, ..JsonOptions::default() };
+        let rendered = render(options, full_order());
+        assert_eq!(rendered["display_name"], "d");
+        assert_eq!(rendered["address"], json!({"city": "Lyon", "zip_code": "69001"}));
+        assert_eq!(rendered["state"], 2);
+        assert_eq!(rendered["history"], json!([2, 1]));
+        assert_eq!(rendered["id"], "9007199254740993", "64-bit integers stay strings");
+        assert!(rendered.get("displayName").is_none());
+    }
+
+    #[test]
+    fn default_values_are_written_only_when_asked() {
+        assert_eq!(render(JsonOptions::default(), json!({"name": "o"})), json!({"name": "o"}));
+        let rendered = render(JsonOptions { emit_defaults: true, ..JsonOptions::default() }, json!({"name": "o"}));
+        assert_eq!(
+            rendered,
+            json!({
+                "name": "o", "id": "0", "big": "0", "state": "STATE_UNSPECIFIED", "tags": [], "counts": {}, "blob": "",
+                "price": 0.0, "gift": false, "history": [], "ids": [], "displayName": "", "delta": 0, "ratio": 0.0
+            }),
+            "scalars, lists and maps, not unset messages or oneofs"
+        );
+    }
+
+    #[test]
+    fn an_any_of_an_unknown_type_cannot_be_rendered() {
+        let output = fixtures::pool().get_message_by_name("shop.v1.Order").unwrap();
+        let mut order = DynamicMessage::new(output.clone());
+        let any = fixtures::pool().get_message_by_name("google.protobuf.Any").unwrap();
+        let mut detail = DynamicMessage::new(any);
+        detail.set_field_by_name("type_url", Value::String("type.googleapis.com/acme.Unknown".into()));
+        order.set_field_by_name("detail", Value::Message(detail));
+        let error =
+            ResponseMapping::new(output, None, &JsonOptions::default()).unwrap().render(Bytes::from(order.encode_to_vec())).unwrap_err();
+        assert!(matches!(error, TranscodeError::MalformedResponse(_)), "{error}");
+    }
+
+    #[test]
+    fn wrappers_and_well_known_types_in_the_query() {
+        let input = fixtures::pool().get_message_by_name("shop.v1.Order").unwrap();
+        let binding = portico_shared::grpc::bindings::Binding {
+            method: portico_shared::grpc::bindings::MethodMatch::Any,
+            template: portico_shared::grpc::http_rule::PathTemplate::parse("/x").unwrap(),
+            body: BodySelector::None,
+            response_body: None,
+        };
+        let mapping = RequestMapping::new(input, &binding, JsonOptions::default()).unwrap();
+        let query = "limit=9007199254740993&flag=true&note=hi&extra=plain&items=%5B1%2C%22a%22%5D&mask=a.b&ttl=0.25s&blob=_-8&ratio=NaN&cash.units=5";
+        let assignments = mapping.assignments(&[], Some(query)).unwrap();
+        let message = mapping.message(b"", None, &assignments).unwrap();
+        let rendered = message.serialize_with_options(serde_json::value::Serializer, &SerializeOptions::new()).unwrap();
+        assert_eq!(
+            rendered,
+            json!({
+                "limit": "9007199254740993", "flag": true, "note": "hi", "extra": "plain", "items": [1.0, "a"],
+                "mask": "a.b", "ttl": "0.250s", "blob": "/+8=", "ratio": "NaN", "cash": {"units": "5"}
+            })
+        );
+    }
+}

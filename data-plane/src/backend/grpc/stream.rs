@@ -392,3 +392,23 @@ where
         self.client.is_none() && self.buffer.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::headers;
+    use super::*;
+
+    #[test]
+    fn the_format_follows_the_first_acceptable_type_named() {
+        let format = |accept: &str| StreamFormat::from_accept(&headers(&[("accept", accept)]));
+        assert_eq!(StreamFormat::from_accept(&HeaderMap::new()), StreamFormat::Ndjson);
+        assert_eq!(format("*/*"), StreamFormat::Ndjson);
+        assert_eq!(format("text/event-stream"), StreamFormat::Sse);
+        assert_eq!(format("application/json"), StreamFormat::JsonArray);
+        assert_eq!(format("application/x-ndjson, application/json"), StreamFormat::Ndjson);
+        assert_eq!(format("Application/JSON; charset=utf-8"), StreamFormat::JsonArray);
+        assert_eq!(format("text/event-stream;q=0, application/json"), StreamFormat::JsonArray);
+        assert_eq!(format("text/html, application/jsonl"), StreamFormat::Ndjson);
+        assert_eq!(format("text/html, */*;q=0.8"), StreamFormat::Ndjson);
+    }
+}
