@@ -184,7 +184,9 @@ impl PathTemplate {
         for (index, segment) in self.segments[..fixed].iter().enumerate() {
             let part = parts[index];
             let matches = match segment {
-                Segment::Literal(literal) => part == literal || decode_fully(part).is_some_and(|decoded| &decoded == literal),
+                Segment::Literal(literal) => {
+                    part == literal || (part.contains('%') && decode_fully(part).is_some_and(|decoded| &decoded == literal))
+                }
                 Segment::Single => !part.is_empty(),
                 Segment::Multi => false,
             };
