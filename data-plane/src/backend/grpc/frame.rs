@@ -1,10 +1,11 @@
 //! gRPC length-prefixed messages (grpc `PROTOCOL-HTTP2.md`): a flag byte,
-//! a four-byte big-endian length, the message. [`encode`] frames one
-//! message; [`FrameDecoder`] takes body chunks as they arrive and yields
-//! whole messages, however the chunks split them. Compressed messages are
+//! a four-byte big-endian length, the message. [`encode_message`] frames
+//! one message under a size limit; [`FrameDecoder`] takes body chunks as
+//! they arrive and yields whole messages, however the chunks split them. Compressed messages are
 //! refused: the gateway asks for `grpc-accept-encoding: identity`.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use prost_reflect::prost::Message;
 
 /// The flag byte and the length.
 pub const HEADER_LEN: usize = 5;
@@ -22,16 +23,29 @@ pub enum FrameError {
     Truncated(usize),
 }
 
-/// `message` with its five-byte prefix.
-pub fn encode(message: &[u8]) -> Bytes {
+/// `message` (already encoded) with its five-byte prefix.
+#[cfg(test)]
+pub(crate) fn encode(message: &[u8]) -> Bytes {
     let mut framed = BytesMut::with_capacity(HEADER_LEN + message.len());
     put_header(&mut framed, message.len());
     framed.put_slice(message);
     framed.freeze()
 }
 
+/// `message` encoded and framed, unless it is over `limit` bytes.
+pub fn encode_message(message: &impl Message, limit: usize) -> Result<Bytes, FrameError> {
+    let len = message.encoded_len();
+    if len > limit {
+        return Err(FrameError::TooLarge { size: len, limit });
+    }
+    let mut framed = BytesMut::with_capacity(HEADER_LEN + len);
+    put_header(&mut framed, len);
+    message.encode(&mut framed).expect("a BytesMut grows to fit any message");
+    Ok(framed.freeze())
+}
+
 /// Writes the prefix of an uncompressed message of `len` bytes.
-pub fn put_header(buffer: &mut BytesMut, len: usize) {
+fn put_header(buffer: &mut BytesMut, len: usize) {
     buffer.put_u8(0);
     // A message over 4 GiB cannot be framed; limits far below refuse it first.
     buffer.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
@@ -98,6 +112,13 @@ mod tests {
     fn encodes_the_prefix() {
         assert_eq!(&encode(b"abc")[..], b"\x00\x00\x00\x00\x03abc");
         assert_eq!(&encode(b"")[..], b"\x00\x00\x00\x00\x00");
+    }
+
+    #[test]
+    fn encodes_messages_under_a_limit() {
+        let message = prost_reflect::prost_types::Duration { seconds: 1, nanos: 0 };
+        assert_eq!(&encode_message(&message, 2).unwrap()[..], b"\x00\x00\x00\x00\x02\x08\x01");
+        assert_eq!(encode_message(&message, 1), Err(FrameError::TooLarge { size: 2, limit: 1 }));
     }
 
     #[test]

@@ -111,10 +111,6 @@ impl RequestMapping {
         Ok(Self { input, body, path_fields, options })
     }
 
-    pub fn input(&self) -> &MessageDescriptor {
-        &self.input
-    }
-
     /// The fields the path variables and the query parameters set.
     pub fn assignments(&self, captures: &[Capture<'_>], query: Option<&str>) -> Result<Assignments, TranscodeError> {
         let mut assignments = Vec::with_capacity(captures.len());

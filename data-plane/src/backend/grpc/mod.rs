@@ -33,14 +33,13 @@ pub mod stream;
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::{Body, Frame, SizeHint};
 use portico_shared::grpc::bindings::{self, BindingError, MethodMatch, StreamingKind};
 use portico_shared::grpc::http_rule::{Capture, PathTemplate};
 use prost_reflect::DescriptorPool;
-use prost_reflect::prost::Message;
 
 use crate::body::BoxError;
 
@@ -270,18 +269,8 @@ impl Bound<'_> {
             None
         } else {
             let message = plan.request.message(body, None, &assignments)?;
-            let len = message.encoded_len();
-            if len > self.limits.max_request_message {
-                return Err(TranscodeError::RequestTooLarge { limit: self.limits.max_request_message });
-            }
-            let mut framed = BytesMut::with_capacity(frame::HEADER_LEN + len);
-            frame::put_header(&mut framed, len);
-            message.encode(&mut framed).map_err(|error| TranscodeError::InvalidJson {
-                line: None,
-                field: None,
-                message: error.to_string(),
-            })?;
-            Some(framed.freeze())
+            let limit = self.limits.max_request_message;
+            Some(frame::encode_message(&message, limit).map_err(|_| TranscodeError::RequestTooLarge { limit })?)
         };
         let idempotent_http = matches!(self.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE);
         Ok(UpstreamCall {

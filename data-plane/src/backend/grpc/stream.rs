@@ -34,7 +34,6 @@ use std::task::{Context, Poll, ready};
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use hyper::body::{Body, Frame};
-use prost_reflect::prost::Message;
 
 use crate::body::BoxError;
 
@@ -337,18 +336,7 @@ where
 
     fn frame(&self, line: &[u8]) -> Result<Bytes, TranscodeError> {
         let message = self.request.message(line, Some(self.line), &self.assignments)?;
-        let len = message.encoded_len();
-        if len > self.max_message {
-            return Err(TranscodeError::RequestTooLarge { limit: self.max_message });
-        }
-        let mut framed = BytesMut::with_capacity(frame::HEADER_LEN + len);
-        frame::put_header(&mut framed, len);
-        message.encode(&mut framed).map_err(|error| TranscodeError::InvalidJson {
-            line: Some(self.line),
-            field: None,
-            message: error.to_string(),
-        })?;
-        Ok(framed.freeze())
+        frame::encode_message(&message, self.max_message).map_err(|_| TranscodeError::RequestTooLarge { limit: self.max_message })
     }
 }
 
