@@ -146,43 +146,42 @@ impl PathTemplate {
         let Some(path) = path.strip_prefix('/') else { return Ok(None) };
         let path = match &self.verb {
             Some(verb) => {
+                // The verb ends the last part (which a `*` or literal never lets be empty).
                 let Some(rest) = path.strip_suffix(verb.as_str()).and_then(|rest| rest.strip_suffix(':')) else {
                     return Ok(None);
                 };
-                // The verb ends the last segment, not a segment of its own.
-                if rest.ends_with('/') || (rest.is_empty() && !self.segments.is_empty()) {
-                    return Ok(None);
-                }
                 rest
             }
             None => path,
         };
-        let parts: Vec<&str> = if path.is_empty() { Vec::new() } else { path.split('/').collect() };
-        let Some(spans) = self.spans(&parts) else { return Ok(None) };
+        if !self.segments_match(path) {
+            return Ok(None);
+        }
+        // Matched: where each part starts in `path`, to slice the variables' values.
+        let starts: Vec<usize> =
+            if path.is_empty() { Vec::new() } else { std::iter::once(0).chain(path.match_indices('/').map(|(at, _)| at + 1)).collect() };
+        let end_of = |part: usize| starts.get(part + 1).map_or(path.len(), |next| next - 1);
+        let ends_multi = self.segments.last() == Some(&Segment::Multi);
         let mut captures = Vec::with_capacity(self.variables.len());
         for variable in &self.variables {
-            let first = spans[variable.start].0;
-            let last = spans[variable.end - 1].1;
-            let raw = parts[first..last].join("/");
+            let last = if ends_multi && variable.end == self.segments.len() { starts.len() } else { variable.end };
+            let raw = if last > variable.start { &path[starts[variable.start]..end_of(last - 1)] } else { "" };
             let single = variable.end - variable.start == 1 && self.segments[variable.start] != Segment::Multi;
-            let value = if single { decode_fully(&raw) } else { decode_but_slash(&raw) };
+            let value = if single { decode_fully(raw) } else { decode_but_slash(raw) };
             let value = value.ok_or_else(|| NotUtf8 { field_path: variable.field_path.clone() })?;
             captures.push(Capture { field_path: &variable.field_path, value });
         }
         Ok(Some(captures))
     }
 
-    /// For each template segment, the range of `parts` it covers, when
-    /// every segment matches.
-    fn spans(&self, parts: &[&str]) -> Option<Vec<(usize, usize)>> {
+    /// Whether the parts of `path` (after the leading '/' and before the
+    /// verb) match the segments, without allocating.
+    fn segments_match(&self, path: &str) -> bool {
         let ends_multi = self.segments.last() == Some(&Segment::Multi);
-        let fixed = self.segments.len() - usize::from(ends_multi);
-        if parts.len() < fixed || (!ends_multi && parts.len() != fixed) {
-            return None;
-        }
-        let mut spans = Vec::with_capacity(self.segments.len());
-        for (index, segment) in self.segments[..fixed].iter().enumerate() {
-            let part = parts[index];
+        let fixed = &self.segments[..self.segments.len() - usize::from(ends_multi)];
+        let mut parts = path.split('/').filter(|_| !path.is_empty());
+        for segment in fixed {
+            let Some(part) = parts.next() else { return false };
             let matches = match segment {
                 Segment::Literal(literal) => {
                     part == literal || (part.contains('%') && decode_fully(part).is_some_and(|decoded| &decoded == literal))
@@ -191,14 +190,10 @@ impl PathTemplate {
                 Segment::Multi => false,
             };
             if !matches {
-                return None;
+                return false;
             }
-            spans.push((index, index + 1));
         }
-        if ends_multi {
-            spans.push((fixed, parts.len()));
-        }
-        Some(spans)
+        ends_multi || parts.next().is_none()
     }
 }
 
@@ -525,6 +520,7 @@ mod tests {
         assert_eq!(captures("/v1/{name=messages/*}:cancel", "/v1/messages/7/:cancel"), None);
         assert_eq!(captures("/v1:batchGet", "/v1:batchGet"), pairs(&[]));
         assert_eq!(captures("/v1/{name=**}:run", "/v1/a/b:run"), pairs(&[("name", "a/b")]));
+        assert_eq!(captures("/v1/{name=**}:run", "/v1/:run"), pairs(&[("name", "")]), "as '/v1/' gives '**' nothing");
         assert_eq!(captures("/:ping", "/:ping"), pairs(&[]));
     }
 
@@ -559,5 +555,62 @@ mod tests {
         assert!(rank("/v1/{kind}/{id}") > rank("/v1/{name=**}"));
         assert!(rank("/v1/{id}:cancel") > rank("/v1/{id}"));
         assert!(rank("/v1/a/**") > rank("/v1/*/b"));
+    }
+
+    mod properties {
+        use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// What a client leaves unencoded in a one-segment variable, and in a many-segment one.
+        const SINGLE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+        const MULTI: &AsciiSet = &SINGLE.remove(b'/');
+
+        #[derive(Debug, Clone)]
+        enum Part {
+            Literal(String),
+            Variable(String),
+        }
+
+        fn part() -> impl Strategy<Value = Part> {
+            prop_oneof!["[a-z]{1,5}".prop_map(Part::Literal), "[ -~€é]{1,8}".prop_map(Part::Variable)]
+        }
+
+        proptest! {
+            /// Expanding a template as the spec tells clients to, then matching, gives the values back.
+            #[test]
+            fn expanded_values_match_back(parts in prop::collection::vec(part(), 1..5), rest in prop::option::of("[ -~€]{0,12}"), verb in prop::option::of("[a-z]{1,6}")) {
+                let mut template = String::new();
+                let mut path = String::new();
+                let mut expected = Vec::new();
+                for (index, part) in parts.iter().enumerate() {
+                    match part {
+                        Part::Literal(literal) => {
+                            template.push_str(&format!("/{literal}"));
+                            path.push_str(&format!("/{literal}"));
+                        }
+                        Part::Variable(value) => {
+                            template.push_str(&format!("/{{v{index}}}"));
+                            path.push_str(&format!("/{}", utf8_percent_encode(value, SINGLE)));
+                            expected.push((format!("v{index}"), value.clone()));
+                        }
+                    }
+                }
+                if let Some(rest) = &rest {
+                    template.push_str("/{rest=**}");
+                    path.push_str(&format!("/{}", utf8_percent_encode(rest, MULTI)));
+                    expected.push(("rest".to_owned(), rest.clone()));
+                }
+                if let Some(verb) = &verb {
+                    template.push_str(&format!(":{verb}"));
+                    path.push_str(&format!(":{verb}"));
+                }
+                let template = PathTemplate::parse(&template).unwrap();
+                let captures = template.match_path(&path).unwrap().unwrap_or_else(|| panic!("{template} does not match {path}"));
+                let captures: Vec<(String, String)> = captures.into_iter().map(|capture| (capture.field_path.to_owned(), capture.value)).collect();
+                prop_assert_eq!(captures, expected);
+            }
+        }
     }
 }
