@@ -210,7 +210,7 @@ impl Transcoder {
             let stream = match reader.next_event().await {
                 Event::Message(message) => {
                     let mut stream = JsonStream::new(reader, rendering.clone(), call.format);
-                    stream.push_message(message);
+                    stream.push_message(message)?;
                     stream
                 }
                 Event::End(status) if status.is_ok() => JsonStream::ended(reader, rendering.clone(), call.format, &status),
@@ -880,6 +880,8 @@ mod tests {
         assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap(), json!({"code": 5, "message": "no shelf", "details": []}));
         let garbage = upstream(&[], vec![Frame::data(Bytes::from_static(b"\x07"))]);
         assert_eq!(respond(WATCH, None, garbage).await.unwrap_err().status(), StatusCode::BAD_GATEWAY);
+        let undecodable = upstream(&[], vec![Frame::data(frame::encode(b"\xff")), ok_trailers()]);
+        assert_eq!(respond(WATCH, None, undecodable).await.unwrap_err().status(), StatusCode::BAD_GATEWAY);
     }
 
     #[tokio::test]

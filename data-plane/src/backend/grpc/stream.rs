@@ -225,17 +225,13 @@ where
         stream
     }
 
-    /// Renders `message` as the next chunk; a message that does not
-    /// render ends the stream with an error instead.
-    pub fn push_message(&mut self, message: Bytes) {
-        match self.rendering.response.render(message) {
-            Ok(json) => {
-                let chunk = self.format.message(&json, self.first);
-                self.first = false;
-                self.queued.push_back(chunk);
-            }
-            Err(error) => self.finish(&status_of(&error)),
-        }
+    /// Renders `message` as the next chunk.
+    pub fn push_message(&mut self, message: Bytes) -> Result<(), TranscodeError> {
+        let json = self.rendering.response.render(message)?;
+        let chunk = self.format.message(&json, self.first);
+        self.first = false;
+        self.queued.push_back(chunk);
+        Ok(())
     }
 
     fn finish(&mut self, status: &GrpcStatus) {
@@ -278,7 +274,11 @@ where
                 return Poll::Ready(None);
             }
             match ready!(this.reader.poll_event(cx)) {
-                Event::Message(message) => this.push_message(message),
+                Event::Message(message) => {
+                    if let Err(error) = this.push_message(message) {
+                        this.finish(&status_of(&error));
+                    }
+                }
                 Event::End(status) => this.finish(&status),
                 Event::Failed(error) => this.finish(&status_of(&error)),
             }
