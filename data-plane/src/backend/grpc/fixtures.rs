@@ -108,6 +108,7 @@ service Orders {
   }
   rpc WatchOrders(ListOrdersRequest) returns (stream Order) { option (google.api.http) = { get: "/v1/{parent=shelves/*}/orders:watch" }; }
   rpc ImportOrders(stream Order) returns (ListOrdersResponse) { option (google.api.http) = { post: "/v1/{name=shelves/*}/orders:import" body: "*" }; }
+  rpc Chat(stream CancelRequest) returns (stream Order) { option (google.api.http) = { post: "/v1/chat" body: "*" }; }
   rpc Ping(google.protobuf.Empty) returns (google.protobuf.Empty);
 }
 "#;

@@ -925,4 +925,20 @@ mod tests {
         let error = call.request_stream(body(long)).collect().await.unwrap_err().downcast::<TranscodeError>().unwrap();
         assert_eq!(error.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
+
+    #[tokio::test]
+    async fn bidirectional_streams_take_ndjson_and_answer_a_stream() {
+        let transcoder = transcoder(JsonOptions::default());
+        let call = transcoder.request(&Method::POST, "/v1/chat", None, &HeaderMap::new(), b"").unwrap();
+        assert_eq!(call.kind(), StreamingKind::Bidi);
+        let client = http_body_util::Full::new(Bytes::from_static(b"{\"reason\": \"hi\"}\n{\"name\": \"n\"}\n"));
+        let framed = call.request_stream(client).collect().await.unwrap().to_bytes();
+        let first_len = 5 + u32::from_be_bytes(framed[1..5].try_into().unwrap()) as usize;
+        assert_eq!(unframe("shop.v1.CancelRequest", &framed[..first_len]), json!({"reason": "hi"}));
+        assert_eq!(unframe("shop.v1.CancelRequest", &framed[first_len..]), json!({"name": "n"}));
+        let response = transcoder.response(&call, watch(&["a", "b"], ok_trailers())).await.unwrap();
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/x-ndjson");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"{\"name\":\"a\"}\n{\"name\":\"b\"}\n");
+    }
 }
