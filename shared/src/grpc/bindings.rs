@@ -99,13 +99,6 @@ pub struct Binding {
     pub response_body: Option<String>,
 }
 
-impl Binding {
-    /// Whether some request would match both.
-    pub fn collides_with(&self, other: &Binding) -> bool {
-        self.method.overlaps(&other.method) && self.template.shape() == other.template.shape()
-    }
-}
-
 impl fmt::Display for Binding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.method, self.template)
