@@ -62,6 +62,9 @@ pub enum ProxyError {
     /// A required call of an aggregate failed (`timeout`: it ran out of time).
     #[error("{message}")]
     AggregateCall { call: String, timeout: bool, message: String },
+    /// HTTP/JSON to gRPC translation failed (the client's request or the upstream's answer).
+    #[error(transparent)]
+    Transcode(#[from] crate::backend::grpc::TranscodeError),
 }
 
 impl ProxyError {
@@ -84,6 +87,7 @@ impl ProxyError {
             Self::NoHealthyTarget { .. } | Self::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::AggregateCall { timeout: true, .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::AggregateCall { timeout: false, .. } => StatusCode::BAD_GATEWAY,
+            Self::Transcode(error) => error.status(),
         }
     }
 
@@ -109,6 +113,7 @@ impl ProxyError {
             Self::CircuitOpen { .. } => "circuit_open",
             Self::AggregateCall { timeout: true, .. } => "aggregate_call_timeout",
             Self::AggregateCall { timeout: false, .. } => "aggregate_call_failed",
+            Self::Transcode(error) => error.code(),
         }
     }
 
@@ -133,6 +138,8 @@ impl ProxyError {
             | Self::NoHealthyTarget { .. }
             | Self::CircuitOpen { .. }
             | Self::AggregateCall { .. } => ErrorSource::Upstream,
+            Self::Transcode(error) if error.is_upstream() => ErrorSource::Upstream,
+            Self::Transcode(_) => ErrorSource::Downstream,
         }
     }
 

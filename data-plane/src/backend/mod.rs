@@ -5,6 +5,7 @@
 
 pub mod aggregate;
 pub mod budget;
+pub mod grpc;
 pub mod proxy;
 pub mod retry;
 
