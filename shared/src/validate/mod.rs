@@ -10,11 +10,11 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::error::{ConfigError, ConfigErrors, Errors};
-use prost_reflect::DescriptorPool;
 
 use crate::model::proto::MAX_PROTOS;
 use crate::model::{Certificate, Consumer, Credential, CredentialKind, Entity, EntityKind, GatewayConfig, Policy, Route};
 
+mod grpc;
 pub(crate) mod rules;
 
 pub use crate::model::credential::api_key;
@@ -61,8 +61,7 @@ pub fn config(config: &mut GatewayConfig) -> Result<(), ConfigErrors> {
         }
     }
     identical_routes(passed(&config.routes, &ok.routes), &mut errors);
-    let pools = proto_pools(config, &ok, &mut errors);
-    grpc_backends(config, &ok, &pools, &mut errors);
+    grpc::routes(config, &ok, &mut errors);
     scopes_need_authentication(config, &ok, &mut errors);
     for (i, route) in passed(&config.routes, &ok.routes) {
         errors.check(transform_fits_its_route(config, i, route));
@@ -184,65 +183,6 @@ fn source_fits(
         _ => return Ok(()),
     };
     Err(ConfigError::invalid(format!("routes[{i}].{field}"), message))
-}
-
-/// The descriptors of each proto that passed its own checks, by name,
-/// decoded once for the whole config; a set that does not decode is an
-/// error of its `descriptor_set`.
-fn proto_pools<'a>(config: &'a GatewayConfig, ok: &'a Passed, errors: &mut Errors) -> HashMap<&'a str, DescriptorPool> {
-    passed(&config.protos, &ok.protos)
-        .filter_map(|(i, proto)| Some((proto.name.as_str(), errors.check_within(&format!("protos[{i}]"), proto.pool())?)))
-        .collect()
-}
-
-/// A `grpc` route calls a service of protocol `grpc` or `grpcs`, through a
-/// proto that exists and has every service the route names. Routes whose
-/// service or proto is missing altogether are reported where references
-/// are checked, or here for the proto; a proto that failed its own checks
-/// is not reported again. (Rules that collide across routes are checked
-/// beside this, with the same `pools`.)
-fn grpc_backends(config: &GatewayConfig, ok: &Passed, pools: &HashMap<&str, DescriptorPool>, errors: &mut Errors) {
-    let protos: HashSet<&str> = config.protos.iter().map(|p| p.name.as_str()).collect();
-    for (i, route) in passed(&config.routes, &ok.routes) {
-        for (j, call) in route.backend.aggregate().map_or(&[][..], |a| &a.calls[..]).iter().enumerate() {
-            if config.services.iter().any(|s| s.name == call.service && s.protocol.is_grpc()) {
-                errors.add(ConfigError::invalid(
-                    format!("routes[{i}].aggregate.calls[{j}].service"),
-                    format!("service '{}' speaks gRPC; an aggregate call sends plain HTTP", call.service),
-                ));
-            }
-        }
-        let (Some(service_name), Some(grpc)) = (route.service(), route.backend.grpc()) else { continue };
-        if let Some(service) = config.services.iter().find(|s| s.name == service_name)
-            && !service.protocol.is_grpc()
-        {
-            errors.add(ConfigError::invalid(
-                format!("routes[{i}].grpc"),
-                format!(
-                    "a grpc block needs a service of protocol grpc or grpcs; service '{service_name}' is {}",
-                    service.protocol.scheme()
-                ),
-            ));
-        }
-        if !protos.contains(grpc.proto.as_str()) {
-            errors.add(ConfigError::invalid(
-                format!("routes[{i}].grpc.proto"),
-                format!("route '{}' refers to proto '{}', which does not exist", route.name, grpc.proto),
-            ));
-            continue;
-        }
-        let Some(pool) = pools.get(grpc.proto.as_str()) else { continue };
-        for (j, name) in grpc.services.iter().enumerate() {
-            if pool.get_service_by_name(name).is_none() {
-                let known: Vec<String> = pool.services().map(|s| s.full_name().to_owned()).collect();
-                let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
-                errors.add(ConfigError::invalid(
-                    format!("routes[{i}].grpc.services[{j}]"),
-                    format!("proto '{}' has no service '{name}' (it has: {known})", grpc.proto),
-                ));
-            }
-        }
-    }
 }
 
 /// The entities that refer to the `kind` entity named `name`, as
