@@ -244,12 +244,14 @@ async fn forward<'r>(
 
     let head_request = parts.method == Method::HEAD;
     let prepared = backend::Prepared {
+        idempotent: parts.method.is_idempotent(),
         method: parts.method,
         path_and_query,
         headers: parts.headers,
         host: preserved_host,
         hash_value: hash_value.as_deref().map(str::as_bytes),
         upgrading: client_upgrade.is_some(),
+        timeout: None,
         aggregate,
     };
     let mut response = match (&stages.cache, client_upgrade) {
