@@ -2,7 +2,8 @@
 //! (`proto/echo/v1/echo.proto`: unary `Say`, server-streaming `Stream`,
 //! client-streaming `Collect`, `Fail` with a requested status) and the
 //! standard `grpc.health.v1.Health/Check`, in cleartext (h2c) or TLS.
-//! Request metadata named `x-echo-*` comes back as response metadata.
+//! Request metadata named `x-echo-*` comes back as response metadata; a
+//! `Stream` the client abandons is counted ([`GrpcUpstream::cancelled_streams`]).
 //!
 //! The services are served by hyper directly rather than tonic's transport
 //! server, which would enforce the client's `grpc-timeout` itself (with
@@ -43,6 +44,7 @@ use health::{HealthCheckRequest, HealthCheckResponse};
 pub struct GrpcUpstream {
     pub addr: SocketAddr,
     calls: Arc<AtomicUsize>,
+    cancelled: Arc<AtomicUsize>,
     serving: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -50,6 +52,7 @@ pub struct GrpcUpstream {
 #[derive(Clone)]
 struct Service {
     calls: Arc<AtomicUsize>,
+    cancelled: Arc<AtomicUsize>,
     serving: Arc<AtomicBool>,
 }
 
@@ -76,8 +79,8 @@ impl GrpcUpstream {
     async fn spawn(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the gRPC upstream");
         let addr = listener.local_addr().expect("gRPC upstream address");
-        let service = Service { calls: Arc::default(), serving: Arc::new(AtomicBool::new(true)) };
-        let (calls, serving) = (service.calls.clone(), service.serving.clone());
+        let service = Service { calls: Arc::default(), cancelled: Arc::default(), serving: Arc::new(AtomicBool::new(true)) };
+        let (calls, cancelled, serving) = (service.calls.clone(), service.cancelled.clone(), service.serving.clone());
         let routes = Routes::new(EchoServer::new(service.clone())).add_service(HealthServer::new(service));
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -95,7 +98,7 @@ impl GrpcUpstream {
                 });
             }
         });
-        Self { addr, calls, serving, task }
+        Self { addr, calls, cancelled, serving, task }
     }
 
     /// `grpc://127.0.0.1:<port>`
@@ -113,6 +116,11 @@ impl GrpcUpstream {
         self.calls.load(Ordering::SeqCst)
     }
 
+    /// `Stream` calls dropped before their last reply went out (the client went away).
+    pub fn cancelled_streams(&self) -> usize {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
     /// What the health check answers from now on (`SERVING` or `NOT_SERVING`).
     pub fn set_serving(&self, serving: bool) {
         self.serving.store(serving, Ordering::SeqCst);
@@ -122,6 +130,23 @@ impl GrpcUpstream {
 impl Drop for GrpcUpstream {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Counts a stream dropped while armed.
+struct Unfinished(Option<Arc<AtomicUsize>>);
+
+impl Unfinished {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(cancelled) = self.0.take() {
+            cancelled.fetch_add(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -169,8 +194,11 @@ impl Echo for Service {
         let metadata = self.call(&request);
         let request = request.into_inner();
         let delay = Duration::from_millis(u64::from(request.delay_ms));
-        let replies = futures::stream::iter(0..request.count).then(move |index| {
-            let text = format!("{} {index}", request.text);
+        let mut unfinished = Unfinished(Some(self.cancelled.clone()));
+        let count = request.count;
+        let text = request.text;
+        let replies = futures::stream::iter(0..count).then(move |index| {
+            let text = format!("{text} {index}");
             async move {
                 if index > 0 {
                     tokio::time::sleep(delay).await;
@@ -178,6 +206,15 @@ impl Echo for Service {
                 Ok(SayReply { text, index })
             }
         });
+        // The guard goes with the stream, and is disarmed after its last reply.
+        let replies = replies.inspect(move |reply| {
+            if reply.as_ref().is_ok_and(|r| r.index + 1 == count) {
+                unfinished.disarm();
+            }
+        });
+        let failure =
+            (request.fail_code != 0).then(|| Err(Status::new(tonic::Code::from_i32(request.fail_code), "failed after the replies")));
+        let replies = replies.chain(futures::stream::iter(failure));
         Ok(with_metadata(Box::pin(replies) as ReplyStream, metadata))
     }
 

@@ -109,7 +109,7 @@ async fn native_calls_pass_through_with_streams_metadata_trailers_and_statuses()
     assert_eq!(reply.into_inner().text, "hello");
 
     let started = Instant::now();
-    let request = StreamRequest { text: "tick".into(), count: 3, delay_ms: 300 };
+    let request = StreamRequest { text: "tick".into(), count: 3, delay_ms: 300, fail_code: 0 };
     let mut stream = client.stream(request).await.unwrap().into_inner();
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(first.text, "tick 0");
@@ -136,6 +136,12 @@ async fn native_calls_pass_through_with_streams_metadata_trailers_and_statuses()
     eventually("the call counted by method", DEADLINE, || async { gw.dp.metric(counted).await.filter(|n| *n >= 1.0) }).await;
     let failed = r#"portico_grpc_requests_total{route="guarded",method="echo.v1.Echo/Fail",code="NOT_FOUND"}"#;
     eventually("the failed call counted by code", DEADLINE, || async { gw.dp.metric(failed).await.filter(|n| *n >= 1.0) }).await;
+
+    let mut endless =
+        client.stream(StreamRequest { text: "long".into(), count: 1000, delay_ms: 50, fail_code: 0 }).await.unwrap().into_inner();
+    endless.message().await.unwrap().unwrap();
+    drop(endless);
+    eventually("the abandoned call cancelled upstream", DEADLINE, || async { (gw.echo.cancelled_streams() == 1).then_some(()) }).await;
 
     let mut secure = gw.client("secure.test").await;
     let reply = secure.say(SayRequest { text: "over tls".into(), delay_ms: 0 }).await.unwrap();
@@ -192,8 +198,13 @@ async fn grpc_statuses_open_the_circuit_and_feed_the_health_check() {
         let status = fragile.fail(FailRequest { code: Code::Internal as i32, message: "broken".into() }).await.unwrap_err();
         assert_eq!(status.code(), Code::Internal);
     }
+    // Failures in the trailers, after a message, count too.
     for _ in 0..2 {
-        fragile.fail(FailRequest { code: Code::Unavailable as i32, message: "down".into() }).await.unwrap_err();
+        let request = StreamRequest { text: "then down".into(), count: 1, delay_ms: 0, fail_code: Code::Unavailable as i32 };
+        let Ok(response) = fragile.stream(request).await else { continue }; // the circuit opened
+        let mut stream = response.into_inner();
+        assert_eq!(stream.message().await.unwrap().unwrap().text, "then down 0");
+        assert_eq!(stream.message().await.unwrap_err().code(), Code::Unavailable);
     }
     let status = fragile.say(SayRequest { text: "open?".into(), delay_ms: 0 }).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
@@ -261,7 +272,7 @@ async fn grpc_web(gw: &Gateway, method: &str, content_type: &str, body: Vec<u8>)
 async fn grpc_web_clients_over_http1_get_messages_and_a_trailer_frame() {
     let gw = gateway().await;
 
-    let request = frame(&StreamRequest { text: "web".into(), count: 2, delay_ms: 10 });
+    let request = frame(&StreamRequest { text: "web".into(), count: 2, delay_ms: 10, fail_code: 0 });
     let response = grpc_web(&gw, "Stream", "application/grpc-web+proto", request.clone()).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.version(), reqwest::Version::HTTP_11);
