@@ -53,7 +53,8 @@ impl Gateway {
 /// `echo` (grpc) at `/echo.v1.Echo` with `Fail` behind key-auth, and by
 /// host: `secure.test` a grpcs service, `down.test` one nothing listens
 /// for, `fragile.test` one with a circuit breaker, `checked.test` one with
-/// active health checks.
+/// active health checks, and `retrying.test` the echo service with retries
+/// on `503` for any call.
 async fn gateway() -> Gateway {
     let echo = GrpcUpstream::start().await;
     let ca = TestCa::new();
@@ -79,6 +80,8 @@ async fn gateway() -> Gateway {
             by_host("down"),
             by_host("fragile"),
             by_host("checked"),
+            {"name": "retrying", "service": "echo", "paths": ["/"], "hosts": ["retrying.test"],
+             "retries": {"attempts": 2, "on": ["connect-failure", "503"], "non_idempotent": true}},
         ],
         "consumers": [{"username": "alice"}],
         "credentials": [{"consumer": "alice", "type": "key-auth", "key": KEY}],
@@ -186,8 +189,26 @@ async fn the_gateways_own_refusals_are_grpc_statuses() {
 }
 
 #[tokio::test]
-async fn grpc_statuses_open_the_circuit_and_feed_the_health_check() {
+async fn grpc_statuses_drive_retries_the_circuit_and_the_health_check() {
     let gw = gateway().await;
+    // By hand, with a declared length: a body is kept for a retry only then.
+    let proxy: std::net::SocketAddr = gw.dp.proxy_url.trim_start_matches("http://").parse().unwrap();
+    let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().resolve("retrying.test", proxy).build().unwrap();
+    let failing = |code: Code| {
+        h2.post(format!("http://retrying.test:{}/echo.v1.Echo/Fail", proxy.port()))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(frame(&FailRequest { code: code as i32, message: "busy".into() }))
+    };
+    let before = gw.echo.calls();
+    let answer = failing(Code::Unavailable).send().await.unwrap();
+    assert_eq!(answer.headers()["grpc-status"], "14");
+    assert_eq!(gw.echo.calls() - before, 2, "an immediate UNAVAILABLE is tried again");
+    let before = gw.echo.calls();
+    let answer = failing(Code::Internal).send().await.unwrap();
+    assert_eq!(answer.headers()["grpc-status"], "13");
+    assert_eq!(gw.echo.calls() - before, 1, "other failures may have done something: not retried");
+
     let mut fragile = gw.client("fragile.test").await;
     for _ in 0..5 {
         let status = fragile.fail(FailRequest { code: Code::NotFound as i32, message: "an answer".into() }).await.unwrap_err();
