@@ -231,6 +231,16 @@ impl GrpcBody {
     }
 }
 
+impl Drop for GrpcBody {
+    /// A body dropped before its end: the client went away (`CANCELLED`
+    /// in the metrics; not the target's doing, so not recorded for it).
+    fn drop(&mut self) {
+        if let Some(metric) = self.metric.take() {
+            metric.record(code::CANCELLED);
+        }
+    }
+}
+
 impl Body for GrpcBody {
     type Data = Bytes;
     type Error = BoxError;

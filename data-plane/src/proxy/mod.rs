@@ -79,7 +79,10 @@ pub async fn handle(
     let mut response = async {
         let outcome = match (refused, &runtime) {
             (Some(violation), _) => Err(ProxyError::Malformed(violation)),
-            (None, None) => Err(ProxyError::NoConfig),
+            (None, None) => {
+                served.grpc = GrpcClient::of(request.headers());
+                Err(ProxyError::NoConfig)
+            }
             (None, Some(runtime)) => forward(&node, runtime, request, peer, secure, &request_id, &mut served).await,
         };
         let response = outcome.unwrap_or_else(|error| {
@@ -151,9 +154,14 @@ async fn forward<'r>(
     request_id: &HeaderValue,
     served: &mut Served<'r>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    headers::check_limits(request.headers())?;
+    // Refusals before a route is known answer a gRPC client in gRPC's form too.
+    let refuse = |served: &mut Served<'_>, error: ProxyError| {
+        served.grpc = GrpcClient::of(request.headers());
+        error
+    };
+    headers::check_limits(request.headers()).map_err(|error| refuse(served, error))?;
     let uri = request.uri().clone();
-    let path = normalize_path(uri.path()).map_err(|e| ProxyError::BadRequest(e.message()))?;
+    let path = normalize_path(uri.path()).map_err(|e| refuse(served, ProxyError::BadRequest(e.message())))?;
     let original_host = original_host(&request);
     let host = host_name(original_host.as_ref());
     let announced = routing_method(&request);
@@ -162,8 +170,7 @@ async fn forward<'r>(
         .and_then(|method| runtime.route(&host, &path, method, request.headers()))
         .filter(|(route, _)| route.stages.cors.is_some());
     let Some((route, matched)) = preflight_route.or_else(|| runtime.route(&host, &path, request.method(), request.headers())) else {
-        served.grpc = GrpcClient::of(request.headers());
-        return Err(ProxyError::NoRoute { method: request.method().to_string(), path: path.into_owned() });
+        return Err(refuse(served, ProxyError::NoRoute { method: request.method().to_string(), path: path.into_owned() }));
     };
     served.route = Some(route);
     if route.backend.upstream().is_some_and(|upstream| upstream.is_grpc()) {

@@ -16,6 +16,7 @@ pub const GRPC_MESSAGE: &str = "grpc-message";
 /// gRPC status codes the gateway itself uses.
 pub mod code {
     pub const OK: u32 = 0;
+    pub const CANCELLED: u32 = 1;
     pub const UNKNOWN: u32 = 2;
     pub const INVALID_ARGUMENT: u32 = 3;
     pub const DEADLINE_EXCEEDED: u32 = 4;

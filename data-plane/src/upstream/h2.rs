@@ -21,7 +21,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, Scheme};
@@ -54,8 +54,10 @@ pub(super) struct H2Pool {
     authority: Authority,
     connections: Mutex<Vec<Connection>>,
     /// Held while a connection is being made, so that requests arriving
-    /// together share it rather than each opening one.
-    connecting: tokio::sync::Mutex<()>,
+    /// together share it rather than each opening one; it holds when the
+    /// last attempt failed, so that those that waited fail with it rather
+    /// than each trying (and waiting out the connect timeout) in turn.
+    connecting: tokio::sync::Mutex<Option<Instant>>,
     idle_timeout: Duration,
 }
 
@@ -103,6 +105,11 @@ impl Connection {
     }
 }
 
+/// A connection attempt made while this request waited for it failed.
+#[derive(Debug, thiserror::Error)]
+#[error("connecting to the target failed just now")]
+struct FailedMeanwhile;
+
 /// The target did not agree to HTTP/2 in the TLS handshake.
 #[derive(Debug, thiserror::Error)]
 #[error("the target did not agree to HTTP/2 (ALPN h2) in the TLS handshake")]
@@ -118,7 +125,7 @@ impl H2Pool {
             scheme,
             authority,
             connections: Mutex::default(),
-            connecting: tokio::sync::Mutex::new(()),
+            connecting: tokio::sync::Mutex::new(None),
             idle_timeout,
         })
     }
@@ -173,9 +180,13 @@ impl H2Pool {
     /// A connection for the next request: one that freed up or was made
     /// meanwhile, a new one, or (at [`MAX_CONNECTIONS`]) the least busy.
     async fn connection(&self) -> Result<Connection, BoxError> {
-        let _connecting = self.connecting.lock().await;
+        let asked = Instant::now();
+        let mut last_failure = self.connecting.lock().await;
         if let Some(connection) = self.available() {
             return Ok(connection);
+        }
+        if last_failure.is_some_and(|failed| failed >= asked) {
+            return Err(Box::new(FailedMeanwhile));
         }
         {
             let connections = self.connections.lock().unwrap_or_else(PoisonError::into_inner);
@@ -185,7 +196,7 @@ impl H2Pool {
                 return Ok(least_busy.clone());
             }
         }
-        let connection = self.connect().await?;
+        let connection = self.connect().await.inspect_err(|_| *last_failure = Some(Instant::now()))?;
         self.connections.lock().unwrap_or_else(PoisonError::into_inner).push(connection.clone());
         Ok(connection)
     }
