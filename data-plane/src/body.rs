@@ -117,6 +117,8 @@ pub enum ResponseBody {
     Replay { frames: VecDeque<Frame<Bytes>>, rest: Option<Box<ResponseBody>> },
     /// A body being stored in the response cache as it passes.
     Recorded(Box<Recording>),
+    /// A gRPC call's answer, watched for its `grpc-status` (and re-framed for gRPC-Web).
+    Grpc(Box<crate::proxy::grpc::GrpcBody>),
 }
 
 impl ResponseBody {
@@ -170,6 +172,7 @@ impl Body for ResponseBody {
                 },
             },
             Self::Recorded(recording) => recording.poll_frame(cx),
+            Self::Grpc(call) => Pin::new(&mut **call).poll_frame(cx),
         }
     }
 
@@ -179,6 +182,7 @@ impl Body for ResponseBody {
             Self::Local(body) => body.is_end_stream(),
             Self::Replay { frames, rest } => frames.is_empty() && rest.as_ref().is_none_or(|rest| rest.is_end_stream()),
             Self::Recorded(recording) => recording.is_end_stream(),
+            Self::Grpc(call) => call.is_end_stream(),
         }
     }
 
@@ -197,6 +201,7 @@ impl Body for ResponseBody {
                 hint
             }
             Self::Recorded(recording) => recording.size_hint(),
+            Self::Grpc(call) => call.size_hint(),
         }
     }
 }

@@ -1,11 +1,19 @@
 //! What can go wrong with a proxied request, where it came from, and the
-//! one place it becomes a status code and a JSON body.
+//! one place it becomes a response: a status code and a JSON body, or for a
+//! gRPC client a gRPC error (`200`, trailers-only, `grpc-status` and
+//! `grpc-message`; [`ProxyError::grpc_code`] is README's table).
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::Full;
 
 use crate::body::ResponseBody;
+use crate::proxy::grpc::GrpcClient;
+use crate::upstream::grpc::{GRPC_MESSAGE, GRPC_STATUS, code};
+
+/// Bytes of a `grpc-message` that are percent-encoded: all but printable
+/// ASCII, and `%` itself (gRPC over HTTP/2, "Responses").
+const GRPC_MESSAGE_ENCODED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
 
 /// Which side of the proxy an error belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,17 +165,56 @@ impl ProxyError {
         )
     }
 
+    /// The gRPC status a gRPC client gets instead of [`ProxyError::status`]
+    /// (gRPC's own HTTP mapping where it has one: a `400` of the gateway is
+    /// a broken request, not an argument the service judged, so `INTERNAL`).
+    pub fn grpc_code(&self) -> u32 {
+        match self {
+            Self::NoConfig | Self::NoHealthyTarget { .. } | Self::CircuitOpen { .. } | Self::UpstreamUnavailable { .. } => {
+                code::UNAVAILABLE
+            }
+            Self::NoRoute { .. } => code::UNIMPLEMENTED,
+            Self::BadRequest(_) | Self::Malformed(_) | Self::UntransformableBody(_) | Self::UpstreamMalformed { .. } => code::INTERNAL,
+            Self::Unexpandable(_) => code::INVALID_ARGUMENT,
+            Self::ClientTimeout | Self::UpstreamTimeout { .. } | Self::AggregateCall { timeout: true, .. } => code::DEADLINE_EXCEEDED,
+            Self::BodyTooLarge { .. } | Self::HeadersTooLarge { .. } | Self::RateLimited { .. } => code::RESOURCE_EXHAUSTED,
+            Self::Unauthorized { .. } => code::UNAUTHENTICATED,
+            Self::Forbidden { .. } | Self::IpForbidden => code::PERMISSION_DENIED,
+            Self::AggregateCall { timeout: false, .. } => code::UNAVAILABLE,
+        }
+    }
+
+    /// The answer to the client: for a gRPC client (`grpc`, from its
+    /// request's content type) a gRPC error, else [`ProxyError::response`].
+    pub fn response_to(&self, grpc: Option<&GrpcClient>) -> Response<ResponseBody> {
+        let Some(client) = grpc else { return self.response() };
+        let mut response = Response::new(ResponseBody::Local(Full::new(Bytes::new())));
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, client.content_type().clone());
+        headers.insert(GRPC_STATUS, http::HeaderValue::from(self.grpc_code()));
+        let message = percent_encoding::utf8_percent_encode(&self.to_string(), GRPC_MESSAGE_ENCODED).to_string();
+        if let Ok(message) = http::HeaderValue::from_str(&message) {
+            headers.insert(GRPC_MESSAGE, message);
+        }
+        self.decorate(response)
+    }
+
     /// `{"error": {"code", "message"}}` with the status (and the
     /// `WWW-Authenticate` challenges of a `401` or `403`); an aggregate
     /// call's failure names the call as `error.call`.
     pub fn response(&self) -> Response<ResponseBody> {
-        let mut response = match self {
+        let response = match self {
             Self::AggregateCall { call, .. } => {
                 let body = serde_json::json!({"error": {"code": self.code(), "message": self.to_string(), "call": call}});
                 json_body(self.status(), body.to_string())
             }
             _ => json_response(self.status(), self.code(), &self.to_string()),
         };
+        self.decorate(response)
+    }
+
+    /// Adds the challenges, `Retry-After` and rate-limit headers this error calls for.
+    fn decorate(&self, mut response: Response<ResponseBody>) -> Response<ResponseBody> {
         let challenges = match self {
             Self::Unauthorized { challenges, .. } => challenges.as_slice(),
             Self::Forbidden { challenge } => std::slice::from_ref(challenge),

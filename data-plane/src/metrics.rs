@@ -22,6 +22,10 @@ pub fn install() -> Result<PrometheusHandle, String> {
     describe_counter!("portico_config_nacks_total", "Config versions rejected");
     describe_gauge!("portico_config_routes", "Routes in the config this node serves");
     describe_histogram!("portico_config_compile_seconds", metrics::Unit::Seconds, "Time to verify and compile a config version");
+    describe_counter!(
+        "portico_grpc_requests_total",
+        "Calls on routes whose service speaks gRPC, by route, method (pkg.Service/Method, or other) and gRPC status code name"
+    );
     describe_counter!("portico_auth_refusals_total", "Requests refused by authentication (401) or scopes (403), by route");
     describe_counter!("portico_jwks_fetches_total", "JWKS documents fetched, by outcome (ok or error)");
     describe_counter!("portico_rate_limited_total", "Requests refused by a rate limit (429), by route");
@@ -138,6 +142,11 @@ pub fn auth_refused(route: Arc<str>, status: StatusCode) {
 /// `too_large`, `invalid_json`, `encoding`, `no_transform`).
 pub fn transform_skipped(route: Arc<str>, reason: &'static str) {
     counter!("portico_transform_skipped_total", "route" => SharedString::from_shared(route), "reason" => reason).increment(1);
+}
+
+/// A gRPC call on `route` to `method` ended with the status named `code`.
+pub fn grpc_call(route: Arc<str>, method: String, code: &'static str) {
+    counter!("portico_grpc_requests_total", "route" => SharedString::from_shared(route), "method" => method, "code" => code).increment(1);
 }
 
 pub fn jwks_fetched(ok: bool) {

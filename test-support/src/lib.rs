@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod db;
 pub mod documents;
+pub mod grpc;
 pub mod grpc_peer;
 pub mod h2frames;
 pub mod http10;
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant};
 pub use browser::StaticPage;
 pub use db::TestDb;
 pub use documents::DocumentUpstream;
+pub use grpc::GrpcUpstream;
 pub use grpc_peer::GrpcPeer;
 pub use http10::Http10Upstream;
 pub use jwt::TestIdp;

@@ -2,9 +2,16 @@
 //! retry when there is one), set its `Host` and address, send with the
 //! try's timeout, record the outcome for health checks and the circuit
 //! breaker, and try again while the route's retry plan allows it.
+//!
+//! A gRPC upstream answers `200` whatever happened: the outcome is its
+//! `grpc-status`, read at once from the headers of a trailers-only
+//! response, else from the trailers when the body ends ([`GrpcCall`], left
+//! in the response's extensions for whoever reads the body). A gRPC call is
+//! retried (when idempotent) only if it was never processed (connect
+//! failure, `REFUSED_STREAM`) or answered `UNAVAILABLE` at once.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
@@ -16,7 +23,7 @@ use super::retry::{MAX_KEPT_BODY, Outcome, RetryPlan};
 use crate::backend::aggregate::AggregateInput;
 use crate::body::{ClientBodyError, ClientWait, UpstreamBody};
 use crate::error::ProxyError;
-use crate::upstream::{Lease, Picked, SendError, Unavailable, Upstream};
+use crate::upstream::{Lease, Picked, SendError, Unavailable, Upstream, grpc};
 use bytes::Bytes;
 
 /// Where requests go: a service's upstream, with the retries and request
@@ -43,6 +50,12 @@ pub struct Prepared<'a> {
     pub hash_value: Option<&'a [u8]>,
     /// The request asks for an upgrade (never retried: the tunnel is one).
     pub upgrading: bool,
+    /// Whether sending it twice does no harm, so a retry plan may retry it
+    /// (the pipeline: the method is idempotent; a transcoded call: its rule says so).
+    pub idempotent: bool,
+    /// A shorter time than the service's request timeout to wait for the
+    /// response (a gRPC client's `grpc-timeout`).
+    pub timeout: Option<Duration>,
     /// What an aggregate's calls take from the request (none for a proxied one).
     pub aggregate: Option<Box<AggregateInput>>,
 }
@@ -57,9 +70,10 @@ pub enum ClientBody {
 /// Sends `prepared` with `body` to `target`'s upstream.
 pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> Result<(Response<Incoming>, Lease), ProxyError> {
     let upstream = &target.upstream;
-    let deadline = Instant::now() + upstream.request_timeout;
+    let timeout = prepared.timeout.map_or(upstream.request_timeout, |asked| asked.min(upstream.request_timeout));
+    let deadline = Instant::now() + timeout;
     let limit = usize::try_from(target.max_body_bytes).unwrap_or(usize::MAX);
-    let plan = target.retry.as_deref().filter(|plan| !prepared.upgrading && plan.allows(&prepared.method));
+    let plan = target.retry.as_deref().filter(|plan| !prepared.upgrading && plan.allows(prepared.idempotent));
     let (plan, mut body) = match (plan, body) {
         // A body a transform rewrote is whole already: every try may send it.
         (plan, ClientBody::Whole(bytes)) => {
@@ -104,13 +118,18 @@ pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> 
         let left = deadline.saturating_duration_since(Instant::now());
         let timeout = plan.and_then(|p| p.per_try_timeout).map_or(left, |per_try| per_try.min(left));
         let outcome = match tokio::time::timeout(timeout, upstream.send(&picked, request)).await {
-            Ok(Ok((response, lease))) => {
+            Ok(Ok((mut response, lease))) => {
                 let status = response.status();
                 upstream.answered(&picked);
-                upstream.record(&picked, !status.is_server_error());
+                let outcome = if upstream.is_grpc() {
+                    grpc_outcome(target, &picked, &mut response)
+                } else {
+                    upstream.record(&picked, !status.is_server_error());
+                    Outcome::Status(status.as_u16())
+                };
                 let time_left = Instant::now() < deadline;
-                if !last && time_left && headers.is_some() && plan.is_some_and(|p| p.retry(Outcome::Status(status.as_u16()))) {
-                    tracing::debug!(attempt, %status, "retrying");
+                if !last && time_left && headers.is_some() && plan.is_some_and(|p| p.retry(outcome)) {
+                    tracing::debug!(attempt, %status, ?outcome, "retrying");
                     continue;
                 }
                 return Ok((response, lease));
@@ -121,6 +140,7 @@ pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> 
                 }
                 upstream.record(&picked, false);
                 let classified = classify(upstream.name(), &error);
+                let refused = refused_stream(&error);
                 match error.into_unsent() {
                     Some(unsent) => {
                         upstream.connect_failed(&picked);
@@ -129,6 +149,9 @@ pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> 
                         body.give_back(unsent_body);
                         (Outcome::ConnectFailure, classified)
                     }
+                    None if refused => (Outcome::RefusedStream, classified),
+                    // Anything else a gRPC target may have begun to process.
+                    None if upstream.is_grpc() => return Err(classified),
                     None => (Outcome::Reset, classified),
                 }
             }
@@ -137,7 +160,11 @@ pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> 
             }
             Err(_) => {
                 upstream.record(&picked, false);
-                (Outcome::Timeout, ProxyError::UpstreamTimeout { upstream: upstream.name().to_owned() })
+                let error = ProxyError::UpstreamTimeout { upstream: upstream.name().to_owned() };
+                if upstream.is_grpc() {
+                    return Err(error);
+                }
+                (Outcome::Timeout, error)
             }
         };
         let (outcome, error) = outcome;
@@ -148,6 +175,54 @@ pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> 
         tracing::debug!(attempt, ?outcome, "retrying");
     }
     Err(ProxyError::UpstreamTimeout { upstream: upstream.name().to_owned() })
+}
+
+/// How a gRPC call ends for the target it went to: its `grpc-status`,
+/// recorded for passive health and the circuit breaker. A trailers-only
+/// response has it in its headers (recorded at once); otherwise this is in
+/// the response's extensions, for whoever reads the body to the trailers to
+/// call [`GrpcCall::ended`] (a call whose reader goes away first, the
+/// client having left, is not recorded).
+#[derive(Debug, Clone)]
+pub struct GrpcCall {
+    upstream: Arc<Upstream>,
+    index: usize,
+}
+
+impl GrpcCall {
+    /// The body ended with `trailers` (none: cut short, or no trailers: a failure).
+    pub fn ended(self, trailers: Option<&HeaderMap>) {
+        let success = trailers.and_then(grpc::status_of).is_some_and(|code| !grpc::is_failure(code));
+        self.upstream.record_at(self.index, success);
+    }
+}
+
+/// Records a gRPC answer's outcome now when its headers hold it (a
+/// trailers-only response, or no gRPC at all), else leaves a [`GrpcCall`]
+/// in the response; what it means for a retry.
+fn grpc_outcome(target: &Target, picked: &Picked<'_>, response: &mut Response<Incoming>) -> Outcome {
+    let upstream = &target.upstream;
+    if !response.status().is_success() {
+        upstream.record(picked, !response.status().is_server_error());
+        return Outcome::Status(response.status().as_u16());
+    }
+    match grpc::status_of(response.headers()) {
+        Some(code) => {
+            upstream.record(picked, !grpc::is_failure(code));
+            if code == grpc::code::UNAVAILABLE { Outcome::GrpcUnavailable } else { Outcome::Status(200) }
+        }
+        None => {
+            response.extensions_mut().insert(GrpcCall { upstream: upstream.clone(), index: picked.index() });
+            Outcome::Status(200)
+        }
+    }
+}
+
+/// Whether an HTTP/2 target refused the request's stream: it never processed it.
+fn refused_stream(error: &SendError) -> bool {
+    std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |e| e.source())
+        .filter_map(|e| e.downcast_ref::<h2::Error>())
+        .any(|e| e.reason() == Some(h2::Reason::REFUSED_STREAM))
 }
 
 /// The request body for each try.

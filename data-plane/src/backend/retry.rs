@@ -1,11 +1,10 @@
-//! Retries: which requests may be tried again (idempotent methods unless a
+//! Retries: which requests may be tried again (idempotent ones unless a
 //! route opts in, bodies small enough to keep), on which outcomes, and a
 //! budget per route ([`super::budget`]) so that retries add at most a share
 //! of the traffic.
 
 use std::time::Duration;
 
-use http::Method;
 use portico_shared::model::{Retries, RetryOn};
 
 use super::budget::Budget;
@@ -21,6 +20,11 @@ pub enum Outcome {
     Reset,
     Timeout,
     Status(u16),
+    /// An HTTP/2 target refused the stream (`REFUSED_STREAM`): it never
+    /// processed the request, like a connect failure.
+    RefusedStream,
+    /// A gRPC target answered `UNAVAILABLE` at once (trailers-only), gRPC's `503`.
+    GrpcUnavailable,
 }
 
 /// A route's retry settings, compiled.
@@ -66,10 +70,11 @@ impl RetryPlan {
         self.on.iter().any(|on| *on != RetryOn::ConnectFailure)
     }
 
-    /// Whether requests with `method` may be retried at all.
-    pub fn allows(&self, method: &Method) -> bool {
-        self.non_idempotent
-            || matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+    /// Whether a request may be retried at all: an idempotent one (as the
+    /// caller judged it, [`super::proxy::Prepared::idempotent`]), or any
+    /// when the route opted in.
+    pub fn allows(&self, idempotent: bool) -> bool {
+        self.non_idempotent || idempotent
     }
 
     /// Counts a request into the budget.
@@ -80,7 +85,8 @@ impl RetryPlan {
     /// Whether `outcome` is worth another try (taking one from the budget).
     pub fn retry(&self, outcome: Outcome) -> bool {
         let wanted = match outcome {
-            Outcome::ConnectFailure => RetryOn::ConnectFailure,
+            Outcome::ConnectFailure | Outcome::RefusedStream => RetryOn::ConnectFailure,
+            Outcome::GrpcUnavailable => RetryOn::Status503,
             Outcome::Reset => RetryOn::Reset,
             Outcome::Timeout => RetryOn::Timeout,
             Outcome::Status(502) => RetryOn::Status502,
@@ -112,7 +118,10 @@ mod tests {
         let p = plan();
         assert!(p.retry(Outcome::ConnectFailure) && p.retry(Outcome::Status(503)));
         assert!(!p.retry(Outcome::Reset) && !p.retry(Outcome::Status(500)) && !p.retry(Outcome::Status(502)));
-        assert!(p.allows(&Method::GET) && p.allows(&Method::PUT) && !p.allows(&Method::POST) && !p.allows(&Method::PATCH));
+        assert!(p.retry(Outcome::RefusedStream) && p.retry(Outcome::GrpcUnavailable), "gRPC's never-processed and unavailable");
+        assert!(p.allows(true) && !p.allows(false));
+        let opted_in = RetryPlan::new(&Retries { attempts: 3, non_idempotent: true, ..Retries::default() });
+        assert!(opted_in.allows(false));
     }
 
     #[test]

@@ -11,7 +11,10 @@
 //! default `info` a per-request span cost a fifth of the throughput and
 //! printed nothing. Bodies stream in both directions unless a transform
 //! shapes them; upgrades (WebSocket) are tunnelled once both sides agree.
+//! Routes whose service speaks gRPC also serve gRPC and gRPC-Web clients
+//! ([`grpc`]): errors in gRPC's form, `grpc-timeout`, metrics by method.
 
+pub mod grpc;
 pub mod headers;
 
 use std::net::IpAddr;
@@ -24,6 +27,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tracing::Instrument;
 
+use self::grpc::{CallMetric, GrpcClient};
 use self::headers::Peer;
 use crate::auth::Identity;
 use crate::backend::Backend;
@@ -75,13 +79,20 @@ pub async fn handle(
     let mut response = async {
         let outcome = match (refused, &runtime) {
             (Some(violation), _) => Err(ProxyError::Malformed(violation)),
-            (None, None) => Err(ProxyError::NoConfig),
+            (None, None) => {
+                served.grpc = GrpcClient::of(request.headers());
+                Err(ProxyError::NoConfig)
+            }
             (None, Some(runtime)) => forward(&node, runtime, request, peer, secure, &request_id, &mut served).await,
         };
-        outcome.unwrap_or_else(|error| {
+        let response = outcome.unwrap_or_else(|error| {
             tracing::debug!(error = %error, source = ?error.source(), retryable = error.retryable(), "request failed");
-            error.response()
-        })
+            error.response_to(served.grpc.as_ref())
+        });
+        match served.grpc_metric.take() {
+            Some(metric) => grpc::respond(response, served.grpc.as_ref(), metric),
+            None => response,
+        }
     }
     .instrument(span.clone())
     .await;
@@ -111,13 +122,17 @@ pub async fn handle(
 
 /// What the pipeline learnt that the response needs whatever the outcome:
 /// the route (for metrics and CORS headers on the gateway's own errors),
-/// the request's `Origin`, and the `Cache-Status` of a cached request that
-/// failed upstream.
+/// the request's `Origin`, the `Cache-Status` of a cached request that
+/// failed upstream, and for a gRPC client or route, how to answer and count it.
 #[derive(Default)]
 struct Served<'r> {
     route: Option<&'r RouteEntry>,
     origin: Option<HeaderValue>,
     cache_status: Option<HeaderValue>,
+    /// The client speaks gRPC (or gRPC-Web): errors are gRPC's.
+    grpc: Option<GrpcClient>,
+    /// The route's service speaks gRPC: the call is counted by method.
+    grpc_metric: Option<CallMetric>,
 }
 
 /// The method a request is routed by: a CORS preflight's asks for the
@@ -139,9 +154,14 @@ async fn forward<'r>(
     request_id: &HeaderValue,
     served: &mut Served<'r>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    headers::check_limits(request.headers())?;
+    // Refusals before a route is known answer a gRPC client in gRPC's form too.
+    let refuse = |served: &mut Served<'_>, error: ProxyError| {
+        served.grpc = GrpcClient::of(request.headers());
+        error
+    };
+    headers::check_limits(request.headers()).map_err(|error| refuse(served, error))?;
     let uri = request.uri().clone();
-    let path = normalize_path(uri.path()).map_err(|e| ProxyError::BadRequest(e.message()))?;
+    let path = normalize_path(uri.path()).map_err(|e| refuse(served, ProxyError::BadRequest(e.message())))?;
     let original_host = original_host(&request);
     let host = host_name(original_host.as_ref());
     let announced = routing_method(&request);
@@ -150,9 +170,13 @@ async fn forward<'r>(
         .and_then(|method| runtime.route(&host, &path, method, request.headers()))
         .filter(|(route, _)| route.stages.cors.is_some());
     let Some((route, matched)) = preflight_route.or_else(|| runtime.route(&host, &path, request.method(), request.headers())) else {
-        return Err(ProxyError::NoRoute { method: request.method().to_string(), path: path.into_owned() });
+        return Err(refuse(served, ProxyError::NoRoute { method: request.method().to_string(), path: path.into_owned() }));
     };
     served.route = Some(route);
+    if route.backend.upstream().is_some_and(|upstream| upstream.is_grpc()) {
+        served.grpc = GrpcClient::of(request.headers());
+        served.grpc_metric = Some(CallMetric::new(route.name.clone(), &path));
+    }
     tracing::Span::current().record("route", &*route.name).record("upstream", route.backend.label());
     if let Some(cors) = &route.stages.cors {
         served.origin = request.headers().get(header::ORIGIN).cloned();
@@ -231,11 +255,13 @@ async fn forward<'r>(
     if response_rewrite.as_ref().is_some_and(|rewrite| rewrite.shaper.body.is_some()) {
         crate::stage::body::ask_for_shapeable(&mut parts.headers);
     }
-    let body = match body_shaper {
+    let body = match (body_shaper, &served.grpc) {
         // Boxed: the shaping futures would otherwise enlarge every request's future.
-        Some(shaper) => Box::pin(shaper.request(&mut parts.headers, body, route.max_body_bytes)).await?,
-        None => ClientBody::Stream(body),
+        (Some(shaper), _) => Box::pin(shaper.request(&mut parts.headers, body, route.max_body_bytes)).await?,
+        (None, Some(client)) => Box::pin(client.upstream_request(&mut parts.headers, body, route.max_body_bytes)).await?,
+        (None, None) => ClientBody::Stream(body),
     };
+    let timeout = served.grpc.as_ref().and_then(|_| grpc::timeout(&parts.headers));
     headers::add_forwarded(&mut parts.headers, peer, client_ip, if secure { "https" } else { "http" }, original_host.as_ref());
     parts.headers.insert(headers::REQUEST_ID, request_id.clone());
     if let Some(identity) = &identity {
@@ -244,12 +270,14 @@ async fn forward<'r>(
 
     let head_request = parts.method == Method::HEAD;
     let prepared = backend::Prepared {
+        idempotent: parts.method.is_idempotent(),
         method: parts.method,
         path_and_query,
         headers: parts.headers,
         host: preserved_host,
         hash_value: hash_value.as_deref().map(str::as_bytes),
         upgrading: client_upgrade.is_some(),
+        timeout,
         aggregate,
     };
     let mut response = match (&stages.cache, client_upgrade) {

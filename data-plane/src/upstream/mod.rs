@@ -1,12 +1,16 @@
 //! Upstreams: one per service, holding its targets, its balancer (weighted
 //! round robin, least requests or consistent hashing) and a pool of
-//! connections per target (`pool`, with the service's connect timeout).
+//! connections per target, with the service's connect timeout: HTTP/1.1
+//! (`pool`) for `http` and `https` services, HTTP/2 (`h2`) for `grpc` and
+//! `grpcs` ones, whose answers [`grpc`] reads.
 //! An upstream whose service is unchanged by a new config version is
 //! carried into the new runtime as is, so its connection pool and
 //! balancer position survive the swap.
 
 mod balance;
 pub mod breaker;
+pub mod grpc;
+mod h2;
 pub mod health;
 mod pool;
 mod tls;
@@ -17,14 +21,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Uri;
 use http::uri::{Authority, Scheme};
-use http_body_util::Empty;
+use http_body_util::{BodyExt, Empty, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use portico_shared::model::{ActiveHealthCheck, HashOn, LoadBalancing, Service};
+use portico_shared::model::{ActiveHealthCheck, HashOn, LoadBalancing, Protocol, Service};
 
 use self::breaker::Breaker;
+use self::h2::{Dialer, H2Pool};
 use self::health::{ConnectBackoff, TargetHealth, now_ms};
 use self::pool::Pool;
 
@@ -36,10 +41,18 @@ use crate::body::UpstreamBody;
 /// One address of an upstream.
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// `http` or `https` (also for `grpc` and `grpcs` targets: the scheme on the wire).
     pub scheme: Scheme,
     pub authority: Authority,
     /// `Host` for requests to this target.
     pub host: http::HeaderValue,
+}
+
+/// The connections of an upstream, a pool per target.
+#[derive(Debug)]
+enum Connections {
+    Http1(Vec<Pool>),
+    Http2(Vec<H2Pool>),
 }
 
 /// How an upstream picks targets.
@@ -89,7 +102,7 @@ pub struct Upstream {
     /// Per target: refused connections put it last for a while.
     backoff: Vec<Arc<ConnectBackoff>>,
     /// Connections, per target.
-    pools: Vec<Pool>,
+    connections: Connections,
     /// TLS settings towards the targets (for the active checks too).
     tls: rustls::ClientConfig,
     pub request_timeout: Duration,
@@ -108,9 +121,14 @@ impl Upstream {
             .iter()
             .map(|t| {
                 let uri: http::Uri = t.url.parse().map_err(|e| format!("service '{}': target '{}': {e}", service.name, t.url))?;
+                let wire_scheme = |scheme: &Scheme| match service.protocol {
+                    Protocol::Grpc => Scheme::HTTP,
+                    Protocol::Grpcs => Scheme::HTTPS,
+                    Protocol::Http | Protocol::Https => scheme.clone(),
+                };
                 match (uri.scheme(), uri.authority()) {
                     (Some(scheme), Some(authority)) => Ok(Target {
-                        scheme: scheme.clone(),
+                        scheme: wire_scheme(scheme),
                         authority: authority.clone(),
                         host: http::HeaderValue::from_str(authority.as_str())
                             .map_err(|e| format!("service '{}': target '{}': {e}", service.name, t.url))?,
@@ -125,14 +143,26 @@ impl Upstream {
         }
         let tls = tls::client_config(service)?;
         let idle_timeout = Duration::from_millis(u64::from(service.timeouts.idle_ms));
-        let connector = tls::connector(tls.clone(), Duration::from_millis(u64::from(service.timeouts.connect_ms)));
-        let pools = targets
-            .iter()
-            .map(|t| {
-                let uri = Uri::builder().scheme(t.scheme.clone()).authority(t.authority.clone()).path_and_query("/").build();
-                Ok(Pool::new(connector.clone(), uri.map_err(|e| format!("service '{}': {e}", service.name))?, idle_timeout))
-            })
-            .collect::<Result<_, String>>()?;
+        let connect_timeout = Duration::from_millis(u64::from(service.timeouts.connect_ms));
+        let connections = if service.protocol.is_grpc() {
+            let dialer = Dialer::new(service.protocol.is_tls().then(|| tls.clone()), connect_timeout);
+            let pools = targets
+                .iter()
+                .map(|t| H2Pool::new(dialer.clone(), t.scheme.clone(), t.authority.clone(), idle_timeout))
+                .collect::<Result<_, String>>()
+                .map_err(|e| format!("service '{}': {e}", service.name))?;
+            Connections::Http2(pools)
+        } else {
+            let connector = tls::connector(tls.clone(), connect_timeout);
+            let pools = targets
+                .iter()
+                .map(|t| {
+                    let uri = Uri::builder().scheme(t.scheme.clone()).authority(t.authority.clone()).path_and_query("/").build();
+                    Ok(Pool::new(connector.clone(), uri.map_err(|e| format!("service '{}': {e}", service.name))?, idle_timeout))
+                })
+                .collect::<Result<_, String>>()?;
+            Connections::Http1(pools)
+        };
         let balancer = match service.load_balancing {
             LoadBalancing::RoundRobin => Balancer::RoundRobin(WeightedRoundRobin::new(&weights)),
             LoadBalancing::LeastRequests => Balancer::LeastRequests(LeastRequests::new(&weights)),
@@ -190,7 +220,7 @@ impl Upstream {
             breakers,
             backoff,
             tls,
-            pools,
+            connections,
             request_timeout: Duration::from_millis(u64::from(service.timeouts.request_ms)),
             idle_timeout,
         })
@@ -198,6 +228,12 @@ impl Upstream {
 
     pub fn name(&self) -> &str {
         &self.service.name
+    }
+
+    /// Whether the service speaks gRPC (`grpc` or `grpcs`): its answers'
+    /// outcome is their `grpc-status` ([`grpc`]).
+    pub fn is_grpc(&self) -> bool {
+        self.service.protocol.is_grpc()
     }
 
     /// Whether this upstream can serve `service` as it is: same entity, and
@@ -272,13 +308,26 @@ impl Upstream {
         soonest.map_or(Unavailable::NoHealthyTarget, |retry_after_ms| Unavailable::CircuitOpen { retry_after_ms })
     }
 
-    /// Sends `request` (origin-form, `Host` set) to the picked target.
+    /// Sends `request` (origin-form, `Host` set) to the picked target: over
+    /// HTTP/1.1, or for a gRPC service over HTTP/2 (which makes it absolute,
+    /// with the `Host` as authority, and adds `te: trailers`).
     pub async fn send(
         &self,
         picked: &Picked<'_>,
         request: http::Request<UpstreamBody>,
     ) -> Result<(http::Response<hyper::body::Incoming>, Lease), SendError> {
-        self.pools[picked.index].send(request).await
+        self.send_to(picked.index, request).await
+    }
+
+    async fn send_to(
+        &self,
+        index: usize,
+        request: http::Request<UpstreamBody>,
+    ) -> Result<(http::Response<hyper::body::Incoming>, Lease), SendError> {
+        match &self.connections {
+            Connections::Http1(pools) => pools[index].send(request).await,
+            Connections::Http2(pools) => pools[index].send(request).await,
+        }
     }
 
     /// `picked` answered (whatever the status): it goes in turn again.
@@ -297,11 +346,18 @@ impl Upstream {
     }
 
     /// Records how a request to `picked` went, for passive outlier
-    /// detection (`success`: an answer below 500).
+    /// detection (`success`: an answer below 500, or for gRPC one whose
+    /// `grpc-status` is not a failure, [`grpc::is_failure`]).
     pub fn record(&self, picked: &Picked<'_>, success: bool) {
-        let target = &self.service.targets[picked.index].url;
+        self.record_at(picked.index, success);
+    }
+
+    /// [`Upstream::record`] for the target at `index` (once the request's
+    /// target is no longer borrowed: a gRPC call's trailers come with the end of its body).
+    pub fn record_at(&self, index: usize, success: bool) {
+        let target = &self.service.targets[index].url;
         if let Some(breakers) = &self.breakers
-            && let Some(opened) = breakers[picked.index].record(success, now_ms())
+            && let Some(opened) = breakers[index].record(success, now_ms())
         {
             tracing::warn!(service = %self.service.name, %target, opened, "circuit breaker changed state");
             crate::metrics::circuit_changed(&self.service.name, target, opened);
@@ -309,9 +365,9 @@ impl Upstream {
         let (Some(health), Some(passive)) = (&self.health, self.service.health_check.as_ref().and_then(|h| h.passive.as_ref())) else {
             return;
         };
-        if health[picked.index].record_traffic(success, passive, now_ms()) {
-            tracing::warn!(service = %self.service.name, target = %self.service.targets[picked.index].url, "target ejected after consecutive failures");
-            crate::metrics::target_ejected(&self.service.name, &self.service.targets[picked.index].url);
+        if health[index].record_traffic(success, passive, now_ms()) {
+            tracing::warn!(service = %self.service.name, %target, "target ejected after consecutive failures");
+            crate::metrics::target_ejected(&self.service.name, target);
         }
     }
 
@@ -327,8 +383,13 @@ impl Upstream {
             loop {
                 every.tick().await;
                 let Some(upstream) = weak.upgrade() else { return };
-                let checks = upstream.targets.iter().map(|target| check(&client, target, &active));
-                let results = futures::future::join_all(checks).await;
+                let results = if upstream.is_grpc() {
+                    let checks = (0..upstream.targets.len()).map(|index| upstream.grpc_check(index, &active));
+                    futures::future::join_all(checks).await
+                } else {
+                    let checks = upstream.targets.iter().map(|target| check(&client, target, &active));
+                    futures::future::join_all(checks).await
+                };
                 upstream.checked(&results, &active);
             }
         });
@@ -347,6 +408,31 @@ impl Upstream {
             }
             crate::metrics::target_health(&self.service.name, &target.url, health.is_healthy(now));
         }
+    }
+}
+
+impl Upstream {
+    /// One active check of a gRPC target: the standard
+    /// `grpc.health.v1.Health/Check` for the whole server (no service name),
+    /// on the target's connections; an answer `SERVING` with `grpc-status`
+    /// 0 in time is a success (the check's `path` is not used).
+    async fn grpc_check(&self, index: usize, active: &ActiveHealthCheck) -> bool {
+        let target = &self.targets[index];
+        let mut request = http::Request::new(UpstreamBody::Kept(Full::new(grpc::health_check_body())));
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = Uri::from_static(grpc::HEALTH_CHECK_PATH);
+        request.headers_mut().insert(http::header::HOST, target.host.clone());
+        grpc::health_check_headers(request.headers_mut());
+        let call = async {
+            let (response, _lease) = self.send_to(index, request).await.ok()?;
+            if !response.status().is_success() || grpc::status_of(response.headers()).is_some() {
+                return None; // not gRPC, or trailers-only: an error
+            }
+            let answer = response.into_body().collect().await.ok()?;
+            let ok = answer.trailers().and_then(grpc::status_of) == Some(grpc::code::OK);
+            Some(ok && grpc::says_serving(&answer.to_bytes()))
+        };
+        matches!(tokio::time::timeout(health::check_timeout(active), call).await, Ok(Some(true)))
     }
 }
 

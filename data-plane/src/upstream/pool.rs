@@ -72,21 +72,28 @@ struct Idle {
     exchange: Arc<Exchange>,
 }
 
-/// A connection lent to one request: back to its pool when dropped.
+/// A connection lent to one request: back to its pool when dropped (an
+/// HTTP/2 connection is shared, and only counts the request in flight).
 #[derive(Debug)]
 pub struct Lease {
-    idle: Option<Idle>,
+    returns_to: Option<(Idle, Arc<Mutex<Vec<Idle>>>)>,
     _in_use: InFlight,
-    pool: Arc<Mutex<Vec<Idle>>>,
+}
+
+impl Lease {
+    /// The lease of one stream of a multiplexed connection.
+    pub(super) fn multiplexed(in_use: InFlight) -> Self {
+        Self { returns_to: None, _in_use: in_use }
+    }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let Some(idle) = self.idle.take() else { return };
+        let Some((idle, pool)) = self.returns_to.take() else { return };
         if idle.sender.is_closed() {
             return;
         }
-        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut pool = pool.lock().unwrap_or_else(PoisonError::into_inner);
         if pool.len() < MAX_IDLE {
             pool.push(idle);
         }
@@ -141,7 +148,7 @@ impl Pool {
         let in_use = idle.activity.start();
         idle.exchange.expect_response(request.method() == http::Method::HEAD);
         match idle.sender.try_send_request(request).await {
-            Ok(response) => Ok((response, Lease { idle: Some(idle), _in_use: in_use, pool: self.idle.clone() })),
+            Ok(response) => Ok((response, Lease { returns_to: Some((idle, self.idle.clone())), _in_use: in_use })),
             Err(mut error) => match error.take_message() {
                 Some(request) => Err(Retry::Unsent(Box::new(request))),
                 None => Err(Retry::Failed(SendError::Request(error.into_error()))),

@@ -349,6 +349,8 @@ impl Call {
             host: None,
             hash_value: request.hash.as_deref().map(str::as_bytes),
             upgrading: false,
+            idempotent: self.method.is_idempotent(),
+            timeout: None,
             aggregate: None,
         };
         let (response, lease) = proxy::send(&self.target, prepared, ClientBody::Whole(request.body)).await.map_err(|e| Failure::of(&e))?;

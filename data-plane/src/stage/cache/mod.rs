@@ -608,12 +608,14 @@ impl Refresh {
         };
         let query: Option<Cow<'_, str>> = normalize_query(&stage.query, request.query);
         let prepared = Prepared {
+            idempotent: self.method.is_idempotent(),
             method: self.method,
             path_and_query: self.path_and_query,
             headers: self.headers,
             host: self.host_header,
             hash_value: self.hash_value.as_deref(),
             upgrading: false,
+            timeout: None,
             aggregate: self.aggregate,
         };
         let upstream =
