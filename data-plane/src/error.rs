@@ -181,6 +181,9 @@ impl ProxyError {
             Self::Unauthorized { .. } => code::UNAUTHENTICATED,
             Self::Forbidden { .. } | Self::IpForbidden => code::PERMISSION_DENIED,
             Self::AggregateCall { timeout: false, .. } => code::UNAVAILABLE,
+            // A transcoded route's client speaks JSON; this is for completeness.
+            Self::Transcode(error) if error.is_upstream() => code::UNAVAILABLE,
+            Self::Transcode(_) => code::INVALID_ARGUMENT,
         }
     }
 
