@@ -16,9 +16,11 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
 use bytes::Bytes;
-use http_body_util::{Full, Limited};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::backend::grpc::JsonBody;
 use crate::stage::cache::record::Recording;
 use crate::upstream::Lease;
 
@@ -36,6 +38,12 @@ pub enum UpstreamBody {
         waiting: Option<Arc<ClientWait>>,
     },
     Kept(Full<Bytes>),
+    /// The client's body translated as it streams (an NDJSON request to
+    /// gRPC frames), with the `waiting` of the body it reads.
+    Translated {
+        body: BoxBody<Bytes, BoxError>,
+        waiting: Option<Arc<ClientWait>>,
+    },
 }
 
 impl UpstreamBody {
@@ -45,10 +53,24 @@ impl UpstreamBody {
         Self::Streamed { body: Limited::new(body, limit), waiting }
     }
 
+    /// `body`, a translation of the client's (NDJSON lines into gRPC
+    /// frames) whose source says whether it is `waiting`: every error of it
+    /// is the client's, its body having broken or failed to translate.
+    pub fn translated<B>(waiting: Option<Arc<ClientWait>>, body: B) -> Self
+    where
+        B: Body<Data = Bytes, Error = BoxError> + Send + Sync + 'static,
+    {
+        let body = body.map_err(|error| match error.is::<ClientBodyError>() {
+            true => error,
+            false => Box::new(ClientBodyError(error)) as BoxError,
+        });
+        Self::Translated { body: BoxBody::new(body), waiting }
+    }
+
     /// What tells whether this upload waits for the client, if it can.
     pub fn client_wait(&self) -> Option<Arc<ClientWait>> {
         match self {
-            Self::Streamed { waiting, .. } => waiting.clone(),
+            Self::Streamed { waiting, .. } | Self::Translated { waiting, .. } => waiting.clone(),
             Self::Kept(_) => None,
         }
     }
@@ -86,6 +108,7 @@ impl Body for UpstreamBody {
                 frame.map_err(|error| Box::new(ClientBodyError(error)) as BoxError)
             }
             Self::Kept(body) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
+            Self::Translated { body, .. } => Pin::new(body).poll_frame(cx),
         }
     }
 
@@ -93,6 +116,7 @@ impl Body for UpstreamBody {
         match self {
             Self::Streamed { body, .. } => body.is_end_stream(),
             Self::Kept(body) => body.is_end_stream(),
+            Self::Translated { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -100,6 +124,7 @@ impl Body for UpstreamBody {
         match self {
             Self::Streamed { body, .. } => body.size_hint(),
             Self::Kept(body) => body.size_hint(),
+            Self::Translated { body, .. } => body.size_hint(),
         }
     }
 }
@@ -119,6 +144,8 @@ pub enum ResponseBody {
     Recorded(Box<Recording>),
     /// A gRPC call's answer, watched for its `grpc-status` (and re-framed for gRPC-Web).
     Grpc(Box<crate::proxy::grpc::GrpcBody>),
+    /// A gRPC answer translated to JSON (one document or a stream of them).
+    Transcoded(Box<JsonBody<ResponseBody>>),
 }
 
 impl ResponseBody {
@@ -173,6 +200,7 @@ impl Body for ResponseBody {
             },
             Self::Recorded(recording) => recording.poll_frame(cx),
             Self::Grpc(call) => Pin::new(&mut **call).poll_frame(cx),
+            Self::Transcoded(json) => Pin::new(&mut **json).poll_frame(cx).map_err(|never| match never {}),
         }
     }
 
@@ -183,6 +211,7 @@ impl Body for ResponseBody {
             Self::Replay { frames, rest } => frames.is_empty() && rest.as_ref().is_none_or(|rest| rest.is_end_stream()),
             Self::Recorded(recording) => recording.is_end_stream(),
             Self::Grpc(call) => call.is_end_stream(),
+            Self::Transcoded(json) => json.is_end_stream(),
         }
     }
 
@@ -202,6 +231,7 @@ impl Body for ResponseBody {
             }
             Self::Recorded(recording) => recording.size_hint(),
             Self::Grpc(call) => call.size_hint(),
+            Self::Transcoded(json) => json.size_hint(),
         }
     }
 }

@@ -8,12 +8,14 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method};
 use portico_shared::Snapshot;
-use portico_shared::model::{AggregateCall, Policy, Retries, RouteBackend, effective_policies};
+use portico_shared::model::{AggregateCall, Policy, Proto, Retries, RouteBackend, effective_policies};
+use prost_reflect::DescriptorPool;
 use uuid::Uuid;
 
 use crate::auth::{AuthPlan, AuthSettings, Authenticator};
 use crate::backend::Backend;
 use crate::backend::aggregate::Aggregation;
+use crate::backend::grpc::route::Transcoding;
 use crate::backend::proxy::Target;
 use crate::backend::retry::RetryPlan;
 use crate::metrics::RouteMetrics;
@@ -100,6 +102,7 @@ impl Runtime {
             let Some(id) = route.id else { continue };
             match &route.backend {
                 Backend::Proxy(target) => previous_retries.extend(target.retry.clone().map(|plan| ((id, None), plan))),
+                Backend::Grpc(transcoding) => previous_retries.extend(transcoding.target.retry.clone().map(|plan| ((id, None), plan))),
                 Backend::Aggregate(aggregation) => {
                     previous_retries.extend(aggregation.retries().map(|(call, plan)| ((id, Some(call)), plan.clone())));
                 }
@@ -126,6 +129,7 @@ impl Runtime {
             by_name.insert(service.name.as_str(), (upstream.clone(), service));
             upstreams.insert(id, upstream);
         }
+        let mut pools = Pools::new(&config.protos);
         let mut routes = Vec::with_capacity(config.routes.len());
         let service_of = |name: &str, route: &str| by_name.get(name).ok_or_else(|| format!("route '{route}': unknown service '{name}'"));
         for (index, route) in config.routes.iter().enumerate() {
@@ -179,13 +183,23 @@ impl Runtime {
                         Aggregation::compile(&name, aggregate, target).map_err(|e| format!("route '{}': {e}", route.name))?,
                     ))
                 }
-                (RouteBackend::Proxy { .. }, Some((upstream, service))) => {
+                (RouteBackend::Proxy { .. } | RouteBackend::Grpc { .. }, Some((upstream, service))) => {
                     let retries = route.retries.as_ref().or(service.retries.as_ref()).unwrap_or(&default_retries);
                     let kept = route.id.and_then(|id| previous_retries.get(&(id, None)));
-                    Backend::Proxy(Target { upstream: upstream.clone(), retry: retry_plan(retries, kept), max_body_bytes })
+                    let target = Target { upstream: upstream.clone(), retry: retry_plan(retries, kept), max_body_bytes };
+                    match route.backend.grpc() {
+                        None => Backend::Proxy(target),
+                        Some(grpc) => {
+                            let pool = pools.get(&grpc.proto).map_err(|e| format!("route '{}': {e}", route.name))?;
+                            let transcoding = Transcoding::compile(name.clone(), grpc, pool, target, service)
+                                .map_err(|e| format!("route '{}': {e}", route.name))?;
+                            Backend::Grpc(Box::new(transcoding))
+                        }
+                    }
                 }
-                (RouteBackend::Proxy { service }, None) => return Err(format!("route '{}': unknown service '{service}'", route.name)),
-                (RouteBackend::Grpc { .. }, _) => return Err(format!("route '{}': grpc routes are not served yet", route.name)),
+                (RouteBackend::Proxy { service } | RouteBackend::Grpc { service, .. }, None) => {
+                    return Err(format!("route '{}': unknown service '{service}'", route.name));
+                }
             };
             routes.push(RouteEntry {
                 index,
@@ -248,6 +262,28 @@ impl Runtime {
 
 /// The retry plan for `retries`: `kept` (the previous version's, with its
 /// budget) when it is for the same settings; none for a single try.
+/// The descriptors of the config's protos, each decoded the first time a
+/// route asks for it.
+struct Pools<'c> {
+    protos: &'c [Proto],
+    decoded: HashMap<&'c str, DescriptorPool>,
+}
+
+impl<'c> Pools<'c> {
+    fn new(protos: &'c [Proto]) -> Self {
+        Self { protos, decoded: HashMap::new() }
+    }
+
+    fn get(&mut self, name: &str) -> Result<&DescriptorPool, String> {
+        let proto = self.protos.iter().find(|p| p.name == name).ok_or_else(|| format!("unknown proto '{name}'"))?;
+        if !self.decoded.contains_key(name) {
+            let pool = proto.pool().map_err(|e| format!("proto '{name}': {e}"))?;
+            self.decoded.insert(&proto.name, pool);
+        }
+        Ok(&self.decoded[name])
+    }
+}
+
 fn retry_plan(retries: &Retries, kept: Option<&Arc<RetryPlan>>) -> Option<Arc<RetryPlan>> {
     RetryPlan::wanted(retries)
         .then(|| kept.filter(|plan| plan.is_for(retries)).cloned().unwrap_or_else(|| Arc::new(RetryPlan::new(retries))))
@@ -315,7 +351,7 @@ mod tests {
             Backend::Aggregate(aggregation) => {
                 aggregation.retries().map(|(call, plan)| (call.to_owned(), plan.clone())).collect::<Vec<_>>()
             }
-            Backend::Proxy(_) => panic!("an aggregate route"),
+            _ => panic!("an aggregate route"),
         };
         let (before, after) = (plans(&v1), plans(&v2));
         assert_eq!((before.len(), after.len()), (2, 2));

@@ -1,7 +1,8 @@
 //! Backends: what turns a prepared request into a response: the proxy
 //! (HTTP/1 and HTTP/2 upstreams, with target choice, timeouts and
-//! retries) and aggregation (several proxied calls merged into one JSON
-//! answer); gRPC and AMQP translation join them here.
+//! retries), aggregation (several proxied calls merged into one JSON
+//! answer) and gRPC transcoding (an HTTP/JSON request as a gRPC call);
+//! AMQP translation joins them here.
 
 pub mod aggregate;
 pub mod budget;
@@ -18,22 +19,35 @@ use crate::upstream::Upstream;
 pub enum Backend {
     Proxy(proxy::Target),
     Aggregate(Box<aggregate::Aggregation>),
+    Grpc(Box<grpc::route::Transcoding>),
 }
 
 impl Backend {
     /// What metrics, spans and `service`-keyed rate limits call it: the
-    /// proxied service's name, or `aggregate:<route>`.
+    /// service's name (proxied or transcoded to), or `aggregate:<route>`.
     pub fn label(&self) -> &str {
         match self {
             Self::Proxy(target) => target.upstream.name(),
+            Self::Grpc(transcoding) => transcoding.target.upstream.name(),
             Self::Aggregate(aggregation) => aggregation.label(),
         }
     }
 
-    /// The upstream of a proxied route.
+    /// The upstream of a proxied route (whose requests pass as they are:
+    /// upgrades, gRPC passthrough).
     pub fn upstream(&self) -> Option<&Arc<Upstream>> {
         match self {
             Self::Proxy(target) => Some(&target.upstream),
+            Self::Aggregate(_) | Self::Grpc(_) => None,
+        }
+    }
+
+    /// The one service a request goes to (none for an aggregate), and
+    /// so what a `consistent_hash` one hashes on.
+    pub fn target(&self) -> Option<&proxy::Target> {
+        match self {
+            Self::Proxy(target) => Some(target),
+            Self::Grpc(transcoding) => Some(&transcoding.target),
             Self::Aggregate(_) => None,
         }
     }

@@ -65,6 +65,27 @@ pub struct Prepared<'a> {
 pub enum ClientBody {
     Stream(Incoming),
     Whole(Bytes),
+    /// Readied for the upstream already (translated as it streams): sent once, never retried.
+    Once(UpstreamBody),
+}
+
+impl ClientBody {
+    /// The whole body, at most `max_body_bytes` (else `413`).
+    pub async fn read_whole(self, max_body_bytes: u64) -> Result<Bytes, ProxyError> {
+        let limit = usize::try_from(max_body_bytes).unwrap_or(usize::MAX);
+        let read = match self {
+            Self::Whole(bytes) => return Ok(bytes),
+            Self::Stream(body) => Limited::new(body, limit).collect().await,
+            Self::Once(body) => Limited::new(body, limit).collect().await,
+        };
+        read.map(http_body_util::Collected::to_bytes).map_err(|error| {
+            if error.is::<http_body_util::LengthLimitError>() {
+                ProxyError::BodyTooLarge { limit: max_body_bytes }
+            } else {
+                ProxyError::BadRequest("the request body could not be read")
+            }
+        })
+    }
 }
 
 /// Sends `prepared` with `body` to `target`'s upstream.
@@ -98,6 +119,7 @@ pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> 
             }
         }
         (None, ClientBody::Stream(body)) => (None, Body::Once(Some(UpstreamBody::streamed(body, limit)))),
+        (_, ClientBody::Once(body)) => (None, Body::Once(Some(body))),
     };
     let attempts = plan.map_or(1, |p| p.attempts);
     // Headers are copied for a try only when a retry may follow one that

@@ -208,10 +208,12 @@ async fn forward<'r>(
     let consumer = identity.as_ref().filter(|i| !i.is_anonymous()).map(Identity::consumer_id);
     let hash_value = route
         .backend
-        .upstream()
-        .and_then(|upstream| upstream.hash_on())
+        .target()
+        .and_then(|target| target.upstream.hash_on())
         .map(|on| crate::upstream::hash_value(on, &parts.headers, client_ip, consumer));
-    let mut path_and_query = forwarded_target(&parts.uri, &path, matched.matched_len, route.strip_path)?;
+    // A transcoded route's rules match the path as the client sent it.
+    let strip_path = route.strip_path && !matches!(route.backend, Backend::Grpc(_));
+    let mut path_and_query = forwarded_target(&parts.uri, &path, matched.matched_len, strip_path)?;
     // An aggregate answers itself: there is no one connection to tunnel to.
     let upgrade = route.backend.upstream().and_then(|_| headers::upgrade_protocol(&parts.headers));
     let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
@@ -237,7 +239,7 @@ async fn forward<'r>(
             request_profile.map(|(_, shaper)| shaper.written().to_vec()).unwrap_or_default(),
             aggregation.hashes(|on| crate::upstream::hash_value(on, &parts.headers, client_ip, consumer)),
         ))),
-        Backend::Proxy(_) => None,
+        Backend::Proxy(_) | Backend::Grpc(_) => None,
     };
     let request_shaper = request_profile.map(|(_, shaper)| shaper);
     let request_rewrite = request_shaper.map(|shaper| shaper.prepare(path_and_query.path(), parts.uri.query(), &values)).transpose()?;
@@ -261,7 +263,7 @@ async fn forward<'r>(
         (None, Some(client)) => Box::pin(client.upstream_request(&mut parts.headers, body, route.max_body_bytes)).await?,
         (None, None) => ClientBody::Stream(body),
     };
-    let timeout = served.grpc.as_ref().and_then(|_| grpc::timeout(&parts.headers));
+    let timeout = (served.grpc.is_some() || matches!(route.backend, Backend::Grpc(_))).then(|| grpc::timeout(&parts.headers)).flatten();
     headers::add_forwarded(&mut parts.headers, peer, client_ip, if secure { "https" } else { "http" }, original_host.as_ref());
     parts.headers.insert(headers::REQUEST_ID, request_id.clone());
     if let Some(identity) = &identity {
@@ -336,6 +338,7 @@ async fn fetch_upgradable(
         Backend::Proxy(target) => target,
         // Boxed, as in `fetch`: no aggregate's state in a proxied request's future.
         Backend::Aggregate(aggregation) => return Box::pin(aggregation.answer(prepared, body, route.max_body_bytes)).await,
+        Backend::Grpc(transcoding) => return Box::pin(transcoding.answer(prepared, body, route.max_body_bytes)).await,
     };
     let (mut response, lease) = backend::send(target, prepared, body).await?;
     let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -364,6 +367,7 @@ pub async fn fetch(route: &RouteEntry, prepared: backend::Prepared<'_>, body: Cl
         }
         // Boxed: the aggregate's futures would otherwise enlarge every request's future.
         Backend::Aggregate(aggregation) => Box::pin(aggregation.answer(prepared, body, route.max_body_bytes)).await,
+        Backend::Grpc(transcoding) => Box::pin(transcoding.answer(prepared, body, route.max_body_bytes)).await,
     }
 }
 

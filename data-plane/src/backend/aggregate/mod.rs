@@ -27,7 +27,7 @@ use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use portico_shared::model::{Aggregate, AggregateCall, Merge};
 use portico_shared::template::Source;
 use tokio::time::Instant;
@@ -189,22 +189,9 @@ impl Aggregation {
         max_body_bytes: u64,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let deadline = Instant::now() + self.deadline;
-        let client_body = match (self.reads_body, body) {
-            (false, _) => Bytes::new(),
-            (true, ClientBody::Whole(bytes)) => bytes,
-            (true, ClientBody::Stream(body)) => {
-                let limit = usize::try_from(max_body_bytes).unwrap_or(usize::MAX);
-                let read =
-                    tokio::time::timeout_at(deadline, Limited::new(body, limit).collect()).await.map_err(|_| ProxyError::ClientTimeout)?;
-                read.map_err(|error| {
-                    if error.is::<http_body_util::LengthLimitError>() {
-                        ProxyError::BodyTooLarge { limit: max_body_bytes }
-                    } else {
-                        ProxyError::BadRequest("the request body could not be read")
-                    }
-                })?
-                .to_bytes()
-            }
+        let client_body = match self.reads_body {
+            false => Bytes::new(),
+            true => tokio::time::timeout_at(deadline, body.read_whole(max_body_bytes)).await.map_err(|_| ProxyError::ClientTimeout)??,
         };
         let input = prepared.aggregate.unwrap_or_default();
         let headers = Self::carried(&prepared.headers, &input.written);

@@ -72,6 +72,19 @@ impl TranscodeError {
         }
     }
 
+    /// A copy of a client's mistake, as found in the error chain of an
+    /// upstream call whose request body was translated as it streamed.
+    pub fn client_copy(&self) -> Option<Self> {
+        Some(match self {
+            Self::InvalidField { field, message } => Self::InvalidField { field: field.clone(), message: message.clone() },
+            Self::UnknownQueryParameter(name) => Self::UnknownQueryParameter(name.clone()),
+            Self::InvalidJson { line, field, message } => Self::InvalidJson { line: *line, field: field.clone(), message: message.clone() },
+            Self::BodyNotAllowed => Self::BodyNotAllowed,
+            Self::RequestTooLarge { limit } => Self::RequestTooLarge { limit: *limit },
+            _ => return None,
+        })
+    }
+
     /// The upstream's fault rather than the client's.
     pub fn is_upstream(&self) -> bool {
         self.status() == StatusCode::BAD_GATEWAY

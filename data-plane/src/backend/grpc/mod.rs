@@ -28,6 +28,7 @@ pub mod error;
 mod fixtures;
 pub mod frame;
 pub mod json;
+pub mod route;
 pub mod status;
 pub mod stream;
 
