@@ -3,14 +3,16 @@
 //! whose `.proto` files are uploaded as a `protos` entity. The JSON the
 //! gateway writes is compared with Python's `json_format` for the same
 //! messages (`Oracle`); statuses, streams, deadlines, metadata and a proto
-//! swapped under load are checked as a client sees them.
+//! swapped under load are checked as a client sees them. Beside them, the
+//! same server behind a route without `grpc` block, reached by `grpcurl`
+//! through the gateway (passthrough, reflection and all).
 
 #![allow(clippy::unwrap_used)] // test helpers, like #[test] bodies, may unwrap
 
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use portico_test_support::grpc_peer::{JsonOptions, Oracle, OracleCase, SHOP_SERVICE};
+use portico_test_support::grpc_peer::{JsonOptions, Oracle, OracleCase, SHOP_SERVICE, run_grpcurl};
 use portico_test_support::{ControlPlane, DataPlane, GrpcPeer, TestDb, eventually, serve_config};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
@@ -280,6 +282,16 @@ async fn server_streams_arrive_message_by_message() {
     let lines: Vec<Value> = text.lines().map(parse).collect();
     assert_eq!(lines.len(), 3, "two messages, then the error: {text}");
     assert_eq!(lines[2], json!({"error": {"code": 14, "message": "gone", "details": []}}), "{text}");
+    // A client that goes away cancels the call upstream.
+    let slow = client().get(format!("{}/v1/items:stream?count=20&intervalMs=500", gw.dp.proxy_url)).send().await.unwrap();
+    let mut chunks = slow.bytes_stream();
+    assert!(chunks.next().await.unwrap().unwrap().starts_with(b"{\"id\":\"item-0\""));
+    drop(chunks);
+    eventually("the abandoned stream cancelled at the peer", Duration::from_secs(5), || async {
+        let calls = gw.ok(Method::GET, "/v1/calls", None).await;
+        calls["cancelled"].as_array().is_some_and(|names| names.contains(&json!("ListItems"))).then_some(())
+    })
+    .await;
     let before_any = format!("{}/v1/items:stream?count=5&failAfter=0&failCode=5&failMessage=none", gw.dp.proxy_url);
     let (status, _, text) = gw.send(client().get(&before_any), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "an error before the first message is a real status: {text}");
@@ -392,10 +404,17 @@ async fn a_new_proto_version_swaps_in_under_load_without_a_failed_request() {
             })
         })
         .collect();
+    let things = format!("{}/v1/things/1", gw.dp.proxy_url);
+    assert_eq!(client().get(&things).send().await.unwrap().status(), StatusCode::NOT_FOUND, "no rule yet");
     let mut files = GrpcPeer::proto_files();
     for version in 0..3 {
         let source = files.get_mut("shop.proto").unwrap();
         source.push_str(&format!("\n// revision {version}\n"));
+        if version == 2 {
+            let rule = r#"{get: "/v1/items/{id}"}"#;
+            assert!(source.contains(rule));
+            *source = source.replace(rule, r#"{get: "/v1/items/{id}" additional_bindings {get: "/v1/things/{id}"}}"#);
+        }
         let response = gw
             .cp
             .admin(Method::PUT, "/api/v1/gateways/default/protos/shop")
@@ -413,5 +432,24 @@ async fn a_new_proto_version_swaps_in_under_load_without_a_failed_request() {
         total += task.await.unwrap();
     }
     assert!(total > 20, "the load ran through the swaps: {total} requests");
+    assert_eq!(client().get(&things).send().await.unwrap().status(), StatusCode::OK, "the last version's new rule serves");
     drop(gw.peer);
+}
+
+#[tokio::test]
+async fn grpcurl_passes_through_a_route_without_grpc_block() {
+    let gw = gateway_with(json!([{"name": "native", "service": "shop", "paths": ["/"]}])).await;
+    let gateway = gw.dp.proxy_url.trim_start_matches("http://").to_owned();
+    let listed = run_grpcurl(&["-plaintext", &gateway, "list", SHOP_SERVICE]).await;
+    assert!(listed.status.success(), "reflection through the gateway: {}", String::from_utf8_lossy(&listed.stderr));
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("portico.test.v1.Shop.GetItem"));
+    let method = format!("{SHOP_SERVICE}/GetItem");
+    let got =
+        run_grpcurl(&["-plaintext", "-d", r#"{"id": "7", "filter": {"max_price_cents": "9007199254740993"}}"#, &gateway, &method]).await;
+    assert!(got.status.success(), "{}", String::from_utf8_lossy(&got.stderr));
+    let answer: Value = serde_json::from_slice(&got.stdout).unwrap();
+    assert_eq!(answer["request"]["filter"]["max_price_cents"], "9007199254740993", "{answer}");
+    let failed = run_grpcurl(&["-plaintext", "-d", r#"{"code": 5, "message": "gone"}"#, &gateway, &format!("{SHOP_SERVICE}/Fail")]).await;
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success() && stderr.contains("NotFound") && stderr.contains("gone"), "the status passes through: {stderr}");
 }

@@ -4,7 +4,8 @@
 //! against a real `portico-cp`, with a real `portico-dp` and an upstream
 //! behind it. The only edits are addresses: the README's admin and proxy
 //! addresses become this test's ephemeral ones, and the example upstreams
-//! (`10.0.0.5:8000`, `10.0.0.6:8000`) the test upstream. `curl` fails on
+//! (`10.0.0.5:8000`, `10.0.0.6:8000`) the test upstream, and the example
+//! gRPC server (`10.0.0.7:50051`) the test suite's (`tests/grpc/server.py`). `curl` fails on
 //! any HTTP error status, so an example answering `404` or `405` fails the
 //! test with its output. A request through the proxy is tried again for a
 //! few seconds: a data plane applies a new version within milliseconds,
@@ -25,7 +26,7 @@ use std::path::Path;
 use std::process::Command;
 
 use portico_test_support::process::binary;
-use portico_test_support::{ControlPlane, DataPlane, TestDb, TestUpstream, free_port};
+use portico_test_support::{ControlPlane, DataPlane, GrpcPeer, TestDb, TestUpstream, free_port};
 
 /// The README's code blocks of one language, with the line each starts on.
 fn blocks(readme: &str, language: &str) -> Vec<(usize, String)> {
@@ -88,6 +89,8 @@ async fn every_admin_api_example_in_the_readme_runs_as_written() {
     let cp = ControlPlane::start(&db.url).await;
     let dp = DataPlane::start(&cp.grpc_url, &cp.cluster_token, "default", "readme", None).await;
     let upstream = TestUpstream::start("users").await;
+    let grpc_server = GrpcPeer::start().await;
+    let grpc_target = grpc_server.addr().to_string();
     let admin = cp.admin_url.trim_start_matches("http://");
     let proxy = dp.proxy_url.trim_start_matches("http://");
     let target = upstream.url().trim_start_matches("http://").to_owned();
@@ -106,7 +109,8 @@ async fn every_admin_api_example_in_the_readme_runs_as_written() {
             .replace("127.0.0.1:9080", admin)
             .replace("127.0.0.1:8080", proxy)
             .replace("10.0.0.5:8000", &target)
-            .replace("10.0.0.6:8000", &target);
+            .replace("10.0.0.6:8000", &target)
+            .replace("10.0.0.7:50051", &grpc_target);
         script.push_str(&format!("echo '### README.md line {line}' >&2\nset -x\n{text}set +x\n"));
     }
     let dir = tempfile::tempdir().unwrap();
