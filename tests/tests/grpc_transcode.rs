@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use portico_test_support::grpc_peer::{JsonOptions, Oracle, OracleCase, SHOP_SERVICE, run_grpcurl};
-use portico_test_support::{ControlPlane, DataPlane, GrpcPeer, TestDb, eventually, serve_config};
+use portico_test_support::{ControlPlane, DataPlane, GrpcPeer, TestDb, TestUpstream, eventually, serve_config};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -378,7 +378,8 @@ async fn bad_protos_and_colliding_rules_are_refused_by_name() {
     let (status, body) = post("routes", route("first", &["/v1"], json!({}))).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let (status, body) = post("routes", route("second", &["/v1/items"], json!({}))).await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["field"], "grpc", "{body}");
     assert!(body.to_string().contains("of route 'second' matches the same requests as a rule of route 'first'"), "{body}");
 }
 
@@ -452,4 +453,37 @@ async fn grpcurl_passes_through_a_route_without_grpc_block() {
     let failed = run_grpcurl(&["-plaintext", "-d", r#"{"code": 5, "message": "gone"}"#, &gateway, &format!("{SHOP_SERVICE}/Fail")]).await;
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(!failed.status.success() && stderr.contains("NotFound") && stderr.contains("gone"), "the status passes through: {stderr}");
+}
+
+#[tokio::test]
+async fn message_limits_and_upstreams_that_are_not_grpc() {
+    let small = json!({"max_request_message_bytes": 64, "max_response_message_bytes": 64});
+    let gw = gateway_with(json!([route("small", &["/v1"], small)])).await;
+    let long = "x".repeat(100);
+    assert_refused(
+        gw.call(Method::POST, "/v1/items", Some(json!({"id": "1", "name": long}))).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "64 bytes",
+    );
+    assert_refused(
+        gw.call(Method::GET, &format!("/v1/items/{}", &long[..40]), None).await,
+        StatusCode::BAD_GATEWAY,
+        "upstream_response_too_large",
+        "64 bytes",
+    );
+    assert_eq!(gw.ok(Method::GET, "/v1/items/1", None).await["item"]["id"], "1", "small messages pass");
+
+    let http_only = TestUpstream::start("plain").await;
+    let config = json!({
+        "services": [{"name": "plain", "protocol": "grpc", "targets": [{"url": http_only.url().replace("http://", "grpc://")}]}],
+        "protos": [GrpcPeer::protos_entity("shop")],
+        "routes": [{"name": "plain", "service": "plain", "paths": ["/v1"], "grpc": {"proto": "shop", "services": [SHOP_SERVICE]}}],
+    });
+    let (_db, _cp, dp) = serve_config(&config, &[]).await;
+    let response = client().get(format!("{}/v1/items/1", dp.proxy_url)).send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "an HTTP/1 server is no gRPC upstream: {text}");
+    assert!(parse(&text)["error"]["code"].as_str().unwrap().starts_with("upstream_"), "{text}");
 }

@@ -34,7 +34,7 @@ pub(super) fn routes(config: &GatewayConfig, ok: &Passed, errors: &mut Errors) {
         for (j, second, second_bindings) in bound.iter().skip(a + 1).filter(|(_, second, _)| may_take_the_same_requests(first, second)) {
             let owned = first_bindings.iter().map(|b| (false, b)).chain(second_bindings.iter().map(|b| (true, b)));
             if let Some(collision) = find_collisions(owned).into_iter().find(|c| !c.first && c.second) {
-                errors.add(ConfigError::conflict(
+                errors.add(ConfigError::invalid(
                     format!("routes[{j}].grpc"),
                     format!(
                         "rule {} of route '{}' matches the same requests as a rule of route '{}' (both routes can take them); give the routes distinct paths or hosts",
