@@ -487,3 +487,37 @@ async fn message_limits_and_upstreams_that_are_not_grpc() {
     assert_eq!(status, StatusCode::BAD_GATEWAY, "an HTTP/1 server is no gRPC upstream: {text}");
     assert!(parse(&text)["error"]["code"].as_str().unwrap().starts_with("upstream_"), "{text}");
 }
+
+#[tokio::test]
+async fn identity_headers_always_travel_as_metadata_and_spoofed_ones_never() {
+    let peer = GrpcPeer::start().await;
+    let mut shop = route("shop", &["/v1"], json!({}));
+    shop["policies"] = json!([{"type": "key-auth"}]);
+    let config = json!({
+        "services": [{"name": "shop", "protocol": "grpc", "targets": [{"url": peer.target_url()}]}],
+        "protos": [GrpcPeer::protos_entity("shop")],
+        "consumers": [{"username": "alice"}],
+        "credentials": [{"consumer": "alice", "type": "key-auth", "key": "alice-key-0123456789"}],
+        "routes": [shop],
+    });
+    let (_db, _cp, dp) = serve_config(&config, &[]).await;
+    let metadata = client()
+        .get(format!("{}/v1/metadata", dp.proxy_url))
+        .header("x-api-key", "alice-key-0123456789")
+        .header("x-user-id", "mallory")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metadata.status(), StatusCode::OK);
+    let echo = parse(&metadata.text().await.unwrap());
+    let entries: Vec<(&str, &str)> =
+        echo["entries"].as_array().unwrap().iter().map(|e| (e["key"].as_str().unwrap(), e["value"].as_str().unwrap_or(""))).collect();
+    assert!(entries.contains(&("x-consumer-username", "alice")), "{entries:?}");
+    assert!(
+        !entries.iter().any(|(key, value)| *key == "x-user-id" && *value == "mallory"),
+        "a client's identity header is dropped: {entries:?}"
+    );
+    assert!(!entries.iter().any(|(key, _)| *key == "x-api-key"), "credentials stay at the gateway: {entries:?}");
+    let refused = client().get(format!("{}/v1/metadata", dp.proxy_url)).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+}
