@@ -250,6 +250,28 @@ async fn grpc_statuses_drive_retries_the_circuit_and_the_health_check() {
     .await;
 }
 
+#[tokio::test]
+async fn a_clients_short_grpc_timeout_is_not_counted_against_the_target() {
+    let gw = gateway().await;
+    let proxy: std::net::SocketAddr = gw.dp.proxy_url.trim_start_matches("http://").parse().unwrap();
+    let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().resolve("fragile.test", proxy).build().unwrap();
+    // An impatient client: the gateway gives up at its 20 ms, long before the server's 300 ms.
+    for _ in 0..4 {
+        let answer = h2
+            .post(format!("http://fragile.test:{}/echo.v1.Echo/Say", proxy.port()))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("grpc-timeout", "20m")
+            .body(frame(&SayRequest { text: "hurry".into(), delay_ms: 300 }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.headers()["grpc-status"], "4", "the client's deadline, never an open circuit");
+    }
+    let mut fragile = gw.client("fragile.test").await;
+    fragile.say(SayRequest { text: "patient".into(), delay_ms: 0 }).await.expect("the client's own deadline is not the target failing");
+}
+
 /// One gRPC message: uncompressed flag, length, bytes.
 fn frame(message: &impl Message) -> Vec<u8> {
     let bytes = message.encode_to_vec();

@@ -56,6 +56,10 @@ pub struct Prepared<'a> {
     /// A shorter time than the service's request timeout to wait for the
     /// response (a gRPC client's `grpc-timeout`).
     pub timeout: Option<Duration>,
+    /// `timeout` is the client's own deadline (its `grpc-timeout`), not the
+    /// gateway's: running out of it, or the target answering
+    /// `DEADLINE_EXCEEDED` within it, is not the target failing.
+    pub deadline_is_clients: bool,
     /// What an aggregate's calls take from the request (none for a proxied one).
     pub aggregate: Option<Box<AggregateInput>>,
 }
@@ -93,6 +97,7 @@ pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> 
     let upstream = &target.upstream;
     let timeout = prepared.timeout.map_or(upstream.request_timeout, |asked| asked.min(upstream.request_timeout));
     let deadline = Instant::now() + timeout;
+    let clients_deadline = prepared.deadline_is_clients && timeout < upstream.request_timeout;
     let limit = usize::try_from(target.max_body_bytes).unwrap_or(usize::MAX);
     let plan = target.retry.as_deref().filter(|plan| !prepared.upgrading && plan.allows(prepared.idempotent));
     let (plan, mut body) = match (plan, body) {
@@ -138,13 +143,16 @@ pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> 
         let request_headers = if last || !copy_headers { headers.take() } else { headers.clone() }.unwrap_or_default();
         let request = request(&picked, &prepared.method, &prepared.path_and_query, request_headers, prepared.host.as_ref(), body.next());
         let left = deadline.saturating_duration_since(Instant::now());
-        let timeout = plan.and_then(|p| p.per_try_timeout).map_or(left, |per_try| per_try.min(left));
+        let per_try = plan.and_then(|p| p.per_try_timeout);
+        let timeout = per_try.map_or(left, |per_try| per_try.min(left));
+        // The wait that may run out is the client's, not a per-try one of the gateway's.
+        let clients_wait = clients_deadline && per_try.is_none_or(|per_try| per_try >= left);
         let outcome = match tokio::time::timeout(timeout, upstream.send(&picked, request)).await {
             Ok(Ok((mut response, lease))) => {
                 let status = response.status();
                 upstream.answered(&picked);
                 let outcome = if upstream.is_grpc() {
-                    grpc_outcome(target, &picked, &mut response)
+                    grpc_outcome(target, &picked, &mut response, clients_deadline)
                 } else {
                     upstream.record(&picked, !status.is_server_error());
                     Outcome::Status(status.as_u16())
@@ -181,7 +189,9 @@ pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> 
                 return Err(ProxyError::ClientTimeout); // the upload stalled: the client's doing too
             }
             Err(_) => {
-                upstream.record(&picked, false);
+                if !clients_wait {
+                    upstream.record(&picked, false);
+                }
                 let error = ProxyError::UpstreamTimeout { upstream: upstream.name().to_owned() };
                 if upstream.is_grpc() {
                     return Err(error);
@@ -209,20 +219,28 @@ pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> 
 pub struct GrpcCall {
     upstream: Arc<Upstream>,
     index: usize,
+    /// The call's deadline is the client's ([`Prepared::deadline_is_clients`]).
+    clients_deadline: bool,
 }
 
 impl GrpcCall {
     /// The body ended with `trailers` (none: cut short, or no trailers: a failure).
     pub fn ended(self, trailers: Option<&HeaderMap>) {
-        let success = trailers.and_then(grpc::status_of).is_some_and(|code| !grpc::is_failure(code));
+        let success = trailers.and_then(grpc::status_of).is_some_and(|code| !target_failed(code, self.clients_deadline));
         self.upstream.record_at(self.index, success);
     }
+}
+
+/// Whether a call ending with `code` says the target is failing; a
+/// `DEADLINE_EXCEEDED` under a deadline the client chose does not.
+fn target_failed(code: u32, clients_deadline: bool) -> bool {
+    grpc::is_failure(code) && !(clients_deadline && code == grpc::code::DEADLINE_EXCEEDED)
 }
 
 /// Records a gRPC answer's outcome now when its headers hold it (a
 /// trailers-only response, or no gRPC at all), else leaves a [`GrpcCall`]
 /// in the response; what it means for a retry.
-fn grpc_outcome(target: &Target, picked: &Picked<'_>, response: &mut Response<Incoming>) -> Outcome {
+fn grpc_outcome(target: &Target, picked: &Picked<'_>, response: &mut Response<Incoming>, clients_deadline: bool) -> Outcome {
     let upstream = &target.upstream;
     if !response.status().is_success() {
         upstream.record(picked, !response.status().is_server_error());
@@ -230,11 +248,11 @@ fn grpc_outcome(target: &Target, picked: &Picked<'_>, response: &mut Response<In
     }
     match grpc::status_of(response.headers()) {
         Some(code) => {
-            upstream.record(picked, !grpc::is_failure(code));
+            upstream.record(picked, !target_failed(code, clients_deadline));
             if code == grpc::code::UNAVAILABLE { Outcome::GrpcUnavailable } else { Outcome::Status(200) }
         }
         None => {
-            response.extensions_mut().insert(GrpcCall { upstream: upstream.clone(), index: picked.index() });
+            response.extensions_mut().insert(GrpcCall { upstream: upstream.clone(), index: picked.index(), clients_deadline });
             Outcome::Status(200)
         }
     }

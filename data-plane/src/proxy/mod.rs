@@ -279,6 +279,7 @@ async fn forward<'r>(
         host: preserved_host,
         hash_value: hash_value.as_deref().map(str::as_bytes),
         upgrading: client_upgrade.is_some(),
+        deadline_is_clients: timeout.is_some(),
         timeout,
         aggregate,
     };

@@ -351,6 +351,7 @@ impl Call {
             upgrading: false,
             idempotent: self.method.is_idempotent(),
             timeout: None,
+            deadline_is_clients: false,
             aggregate: None,
         };
         let (response, lease) = proxy::send(&self.target, prepared, ClientBody::Whole(request.body)).await.map_err(|e| Failure::of(&e))?;

@@ -119,6 +119,7 @@ impl Transcoding {
             upgrading: false,
             idempotent: call.idempotent,
             timeout: Some(timeout),
+            deadline_is_clients: prepared.timeout.is_some_and(|asked| asked < self.timeout),
             aggregate: None,
         };
         let sent = proxy::send(&self.target, upstream, upstream_body).await;

@@ -616,6 +616,7 @@ impl Refresh {
             hash_value: self.hash_value.as_deref(),
             upgrading: false,
             timeout: None,
+            deadline_is_clients: false,
             aggregate: self.aggregate,
         };
         let upstream =
