@@ -64,7 +64,8 @@ impl UpstreamBody {
             true => error,
             false => Box::new(ClientBodyError(error)) as BoxError,
         });
-        Self::Translated { body: BoxBody::new(body), waiting }
+        // Always noted: a translation can fail even when its source cannot.
+        Self::Translated { body: BoxBody::new(body), waiting: Some(waiting.unwrap_or_default()) }
     }
 
     /// What tells whether this upload waits for the client, if it can.
@@ -82,15 +83,32 @@ impl UpstreamBody {
 #[error("the request body could not be read: {0}")]
 pub struct ClientBodyError(#[source] BoxError);
 
-/// Whether an upload's last read of the client's body found nothing yet: a
-/// request that times out then was held up by its client (`408`), not by
-/// the upstream, and never counts against a target.
+/// How an upload's client is doing: whether the last read of its body
+/// found nothing yet (a request that times out then was held up by its
+/// client, `408`), and whether its body failed (cut short, too large, or
+/// not translatable): a request that then fails was the client's doing,
+/// not the upstream's, and never counts against a target. Over HTTP/2 the
+/// body's error does not reach the response's, so it is noted here.
 #[derive(Debug, Default)]
-pub struct ClientWait(AtomicBool);
+pub struct ClientWait {
+    waiting: AtomicBool,
+    failed: AtomicBool,
+}
 
 impl ClientWait {
     pub fn is_waiting(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
+/// Notes in `wait` that the client's body failed, when `frame` is an error.
+fn note_failure<T, E>(wait: &ClientWait, frame: &Poll<Option<Result<T, E>>>) {
+    if matches!(frame, Poll::Ready(Some(Err(_)))) {
+        wait.failed.store(true, Ordering::Relaxed);
     }
 }
 
@@ -103,12 +121,19 @@ impl Body for UpstreamBody {
             Self::Streamed { body, waiting } => {
                 let frame = Pin::new(body).poll_frame(cx);
                 if let Some(waiting) = waiting {
-                    waiting.0.store(frame.is_pending(), Ordering::Relaxed);
+                    waiting.waiting.store(frame.is_pending(), Ordering::Relaxed);
+                    note_failure(waiting, &frame);
                 }
                 frame.map_err(|error| Box::new(ClientBodyError(error)) as BoxError)
             }
             Self::Kept(body) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
-            Self::Translated { body, .. } => Pin::new(body).poll_frame(cx),
+            Self::Translated { body, waiting } => {
+                let frame = Pin::new(body).poll_frame(cx);
+                if let Some(waiting) = waiting {
+                    note_failure(waiting, &frame);
+                }
+                frame
+            }
         }
     }
 

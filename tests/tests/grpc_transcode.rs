@@ -315,6 +315,27 @@ async fn client_streams_are_ndjson_lines() {
 }
 
 #[tokio::test]
+async fn a_clients_bad_ndjson_line_is_not_counted_against_the_target() {
+    let peer = GrpcPeer::start().await;
+    let config = json!({
+        "services": [{"name": "shop", "protocol": "grpc", "targets": [{"url": peer.target_url()}],
+                      "circuit_breaker": {"min_requests": 2, "failure_rate_percent": 30, "window_ms": 60000, "open_ms": 60000}}],
+        "protos": [GrpcPeer::protos_entity("shop")],
+        "routes": [route("shop", &["/v1"], json!({}))],
+    });
+    let (_db, _cp, dp) = serve_config(&config, &[]).await;
+    let url = format!("{}/v1/items:collect", dp.proxy_url);
+    for _ in 0..4 {
+        let response = client().post(&url).body("{\"id\": \"a\"}\n{\"id\": 5}\n").send().await.unwrap();
+        let status = response.status();
+        assert_eq!(status, StatusCode::BAD_REQUEST, "the client's mistake, never an open circuit: {}", response.text().await.unwrap());
+    }
+    let lines = "{\"id\": \"a\", \"priceCents\": \"100\"}\n";
+    let response = client().post(&url).body(lines).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{}", response.text().await.unwrap());
+}
+
+#[tokio::test]
 async fn deadlines_and_metadata() {
     let gw = gateway_with(json!([route(
         "shop",

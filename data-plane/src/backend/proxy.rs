@@ -152,7 +152,7 @@ pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> 
                 let status = response.status();
                 upstream.answered(&picked);
                 let outcome = if upstream.is_grpc() {
-                    grpc_outcome(target, &picked, &mut response, clients_deadline)
+                    grpc_outcome(target, &picked, &mut response, clients_deadline, client_wait.clone())
                 } else {
                     upstream.record(&picked, !status.is_server_error());
                     Outcome::Status(status.as_u16())
@@ -167,6 +167,10 @@ pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> 
             Ok(Err(error)) => {
                 if let Some(fault) = client_fault(&error, target.max_body_bytes) {
                     return Err(fault); // the client's doing, not the target's: not recorded, not retried
+                }
+                if client_wait.as_ref().is_some_and(|wait| wait.has_failed()) {
+                    // Over HTTP/2 the stream was reset for the body's error, which the answer does not carry.
+                    return Err(ProxyError::BadRequest("the request body is malformed or was cut short"));
                 }
                 upstream.record(&picked, false);
                 let classified = classify(upstream.name(), &error);
@@ -221,11 +225,16 @@ pub struct GrpcCall {
     index: usize,
     /// The call's deadline is the client's ([`Prepared::deadline_is_clients`]).
     clients_deadline: bool,
+    /// The client's upload: a call cut short because its body failed is not the target's failure.
+    client: Option<Arc<ClientWait>>,
 }
 
 impl GrpcCall {
     /// The body ended with `trailers` (none: cut short, or no trailers: a failure).
     pub fn ended(self, trailers: Option<&HeaderMap>) {
+        if trailers.is_none() && self.client.as_ref().is_some_and(|client| client.has_failed()) {
+            return;
+        }
         let success = trailers.and_then(grpc::status_of).is_some_and(|code| !target_failed(code, self.clients_deadline));
         self.upstream.record_at(self.index, success);
     }
@@ -240,7 +249,13 @@ fn target_failed(code: u32, clients_deadline: bool) -> bool {
 /// Records a gRPC answer's outcome now when its headers hold it (a
 /// trailers-only response, or no gRPC at all), else leaves a [`GrpcCall`]
 /// in the response; what it means for a retry.
-fn grpc_outcome(target: &Target, picked: &Picked<'_>, response: &mut Response<Incoming>, clients_deadline: bool) -> Outcome {
+fn grpc_outcome(
+    target: &Target,
+    picked: &Picked<'_>,
+    response: &mut Response<Incoming>,
+    clients_deadline: bool,
+    client: Option<Arc<ClientWait>>,
+) -> Outcome {
     let upstream = &target.upstream;
     if !response.status().is_success() {
         upstream.record(picked, !response.status().is_server_error());
@@ -252,7 +267,7 @@ fn grpc_outcome(target: &Target, picked: &Picked<'_>, response: &mut Response<In
             if code == grpc::code::UNAVAILABLE { Outcome::GrpcUnavailable } else { Outcome::Status(200) }
         }
         None => {
-            response.extensions_mut().insert(GrpcCall { upstream: upstream.clone(), index: picked.index(), clients_deadline });
+            response.extensions_mut().insert(GrpcCall { upstream: upstream.clone(), index: picked.index(), clients_deadline, client });
             Outcome::Status(200)
         }
     }

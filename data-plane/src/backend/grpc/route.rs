@@ -123,7 +123,8 @@ impl Transcoding {
             aggregate: None,
         };
         let sent = proxy::send(&self.target, upstream, upstream_body).await;
-        if let Some(mistake) = mistake.lock().unwrap_or_else(PoisonError::into_inner).take() {
+        let client_mistake = || mistake.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(mistake) = client_mistake() {
             return Err(mistake.into());
         }
         let (response, lease) = sent?;
@@ -133,7 +134,8 @@ impl Transcoding {
             None,
             CallMetric::new(self.route.clone(), call.grpc_path()),
         );
-        let answer = self.transcoder.response(&call, response).await?;
+        // A bad line after the answer's head resets the call: the client hears of its mistake, not of a broken answer.
+        let answer = self.transcoder.response(&call, response).await.map_err(|error| client_mistake().unwrap_or(error))?;
         Ok(answer.map(|json| ResponseBody::Transcoded(Box::new(json))))
     }
 
