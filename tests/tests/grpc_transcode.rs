@@ -336,6 +336,20 @@ async fn a_clients_bad_ndjson_line_is_not_counted_against_the_target() {
 }
 
 #[tokio::test]
+async fn a_routes_deadline_longer_than_the_services_request_timeout_is_kept() {
+    let peer = GrpcPeer::start().await;
+    let config = json!({
+        "services": [{"name": "shop", "protocol": "grpc", "targets": [{"url": peer.target_url()}], "timeouts": {"request_ms": 300}}],
+        "protos": [GrpcPeer::protos_entity("shop")],
+        "routes": [route("shop", &["/v1"], json!({"timeout_ms": 5000}))],
+    });
+    let (_db, _cp, dp) = serve_config(&config, &[]).await;
+    let response = client().get(format!("{}/v1/sleep/800", dp.proxy_url)).send().await.unwrap();
+    let status = response.status();
+    assert_eq!(status, StatusCode::OK, "the route's timeout_ms is the call's deadline: {}", response.text().await.unwrap());
+}
+
+#[tokio::test]
 async fn deadlines_and_metadata() {
     let gw = gateway_with(json!([route(
         "shop",

@@ -53,8 +53,8 @@ pub struct Prepared<'a> {
     /// Whether sending it twice does no harm, so a retry plan may retry it
     /// (the pipeline: the method is idempotent; a transcoded call: its rule says so).
     pub idempotent: bool,
-    /// A shorter time than the service's request timeout to wait for the
-    /// response (a gRPC client's `grpc-timeout`).
+    /// How long to wait for the response instead of the service's request
+    /// timeout: a gRPC client's shorter `grpc-timeout`, a transcoded route's deadline.
     pub timeout: Option<Duration>,
     /// `timeout` is the client's own deadline (its `grpc-timeout`), not the
     /// gateway's: running out of it, or the target answering
@@ -95,9 +95,8 @@ impl ClientBody {
 /// Sends `prepared` with `body` to `target`'s upstream.
 pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> Result<(Response<Incoming>, Lease), ProxyError> {
     let upstream = &target.upstream;
-    let timeout = prepared.timeout.map_or(upstream.request_timeout, |asked| asked.min(upstream.request_timeout));
-    let deadline = Instant::now() + timeout;
-    let clients_deadline = prepared.deadline_is_clients && timeout < upstream.request_timeout;
+    let deadline = Instant::now() + prepared.timeout.unwrap_or(upstream.request_timeout);
+    let clients_deadline = prepared.deadline_is_clients;
     let limit = usize::try_from(target.max_body_bytes).unwrap_or(usize::MAX);
     let plan = target.retry.as_deref().filter(|plan| !prepared.upgrading && plan.allows(prepared.idempotent));
     let (plan, mut body) = match (plan, body) {

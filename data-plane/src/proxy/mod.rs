@@ -264,6 +264,9 @@ async fn forward<'r>(
         (None, None) => ClientBody::Stream(body),
     };
     let timeout = (served.grpc.is_some() || matches!(route.backend, Backend::Grpc(_))).then(|| grpc::timeout(&parts.headers)).flatten();
+    // A proxied call waits the service's request timeout at most (a transcoded one its route's deadline, see `Transcoding`).
+    let own_timeout = route.backend.upstream().map(|upstream| upstream.request_timeout);
+    let timeout = timeout.map(|asked| own_timeout.map_or(asked, |own| asked.min(own)));
     headers::add_forwarded(&mut parts.headers, peer, client_ip, if secure { "https" } else { "http" }, original_host.as_ref());
     parts.headers.insert(headers::REQUEST_ID, request_id.clone());
     if let Some(identity) = &identity {
@@ -279,7 +282,7 @@ async fn forward<'r>(
         host: preserved_host,
         hash_value: hash_value.as_deref().map(str::as_bytes),
         upgrading: client_upgrade.is_some(),
-        deadline_is_clients: timeout.is_some(),
+        deadline_is_clients: timeout.is_some_and(|asked| own_timeout.is_none_or(|own| asked < own)),
         timeout,
         aggregate,
     };
