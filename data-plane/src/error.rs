@@ -226,6 +226,11 @@ impl ProxyError {
         for challenge in challenges {
             response.headers_mut().append(header::WWW_AUTHENTICATE, challenge.clone());
         }
+        if let Self::Transcode(crate::backend::grpc::TranscodeError::MethodNotAllowed { allowed, .. }) = self
+            && let Ok(allow) = http::HeaderValue::from_str(&allowed.join(", "))
+        {
+            response.headers_mut().insert(header::ALLOW, allow);
+        }
         if let Self::CircuitOpen { retry_after_s, .. } = self {
             response.headers_mut().insert(header::RETRY_AFTER, http::HeaderValue::from(*retry_after_s));
         }

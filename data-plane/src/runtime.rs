@@ -260,8 +260,6 @@ impl Runtime {
     }
 }
 
-/// The retry plan for `retries`: `kept` (the previous version's, with its
-/// budget) when it is for the same settings; none for a single try.
 /// The descriptors of the config's protos, each decoded the first time a
 /// route asks for it.
 struct Pools<'c> {
@@ -284,6 +282,8 @@ impl<'c> Pools<'c> {
     }
 }
 
+/// The retry plan for `retries`: `kept` (the previous version's, with its
+/// budget) when it is for the same settings; none for a single try.
 fn retry_plan(retries: &Retries, kept: Option<&Arc<RetryPlan>>) -> Option<Arc<RetryPlan>> {
     RetryPlan::wanted(retries)
         .then(|| kept.filter(|plan| plan.is_for(retries)).cloned().unwrap_or_else(|| Arc::new(RetryPlan::new(retries))))

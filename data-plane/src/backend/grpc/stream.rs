@@ -296,6 +296,9 @@ pub struct NdjsonFrames<B> {
     /// `None` once the client's body ended.
     client: Option<B>,
     buffer: BytesMut,
+    /// How much of `buffer` is known to hold no newline (not searched again
+    /// as the line grows).
+    scanned: usize,
     /// Lines taken so far.
     line: usize,
     request: Arc<RequestMapping>,
@@ -311,17 +314,21 @@ where
     /// Each line is parsed as `request` says and given `assignments`; a
     /// line, or its message, over `max_message` bytes is refused.
     pub fn new(client: B, request: Arc<RequestMapping>, assignments: Arc<Assignments>, max_message: usize) -> Self {
-        Self { client: Some(client), buffer: BytesMut::new(), line: 0, request, assignments, max_message }
+        Self { client: Some(client), buffer: BytesMut::new(), scanned: 0, line: 0, request, assignments, max_message }
     }
 
     /// The frame of the next non-blank complete line (the last one may lack its newline).
     fn next_line(&mut self) -> Option<Result<Bytes, TranscodeError>> {
         loop {
-            let end = match memchr::memchr(b'\n', &self.buffer) {
-                Some(newline) => newline + 1,
+            let end = match memchr::memchr(b'\n', &self.buffer[self.scanned..]) {
+                Some(newline) => self.scanned + newline + 1,
                 None if self.client.is_none() && !self.buffer.is_empty() => self.buffer.len(),
-                None => return None,
+                None => {
+                    self.scanned = self.buffer.len();
+                    return None;
+                }
             };
+            self.scanned = 0;
             let line = self.buffer.split_to(end);
             self.line += 1;
             if line.len() > self.max_message + 2 {
@@ -357,6 +364,7 @@ where
             // No whole line buffered: one longer than the limit is refused before it ends.
             if this.buffer.len() > this.max_message + 2 {
                 this.buffer.clear();
+                this.scanned = 0;
                 this.client = None;
                 return Poll::Ready(Some(Err(Box::new(TranscodeError::RequestTooLarge { limit: this.max_message }))));
             }
