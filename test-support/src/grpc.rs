@@ -46,6 +46,7 @@ pub struct GrpcUpstream {
     calls: Arc<AtomicUsize>,
     cancelled: Arc<AtomicUsize>,
     serving: Arc<AtomicBool>,
+    connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -59,7 +60,13 @@ struct Service {
 impl GrpcUpstream {
     /// A server in cleartext, HTTP/2 with prior knowledge.
     pub async fn start() -> Self {
-        Self::spawn(None).await
+        Self::spawn(None, None).await
+    }
+
+    /// Like [`GrpcUpstream::start`], taking at most `streams` concurrent
+    /// streams per connection (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub async fn start_limited(streams: u32) -> Self {
+        Self::spawn(None, Some(streams)).await
     }
 
     /// A server speaking TLS with `certificate` (for `localhost`), offering ALPN `h2`.
@@ -73,21 +80,25 @@ impl GrpcUpstream {
             .with_single_cert(vec![certificate.der.clone().into()], key)
             .expect("test certificate");
         config.alpn_protocols = vec![b"h2".to_vec()];
-        Self::spawn(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+        Self::spawn(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))), None).await
     }
 
-    async fn spawn(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+    async fn spawn(tls: Option<tokio_rustls::TlsAcceptor>, max_streams: Option<u32>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the gRPC upstream");
         let addr = listener.local_addr().expect("gRPC upstream address");
         let service = Service { calls: Arc::default(), cancelled: Arc::default(), serving: Arc::new(AtomicBool::new(true)) };
         let (calls, cancelled, serving) = (service.calls.clone(), service.cancelled.clone(), service.serving.clone());
         let routes = Routes::new(EchoServer::new(service.clone())).add_service(HealthServer::new(service));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let (routes, tls) = (routes.clone(), tls.clone());
                 tokio::spawn(async move {
                     let service = TowerToHyperService::new(tower::util::MapRequest::new(routes, without_deadline));
-                    let builder = auto::Builder::new(TokioExecutor::new()).http2_only();
+                    let mut builder = auto::Builder::new(TokioExecutor::new()).http2_only();
+                    builder.http2().max_concurrent_streams(max_streams);
                     let _ = match tls {
                         Some(acceptor) => {
                             let Ok(stream) = acceptor.accept(stream).await else { return };
@@ -98,7 +109,7 @@ impl GrpcUpstream {
                 });
             }
         });
-        Self { addr, calls, cancelled, serving, task }
+        Self { addr, calls, cancelled, serving, connections, task }
     }
 
     /// `grpc://127.0.0.1:<port>`
@@ -114,6 +125,11 @@ impl GrpcUpstream {
     /// Calls of `Echo` methods received so far.
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// `Stream` calls dropped before their last reply went out (the client went away).

@@ -30,7 +30,8 @@ struct Gateway {
     _cp: ControlPlane,
     dp: DataPlane,
     echo: GrpcUpstream,
-    _secure: GrpcUpstream,
+    secure: GrpcUpstream,
+    limited: GrpcUpstream,
 }
 
 impl Gateway {
@@ -53,12 +54,14 @@ impl Gateway {
 /// `echo` (grpc) at `/echo.v1.Echo` with `Fail` behind key-auth, and by
 /// host: `secure.test` a grpcs service, `down.test` one nothing listens
 /// for, `fragile.test` one with a circuit breaker, `checked.test` one with
-/// active health checks, and `retrying.test` the echo service with retries
+/// active health checks, `limited.test` one taking 5 streams per
+/// connection, and `retrying.test` the echo service with retries
 /// on `503` for any call.
 async fn gateway() -> Gateway {
     let echo = GrpcUpstream::start().await;
     let ca = TestCa::new();
     let secure = GrpcUpstream::start_tls(&ca.issue(&["localhost"])).await;
+    let limited = GrpcUpstream::start_limited(5).await;
     let grpc = |name: &str, url: String| json!({"name": name, "protocol": "grpc", "targets": [{"url": url}]});
     let mut fragile = grpc("fragile", echo.url());
     fragile["circuit_breaker"] = json!({"min_requests": 2, "failure_rate_percent": 30, "window_ms": 60000, "open_ms": 60000});
@@ -72,6 +75,7 @@ async fn gateway() -> Gateway {
             grpc("down", format!("grpc://127.0.0.1:{}", free_port())),
             fragile,
             checked,
+            grpc("limited", limited.url()),
         ],
         "routes": [
             {"name": "echo", "service": "echo", "paths": ["/echo.v1.Echo"], "strip_path": false},
@@ -80,6 +84,7 @@ async fn gateway() -> Gateway {
             by_host("down"),
             by_host("fragile"),
             by_host("checked"),
+            by_host("limited"),
             {"name": "retrying", "service": "echo", "paths": ["/"], "hosts": ["retrying.test"],
              "retries": {"attempts": 2, "on": ["connect-failure", "503"], "non_idempotent": true}},
         ],
@@ -87,7 +92,7 @@ async fn gateway() -> Gateway {
         "credentials": [{"consumer": "alice", "type": "key-auth", "key": KEY}],
     });
     let (db, cp, dp) = serve_config(&config, &[]).await;
-    Gateway { _db: db, _cp: cp, dp, echo, _secure: secure }
+    Gateway { _db: db, _cp: cp, dp, echo, secure, limited }
 }
 
 fn with_key<T>(message: T) -> Request<T> {
@@ -146,9 +151,23 @@ async fn native_calls_pass_through_with_streams_metadata_trailers_and_statuses()
     drop(endless);
     eventually("the abandoned call cancelled upstream", DEADLINE, || async { (gw.echo.cancelled_streams() == 1).then_some(()) }).await;
 
-    let mut secure = gw.client("secure.test").await;
-    let reply = secure.say(SayRequest { text: "over tls".into(), delay_ms: 0 }).await.unwrap();
-    assert_eq!(reply.into_inner().text, "over tls", "a grpcs service, verified against its CA");
+    let secure = gw.client("secure.test").await;
+    let calls = (0..20).map(|i| {
+        let mut secure = secure.clone();
+        async move { secure.say(SayRequest { text: format!("over tls {i}"), delay_ms: 200 }).await.unwrap().into_inner().text }
+    });
+    let replies = futures::future::join_all(calls).await;
+    assert_eq!(replies[19], "over tls 19", "a grpcs service, verified against its CA");
+    assert_eq!(gw.secure.connections(), 1, "20 calls at once share one multiplexed connection");
+
+    let limited = gw.client("limited.test").await;
+    limited.clone().say(SayRequest { text: "warm".into(), delay_ms: 0 }).await.unwrap();
+    let calls = (0..6).map(|i| {
+        let mut limited = limited.clone();
+        async move { limited.say(SayRequest { text: format!("{i}"), delay_ms: 300 }).await.map(|_| ()) }
+    });
+    assert!(futures::future::join_all(calls).await.iter().all(Result::is_ok));
+    assert_eq!(gw.limited.connections(), 2, "5 streams on the first connection, then a full one makes the pool open another");
 }
 
 #[tokio::test]

@@ -80,17 +80,17 @@ pub async fn handle(
         let outcome = match (refused, &runtime) {
             (Some(violation), _) => Err(ProxyError::Malformed(violation)),
             (None, None) => {
-                served.grpc = GrpcClient::of(request.headers());
+                served.grpc = GrpcClient::of(request.headers()).map(Box::new);
                 Err(ProxyError::NoConfig)
             }
             (None, Some(runtime)) => forward(&node, runtime, request, peer, secure, &request_id, &mut served).await,
         };
         let response = outcome.unwrap_or_else(|error| {
             tracing::debug!(error = %error, source = ?error.source(), retryable = error.retryable(), "request failed");
-            error.response_to(served.grpc.as_ref())
+            error.response_to(served.grpc.as_deref())
         });
         match served.grpc_metric.take() {
-            Some(metric) => grpc::respond(response, served.grpc.as_ref(), metric),
+            Some(metric) => grpc::respond(response, served.grpc.as_deref(), *metric),
             None => response,
         }
     }
@@ -129,10 +129,11 @@ struct Served<'r> {
     route: Option<&'r RouteEntry>,
     origin: Option<HeaderValue>,
     cache_status: Option<HeaderValue>,
-    /// The client speaks gRPC (or gRPC-Web): errors are gRPC's.
-    grpc: Option<GrpcClient>,
+    /// The client speaks gRPC (or gRPC-Web): errors are gRPC's. Boxed, as
+    /// the next: this lives in every request's future.
+    grpc: Option<Box<GrpcClient>>,
     /// The route's service speaks gRPC: the call is counted by method.
-    grpc_metric: Option<CallMetric>,
+    grpc_metric: Option<Box<CallMetric>>,
 }
 
 /// The method a request is routed by: a CORS preflight's asks for the
@@ -156,7 +157,7 @@ async fn forward<'r>(
 ) -> Result<Response<ResponseBody>, ProxyError> {
     // Refusals before a route is known answer a gRPC client in gRPC's form too.
     let refuse = |served: &mut Served<'_>, error: ProxyError| {
-        served.grpc = GrpcClient::of(request.headers());
+        served.grpc = GrpcClient::of(request.headers()).map(Box::new);
         error
     };
     headers::check_limits(request.headers()).map_err(|error| refuse(served, error))?;
@@ -174,8 +175,8 @@ async fn forward<'r>(
     };
     served.route = Some(route);
     if route.backend.upstream().is_some_and(|upstream| upstream.is_grpc()) {
-        served.grpc = GrpcClient::of(request.headers());
-        served.grpc_metric = Some(CallMetric::new(route.name.clone(), &path));
+        served.grpc = GrpcClient::of(request.headers()).map(Box::new);
+        served.grpc_metric = Some(Box::new(CallMetric::new(route.name.clone(), &path)));
     }
     tracing::Span::current().record("route", &*route.name).record("upstream", route.backend.label());
     if let Some(cors) = &route.stages.cors {

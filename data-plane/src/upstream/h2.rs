@@ -35,8 +35,12 @@ use tower::ServiceExt;
 
 use super::pool::{Lease, SendError};
 use crate::body::{BoxError, UpstreamBody};
-use crate::idle::{Activity, until_idle};
+use crate::idle::{Activity, InFlight, until_idle};
 
+/// Largest response head (names, values and 32 bytes per field) taken
+/// from a target, as the pipeline's limit on requests
+/// (`proxy::headers::MAX_HEADER_BYTES`; hyper's default is 16 KiB).
+const MAX_RESPONSE_HEADER_BYTES: u32 = 64 * 1024;
 /// Most connections kept per target.
 const MAX_CONNECTIONS: usize = 8;
 /// A PING after this long without a frame from the target...
@@ -90,7 +94,7 @@ impl std::fmt::Debug for Dialer {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Connection {
     sender: SendRequest<UpstreamBody>,
     /// Streams in flight (and when the last ended, for the idle timeout).
@@ -99,9 +103,16 @@ struct Connection {
     max_streams: Arc<AtomicUsize>,
 }
 
+/// One stream of a connection, counted in flight until the guard drops.
+type Claimed = (SendRequest<UpstreamBody>, InFlight);
+
 impl Connection {
     fn is_full(&self) -> bool {
         self.activity.in_flight() >= self.max_streams.load(Ordering::Relaxed)
+    }
+
+    fn claim(&self) -> Claimed {
+        (self.sender.clone(), self.activity.start())
     }
 }
 
@@ -136,15 +147,13 @@ impl H2Pool {
     /// [`SendError::Connect`].
     pub(super) async fn send(&self, request: Request<UpstreamBody>) -> Result<(Response<Incoming>, Lease), SendError> {
         let request = self.to_http2(request);
-        let connection = match self.available() {
-            Some(connection) => connection,
+        let (mut sender, in_flight) = match self.available() {
+            Some(claimed) => claimed,
             None => match self.connection().await {
-                Ok(connection) => connection,
+                Ok(claimed) => claimed,
                 Err(error) => return Err(SendError::Connect(error, Box::new(request))),
             },
         };
-        let in_flight = connection.activity.start();
-        let mut sender = connection.sender;
         match sender.try_send_request(request).await {
             Ok(response) => Ok((response, Lease::multiplexed(in_flight))),
             Err(mut error) => match error.take_message() {
@@ -170,16 +179,17 @@ impl H2Pool {
         request
     }
 
-    /// A connection with a stream free, forgetting closed ones.
-    fn available(&self) -> Option<Connection> {
+    /// A stream of a connection with one free (claimed under the lock, so
+    /// requests arriving together do not all take the last one), forgetting closed connections.
+    fn available(&self) -> Option<Claimed> {
         let mut connections = self.connections.lock().unwrap_or_else(PoisonError::into_inner);
         connections.retain(|c| !c.sender.is_closed());
-        connections.iter().find(|c| !c.is_full()).cloned()
+        connections.iter().find(|c| !c.is_full()).map(Connection::claim)
     }
 
-    /// A connection for the next request: one that freed up or was made
-    /// meanwhile, a new one, or (at [`MAX_CONNECTIONS`]) the least busy.
-    async fn connection(&self) -> Result<Connection, BoxError> {
+    /// A stream for the next request: on a connection that freed up or was
+    /// made meanwhile, a new one, or (at [`MAX_CONNECTIONS`]) the least busy.
+    async fn connection(&self) -> Result<Claimed, BoxError> {
         let asked = Instant::now();
         let mut last_failure = self.connecting.lock().await;
         if let Some(connection) = self.available() {
@@ -193,12 +203,13 @@ impl H2Pool {
             if connections.len() >= MAX_CONNECTIONS
                 && let Some(least_busy) = connections.iter().min_by_key(|c| c.activity.in_flight())
             {
-                return Ok(least_busy.clone());
+                return Ok(least_busy.claim());
             }
         }
         let connection = self.connect().await.inspect_err(|_| *last_failure = Some(Instant::now()))?;
-        self.connections.lock().unwrap_or_else(PoisonError::into_inner).push(connection.clone());
-        Ok(connection)
+        let claimed = connection.claim();
+        self.connections.lock().unwrap_or_else(PoisonError::into_inner).push(connection);
+        Ok(claimed)
     }
 
     /// A new connection, its task spawned.
@@ -227,6 +238,7 @@ impl H2Pool {
             .keep_alive_interval(KEEP_ALIVE_INTERVAL)
             .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
             .keep_alive_while_idle(true)
+            .max_header_list_size(MAX_RESPONSE_HEADER_BYTES)
             .handshake(io)
             .await?;
         let activity = Activity::new();

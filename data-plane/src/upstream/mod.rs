@@ -326,7 +326,9 @@ impl Upstream {
     ) -> Result<(http::Response<hyper::body::Incoming>, Lease), SendError> {
         match &self.connections {
             Connections::Http1(pools) => pools[index].send(request).await,
-            Connections::Http2(pools) => pools[index].send(request).await,
+            // Boxed: its connect (TLS, HTTP/2 handshake) would otherwise
+            // enlarge every request's future, copied as it moves.
+            Connections::Http2(pools) => Box::pin(pools[index].send(request)).await,
         }
     }
 
