@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use portico_test_support::grpc_peer::{JsonOptions, Oracle, OracleCase, SHOP_SERVICE, run_grpcurl};
-use portico_test_support::{ControlPlane, DataPlane, GrpcPeer, TestDb, TestUpstream, eventually, serve_config};
+use portico_test_support::{ControlPlane, DataPlane, GrpcPeer, SilentUpstream, TestDb, TestUpstream, eventually, serve_config};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -557,4 +557,22 @@ async fn identity_headers_always_travel_as_metadata_and_spoofed_ones_never() {
     assert!(!entries.iter().any(|(key, _)| *key == "x-api-key"), "credentials stay at the gateway: {entries:?}");
     let refused = client().get(format!("{}/v1/metadata", dp.proxy_url)).send().await.unwrap();
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_grpcs_target_that_never_completes_its_handshake_fails_within_connect_ms() {
+    let silent = SilentUpstream::start().await;
+    let target = silent.url().replace("http://", "grpcs://");
+    let config = json!({
+        "services": [{"name": "stuck", "protocol": "grpcs", "targets": [{"url": target}], "timeouts": {"connect_ms": 300, "request_ms": 20000}}],
+        "protos": [GrpcPeer::protos_entity("shop")],
+        "routes": [{"name": "stuck", "service": "stuck", "paths": ["/v1"], "grpc": {"proto": "shop", "services": [SHOP_SERVICE]}}],
+    });
+    let (_db, _cp, dp) = serve_config(&config, &[]).await;
+    let started = Instant::now();
+    let response = client().get(format!("{}/v1/items/1", dp.proxy_url)).send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "a connect that timed out, as for HTTP/1 targets: {text}");
+    assert!(started.elapsed() < Duration::from_secs(5), "failed at connect_ms, not request_ms: {:?}", started.elapsed());
 }

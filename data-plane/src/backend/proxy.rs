@@ -272,11 +272,15 @@ fn grpc_outcome(
     }
 }
 
-/// Whether an HTTP/2 target refused the request's stream: it never processed it.
+/// Whether an HTTP/2 target turned the request's stream away unprocessed:
+/// it refused it, or was going away (a graceful `GOAWAY` reaches the
+/// streams it will not process; a retry still needs an idempotent request).
 fn refused_stream(error: &SendError) -> bool {
     std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |e| e.source())
         .filter_map(|e| e.downcast_ref::<h2::Error>())
-        .any(|e| e.reason() == Some(h2::Reason::REFUSED_STREAM))
+        .any(|e| {
+            e.reason() == Some(h2::Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote() && e.reason() == Some(h2::Reason::NO_ERROR))
+        })
 }
 
 /// The request body for each try.

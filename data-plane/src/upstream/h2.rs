@@ -69,6 +69,9 @@ pub(super) struct H2Pool {
 #[derive(Clone)]
 pub(super) struct Dialer {
     tcp: HttpConnector,
+    /// Bounds the whole connect: TCP, TLS and the HTTP/2 handshake (a
+    /// target that accepts but never completes a handshake is a connect failure).
+    connect_timeout: Duration,
     /// With ALPN `h2` only; none for `grpc` (h2c).
     tls: Option<tokio_rustls::TlsConnector>,
 }
@@ -84,7 +87,7 @@ impl Dialer {
             config.alpn_protocols = vec![b"h2".to_vec()];
             tokio_rustls::TlsConnector::from(Arc::new(config))
         });
-        Self { tcp, tls }
+        Self { tcp, connect_timeout, tls }
     }
 }
 
@@ -214,6 +217,13 @@ impl H2Pool {
 
     /// A new connection, its task spawned.
     async fn connect(&self) -> Result<Connection, BoxError> {
+        match tokio::time::timeout(self.dialer.connect_timeout, self.dial()).await {
+            Ok(connected) => connected,
+            Err(_) => Err(Box::new(std::io::Error::new(std::io::ErrorKind::TimedOut, "the connection was not ready within connect_ms"))),
+        }
+    }
+
+    async fn dial(&self) -> Result<Connection, BoxError> {
         let tcp = self.dialer.tcp.clone().oneshot(self.address.clone()).await?.into_inner();
         match &self.dialer.tls {
             None => self.handshake(TokioIo::new(tcp)).await,
