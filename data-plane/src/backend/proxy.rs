@@ -77,19 +77,29 @@ impl ClientBody {
     /// The whole body, at most `max_body_bytes` (else `413`).
     pub async fn read_whole(self, max_body_bytes: u64) -> Result<Bytes, ProxyError> {
         let limit = usize::try_from(max_body_bytes).unwrap_or(usize::MAX);
-        let read = match self {
-            Self::Whole(bytes) => return Ok(bytes),
-            Self::Stream(body) => Limited::new(body, limit).collect().await,
-            Self::Once(body) => Limited::new(body, limit).collect().await,
-        };
-        read.map(http_body_util::Collected::to_bytes).map_err(|error| {
-            if error.is::<http_body_util::LengthLimitError>() {
-                ProxyError::BodyTooLarge { limit: max_body_bytes }
-            } else {
-                ProxyError::BadRequest("the request body could not be read")
-            }
-        })
+        match self {
+            Self::Whole(bytes) => Ok(bytes),
+            Self::Stream(body) => collect_limited(body, limit, max_body_bytes).await,
+            Self::Once(body) => collect_limited(body, limit, max_body_bytes).await,
+        }
     }
+}
+
+/// Reads a request body whole, at most `limit` bytes: past it a `413`
+/// naming `max_body` (the route's limit), a body that breaks a `400`.
+pub async fn collect_limited<B>(body: B, limit: usize, max_body: u64) -> Result<Bytes, ProxyError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<crate::body::BoxError>,
+{
+    let collected = Limited::new(body, limit).collect().await.map_err(|error| {
+        if error.is::<http_body_util::LengthLimitError>() {
+            ProxyError::BodyTooLarge { limit: max_body }
+        } else {
+            ProxyError::BadRequest("the request body could not be read")
+        }
+    })?;
+    Ok(collected.to_bytes())
 }
 
 /// Sends `prepared` with `body` to `target`'s upstream.
@@ -327,14 +337,7 @@ async fn keep(body: Incoming, limit: usize, max_body: u64) -> Result<Kept, Proxy
     if !body.is_end_stream() && declared.is_none_or(|length| length > MAX_KEPT_BODY) {
         return Ok(Kept::TooLarge(UpstreamBody::streamed(body, limit)));
     }
-    let collected = Limited::new(body, limit).collect().await.map_err(|error| {
-        if error.is::<http_body_util::LengthLimitError>() {
-            ProxyError::BodyTooLarge { limit: max_body }
-        } else {
-            ProxyError::BadRequest("the request body could not be read")
-        }
-    })?;
-    Ok(Kept::Whole(collected.to_bytes()))
+    Ok(Kept::Whole(collect_limited(body, limit, max_body).await?))
 }
 
 /// The client's fault when a try failed because reading its request body

@@ -28,7 +28,6 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::backend::proxy::{ClientBody, GrpcCall};
@@ -84,14 +83,8 @@ impl GrpcClient {
         }
         headers.remove(header::CONTENT_LENGTH);
         let limit = usize::try_from(max_body.saturating_mul(4).div_ceil(3)).unwrap_or(usize::MAX);
-        let text = Limited::new(body, limit).collect().await.map_err(|error| {
-            if error.is::<http_body_util::LengthLimitError>() {
-                ProxyError::BodyTooLarge { limit: max_body }
-            } else {
-                ProxyError::BadRequest("the request body could not be read")
-            }
-        })?;
-        let decoded = decode_text(&text.to_bytes()).ok_or(ProxyError::BadRequest("the grpc-web-text body is not base64"))?;
+        let text = crate::backend::proxy::collect_limited(body, limit, max_body).await?;
+        let decoded = decode_text(&text).ok_or(ProxyError::BadRequest("the grpc-web-text body is not base64"))?;
         Ok(ClientBody::Whole(decoded))
     }
 }
