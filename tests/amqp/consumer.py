@@ -197,8 +197,9 @@ class Peer:
     def op_call(self, exchange, routing_key, body, timeout_ms, properties=None):
         correlation_id = str(uuid.uuid4())
         fields = dict(properties or {}, reply_to=DIRECT_REPLY_TO, correlation_id=correlation_id)
-        self.calls[correlation_id] = self.connection.call_later(timeout_ms / 1000, lambda: self.timed_out(correlation_id))
         self.caller.basic_publish(exchange, routing_key, base64.b64decode(body), basic_properties(fields))
+        # The reply is dispatched after this command returns, never before.
+        self.calls[correlation_id] = self.connection.call_later(timeout_ms / 1000, lambda: self.timed_out(correlation_id))
         return None  # answered when the reply comes, or the time is up
 
     def replied(self, _channel, method, properties, body):
@@ -221,7 +222,10 @@ class Peer:
             reply = pika.BasicProperties(
                 correlation_id=properties.correlation_id, content_type=content_type, headers=headers
             )
-            answer = lambda: channel.basic_publish("", properties.reply_to, prefix + body, reply)
+
+            def answer():
+                channel.basic_publish("", properties.reply_to, prefix + body, reply)
+
             if delay_ms:
                 self.connection.call_later(delay_ms / 1000, answer)
             else:
