@@ -99,6 +99,7 @@ impl ThrowawayBroker {
         use std::os::unix::process::CommandExt as _;
         let BrokerPorts { amqp, dist, epmd } = self.ports;
         let child = Command::new(amqp_dir().join("throwaway-rabbitmq"))
+            .arg("run")
             .arg(self.dir.path())
             .args([amqp, dist, epmd].map(|port| port.to_string()))
             .process_group(0)
@@ -152,6 +153,30 @@ impl ThrowawayBroker {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.kill();
+    }
+
+    /// Raises a memory alarm (`set_vm_memory_high_watermark 0`): the node
+    /// blocks every connection that publishes (`connection.blocked`) until
+    /// [`ThrowawayBroker::clear_memory_alarm`].
+    pub async fn raise_memory_alarm(&self) {
+        self.rabbitmqctl(&["set_vm_memory_high_watermark", "0"]).await;
+    }
+
+    /// Clears the memory alarm (the default watermark, 0.4): blocked connections are unblocked.
+    pub async fn clear_memory_alarm(&self) {
+        self.rabbitmqctl(&["set_vm_memory_high_watermark", "0.4"]).await;
+    }
+
+    /// Runs rabbitmqctl against the node (`throwaway-rabbitmq ctl`); it must succeed.
+    async fn rabbitmqctl(&self, args: &[&str]) {
+        let mut command = tokio::process::Command::new(amqp_dir().join("throwaway-rabbitmq"));
+        command.arg("ctl").arg(self.dir.path()).args([self.ports.amqp, self.ports.epmd].map(|port| port.to_string())).args(args);
+        let output = match tokio::time::timeout(DEADLINE, command.stdin(Stdio::null()).kill_on_drop(true).output()).await {
+            Ok(output) => output.expect("run tests/amqp/throwaway-rabbitmq ctl"),
+            Err(_) => panic!("rabbitmqctl {args:?} did not finish within {DEADLINE:?}"),
+        };
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "rabbitmqctl {args:?} failed ({}): {stderr}", output.status);
     }
 
     /// Kills the node's whole process group (epmd included) and reaps the script.

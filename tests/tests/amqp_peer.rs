@@ -4,7 +4,7 @@
 //! with its properties; its RPC responder answers a call over direct
 //! reply-to, or stays silent; and a throwaway broker stops (its port
 //! refuses connections) and starts again on the same port, with its
-//! durable queue.
+//! durable queue, and blocks publishers under a memory alarm.
 
 use std::time::{Duration, Instant};
 
@@ -133,4 +133,18 @@ async fn throwaway_broker_stops_and_starts_again_on_the_same_port() {
     peer.consume(&queue).await;
     assert_eq!(peer.next_message().await.body, b"kept");
     println!("throwaway broker: booted in {boot:?}, again in {reboot:?}");
+}
+
+#[tokio::test]
+async fn a_memory_alarm_blocks_publishers_until_cleared() {
+    let broker = ThrowawayBroker::start().await;
+    broker.raise_memory_alarm().await;
+    // pika gives up on a blocked connection after blocked_connection_timeout.
+    let blocked = Consumer::start(&format!("{}?blocked_connection_timeout=1", broker.url())).await;
+    let error = blocked.try_publish(Publish { routing_key: "anywhere", body: b"x", ..Publish::default() }).await;
+    assert!(error.expect_err("a blocked connection cannot publish").contains("ConnectionBlockedTimeout"));
+
+    broker.clear_memory_alarm().await;
+    let peer = Consumer::start(&broker.url()).await;
+    assert_eq!(peer.publish(Publish { routing_key: "anywhere", body: b"x", ..Publish::default() }).await, Confirm::Ack);
 }
