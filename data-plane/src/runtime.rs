@@ -134,7 +134,9 @@ impl Runtime {
         let service_of = |name: &str, route: &str| by_name.get(name).ok_or_else(|| format!("route '{route}': unknown service '{name}'"));
         for (index, route) in config.routes.iter().enumerate() {
             let service = match &route.backend {
-                RouteBackend::Proxy { service } | RouteBackend::Grpc { service, .. } => Some(service_of(service, &route.name)?),
+                RouteBackend::Proxy { service } | RouteBackend::Grpc { service, .. } | RouteBackend::Amqp { service, .. } => {
+                    Some(service_of(service, &route.name)?)
+                }
                 RouteBackend::Aggregate { .. } => None,
             };
             let policies = effective_policies(route, service.map(|(_, s)| *s), &config.policies);
@@ -200,6 +202,7 @@ impl Runtime {
                 (RouteBackend::Proxy { service } | RouteBackend::Grpc { service, .. }, None) => {
                     return Err(format!("route '{}': unknown service '{service}'", route.name));
                 }
+                (RouteBackend::Amqp { .. }, _) => return Err(format!("route '{}': amqp routes are not served yet", route.name)),
             };
             routes.push(RouteEntry {
                 index,
