@@ -153,7 +153,8 @@ pub struct UpstreamTls {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
-    /// `http://host:port` (no path, query or credentials).
+    /// `http://host:port` (no path, query or credentials), with the
+    /// service's scheme; for `amqp`/`amqps`, `amqp://host[:port][/vhost]`.
     pub url: String,
     /// Relative share of traffic, 0 to 1000; 0 takes a target out of rotation.
     #[serde(default = "default_weight")]
