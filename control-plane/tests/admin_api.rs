@@ -1305,7 +1305,12 @@ async fn a_broker_password_is_write_only_but_reaches_the_data_planes() {
     let applied = api.send(Method::PUT, CONFIG, Some(ADMIN), &[], Some(("application/json", export.text))).await;
     assert_eq!((applied.status, applied.json()["published"].clone()), (StatusCode::OK, json!(false)), "{}", applied.text);
 
-    // A new broker, or a new login, must be given the password.
+    // A new broker, or a new login, must be given the password, whatever the method.
+    for patch in [json!({"targets": [{"url": "amqp://broker.elsewhere"}]}), json!({"credentials": {"username": "other"}})] {
+        let refused = api.write(Method::PATCH, &format!("{SERVICES}/events"), patch.clone()).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{patch}: {}", refused.text);
+        assert!(refused.error_field().ends_with("credentials.password"), "{}", refused.text);
+    }
     let mut moved = shown.clone();
     moved["targets"] = json!([{"url": "amqp://10.0.0.8"}, {"url": "amqp://broker.elsewhere"}]);
     let refused = api.write(Method::PUT, &format!("{SERVICES}/events"), moved.clone()).await;
