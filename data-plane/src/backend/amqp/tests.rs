@@ -4,6 +4,7 @@
 //! never skip, when the broker does not answer. Each test declares its
 //! own exchange and queues under a unique name and deletes them.
 
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -323,4 +324,83 @@ async fn a_broker_is_kept_across_versions_while_its_settings_are_unchanged() {
     assert!(!Arc::ptr_eq(&first, &changed));
     let error = Broker::new(broker_settings(vec!["http://nope".into()], 1), None).unwrap_err();
     assert!(error.contains("http://nope"), "{error}");
+}
+
+/// A TCP relay to the test broker that can be cut (every connection
+/// dropped, nothing listening) and restored on the same port.
+struct Relay {
+    addr: std::net::SocketAddr,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Relay {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut relay = Self { addr, tasks: tokio::task::JoinSet::new() };
+        relay.serve(listener);
+        relay
+    }
+
+    fn url(&self) -> String {
+        let broker = lapin::uri::AMQPUri::from_str(&broker_url()).unwrap();
+        let vhost = percent_encoding::utf8_percent_encode(&broker.vhost, percent_encoding::NON_ALPHANUMERIC);
+        let user = &broker.authority.userinfo;
+        format!("amqp://{}:{}@{}/{vhost}", user.username, user.password, self.addr)
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let broker = lapin::uri::AMQPUri::from_str(&broker_url()).unwrap();
+        let upstream = format!("{}:{}", broker.authority.host, broker.authority.port);
+        self.tasks.spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                connections.spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+    }
+
+    /// Drops every connection and stops listening.
+    async fn cut(&mut self) {
+        self.tasks.shutdown().await;
+    }
+
+    async fn restore(&mut self) {
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        self.serve(listener);
+    }
+}
+
+#[tokio::test]
+async fn a_lost_connection_fails_fast_and_recovers_without_a_restart() {
+    let mut relay = Relay::start().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    // The first target is down: the second serves (failover).
+    let targets = vec![format!("amqp://127.0.0.1:{}/%2F", dead.port()), relay.url()];
+    let broker = Broker::new(broker_settings(targets, 2), None).unwrap();
+    assert!(broker.wait_available(Duration::from_secs(10)).await, "the relay's broker connects");
+    let mut topology = Topology::new("recover").await;
+    topology.queue("k", FieldTable::default()).await;
+    let settings = message_settings(&topology.exchange, Duration::from_secs(10));
+    let message = Message::from_request(&settings, &HeaderMap::new(), "r", Bytes::new());
+    broker.publish(&settings, "k", message.clone()).await.unwrap();
+
+    relay.cut().await;
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let error = broker.publish(&settings, "k", message.clone()).await.unwrap_err();
+        assert!(matches!(error, AmqpError::Unavailable { .. }), "{error:?}");
+        assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    }
+    assert!(!broker.is_available());
+
+    relay.restore().await;
+    assert!(broker.wait_available(Duration::from_secs(10)).await, "reconnected");
+    broker.publish(&settings, "k", message).await.unwrap();
+    topology.cleanup().await;
 }
