@@ -323,17 +323,10 @@ impl Shared {
             .correlation_id()
             .as_ref()
             .and_then(|id| self.waiters.lock().unwrap_or_else(PoisonError::into_inner).remove(id.as_str()));
-        match waiter {
-            Some(waiter) => {
-                // The call may have ended in the meantime; then the reply is stray too.
-                if waiter.send(delivery).is_err() {
-                    self.stray_replies.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            None => {
-                self.stray_replies.fetch_add(1, Ordering::Relaxed);
-                metrics::stray_reply(self.service());
-            }
+        // A call may end between the look-up and the send: its reply is stray too.
+        if waiter.is_none_or(|waiter| waiter.send(delivery).is_err()) {
+            self.stray_replies.fetch_add(1, Ordering::Relaxed);
+            metrics::stray_reply(self.service());
         }
     }
 }

@@ -92,4 +92,20 @@ mod tests {
             assert_eq!(error.retry_after_s(), retry_after, "{error}");
         }
     }
+
+    #[test]
+    fn the_client_sees_the_code_and_a_503_says_when_to_retry() {
+        let unavailable = crate::error::ProxyError::from(AmqpError::Unavailable {
+            service: "events".into(),
+            reason: "connection refused".into(),
+            retry_after_s: 7,
+        });
+        let response = unavailable.response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[http::header::RETRY_AFTER], "7");
+        assert_eq!(unavailable.code(), "amqp_unavailable");
+        let timeout = crate::error::ProxyError::from(AmqpError::Timeout { exchange: "orders".into(), timeout_ms: 500 });
+        assert!(timeout.response().headers().get(http::header::RETRY_AFTER).is_none());
+        assert_eq!(timeout.grpc_code(), crate::upstream::grpc::code::DEADLINE_EXCEEDED);
+    }
 }
