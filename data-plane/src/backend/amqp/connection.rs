@@ -308,6 +308,12 @@ impl Shared {
         }
     }
 
+    /// Records `connection.blocked`/`unblocked`, waking [`Broker::wait_available`].
+    fn set_blocked(&self, blocked: bool) {
+        self.blocked.store(blocked, Ordering::Release);
+        self.link.send_modify(|_| {});
+    }
+
     pub(super) fn retry_after_s(&self) -> u64 {
         self.settings.retry_after.as_secs().max(1)
     }
@@ -440,11 +446,11 @@ async fn watch_connection(shared: &Shared, connection: &Connection, events: impl
             event = events.next() => match event {
                 Some(Event::ConnectionBlocked(reason)) => {
                     tracing::warn!(service = shared.service(), %reason, "the broker blocks publishers");
-                    shared.blocked.store(true, Ordering::Release);
+                    shared.set_blocked(true);
                 }
                 Some(Event::ConnectionUnblocked) => {
                     tracing::info!(service = shared.service(), "the broker unblocked publishers");
-                    shared.blocked.store(false, Ordering::Release);
+                    shared.set_blocked(false);
                 }
                 // A channel's error (a soft one: the broker closed that channel) is reported here too.
                 Some(Event::Error(error)) if error.is_amqp_soft_error() || connection.status().connected() => {

@@ -404,3 +404,85 @@ async fn a_lost_connection_fails_fast_and_recovers_without_a_restart() {
     broker.publish(&settings, "k", message).await.unwrap();
     topology.cleanup().await;
 }
+
+/// A relay of one connection to the test broker that can slip frames of
+/// its own between the broker's (as if the broker had sent them).
+async fn injecting_relay() -> (String, tokio::sync::mpsc::UnboundedSender<Vec<u8>>, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let broker = lapin::uri::AMQPUri::from_str(&broker_url()).unwrap();
+    let upstream = format!("{}:{}", broker.authority.host, broker.authority.port);
+    let vhost = percent_encoding::utf8_percent_encode(&broker.vhost, percent_encoding::NON_ALPHANUMERIC);
+    let user = &broker.authority.userinfo;
+    let url = format!("amqp://{}:{}@{}/{vhost}", user.username, user.password, listener.local_addr().unwrap());
+    let (inject, mut injected) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let task = tokio::spawn(async move {
+        let (client, _) = listener.accept().await.unwrap();
+        let server = tokio::net::TcpStream::connect(upstream).await.unwrap();
+        let (mut client_read, mut client_write) = client.into_split();
+        let (mut server_read, mut server_write) = server.into_split();
+        tokio::spawn(async move { tokio::io::copy(&mut client_read, &mut server_write).await });
+        // The broker's side is whole frames: header (type, channel, size), payload, 0xCE.
+        loop {
+            let mut header = [0u8; 7];
+            tokio::select! {
+                read = server_read.read_exact(&mut header) => {
+                    if read.is_err() { return; }
+                    let size = u32::from_be_bytes([header[3], header[4], header[5], header[6]]) as usize;
+                    let mut rest = vec![0u8; size + 1];
+                    if server_read.read_exact(&mut rest).await.is_err() { return; }
+                    let _ = client_write.write_all(&header).await;
+                    let _ = client_write.write_all(&rest).await;
+                }
+                Some(frame) = injected.recv() => { let _ = client_write.write_all(&frame).await; }
+            }
+        }
+    });
+    (url, inject, task)
+}
+
+/// A method frame on channel 0 of class `connection` (10).
+fn connection_method(method: u16, arguments: &[u8]) -> Vec<u8> {
+    let mut payload = 10u16.to_be_bytes().to_vec();
+    payload.extend_from_slice(&method.to_be_bytes());
+    payload.extend_from_slice(arguments);
+    let mut frame = vec![1, 0, 0];
+    frame.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_be_bytes());
+    frame.extend_from_slice(&payload);
+    frame.push(0xCE);
+    frame
+}
+
+#[tokio::test]
+async fn while_the_broker_blocks_publishers_publishes_fail_fast() {
+    let (url, inject, relay) = injecting_relay().await;
+    let broker = Broker::new(broker_settings(vec![url], 2), None).unwrap();
+    assert!(broker.wait_available(Duration::from_secs(10)).await, "the relay's broker connects");
+    let settings = message_settings("amq.direct", Duration::from_secs(10));
+    let message = Message::from_request(&settings, &HeaderMap::new(), "r", Bytes::new());
+
+    let reason = b"low on memory";
+    let mut blocked = vec![u8::try_from(reason.len()).unwrap()];
+    blocked.extend_from_slice(reason);
+    inject.send(connection_method(60, &blocked)).unwrap();
+    let blocked = async {
+        while broker.is_available() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), blocked).await.expect("connection.blocked seen");
+    let started = std::time::Instant::now();
+    let error = broker.publish(&settings, "k", message.clone()).await.unwrap_err();
+    match &error {
+        AmqpError::Unavailable { reason, .. } => assert!(reason.contains("blocks publishers"), "{reason}"),
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_millis(500));
+
+    inject.send(connection_method(61, &[])).unwrap();
+    assert!(broker.wait_available(Duration::from_secs(5)).await, "connection.unblocked seen");
+    // amq.direct exists and nothing is bound: returned, but published and confirmed.
+    let optional = MessageSettings { mandatory: false, ..settings };
+    broker.publish(&optional, "k", message).await.unwrap();
+    relay.abort();
+}
