@@ -44,6 +44,11 @@ pub(super) const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 /// First pause after a failed connection attempt; it doubles up to [`BrokerSettings::max_backoff`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Heartbeat interval asked of the broker (seconds) unless a target's URI
+/// sets `heartbeat`: a silently dead connection is noticed within about
+/// twice this, instead of RabbitMQ's default 60 s.
+const HEARTBEAT_S: u16 = 10;
+
 /// How often the supervisor checks a connection that sends no events.
 const LIVENESS_CHECK: Duration = Duration::from_secs(1);
 
@@ -170,12 +175,14 @@ impl Drop for Broker {
 impl Broker {
     /// The broker of `settings`: `previous` (the last config version's
     /// broker of the same service) when it serves the same settings, else
-    /// a new one, connecting in the background. Must run in a Tokio runtime.
+    /// a new one, connecting in the background (on the current Tokio runtime).
     /// A target that is not an AMQP URI is an error naming it.
     pub fn new(settings: BrokerSettings, previous: Option<&Arc<Broker>>) -> Result<Arc<Broker>, String> {
         if let Some(previous) = previous.filter(|previous| previous.serves(&settings)) {
             return Ok(Arc::clone(previous));
         }
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| format!("service '{}': a broker needs a Tokio runtime", settings.service))?;
         if settings.targets.is_empty() {
             return Err(format!("service '{}': no broker target", settings.service));
         }
@@ -184,6 +191,7 @@ impl Broker {
             .iter()
             .map(|target| {
                 let mut uri = AMQPUri::from_str(target).map_err(|e| format!("service '{}': target '{target}': {e}", settings.service))?;
+                uri.query.heartbeat.get_or_insert(HEARTBEAT_S);
                 if let Some(credentials) = &settings.credentials {
                     uri.authority.userinfo =
                         AMQPUserInfo { username: credentials.username.clone(), password: credentials.password.clone() };
@@ -205,7 +213,7 @@ impl Broker {
             stray_replies: AtomicU64::new(0),
             settings,
         });
-        let supervisor = tokio::spawn(supervise(Arc::clone(&shared)));
+        let supervisor = runtime.spawn(supervise(Arc::clone(&shared)));
         Ok(Arc::new(Broker { shared, supervisor }))
     }
 
