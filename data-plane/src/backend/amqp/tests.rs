@@ -203,9 +203,19 @@ async fn a_channel_closed_over_a_missing_exchange_is_replaced() {
     topology.cleanup().await;
 }
 
-/// Answers each request on `queue` to its `reply_to` with its correlation
-/// id, the same body and status `201`, or (silent) never.
-async fn responder(queue: &str, silent: bool) -> tokio::task::JoinHandle<()> {
+/// How the test's responder answers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// With the request's correlation id, the same body and status `201`.
+    Echo,
+    /// Never.
+    Silent,
+    /// First a reply with a correlation id nobody awaits, then as `Echo`.
+    StrayFirst,
+}
+
+/// Answers each request on `queue` to its `reply_to`.
+async fn responder(queue: &str, answer: Answer) -> tokio::task::JoinHandle<()> {
     let connection = Connection::connect(&broker_url(), ConnectionProperties::default()).await.unwrap();
     let channel = connection.create_channel().await.unwrap();
     let mut requests = channel
@@ -215,8 +225,13 @@ async fn responder(queue: &str, silent: bool) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let _connection = connection;
         while let Some(Ok(request)) = requests.next().await {
-            if silent {
+            if answer == Answer::Silent {
                 continue;
+            }
+            let reply_to = request.properties.reply_to().clone().unwrap();
+            if answer == Answer::StrayFirst {
+                let stray = BasicProperties::default().with_correlation_id("not-a-call".into());
+                channel.basic_publish("".into(), reply_to.clone(), BasicPublishOptions::default(), b"stray", stray).await.unwrap();
             }
             let mut headers = FieldTable::default();
             headers.insert(STATUS_HEADER.into(), AMQPValue::ShortInt(201));
@@ -224,7 +239,6 @@ async fn responder(queue: &str, silent: bool) -> tokio::task::JoinHandle<()> {
             if let Some(correlation_id) = request.properties.correlation_id() {
                 properties = properties.with_correlation_id(correlation_id.clone());
             }
-            let reply_to = request.properties.reply_to().clone().unwrap();
             channel.basic_publish("".into(), reply_to, BasicPublishOptions::default(), &request.data, properties).await.unwrap();
         }
     })
@@ -235,7 +249,7 @@ async fn an_rpc_answers_with_the_reply_and_concurrent_calls_never_cross() {
     let broker = connected_broker(4).await;
     let mut topology = Topology::new("rpc").await;
     let queue = topology.queue("echo", FieldTable::default()).await;
-    let responder = responder(&queue, false).await;
+    let responder = responder(&queue, Answer::Echo).await;
     let settings = message_settings(&topology.exchange, Duration::from_secs(10));
 
     let message = Message::from_request(&settings, &request_headers(), "req-1", Bytes::from_static(b"ping"));
@@ -269,7 +283,7 @@ async fn an_rpc_without_reply_times_out_and_leaves_no_waiter() {
     let broker = connected_broker(2).await;
     let mut topology = Topology::new("silent").await;
     let queue = topology.queue("silent", FieldTable::default()).await;
-    let responder = responder(&queue, true).await;
+    let responder = responder(&queue, Answer::Silent).await;
     let settings = message_settings(&topology.exchange, Duration::from_millis(300));
     let message = Message::from_request(&settings, &HeaderMap::new(), "r", Bytes::new());
     let started = std::time::Instant::now();
@@ -485,4 +499,20 @@ async fn while_the_broker_blocks_publishers_publishes_fail_fast() {
     let optional = MessageSettings { mandatory: false, ..settings };
     broker.publish(&optional, "k", message).await.unwrap();
     relay.abort();
+}
+
+#[tokio::test]
+async fn a_reply_no_call_awaits_is_dropped_and_counted() {
+    let broker = connected_broker(1).await;
+    let mut topology = Topology::new("stray").await;
+    let queue = topology.queue("stray", FieldTable::default()).await;
+    let responder = responder(&queue, Answer::StrayFirst).await;
+    let settings = message_settings(&topology.exchange, Duration::from_secs(10));
+    let message = Message::from_request(&settings, &HeaderMap::new(), "r", Bytes::from_static(b"mine"));
+    let reply = broker.rpc(&settings, "stray", message).await.unwrap();
+    assert_eq!(reply.body, Bytes::from_static(b"mine"));
+    assert_eq!(broker.stray_replies(), 1);
+    assert_eq!(broker.rpc_waiters(), 0);
+    responder.abort();
+    topology.cleanup().await;
 }
