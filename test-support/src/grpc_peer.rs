@@ -3,7 +3,7 @@
 //! of `tests/grpc/shop.proto`, with server reflection), the proto3 JSON
 //! oracle `tests/grpc/oracle.py` (Python's `google.protobuf.json_format`)
 //! and grpcurl. `scripts/test` installs them into a virtualenv
-//! (`tests/grpc/requirements.txt`) and names it in `PORTICO_PYTHON` and
+//! (`tests/peers/requirements.txt`) and names it in `PORTICO_PYTHON` and
 //! `PORTICO_GRPCURL`; when either is unset a test fails saying so, never
 //! skips.
 
@@ -35,7 +35,7 @@ fn grpc_dir() -> PathBuf {
 /// An executable named by an environment variable that `scripts/test` sets.
 fn installed(variable: &str) -> PathBuf {
     let path = std::env::var_os(variable).map(PathBuf::from).unwrap_or_else(|| {
-        panic!("{variable} is not set: run the tests with ./scripts/test, which installs tests/grpc/requirements.txt into a virtualenv and sets it")
+        panic!("{variable} is not set: run the tests with ./scripts/test, which installs tests/peers/requirements.txt into a virtualenv and sets it")
     });
     assert!(path.exists(), "{variable} names {}, which does not exist: run ./scripts/test to install it", path.display());
     path

@@ -1,8 +1,9 @@
-//! Shared test code: throwaway databases, `eventually`, ephemeral ports,
+//! Shared test code: throwaway databases and brokers, `eventually`, ephemeral ports,
 //! spawning the real binaries and driving a real browser. Tests need the
 //! real services; when one is missing they fail with a message saying how
 //! to get it (the test script starts them), never skip.
 
+pub mod amqp;
 pub mod browser;
 pub mod db;
 pub mod documents;
@@ -25,6 +26,7 @@ pub mod upstream;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+pub use amqp::{Consumer, ThrowawayBroker};
 pub use browser::StaticPage;
 pub use db::TestDb;
 pub use documents::DocumentUpstream;

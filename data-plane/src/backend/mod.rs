@@ -5,6 +5,7 @@
 //! AMQP translation joins them here.
 
 pub mod aggregate;
+pub mod amqp;
 pub mod budget;
 pub mod grpc;
 pub mod proxy;
