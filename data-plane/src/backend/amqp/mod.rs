@@ -9,14 +9,15 @@
 //!   and its confirm (`202 {"message_id"}`, [`accepted`]);
 //! - [`rpc`]: [`Broker::rpc`], waiters keyed by correlation id, the [`Reply`];
 //! - [`error`]: [`AmqpError`], each failure's status and code;
-//! - [`metrics`], the `portico_amqp_*` metrics.
-//!
-//! The routing key is the caller's (the route's template, expanded).
+//! - [`metrics`], the `portico_amqp_*` metrics;
+//! - [`route`]: an `amqp` route ([`AmqpRoute`]): the body read, the
+//!   routing key expanded, the message published as the route's mode says.
 
 pub mod connection;
 pub mod error;
 pub mod metrics;
 pub mod publish;
+pub mod route;
 pub mod rpc;
 #[cfg(test)]
 mod tests;
@@ -24,4 +25,5 @@ mod tests;
 pub use connection::{Broker, BrokerSettings, Credentials, TlsSettings};
 pub use error::AmqpError;
 pub use publish::{Message, MessageSettings, accepted};
+pub use route::AmqpRoute;
 pub use rpc::{Reply, STATUS_HEADER};
