@@ -49,6 +49,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// twice this, instead of RabbitMQ's default 60 s.
 const HEARTBEAT_S: u16 = 10;
 
+/// Why a request fails while the broker blocks publishers.
+pub(super) const BLOCKED: &str = "the broker blocks publishers (resource alarm)";
+
 /// How often the supervisor checks a connection that sends no events.
 const LIVENESS_CHECK: Duration = Duration::from_secs(1);
 
@@ -267,7 +270,7 @@ impl Broker {
         let shared = &self.shared;
         let connected = self.connected(deadline).await?;
         if shared.blocked.load(Ordering::Acquire) {
-            return Err(shared.unavailable("the broker blocks publishers (resource alarm)"));
+            return Err(shared.unavailable(BLOCKED));
         }
         let permit = tokio::time::timeout_at(deadline, Arc::clone(&shared.permits).acquire_owned())
             .await
@@ -316,7 +319,20 @@ impl Shared {
         }
     }
 
-    /// Records `connection.blocked`/`unblocked`, waking [`Broker::wait_available`].
+    /// Returns once the broker blocks publishers (`connection.blocked`).
+    /// RabbitMQ says so only when a publish arrives under a resource
+    /// alarm: that publish's confirm will not come until the alarm clears,
+    /// so its wait ends here.
+    pub(super) async fn until_blocked(&self) {
+        let mut link = self.link.subscribe();
+        while !self.blocked.load(Ordering::Acquire) {
+            if link.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Records `connection.blocked`/`unblocked`, waking [`Broker::wait_available`] and [`Shared::until_blocked`].
     fn set_blocked(&self, blocked: bool) {
         self.blocked.store(blocked, Ordering::Release);
         self.link.send_modify(|_| {});

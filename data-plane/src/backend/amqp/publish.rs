@@ -4,14 +4,16 @@
 //! the body as it came; `message_id` from a valid `Idempotency-Key` (else
 //! a new UUID), so a consumer can drop a client's retry; `correlation_id`
 //! the request id; `timestamp` (seconds), `app_id` `portico`, the content
-//! type (the route's, else the request's); as headers the route's
+//! type (the route's, else the request's, else `application/octet-stream`); as headers the route's
 //! allow-list, the identity headers the gateway wrote and `x-request-id`.
 //! Never `Authorization`, `Proxy-Authorization` or `Cookie`
 //! ([`MessageSettings::allow_list`] refuses them, with the route's key header).
 //!
 //! [`Broker::publish`] answers only once the broker confirmed: an ack is
 //! the message's id (`202`), an ack after a `basic.return` of a mandatory
-//! message is [`AmqpError::Unroutable`], a nack [`AmqpError::Nacked`].
+//! message is [`AmqpError::Unroutable`], a nack [`AmqpError::Nacked`]; a
+//! broker that starts blocking publishers meanwhile (RabbitMQ's resource
+//! alarms) is [`AmqpError::Unavailable`] at once.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,7 +25,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Confirmation, ErrorKind};
 use tokio::time::Instant;
 
-use super::connection::{Broker, Lease};
+use super::connection::{BLOCKED, Broker, Lease};
 use super::{AmqpError, metrics};
 use crate::body::ResponseBody;
 use crate::proxy::headers::{IDENTITY, REQUEST_ID};
@@ -33,6 +35,9 @@ const NEVER_COPIED: [&str; 3] = ["authorization", "proxy-authorization", "cookie
 
 /// The header a client names its message with.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// A message's content type when neither the route nor the request gives one.
+const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 
 /// AMQP's delivery modes.
 const TRANSIENT: u8 = 1;
@@ -106,17 +111,19 @@ impl Message {
         }
         table.insert(REQUEST_ID.as_str().into(), AMQPValue::LongString(request_id.into()));
         let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs());
-        let mut properties = BasicProperties::default()
+        let properties = BasicProperties::default()
             .with_message_id(message_id.as_str().into())
             .with_correlation_id(short_string(request_id))
             .with_timestamp(timestamp)
             .with_app_id("portico".into())
             .with_delivery_mode(settings.delivery_mode())
             .with_headers(table);
-        let content_type = settings.content_type.as_deref().or_else(|| headers.get(CONTENT_TYPE).and_then(|value| value.to_str().ok()));
-        if let Some(content_type) = content_type {
-            properties = properties.with_content_type(short_string(content_type));
-        }
+        let content_type = settings
+            .content_type
+            .as_deref()
+            .or_else(|| headers.get(CONTENT_TYPE).and_then(|value| value.to_str().ok()))
+            .unwrap_or(DEFAULT_CONTENT_TYPE);
+        let properties = properties.with_content_type(short_string(content_type));
         Self { message_id, properties, body }
     }
 }
@@ -200,7 +207,15 @@ impl Broker {
             let channel = lease.channel();
             channel.basic_publish(short_string(exchange), short_string(routing_key), options, body, properties).await?.await
         };
-        let confirmation = match tokio::time::timeout_at(deadline, confirmed).await {
+        // A broker that starts blocking publishers holds this confirm back until its alarm clears: a 503 now, not a 504 later.
+        let answered = tokio::select! {
+            answered = tokio::time::timeout_at(deadline, confirmed) => answered,
+            () = self.shared.until_blocked() => {
+                lease.discard();
+                return Err(self.shared.unavailable(BLOCKED));
+            }
+        };
+        let confirmation = match answered {
             Ok(Ok(confirmation)) => confirmation,
             Ok(Err(error)) => {
                 let failure = self.publish_failure(exchange, &error);
@@ -291,6 +306,8 @@ mod tests {
         let settings = MessageSettings { persistent: false, content_type: Some("text/plain".into()), ..settings() };
         let first = Message::from_request(&settings, &headers, "r", Bytes::new());
         let second = Message::from_request(&settings, &HeaderMap::new(), "r", Bytes::new());
+        let untyped = Message::from_request(&self::settings(), &HeaderMap::new(), "r", Bytes::new());
+        assert_eq!(untyped.properties.content_type().as_ref().map(ShortString::as_str), Some("application/octet-stream"));
         assert!(uuid::Uuid::parse_str(&first.message_id).is_ok(), "{}", first.message_id);
         assert_ne!(first.message_id, second.message_id);
         assert_eq!(*first.properties.delivery_mode(), Some(TRANSIENT));
