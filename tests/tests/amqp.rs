@@ -89,6 +89,11 @@ async fn a_publish_is_answered_202_once_confirmed_and_the_consumer_gets_the_requ
                 "exchange": exchange, "routing_key": "order.{body.kind}", "persistent": false, "content_type": "application/json",
             })),
             route("full", "/full", json!({"exchange": "", "routing_key": full})),
+            {
+                "name": "small", "service": "events", "paths": ["/small"],
+                "amqp": {"exchange": exchange, "routing_key": "order.created"},
+                "policies": [{"type": "request-size-limit", "max_bytes": 16}],
+            },
         ],
     });
     let (_db, _cp, dp) = serve_config(&config, &[]).await;
@@ -148,6 +153,9 @@ async fn a_publish_is_answered_202_once_confirmed_and_the_consumer_gets_the_requ
     assert!(error.contains("routing key") && error.contains("field 'kind' of the JSON request body"), "{error}");
     let (status, _, body, _) = post(&format!("{}/by-body", dp.proxy_url), &format!(r#"{{"kind":"{}"}}"#, "k".repeat(250)), &[]).await;
     assert!(assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request").contains("at most 255"), "{body}");
+
+    let (status, _, body, _) = post(&format!("{}/small", dp.proxy_url), &"x".repeat(17), &[]).await;
+    assert_error(status, &body, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
 
     let (status, _, body, _) = post(&format!("{}/full", dp.proxy_url), "first", &[]).await;
     assert_eq!(status, StatusCode::ACCEPTED, "the queue takes one: {body}");
