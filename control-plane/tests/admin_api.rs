@@ -712,6 +712,8 @@ async fn openapi_documents_every_endpoint() {
         "Certificate",
         "Proto",
         "GrpcBackend",
+        "AmqpBackend",
+        "BrokerCredentials",
         "GatewayConfig",
         "ErrorBody",
         "Fleet",
@@ -741,6 +743,13 @@ async fn openapi_documents_every_endpoint() {
     assert_eq!(grpc["required"], json!(["service", "grpc"]), "{grpc}");
     assert_eq!(schemas["GrpcBackend"]["required"], json!(["proto", "services"]), "{}", schemas["GrpcBackend"]);
     assert_eq!(schemas["Proto"]["required"], json!(["name"]), "{}", schemas["Proto"]);
+    let amqp = &schemas["RouteBackend"]["oneOf"][3];
+    assert_eq!(amqp["required"], json!(["service", "amqp"]), "{amqp}");
+    assert_eq!(schemas["AmqpBackend"]["required"], json!(["exchange", "routing_key"]), "{}", schemas["AmqpBackend"]);
+    assert_eq!(schemas["AmqpMode"]["enum"], json!(["publish", "rpc"]), "{}", schemas["AmqpMode"]);
+    assert_eq!(schemas["BrokerCredentials"]["required"], json!(["username"]), "{}", schemas["BrokerCredentials"]);
+    let protocols = &schemas["Protocol"];
+    assert!(protocols.to_string().contains("\"amqps\""), "{protocols}");
     let connected_after = &schemas["PurgeOutcome"]["properties"]["connected_after"];
     assert!(connected_after["description"].as_str().is_some_and(|d| d.contains("never sent the purge")), "{connected_after}");
     let error_body = &doc["components"]["schemas"]["ErrorBody"];
@@ -1245,4 +1254,112 @@ async fn the_test_peers_protos_compile_with_their_well_known_imports() {
     let route = json!({"name": "shop", "service": "peer", "paths": ["/"], "grpc": {"proto": "shop", "services": [SHOP_SERVICE]}});
     let reply = api.write(Method::POST, ROUTES, route).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+}
+
+const BROKER_PASSWORD: &str = "broker-password-never-shown";
+
+fn events_service() -> Value {
+    json!({"name": "events", "protocol": "amqp", "targets": [{"url": "amqp://10.0.0.8"}],
+        "credentials": {"username": "portico", "password": BROKER_PASSWORD}})
+}
+
+/// The config data planes receive for `version`, as stored.
+async fn snapshot_text(api: &Api, version: u64) -> String {
+    let (_, bytes) = api.store.version(DEFAULT_GATEWAY, version).await.unwrap().unwrap();
+    String::from_utf8(bytes).unwrap()
+}
+
+#[tokio::test]
+async fn a_broker_password_is_write_only_but_reaches_the_data_planes() {
+    let api = Api::new().await;
+    let created = api.write(Method::POST, SERVICES, events_service()).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let body = created.json();
+    assert_eq!(body["credentials"], json!({"username": "portico"}), "{}", created.text);
+    assert_eq!(body["targets"][0]["url"], "amqp://10.0.0.8:5672/%2F", "the canonical URL names the port and the vhost");
+    assert!(snapshot_text(&api, created.version()).await.contains(BROKER_PASSWORD), "data planes need the password");
+    let yaml = api.send(Method::GET, CONFIG, Some(ADMIN), &[("accept", "application/yaml")], None).await;
+    for read in [
+        api.get(&format!("{SERVICES}/events")).await,
+        api.get(SERVICES).await,
+        api.get(CONFIG).await,
+        yaml,
+        api.get(&format!("/api/v1/gateways/default/versions/{}", created.version())).await,
+    ] {
+        assert_eq!(read.status, StatusCode::OK, "{}", read.text);
+        assert!(read.text.contains("portico") && !read.text.contains(BROKER_PASSWORD), "never shown: {}", read.text);
+    }
+
+    // Writing back what was read keeps the password: PUT, PATCH, and the export re-applied.
+    let shown = api.get(&format!("{SERVICES}/events")).await.json();
+    let mut edited = shown.clone();
+    edited["timeouts"] = json!({"connect_ms": 500});
+    let put = api.write(Method::PUT, &format!("{SERVICES}/events"), edited).await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.text);
+    assert!(!put.text.contains(BROKER_PASSWORD));
+    assert!(snapshot_text(&api, put.version()).await.contains(BROKER_PASSWORD), "a PUT without the password keeps it");
+    let patched = api.write(Method::PATCH, &format!("{SERVICES}/events"), json!({"tags": ["orders"]})).await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.text);
+    assert!(snapshot_text(&api, patched.version()).await.contains(BROKER_PASSWORD), "a PATCH keeps it");
+    let export = api.get(CONFIG).await;
+    let applied = api.send(Method::PUT, CONFIG, Some(ADMIN), &[], Some(("application/json", export.text))).await;
+    assert_eq!((applied.status, applied.json()["published"].clone()), (StatusCode::OK, json!(false)), "{}", applied.text);
+
+    // A new broker, or a new login, must be given the password, whatever the method.
+    for patch in [json!({"targets": [{"url": "amqp://broker.elsewhere"}]}), json!({"credentials": {"username": "other"}})] {
+        let refused = api.write(Method::PATCH, &format!("{SERVICES}/events"), patch.clone()).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{patch}: {}", refused.text);
+        assert!(refused.error_field().ends_with("credentials.password"), "{}", refused.text);
+    }
+    let mut moved = shown.clone();
+    moved["targets"] = json!([{"url": "amqp://10.0.0.8"}, {"url": "amqp://broker.elsewhere"}]);
+    let refused = api.write(Method::PUT, &format!("{SERVICES}/events"), moved.clone()).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
+    assert!(refused.error_field().ends_with("credentials.password"), "{}", refused.text);
+    moved["credentials"]["password"] = json!("another-password");
+    let given = api.write(Method::PUT, &format!("{SERVICES}/events"), moved).await;
+    assert_eq!(given.status, StatusCode::OK, "{}", given.text);
+    let snapshot = snapshot_text(&api, given.version()).await;
+    assert!(snapshot.contains("another-password") && !snapshot.contains(BROKER_PASSWORD), "{snapshot}");
+}
+
+#[tokio::test]
+async fn amqp_services_and_routes_are_checked_naming_the_field() {
+    let api = Api::new().await;
+    let mut without = events_service();
+    without.as_object_mut().unwrap().remove("credentials");
+    let refused = api.write(Method::POST, SERVICES, without).await;
+    assert_eq!((refused.status, refused.error_field()), (StatusCode::BAD_REQUEST, "credentials".to_owned()), "{}", refused.text);
+    let mut in_url = events_service();
+    in_url["targets"][0]["url"] = json!("amqp://guest:guest@10.0.0.8/");
+    let refused = api.write(Method::POST, SERVICES, in_url).await;
+    assert_eq!(refused.error_field(), "targets[0].url", "{}", refused.text);
+    assert!(refused.text.contains("must not contain credentials"), "{}", refused.text);
+    assert_eq!(api.write(Method::POST, SERVICES, events_service()).await.status, StatusCode::CREATED);
+    assert_eq!(api.write(Method::POST, SERVICES, users_service()).await.status, StatusCode::CREATED);
+
+    let proxied = api.write(Method::POST, ROUTES, json!({"name": "events", "service": "events", "paths": ["/events"]})).await;
+    assert_eq!((proxied.status, proxied.error_field()), (StatusCode::BAD_REQUEST, "amqp".to_owned()), "{}", proxied.text);
+    assert!(proxied.text.contains("a route to an AMQP service needs an amqp block"), "{}", proxied.text);
+    let amqp = json!({"exchange": "orders", "routing_key": "order.{path.kind}"});
+    let to_http = api.write(Method::POST, ROUTES, json!({"name": "e", "service": "users", "paths": ["/e/{kind}"], "amqp": amqp})).await;
+    assert_eq!((to_http.status, to_http.error_field()), (StatusCode::BAD_REQUEST, "amqp".to_owned()), "{}", to_http.text);
+    let copies_key = api
+        .write(
+            Method::POST,
+            ROUTES,
+            json!({"name": "e", "service": "events", "paths": ["/e/{kind}"], "amqp": {"exchange": "orders", "routing_key": "k", "headers": ["authorization"]}}),
+        )
+        .await;
+    assert_eq!(copies_key.error_field(), "amqp.headers[0]", "{}", copies_key.text);
+
+    let route = json!({"name": "order-events", "service": "events", "paths": ["/events/{kind}"], "methods": ["POST"], "amqp": amqp});
+    let created = api.write(Method::POST, ROUTES, route).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    assert_eq!(
+        created.json()["amqp"],
+        json!({"exchange": "orders", "routing_key": "order.{path.kind}", "mode": "publish", "persistent": true, "mandatory": true, "timeout_ms": 5000}),
+        "{}",
+        created.text
+    );
 }

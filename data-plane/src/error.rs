@@ -73,6 +73,9 @@ pub enum ProxyError {
     /// HTTP/JSON to gRPC translation failed (the client's request or the upstream's answer).
     #[error(transparent)]
     Transcode(#[from] crate::backend::grpc::TranscodeError),
+    /// Publishing to a broker, or awaiting its reply, failed.
+    #[error(transparent)]
+    Amqp(#[from] crate::backend::amqp::AmqpError),
 }
 
 impl ProxyError {
@@ -96,6 +99,7 @@ impl ProxyError {
             Self::AggregateCall { timeout: true, .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::AggregateCall { timeout: false, .. } => StatusCode::BAD_GATEWAY,
             Self::Transcode(error) => error.status(),
+            Self::Amqp(error) => error.status(),
         }
     }
 
@@ -122,6 +126,7 @@ impl ProxyError {
             Self::AggregateCall { timeout: true, .. } => "aggregate_call_timeout",
             Self::AggregateCall { timeout: false, .. } => "aggregate_call_failed",
             Self::Transcode(error) => error.code(),
+            Self::Amqp(error) => error.code(),
         }
     }
 
@@ -148,6 +153,7 @@ impl ProxyError {
             | Self::AggregateCall { .. } => ErrorSource::Upstream,
             Self::Transcode(error) if error.is_upstream() => ErrorSource::Upstream,
             Self::Transcode(_) => ErrorSource::Downstream,
+            Self::Amqp(_) => ErrorSource::Upstream,
         }
     }
 
@@ -184,6 +190,8 @@ impl ProxyError {
             // A transcoded route's client speaks JSON; this is for completeness.
             Self::Transcode(error) if error.is_upstream() => code::UNAVAILABLE,
             Self::Transcode(_) => code::INVALID_ARGUMENT,
+            Self::Amqp(error) if error.is_timeout() => code::DEADLINE_EXCEEDED,
+            Self::Amqp(_) => code::UNAVAILABLE,
         }
     }
 
@@ -230,6 +238,11 @@ impl ProxyError {
             && let Ok(allow) = http::HeaderValue::from_str(&allowed.join(", "))
         {
             response.headers_mut().insert(header::ALLOW, allow);
+        }
+        if let Self::Amqp(error) = self
+            && let Some(retry_after_s) = error.retry_after_s()
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, http::HeaderValue::from(retry_after_s));
         }
         if let Self::CircuitOpen { retry_after_s, .. } = self {
             response.headers_mut().insert(header::RETRY_AFTER, http::HeaderValue::from(*retry_after_s));

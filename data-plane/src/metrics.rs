@@ -73,6 +73,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
         "portico_aggregate_merge_collisions_total",
         "Keys a later call overwrote in a deep merge, by route and overwriting call"
     );
+    crate::backend::amqp::metrics::describe();
     Ok(handle)
 }
 

@@ -1,5 +1,5 @@
 //! The runtime: one config version compiled for serving (route table,
-//! upstreams, per-route settings). It is immutable; a new version builds a
+//! upstreams, brokers, per-route settings). It is immutable; a new version builds a
 //! new runtime off the request path and swaps it in whole, and requests
 //! keep the runtime they started with.
 
@@ -15,6 +15,8 @@ use uuid::Uuid;
 use crate::auth::{AuthPlan, AuthSettings, Authenticator};
 use crate::backend::Backend;
 use crate::backend::aggregate::Aggregation;
+use crate::backend::amqp::route::broker_settings;
+use crate::backend::amqp::{AmqpRoute, Broker};
 use crate::backend::grpc::route::Transcoding;
 use crate::backend::proxy::Target;
 use crate::backend::retry::RetryPlan;
@@ -80,13 +82,17 @@ pub struct Runtime {
     limiters: HashMap<String, Arc<Limiter>>,
     router: Router,
     routes: Vec<RouteEntry>,
+    /// The HTTP (and gRPC) services' upstreams, by service id.
     upstreams: HashMap<Uuid, Arc<Upstream>>,
+    /// The AMQP services' broker connections, by service id.
+    brokers: HashMap<Uuid, Arc<Broker>>,
 }
 
 impl Runtime {
-    /// Compiles `snapshot`. Upstreams of services unchanged since
-    /// `previous` are carried over, and so are JWKS key sets and rate-limit
-    /// counters still in use.
+    /// Compiles `snapshot`. Upstreams and broker connections of services
+    /// unchanged since `previous` are carried over, and so are JWKS key
+    /// sets and rate-limit counters still in use. Brokers connect on the
+    /// current Tokio runtime.
     pub fn compile(gateway: &str, version: u64, snapshot: Snapshot, previous: Option<&Runtime>, context: &Context) -> Result<Self, String> {
         let config = &snapshot.config;
         let auth = Authenticator::compile(config, &context.auth, previous.map(|p| &p.auth))?;
@@ -106,6 +112,7 @@ impl Runtime {
                 Backend::Aggregate(aggregation) => {
                     previous_retries.extend(aggregation.retries().map(|(call, plan)| ((id, Some(call)), plan.clone())));
                 }
+                Backend::Amqp(_) => {}
             }
         }
         let trusted_proxies = config
@@ -114,9 +121,17 @@ impl Runtime {
             .map(|c| c.parse::<ipnet::IpNet>().map_err(|e| format!("trusted proxy '{c}': {e}")))
             .collect::<Result<_, _>>()?;
         let mut upstreams = HashMap::new();
+        let mut brokers = HashMap::new();
         let mut by_name = HashMap::new();
+        let mut brokers_by_name = HashMap::new();
         for service in &config.services {
             let id = service.id.ok_or_else(|| format!("service '{}' has no id", service.name))?;
+            if service.protocol.is_amqp() {
+                let broker = Broker::new(broker_settings(service), previous.and_then(|p| p.brokers.get(&id)))?;
+                brokers_by_name.insert(service.name.as_str(), (broker.clone(), service));
+                brokers.insert(id, broker);
+                continue;
+            }
             let before = previous.and_then(|p| p.upstreams.get(&id));
             let upstream = match before.filter(|u| u.serves(service)) {
                 Some(upstream) => upstream.clone(),
@@ -132,19 +147,24 @@ impl Runtime {
         let mut pools = Pools::new(&config.protos);
         let mut routes = Vec::with_capacity(config.routes.len());
         let service_of = |name: &str, route: &str| by_name.get(name).ok_or_else(|| format!("route '{route}': unknown service '{name}'"));
+        let broker_of = |name: &str, route: &str| {
+            brokers_by_name.get(name).ok_or_else(|| format!("route '{route}': service '{name}' is no AMQP service"))
+        };
         for (index, route) in config.routes.iter().enumerate() {
-            let service = match &route.backend {
-                RouteBackend::Proxy { service } | RouteBackend::Grpc { service, .. } => Some(service_of(service, &route.name)?),
-                RouteBackend::Aggregate { .. } => None,
+            let (service, broker) = match &route.backend {
+                RouteBackend::Proxy { service } | RouteBackend::Grpc { service, .. } => (Some(service_of(service, &route.name)?), None),
+                RouteBackend::Amqp { service, .. } => (None, Some(broker_of(service, &route.name)?)),
+                RouteBackend::Aggregate { .. } => (None, None),
             };
-            let policies = effective_policies(route, service.map(|(_, s)| *s), &config.policies);
+            let service_model = service.map(|(_, s)| *s).or(broker.map(|(_, s)| *s));
+            let policies = effective_policies(route, service_model, &config.policies);
             let max_body_bytes = max_body(&policies);
             let no_policies = Vec::new();
             let scopes = [
                 (format!("route:{}", route.id.map(|id| id.to_string()).unwrap_or_default()), &route.policies),
                 (
-                    format!("service:{}", service.and_then(|(_, s)| s.id).map(|id| id.to_string()).unwrap_or_default()),
-                    service.map_or(&no_policies, |(_, s)| &s.policies),
+                    format!("service:{}", service_model.and_then(|s| s.id).map(|id| id.to_string()).unwrap_or_default()),
+                    service_model.map_or(&no_policies, |s| &s.policies),
                 ),
                 ("gateway".to_owned(), &config.policies),
             ];
@@ -200,6 +220,15 @@ impl Runtime {
                 (RouteBackend::Proxy { service } | RouteBackend::Grpc { service, .. }, None) => {
                     return Err(format!("route '{}': unknown service '{service}'", route.name));
                 }
+                (RouteBackend::Amqp { amqp, .. }, _) => {
+                    let (broker, _) = broker.ok_or_else(|| format!("route '{}': no AMQP service", route.name))?;
+                    let key_header = policies.iter().find_map(|policy| match policy {
+                        Policy::KeyAuth(key_auth) => Some(key_auth.header.as_str()),
+                        _ => None,
+                    });
+                    let amqp = AmqpRoute::compile(amqp, broker.clone(), key_header).map_err(|e| format!("route '{}': {e}", route.name))?;
+                    Backend::Amqp(Box::new(amqp))
+                }
             };
             routes.push(RouteEntry {
                 index,
@@ -230,6 +259,7 @@ impl Runtime {
             router,
             routes,
             upstreams,
+            brokers,
         })
     }
 
@@ -257,6 +287,11 @@ impl Runtime {
     /// The upstream of a service id, if this runtime has it.
     pub fn upstream(&self, service: Uuid) -> Option<&Arc<Upstream>> {
         self.upstreams.get(&service)
+    }
+
+    /// The broker connection of an AMQP service id, if this runtime has it.
+    pub fn broker(&self, service: Uuid) -> Option<&Arc<Broker>> {
+        self.brokers.get(&service)
     }
 }
 
@@ -416,6 +451,42 @@ mod tests {
         headers.insert("x-version", http::HeaderValue::from_static("2"));
         let (route, _) = runtime.route("api.example.test", "/users/7", &Method::GET, &headers).unwrap();
         assert_eq!(&*route.name, "users-api");
+    }
+
+    #[tokio::test]
+    async fn amqp_routes_publish_to_a_broker_kept_while_its_service_is_unchanged() {
+        let config = |port: u16, weight: u32| {
+            format!(
+                r#"{{"services":[{{"name":"events","protocol":"amqp","targets":[{{"url":"amqp://127.0.0.1:1","weight":0}},{{"url":"amqp://127.0.0.1:{port}/%2F","weight":{weight}}}],
+                "credentials":{{"username":"app","password":"pw"}},"timeouts":{{"connect_ms":700}}}}],
+                "routes":[{{"name":"e","service":"events","paths":["/e/{{kind}}"],"amqp":{{"exchange":"orders","routing_key":"order.{{path.kind}}","headers":["x-tenant"]}},
+                "policies":[{{"type":"key-auth","header":"x-key"}}]}}]}}"#
+            )
+        };
+        let first = snapshot(&config(5672, 1), &GatewayConfig::default());
+        let id = first.config.services[0].id.unwrap();
+        let v1 = Runtime::compile("default", 1, first.clone(), None, &settings()).unwrap();
+        assert!(v1.upstream(id).is_none(), "no HTTP upstream for a broker");
+        let broker = v1.broker(id).unwrap();
+        let wanted = broker.settings();
+        assert_eq!(wanted.targets, ["amqp://127.0.0.1:5672/%2F"], "targets of weight 0 are left out");
+        assert_eq!(wanted.credentials.as_ref().map(|c| (c.username.as_str(), c.password.as_str())), Some(("app", "pw")));
+        assert_eq!(wanted.connect_timeout, std::time::Duration::from_millis(700));
+        let (route, _) = v1.route("h", "/e/created", &Method::POST, &HeaderMap::new()).unwrap();
+        let Backend::Amqp(amqp) = &route.backend else { panic!("an amqp route: {:?}", route.backend) };
+        assert_eq!((route.backend.label(), amqp.settings.exchange.as_str()), ("events", "orders"));
+        assert!(route.backend.target().is_none() && route.backend.upstream().is_none());
+
+        let renamed = snapshot(&config(5672, 1).replace(r#""name":"e""#, r#""name":"e2""#), &first.config);
+        let v2 = Runtime::compile("default", 2, renamed.clone(), Some(&v1), &settings()).unwrap();
+        assert!(Arc::ptr_eq(v1.broker(id).unwrap(), v2.broker(id).unwrap()), "the service is unchanged: the same connection");
+        let moved = snapshot(&config(5673, 5), &renamed.config);
+        let v3 = Runtime::compile("default", 3, moved, Some(&v2), &settings()).unwrap();
+        assert!(!Arc::ptr_eq(v2.broker(id).unwrap(), v3.broker(id).unwrap()), "another broker: a new connection");
+
+        let copies_the_key = config(5672, 1).replace(r#"["x-tenant"]"#, r#"["x-tenant","x-key"]"#);
+        let error = portico_shared::validate::config(&mut from_json(copies_the_key.as_bytes()).unwrap()).unwrap_err();
+        assert_eq!(error.first().field(), "routes[0].amqp.headers[1]", "refused when written");
     }
 
     #[test]

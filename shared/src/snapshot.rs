@@ -39,8 +39,16 @@ impl Snapshot {
         // there in the end; fields index the lists as given, before sorting.
         let keyless = |s: &crate::model::Service| s.tls.as_ref().is_some_and(|t| t.client_cert.is_some() && t.client_key.is_none());
         let services = config.services.iter().enumerate().filter(|(_, s)| keyless(s));
+        let passwordless = |s: &crate::model::Service| s.credentials.as_ref().is_some_and(|c| c.password.is_none());
+        let brokers = config.services.iter().enumerate().filter(|(_, s)| passwordless(s));
         let missing_keys: Vec<ConfigError> = services
             .map(|(i, _)| ConfigError::invalid(format!("services[{i}].tls.client_key"), "client_cert needs its client_key"))
+            .chain(brokers.map(|(i, _)| {
+                ConfigError::invalid(
+                    format!("services[{i}].credentials.password"),
+                    "the broker password is needed: for a new service, a new username or a new target (exports leave it out; re-applying one keeps the stored password)",
+                )
+            }))
             .chain(config.certificates.iter().enumerate().filter(|(_, c)| c.key.is_none()).map(|(i, _)| {
                 ConfigError::invalid(
                     format!("certificates[{i}].key"),

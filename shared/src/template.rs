@@ -20,6 +20,10 @@
 //! | `{claim.<name>}` | the verified JWT's claim `name`: everything after `claim.`, dots included |
 //! | `{request_id}` | the request's id, as sent back in `X-Request-Id` |
 //!
+//! In an AMQP routing key ([`Scope::Message`]) one more form exists:
+//! `{body.<field path>}`, a field of the request's JSON body (a field path
+//! as below, without `[*]`: `{body.order.kind}`, `{body.items[0].sku}`).
+//!
 //! In an aggregate call ([`crate::model::Aggregate`], parsed with
 //! [`Scope::Aggregate`]) three more forms exist:
 //!
@@ -118,8 +122,10 @@ const QUERY_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'*').remove(b'-').r
 /// Which variables a template may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
-    /// The request's own values (transforms, routing keys).
+    /// The request's own values (transforms).
     Request,
+    /// Those, and fields of the request's JSON body (AMQP routing keys).
+    Message,
     /// Those, and the answers of an aggregate's other calls, the current
     /// `for_each` item and the client's body.
     Aggregate,
@@ -278,6 +284,8 @@ pub enum Source {
     Item(FieldPath),
     /// The client's request body, verbatim.
     Body,
+    /// A field of the client's JSON request body (`{body.order.kind}`).
+    BodyField(FieldPath),
 }
 
 impl Source {
@@ -307,6 +315,17 @@ impl Source {
                 }
                 return Ok(Self::Call { call: word.to_owned(), field });
             }
+        }
+        if scope == Scope::Message
+            && let Some(path) = name.strip_prefix("body.")
+        {
+            let field = FieldPath::parse(path).map_err(|e| format!("template variable `{{{name}}}`: {e}"))?;
+            if field.0.is_empty() || field.has_each() {
+                return Err(format!(
+                    "template variable `{{{name}}}`: name one field of the JSON body (`{{body.order.kind}}`), without `[*]`"
+                ));
+            }
+            return Ok(Self::BodyField(field));
         }
         match name {
             "request_id" => return Ok(Self::RequestId),
@@ -351,6 +370,7 @@ impl Source {
             Self::Item(field) if field.0.is_empty() => "current item".to_owned(),
             Self::Item(field) => format!("field '{field}' of the current item"),
             Self::Body => "request body".to_owned(),
+            Self::BodyField(field) => format!("field '{field}' of the JSON request body"),
         }
     }
 
@@ -377,6 +397,7 @@ impl fmt::Display for Source {
             Self::Call { call, field } => write!(f, "{call}{}", field.after_name()),
             Self::Item(field) => write!(f, "item{}", field.after_name()),
             Self::Body => f.write_str("body"),
+            Self::BodyField(field) => write!(f, "body.{field}"),
         }
     }
 }
@@ -1144,5 +1165,19 @@ mod tests {
         fn source_display_parses_back(s in source()) {
             prop_assert_eq!(Source::parse(&s.to_string()), Some(s));
         }
+    }
+
+    #[test]
+    fn a_routing_key_reads_fields_of_the_json_body() {
+        let template = Template::parse_in("order.{body.order.items[0].sku}", Scope::Message).unwrap();
+        let source = template.sources().next().unwrap();
+        assert_eq!(source.to_string(), "body.order.items[0].sku");
+        assert_eq!(source.describe(), "field 'order.items[0].sku' of the JSON request body");
+        let Source::BodyField(field) = source else { panic!("{source:?}") };
+        let body = serde_json::json!({"order": {"items": [{"sku": "A-1"}]}});
+        assert_eq!(field.select(&body), [&serde_json::json!("A-1")]);
+        assert!(Template::parse_in("{body.items[*].sku}", Scope::Message).unwrap_err().contains("without `[*]`"));
+        assert!(Template::parse_in("{body.}", Scope::Message).is_err());
+        assert!(Template::parse("{body.id}").unwrap_err().contains("unknown template variable"), "only routing keys read the body");
     }
 }

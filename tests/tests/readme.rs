@@ -4,8 +4,11 @@
 //! against a real `portico-cp`, with a real `portico-dp` and an upstream
 //! behind it. The only edits are addresses: the README's admin and proxy
 //! addresses become this test's ephemeral ones, and the example upstreams
-//! (`10.0.0.5:8000`, `10.0.0.6:8000`) the test upstream, and the example
-//! gRPC server (`10.0.0.7:50051`) the test suite's (`tests/grpc/server.py`). `curl` fails on
+//! (`10.0.0.5:8000`, `10.0.0.6:8000`) the test upstream, the example
+//! gRPC server (`10.0.0.7:50051`) the test suite's (`tests/grpc/server.py`),
+//! and the example broker (`10.0.0.8:5672`, user `portico`) the shared test
+//! broker (`PORTICO_TEST_AMQP_URL`), where the test first binds a queue of
+//! its own to `amq.topic` for the example's order events. `curl` fails on
 //! any HTTP error status, so an example answering `404` or `405` fails the
 //! test with its output. A request through the proxy is tried again for a
 //! few seconds: a data plane applies a new version within milliseconds,
@@ -25,8 +28,9 @@
 use std::path::Path;
 use std::process::Command;
 
+use portico_test_support::amqp::{QueueOptions, amqp_url};
 use portico_test_support::process::binary;
-use portico_test_support::{ControlPlane, DataPlane, GrpcPeer, TestDb, TestUpstream, free_port};
+use portico_test_support::{Consumer, ControlPlane, DataPlane, GrpcPeer, TestDb, TestUpstream, free_port};
 
 /// The README's code blocks of one language, with the line each starts on.
 fn blocks(readme: &str, language: &str) -> Vec<(usize, String)> {
@@ -91,6 +95,14 @@ async fn every_admin_api_example_in_the_readme_runs_as_written() {
     let upstream = TestUpstream::start("users").await;
     let grpc_server = GrpcPeer::start().await;
     let grpc_target = grpc_server.addr().to_string();
+    // The AMQP example's broker and login are the test broker's; its order events need a queue.
+    let amqp = amqp_url();
+    let (login, broker) = amqp.strip_prefix("amqp://").and_then(|rest| rest.split_once('@')).unwrap();
+    let broker = broker.split('/').next().unwrap();
+    let (username, password) = login.split_once(':').unwrap();
+    let peer = Consumer::start(&amqp).await;
+    let orders = peer.declare_queue("", QueueOptions::default()).await;
+    peer.bind(&orders, "amq.topic", "order.created").await;
     let admin = cp.admin_url.trim_start_matches("http://");
     let proxy = dp.proxy_url.trim_start_matches("http://");
     let target = upstream.url().trim_start_matches("http://").to_owned();
@@ -110,7 +122,9 @@ async fn every_admin_api_example_in_the_readme_runs_as_written() {
             .replace("127.0.0.1:8080", proxy)
             .replace("10.0.0.5:8000", &target)
             .replace("10.0.0.6:8000", &target)
-            .replace("10.0.0.7:50051", &grpc_target);
+            .replace("10.0.0.7:50051", &grpc_target)
+            .replace("10.0.0.8:5672", broker)
+            .replace(r#""username":"portico","password":"change-me""#, &format!(r#""username":"{username}","password":"{password}""#));
         script.push_str(&format!("echo '### README.md line {line}' >&2\nset -x\n{text}set +x\n"));
     }
     let dir = tempfile::tempdir().unwrap();
@@ -125,6 +139,9 @@ async fn every_admin_api_example_in_the_readme_runs_as_written() {
         ],
     );
     assert!(upstream.requests() > 0, "the examples' proxied requests reached the upstream");
+    peer.consume(&orders).await;
+    let event = peer.next_message().await;
+    assert_eq!(event.body_text(), r#"{"order":42,"total_cents":1250}"#, "the AMQP example's event reached the broker");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -203,12 +203,14 @@ pub async fn patch<E: Entity + Validate>(
     entity_response::<E>(StatusCode::OK, &published, id, None, |_| {})
 }
 
-/// `current` with a JSON merge patch (RFC 7396) applied to its fields.
+/// `current` with a JSON merge patch (RFC 7396) applied to its fields, as
+/// shown: its write-only secrets come back only as [`Entity::keep_secrets_of`]
+/// allows (a patch moving a broker's targets elsewhere must give the password).
 pub fn apply_merge_patch<E: Entity>(current: &E, merge_patch: &serde_json::Value) -> Result<E, ApiError> {
     if !merge_patch.is_object() {
         return Err(ApiError::invalid("", "a merge patch must be a JSON object"));
     }
-    let mut document = serde_json::to_value(current.declarative()).map_err(|_| ApiError::Internal)?;
+    let mut document = serde_json::to_value(current.shown().declarative()).map_err(|_| ApiError::Internal)?;
     json_patch::merge(&mut document, merge_patch);
     let bytes = serde_json::to_vec(&document).map_err(|_| ApiError::Internal)?;
     Ok(parse::from_json(&bytes)?)

@@ -60,7 +60,8 @@ pub struct Prepared<'a> {
     /// gateway's: running out of it, or the target answering
     /// `DEADLINE_EXCEEDED` within it, is not the target failing.
     pub deadline_is_clients: bool,
-    /// What an aggregate's calls take from the request (none for a proxied one).
+    /// What an aggregate's calls, or an `amqp` route's routing key, take
+    /// from the request (none for a proxied one).
     pub aggregate: Option<Box<AggregateInput>>,
 }
 

@@ -240,6 +240,7 @@ async fn forward<'r>(
             request_profile.map(|(_, shaper)| shaper.written().to_vec()).unwrap_or_default(),
             aggregation.hashes(|on| crate::upstream::hash_value(on, &parts.headers, client_ip, consumer)),
         ))),
+        Backend::Amqp(amqp) => Some(Box::new(AggregateInput::new(values.gather(amqp.sources()), Vec::new(), Vec::new()))),
         Backend::Proxy(_) | Backend::Grpc(_) => None,
     };
     let request_shaper = request_profile.map(|(_, shaper)| shaper);
@@ -344,6 +345,7 @@ async fn fetch_upgradable(
         // Boxed, as in `fetch`: no aggregate's state in a proxied request's future.
         Backend::Aggregate(aggregation) => return Box::pin(aggregation.answer(prepared, body, route.max_body_bytes)).await,
         Backend::Grpc(transcoding) => return Box::pin(transcoding.answer(prepared, body, route.max_body_bytes)).await,
+        Backend::Amqp(amqp) => return Box::pin(amqp.answer(prepared, body, route.max_body_bytes)).await,
     };
     let (mut response, lease) = backend::send(target, prepared, body).await?;
     let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -362,8 +364,8 @@ async fn fetch_upgradable(
     Ok(client_response(target, response, lease, keep_upgrade))
 }
 
-/// Sends `prepared` upstream, or runs the route's aggregate (never an
-/// upgrade); the response as the client gets it, less hop-by-hop headers.
+/// Sends `prepared` upstream, runs the route's aggregate or publishes it
+/// to its broker (never an upgrade); the response as the client gets it, less hop-by-hop headers.
 pub async fn fetch(route: &RouteEntry, prepared: backend::Prepared<'_>, body: ClientBody) -> Result<Response<ResponseBody>, ProxyError> {
     match &route.backend {
         Backend::Proxy(target) => {
@@ -373,6 +375,7 @@ pub async fn fetch(route: &RouteEntry, prepared: backend::Prepared<'_>, body: Cl
         // Boxed: the aggregate's futures would otherwise enlarge every request's future.
         Backend::Aggregate(aggregation) => Box::pin(aggregation.answer(prepared, body, route.max_body_bytes)).await,
         Backend::Grpc(transcoding) => Box::pin(transcoding.answer(prepared, body, route.max_body_bytes)).await,
+        Backend::Amqp(amqp) => Box::pin(amqp.answer(prepared, body, route.max_body_bytes)).await,
     }
 }
 

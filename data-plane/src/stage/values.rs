@@ -41,8 +41,9 @@ impl Lookup for RequestValues<'_> {
             Source::ConsumerId => Some(Cow::Borrowed(self.identity?.consumer_id())),
             Source::ConsumerUsername => self.auth.username(self.identity?).map(Cow::Borrowed),
             Source::ConsumerCustomId => self.auth.custom_id(self.identity?).map(Cow::Borrowed),
-            // An aggregate's own values: its calls', its items', the body's.
-            Source::Call { .. } | Source::Item(_) | Source::Body => None,
+            // An aggregate's own values (its calls', its items', the body's),
+            // and a routing key's body fields: not the request stage's.
+            Source::Call { .. } | Source::Item(_) | Source::Body | Source::BodyField(_) => None,
         }
     }
 }

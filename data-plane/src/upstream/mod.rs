@@ -116,6 +116,9 @@ impl Upstream {
     /// `previous` (the service's upstream in the last version) also had is
     /// carried over.
     pub fn new(service: &Service, previous: Option<&Upstream>) -> Result<Self, String> {
+        if service.protocol.is_amqp() {
+            return Err(format!("service '{}': amqp services are not served yet", service.name));
+        }
         let targets = service
             .targets
             .iter()
@@ -124,7 +127,7 @@ impl Upstream {
                 let wire_scheme = |scheme: &Scheme| match service.protocol {
                     Protocol::Grpc => Scheme::HTTP,
                     Protocol::Grpcs => Scheme::HTTPS,
-                    Protocol::Http | Protocol::Https => scheme.clone(),
+                    Protocol::Http | Protocol::Https | Protocol::Amqp | Protocol::Amqps => scheme.clone(),
                 };
                 match (uri.scheme(), uri.authority()) {
                     (Some(scheme), Some(authority)) => Ok(Target {

@@ -80,6 +80,7 @@ macro_rules! entity {
 }
 
 pub mod aggregate;
+pub mod amqp;
 mod certificate;
 mod consumer;
 pub(crate) mod credential;
@@ -90,6 +91,7 @@ mod route;
 mod service;
 
 pub use aggregate::{Aggregate, AggregateCall, Merge};
+pub use amqp::{AmqpBackend, AmqpMode, AmqpTarget, BrokerCredentials};
 pub use certificate::Certificate;
 pub use consumer::Consumer;
 pub use credential::{Credential, CredentialKind, JwtAlgorithm, JwtCredential, KeyAuthCredential};

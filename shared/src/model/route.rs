@@ -4,8 +4,9 @@
 //! [`crate::validate`]; matching a request is `portico_dp::router`.
 //!
 //! What serves a route is its backend ([`RouteBackend`]): a service it
-//! proxies to, an [`Aggregate`] of calls to several, or a gRPC service it
-//! transcodes HTTP/JSON for ([`GrpcBackend`]). The JSON stays flat and untagged (`{"name", "service",
+//! proxies to, an [`Aggregate`] of calls to several, a gRPC service it
+//! transcodes HTTP/JSON for ([`GrpcBackend`]), or an AMQP broker it
+//! publishes requests to ([`AmqpBackend`]). The JSON stays flat and untagged (`{"name", "service",
 //! "paths", …}`, byte for byte what earlier versions wrote): the contract
 //! tells backends apart by which of their keys are present. Decoding goes
 //! through [`FlatRoute`], the document's flat shape, for the reasons given
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{Aggregate, GrpcBackend, Policy, Retries, default_true};
+use super::{Aggregate, AmqpBackend, GrpcBackend, Policy, Retries, default_true};
 use crate::error::{ConfigError, ConfigErrors, Errors};
 use crate::validate::rules::{MAX_LIST, MAX_PATH_LEN, Result, Validate, bounded, host_pattern, is_token_byte, name, tags, unique};
 
@@ -88,6 +89,12 @@ pub enum RouteBackend {
         service: String,
         grpc: GrpcBackend,
     },
+    /// Publishes each request as a message to an AMQP broker.
+    Amqp {
+        /// Name of the service (of protocol `amqp` or `amqps`) published to.
+        service: String,
+        amqp: AmqpBackend,
+    },
 }
 
 impl RouteBackend {
@@ -95,7 +102,7 @@ impl RouteBackend {
     /// transcoded), if its backend has one.
     pub fn service(&self) -> Option<&str> {
         match self {
-            Self::Proxy { service } | Self::Grpc { service, .. } => Some(service),
+            Self::Proxy { service } | Self::Grpc { service, .. } | Self::Amqp { service, .. } => Some(service),
             Self::Aggregate { .. } => None,
         }
     }
@@ -103,7 +110,7 @@ impl RouteBackend {
     /// Every service the backend calls.
     pub fn services(&self) -> Vec<&str> {
         match self {
-            Self::Proxy { service } | Self::Grpc { service, .. } => vec![service],
+            Self::Proxy { service } | Self::Grpc { service, .. } | Self::Amqp { service, .. } => vec![service],
             Self::Aggregate { aggregate } => aggregate.services().collect(),
         }
     }
@@ -112,7 +119,7 @@ impl RouteBackend {
     pub fn aggregate(&self) -> Option<&Aggregate> {
         match self {
             Self::Aggregate { aggregate } => Some(aggregate),
-            Self::Proxy { .. } | Self::Grpc { .. } => None,
+            Self::Proxy { .. } | Self::Grpc { .. } | Self::Amqp { .. } => None,
         }
     }
 
@@ -120,7 +127,15 @@ impl RouteBackend {
     pub fn grpc(&self) -> Option<&GrpcBackend> {
         match self {
             Self::Grpc { grpc, .. } => Some(grpc),
-            Self::Proxy { .. } | Self::Aggregate { .. } => None,
+            Self::Proxy { .. } | Self::Aggregate { .. } | Self::Amqp { .. } => None,
+        }
+    }
+
+    /// The AMQP publishing, if the backend is one.
+    pub fn amqp(&self) -> Option<&AmqpBackend> {
+        match self {
+            Self::Amqp { amqp, .. } => Some(amqp),
+            Self::Proxy { .. } | Self::Aggregate { .. } | Self::Grpc { .. } => None,
         }
     }
 }
@@ -140,6 +155,8 @@ struct FlatRoute {
     aggregate: Option<Aggregate>,
     #[serde(default)]
     grpc: Option<GrpcBackend>,
+    #[serde(default)]
+    amqp: Option<AmqpBackend>,
     #[serde(default)]
     paths: Vec<String>,
     #[serde(default)]
@@ -171,20 +188,30 @@ impl TryFrom<FlatRoute> for Route {
     type Error = String;
 
     fn try_from(flat: FlatRoute) -> std::result::Result<Self, String> {
-        let backend = match (flat.service, flat.aggregate, flat.grpc) {
-            (Some(service), None, None) => RouteBackend::Proxy { service },
-            (Some(service), None, Some(grpc)) => RouteBackend::Grpc { service, grpc },
-            (None, Some(aggregate), None) => RouteBackend::Aggregate { aggregate },
-            (_, Some(_), Some(_)) => {
+        let backend = match (flat.service, flat.aggregate, flat.grpc, flat.amqp) {
+            (Some(service), None, None, None) => RouteBackend::Proxy { service },
+            (Some(service), None, Some(grpc), None) => RouteBackend::Grpc { service, grpc },
+            (Some(service), None, None, Some(amqp)) => RouteBackend::Amqp { service, amqp },
+            (None, Some(aggregate), None, None) => RouteBackend::Aggregate { aggregate },
+            (_, _, Some(_), Some(_)) => {
+                return Err("conflicting field `amqp`: a route has either `grpc` or `amqp`, not both".to_owned());
+            }
+            (_, Some(_), None, Some(_)) => {
+                return Err("conflicting field `amqp`: a route has either `aggregate` or `amqp`, not both".to_owned());
+            }
+            (_, Some(_), Some(_), None) => {
                 return Err("conflicting field `grpc`: a route has either `aggregate` or `grpc`, not both".to_owned());
             }
-            (Some(_), Some(_), None) => {
+            (Some(_), Some(_), None, None) => {
                 return Err("conflicting field `aggregate`: a route has either `service` or `aggregate`, not both".to_owned());
             }
-            (None, None, Some(_)) => {
+            (None, None, Some(_), None) => {
                 return Err("missing field `service`: a `grpc` block calls a service of protocol grpc or grpcs".to_owned());
             }
-            (None, None, None) => return Err("missing field `service`".to_owned()),
+            (None, None, None, Some(_)) => {
+                return Err("missing field `service`: an `amqp` block publishes to a service of protocol amqp or amqps".to_owned());
+            }
+            (None, None, None, None) => return Err("missing field `service`".to_owned()),
         };
         Ok(Self {
             id: flat.id,
@@ -226,6 +253,19 @@ impl Validate for Route {
                         "preserve_host",
                         "a grpc route's calls go to the service's targets by their own authority",
                     ));
+                }
+            }
+            RouteBackend::Amqp { service, amqp } => {
+                errors.check(name("service", service));
+                errors.check_within("amqp", amqp.normalize_and_validate());
+                if self.retries.is_some() {
+                    errors.add(ConfigError::invalid(
+                        "retries",
+                        "an amqp route publishes once (a second try could publish twice); a failure is answered for the client to retry",
+                    ));
+                }
+                if self.preserve_host {
+                    errors.add(ConfigError::invalid("preserve_host", "an amqp route sends no HTTP request to keep the Host of"));
                 }
             }
             RouteBackend::Aggregate { aggregate } => {
@@ -439,6 +479,44 @@ mod tests {
         );
         let fields: Vec<String> = bad.normalize_and_validate().unwrap_err().iter().map(|e| e.field().to_owned()).collect();
         assert_eq!(fields, ["grpc.services", "preserve_host"], "retries are allowed (gRPC-aware in the data plane)");
+    }
+
+    #[test]
+    fn an_amqp_route_has_its_service_beside_the_amqp_block() {
+        let json = r#"{"name":"r","service":"events","amqp":{"exchange":"orders","routing_key":"order.{path.kind}","mode":"publish","persistent":true,"mandatory":true,"timeout_ms":5000},"paths":["/events/{kind}"],"methods":["POST"],"hosts":[],"headers":{},"strip_path":true,"preserve_host":false,"policies":[],"tags":[]}"#;
+        let mut parsed = route(json);
+        parsed.normalize_and_validate().unwrap();
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), json, "encoded flat: `service` and `amqp` side by side");
+        assert_eq!((parsed.service(), parsed.backend.services()), (Some("events"), vec!["events"]));
+        assert_eq!(parsed.backend.amqp().map(|a| a.exchange.as_str()), Some("orders"));
+        let amqp = r#""amqp":{"exchange":"","routing_key":"k"}"#;
+        for (json, field, message) in [
+            (format!(r#"{{"name":"r",{amqp}}}"#), "service", "missing field `service`: an `amqp` block"),
+            (
+                format!(r#"{{"name":"r","service":"s","grpc":{{"proto":"p","services":["a.B"]}},{amqp}}}"#),
+                "amqp",
+                "conflicting field `amqp`",
+            ),
+            (
+                format!(r#"{{"name":"r","aggregate":{{"calls":[]}},{amqp}}}"#),
+                "amqp",
+                "conflicting field `amqp`: a route has either `aggregate`",
+            ),
+            (
+                r#"{"name":"r","service":"s","amqp":{"exchange":"","routing_key":"k","queue":"q"}}"#.to_owned(),
+                "amqp.queue",
+                "unknown field `queue`",
+            ),
+        ] {
+            let error = from_json::<Route>(json.as_bytes()).unwrap_err();
+            assert_eq!(error.field(), field, "{json}: {error}");
+            assert!(error.message().starts_with(message), "{json}: {error}");
+        }
+        let mut bad = route(
+            r#"{"name":"r","service":"s","paths":["/"],"preserve_host":true,"retries":{},"amqp":{"exchange":"a b","routing_key":"k"}}"#,
+        );
+        let fields: Vec<String> = bad.normalize_and_validate().unwrap_err().iter().map(|e| e.field().to_owned()).collect();
+        assert_eq!(fields, ["amqp.exchange", "retries", "preserve_host"]);
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! how requests are spread over them (load balancing), how long they may
 //! take (timeouts), how their health is learnt (active checks, passive
 //! outlier detection, a circuit breaker), when a try is repeated (retries),
-//! and TLS towards them. What the data plane does with these is
+//! and TLS towards them. A service of protocol `amqp`/`amqps` is a set of
+//! RabbitMQ brokers instead ([`super::amqp`]): its targets are tried in
+//! the order listed, and it logs in with its write-only `credentials`.
+//! What the data plane does with these is
 //! `portico_dp::upstream`; references to a service from routes are checked
 //! in [`crate::validate`].
 
@@ -14,11 +17,14 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::Policy;
+use super::amqp::{AmqpTarget, BrokerCredentials};
 use crate::error::{ConfigError, ConfigErrors, Errors};
 use crate::validate::rules::{MAX_PATH_LEN, Result, Validate, bounded, in_range, is_token_byte, name, tags};
 
 const MAX_TARGETS: usize = 1_000;
 const MAX_WEIGHT: u32 = 1_000;
+/// How an AMQP service uses its targets, for error messages.
+const AMQP_FAILOVER: &str = "the connection goes to the first target (of weight above 0) that answers, in the order listed";
 
 /// Where traffic goes: a named group of upstream targets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -31,7 +37,8 @@ pub struct Service {
     pub name: String,
     #[serde(default)]
     pub protocol: Protocol,
-    /// At least one; each `scheme://host[:port]` with the service's protocol.
+    /// At least one; each `scheme://host[:port]` with the service's
+    /// protocol (`amqp://host[:port][/vhost]` for AMQP).
     pub targets: Vec<Target>,
     #[serde(default)]
     pub load_balancing: LoadBalancing,
@@ -45,9 +52,14 @@ pub struct Service {
     /// Active checks and passive outlier detection of the targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
-    /// With `https`: how targets are verified, and the client certificate.
+    /// With `https`, `grpcs` or `amqps`: how targets are verified, and the
+    /// client certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTls>,
+    /// With `amqp` or `amqps` (and required there): the broker login. Its
+    /// `password` is write-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<BrokerCredentials>,
     /// A circuit breaker per target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<CircuitBreaker>,
@@ -81,6 +93,12 @@ pub enum Protocol {
     /// gRPC over TLS (ALPN `h2`), verified as `https`: targets
     /// `grpcs://host:port`.
     Grpcs,
+    /// AMQP 0-9-1 (RabbitMQ): targets `amqp://host[:port][/vhost]` (port
+    /// 5672 by default), tried in the order listed.
+    Amqp,
+    /// AMQP over TLS, verified as `https`: targets
+    /// `amqps://host[:port][/vhost]` (port 5671 by default).
+    Amqps,
 }
 
 impl Protocol {
@@ -91,17 +109,24 @@ impl Protocol {
             Self::Https => "https",
             Self::Grpc => "grpc",
             Self::Grpcs => "grpcs",
+            Self::Amqp => "amqp",
+            Self::Amqps => "amqps",
         }
     }
 
     /// Targets are reached over TLS (and take `tls` settings).
     pub fn is_tls(self) -> bool {
-        matches!(self, Self::Https | Self::Grpcs)
+        matches!(self, Self::Https | Self::Grpcs | Self::Amqps)
     }
 
     /// Targets speak gRPC (over HTTP/2).
     pub fn is_grpc(self) -> bool {
         matches!(self, Self::Grpc | Self::Grpcs)
+    }
+
+    /// Targets are AMQP brokers (no HTTP at all).
+    pub fn is_amqp(self) -> bool {
+        matches!(self, Self::Amqp | Self::Amqps)
     }
 }
 
@@ -128,7 +153,8 @@ pub struct UpstreamTls {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
-    /// `http://host:port` (no path, query or credentials).
+    /// `http://host:port` (no path, query or credentials), with the
+    /// service's scheme; for `amqp`/`amqps`, `amqp://host[:port][/vhost]`.
     pub url: String,
     /// Relative share of traffic, 0 to 1000; 0 takes a target out of rotation.
     #[serde(default = "default_weight")]
@@ -444,24 +470,39 @@ impl Default for Timeouts {
     }
 }
 
-entity!(Service, crate::model::EntityKind::Service, services, name, secrets = (redact_client_key, keep_client_key));
+entity!(Service, crate::model::EntityKind::Service, services, name, secrets = (redact_secrets, keep_secrets));
 
-// `tls.client_key` is write-only: never shown by the admin API; a write that
-// leaves it out keeps the stored one for the same `client_cert`.
+// `tls.client_key` and `credentials.password` are write-only: never shown
+// by the admin API. A write that leaves one out keeps the stored one: the
+// key for the same `client_cert`; the password for the same `username`
+// while every target was already one (a new broker must be given it).
 
-fn redact_client_key(service: &mut Service) {
+fn redact_secrets(service: &mut Service) {
     if let Some(tls) = &mut service.tls {
         tls.client_key = None;
     }
+    if let Some(credentials) = &mut service.credentials {
+        credentials.password = None;
+    }
 }
 
-fn keep_client_key(service: &mut Service, previous: &Service) {
+fn keep_secrets(service: &mut Service, previous: &Service) {
     if let (Some(tls), Some(old)) = (&mut service.tls, &previous.tls)
         && tls.client_key.is_none()
         && tls.client_cert.is_some()
         && tls.client_cert == old.client_cert
     {
         tls.client_key.clone_from(&old.client_key);
+    }
+    let canonical = |s: &Service| -> Vec<Option<String>> { s.targets.iter().map(|t| target_url("", &t.url, s.protocol).ok()).collect() };
+    let known_targets = canonical(previous);
+    let same_brokers = canonical(service).iter().all(|url| url.is_some() && known_targets.contains(url));
+    if let (Some(credentials), Some(old)) = (&mut service.credentials, &previous.credentials)
+        && credentials.password.is_none()
+        && credentials.username == old.username
+        && same_brokers
+    {
+        credentials.password.clone_from(&old.password);
     }
 }
 
@@ -478,8 +519,22 @@ impl Validate for Service {
             if self.protocol.is_tls() {
                 errors.check(crate::tls::upstream_tls(tls));
             } else {
-                errors.add(ConfigError::invalid("tls", "only an https or grpcs service takes tls settings"));
+                errors.add(ConfigError::invalid("tls", "only an https, grpcs or amqps service takes tls settings"));
             }
+        }
+        match (&mut self.credentials, self.protocol.is_amqp()) {
+            (Some(credentials), true) => {
+                errors.check_within("credentials", credentials.normalize_and_validate());
+            }
+            (None, true) => errors.add(ConfigError::invalid(
+                "credentials",
+                "an amqp or amqps service needs credentials: {\"username\", \"password\"} (there are no default ones)",
+            )),
+            (Some(_), false) => errors.add(ConfigError::invalid("credentials", "only an amqp or amqps service takes credentials")),
+            (None, false) => {}
+        }
+        if self.protocol.is_amqp() {
+            self.check_amqp_fits(&mut errors);
         }
         if let Some(breaker) = &mut self.circuit_breaker {
             errors.check_within("circuit_breaker", breaker.normalize_and_validate());
@@ -521,6 +576,25 @@ impl Service {
         }
     }
 
+    /// What an AMQP service cannot use: its targets are brokers tried in
+    /// the order listed (balancing, HTTP health checks, circuit breakers
+    /// and HTTP retries do not apply).
+    fn check_amqp_fits(&self, errors: &mut Errors) {
+        let refuse = |field: &str, what: &str| ConfigError::invalid(field, format!("an amqp service takes no {what}: {AMQP_FAILOVER}"));
+        if self.load_balancing != LoadBalancing::RoundRobin {
+            errors.add(refuse("load_balancing", "load balancing"));
+        }
+        if self.health_check.is_some() {
+            errors.add(refuse("health_check", "HTTP health checks"));
+        }
+        if self.circuit_breaker.is_some() {
+            errors.add(refuse("circuit_breaker", "circuit breaker"));
+        }
+        if self.retries.is_some() {
+            errors.add(refuse("retries", "retries"));
+        }
+    }
+
     /// `hash_on` with `consistent_hash` only, and one it knows.
     fn check_hash_on(&mut self) -> Result {
         match (self.load_balancing, self.hash_on.as_deref().map(|h| (h, HashOn::parse(h)))) {
@@ -550,10 +624,14 @@ impl Service {
     }
 }
 
-/// A target URL in canonical form: `scheme://host[:port]`.
+/// A target URL in canonical form: `scheme://host[:port]`, or
+/// `amqp://host:port/vhost` ([`AmqpTarget::url`]).
 fn target_url(field: &str, url: &str, protocol: Protocol) -> Result<String> {
     let scheme = protocol.scheme();
     let invalid = |message: String| ConfigError::invalid(field, message);
+    if protocol.is_amqp() {
+        return AmqpTarget::parse(url, protocol).map(|target| target.url()).map_err(invalid);
+    }
     let uri: http::Uri = url.parse().map_err(|e| invalid(format!("'{url}' is not a valid URL: {e}")))?;
     let (Some(given), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
         return Err(invalid(format!("'{url}' must be an absolute URL such as {scheme}://10.0.0.5:8000")));
@@ -781,6 +859,71 @@ mod tests {
         off.normalize_and_validate().unwrap();
         let mut bad = service(r#"{"name":"s","targets":[{"url":"http://a:1"}],"retries":{"budget_min_per_second":5000}}"#);
         assert_eq!(bad.normalize_and_validate().unwrap_err().first().field(), "retries.budget_min_per_second");
+    }
+
+    fn broker(extra: &str) -> Service {
+        service(&format!(
+            r#"{{"name":"events","protocol":"amqp","targets":[{{"url":"amqp://Rabbit-1"}},{{"url":"amqp://rabbit-2:5673/orders"}}]{extra}}}"#
+        ))
+    }
+
+    #[test]
+    fn an_amqp_service_has_canonical_broker_urls_and_needs_credentials() {
+        let mut s = broker(r#","credentials":{"username":"app","password":"pw"}"#);
+        s.normalize_and_validate().unwrap();
+        let urls: Vec<&str> = s.targets.iter().map(|t| t.url.as_str()).collect();
+        assert_eq!(urls, ["amqp://rabbit-1:5672/%2F", "amqp://rabbit-2:5673/orders"]);
+        assert!(Protocol::Amqp.is_amqp() && Protocol::Amqps.is_amqp() && Protocol::Amqps.is_tls() && !Protocol::Amqp.is_tls());
+        let mut twice = broker(r#","credentials":{"username":"app"}"#);
+        twice.targets.push(Target { url: "amqp://rabbit-1:5672/%2f".into(), weight: 1 });
+        let error = twice.normalize_and_validate().unwrap_err().first().clone();
+        assert_eq!(error.field(), "targets[2].url", "the same broker and vhost, spelt otherwise: {error}");
+        for (extra, field) in [
+            ("", "credentials"),
+            (r#","credentials":{"username":""}"#, "credentials.username"),
+            (r#","credentials":{"username":"a"},"tls":{}"#, "tls"),
+            (r#","credentials":{"username":"a"},"load_balancing":"least_requests""#, "load_balancing"),
+            (r#","credentials":{"username":"a"},"health_check":{"passive":{}}"#, "health_check"),
+            (r#","credentials":{"username":"a"},"circuit_breaker":{}"#, "circuit_breaker"),
+            (r#","credentials":{"username":"a"},"retries":{}"#, "retries"),
+        ] {
+            assert_eq!(broker(extra).normalize_and_validate().unwrap_err().first().field(), field, "{extra}");
+        }
+        let mut http = service(r#"{"name":"s","targets":[{"url":"http://a:1"}],"credentials":{"username":"a","password":"b"}}"#);
+        assert_eq!(http.normalize_and_validate().unwrap_err().first().field(), "credentials");
+        let mut tls = service(
+            r#"{"name":"s","protocol":"amqps","targets":[{"url":"amqps://a"}],"credentials":{"username":"a"},"tls":{"ca_bundle":"junk"}}"#,
+        );
+        assert_eq!(tls.normalize_and_validate().unwrap_err().first().field(), "tls.ca_bundle", "amqps takes tls settings");
+    }
+
+    #[test]
+    fn the_broker_password_is_never_shown_and_kept_only_for_the_same_login_and_brokers() {
+        use crate::model::Entity;
+        let stored = broker(r#","credentials":{"username":"app","password":"s3cret"}"#);
+        let shown = serde_json::to_string(&stored.shown()).unwrap();
+        assert!(!shown.contains("s3cret") && !shown.contains("password") && shown.contains(r#""username":"app""#), "{shown}");
+        let password_after = |written: Service| {
+            let mut written = written;
+            written.keep_secrets_of(&stored);
+            written.credentials.and_then(|c| c.password)
+        };
+        assert_eq!(password_after(stored.shown()), Some("s3cret".to_owned()), "a write of what was read keeps it");
+        let respelt = service(
+            r#"{"name":"events","protocol":"amqp","targets":[{"url":"amqp://rabbit-2:5673/orders","weight":5}],"credentials":{"username":"app"}}"#,
+        );
+        assert_eq!(password_after(respelt), Some("s3cret".to_owned()), "fewer targets, spelt otherwise, reweighted");
+        assert_eq!(password_after(broker(r#","credentials":{"username":"other"}"#)), None, "another login needs its password");
+        let mut moved = stored.shown();
+        moved.targets.push(Target { url: "amqp://elsewhere".into(), weight: 100 });
+        assert_eq!(password_after(moved), None, "a new broker is never sent the stored password unasked");
+        assert_eq!(password_after(broker(r#","credentials":{"username":"app","password":"new"}"#)), Some("new".to_owned()));
+        let error = crate::snapshot::Snapshot::compile(crate::model::GatewayConfig {
+            services: vec![broker(r#","credentials":{"username":"app"}"#)],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(error.first().field(), "services[0].credentials.password", "{error}");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! `impl Validate` lives beside it in [`crate::model`]), then what only the
 //! whole config can tell: unique names, ids and keys, references between
 //! entities (a route's service, a credential's consumer, an `anonymous`
-//! consumer, a `grpc` route's proto and the services it names), routes
+//! consumer, a `grpc` route's proto and the services it names, an `amqp`
+//! route's broker), routes
 //! that would shadow each other, certificates that claim the same server
 //! name. Entities are first normalized (method case, host
 //! case, trailing slashes) so that equal meaning has one spelling and one hash.
@@ -14,6 +15,7 @@ use crate::error::{ConfigError, ConfigErrors, Errors};
 use crate::model::proto::MAX_PROTOS;
 use crate::model::{Certificate, Consumer, Credential, CredentialKind, Entity, EntityKind, GatewayConfig, Policy, Route};
 
+mod amqp;
 mod grpc;
 pub(crate) mod rules;
 
@@ -62,6 +64,7 @@ pub fn config(config: &mut GatewayConfig) -> Result<(), ConfigErrors> {
     }
     identical_routes(passed(&config.routes, &ok.routes), &mut errors);
     grpc::routes(config, &ok, &mut errors);
+    amqp::routes(config, &ok, &mut errors);
     scopes_need_authentication(config, &ok, &mut errors);
     for (i, route) in passed(&config.routes, &ok.routes) {
         errors.check(transform_fits_its_route(config, i, route));

@@ -74,6 +74,11 @@ impl AggregateInput {
     pub fn key(&self) -> &str {
         &self.key
     }
+
+    /// The request values gathered (an `amqp` route's routing key reads them too).
+    pub fn values(&self) -> &Gathered {
+        &self.values
+    }
 }
 
 /// A compiled aggregate.
