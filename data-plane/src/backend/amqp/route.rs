@@ -101,7 +101,9 @@ impl AmqpRoute {
         body: ClientBody,
         max_body_bytes: u64,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let body = body.read_whole(max_body_bytes).await?;
+        // A client that never finishes its body must not hold the request forever: it gets the route's timeout too.
+        let body =
+            tokio::time::timeout(self.settings.timeout, body.read_whole(max_body_bytes)).await.map_err(|_| ProxyError::ClientTimeout)??;
         let input = prepared.aggregate.unwrap_or_default();
         let routing_key = self.routing_key.expand(input.values(), &body)?;
         let request_id = prepared.headers.get(REQUEST_ID).and_then(|value| value.to_str().ok()).unwrap_or_default();
@@ -220,6 +222,42 @@ mod tests {
         assert!(expand("{path.kind}", &[], "not JSON, not read").unwrap_err().contains("path parameter 'kind'"));
         assert!(expand("{query.k}", &[("query.k", "a\u{1}b")], "").unwrap_err().contains("query parameter 'k' has a control character"));
         assert!(expand("{body.kind}", &[], "{\"kind\":\"a\\u0001b\"}").unwrap_err().contains("control character"));
+    }
+
+    #[tokio::test]
+    async fn a_body_that_never_ends_is_a_408_within_the_route_timeout() {
+        use crate::backend::proxy::ClientBody;
+        use crate::body::{BoxError, UpstreamBody};
+        let amqp: AmqpBackend =
+            serde_json::from_value(serde_json::json!({"exchange": "x", "routing_key": "k", "timeout_ms": 200})).unwrap();
+        let settings = BrokerSettings {
+            service: "events".into(),
+            targets: vec!["amqp://127.0.0.1:1/%2F".into()],
+            credentials: None,
+            tls: TlsSettings::default(),
+            pool_size: 1,
+            connect_timeout: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            retry_after: Duration::from_secs(1),
+        };
+        let route = AmqpRoute::compile(&amqp, Broker::new(settings, None).unwrap(), None).unwrap();
+        let prepared = Prepared {
+            method: http::Method::POST,
+            path_and_query: http::uri::PathAndQuery::from_static("/e"),
+            headers: http::HeaderMap::new(),
+            host: None,
+            hash_value: None,
+            upgrading: false,
+            idempotent: false,
+            timeout: None,
+            deadline_is_clients: false,
+            aggregate: None,
+        };
+        let never_ends = http_body_util::StreamBody::new(futures::stream::pending::<Result<hyper::body::Frame<Bytes>, BoxError>>());
+        let body = ClientBody::Once(UpstreamBody::translated(None, never_ends));
+        let answered = tokio::time::timeout(Duration::from_secs(5), route.answer(prepared, body, 1024)).await;
+        let error = answered.expect("the body read ends with the route's timeout").unwrap_err();
+        assert_eq!(error.status(), http::StatusCode::REQUEST_TIMEOUT, "{error}");
     }
 
     #[test]
