@@ -232,8 +232,12 @@ impl AmqpTarget {
             return Err(format!("scheme '{given}' does not match the service's protocol '{scheme}'"));
         }
         let (authority, path) = rest.find('/').map_or((rest, ""), |at| rest.split_at(at));
-        if authority.contains('@') {
-            return Err("must not contain credentials: give them in the service's `credentials`".to_owned());
+        // Anywhere, not only in the authority: a password with a `/` (`amqp://app:1234/pw@host`)
+        // would otherwise pass as a port and a vhost, and be stored and shown.
+        if rest.contains('@') {
+            return Err(
+                "must not contain credentials (write an '@' in a vhost as %40): give them in the service's `credentials`".to_owned()
+            );
         }
         if path.contains(['?', '#']) || authority.contains(['?', '#']) {
             return Err(format!("must be {scheme}://host[:port][/vhost], without a query or fragment"));
@@ -368,6 +372,8 @@ mod tests {
         assert_eq!(read("amqp://h:1/a%20b%2Fc", Protocol::Amqp), Ok(("amqp://h:1/a%20b%2Fc".to_owned(), "a b/c".to_owned())));
         for (url, message) in [
             ("amqp://guest:guest@h/", "must not contain credentials"),
+            ("amqp://app:1234/s3cret@rabbit", "must not contain credentials"),
+            ("amqp://app:pa/ss@rabbit", "must not contain credentials"),
             ("amqps://h", "scheme 'amqps' does not match"),
             ("amqp://h/a/b", "a vhost is one path segment"),
             ("amqp://h:0/", "the port must be 1 to 65535"),
