@@ -9,34 +9,36 @@
 //! connection of a new broker is waited for, within the request's deadline.
 //!
 //! Channels come from a bounded pool: each is in confirm mode and consumes
-//! RabbitMQ's direct reply-to pseudo-queue (no-ack), so any of them serves
-//! `publish` and `rpc` alike ([`super::rpc`]). A channel the broker closed
-//! (a publish to a missing exchange: 404) is discarded, never returned to
-//! the pool; channels of a lost connection are dropped with it.
+//! RabbitMQ's direct reply-to pseudo-queue (no-ack) into its own
+//! [`ReplySlot`], so any of them serves `publish` and `rpc` alike
+//! ([`super::rpc`]). A request holds its channel alone ([`Lease`]) until it
+//! ends. A channel whose state is unknown (the broker closed it over a
+//! publish to a missing exchange, or an `rpc` call ended without its reply)
+//! is discarded: closed, never returned to the pool. Channels of a lost
+//! connection are dropped with it.
 //!
 //! A broker is carried across config versions while its [`BrokerSettings`]
 //! are unchanged ([`Broker::new`] with the previous version's).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use base64::Engine;
 use futures::StreamExt;
-use lapin::message::Delivery;
 use lapin::options::{BasicConsumeOptions, ConfirmSelectOptions};
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::FieldTable;
 use lapin::uri::{AMQPScheme, AMQPUri, AMQPUserInfo};
 use lapin::{Channel, Connection, ConnectionProperties, Event};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
 use super::AmqpError;
 use super::metrics;
+use super::rpc::ReplySlot;
 
 /// RabbitMQ's direct reply-to pseudo-queue.
 pub(super) const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -128,9 +130,10 @@ struct Connected {
     generation: u64,
 }
 
-/// A channel of the pool, of the connection of `generation`.
+/// A channel of the pool, of the connection of `generation`, with where its direct replies go.
 struct PooledChannel {
     channel: Channel,
+    replies: Arc<ReplySlot>,
     generation: u64,
 }
 
@@ -143,10 +146,10 @@ pub(super) struct Shared {
     blocked: AtomicBool,
     idle: Mutex<Vec<PooledChannel>>,
     permits: Arc<Semaphore>,
-    /// `rpc` calls awaiting a reply, by correlation id.
-    pub(super) waiters: Mutex<HashMap<String, oneshot::Sender<Delivery>>>,
-    /// Replies whose correlation id no call awaits (late, or not ours).
-    pub(super) stray_replies: AtomicU64,
+    /// `rpc` calls awaiting their reply.
+    pub(super) rpc_waiters: AtomicUsize,
+    /// Replies that are not the reply of the call holding their channel (late, or not ours).
+    stray_replies: AtomicU64,
 }
 
 /// A service's broker connection and channel pool.
@@ -212,7 +215,7 @@ impl Broker {
             blocked: AtomicBool::new(false),
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(pool_size)),
-            waiters: Mutex::new(HashMap::new()),
+            rpc_waiters: AtomicUsize::new(0),
             stray_replies: AtomicU64::new(0),
             settings,
         });
@@ -236,10 +239,11 @@ impl Broker {
 
     /// `rpc` calls awaiting their reply now.
     pub fn rpc_waiters(&self) -> usize {
-        self.shared.waiters.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.shared.rpc_waiters.load(Ordering::Relaxed)
     }
 
-    /// Replies dropped since the start because no call awaited their correlation id.
+    /// Replies dropped since the start because the call holding their channel
+    /// awaits another correlation id, or none.
     pub fn stray_replies(&self) -> u64 {
         self.shared.stray_replies.load(Ordering::Relaxed)
     }
@@ -281,15 +285,15 @@ impl Broker {
             idle.retain(|pooled| pooled.generation == connected.generation && pooled.channel.status().connected());
             idle.pop()
         };
-        let channel = match reused {
-            Some(pooled) => pooled.channel,
+        let (channel, replies) = match reused {
+            Some(pooled) => (pooled.channel, pooled.replies),
             None => tokio::time::timeout_at(deadline, open_channel(shared, &connected.connection))
                 .await
                 .map_err(|_| shared.unavailable("opening a channel timed out"))?
                 .map_err(|e| shared.unavailable(&format!("cannot open a channel: {e}")))?,
         };
         metrics::channels_in_use(&shared.settings.service, self.channels_in_use());
-        Ok(Lease { channel, keep: true, generation: connected.generation, shared: Arc::clone(shared), _permit: permit })
+        Ok(Lease { channel, replies, keep: true, generation: connected.generation, shared: Arc::clone(shared), _permit: permit })
     }
 
     /// The connection, waiting for a first one until `deadline`.
@@ -346,18 +350,9 @@ impl Shared {
         &self.settings.service
     }
 
-    /// Hands a reply to the call awaiting its correlation id, or counts it as stray.
-    fn dispatch_reply(&self, delivery: Delivery) {
-        let waiter = delivery
-            .properties
-            .correlation_id()
-            .as_ref()
-            .and_then(|id| self.waiters.lock().unwrap_or_else(PoisonError::into_inner).remove(id.as_str()));
-        // A call may end between the look-up and the send: its reply is stray too.
-        if waiter.is_none_or(|waiter| waiter.send(delivery).is_err()) {
-            self.stray_replies.fetch_add(1, Ordering::Relaxed);
-            metrics::stray_reply(self.service());
-        }
+    fn count_stray_reply(&self) {
+        self.stray_replies.fetch_add(1, Ordering::Relaxed);
+        metrics::stray_reply(self.service());
     }
 }
 
@@ -365,6 +360,7 @@ impl Shared {
 /// unless the broker closed it or [`Lease::discard`] was called.
 pub(super) struct Lease {
     channel: Channel,
+    replies: Arc<ReplySlot>,
     keep: bool,
     generation: u64,
     shared: Arc<Shared>,
@@ -376,17 +372,30 @@ impl Lease {
         &self.channel
     }
 
-    /// Drops the channel instead of returning it (its state is unknown).
-    pub(super) fn discard(mut self) {
+    /// Where the channel's direct replies go.
+    pub(super) fn replies(&self) -> &ReplySlot {
+        &self.replies
+    }
+
+    /// Closes the channel when the lease ends instead of returning it (its state is unknown).
+    pub(super) fn discard(&mut self) {
         self.keep = false;
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if self.keep && self.channel.status().connected() {
-            let pooled = PooledChannel { channel: self.channel.clone(), generation: self.generation };
+        let open = self.channel.status().connected();
+        if self.keep && open {
+            let pooled = PooledChannel { channel: self.channel.clone(), replies: Arc::clone(&self.replies), generation: self.generation };
             self.shared.idle.lock().unwrap_or_else(PoisonError::into_inner).push(pooled);
+        } else if open && let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            // Its reply consumer keeps it open otherwise; once closed, the broker drops what is sent to its reply-to.
+            let channel = self.channel.clone();
+            let wait = self.shared.settings.connect_timeout;
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(wait, channel.close(200, "portico: channel discarded".into())).await;
+            });
         }
         // The permit is released after this; count it as returned.
         let in_use = self.shared.settings.pool_size.max(1) - self.shared.permits.available_permits() - 1;
@@ -394,8 +403,8 @@ impl Drop for Lease {
     }
 }
 
-/// A new channel in confirm mode, consuming direct replies.
-async fn open_channel(shared: &Arc<Shared>, connection: &Connection) -> lapin::Result<Channel> {
+/// A new channel in confirm mode, consuming direct replies into its slot.
+async fn open_channel(shared: &Arc<Shared>, connection: &Connection) -> lapin::Result<(Channel, Arc<ReplySlot>)> {
     let channel = connection.create_channel().await?;
     channel.confirm_select(ConfirmSelectOptions::default()).await?;
     let replies = channel
@@ -406,17 +415,22 @@ async fn open_channel(shared: &Arc<Shared>, connection: &Connection) -> lapin::R
             FieldTable::default(),
         )
         .await?;
-    let shared = Arc::downgrade(shared);
-    tokio::spawn(consume_replies(shared, replies));
-    Ok(channel)
+    let slot = Arc::new(ReplySlot::default());
+    tokio::spawn(consume_replies(Arc::downgrade(shared), Arc::clone(&slot), replies));
+    Ok((channel, slot))
 }
 
-/// Dispatches a channel's direct replies until the channel closes.
-async fn consume_replies(shared: Weak<Shared>, mut replies: lapin::Consumer) {
+/// Hands a channel's direct replies to its slot until the channel closes;
+/// counts those the call holding the channel does not await.
+async fn consume_replies(shared: Weak<Shared>, slot: Arc<ReplySlot>, mut replies: lapin::Consumer) {
     while let Some(delivery) = replies.next().await {
         let Some(shared) = shared.upgrade() else { return };
         match delivery {
-            Ok(delivery) => shared.dispatch_reply(delivery),
+            Ok(delivery) => {
+                if !slot.deliver(delivery) {
+                    shared.count_stray_reply();
+                }
+            }
             Err(error) => {
                 tracing::debug!(service = shared.service(), %error, "reply consumer ended");
                 return;

@@ -19,7 +19,10 @@ pub fn describe() {
     describe_gauge!("portico_amqp_channels_in_use", "Channels of a service's pool lent to requests");
     describe_gauge!("portico_amqp_channel_pool_size", "Most channels a service's pool opens");
     describe_gauge!("portico_amqp_rpc_waiters", "AMQP request/reply calls awaiting their reply, by service");
-    describe_counter!("portico_amqp_stray_replies_total", "Replies dropped because no call awaited their correlation id, by service");
+    describe_counter!(
+        "portico_amqp_stray_replies_total",
+        "Replies dropped because the call holding their channel awaits another correlation id, or none, by service"
+    );
     describe_gauge!("portico_amqp_connected", "1 while the service's broker connection is up");
 }
 

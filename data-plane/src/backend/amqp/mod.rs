@@ -7,7 +7,8 @@
 //!   of confirm-mode channels, fast `503`s while down or blocked;
 //! - [`publish`]: the [`Message`] a request becomes, [`Broker::publish`]
 //!   and its confirm (`202 {"message_id"}`, [`accepted`]);
-//! - [`rpc`]: [`Broker::rpc`], waiters keyed by correlation id, the [`Reply`];
+//! - [`rpc`]: [`Broker::rpc`], each call holding its channel until its
+//!   reply (correlation id: the request id), the [`Reply`];
 //! - [`error`]: [`AmqpError`], each failure's status and code;
 //! - [`metrics`], the `portico_amqp_*` metrics;
 //! - [`route`]: an `amqp` route ([`AmqpRoute`]): the body read, the

@@ -161,25 +161,33 @@ impl Broker {
     /// message's id once acked.
     pub async fn publish(&self, settings: &MessageSettings, routing_key: &str, message: Message) -> Result<String, AmqpError> {
         let deadline = Instant::now() + settings.timeout;
-        self.send(settings, routing_key, message.properties, &message.body, deadline).await?;
+        let mut lease = self.lease_to_publish(deadline).await?;
+        self.send(&mut lease, settings, routing_key, message.properties, &message.body, deadline).await?;
         Ok(message.message_id)
     }
 
-    /// Publishes on a pooled channel and awaits the confirm by `deadline`
+    /// A pooled channel to publish on by `deadline` (also `rpc`'s); none is
+    /// counted as a publish the broker was unavailable for.
+    pub(super) async fn lease_to_publish(&self, deadline: Instant) -> Result<Lease, AmqpError> {
+        let lease = self.lease(deadline).await;
+        if lease.is_err() {
+            metrics::published(self.shared.service(), "unavailable");
+        }
+        lease
+    }
+
+    /// Publishes on `lease`'s channel and awaits the confirm by `deadline`
     /// (also `rpc`'s publish); counts the result.
     pub(super) async fn send(
         &self,
+        lease: &mut Lease,
         settings: &MessageSettings,
         routing_key: &str,
         properties: BasicProperties,
         body: &[u8],
         deadline: Instant,
     ) -> Result<(), AmqpError> {
-        let result = async {
-            let lease = self.lease(deadline).await?;
-            self.confirm(lease, settings, routing_key, properties, body, deadline).await
-        }
-        .await;
+        let result = self.confirm(lease, settings, routing_key, properties, body, deadline).await;
         let outcome = match &result {
             Ok(()) => "confirmed",
             Err(AmqpError::Unroutable { .. }) => "returned",
@@ -194,7 +202,7 @@ impl Broker {
 
     async fn confirm(
         &self,
-        lease: Lease,
+        lease: &mut Lease,
         settings: &MessageSettings,
         routing_key: &str,
         properties: BasicProperties,

@@ -1,39 +1,43 @@
 //! Request/reply over RabbitMQ's direct reply-to.
 //!
 //! Each pooled channel consumes `amq.rabbitmq.reply-to` (no-ack) from the
-//! moment it opens, before anything is published on it ([`super::connection`]);
-//! a call publishes with `reply_to` set to it, on the same channel, and
-//! waits for the reply carrying its correlation id.
+//! moment it opens, before anything is published on it, into its own
+//! [`ReplySlot`] ([`super::connection`]); a call publishes with `reply_to`
+//! set to it, on the same channel, and waits for the reply carrying its
+//! correlation id, which is the request id (CONTRACT.md), as a responder
+//! echoes it (RabbitMQ's RPC tutorials).
 //!
-//! The correlation id is a new UUID per call, not the request id: a
-//! client may send its own `X-Request-Id`, so request ids can repeat, and
-//! a late reply to an earlier call with the same id must not answer a
-//! later one. The request id travels as the `x-request-id` header (and a
-//! responder echoes the correlation id, as RabbitMQ's RPC tutorials do).
-//!
-//! A call's waiter is registered before the publish and removed when the
-//! call ends however it ends: reply, timeout, or the client going away
-//! (the future dropped; [`Waiter`]'s `Drop`). A reply whose correlation id
-//! no call awaits is dropped and counted ([`Broker::stray_replies`]), so
-//! replies cannot cross.
+//! A client may send its own `X-Request-Id`, so request ids, and so
+//! correlation ids, can repeat. Replies still cannot cross, by
+//! construction: the broker sends a direct reply to the channel that
+//! published the request, and a call holds its channel alone from before
+//! the publish until it ends ([`Call`]). A call that ends without its
+//! reply (timeout, the client going away: the future dropped) discards its
+//! channel, closed and never pooled again, so a late reply has no call to
+//! reach (RabbitMQ drops replies to a closed reply-to). A reply whose
+//! correlation id is not that of the call holding the channel, or that
+//! comes while none does, is dropped and counted ([`Broker::stray_replies`]).
+//! The pool's size is so the most `rpc` calls a service has at once; a
+//! call waits for a channel within its timeout.
 //!
 //! The answer is the reply's body with its `content_type` as
 //! `Content-Type`, and the status of its [`STATUS_HEADER`] header (an
 //! integer, or a string of one, 200–599; `200` when absent; anything else
 //! is a `502`).
 
-use std::sync::{Arc, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant as StdInstant;
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Response, StatusCode};
 use lapin::message::Delivery;
-use lapin::types::{AMQPValue, ShortString};
+use lapin::types::AMQPValue;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::connection::{Broker, DIRECT_REPLY_TO, Shared};
+use super::connection::{Broker, DIRECT_REPLY_TO, Lease, Shared};
 use super::publish::{Message, MessageSettings, millis};
 use super::{AmqpError, metrics};
 use crate::body::ResponseBody;
@@ -92,33 +96,62 @@ fn status_of(value: &AMQPValue) -> Result<StatusCode, AmqpError> {
         .ok_or_else(|| AmqpError::InvalidReply(format!("{STATUS_HEADER} is {value:?}, not a status from 200 to 599")))
 }
 
-/// A call's place in the waiter map, removed when dropped.
-struct Waiter {
-    shared: Arc<Shared>,
+/// Where a pooled channel's direct replies go: the call holding the
+/// channel, while it awaits the reply with its correlation id.
+#[derive(Default)]
+pub(super) struct ReplySlot(Mutex<Option<Awaited>>);
+
+struct Awaited {
     correlation_id: String,
-    reply: oneshot::Receiver<Delivery>,
+    reply: oneshot::Sender<Delivery>,
 }
 
-impl Waiter {
-    fn register(shared: &Arc<Shared>, correlation_id: String) -> Self {
-        let (sender, reply) = oneshot::channel();
-        let count = {
-            let mut waiters = shared.waiters.lock().unwrap_or_else(PoisonError::into_inner);
-            waiters.insert(correlation_id.clone(), sender);
-            waiters.len()
+impl ReplySlot {
+    /// Hands `delivery` to the awaiting call if it is that call's reply;
+    /// `false` (a stray reply) otherwise.
+    pub(super) fn deliver(&self, delivery: Delivery) -> bool {
+        let awaited = {
+            let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            let correlation_id = delivery.properties.correlation_id().as_ref().map(|id| id.as_str());
+            let matches = slot.as_ref().is_some_and(|awaited| correlation_id == Some(awaited.correlation_id.as_str()));
+            if matches { slot.take() } else { None }
         };
-        metrics::rpc_waiters(shared.service(), count);
-        Self { shared: Arc::clone(shared), correlation_id, reply }
+        // The call may have ended since: then its reply is stray too.
+        awaited.is_some_and(|awaited| awaited.reply.send(delivery).is_ok())
+    }
+
+    fn set(&self, awaited: Option<Awaited>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = awaited;
     }
 }
 
-impl Drop for Waiter {
+/// An `rpc` call holding its channel. When dropped, however the call
+/// ended, it stops awaiting; without its reply, its channel is discarded.
+struct Call {
+    lease: Lease,
+    reply: oneshot::Receiver<Delivery>,
+    replied: bool,
+    shared: Arc<Shared>,
+}
+
+impl Call {
+    /// Awaits the reply with `correlation_id` on `lease`'s channel (before publishing there).
+    fn start(shared: &Arc<Shared>, lease: Lease, correlation_id: String) -> Self {
+        let (sender, reply) = oneshot::channel();
+        lease.replies().set(Some(Awaited { correlation_id, reply: sender }));
+        let count = shared.rpc_waiters.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::rpc_waiters(shared.service(), count);
+        Self { lease, reply, replied: false, shared: Arc::clone(shared) }
+    }
+}
+
+impl Drop for Call {
     fn drop(&mut self) {
-        let count = {
-            let mut waiters = self.shared.waiters.lock().unwrap_or_else(PoisonError::into_inner);
-            waiters.remove(&self.correlation_id);
-            waiters.len()
-        };
+        self.lease.replies().set(None);
+        if !self.replied {
+            self.lease.discard();
+        }
+        let count = self.shared.rpc_waiters.fetch_sub(1, Ordering::Relaxed) - 1;
         metrics::rpc_waiters(self.shared.service(), count);
     }
 }
@@ -140,15 +173,18 @@ impl Broker {
 
     async fn call(&self, settings: &MessageSettings, routing_key: &str, message: Message) -> Result<Reply, AmqpError> {
         let deadline = Instant::now() + settings.timeout;
-        let correlation_id = uuid::Uuid::new_v4().to_string();
-        let mut waiter = Waiter::register(&self.shared, correlation_id.clone());
-        let properties = message.properties.with_correlation_id(ShortString::from(correlation_id)).with_reply_to(DIRECT_REPLY_TO.into());
-        self.send(settings, routing_key, properties, &message.body, deadline).await?;
-        let no_reply = || AmqpError::NoReply { exchange: settings.exchange.clone(), timeout_ms: millis(settings.timeout) };
-        match tokio::time::timeout_at(deadline, &mut waiter.reply).await {
-            Ok(Ok(delivery)) => Reply::from_delivery(delivery),
-            // The sender is dropped only with the channel's consumer: no reply will come.
-            Ok(Err(_)) | Err(_) => Err(no_reply()),
+        let correlation_id = message.properties.correlation_id().as_ref().map(|id| id.as_str().to_owned()).unwrap_or_default();
+        let lease = self.lease_to_publish(deadline).await?;
+        let mut call = Call::start(&self.shared, lease, correlation_id);
+        let properties = message.properties.with_reply_to(DIRECT_REPLY_TO.into());
+        self.send(&mut call.lease, settings, routing_key, properties, &message.body, deadline).await?;
+        match tokio::time::timeout_at(deadline, &mut call.reply).await {
+            Ok(Ok(delivery)) => {
+                call.replied = true;
+                Reply::from_delivery(delivery)
+            }
+            // Only the call's reply or its end empties its slot (and drops the sender).
+            Ok(Err(_)) | Err(_) => Err(AmqpError::NoReply { exchange: settings.exchange.clone(), timeout_ms: millis(settings.timeout) }),
         }
     }
 }

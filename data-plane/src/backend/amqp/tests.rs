@@ -206,15 +206,18 @@ async fn a_channel_closed_over_a_missing_exchange_is_replaced() {
 /// How the test's responder answers.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Answer {
-    /// With the request's correlation id, the same body and status `201`.
+    /// With the request's correlation id, status `201` and the body
+    /// `<correlation id>: <request body>`.
     Echo,
+    /// As `Echo`, each request after this long.
+    After(Duration),
     /// Never.
     Silent,
     /// First a reply with a correlation id nobody awaits, then as `Echo`.
     StrayFirst,
 }
 
-/// Answers each request on `queue` to its `reply_to`.
+/// Answers each request on `queue` to its `reply_to`, each independently of the others.
 async fn responder(queue: &str, answer: Answer) -> tokio::task::JoinHandle<()> {
     let connection = Connection::connect(&broker_url(), ConnectionProperties::default()).await.unwrap();
     let channel = connection.create_channel().await.unwrap();
@@ -225,21 +228,30 @@ async fn responder(queue: &str, answer: Answer) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let _connection = connection;
         while let Some(Ok(request)) = requests.next().await {
-            if answer == Answer::Silent {
-                continue;
-            }
-            let reply_to = request.properties.reply_to().clone().unwrap();
-            if answer == Answer::StrayFirst {
-                let stray = BasicProperties::default().with_correlation_id("not-a-call".into());
-                channel.basic_publish("".into(), reply_to.clone(), BasicPublishOptions::default(), b"stray", stray).await.unwrap();
-            }
-            let mut headers = FieldTable::default();
-            headers.insert(STATUS_HEADER.into(), AMQPValue::ShortInt(201));
-            let mut properties = BasicProperties::default().with_content_type("text/plain".into()).with_headers(headers);
-            if let Some(correlation_id) = request.properties.correlation_id() {
-                properties = properties.with_correlation_id(correlation_id.clone());
-            }
-            channel.basic_publish("".into(), reply_to, BasicPublishOptions::default(), &request.data, properties).await.unwrap();
+            let delay = match answer {
+                Answer::Silent => continue,
+                Answer::After(delay) => delay,
+                Answer::Echo | Answer::StrayFirst => Duration::ZERO,
+            };
+            let channel = channel.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let reply_to = request.properties.reply_to().clone().unwrap();
+                if answer == Answer::StrayFirst {
+                    let stray = BasicProperties::default().with_correlation_id("not-a-call".into());
+                    channel.basic_publish("".into(), reply_to.clone(), BasicPublishOptions::default(), b"stray", stray).await.unwrap();
+                }
+                let mut headers = FieldTable::default();
+                headers.insert(STATUS_HEADER.into(), AMQPValue::ShortInt(201));
+                let correlation_id = request.properties.correlation_id().clone().unwrap();
+                let body = [correlation_id.as_str().as_bytes(), b": ", &request.data].concat();
+                let properties = BasicProperties::default()
+                    .with_content_type("text/plain".into())
+                    .with_headers(headers)
+                    .with_correlation_id(correlation_id);
+                // The reply-to of a channel closed meanwhile refuses it: nothing to do then.
+                let _ = channel.basic_publish("".into(), reply_to, BasicPublishOptions::default(), &body, properties).await;
+            });
         }
     })
 }
@@ -254,25 +266,26 @@ async fn an_rpc_answers_with_the_reply_and_concurrent_calls_never_cross() {
 
     let message = Message::from_request(&settings, &request_headers(), "req-1", Bytes::from_static(b"ping"));
     let reply = broker.rpc(&settings, "echo", message).await.unwrap();
-    assert_eq!(reply, Reply { status: StatusCode::CREATED, content_type: Some("text/plain".into()), body: Bytes::from_static(b"ping") });
+    let body = Bytes::from_static(b"req-1: ping"); // The correlation id is the request id.
+    assert_eq!(reply, Reply { status: StatusCode::CREATED, content_type: Some("text/plain".into()), body });
     let response = reply.into_response();
     assert_eq!(response.status(), StatusCode::CREATED);
     assert_eq!(response.headers()["content-type"], "text/plain");
 
-    // The same request id for all: correlation ids are the broker's own.
+    // The same request id, so the same correlation id, for all: each call holds its own channel.
     let calls = (0..50).map(|n| {
         let broker = Arc::clone(&broker);
         let settings = settings.clone();
         async move {
-            let body = Bytes::from(format!("call {n}"));
-            let message = Message::from_request(&settings, &HeaderMap::new(), "same-request-id", body.clone());
-            (body, broker.rpc(&settings, "echo", message).await)
+            let message = Message::from_request(&settings, &HeaderMap::new(), "same-request-id", Bytes::from(format!("call {n}")));
+            (n, broker.rpc(&settings, "echo", message).await)
         }
     });
-    for (sent, reply) in futures::future::join_all(calls).await {
-        assert_eq!(reply.unwrap().body, sent);
+    for (n, reply) in futures::future::join_all(calls).await {
+        assert_eq!(reply.unwrap().body, format!("same-request-id: call {n}"), "call {n} got its own reply");
     }
     assert_eq!(broker.rpc_waiters(), 0);
+    assert_eq!(broker.channels_in_use(), 0);
     assert_eq!(broker.stray_replies(), 0);
     responder.abort();
     topology.cleanup().await;
@@ -292,6 +305,7 @@ async fn an_rpc_without_reply_times_out_and_leaves_no_waiter() {
     assert_eq!(error.status(), StatusCode::GATEWAY_TIMEOUT);
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(broker.rpc_waiters(), 0);
+    assert_eq!(broker.channels_in_use(), 0);
 
     // A client going away (the call's future dropped) removes its waiter too.
     let patient = MessageSettings { timeout: Duration::from_secs(60), ..settings };
@@ -308,6 +322,69 @@ async fn an_rpc_without_reply_times_out_and_leaves_no_waiter() {
     call.abort();
     let _ = call.await;
     assert_eq!(broker.rpc_waiters(), 0);
+    assert_eq!(broker.channels_in_use(), 0);
+    responder.abort();
+    topology.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_late_reply_never_answers_a_later_call_with_the_same_request_id() {
+    // One channel: a later call could only be answered on the channel the first one used, were it pooled again.
+    let broker = connected_broker(1).await;
+    let mut topology = Topology::new("late").await;
+    let queue = topology.queue("slow", FieldTable::default()).await;
+    let responder = responder(&queue, Answer::After(Duration::from_millis(600))).await;
+    let impatient = message_settings(&topology.exchange, Duration::from_millis(300));
+    let first = Message::from_request(&impatient, &HeaderMap::new(), "same-request-id", Bytes::from_static(b"first"));
+    let error = broker.rpc(&impatient, "slow", first).await.unwrap_err();
+    assert!(matches!(error, AmqpError::NoReply { timeout_ms: 300, .. }), "{error:?}");
+
+    // Sent before the first call's reply comes (600 ms after it), with the same request id.
+    let patient = MessageSettings { timeout: Duration::from_secs(5), ..impatient };
+    let second = Message::from_request(&patient, &HeaderMap::new(), "same-request-id", Bytes::from_static(b"second"));
+    let reply = broker.rpc(&patient, "slow", second).await.unwrap();
+    assert_eq!(reply.body, Bytes::from_static(b"same-request-id: second"), "its own reply, not the first call's late one");
+    // The first call's channel was closed 300 ms before its reply came: the broker dropped the reply.
+    assert_eq!(broker.stray_replies(), 0, "the late reply reached no channel of ours");
+    assert_eq!(broker.rpc_waiters(), 0);
+    assert_eq!(broker.channels_in_use(), 0);
+    responder.abort();
+    topology.cleanup().await;
+}
+
+#[tokio::test]
+async fn calls_beyond_the_pool_wait_for_a_channel_within_their_timeout() {
+    let broker = connected_broker(1).await;
+    let mut topology = Topology::new("busy").await;
+    let queue = topology.queue("slow", FieldTable::default()).await;
+    let responder = responder(&queue, Answer::After(Duration::from_millis(400))).await;
+    let patient = message_settings(&topology.exchange, Duration::from_secs(5));
+    let impatient = MessageSettings { timeout: Duration::from_millis(200), ..patient.clone() };
+    let call = |settings: MessageSettings, body: &'static [u8]| {
+        let broker = Arc::clone(&broker);
+        async move {
+            let message = Message::from_request(&settings, &HeaderMap::new(), "r", Bytes::from_static(body));
+            broker.rpc(&settings, "slow", message).await
+        }
+    };
+    let holder = tokio::spawn(call(patient.clone(), b"holder"));
+    let holding = async {
+        while broker.rpc_waiters() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), holding).await.expect("the first call holds the one channel");
+    let (waiter, refused) = tokio::join!(call(patient, b"waiter"), call(impatient, b"refused"));
+    assert_eq!(holder.await.unwrap().unwrap().body, Bytes::from_static(b"r: holder"));
+    assert_eq!(waiter.unwrap().body, Bytes::from_static(b"r: waiter"), "a channel freed within its timeout");
+    let refused = refused.unwrap_err();
+    assert!(
+        matches!(&refused, AmqpError::Unavailable { reason, .. } if reason.contains("every channel of the pool is busy")),
+        "{refused:?}"
+    );
+    assert_eq!((refused.status(), refused.code()), (StatusCode::SERVICE_UNAVAILABLE, "amqp_unavailable"));
+    assert_eq!(broker.rpc_waiters(), 0);
+    assert_eq!(broker.channels_in_use(), 0);
     responder.abort();
     topology.cleanup().await;
 }
@@ -510,7 +587,7 @@ async fn a_reply_no_call_awaits_is_dropped_and_counted() {
     let settings = message_settings(&topology.exchange, Duration::from_secs(10));
     let message = Message::from_request(&settings, &HeaderMap::new(), "r", Bytes::from_static(b"mine"));
     let reply = broker.rpc(&settings, "stray", message).await.unwrap();
-    assert_eq!(reply.body, Bytes::from_static(b"mine"));
+    assert_eq!(reply.body, Bytes::from_static(b"r: mine"));
     assert_eq!(broker.stray_replies(), 1);
     assert_eq!(broker.rpc_waiters(), 0);
     responder.abort();
