@@ -497,10 +497,14 @@ fn keep_secrets(service: &mut Service, previous: &Service) {
     let canonical = |s: &Service| -> Vec<Option<String>> { s.targets.iter().map(|t| target_url("", &t.url, s.protocol).ok()).collect() };
     let known_targets = canonical(previous);
     let same_brokers = canonical(service).iter().all(|url| url.is_some() && known_targets.contains(url));
+    // The trust in the brokers must stay too: a new CA could vouch for a broker of anyone's.
+    let same_trust = service.protocol == previous.protocol
+        && service.tls.as_ref().and_then(|t| t.ca_bundle.as_ref()) == previous.tls.as_ref().and_then(|t| t.ca_bundle.as_ref());
     if let (Some(credentials), Some(old)) = (&mut service.credentials, &previous.credentials)
         && credentials.password.is_none()
         && credentials.username == old.username
         && same_brokers
+        && same_trust
     {
         credentials.password.clone_from(&old.password);
     }
@@ -917,6 +921,9 @@ mod tests {
         let mut moved = stored.shown();
         moved.targets.push(Target { url: "amqp://elsewhere".into(), weight: 100 });
         assert_eq!(password_after(moved), None, "a new broker is never sent the stored password unasked");
+        let mut trusting = stored.shown();
+        trusting.tls = Some(UpstreamTls { ca_bundle: Some("-----BEGIN CERTIFICATE-----".into()), client_cert: None, client_key: None });
+        assert_eq!(password_after(trusting), None, "a new CA could vouch for anyone's broker: the password is asked again");
         assert_eq!(password_after(broker(r#","credentials":{"username":"app","password":"new"}"#)), Some("new".to_owned()));
         let error = crate::snapshot::Snapshot::compile(crate::model::GatewayConfig {
             services: vec![broker(r#","credentials":{"username":"app"}"#)],

@@ -8,6 +8,7 @@
 use super::{Passed, passed, route_policies, source_fits};
 use crate::error::{ConfigError, Errors};
 use crate::model::{GatewayConfig, Policy, Route, RouteBackend};
+use crate::template::Source;
 
 /// Checks the routes of `config` that touch AMQP (see the module's doc).
 pub(super) fn routes(config: &GatewayConfig, ok: &Passed, errors: &mut Errors) {
@@ -51,9 +52,32 @@ pub(super) fn routes(config: &GatewayConfig, ok: &Passed, errors: &mut Errors) {
 fn fits_its_route(config: &GatewayConfig, i: usize, route: &Route) -> Result<(), ConfigError> {
     let (Some(amqp), Some(policies)) = (route.backend.amqp(), route_policies(config, route)) else { return Ok(()) };
     let has_jwt = policies.iter().any(|p| matches!(p, Policy::Jwt(_)));
+    let key_query: Vec<&str> = policies
+        .iter()
+        .filter_map(|p| match p {
+            Policy::KeyAuth(key_auth) => key_auth.query.as_deref(),
+            _ => None,
+        })
+        .collect();
     if let Ok(template) = amqp.routing_key_template() {
         for source in template.sources() {
             source_fits(route, i, &policies, has_jwt, "routing_key", source)?;
+            let secret = match source {
+                Source::Header(name) => {
+                    CREDENTIAL_HEADERS.contains(&name.as_str())
+                        || policies.iter().any(|p| matches!(p, Policy::KeyAuth(k) if k.header.eq_ignore_ascii_case(name)))
+                }
+                Source::Query(name) => key_query.contains(&name.as_str()),
+                _ => false,
+            };
+            if secret {
+                return Err(ConfigError::invalid(
+                    format!("routes[{i}].amqp.routing_key"),
+                    format!(
+                        "{{{source}}} carries a credential, which may not go into a routing key (brokers and consumers see it, and so do error messages)"
+                    ),
+                ));
+            }
         }
     }
     let key_headers = policies.iter().filter_map(|p| match p {
@@ -70,6 +94,9 @@ fn fits_its_route(config: &GatewayConfig, i: usize, route: &Route) -> Result<(),
     }
     Ok(())
 }
+
+/// Request headers that carry credentials, whatever the route's policies.
+const CREDENTIAL_HEADERS: [&str; 4] = ["authorization", "proxy-authorization", "cookie", "x-api-key"];
 
 #[cfg(test)]
 mod tests {
@@ -134,5 +161,21 @@ mod tests {
              policies: [{type: key-auth, header: X-Key}]}";
         let route = "[{name: a, service: keyed, paths: [/e], amqp: {exchange: x, routing_key: k, headers: [x-key]}}]";
         assert_eq!(fields(&errors_of(on_the_service, route)), ["routes[0].amqp.headers[0]"]);
+    }
+
+    #[test]
+    fn a_routing_key_may_not_carry_a_credential() {
+        for key in ["\"k.{header.cookie}\"", "\"k.{header.authorization}\"", "\"k.{query.apikey}\"", "\"k.{header.x-key}\""] {
+            let route = format!(
+                "[{{name: a, service: events, paths: [/e], policies: [{{type: key-auth, header: x-key, query: apikey}}], amqp: {{exchange: x, routing_key: {key}}}}}]"
+            );
+            let errors = errors_of("", &route);
+            assert_eq!(fields(&errors), ["routes[0].amqp.routing_key"], "{key}: {errors:?}");
+            assert!(errors[0].1.contains("carries a credential"), "{errors:?}");
+        }
+        assert!(
+            errors_of("", "[{name: a, service: events, paths: [/e], amqp: {exchange: x, routing_key: \"k.{header.x-tenant}\"}}]")
+                .is_empty()
+        );
     }
 }
