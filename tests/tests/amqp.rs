@@ -205,10 +205,14 @@ async fn rpc_answers_with_the_reply_each_call_its_own_and_no_reply_is_a_504_leav
     responder.respond(&echo, reply).await;
     let silent = responder.declare_queue("", QueueOptions::default()).await;
     responder.respond(&silent, Responder::silent()).await;
+    let slow = responder.declare_queue("", QueueOptions::default()).await;
+    responder.respond(&slow, Responder { delay: Duration::from_millis(600), ..Responder::echo("slow: ") }).await;
     let config = json!({
         "services": [events_service(&amqp_url())],
         "routes": [
             route("echo", "/echo", json!({"exchange": "", "routing_key": echo, "mode": "rpc"})),
+            route("slow-impatient", "/slow-impatient", json!({"exchange": "", "routing_key": slow, "mode": "rpc", "timeout_ms": 300})),
+            route("slow", "/slow", json!({"exchange": "", "routing_key": slow, "mode": "rpc", "timeout_ms": 5000})),
             route("silent", "/silent", json!({"exchange": "", "routing_key": silent, "mode": "rpc", "timeout_ms": 500})),
             route("patient", "/patient", json!({"exchange": "", "routing_key": silent, "mode": "rpc", "timeout_ms": 60000})),
         ],
@@ -223,16 +227,26 @@ async fn rpc_answers_with_the_reply_each_call_its_own_and_no_reply_is_a_504_leav
     assert!(request.reply_to.as_deref().is_some_and(|to| to.starts_with("amq.rabbitmq.reply-to")), "{:?}", request.reply_to);
     let request_id = headers["x-request-id"].to_str().unwrap();
     assert_eq!(request.headers["x-request-id"], request_id, "the request id travels as a header");
-    let correlation_id = request.correlation_id.unwrap();
-    assert!(is_uuid(&correlation_id) && correlation_id != request_id, "a call's own correlation id: {correlation_id}");
+    assert_eq!(request.correlation_id.as_deref(), Some(request_id), "the correlation id is the request id");
 
+    // One request id, so one correlation id, for all 50: each call still gets its own reply.
     let calls = (0..50).map(|i| {
         let url = format!("{}/echo", dp.proxy_url);
-        async move { (i, post(&url, &format!("call {i}"), &[]).await) }
+        async move { (i, post(&url, &format!("call {i}"), &[("x-request-id", "one-id-for-all")]).await) }
     });
     for (i, (status, _, body, _)) in futures::future::join_all(calls).await {
         assert_eq!((status, body), (StatusCode::CREATED, format!("echo: call {i}")), "call {i} got its own reply");
     }
+
+    // A reply that comes after its call timed out never answers a later call with the same request id.
+    let same_id = [("x-request-id", "client-chosen-id")];
+    let (status, _, body, _) = post(&format!("{}/slow-impatient", dp.proxy_url), "first", &same_id).await;
+    assert_error(status, &body, StatusCode::GATEWAY_TIMEOUT, "amqp_no_reply");
+    let (status, headers, body, _) = post(&format!("{}/slow", dp.proxy_url), "second", &same_id).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "slow: second"), "its own reply, not the first call's late one");
+    assert_eq!(headers["x-request-id"], "client-chosen-id");
+    let strays = dp.metric("portico_amqp_stray_replies_total{service=\"events\"}").await;
+    assert_eq!(strays.unwrap_or(0.0), 0.0, "the first call's channel was closed: the broker dropped its late reply");
 
     let waiters = "portico_amqp_rpc_waiters{service=\"events\"}";
     let (status, _, body, took) = post(&format!("{}/silent", dp.proxy_url), "hello?", &[]).await;

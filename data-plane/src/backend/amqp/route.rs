@@ -29,7 +29,8 @@ use crate::body::ResponseBody;
 use crate::error::ProxyError;
 use crate::proxy::headers::REQUEST_ID;
 
-/// Most channels a service's broker connection opens on one node.
+/// Most channels a service's broker connection opens on one node, and so
+/// most `rpc` calls under way at once (each holds a channel until it ends).
 const CHANNEL_POOL_SIZE: usize = 32;
 /// Longest pause between reconnection attempts to a lost broker.
 const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(2);
