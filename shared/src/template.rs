@@ -427,6 +427,11 @@ pub enum Escape {
     PathAndQuery,
     /// The content of a JSON string; `{body}` goes in verbatim.
     JsonString,
+    /// Words of an AMQP routing key: as is, but a value must be one word
+    /// (not empty; no `.`, which separates words, nor `*` or `#`, a topic
+    /// binding's wildcards; no control character), so a client's value can
+    /// never reach a routing the route did not write.
+    RoutingKeyWord,
 }
 
 /// Why a value cannot be placed where its variable stands.
@@ -436,6 +441,8 @@ pub enum Unfit {
     ControlInHeader,
     /// `.` or `..`, as (part of) a path segment.
     DotSegment,
+    /// A `.`, `*`, `#` or control character in a word of a routing key.
+    NotOneWord,
 }
 
 /// Why a template could not be expanded for a request: a client error
@@ -454,6 +461,9 @@ fn unfit_message(source: &Source, unfit: &Unfit) -> String {
     match unfit {
         Unfit::ControlInHeader => format!("the {} has a control character, which cannot be sent in a header", source.describe()),
         Unfit::DotSegment => format!("the {} is '.' or '..', which cannot be a path segment", source.describe()),
+        Unfit::NotOneWord => {
+            format!("the {} is not one word of a routing key (it has '.', '*', '#' or a control character)", source.describe())
+        }
     }
 }
 
@@ -677,6 +687,15 @@ fn push_escaped(out: &mut String, value: &str, escape: Escape) -> Result<(), Opt
         Escape::HeaderValue => {
             if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
                 return Err(Some(Unfit::ControlInHeader));
+            }
+            out.push_str(value);
+        }
+        Escape::RoutingKeyWord => {
+            if value.is_empty() {
+                return Err(None);
+            }
+            if value.bytes().any(|b| b.is_ascii_control() || b".*#".contains(&b)) {
+                return Err(Some(Unfit::NotOneWord));
             }
             out.push_str(value);
         }

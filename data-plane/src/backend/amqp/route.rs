@@ -21,7 +21,7 @@ use bytes::Bytes;
 use http::Response;
 use portico_shared::model::amqp::MAX_SHORTSTR;
 use portico_shared::model::{AmqpBackend, AmqpMode, Service};
-use portico_shared::template::{Escape, ExpandError, Lookup, Source, Template, json_scalar};
+use portico_shared::template::{Escape, Lookup, Source, Template, json_scalar};
 
 use super::{Broker, BrokerSettings, Credentials, Message, MessageSettings, TlsSettings, accepted};
 use crate::backend::proxy::{ClientBody, Prepared};
@@ -150,10 +150,7 @@ impl RoutingKey {
             ),
         };
         let lookup = KeyValues { request: values, body: json.as_ref() };
-        let key = self.template.expand(&lookup, Escape::HeaderValue).map_err(|error| match error {
-            ExpandError::Absent(source) => refused(format!("the request has no value for {}", source.describe())),
-            ExpandError::Invalid(source, _) => refused(format!("the {} has a control character", source.describe())),
-        })?;
+        let key = self.template.expand(&lookup, Escape::RoutingKeyWord).map_err(|error| refused(error.to_string()))?;
         if key.len() > MAX_SHORTSTR {
             return Err(refused(format!("it is {} bytes once expanded; a routing key is at most {MAX_SHORTSTR}", key.len())));
         }
@@ -221,8 +218,12 @@ mod tests {
         }
         assert!(expand("{body.kind}", &[], "kind=1").unwrap_err().contains("not JSON"));
         assert!(expand("{path.kind}", &[], "not JSON, not read").unwrap_err().contains("path parameter 'kind'"));
-        assert!(expand("{query.k}", &[("query.k", "a\u{1}b")], "").unwrap_err().contains("query parameter 'k' has a control character"));
+        assert!(expand("{query.k}", &[("query.k", "a\u{1}b")], "").unwrap_err().contains("query parameter 'k' is not one word"));
         assert!(expand("{body.kind}", &[], "{\"kind\":\"a\\u0001b\"}").unwrap_err().contains("control character"));
+        for injected in ["created.refund", "*", "#", ""] {
+            let error = expand("order.{path.kind}", &[("path.kind", injected)], "").unwrap_err();
+            assert!(error.contains("path parameter 'kind'"), "{injected:?}: {error}");
+        }
     }
 
     #[tokio::test]
