@@ -235,7 +235,12 @@ impl Broker {
             }
         };
         match confirmation {
-            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+            Confirmation::Ack(None) => Ok(()),
+            // Every pooled channel is in confirm mode; a publish without a confirm is never answered 202.
+            Confirmation::NotRequested => {
+                lease.discard();
+                Err(self.shared.unavailable("the channel was not in confirm mode"))
+            }
             Confirmation::Ack(Some(returned)) => Err(AmqpError::Unroutable {
                 exchange: exchange.to_owned(),
                 routing_key: routing_key.to_owned(),
