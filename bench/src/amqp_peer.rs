@@ -11,7 +11,9 @@
 //!   published to its `reply_to` with its `correlation_id`.
 //!
 //! Both queues expire a minute after their last use (`x-expires`), so a
-//! peer that is killed leaves nothing behind for long. It prints `ready`
+//! peer that is killed leaves nothing behind for long; publishing is no
+//! use to RabbitMQ, so the peer declares `NAME.events` again every
+//! `LEASE_RENEWAL` while it runs. It prints `ready`
 //! on standard output once both exist, then serves until killed.
 //!
 //! Single-threaded (`bench/amqp` pins it to the load generator's core).
@@ -23,6 +25,8 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 
 /// How long (ms) an unused queue outlives its peer.
 const QUEUE_EXPIRY_MS: i32 = 60_000;
+/// How often the consumer-less queue is declared again, so it does not expire while in use.
+const LEASE_RENEWAL: std::time::Duration = std::time::Duration::from_secs(15);
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -49,7 +53,8 @@ async fn serve(url: &str, name: &str) -> lapin::Result<()> {
     bounded.insert("x-overflow".into(), AMQPValue::LongString("drop-head".into()));
     let events = format!("{name}.events");
     let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
-    channel.queue_declare(events.as_str().into(), durable, expiring(bounded)).await?;
+    let events_arguments = expiring(bounded);
+    channel.queue_declare(events.as_str().into(), durable, events_arguments.clone()).await?;
     channel
         .queue_bind(events.as_str().into(), "amq.direct".into(), events.as_str().into(), QueueBindOptions::default(), FieldTable::default())
         .await?;
@@ -58,6 +63,17 @@ async fn serve(url: &str, name: &str) -> lapin::Result<()> {
     channel.queue_declare(rpc.as_str().into(), exclusive, expiring(FieldTable::default())).await?;
     let no_ack = BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() };
     let mut requests = channel.basic_consume(rpc.as_str().into(), "responder".into(), no_ack, FieldTable::default()).await?;
+    let renewing = channel.clone();
+    let renewed = events.clone();
+    tokio::spawn(async move {
+        let mut renewal = tokio::time::interval(LEASE_RENEWAL);
+        loop {
+            renewal.tick().await;
+            if let Err(error) = renewing.queue_declare(renewed.as_str().into(), durable, events_arguments.clone()).await {
+                eprintln!("amqp-peer: declaring {renewed} again: {error}");
+            }
+        }
+    });
     println!("ready");
     while let Some(request) = requests.next().await {
         let request = request?;
