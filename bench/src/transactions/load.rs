@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::{http1, http2};
-use hyper::{HeaderMap, Method, Request, Uri, header};
+use hyper::{HeaderMap, Method, Request, StatusCode, Uri, header};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 use tokio::net::TcpStream;
@@ -28,6 +28,8 @@ pub(crate) struct Plan {
     pub(crate) host: Option<String>,
     /// The answer's body (for gRPC, the reply message) must be exactly this.
     pub(crate) expect: Option<Bytes>,
+    /// The answer's status must be exactly this (else any 2xx).
+    pub(crate) expect_status: Option<StatusCode>,
 }
 
 /// What one request of a transaction is.
@@ -98,6 +100,7 @@ struct Template {
     http2: bool,
     host: Option<String>,
     expect: Option<Bytes>,
+    expect_status: Option<StatusCode>,
 }
 
 impl Template {
@@ -129,13 +132,14 @@ impl Template {
             http2: plan.http2 || grpc,
             host: plan.host.clone(),
             expect: plan.expect.clone(),
+            expect_status: plan.expect_status,
         }
     }
 
     /// Whether an answer with this status, headers and body (trailers
     /// after it) is a success; the reason when it is not.
-    fn judge(&self, status: hyper::StatusCode, headers: &HeaderMap, body: &Bytes, trailers: Option<&HeaderMap>) -> Result<(), String> {
-        if !status.is_success() {
+    fn judge(&self, status: StatusCode, headers: &HeaderMap, body: &Bytes, trailers: Option<&HeaderMap>) -> Result<(), String> {
+        if self.expect_status.map_or(!status.is_success(), |expected| status != expected) {
             return Err(format!("answered {status}"));
         }
         let answer = if self.grpc {

@@ -16,7 +16,8 @@
 //!   encoded protobuf, over HTTP/2); `--http2` speaks HTTP/2 with prior
 //!   knowledge instead of HTTP/1.1, `--host NAME` sends that host instead
 //!   of the URL's, `--expect FILE` fails answers whose body (the reply
-//!   message, for gRPC) is not the file's bytes.
+//!   message, for gRPC) is not the file's bytes, `--expect-status CODE`
+//!   answers of another status (a `202` whose body varies, say).
 //! * `transactions serve --delay-ms D PORT...`: on each loopback port, a
 //!   fixed small JSON document (`{"service": "s<N>", ...}`, N from 1 in
 //!   port order) after D ms.
@@ -70,6 +71,7 @@ fn main() {
                 http2,
                 host: values.get("host").cloned(),
                 expect: file("expect"),
+                expect_status: values.get("expect-status").map(|code| code.parse().expect("--expect-status needs an HTTP status")),
             };
             let report = runtime.block_on(load::run(&plan));
             println!("{}", report.json());
