@@ -38,7 +38,7 @@ const FRAMING_AND_FORWARDING: [&str; 10] = [
 ];
 
 /// Identity headers only the gateway may set, in their canonical form.
-pub const IDENTITY: [&str; 5] = ["x-consumer-id", "x-consumer-username", "x-user-id", "x-scopes", "x-anonymous-consumer"];
+pub const IDENTITY: [&str; 5] = portico_shared::model::grpc::IDENTITY_HEADERS;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
