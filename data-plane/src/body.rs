@@ -22,7 +22,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::backend::grpc::JsonBody;
 use crate::stage::cache::record::Recording;
-use crate::upstream::Lease;
+use crate::upstream::{self, Lease};
 
 /// The error type of proxied bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -159,7 +159,7 @@ impl Body for UpstreamBody {
 pub enum ResponseBody {
     /// Streamed from the upstream, cut when it stays silent for `idle`;
     /// its connection goes back to the pool when this is dropped.
-    Upstream { body: Incoming, idle: Duration, timer: Option<Pin<Box<Sleep>>>, waiting: bool, lease: Lease },
+    Upstream { body: upstream::Incoming, idle: Duration, timer: Option<Pin<Box<Sleep>>>, waiting: bool, lease: Lease },
     /// Written by the gateway (errors, shaped bodies).
     Local(Full<Bytes>),
     /// Frames already read (by a transform that then left the body alone),
@@ -180,7 +180,7 @@ impl ResponseBody {
     }
 
     /// The upstream's body, cut after `idle` without a frame, on the connection `lease`.
-    pub fn upstream(body: Incoming, idle: Duration, lease: Lease) -> Self {
+    pub fn upstream(body: upstream::Incoming, idle: Duration, lease: Lease) -> Self {
         Self::Upstream { body, idle, timer: None, waiting: false, lease }
     }
 }
@@ -199,7 +199,7 @@ impl Body for ResponseBody {
             Self::Upstream { body, idle, timer, waiting, .. } => {
                 if let Poll::Ready(frame) = Pin::new(body).poll_frame(cx) {
                     *waiting = false;
-                    return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
+                    return Poll::Ready(frame);
                 }
                 // The silence counts from when the body started waiting (a
                 // slow client does not make the upstream idle); the timer

@@ -164,7 +164,7 @@ async fn native_calls_pass_through_with_streams_metadata_trailers_and_statuses()
     limited.clone().say(SayRequest { text: "warm".into(), delay_ms: 0 }).await.unwrap();
     let calls = (0..6).map(|i| {
         let mut limited = limited.clone();
-        async move { limited.say(SayRequest { text: format!("{i}"), delay_ms: 300 }).await.map(|_| ()) }
+        async move { limited.say(SayRequest { text: format!("{i}"), delay_ms: 1500 }).await.map(|_| ()) }
     });
     assert!(futures::future::join_all(calls).await.iter().all(Result::is_ok));
     assert_eq!(gw.limited.connections(), 2, "5 streams on the first connection, then a full one makes the pool open another");

@@ -23,7 +23,7 @@ use super::retry::{MAX_KEPT_BODY, Outcome, RetryPlan};
 use crate::backend::aggregate::AggregateInput;
 use crate::body::{ClientBodyError, ClientWait, UpstreamBody};
 use crate::error::ProxyError;
-use crate::upstream::{Lease, Picked, SendError, Unavailable, Upstream, grpc};
+use crate::upstream::{self, Lease, Picked, SendError, Unavailable, Upstream, grpc};
 use bytes::Bytes;
 
 /// Where requests go: a service's upstream, with the retries and request
@@ -104,7 +104,7 @@ where
 }
 
 /// Sends `prepared` with `body` to `target`'s upstream.
-pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> Result<(Response<Incoming>, Lease), ProxyError> {
+pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> Result<(Response<upstream::Incoming>, Lease), ProxyError> {
     let upstream = &target.upstream;
     let deadline = Instant::now() + prepared.timeout.unwrap_or(upstream.request_timeout);
     let clients_deadline = prepared.deadline_is_clients;
@@ -262,7 +262,7 @@ fn target_failed(code: u32, clients_deadline: bool) -> bool {
 fn grpc_outcome(
     target: &Target,
     picked: &Picked<'_>,
-    response: &mut Response<Incoming>,
+    response: &mut Response<upstream::Incoming>,
     clients_deadline: bool,
     client: Option<Arc<ClientWait>>,
 ) -> Outcome {

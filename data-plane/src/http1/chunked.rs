@@ -52,15 +52,26 @@ enum Part {
     Closed,
 }
 
+/// What the next bytes of a chunked body are, and how many of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Piece {
+    /// Sizes, extensions, line ends or trailers.
+    Framing(usize),
+    /// A chunk's data.
+    Data(usize),
+    /// The last framing bytes: the body ends after them.
+    End(usize),
+}
+
 /// A chunked body being followed.
-#[derive(Debug)]
-pub(super) struct Chunked {
+#[derive(Debug, Clone)]
+pub(crate) struct Chunked {
     at: At,
     trailer_bytes: u32,
 }
 
 impl Chunked {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self { at: At::Size { digits: 0, value: 0 }, trailer_bytes: 0 }
     }
 
@@ -68,23 +79,36 @@ impl Chunked {
     pub(super) fn feed(&mut self, bytes: &[u8]) -> Result<(usize, bool), Violation> {
         let mut used = 0;
         while used < bytes.len() {
-            if let At::Data { left } = &mut self.at {
-                // Data is skipped whole, not byte by byte.
-                let take = usize::try_from(*left).unwrap_or(usize::MAX).min(bytes.len() - used);
-                *left -= take as u64;
-                used += take;
-                if *left == 0 {
-                    self.at = At::DataCr;
-                }
-                continue;
-            }
-            let byte = bytes[used];
-            used += 1;
-            if self.step(byte)? {
-                return Ok((used, true));
+            match self.next(&bytes[used..])? {
+                Piece::Framing(n) | Piece::Data(n) => used += n,
+                Piece::End(n) => return Ok((used + n, true)),
             }
         }
         Ok((used, false))
+    }
+
+    /// What the next of `bytes` (not empty) hold: framing up to the next
+    /// data or the end of `bytes`, data (as much of the chunk as is
+    /// there), or the end of the body.
+    pub(crate) fn next(&mut self, bytes: &[u8]) -> Result<Piece, Violation> {
+        if let At::Data { left } = &mut self.at {
+            // Data is taken whole, not byte by byte.
+            let take = usize::try_from(*left).unwrap_or(usize::MAX).min(bytes.len());
+            *left -= take as u64;
+            if *left == 0 {
+                self.at = At::DataCr;
+            }
+            return Ok(Piece::Data(take));
+        }
+        for (at, byte) in bytes.iter().enumerate() {
+            if self.step(*byte)? {
+                return Ok(Piece::End(at + 1));
+            }
+            if matches!(self.at, At::Data { .. }) {
+                return Ok(Piece::Framing(at + 1));
+            }
+        }
+        Ok(Piece::Framing(bytes.len()))
     }
 
     /// One byte outside data; `true` when it ended the body.

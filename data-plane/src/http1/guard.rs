@@ -1,10 +1,10 @@
-//! The IO wrapper that puts a connection's bytes through a [`Scanner`] on
-//! their way to hyper, and what it shares with the proxy: the verdicts on a
-//! client connection's requests, the responses awaited on an upstream one.
+//! The IO wrapper that puts a client connection's bytes through a
+//! [`Scanner`] on their way to hyper, and the verdicts on its requests that
+//! it shares with the proxy.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 
@@ -55,45 +55,13 @@ impl Verdicts {
     }
 }
 
-/// What an upstream connection's next response answers: set before each request.
-#[derive(Debug, Default)]
-pub struct Exchange(AtomicU8);
-
-const NOTHING: u8 = 0;
-const REQUEST: u8 = 1;
-const HEAD_REQUEST: u8 = 2;
-
-impl Exchange {
-    pub fn new() -> Arc<Self> {
-        Arc::default()
-    }
-
-    /// A request is about to be sent (`head`: a `HEAD`, answered without a body).
-    pub fn expect_response(&self, head: bool) {
-        self.0.store(if head { HEAD_REQUEST } else { REQUEST }, Ordering::Release);
-    }
-
-    fn take(&self) -> Option<bool> {
-        match self.0.swap(NOTHING, Ordering::Acquire) {
-            NOTHING => None,
-            awaited => Some(awaited == HEAD_REQUEST),
-        }
-    }
-}
-
-#[derive(Debug)]
-enum Link {
-    Client(Arc<Verdicts>),
-    Upstream(Arc<Exchange>),
-}
-
 /// A connection whose reads are checked as HTTP/1 (see the module docs);
 /// writes pass as they are.
 #[derive(Debug)]
 pub struct Guarded<IO> {
     io: IO,
     scanner: Scanner,
-    link: Link,
+    verdicts: Arc<Verdicts>,
     /// Once a read failed, every later one fails the same way.
     failed: Option<Violation>,
 }
@@ -101,12 +69,7 @@ pub struct Guarded<IO> {
 impl<IO> Guarded<IO> {
     /// A client connection, its verdicts kept in `verdicts`.
     pub fn client(io: IO, verdicts: Arc<Verdicts>) -> Self {
-        Self { io, scanner: Scanner::new(Side::Client), link: Link::Client(verdicts), failed: None }
-    }
-
-    /// An upstream connection, told of each request by `exchange`.
-    pub fn upstream(io: IO, exchange: Arc<Exchange>) -> Self {
-        Self { io, scanner: Scanner::new(Side::Upstream), link: Link::Upstream(exchange), failed: None }
+        Self { io, scanner: Scanner::new(Side::Client), verdicts, failed: None }
     }
 }
 
@@ -122,38 +85,27 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
         }
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
-        if let Link::Upstream(exchange) = &this.link
-            && let Some(head) = exchange.take()
-        {
-            this.scanner.expect_response(head);
-        }
         let fed = this.scanner.feed(&buf.filled()[before..]);
-        if let (Link::Client(verdicts), Some(upgrade)) = (&this.link, this.scanner.upgrade_request()) {
-            let _ = verdicts.upgrade.set(upgrade);
+        if let Some(upgrade) = this.scanner.upgrade_request() {
+            let _ = this.verdicts.upgrade.set(upgrade);
         }
         match fed {
             Ok(()) => Poll::Ready(Ok(())),
             Err(Fault::Head { index, violation }) => {
-                if let Link::Client(verdicts) = &this.link {
-                    let _ = verdicts.first_bad.set((index, violation));
-                }
+                let _ = this.verdicts.first_bad.set((index, violation));
                 Poll::Ready(Ok(()))
             }
             Err(Fault::Stream { at, violation }) => {
                 tracing::debug!(%violation, "HTTP/1 stream refused");
                 this.failed = Some(violation);
-                // A client's sound bytes (a request head) go on, so that its
-                // request is answered when its body fails; an upstream's
-                // read fails whole, so a bad response is never half used.
-                match &this.link {
-                    Link::Client(_) if at > 0 => {
-                        buf.set_filled(before + at);
-                        Poll::Ready(Ok(()))
-                    }
-                    _ => {
-                        buf.set_filled(before);
-                        Poll::Ready(Err(refused(violation)))
-                    }
+                // Sound bytes (a request head) go on, so that the request is
+                // answered when its body fails.
+                if at > 0 {
+                    buf.set_filled(before + at);
+                    Poll::Ready(Ok(()))
+                } else {
+                    buf.set_filled(before);
+                    Poll::Ready(Err(refused(violation)))
                 }
             }
         }

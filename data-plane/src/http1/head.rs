@@ -23,6 +23,8 @@ pub enum Violation {
     RequestLine,
     #[error("the status line is not 'HTTP/1.x SP code SP reason'")]
     StatusLine,
+    #[error("a header line is malformed")]
+    HeaderSyntax,
     #[error("a header line is folded (obs-fold)")]
     ObsFold,
     #[error("Content-Length is sent more than once")]
@@ -55,11 +57,13 @@ pub enum Violation {
     Trailer,
     #[error("the upstream sent bytes beyond the response")]
     UnsolicitedBytes,
+    #[error("the upstream switched protocols (101) to a request that did not ask to")]
+    UnaskedUpgrade,
 }
 
 /// How the body after a head is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Framing {
+pub(crate) enum Framing {
     /// No body: the next head follows.
     Empty,
     /// A `1xx` response: the final response's head follows.

@@ -18,10 +18,12 @@
 //!   the upstream. After an upgrade request (`Upgrade`, `CONNECT`) or the
 //!   HTTP/2 preface, bytes are not HTTP/1 and pass unchecked; the proxy
 //!   closes a connection whose upgrade was refused.
-//! - **Upstream side.** A response that breaks a rule, or any byte the
-//!   upstream sends beyond the responses asked for (a body on a `204`,
-//!   `304` or `HEAD` response, bytes after the body), fails the read: the
-//!   client gets `502` and the connection is never reused.
+//! - **Upstream side.** The fast lane reads responses itself
+//!   ([`response`]) by the same rules: a response that breaks one, or any
+//!   byte the upstream sends beyond the responses asked for (a body on a
+//!   `204`, `304` or `HEAD` response, bytes after the body), is refused:
+//!   the client gets `502` and the connection is never reused. The
+//!   [`Scanner`]'s upstream side is the reference it is fuzzed against.
 //!
 //! The rules (RFC 9112 where it says MUST, the stricter reading where it
 //! allows a choice), each a [`Violation`]: no bare `LF` (even inside a CRLF
@@ -39,8 +41,9 @@
 mod chunked;
 mod guard;
 mod head;
+pub(crate) mod response;
 
-pub use guard::{Exchange, Guarded, Verdict, Verdicts};
+pub use guard::{Guarded, Verdict, Verdicts};
 pub use head::{Side, Violation, disguised, same_but_separators, strip_prefix_but_separators};
 
 use self::chunked::Chunked;

@@ -349,8 +349,10 @@ async fn fetch_upgradable(
     };
     let (mut response, lease) = backend::send(target, prepared, body).await?;
     let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-    if upgraded && let Some(client_upgrade) = client_upgrade {
-        let upstream_upgrade = hyper::upgrade::on(&mut response);
+    if upgraded
+        && let Some(client_upgrade) = client_upgrade
+        && let Some(upstream_upgrade) = response.body_mut().take_upgrade()
+    {
         let node = node.clone();
         tokio::spawn(
             async move {
@@ -382,7 +384,7 @@ pub async fn fetch(route: &RouteEntry, prepared: backend::Prepared<'_>, body: Cl
 /// An upstream response readied for the client.
 fn client_response(
     target: &Target,
-    mut response: Response<Incoming>,
+    mut response: Response<crate::upstream::Incoming>,
     lease: crate::upstream::Lease,
     keep_upgrade: Option<HeaderValue>,
 ) -> Response<ResponseBody> {
@@ -486,11 +488,10 @@ fn strip_prefix(path: &str, matched_len: usize) -> &str {
 }
 
 /// Copies bytes both ways between an upgraded client and upstream connection.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    match tokio::try_join!(client, upstream) {
-        Ok((client, upstream)) => {
-            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+async fn tunnel(client: hyper::upgrade::OnUpgrade, mut upstream: crate::upstream::Upgraded) {
+    match client.await {
+        Ok(client) => {
+            if let Err(e) = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut upstream).await {
                 tracing::debug!(error = %e, "upgraded connection closed");
             }
         }

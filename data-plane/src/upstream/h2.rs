@@ -26,14 +26,11 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri, Version};
-use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use rustls::pki_types::ServerName;
-use tower::ServiceExt;
 
-use super::pool::{Lease, SendError};
+use super::dial::Dialer;
+use super::{Lease, SendError};
 use crate::body::{BoxError, UpstreamBody};
 use crate::idle::{Activity, InFlight, until_idle};
 
@@ -52,8 +49,6 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub(super) struct H2Pool {
     dialer: Dialer,
-    /// `http://authority` (what the TCP connector dials).
-    address: Uri,
     scheme: Scheme,
     authority: Authority,
     connections: Mutex<Vec<Connection>>,
@@ -63,38 +58,6 @@ pub(super) struct H2Pool {
     /// than each trying (and waiting out the connect timeout) in turn.
     connecting: tokio::sync::Mutex<Option<Instant>>,
     idle_timeout: Duration,
-}
-
-/// How connections are made: TCP, then TLS for `grpcs`.
-#[derive(Clone)]
-pub(super) struct Dialer {
-    tcp: HttpConnector,
-    /// Bounds the whole connect: TCP, TLS and the HTTP/2 handshake (a
-    /// target that accepts but never completes a handshake is a connect failure).
-    connect_timeout: Duration,
-    /// With ALPN `h2` only; none for `grpc` (h2c).
-    tls: Option<tokio_rustls::TlsConnector>,
-}
-
-impl Dialer {
-    /// `tls` (the service's settings, [`super::tls::client_config`]) when the targets speak TLS.
-    pub(super) fn new(tls: Option<rustls::ClientConfig>, connect_timeout: Duration) -> Self {
-        let mut tcp = HttpConnector::new();
-        tcp.set_connect_timeout(Some(connect_timeout));
-        tcp.set_nodelay(true);
-        tcp.enforce_http(false);
-        let tls = tls.map(|mut config| {
-            config.alpn_protocols = vec![b"h2".to_vec()];
-            tokio_rustls::TlsConnector::from(Arc::new(config))
-        });
-        Self { tcp, connect_timeout, tls }
-    }
-}
-
-impl std::fmt::Debug for Dialer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dialer").field("tls", &self.tls.is_some()).finish_non_exhaustive()
-    }
 }
 
 #[derive(Debug)]
@@ -130,25 +93,15 @@ struct FailedMeanwhile;
 struct NoH2;
 
 impl H2Pool {
-    pub(super) fn new(dialer: Dialer, scheme: Scheme, authority: Authority, idle_timeout: Duration) -> Result<Self, String> {
-        let address =
-            Uri::builder().scheme(Scheme::HTTP).authority(authority.clone()).path_and_query("/").build().map_err(|e| e.to_string())?;
-        Ok(Self {
-            dialer,
-            address,
-            scheme,
-            authority,
-            connections: Mutex::default(),
-            connecting: tokio::sync::Mutex::new(None),
-            idle_timeout,
-        })
+    pub(super) fn new(dialer: Dialer, scheme: Scheme, authority: Authority, idle_timeout: Duration) -> Self {
+        Self { dialer, scheme, authority, connections: Mutex::default(), connecting: tokio::sync::Mutex::new(None), idle_timeout }
     }
 
     /// Sends `request` (origin-form URI, `Host` set) as an HTTP/2 request on
     /// a connection with a free stream, or a new one. A request that never
     /// went out (no connection, or one that closed first) comes back in
     /// [`SendError::Connect`].
-    pub(super) async fn send(&self, request: Request<UpstreamBody>) -> Result<(Response<Incoming>, Lease), SendError> {
+    pub(super) async fn send(&self, request: Request<UpstreamBody>) -> Result<(Response<super::Incoming>, Lease), SendError> {
         let request = self.to_http2(request);
         let (mut sender, in_flight) = match self.available() {
             Some(claimed) => claimed,
@@ -158,10 +111,10 @@ impl H2Pool {
             },
         };
         match sender.try_send_request(request).await {
-            Ok(response) => Ok((response, Lease::multiplexed(in_flight))),
+            Ok(response) => Ok((response.map(super::Incoming::H2), Lease::multiplexed(in_flight))),
             Err(mut error) => match error.take_message() {
                 Some(request) => Err(SendError::Connect("the connection closed before the request was sent".into(), Box::new(request))),
-                None => Err(SendError::Request(error.into_error())),
+                None => Err(SendError::Request(Box::new(error.into_error()))),
             },
         }
     }
@@ -224,18 +177,12 @@ impl H2Pool {
     }
 
     async fn dial(&self) -> Result<Connection, BoxError> {
-        let tcp = self.dialer.tcp.clone().oneshot(self.address.clone()).await?.into_inner();
-        match &self.dialer.tls {
-            None => self.handshake(TokioIo::new(tcp)).await,
-            Some(tls) => {
-                let name = ServerName::try_from(self.authority.host().trim_start_matches('[').trim_end_matches(']').to_owned())?;
-                let stream = tls.connect(name, tcp).await?;
-                if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
-                    return Err(Box::new(NoH2));
-                }
-                self.handshake(TokioIo::new(stream)).await
-            }
+        let tls = self.scheme == Scheme::HTTPS;
+        let io = self.dialer.dial(&self.authority, if tls { 443 } else { 80 }, tls).await?;
+        if tls && io.alpn() != Some(b"h2") {
+            return Err(Box::new(NoH2));
         }
+        self.handshake(TokioIo::new(io)).await
     }
 
     async fn handshake<T>(&self, io: T) -> Result<Connection, BoxError>

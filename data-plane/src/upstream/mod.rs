@@ -1,21 +1,25 @@
 //! Upstreams: one per service, holding its targets, its balancer (weighted
 //! round robin, least requests or consistent hashing) and a pool of
 //! connections per target, with the service's connect timeout: HTTP/1.1
-//! (`pool`) for `http` and `https` services, HTTP/2 (`h2`) for `grpc` and
-//! `grpcs` ones, whose answers [`grpc`] reads.
+//! (`h1`, driven in the request's own task) for `http` and `https`
+//! services, HTTP/2 (`h2`, over hyper) for `grpc` and `grpcs` ones, whose
+//! answers [`grpc`] reads.
 //! An upstream whose service is unchanged by a new config version is
 //! carried into the new runtime as is, so its connection pool and
 //! balancer position survive the swap.
 
 mod balance;
 pub mod breaker;
+mod dial;
 pub mod grpc;
+mod h1;
 mod h2;
 pub mod health;
-mod pool;
 mod tls;
 
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,14 +33,100 @@ use hyper_util::rt::TokioExecutor;
 use portico_shared::model::{ActiveHealthCheck, HashOn, LoadBalancing, Protocol, Service};
 
 use self::breaker::Breaker;
-use self::h2::{Dialer, H2Pool};
+use self::dial::Dialer;
+use self::h1::Pool;
+use self::h2::H2Pool;
 use self::health::{ConnectBackoff, TargetHealth, now_ms};
-use self::pool::Pool;
 
 pub use balance::{HashRing, InFlight, LeastRequests, WeightedRoundRobin};
-pub use pool::{Lease, SendError};
+pub use h1::Upgraded;
 
-use crate::body::UpstreamBody;
+use crate::body::{BoxError, UpstreamBody};
+
+/// Why a request got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No connection could be made (or a new one closed before the request
+    /// went out): nothing was sent, and here is the request.
+    #[error("cannot connect: {0}")]
+    Connect(#[source] BoxError, Box<http::Request<UpstreamBody>>),
+    #[error("{0}")]
+    Request(#[source] BoxError),
+}
+
+impl SendError {
+    /// The request, when it never went out.
+    pub fn into_unsent(self) -> Option<http::Request<UpstreamBody>> {
+        match self {
+            Self::Connect(_, request) => Some(*request),
+            Self::Request(_) => None,
+        }
+    }
+}
+
+/// What a response needs kept while its body streams: for an HTTP/2
+/// stream, its connection counted busy (an HTTP/1.1 connection travels
+/// in the body itself).
+#[derive(Debug, Default)]
+pub struct Lease {
+    _in_use: Option<crate::idle::InFlight>,
+}
+
+impl Lease {
+    /// The lease of one stream of a multiplexed connection.
+    fn multiplexed(in_use: crate::idle::InFlight) -> Self {
+        Self { _in_use: Some(in_use) }
+    }
+}
+
+/// An upstream's response body: read by the request's own task over
+/// HTTP/1.1, from hyper's connection task over HTTP/2; none after a `101`,
+/// whose connection is the new protocol's (until taken, [`Incoming::take_upgrade`]).
+#[derive(Debug)]
+pub enum Incoming {
+    H1(h1::Body),
+    H2(hyper::body::Incoming),
+    Switched(Option<Upgraded>),
+}
+
+impl Incoming {
+    /// The target's side of the connection, after a `101`.
+    pub fn take_upgrade(&mut self) -> Option<Upgraded> {
+        match self {
+            Self::Switched(upgraded) => upgraded.take(),
+            Self::H1(_) | Self::H2(_) => None,
+        }
+    }
+}
+
+impl hyper::body::Body for Incoming {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::H1(body) => Pin::new(body).poll_frame(cx),
+            Self::H2(body) => Pin::new(body).poll_frame(cx).map_err(BoxError::from),
+            Self::Switched(_) => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::H1(body) => body.is_end_stream(),
+            Self::H2(body) => body.is_end_stream(),
+            Self::Switched(_) => true,
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Self::H1(body) => body.size_hint(),
+            Self::H2(body) => body.size_hint(),
+            Self::Switched(_) => hyper::body::SizeHint::with_exact(0),
+        }
+    }
+}
 
 /// One address of an upstream.
 #[derive(Debug, Clone)]
@@ -148,23 +238,13 @@ impl Upstream {
         let idle_timeout = Duration::from_millis(u64::from(service.timeouts.idle_ms));
         let connect_timeout = Duration::from_millis(u64::from(service.timeouts.connect_ms));
         let connections = if service.protocol.is_grpc() {
-            let dialer = Dialer::new(service.protocol.is_tls().then(|| tls.clone()), connect_timeout);
-            let pools = targets
-                .iter()
-                .map(|t| H2Pool::new(dialer.clone(), t.scheme.clone(), t.authority.clone(), idle_timeout))
-                .collect::<Result<_, String>>()
-                .map_err(|e| format!("service '{}': {e}", service.name))?;
-            Connections::Http2(pools)
+            let dialer = Dialer::new(tls.clone(), b"h2", connect_timeout);
+            Connections::Http2(
+                targets.iter().map(|t| H2Pool::new(dialer.clone(), t.scheme.clone(), t.authority.clone(), idle_timeout)).collect(),
+            )
         } else {
-            let connector = tls::connector(tls.clone(), connect_timeout);
-            let pools = targets
-                .iter()
-                .map(|t| {
-                    let uri = Uri::builder().scheme(t.scheme.clone()).authority(t.authority.clone()).path_and_query("/").build();
-                    Ok(Pool::new(connector.clone(), uri.map_err(|e| format!("service '{}': {e}", service.name))?, idle_timeout))
-                })
-                .collect::<Result<_, String>>()?;
-            Connections::Http1(pools)
+            let dialer = Dialer::new(tls.clone(), b"http/1.1", connect_timeout);
+            Connections::Http1(targets.iter().map(|t| Pool::new(dialer.clone(), &t.scheme, t.authority.clone(), idle_timeout)).collect())
         };
         let balancer = match service.load_balancing {
             LoadBalancing::RoundRobin => Balancer::RoundRobin(WeightedRoundRobin::new(&weights)),
@@ -318,15 +398,11 @@ impl Upstream {
         &self,
         picked: &Picked<'_>,
         request: http::Request<UpstreamBody>,
-    ) -> Result<(http::Response<hyper::body::Incoming>, Lease), SendError> {
+    ) -> Result<(http::Response<Incoming>, Lease), SendError> {
         self.send_to(picked.index, request).await
     }
 
-    async fn send_to(
-        &self,
-        index: usize,
-        request: http::Request<UpstreamBody>,
-    ) -> Result<(http::Response<hyper::body::Incoming>, Lease), SendError> {
+    async fn send_to(&self, index: usize, request: http::Request<UpstreamBody>) -> Result<(http::Response<Incoming>, Lease), SendError> {
         match &self.connections {
             Connections::Http1(pools) => pools[index].send(request).await,
             // Boxed: its connect (TLS, HTTP/2 handshake) would otherwise

@@ -1,0 +1,334 @@
+//! Upstream responses as the HTTP/1 fast lane reads them
+//! (`crate::upstream::h1`): the head checked by the wire rules
+//! ([`head::response`]), then parsed with httparse into an
+//! `http::Response` whose header values share the bytes read (no copy);
+//! the body unframed by its length, its chunks ([`Chunked`]) or the end of
+//! the connection. Interim (`1xx`) heads are skipped.
+//!
+//! Strict where two parsers could read a response two ways: a head that
+//! breaks a rule (`Content-Length` with `Transfer-Encoding`, two lengths, a
+//! bare `LF`, …), a bad chunk, or any byte beyond the response (a body on a
+//! `204`, `304` or `HEAD` response, bytes after the body) is a
+//! [`Violation`]: the response is refused and its connection never reused.
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Version};
+use std::mem::MaybeUninit;
+
+use super::chunked::{Chunked, Piece};
+use super::head::{self, Framing, Side};
+use super::{MAX_RESPONSE_HEAD, Violation};
+
+/// Most header fields in a response head (as many as a request may have,
+/// `proxy::headers::MAX_HEADERS`).
+const MAX_HEADERS: usize = 100;
+
+/// A response head, read.
+#[derive(Debug)]
+pub(crate) struct ResponseHead {
+    pub(crate) response: Response<()>,
+    /// How its body is framed.
+    pub(crate) body: Unframer,
+    /// The connection may carry another request once the body is read:
+    /// HTTP/1.1, no `Connection: close`, a body that ends before the connection does.
+    pub(crate) keep_alive: bool,
+}
+
+/// Reads the response head at the start of `buf` (removing it, and any
+/// interim heads before it); `to_head`: it answers a `HEAD` request. `None`
+/// while the head is not complete.
+pub(crate) fn read_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<ResponseHead>, Violation> {
+    loop {
+        let (end, framing) = match head::read(buf, Side::Upstream)? {
+            Some(head) => (head.span.end, head::response(&head, to_head)?),
+            None if buf.len() > MAX_RESPONSE_HEAD => return Err(Violation::HeadTooLarge),
+            None => return Ok(None),
+        };
+        if end > MAX_RESPONSE_HEAD {
+            return Err(Violation::HeadTooLarge);
+        }
+        if framing == Framing::Interim {
+            buf.advance(end);
+            continue;
+        }
+        let response = parse(buf.split_to(end).freeze())?;
+        let body = match framing {
+            Framing::Length(length) => Unframer::Length(length),
+            Framing::Chunked => Unframer::Chunked(Chunked::new()),
+            // A `101`'s bytes are the new protocol's; a body without
+            // length or chunks lasts until the connection closes.
+            Framing::Opaque if response.status() == StatusCode::SWITCHING_PROTOCOLS => Unframer::Done,
+            Framing::Opaque => Unframer::UntilClose,
+            Framing::Empty | Framing::Interim | Framing::Upgrade => Unframer::Done,
+        };
+        let keep_alive = response.version() == Version::HTTP_11
+            && !matches!(body, Unframer::UntilClose)
+            && response.status() != StatusCode::SWITCHING_PROTOCOLS
+            && !says_close(response.headers());
+        return Ok(Some(ResponseHead { response, body, keep_alive }));
+    }
+}
+
+/// Parses a head the wire rules accepted, its values slices of `head`.
+fn parse(head: Bytes) -> Result<Response<()>, Violation> {
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, &head, &mut fields) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Err(httparse::Error::TooManyHeaders) => return Err(Violation::HeadTooLarge),
+        Ok(httparse::Status::Partial) | Err(_) => return Err(Violation::HeaderSyntax),
+    }
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    for field in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| Violation::HeaderSyntax)?;
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(field.value)).map_err(|_| Violation::HeaderSyntax)?;
+        headers.append(name, value);
+    }
+    let status = parsed.code.and_then(|code| StatusCode::from_u16(code).ok()).ok_or(Violation::StatusLine)?;
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    *response.headers_mut() = headers;
+    Ok(response)
+}
+
+/// Whether `Connection` lists `close`.
+fn says_close(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .any(|value| value.as_bytes().split(|b| *b == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close")))
+}
+
+/// Where a response body is: what is left of it, by its framing.
+#[derive(Debug, Clone)]
+pub(crate) enum Unframer {
+    Length(u64),
+    Chunked(Chunked),
+    /// Until the connection closes.
+    UntilClose,
+    /// Ended (or never had a body).
+    Done,
+}
+
+/// What the bytes read so far give of a body.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    Data(Bytes),
+    /// More bytes must be read first.
+    More,
+    /// The body ended.
+    End,
+}
+
+impl Unframer {
+    /// Takes the body's next data from the start of `buf` (framing bytes
+    /// are consumed, data is split off without a copy).
+    pub(crate) fn next(&mut self, buf: &mut BytesMut) -> Result<Next, Violation> {
+        loop {
+            if buf.is_empty() && !matches!(self, Self::Done | Self::Length(0)) {
+                return Ok(Next::More);
+            }
+            match self {
+                Self::Done | Self::Length(0) => {
+                    *self = Self::Done;
+                    return Ok(Next::End);
+                }
+                Self::Length(left) => {
+                    let take = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
+                    *left -= take as u64;
+                    return Ok(Next::Data(buf.split_to(take).freeze()));
+                }
+                Self::UntilClose => return Ok(Next::Data(buf.split().freeze())),
+                Self::Chunked(chunked) => match chunked.next(buf)? {
+                    Piece::Framing(n) => buf.advance(n),
+                    Piece::Data(n) => return Ok(Next::Data(buf.split_to(n).freeze())),
+                    Piece::End(n) => {
+                        buf.advance(n);
+                        *self = Self::Done;
+                    }
+                },
+            }
+        }
+    }
+
+    /// The connection closed after what was read: the end of a body read
+    /// until close, else the body was cut short.
+    pub(crate) fn closed(&mut self) -> Result<(), CutShort> {
+        match self {
+            Self::UntilClose | Self::Done | Self::Length(0) => {
+                *self = Self::Done;
+                Ok(())
+            }
+            Self::Length(_) | Self::Chunked(_) => Err(CutShort),
+        }
+    }
+
+    /// Checks the framing of the body bytes in `buf` (read with the head),
+    /// without taking them: a framing error, or bytes beyond the body, are
+    /// found before the response is passed on.
+    pub(crate) fn check(&self, buf: &[u8]) -> Result<(), Violation> {
+        match self {
+            Self::Done if !buf.is_empty() => Err(Violation::UnsolicitedBytes),
+            Self::Length(length) if buf.len() as u64 > *length => Err(Violation::UnsolicitedBytes),
+            Self::Chunked(chunked) => {
+                let mut chunked = chunked.clone();
+                let mut at = 0;
+                while at < buf.len() {
+                    match chunked.next(&buf[at..])? {
+                        Piece::Framing(n) | Piece::Data(n) => at += n,
+                        Piece::End(n) if at + n < buf.len() => return Err(Violation::UnsolicitedBytes),
+                        Piece::End(_) => return Ok(()),
+                    }
+                }
+                Ok(())
+            }
+            Self::Done | Self::Length(_) | Self::UntilClose => Ok(()),
+        }
+    }
+
+    pub(crate) fn is_end(&self) -> bool {
+        matches!(self, Self::Done | Self::Length(0))
+    }
+
+    /// Exactly what is left, when the framing says.
+    pub(crate) fn remaining(&self) -> Option<u64> {
+        match self {
+            Self::Done => Some(0),
+            Self::Length(left) => Some(*left),
+            Self::Chunked(_) | Self::UntilClose => None,
+        }
+    }
+}
+
+/// The upstream closed the connection before the body's end.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream closed the connection before the end of the response body")]
+pub(crate) struct CutShort;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(bytes: &[u8], to_head: bool) -> Result<Option<ResponseHead>, Violation> {
+        read_head(&mut BytesMut::from(bytes), to_head)
+    }
+
+    /// The whole body of `bytes` (head and body), read in pieces of `step`
+    /// bytes, with the violation or cut found on the way.
+    fn body(bytes: &[u8], step: usize) -> Result<Vec<u8>, String> {
+        let mut buf = BytesMut::new();
+        let mut input = bytes.chunks(step);
+        let mut head = loop {
+            match read_head(&mut buf, false).map_err(|v| v.to_string())? {
+                Some(head) => break head,
+                None => buf.extend_from_slice(input.next().ok_or("no head")?),
+            }
+        };
+        head.body.check(&buf).map_err(|v| v.to_string())?;
+        let mut data = Vec::new();
+        loop {
+            match head.body.next(&mut buf).map_err(|v| v.to_string())? {
+                Next::Data(bytes) => data.extend_from_slice(&bytes),
+                // Bytes after the end, read with it or later, are beyond the response.
+                Next::End if buf.is_empty() && input.next().is_none() => return Ok(data),
+                Next::End => return Err(Violation::UnsolicitedBytes.to_string()),
+                Next::More => match input.next() {
+                    Some(bytes) => buf.extend_from_slice(bytes),
+                    None => return head.body.closed().map(|()| data).map_err(|cut| cut.to_string()),
+                },
+            }
+        }
+    }
+
+    #[test]
+    fn reads_heads_and_bodies_by_each_framing_whatever_the_reads() {
+        let cases: [(&[u8], &[u8]); 4] = [
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\n\r\nhello", b"hello"),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n",
+                b"hello world",
+            ),
+            (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", b"ok"),
+            (b"HTTP/1.1 200 OK\r\n\r\nuntil the end", b"until the end"),
+        ];
+        for (bytes, expected) in cases {
+            for step in [1, 3, 7, bytes.len()] {
+                assert_eq!(body(bytes, step).as_deref(), Ok(expected), "{} in steps of {step}", String::from_utf8_lossy(bytes));
+            }
+        }
+        let head = read(b"HTTP/1.1 201 Created\r\nX-A: 1\r\nx-a: 2\r\nContent-Length: 0\r\n\r\n", false).unwrap().unwrap();
+        assert_eq!(head.response.status(), StatusCode::CREATED);
+        assert_eq!(head.response.headers().get_all("x-a").iter().collect::<Vec<_>>(), ["1", "2"]);
+        assert!(head.keep_alive && head.body.is_end());
+    }
+
+    #[test]
+    fn only_an_http_1_1_response_framed_to_its_end_keeps_the_connection() {
+        let keeps = |bytes: &[u8]| read(bytes, false).unwrap().unwrap().keep_alive;
+        assert!(keeps(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!keeps(b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!keeps(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!keeps(b"HTTP/1.1 200 OK\r\n\r\n"), "read until close");
+        assert!(!keeps(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"));
+    }
+
+    #[test]
+    fn responses_without_a_body_have_none() {
+        for (bytes, to_head) in [
+            (&b"HTTP/1.1 204 No Content\r\n\r\n"[..], false),
+            (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 8\r\n\r\n", false),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n", true),
+        ] {
+            assert!(read(bytes, to_head).unwrap().unwrap().body.is_end(), "{}", String::from_utf8_lossy(bytes));
+        }
+    }
+
+    #[test]
+    fn malformed_responses_are_refused() {
+        let refused: [(&[u8], Violation); 12] = [
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", Violation::LengthAndChunked),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok", Violation::DuplicateContentLength),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok", Violation::ContentLength),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", Violation::TransferEncoding),
+            (b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok", Violation::BareLf),
+            (b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 2\r\n\r\nok", Violation::ObsFold),
+            (b"HTTP/1.1 200 OK\r\nX A: b\r\nContent-Length: 2\r\n\r\nok", Violation::HeaderSyntax),
+            (b"HTTP/1.1 999999 OK\r\n\r\n", Violation::StatusLine),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nsmuggled\r\n0\r\n\r\n", Violation::ChunkSize),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokX\r\n0\r\n\r\n", Violation::ChunkEnd),
+            // Bytes beyond the response: a body on a 204, bytes after a body.
+            (b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled", Violation::UnsolicitedBytes),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n\r\n", Violation::UnsolicitedBytes),
+        ];
+        for (bytes, violation) in refused {
+            for step in [1, bytes.len()] {
+                assert_eq!(body(bytes, step), Err(violation.to_string()), "{} in steps of {step}", String::from_utf8_lossy(bytes));
+            }
+        }
+        let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+        many.extend((0..=MAX_HEADERS).flat_map(|i| format!("X-{i}: v\r\n").into_bytes()));
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(body(&many, many.len()), Err(Violation::HeadTooLarge.to_string()));
+        let mut huge = b"HTTP/1.1 200 OK\r\nX-Big: ".to_vec();
+        huge.resize(MAX_RESPONSE_HEAD + 10, b'a');
+        assert_eq!(body(&huge, 4096), Err(Violation::HeadTooLarge.to_string()), "refused before its end comes");
+    }
+
+    #[test]
+    fn a_head_response_with_a_body_and_chunks_after_the_last_are_bytes_beyond_the_response() {
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled"[..]);
+        let head = read_head(&mut buf, true).unwrap().unwrap();
+        assert_eq!(head.body.check(&buf), Err(Violation::UnsolicitedBytes));
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nextra";
+        assert_eq!(body(chunked, chunked.len()), Err(Violation::UnsolicitedBytes.to_string()));
+        assert_eq!(body(chunked, 1), Err(Violation::UnsolicitedBytes.to_string()));
+    }
+
+    #[test]
+    fn a_body_cut_short_is_an_error_but_one_read_until_close_ends_there() {
+        assert_eq!(body(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel", 100), Err(CutShort.to_string()));
+        assert_eq!(body(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel", 100), Err(CutShort.to_string()));
+        assert_eq!(body(b"HTTP/1.0 200 OK\r\n\r\nall of it", 4).as_deref(), Ok(&b"all of it"[..]));
+    }
+}

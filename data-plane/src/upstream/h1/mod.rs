@@ -1,0 +1,181 @@
+//! HTTP/1.1 to `http` and `https` targets, driven in the request's own
+//! task: the fast lane. hyper's client would spawn a task per connection
+//! and hand every request and response across a channel and a oneshot;
+//! here the request's head is written from a buffer kept with the
+//! connection, the response's head read with the strict reader of
+//! [`crate::http1::response`], and its body read from the socket by the
+//! body itself as the client's connection asks for it ([`Body`]). No task,
+//! channel or timer per request.
+//!
+//! Connections wait in a stack per target (the most recently used first).
+//! One goes back only after a response framed to its end with nothing
+//! after it, on HTTP/1.1 without `Connection: close`, its request body
+//! sent whole; any other is closed. One that sat idle for the service's
+//! idle timeout, or that became readable while idle (closed by the target,
+//! or sending what nobody asked for), is closed: when met at checkout, or
+//! by a sweep of the idle ones a few times a second. A request that finds its reused
+//! connection closed before any answer (the target closed it at that
+//! moment) goes once more on a new one when nothing of it is lost: it was
+//! never fully written, or it is idempotent and its body was kept.
+
+mod exchange;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use http::uri::{Authority, Scheme};
+use http::{Request, Response};
+
+pub(super) use self::exchange::Body;
+use self::exchange::Failed;
+pub use self::exchange::Upgraded;
+use super::dial::{Dialer, Io};
+use super::{Lease, SendError};
+use crate::body::UpstreamBody;
+
+/// Most idle connections kept per target.
+const MAX_IDLE: usize = 256;
+/// Read buffer of a connection (grown for larger reads).
+const READ_BUFFER: usize = 8 * 1024;
+
+/// The connections to one target.
+#[derive(Debug)]
+pub(super) struct Pool {
+    dialer: Dialer,
+    authority: Authority,
+    tls: bool,
+    idle: Arc<Idle>,
+}
+
+/// A target's idle connections, most recently used last.
+#[derive(Debug)]
+pub(super) struct Idle {
+    connections: Mutex<Vec<(Conn, Instant)>>,
+    timeout: Duration,
+    /// A sweep closes connections idle past the timeout (started with the first one kept).
+    sweeping: AtomicBool,
+}
+
+/// A connection and its buffers, kept between requests.
+#[derive(Debug)]
+pub(super) struct Conn {
+    io: Io,
+    /// Bytes read and not yet taken.
+    read: BytesMut,
+    /// The request head being written (its capacity kept).
+    write: Vec<u8>,
+    /// It carried a request before.
+    reused: bool,
+}
+
+impl Conn {
+    fn new(io: Io) -> Self {
+        Self { io, read: BytesMut::with_capacity(READ_BUFFER), write: Vec::with_capacity(1024), reused: false }
+    }
+
+    /// Whether an idle connection can take a request: nothing arrived on it
+    /// while idle (not the target's close, not bytes nobody asked for).
+    /// Costs no system call unless the socket became readable.
+    fn is_usable(&mut self) -> bool {
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        match self.io.tcp().poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            // Readable: a TLS session ticket is read and leaves nothing;
+            // anything else is the end or unsolicited bytes.
+            Poll::Ready(Ok(())) => {
+                matches!(tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.io), &mut cx, &mut self.read), Poll::Pending)
+                    && self.read.is_empty()
+            }
+        }
+    }
+}
+
+impl Idle {
+    /// Keeps `conn` for the next request.
+    fn put(self: &Arc<Self>, mut conn: Conn) {
+        conn.reused = true;
+        let mut connections = self.connections.lock().unwrap_or_else(PoisonError::into_inner);
+        if connections.len() < MAX_IDLE {
+            connections.push((conn, Instant::now()));
+        }
+        drop(connections);
+        if !self.sweeping.swap(true, Ordering::Relaxed) {
+            tokio::spawn(sweep(Arc::downgrade(self)));
+        }
+    }
+
+    /// The most recently used connection that can take a request.
+    fn take(&self) -> Option<Conn> {
+        let mut connections = self.connections.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some((mut conn, since)) = connections.pop() {
+            if since.elapsed() >= self.timeout {
+                connections.clear(); // those below were idle longer still
+                return None;
+            }
+            if conn.is_usable() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+}
+
+/// Every this long, idle connections are looked at: those the target
+/// closed (or that sent something) are closed on our side too, those idle
+/// past the timeout are closed. Stops while none is idle.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
+
+async fn sweep(idle: Weak<Idle>) {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        let Some(idle) = idle.upgrade() else { return };
+        let mut connections = idle.connections.lock().unwrap_or_else(PoisonError::into_inner);
+        connections.retain_mut(|(conn, since)| since.elapsed() < idle.timeout && conn.is_usable());
+        if connections.is_empty() {
+            idle.sweeping.store(false, Ordering::Relaxed);
+            return;
+        }
+    }
+}
+
+impl Pool {
+    pub(super) fn new(dialer: Dialer, scheme: &Scheme, authority: Authority, idle_timeout: Duration) -> Self {
+        let idle = Arc::new(Idle { connections: Mutex::default(), timeout: idle_timeout, sweeping: AtomicBool::new(false) });
+        Self { dialer, authority, tls: *scheme == Scheme::HTTPS, idle }
+    }
+
+    /// Sends `request` (origin-form URI, `Host` set) on an idle connection,
+    /// or a new one.
+    pub(super) async fn send(&self, request: Request<UpstreamBody>) -> Result<(Response<super::Incoming>, Lease), SendError> {
+        let request = match self.idle.take() {
+            Some(conn) => match exchange::exchange(conn, request, &self.idle).await {
+                Err(Failed::Unsent(request)) => {
+                    tracing::debug!("a pooled connection closed before the request was answered; sending it on a new one");
+                    *request
+                }
+                done => return done.map(|response| (response, Lease::default())).map_err(Failed::into_error),
+            },
+            None => request,
+        };
+        let conn = match self.connect().await {
+            Ok(conn) => conn,
+            Err(error) => return Err(SendError::Connect(error, Box::new(request))),
+        };
+        match exchange::exchange(conn, request, &self.idle).await {
+            Ok(response) => Ok((response, Lease::default())),
+            Err(failed) => Err(failed.into_error()),
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, crate::body::BoxError> {
+        let default_port = if self.tls { 443 } else { 80 };
+        match tokio::time::timeout(self.dialer.connect_timeout, self.dialer.dial(&self.authority, default_port, self.tls)).await {
+            Ok(io) => Ok(Conn::new(io?)),
+            Err(_) => Err(Box::new(std::io::Error::new(std::io::ErrorKind::TimedOut, "no connection within connect_ms"))),
+        }
+    }
+}
