@@ -22,8 +22,9 @@
 //!   ([`response`]) by the same rules: a response that breaks one, or any
 //!   byte the upstream sends beyond the responses asked for (a body on a
 //!   `204`, `304` or `HEAD` response, bytes after the body), is refused:
-//!   the client gets `502` and the connection is never reused. The
-//!   [`Scanner`]'s upstream side is the reference it is fuzzed against.
+//!   the client gets `502` and the connection is never reused. (The
+//!   [`Scanner`] keeps an upstream side, which the `http1` fuzz target
+//!   exercises; the fast lane does not use it.)
 //!
 //! The rules (RFC 9112 where it says MUST, the stricter reading where it
 //! allows a choice), each a [`Violation`]: no bare `LF` (even inside a CRLF
