@@ -270,7 +270,9 @@ pub async fn serve_proxy(
                 let (node, peer, in_flight) = (node.clone(), peer.clone(), requests.start());
                 let verdict = checked.next_request();
                 async move {
-                    let response = crate::proxy::handle(node, request, &peer, secure, verdict).await;
+                    // Boxed once here: hyper moves the service's future as it
+                    // stores and polls it, and the proxy's is several KiB.
+                    let response = Box::pin(crate::proxy::handle(node, request, &peer, secure, verdict)).await;
                     Ok::<_, Infallible>(response.map(|body| Counted::new(body, in_flight)))
                 }
             });

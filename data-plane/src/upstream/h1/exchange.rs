@@ -59,7 +59,7 @@ enum Framing {
 
 /// Sends `request` on `conn` and reads the response head. A response body
 /// returns `conn` to `idle` once read to its end, when it can be reused.
-pub(super) async fn exchange(mut conn: Conn, request: Request<UpstreamBody>, idle: &Arc<Idle>) -> Result<Response<Incoming>, Failed> {
+pub(super) async fn exchange(mut conn: Box<Conn>, request: Request<UpstreamBody>, idle: &Arc<Idle>) -> Result<Response<Incoming>, Failed> {
     let (parts, mut body) = request.into_parts();
     let framing = if body.is_end_stream() { Framing::None } else { body.size_hint().exact().map_or(Framing::Chunked, Framing::Length) };
     conn.write.clear();
@@ -73,13 +73,13 @@ pub(super) async fn exchange(mut conn: Conn, request: Request<UpstreamBody>, idl
         }
         _ => None,
     };
-    let mut upload = (kept.is_none() && framing != Framing::None).then(|| Upload::new(body, framing == Framing::Chunked));
+    let mut upload = (kept.is_none() && framing != Framing::None).then(|| Box::new(Upload::new(body, framing == Framing::Chunked)));
     let to_head = parts.method == Method::HEAD;
     let mut written = 0;
     let mut write_failed = None;
     let head = poll_fn(|cx| {
         if write_failed.is_none() {
-            match poll_send(cx, &mut conn, &mut written, upload.as_mut()) {
+            match poll_send(cx, &mut conn, &mut written, upload.as_deref_mut()) {
                 Poll::Ready(Ok(())) => upload = None,
                 Poll::Ready(Err(Upstream(error))) => write_failed = Some(error),
                 Poll::Ready(Err(Client(error))) => return Poll::Ready(Err(Ended::Client(error))),
@@ -274,9 +274,9 @@ impl Upload {
 #[derive(Debug)]
 pub struct Body {
     /// `None` once the body ended.
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     unframer: Unframer,
-    upload: Option<Upload>,
+    upload: Option<Box<Upload>>,
     /// The connection may carry another request after this response.
     keep_alive: bool,
     idle: Arc<Idle>,
@@ -301,7 +301,7 @@ impl Body {
         if self.upload.is_none() && conn.write.len() == self.written {
             return Ok(());
         }
-        match poll_send(cx, conn, &mut self.written, self.upload.as_mut()) {
+        match poll_send(cx, conn, &mut self.written, self.upload.as_deref_mut()) {
             Poll::Ready(Ok(())) => self.upload = None,
             // The response is what matters now: the connection just cannot be reused.
             Poll::Ready(Err(Upstream(_))) => {

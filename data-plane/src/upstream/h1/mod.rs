@@ -53,13 +53,14 @@ pub(super) struct Pool {
 /// A target's idle connections, most recently used last.
 #[derive(Debug)]
 pub(super) struct Idle {
-    connections: Mutex<Vec<(Conn, Instant)>>,
+    connections: Mutex<Vec<(Box<Conn>, Instant)>>,
     timeout: Duration,
     /// A sweep closes connections idle past the timeout (started with the first one kept).
     sweeping: AtomicBool,
 }
 
-/// A connection and its buffers, kept between requests.
+/// A connection and its buffers, kept between requests (boxed, so that
+/// it moves between the pool and a request's body as a pointer).
 #[derive(Debug)]
 pub(super) struct Conn {
     io: Io,
@@ -72,8 +73,8 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    fn new(io: Io) -> Self {
-        Self { io, read: BytesMut::with_capacity(READ_BUFFER), write: Vec::with_capacity(1024), reused: false }
+    fn new(io: Io) -> Box<Self> {
+        Box::new(Self { io, read: BytesMut::with_capacity(READ_BUFFER), write: Vec::with_capacity(1024), reused: false })
     }
 
     /// Whether an idle connection can take a request: nothing arrived on it
@@ -96,7 +97,7 @@ impl Conn {
 
 impl Idle {
     /// Keeps `conn` for the next request.
-    fn put(self: &Arc<Self>, mut conn: Conn) {
+    fn put(self: &Arc<Self>, mut conn: Box<Conn>) {
         conn.reused = true;
         let mut connections = self.connections.lock().unwrap_or_else(PoisonError::into_inner);
         if connections.len() < MAX_IDLE {
@@ -109,7 +110,7 @@ impl Idle {
     }
 
     /// The most recently used connection that can take a request.
-    fn take(&self) -> Option<Conn> {
+    fn take(&self) -> Option<Box<Conn>> {
         let mut connections = self.connections.lock().unwrap_or_else(PoisonError::into_inner);
         while let Some((mut conn, since)) = connections.pop() {
             if since.elapsed() >= self.timeout {
@@ -171,7 +172,7 @@ impl Pool {
         }
     }
 
-    async fn connect(&self) -> Result<Conn, crate::body::BoxError> {
+    async fn connect(&self) -> Result<Box<Conn>, crate::body::BoxError> {
         let default_port = if self.tls { 443 } else { 80 };
         match tokio::time::timeout(self.dialer.connect_timeout, self.dialer.dial(&self.authority, default_port, self.tls)).await {
             Ok(io) => Ok(Conn::new(io?)),
