@@ -157,7 +157,8 @@ pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> 
         let timeout = per_try.map_or(left, |per_try| per_try.min(left));
         // The wait that may run out is the client's, not a per-try one of the gateway's.
         let clients_wait = clients_deadline && per_try.is_none_or(|per_try| per_try >= left);
-        let outcome = match tokio::time::timeout(timeout, upstream.send(&picked, request)).await {
+        // Boxed, as each level of the pipeline (see `proxy::handle`).
+        let outcome = match tokio::time::timeout(timeout, Box::pin(upstream.send(&picked, request))).await {
             Ok(Ok((mut response, lease))) => {
                 let status = response.status();
                 upstream.answered(&picked);

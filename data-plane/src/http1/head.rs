@@ -374,7 +374,7 @@ const TOKEN: [bool; 256] = {
 };
 
 /// Without leading and trailing spaces and tabs.
-fn trim(value: &[u8]) -> &[u8] {
+pub(super) fn trim(value: &[u8]) -> &[u8] {
     let start = value.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(value.len());
     let end = value.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |i| i + 1);
     &value[start..end]

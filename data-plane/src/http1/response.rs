@@ -1,7 +1,7 @@
 //! Upstream responses as the HTTP/1 fast lane reads them
 //! (`crate::upstream::h1`): the head checked by the wire rules
-//! ([`head::response`]), then parsed with httparse into an
-//! `http::Response` whose header values share the bytes read (no copy);
+//! ([`head::response`]), then parsed into an `http::Response` whose
+//! header values share the bytes read (no copy);
 //! the body unframed by its length, its chunks ([`Chunked`]) or the end of
 //! the connection. Interim (`1xx`) heads are skipped.
 //!
@@ -13,7 +13,6 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Version};
-use std::mem::MaybeUninit;
 
 use super::chunked::{Chunked, Piece};
 use super::head::{self, Framing, Side};
@@ -69,25 +68,37 @@ pub(crate) fn read_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<Resp
     }
 }
 
-/// Parses a head the wire rules accepted, its values slices of `head`.
+/// Parses a head the wire rules accepted (so its lines end in `CRLF`, its
+/// status line is `HTTP/1.x NNN reason`, no line is folded), its values
+/// slices of `head`. Read here rather than by httparse: the rules' pass
+/// found the lines already, and `HeaderName`/`HeaderValue` check each
+/// name's and value's bytes as httparse would (token names, no control
+/// bytes but tab in values).
 fn parse(head: Bytes) -> Result<Response<()>, Violation> {
-    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut []);
-    match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, &head, &mut fields) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Err(httparse::Error::TooManyHeaders) => return Err(Violation::HeadTooLarge),
-        Ok(httparse::Status::Partial) | Err(_) => return Err(Violation::HeaderSyntax),
-    }
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-    for field in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| Violation::HeaderSyntax)?;
-        let value = HeaderValue::from_maybe_shared(head.slice_ref(field.value)).map_err(|_| Violation::HeaderSyntax)?;
+    let status_end = memchr::memchr(b'\n', &head).ok_or(Violation::StatusLine)?;
+    let (version, code) = (head[7], &head[9..12]);
+    let code = code.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+    let status = StatusCode::from_u16(code).map_err(|_| Violation::StatusLine)?;
+    // One line end for the status line and one for the end of the head.
+    let mut headers = HeaderMap::with_capacity(memchr::memchr_iter(b'\n', &head).count().saturating_sub(2).min(MAX_HEADERS));
+    let mut at = status_end + 1;
+    // The last line is the empty one that ends the head.
+    while at + 2 < head.len() {
+        let end = at + memchr::memchr(b'\n', &head[at..]).ok_or(Violation::HeaderSyntax)?;
+        let line = &head[at..end - 1];
+        let colon = memchr::memchr(b':', line).ok_or(Violation::HeaderSyntax)?;
+        if headers.len() == MAX_HEADERS {
+            return Err(Violation::HeadTooLarge);
+        }
+        let name = HeaderName::from_bytes(&line[..colon]).map_err(|_| Violation::HeaderSyntax)?;
+        let value = head::trim(&line[colon + 1..]);
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(value)).map_err(|_| Violation::HeaderSyntax)?;
         headers.append(name, value);
+        at = end + 1;
     }
-    let status = parsed.code.and_then(|code| StatusCode::from_u16(code).ok()).ok_or(Violation::StatusLine)?;
     let mut response = Response::new(());
     *response.status_mut() = status;
-    *response.version_mut() = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    *response.version_mut() = if version == b'0' { Version::HTTP_10 } else { Version::HTTP_11 };
     *response.headers_mut() = headers;
     Ok(response)
 }

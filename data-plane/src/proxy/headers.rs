@@ -82,11 +82,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) 
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|token| !["close", "keep-alive", "upgrade"].iter().any(|common| token.eq_ignore_ascii_case(common)))
-            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|token| !["close", "keep-alive", "upgrade"].iter().any(|common| token.eq_ignore_ascii_case(common.as_bytes())))
+            .filter_map(|name| HeaderName::from_bytes(name).ok())
             .collect();
         for name in named {
             headers.remove(name);

@@ -83,7 +83,10 @@ pub async fn handle(
                 served.grpc = GrpcClient::of(request.headers()).map(Box::new);
                 Err(ProxyError::NoConfig)
             }
-            (None, Some(runtime)) => forward(&node, runtime, request, peer, secure, &request_id, &mut served).await,
+            // Each level of the pipeline's futures is boxed: a future is moved
+            // whole (all its states' space) into the one that awaits it, so
+            // nested, they would be copied again at every level.
+            (None, Some(runtime)) => Box::pin(forward(&node, runtime, request, peer, secure, &request_id, &mut served)).await,
         };
         let response = outcome.unwrap_or_else(|error| {
             tracing::debug!(error = %error, source = ?error.source(), retryable = error.retryable(), "request failed");
@@ -306,7 +309,7 @@ async fn forward<'r>(
             })?
         }
         (cache, client_upgrade) => {
-            let mut response = fetch_upgradable(node, route, prepared, body, client_upgrade).await?;
+            let mut response = Box::pin(fetch_upgradable(node, route, prepared, body, client_upgrade)).await?;
             if cache.is_some() {
                 response.headers_mut().append(CACHE_STATUS, CacheStatus::forwarded(Fwd::Bypass).value());
             }
@@ -347,7 +350,7 @@ async fn fetch_upgradable(
         Backend::Grpc(transcoding) => return Box::pin(transcoding.answer(prepared, body, route.max_body_bytes)).await,
         Backend::Amqp(amqp) => return Box::pin(amqp.answer(prepared, body, route.max_body_bytes)).await,
     };
-    let (mut response, lease) = backend::send(target, prepared, body).await?;
+    let (mut response, lease) = Box::pin(backend::send(target, prepared, body)).await?;
     let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if upgraded
         && let Some(client_upgrade) = client_upgrade
@@ -371,7 +374,7 @@ async fn fetch_upgradable(
 pub async fn fetch(route: &RouteEntry, prepared: backend::Prepared<'_>, body: ClientBody) -> Result<Response<ResponseBody>, ProxyError> {
     match &route.backend {
         Backend::Proxy(target) => {
-            let (response, lease) = backend::send(target, prepared, body).await?;
+            let (response, lease) = Box::pin(backend::send(target, prepared, body)).await?;
             Ok(client_response(target, response, lease, None))
         }
         // Boxed: the aggregate's futures would otherwise enlarge every request's future.

@@ -162,7 +162,9 @@ impl Pool {
             },
             None => request,
         };
-        let conn = match self.connect().await {
+        // Boxed: a connect (TCP, TLS) is rare on a warm pool, and would
+        // otherwise enlarge every request's future, which is moved whole.
+        let conn = match Box::pin(self.connect()).await {
             Ok(conn) => conn,
             Err(error) => return Err(SendError::Connect(error, Box::new(request))),
         };
