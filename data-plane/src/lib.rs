@@ -21,6 +21,5 @@ pub mod settings;
 pub mod stage;
 pub mod state;
 pub mod status;
-pub mod timer;
 pub mod tls;
 pub mod upstream;

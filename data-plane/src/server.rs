@@ -228,7 +228,7 @@ pub async fn serve_proxy(
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(crate::timer::LazyTimer).header_read_timeout(options.header_read_timeout).max_buf_size(CODEC_MAX_HEADER_BYTES);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(options.header_read_timeout).max_buf_size(CODEC_MAX_HEADER_BYTES);
     builder
         .http2()
         .timer(TokioTimer::new())
