@@ -158,7 +158,8 @@ impl Body for UpstreamBody {
 #[derive(Debug)]
 pub enum ResponseBody {
     /// Streamed from the upstream, cut when it stays silent for `idle`;
-    /// its connection goes back to the pool when this is dropped.
+    /// an HTTP/1.1 connection goes back to its pool once the body was read
+    /// to its clean end, an HTTP/2 stream's `lease` ends when this is dropped.
     Upstream { body: upstream::Incoming, idle: Duration, timer: Option<Pin<Box<Sleep>>>, waiting: bool, lease: Lease },
     /// Written by the gateway (errors, shaped bodies).
     Local(Full<Bytes>),

@@ -190,7 +190,13 @@ impl MaliciousUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
-        let answers: Arc<Vec<(&str, Vec<u8>)>> = Arc::new(malformed_answers());
+        let mut answers = malformed_answers();
+        // A server that greets at once: the new protocol's first bytes come with the 101.
+        answers.push((
+            "/greeting-upgrade",
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nhello over the tunnel".to_vec(),
+        ));
+        let answers: Arc<Vec<(&str, Vec<u8>)>> = Arc::new(answers);
         let seen = connections.clone();
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
@@ -215,6 +221,9 @@ impl MaliciousUpstream {
                         buf.drain(..end + 4);
                         let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
                         seen.lock().unwrap()[index].push(path.clone());
+                        if path == "/close-after-reading" {
+                            return; // closed without an answer, as a server going away does
+                        }
                         let answer = answers.iter().find(|(p, _)| *p == path).map_or(GOOD, |(_, bytes)| bytes.as_slice());
                         if stream.write_all(answer).await.is_err() {
                             return;
@@ -249,6 +258,36 @@ async fn malformed_upstream_responses_are_502_and_their_connections_are_never_re
         }
     }
     assert!(connections.len() > malformed_answers().len(), "{connections:?}");
+}
+
+#[tokio::test]
+async fn bytes_the_upstream_sends_with_its_101_reach_the_client_through_the_tunnel() {
+    let upstream = MaliciousUpstream::start().await;
+    let (_db, _cp, dp) = serve_service(json!({"name": "app", "targets": [{"url": format!("http://{}", upstream.addr)}]})).await;
+    let mut stream = TcpStream::connect(proxy_addr(&dp)).await.unwrap();
+    stream.write_all(b"GET /greeting-upgrade HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n").await.unwrap();
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&received).contains("hello over the tunnel") {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await.expect("the greeting in time").unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&received));
+        received.extend_from_slice(&chunk[..n]);
+    }
+    assert!(received.starts_with(b"HTTP/1.1 101 "), "{}", String::from_utf8_lossy(&received));
+}
+
+#[tokio::test]
+async fn a_streamed_upload_sent_whole_on_a_connection_that_then_closes_is_never_sent_again() {
+    let upstream = MaliciousUpstream::start().await;
+    let (_db, _cp, dp) = serve_service(json!({"name": "app", "targets": [{"url": format!("http://{}", upstream.addr)}]})).await;
+    assert_eq!(get(&dp, "/good").await.status(), StatusCode::OK, "a connection for the pool");
+    let mut stream = TcpStream::connect(proxy_addr(&dp)).await.unwrap();
+    // PUT is idempotent, but its streamed body is gone once sent: a retry would send it empty.
+    stream.write_all(b"PUT /close-after-reading HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello").await.unwrap();
+    let response = read_response(&mut stream).await;
+    assert!(response.starts_with("HTTP/1.1 502 "), "{response}");
+    let seen: Vec<String> = upstream.connections.lock().unwrap().iter().flatten().cloned().collect();
+    assert_eq!(seen.iter().filter(|path| *path == "/close-after-reading").count(), 1, "sent once: {seen:?}");
 }
 
 /// Reads one response from `stream`: its head, then its body by

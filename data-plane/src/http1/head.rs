@@ -102,7 +102,8 @@ fn leading_empty_lines(buf: &[u8], side: Side) -> usize {
 /// `None` when it is not complete yet.
 pub(super) fn find_end(buf: &[u8], from: usize, side: Side) -> Result<Option<Range<usize>>, Violation> {
     let start = leading_empty_lines(buf, side);
-    // A bare CR is left to hyper's parser, which refuses it anywhere in a head.
+    // A bare CR is left to the parser of the head (hyper's for requests,
+    // `response::parse` for responses), which refuses it anywhere in a head.
     for at in memchr::memchr_iter(b'\n', &buf[from.max(start)..]) {
         let at = at + from.max(start);
         if at == 0 || buf[at - 1] != b'\r' {
@@ -180,7 +181,8 @@ impl<'a> Fields<'a> {
             _ => return Ok(()),
         }
         // A line without a colon, names of other than token characters and
-        // values with control bytes are refused by hyper's parser itself.
+        // values with control bytes are refused by the head's parser
+        // (hyper's for requests, `response::parse` for responses).
         let Some(colon) = memchr::memchr(b':', line) else { return Ok(()) };
         let (name, value) = (&line[..colon], || trim(&line[colon + 1..]));
         match name.len() {

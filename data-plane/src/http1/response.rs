@@ -7,9 +7,10 @@
 //!
 //! Strict where two parsers could read a response two ways: a head that
 //! breaks a rule (`Content-Length` with `Transfer-Encoding`, two lengths, a
-//! bare `LF`, …), a bad chunk, or any byte beyond the response (a body on a
-//! `204`, `304` or `HEAD` response, bytes after the body) is a
-//! [`Violation`]: the response is refused and its connection never reused.
+//! bare `LF`, …), a bad chunk, or any byte beyond the response read with
+//! its head (a body on a `204`, `304` or `HEAD` response, bytes after the
+//! body) is a [`Violation`]: the response is refused and its connection
+//! never reused. Bytes beyond it that come later close the connection.
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Version};

@@ -27,8 +27,9 @@ use crate::upstream::{Incoming, SendError};
 
 /// Why an exchange gave no response.
 pub(super) enum Failed {
-    /// Nothing of the request was processed and all of it is here: it can
-    /// go on another connection.
+    /// The connection closed before any answer, and the request may go on
+    /// another one: it is whole here, and its head never went out whole or
+    /// it is idempotent.
     Unsent(Box<Request<UpstreamBody>>),
     Error(BoxError),
 }
@@ -64,6 +65,7 @@ pub(super) async fn exchange(mut conn: Box<Conn>, request: Request<UpstreamBody>
     let framing = if body.is_end_stream() { Framing::None } else { body.size_hint().exact().map_or(Framing::Chunked, Framing::Length) };
     conn.write.clear();
     write_head(&parts, framing, &mut conn.write);
+    let head_length = conn.write.len();
     // A body kept whole goes with the head, in one write, and stays for a replay.
     let kept = match &mut body {
         UpstreamBody::Kept(full) if framing != Framing::None => {
@@ -77,10 +79,11 @@ pub(super) async fn exchange(mut conn: Box<Conn>, request: Request<UpstreamBody>
     let to_head = parts.method == Method::HEAD;
     let mut written = 0;
     let mut write_failed = None;
+    let mut sent = false;
     let head = poll_fn(|cx| {
-        if write_failed.is_none() {
+        if write_failed.is_none() && !sent {
             match poll_send(cx, &mut conn, &mut written, upload.as_deref_mut()) {
-                Poll::Ready(Ok(())) => upload = None,
+                Poll::Ready(Ok(())) => sent = true,
                 Poll::Ready(Err(Upstream(error))) => write_failed = Some(error),
                 Poll::Ready(Err(Client(error))) => return Poll::Ready(Err(Ended::Client(error))),
                 Poll::Pending => {}
@@ -104,10 +107,13 @@ pub(super) async fn exchange(mut conn: Box<Conn>, request: Request<UpstreamBody>
         Ok(head) => head,
         Err(Ended::Client(error)) => return Err(Failed::Error(error)),
         Err(ended) => {
+            // Sent again only if nothing of it can have been acted on (its
+            // head never went out whole), or it is idempotent; and only
+            // whole: with its body kept, or no frame of it taken.
             let answered_nothing = conn.read.is_empty();
-            let whole = written < conn.write.len() || parts.method.is_idempotent();
+            let may_resend = written < head_length || parts.method.is_idempotent();
             let replayable = upload.as_ref().is_none_or(|upload| !upload.started);
-            if conn.reused && answered_nothing && whole && replayable {
+            if conn.reused && answered_nothing && may_resend && replayable {
                 let body = match (kept, upload) {
                     (Some(data), _) => UpstreamBody::Kept(Full::new(data)),
                     (None, Some(upload)) => upload.body,
@@ -125,8 +131,8 @@ pub(super) async fn exchange(mut conn: Box<Conn>, request: Request<UpstreamBody>
             return Err(Failed::Error(Box::new(error)));
         }
     };
-    head.body.check(&conn.read).map_err(|broken| Failed::Error(Box::new(violation(broken))))?;
     let (response, ()) = head.response.into_parts();
+    // What follows a `101` is the new protocol's (and its own to read).
     if response.status == StatusCode::SWITCHING_PROTOCOLS {
         let asked = parts.method == Method::CONNECT || parts.headers.contains_key(header::UPGRADE);
         if !asked {
@@ -134,7 +140,9 @@ pub(super) async fn exchange(mut conn: Box<Conn>, request: Request<UpstreamBody>
         }
         return Ok(Response::from_parts(response, Incoming::Switched(Some(Upgraded { io: conn.io, read: conn.read }))));
     }
+    head.body.check(&conn.read).map_err(|broken| Failed::Error(Box::new(violation(broken))))?;
     let keep_alive = head.keep_alive && write_failed.is_none();
+    let upload = upload.filter(|_| !sent);
     let body = Body { conn: Some(conn), unframer: head.body, upload, keep_alive, idle: idle.clone(), written };
     Ok(Response::from_parts(response, Incoming::H1(body)))
 }
@@ -211,11 +219,12 @@ fn write_head(parts: &Parts, framing: Framing, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// The fields but `Transfer-Encoding` (and `Content-Length`, which the
-/// body's framing writes, unless there is no body).
-fn write_headers(headers: &HeaderMap, keep_length: bool, out: &mut Vec<u8>) {
+/// The fields but `Transfer-Encoding` and `Content-Length`, which the
+/// body's framing writes (without a body, a client's `Content-Length: 0`
+/// is kept, as hyper's client keeps it).
+fn write_headers(headers: &HeaderMap, no_body: bool, out: &mut Vec<u8>) {
     for (name, value) in headers {
-        if *name == header::TRANSFER_ENCODING || (*name == header::CONTENT_LENGTH && !keep_length) {
+        if *name == header::TRANSFER_ENCODING || (*name == header::CONTENT_LENGTH && !(no_body && value == "0")) {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());
@@ -289,9 +298,10 @@ impl Body {
     fn finish(&mut self) {
         let Some(conn) = self.conn.take() else { return };
         let sent = self.upload.is_none() && conn.write.len() == self.written;
-        if self.keep_alive && sent && conn.read.is_empty() {
+        let nothing_after = conn.read.is_empty() && !conn.holds_decrypted();
+        if self.keep_alive && sent && nothing_after {
             self.idle.put(conn);
-        } else if !conn.read.is_empty() {
+        } else if !nothing_after {
             tracing::debug!("the upstream sent bytes after the response: its connection is closed");
         }
     }

@@ -9,14 +9,15 @@
 //!
 //! Connections wait in a stack per target (the most recently used first).
 //! One goes back only after a response framed to its end with nothing
-//! after it, on HTTP/1.1 without `Connection: close`, its request body
-//! sent whole; any other is closed. One that sat idle for the service's
-//! idle timeout, or that became readable while idle (closed by the target,
-//! or sending what nobody asked for), is closed: when met at checkout, or
-//! by a sweep of the idle ones a few times a second. A request that finds its reused
-//! connection closed before any answer (the target closed it at that
-//! moment) goes once more on a new one when nothing of it is lost: it was
-//! never fully written, or it is idempotent and its body was kept.
+//! after it (over TLS, no record decrypted and unread either), on HTTP/1.1
+//! without `Connection: close`, its request body sent whole; any other is
+//! closed, as is one that sat idle for the service's idle timeout or became
+//! readable while idle (closed by the target, or sending what nobody asked
+//! for): when met at checkout, or by a sweep of the idle ones a few times
+//! a second. A request whose reused connection closes before any answer
+//! (the target closed it at that moment) goes once more on a new one when
+//! it is whole (its body kept, or none of it taken yet) and either its
+//! head never went out whole or it is idempotent.
 
 mod exchange;
 
@@ -40,6 +41,8 @@ use crate::body::UpstreamBody;
 const MAX_IDLE: usize = 256;
 /// Read buffer of a connection (grown for larger reads).
 const READ_BUFFER: usize = 8 * 1024;
+/// Largest buffer an idle connection keeps.
+const KEPT_BUFFER: usize = 64 * 1024;
 
 /// The connections to one target.
 #[derive(Debug)]
@@ -81,6 +84,9 @@ impl Conn {
     /// while idle (not the target's close, not bytes nobody asked for).
     /// Costs no system call unless the socket became readable.
     fn is_usable(&mut self) -> bool {
+        if self.holds_decrypted() {
+            return false;
+        }
         let mut cx = Context::from_waker(futures::task::noop_waker_ref());
         match self.io.tcp().poll_read_ready(&mut cx) {
             Poll::Pending => true,
@@ -95,10 +101,29 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// Over TLS, whether records the target sent were decrypted but not
+    /// yet read (tokio-rustls hands out one record per read): bytes beyond
+    /// a response that the socket no longer shows.
+    fn holds_decrypted(&self) -> bool {
+        match &self.io {
+            Io::Tcp(_) => false,
+            Io::Tls(stream) => !stream.get_ref().1.wants_read(),
+        }
+    }
+}
+
 impl Idle {
-    /// Keeps `conn` for the next request.
+    /// Keeps `conn` for the next request (with buffers of the usual size:
+    /// a large body once sent or read is not kept for as long as it idles).
     fn put(self: &Arc<Self>, mut conn: Box<Conn>) {
         conn.reused = true;
+        if conn.write.capacity() > KEPT_BUFFER {
+            conn.write = Vec::new();
+        }
+        if conn.read.capacity() > KEPT_BUFFER {
+            conn.read = BytesMut::with_capacity(READ_BUFFER);
+        }
         let mut connections = self.connections.lock().unwrap_or_else(PoisonError::into_inner);
         if connections.len() < MAX_IDLE {
             connections.push((conn, Instant::now()));
