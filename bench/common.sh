@@ -1,13 +1,15 @@
-# Sourced by bench/proxies and bench/profile: the upstream both load the
-# same way and the check that a cache variant really answers from its
-# cache. The caller defines log().
+# Sourced by bench/proxies, bench/profile, bench/memory and bench/h2: the
+# upstream they all load the same way and the check that a cache variant
+# really answers from its cache. The caller defines log().
 
 # The upstream nginx's config, written to DIR/upstream.conf: a fixed
 # 24-byte body at every path; the same body with `Cache-Control:
 # max-age=3600` under /cached, so a cache in front stores it once and
 # answers every later request itself; and a 2 KB JSON document at /json.
-write_upstream_conf() { # port dir
-  local port=$1 dir=$2 json
+# With STATUS_PORT, nginx's stub_status answers on that port too (its
+# "accepts" counts the connections a proxy opened to the upstream).
+write_upstream_conf() { # port dir [status_port]
+  local port=$1 dir=$2 status=${3:-} json
   json=$(python3 -c 'import json; print(json.dumps({"items": [{"id": i, "name": f"item {i}", "price": i * 3, "description": "a description of this item"} for i in range(20)], "total": 20}))')
   cat > "$dir/upstream.conf" <<CONF
 daemon off; master_process off; worker_processes 1; pid $dir/upstream.pid; error_log $dir/upstream.err warn;
@@ -17,7 +19,8 @@ http { access_log off; keepalive_requests 100000000;
     location / { return 200 "hello from the upstream\n"; }
     location /cached { add_header Cache-Control "max-age=3600"; return 200 "hello from the upstream\n"; }
     location /json { default_type application/json; return 200 '$json'; }
-    location /small { default_type application/json; return 200 '{"ok":true}'; } } }
+    location /small { default_type application/json; return 200 '{"ok":true}'; } }
+  ${status:+server { listen 127.0.0.1:$status; location / { stub_status; \} \}} }
 CONF
 }
 
