@@ -73,8 +73,8 @@ impl Peer {
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
     let mut present = 0u8;
     for name in headers.keys() {
-        // Compared as text: most names differ in length at once.
-        if let Some(index) = HOP_BY_HOP.iter().position(|hop| hop.as_str() == name.as_str()) {
+        // Standard names compare as one number, others as text.
+        if let Some(index) = HOP_BY_HOP.iter().position(|hop| hop == name) {
             present |= 1 << index;
         }
     }
