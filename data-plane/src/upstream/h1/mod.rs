@@ -130,7 +130,11 @@ impl Idle {
         }
         drop(connections);
         if !self.sweeping.swap(true, Ordering::Relaxed) {
-            tokio::spawn(sweep(Arc::downgrade(self)));
+            // A body dropped while its runtime shuts down has none to sweep on.
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(sweep(Arc::downgrade(self)))),
+                Err(_) => self.sweeping.store(false, Ordering::Relaxed),
+            }
         }
     }
 
