@@ -10,6 +10,7 @@
 //! shares it, as counted in Redis (`fleet.rs`).
 
 pub mod algorithm;
+pub mod batch;
 pub mod fleet;
 pub mod redis;
 

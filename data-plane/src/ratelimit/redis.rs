@@ -1,12 +1,15 @@
 //! The Redis backend: one Lua script per algorithm, loaded once and called
-//! by SHA (EVALSHA, loading it again after a Redis restart), each making
-//! one decision atomically with Redis's clock (`TIME`), so data planes
-//! with skewed clocks agree. Calls go over a reconnecting multiplexed
-//! connection (concurrent calls are pipelined on it) with a short timeout;
-//! after a failure Redis is left alone for [`BACKOFF`] and the callers'
-//! `on_backend_failure` decides meanwhile. The same connection marks this
-//! node in each limit's set of nodes (`fleet.rs`).
+//! by SHA (EVALSHA, loading it again after a Redis restart), each making a
+//! round of decisions on one key (`batch.rs`: those that arrived while the
+//! key's previous call was in flight) atomically with Redis's clock
+//! (`TIME`), so data planes with skewed clocks agree. Calls go over a
+//! reconnecting multiplexed connection (calls for different keys are
+//! pipelined on it) with a short timeout; after a failure Redis is left
+//! alone for [`BACKOFF`] and the callers' `on_backend_failure` decides
+//! meanwhile. The same connection marks this node in each limit's set of
+//! nodes (`fleet.rs`).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -15,6 +18,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
 
 use super::algorithm::{Decision, Params};
+use super::batch::{Joined, Rounds, Turn};
 use super::fleet::Membership;
 
 /// How long Redis is not asked after a failed call.
@@ -22,93 +26,135 @@ const BACKOFF: Duration = Duration::from_secs(1);
 /// How long a fleet count's mark may take (it runs beside the traffic, every few seconds).
 const MARK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Sets `now` (milliseconds, fractional) from Redis's clock.
-const PRELUDE: &str = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000\n";
+/// Sets `now` (milliseconds, fractional) from Redis's clock, and
+/// `answer`, which adds one decision (allowed, remaining, reset ms,
+/// retry-after ms, delay ms) to `out`, the script's answer.
+const PRELUDE: &str = "local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local out = {}
+local function answer(allowed, remaining, reset, retry, delay)
+  local n = #out
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = allowed, remaining, reset, retry, delay
+end
+";
 
-/// ARGV: capacity, tokens per ms.
+// The decision scripts take ARGV[1] = how many decisions to make, one
+// after the other at the same `now` (a round, `batch.rs`): they read the
+// key once, decide each, and write it once.
+
+/// ARGV: n, capacity, tokens per ms.
 const TOKEN_BUCKET: &str = r"
-local capacity, rate = tonumber(ARGV[1]), tonumber(ARGV[2])
+local n, capacity, rate = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local s = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 local tokens = capacity
 if s[1] then tokens = math.min(capacity, tonumber(s[1]) + (now - tonumber(s[2])) * rate) end
-local allowed, retry = 0, 0
-if tokens >= 1 then tokens = tokens - 1; allowed = 1 else retry = math.ceil((1 - tokens) / rate) end
+for i = 1, n do
+  if tokens >= 1 then
+    tokens = tokens - 1
+    answer(1, math.floor(tokens), math.ceil((capacity - tokens) / rate), 0, 0)
+  else
+    answer(0, math.floor(tokens), math.ceil((capacity - tokens) / rate), math.ceil((1 - tokens) / rate), 0)
+  end
+end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / rate) + 1000)
-return {allowed, math.floor(tokens), math.ceil((capacity - tokens) / rate), retry, 0}
+return out
 ";
 
-/// ARGV: queue length, ms between releases.
+/// ARGV: n, queue length, ms between releases.
 const LEAKY_BUCKET: &str = r"
-local burst, interval = tonumber(ARGV[1]), tonumber(ARGV[2])
+local n, burst, interval = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local next_free = tonumber(redis.call('GET', KEYS[1]) or '0')
-local start = math.max(now, next_free)
-local delay, queue = start - now, burst * interval
-if delay <= queue + 0.000001 then
-  next_free = start + interval
-  redis.call('SET', KEYS[1], tostring(next_free), 'PX', math.ceil(next_free - now) + 1000)
-  local ahead, remaining = next_free - now, 0
-  if ahead <= queue + 0.000001 then remaining = math.floor((queue - ahead) / interval + 0.000001) + 1 end
-  return {1, remaining, math.ceil(ahead), 0, math.ceil(delay)}
+local queue, admitted = burst * interval, false
+for i = 1, n do
+  local start = math.max(now, next_free)
+  local delay = start - now
+  if delay <= queue + 0.000001 then
+    next_free, admitted = start + interval, true
+    local ahead, remaining = next_free - now, 0
+    if ahead <= queue + 0.000001 then remaining = math.floor((queue - ahead) / interval + 0.000001) + 1 end
+    answer(1, remaining, math.ceil(ahead), 0, math.ceil(delay))
+  else
+    answer(0, 0, math.ceil(delay), math.ceil(delay - queue), 0)
+  end
 end
-return {0, 0, math.ceil(delay), math.ceil(delay - queue), 0}
+if admitted then redis.call('SET', KEYS[1], tostring(next_free), 'PX', math.ceil(next_free - now) + 1000) end
+return out
 ";
 
-/// ARGV: limit, window ms.
+/// ARGV: n, limit, window ms.
 const FIXED_WINDOW: &str = r"
-local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local n, limit, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local index = math.floor(now / window)
 local s = redis.call('HMGET', KEYS[1], 'index', 'count')
-local count = 0
+local count, admitted = 0, false
 if tonumber(s[1]) == index then count = tonumber(s[2]) end
 local reset = math.ceil((index + 1) * window - now)
-if count < limit then
-  count = count + 1
+for i = 1, n do
+  if count < limit then
+    count, admitted = count + 1, true
+    answer(1, limit - count, reset, 0, 0)
+  else
+    answer(0, 0, reset, reset, 0)
+  end
+end
+if admitted then
   redis.call('HSET', KEYS[1], 'index', index, 'count', count)
   redis.call('PEXPIRE', KEYS[1], reset + 1000)
-  return {1, limit - count, reset, 0, 0}
 end
-return {0, 0, reset, reset, 0}
+return out
 ";
 
-/// ARGV: limit, window ms, a unique member for this request.
+/// ARGV: n, limit, window ms, a member unique to this call (each admitted
+/// request adds `<member>:<i>`).
 const SLIDING_WINDOW_LOG: &str = r"
-local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local n, limit, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local count = redis.call('ZCARD', KEYS[1])
-local allowed = 0
-if count < limit then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], math.ceil(window) + 1000)
-  allowed, count = 1, count + 1
+local count, admitted = redis.call('ZCARD', KEYS[1]), false
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local oldest = now
+if first[2] then oldest = tonumber(first[2]) end
+for i = 1, n do
+  local reset = math.ceil(oldest + window - now)
+  if count < limit then
+    redis.call('ZADD', KEYS[1], now, ARGV[4] .. ':' .. i)
+    count, admitted = count + 1, true
+    answer(1, limit - count, reset, 0, 0)
+  else
+    answer(0, 0, reset, reset, 0)
+  end
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-local reset = math.ceil(tonumber(oldest[2]) + window - now)
-if allowed == 1 then return {1, limit - count, reset, 0, 0} end
-return {0, 0, reset, reset, 0}
+if admitted then redis.call('PEXPIRE', KEYS[1], math.ceil(window) + 1000) end
+return out
 ";
 
-/// ARGV: limit, window ms.
+/// ARGV: n, limit, window ms.
 const SLIDING_WINDOW_COUNTER: &str = r"
-local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local n, limit, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local index = math.floor(now / window)
 local s = redis.call('HMGET', KEYS[1], 'index', 'current', 'previous')
-local current, previous = 0, 0
+local current, previous, admitted = 0, 0, false
 local stored = tonumber(s[1])
 if stored == index then current, previous = tonumber(s[2]), tonumber(s[3])
 elseif stored == index - 1 then previous = tonumber(s[2]) end
 local elapsed = now - index * window
-local estimate = previous * (1 - elapsed / window) + current
 local to_end = window - elapsed
-if estimate + 1 <= limit + 0.000000001 then
-  current = current + 1
+for i = 1, n do
+  local estimate = previous * (1 - elapsed / window) + current
+  if estimate + 1 <= limit + 0.000000001 then
+    current, admitted = current + 1, true
+    answer(1, math.floor(math.max(0, limit - estimate - 1)), math.ceil(to_end), 0, 0)
+  else
+    local wait = to_end
+    if previous > 0 and current < limit then wait = math.min(to_end, (estimate + 1 - limit) / previous * window) end
+    answer(0, 0, math.ceil(to_end), math.ceil(wait), 0)
+  end
+end
+if admitted then
   redis.call('HSET', KEYS[1], 'index', index, 'current', current, 'previous', previous)
   redis.call('PEXPIRE', KEYS[1], math.ceil(to_end + window) + 1000)
-  return {1, math.floor(math.max(0, limit - estimate - 1)), math.ceil(to_end), 0, 0}
 end
-local wait = to_end
-if previous > 0 and current < limit then wait = math.min(to_end, (estimate + 1 - limit) / previous * window) end
-return {0, 0, math.ceil(to_end), math.ceil(wait), 0}
+return out
 ";
 
 /// ARGV: this process, how long a mark counts (ms). Answers the nodes marked within it.
@@ -132,9 +178,12 @@ pub struct RedisBackend {
     backoff_until_ms: AtomicU64,
     started: Instant,
     /// Tells requests apart in sliding-window logs: this process (a node
-    /// id and a random number, as a restarted node keeps its id) and a count.
+    /// id and a random number, as a restarted node keeps its id), a count
+    /// of calls and the place in the call.
     sequence: AtomicU64,
     process: String,
+    /// Decisions waiting on a call for the same key.
+    rounds: Arc<Rounds>,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -170,6 +219,7 @@ impl RedisBackend {
             started: Instant::now(),
             sequence: AtomicU64::new(0),
             process: format!("{node}:{:016x}", rand::random::<u64>()),
+            rounds: Arc::default(),
         })
     }
 
@@ -188,33 +238,52 @@ impl RedisBackend {
         Ok(u64::try_from(values[0]).unwrap_or(1))
     }
 
-    /// One decision for `key`, or why Redis could not make it.
+    /// One decision for `key`, or why Redis could not make it. It goes in
+    /// the next round of `key` (`batch.rs`): at once when none is in flight.
     pub async fn decide(&self, params: &Params, key: &str) -> Result<Decision, String> {
+        let round = match self.rounds.join(key) {
+            Joined::Lead(round) => round,
+            Joined::Wait(turn) => match turn.await {
+                Ok(Turn::Decided(answer)) => return answer,
+                Ok(Turn::Lead(round)) => round,
+                Err(_) => return Err("the round deciding it was dropped".to_owned()),
+            },
+        };
+        let answers = self.decide_round(params, key, round.decisions()).await;
+        round.finish(answers)
+    }
+
+    /// `n` decisions for `key` in one script call.
+    async fn decide_round(&self, params: &Params, key: &str, n: usize) -> Result<Vec<Decision>, String> {
         let window_ms = params.window * 1000.0;
+        let n_arg = n.to_string();
         let (script, args): (&Script, Vec<String>) = match params.algorithm {
             RateLimitAlgorithm::TokenBucket => {
-                (&self.scripts[0], vec![params.burst.to_string(), (params.limit as f64 / window_ms).to_string()])
+                (&self.scripts[0], vec![n_arg, params.burst.to_string(), (params.limit as f64 / window_ms).to_string()])
             }
             RateLimitAlgorithm::LeakyBucket => {
-                (&self.scripts[1], vec![params.burst.to_string(), (window_ms / params.limit as f64).to_string()])
+                (&self.scripts[1], vec![n_arg, params.burst.to_string(), (window_ms / params.limit as f64).to_string()])
             }
-            RateLimitAlgorithm::FixedWindow => (&self.scripts[2], vec![params.limit.to_string(), window_ms.to_string()]),
+            RateLimitAlgorithm::FixedWindow => (&self.scripts[2], vec![n_arg, params.limit.to_string(), window_ms.to_string()]),
             RateLimitAlgorithm::SlidingWindowLog => {
                 let member = format!("{}:{}", self.process, self.sequence.fetch_add(1, Ordering::Relaxed));
-                (&self.scripts[3], vec![params.limit.to_string(), window_ms.to_string(), member])
+                (&self.scripts[3], vec![n_arg, params.limit.to_string(), window_ms.to_string(), member])
             }
-            RateLimitAlgorithm::SlidingWindowCounter => (&self.scripts[4], vec![params.limit.to_string(), window_ms.to_string()]),
+            RateLimitAlgorithm::SlidingWindowCounter => (&self.scripts[4], vec![n_arg, params.limit.to_string(), window_ms.to_string()]),
         };
-        let values = self.call(script, key, &args, 5).await?;
+        let values = self.call(script, key, &args, 5 * n).await?;
         let seconds = |ms: i64| ms.max(0) as f64 / 1000.0;
-        Ok(Decision {
-            allowed: values[0] == 1,
-            limit: params.limit,
-            remaining: u64::try_from(values[1]).unwrap_or(0),
-            reset: seconds(values[2]),
-            retry_after: seconds(values[3]),
-            delay: seconds(values[4]),
-        })
+        Ok(values
+            .chunks_exact(5)
+            .map(|v| Decision {
+                allowed: v[0] == 1,
+                limit: params.limit,
+                remaining: u64::try_from(v[1]).unwrap_or(0),
+                reset: seconds(v[2]),
+                retry_after: seconds(v[3]),
+                delay: seconds(v[4]),
+            })
+            .collect())
     }
 
     /// Runs a decision's `script` on `key` with `args` within the request
@@ -244,6 +313,57 @@ impl RedisBackend {
             Ok(Ok(values)) => Err(format!("unexpected script answer {values:?}")),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use futures::future::join_all;
+    use portico_test_support::redis::{redis_addr, redis_url};
+    use redis::AsyncCommands;
+
+    use super::*;
+    use crate::ratelimit::algorithm::State;
+
+    #[tokio::test]
+    async fn concurrent_decisions_on_one_key_go_in_rounds_and_answer_as_if_made_one_at_a_time() {
+        redis_addr().await;
+        let backend = RedisBackend::new(&redis_url(), Duration::from_secs(5), "test-node", 1).unwrap();
+        let mut redis = Client::open(redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let run = rand::random::<u64>();
+        for algorithm in [
+            RateLimitAlgorithm::TokenBucket,
+            RateLimitAlgorithm::LeakyBucket,
+            RateLimitAlgorithm::FixedWindow,
+            RateLimitAlgorithm::SlidingWindowLog,
+            RateLimitAlgorithm::SlidingWindowCounter,
+        ] {
+            let burst = if algorithm == RateLimitAlgorithm::LeakyBucket { 5 } else { 30 };
+            let params = Params { algorithm, limit: 30, window: 600.0, burst };
+            let key = format!("portico:test:{run}:{algorithm:?}");
+            let answers = join_all((0..50).map(|_| backend.decide(&params, &key))).await;
+            let decided: Vec<Decision> = answers.into_iter().collect::<Result<_, _>>().unwrap();
+            // The same limit in the node, one decision after the other.
+            let mut state = State::new(&params);
+            let expected: Vec<Decision> = (0..50).map(|_| state.decide(&params, 1_000.0)).collect();
+            let outcomes = |decisions: &[Decision]| {
+                let mut outcomes: Vec<(bool, u64)> = decisions.iter().map(|d| (d.allowed, d.remaining)).collect();
+                outcomes.sort_unstable();
+                outcomes
+            };
+            assert_eq!(outcomes(&decided), outcomes(&expected), "{algorithm:?}");
+            assert_eq!(decided.iter().filter(|d| d.allowed).count(), if burst == 5 { 6 } else { 30 }, "{algorithm:?}");
+            if algorithm == RateLimitAlgorithm::SlidingWindowLog {
+                // Members are <process>:<call>:<place in the call>.
+                let members: Vec<String> = redis.zrange(&key, 0, -1).await.unwrap();
+                let calls: BTreeSet<&str> = members.iter().map(|m| m.rsplitn(3, ':').nth(1).unwrap()).collect();
+                assert_eq!(members.len(), 30);
+                assert!(calls.len() <= 3, "50 concurrent decisions took {} calls, not a few rounds", calls.len());
+            }
+            let _: () = redis.del(&key).await.unwrap();
         }
     }
 }
