@@ -73,7 +73,7 @@ pub struct Settings {
     /// Redis for shared rate-limit state (`redis://` or `rediss://`); needed by `backend: redis` limits.
     #[arg(long, env = "PORTICO_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
-    /// How long a rate-limit decision may wait for Redis before `on_backend_failure` decides.
+    /// How long a Redis call may take before `on_backend_failure` decides (a decision that joins its key's call in flight waits for that one and the next: at most twice this).
     #[arg(long, env = "PORTICO_REDIS_TIMEOUT_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub redis_timeout_ms: u64,
     /// Data planes sharing a Redis-backed limit until Redis has counted them (it does while it answers): on its local fallback a node admits `limit / nodes`.
