@@ -3,10 +3,13 @@
 //! it is dropped. Requests that take long, and long streaming responses,
 //! are never cut by it. On a client connection a request is in flight from
 //! arrival until its response body is sent or abandoned
-//! (`--client-idle-timeout-ms`; an HTTP/1 connection waiting for its next
-//! request goes sooner, by the header read timeout, and HTTP/2 pings do
-//! not count as activity); on an upstream connection, while it is lent to
-//! a request (the service's `timeouts.idle_ms`).
+//! (`--client-idle-timeout-ms`; an HTTP/1 connection goes sooner, by the
+//! header read timeout, and HTTP/2 pings do not count as activity); on an
+//! upstream connection, while it is lent to a request (the service's
+//! `timeouts.idle_ms`). A client connection's header read timeout is kept
+//! here too, rather than by hyper, whose timer costs a boxed sleep
+//! registered and removed per request: an HTTP/1 connection with no request
+//! in flight is waiting for its next request head, or reading it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -90,20 +93,53 @@ impl Body for Counted {
 /// Runs `connection` until it ends, or until it has had no request in
 /// flight for `idle`.
 pub async fn until_idle<F: Future>(connection: F, activity: Arc<Activity>, idle: Duration) {
-    let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+    until_quiet(connection, activity, || idle).await;
+}
+
+/// Runs `connection` until it ends, or until it has had no request in
+/// flight for as long as `limit()` says when asked (a client connection's
+/// limit is shorter once it turns out to speak HTTP/1: the header read
+/// timeout, see `server.rs`). The clock is read when a request ends and
+/// when the one timer per connection fires, never per read.
+pub async fn until_quiet<F: Future>(connection: F, activity: Arc<Activity>, limit: impl Fn() -> Duration) {
     tokio::pin!(connection);
     loop {
+        let limit_ms = u64::try_from(limit().as_millis()).unwrap_or(u64::MAX);
         let quiet = now_ms().saturating_sub(activity.last_ms.load(Ordering::Relaxed));
         let busy = activity.in_flight.load(Ordering::Relaxed) > 0;
-        if !busy && quiet >= idle_ms {
-            tracing::debug!(?idle, "closing an idle connection");
+        if !busy && quiet >= limit_ms {
+            tracing::debug!(quiet_ms = quiet, "closing a connection with no request in flight");
             return;
         }
-        let wait = if busy { idle_ms } else { idle_ms - quiet };
-        tokio::select! {
-            biased; // the connection first, and no random draw per poll
-            _ = &mut connection => return,
-            () = tokio::time::sleep(Duration::from_millis(wait)) => {}
+        let wait = if busy { limit_ms } else { limit_ms - quiet };
+        if let Woke::Finished = connection_or_timer(connection.as_mut(), Duration::from_millis(wait)).await {
+            return;
         }
     }
+}
+
+enum Woke {
+    Finished,
+    Timer,
+}
+
+/// Polls `connection` until it finishes or `wait` passes. The timer is
+/// polled once, to register it; after that a wake of the connection's task
+/// only asks whether it has fired (its registration wakes the task when it
+/// does), where polling it again on every wake would cost a timer poll per
+/// read and write.
+async fn connection_or_timer<F: Future>(mut connection: Pin<&mut F>, wait: Duration) -> Woke {
+    let mut timer = std::pin::pin!(tokio::time::sleep(wait));
+    let mut registered = false;
+    std::future::poll_fn(|cx| {
+        if connection.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Woke::Finished);
+        }
+        if registered {
+            return if timer.is_elapsed() { Poll::Ready(Woke::Timer) } else { Poll::Pending };
+        }
+        registered = true;
+        timer.as_mut().poll(cx).map(|()| Woke::Timer)
+    })
+    .await
 }

@@ -19,7 +19,7 @@ use crate::auth::AuthSettings;
 use crate::cache::SnapshotCache;
 use crate::config_client::ConfigClient;
 use crate::http1::{Guarded, Verdicts};
-use crate::idle::{Activity, Counted, until_idle};
+use crate::idle::{Activity, Counted, until_quiet};
 use crate::proxy::headers::Peer;
 use crate::ratelimit::LimitSettings;
 use crate::ratelimit::redis::RedisBackend;
@@ -228,7 +228,8 @@ pub async fn serve_proxy(
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(options.header_read_timeout).max_buf_size(CODEC_MAX_HEADER_BYTES);
+    // The header read timeout is `until_idle`'s (see `crate::idle`).
+    builder.http1().header_read_timeout(None).max_buf_size(CODEC_MAX_HEADER_BYTES);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -265,7 +266,12 @@ pub async fn serve_proxy(
             let activity = Activity::new();
             let requests = activity.clone();
             let verdicts = Verdicts::new();
-            let checked = verdicts.clone();
+            let (checked, protocol) = (verdicts.clone(), verdicts.clone());
+            // An HTTP/1 connection with no request in flight is waiting for
+            // or reading a request head: it has the header read timeout
+            // (from the end of its last response, however the head's bytes
+            // trickle in); HTTP/2 connections have the idle one.
+            let quiet_limit = move || if protocol.http1() { first_byte.min(idle) } else { idle };
             let service = service_fn(move |request| {
                 let (node, peer, in_flight) = (node.clone(), peer.clone(), requests.start());
                 let verdict = checked.next_request();
@@ -281,7 +287,7 @@ pub async fn serve_proxy(
                 let Ok(Ok(stream)) = tokio::time::timeout(first_byte, acceptor.accept(stream)).await else { return };
                 let connection = watcher
                     .watch(builder.serve_connection_with_upgrades(TokioIo::new(Guarded::client(stream, verdicts)), service).into_owned());
-                until_idle(connection, activity, idle).await;
+                until_quiet(connection, activity, quiet_limit).await;
                 return;
             }
             // The protocol-sniffing read has no timeout of its own: a client
@@ -292,7 +298,7 @@ pub async fn serve_proxy(
             }
             let connection = watcher
                 .watch(builder.serve_connection_with_upgrades(TokioIo::new(Guarded::client(stream, verdicts)), service).into_owned());
-            until_idle(connection, activity, idle).await;
+            until_quiet(connection, activity, quiet_limit).await;
         });
     }
     drop(listener);

@@ -66,3 +66,87 @@ async fn a_silent_http2_client_connection_is_closed() {
         started.elapsed()
     );
 }
+
+/// Reads one response with a `content-length` from `stream`: its head.
+async fn read_response(stream: &mut TcpStream) -> String {
+    let mut bytes = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buffer).await.unwrap();
+        assert!(n > 0, "the connection closed before a whole response: {}", String::from_utf8_lossy(&bytes));
+        bytes.extend_from_slice(&buffer[..n]);
+        let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+        let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
+        let length: usize = head
+            .lines()
+            .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+            .expect("a content-length");
+        if bytes.len() >= end + 4 + length {
+            return head;
+        }
+    }
+}
+
+/// How long until the gateway closes `stream`, reading whatever it sends
+/// meanwhile (`None`: still open after `limit`).
+async fn closed_after(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buffer = [0u8; 1024];
+    tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return started.elapsed(),
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+// The test data planes run with a 1 s header read timeout and the default
+// 120 s client idle timeout.
+
+#[tokio::test]
+async fn an_http1_connection_waiting_for_its_next_request_goes_at_the_header_read_timeout() {
+    let (_db, _cp, dp) = serve_config(&json!({"services": [], "routes": []}), &[]).await;
+    let mut stream = TcpStream::connect(dp.proxy_url.trim_start_matches("http://")).await.unwrap();
+    for _ in 0..2 {
+        stream.write_all(b"GET /x HTTP/1.1\r\nHost: gw\r\n\r\n").await.unwrap();
+        assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 404"));
+        tokio::time::sleep(Duration::from_millis(600)).await; // each wait under the timeout: the connection stays
+    }
+    stream.write_all(b"GET /x HTTP/1.1\r\nHost: gw\r\n\r\n").await.unwrap();
+    assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 404"), "the connection outlived two waits under 1 s");
+    let closed = closed_after(&mut stream, Duration::from_secs(20)).await.expect("the waiting connection is closed");
+    assert!(
+        (Duration::from_millis(900)..Duration::from_secs(8)).contains(&closed),
+        "closed by the 1 s header read timeout, not the 120 s idle one: {closed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_request_head_trickling_in_is_cut_at_the_header_read_timeout() {
+    let (_db, _cp, dp) = serve_config(&json!({"services": [], "routes": []}), &[]).await;
+    let stream = TcpStream::connect(dp.proxy_url.trim_start_matches("http://")).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let started = Instant::now();
+    let trickle = tokio::spawn(async move {
+        writer.write_all(b"GET /x HTTP/1.1\r\nHost: gw\r\nX-Slow: ").await?;
+        // A byte every 200 ms: each read is well within the timeout, the head never is.
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            writer.write_all(b"a").await?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let mut buffer = [0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(20), reader.read(&mut buffer)).await.expect("the slow head is cut");
+    let closed = started.elapsed();
+    assert!(matches!(read, Ok(0) | Err(_)), "no response to a head never finished: {read:?}");
+    assert!(
+        (Duration::from_millis(900)..Duration::from_secs(8)).contains(&closed),
+        "cut by the 1 s header read timeout, however often a byte comes: {closed:?}"
+    );
+    trickle.abort();
+}

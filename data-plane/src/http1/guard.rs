@@ -4,7 +4,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 
@@ -22,6 +22,8 @@ pub struct Verdicts {
     upgrade: OnceLock<u64>,
     /// Requests handed to the proxy so far.
     served: AtomicU64,
+    /// The connection began with the HTTP/2 preface.
+    http2: AtomicBool,
 }
 
 /// The verdict on one request.
@@ -52,6 +54,12 @@ impl Verdicts {
             return Verdict::Upgrade;
         }
         Verdict::Pass
+    }
+
+    /// Whether the connection speaks HTTP/1 (as far as read: until its
+    /// first bytes came, it is taken to).
+    pub fn http1(&self) -> bool {
+        !self.http2.load(Ordering::Relaxed)
     }
 }
 
@@ -88,6 +96,9 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
         let fed = this.scanner.feed(&buf.filled()[before..]);
         if let Some(upgrade) = this.scanner.upgrade_request() {
             let _ = this.verdicts.upgrade.set(upgrade);
+        }
+        if this.scanner.http2() {
+            this.verdicts.http2.store(true, Ordering::Relaxed);
         }
         match fed {
             Ok(()) => Poll::Ready(Ok(())),

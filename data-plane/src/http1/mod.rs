@@ -92,6 +92,8 @@ pub struct Scanner {
     /// Client side: the request head that asked for an upgrade, past which
     /// nothing is checked.
     upgrade: Option<u64>,
+    /// Client side: the connection began with the HTTP/2 preface.
+    http2: bool,
 }
 
 /// What a fed read turned out to hold.
@@ -107,7 +109,7 @@ pub enum Fault {
 
 impl Scanner {
     pub fn new(side: Side) -> Self {
-        Self { side, state: State::Head, head: Vec::new(), heads: 0, head_request: false, awaiting: false, upgrade: None }
+        Self { side, state: State::Head, head: Vec::new(), heads: 0, head_request: false, awaiting: false, upgrade: None, http2: false }
     }
 
     /// Upstream side: a request was sent, its response is next (`head_request`:
@@ -127,6 +129,11 @@ impl Scanner {
     /// which the scanner checks nothing.
     pub fn upgrade_request(&self) -> Option<u64> {
         self.upgrade
+    }
+
+    /// Whether the connection began with the HTTP/2 preface (client side).
+    pub fn http2(&self) -> bool {
+        self.http2
     }
 
     /// Whether the next byte starts a new message (or leading empty lines).
@@ -227,7 +234,11 @@ impl Scanner {
             Framing::Interim => State::Head,
             Framing::Length(length) => State::Length(length),
             Framing::Chunked => State::Chunked(Chunked::new()),
-            Framing::Opaque => State::Done,
+            Framing::Opaque => {
+                // On the client side only the HTTP/2 preface is opaque.
+                self.http2 = self.side == Side::Client;
+                State::Done
+            }
             Framing::Upgrade => {
                 self.upgrade = Some(self.heads - 1);
                 State::Done

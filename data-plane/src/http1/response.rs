@@ -80,8 +80,10 @@ fn parse(head: Bytes) -> Result<Response<()>, Violation> {
     let (version, code) = (head[7], &head[9..12]);
     let code = code.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
     let status = StatusCode::from_u16(code).map_err(|_| Violation::StatusLine)?;
-    // One line end for the status line and one for the end of the head.
-    let mut headers = HeaderMap::with_capacity(memchr::memchr_iter(b'\n', &head).count().saturating_sub(2).min(MAX_HEADERS));
+    // One line end for the status line and one for the end of the head;
+    // room for the few the gateway adds (request id, rate limits, …).
+    let fields = memchr::memchr_iter(b'\n', &head).count().saturating_sub(2).min(MAX_HEADERS);
+    let mut headers = HeaderMap::with_capacity(fields + 4);
     let mut at = status_end + 1;
     // The last line is the empty one that ends the head.
     while at + 2 < head.len() {

@@ -142,11 +142,11 @@ struct Served<'r> {
 /// The method a request is routed by: a CORS preflight's asks for the
 /// method of the request it announces (so a GET-only route answers the
 /// preflight of its GETs).
-fn routing_method(request: &Request<Incoming>) -> Option<Method> {
-    if !Cors::is_preflight(request.method(), request.headers()) {
+fn routing_method(request: &http::request::Parts) -> Option<Method> {
+    if !Cors::is_preflight(&request.method, &request.headers) {
         return None;
     }
-    request.headers().get(header::ACCESS_CONTROL_REQUEST_METHOD).and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+    request.headers.get(header::ACCESS_CONTROL_REQUEST_METHOD).and_then(|m| Method::from_bytes(m.as_bytes()).ok())
 }
 
 async fn forward<'r>(
@@ -158,40 +158,47 @@ async fn forward<'r>(
     request_id: &HeaderValue,
     served: &mut Served<'r>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
+    let (mut parts, body) = request.into_parts();
     // Refusals before a route is known answer a gRPC client in gRPC's form too.
-    let refuse = |served: &mut Served<'_>, error: ProxyError| {
-        served.grpc = GrpcClient::of(request.headers()).map(Box::new);
+    let refuse = |served: &mut Served<'_>, headers: &http::HeaderMap, error: ProxyError| {
+        served.grpc = GrpcClient::of(headers).map(Box::new);
         error
     };
-    headers::check_limits(request.headers()).map_err(|error| refuse(served, error))?;
-    let uri = request.uri().clone();
-    let path = normalize_path(uri.path()).map_err(|e| refuse(served, ProxyError::BadRequest(e.message())))?;
-    let original_host = original_host(&request);
+    headers::check_limits(&parts.headers).map_err(|error| refuse(served, &parts.headers, error))?;
+    // The path as the client sent it: authentication may take a key out of the query.
+    let uri = parts.uri.clone();
+    let path = normalize_path(uri.path()).map_err(|e| refuse(served, &parts.headers, ProxyError::BadRequest(e.message())))?;
+    let original_host = original_host(&parts);
     let host = host_name(original_host.as_ref());
-    let announced = routing_method(&request);
+    let announced = routing_method(&parts);
     let preflight_route = announced
         .as_ref()
-        .and_then(|method| runtime.route(&host, &path, method, request.headers()))
+        .and_then(|method| runtime.route(&host, &path, method, &parts.headers))
         .filter(|(route, _)| route.stages.cors.is_some());
-    let Some((route, matched)) = preflight_route.or_else(|| runtime.route(&host, &path, request.method(), request.headers())) else {
-        return Err(refuse(served, ProxyError::NoRoute { method: request.method().to_string(), path: path.into_owned() }));
+    let Some((route, matched)) = preflight_route.or_else(|| runtime.route(&host, &path, &parts.method, &parts.headers)) else {
+        let error = ProxyError::NoRoute { method: parts.method.to_string(), path: path.into_owned() };
+        return Err(refuse(served, &parts.headers, error));
     };
     served.route = Some(route);
     if route.backend.upstream().is_some_and(|upstream| upstream.is_grpc()) {
-        served.grpc = GrpcClient::of(request.headers()).map(Box::new);
+        served.grpc = GrpcClient::of(&parts.headers).map(Box::new);
         served.grpc_metric = Some(Box::new(CallMetric::new(route.name.clone(), &path)));
     }
-    tracing::Span::current().record("route", &*route.name).record("upstream", route.backend.label());
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        tracing::Span::current().record("route", &*route.name).record("upstream", route.backend.label());
+    }
     if let Some(cors) = &route.stages.cors {
-        served.origin = request.headers().get(header::ORIGIN).cloned();
+        served.origin = parts.headers.get(header::ORIGIN).cloned();
         if announced.is_some() {
-            return Ok(cors.preflight(request.headers()));
+            return Ok(cors.preflight(&parts.headers));
         }
     }
     if route.https_only && !secure {
         return https_redirect(original_host.as_ref(), &uri);
     }
-    let (mut parts, body) = request.into_parts();
+    // Room for the forwarding and identity headers added below, so the
+    // map grows once at most.
+    parts.headers.reserve(8);
     // As the client sent it (authentication may hide the credentials); only the cache asks.
     let authorized = route.stages.cache.is_some() && parts.headers.contains_key(header::AUTHORIZATION);
     let client_ip = headers::client_ip(peer.addr.ip(), &parts.headers, &runtime.trusted_proxies);
@@ -437,19 +444,26 @@ fn https_redirect(host: Option<&HeaderValue>, uri: &Uri) -> Result<Response<Resp
 /// The host the client asked for: the request target's authority when it
 /// has one (absolute-form, HTTP/2 `:authority`; RFC 9112 §3.2.2 makes it
 /// win over `Host`), else `Host`.
-fn original_host(request: &Request<Incoming>) -> Option<HeaderValue> {
-    request.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()).or_else(|| request.headers().get(header::HOST).cloned())
+fn original_host(request: &http::request::Parts) -> Option<HeaderValue> {
+    request.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()).or_else(|| request.headers.get(header::HOST).cloned())
 }
 
 /// A host as routes name it: without port or trailing dot, lowercase
 /// (`API.example.com.:80` gives `api.example.com`, `[::1]:80` gives `::1`).
 fn host_name(host: Option<&HeaderValue>) -> std::borrow::Cow<'_, str> {
-    let raw = host.and_then(|v| v.to_str().ok()).unwrap_or("");
-    let name = match raw.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => raw.split(':').next().unwrap_or(""),
+    // Byte by byte: a `Host` value is visible ASCII (or a tab), or it is
+    // refused, as `HeaderValue::to_str` would.
+    let raw = host.map_or(&b""[..], HeaderValue::as_bytes);
+    if raw.iter().any(|b| *b != b'\t' && !(0x20..0x7f).contains(b)) {
+        return std::borrow::Cow::Borrowed("");
+    }
+    let name = match raw.strip_prefix(b"[") {
+        Some(v6) => &v6[..memchr::memchr(b']', v6).unwrap_or(v6.len())],
+        None => &raw[..memchr::memchr(b':', raw).unwrap_or(raw.len())],
     };
-    let name = name.strip_suffix('.').unwrap_or(name);
+    let name = name.strip_suffix(b".").unwrap_or(name);
+    // ASCII, so UTF-8.
+    let name = std::str::from_utf8(name).unwrap_or("");
     if name.bytes().any(|b| b.is_ascii_uppercase()) {
         std::borrow::Cow::Owned(name.to_ascii_lowercase())
     } else {

@@ -90,10 +90,13 @@ pub(super) async fn exchange(mut conn: Box<Conn>, request: Request<UpstreamBody>
             }
         }
         loop {
-            match response::read_head(&mut conn.read, to_head) {
-                Ok(Some(head)) => return Poll::Ready(Ok(head)),
-                Ok(None) => {}
-                Err(broken) => return Poll::Ready(Err(Ended::Io(violation(broken)))),
+            // Nothing to parse before the first read.
+            if !conn.read.is_empty() {
+                match response::read_head(&mut conn.read, to_head) {
+                    Ok(Some(head)) => return Poll::Ready(Ok(head)),
+                    Ok(None) => {}
+                    Err(broken) => return Poll::Ready(Err(Ended::Io(violation(broken)))),
+                }
             }
             match ready!(tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.read)) {
                 Ok(0) => return Poll::Ready(Err(Ended::Closed)),
