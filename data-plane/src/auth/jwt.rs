@@ -88,7 +88,7 @@ impl JwtRule {
 }
 
 /// Verified tokens by policy id and token, until they expire; bounded.
-pub struct TokenCache(Option<moka::sync::Cache<Box<[u8]>, Arc<Verified>>>);
+pub struct TokenCache(Option<moka::sync::Cache<Box<[u8]>, Arc<Verified>, foldhash::fast::RandomState>>);
 
 impl std::fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -107,7 +107,14 @@ impl moka::Expiry<Box<[u8]>, Arc<Verified>> for UntilExpiry {
 impl TokenCache {
     /// A cache of at most `capacity` tokens (`0`: no caching).
     pub fn new(capacity: u64) -> Self {
-        Self((capacity > 0).then(|| moka::sync::Cache::builder().max_capacity(capacity).expire_after(UntilExpiry).build()))
+        // Keys are hashed with foldhash (seeded per process), a fifth of
+        // SipHash's cost on a token; only verified tokens become keys.
+        Self((capacity > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(UntilExpiry)
+                .build_with_hasher(foldhash::fast::RandomState::default())
+        }))
     }
 }
 

@@ -295,9 +295,16 @@ fn api_key(policy: &KeyAuthPolicy, parts: &Parts) -> Option<Result<String, ()>> 
 
 /// The token of `Authorization: Bearer <token>`.
 fn bearer_token(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    let value = parts.headers.get(header::AUTHORIZATION)?.as_bytes();
+    // Byte by byte, as `HeaderValue::to_str` would have it: a header value
+    // holds no control byte but tab, so ASCII is visible ASCII.
+    if !value.is_ascii() {
+        return None;
+    }
+    let space = memchr::memchr(b' ', value)?;
+    let (scheme, token) = (&value[..space], value[space + 1..].trim_ascii());
+    let token = std::str::from_utf8(token).ok()?;
+    (scheme.eq_ignore_ascii_case(b"bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Removes the credentials of every policy that hides them.
