@@ -205,9 +205,11 @@ impl Authenticator {
                 None => refusal = Some("the API key is not valid"),
             }
         }
+        // Read once: for the JWT policy, and for hiding it.
+        let bearer = plan.jwt.as_ref().and_then(|rule| Some((rule, bearer_token(parts)?)));
+        let has_bearer = bearer.is_some();
         if identity.is_none()
-            && let Some(rule) = &plan.jwt
-            && let Some(token) = bearer_token(parts)
+            && let Some((rule, token)) = bearer
         {
             match self.jwt.verify(rule, token, &self.tokens).await {
                 Ok(verified) => identity = Some(self.identity(verified.consumer, Some(&verified))),
@@ -222,7 +224,7 @@ impl Authenticator {
                 return Err(ProxyError::Unauthorized { message, challenges: challenges(plan, refusal.is_some()) });
             }
         };
-        hide_credentials(plan, parts);
+        hide_credentials(plan, parts, has_bearer);
         if let Some(scopes) = &plan.scopes {
             let holds = |scope: &String| identity.scopes.contains(scope);
             let missing: Vec<&str> = scopes.all_of.iter().filter(|s| !holds(s)).map(String::as_str).collect();
@@ -307,15 +309,16 @@ fn bearer_token(parts: &Parts) -> Option<&str> {
     (scheme.eq_ignore_ascii_case(b"bearer") && !token.is_empty()).then_some(token)
 }
 
-/// Removes the credentials of every policy that hides them.
-fn hide_credentials(plan: &AuthPlan, parts: &mut Parts) {
+/// Removes the credentials of every policy that hides them (`bearer`: the
+/// request has a bearer token).
+fn hide_credentials(plan: &AuthPlan, parts: &mut Parts, bearer: bool) {
     if let Some(policy) = plan.key_auth.as_ref().filter(|p| p.hide_credentials) {
         parts.headers.remove(policy.header.as_str());
         if let Some(name) = &policy.query {
             remove_query_parameter(&mut parts.uri, name);
         }
     }
-    if plan.jwt.as_ref().is_some_and(|rule| rule.hide_credentials) && bearer_token(parts).is_some() {
+    if bearer && plan.jwt.as_ref().is_some_and(|rule| rule.hide_credentials) {
         parts.headers.remove(header::AUTHORIZATION);
     }
 }
