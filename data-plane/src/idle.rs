@@ -43,6 +43,12 @@ impl Activity {
         InFlight(self.clone())
     }
 
+    /// Starts the quiet time afresh (a client connection once its TLS
+    /// handshake is done and its first byte came: the head's time starts then).
+    pub fn restart(&self) {
+        self.last_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
     /// Requests in flight now.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
@@ -138,7 +144,11 @@ async fn connection_or_timer<F: Future>(mut connection: Pin<&mut F>, wait: Durat
         if registered {
             return if timer.is_elapsed() { Poll::Ready(Woke::Timer) } else { Poll::Pending };
         }
-        registered = true;
+        // With the task's cooperative budget spent (by the connection's own
+        // reads and writes), tokio's timer returns without registering, and
+        // wakes the task to be polled again: it is registered only when
+        // polled with budget left.
+        registered = tokio::task::coop::has_budget_remaining();
         timer.as_mut().poll(cx).map(|()| Woke::Timer)
     })
     .await

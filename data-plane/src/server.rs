@@ -228,7 +228,7 @@ pub async fn serve_proxy(
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // The header read timeout is `until_idle`'s (see `crate::idle`).
+    // The header read timeout is kept by `until_quiet` (see `crate::idle`).
     builder.http1().header_read_timeout(None).max_buf_size(CODEC_MAX_HEADER_BYTES);
     builder
         .http2()
@@ -285,6 +285,7 @@ pub async fn serve_proxy(
             if let Some(acceptor) = tls {
                 // The handshake must be done within the header read timeout.
                 let Ok(Ok(stream)) = tokio::time::timeout(first_byte, acceptor.accept(stream)).await else { return };
+                activity.restart();
                 let connection = watcher
                     .watch(builder.serve_connection_with_upgrades(TokioIo::new(Guarded::client(stream, verdicts)), service).into_owned());
                 until_quiet(connection, activity, quiet_limit).await;
@@ -296,6 +297,7 @@ pub async fn serve_proxy(
             if !matches!(started, Ok(Ok(n)) if n > 0) {
                 return;
             }
+            activity.restart();
             let connection = watcher
                 .watch(builder.serve_connection_with_upgrades(TokioIo::new(Guarded::client(stream, verdicts)), service).into_owned());
             until_quiet(connection, activity, quiet_limit).await;

@@ -6,11 +6,14 @@
 //! one round trip: a quiet key pays no delay, a busy one costs Redis and
 //! the node one call per round instead of one per request.
 //!
-//! No task is spawned: a round's leader is one of the waiting requests.
-//! When it has its answers it hands them out and passes the lead to the
-//! first waiting request with the others as its followers; a leader that
-//! is dropped mid-round (its client went away) passes the lead the same
-//! way, so a key is never left waiting.
+//! A round's leader is one of the waiting requests: it sends the call (in a
+//! task of its own, so that the answers reach the followers even if the
+//! leader's client goes away meanwhile), hands the answers out, and passes
+//! the lead to the first waiting request with the others (those still
+//! there) as its followers. A round dropped unfinished (the runtime
+//! stopping) or a lead dropped unread passes it on the same way, so a key
+//! is never left waiting. A decision that finds the next round full goes
+//! alone at once: none waits longer than the round in flight and its own.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -54,6 +57,10 @@ impl Rounds {
     pub fn join(self: &Arc<Self>, key: &str) -> Joined {
         let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
         match waiting.get_mut(key) {
+            // A full next round: this one goes alone, at once, as every
+            // decision did before rounds, so no decision waits for more
+            // than the round in flight and its own.
+            Some(queue) if queue.len() >= MAX_ROUND - 1 => Joined::Lead(Round { rounds: None, key: key.into(), followers: Vec::new() }),
             Some(queue) => {
                 let (sender, receiver) = oneshot::channel();
                 queue.push(sender);
@@ -82,6 +89,11 @@ impl Rounds {
                 let queue = queue.get_mut();
                 let rest = queue.split_off(queue.len().min(MAX_ROUND));
                 followers = mem::replace(queue, rest);
+                // Requests that went away while they waited are not decided.
+                followers.retain(|waiter| !waiter.is_closed());
+                if followers.is_empty() {
+                    continue;
+                }
             }
             let leader = followers.remove(0);
             let round = Round { rounds: Some(Arc::clone(self)), key: key.clone(), followers };
@@ -221,17 +233,22 @@ mod tests {
     }
 
     #[test]
-    fn an_error_reaches_every_follower_and_a_round_takes_at_most_its_share() {
+    fn an_error_reaches_every_follower_and_a_full_round_sends_newcomers_alone() {
         let rounds = Arc::new(Rounds::default());
         let round = lead(rounds.join("k"));
-        let mut receivers: Vec<_> = (0..MAX_ROUND + 5).map(|_| wait(rounds.join("k"))).collect();
+        let mut receivers: Vec<_> = (0..MAX_ROUND - 1).map(|_| wait(rounds.join("k"))).collect();
+        let alone = lead(rounds.join("k"));
+        assert_eq!(alone.decisions(), 1, "the next round is full: this one goes at once, by itself");
+        assert_eq!(alone.finish(Ok(vec![decision(3)])), Ok(decision(3)));
         assert!(round.finish(Err("down".to_owned())).is_err());
         let round = led(&mut receivers[0]);
-        assert_eq!(round.decisions(), MAX_ROUND, "one round takes MAX_ROUND decisions");
+        assert_eq!(round.decisions(), MAX_ROUND - 1, "everyone who waited");
+        let next = wait(rounds.join("k"));
         assert!(round.finish(Err("down".to_owned())).is_err());
-        for receiver in &mut receivers[1..MAX_ROUND] {
+        for receiver in &mut receivers[1..] {
             assert!(matches!(receiver.try_recv(), Ok(Turn::Decided(Err(reason))) if reason == "down"));
         }
-        assert_eq!(led(&mut receivers[MAX_ROUND]).decisions(), 5, "the rest go in the next round");
+        drop(next); // handed the lead, but gone before reading it: the key is free again
+        let _free = lead(rounds.join("k"));
     }
 }

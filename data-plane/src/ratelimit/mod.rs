@@ -52,8 +52,7 @@ pub struct LimitSettings {
 /// In-memory state per key.
 struct LocalCounters {
     params: Params,
-    /// Keys hashed with foldhash (seeded per process), a fraction of SipHash's cost.
-    states: moka::sync::Cache<String, Arc<Mutex<State>>, foldhash::fast::RandomState>,
+    states: moka::sync::Cache<String, Arc<Mutex<State>>>,
 }
 
 impl LocalCounters {
@@ -63,10 +62,8 @@ impl LocalCounters {
         // sliding counter looks back two windows. Capped at 30 days.
         let refill = params.window * (params.burst as f64 + 1.0) / params.limit as f64;
         let idle = (refill.max(2.0 * params.window) + 1.0).min(MAX_IDLE_S);
-        let states = moka::sync::Cache::builder()
-            .max_capacity(MAX_LOCAL_KEYS)
-            .time_to_idle(Duration::from_secs_f64(idle))
-            .build_with_hasher(foldhash::fast::RandomState::default());
+        // SipHash (moka's default): clients choose these keys (`ip`, `header:`).
+        let states = moka::sync::Cache::builder().max_capacity(MAX_LOCAL_KEYS).time_to_idle(Duration::from_secs_f64(idle)).build();
         Self { params, states }
     }
 

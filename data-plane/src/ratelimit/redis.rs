@@ -241,7 +241,7 @@ impl RedisBackend {
 
     /// One decision for `key`, or why Redis could not make it. It goes in
     /// the next round of `key` (`batch.rs`): at once when none is in flight.
-    pub async fn decide(&self, params: &Params, key: &str) -> Result<Decision, String> {
+    pub async fn decide(self: &Arc<Self>, params: &Params, key: &str) -> Result<Decision, String> {
         let round = match self.rounds.join(key) {
             Joined::Lead(round) => round,
             Joined::Wait(turn) => match turn.await {
@@ -250,8 +250,14 @@ impl RedisBackend {
                 Err(_) => return Err("the round deciding it was dropped".to_owned()),
             },
         };
-        let answers = self.decide_round(params, key, round.decisions()).await;
-        round.finish(answers)
+        // The call goes on if this request goes away: it may be counted in
+        // Redis already, and its followers wait for its answers.
+        let (backend, params, key) = (Arc::clone(self), *params, key.to_owned());
+        let call = tokio::spawn(async move {
+            let answers = backend.decide_round(&params, &key, round.decisions()).await;
+            round.finish(answers)
+        });
+        call.await.unwrap_or_else(|e| Err(format!("the call was stopped: {e}")))
     }
 
     /// `n` decisions for `key` in one script call.
@@ -337,7 +343,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_decisions_on_one_key_go_in_rounds_and_answer_as_if_made_one_at_a_time() {
         redis_addr().await;
-        let backend = RedisBackend::new(&redis_url(), Duration::from_secs(5), "test-node", 1).unwrap();
+        let backend = Arc::new(RedisBackend::new(&redis_url(), Duration::from_secs(5), "test-node", 1).unwrap());
         let mut redis = Client::open(redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap();
         let run = rand::random::<u64>();
         for algorithm in [
@@ -371,5 +377,61 @@ mod tests {
             }
             let _: () = redis.del(&key).await.unwrap();
         }
+    }
+
+    /// A proxy to Redis whose answers come 200 ms late: calls stay in flight.
+    async fn slow_redis() -> String {
+        let redis = redis_addr().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(redis).await.unwrap();
+                let ((mut client_read, mut client_write), (mut server_read, mut server_write)) = (client.into_split(), server.into_split());
+                tokio::spawn(async move { tokio::io::copy(&mut client_read, &mut server_write).await });
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    while let Ok(n) = tokio::io::AsyncReadExt::read(&mut server_read, &mut buffer).await
+                        && n > 0
+                    {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        if tokio::io::AsyncWriteExt::write_all(&mut client_write, &buffer[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_round_whose_leader_goes_away_mid_call_counts_each_decision_once() {
+        let backend = Arc::new(RedisBackend::new(&slow_redis().await, Duration::from_secs(5), "test-node", 1).unwrap());
+        let mut redis = Client::open(redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let params = Params { algorithm: RateLimitAlgorithm::FixedWindow, limit: 100, window: 600.0, burst: 100 };
+        let key = format!("portico:test:{}:cancelled", rand::random::<u64>());
+        let decide = |backend: &Arc<RedisBackend>| {
+            let (backend, key) = (Arc::clone(backend), key.clone());
+            tokio::spawn(async move { backend.decide(&params, &key).await })
+        };
+        let first = decide(&backend);
+        tokio::task::yield_now().await; // it leads the first round
+        let leader = decide(&backend);
+        tokio::task::yield_now().await; // it waits for the next round
+        let followers: Vec<_> = (0..9).map(|_| decide(&backend)).collect();
+        tokio::task::yield_now().await; // and so do they, behind it
+        assert!(first.await.unwrap().unwrap().allowed);
+        tokio::time::sleep(Duration::from_millis(50)).await; // the second round's leader sends its call…
+        leader.abort(); // …and its client goes away before the answer
+        let mut remaining = Vec::new();
+        for follower in followers {
+            remaining.push(follower.await.unwrap().unwrap().remaining);
+        }
+        remaining.sort_unstable();
+        assert_eq!(remaining, (89..=97).collect::<Vec<u64>>(), "the followers got the second round's answers");
+        let counted: u64 = redis.hget(&key, "count").await.unwrap();
+        assert_eq!(counted, 11, "eleven requests, each counted once");
+        let _: () = redis.del(&key).await.unwrap();
     }
 }
