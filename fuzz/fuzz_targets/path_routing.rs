@@ -92,11 +92,7 @@ fuzz_target!(|data: &[u8]| {
     let headers = HeaderMap::new();
     let found = table.router.lookup(host, &path, &method, &headers);
     let expected = brute_force(&table.routes, host, &path, &method);
-    assert_eq!(
-        found.as_ref().map(|m| (m.route, &*m.prefix)),
-        expected,
-        "router and brute force disagree on {host:?} {method} {path:?}"
-    );
+    assert_eq!(found.as_ref().map(|m| (m.route, &*m.prefix)), expected, "router and brute force disagree on {host:?} {method} {path:?}");
     let Some(matched) = found else { return };
     let route = &table.routes[matched.route];
 

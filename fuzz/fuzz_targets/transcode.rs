@@ -64,8 +64,13 @@ message Query {
 static TRANSCODER: LazyLock<Transcoder> = LazyLock::new(|| {
     let files = BTreeMap::from([("fuzz.proto".to_owned(), PROTO.to_owned())]);
     let pool = compile::decode(&compile::compile(&files).expect("the fuzz proto compiles")).expect("and decodes");
-    Transcoder::new(&pool, &["fuzz.v1.Items"], JsonOptions::default(), Limits { max_request_message: 1 << 16, max_response_message: 1 << 16 })
-        .expect("its rules bind")
+    Transcoder::new(
+        &pool,
+        &["fuzz.v1.Items"],
+        JsonOptions::default(),
+        Limits { max_request_message: 1 << 16, max_response_message: 1 << 16 },
+    )
+    .expect("its rules bind")
 });
 
 fuzz_target!(|data: &[u8]| {

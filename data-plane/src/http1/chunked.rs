@@ -65,7 +65,7 @@ pub(crate) enum Piece {
 
 /// A chunked body being followed.
 #[derive(Debug, Clone)]
-pub(crate) struct Chunked {
+pub struct Chunked {
     at: At,
     trailer_bytes: u32,
 }

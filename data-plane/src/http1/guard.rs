@@ -10,7 +10,7 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{Fault, Scanner, Side, Violation};
+use super::{Fault, Scanner, Violation};
 
 /// What the scanner found of one client connection's requests.
 #[derive(Debug, Default)]
@@ -77,7 +77,7 @@ pub struct Guarded<IO> {
 impl<IO> Guarded<IO> {
     /// A client connection, its verdicts kept in `verdicts`.
     pub fn client(io: IO, verdicts: Arc<Verdicts>) -> Self {
-        Self { io, scanner: Scanner::new(Side::Client), verdicts, failed: None }
+        Self { io, scanner: Scanner::new(), verdicts, failed: None }
     }
 }
 

@@ -5,10 +5,10 @@
 //! takes a bare `LF` as a line end, honours `Transfer-Encoding: chunked`
 //! sent twice, and lets a request without `Host`, with two, or with a
 //! malformed one through. Its parser cannot be made stricter from outside,
-//! so every connection's bytes pass a [`Scanner`] first ([`Guarded`], an IO
-//! wrapper): it finds each message head, checks it against the rules below,
-//! and follows the body's framing (length or chunked) to the next head.
-//! It never changes a byte, and copies only a head that spans reads.
+//! so every client connection's bytes pass a [`Scanner`] first ([`Guarded`],
+//! an IO wrapper): it finds each request head, checks it against the rules
+//! below, and follows the body's framing (length or chunked) to the next
+//! head. It never changes a byte, and copies only a head that spans reads.
 //!
 //! - **Client side.** A request head that breaks a rule is recorded with
 //!   its position on the connection ([`Verdicts`]); the proxy answers that
@@ -22,9 +22,8 @@
 //!   ([`response`]) by the same rules: a response that breaks one, or any
 //!   byte the upstream sends beyond the responses asked for (a body on a
 //!   `204`, `304` or `HEAD` response, bytes after the body), is refused:
-//!   the client gets `502` and the connection is never reused. (The
-//!   [`Scanner`] keeps an upstream side, which the `http1` fuzz target
-//!   exercises; the fast lane does not use it.)
+//!   the client gets `502` and the connection is never reused. The `http1`
+//!   fuzz target reads responses with it as the fast lane does.
 //!
 //! The rules (RFC 9112 where it says MUST, the stricter reading where it
 //! allows a choice), each a [`Violation`]: no bare `LF` (even inside a CRLF
@@ -42,7 +41,7 @@
 mod chunked;
 mod guard;
 mod head;
-pub(crate) mod response;
+pub mod response;
 
 pub use guard::{Guarded, Verdict, Verdicts};
 pub use head::{Side, Violation, disguised, same_but_separators, strip_prefix_but_separators};
@@ -79,21 +78,21 @@ enum State {
 /// body framing. Feed it every byte read, in order.
 #[derive(Debug)]
 pub struct Scanner {
-    side: Side,
     state: State,
     /// A head that spans reads, so far.
     head: Vec<u8>,
     /// Heads complete so far (requests), for the verdicts' positions.
     heads: u64,
-    /// Upstream side: the response awaited is for a `HEAD` request.
-    head_request: bool,
-    /// Upstream side: a response is awaited.
-    awaiting: bool,
-    /// Client side: the request head that asked for an upgrade, past which
-    /// nothing is checked.
+    /// The request head that asked for an upgrade, past which nothing is checked.
     upgrade: Option<u64>,
-    /// Client side: the connection began with the HTTP/2 preface.
+    /// The connection began with the HTTP/2 preface.
     http2: bool,
+}
+
+impl Default for Scanner {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// What a fed read turned out to hold.
@@ -108,15 +107,8 @@ pub enum Fault {
 }
 
 impl Scanner {
-    pub fn new(side: Side) -> Self {
-        Self { side, state: State::Head, head: Vec::new(), heads: 0, head_request: false, awaiting: false, upgrade: None, http2: false }
-    }
-
-    /// Upstream side: a request was sent, its response is next (`head_request`:
-    /// it was a `HEAD`, so the response has no body).
-    pub fn expect_response(&mut self, head_request: bool) {
-        self.awaiting = true;
-        self.head_request = head_request;
+    pub const fn new() -> Self {
+        Self { state: State::Head, head: Vec::new(), heads: 0, upgrade: None, http2: false }
     }
 
     /// Request heads complete so far (what the fuzz target compares with
@@ -131,7 +123,7 @@ impl Scanner {
         self.upgrade
     }
 
-    /// Whether the connection began with the HTTP/2 preface (client side).
+    /// Whether the connection began with the HTTP/2 preface.
     pub fn http2(&self) -> bool {
         self.http2
     }
@@ -148,7 +140,7 @@ impl Scanner {
             let at = fed - bytes.len();
             match &mut self.state {
                 State::Head => {
-                    let used = self.head_bytes(bytes, at)?;
+                    let used = self.head_bytes(bytes)?;
                     bytes = &bytes[used..];
                 }
                 State::Length(left) => {
@@ -172,26 +164,20 @@ impl Scanner {
         Ok(())
     }
 
-    /// Takes bytes of a head, from offset `at` of the fed ones; returns how
-    /// many belong to it (all of them while the head is not complete).
-    fn head_bytes(&mut self, bytes: &[u8], at: usize) -> Result<usize, Fault> {
-        if self.side == Side::Upstream && !self.awaiting {
-            return Err(self.fail(Fault::Stream { at, violation: Violation::UnsolicitedBytes }));
-        }
-        let limit = match self.side {
-            Side::Client => MAX_REQUEST_HEAD,
-            Side::Upstream => MAX_RESPONSE_HEAD,
-        };
+    /// Takes bytes of a head; returns how many belong to it (all of them
+    /// while the head is not complete).
+    fn head_bytes(&mut self, bytes: &[u8]) -> Result<usize, Fault> {
+        let limit = MAX_REQUEST_HEAD;
         if self.head.is_empty() {
             // The usual case: the whole head in one read, read in place.
-            return match head::read(bytes, self.side) {
-                Ok(Some(head)) => self.head_done(&head, at).map(|()| head.span.end),
-                Ok(None) if bytes.len() > limit => Err(self.head_fault(Violation::HeadTooLarge, at)),
+            return match head::read(bytes, Side::Client) {
+                Ok(Some(head)) => self.head_done(&head).map(|()| head.span.end),
+                Ok(None) if bytes.len() > limit => Err(self.head_fault(Violation::HeadTooLarge)),
                 Ok(None) => {
                     self.head.extend_from_slice(bytes);
                     Ok(bytes.len())
                 }
-                Err(violation) => Err(self.head_fault(violation, at)),
+                Err(violation) => Err(self.head_fault(violation)),
             };
         }
         let before = self.head.len();
@@ -199,33 +185,27 @@ impl Scanner {
         self.head.extend_from_slice(&bytes[..taken]);
         // What was there before was checked already (but its last bytes,
         // which may start a line end); the head is read once complete.
-        match head::find_end(&self.head, before.saturating_sub(3), self.side) {
+        match head::find_end(&self.head, before.saturating_sub(3), Side::Client) {
             Ok(Some(_)) => {
                 // The buffer goes (a head rarely spans reads; an idle
                 // connection keeps no memory for one).
                 let buffered = std::mem::take(&mut self.head);
-                match head::read(&buffered, self.side) {
-                    Ok(Some(head)) => self.head_done(&head, at).map(|()| head.span.end - before),
+                match head::read(&buffered, Side::Client) {
+                    Ok(Some(head)) => self.head_done(&head).map(|()| head.span.end - before),
                     Ok(None) => Ok(taken), // cannot be: find_end found the end
-                    Err(violation) => Err(self.head_fault(violation, at)),
+                    Err(violation) => Err(self.head_fault(violation)),
                 }
             }
-            Ok(None) if self.head.len() > limit => Err(self.head_fault(Violation::HeadTooLarge, at)),
+            Ok(None) if self.head.len() > limit => Err(self.head_fault(Violation::HeadTooLarge)),
             Ok(None) => Ok(taken),
-            Err(violation) => Err(self.head_fault(violation, at)),
+            Err(violation) => Err(self.head_fault(violation)),
         }
     }
 
     /// A complete head: check it and follow its body.
-    fn head_done(&mut self, head: &head::Head<'_>, at: usize) -> Result<(), Fault> {
-        let framing = match self.side {
-            Side::Client => head::request(head, self.heads == 0),
-            Side::Upstream => head::response(head, self.head_request),
-        }
-        .map_err(|violation| self.head_fault(violation, at))?;
-        if self.side == Side::Client {
-            self.heads += 1;
-        }
+    fn head_done(&mut self, head: &head::Head<'_>) -> Result<(), Fault> {
+        let framing = head::request(head, self.heads == 0).map_err(|violation| self.head_fault(violation))?;
+        self.heads += 1;
         self.state = match framing {
             Framing::Empty => {
                 self.message_done();
@@ -234,9 +214,9 @@ impl Scanner {
             Framing::Interim => State::Head,
             Framing::Length(length) => State::Length(length),
             Framing::Chunked => State::Chunked(Chunked::new()),
+            // Only the HTTP/2 preface is opaque in a request stream.
             Framing::Opaque => {
-                // On the client side only the HTTP/2 preface is opaque.
-                self.http2 = self.side == Side::Client;
+                self.http2 = true;
                 State::Done
             }
             Framing::Upgrade => {
@@ -249,16 +229,11 @@ impl Scanner {
 
     fn message_done(&mut self) {
         self.state = State::Head;
-        self.awaiting = false;
     }
 
-    /// A head broke a rule: on the client side the request is answered, on
-    /// the upstream side the stream fails.
-    fn head_fault(&mut self, violation: Violation, at: usize) -> Fault {
-        match self.side {
-            Side::Client => self.fail(Fault::Head { index: self.heads, violation }),
-            Side::Upstream => self.fail(Fault::Stream { at, violation }),
-        }
+    /// A head broke a rule: the request is answered, the connection closed.
+    fn head_fault(&mut self, violation: Violation) -> Fault {
+        self.fail(Fault::Head { index: self.heads, violation })
     }
 
     fn fail(&mut self, fault: Fault) -> Fault {

@@ -25,19 +25,19 @@ const MAX_HEADERS: usize = 100;
 
 /// A response head, read.
 #[derive(Debug)]
-pub(crate) struct ResponseHead {
-    pub(crate) response: Response<()>,
+pub struct ResponseHead {
+    pub response: Response<()>,
     /// How its body is framed.
-    pub(crate) body: Unframer,
+    pub body: Unframer,
     /// The connection may carry another request once the body is read:
     /// HTTP/1.1, no `Connection: close`, a body that ends before the connection does.
-    pub(crate) keep_alive: bool,
+    pub keep_alive: bool,
 }
 
 /// Reads the response head at the start of `buf` (removing it, and any
 /// interim heads before it); `to_head`: it answers a `HEAD` request. `None`
 /// while the head is not complete.
-pub(crate) fn read_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<ResponseHead>, Violation> {
+pub fn read_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<ResponseHead>, Violation> {
     loop {
         let (end, framing) = match head::read(buf, Side::Upstream)? {
             Some(head) => (head.span.end, head::response(&head, to_head)?),
@@ -116,7 +116,7 @@ fn says_close(headers: &HeaderMap) -> bool {
 
 /// Where a response body is: what is left of it, by its framing.
 #[derive(Debug, Clone)]
-pub(crate) enum Unframer {
+pub enum Unframer {
     Length(u64),
     Chunked(Chunked),
     /// Until the connection closes.
@@ -127,7 +127,7 @@ pub(crate) enum Unframer {
 
 /// What the bytes read so far give of a body.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Next {
+pub enum Next {
     Data(Bytes),
     /// More bytes must be read first.
     More,
@@ -138,7 +138,7 @@ pub(crate) enum Next {
 impl Unframer {
     /// Takes the body's next data from the start of `buf` (framing bytes
     /// are consumed, data is split off without a copy).
-    pub(crate) fn next(&mut self, buf: &mut BytesMut) -> Result<Next, Violation> {
+    pub fn next(&mut self, buf: &mut BytesMut) -> Result<Next, Violation> {
         loop {
             if buf.is_empty() && !matches!(self, Self::Done | Self::Length(0)) {
                 return Ok(Next::More);
@@ -168,7 +168,7 @@ impl Unframer {
 
     /// The connection closed after what was read: the end of a body read
     /// until close, else the body was cut short.
-    pub(crate) fn closed(&mut self) -> Result<(), CutShort> {
+    pub fn closed(&mut self) -> Result<(), CutShort> {
         match self {
             Self::UntilClose | Self::Done | Self::Length(0) => {
                 *self = Self::Done;
@@ -181,7 +181,7 @@ impl Unframer {
     /// Checks the framing of the body bytes in `buf` (read with the head),
     /// without taking them: a framing error, or bytes beyond the body, are
     /// found before the response is passed on.
-    pub(crate) fn check(&self, buf: &[u8]) -> Result<(), Violation> {
+    pub fn check(&self, buf: &[u8]) -> Result<(), Violation> {
         match self {
             Self::Done if !buf.is_empty() => Err(Violation::UnsolicitedBytes),
             Self::Length(length) if buf.len() as u64 > *length => Err(Violation::UnsolicitedBytes),
@@ -201,12 +201,12 @@ impl Unframer {
         }
     }
 
-    pub(crate) fn is_end(&self) -> bool {
+    pub fn is_end(&self) -> bool {
         matches!(self, Self::Done | Self::Length(0))
     }
 
     /// Exactly what is left, when the framing says.
-    pub(crate) fn remaining(&self) -> Option<u64> {
+    pub fn remaining(&self) -> Option<u64> {
         match self {
             Self::Done => Some(0),
             Self::Length(left) => Some(*left),
@@ -218,7 +218,7 @@ impl Unframer {
 /// The upstream closed the connection before the body's end.
 #[derive(Debug, thiserror::Error)]
 #[error("the upstream closed the connection before the end of the response body")]
-pub(crate) struct CutShort;
+pub struct CutShort;
 
 #[cfg(test)]
 mod tests {
