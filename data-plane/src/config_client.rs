@@ -98,9 +98,9 @@ impl ConfigClient {
             return;
         }
         match self.compile(cached.version, &cached.hash, cached.bytes).await {
-            Ok(runtime) => {
+            Ok((runtime, _)) => {
                 tracing::info!(version = runtime.version, "serving the cached config until the control plane answers");
-                self.install(runtime, false).await;
+                self.install(runtime, None).await;
             }
             Err(reason) => tracing::error!(%reason, "the cached snapshot does not compile; not served"),
         }
@@ -210,8 +210,8 @@ impl ConfigClient {
             Err(format!("snapshot is for gateway '{}', this node serves '{}'", snapshot.gateway, self.node.gateway))
         };
         match result {
-            Ok(runtime) => {
-                self.install(runtime, true).await;
+            Ok((runtime, bytes)) => {
+                self.install(runtime, Some(bytes)).await;
                 node_message::Message::Ack(Ack { version, hash })
             }
             Err(reason) => {
@@ -267,7 +267,9 @@ impl ConfigClient {
     }
 
     /// Decodes and compiles on a blocking thread, away from request handling.
-    async fn compile(&self, version: u64, hash: &str, bytes: Vec<u8>) -> Result<Runtime, String> {
+    /// The runtime comes back with `bytes`, the canonical snapshot (decoding
+    /// checked that they are), for the cache file: the runtime does not keep them.
+    async fn compile(&self, version: u64, hash: &str, bytes: Vec<u8>) -> Result<(Runtime, Vec<u8>), String> {
         let previous = self.node.runtime();
         let (node, hash) = (self.node.clone(), hash.to_owned());
         tokio::task::spawn_blocking(move || {
@@ -275,21 +277,22 @@ impl ConfigClient {
             let snapshot = Snapshot::decode(&bytes, &hash).map_err(|e| e.to_string())?;
             let runtime = Runtime::compile(&node.gateway, version, snapshot, previous.as_deref(), &node.context);
             crate::metrics::config_compiled(started.elapsed());
-            runtime
+            runtime.map(|runtime| (runtime, bytes))
         })
         .await
         .map_err(|e| format!("compilation panicked: {e}"))?
     }
 
-    /// Swaps `runtime` in and, when it came from the control plane, caches
-    /// it in the background (the ACK does not wait for the disk). Cache
-    /// writes go one at a time and an older install never overwrites a newer.
-    async fn install(&self, runtime: Runtime, cache_it: bool) {
+    /// Swaps `runtime` in and, given its snapshot `bytes` (when it came
+    /// from the control plane), caches them in the background (the ACK does
+    /// not wait for the disk) and lets them go. Cache writes go one at a time
+    /// and an older install never overwrites a newer.
+    async fn install(&self, runtime: Runtime, bytes: Option<Vec<u8>>) {
         let runtime = Arc::new(runtime);
         self.node.swap(runtime.clone());
         crate::metrics::config_applied(runtime.version, runtime.route_count());
         tracing::info!(version = runtime.version, hash = %runtime.hash, routes = runtime.route_count(), "config applied");
-        if let (true, Some(cache)) = (cache_it, self.cache.clone()) {
+        if let (Some(bytes), Some(cache)) = (bytes, self.cache.clone()) {
             let writes = self.cache_writes.clone();
             let sequence = writes.installed.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             tokio::spawn(async move {
@@ -298,7 +301,7 @@ impl ConfigClient {
                     return;
                 }
                 *written_up_to = sequence;
-                let store = move || cache.store(&runtime.gateway, runtime.version, &runtime.hash, &runtime.snapshot);
+                let store = move || cache.store(&runtime.gateway, runtime.version, &runtime.hash, &bytes);
                 match tokio::task::spawn_blocking(store).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::error!(error = %e, "could not cache the config"),

@@ -70,8 +70,6 @@ pub struct Runtime {
     pub gateway: String,
     pub version: u64,
     pub hash: String,
-    /// The canonical snapshot bytes (kept for the cache file).
-    pub snapshot: Arc<[u8]>,
     /// Consumers and credentials.
     pub auth: Authenticator,
     /// Proxies whose `X-Forwarded-For` entries are believed.
@@ -251,7 +249,6 @@ impl Runtime {
             gateway: gateway.to_owned(),
             version,
             hash: snapshot.hash,
-            snapshot: snapshot.bytes.into(),
             auth,
             trusted_proxies,
             certificates,
