@@ -57,9 +57,9 @@ pub struct RouteEntry {
     pub auth: AuthPlan,
     /// The rate limits that apply (route's, service's and gateway's) whose
     /// key does not need the caller: checked before authentication.
-    pub limits_before_auth: Vec<Arc<Limiter>>,
+    pub limits_before_auth: Box<[Arc<Limiter>]>,
     /// Those keyed by consumer or claim: checked after authentication.
-    pub limits_after_auth: Vec<Arc<Limiter>>,
+    pub limits_after_auth: Box<[Arc<Limiter>]>,
     /// CORS, ip-restriction and transforms.
     pub stages: Stages,
 }
@@ -273,7 +273,7 @@ impl Runtime {
 
     /// The scopes of every route's response cache.
     pub fn cache_scopes(&self) -> std::collections::HashSet<[u8; 32]> {
-        self.routes.iter().filter_map(|route| route.stages.cache.as_ref()).map(CacheStage::scope).collect()
+        self.routes.iter().filter_map(|route| route.stages.cache.as_deref()).map(CacheStage::scope).collect()
     }
 
     /// Number of routes.

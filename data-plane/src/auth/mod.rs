@@ -66,9 +66,14 @@ pub struct Authenticator {
     jwks_sets: Vec<Arc<Jwks>>,
 }
 
-/// A route's authentication and scope policies, compiled.
+/// A route's authentication and scope policies, compiled. Boxed, and
+/// absent for a route without any: every route holds a plan, few have one.
 #[derive(Debug, Default)]
-pub struct AuthPlan {
+pub struct AuthPlan(Option<Box<AuthRules>>);
+
+/// The policies of an [`AuthPlan`].
+#[derive(Debug, Default)]
+struct AuthRules {
     key_auth: Option<KeyAuthPolicy>,
     jwt: Option<JwtRule>,
     scopes: Option<ScopesPolicy>,
@@ -168,7 +173,7 @@ impl Authenticator {
     /// The plan of a route whose applicable policies are `policies`;
     /// `index` tells its JWT policy apart in the token cache.
     pub fn plan(&self, policies: &[&Policy], index: u32) -> AuthPlan {
-        let mut plan = AuthPlan::default();
+        let mut plan = AuthRules::default();
         for policy in policies {
             match policy {
                 Policy::KeyAuth(p) => plan.key_auth = Some(p.clone()),
@@ -186,15 +191,16 @@ impl Authenticator {
                 plan.anonymous = plan.anonymous.or_else(|| self.by_username.get(anonymous).copied());
             }
         }
-        plan
+        let any = plan.key_auth.is_some() || plan.jwt.is_some() || plan.scopes.is_some() || plan.anonymous.is_some();
+        AuthPlan(any.then(|| Box::new(plan)))
     }
 
     /// Authenticates and authorizes a request by `plan`, removing the
     /// credentials the policies hide. `None` when the route needs no one.
     pub async fn authenticate(&self, plan: &AuthPlan, parts: &mut Parts) -> Result<Option<Identity>, ProxyError> {
-        if plan.key_auth.is_none() && plan.jwt.is_none() {
+        let Some(plan) = plan.0.as_deref().filter(|plan| plan.key_auth.is_some() || plan.jwt.is_some()) else {
             return Ok(None);
-        }
+        };
         let mut refusal = None;
         let mut identity = None;
         if let Some(policy) = &plan.key_auth
@@ -311,7 +317,7 @@ fn bearer_token(parts: &Parts) -> Option<&str> {
 
 /// Removes the credentials of every policy that hides them (`bearer`: the
 /// request has a bearer token).
-fn hide_credentials(plan: &AuthPlan, parts: &mut Parts, bearer: bool) {
+fn hide_credentials(plan: &AuthRules, parts: &mut Parts, bearer: bool) {
     if let Some(policy) = plan.key_auth.as_ref().filter(|p| p.hide_credentials) {
         parts.headers.remove(policy.header.as_str());
         if let Some(name) = &policy.query {
@@ -338,7 +344,7 @@ fn remove_query_parameter(uri: &mut http::Uri, name: &str) {
 }
 
 /// `WWW-Authenticate` challenges for a refused request, one per policy.
-fn challenges(plan: &AuthPlan, presented: bool) -> Vec<HeaderValue> {
+fn challenges(plan: &AuthRules, presented: bool) -> Vec<HeaderValue> {
     let mut challenges = Vec::new();
     if let Some(policy) = &plan.key_auth {
         let challenge = format!("APIKey realm=\"portico\", header=\"{}\"", policy.header);

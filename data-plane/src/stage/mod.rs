@@ -2,8 +2,8 @@
 //! rate limits ([`crate::auth`], [`crate::ratelimit`]): each is compiled
 //! once per config version into plain data ([`Stages::compile`]) and run by
 //! the pipeline ([`crate::proxy`]) in the order ARCHITECTURE draws. A route
-//! without a stage holds `None` or an empty profile list for it and pays
-//! nothing more.
+//! without a stage holds `None` for it (a null pointer: stages are boxed,
+//! as most routes have none) and pays nothing more.
 
 pub mod body;
 pub mod cache;
@@ -26,13 +26,13 @@ use self::transform::{RequestShaper, ResponseShaper};
 /// The compiled stages of one route.
 #[derive(Debug, Default)]
 pub struct Stages {
-    pub cors: Option<Cors>,
-    pub ip: Option<IpRule>,
+    pub cors: Option<Box<Cors>>,
+    pub ip: Option<Box<IpRule>>,
     /// `request-transform` profiles.
     pub request: Profiles<RequestShaper>,
     /// `response-transform` profiles.
     pub response: Profiles<ResponseShaper>,
-    pub cache: Option<CacheStage>,
+    pub cache: Option<Box<CacheStage>>,
 }
 
 impl Stages {
@@ -42,8 +42,8 @@ impl Stages {
         let mut stages = Self::default();
         for policy in policies {
             match policy {
-                Policy::Cors(p) => stages.cors = Some(Cors::compile(p)),
-                Policy::IpRestriction(p) => stages.ip = Some(IpRule::compile(p)?),
+                Policy::Cors(p) => stages.cors = Some(Box::new(Cors::compile(p))),
+                Policy::IpRestriction(p) => stages.ip = Some(Box::new(IpRule::compile(p)?)),
                 _ => {}
             }
         }
@@ -61,7 +61,7 @@ impl Stages {
             Policy::Cache(policy) => Some(policy),
             _ => None,
         }) {
-            stages.cache = Some(CacheStage::compile(route, policy)?);
+            stages.cache = Some(Box::new(CacheStage::compile(route, policy)?));
         }
         Ok(stages)
     }

@@ -37,9 +37,14 @@ impl Selector {
     }
 }
 
-/// The profiles of one transform type on one route.
+/// The profiles of one transform type on one route: boxed, and absent
+/// when the route has none (most routes, each holding two of these).
 #[derive(Debug)]
-pub struct Profiles<T> {
+pub struct Profiles<T>(Option<Box<Choice<T>>>);
+
+/// The profiles of a [`Profiles`] that has some.
+#[derive(Debug)]
+struct Choice<T> {
     selected: Vec<(Selector, T)>,
     default: Option<T>,
     /// The header names profiles are picked by, for `Vary`.
@@ -48,7 +53,7 @@ pub struct Profiles<T> {
 
 impl<T> Default for Profiles<T> {
     fn default() -> Self {
-        Self { selected: Vec::new(), default: None, vary: None }
+        Self(None)
     }
 }
 
@@ -58,7 +63,7 @@ impl<T> Profiles<T> {
         policies: impl IntoIterator<Item = (Option<&'p When>, &'p P)>,
         build: impl Fn(&'p P) -> Result<T, String>,
     ) -> Result<Self, String> {
-        let mut profiles = Self::default();
+        let mut profiles = Choice { selected: Vec::new(), default: None, vary: None };
         let mut vary: Vec<String> = Vec::new();
         for (when, policy) in policies {
             let shaper = build(policy)?;
@@ -77,11 +82,15 @@ impl<T> Profiles<T> {
         if !vary.is_empty() {
             profiles.vary = Some(HeaderValue::from_str(&vary.join(", ")).map_err(|_| "when.header is not a header name".to_owned())?);
         }
-        Ok(profiles)
+        if profiles.selected.is_empty() && profiles.default.is_none() {
+            return Ok(Self(None));
+        }
+        profiles.selected.shrink_to_fit();
+        Ok(Self(Some(Box::new(profiles))))
     }
 
     pub fn is_empty(&self) -> bool {
-        self.selected.is_empty() && self.default.is_none()
+        self.0.is_none()
     }
 
     /// The profile for a request.
@@ -92,15 +101,16 @@ impl<T> Profiles<T> {
     /// [`Self::pick`], with the profile's place among the route's (the
     /// default after the others).
     pub fn pick_indexed(&self, headers: &HeaderMap, identity: Option<&Identity>) -> Option<(usize, &T)> {
-        match self.selected.iter().position(|(selector, _)| selector.holds(headers, identity)) {
-            Some(index) => Some((index, &self.selected[index].1)),
-            None => self.default.as_ref().map(|shaper| (self.selected.len(), shaper)),
+        let choice = self.0.as_deref()?;
+        match choice.selected.iter().position(|(selector, _)| selector.holds(headers, identity)) {
+            Some(index) => Some((index, &choice.selected[index].1)),
+            None => choice.default.as_ref().map(|shaper| (choice.selected.len(), shaper)),
         }
     }
 
     /// The header names the choice depends on (`x-client, x-app`), if any.
     pub fn vary(&self) -> Option<&HeaderValue> {
-        self.vary.as_ref()
+        self.0.as_ref()?.vary.as_ref()
     }
 }
 
