@@ -96,18 +96,25 @@ pub fn install() -> Result<PrometheusHandle, String> {
 
 /// The request metrics of one route. Their handles are kept after first
 /// use: looking a labelled metric up in the registry cost more than
-/// recording it, on every request.
+/// recording it, on every request. They are made at the route's first
+/// request: a route nobody calls holds a name it shares and an empty cell.
 #[derive(Debug)]
 pub struct RouteMetrics {
     route: SharedString,
-    duration: OnceLock<Histogram>,
+    handles: OnceLock<Box<Handles>>,
+}
+
+/// The registry's handles of a route's metrics.
+#[derive(Debug)]
+struct Handles {
+    duration: Histogram,
     answered: RwLock<Vec<(StatusCode, Counter)>>,
 }
 
 impl RouteMetrics {
     /// The metrics of `route` (`""`: requests no route matched).
     pub fn new(route: Arc<str>) -> Self {
-        Self { route: SharedString::from_shared(route), duration: OnceLock::new(), answered: RwLock::default() }
+        Self { route: SharedString::from_shared(route), handles: OnceLock::new() }
     }
 
     /// Those of requests no route matched.
@@ -119,10 +126,14 @@ impl RouteMetrics {
     /// Counts a request answered with `status`, its headers sent after `elapsed`.
     pub fn request_done(&self, status: StatusCode, elapsed: Duration) {
         let route = &self.route;
-        self.duration
-            .get_or_init(|| histogram!("portico_request_duration_seconds", "route" => route.clone()))
-            .record(elapsed.as_secs_f64());
-        let answered = self.answered.read().unwrap_or_else(PoisonError::into_inner);
+        let handles = self.handles.get_or_init(|| {
+            Box::new(Handles {
+                duration: histogram!("portico_request_duration_seconds", "route" => route.clone()),
+                answered: RwLock::default(),
+            })
+        });
+        handles.duration.record(elapsed.as_secs_f64());
+        let answered = handles.answered.read().unwrap_or_else(PoisonError::into_inner);
         if let Some((_, counter)) = answered.iter().find(|(seen, _)| *seen == status) {
             counter.increment(1);
             return;
@@ -130,7 +141,7 @@ impl RouteMetrics {
         drop(answered);
         let counter = counter!("portico_requests_total", "route" => route.clone(), "status" => status.as_u16().to_string());
         counter.increment(1);
-        let mut answered = self.answered.write().unwrap_or_else(PoisonError::into_inner);
+        let mut answered = handles.answered.write().unwrap_or_else(PoisonError::into_inner);
         if !answered.iter().any(|(seen, _)| *seen == status) {
             answered.push((status, counter));
         }

@@ -45,7 +45,7 @@ pub struct RouteEntry {
     pub index: usize,
     pub id: Option<Uuid>,
     pub name: Arc<str>,
-    pub metrics: Arc<RouteMetrics>,
+    pub metrics: RouteMetrics,
     pub backend: Backend,
     pub strip_path: bool,
     pub preserve_host: bool,
@@ -231,7 +231,7 @@ impl Runtime {
             routes.push(RouteEntry {
                 index,
                 id: route.id,
-                metrics: Arc::new(RouteMetrics::new(name.clone())),
+                metrics: RouteMetrics::new(name.clone()),
                 name,
                 backend,
                 strip_path: route.strip_path,

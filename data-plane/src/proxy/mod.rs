@@ -119,7 +119,7 @@ pub async fn handle(
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     span.record("status", status.as_u16());
-    served.route.map_or(RouteMetrics::unmatched(), |route| &*route.metrics).request_done(status, started.elapsed());
+    served.route.map_or(RouteMetrics::unmatched(), |route| &route.metrics).request_done(status, started.elapsed());
     response
 }
 
