@@ -79,20 +79,25 @@ impl Match {
     }
 }
 
+/// One route path in a trie node. Held once per (route, path, host
+/// condition): it holds no route name (the order is settled when the
+/// table is built) and shares its method list with every route that names
+/// the same methods.
 #[derive(Debug)]
 struct Candidate {
     route: usize,
-    name: Arc<str>,
     prefix: Arc<str>,
     /// Each parameter's name with the index of the segment it takes.
     params: Box<[(usize, Arc<str>)]>,
-    methods: Vec<Method>,
-    headers: Vec<(HeaderName, Vec<HeaderValue>)>,
+    methods: Arc<[Method]>,
+    headers: Box<[(HeaderName, Box<[HeaderValue]>)]>,
 }
 
 impl Candidate {
-    fn rank(&self) -> (bool, std::cmp::Reverse<usize>, Arc<str>) {
-        (self.methods.is_empty(), std::cmp::Reverse(self.headers.len()), self.name.clone())
+    /// Methods named, header conditions, then the route's name (from
+    /// `names`, by route index): lower wins.
+    fn rank<'n>(&self, names: &HashMap<usize, &'n str>) -> (bool, std::cmp::Reverse<usize>, &'n str) {
+        (self.methods.is_empty(), std::cmp::Reverse(self.headers.len()), names[&self.route])
     }
 
     fn accepts(&self, method: &Method, headers: &HeaderMap) -> bool {
@@ -133,12 +138,16 @@ impl PathTrie {
         node.candidates.push(candidate);
     }
 
-    fn sort(&mut self) {
+    /// Puts each node's candidates in the order they are tried, and gives
+    /// back the room they were pushed into.
+    fn sort(&mut self, names: &HashMap<usize, &str>) {
         // Stable: one route's paths of one shape keep their order.
-        self.candidates.sort_by_key(Candidate::rank);
-        self.children.values_mut().for_each(PathTrie::sort);
+        self.candidates.sort_by_key(|candidate| candidate.rank(names));
+        self.candidates.shrink_to_fit();
+        self.children.shrink_to_fit();
+        self.children.values_mut().for_each(|child| child.sort(names));
         if let Some(param) = &mut self.param {
-            param.sort();
+            param.sort(names);
         }
     }
 
@@ -193,9 +202,15 @@ impl Router {
     /// names, which validation excludes, are skipped.
     pub fn new<'a>(routes: impl IntoIterator<Item = RouteSpec<'a>>) -> Self {
         let mut router = Self::default();
+        let mut names = HashMap::new();
+        let mut method_lists: HashMap<&[String], Arc<[Method]>> = HashMap::new();
         for route in routes {
-            let methods: Vec<Method> = route.methods.iter().filter_map(|m| Method::from_bytes(m.as_bytes()).ok()).collect();
-            let headers: Vec<(HeaderName, Vec<HeaderValue>)> = route
+            names.insert(route.index, route.name);
+            let methods = method_lists
+                .entry(route.methods)
+                .or_insert_with(|| route.methods.iter().filter_map(|m| Method::from_bytes(m.as_bytes()).ok()).collect())
+                .clone();
+            let headers: Box<[(HeaderName, Box<[HeaderValue]>)]> = route
                 .headers
                 .iter()
                 .filter_map(|(name, values)| {
@@ -205,7 +220,6 @@ impl Router {
                 .collect();
             let root = ["/".to_owned()];
             let paths = if route.paths.is_empty() { &root[..] } else { route.paths };
-            let name: Arc<str> = route.name.into();
             for path in paths {
                 let params: Box<[(usize, Arc<str>)]> = route_path::segments(path)
                     .enumerate()
@@ -216,7 +230,6 @@ impl Router {
                     .collect();
                 let candidate = || Candidate {
                     route: route.index,
-                    name: name.clone(),
                     prefix: path.as_str().into(),
                     params: params.clone(),
                     methods: methods.clone(),
@@ -235,8 +248,8 @@ impl Router {
                 router.len += 1;
             }
         }
-        router.exact.values_mut().chain(router.wildcard.values_mut()).for_each(PathTrie::sort);
-        router.any_host.sort();
+        router.exact.values_mut().chain(router.wildcard.values_mut()).for_each(|trie| trie.sort(&names));
+        router.any_host.sort(&names);
         router
     }
 
