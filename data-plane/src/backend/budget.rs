@@ -18,12 +18,16 @@
 //! slots one window at a time; here amounts are exact thousandths of a retry
 //! and the clock is the caller's.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
 /// Seconds a deposit or withdrawal counts (Finagle's default `ttl`).
 pub const TTL_S: u64 = 10;
 /// One retry, in the thousandths the budget counts.
 const RETRY: i64 = 1_000;
+
+/// Per second (`second % TTL_S`): which second it holds, and the net
+/// thousandths deposited in it.
+type Slots = [(u64, i64); TTL_S as usize];
 
 /// One route's budget.
 #[derive(Debug)]
@@ -31,9 +35,9 @@ pub struct Budget {
     /// Thousandths of a retry each request deposits.
     deposit: i64,
     reserve: i64,
-    /// Per second (`second % TTL_S`): which second it holds, and the net
-    /// thousandths deposited in it.
-    slots: Mutex<[(u64, i64); TTL_S as usize]>,
+    /// Made at the route's first request or retry: each route has a
+    /// budget, and a route nobody calls holds an empty cell.
+    slots: OnceLock<Box<Mutex<Slots>>>,
 }
 
 impl Budget {
@@ -42,22 +46,21 @@ impl Budget {
         Self {
             deposit: i64::from(percent.min(100)) * RETRY / 100,
             reserve: i64::from(min_per_second) * TTL_S as i64 * RETRY,
-            slots: Mutex::new([(u64::MAX, 0); TTL_S as usize]),
+            slots: OnceLock::new(),
         }
     }
 
     /// Counts a request, at `now_ms`.
     pub fn deposit(&self, now_ms: u64) {
         if self.deposit > 0 {
-            let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-            slot(&mut slots, now_ms / 1_000).1 += self.deposit;
+            slot(&mut self.slots(), now_ms / 1_000).1 += self.deposit;
         }
     }
 
     /// Takes a retry if the budget has one, at `now_ms`.
     pub fn withdraw(&self, now_ms: u64) -> bool {
         let second = now_ms / 1_000;
-        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut slots = self.slots();
         let in_window = slots.iter().filter(|(at, _)| *at <= second && second - at < TTL_S).map(|(_, amount)| amount).sum::<i64>();
         if self.reserve + in_window < RETRY {
             return false;
@@ -65,10 +68,15 @@ impl Budget {
         slot(&mut slots, second).1 -= RETRY;
         true
     }
+
+    fn slots(&self) -> MutexGuard<'_, Slots> {
+        let slots = self.slots.get_or_init(|| Box::new(Mutex::new([(u64::MAX, 0); TTL_S as usize])));
+        slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// The slot of `second`, emptied first if it held an older one.
-fn slot(slots: &mut [(u64, i64); TTL_S as usize], second: u64) -> &mut (u64, i64) {
+fn slot(slots: &mut Slots, second: u64) -> &mut (u64, i64) {
     let slot = &mut slots[(second % TTL_S) as usize];
     if slot.0 != second {
         *slot = (second, 0);

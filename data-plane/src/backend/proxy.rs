@@ -136,7 +136,7 @@ pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> 
         (None, ClientBody::Stream(body)) => (None, Body::Once(Some(UpstreamBody::streamed(body, limit)))),
         (_, ClientBody::Once(body)) => (None, Body::Once(Some(body))),
     };
-    let attempts = plan.map_or(1, |p| p.attempts);
+    let attempts = plan.map_or(1, RetryPlan::attempts);
     // Headers are copied for a try only when a retry may follow one that
     // went out; a connect failure hands them back, with the body (the
     // default plan's case).
@@ -153,7 +153,7 @@ pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> 
         let request_headers = if last || !copy_headers { headers.take() } else { headers.clone() }.unwrap_or_default();
         let request = request(&picked, &prepared.method, &prepared.path_and_query, request_headers, prepared.host.as_ref(), body.next());
         let left = deadline.saturating_duration_since(Instant::now());
-        let per_try = plan.and_then(|p| p.per_try_timeout);
+        let per_try = plan.and_then(RetryPlan::per_try_timeout);
         let timeout = per_try.map_or(left, |per_try| per_try.min(left));
         // The wait that may run out is the client's, not a per-try one of the gateway's.
         let clients_wait = clients_deadline && per_try.is_none_or(|per_try| per_try >= left);

@@ -27,16 +27,13 @@ pub enum Outcome {
     GrpcUnavailable,
 }
 
-/// A route's retry settings, compiled.
+/// A route's retry settings, with its budget. Every route has one (a
+/// second try on a connect failure, by default), so it holds the settings
+/// once and reads them as it goes.
 #[derive(Debug)]
 pub struct RetryPlan {
     /// The settings this was built from (a new version with the same keeps the budget).
     settings: Retries,
-    /// Tries in all (`attempts` 0 is one try, like 1).
-    pub attempts: u32,
-    on: Vec<RetryOn>,
-    pub per_try_timeout: Option<Duration>,
-    non_idempotent: bool,
     budget: Budget,
 }
 
@@ -48,14 +45,17 @@ impl RetryPlan {
     }
 
     pub fn new(retries: &Retries) -> Self {
-        Self {
-            settings: retries.clone(),
-            attempts: retries.attempts.max(1),
-            on: retries.on.clone(),
-            per_try_timeout: retries.per_try_timeout_ms.map(|ms| Duration::from_millis(u64::from(ms))),
-            non_idempotent: retries.non_idempotent,
-            budget: Budget::new(retries.budget_percent, retries.budget_min_per_second),
-        }
+        Self { settings: retries.clone(), budget: Budget::new(retries.budget_percent, retries.budget_min_per_second) }
+    }
+
+    /// Tries in all (`attempts` 0 is one try, like 1).
+    pub fn attempts(&self) -> u32 {
+        self.settings.attempts.max(1)
+    }
+
+    /// The time each try may take to the response headers, if limited.
+    pub fn per_try_timeout(&self) -> Option<Duration> {
+        self.settings.per_try_timeout_ms.map(|ms| Duration::from_millis(u64::from(ms)))
     }
 
     /// Whether this plan was built from `retries`.
@@ -67,14 +67,14 @@ impl RetryPlan {
     /// connect failure), so that each try must send a copy of the request;
     /// a connect failure hands the request back.
     pub fn retries_sent_requests(&self) -> bool {
-        self.on.iter().any(|on| *on != RetryOn::ConnectFailure)
+        self.settings.on.iter().any(|on| *on != RetryOn::ConnectFailure)
     }
 
     /// Whether a request may be retried at all: an idempotent one (as the
     /// caller judged it, [`super::proxy::Prepared::idempotent`]), or any
     /// when the route opted in.
     pub fn allows(&self, idempotent: bool) -> bool {
-        self.non_idempotent || idempotent
+        self.settings.non_idempotent || idempotent
     }
 
     /// Counts a request into the budget.
@@ -94,7 +94,7 @@ impl RetryPlan {
             Outcome::Status(504) => RetryOn::Status504,
             Outcome::Status(_) => return false,
         };
-        if !self.on.contains(&wanted) {
+        if !self.settings.on.contains(&wanted) {
             return false;
         }
         if !self.budget.withdraw(now_ms()) {
@@ -129,6 +129,6 @@ mod tests {
         let off = |attempts| Retries { attempts, ..Retries::default() };
         assert!(!RetryPlan::wanted(&off(0)) && !RetryPlan::wanted(&off(1)) && RetryPlan::wanted(&Retries::default()));
         assert!(RetryPlan::wanted(&Retries { per_try_timeout_ms: Some(100), ..off(0) }));
-        assert_eq!(RetryPlan::new(&off(0)).attempts, 1, "attempts 0 is one try");
+        assert_eq!(RetryPlan::new(&off(0)).attempts(), 1, "attempts 0 is one try");
     }
 }
