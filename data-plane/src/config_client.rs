@@ -295,13 +295,16 @@ impl ConfigClient {
         if let (Some(bytes), Some(cache)) = (bytes, self.cache.clone()) {
             let writes = self.cache_writes.clone();
             let sequence = writes.installed.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            // What the file names, not the runtime: a write waiting its turn
+            // keeps no replaced config alive.
+            let (gateway, version, hash) = (runtime.gateway.clone(), runtime.version, runtime.hash.clone());
             tokio::spawn(async move {
                 let mut written_up_to = writes.written.lock().await;
                 if *written_up_to > sequence {
                     return;
                 }
                 *written_up_to = sequence;
-                let store = move || cache.store(&runtime.gateway, runtime.version, &runtime.hash, &bytes);
+                let store = move || cache.store(&gateway, version, &hash, &bytes);
                 match tokio::task::spawn_blocking(store).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::error!(error = %e, "could not cache the config"),

@@ -35,8 +35,8 @@ pub struct Budget {
     /// Thousandths of a retry each request deposits.
     deposit: i64,
     reserve: i64,
-    /// Made at the route's first request or retry: each route has a
-    /// budget, and a route nobody calls holds an empty cell.
+    /// Made at the first request or retry: most routes (and aggregate
+    /// calls) have a budget, and one nobody calls holds an empty cell.
     slots: OnceLock<Box<Mutex<Slots>>>,
 }
 

@@ -27,9 +27,9 @@ pub enum Outcome {
     GrpcUnavailable,
 }
 
-/// A route's retry settings, with its budget. Every route has one (a
-/// second try on a connect failure, by default), so it holds the settings
-/// once and reads them as it goes.
+/// A route's (or an aggregate call's) retry settings, with its budget.
+/// Most routes have one (a second try on a connect failure, by default), so
+/// it holds the settings once and reads them as it goes.
 #[derive(Debug)]
 pub struct RetryPlan {
     /// The settings this was built from (a new version with the same keeps the budget).
