@@ -16,6 +16,7 @@ pub mod node;
 pub mod origin;
 pub mod process;
 pub mod proxy;
+pub mod raw;
 pub mod redis;
 pub mod relay;
 pub mod silent;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use portico_test_support::raw::read_response;
 use portico_test_support::{ControlPlane, DataPlane, TamperingRelay, TestDb, TestUpstream, eventually, free_port};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -329,24 +330,6 @@ async fn sigterm_lets_a_slow_request_finish() {
     assert_eq!(response.status(), StatusCode::OK);
     let status = tokio::task::spawn_blocking(move || dp.wait()).await.unwrap();
     assert!(status.success(), "{status}");
-}
-
-async fn read_response(stream: &mut TcpStream) -> String {
-    let mut buffer = vec![0u8; 64 * 1024];
-    let mut text = String::new();
-    loop {
-        let n = tokio::time::timeout(DEADLINE, stream.read(&mut buffer)).await.unwrap().unwrap();
-        assert!(n > 0, "connection closed; got {text:?}");
-        text.push_str(&String::from_utf8_lossy(&buffer[..n]));
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length = head
-                .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse::<usize>().unwrap()));
-            if length.is_none_or(|length| body.len() >= length) {
-                return text;
-            }
-        }
-    }
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use portico_test_support::raw::{closes_within, read_response};
 use portico_test_support::serve_config;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -49,55 +50,12 @@ async fn a_silent_http2_client_connection_is_closed() {
     // The HTTP/2 preface and an empty SETTINGS frame, then nothing.
     stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.unwrap();
     let started = Instant::now();
-    let mut buffer = [0u8; 1024];
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match stream.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "the idle connection was never closed");
+    assert!(closes_within(&mut stream, Duration::from_secs(10)).await, "the idle connection was never closed");
     assert!(
         started.elapsed() >= Duration::from_millis(1900),
         "closed by the 2 s idle timeout (not the 1 s header read timeout): {:?}",
         started.elapsed()
     );
-}
-
-/// Reads one response with a `content-length` from `stream`: its head.
-async fn read_response(stream: &mut TcpStream) -> String {
-    let mut bytes = Vec::new();
-    let mut buffer = [0u8; 4096];
-    loop {
-        let n = stream.read(&mut buffer).await.unwrap();
-        assert!(n > 0, "the connection closed before a whole response: {}", String::from_utf8_lossy(&bytes));
-        bytes.extend_from_slice(&buffer[..n]);
-        let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
-        let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
-        let length: usize = head
-            .lines()
-            .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
-            .expect("a content-length");
-        if bytes.len() >= end + 4 + length {
-            return head;
-        }
-    }
-}
-
-/// Whether the gateway closes `stream` within `limit`, reading whatever it
-/// sends meanwhile.
-async fn closes_within(stream: &mut TcpStream, limit: Duration) -> bool {
-    let mut buffer = [0u8; 1024];
-    tokio::time::timeout(limit, async {
-        while let Ok(n) = stream.read(&mut buffer).await
-            && n > 0
-        {}
-    })
-    .await
-    .is_ok()
 }
 
 // The test data planes run with a 1 s header read timeout and the default

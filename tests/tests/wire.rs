@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use portico_test_support::raw::read_response;
 use portico_test_support::{DataPlane, TestUpstream, serve_service};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -288,28 +289,6 @@ async fn a_streamed_upload_sent_whole_on_a_connection_that_then_closes_is_never_
     assert!(response.starts_with("HTTP/1.1 502 "), "{response}");
     let seen: Vec<String> = upstream.connections.lock().unwrap().iter().flatten().cloned().collect();
     assert_eq!(seen.iter().filter(|path| *path == "/close-after-reading").count(), 1, "sent once: {seen:?}");
-}
-
-/// Reads one response from `stream`: its head, then its body by
-/// `Content-Length` or chunked framing (the connection stays open).
-async fn read_response(stream: &mut TcpStream) -> String {
-    let mut received = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let complete = |bytes: &[u8]| {
-        let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
-        let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
-        let length = head.lines().find_map(|line| line.strip_prefix("content-length:")).map(|v| v.trim().parse::<usize>().unwrap());
-        match length {
-            Some(length) => bytes.len() >= end + 4 + length,
-            None => head.contains("transfer-encoding: chunked") && bytes.ends_with(b"\r\n0\r\n\r\n"),
-        }
-    };
-    while !complete(&received) {
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await.expect("a response in time").unwrap();
-        assert!(n > 0, "the gateway closed the connection after {:?}", String::from_utf8_lossy(&received));
-        received.extend_from_slice(&chunk[..n]);
-    }
-    String::from_utf8(received).unwrap()
 }
 
 #[tokio::test]

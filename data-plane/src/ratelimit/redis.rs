@@ -334,6 +334,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use futures::future::join_all;
+    use portico_test_support::eventually;
     use portico_test_support::redis::{redis_addr, redis_url};
     use redis::AsyncCommands;
 
@@ -422,8 +423,14 @@ mod tests {
         let followers: Vec<_> = (0..9).map(|_| decide(&backend)).collect();
         tokio::task::yield_now().await; // and so do they, behind it
         assert!(first.await.unwrap().unwrap().allowed);
-        tokio::time::sleep(Duration::from_millis(50)).await; // the second round's leader sends its call…
-        leader.abort(); // …and its client goes away before the answer
+        // The second round's call reaches Redis (its answer comes 200 ms later)…
+        eventually("the second round counted in Redis", Duration::from_secs(10), || {
+            let mut redis = redis.clone();
+            let key = key.clone();
+            async move { (redis.hget::<_, _, Option<u64>>(&key, "count").await.ok().flatten() == Some(11)).then_some(()) }
+        })
+        .await;
+        leader.abort(); // …and its leader's client goes away before the answer
         let mut remaining = Vec::new();
         for follower in followers {
             remaining.push(follower.await.unwrap().unwrap().remaining);
