@@ -21,6 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
+use crate::access_log::Pending;
 use crate::body::{BoxError, ResponseBody};
 use crate::upstream::health::now_ms;
 
@@ -66,16 +67,21 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body whose request counts in flight until it is dropped.
+/// A response body whose request counts in flight until it is dropped,
+/// and is then logged if it is to be (its access log line has the bytes
+/// the body sent).
 #[derive(Debug)]
 pub struct Counted {
     body: ResponseBody,
     _request: InFlight,
+    logged: Option<Pending>,
+    /// The body was read to its end.
+    ended: bool,
 }
 
 impl Counted {
-    pub fn new(body: ResponseBody, request: InFlight) -> Self {
-        Self { body, _request: request }
+    pub fn new(body: ResponseBody, request: InFlight, logged: Option<Pending>) -> Self {
+        Self { body, _request: request, logged, ended: false }
     }
 }
 
@@ -83,8 +89,17 @@ impl Body for Counted {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        if let Some(logged) = &mut this.logged {
+            match &frame {
+                Poll::Ready(Some(Ok(frame))) => logged.sent(frame.data_ref().map_or(0, Bytes::len)),
+                Poll::Ready(None) => this.ended = true,
+                Poll::Ready(Some(Err(_))) | Poll::Pending => {}
+            }
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
@@ -93,6 +108,15 @@ impl Body for Counted {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let Some(logged) = self.logged.take() {
+            // hyper may stop polling a body that says it has ended.
+            logged.finish(self.ended || self.body.is_end_stream());
+        }
     }
 }
 

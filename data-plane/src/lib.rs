@@ -3,6 +3,7 @@
 //! atomically, and proxies HTTP traffic by it. It stores nothing but a
 //! cache of its last good config.
 
+pub mod access_log;
 pub mod auth;
 pub mod backend;
 pub mod body;

@@ -90,6 +90,11 @@ pub fn install() -> Result<PrometheusHandle, String> {
         "portico_aggregate_merge_collisions_total",
         "Keys a later call overwrote in a deep merge, by route and overwriting call"
     );
+    describe_counter!("portico_access_log_lines_total", "Access log lines written");
+    describe_counter!(
+        "portico_access_log_dropped_total",
+        "Access log lines dropped, by reason (queue_full: the writer fell behind; write_failed: the file could not be written)"
+    );
     crate::backend::amqp::metrics::describe();
     Ok(handle)
 }
@@ -216,6 +221,14 @@ pub fn circuit_changed(service: &str, target: &str, open: bool) {
 
 pub fn connect_failed(service: &str, target: &str) {
     counter!("portico_upstream_connect_failures_total", "service" => service.to_owned(), "target" => target.to_owned()).increment(1);
+}
+
+pub fn access_log_written(lines: u64) {
+    counter!("portico_access_log_lines_total").increment(lines);
+}
+
+pub fn access_log_dropped(reason: &'static str, lines: u64) {
+    counter!("portico_access_log_dropped_total", "reason" => reason).increment(lines);
 }
 
 pub fn retry_budget_exhausted() {

@@ -74,6 +74,8 @@ pub struct Runtime {
     pub auth: Authenticator,
     /// Proxies whose `X-Forwarded-For` entries are believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The gateway's `access-log` policy, for requests no route matched.
+    pub access_log: crate::access_log::Plan,
     /// TLS certificates by server name.
     pub certificates: Certificates,
     /// Every limiter in use, by fingerprint (handed on to the next version).
@@ -251,6 +253,7 @@ impl Runtime {
             hash: snapshot.hash,
             auth,
             trusted_proxies,
+            access_log: crate::access_log::Plan::compile(&config.policies.iter().collect::<Vec<_>>()),
             certificates,
             limiters,
             router,

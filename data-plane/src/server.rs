@@ -1,6 +1,7 @@
-//! Starting and stopping a data plane: bind both listeners, restore the
-//! cached config, connect to the control plane, serve until SIGTERM or
-//! Ctrl-C, then stop accepting and let in-flight requests finish (bounded).
+//! Starting and stopping a data plane: bind both listeners, open the
+//! access log, restore the cached config, connect to the control plane,
+//! serve until SIGTERM or Ctrl-C, then stop accepting and let in-flight
+//! requests finish (bounded) and their access log lines be written.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use portico_shared::secret::KeyHasher;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::access_log::{AccessLog, Destination, TlsInfo};
 use crate::auth::AuthSettings;
 use crate::cache::SnapshotCache;
 use crate::config_client::ConfigClient;
@@ -95,11 +97,25 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         None => None,
     };
     let limits = LimitSettings { redis: redis.clone(), gateway: settings.gateway.clone() };
+    let access_log = match Destination::parse(&settings.access_log) {
+        Some(destination) => {
+            let capacity = usize::try_from(settings.access_log_buffer).unwrap_or(usize::MAX);
+            let to_file = matches!(destination, Destination::File(_));
+            let log = AccessLog::start(destination, capacity, &settings.gateway)
+                .map_err(|e| StartError::Config(format!("--access-log: cannot open {e}")))?;
+            if to_file {
+                tokio::spawn(reopen_on_hangup(log.clone()));
+            }
+            Some(log)
+        }
+        None => None,
+    };
     let node = Arc::new(NodeState::new(
         &settings.gateway,
         &node_id,
         Context { auth, limits },
         ResponseCache::new(settings.cache_memory_mb * 1024 * 1024),
+        access_log.clone(),
     ));
 
     let proxy_listener = bind(settings.listen).await?;
@@ -155,6 +171,9 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     }
     let _ = tokio::join!(config_task, status_task);
     cache_writes.flush(Duration::from_secs(5)).await;
+    if let Some(log) = access_log {
+        let _ = tokio::task::spawn_blocking(move || log.flush(Duration::from_secs(5))).await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -261,31 +280,20 @@ pub async fn serve_proxy(
         let (node, builder, watcher, tls) = (node.clone(), builder.clone(), graceful.watcher(), tls.clone());
         let (first_byte, idle) = (options.header_read_timeout, options.client_idle);
         tokio::spawn(async move {
-            let secure = tls.is_some();
-            let peer = Arc::new(Peer::new(client));
             let activity = Activity::new();
-            let requests = activity.clone();
             let verdicts = Verdicts::new();
-            let (checked, protocol) = (verdicts.clone(), verdicts.clone());
+            let protocol = verdicts.clone();
             // An HTTP/1 connection with no request in flight is waiting for
             // or reading a request head: it has the header read timeout
             // (from the end of its last response, however the head's bytes
             // trickle in); HTTP/2 connections have the idle one.
             let quiet_limit = move || if protocol.http1() { first_byte.min(idle) } else { idle };
-            let service = service_fn(move |request| {
-                let (node, peer, in_flight) = (node.clone(), peer.clone(), requests.start());
-                let verdict = checked.next_request();
-                async move {
-                    // Boxed once here: hyper moves the service's future as it
-                    // stores and polls it, and the proxy's is several KiB.
-                    let response = Box::pin(crate::proxy::handle(node, request, &peer, secure, verdict)).await;
-                    Ok::<_, Infallible>(response.map(|body| Counted::new(body, in_flight)))
-                }
-            });
             if let Some(acceptor) = tls {
                 // The handshake must be done within the header read timeout.
                 let Ok(Ok(stream)) = tokio::time::timeout(first_byte, acceptor.accept(stream)).await else { return };
                 activity.restart();
+                let peer = Peer::new(client).with_tls(TlsInfo::of(stream.get_ref().1));
+                let service = proxy_service(node, peer, activity.clone(), verdicts.clone());
                 let connection = watcher
                     .watch(builder.serve_connection_with_upgrades(TokioIo::new(Guarded::client(stream, verdicts)), service).into_owned());
                 until_quiet(connection, activity, quiet_limit).await;
@@ -298,6 +306,7 @@ pub async fn serve_proxy(
                 return;
             }
             activity.restart();
+            let service = proxy_service(node, Peer::new(client), activity.clone(), verdicts.clone());
             let connection = watcher
                 .watch(builder.serve_connection_with_upgrades(TokioIo::new(Guarded::client(stream, verdicts)), service).into_owned());
             until_quiet(connection, activity, quiet_limit).await;
@@ -311,6 +320,29 @@ pub async fn serve_proxy(
     if tokio::time::timeout(options.drain, drained).await.is_err() {
         tracing::warn!(drain = ?options.drain, "drain timed out; closing the remaining connections and tunnels");
     }
+}
+
+/// The service of one client connection from `peer`: each request goes
+/// through the pipeline, counted in flight on `activity` until its
+/// response body is done (and then logged, if it is to be).
+fn proxy_service(
+    node: Arc<NodeState>,
+    peer: Peer,
+    activity: Arc<Activity>,
+    verdicts: Arc<Verdicts>,
+) -> impl hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<Counted>, Error = Infallible, Future: Send>
++ Clone {
+    let peer = Arc::new(peer);
+    service_fn(move |request| {
+        let (node, peer, in_flight) = (node.clone(), peer.clone(), activity.start());
+        let verdict = verdicts.next_request();
+        async move {
+            // Boxed once here: hyper moves the service's future as it
+            // stores and polls it, and the proxy's is several KiB.
+            let (response, logged) = Box::pin(crate::proxy::handle(node, request, &peer, verdict)).await;
+            Ok::<_, Infallible>(response.map(|body| Counted::new(body, in_flight, logged)))
+        }
+    })
 }
 
 /// TLS towards the control plane, from the flags.
@@ -338,6 +370,23 @@ fn control_plane_tls(settings: &Settings) -> Result<Option<tonic::transport::Cli
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Has `log` reopen its file on every SIGHUP (log rotation renames it first).
+async fn reopen_on_hangup(log: Arc<AccessLog>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: the access log will not be reopened");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reopening the access log");
+            log.reopen();
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = log;
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -103,6 +103,12 @@ pub struct Settings {
     /// Memory for stored responses of routes with a `cache` policy, in MiB, shared by all routes (0 stores nothing).
     #[arg(long, env = "PORTICO_CACHE_MEMORY_MB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(0..=1_048_576))]
     pub cache_memory_mb: u64,
+    /// Access log: `off`, `stdout`, or a file path (appended to; reopened on SIGHUP, for log rotation). One JSON line per request; the `access-log` policy picks which requests and fields.
+    #[arg(long, env = "PORTICO_ACCESS_LOG", default_value = "off")]
+    pub access_log: String,
+    /// Access log lines that may wait for the writer; past that, lines are dropped (counted in `portico_access_log_dropped_total`), never requests slowed.
+    #[arg(long, env = "PORTICO_ACCESS_LOG_BUFFER", default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub access_log_buffer: u64,
     /// Log format: `text` or `json`.
     #[arg(long, env = "PORTICO_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

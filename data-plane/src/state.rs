@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
+use crate::access_log::AccessLog;
 use crate::runtime::{Context, Runtime};
 use crate::stage::cache::ResponseCache;
 
@@ -22,10 +23,12 @@ pub struct NodeState {
     /// Upgraded (WebSocket) connections, which the HTTP server no longer
     /// tracks: the drain waits for them too.
     pub tunnels: Tunnels,
+    /// Where requests' access log lines go (`--access-log`), if anywhere.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 impl NodeState {
-    pub fn new(gateway: &str, node_id: &str, context: Context, cache: ResponseCache) -> Self {
+    pub fn new(gateway: &str, node_id: &str, context: Context, cache: ResponseCache, access_log: Option<Arc<AccessLog>>) -> Self {
         Self {
             gateway: gateway.to_owned(),
             node_id: node_id.to_owned(),
@@ -33,6 +36,7 @@ impl NodeState {
             cache: Arc::new(cache),
             runtime: ArcSwapOption::empty(),
             tunnels: Tunnels::default(),
+            access_log,
         }
     }
 

@@ -185,7 +185,8 @@ impl Authenticator {
                 | Policy::IpRestriction(_)
                 | Policy::RequestTransform(_)
                 | Policy::ResponseTransform(_)
-                | Policy::Cache(_) => {}
+                | Policy::Cache(_)
+                | Policy::AccessLog(_) => {}
             }
             if let Some(anonymous) = policy.anonymous() {
                 plan.anonymous = plan.anonymous.or_else(|| self.by_username.get(anonymous).copied());

@@ -53,6 +53,9 @@ pub struct Prepared<'a> {
     /// Whether sending it twice does no harm, so a retry plan may retry it
     /// (the pipeline: the method is idempotent; a transcoded call: its rule says so).
     pub idempotent: bool,
+    /// Where the access log's line learns the tries' target and timing
+    /// (a request whose route logs nothing has none).
+    pub trail: Option<&'a crate::access_log::Trail>,
     /// How long to wait for the response instead of the service's request
     /// timeout: a gRPC client's shorter `grpc-timeout`, a transcoded route's deadline.
     pub timeout: Option<Duration>,
@@ -152,6 +155,10 @@ pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> 
         }
         let request_headers = if last || !copy_headers { headers.take() } else { headers.clone() }.unwrap_or_default();
         let request = request(&picked, &prepared.method, &prepared.path_and_query, request_headers, prepared.host.as_ref(), body.next());
+        if let Some(trail) = prepared.trail {
+            trail.tried(picked.index());
+        }
+        let sent_at = Instant::now();
         let left = deadline.saturating_duration_since(Instant::now());
         let per_try = plan.and_then(RetryPlan::per_try_timeout);
         let timeout = per_try.map_or(left, |per_try| per_try.min(left));
@@ -162,6 +169,9 @@ pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> 
             Ok(Ok((mut response, lease))) => {
                 let status = response.status();
                 upstream.answered(&picked);
+                if let Some(trail) = prepared.trail {
+                    trail.answered(sent_at.elapsed());
+                }
                 let outcome = if upstream.is_grpc() {
                     grpc_outcome(target, &picked, &mut response, clients_deadline, client_wait.clone())
                 } else {

@@ -57,12 +57,19 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 pub struct Peer {
     pub addr: SocketAddr,
     header: HeaderValue,
+    /// The TLS session, on the TLS listener.
+    pub tls: Option<crate::access_log::TlsInfo>,
 }
 
 impl Peer {
     pub fn new(addr: SocketAddr) -> Self {
         let header = HeaderValue::from_str(&addr.ip().to_string()).expect("an IP address is a valid header value");
-        Self { addr, header }
+        Self { addr, header, tls: None }
+    }
+
+    /// The peer of a TLS connection.
+    pub fn with_tls(self, tls: crate::access_log::TlsInfo) -> Self {
+        Self { tls: Some(tls), ..self }
     }
 }
 

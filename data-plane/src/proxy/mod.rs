@@ -29,6 +29,7 @@ use tracing::Instrument;
 
 use self::grpc::{CallMetric, GrpcClient};
 use self::headers::Peer;
+use crate::access_log::{self, Arrival, Findings, LimitOutcome, Pending, Trail};
 use crate::auth::Identity;
 use crate::backend::Backend;
 use crate::backend::aggregate::AggregateInput;
@@ -37,6 +38,7 @@ use crate::body::ResponseBody;
 use crate::error::ProxyError;
 use crate::http1::Verdict;
 use crate::metrics::RouteMetrics;
+use crate::ratelimit::algorithm::Decision;
 use crate::ratelimit::{self, RequestFacts};
 use crate::router::normalize_path;
 use crate::runtime::{RouteEntry, Runtime};
@@ -46,8 +48,9 @@ use crate::stage::cors::Cors;
 use crate::stage::values::RequestValues;
 use crate::state::NodeState;
 
-/// Handles one request from `peer`. Never fails: errors become responses.
-/// `secure`: the request came over TLS. `verdict`: what the HTTP/1 wire
+/// Handles one request from `peer`. Never fails: errors become responses;
+/// with them comes the request's access log line when it is to have one,
+/// for the response body to finish. `verdict`: what the HTTP/1 wire
 /// guard ([`crate::http1`]) found of its head: a request that broke a rule
 /// is answered here, and it or an upgrade request that gets no `101` (past
 /// which the guard checks nothing) closes the connection, so no byte sent
@@ -56,10 +59,11 @@ pub async fn handle(
     node: Arc<NodeState>,
     request: Request<Incoming>,
     peer: &Peer,
-    secure: bool,
     verdict: Verdict,
-) -> Response<ResponseBody> {
+) -> (Response<ResponseBody>, Option<Pending>) {
     let started = Instant::now();
+    let secure = peer.tls.is_some();
+    let arrival = node.access_log.as_ref().map(|_| Arrival::of(&request, started));
     let refused = match verdict {
         Verdict::Refuse(violation) => Some(violation),
         Verdict::Pass | Verdict::Upgrade => None,
@@ -75,7 +79,7 @@ pub async fn handle(
         status = tracing::field::Empty,
     );
     let runtime = node.runtime();
-    let mut served = Served::default();
+    let mut served = Served { findings: arrival.as_ref().map(|_| Box::default()), ..Served::default() };
     let mut response = async {
         let outcome = match (refused, &runtime) {
             (Some(violation), _) => Err(ProxyError::Malformed(violation)),
@@ -113,14 +117,28 @@ pub async fn handle(
             response.headers_mut().append(CACHE_STATUS, status);
         }
     }
-    response.headers_mut().insert(headers::REQUEST_ID, request_id);
     let status = response.status();
+    let logged = node.access_log.as_ref().zip(arrival).and_then(|(log, arrival)| {
+        let gateway_plan = runtime.as_ref().map(|runtime| &runtime.access_log);
+        let fallback = access_log::Plan::default();
+        let plan = served.route.map(|route| &route.stages.access_log).or(gateway_plan).unwrap_or(&fallback);
+        if !plan.wants(status) {
+            return None;
+        }
+        let mut findings = served.findings.take().map(|findings| *findings).unwrap_or_default();
+        findings.route = runtime.clone().zip(served.route.map(|route| route.index));
+        findings.client.get_or_insert(peer.addr.ip());
+        findings.tls.clone_from(&peer.tls);
+        let cache = response.headers().get(CACHE_STATUS).cloned();
+        Some(Pending::new(log.clone(), plan, arrival, findings, request_id.clone(), status, cache))
+    });
+    response.headers_mut().insert(headers::REQUEST_ID, request_id);
     if verdict != Verdict::Pass && status != StatusCode::SWITCHING_PROTOCOLS {
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     span.record("status", status.as_u16());
     served.route.map_or(RouteMetrics::unmatched(), |route| &route.metrics).request_done(status, started.elapsed());
-    response
+    (response, logged)
 }
 
 /// What the pipeline learnt that the response needs whatever the outcome:
@@ -137,6 +155,8 @@ struct Served<'r> {
     grpc: Option<Box<GrpcClient>>,
     /// The route's service speaks gRPC: the call is counted by method.
     grpc_metric: Option<Box<CallMetric>>,
+    /// What the access log line needs, while access logs are on.
+    findings: Option<Box<Findings>>,
 }
 
 /// The method a request is routed by: a CORS preflight's asks for the
@@ -202,6 +222,9 @@ async fn forward<'r>(
     // As the client sent it (authentication may hide the credentials); only the cache asks.
     let authorized = route.stages.cache.is_some() && parts.headers.contains_key(header::AUTHORIZATION);
     let client_ip = headers::client_ip(peer.addr.ip(), &parts.headers, &runtime.trusted_proxies);
+    if let Some(findings) = &mut served.findings {
+        findings.client = Some(client_ip);
+    }
     if let Some(rule) = &route.stages.ip {
         rule.check(client_ip)?;
     }
@@ -210,11 +233,16 @@ async fn forward<'r>(
         return Err(ProxyError::BodyTooLarge { limit: route.max_body_bytes });
     }
 
-    let limited_before = ratelimit::check(&route.limits_before_auth, &facts(route, &parts, client_ip, None)).await?;
+    let limited_before = ratelimit::check(&route.limits_before_auth, &facts(route, &parts, client_ip, None)).await;
+    let limited_before = note_limit(served, limited_before)?;
     let identity = runtime.auth.authenticate(&route.auth, &mut parts).await.inspect_err(|error| {
         crate::metrics::auth_refused(route.name.clone(), error.status());
     })?;
-    let limited_after = ratelimit::check(&route.limits_after_auth, &facts(route, &parts, client_ip, identity.as_ref())).await?;
+    if let Some(findings) = &mut served.findings {
+        findings.consumer = identity.as_ref().and_then(|identity| runtime.auth.username(identity)).map(str::to_owned);
+    }
+    let limited_after = ratelimit::check(&route.limits_after_auth, &facts(route, &parts, client_ip, identity.as_ref())).await;
+    let limited_after = note_limit(served, limited_after)?;
     let limited = ratelimit::tighter(limited_before, limited_after);
     let consumer = identity.as_ref().filter(|i| !i.is_anonymous()).map(Identity::consumer_id);
     let hash_value = route
@@ -286,6 +314,7 @@ async fn forward<'r>(
     }
 
     let head_request = parts.method == Method::HEAD;
+    let trail = served.findings.as_ref().map(|_| Trail::default());
     let prepared = backend::Prepared {
         idempotent: parts.method.is_idempotent(),
         method: parts.method,
@@ -297,8 +326,9 @@ async fn forward<'r>(
         deadline_is_clients: timeout.is_some_and(|asked| own_timeout.is_none_or(|own| asked < own)),
         timeout,
         aggregate,
+        trail: trail.as_ref(),
     };
-    let mut response = match (&stages.cache, client_upgrade) {
+    let fetched = match (&stages.cache, client_upgrade) {
         (Some(cache), None) => {
             let request = CacheRequest {
                 host: &host,
@@ -313,16 +343,19 @@ async fn forward<'r>(
             Box::pin(cache.serve(&node.cache, runtime, route, request, prepared, body)).await.map_err(|failed| {
                 served.cache_status = Some(failed.status);
                 failed.error
-            })?
+            })
         }
-        (cache, client_upgrade) => {
-            let mut response = Box::pin(fetch_upgradable(node, route, prepared, body, client_upgrade)).await?;
+        (cache, client_upgrade) => Box::pin(fetch_upgradable(node, route, prepared, body, client_upgrade)).await.map(|mut response| {
             if cache.is_some() {
                 response.headers_mut().append(CACHE_STATUS, CacheStatus::forwarded(Fwd::Bypass).value());
             }
             response
-        }
+        }),
     };
+    if let Some(findings) = &mut served.findings {
+        findings.trail = trail;
+    }
+    let mut response = fetched?;
     let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if let Some(rewrite) = response_rewrite.filter(|_| !upgraded) {
         if let Some(shaper) = &rewrite.shaper.body {
@@ -407,6 +440,19 @@ fn client_response(
     *response.version_mut() = Version::HTTP_11;
     let idle = target.upstream.idle_timeout;
     response.map(|body| ResponseBody::upstream(body, idle, lease))
+}
+
+/// Notes in the access log's findings what the rate limits made of a
+/// request (`checked`: none applied, or their decision).
+fn note_limit(served: &mut Served<'_>, checked: Result<Option<Decision>, ProxyError>) -> Result<Option<Decision>, ProxyError> {
+    if let Some(findings) = &mut served.findings {
+        match &checked {
+            Err(ProxyError::RateLimited { .. }) => findings.rate_limit = Some(LimitOutcome::Refused),
+            Ok(Some(_)) => findings.rate_limit = findings.rate_limit.or(Some(LimitOutcome::Allowed)),
+            Ok(None) | Err(_) => {}
+        }
+    }
+    checked
 }
 
 /// What a rate limit may key a request of `route` on.

@@ -33,13 +33,15 @@ pub struct Stages {
     /// `response-transform` profiles.
     pub response: Profiles<ResponseShaper>,
     pub cache: Option<Box<CacheStage>>,
+    /// Which requests get an access log line ([`crate::access_log`]).
+    pub access_log: crate::access_log::Plan,
 }
 
 impl Stages {
     /// Compiles the stages of route `route` from the policies that apply
     /// to it ([`portico_shared::model::effective_policies`]).
     pub fn compile(route: &Arc<str>, policies: &[&Policy]) -> Result<Self, String> {
-        let mut stages = Self::default();
+        let mut stages = Self { access_log: crate::access_log::Plan::compile(policies), ..Self::default() };
         for policy in policies {
             match policy {
                 Policy::Cors(p) => stages.cors = Some(Box::new(Cors::compile(p))),

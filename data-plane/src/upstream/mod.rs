@@ -313,6 +313,11 @@ impl Upstream {
         &self.service.name
     }
 
+    /// The URL of the target at `index`, as the service lists it.
+    pub fn target_url(&self, index: usize) -> Option<&str> {
+        self.service.targets.get(index).map(|target| target.url.as_str())
+    }
+
     /// Whether the service speaks gRPC (`grpc` or `grpcs`): its answers'
     /// outcome is their `grpc-status` ([`grpc`]).
     pub fn is_grpc(&self) -> bool {

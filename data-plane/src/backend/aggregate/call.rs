@@ -353,6 +353,7 @@ impl Call {
             timeout: None,
             deadline_is_clients: false,
             aggregate: None,
+            trail: None,
         };
         let (response, lease) = proxy::send(&self.target, prepared, ClientBody::Whole(request.body)).await.map_err(|e| Failure::of(&e))?;
         let service = self.target.upstream.name();

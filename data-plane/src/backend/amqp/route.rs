@@ -254,6 +254,7 @@ mod tests {
             timeout: None,
             deadline_is_clients: false,
             aggregate: None,
+            trail: None,
         };
         let never_ends = http_body_util::StreamBody::new(futures::stream::pending::<Result<hyper::body::Frame<Bytes>, BoxError>>());
         let body = ClientBody::Once(UpstreamBody::translated(None, never_ends));

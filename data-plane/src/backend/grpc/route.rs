@@ -121,6 +121,7 @@ impl Transcoding {
             timeout: Some(timeout),
             deadline_is_clients: prepared.timeout.is_some_and(|asked| asked < self.timeout),
             aggregate: None,
+            trail: prepared.trail,
         };
         let sent = proxy::send(&self.target, upstream, upstream_body).await;
         let client_mistake = || mistake.lock().unwrap_or_else(PoisonError::into_inner).take();

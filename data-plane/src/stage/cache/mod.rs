@@ -618,6 +618,7 @@ impl Refresh {
             timeout: None,
             deadline_is_clients: false,
             aggregate: self.aggregate,
+            trail: None,
         };
         let upstream =
             Upstream { cache: &cache, route, key: self.key, fwd: Fwd::Stale, authorized: self.authorized, guard: Some(self.guard) };

@@ -15,6 +15,7 @@ use super::{Route, Service};
 use crate::error::{ConfigError, ConfigErrors, Errors};
 use crate::validate::rules::{MAX_LIST, Result, Validate, bounded};
 
+pub mod access_log;
 mod auth;
 pub mod cache;
 pub mod cors;
@@ -57,6 +58,8 @@ pub enum Policy {
     /// Stores responses in the data plane's shared cache (RFC 9111) and
     /// answers later requests from it.
     Cache(cache::CachePolicy),
+    /// Which requests get a line in the data plane's access log (`--access-log`).
+    AccessLog(access_log::AccessLogPolicy),
 }
 
 impl Policy {
@@ -73,6 +76,7 @@ impl Policy {
             Self::RequestTransform(_) => "request-transform",
             Self::ResponseTransform(_) => "response-transform",
             Self::Cache(_) => "cache",
+            Self::AccessLog(_) => "access-log",
         }
     }
 
@@ -106,7 +110,8 @@ impl Policy {
             | Self::IpRestriction(_)
             | Self::RequestTransform(_)
             | Self::ResponseTransform(_)
-            | Self::Cache(_) => None,
+            | Self::Cache(_)
+            | Self::AccessLog(_) => None,
         }
     }
 }
@@ -168,6 +173,7 @@ impl Validate for Policy {
             Self::RequestTransform(p) => p.normalize_and_validate(),
             Self::ResponseTransform(p) => p.normalize_and_validate(),
             Self::Cache(p) => p.normalize_and_validate(),
+            Self::AccessLog(p) => p.normalize_and_validate(),
         }
     }
 }
