@@ -4,13 +4,13 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::{Extension, Json};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use portico_shared::GatewayConfig;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::auth::Principal;
+use super::audit::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Path, Query, change_message};
 use super::pagination::{List, Page};
@@ -87,7 +87,7 @@ pub(super) async fn get(State(state): State<AppState>, Path((gw, n)): Path<(Stri
         (status = 404, body = ErrorBody)))]
 pub(super) async fn rollback(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    caller: Caller,
     headers: HeaderMap,
     Path((gw, n)): Path<(String, u64)>,
 ) -> Result<Response, ApiError> {
@@ -95,7 +95,8 @@ pub(super) async fn rollback(
     let target: GatewayConfig = serde_json::from_slice(&bytes).map_err(|_| ApiError::Internal)?;
     let given = change_message(&headers)?;
     let message = if given.is_empty() { format!("rollback to version {n}") } else { given };
-    let publication = Publication { author: &principal.name, message: &message, rollback_of: Some(n) };
+    let restored = n.to_string();
+    let publication = Publication { change: caller.change("version.rollback", &restored, &message), rollback_of: Some(n) };
     let published = state.publisher.change(&gw, &publication, |_| Ok::<_, ApiError>(target.clone())).await?;
     let (record, _) = load(&state, &gw, published.version).await?;
     let status = if published.created { StatusCode::CREATED } else { StatusCode::OK };
