@@ -89,7 +89,8 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     tracing::info!(admin = %settings.admin_listen, grpc = %settings.grpc_listen, database = %redact(&settings.database_url), "portico-cp started");
 
     let listener_task = tokio::spawn(follow_store(store.clone(), hub.clone()));
-    let audit_retention = (settings.audit_retention_days > 0).then(|| Duration::from_secs(u64::from(settings.audit_retention_days) * 24 * 60 * 60));
+    let audit_retention =
+        (settings.audit_retention_days > 0).then(|| Duration::from_secs(u64::from(settings.audit_retention_days) * 24 * 60 * 60));
     let retention_task = tokio::spawn(forget_old_records(store.clone(), audit_retention));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let streams = ConfigStreams::new(store, hub, cluster_token, heartbeat, stop_rx.clone());

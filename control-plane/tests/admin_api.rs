@@ -1016,7 +1016,7 @@ fn read_only_exception(method: &Method, template: &str) -> Option<StatusCode> {
     match (method.as_str(), template) {
         ("POST", "/api/v1/gateways/{gw}/config/diff") => Some(StatusCode::OK), // a preview writes nothing
         (_, t) if t.starts_with("/api/v1/tokens") => Some(StatusCode::FORBIDDEN), // only admins manage tokens
-        (_, t) if t.starts_with("/api/v1/audit") => Some(StatusCode::FORBIDDEN),  // it holds client addresses
+        (_, t) if t.starts_with("/api/v1/audit") => Some(StatusCode::FORBIDDEN), // it holds client addresses
         _ => None,
     }
 }
@@ -1371,14 +1371,27 @@ async fn amqp_services_and_routes_are_checked_naming_the_field() {
 /// The client address the audit tests' requests come from.
 const CLIENT: &str = "203.0.113.9:41234";
 
-/// Each entry of the audit log as `(author, source, action, gateway, target, version, message)`, newest first.
-fn audit_rows(page: &Value) -> Vec<(String, String, String, String, String, Option<u64>, String)> {
+/// An audit entry as `(author, source, action, gateway, target, version, message)`.
+type AuditRow = (String, String, String, String, String, Option<u64>, String);
+
+/// Each entry of a page of the audit log, newest first.
+fn audit_rows(page: &Value) -> Vec<AuditRow> {
     let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
     page["data"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (text(&e["author"]), text(&e["source"]), text(&e["action"]), text(&e["gateway"]), text(&e["target"]), e["version"].as_u64(), text(&e["message"])))
+        .map(|e| {
+            (
+                text(&e["author"]),
+                text(&e["source"]),
+                text(&e["action"]),
+                text(&e["gateway"]),
+                text(&e["target"]),
+                e["version"].as_u64(),
+                text(&e["message"]),
+            )
+        })
         .collect()
 }
 
@@ -1409,7 +1422,8 @@ async fn audit_log_records_who_changed_what_when_and_from_where() {
     assert_eq!(api.send(Method::POST, "/api/v1/gateways", ops, &[], json_body(json!({"name": "mobile"}))).await.version(), 1);
     let config = json!({"services": [{"name": "web", "targets": [{"url": "http://10.0.0.9:80"}]}]});
     assert_eq!(api.send(Method::PUT, "/api/v1/gateways/mobile/config", ops, &[], json_body(config)).await.version(), 2);
-    let purge = api.send(Method::POST, "/api/v1/gateways/mobile/cache/purge?timeout_ms=0", ops, &[], json_body(json!({"prefix": "/web"}))).await;
+    let purge =
+        api.send(Method::POST, "/api/v1/gateways/mobile/cache/purge?timeout_ms=0", ops, &[], json_body(json!({"prefix": "/web"}))).await;
     assert_eq!(purge.status, StatusCode::OK, "{}", purge.text);
     assert_eq!(api.send(Method::DELETE, "/api/v1/gateways/mobile", ops, &[], None).await.status, StatusCode::NO_CONTENT);
     assert_eq!(api.send(Method::DELETE, &format!("{SERVICES}/nope"), ops, &[], None).await.status, StatusCode::NOT_FOUND, "refused");
@@ -1483,6 +1497,9 @@ async fn audit_entries_without_connect_info_have_no_source() {
     let api = Api::new().await;
     assert_eq!(api.write(Method::POST, SERVICES, users_service()).await.status, StatusCode::CREATED);
     let entry = &api.get("/api/v1/audit?limit=1").await.json()["data"][0];
-    assert_eq!((entry["action"].as_str(), entry["author"].as_str(), entry["version"].as_u64()), (Some("service.create"), Some("bootstrap"), Some(2)));
+    assert_eq!(
+        (entry["action"].as_str(), entry["author"].as_str(), entry["version"].as_u64()),
+        (Some("service.create"), Some("bootstrap"), Some(2))
+    );
     assert_eq!(entry["source"], Value::Null, "{entry}");
 }

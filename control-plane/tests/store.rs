@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used)] // test helpers, like #[test] bodies, may unwrap
 
 use chrono::Utc;
-use portico_cp::store::{AuditFilter, AuditRecord, Change, DEFAULT_GATEWAY, NodeDeletion, NodeHello, Publication, PurgeIds, Role, Store, StoreError};
+use portico_cp::store::{
+    AuditFilter, AuditRecord, Change, DEFAULT_GATEWAY, NodeDeletion, NodeHello, Publication, PurgeIds, Role, Store, StoreError,
+};
 use portico_shared::model::policy::cache::CachePurge;
 use portico_shared::parse::from_json;
 use portico_shared::{GatewayConfig, Snapshot};
@@ -262,8 +264,11 @@ async fn protos_are_stored_with_the_config(db: TestDb) {
     assert!(current.config.protos[0].pool().unwrap().get_service_by_name("shop.Orders").is_some(), "the stored set decodes");
 }
 
-/// The audit log as `(author, source, action, gateway, target, version, message)`, newest first.
-async fn audit_rows(store: &Store) -> Vec<(String, Option<String>, String, Option<String>, String, Option<u64>, String)> {
+/// An audit entry as `(author, source, action, gateway, target, version, message)`.
+type AuditRow = (String, Option<String>, String, Option<String>, String, Option<u64>, String);
+
+/// The whole audit log, newest first.
+async fn audit_rows(store: &Store) -> Vec<AuditRow> {
     let (records, total) = store.audit_log(&AuditFilter::default(), 1000, 0).await.unwrap();
     assert_eq!(total, records.len() as u64);
     records.into_iter().map(|r| (r.author, r.source, r.action, r.gateway, r.target, r.version, r.message)).collect()
@@ -298,7 +303,10 @@ async fn every_change_is_audited_with_it_and_failed_ones_are_not(db: TestDb) {
     store.create_gateway("mobile", "", &by("bob", "gateway.create", "mobile")).await.unwrap();
     assert!(matches!(store.create_gateway("mobile", "", &by("bob", "gateway.create", "mobile")).await, Err(StoreError::Conflict(_))));
     store.create_token("ci", Role::ReadOnly, "hash-1", &by("alice", "token.create", "ci")).await.unwrap();
-    assert!(matches!(store.create_token("ci", Role::Admin, "hash-2", &by("alice", "token.create", "ci")).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.create_token("ci", Role::Admin, "hash-2", &by("alice", "token.create", "ci")).await,
+        Err(StoreError::Conflict(_))
+    ));
     assert!(store.revoke_token("ci", &by("bob", "token.revoke", "ci")).await.unwrap());
     assert!(!store.revoke_token("ci", &by("bob", "token.revoke", "ci")).await.unwrap());
     store.record_purge("mobile", &CachePurge::Prefix("/users".into()), &by("bob", "cache.purge", "prefix /users")).await.unwrap();
@@ -329,15 +337,24 @@ async fn audit_log_is_filtered_and_paged_newest_first(db: TestDb) {
     store.create_gateway("mobile", "", &by("bob", "gateway.create", "mobile")).await.unwrap();
     for (i, author) in ["alice", "bob", "alice"].into_iter().enumerate() {
         let change = by(author, "service.update", "users");
-        store.publish(DEFAULT_GATEWAY, 1 + i as u64, &one_service(&format!("http://d{i}:1")), &Publication { change, rollback_of: None }).await.unwrap();
+        store
+            .publish(DEFAULT_GATEWAY, 1 + i as u64, &one_service(&format!("http://d{i}:1")), &Publication { change, rollback_of: None })
+            .await
+            .unwrap();
         let change = by(author, "route.create", "r");
-        store.publish("mobile", 1 + i as u64, &one_service(&format!("http://m{i}:1")), &Publication { change, rollback_of: None }).await.unwrap();
+        store
+            .publish("mobile", 1 + i as u64, &one_service(&format!("http://m{i}:1")), &Publication { change, rollback_of: None })
+            .await
+            .unwrap();
     }
     let page = |filter: AuditFilter<'static>, limit: u32, offset: u64| {
         let store = store.clone();
         async move {
             let (records, total) = store.audit_log(&filter, limit, offset).await.unwrap();
-            (records.iter().map(|r: &AuditRecord| (r.gateway.clone().unwrap_or_default(), r.version.unwrap_or(0))).collect::<Vec<_>>(), total)
+            (
+                records.iter().map(|r: &AuditRecord| (r.gateway.clone().unwrap_or_default(), r.version.unwrap_or(0))).collect::<Vec<_>>(),
+                total,
+            )
         }
     };
     let pairs = |list: &[(&str, u64)]| list.iter().map(|(g, v)| ((*g).to_owned(), *v)).collect::<Vec<_>>();

@@ -313,7 +313,7 @@ async fn audit_log_records_the_client_address_on_postgres_and_sqlite() {
         assert_eq!(token.status(), StatusCode::CREATED);
         assert_eq!(create_service(&cp, "users", "http://127.0.0.1:8000").await.status(), StatusCode::CREATED);
         let log: Value = cp.admin(Method::GET, "/api/v1/audit?limit=2").send().await.unwrap().json().await.unwrap();
-        let entries = log["data"].as_array().unwrap();
+        let entries = log["data"].as_array().unwrap_or_else(|| panic!("{log}"));
         let summary: Vec<(&str, &str, Option<u64>)> =
             entries.iter().map(|e| (e["action"].as_str().unwrap(), e["target"].as_str().unwrap(), e["version"].as_u64())).collect();
         assert_eq!(summary, [("service.create", "users", Some(2)), ("token.create", "ops", None)], "{log}");

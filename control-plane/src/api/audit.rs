@@ -177,7 +177,10 @@ fn positive(field: &str, value: u64) -> Result<u64, ApiError> {
     responses((status = 200, body = List<AuditEntry>, description = "Newest first"),
         (status = 400, body = ErrorBody, description = "An unknown, repeated or bad parameter, named in `field`"),
         (status = 403, body = ErrorBody, description = "Not an admin token")))]
-pub(super) async fn list(State(state): State<AppState>, Query(pairs): Query<Vec<(String, String)>>) -> Result<Json<List<AuditEntry>>, ApiError> {
+pub(super) async fn list(
+    State(state): State<AppState>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Json<List<AuditEntry>>, ApiError> {
     let query = AuditQuery::parse(pairs)?;
     let (limit, offset) = Page { limit: query.limit, offset: query.offset }.resolve()?;
     let filter = AuditFilter {

@@ -5,10 +5,10 @@
 //! before anything is validated or stored, and the response of that one
 //! write is the only place the key is ever shown.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::Json;
 use portico_shared::model::{Credential, CredentialKind};
 use portico_shared::secret::KeyHasher;
 use portico_shared::{ConfigError, ConfigErrors, GatewayConfig, validate};

@@ -2,17 +2,17 @@
 //! and cannot be deleted. Creating a gateway publishes its version 1, an
 //! empty config.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::audit::Caller;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{JsonBody, Path, Query, change_message};
+use super::extract::{JsonBody, Path, Query, change_message, change_message_or};
 use super::pagination::{List, Page};
 use super::{AppState, known_name, written};
 use crate::store::{DEFAULT_GATEWAY, GatewayRecord, StoreError};
@@ -61,8 +61,7 @@ pub(super) async fn create(
     if new.description.len() > 1_000 || new.description.chars().any(char::is_control) {
         return Err(ApiError::invalid("description", "must be at most 1000 characters, without control characters"));
     }
-    let given = change_message(&headers)?;
-    let message = if given.is_empty() { "gateway created".to_owned() } else { given };
+    let message = change_message_or(&headers, || "gateway created".to_owned())?;
     let change = caller.change("gateway.create", &new.name, &message);
     let version = state.store.create_gateway(&new.name, &new.description, &change).await.map_err(|e| match e {
         StoreError::Conflict(_) => {

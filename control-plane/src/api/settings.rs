@@ -3,10 +3,10 @@
 //! the same type, which takes precedence) and the proxies trusted in front
 //! of the gateway.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::Json;
 use portico_shared::model::Policy;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -3,10 +3,10 @@
 //! Only admin tokens reach these endpoints. Token changes are not config
 //! changes: they publish no version, but each is in the audit log.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -14,10 +14,10 @@ use utoipa::ToSchema;
 use super::audit::Caller;
 use super::auth::{BOOTSTRAP_NAME, generate_token, token_hash};
 use super::error::{ApiError, ErrorBody};
-use super::extract::{JsonBody, Path, Query, change_message};
+use super::extract::{JsonBody, Path, Query, change_message, change_message_or};
 use super::pagination::{List, Page};
 use super::{AppState, known_name};
-use crate::store::{Role, StoreError, SYSTEM_AUTHOR, TokenRecord};
+use crate::store::{Role, SYSTEM_AUTHOR, StoreError, TokenRecord};
 
 /// A token to create.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -79,8 +79,7 @@ pub(super) async fn create(
     if new.name == BOOTSTRAP_NAME || new.name == SYSTEM_AUTHOR {
         return Err(ApiError::Conflict { field: Some("name".into()), message: format!("'{}' is reserved", new.name) });
     }
-    let given = change_message(&headers)?;
-    let message = if given.is_empty() { format!("role: {}", new.role.as_str()) } else { given };
+    let message = change_message_or(&headers, || format!("role: {}", new.role.as_str()))?;
     let secret = generate_token();
     let change = caller.change("token.create", &new.name, &message);
     let record = state.store.create_token(&new.name, new.role, &token_hash(&secret), &change).await.map_err(|e| match e {

@@ -1,10 +1,10 @@
 //! Version history and rollback. History is linear: rolling back to n
 //! publishes a new version whose content (and hash) equals n's.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::Json;
 use chrono::{DateTime, Utc};
 use portico_shared::GatewayConfig;
 use serde::Serialize;
@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::audit::Caller;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{Path, Query, change_message};
+use super::extract::{Path, Query, change_message_or};
 use super::pagination::{List, Page};
 use super::{AppState, written};
 use crate::store::{Publication, VersionRecord};
@@ -93,8 +93,7 @@ pub(super) async fn rollback(
 ) -> Result<Response, ApiError> {
     let (_, bytes) = load(&state, &gw, n).await?;
     let target: GatewayConfig = serde_json::from_slice(&bytes).map_err(|_| ApiError::Internal)?;
-    let given = change_message(&headers)?;
-    let message = if given.is_empty() { format!("rollback to version {n}") } else { given };
+    let message = change_message_or(&headers, || format!("rollback to version {n}"))?;
     let restored = n.to_string();
     let publication = Publication { change: caller.change("version.rollback", &restored, &message), rollback_of: Some(n) };
     let published = state.publisher.change(&gw, &publication, |_| Ok::<_, ApiError>(target.clone())).await?;

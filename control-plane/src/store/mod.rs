@@ -137,13 +137,8 @@ impl Store {
 
     /// Makes sure the `default` gateway exists, with at least version 1.
     pub async fn ensure_default_gateway(&self) -> Result<()> {
-        let change = Change {
-            author: SYSTEM_AUTHOR,
-            source: None,
-            action: "gateway.create",
-            target: DEFAULT_GATEWAY,
-            message: "gateway created",
-        };
+        let change =
+            Change { author: SYSTEM_AUTHOR, source: None, action: "gateway.create", target: DEFAULT_GATEWAY, message: "gateway created" };
         match self.create_gateway(DEFAULT_GATEWAY, "The default gateway", &change).await {
             Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
             Err(e) => Err(e),
