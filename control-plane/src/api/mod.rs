@@ -1,8 +1,9 @@
 //! The admin REST API (axum): CRUD for every entity of a gateway, the
 //! declarative config, version history and rollback, the fleet view, cache
-//! purges, admin tokens and the audit log, all under `/api/v1` behind bearer tokens, plus the OpenAPI
-//! document generated from the handlers (`/api/v1/openapi.json`),
-//! `/healthz` (alive) and `/readyz` (the store answers).
+//! purges, admin tokens and the audit log, all under `/api/v1` behind
+//! bearer tokens, plus the OpenAPI document generated from the handlers
+//! (`/api/v1/openapi.json`), `/healthz` (alive) and `/readyz` (the store
+//! answers).
 
 pub mod audit;
 pub mod auth;

@@ -1,8 +1,9 @@
 //! The control plane's store: gateways, the immutable version history (whose
 //! newest row is each gateway's current config), data-plane nodes, cache
-//! purges, admin tokens and the audit log. One implementation over sqlx's `Any` driver serves Postgres and
-//! SQLite with the same parameterized SQL; only migrations and change
-//! notification differ per backend. The store knows nothing of HTTP.
+//! purges, admin tokens and the audit log. One implementation over sqlx's
+//! `Any` driver serves Postgres and SQLite with the same parameterized SQL;
+//! only migrations and change notification differ per backend. The store
+//! knows nothing of HTTP.
 
 mod audit;
 mod error;
