@@ -1470,6 +1470,12 @@ async fn audit_log_records_who_changed_what_when_and_from_where() {
     let second = api.get("/api/v1/audit?author=ops&limit=2&offset=2").await.json();
     assert_eq!(second["data"], next["data"], "so does the next offset");
 
+    let id = api.get(&format!("{SERVICES}/users")).await.json()["id"].as_str().unwrap().to_owned();
+    let by_id = api.send(Method::PATCH, &format!("{SERVICES}/{id}"), ops, &[], json_body(json!({"tags": ["x"]}))).await;
+    assert_eq!(by_id.status, StatusCode::OK, "{}", by_id.text);
+    let entry = &api.get("/api/v1/audit?action=service.update&limit=1").await.json()["data"][0];
+    assert_eq!((entry["target"].as_str(), entry["version"].as_u64()), (Some("users"), Some(8)), "named, not by its id: {entry}");
+
     for (query, field) in [
         ("gw=default", "gw"),
         ("gateway=Not%20Valid", "gateway"),

@@ -75,10 +75,10 @@ pub struct AuditEntry {
     pub action: String,
     /// The gateway changed; `null` for token actions.
     pub gateway: Option<String>,
-    /// What the action was about: the token, gateway or entity as the
-    /// request named it (a credential as `consumer/credential`), the
-    /// version rolled back to, or the purge (`prefix /users`); empty for a
-    /// whole-config or settings write.
+    /// What the action was about: the token, the gateway, the entity's name
+    /// (a credential as `consumer/credential`), the version rolled back to,
+    /// or the purge (`prefix /users`); empty for a whole-config or settings
+    /// write.
     pub target: String,
     /// The config version the change published; `null` when it published none.
     pub version: Option<u64>,

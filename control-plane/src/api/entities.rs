@@ -231,7 +231,7 @@ pub async fn update_entity<E: Entity + Validate>(
 ) -> Result<(Published, Uuid), ApiError> {
     let gateway = scope.gateway;
     let message = change_message(headers)?;
-    let (action, target) = (action::<E>("update"), target(scope.owner, key));
+    let (action, target) = (action::<E>("update"), audit_target::<E>(state, scope, key).await?);
     let publication = Publication { change: caller.change(&action, &target, &message), rollback_of: None };
     let mut id = None;
     let published = state
@@ -268,7 +268,7 @@ pub async fn delete<E: Entity>(
 ) -> Result<Response, ApiError> {
     let gateway = scope.gateway;
     let message = change_message(headers)?;
-    let (action, target) = (action::<E>("delete"), target(scope.owner, key));
+    let (action, target) = (action::<E>("delete"), audit_target::<E>(state, scope, key).await?);
     let publication = Publication { change: caller.change(&action, &target, &message), rollback_of: None };
     let published = state
         .publisher
@@ -289,10 +289,21 @@ fn action<E: Entity>(verb: &str) -> String {
     format!("{}.{verb}", E::KIND.as_str())
 }
 
-/// The audit target of an entity as a request names it: its name or id,
-/// after its owner's name for one that belongs to another (`alice/key-1`).
-fn target(owner: Option<&str>, key: &str) -> String {
-    owner.map_or_else(|| key.to_owned(), |owner| format!("{owner}/{key}"))
+/// The audit target of an entity: its name, after its owner's name for one
+/// that belongs to another (`alice/key-1`).
+fn target(owner: Option<&str>, name: &str) -> String {
+    owner.map_or_else(|| name.to_owned(), |owner| format!("{owner}/{name}"))
+}
+
+/// The audit target of the entity `key` of `scope`: an id is looked up, so
+/// the log names the entity (as it was just before the write), not a uuid.
+async fn audit_target<E: Entity>(state: &AppState, scope: Scope<'_>, key: &str) -> Result<String, ApiError> {
+    if Uuid::parse_str(key).is_err() {
+        return Ok(target(scope.owner, key));
+    }
+    let current = state.current(scope.gateway).await?;
+    let name = find::<E>(&current.config, scope, key).map_or(key, |(_, entity)| entity.name());
+    Ok(target(scope.owner, name))
 }
 
 /// An entity that others refer to (a service its routes use) can be
