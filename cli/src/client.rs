@@ -72,9 +72,14 @@ impl AdminClient {
     /// A request to the gateway's path `segments`, each percent-encoded
     /// (they are names a user typed).
     fn request_to(&self, method: Method, segments: &[&str]) -> Result<RequestBuilder, CliError> {
+        self.api_request(method, &[&["gateways", self.gateway.as_str()], segments].concat())
+    }
+
+    /// A request to `/api/v1/` and `segments`, each percent-encoded.
+    fn api_request(&self, method: Method, segments: &[&str]) -> Result<RequestBuilder, CliError> {
         let usage = || CliError::Usage(format!("not a valid admin URL: {}", self.base));
         let mut url = Url::parse(&self.base).map_err(|_| usage())?;
-        url.path_segments_mut().map_err(|_| usage())?.pop_if_empty().extend(["api", "v1", "gateways", &self.gateway]).extend(segments);
+        url.path_segments_mut().map_err(|_| usage())?.pop_if_empty().extend(["api", "v1"]).extend(segments);
         Ok(self.http.request(method, url).bearer_auth(&self.token))
     }
 
@@ -162,6 +167,16 @@ impl AdminClient {
     }
 
     /// The fleet: one page of the largest size (a list answers `{"data", "total", …}`).
+    /// The newest `limit` audit entries: this gateway's, or with
+    /// `all_gateways` every entry (token changes too); of `author` and of
+    /// `action` (or of its subject) when given.
+    pub async fn audit(&self, all_gateways: bool, author: Option<&str>, action: Option<&str>, limit: u32) -> Result<Value, CliError> {
+        let mut query = vec![("limit", limit.to_string())];
+        let filters = [("gateway", (!all_gateways).then_some(self.gateway.as_str())), ("author", author), ("action", action)];
+        query.extend(filters.into_iter().filter_map(|(name, value)| Some((name, value?.to_owned()))));
+        self.json(self.api_request(Method::GET, &["audit"])?.query(&query)).await
+    }
+
     pub async fn data_planes(&self) -> Result<Value, CliError> {
         self.json(self.request_to(Method::GET, &["data-planes"])?.query(&[("limit", "1000")])).await
     }

@@ -1,7 +1,7 @@
 //! The `portico` admin command line: declarative `apply`, `export`, `diff`
 //! (fit for CI: exit codes, no prompt without a terminal, `--select-tag`,
 //! `--wait` for the fleet, `--env-subst`), version history, rollback, the
-//! fleet view, consumers and their API keys, cache purges, over the admin REST API
+//! fleet view, consumers and their API keys, cache purges, the audit log, over the admin REST API
 //! (`PORTICO_ADMIN_URL`, `PORTICO_ADMIN_TOKEN`), and `portico dev`, the
 //! whole product on loopback for trying it out.
 
@@ -99,6 +99,21 @@ pub enum Command {
     },
     /// Show the gateway's data planes and whether they serve the current version.
     DataPlanes,
+    /// Show who changed what, when and from where (admin tokens only), newest first: the gateway's changes, or every one with --all-gateways.
+    Audit {
+        /// Only the changes made with this token name.
+        #[arg(long)]
+        author: Option<String>,
+        /// Only this action (service.create) or every action of a subject (service).
+        #[arg(long)]
+        action: Option<String>,
+        /// Every gateway's changes and token changes, not only --gateway's.
+        #[arg(long)]
+        all_gateways: bool,
+        /// How many entries to show.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
     /// The gateway's consumers (who calls).
     #[command(subcommand)]
     Consumers(ConsumersCommand),
@@ -171,6 +186,11 @@ pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
         Command::DataPlanes => {
             let fleet = client.data_planes().await?;
             print_block(&if json { pretty(&fleet) } else { render::fleet(&fleet) });
+            Ok(Outcome::Done)
+        }
+        Command::Audit { author, action, all_gateways, limit } => {
+            let log = client.audit(all_gateways, author.as_deref(), action.as_deref(), limit).await?;
+            print_block(&if json { pretty(&log) } else { render::audit(&log) });
             Ok(Outcome::Done)
         }
         Command::Consumers(command) => commands::entities::consumers(&client, json, command).await,

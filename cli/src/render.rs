@@ -80,6 +80,27 @@ pub(crate) fn versions(list: &Value) -> String {
     table(&["VERSION", "HASH", "CREATED", "AUTHOR", "MESSAGE"], &rows)
 }
 
+/// The audit log, newest first: when, who, from where, what.
+pub(crate) fn audit(list: &Value) -> String {
+    let or_dash = |value: &Value| if value.is_null() { "-".to_owned() } else { text(value) };
+    let rows: Vec<Vec<String>> = items(list)
+        .iter()
+        .map(|e| {
+            vec![
+                text(&e["time"]),
+                text(&e["author"]),
+                or_dash(&e["source"]),
+                text(&e["action"]),
+                or_dash(&e["gateway"]),
+                text(&e["target"]),
+                or_dash(&e["version"]),
+                text(&e["message"]),
+            ]
+        })
+        .collect();
+    table(&["TIME", "AUTHOR", "SOURCE", "ACTION", "GATEWAY", "TARGET", "VERSION", "MESSAGE"], &rows)
+}
+
 /// A version's metadata as YAML comments above its config, so the whole
 /// output is a file `portico apply -f` takes.
 pub(crate) fn version(version: &Value, config_yaml: &str) -> String {

@@ -1,11 +1,12 @@
 //! Publishing: every config write reads the gateway's current config, applies
 //! an edit, compiles the result with the same compiler data planes use, and
-//! appends it as the next version in one transaction, then wakes the local
-//! streams. A write whose result equals the current config publishes
-//! nothing. Writers of one process take turns; across replicas they are
-//! ordered by optimistic concurrency: a writer that lost the race re-reads
-//! and re-applies its edit. A cache purge is not config: it is recorded as
-//! it is and wakes the same streams.
+//! appends it as the next version, with its audit entry, in one
+//! transaction, then wakes the local streams. A write whose result equals
+//! the current config publishes nothing (and leaves no audit entry).
+//! Writers of one process take turns; across replicas they are ordered by
+//! optimistic concurrency: a writer that lost the race re-reads and
+//! re-applies its edit. A cache purge is not config: it is recorded as it
+//! is and wakes the same streams.
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use portico_shared::{ConfigError, ConfigErrors, GatewayConfig, Snapshot};
 use tokio::sync::Mutex;
 
 use crate::distribution::Hub;
-use crate::store::{Current, Publication, Store, StoreError};
+use crate::store::{Change, Current, Publication, Store, StoreError};
 
 /// How often a write is re-applied after losing a race before giving up.
 const MAX_ATTEMPTS: usize = 16;
@@ -52,11 +53,11 @@ impl Publisher {
         self.hub.forget(gateway);
     }
 
-    /// Records `purge` for every data plane of `gateway` and wakes this
-    /// replica's streams of it (other replicas learn it from the store
-    /// notification); returns its id.
-    pub async fn purge(&self, gateway: &str, purge: &CachePurge) -> Result<u64, StoreError> {
-        let id = self.store.record_purge(gateway, purge).await?;
+    /// Records `purge` for every data plane of `gateway` (and `change` in
+    /// the audit log) and wakes this replica's streams of it (other
+    /// replicas learn it from the store notification); returns its id.
+    pub async fn purge(&self, gateway: &str, purge: &CachePurge, change: &Change<'_>) -> Result<u64, StoreError> {
+        let id = self.store.record_purge(gateway, purge, change).await?;
         tracing::info!(gateway, purge = id, kind = purge.field(), value = purge.value(), "cache purge recorded");
         self.hub.purged(gateway, id);
         Ok(id)
@@ -85,7 +86,7 @@ impl Publisher {
             }
             match self.store.publish(gateway, current.version, &snapshot, publication).await {
                 Ok(record) => {
-                    tracing::info!(gateway, version = record.version, hash = %record.hash, author = publication.author, "published");
+                    tracing::info!(gateway, version = record.version, hash = %record.hash, author = publication.change.author, "published");
                     self.hub.published(gateway, record.version);
                     return Ok(Published { config: snapshot.config, version: record.version, hash: snapshot.hash, created: true });
                 }

@@ -89,13 +89,17 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     tracing::info!(admin = %settings.admin_listen, grpc = %settings.grpc_listen, database = %redact(&settings.database_url), "portico-cp started");
 
     let listener_task = tokio::spawn(follow_store(store.clone(), hub.clone()));
-    let retention_task = tokio::spawn(forget_old_records(store.clone()));
+    let audit_retention =
+        (settings.audit_retention_days > 0).then(|| Duration::from_secs(u64::from(settings.audit_retention_days) * 24 * 60 * 60));
+    let retention_task = tokio::spawn(forget_old_records(store.clone(), audit_retention));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let streams = ConfigStreams::new(store, hub, cluster_token, heartbeat, stop_rx.clone());
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let admin_server = axum::serve(admin, api::router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
+    // Connect info gives the audit log each write's client address.
+    let admin_service = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let admin_server = axum::serve(admin, admin_service).with_graceful_shutdown(stopped(stop_rx.clone()));
     let mut grpc_builder = tonic::transport::Server::builder();
     if let Some(tls) = grpc_tls(&settings)? {
         grpc_builder = grpc_builder.tls_config(tls).map_err(|e| StartError::Tls(format!("gRPC TLS: {e}")))?;

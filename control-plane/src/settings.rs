@@ -13,6 +13,9 @@ use clap::{Args, Parser, Subcommand};
 /// Shortest accepted admin or cluster token.
 pub const MIN_TOKEN_LEN: usize = 16;
 
+/// How long the audit log keeps an entry by default: a year.
+pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 365;
+
 // The flags are accepted before or after the subcommand (`portico-cp
 // --admin-listen … serve` and `portico-cp serve --admin-listen …`): `main`
 // makes every one global. (A `///` here would become `--help`'s long about.)
@@ -90,6 +93,9 @@ pub struct Settings {
     /// How often the config stream sends heartbeats; a node silent for three is shown disconnected.
     #[arg(long, env = "PORTICO_HEARTBEAT_INTERVAL_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub heartbeat_interval_ms: u64,
+    /// Days the audit log keeps an entry; 0 keeps every entry forever.
+    #[arg(long, env = "PORTICO_AUDIT_RETENTION_DAYS", default_value_t = DEFAULT_AUDIT_RETENTION_DAYS, value_parser = clap::value_parser!(u32).range(0..=36_500))]
+    pub audit_retention_days: u32,
     /// Log format: `text` or `json`.
     #[arg(long, env = "PORTICO_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

@@ -604,7 +604,8 @@ async fn every_list_answers_one_paginated_shape() {
         .map(|(_, template, _)| template)
         .collect();
     documented.sort();
-    let mut expected: Vec<String> = LISTS.iter().map(|(t, _)| (*t).to_owned()).chain(["/api/v1/tokens".to_owned()]).collect();
+    let mut expected: Vec<String> =
+        LISTS.iter().map(|(t, _)| (*t).to_owned()).chain(["/api/v1/tokens".to_owned(), "/api/v1/audit".to_owned()]).collect();
     expected.sort();
     assert_eq!(documented, expected, "every list takes ?limit=&offset=");
     for (template, total) in LISTS.into_iter().chain([("/api/v1/tokens", 2)]) {
@@ -691,6 +692,7 @@ async fn openapi_documents_every_endpoint() {
         ("/api/v1/gateways/{gw}/cache/purge", vec!["post"]),
         ("/api/v1/tokens", vec!["get", "post"]),
         ("/api/v1/tokens/{name}", vec!["get", "delete"]),
+        ("/api/v1/audit", vec!["get"]),
         ("/api/v1/openapi.json", vec!["get"]),
         ("/healthz", vec!["get"]),
         ("/readyz", vec!["get"]),
@@ -719,6 +721,7 @@ async fn openapi_documents_every_endpoint() {
         "Fleet",
         "CachePurge",
         "PurgeOutcome",
+        "AuditEntry",
     ] {
         assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema} missing");
     }
@@ -1013,6 +1016,7 @@ fn read_only_exception(method: &Method, template: &str) -> Option<StatusCode> {
     match (method.as_str(), template) {
         ("POST", "/api/v1/gateways/{gw}/config/diff") => Some(StatusCode::OK), // a preview writes nothing
         (_, t) if t.starts_with("/api/v1/tokens") => Some(StatusCode::FORBIDDEN), // only admins manage tokens
+        (_, t) if t.starts_with("/api/v1/audit") => Some(StatusCode::FORBIDDEN), // it holds client addresses
         _ => None,
     }
 }
@@ -1362,4 +1366,146 @@ async fn amqp_services_and_routes_are_checked_naming_the_field() {
         "{}",
         created.text
     );
+}
+
+/// The client address the audit tests' requests come from.
+const CLIENT: &str = "203.0.113.9:41234";
+
+/// An audit entry as `(author, source, action, gateway, target, version, message)`.
+type AuditRow = (String, String, String, String, String, Option<u64>, String);
+
+/// Each entry of a page of the audit log, newest first.
+fn audit_rows(page: &Value) -> Vec<AuditRow> {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                text(&e["author"]),
+                text(&e["source"]),
+                text(&e["action"]),
+                text(&e["gateway"]),
+                text(&e["target"]),
+                e["version"].as_u64(),
+                text(&e["message"]),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn audit_log_records_who_changed_what_when_and_from_where() {
+    let mut api = Api::new().await;
+    api.router = api.router.layer(axum::extract::connect_info::MockConnectInfo(CLIENT.parse::<std::net::SocketAddr>().unwrap()));
+    let note = [("portico-change-message", "on-call")];
+    let json_body = |body: Value| Some(("application/json", body.to_string()));
+    let ops = api.send(Method::POST, "/api/v1/tokens", Some(ADMIN), &note, json_body(json!({"name": "ops", "role": "admin"}))).await;
+    let ops_secret = ops.json()["secret"].as_str().unwrap().to_owned();
+    let ops = Some(ops_secret.as_str());
+    let reader = api.write(Method::POST, "/api/v1/tokens", json!({"name": "reader", "role": "read-only"})).await;
+    let reader_secret = reader.json()["secret"].as_str().unwrap().to_owned();
+
+    let add = [("portico-change-message", "add users")];
+    assert_eq!(api.send(Method::POST, SERVICES, ops, &add, json_body(users_service())).await.version(), 2);
+    let moved = json!({"targets": [{"url": "http://10.0.0.7:8000"}]});
+    assert_eq!(api.send(Method::PATCH, &format!("{SERVICES}/users"), ops, &[], json_body(moved.clone())).await.version(), 3);
+    assert_eq!(api.send(Method::PATCH, &format!("{SERVICES}/users"), ops, &[], json_body(moved)).await.version(), 3, "no change");
+    assert_eq!(api.send(Method::POST, CONSUMERS, ops, &[], json_body(json!({"username": "alice"}))).await.version(), 4);
+    let credential = json!({"type": "key-auth", "name": "alice-key", "key": "alice-secret-key-0123456789"});
+    assert_eq!(api.send(Method::POST, ALICE_CREDENTIALS, ops, &[], json_body(credential)).await.version(), 5);
+    let settings = json!({"trusted_proxies": ["10.0.0.0/8"]});
+    assert_eq!(api.send(Method::PUT, "/api/v1/gateways/default/settings", ops, &[], json_body(settings)).await.version(), 6);
+    let rollback = api.send(Method::POST, "/api/v1/gateways/default/versions/2/rollback", ops, &[], None).await;
+    assert_eq!(rollback.version(), 7, "{}", rollback.text);
+    assert_eq!(api.send(Method::POST, "/api/v1/gateways", ops, &[], json_body(json!({"name": "mobile"}))).await.version(), 1);
+    let config = json!({"services": [{"name": "web", "targets": [{"url": "http://10.0.0.9:80"}]}]});
+    assert_eq!(api.send(Method::PUT, "/api/v1/gateways/mobile/config", ops, &[], json_body(config)).await.version(), 2);
+    let purge =
+        api.send(Method::POST, "/api/v1/gateways/mobile/cache/purge?timeout_ms=0", ops, &[], json_body(json!({"prefix": "/web"}))).await;
+    assert_eq!(purge.status, StatusCode::OK, "{}", purge.text);
+    assert_eq!(api.send(Method::DELETE, "/api/v1/gateways/mobile", ops, &[], None).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(api.send(Method::DELETE, &format!("{SERVICES}/nope"), ops, &[], None).await.status, StatusCode::NOT_FOUND, "refused");
+    assert_eq!(api.send(Method::DELETE, "/api/v1/tokens/reader", ops, &[], None).await.status, StatusCode::NO_CONTENT);
+
+    let log = api.get("/api/v1/audit").await;
+    assert_eq!(log.status, StatusCode::OK, "{}", log.text);
+    let row = |author: &str, action: &str, gateway: &str, target: &str, version: Option<u64>, message: &str| {
+        (author.to_owned(), CLIENT.to_owned(), action.to_owned(), gateway.to_owned(), target.to_owned(), version, message.to_owned())
+    };
+    let expected = [
+        row("ops", "token.revoke", "", "reader", None, ""),
+        row("ops", "gateway.delete", "mobile", "mobile", None, ""),
+        row("ops", "cache.purge", "mobile", "prefix /web", None, ""),
+        row("ops", "config.replace", "mobile", "", Some(2), ""),
+        row("ops", "gateway.create", "mobile", "mobile", Some(1), "gateway created"),
+        row("ops", "version.rollback", "default", "2", Some(7), "rollback to version 2"),
+        row("ops", "settings.replace", "default", "", Some(6), ""),
+        row("ops", "credential.create", "default", "alice/alice-key", Some(5), ""),
+        row("ops", "consumer.create", "default", "alice", Some(4), ""),
+        row("ops", "service.update", "default", "users", Some(3), ""),
+        row("ops", "service.create", "default", "users", Some(2), "add users"),
+        row("bootstrap", "token.create", "", "reader", None, "role: read-only"),
+        row("bootstrap", "token.create", "", "ops", None, "on-call"),
+    ];
+    let rows = audit_rows(&log.json());
+    assert_eq!(rows[..expected.len()], expected, "{}", log.text);
+    assert_eq!(rows[expected.len()..].iter().map(|r| (r.0.as_str(), r.2.as_str())).collect::<Vec<_>>(), [("portico", "gateway.create")]);
+    assert_eq!(log.json()["data"][expected.len()]["source"], Value::Null, "the control plane's own change has no client");
+    for secret in [ops_secret.as_str(), reader_secret.as_str(), "alice-secret-key-0123456789"] {
+        assert!(!log.text.contains(secret), "the audit log holds no secret");
+    }
+
+    let mobile = api.get("/api/v1/audit?gateway=mobile").await.json();
+    assert_eq!(mobile["total"], 4, "a deleted gateway's entries stay: {mobile}");
+    let tokens = api.get("/api/v1/audit?action=token&author=bootstrap").await.json();
+    assert_eq!(tokens["total"], 2, "{tokens}");
+    assert_eq!(api.get("/api/v1/audit?action=service.update").await.json()["data"][0]["version"], 3);
+    let first = api.get("/api/v1/audit?author=ops&limit=2").await.json();
+    assert_eq!((first["total"].as_u64(), first["next_offset"].as_u64()), (Some(11), Some(2)), "{first}");
+    let last_id = first["data"][1]["id"].as_u64().unwrap();
+    let next = api.get(&format!("/api/v1/audit?author=ops&limit=2&before={last_id}")).await.json();
+    assert_eq!(audit_rows(&next), expected[2..4], "a cursor page follows on");
+    let second = api.get("/api/v1/audit?author=ops&limit=2&offset=2").await.json();
+    assert_eq!(second["data"], next["data"], "so does the next offset");
+
+    let id = api.get(&format!("{SERVICES}/users")).await.json()["id"].as_str().unwrap().to_owned();
+    let by_id = api.send(Method::PATCH, &format!("{SERVICES}/{id}"), ops, &[], json_body(json!({"tags": ["x"]}))).await;
+    assert_eq!(by_id.status, StatusCode::OK, "{}", by_id.text);
+    let entry = &api.get("/api/v1/audit?action=service.update&limit=1").await.json()["data"][0];
+    assert_eq!((entry["target"].as_str(), entry["version"].as_u64()), (Some("users"), Some(8)), "named, not by its id: {entry}");
+
+    for (query, field) in [
+        ("gw=default", "gw"),
+        ("gateway=Not%20Valid", "gateway"),
+        ("author=a&author=b", "author"),
+        ("action=service_%25", "action"),
+        ("before=0", "before"),
+        ("limit=0", "limit"),
+        ("limit=ten", "limit"),
+        ("offset=-1", "offset"),
+    ] {
+        let reply = api.get(&format!("/api/v1/audit?{query}")).await;
+        assert_eq!((reply.status, reply.error_field()), (StatusCode::BAD_REQUEST, field.to_owned()), "{query}: {}", reply.text);
+    }
+    let reader = api.write(Method::POST, "/api/v1/tokens", json!({"name": "auditor", "role": "read-only"})).await;
+    let auditor = reader.json()["secret"].as_str().unwrap().to_owned();
+    let refused = api.send(Method::GET, "/api/v1/audit", Some(&auditor), &[], None).await;
+    assert_eq!((refused.status, refused.json()["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")));
+    let reserved = api.write(Method::POST, "/api/v1/tokens", json!({"name": "portico", "role": "admin"})).await;
+    assert_eq!((reserved.status, reserved.error_field()), (StatusCode::CONFLICT, "name".to_owned()), "the control plane's own author name");
+}
+
+/// Without connect info (a router served bare), writes are still recorded, with no address.
+#[tokio::test]
+async fn audit_entries_without_connect_info_have_no_source() {
+    let api = Api::new().await;
+    assert_eq!(api.write(Method::POST, SERVICES, users_service()).await.status, StatusCode::CREATED);
+    let entry = &api.get("/api/v1/audit?limit=1").await.json()["data"][0];
+    assert_eq!(
+        (entry["action"].as_str(), entry["author"].as_str(), entry["version"].as_u64()),
+        (Some("service.create"), Some("bootstrap"), Some(2))
+    );
+    assert_eq!(entry["source"], Value::Null, "{entry}");
 }

@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used)] // test helpers, like #[test] bodies, may unwrap
 
 use chrono::Utc;
-use portico_cp::store::{DEFAULT_GATEWAY, NodeDeletion, NodeHello, Publication, PurgeIds, Role, Store, StoreError};
+use portico_cp::store::{
+    AuditFilter, AuditRecord, Change, DEFAULT_GATEWAY, NodeDeletion, NodeHello, Publication, PurgeIds, Role, Store, StoreError,
+};
 use portico_shared::model::policy::cache::CachePurge;
 use portico_shared::parse::from_json;
 use portico_shared::{GatewayConfig, Snapshot};
@@ -18,7 +20,8 @@ fn one_service(url: &str) -> Snapshot {
     snapshot(&format!(r#"{{"services":[{{"name":"users","targets":[{{"url":"{url}"}}]}}]}}"#))
 }
 
-const BY_TEST: Publication<'static> = Publication { author: "test", message: "", rollback_of: None };
+const TEST: Change<'static> = Change { author: "test", source: None, action: "test.write", target: "", message: "" };
+const BY_TEST: Publication<'static> = Publication { change: TEST, rollback_of: None };
 
 async fn open(db: &TestDb) -> Store {
     let store = Store::connect(&db.url).await.unwrap();
@@ -42,7 +45,7 @@ async fn default_gateway_exists_once(db: TestDb) {
 async fn publish_appends_versions_in_order(db: TestDb) {
     let store = open(&db).await;
     let first = store.publish(DEFAULT_GATEWAY, 1, &one_service("http://a:1"), &BY_TEST).await.unwrap();
-    let message = Publication { author: "alice", message: "move users", rollback_of: None };
+    let message = Publication { change: Change { author: "alice", message: "move users", ..TEST }, rollback_of: None };
     let second = store.publish(DEFAULT_GATEWAY, 2, &one_service("http://b:1"), &message).await.unwrap();
     assert_eq!((first.version, second.version), (2, 3));
     let current = store.current(DEFAULT_GATEWAY).await.unwrap().unwrap();
@@ -101,14 +104,14 @@ async fn futures_join(tasks: impl Iterator<Item = tokio::task::JoinHandle<u64>>)
 
 async fn gateways_are_independent(db: TestDb) {
     let store = open(&db).await;
-    let created = store.create_gateway("mobile", "Mobile apps", "test").await.unwrap();
+    let created = store.create_gateway("mobile", "Mobile apps", &TEST).await.unwrap();
     assert_eq!(created.version, 1);
-    assert!(matches!(store.create_gateway("mobile", "", "test").await, Err(StoreError::Conflict(_))));
+    assert!(matches!(store.create_gateway("mobile", "", &TEST).await, Err(StoreError::Conflict(_))));
     store.publish("mobile", 1, &one_service("http://m:1"), &BY_TEST).await.unwrap();
     assert_eq!(store.current(DEFAULT_GATEWAY).await.unwrap().unwrap().version, 1);
     assert_eq!(store.current("mobile").await.unwrap().unwrap().version, 2);
-    assert!(store.delete_gateway("mobile").await.unwrap());
-    assert!(!store.delete_gateway("mobile").await.unwrap());
+    assert!(store.delete_gateway("mobile", &TEST).await.unwrap());
+    assert!(!store.delete_gateway("mobile", &TEST).await.unwrap());
     assert!(store.current("mobile").await.unwrap().is_none());
     assert_eq!(store.versions("mobile", 10, 0).await.unwrap().1, 0);
 }
@@ -184,27 +187,27 @@ async fn nodes_are_removed_when_gone_but_not_while_live(db: TestDb) {
 
 async fn tokens_are_found_by_hash_and_revocable(db: TestDb) {
     let store = open(&db).await;
-    store.create_token("ci", Role::ReadOnly, "hash-1", "bootstrap").await.unwrap();
-    assert!(matches!(store.create_token("ci", Role::Admin, "hash-2", "bootstrap").await, Err(StoreError::Conflict(_))));
+    store.create_token("ci", Role::ReadOnly, "hash-1", &TEST).await.unwrap();
+    assert!(matches!(store.create_token("ci", Role::Admin, "hash-2", &TEST).await, Err(StoreError::Conflict(_))));
     let found = store.token_by_hash("hash-1").await.unwrap().unwrap();
     assert_eq!((found.name.as_str(), found.role), ("ci", Role::ReadOnly));
     assert_eq!(store.token("ci").await.unwrap(), Some(found));
     assert_eq!(store.token("nope").await.unwrap(), None);
     assert!(store.token_by_hash("hash-2").await.unwrap().is_none());
     assert_eq!(store.tokens().await.unwrap().len(), 1);
-    assert!(store.revoke_token("ci").await.unwrap());
+    assert!(store.revoke_token("ci", &TEST).await.unwrap());
     assert!(store.token_by_hash("hash-1").await.unwrap().is_none());
-    assert!(!store.revoke_token("ci").await.unwrap());
+    assert!(!store.revoke_token("ci", &TEST).await.unwrap());
 }
 
 async fn purges_are_kept_in_order_per_gateway_with_each_nodes_answer(db: TestDb) {
     let store = open(&db).await;
-    store.create_gateway("mobile", "", "test").await.unwrap();
-    let first = store.record_purge(DEFAULT_GATEWAY, &CachePurge::Url("/users/7".into())).await.unwrap();
-    let mobile = store.record_purge("mobile", &CachePurge::Tag("user-7".into())).await.unwrap();
-    let second = store.record_purge(DEFAULT_GATEWAY, &CachePurge::Prefix("/users".into())).await.unwrap();
+    store.create_gateway("mobile", "", &TEST).await.unwrap();
+    let first = store.record_purge(DEFAULT_GATEWAY, &CachePurge::Url("/users/7".into()), &TEST).await.unwrap();
+    let mobile = store.record_purge("mobile", &CachePurge::Tag("user-7".into()), &TEST).await.unwrap();
+    let second = store.record_purge(DEFAULT_GATEWAY, &CachePurge::Prefix("/users".into()), &TEST).await.unwrap();
     assert!(first < mobile && mobile < second, "ids grow across gateways: {first}, {mobile}, {second}");
-    assert!(matches!(store.record_purge("nope", &CachePurge::Tag("t".into())).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.record_purge("nope", &CachePurge::Tag("t".into()), &TEST).await, Err(StoreError::NotFound)));
 
     let all: Vec<(u64, CachePurge)> = store.purges_after(DEFAULT_GATEWAY, 0).await.unwrap().into_iter().map(|p| (p.id, p.purge)).collect();
     assert_eq!(all, [(first, CachePurge::Url("/users/7".into())), (second, CachePurge::Prefix("/users".into()))]);
@@ -228,22 +231,22 @@ async fn purges_are_kept_in_order_per_gateway_with_each_nodes_answer(db: TestDb)
 
 async fn purges_are_forgotten_after_a_day_and_with_their_gateway(db: TestDb) {
     let store = open(&db).await;
-    store.create_gateway("mobile", "", "test").await.unwrap();
-    let mobile = store.record_purge("mobile", &CachePurge::Tag("t".into())).await.unwrap();
+    store.create_gateway("mobile", "", &TEST).await.unwrap();
+    let mobile = store.record_purge("mobile", &CachePurge::Tag("t".into()), &TEST).await.unwrap();
     store.record_purge_ack("mobile", "dp-m", mobile, 1).await.unwrap();
-    let default = store.record_purge(DEFAULT_GATEWAY, &CachePurge::Url("/a".into())).await.unwrap();
+    let default = store.record_purge(DEFAULT_GATEWAY, &CachePurge::Url("/a".into()), &TEST).await.unwrap();
     store.record_purge_ack(DEFAULT_GATEWAY, "dp-a", default, 2).await.unwrap();
 
     assert_eq!(store.forget_purges_before(Utc::now() - chrono::Duration::hours(1)).await.unwrap(), 0, "recent purges stay");
-    assert!(store.delete_gateway("mobile").await.unwrap());
+    assert!(store.delete_gateway("mobile", &TEST).await.unwrap());
     assert!(store.purge_acks(mobile).await.unwrap().is_empty(), "a gateway's purges go with it");
-    store.create_gateway("mobile", "", "test").await.unwrap();
+    store.create_gateway("mobile", "", &TEST).await.unwrap();
     assert!(store.purges_after("mobile", 0).await.unwrap().is_empty(), "a recreated gateway has no purges");
 
     assert_eq!(store.forget_purges_before(Utc::now() + chrono::Duration::seconds(1)).await.unwrap(), 1);
     assert!(store.purges_after(DEFAULT_GATEWAY, 0).await.unwrap().is_empty());
     assert!(store.purge_acks(default).await.unwrap().is_empty(), "answers go with their purge");
-    let next = store.record_purge(DEFAULT_GATEWAY, &CachePurge::Url("/a".into())).await.unwrap();
+    let next = store.record_purge(DEFAULT_GATEWAY, &CachePurge::Url("/a".into()), &TEST).await.unwrap();
     assert!(next > default, "ids are never reused, even once every purge is gone: {next} after {default}");
 }
 
@@ -259,6 +262,133 @@ async fn protos_are_stored_with_the_config(db: TestDb) {
     assert_eq!(current.hash, published.hash);
     assert_eq!(current.config, published.config);
     assert!(current.config.protos[0].pool().unwrap().get_service_by_name("shop.Orders").is_some(), "the stored set decodes");
+}
+
+/// An audit entry as `(author, source, action, gateway, target, version, message)`.
+type AuditRow = (String, Option<String>, String, Option<String>, String, Option<u64>, String);
+
+/// The whole audit log, newest first.
+async fn audit_rows(store: &Store) -> Vec<AuditRow> {
+    let (records, total) = store.audit_log(&AuditFilter::default(), 1000, 0).await.unwrap();
+    assert_eq!(total, records.len() as u64);
+    records.into_iter().map(|r| (r.author, r.source, r.action, r.gateway, r.target, r.version, r.message)).collect()
+}
+
+fn by(author: &'static str, action: &'static str, target: &'static str) -> Change<'static> {
+    Change { author, source: Some("10.0.0.7:50123"), action, target, message: "" }
+}
+
+async fn every_change_is_audited_with_it_and_failed_ones_are_not(db: TestDb) {
+    let store = open(&db).await;
+    let start = audit_rows(&store).await;
+    assert_eq!(
+        start,
+        [(
+            "portico".to_owned(),
+            None,
+            "gateway.create".to_owned(),
+            Some("default".to_owned()),
+            "default".to_owned(),
+            Some(1),
+            "gateway created".to_owned()
+        )],
+        "the control plane's own default gateway"
+    );
+    store.ensure_default_gateway().await.unwrap();
+    assert_eq!(audit_rows(&store).await.len(), 1, "an existing default gateway is not created again");
+
+    let change = Change { message: "add users", ..by("alice", "service.create", "users") };
+    store.publish(DEFAULT_GATEWAY, 1, &one_service("http://a:1"), &Publication { change, rollback_of: None }).await.unwrap();
+    assert!(matches!(store.publish(DEFAULT_GATEWAY, 1, &one_service("http://b:1"), &BY_TEST).await, Err(StoreError::Stale)));
+    store.create_gateway("mobile", "", &by("bob", "gateway.create", "mobile")).await.unwrap();
+    assert!(matches!(store.create_gateway("mobile", "", &by("bob", "gateway.create", "mobile")).await, Err(StoreError::Conflict(_))));
+    store.create_token("ci", Role::ReadOnly, "hash-1", &by("alice", "token.create", "ci")).await.unwrap();
+    assert!(matches!(
+        store.create_token("ci", Role::Admin, "hash-2", &by("alice", "token.create", "ci")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(store.revoke_token("ci", &by("bob", "token.revoke", "ci")).await.unwrap());
+    assert!(!store.revoke_token("ci", &by("bob", "token.revoke", "ci")).await.unwrap());
+    store.record_purge("mobile", &CachePurge::Prefix("/users".into()), &by("bob", "cache.purge", "prefix /users")).await.unwrap();
+    assert!(store.record_purge("nope", &CachePurge::Tag("t".into()), &by("bob", "cache.purge", "tag t")).await.is_err());
+    assert!(store.delete_gateway("mobile", &by("alice", "gateway.delete", "mobile")).await.unwrap());
+    assert!(!store.delete_gateway("mobile", &by("alice", "gateway.delete", "mobile")).await.unwrap());
+
+    let source = Some("10.0.0.7:50123".to_owned());
+    let row = |author: &str, action: &str, gateway: Option<&str>, target: &str, version: Option<u64>, message: &str| {
+        (author.to_owned(), source.clone(), action.to_owned(), gateway.map(str::to_owned), target.to_owned(), version, message.to_owned())
+    };
+    let mut expected = vec![
+        row("alice", "gateway.delete", Some("mobile"), "mobile", None, ""),
+        row("bob", "cache.purge", Some("mobile"), "prefix /users", None, ""),
+        row("bob", "token.revoke", None, "ci", None, ""),
+        row("alice", "token.create", None, "ci", None, ""),
+        row("bob", "gateway.create", Some("mobile"), "mobile", Some(1), ""),
+        row("alice", "service.create", Some("default"), "users", Some(2), "add users"),
+    ];
+    expected.extend(start);
+    assert_eq!(audit_rows(&store).await, expected, "each change once, newest first; nothing for a refused one");
+    let (versions, _) = store.versions(DEFAULT_GATEWAY, 1, 0).await.unwrap();
+    assert_eq!((versions[0].author.as_str(), versions[0].message.as_str()), ("alice", "add users"), "the version row keeps its author");
+}
+
+async fn audit_log_is_filtered_and_paged_newest_first(db: TestDb) {
+    let store = open(&db).await;
+    store.create_gateway("mobile", "", &by("bob", "gateway.create", "mobile")).await.unwrap();
+    for (i, author) in ["alice", "bob", "alice"].into_iter().enumerate() {
+        let change = by(author, "service.update", "users");
+        store
+            .publish(DEFAULT_GATEWAY, 1 + i as u64, &one_service(&format!("http://d{i}:1")), &Publication { change, rollback_of: None })
+            .await
+            .unwrap();
+        let change = by(author, "route.create", "r");
+        store
+            .publish("mobile", 1 + i as u64, &one_service(&format!("http://m{i}:1")), &Publication { change, rollback_of: None })
+            .await
+            .unwrap();
+    }
+    let page = |filter: AuditFilter<'static>, limit: u32, offset: u64| {
+        let store = store.clone();
+        async move {
+            let (records, total) = store.audit_log(&filter, limit, offset).await.unwrap();
+            (
+                records.iter().map(|r: &AuditRecord| (r.gateway.clone().unwrap_or_default(), r.version.unwrap_or(0))).collect::<Vec<_>>(),
+                total,
+            )
+        }
+    };
+    let pairs = |list: &[(&str, u64)]| list.iter().map(|(g, v)| ((*g).to_owned(), *v)).collect::<Vec<_>>();
+    let default = AuditFilter { gateway: Some(DEFAULT_GATEWAY), ..AuditFilter::default() };
+    assert_eq!(page(default, 2, 0).await, (pairs(&[("default", 4), ("default", 3)]), 4), "newest first, total of the filter");
+    assert_eq!(page(default, 2, 2).await, (pairs(&[("default", 2), ("default", 1)]), 4));
+    let alice_on_mobile = AuditFilter { gateway: Some("mobile"), author: Some("alice"), ..AuditFilter::default() };
+    assert_eq!(page(alice_on_mobile, 10, 0).await, (pairs(&[("mobile", 4), ("mobile", 2)]), 2));
+    let exact = AuditFilter { action: Some("route.create"), ..AuditFilter::default() };
+    assert_eq!(page(exact, 10, 0).await.1, 3);
+    let family = AuditFilter { action: Some("gateway"), ..AuditFilter::default() };
+    assert_eq!(page(family, 10, 0).await, (pairs(&[("mobile", 1), ("default", 1)]), 2), "a subject matches each of its actions");
+    assert_eq!(page(AuditFilter { action: Some("gate"), ..AuditFilter::default() }, 10, 0).await.1, 0, "not a prefix match");
+    assert_eq!(page(AuditFilter { author: Some("carol"), ..AuditFilter::default() }, 10, 0).await, (vec![], 0));
+
+    let (newest, _) = store.audit_log(&default, 1, 0).await.unwrap();
+    let older = AuditFilter { before: Some(newest[0].id), ..default };
+    store.publish(DEFAULT_GATEWAY, 4, &one_service("http://late:1"), &BY_TEST).await.unwrap();
+    assert_eq!(page(older, 2, 0).await, (pairs(&[("default", 3), ("default", 2)]), 3), "a cursor is not shifted by new entries");
+}
+
+async fn audit_entries_are_forgotten_by_age_and_outlive_their_gateway(db: TestDb) {
+    let store = open(&db).await;
+    store.create_gateway("mobile", "", &by("bob", "gateway.create", "mobile")).await.unwrap();
+    store.delete_gateway("mobile", &by("bob", "gateway.delete", "mobile")).await.unwrap();
+    let mobile = AuditFilter { gateway: Some("mobile"), ..AuditFilter::default() };
+    assert_eq!(store.audit_log(&mobile, 10, 0).await.unwrap().1, 2, "a deleted gateway's entries stay");
+    let (before, _) = store.audit_log(&AuditFilter::default(), 1, 0).await.unwrap();
+    assert_eq!(store.forget_audit_before(Utc::now() - chrono::Duration::hours(1)).await.unwrap(), 0, "recent entries stay");
+    assert_eq!(store.forget_audit_before(Utc::now() + chrono::Duration::seconds(1)).await.unwrap(), 3);
+    assert_eq!(store.audit_log(&AuditFilter::default(), 10, 0).await.unwrap().1, 0);
+    store.create_gateway("mobile", "", &by("bob", "gateway.create", "mobile")).await.unwrap();
+    let (after, _) = store.audit_log(&AuditFilter::default(), 1, 0).await.unwrap();
+    assert!(after[0].id > before[0].id, "ids are never reused: {} after {}", after[0].id, before[0].id);
 }
 
 macro_rules! on_both_backends {
@@ -284,6 +414,9 @@ on_both_backends!(
     purges_are_kept_in_order_per_gateway_with_each_nodes_answer,
     purges_are_forgotten_after_a_day_and_with_their_gateway,
     protos_are_stored_with_the_config,
+    every_change_is_audited_with_it_and_failed_ones_are_not,
+    audit_log_is_filtered_and_paged_newest_first,
+    audit_entries_are_forgotten_by_age_and_outlive_their_gateway,
 );
 
 #[tokio::test]

@@ -535,3 +535,24 @@ async fn versions_line_up_and_show_and_diff_one_another() {
     assert_eq!(missing.code, Some(1));
     assert!(missing.stderr.contains("404 Not Found"), "{}", missing.stderr);
 }
+
+#[tokio::test]
+async fn audit_shows_who_changed_what_for_one_gateway_or_all() {
+    let db = TestDb::sqlite();
+    let cp = ControlPlane::start(&db.url).await;
+    assert!(portico(&cp, &["consumers", "create", "alice"]).ok);
+
+    let audit = portico(&cp, &["audit"]);
+    assert!(audit.ok, "{}", audit.stderr);
+    let lines: Vec<&str> = audit.stdout.lines().collect();
+    assert!(lines[0].starts_with("TIME") && lines[0].contains("SOURCE") && lines[0].contains("ACTION"), "{}", audit.stdout);
+    assert!(lines[1].contains("bootstrap") && lines[1].contains("127.0.0.1:") && lines[1].contains("consumer.create"), "{}", audit.stdout);
+    assert!(lines[1].contains(" alice "), "the target: {}", audit.stdout);
+
+    let all = portico(&cp, &["audit", "--all-gateways", "--action", "gateway", "--json"]);
+    let log: serde_json::Value = serde_json::from_str(&all.stdout).unwrap();
+    assert_eq!((log["total"].as_u64(), log["data"][0]["author"].as_str()), (Some(1), Some("portico")), "{log}");
+
+    let bad = portico(&cp, &["audit", "--action", "no_such"]);
+    assert!(!bad.ok && bad.stderr.contains("action:"), "{}", bad.stderr);
+}

@@ -303,3 +303,28 @@ async fn a_data_plane_restarted_without_a_node_id_keeps_one_row_which_can_be_rem
     assert_eq!(fleet(&cp).await["total"], 0);
     assert_eq!(cp.admin(Method::DELETE, &path).send().await.unwrap().status(), StatusCode::NOT_FOUND);
 }
+
+/// The real binary records each write with the client address it saw, on both backends.
+#[tokio::test]
+async fn audit_log_records_the_client_address_on_postgres_and_sqlite() {
+    for db in [TestDb::postgres().await, TestDb::sqlite()] {
+        let cp = ControlPlane::start(&db.url).await;
+        let token = cp.admin(Method::POST, "/api/v1/tokens").json(&json!({"name": "ops", "role": "admin"})).send().await.unwrap();
+        assert_eq!(token.status(), StatusCode::CREATED);
+        assert_eq!(create_service(&cp, "users", "http://127.0.0.1:8000").await.status(), StatusCode::CREATED);
+        let log: Value = cp.admin(Method::GET, "/api/v1/audit?limit=2").send().await.unwrap().json().await.unwrap();
+        let entries = log["data"].as_array().unwrap_or_else(|| panic!("{log}"));
+        let summary: Vec<(&str, &str, Option<u64>)> =
+            entries.iter().map(|e| (e["action"].as_str().unwrap(), e["target"].as_str().unwrap(), e["version"].as_u64())).collect();
+        assert_eq!(summary, [("service.create", "users", Some(2)), ("token.create", "ops", None)], "{log}");
+        for entry in entries {
+            let source = entry["source"].as_str().unwrap_or_default();
+            assert!(source.starts_with("127.0.0.1:") && source.len() > "127.0.0.1:".len(), "the client's address and port: {entry}");
+        }
+        let filtered = cp.admin(Method::GET, "/api/v1/audit?gateway=default&action=token").send().await.unwrap();
+        assert_eq!(filtered.json::<Value>().await.unwrap()["total"], 0);
+        let bad = cp.admin(Method::GET, "/api/v1/audit?who=me").send().await.unwrap();
+        assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(bad.json::<Value>().await.unwrap()["error"]["field"], "who");
+    }
+}

@@ -100,6 +100,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         grpc_tls_key: None,
         grpc_client_ca: None,
         heartbeat_interval_ms: 5_000,
+        audit_retention_days: portico_cp::settings::DEFAULT_AUDIT_RETENTION_DAYS,
         log_format: "text".into(),
     };
     let stored = stored_version(&cp_settings).await?;

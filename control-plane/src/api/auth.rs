@@ -1,7 +1,8 @@
 //! Bearer-token authentication of the admin API. The bootstrap token comes
 //! from `--admin-token`; more tokens live in the store as sha256 hashes.
 //! Comparisons are constant-time; a read-only token may only read (and
-//! preview a diff), and only admins manage tokens.
+//! preview a diff), and only admins manage tokens and read the audit log
+//! (it holds client addresses).
 
 use axum::extract::{Request, State};
 use axum::http::{Method, header};
@@ -109,6 +110,9 @@ fn authorize(principal: &Principal, method: &Method, path: &str) -> Result<(), A
     if path.starts_with("/api/v1/tokens") {
         return Err(ApiError::Forbidden("only admin tokens may manage tokens".into()));
     }
+    if path.starts_with("/api/v1/audit") {
+        return Err(ApiError::Forbidden("only admin tokens may read the audit log".into()));
+    }
     let reads =
         matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) || (*method == Method::POST && path.ends_with("/config/diff"));
     if reads { Ok(()) } else { Err(ApiError::Forbidden(format!("token '{}' is read-only", principal.name))) }
@@ -130,6 +134,7 @@ mod tests {
             assert!(matches!(authorize(&reader(), &method, "/api/v1/gateways/default/routes"), Err(ApiError::Forbidden(_))));
         }
         assert!(matches!(authorize(&reader(), &Method::GET, "/api/v1/tokens"), Err(ApiError::Forbidden(_))));
+        assert!(matches!(authorize(&reader(), &Method::GET, "/api/v1/audit"), Err(ApiError::Forbidden(_))));
     }
 
     #[test]

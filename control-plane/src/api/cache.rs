@@ -8,20 +8,23 @@
 //! sent the purge when it reconnects. A node whose new cache was started
 //! past the purge (it connected after it, say restarted in a rolling
 //! deploy) is never sent it: it is not waited for and is listed apart. A
-//! purge is not config: it publishes no version.
+//! purge is not config: it publishes no version, but it is in the audit
+//! log (action `cache.purge`, target such as `prefix /users`).
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use portico_shared::model::policy::cache::CachePurge;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 use utoipa::{IntoParams, ToSchema};
 
+use super::audit::Caller;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{JsonBody, Path, Query};
+use super::extract::{JsonBody, Path, Query, change_message};
 use super::fleet::{is_live, stale_before};
 use super::{AppState, known_name};
 use crate::store::{NodeRecord, PurgeAckRecord};
@@ -134,16 +137,20 @@ pub enum NotAppliedReason {
         (status = 404, body = ErrorBody, description = "No such gateway")))]
 pub(super) async fn purge(
     State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
     Path(gw): Path<String>,
     Query(params): Query<PurgeParams>,
     JsonBody(body): JsonBody<Map<String, Value>>,
 ) -> Result<Json<PurgeOutcome>, ApiError> {
     let timeout_ms = params.timeout_ms()?;
     let purge = purge_of(body)?;
+    let message = change_message(&headers)?;
+    let target = format!("{} {}", purge.field(), purge.value());
     known_name(&gw, "gateway")?;
     let unknown = || ApiError::not_found(format!("gateway '{gw}'"));
     state.store.gateway(&gw).await?.ok_or_else(unknown)?;
-    let id = state.publisher.purge(&gw, &purge).await.map_err(|e| match e {
+    let id = state.publisher.purge(&gw, &purge, &caller.change("cache.purge", &target, &message)).await.map_err(|e| match e {
         crate::store::StoreError::NotFound => unknown(),
         other => other.into(),
     })?;

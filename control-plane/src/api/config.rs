@@ -3,7 +3,6 @@
 //! Entities are matched by name, so an exported document re-applied changes
 //! nothing and entities keep their ids.
 
-use axum::Extension;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -15,7 +14,7 @@ use portico_shared::validate;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::auth::Principal;
+use super::audit::Caller;
 use super::credentials::seal_all;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Document, Format, Path, change_message, if_match};
@@ -70,13 +69,13 @@ pub(super) async fn export(State(state): State<AppState>, headers: HeaderMap, Pa
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(super) async fn import(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    caller: Caller,
     headers: HeaderMap,
     Path(gw): Path<String>,
     Document(desired): Document<GatewayConfig>,
 ) -> Result<Response, ApiError> {
     let message = change_message(&headers)?;
-    let publication = Publication { author: &principal.name, message: &message, rollback_of: None };
+    let publication = Publication { change: caller.change("config.replace", "", &message), rollback_of: None };
     let expected = if_match(&headers);
     let mut before = GatewayConfig::default();
     let published = state

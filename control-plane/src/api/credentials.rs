@@ -5,16 +5,17 @@
 //! before anything is validated or stored, and the response of that one
 //! write is the only place the key is ever shown.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::{Extension, Json};
 use portico_shared::model::{Credential, CredentialKind};
 use portico_shared::secret::KeyHasher;
 use portico_shared::{ConfigError, ConfigErrors, GatewayConfig, validate};
 
 use super::AppState;
-use super::auth::{Principal, generate_secret};
+use super::audit::Caller;
+use super::auth::generate_secret;
 use super::entities::{self, Scope};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{JsonBody, Path, Query};
@@ -100,7 +101,7 @@ pub(crate) async fn list(
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn create(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    caller: Caller,
     headers: HeaderMap,
     Path((gw, c)): Path<(String, String)>,
     JsonBody(mut credential): JsonBody<Credential>,
@@ -108,7 +109,7 @@ pub(crate) async fn create(
     let consumer = owner(&state, &gw, &c).await?;
     adopt(&mut credential, &consumer)?;
     let key = seal(&mut credential, &state.keys, true)?;
-    let (published, id) = entities::create_entity(&state, &principal, &headers, &gw, credential).await?;
+    let (published, id) = entities::create_entity(&state, &caller, &headers, &gw, credential).await?;
     let location = format!("{}/{id}", LIST.replace("{gw}", &gw).replace("{c}", &consumer));
     entities::entity_response::<Credential>(StatusCode::CREATED, &published, id, Some(location), |c| reveal(c, key))
 }
@@ -131,7 +132,7 @@ pub(crate) async fn get(State(state): State<AppState>, Path((gw, c, key)): Path<
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn replace(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    caller: Caller,
     headers: HeaderMap,
     Path((gw, c, key)): Path<(String, String, String)>,
     JsonBody(mut credential): JsonBody<Credential>,
@@ -140,7 +141,7 @@ pub(crate) async fn replace(
     adopt(&mut credential, &consumer)?;
     let shown = seal(&mut credential, &state.keys, true)?;
     let scope = Scope { gateway: &gw, owner: Some(&consumer) };
-    let (published, id) = entities::update_entity(&state, &principal, &headers, scope, &key, |_| Ok(credential.clone())).await?;
+    let (published, id) = entities::update_entity(&state, &caller, &headers, scope, &key, |_| Ok(credential.clone())).await?;
     entities::entity_response::<Credential>(StatusCode::OK, &published, id, None, |c| reveal(c, shown))
 }
 
@@ -153,14 +154,14 @@ pub(crate) async fn replace(
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn patch(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    caller: Caller,
     headers: HeaderMap,
     Path((gw, c, key)): Path<(String, String, String)>,
     JsonBody(merge_patch): JsonBody<serde_json::Value>,
 ) -> Result<Response, ApiError> {
     let consumer = owner(&state, &gw, &c).await?;
     let scope = Scope { gateway: &gw, owner: Some(&consumer) };
-    let (published, id) = entities::update_entity(&state, &principal, &headers, scope, &key, |current: &Credential| {
+    let (published, id) = entities::update_entity(&state, &caller, &headers, scope, &key, |current: &Credential| {
         let mut credential = entities::apply_merge_patch(current, &merge_patch)?;
         adopt(&mut credential, &consumer)?;
         seal(&mut credential, &state.keys, false)?;
@@ -178,10 +179,10 @@ pub(crate) async fn patch(
     responses((status = 204, headers(("Portico-Config-Version" = u64))), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    caller: Caller,
     headers: HeaderMap,
     Path((gw, c, key)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
     let consumer = owner(&state, &gw, &c).await?;
-    entities::delete::<Credential>(&state, &principal, &headers, Scope { gateway: &gw, owner: Some(&consumer) }, &key).await
+    entities::delete::<Credential>(&state, &caller, &headers, Scope { gateway: &gw, owner: Some(&consumer) }, &key).await
 }

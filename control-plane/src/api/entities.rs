@@ -14,7 +14,7 @@ use portico_shared::validate::{self, Validate};
 use portico_shared::{ConfigError, ConfigErrors, GatewayConfig, parse};
 use uuid::Uuid;
 
-use super::auth::Principal;
+use super::audit::Caller;
 use super::error::ApiError;
 use super::extract::{change_message, if_match};
 use super::pagination::{List, Page};
@@ -137,12 +137,12 @@ pub async fn get<E: Entity>(state: &AppState, scope: Scope<'_>, key: &str) -> Re
 
 pub async fn create<E: Entity + Validate>(
     state: &AppState,
-    principal: &Principal,
+    caller: &Caller,
     headers: &HeaderMap,
     gateway: &str,
     entity: E,
 ) -> Result<Response, ApiError> {
-    let (published, id) = create_entity(state, principal, headers, gateway, entity).await?;
+    let (published, id) = create_entity(state, caller, headers, gateway, entity).await?;
     let location = format!("/api/v1/gateways/{gateway}/{}/{id}", E::COLLECTION);
     entity_response::<E>(StatusCode::CREATED, &published, id, Some(location), |_| {})
 }
@@ -150,7 +150,7 @@ pub async fn create<E: Entity + Validate>(
 /// Adds `entity` to the gateway's config; the version and the new id.
 pub async fn create_entity<E: Entity + Validate>(
     state: &AppState,
-    principal: &Principal,
+    caller: &Caller,
     headers: &HeaderMap,
     gateway: &str,
     mut entity: E,
@@ -160,7 +160,10 @@ pub async fn create_entity<E: Entity + Validate>(
     entity.drop_derived();
     entity.set_meta(Some(id), Some(now), Some(now));
     let message = change_message(headers)?;
-    let publication = Publication { author: &principal.name, message: &message, rollback_of: None };
+    // A name left out (a credential's) is derived while the config is checked: the id names it here.
+    let key = if entity.name().is_empty() { id.to_string() } else { entity.name().to_owned() };
+    let (action, target) = (action::<E>("create"), target(entity.owner(), &key));
+    let publication = Publication { change: caller.change(&action, &target, &message), rollback_of: None };
     let published = state
         .publisher
         .change(gateway, &publication, |current| {
@@ -178,27 +181,27 @@ pub async fn create_entity<E: Entity + Validate>(
 /// `PUT`: replaces the entity's fields (its id and creation time stay).
 pub async fn replace<E: Entity + Validate>(
     state: &AppState,
-    principal: &Principal,
+    caller: &Caller,
     headers: &HeaderMap,
     gateway: &str,
     key: &str,
     replacement: E,
 ) -> Result<Response, ApiError> {
-    let (published, id) = update_entity::<E>(state, principal, headers, Scope::gateway(gateway), key, |_| Ok(replacement.clone())).await?;
+    let (published, id) = update_entity::<E>(state, caller, headers, Scope::gateway(gateway), key, |_| Ok(replacement.clone())).await?;
     entity_response::<E>(StatusCode::OK, &published, id, None, |_| {})
 }
 
 /// `PATCH`: a JSON merge patch (RFC 7396) on the entity's fields.
 pub async fn patch<E: Entity + Validate>(
     state: &AppState,
-    principal: &Principal,
+    caller: &Caller,
     headers: &HeaderMap,
     gateway: &str,
     key: &str,
     merge_patch: serde_json::Value,
 ) -> Result<Response, ApiError> {
     let (published, id) =
-        update_entity::<E>(state, principal, headers, Scope::gateway(gateway), key, |current| apply_merge_patch(current, &merge_patch))
+        update_entity::<E>(state, caller, headers, Scope::gateway(gateway), key, |current| apply_merge_patch(current, &merge_patch))
             .await?;
     entity_response::<E>(StatusCode::OK, &published, id, None, |_| {})
 }
@@ -220,7 +223,7 @@ pub fn apply_merge_patch<E: Entity>(current: &E, merge_patch: &serde_json::Value
 /// version and the entity's id.
 pub async fn update_entity<E: Entity + Validate>(
     state: &AppState,
-    principal: &Principal,
+    caller: &Caller,
     headers: &HeaderMap,
     scope: Scope<'_>,
     key: &str,
@@ -228,7 +231,8 @@ pub async fn update_entity<E: Entity + Validate>(
 ) -> Result<(Published, Uuid), ApiError> {
     let gateway = scope.gateway;
     let message = change_message(headers)?;
-    let publication = Publication { author: &principal.name, message: &message, rollback_of: None };
+    let (action, target) = (action::<E>("update"), audit_target::<E>(state, scope, key).await?);
+    let publication = Publication { change: caller.change(&action, &target, &message), rollback_of: None };
     let mut id = None;
     let published = state
         .publisher
@@ -257,14 +261,15 @@ pub async fn update_entity<E: Entity + Validate>(
 
 pub async fn delete<E: Entity>(
     state: &AppState,
-    principal: &Principal,
+    caller: &Caller,
     headers: &HeaderMap,
     scope: Scope<'_>,
     key: &str,
 ) -> Result<Response, ApiError> {
     let gateway = scope.gateway;
     let message = change_message(headers)?;
-    let publication = Publication { author: &principal.name, message: &message, rollback_of: None };
+    let (action, target) = (action::<E>("delete"), audit_target::<E>(state, scope, key).await?);
+    let publication = Publication { change: caller.change(&action, &target, &message), rollback_of: None };
     let published = state
         .publisher
         .change(gateway, &publication, |current| {
@@ -277,6 +282,28 @@ pub async fn delete<E: Entity>(
         })
         .await?;
     Ok(written(StatusCode::NO_CONTENT, published.version, ()).into_response())
+}
+
+/// The audit action of `verb` (`create`, `update`, `delete`) on an `E`: `service.create`.
+fn action<E: Entity>(verb: &str) -> String {
+    format!("{}.{verb}", E::KIND.as_str())
+}
+
+/// The audit target of an entity: its name, after its owner's name for one
+/// that belongs to another (`alice/key-1`).
+fn target(owner: Option<&str>, name: &str) -> String {
+    owner.map_or_else(|| name.to_owned(), |owner| format!("{owner}/{name}"))
+}
+
+/// The audit target of the entity `key` of `scope`: an id is looked up, so
+/// the log names the entity (as it was just before the write), not a uuid.
+async fn audit_target<E: Entity>(state: &AppState, scope: Scope<'_>, key: &str) -> Result<String, ApiError> {
+    if Uuid::parse_str(key).is_err() {
+        return Ok(target(scope.owner, key));
+    }
+    let current = state.current(scope.gateway).await?;
+    let name = find::<E>(&current.config, scope, key).map_or(key, |(_, entity)| entity.name());
+    Ok(target(scope.owner, name))
 }
 
 /// An entity that others refer to (a service its routes use) can be
@@ -297,10 +324,10 @@ macro_rules! entity_api {
             use axum::extract::State;
             use axum::http::HeaderMap;
             use axum::response::Response;
-            use axum::{Extension, Json};
+            use axum::Json;
 
             use crate::api::AppState;
-            use crate::api::auth::Principal;
+            use crate::api::audit::Caller;
             use crate::api::entities::{self, Scope};
             use crate::api::error::{ApiError, ErrorBody};
             use crate::api::extract::{JsonBody, Path, Query};
@@ -318,9 +345,9 @@ macro_rules! entity_api {
                 request_body = $type,
                 responses((status = 201, body = $type, headers(("Portico-Config-Version" = u64), ("ETag" = String), ("Location" = String))),
                     (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
-            pub(crate) async fn create(State(state): State<AppState>, Extension(principal): Extension<Principal>, headers: HeaderMap,
+            pub(crate) async fn create(State(state): State<AppState>, caller: Caller, headers: HeaderMap,
                 Path(gw): Path<String>, JsonBody(entity): JsonBody<$type>) -> Result<Response, ApiError> {
-                entities::create::<$type>(&state, &principal, &headers, &gw, entity).await
+                entities::create::<$type>(&state, &caller, &headers, &gw, entity).await
             }
 
             #[utoipa::path(get, path = $one_path, tag = $tag,
@@ -336,9 +363,9 @@ macro_rules! entity_api {
                 request_body = $type,
                 responses((status = 200, body = $type, headers(("Portico-Config-Version" = u64), ("ETag" = String))),
                     (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-            pub(crate) async fn replace(State(state): State<AppState>, Extension(principal): Extension<Principal>, headers: HeaderMap,
+            pub(crate) async fn replace(State(state): State<AppState>, caller: Caller, headers: HeaderMap,
                 Path((gw, key)): Path<(String, String)>, JsonBody(entity): JsonBody<$type>) -> Result<Response, ApiError> {
-                entities::replace::<$type>(&state, &principal, &headers, &gw, &key, entity).await
+                entities::replace::<$type>(&state, &caller, &headers, &gw, &key, entity).await
             }
 
             #[utoipa::path(patch, path = $one_path, tag = $tag,
@@ -347,18 +374,18 @@ macro_rules! entity_api {
                 request_body(content = Object, description = "JSON merge patch (RFC 7396) of the entity's fields"),
                 responses((status = 200, body = $type, headers(("Portico-Config-Version" = u64), ("ETag" = String))),
                     (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-            pub(crate) async fn patch(State(state): State<AppState>, Extension(principal): Extension<Principal>, headers: HeaderMap,
+            pub(crate) async fn patch(State(state): State<AppState>, caller: Caller, headers: HeaderMap,
                 Path((gw, key)): Path<(String, String)>, JsonBody(merge_patch): JsonBody<serde_json::Value>) -> Result<Response, ApiError> {
-                entities::patch::<$type>(&state, &principal, &headers, &gw, &key, merge_patch).await
+                entities::patch::<$type>(&state, &caller, &headers, &gw, &key, merge_patch).await
             }
 
             #[utoipa::path(delete, path = $one_path, tag = $tag,
                 params(("gw" = String, Path, description = "Gateway name"), ("key" = String, Path, description = "Id or name"),
                     ("If-Match" = Option<String>, Header, description = "ETag of the version you read")),
                 responses((status = 204, headers(("Portico-Config-Version" = u64))), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-            pub(crate) async fn delete(State(state): State<AppState>, Extension(principal): Extension<Principal>, headers: HeaderMap,
+            pub(crate) async fn delete(State(state): State<AppState>, caller: Caller, headers: HeaderMap,
                 Path((gw, key)): Path<(String, String)>) -> Result<Response, ApiError> {
-                entities::delete::<$type>(&state, &principal, &headers, Scope::gateway(&gw), &key).await
+                entities::delete::<$type>(&state, &caller, &headers, Scope::gateway(&gw), &key).await
             }
         }
     };

@@ -107,3 +107,9 @@ pub fn change_message(headers: &HeaderMap) -> Result<String, ApiError> {
     }
     Ok(message.to_owned())
 }
+
+/// The change message of a write, or `default` when it gives none.
+pub fn change_message_or(headers: &HeaderMap, default: impl FnOnce() -> String) -> Result<String, ApiError> {
+    let given = change_message(headers)?;
+    Ok(if given.is_empty() { default() } else { given })
+}

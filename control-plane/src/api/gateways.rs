@@ -2,17 +2,17 @@
 //! and cannot be deleted. Creating a gateway publishes its version 1, an
 //! empty config.
 
+use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::Principal;
+use super::audit::Caller;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{JsonBody, Path, Query};
+use super::extract::{JsonBody, Path, Query, change_message, change_message_or};
 use super::pagination::{List, Page};
 use super::{AppState, known_name, written};
 use crate::store::{DEFAULT_GATEWAY, GatewayRecord, StoreError};
@@ -53,14 +53,17 @@ pub(super) async fn list(State(state): State<AppState>, Query(page): Query<Page>
     responses((status = 201, body = Gateway, headers(("Portico-Config-Version" = u64))), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(super) async fn create(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    caller: Caller,
+    headers: HeaderMap,
     JsonBody(new): JsonBody<NewGateway>,
 ) -> Result<Response, ApiError> {
     portico_shared::validate::name("name", &new.name)?;
     if new.description.len() > 1_000 || new.description.chars().any(char::is_control) {
         return Err(ApiError::invalid("description", "must be at most 1000 characters, without control characters"));
     }
-    let version = state.store.create_gateway(&new.name, &new.description, &principal.name).await.map_err(|e| match e {
+    let message = change_message_or(&headers, || "gateway created".to_owned())?;
+    let change = caller.change("gateway.create", &new.name, &message);
+    let version = state.store.create_gateway(&new.name, &new.description, &change).await.map_err(|e| match e {
         StoreError::Conflict(_) => {
             ApiError::Conflict { field: Some("name".into()), message: format!("gateway '{}' already exists", new.name) }
         }
@@ -80,12 +83,18 @@ pub(super) async fn get(State(state): State<AppState>, Path(gw): Path<String>) -
 
 #[utoipa::path(delete, path = "/api/v1/gateways/{gw}", tag = "gateways", params(("gw" = String, Path, description = "Gateway name")),
     responses((status = 204, description = "Deleted with its history"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub(super) async fn delete(State(state): State<AppState>, Path(gw): Path<String>) -> Result<Response, ApiError> {
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(gw): Path<String>,
+) -> Result<Response, ApiError> {
     known_name(&gw, "gateway")?;
     if gw == DEFAULT_GATEWAY {
         return Err(ApiError::conflict("the default gateway cannot be deleted"));
     }
-    if !state.store.delete_gateway(&gw).await? {
+    let message = change_message(&headers)?;
+    if !state.store.delete_gateway(&gw, &caller.change("gateway.delete", &gw, &message)).await? {
         return Err(ApiError::not_found(format!("gateway '{gw}'")));
     }
     state.publisher.gateway_deleted(&gw);

@@ -1,9 +1,11 @@
 //! The admin REST API (axum): CRUD for every entity of a gateway, the
 //! declarative config, version history and rollback, the fleet view, cache
-//! purges and admin tokens, all under `/api/v1` behind bearer tokens, plus the OpenAPI
-//! document generated from the handlers (`/api/v1/openapi.json`),
-//! `/healthz` (alive) and `/readyz` (the store answers).
+//! purges, admin tokens and the audit log, all under `/api/v1` behind
+//! bearer tokens, plus the OpenAPI document generated from the handlers
+//! (`/api/v1/openapi.json`), `/healthz` (alive) and `/readyz` (the store
+//! answers).
 
+pub mod audit;
 pub mod auth;
 pub mod cache;
 pub mod config;
@@ -96,6 +98,7 @@ pub fn written(status: StatusCode, version: u64, body: impl IntoResponse) -> Res
         (name = "data-planes", description = "The fleet"),
         (name = "cache", description = "Purging data planes' response caches"),
         (name = "tokens", description = "Admin API tokens"),
+        (name = "audit", description = "Who changed what, when and from where (admin tokens only)"),
         (name = "meta", description = "Health and this document, without a token"),
     )
 )]
@@ -145,6 +148,7 @@ fn authenticated() -> OpenApiRouter<AppState> {
         .routes(routes!(cache::purge))
         .routes(routes!(tokens::list, tokens::create))
         .routes(routes!(tokens::get, tokens::revoke))
+        .routes(routes!(audit::list))
 }
 
 /// The routes that answer without a token, documented as such.

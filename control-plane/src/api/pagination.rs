@@ -2,7 +2,8 @@
 //! asks for (`?limit=&offset=`) and the `List` page it gets back,
 //! `{"data", "total", "limit", "offset", "next_offset"}`. Lists kept in
 //! memory (a gateway's entities, gateways, tokens, the fleet) are cut here;
-//! the version history, which grows without bound, is cut by the store.
+//! the version history and the audit log, which grow without bound, are cut
+//! by the store.
 
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};

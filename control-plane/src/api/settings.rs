@@ -3,15 +3,15 @@
 //! the same type, which takes precedence) and the proxies trusted in front
 //! of the gateway.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::{Extension, Json};
 use portico_shared::model::Policy;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::Principal;
+use super::audit::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{JsonBody, Path, change_message};
 use super::{AppState, written};
@@ -43,14 +43,14 @@ pub(super) async fn get(State(state): State<AppState>, Path(gw): Path<String>) -
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn replace(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    caller: Caller,
     headers: HeaderMap,
     Path(gw): Path<String>,
     JsonBody(body): JsonBody<GatewaySettings>,
 ) -> Result<Response, ApiError> {
     state.current(&gw).await?;
     let message = change_message(&headers)?;
-    let publication = Publication { author: &principal.name, message: &message, rollback_of: None };
+    let publication = Publication { change: caller.change("settings.replace", "", &message), rollback_of: None };
     let published = state
         .publisher
         .change(&gw, &publication, |current| {

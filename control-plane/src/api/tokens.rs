@@ -1,22 +1,23 @@
 //! Admin tokens: created with a role, shown once, stored hashed, listed and
 //! read without their secrets, revocable.
 //! Only admin tokens reach these endpoints. Token changes are not config
-//! changes: they publish no version.
+//! changes: they publish no version, but each is in the audit log.
 
+use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::{BOOTSTRAP_NAME, Principal, generate_token, token_hash};
+use super::audit::Caller;
+use super::auth::{BOOTSTRAP_NAME, generate_token, token_hash};
 use super::error::{ApiError, ErrorBody};
-use super::extract::{JsonBody, Path, Query};
+use super::extract::{JsonBody, Path, Query, change_message, change_message_or};
 use super::pagination::{List, Page};
 use super::{AppState, known_name};
-use crate::store::{Role, StoreError, TokenRecord};
+use crate::store::{Role, SYSTEM_AUTHOR, StoreError, TokenRecord};
 
 /// A token to create.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -70,21 +71,24 @@ pub(super) async fn get(State(state): State<AppState>, Path(name): Path<String>)
     responses((status = 201, body = CreatedToken), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(super) async fn create(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    caller: Caller,
+    headers: HeaderMap,
     JsonBody(new): JsonBody<NewToken>,
 ) -> Result<Response, ApiError> {
     portico_shared::validate::name("name", &new.name)?;
-    if new.name == BOOTSTRAP_NAME {
-        return Err(ApiError::Conflict { field: Some("name".into()), message: format!("'{BOOTSTRAP_NAME}' is reserved") });
+    if new.name == BOOTSTRAP_NAME || new.name == SYSTEM_AUTHOR {
+        return Err(ApiError::Conflict { field: Some("name".into()), message: format!("'{}' is reserved", new.name) });
     }
+    let message = change_message_or(&headers, || format!("role: {}", new.role.as_str()))?;
     let secret = generate_token();
-    let record = state.store.create_token(&new.name, new.role, &token_hash(&secret), &principal.name).await.map_err(|e| match e {
+    let change = caller.change("token.create", &new.name, &message);
+    let record = state.store.create_token(&new.name, new.role, &token_hash(&secret), &change).await.map_err(|e| match e {
         StoreError::Conflict(_) => {
             ApiError::Conflict { field: Some("name".into()), message: format!("token '{}' already exists", new.name) }
         }
         other => other.into(),
     })?;
-    tracing::info!(token = %record.name, role = record.role.as_str(), by = %principal.name, "admin token created");
+    tracing::info!(token = %record.name, role = record.role.as_str(), by = %caller.principal.name, "admin token created");
     Ok((StatusCode::CREATED, Json(CreatedToken { token: record.into(), secret })).into_response())
 }
 
@@ -92,13 +96,15 @@ pub(super) async fn create(
     responses((status = 204, description = "Revoked"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn revoke(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    caller: Caller,
+    headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     known_name(&name, "token")?;
-    if !state.store.revoke_token(&name).await? {
+    let message = change_message(&headers)?;
+    if !state.store.revoke_token(&name, &caller.change("token.revoke", &name, &message)).await? {
         return Err(ApiError::not_found(format!("token '{name}'")));
     }
-    tracing::info!(token = %name, by = %principal.name, "admin token revoked");
+    tracing::info!(token = %name, by = %caller.principal.name, "admin token revoked");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -1,18 +1,18 @@
 //! Version history and rollback. History is linear: rolling back to n
 //! publishes a new version whose content (and hash) equals n's.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use portico_shared::GatewayConfig;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::auth::Principal;
+use super::audit::Caller;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{Path, Query, change_message};
+use super::extract::{Path, Query, change_message_or};
 use super::pagination::{List, Page};
 use super::{AppState, written};
 use crate::store::{Publication, VersionRecord};
@@ -87,15 +87,15 @@ pub(super) async fn get(State(state): State<AppState>, Path((gw, n)): Path<(Stri
         (status = 404, body = ErrorBody)))]
 pub(super) async fn rollback(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    caller: Caller,
     headers: HeaderMap,
     Path((gw, n)): Path<(String, u64)>,
 ) -> Result<Response, ApiError> {
     let (_, bytes) = load(&state, &gw, n).await?;
     let target: GatewayConfig = serde_json::from_slice(&bytes).map_err(|_| ApiError::Internal)?;
-    let given = change_message(&headers)?;
-    let message = if given.is_empty() { format!("rollback to version {n}") } else { given };
-    let publication = Publication { author: &principal.name, message: &message, rollback_of: Some(n) };
+    let message = change_message_or(&headers, || format!("rollback to version {n}"))?;
+    let restored = n.to_string();
+    let publication = Publication { change: caller.change("version.rollback", &restored, &message), rollback_of: Some(n) };
     let published = state.publisher.change(&gw, &publication, |_| Ok::<_, ApiError>(target.clone())).await?;
     let (record, _) = load(&state, &gw, published.version).await?;
     let status = if published.created { StatusCode::CREATED } else { StatusCode::OK };

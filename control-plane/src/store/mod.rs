@@ -1,9 +1,11 @@
 //! The control plane's store: gateways, the immutable version history (whose
 //! newest row is each gateway's current config), data-plane nodes, cache
-//! purges and admin tokens. One implementation over sqlx's `Any` driver serves Postgres and
-//! SQLite with the same parameterized SQL; only migrations and change
-//! notification differ per backend. The store knows nothing of HTTP.
+//! purges, admin tokens and the audit log. One implementation over sqlx's
+//! `Any` driver serves Postgres and SQLite with the same parameterized SQL;
+//! only migrations and change notification differ per backend. The store
+//! knows nothing of HTTP.
 
+mod audit;
 mod error;
 mod nodes;
 mod purges;
@@ -16,6 +18,7 @@ use portico_shared::{GatewayConfig, Snapshot};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Row};
 
+pub use audit::{AuditFilter, AuditRecord, Change};
 pub use error::StoreError;
 pub use nodes::{NodeDeletion, NodeHello, NodeRecord};
 pub use purges::{PURGE_CHANNEL, PurgeAckRecord, PurgeIds, PurgeRecord};
@@ -26,6 +29,10 @@ pub const NOTIFY_CHANNEL: &str = "portico_config";
 
 /// The gateway that always exists.
 pub const DEFAULT_GATEWAY: &str = "default";
+
+/// The author of changes the control plane makes on its own (creating the
+/// `default` gateway).
+pub const SYSTEM_AUTHOR: &str = "portico";
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -73,11 +80,11 @@ pub struct Current {
     pub config: GatewayConfig,
 }
 
-/// What a publish records beside the snapshot.
-#[derive(Debug, Clone, Default)]
+/// What a publish records beside the snapshot: the change (its author and
+/// message go into the version row, all of it into the audit log).
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Publication<'a> {
-    pub author: &'a str,
-    pub message: &'a str,
+    pub change: Change<'a>,
     pub rollback_of: Option<u64>,
 }
 
@@ -131,7 +138,9 @@ impl Store {
 
     /// Makes sure the `default` gateway exists, with at least version 1.
     pub async fn ensure_default_gateway(&self) -> Result<()> {
-        match self.create_gateway(DEFAULT_GATEWAY, "The default gateway", "portico").await {
+        let change =
+            Change { author: SYSTEM_AUTHOR, source: None, action: "gateway.create", target: DEFAULT_GATEWAY, message: "gateway created" };
+        match self.create_gateway(DEFAULT_GATEWAY, "The default gateway", &change).await {
             Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
             Err(e) => Err(e),
         }
@@ -160,8 +169,9 @@ impl Store {
         row.as_ref().map(gateway_from_row).transpose()
     }
 
-    /// Creates a gateway and publishes its version 1, an empty config.
-    pub async fn create_gateway(&self, name: &str, description: &str, author: &str) -> Result<VersionRecord> {
+    /// Creates a gateway and publishes its version 1, an empty config,
+    /// recording `change`.
+    pub async fn create_gateway(&self, name: &str, description: &str, change: &Change<'_>) -> Result<VersionRecord> {
         let snapshot = Snapshot::compile(GatewayConfig::default()).expect("the empty config is valid");
         let now = Utc::now();
         let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
@@ -172,15 +182,14 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::from_sqlx)?;
-        let record = self
-            .append_version(&mut tx, name, 0, &snapshot, &Publication { author, message: "gateway created", rollback_of: None }, now)
-            .await?;
+        let record = self.append_version(&mut tx, name, 0, &snapshot, &Publication { change: *change, rollback_of: None }, now).await?;
         tx.commit().await.map_err(StoreError::from_sqlx)?;
         Ok(record)
     }
 
-    /// Deletes a gateway with its history, nodes and purges. Returns whether it existed.
-    pub async fn delete_gateway(&self, name: &str) -> Result<bool> {
+    /// Deletes a gateway with its history, nodes and purges (not its audit
+    /// entries), recording `change`. Returns whether it existed.
+    pub async fn delete_gateway(&self, name: &str, change: &Change<'_>) -> Result<bool> {
         let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
         // SQLite only cascades with foreign keys on; delete children explicitly.
         for sql in [
@@ -198,6 +207,7 @@ impl Store {
             .map_err(StoreError::from_sqlx)?
             .rows_affected();
         if deleted == 1 {
+            self.record_change(&mut tx, change, Some(name), None, Utc::now()).await?;
             self.notify(&mut tx, name, 0).await?;
         }
         tx.commit().await.map_err(StoreError::from_sqlx)?;
@@ -226,7 +236,8 @@ impl Store {
 
     /// Appends `snapshot` as the next version of `gateway`, provided the
     /// gateway is still at `expected_version`; otherwise [`StoreError::Stale`]
-    /// and nothing is written. On Postgres the publish is announced on
+    /// and nothing is written. The version and its audit entry are written
+    /// together. On Postgres the publish is announced on
     /// [`NOTIFY_CHANNEL`] when the transaction commits.
     pub async fn publish(
         &self,
@@ -276,20 +287,21 @@ impl Store {
         .bind(to_i64(version))
         .bind(&snapshot.hash)
         .bind(config)
-        .bind(publication.author)
-        .bind(publication.message)
+        .bind(publication.change.author)
+        .bind(publication.change.message)
         .bind(publication.rollback_of.map(to_i64))
         .bind(now.timestamp_millis())
         .execute(&mut **tx)
         .await
         .map_err(StoreError::from_sqlx)?;
+        self.record_change(tx, &publication.change, Some(gateway), Some(version), now).await?;
         self.notify(tx, gateway, version).await?;
         Ok(VersionRecord {
             gateway: gateway.to_owned(),
             version,
             hash: snapshot.hash.clone(),
-            author: publication.author.to_owned(),
-            message: publication.message.to_owned(),
+            author: publication.change.author.to_owned(),
+            message: publication.change.message.to_owned(),
             rollback_of: publication.rollback_of,
             created_at: DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now),
         })

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use portico_shared::model::policy::cache::CachePurge;
 use sqlx::Row;
 
-use super::{Backend, Result, Store, StoreError, millis, to_i64, to_u64};
+use super::{Backend, Change, Result, Store, StoreError, millis, to_i64, to_u64};
 
 /// The Postgres channel that carries `gateway:id` for every recorded purge.
 pub const PURGE_CHANNEL: &str = "portico_purge";
@@ -47,10 +47,12 @@ pub struct PurgeIds {
 }
 
 impl Store {
-    /// Records `purge` for `gateway` and returns its id; on Postgres it is
-    /// announced on [`PURGE_CHANNEL`] when the transaction commits.
-    /// [`StoreError::NotFound`] when the gateway does not exist.
-    pub async fn record_purge(&self, gateway: &str, purge: &CachePurge) -> Result<u64> {
+    /// Records `purge` for `gateway`, and `change` in the audit log, and
+    /// returns its id; on Postgres it is announced on [`PURGE_CHANNEL`]
+    /// when the transaction commits. [`StoreError::NotFound`] when the
+    /// gateway does not exist.
+    pub async fn record_purge(&self, gateway: &str, purge: &CachePurge, change: &Change<'_>) -> Result<u64> {
+        let now = Utc::now();
         let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
         if self.backend == Backend::Postgres {
             // Concurrent purges of one gateway take turns, so their ids follow commit order.
@@ -68,11 +70,12 @@ impl Store {
         .bind(gateway)
         .bind(purge.field())
         .bind(purge.value())
-        .bind(Utc::now().timestamp_millis())
+        .bind(now.timestamp_millis())
         .fetch_optional(&mut *tx)
         .await
         .map_err(StoreError::from_sqlx)?;
         let id = to_u64(id.ok_or(StoreError::NotFound)?);
+        self.record_change(&mut tx, change, Some(gateway), None, now).await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT 1 AS sent FROM pg_notify($1, $2)")
                 .bind(PURGE_CHANNEL)

@@ -1,13 +1,14 @@
 //! Admin API tokens. Only a token's sha256 is stored: a token is high-entropy
 //! random, so a plain hash suffices, and lookup by hash never compares the
-//! secret itself.
+//! secret itself. Creating and revoking one writes its audit entry in the
+//! same transaction.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use utoipa::ToSchema;
 
-use super::{Result, Store, StoreError, millis};
+use super::{Change, Result, Store, StoreError, millis};
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -47,23 +48,27 @@ pub struct TokenRecord {
 }
 
 impl Store {
-    pub async fn create_token(&self, name: &str, role: Role, token_hash: &str, created_by: &str) -> Result<TokenRecord> {
-        let now = Utc::now().timestamp_millis();
+    /// Stores a token created by `change.author`, recording `change`.
+    pub async fn create_token(&self, name: &str, role: Role, token_hash: &str, change: &Change<'_>) -> Result<TokenRecord> {
+        let now = Utc::now();
+        let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
         sqlx::query("INSERT INTO admin_tokens (name, role, token_hash, created_by, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(name)
             .bind(role.as_str())
             .bind(token_hash)
-            .bind(created_by)
-            .bind(now)
-            .execute(&self.pool)
+            .bind(change.author)
+            .bind(now.timestamp_millis())
+            .execute(&mut *tx)
             .await
             .map_err(StoreError::from_sqlx)?;
+        self.record_change(&mut tx, change, None, None, now).await?;
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
         Ok(TokenRecord {
             name: name.to_owned(),
             role,
             token_hash: token_hash.to_owned(),
-            created_by: created_by.to_owned(),
-            created_at: millis(now),
+            created_by: change.author.to_owned(),
+            created_at: millis(now.timestamp_millis()),
         })
     }
 
@@ -93,14 +98,19 @@ impl Store {
         rows.iter().map(token_from_row).collect()
     }
 
-    /// Revokes a token. Returns whether it existed.
-    pub async fn revoke_token(&self, name: &str) -> Result<bool> {
+    /// Revokes a token, recording `change`. Returns whether it existed.
+    pub async fn revoke_token(&self, name: &str, change: &Change<'_>) -> Result<bool> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
         let deleted = sqlx::query("DELETE FROM admin_tokens WHERE name = $1")
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(StoreError::from_sqlx)?
             .rows_affected();
+        if deleted == 1 {
+            self.record_change(&mut tx, change, None, None, Utc::now()).await?;
+        }
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
         Ok(deleted == 1)
     }
 }
