@@ -61,6 +61,7 @@ impl Api {
             keys: KeyHasher::from_cluster_token(CLUSTER_TOKEN),
             store: store.clone(),
             heartbeat: Duration::from_secs(5),
+            metrics: portico_cp::metrics::install().unwrap(),
         };
         Self { router: api::router(state), store, _db: db }
     }
@@ -694,6 +695,7 @@ async fn openapi_documents_every_endpoint() {
         ("/api/v1/openapi.json", vec!["get"]),
         ("/healthz", vec!["get"]),
         ("/readyz", vec!["get"]),
+        ("/metrics", vec!["get"]),
     ];
     let paths = doc["paths"].as_object().unwrap();
     assert_eq!(paths.len(), expected.len(), "{:?}", paths.keys().collect::<Vec<_>>());

@@ -8,6 +8,7 @@ use sqlx::Row;
 use utoipa::ToSchema;
 
 use super::{Result, Store, StoreError, millis};
+use crate::metrics::StoreTimer;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -48,6 +49,7 @@ pub struct TokenRecord {
 
 impl Store {
     pub async fn create_token(&self, name: &str, role: Role, token_hash: &str, created_by: &str) -> Result<TokenRecord> {
+        let _timer = StoreTimer::start("create_token");
         let now = Utc::now().timestamp_millis();
         sqlx::query("INSERT INTO admin_tokens (name, role, token_hash, created_by, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(name)
@@ -68,6 +70,7 @@ impl Store {
     }
 
     pub async fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRecord>> {
+        let _timer = StoreTimer::start("token_by_hash");
         let row = sqlx::query("SELECT name, role, token_hash, created_by, created_at FROM admin_tokens WHERE token_hash = $1")
             .bind(token_hash)
             .fetch_optional(&self.pool)
@@ -77,6 +80,7 @@ impl Store {
     }
 
     pub async fn token(&self, name: &str) -> Result<Option<TokenRecord>> {
+        let _timer = StoreTimer::start("token");
         let row = sqlx::query("SELECT name, role, token_hash, created_by, created_at FROM admin_tokens WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
@@ -86,6 +90,7 @@ impl Store {
     }
 
     pub async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        let _timer = StoreTimer::start("tokens");
         let rows = sqlx::query("SELECT name, role, token_hash, created_by, created_at FROM admin_tokens ORDER BY name")
             .fetch_all(&self.pool)
             .await
@@ -95,6 +100,7 @@ impl Store {
 
     /// Revokes a token. Returns whether it existed.
     pub async fn revoke_token(&self, name: &str) -> Result<bool> {
+        let _timer = StoreTimer::start("revoke_token");
         let deleted = sqlx::query("DELETE FROM admin_tokens WHERE name = $1")
             .bind(name)
             .execute(&self.pool)
