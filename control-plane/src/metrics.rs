@@ -57,6 +57,10 @@ pub struct OpenStream {
 impl OpenStream {
     pub fn opened(gateway: &str) -> Self {
         gauge!("portico_cp_config_streams", "gateway" => gateway.to_owned()).increment(1.0);
+        // The gateway's ACK and NACK series exist from 0 before the first
+        // one, so `increase()` sees that first one (a series born at 1 shows none).
+        counter!("portico_cp_config_acks_total", "gateway" => gateway.to_owned()).increment(0);
+        counter!("portico_cp_config_nacks_total", "gateway" => gateway.to_owned()).increment(0);
         Self { gateway: gateway.to_owned() }
     }
 }

@@ -75,6 +75,10 @@ pub fn install() -> Result<PrometheusHandle, String> {
         "Keys a later call overwrote in a deep merge, by route and overwriting call"
     );
     crate::backend::amqp::metrics::describe();
+    // Counters alerts watch exist from 0, so `increase()` sees their first
+    // event (a series born at 1 shows none).
+    counter!("portico_config_nacks_total").increment(0);
+    counter!("portico_rate_limit_backend_failures_total").increment(0);
     Ok(handle)
 }
 
