@@ -144,3 +144,58 @@ fn set_fleet_gauges(fleet: &GatewayFleet) {
         gauge!("portico_cp_data_planes", "gateway" => fleet.gateway.clone(), "status" => *status).set(*count as f64);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    use super::*;
+
+    /// Runs `record` against a recorder of its own and renders what it
+    /// recorded, while what `record` returns still lives.
+    fn rendered<T>(record: impl FnOnce() -> T) -> String {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let _alive = metrics::with_local_recorder(&recorder, record);
+        handle.render()
+    }
+
+    #[test]
+    fn a_gateway_gone_from_the_store_reads_zero() {
+        let statuses = |in_sync, behind| vec![("in_sync", in_sync), ("behind", behind), ("rejected", 0), ("disconnected", 0)];
+        let text = rendered(|| {
+            fleet_observed(vec![
+                GatewayFleet { gateway: "mobile".into(), current_version: 4, data_planes: statuses(2, 1) },
+                GatewayFleet { gateway: "web".into(), current_version: 9, data_planes: statuses(3, 0) },
+            ]);
+            fleet_observed(vec![GatewayFleet { gateway: "web".into(), current_version: 10, data_planes: statuses(2, 1) }]);
+        });
+        for series in [
+            r#"portico_cp_config_version{gateway="mobile"} 0"#,
+            r#"portico_cp_data_planes{gateway="mobile",status="in_sync"} 0"#,
+            r#"portico_cp_data_planes{gateway="mobile",status="behind"} 0"#,
+            r#"portico_cp_config_version{gateway="web"} 10"#,
+            r#"portico_cp_data_planes{gateway="web",status="behind"} 1"#,
+        ] {
+            assert!(text.lines().any(|line| line == series), "{series} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn open_streams_count_while_they_live_and_start_their_ack_and_nack_series() {
+        let text = rendered(|| {
+            let first = OpenStream::opened("default");
+            let second = OpenStream::opened("default");
+            drop(first);
+            config_nacked("default");
+            second
+        });
+        for series in [
+            r#"portico_cp_config_streams{gateway="default"} 1"#,
+            r#"portico_cp_config_acks_total{gateway="default"} 0"#,
+            r#"portico_cp_config_nacks_total{gateway="default"} 1"#,
+        ] {
+            assert!(text.lines().any(|line| line == series), "{series} in:\n{text}");
+        }
+    }
+}

@@ -2,7 +2,8 @@
 //! data-plane node. The node must present the cluster token and open with a
 //! Hello; it then receives the current snapshot unless it already has that
 //! version, and every newer version as it is published. Its ACKs, NACKs and
-//! heartbeats are recorded for the fleet view.
+//! heartbeats are recorded for the fleet view; open streams, ACKs and
+//! NACKs are counted in the metrics (`crate::metrics`).
 //!
 //! Cache purges travel on the same stream, in id order: every purge of the
 //! gateway recorded after the node's Hello `purge_id`, 0 included (a node
