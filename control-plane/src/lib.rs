@@ -1,10 +1,12 @@
 //! `portico-cp`, the control plane: keeps each gateway's config and its
 //! version history in a store (Postgres or SQLite), serves the admin REST
 //! API, and streams every published version to data planes over gRPC.
-//! It never proxies traffic.
+//! It never proxies traffic. Its Prometheus metrics are served on the
+//! admin listener's `/metrics` (`metrics`, `api::metrics`).
 
 pub mod api;
 pub mod distribution;
+pub mod metrics;
 pub mod publish;
 pub mod server;
 pub mod settings;

@@ -88,6 +88,7 @@ impl Publisher {
                 Ok(record) => {
                     tracing::info!(gateway, version = record.version, hash = %record.hash, author = publication.change.author, "published");
                     self.hub.published(gateway, record.version);
+                    crate::metrics::config_published(gateway);
                     return Ok(Published { config: snapshot.config, version: record.version, hash: snapshot.hash, created: true });
                 }
                 Err(StoreError::Stale) => continue,

@@ -32,6 +32,8 @@ pub enum StartError {
     Serve(String),
     #[error("{0}")]
     Tls(String),
+    #[error("cannot set up metrics: {0}")]
+    Metrics(String),
 }
 
 /// The gRPC listener's TLS, from the flags: a certificate, and the client
@@ -63,6 +65,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         StartError::Credentials("--cluster-token (PORTICO_CLUSTER_TOKEN) is required: data planes must present it".into())
     })?;
     let admin_token = checked_token("--admin-token (PORTICO_ADMIN_TOKEN)", settings.admin_token.as_deref())?;
+    let metrics = crate::metrics::install().map_err(StartError::Metrics)?;
     let store = open_store(&settings).await?;
     let wrap = |source| StartError::Store { url: redact(&settings.database_url), source };
     store.ensure_default_gateway().await.map_err(wrap)?;
@@ -80,6 +83,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         auth: Authenticator::new(admin_token, store.clone()),
         keys: KeyHasher::from_cluster_token(cluster_token),
         heartbeat,
+        metrics,
     };
     let admin = bind(settings.admin_listen).await?;
     let grpc = bind(settings.grpc_listen).await?;

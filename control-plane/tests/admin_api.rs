@@ -61,6 +61,7 @@ impl Api {
             keys: KeyHasher::from_cluster_token(CLUSTER_TOKEN),
             store: store.clone(),
             heartbeat: Duration::from_secs(5),
+            metrics: portico_cp::metrics::install().unwrap(),
         };
         Self { router: api::router(state), store, _db: db }
     }
@@ -696,6 +697,7 @@ async fn openapi_documents_every_endpoint() {
         ("/api/v1/openapi.json", vec!["get"]),
         ("/healthz", vec!["get"]),
         ("/readyz", vec!["get"]),
+        ("/metrics", vec!["get"]),
     ];
     let paths = doc["paths"].as_object().unwrap();
     assert_eq!(paths.len(), expected.len(), "{:?}", paths.keys().collect::<Vec<_>>());
@@ -1508,4 +1510,28 @@ async fn audit_entries_without_connect_info_have_no_source() {
         (Some("service.create"), Some("bootstrap"), Some(2))
     );
     assert_eq!(entry["source"], Value::Null, "{entry}");
+}
+
+#[tokio::test]
+async fn metrics_count_admin_requests_by_route_template_never_by_raw_path() {
+    let api = Api::new().await;
+    assert_eq!(api.get("/api/v1/gateways/default/routes/route-with-a-unique-name").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(api.get("/no/such/endpoint-with-a-unique-name").await.status, StatusCode::NOT_FOUND);
+    let odd_method = Method::from_bytes(b"PROPFIND").unwrap();
+    assert_eq!(api.send(odd_method, "/api/v1/gateways", Some(ADMIN), &[], None).await.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(api.send(Method::GET, "/metrics", None, &[], None).await.status, StatusCode::UNAUTHORIZED);
+    let reply = api.get("/metrics").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.headers["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    for series in [
+        r#"portico_cp_admin_requests_total{method="GET",path="/api/v1/gateways/{gw}/routes/{key}",status="404"}"#,
+        r#"portico_cp_admin_requests_total{method="GET",path="unmatched",status="404"}"#,
+        r#"portico_cp_admin_requests_total{method="other",path="/api/v1/gateways",status="405"}"#,
+        r#"portico_cp_admin_requests_total{method="GET",path="/metrics",status="401"}"#,
+        r#"portico_cp_data_planes{gateway="default",status="in_sync"}"#,
+        r#"portico_cp_config_version{gateway="default"}"#,
+    ] {
+        assert!(reply.text.lines().any(|line| line.starts_with(&format!("{series} "))), "{series} in:\n{}", reply.text);
+    }
+    assert!(!reply.text.contains("unique-name"), "a raw path became a label value:\n{}", reply.text);
 }

@@ -6,32 +6,12 @@ use std::time::Duration;
 
 use http::StatusCode;
 use metrics::{Counter, Histogram, SharedString, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 
-/// How often histogram samples are folded into their buckets.
-const UPKEEP_EVERY: Duration = Duration::from_secs(5);
-
-/// Installs the recorder and describes every metric; call once.
+/// Installs the recorder (shared with the control plane, see
+/// [`portico_shared::metrics`]) and describes every metric; call once.
 pub fn install() -> Result<PrometheusHandle, String> {
-    let handle = PrometheusBuilder::new()
-        .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
-        .map_err(|e| e.to_string())?
-        .install_recorder()
-        .map_err(|e| e.to_string())?;
-    // Histogram samples wait in the recorder until a scrape renders them:
-    // with nobody scraping, memory would grow with every request (about
-    // 18 bytes each, `bench/memory`'s soak). Upkeep folds them into the
-    // buckets, as the exporter's own listener would every 5 s.
-    let upkeep = handle.clone();
-    std::thread::Builder::new()
-        .name("metrics-upkeep".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(UPKEEP_EVERY);
-                upkeep.run_upkeep();
-            }
-        })
-        .map_err(|e| format!("cannot start the metrics upkeep thread: {e}"))?;
+    let handle = portico_shared::metrics::install()?;
     describe_counter!("portico_requests_total", "Requests answered, by route and status");
     describe_histogram!("portico_request_duration_seconds", metrics::Unit::Seconds, "Time to the response headers, by route");
     describe_gauge!("portico_config_version", "Config version this node serves");
@@ -42,6 +22,10 @@ pub fn install() -> Result<PrometheusHandle, String> {
     describe_counter!(
         "portico_grpc_requests_total",
         "Calls on routes whose service speaks gRPC, by route, method (pkg.Service/Method, or other) and gRPC status code name"
+    );
+    describe_counter!(
+        "portico_transform_skipped_total",
+        "Responses a response-transform left untouched, by route and reason (not_json, too_large, invalid_json, encoding, no_transform)"
     );
     describe_counter!("portico_auth_refusals_total", "Requests refused by authentication (401) or scopes (403), by route");
     describe_counter!("portico_jwks_fetches_total", "JWKS documents fetched, by outcome (ok or error)");
@@ -96,6 +80,10 @@ pub fn install() -> Result<PrometheusHandle, String> {
         "Access log lines dropped, by reason (queue_full: the writer fell behind; write_failed: the file could not be written)"
     );
     crate::backend::amqp::metrics::describe();
+    // Counters alerts watch exist from 0, so `increase()` sees their first
+    // event (a series born at 1 shows none).
+    counter!("portico_config_nacks_total").increment(0);
+    counter!("portico_rate_limit_backend_failures_total").increment(0);
     Ok(handle)
 }
 

@@ -3,13 +3,15 @@
 //! validation, reporting every mistake of a document with the field it
 //! names; and the pure parts of publishing (canonical snapshot and hash,
 //! declarative merge, diff).
-//! No I/O happens here, but for reading a secret file (`secret_file`) and
-//! `command_line`, which exits on a bad flag.
+//! No I/O happens here, but for reading a secret file (`secret_file`),
+//! `command_line`, which exits on a bad flag, and `metrics`, the
+//! Prometheus recorder both planes install.
 
 pub mod command_line;
 pub mod diff;
 pub mod error;
 pub mod grpc;
+pub mod metrics;
 pub mod model;
 pub mod parse;
 pub mod route_path;

@@ -96,6 +96,7 @@ fn header(response: &reqwest::Response, name: &str) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_algorithm_admits_exactly_its_limit_across_three_data_planes() {
+    clear_of_window_end(600, Duration::from_secs(30)).await;
     let fleet = fleet(3).await;
     fleet
         .configure(
@@ -127,6 +128,18 @@ async fn every_algorithm_admits_exactly_its_limit_across_three_data_planes() {
     }
     for node in &fleet.nodes {
         assert_eq!(backend_failures(node).await, 0, "every decision came from Redis, none from the local fallback");
+    }
+}
+
+/// Waits, if need be, until the fixed window of `window_s` seconds in
+/// progress has at least `needed` left: fixed windows start at multiples of
+/// their length since the epoch, and a test whose requests span a window's
+/// end would see its count start again.
+async fn clear_of_window_end(window_s: u64, needed: Duration) {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let left = Duration::from_secs(window_s) - Duration::from_secs(since_epoch.as_secs() % window_s);
+    if left < needed {
+        tokio::time::sleep(left + Duration::from_secs(1)).await;
     }
 }
 
@@ -174,6 +187,7 @@ async fn retry_after_is_honoured_and_the_leaky_bucket_spaces_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_outage_follows_each_on_backend_failure_mode_and_recovers() {
+    clear_of_window_end(600, Duration::from_secs(40)).await;
     let fleet = fleet(2).await;
     let mode = |on_failure: &str| json!([limit("fixed_window", 4, 600, json!({"on_backend_failure": on_failure}))]);
     fleet.configure(&[("allow", mode("allow")), ("deny", mode("deny")), ("local", mode("local"))], json!({})).await;
@@ -204,6 +218,7 @@ async fn redis_outage_follows_each_on_backend_failure_mode_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_local_fallback_follows_the_fleet_as_it_shrinks() {
+    clear_of_window_end(600, Duration::from_secs(80)).await;
     let mut fleet = fleet(3).await;
     let local = json!([limit("fixed_window", 6, 600, json!({"on_backend_failure": "local"}))]);
     fleet.configure(&[("local", local)], json!({})).await;

@@ -147,6 +147,8 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         token_cache_size: 10_000,
         cache_memory_mb: 64,
         log_format: "text".into(),
+        access_log: "off".into(),
+        access_log_buffer: 16_384,
     };
     let mut data_plane = tokio::spawn(portico_dp::server::run(dp_settings));
     let readyz = format!("http://{}/readyz", loopback(args.status_port));

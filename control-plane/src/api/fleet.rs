@@ -35,6 +35,20 @@ pub enum NodeStatus {
     Disconnected,
 }
 
+impl NodeStatus {
+    pub const ALL: [Self; 4] = [Self::InSync, Self::Behind, Self::Rejected, Self::Disconnected];
+
+    /// Its name, as in the JSON and in metric labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::InSync => "in_sync",
+            Self::Behind => "behind",
+            Self::Rejected => "rejected",
+            Self::Disconnected => "disconnected",
+        }
+    }
+}
+
 /// A node's most recent refusal, current or not.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Rejection {
@@ -76,7 +90,7 @@ pub(super) fn is_live(node: &NodeRecord, stale_before: DateTime<Utc>) -> bool {
     node.connected && node.last_seen >= stale_before
 }
 
-fn status(node: &NodeRecord, current_version: u64, current_hash: &str, stale_before: DateTime<Utc>) -> NodeStatus {
+pub(super) fn status(node: &NodeRecord, current_version: u64, current_hash: &str, stale_before: DateTime<Utc>) -> NodeStatus {
     if !is_live(node, stale_before) {
         NodeStatus::Disconnected
     } else if node.acked_version == Some(current_version) && node.acked_hash.as_deref() == Some(current_hash) {
@@ -177,6 +191,13 @@ mod tests {
         assert_eq!(status(&NodeRecord { nacked_version: Some(3), ..node() }, 3, "h3", long_ago), NodeStatus::InSync, "applied after all");
         assert_eq!(status(&NodeRecord { connected: false, ..node() }, 3, "h3", long_ago), NodeStatus::Disconnected);
         assert_eq!(status(&node(), 3, "h3", Utc::now() + chrono::Duration::seconds(1)), NodeStatus::Disconnected);
+    }
+
+    #[test]
+    fn labels_are_the_json_names() {
+        for status in NodeStatus::ALL {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.label());
+        }
     }
 
     #[test]

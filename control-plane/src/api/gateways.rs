@@ -69,6 +69,7 @@ pub(super) async fn create(
         }
         other => other.into(),
     })?;
+    crate::metrics::config_published(&new.name);
     let record = state.store.gateway(&new.name).await?.ok_or(ApiError::Internal)?;
     Ok(written(StatusCode::CREATED, version.version, Json(Gateway::from(record))))
 }

@@ -2,8 +2,8 @@
 //! declarative config, version history and rollback, the fleet view, cache
 //! purges, admin tokens and the audit log, all under `/api/v1` behind
 //! bearer tokens, plus the OpenAPI document generated from the handlers
-//! (`/api/v1/openapi.json`), `/healthz` (alive) and `/readyz` (the store
-//! answers).
+//! (`/api/v1/openapi.json`), `/healthz` (alive), `/readyz` (the store
+//! answers) and `/metrics` (Prometheus, behind a token).
 
 pub mod audit;
 pub mod auth;
@@ -15,6 +15,7 @@ pub mod error;
 pub mod extract;
 pub mod fleet;
 pub mod gateways;
+pub mod metrics;
 pub mod pagination;
 pub mod settings;
 pub mod tokens;
@@ -26,6 +27,7 @@ use std::time::Duration;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, middleware};
+use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -57,6 +59,8 @@ pub struct AppState {
     pub keys: KeyHasher,
     /// Heartbeat interval of the config streams (for the fleet view's staleness).
     pub heartbeat: Duration,
+    /// Renders the process's metrics (`/metrics`).
+    pub metrics: PrometheusHandle,
 }
 
 impl AppState {
@@ -99,7 +103,7 @@ pub fn written(status: StatusCode, version: u64, body: impl IntoResponse) -> Res
         (name = "cache", description = "Purging data planes' response caches"),
         (name = "tokens", description = "Admin API tokens"),
         (name = "audit", description = "Who changed what, when and from where (admin tokens only)"),
-        (name = "meta", description = "Health and this document, without a token"),
+        (name = "meta", description = "Health and this document, without a token; Prometheus metrics, with one"),
     )
 )]
 struct ApiDoc;
@@ -149,6 +153,7 @@ fn authenticated() -> OpenApiRouter<AppState> {
         .routes(routes!(tokens::list, tokens::create))
         .routes(routes!(tokens::get, tokens::revoke))
         .routes(routes!(audit::list))
+        .routes(routes!(metrics::render))
 }
 
 /// The routes that answer without a token, documented as such.
@@ -180,6 +185,8 @@ pub fn router(state: AppState) -> Router {
     routes(&state)
         .fallback(|| async { ApiError::not_found("endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        // A `Router::layer` wraps each route and the fallbacks, after routing: it sees the `MatchedPath`.
+        .layer(middleware::from_fn(metrics::count_requests))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

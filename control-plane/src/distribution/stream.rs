@@ -2,7 +2,8 @@
 //! data-plane node. The node must present the cluster token and open with a
 //! Hello; it then receives the current snapshot unless it already has that
 //! version, and every newer version as it is published. Its ACKs, NACKs and
-//! heartbeats are recorded for the fleet view.
+//! heartbeats are recorded for the fleet view; open streams, ACKs and
+//! NACKs are counted in the metrics (`crate::metrics`).
 //!
 //! Cache purges travel on the same stream, in id order: every purge of the
 //! gateway recorded after the node's Hello `purge_id`, 0 included (a node
@@ -32,6 +33,7 @@ use tracing::Instrument;
 
 use super::hub::{Hub, Latest};
 use super::refusals::Refusals;
+use crate::metrics::OpenStream;
 use crate::store::{NodeHello, PurgeRecord, Store};
 
 /// A node is shown `disconnected` when not heard from for this many heartbeat intervals.
@@ -196,6 +198,7 @@ impl Session {
         tx: mpsc::Sender<Result<ControlMessage, Status>>,
     ) {
         let (gateway, node) = (self.hello.gateway.as_str(), self.hello.node_id.as_str());
+        let _open = OpenStream::opened(gateway);
         let mut node_version = self.hello.version;
         let mut purge_sent = self.purges_done;
         if node_version != 0 && !self.has_same_content(node_version).await {
@@ -304,11 +307,13 @@ impl Session {
         let result = match message.message {
             Some(node_message::Message::Ack(ack)) => {
                 tracing::info!(node, gateway, version = ack.version, "data plane applied version");
+                crate::metrics::config_acked(gateway);
                 self.store.node_acked(gateway, node, ack.version, &printable(&ack.hash, 64)).await
             }
             Some(node_message::Message::Nack(nack)) => {
                 let reason = printable(&nack.reason, 2_000);
                 tracing::warn!(node, gateway, version = nack.version, reason = %reason, "data plane rejected version");
+                crate::metrics::config_nacked(gateway);
                 self.store.node_nacked(gateway, node, nack.version, &reason).await
             }
             Some(node_message::Message::Heartbeat(_)) => self.store.node_seen(gateway, node, &self.hello.session_id, true).await,

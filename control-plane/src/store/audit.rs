@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::{Result, Store, StoreError, millis, to_i64, to_u64};
+use crate::metrics::StoreTimer;
 
 /// Who made a change, from where, and what it was: the part of an audit
 /// entry the caller knows (the store adds id, time, gateway and version).
@@ -94,6 +95,7 @@ impl Store {
 
     /// A page of the audit log, newest first, and how many entries match.
     pub async fn audit_log(&self, filter: &AuditFilter<'_>, limit: u32, offset: u64) -> Result<(Vec<AuditRecord>, u64)> {
+        let _timer = StoreTimer::start("audit_log");
         let action = filter.action.unwrap_or_default();
         let family = if action.is_empty() { String::new() } else { format!("{action}.%") };
         let select = format!(
@@ -125,6 +127,7 @@ impl Store {
 
     /// Removes the entries written before `cutoff`; returns how many.
     pub async fn forget_audit_before(&self, cutoff: DateTime<Utc>) -> Result<u64> {
+        let _timer = StoreTimer::start("forget_audit_before");
         let deleted = sqlx::query("DELETE FROM audit_log WHERE created_at < $1")
             .bind(cutoff.timestamp_millis())
             .execute(&self.pool)

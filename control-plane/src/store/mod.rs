@@ -18,7 +18,9 @@ use portico_shared::{GatewayConfig, Snapshot};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Row};
 
+use crate::metrics::StoreTimer;
 pub use audit::{AuditFilter, AuditRecord, Change};
+
 pub use error::StoreError;
 pub use nodes::{NodeDeletion, NodeHello, NodeRecord};
 pub use purges::{PURGE_CHANNEL, PurgeAckRecord, PurgeIds, PurgeRecord};
@@ -78,6 +80,14 @@ pub struct Current {
     pub version: u64,
     pub hash: String,
     pub config: GatewayConfig,
+}
+
+/// A gateway's current version and its hash, without the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub gateway: String,
+    pub version: u64,
+    pub hash: String,
 }
 
 /// What a publish records beside the snapshot: the change (its author and
@@ -148,11 +158,13 @@ impl Store {
 
     /// Is the database answering?
     pub async fn ping(&self) -> Result<()> {
+        let _timer = StoreTimer::start("ping");
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(StoreError::from_sqlx)?;
         Ok(())
     }
 
     pub async fn list_gateways(&self) -> Result<Vec<GatewayRecord>> {
+        let _timer = StoreTimer::start("list_gateways");
         let rows = sqlx::query("SELECT name, description, current_version, created_at FROM gateways ORDER BY name")
             .fetch_all(&self.pool)
             .await
@@ -161,6 +173,7 @@ impl Store {
     }
 
     pub async fn gateway(&self, name: &str) -> Result<Option<GatewayRecord>> {
+        let _timer = StoreTimer::start("gateway");
         let row = sqlx::query("SELECT name, description, current_version, created_at FROM gateways WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
@@ -172,6 +185,7 @@ impl Store {
     /// Creates a gateway and publishes its version 1, an empty config,
     /// recording `change`.
     pub async fn create_gateway(&self, name: &str, description: &str, change: &Change<'_>) -> Result<VersionRecord> {
+        let _timer = StoreTimer::start("create_gateway");
         let snapshot = Snapshot::compile(GatewayConfig::default()).expect("the empty config is valid");
         let now = Utc::now();
         let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
@@ -190,6 +204,7 @@ impl Store {
     /// Deletes a gateway with its history, nodes and purges (not its audit
     /// entries), recording `change`. Returns whether it existed.
     pub async fn delete_gateway(&self, name: &str, change: &Change<'_>) -> Result<bool> {
+        let _timer = StoreTimer::start("delete_gateway");
         let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
         // SQLite only cascades with foreign keys on; delete children explicitly.
         for sql in [
@@ -216,6 +231,7 @@ impl Store {
 
     /// The current config of a gateway, or `None` if it does not exist.
     pub async fn current(&self, gateway: &str) -> Result<Option<Current>> {
+        let _timer = StoreTimer::start("current");
         let row = sqlx::query(
             "SELECT v.version, v.hash, v.config FROM gateways g \
              JOIN config_versions v ON v.gateway = g.name AND v.version = g.current_version \
@@ -234,6 +250,27 @@ impl Store {
         }))
     }
 
+    /// Every gateway's current version and hash, by name.
+    pub async fn heads(&self) -> Result<Vec<Head>> {
+        let _timer = StoreTimer::start("heads");
+        let rows = sqlx::query(
+            "SELECT g.name, v.version, v.hash FROM gateways g \
+             JOIN config_versions v ON v.gateway = g.name AND v.version = g.current_version ORDER BY g.name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Head {
+                    gateway: row.try_get("name").map_err(StoreError::from_sqlx)?,
+                    version: to_u64(row.try_get("version").map_err(StoreError::from_sqlx)?),
+                    hash: row.try_get("hash").map_err(StoreError::from_sqlx)?,
+                })
+            })
+            .collect()
+    }
+
     /// Appends `snapshot` as the next version of `gateway`, provided the
     /// gateway is still at `expected_version`; otherwise [`StoreError::Stale`]
     /// and nothing is written. The version and its audit entry are written
@@ -246,6 +283,7 @@ impl Store {
         snapshot: &Snapshot,
         publication: &Publication<'_>,
     ) -> Result<VersionRecord> {
+        let _timer = StoreTimer::start("publish");
         let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
         let record = self.append_version(&mut tx, gateway, expected_version, snapshot, publication, Utc::now()).await?;
         tx.commit().await.map_err(StoreError::from_sqlx)?;
@@ -323,6 +361,7 @@ impl Store {
 
     /// A page of a gateway's history, newest first, and the total count.
     pub async fn versions(&self, gateway: &str, limit: u32, offset: u64) -> Result<(Vec<VersionRecord>, u64)> {
+        let _timer = StoreTimer::start("versions");
         let rows = sqlx::query(
             "SELECT gateway, version, hash, author, message, rollback_of, created_at FROM config_versions \
              WHERE gateway = $1 ORDER BY version DESC LIMIT $2 OFFSET $3",
@@ -343,6 +382,7 @@ impl Store {
 
     /// One version with its snapshot bytes.
     pub async fn version(&self, gateway: &str, version: u64) -> Result<Option<(VersionRecord, Vec<u8>)>> {
+        let _timer = StoreTimer::start("version");
         let row = sqlx::query(
             "SELECT gateway, version, hash, author, message, rollback_of, created_at, config FROM config_versions \
              WHERE gateway = $1 AND version = $2",

@@ -14,6 +14,7 @@ use portico_shared::model::policy::cache::CachePurge;
 use sqlx::Row;
 
 use super::{Backend, Change, Result, Store, StoreError, millis, to_i64, to_u64};
+use crate::metrics::StoreTimer;
 
 /// The Postgres channel that carries `gateway:id` for every recorded purge.
 pub const PURGE_CHANNEL: &str = "portico_purge";
@@ -52,6 +53,7 @@ impl Store {
     /// when the transaction commits. [`StoreError::NotFound`] when the
     /// gateway does not exist.
     pub async fn record_purge(&self, gateway: &str, purge: &CachePurge, change: &Change<'_>) -> Result<u64> {
+        let _timer = StoreTimer::start("record_purge");
         let now = Utc::now();
         let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
         if self.backend == Backend::Postgres {
@@ -91,6 +93,7 @@ impl Store {
     /// The purges of `gateway` after id `after`, oldest first (at most a
     /// few hundred: read again after the last one for more).
     pub async fn purges_after(&self, gateway: &str, after: u64) -> Result<Vec<PurgeRecord>> {
+        let _timer = StoreTimer::start("purges_after");
         let rows = sqlx::query("SELECT id, kind, value FROM cache_purges WHERE gateway = $1 AND id > $2 ORDER BY id LIMIT $3")
             .bind(gateway)
             .bind(to_i64(after))
@@ -116,6 +119,7 @@ impl Store {
 
     /// The newest purge of `gateway` and of all gateways.
     pub async fn purge_ids(&self, gateway: &str) -> Result<PurgeIds> {
+        let _timer = StoreTimer::start("purge_ids");
         let row = sqlx::query("SELECT MAX(CASE WHEN gateway = $1 THEN id END) AS latest, MAX(id) AS newest FROM cache_purges")
             .bind(gateway)
             .fetch_one(&self.pool)
@@ -127,6 +131,7 @@ impl Store {
 
     /// The newest purge of every gateway that has one.
     pub async fn latest_purges(&self) -> Result<BTreeMap<String, u64>> {
+        let _timer = StoreTimer::start("latest_purges");
         let rows = sqlx::query("SELECT gateway, MAX(id) AS latest FROM cache_purges GROUP BY gateway")
             .fetch_all(&self.pool)
             .await
@@ -144,6 +149,7 @@ impl Store {
     /// stored responses. An id that is not a purge of that gateway (one
     /// removed meanwhile) is ignored.
     pub async fn record_purge_ack(&self, gateway: &str, node_id: &str, id: u64, removed: u64) -> Result<()> {
+        let _timer = StoreTimer::start("record_purge_ack");
         sqlx::query(
             "INSERT INTO cache_purge_acks (purge_id, node_id, removed, applied_at) \
              SELECT id, $3, $4, $5 FROM cache_purges WHERE id = $1 AND gateway = $2 \
@@ -162,6 +168,7 @@ impl Store {
 
     /// The nodes that applied purge `id`, by node id.
     pub async fn purge_acks(&self, id: u64) -> Result<Vec<PurgeAckRecord>> {
+        let _timer = StoreTimer::start("purge_acks");
         let rows = sqlx::query("SELECT node_id, removed, applied_at FROM cache_purge_acks WHERE purge_id = $1 ORDER BY node_id")
             .bind(to_i64(id))
             .fetch_all(&self.pool)
@@ -181,6 +188,7 @@ impl Store {
     /// Removes the purges, of any gateway, recorded before `cutoff`, with
     /// their answers; returns how many purges.
     pub async fn forget_purges_before(&self, cutoff: DateTime<Utc>) -> Result<u64> {
+        let _timer = StoreTimer::start("forget_purges_before");
         let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
         let deleted = sqlx::query("DELETE FROM cache_purges WHERE created_at < $1")
             .bind(cutoff.timestamp_millis())

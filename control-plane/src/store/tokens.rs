@@ -9,6 +9,7 @@ use sqlx::Row;
 use utoipa::ToSchema;
 
 use super::{Change, Result, Store, StoreError, millis};
+use crate::metrics::StoreTimer;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -50,6 +51,7 @@ pub struct TokenRecord {
 impl Store {
     /// Stores a token created by `change.author`, recording `change`.
     pub async fn create_token(&self, name: &str, role: Role, token_hash: &str, change: &Change<'_>) -> Result<TokenRecord> {
+        let _timer = StoreTimer::start("create_token");
         let now = Utc::now();
         let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
         sqlx::query("INSERT INTO admin_tokens (name, role, token_hash, created_by, created_at) VALUES ($1, $2, $3, $4, $5)")
@@ -73,6 +75,7 @@ impl Store {
     }
 
     pub async fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRecord>> {
+        let _timer = StoreTimer::start("token_by_hash");
         let row = sqlx::query("SELECT name, role, token_hash, created_by, created_at FROM admin_tokens WHERE token_hash = $1")
             .bind(token_hash)
             .fetch_optional(&self.pool)
@@ -82,6 +85,7 @@ impl Store {
     }
 
     pub async fn token(&self, name: &str) -> Result<Option<TokenRecord>> {
+        let _timer = StoreTimer::start("token");
         let row = sqlx::query("SELECT name, role, token_hash, created_by, created_at FROM admin_tokens WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
@@ -91,6 +95,7 @@ impl Store {
     }
 
     pub async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        let _timer = StoreTimer::start("tokens");
         let rows = sqlx::query("SELECT name, role, token_hash, created_by, created_at FROM admin_tokens ORDER BY name")
             .fetch_all(&self.pool)
             .await
@@ -100,6 +105,7 @@ impl Store {
 
     /// Revokes a token, recording `change`. Returns whether it existed.
     pub async fn revoke_token(&self, name: &str, change: &Change<'_>) -> Result<bool> {
+        let _timer = StoreTimer::start("revoke_token");
         let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
         let deleted = sqlx::query("DELETE FROM admin_tokens WHERE name = $1")
             .bind(name)
