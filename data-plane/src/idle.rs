@@ -22,6 +22,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
 use crate::access_log::Pending;
+use crate::proxy::Epilogue;
 use crate::body::{BoxError, ResponseBody};
 use crate::upstream::health::now_ms;
 
@@ -68,20 +69,21 @@ impl Drop for InFlight {
 }
 
 /// A response body whose request counts in flight until it is dropped,
-/// and is then logged if it is to be (its access log line has the bytes
-/// the body sent).
+/// and is then logged and its span ended, if it has them (its access log
+/// line has the bytes the body sent).
 #[derive(Debug)]
 pub struct Counted {
     body: ResponseBody,
     _request: InFlight,
     logged: Option<Pending>,
+    traced: Option<opentelemetry::Context>,
     /// The body was read to its end.
     ended: bool,
 }
 
 impl Counted {
-    pub fn new(body: ResponseBody, request: InFlight, logged: Option<Pending>) -> Self {
-        Self { body, _request: request, logged, ended: false }
+    pub fn new(body: ResponseBody, request: InFlight, epilogue: Epilogue) -> Self {
+        Self { body, _request: request, logged: epilogue.logged, traced: epilogue.traced, ended: false }
     }
 }
 
@@ -113,9 +115,14 @@ impl Body for Counted {
 
 impl Drop for Counted {
     fn drop(&mut self) {
+        // hyper may stop polling a body that says it has ended.
+        let completed = self.ended || self.body.is_end_stream();
         if let Some(logged) = self.logged.take() {
-            // hyper may stop polling a body that says it has ended.
-            logged.finish(self.ended || self.body.is_end_stream());
+            logged.finish(completed);
+        }
+        if let Some(cx) = &self.traced {
+            let cut: &dyn std::fmt::Display = &"the response body was cut short";
+            crate::telemetry::end(cx, (!completed).then_some(cut));
         }
     }
 }

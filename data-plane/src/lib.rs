@@ -22,5 +22,6 @@ pub mod settings;
 pub mod stage;
 pub mod state;
 pub mod status;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;

@@ -84,6 +84,17 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     }
     let metrics = crate::metrics::install().map_err(StartError::Metrics)?;
     let node_id = settings.node_id.clone().unwrap_or_else(|| default_node_id(&settings.gateway, settings.listen));
+    if let Some(endpoint) = &settings.otlp_endpoint {
+        crate::telemetry::start(&crate::telemetry::TraceSettings {
+            endpoint,
+            protocol: settings.otlp_protocol,
+            sampling: settings.otlp_sampling,
+            service: "portico-dp",
+            node_id: &node_id,
+            gateway: &settings.gateway,
+        })
+        .map_err(StartError::Config)?;
+    }
     let http = reqwest::Client::builder()
         .user_agent(concat!("portico-dp/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -174,6 +185,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     if let Some(log) = access_log {
         let _ = tokio::task::spawn_blocking(move || log.flush(Duration::from_secs(5))).await;
     }
+    let _ = tokio::task::spawn_blocking(crate::telemetry::shutdown).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -339,8 +351,8 @@ fn proxy_service(
         async move {
             // Boxed once here: hyper moves the service's future as it
             // stores and polls it, and the proxy's is several KiB.
-            let (response, logged) = Box::pin(crate::proxy::handle(node, request, &peer, verdict)).await;
-            Ok::<_, Infallible>(response.map(|body| Counted::new(body, in_flight, logged)))
+            let (response, epilogue) = Box::pin(crate::proxy::handle(node, request, &peer, verdict)).await;
+            Ok::<_, Infallible>(response.map(|body| Counted::new(body, in_flight, epilogue)))
         }
     })
 }

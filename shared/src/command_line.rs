@@ -32,6 +32,14 @@ pub fn parse<P: clap::FromArgMatches>(mut command: clap::Command) -> P {
     }
 }
 
+/// A flag's value that is a share, 0 to 1 (`0.01` for 1 %).
+pub fn share(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!("'{value}' is not a share between 0 and 1")),
+    }
+}
+
 /// clap's rendered error without its usage and help hint, on one line:
 /// `error: ` dropped, indented lines joined, a tip after a semicolon.
 fn one_line(rendered: &str) -> String {

@@ -149,6 +149,9 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         log_format: "text".into(),
         access_log: "off".into(),
         access_log_buffer: 16_384,
+        otlp_endpoint: None,
+        otlp_protocol: portico_dp::telemetry::OtlpProtocol::Grpc,
+        otlp_sampling: 1.0,
     };
     let mut data_plane = tokio::spawn(portico_dp::server::run(dp_settings));
     let readyz = format!("http://{}/readyz", loopback(args.status_port));

@@ -34,7 +34,7 @@ fn write_fields<S: Serializer>(serializer: S, record: &Record, fields: &[AccessL
                 map.serialize_entry(key, &time)?;
             }
             AccessLogField::RequestId => map.serialize_entry(key, &text(&record.request_id))?,
-            AccessLogField::TraceId => map.serialize_entry(key, &arrival.traceparent.as_ref().and_then(trace_id))?,
+            AccessLogField::TraceId => map.serialize_entry(key, &arrival.trace_id.map(|id| id.to_string()))?,
             AccessLogField::Gateway => map.serialize_entry(key, gateway)?,
             AccessLogField::Route => map.serialize_entry(key, &route.map(|route| &*route.name))?,
             AccessLogField::Service => map.serialize_entry(key, &route.map(|route| route.backend.label()))?,
@@ -87,13 +87,14 @@ fn target_url(route: &RouteEntry, index: usize) -> Option<&str> {
 
 /// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`),
 /// unless it is malformed or all zeros.
-pub(super) fn trace_id(traceparent: &HeaderValue) -> Option<&str> {
+pub(super) fn trace_id(traceparent: &HeaderValue) -> Option<opentelemetry::trace::TraceId> {
     let value = traceparent.to_str().ok()?;
     let mut parts = value.split('-');
     let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     let valid = hex(version, 2) && version != "ff" && hex(trace, 32) && hex(parent, 16) && hex(flags, 2);
-    (valid && trace.bytes().any(|b| b != b'0') && parent.bytes().any(|b| b != b'0')).then_some(trace)
+    let valid = valid && trace.bytes().any(|b| b != b'0') && parent.bytes().any(|b| b != b'0');
+    valid.then(|| opentelemetry::trace::TraceId::from_hex(trace).ok()).flatten()
 }
 
 #[cfg(test)]
@@ -102,7 +103,7 @@ mod tests {
 
     #[test]
     fn trace_ids_come_from_valid_traceparents_only() {
-        let id = |v: &'static str| trace_id(&HeaderValue::from_static(v)).map(str::to_owned);
+        let id = |v: &'static str| trace_id(&HeaderValue::from_static(v)).map(|id| id.to_string());
         assert_eq!(id("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
         for bad in [
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",

@@ -21,6 +21,8 @@ use http::{HeaderValue, Method, StatusCode, Uri, Version};
 use portico_shared::model::Policy;
 use portico_shared::model::policy::access_log::{AccessLogField, AccessLogMode};
 
+use opentelemetry::trace::{TraceContextExt, TraceId};
+
 use crate::runtime::Runtime;
 pub use writer::{AccessLog, Destination};
 
@@ -141,19 +143,25 @@ pub struct Arrival {
     method: Method,
     uri: Uri,
     version: Version,
-    traceparent: Option<HeaderValue>,
+    trace_id: Option<TraceId>,
     bytes_in: Option<u64>,
 }
 
 impl Arrival {
-    pub fn of<B: hyper::body::Body>(request: &http::Request<B>, started: Instant) -> Self {
+    /// The arrival of `request`, traced in `trace` if tracing is on (else
+    /// in the trace of its `traceparent`, if any).
+    pub fn of<B: hyper::body::Body>(request: &http::Request<B>, started: Instant, trace: Option<&opentelemetry::Context>) -> Self {
+        let trace_id = match trace {
+            Some(cx) => Some(cx.span().span_context().trace_id()).filter(|id| *id != TraceId::INVALID),
+            None => request.headers().get("traceparent").and_then(line::trace_id),
+        };
         Self {
             time: SystemTime::now(),
             started,
             method: request.method().clone(),
             uri: request.uri().clone(),
             version: request.version(),
-            traceparent: request.headers().get("traceparent").cloned(),
+            trace_id,
             bytes_in: request.body().size_hint().exact(),
         }
     }

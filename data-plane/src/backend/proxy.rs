@@ -23,6 +23,8 @@ use super::retry::{MAX_KEPT_BODY, Outcome, RetryPlan};
 use crate::backend::aggregate::AggregateInput;
 use crate::body::{ClientBodyError, ClientWait, UpstreamBody};
 use crate::error::ProxyError;
+use crate::telemetry;
+use opentelemetry::KeyValue;
 use crate::upstream::{self, Lease, Picked, SendError, Unavailable, Upstream, grpc};
 use bytes::Bytes;
 
@@ -153,7 +155,15 @@ pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> 
         if !last {
             tried.push(picked.index());
         }
-        let request_headers = if last || !copy_headers { headers.take() } else { headers.clone() }.unwrap_or_default();
+        let mut request_headers = if last || !copy_headers { headers.take() } else { headers.clone() }.unwrap_or_default();
+        let traced = telemetry::upstream_try(
+            &mut request_headers,
+            || format!("{} {}", prepared.method, upstream.name()),
+            || {
+                let target = upstream.target_url(picked.index()).unwrap_or_default().to_owned();
+                vec![KeyValue::new("server.address", target), KeyValue::new("portico.try", i64::from(attempt))]
+            },
+        );
         let request = request(&picked, &prepared.method, &prepared.path_and_query, request_headers, prepared.host.as_ref(), body.next());
         if let Some(trail) = prepared.trail {
             trail.tried(picked.index());
@@ -165,7 +175,15 @@ pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> 
         // The wait that may run out is the client's, not a per-try one of the gateway's.
         let clients_wait = clients_deadline && per_try.is_none_or(|per_try| per_try >= left);
         // Boxed, as each level of the pipeline (see `proxy::handle`).
-        let outcome = match tokio::time::timeout(timeout, Box::pin(upstream.send(&picked, request))).await {
+        let sent = tokio::time::timeout(timeout, Box::pin(upstream.send(&picked, request))).await;
+        if let Some(cx) = &traced {
+            match &sent {
+                Ok(Ok((response, _))) => telemetry::end_answered(cx, response.status()),
+                Ok(Err(error)) => telemetry::end(cx, Some(error)),
+                Err(_) => telemetry::end(cx, Some(&"no answer in time")),
+            }
+        }
+        let outcome = match sent {
             Ok(Ok((mut response, lease))) => {
                 let status = response.status();
                 upstream.answered(&picked);

@@ -47,6 +47,7 @@ use crate::stage::cache::{CacheRequest, Profile};
 use crate::stage::cors::Cors;
 use crate::stage::values::RequestValues;
 use crate::state::NodeState;
+use crate::telemetry::{self, FutureExt as _};
 
 /// Handles one request from `peer`. Never fails: errors become responses;
 /// with them comes the request's access log line when it is to have one,
@@ -60,10 +61,12 @@ pub async fn handle(
     request: Request<Incoming>,
     peer: &Peer,
     verdict: Verdict,
-) -> (Response<ResponseBody>, Option<Pending>) {
+) -> (Response<ResponseBody>, Epilogue) {
     let started = Instant::now();
     let secure = peer.tls.is_some();
-    let arrival = node.access_log.as_ref().map(|_| Arrival::of(&request, started));
+    let trace = telemetry::server_span(request.headers(), request.method(), request.uri().path());
+    let traced_method = trace.as_ref().map(|_| request.method().clone());
+    let arrival = node.access_log.as_ref().map(|_| Arrival::of(&request, started, trace.as_ref()));
     let refused = match verdict {
         Verdict::Refuse(violation) => Some(violation),
         Verdict::Pass | Verdict::Upgrade => None,
@@ -80,7 +83,7 @@ pub async fn handle(
     );
     let runtime = node.runtime();
     let mut served = Served { findings: arrival.as_ref().map(|_| Box::default()), ..Served::default() };
-    let mut response = async {
+    let pipeline = async {
         let outcome = match (refused, &runtime) {
             (Some(violation), _) => Err(ProxyError::Malformed(violation)),
             (None, None) => {
@@ -101,8 +104,12 @@ pub async fn handle(
             None => response,
         }
     }
-    .instrument(span.clone())
-    .await;
+    .instrument(span.clone());
+    // Stages below start their spans from the request's context.
+    let mut response = match &trace {
+        Some(cx) => pipeline.with_context(cx.clone()).await,
+        None => pipeline.await,
+    };
     if let Some(stages) = served.route.map(|route| &route.stages) {
         // Every answer of a route with header-picked profiles depends on those headers.
         for vary in [stages.request.vary(), stages.response.vary()].into_iter().flatten() {
@@ -138,7 +145,19 @@ pub async fn handle(
     }
     span.record("status", status.as_u16());
     served.route.map_or(RouteMetrics::unmatched(), |route| &route.metrics).request_done(status, started.elapsed());
-    (response, logged)
+    if let (Some(cx), Some(method)) = (&trace, &traced_method) {
+        let version = runtime.as_ref().map(|runtime| runtime.version);
+        telemetry::answered(cx, method, &node.gateway, version, served.route.map(|route| &*route.name), status);
+    }
+    (response, Epilogue { logged, traced: trace })
+}
+
+/// What is left to do once a response's body is sent (or abandoned): its
+/// access log line, and ending its server span.
+#[derive(Debug, Default)]
+pub struct Epilogue {
+    pub logged: Option<Pending>,
+    pub traced: Option<opentelemetry::Context>,
 }
 
 /// What the pipeline learnt that the response needs whatever the outcome:

@@ -20,6 +20,8 @@ use redis::{Client, Script};
 use super::algorithm::{Decision, Params};
 use super::batch::{Joined, Rounds, Turn};
 use super::fleet::Membership;
+use crate::telemetry;
+use opentelemetry::KeyValue;
 
 /// How long Redis is not asked after a failed call.
 const BACKOFF: Duration = Duration::from_secs(1);
@@ -242,6 +244,19 @@ impl RedisBackend {
     /// One decision for `key`, or why Redis could not make it. It goes in
     /// the next round of `key` (`batch.rs`): at once when none is in flight.
     pub async fn decide(self: &Arc<Self>, params: &Params, key: &str) -> Result<Decision, String> {
+        let traced = telemetry::client_span(
+            || "rate-limit redis".to_owned(),
+            || vec![KeyValue::new("db.system.name", "redis"), KeyValue::new("portico.rate_limit.algorithm", format!("{:?}", params.algorithm))],
+        );
+        let decided = self.decide_in_round(params, key).await;
+        if let Some(cx) = &traced {
+            telemetry::end(cx, decided.as_ref().err().map(|error| error as &dyn std::fmt::Display));
+        }
+        decided
+    }
+
+    /// One decision for `key`, made in the next round of `key`.
+    async fn decide_in_round(self: &Arc<Self>, params: &Params, key: &str) -> Result<Decision, String> {
         let round = match self.rounds.join(key) {
             Joined::Lead(round) => round,
             Joined::Wait(turn) => match turn.await {

@@ -40,6 +40,8 @@ use crate::body::ResponseBody;
 use crate::error::ProxyError;
 use crate::metrics::{AnswerMetrics, AnswerResult};
 use crate::stage::values::Gathered;
+use crate::telemetry::{self, FutureExt as _};
+use opentelemetry::KeyValue;
 
 /// Says whether every call answered (`complete`) or an optional one failed (`partial`).
 pub const PORTICO_AGGREGATE: HeaderName = HeaderName::from_static("portico-aggregate");
@@ -213,7 +215,22 @@ impl Aggregation {
                 }
                 progress.started[i] = Some(Instant::now());
                 match call.start(&request, &progress.outcomes) {
-                    Ok(exchange) => running.push(async move { (i, exchange.await) }),
+                    Ok(exchange) => {
+                        let traced = telemetry::client_span(
+                            || format!("aggregate call {}", call.name),
+                            || vec![KeyValue::new("portico.aggregate.call", call.name.to_string())],
+                        );
+                        running.push(async move {
+                            let outcome = match &traced {
+                                Some(cx) => exchange.with_context(cx.clone()).await,
+                                None => exchange.await,
+                            };
+                            if let Some(cx) = &traced {
+                                telemetry::end(cx, outcome.as_ref().err().map(|failure| &failure.error as &dyn std::fmt::Display));
+                            }
+                            (i, outcome)
+                        });
+                    }
                     Err(failure) => {
                         call.record(&failure, Duration::ZERO);
                         self.settle(i, Err(failure), &mut progress)?;

@@ -28,6 +28,8 @@ use crate::backend::proxy::{ClientBody, Prepared};
 use crate::body::ResponseBody;
 use crate::error::ProxyError;
 use crate::proxy::headers::REQUEST_ID;
+use crate::telemetry;
+use opentelemetry::KeyValue;
 
 /// Most channels a service's broker connection opens on one node, and so
 /// most `rpc` calls under way at once (each holds a channel until it ends).
@@ -109,10 +111,25 @@ impl AmqpRoute {
         let routing_key = self.routing_key.expand(input.values(), &body)?;
         let request_id = prepared.headers.get(REQUEST_ID).and_then(|value| value.to_str().ok()).unwrap_or_default();
         let message = Message::from_request(&self.settings, &prepared.headers, request_id, body);
-        match self.mode {
-            AmqpMode::Publish => Ok(accepted(&self.broker.publish(&self.settings, &routing_key, message).await?)),
-            AmqpMode::Rpc => Ok(self.broker.rpc(&self.settings, &routing_key, message).await?.into_response()),
+        let mode = if self.mode == AmqpMode::Publish { "publish" } else { "rpc" };
+        let traced = telemetry::client_span(
+            || format!("amqp {mode} {}", self.settings.exchange),
+            || {
+                vec![
+                    KeyValue::new("messaging.system", "rabbitmq"),
+                    KeyValue::new("messaging.destination.name", self.settings.exchange.clone()),
+                    KeyValue::new("messaging.rabbitmq.destination.routing_key", routing_key.clone()),
+                ]
+            },
+        );
+        let answer = match self.mode {
+            AmqpMode::Publish => self.broker.publish(&self.settings, &routing_key, message).await.map(|id| accepted(&id)),
+            AmqpMode::Rpc => self.broker.rpc(&self.settings, &routing_key, message).await.map(|reply| reply.into_response()),
+        };
+        if let Some(cx) = &traced {
+            telemetry::end(cx, answer.as_ref().err().map(|error| error as &dyn std::fmt::Display));
         }
+        Ok(answer?)
     }
 }
 
