@@ -1,7 +1,8 @@
 //! Shared test code: throwaway databases and brokers, `eventually`, ephemeral ports,
-//! spawning the real binaries and driving a real browser. Tests need the
-//! real services; when one is missing they fail with a message saying how
-//! to get it (the test script starts them), never skip.
+//! spawning the real binaries, driving a real browser and receiving their
+//! traces over OTLP. Tests need the real services; when one is missing they
+//! fail with a message saying how to get it (the test script starts them),
+//! never skip.
 
 pub mod amqp;
 pub mod browser;
@@ -14,6 +15,7 @@ pub mod http10;
 pub mod jwt;
 pub mod node;
 pub mod origin;
+pub mod otlp;
 pub mod process;
 pub mod proxy;
 pub mod raw;
@@ -36,6 +38,7 @@ pub use grpc_peer::GrpcPeer;
 pub use http10::Http10Upstream;
 pub use jwt::TestIdp;
 pub use node::TestNode;
+pub use otlp::OtlpReceiver;
 pub use process::{ControlPlane, DataPlane, free_port, serve_config, serve_service};
 pub use proxy::TcpProxy;
 pub use relay::TamperingRelay;
