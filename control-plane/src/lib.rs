@@ -11,6 +11,7 @@ pub mod publish;
 pub mod server;
 pub mod settings;
 pub mod store;
+pub mod telemetry;
 
 pub use server::{StartError, open_store, run};
 pub use settings::{Cli, Command, Settings};

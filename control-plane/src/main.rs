@@ -3,20 +3,33 @@
 use std::io::IsTerminal;
 
 use clap::CommandFactory;
+use opentelemetry::trace::TracerProvider as _;
 use portico_cp::{Cli, Command};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     // Every flag also after `serve` or `migrate`, whichever flags the settings gain.
     let cli: Cli = portico_shared::command_line::parse(Cli::command().mut_args(|arg| arg.global(true)));
+    // Traces (admin requests, publishes) go to the collector through the `tracing` spans.
+    let traces = match cli.settings.otlp_endpoint.as_deref().map(|endpoint| portico_cp::telemetry::provider(&cli.settings, endpoint)) {
+        Some(Ok(provider)) => Some(provider),
+        Some(Err(e)) => {
+            eprintln!("portico-cp: error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+        None => None,
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let subscriber =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    let otel = traces.as_ref().map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("portico-cp")));
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
     if cli.settings.log_format == "json" {
-        subscriber.json().init();
+        registry.with(logs.json()).init();
     } else {
-        subscriber.init();
+        registry.with(logs).init();
     }
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => match cli.settings() {
@@ -25,6 +38,10 @@ async fn main() -> std::process::ExitCode {
         },
         Command::Migrate => portico_cp::open_store(&cli.settings).await.map(|_| tracing::info!("migrations applied")),
     };
+    if let Some(provider) = traces {
+        // Sends the spans still waiting; it blocks, so not on a runtime thread.
+        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+    }
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -66,6 +66,7 @@ impl Publisher {
     /// Applies `edit` to the current config of `gateway` and publishes the
     /// result. `edit` may run more than once (after a lost race), always on
     /// the freshest config.
+    #[tracing::instrument(name = "publish", skip_all, fields(gateway = gateway))]
     pub async fn change<E>(
         &self,
         gateway: &str,

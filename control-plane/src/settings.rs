@@ -99,4 +99,13 @@ pub struct Settings {
     /// Log format: `text` or `json`.
     #[arg(long, env = "PORTICO_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+    /// OpenTelemetry collector to send traces of admin requests and publishes to (`http://host:4317` for gRPC, `http://host:4318` for HTTP); none: no traces.
+    #[arg(long, env = "PORTICO_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP transport: `grpc` or `http` (protobuf bodies to `<endpoint>/v1/traces`).
+    #[arg(long, env = "PORTICO_OTLP_PROTOCOL", value_enum, default_value = "grpc")]
+    pub otlp_protocol: portico_shared::telemetry::OtlpProtocol,
+    /// Share of new traces sampled, 0 to 1; a client's traceparent decides for its own trace, except at 0, which sends nothing.
+    #[arg(long, env = "PORTICO_OTLP_SAMPLING", default_value_t = 1.0, value_parser = portico_shared::command_line::share)]
+    pub otlp_sampling: f64,
 }

@@ -22,8 +22,8 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
 use crate::access_log::Pending;
-use crate::proxy::Epilogue;
 use crate::body::{BoxError, ResponseBody};
+use crate::proxy::Epilogue;
 use crate::upstream::health::now_ms;
 
 /// The requests of one connection.

@@ -85,13 +85,16 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     let metrics = crate::metrics::install().map_err(StartError::Metrics)?;
     let node_id = settings.node_id.clone().unwrap_or_else(|| default_node_id(&settings.gateway, settings.listen));
     if let Some(endpoint) = &settings.otlp_endpoint {
-        crate::telemetry::start(&crate::telemetry::TraceSettings {
+        crate::telemetry::start(portico_shared::telemetry::TraceSettings {
             endpoint,
             protocol: settings.otlp_protocol,
             sampling: settings.otlp_sampling,
             service: "portico-dp",
-            node_id: &node_id,
-            gateway: &settings.gateway,
+            resource: vec![
+                opentelemetry::KeyValue::new("service.instance.id", node_id.clone()),
+                opentelemetry::KeyValue::new("portico.node_id", node_id.clone()),
+                opentelemetry::KeyValue::new("portico.gateway", settings.gateway.clone()),
+            ],
         })
         .map_err(StartError::Config)?;
     }

@@ -1,46 +1,29 @@
-//! Traces over OpenTelemetry's OTLP (`--otlp-endpoint`, gRPC or
-//! HTTP/protobuf; off by default). A request gets a server span, child of
-//! the client's W3C `traceparent` (`tracestate` kept) or the root of a new
-//! trace; each upstream try, aggregate call, AMQP call and Redis rate-limit
-//! call is a client span under it, and the try's context goes upstream in
-//! `traceparent`. New traces are sampled at `--otlp-sampling`; a client's
-//! sampled or unsampled parent is followed, except at `0`, which sends
-//! nothing at all. An unsampled request costs a context and no span export.
+//! The data plane's traces (the pipeline is [`portico_shared::telemetry`]'s):
+//! a request gets a server span, child of the client's W3C `traceparent`
+//! (`tracestate` kept) or the root of a new trace; each upstream try,
+//! aggregate call, AMQP call and Redis rate-limit call is a client span
+//! under it, and the try's context goes upstream in `traceparent` (the
+//! request's own when it is not sampled, so the upstream joins the trace
+//! either way). An unsampled request costs a context, no span export.
 //!
 //! The tracer is process-wide, like the metrics recorder: the pipeline's
 //! future carries the request's context ([`FutureExt::with_context`]), so
 //! the stages below it start their spans from [`Context::current`] without
-//! it being passed down. Spans are exported in batches by the SDK's own
-//! thread; the exporters need the Tokio runtime, so their calls are run on
-//! it ([`OnRuntime`]).
+//! it being passed down.
 
 use std::borrow::Cow;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::OnceLock;
 
 use http::HeaderMap;
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer, TracerProvider};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::{SpanExporter, WithExportConfig};
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, SpanData};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use portico_shared::telemetry::{Headers, HeadersMut, TraceSettings};
 
 pub use opentelemetry::context::FutureExt;
-
-/// How spans reach the collector (`--otlp-protocol`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OtlpProtocol {
-    /// OTLP/gRPC (the collector's port 4317).
-    Grpc,
-    /// OTLP/HTTP with protobuf bodies (port 4318, `/v1/traces`).
-    Http,
-}
-
-/// Longest wait for the collector to take a batch.
-const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+pub use portico_shared::telemetry::OtlpProtocol;
 
 static TRACING: OnceLock<Tracing> = OnceLock::new();
 
@@ -50,51 +33,14 @@ struct Tracing {
     propagator: TraceContextPropagator,
 }
 
-/// Where and how to send spans, and what the spans say of this node.
-#[derive(Debug)]
-pub struct TraceSettings<'a> {
-    pub endpoint: &'a str,
-    pub protocol: OtlpProtocol,
-    /// The share of new traces sampled, 0 to 1.
-    pub sampling: f64,
-    pub service: &'static str,
-    pub node_id: &'a str,
-    pub gateway: &'a str,
-}
-
 /// Starts exporting spans; call once, inside the Tokio runtime.
-pub fn start(settings: &TraceSettings<'_>) -> Result<(), String> {
-    let exporter = match settings.protocol {
-        OtlpProtocol::Grpc => SpanExporter::builder().with_tonic().with_endpoint(settings.endpoint).with_timeout(EXPORT_TIMEOUT).build(),
-        OtlpProtocol::Http => {
-            let endpoint = match settings.endpoint.trim_end_matches('/') {
-                url if url.ends_with("/v1/traces") => url.to_owned(),
-                url => format!("{url}/v1/traces"),
-            };
-            SpanExporter::builder().with_http().with_endpoint(endpoint).with_timeout(EXPORT_TIMEOUT).build()
-        }
-    }
-    .map_err(|e| format!("--otlp-endpoint: {e}"))?;
-    let sampler = if settings.sampling <= 0.0 {
-        Sampler::AlwaysOff
-    } else {
-        Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(settings.sampling)))
-    };
-    let resource = Resource::builder()
-        .with_service_name(settings.service)
-        .with_attributes([
-            KeyValue::new("service.instance.id", settings.node_id.to_owned()),
-            KeyValue::new("portico.node_id", settings.node_id.to_owned()),
-            KeyValue::new("portico.gateway", settings.gateway.to_owned()),
-        ])
-        .build();
-    let provider = SdkTracerProvider::builder()
-        .with_batch_exporter(OnRuntime::new(exporter))
-        .with_sampler(sampler)
-        .with_resource(resource)
-        .build();
-    let tracer = provider.tracer(settings.service);
-    TRACING.set(Tracing { provider, tracer, propagator: TraceContextPropagator::new() }).map_err(|_| "tracing is started already".to_owned())
+pub fn start(settings: TraceSettings<'_>) -> Result<(), String> {
+    let service = settings.service;
+    let provider = portico_shared::telemetry::provider(settings)?;
+    let tracer = provider.tracer(service);
+    TRACING
+        .set(Tracing { provider, tracer, propagator: TraceContextPropagator::new() })
+        .map_err(|_| "tracing is started already".to_owned())
 }
 
 /// Sends the spans still waiting (at shutdown). Blocks the calling thread.
@@ -147,7 +93,6 @@ pub fn answered(cx: &Context, method: &http::Method, gateway: &str, version: Opt
     }
 }
 
-
 /// A client span under the current context's span, named by `name`, with
 /// `attributes`, when that span is sampled (an unsampled request gets no
 /// spans below its own).
@@ -194,12 +139,6 @@ where
     span
 }
 
-/// The context of the span requests are traced in now, to carry into a
-/// task of their own (`None` while tracing is off).
-pub fn current() -> Option<Context> {
-    enabled().then(Context::current).filter(|cx| cx.span().span_context().is_sampled())
-}
-
 /// Ends `cx`'s span, failed with `error` if there was one.
 pub fn end(cx: &Context, error: Option<&dyn std::fmt::Display>) {
     let span = cx.span();
@@ -215,67 +154,4 @@ pub fn end_answered(cx: &Context, status: http::StatusCode) {
     span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status.as_u16())));
     let failed = status.is_server_error().then(|| format!("answered {status}"));
     end(cx, failed.as_ref().map(|f| f as &dyn std::fmt::Display));
-}
-
-/// The hex trace id of `cx`, when it is in a trace.
-pub fn trace_id(cx: &Context) -> Option<String> {
-    let context = cx.span().span_context().clone();
-    context.is_valid().then(|| context.trace_id().to_string())
-}
-
-struct Headers<'a>(&'a HeaderMap);
-
-impl Extractor for Headers<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|value| value.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(http::HeaderName::as_str).collect()
-    }
-}
-
-struct HeadersMut<'a>(&'a mut HeaderMap);
-
-impl Injector for HeadersMut<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (http::HeaderName::from_bytes(key.as_bytes()), http::HeaderValue::from_str(&value)) {
-            self.0.insert(name, value);
-        }
-    }
-}
-
-/// An exporter whose calls run on the Tokio runtime it was made on: the
-/// SDK's batch thread polls them outside of it, and the OTLP clients
-/// (tonic, hyper) need its timers and tasks.
-#[derive(Debug)]
-struct OnRuntime<E> {
-    exporter: Arc<E>,
-    runtime: tokio::runtime::Handle,
-}
-
-impl<E> OnRuntime<E> {
-    fn new(exporter: E) -> Self {
-        Self { exporter: Arc::new(exporter), runtime: tokio::runtime::Handle::current() }
-    }
-}
-
-impl<E: opentelemetry_sdk::trace::SpanExporter + 'static> opentelemetry_sdk::trace::SpanExporter for OnRuntime<E> {
-    fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
-        let exporter = self.exporter.clone();
-        let export = self.runtime.spawn(async move { exporter.export(batch).await });
-        async move {
-            export.await.unwrap_or_else(|e| Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure(format!("export task: {e}"))))
-        }
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.exporter.shutdown_with_timeout(timeout)
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        if let Some(exporter) = Arc::get_mut(&mut self.exporter) {
-            exporter.set_resource(resource);
-        }
-    }
 }

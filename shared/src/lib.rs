@@ -19,6 +19,7 @@ pub mod secret;
 pub mod secret_file;
 pub mod shape;
 pub mod snapshot;
+pub mod telemetry;
 pub mod template;
 pub mod tls;
 pub mod validate;

@@ -102,6 +102,9 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         heartbeat_interval_ms: 5_000,
         audit_retention_days: portico_cp::settings::DEFAULT_AUDIT_RETENTION_DAYS,
         log_format: "text".into(),
+        otlp_endpoint: None,
+        otlp_protocol: portico_shared::telemetry::OtlpProtocol::Grpc,
+        otlp_sampling: 1.0,
     };
     let stored = stored_version(&cp_settings).await?;
     let mut control_plane = tokio::spawn(portico_cp::run(cp_settings));

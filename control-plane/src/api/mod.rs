@@ -188,7 +188,7 @@ pub fn router(state: AppState) -> Router {
         // A `Router::layer` wraps each route and the fallbacks, after routing: it sees the `MatchedPath`.
         .layer(middleware::from_fn(metrics::count_requests))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::admin_span).on_response(crate::telemetry::answered))
         .with_state(state)
 }
 

@@ -24,9 +24,9 @@ use crate::backend::aggregate::AggregateInput;
 use crate::body::{ClientBodyError, ClientWait, UpstreamBody};
 use crate::error::ProxyError;
 use crate::telemetry;
-use opentelemetry::KeyValue;
 use crate::upstream::{self, Lease, Picked, SendError, Unavailable, Upstream, grpc};
 use bytes::Bytes;
+use opentelemetry::KeyValue;
 
 /// Where requests go: a service's upstream, with the retries and request
 /// body limit of the route (or aggregate call) that sends them.

@@ -56,12 +56,7 @@ use crate::telemetry::{self, FutureExt as _};
 /// is answered here, and it or an upgrade request that gets no `101` (past
 /// which the guard checks nothing) closes the connection, so no byte sent
 /// after it is read as a request.
-pub async fn handle(
-    node: Arc<NodeState>,
-    request: Request<Incoming>,
-    peer: &Peer,
-    verdict: Verdict,
-) -> (Response<ResponseBody>, Epilogue) {
+pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, peer: &Peer, verdict: Verdict) -> (Response<ResponseBody>, Epilogue) {
     let started = Instant::now();
     let secure = peer.tls.is_some();
     let trace = telemetry::server_span(request.headers(), request.method(), request.uri().path());

@@ -246,7 +246,12 @@ impl RedisBackend {
     pub async fn decide(self: &Arc<Self>, params: &Params, key: &str) -> Result<Decision, String> {
         let traced = telemetry::client_span(
             || "rate-limit redis".to_owned(),
-            || vec![KeyValue::new("db.system.name", "redis"), KeyValue::new("portico.rate_limit.algorithm", format!("{:?}", params.algorithm))],
+            || {
+                vec![
+                    KeyValue::new("db.system.name", "redis"),
+                    KeyValue::new("portico.rate_limit.algorithm", format!("{:?}", params.algorithm)),
+                ]
+            },
         );
         let decided = self.decide_in_round(params, key).await;
         if let Some(cx) = &traced {

@@ -1,0 +1,166 @@
+//! Traces end to end: a real data plane exports over OTLP (gRPC and
+//! HTTP/protobuf) to an independent receiver (Python, `opentelemetry-proto`
+//! and grpcio); the spans of a request through the gateway, their links
+//! and attributes, and the `traceparent` the upstream got all match. The
+//! control plane's admin requests are traced too.
+
+#![allow(clippy::unwrap_used)] // test helpers, like #[test] bodies, may unwrap
+
+use std::time::Duration;
+
+use portico_test_support::otlp::{OtlpReceiver, ReceivedSpan, Transport};
+use portico_test_support::{ControlPlane, TestDb, TestUpstream, free_port, serve_config};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// A config whose route `/echo` retries a dead target once before the live one.
+fn config(upstream: &TestUpstream, dead: &str) -> Value {
+    json!({
+        "services": [{"name": "echo", "targets": [{"url": dead, "weight": 1000}, {"url": upstream.url(), "weight": 1}],
+                      "load_balancing": "round_robin", "retries": {"attempts": 3, "on": ["connect-failure"]}}],
+        "routes": [{"name": "echo-route", "service": "echo", "paths": ["/echo"]}],
+    })
+}
+
+fn by_kind<'a>(spans: &'a [ReceivedSpan], kind: &str) -> Vec<&'a ReceivedSpan> {
+    spans.iter().filter(|span| span.kind == kind).collect()
+}
+
+async fn traced_request(transport: Transport) {
+    let receiver = OtlpReceiver::start().await;
+    let upstream = TestUpstream::start("echo").await;
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let (endpoint, protocol) = match transport {
+        Transport::Grpc => (receiver.grpc_endpoint(), "grpc"),
+        Transport::Http => (receiver.http_endpoint(), "http"),
+    };
+    let flags = ["--otlp-endpoint", &endpoint, "--otlp-protocol", protocol];
+    let (_db, _cp, dp) = serve_config(&config(&upstream, &dead), &flags).await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = "00f067aa0ba902b7";
+    let response = client()
+        .get(format!("{}/echo/x", dp.proxy_url))
+        .header("traceparent", format!("00-{trace}-{parent}-01"))
+        .header("tracestate", "vendor=kept")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let echoed: Value = response.json().await.unwrap();
+
+    let spans = receiver
+        .wait_for_spans(DEADLINE, |spans| by_kind(spans, "SPAN_KIND_SERVER").len() == 1 && by_kind(spans, "SPAN_KIND_CLIENT").len() >= 2)
+        .await;
+    assert!(spans.iter().all(|span| span.transport == transport && span.trace_id == trace), "one trace, the client's: {spans:#?}");
+    let server = by_kind(&spans, "SPAN_KIND_SERVER")[0];
+    assert_eq!(server.parent_span_id.as_deref(), Some(parent), "the server span is the client's span's child");
+    assert_eq!(server.name, "GET echo-route");
+    assert_eq!(server.trace_state, "vendor=kept");
+    assert_eq!(server.attributes["http.request.method"], "GET");
+    assert_eq!(server.attributes["url.path"], "/echo/x");
+    assert_eq!(server.attributes["http.response.status_code"], 200);
+    assert_eq!(server.attributes["portico.route"], "echo-route");
+    assert_eq!(server.attributes["portico.gateway"], "default");
+    assert!(server.attributes["portico.config_version"].as_i64().unwrap() >= 1);
+    assert_eq!(server.resource_attributes["service.name"], "portico-dp");
+    assert_eq!(server.resource_attributes["portico.node_id"], "dp");
+    assert_eq!(server.resource_attributes["portico.gateway"], "default");
+
+    let mut tries = by_kind(&spans, "SPAN_KIND_CLIENT");
+    tries.sort_by_key(|span| span.attributes["portico.try"].as_i64());
+    assert_eq!(tries.len(), 2, "a refused try and the one that answered: {tries:#?}");
+    for (n, try_span) in tries.iter().enumerate() {
+        assert_eq!(try_span.parent_span_id.as_deref(), Some(server.span_id.as_str()), "each try is the server span's child");
+        assert_eq!(try_span.name, "GET echo");
+        assert_eq!(try_span.attributes["portico.try"], json!(n + 1));
+        assert!(try_span.start_time_unix_nano >= server.start_time_unix_nano && try_span.end_time_unix_nano <= server.end_time_unix_nano);
+    }
+    assert_eq!(tries[0].attributes["server.address"], dead.as_str());
+    assert_eq!(tries[0].status_code, "STATUS_CODE_ERROR", "the refused connection");
+    assert_eq!(tries[1].attributes["server.address"], upstream.url().as_str());
+    assert_eq!(tries[1].attributes["http.response.status_code"], 200);
+
+    let sent = echoed["headers"]["traceparent"].as_str().unwrap();
+    assert_eq!(sent, format!("00-{trace}-{}-01", tries[1].span_id), "the upstream joined the trace under the try that reached it");
+    assert_eq!(echoed["headers"]["tracestate"], "vendor=kept");
+}
+
+#[tokio::test]
+async fn a_request_is_a_server_span_with_a_client_span_per_try_over_otlp_grpc() {
+    traced_request(Transport::Grpc).await;
+}
+
+#[tokio::test]
+async fn spans_go_over_otlp_http_protobuf_too() {
+    traced_request(Transport::Http).await;
+}
+
+#[tokio::test]
+async fn a_request_without_traceparent_starts_a_trace_the_upstream_joins() {
+    let receiver = OtlpReceiver::start().await;
+    let upstream = TestUpstream::start("echo").await;
+    let config = json!({"services": [{"name": "echo", "targets": [{"url": upstream.url()}]}],
+        "routes": [{"name": "r", "service": "echo", "paths": ["/"]}]});
+    let (_db, _cp, dp) = serve_config(&config, &["--otlp-endpoint", &receiver.grpc_endpoint()]).await;
+    let echoed: Value = client().get(format!("{}/new", dp.proxy_url)).send().await.unwrap().json().await.unwrap();
+    let sent = echoed["headers"]["traceparent"].as_str().expect("a traceparent went upstream").to_owned();
+    let spans = receiver.wait_for_spans(DEADLINE, |spans| spans.len() >= 2).await;
+    let server = by_kind(&spans, "SPAN_KIND_SERVER")[0];
+    assert_eq!(server.parent_span_id, None, "a root span");
+    assert!(sent.starts_with(&format!("00-{}-", server.trace_id)) && sent.ends_with("-01"), "{sent} in trace {}", server.trace_id);
+}
+
+#[tokio::test]
+async fn sampling_zero_sends_nothing_but_the_trace_still_goes_upstream() {
+    let receiver = OtlpReceiver::start().await;
+    let upstream = TestUpstream::start("echo").await;
+    let config = json!({"services": [{"name": "echo", "targets": [{"url": upstream.url()}]}],
+        "routes": [{"name": "r", "service": "echo", "paths": ["/"]}]});
+    let flags = ["--otlp-endpoint", &receiver.grpc_endpoint(), "--otlp-sampling", "0"];
+    let (_db, _cp, mut dp) = serve_config(&config, &flags).await;
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    for sampled in ["01", "00"] {
+        let response = client()
+            .get(format!("{}/quiet", dp.proxy_url))
+            .header("traceparent", format!("00-{trace}-b7ad6b7169203331-{sampled}"))
+            .send()
+            .await
+            .unwrap();
+        let echoed: Value = response.json().await.unwrap();
+        let sent = echoed["headers"]["traceparent"].as_str().unwrap();
+        assert!(sent.starts_with(&format!("00-{trace}-")), "the client's trace goes on upstream: {sent}");
+    }
+    // Spans are exported in batches; a stopped node flushes what it has.
+    dp.signal_term();
+    dp.wait();
+    assert_eq!(receiver.spans().await, vec![], "sampling 0 exports nothing");
+}
+
+#[tokio::test]
+async fn the_control_plane_traces_admin_requests() {
+    let receiver = OtlpReceiver::start().await;
+    let db = TestDb::sqlite();
+    let cp = ControlPlane::start_with_flags(&db.url, &["--otlp-endpoint", &receiver.grpc_endpoint()]).await;
+    let trace = "5b8efff798038103d269b633813fc60c";
+    let response = cp
+        .admin(reqwest::Method::POST, "/api/v1/gateways/default/services")
+        .header("traceparent", format!("00-{trace}-eee19b7ec3c1b174-01"))
+        .json(&json!({"name": "users", "targets": [{"url": "http://10.0.0.5:8000"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let spans =
+        receiver.wait_for_spans(DEADLINE, |spans| spans.iter().any(|span| span.trace_id == trace && span.name.contains("publish"))).await;
+    let request = spans.iter().find(|span| span.trace_id == trace && span.kind == "SPAN_KIND_SERVER").expect("the admin request's span");
+    assert_eq!(request.parent_span_id.as_deref(), Some("eee19b7ec3c1b174"));
+    assert_eq!(request.resource_attributes["service.name"], "portico-cp");
+    let publish = spans.iter().find(|span| span.trace_id == trace && span.name.contains("publish")).unwrap();
+    assert!(publish.parent_span_id.is_some(), "the publish is within the request: {publish:#?}");
+}
