@@ -166,7 +166,6 @@ impl AdminClient {
         self.written(request).await
     }
 
-    /// The fleet: one page of the largest size (a list answers `{"data", "total", …}`).
     /// The newest `limit` audit entries: this gateway's, or with
     /// `all_gateways` every entry (token changes too); of `author` and of
     /// `action` (or of its subject) when given.
@@ -177,6 +176,7 @@ impl AdminClient {
         self.json(self.api_request(Method::GET, &["audit"])?.query(&query)).await
     }
 
+    /// The fleet: one page of the largest size (a list answers `{"data", "total", …}`).
     pub async fn data_planes(&self) -> Result<Value, CliError> {
         self.json(self.request_to(Method::GET, &["data-planes"])?.query(&[("limit", "1000")])).await
     }

@@ -174,6 +174,39 @@ async fn lines_for_a_200_a_401_a_429_a_502_and_a_cache_hit_have_every_field() {
 }
 
 #[tokio::test]
+async fn head_http2_and_a_client_that_leaves_early_get_their_lines() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let config = json!({"services": [{"name": "origin", "targets": [{"url": origin.url()}]}],
+        "routes": [{"name": "r", "service": "origin", "paths": ["/"]}]});
+    let (_db, _cp, dp) = serve_config(&config, &["--access-log", log.to_str().unwrap()]).await;
+    let head = client().head(format!("{}/a", dp.proxy_url)).header("x-request-id", "head-1").send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    let answer = h2.get(format!("{}/a", dp.proxy_url)).header("x-request-id", "h2-1").send().await.unwrap();
+    assert_eq!((answer.status(), answer.version()), (StatusCode::OK, reqwest::Version::HTTP_2));
+    answer.bytes().await.unwrap();
+    let impatient = client()
+        .get(format!("{}/slow?delay=1500", dp.proxy_url))
+        .header("x-request-id", "gone-1")
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(impatient.is_err(), "the client gave up first");
+    let lines = lines_for(&log, &["head-1", "h2-1", "gone-1"]).await;
+    assert_eq!(
+        (lines["head-1"]["method"].as_str(), lines["head-1"]["completed"].as_bool()),
+        (Some("HEAD"), Some(true)),
+        "a HEAD answer has no body to send"
+    );
+    assert_eq!(lines["h2-1"]["protocol"], "HTTP/2");
+    let gone = &lines["gone-1"];
+    assert_eq!((gone["status"].as_u64(), gone["completed"].as_bool()), (Some(499), Some(false)), "{gone}");
+    assert!(gone["duration_ms"].as_f64().unwrap() >= 250.0, "{gone}");
+}
+
+#[tokio::test]
 async fn the_policy_picks_requests_and_fields_per_gateway_and_route() {
     let origin = Origin::start().await;
     let config = json!({
@@ -267,7 +300,7 @@ async fn a_writer_that_cannot_keep_up_drops_lines_counted_and_requests_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("access.fifo");
     let reader = stuck_pipe(&fifo);
-    let (_db, _cp, dp) = serve_config(&config, &["--access-log", fifo.to_str().unwrap(), "--access-log-buffer", "16"]).await;
+    let (_db, _cp, mut dp) = serve_config(&config, &["--access-log", fifo.to_str().unwrap(), "--access-log-buffer", "16"]).await;
     let _reader = reader.join().unwrap();
     // Lines of some 600 bytes: the pipe's 64 KiB hold about a hundred.
     let requests = 600;
@@ -283,4 +316,8 @@ async fn a_writer_that_cannot_keep_up_drops_lines_counted_and_requests_go_on() {
     })
     .await;
     assert!(dropped < f64::from(requests), "the lines that fit the pipe and the queue were not dropped: {dropped}");
+    // Shutdown waits a bounded time for the stuck writer, then exits.
+    dp.signal_term();
+    let exited = tokio::time::timeout(Duration::from_secs(30), tokio::task::spawn_blocking(move || dp.wait())).await;
+    assert!(exited.is_ok_and(|status| status.unwrap().success()), "the node did not exit within 30 s of SIGTERM");
 }

@@ -10,7 +10,7 @@ use serde::Serializer;
 use serde::ser::SerializeMap;
 
 use super::{LimitOutcome, Record};
-use crate::runtime::RouteEntry;
+use http::Version;
 
 /// Appends `record`'s line (with its newline) to `out`, for a node of `gateway`.
 pub(super) fn write(out: &mut Vec<u8>, record: &Record, gateway: &str) {
@@ -22,7 +22,6 @@ pub(super) fn write(out: &mut Vec<u8>, record: &Record, gateway: &str) {
 }
 
 fn write_fields<S: Serializer>(serializer: S, record: &Record, fields: &[AccessLogField], gateway: &str) -> Result<S::Ok, S::Error> {
-    let route = record.findings.route.as_ref().map(|(runtime, index)| runtime.route_at(*index));
     let trail = record.findings.trail.as_ref();
     let arrival = &record.arrival;
     let mut map = serializer.serialize_map(Some(fields.len()))?;
@@ -33,27 +32,23 @@ fn write_fields<S: Serializer>(serializer: S, record: &Record, fields: &[AccessL
                 let time = DateTime::<Utc>::from(arrival.time).to_rfc3339_opts(SecondsFormat::Micros, true);
                 map.serialize_entry(key, &time)?;
             }
-            AccessLogField::RequestId => map.serialize_entry(key, &text(&record.request_id))?,
+            AccessLogField::RequestId => map.serialize_entry(key, &text(&record.answer.request_id))?,
             AccessLogField::TraceId => map.serialize_entry(key, &arrival.trace_id.map(|id| id.to_string()))?,
             AccessLogField::Gateway => map.serialize_entry(key, gateway)?,
-            AccessLogField::Route => map.serialize_entry(key, &route.map(|route| &*route.name))?,
-            AccessLogField::Service => map.serialize_entry(key, &route.map(|route| route.backend.label()))?,
-            AccessLogField::Target => {
-                let index = trail.and_then(super::Trail::target);
-                let url = route.zip(index).and_then(|(route, index)| target_url(route, index));
-                map.serialize_entry(key, &url)?;
-            }
+            AccessLogField::Route => map.serialize_entry(key, &record.route.as_deref())?,
+            AccessLogField::Service => map.serialize_entry(key, &record.service.as_deref())?,
+            AccessLogField::Target => map.serialize_entry(key, &record.target.as_deref())?,
             AccessLogField::Consumer => map.serialize_entry(key, &record.findings.consumer)?,
             AccessLogField::Method => map.serialize_entry(key, arrival.method.as_str())?,
             AccessLogField::Path => map.serialize_entry(key, arrival.uri.path())?,
-            AccessLogField::Protocol => map.serialize_entry(key, &format!("{:?}", arrival.version))?,
-            AccessLogField::Status => map.serialize_entry(key, &record.status.as_u16())?,
+            AccessLogField::Protocol => map.serialize_entry(key, protocol(arrival.version))?,
+            AccessLogField::Status => map.serialize_entry(key, &record.answer.status.as_u16())?,
             AccessLogField::BytesIn => map.serialize_entry(key, &arrival.bytes_in)?,
             AccessLogField::BytesOut => map.serialize_entry(key, &record.bytes_out)?,
             AccessLogField::DurationMs => map.serialize_entry(key, &millis(record.duration))?,
             AccessLogField::UpstreamMs => map.serialize_entry(key, &trail.and_then(super::Trail::upstream).map(millis))?,
             AccessLogField::Retries => map.serialize_entry(key, &trail.map_or(0, super::Trail::retries))?,
-            AccessLogField::Cache => map.serialize_entry(key, &record.cache.as_ref().and_then(text))?,
+            AccessLogField::Cache => map.serialize_entry(key, &record.answer.cache.as_ref().and_then(text))?,
             AccessLogField::RateLimit => {
                 let outcome = record.findings.rate_limit.map(|outcome| match outcome {
                     LimitOutcome::Allowed => "allowed",
@@ -80,9 +75,15 @@ fn millis(duration: std::time::Duration) -> f64 {
     duration.as_micros() as f64 / 1000.0
 }
 
-/// The URL of the target at `index` of the service `route` calls.
-fn target_url(route: &RouteEntry, index: usize) -> Option<&str> {
-    route.backend.target()?.upstream.target_url(index)
+/// The protocol as a request line names it (`HTTP/2` for either kind of HTTP/2).
+fn protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
 }
 
 /// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`),

@@ -23,7 +23,7 @@ use portico_shared::model::policy::access_log::{AccessLogField, AccessLogMode};
 
 use opentelemetry::trace::{TraceContextExt, TraceId};
 
-use crate::runtime::Runtime;
+use crate::runtime::RouteEntry;
 pub use writer::{AccessLog, Destination};
 
 /// The `access-log` policy of a route (or of the gateway, for requests no
@@ -64,11 +64,6 @@ impl Plan {
             AccessLogMode::Errors => false,
             AccessLogMode::All => self.sample.is_none_or(|share| rand::random::<f64>() < share),
         }
-    }
-
-    /// Whether no request gets a line.
-    pub fn is_off(&self) -> bool {
-        self.mode == AccessLogMode::Off
     }
 }
 
@@ -114,6 +109,7 @@ impl Trail {
     pub fn tried(&self, index: usize) {
         self.tries.fetch_add(1, Ordering::Relaxed);
         self.target.store(index + 1, Ordering::Relaxed);
+        self.upstream_us.store(0, Ordering::Relaxed);
     }
 
     /// The last try's response head came after `elapsed`.
@@ -170,8 +166,6 @@ impl Arrival {
 /// What the pipeline learnt of a request for its line.
 #[derive(Debug, Default)]
 pub struct Findings {
-    /// The route's runtime and the route's index in it.
-    pub route: Option<(Arc<Runtime>, usize)>,
     pub trail: Option<Trail>,
     /// The caller's consumer's username.
     pub consumer: Option<String>,
@@ -180,15 +174,30 @@ pub struct Findings {
     pub tls: Option<TlsInfo>,
 }
 
+/// How a request was answered.
+#[derive(Debug)]
+pub struct Answer {
+    pub request_id: HeaderValue,
+    pub status: StatusCode,
+    /// The response's `Cache-Status`.
+    pub cache: Option<HeaderValue>,
+}
+
 /// One request's line, but for what its response body has yet to tell.
+/// Names are resolved when the head is sent, so a line waiting for its
+/// body or the writer keeps no config version alive.
 #[derive(Debug)]
 pub struct Record {
-    arrival: Arrival,
+    arrival: Box<Arrival>,
     findings: Findings,
-    request_id: HeaderValue,
-    status: StatusCode,
-    cache: Option<HeaderValue>,
+    route: Option<Arc<str>>,
+    service: Option<Arc<str>>,
+    target: Option<Arc<str>>,
+    answer: Answer,
     fields: Option<Arc<[AccessLogField]>>,
+    /// No body follows the head (`HEAD`, `1xx`, `204`, `304`): hyper drops
+    /// the body unread, and the answer is complete all the same.
+    bodiless: bool,
     bytes_out: u64,
     duration: Duration,
     completed: bool,
@@ -203,22 +212,32 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// The line of a request that `plan` wants logged, once its body is sent.
+    /// The line of a request to `route` that `plan` wants logged, once its body is sent.
     pub fn new(
         log: Arc<AccessLog>,
         plan: &Plan,
-        arrival: Arrival,
+        route: Option<&RouteEntry>,
+        arrival: Box<Arrival>,
         findings: Findings,
-        request_id: HeaderValue,
-        status: StatusCode,
-        cache: Option<HeaderValue>,
+        answer: Answer,
     ) -> Self {
+        let target = route.zip(findings.trail.as_ref().and_then(Trail::target)).and_then(|(route, index)| {
+            let url = route.backend.target()?.upstream.target_url(index)?;
+            Some(Arc::from(url))
+        });
+        let status = answer.status;
+        let bodiless = arrival.method == Method::HEAD
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
         let record = Record {
+            bodiless,
             arrival,
             findings,
-            request_id,
-            status,
-            cache,
+            route: route.map(|route| route.name.clone()),
+            service: route.map(|route| Arc::from(route.backend.label())),
+            target,
+            answer,
             fields: plan.fields.clone(),
             bytes_out: 0,
             duration: Duration::ZERO,
@@ -234,8 +253,47 @@ impl Pending {
 
     /// The body ended (`completed`: to its end) or was abandoned: the line goes to the writer.
     pub fn finish(mut self, completed: bool) {
-        self.record.completed = completed;
+        self.record.completed = completed || self.record.bodiless;
         self.record.duration = self.record.arrival.started.elapsed();
         self.log.submit(self.record);
     }
+}
+
+/// A logged request not yet answered: if the client leaves before the
+/// response head (hyper then drops the pipeline), its line is still
+/// written, with status 499 (as nginx has it) and `completed: false`.
+#[derive(Debug)]
+pub struct Unanswered {
+    log: Arc<AccessLog>,
+    arrival: Option<Box<Arrival>>,
+    request_id: HeaderValue,
+    client: IpAddr,
+    tls: Option<TlsInfo>,
+}
+
+impl Unanswered {
+    pub fn new(log: Arc<AccessLog>, arrival: Arrival, request_id: HeaderValue, client: IpAddr, tls: Option<TlsInfo>) -> Self {
+        Self { log, arrival: Some(Box::new(arrival)), request_id, client, tls }
+    }
+
+    /// The request is answered: its arrival, for its line.
+    pub fn answered(mut self) -> Box<Arrival> {
+        self.arrival.take().unwrap_or_else(|| unreachable!("taken once, here"))
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        let Some(arrival) = self.arrival.take() else { return };
+        let findings = Findings { client: Some(self.client), tls: self.tls.take(), ..Findings::default() };
+        let answer = Answer { request_id: self.request_id.clone(), status: client_closed(), cache: None };
+        let mut pending = Pending::new(self.log.clone(), &Plan::default(), None, arrival, findings, answer);
+        pending.record.duration = pending.record.arrival.started.elapsed();
+        self.log.submit(pending.record);
+    }
+}
+
+/// The status of a request whose client left before it was answered.
+fn client_closed() -> StatusCode {
+    StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
 }

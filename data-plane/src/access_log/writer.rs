@@ -78,13 +78,24 @@ impl AccessLog {
         self.reopen.store(true, Ordering::Relaxed);
     }
 
-    /// Waits, up to `timeout`, until every record queued so far is written
-    /// (at shutdown). Blocks the calling thread.
+    /// Waits, up to `timeout` in all, until every record queued so far is
+    /// written (at shutdown); a writer stuck on its file is left behind.
+    /// Blocks the calling thread.
     pub fn flush(&self, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
         let (done, written) = std::sync::mpsc::channel();
-        if self.queue.send(Message::Flush(done)).is_ok() {
-            let _ = written.recv_timeout(timeout);
+        let mut flush = Message::Flush(done);
+        loop {
+            match self.queue.try_send(flush) {
+                Ok(()) => break,
+                Err(TrySendError::Full(again)) if std::time::Instant::now() < deadline => {
+                    flush = again;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(_) => return,
+            }
         }
+        let _ = written.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()));
     }
 }
 

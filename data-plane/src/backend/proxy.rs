@@ -168,7 +168,7 @@ pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> 
         if let Some(trail) = prepared.trail {
             trail.tried(picked.index());
         }
-        let sent_at = Instant::now();
+        let sent_at = prepared.trail.map(|_| Instant::now());
         let left = deadline.saturating_duration_since(Instant::now());
         let per_try = plan.and_then(RetryPlan::per_try_timeout);
         let timeout = per_try.map_or(left, |per_try| per_try.min(left));
@@ -187,7 +187,7 @@ pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> 
             Ok(Ok((mut response, lease))) => {
                 let status = response.status();
                 upstream.answered(&picked);
-                if let Some(trail) = prepared.trail {
+                if let (Some(trail), Some(sent_at)) = (prepared.trail, sent_at) {
                     trail.answered(sent_at.elapsed());
                 }
                 let outcome = if upstream.is_grpc() {

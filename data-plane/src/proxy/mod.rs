@@ -29,7 +29,7 @@ use tracing::Instrument;
 
 use self::grpc::{CallMetric, GrpcClient};
 use self::headers::Peer;
-use crate::access_log::{self, Arrival, Findings, LimitOutcome, Pending, Trail};
+use crate::access_log::{self, Answer, Arrival, Findings, LimitOutcome, Pending, Trail, Unanswered};
 use crate::auth::Identity;
 use crate::backend::Backend;
 use crate::backend::aggregate::AggregateInput;
@@ -61,12 +61,15 @@ pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, peer: &Pee
     let secure = peer.tls.is_some();
     let trace = telemetry::server_span(request.headers(), request.method(), request.uri().path());
     let traced_method = trace.as_ref().map(|_| request.method().clone());
-    let arrival = node.access_log.as_ref().map(|_| Arrival::of(&request, started, trace.as_ref()));
     let refused = match verdict {
         Verdict::Refuse(violation) => Some(violation),
         Verdict::Pass | Verdict::Upgrade => None,
     };
     let request_id = headers::request_id(request.headers());
+    let unanswered = node.access_log.as_ref().map(|log| {
+        let arrival = Arrival::of(&request, started, trace.as_ref());
+        Unanswered::new(log.clone(), arrival, request_id.clone(), peer.addr.ip(), peer.tls.clone())
+    });
     let span = tracing::debug_span!(
         "request",
         method = %request.method(),
@@ -77,7 +80,7 @@ pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, peer: &Pee
         status = tracing::field::Empty,
     );
     let runtime = node.runtime();
-    let mut served = Served { findings: arrival.as_ref().map(|_| Box::default()), ..Served::default() };
+    let mut served = Served { findings: unanswered.as_ref().map(|_| Box::default()), ..Served::default() };
     let pipeline = async {
         let outcome = match (refused, &runtime) {
             (Some(violation), _) => Err(ProxyError::Malformed(violation)),
@@ -120,7 +123,8 @@ pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, peer: &Pee
         }
     }
     let status = response.status();
-    let logged = node.access_log.as_ref().zip(arrival).and_then(|(log, arrival)| {
+    let logged = node.access_log.as_ref().zip(unanswered).and_then(|(log, unanswered)| {
+        let arrival = unanswered.answered();
         let gateway_plan = runtime.as_ref().map(|runtime| &runtime.access_log);
         let fallback = access_log::Plan::default();
         let plan = served.route.map(|route| &route.stages.access_log).or(gateway_plan).unwrap_or(&fallback);
@@ -128,11 +132,10 @@ pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, peer: &Pee
             return None;
         }
         let mut findings = served.findings.take().map(|findings| *findings).unwrap_or_default();
-        findings.route = runtime.clone().zip(served.route.map(|route| route.index));
         findings.client.get_or_insert(peer.addr.ip());
         findings.tls.clone_from(&peer.tls);
-        let cache = response.headers().get(CACHE_STATUS).cloned();
-        Some(Pending::new(log.clone(), plan, arrival, findings, request_id.clone(), status, cache))
+        let answer = Answer { request_id: request_id.clone(), status, cache: response.headers().get(CACHE_STATUS).cloned() };
+        Some(Pending::new(log.clone(), plan, served.route, arrival, findings, answer))
     });
     response.headers_mut().insert(headers::REQUEST_ID, request_id);
     if verdict != Verdict::Pass && status != StatusCode::SWITCHING_PROTOCOLS {

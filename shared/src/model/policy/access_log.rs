@@ -13,8 +13,7 @@ use crate::validate::Validate;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccessLogPolicy {
-    /// `all` (the default), `errors` (status 400 and above, or a response
-    /// cut short) or `off`.
+    /// `all` (the default), `errors` (status 400 and above) or `off`.
     #[serde(default)]
     pub mode: AccessLogMode,
     /// The share of successful requests (status below 400) logged, 0 to 1
