@@ -13,6 +13,7 @@ pub mod error;
 pub mod http1;
 pub mod idle;
 pub mod metrics;
+pub mod openmetrics;
 pub mod proxy;
 pub mod ratelimit;
 pub mod router;

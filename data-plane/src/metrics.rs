@@ -1,6 +1,7 @@
 //! Prometheus metrics of the data plane: names, help texts and the few
 //! recording helpers the pipeline and config client call.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -74,6 +75,10 @@ pub fn install() -> Result<PrometheusHandle, String> {
         "portico_aggregate_merge_collisions_total",
         "Keys a later call overwrote in a deep merge, by route and overwriting call"
     );
+    describe_counter!(
+        "portico_consumer_requests_total",
+        "Requests of authenticated consumers, by route, consumer and status (only with --metrics-consumers)"
+    );
     describe_counter!("portico_access_log_lines_total", "Access log lines written");
     describe_counter!(
         "portico_access_log_dropped_total",
@@ -116,8 +121,9 @@ impl RouteMetrics {
         &UNMATCHED
     }
 
-    /// Counts a request answered with `status`, its headers sent after `elapsed`.
-    pub fn request_done(&self, status: StatusCode, elapsed: Duration) {
+    /// Counts a request answered with `status`, its headers sent after
+    /// `elapsed`; a sampled request's `trace` is kept as an exemplar.
+    pub fn request_done(&self, status: StatusCode, elapsed: Duration, trace: Option<opentelemetry::trace::TraceId>) {
         let route = &self.route;
         let handles = self.handles.get_or_init(|| {
             Box::new(Handles {
@@ -126,6 +132,9 @@ impl RouteMetrics {
             })
         });
         handles.duration.record(elapsed.as_secs_f64());
+        if let Some(trace_id) = trace {
+            crate::openmetrics::record(route, elapsed.as_secs_f64(), trace_id);
+        }
         let answered = handles.answered.read().unwrap_or_else(PoisonError::into_inner);
         if let Some((_, counter)) = answered.iter().find(|(seen, _)| *seen == status) {
             counter.increment(1);
@@ -139,6 +148,24 @@ impl RouteMetrics {
             answered.push((status, counter));
         }
     }
+}
+
+/// Whether requests are also counted by consumer (`--metrics-consumers`):
+/// a label with one value per consumer, so only when asked for.
+static BY_CONSUMER: AtomicBool = AtomicBool::new(false);
+
+pub fn count_by_consumer(on: bool) {
+    BY_CONSUMER.store(on, Ordering::Relaxed);
+}
+
+pub fn by_consumer() -> bool {
+    BY_CONSUMER.load(Ordering::Relaxed)
+}
+
+/// A request of `consumer` on `route` answered with `status`.
+pub fn consumer_request(route: Arc<str>, consumer: String, status: StatusCode) {
+    counter!("portico_consumer_requests_total", "route" => SharedString::from_shared(route), "consumer" => consumer, "status" => status.as_u16().to_string())
+        .increment(1);
 }
 
 pub fn config_applied(version: u64, routes: usize) {

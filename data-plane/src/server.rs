@@ -83,6 +83,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         return Err(StartError::Config("--redis-url must start with redis:// or rediss://".into()));
     }
     let metrics = crate::metrics::install().map_err(StartError::Metrics)?;
+    crate::metrics::count_by_consumer(settings.metrics_consumers);
     let node_id = settings.node_id.clone().unwrap_or_else(|| default_node_id(&settings.gateway, settings.listen));
     if let Some(endpoint) = &settings.otlp_endpoint {
         crate::telemetry::start(portico_shared::telemetry::TraceSettings {

@@ -118,6 +118,9 @@ pub struct Settings {
     /// Share of new traces sampled, 0 to 1; a client's traceparent decides for its own trace, except at 0, which sends nothing.
     #[arg(long, env = "PORTICO_OTLP_SAMPLING", default_value_t = 1.0, value_parser = portico_shared::command_line::share)]
     pub otlp_sampling: f64,
+    /// Also count requests by consumer (`portico_consumer_requests_total`): one series per consumer, route and status, so off by default.
+    #[arg(long, env = "PORTICO_METRICS_CONSUMERS")]
+    pub metrics_consumers: bool,
     /// Log format: `text` or `json`.
     #[arg(long, env = "PORTICO_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

@@ -26,8 +26,18 @@ pub fn router(node: Arc<NodeState>, metrics: PrometheusHandle) -> Router {
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
-        .route("/metrics", get(|State(s): State<StatusState>| async move { s.metrics.render() }))
+        .route("/metrics", get(render_metrics))
         .with_state(StatusState { node, metrics })
+}
+
+/// Prometheus text, or OpenMetrics (with exemplars) to a scraper that asks for it.
+async fn render_metrics(State(s): State<StatusState>, headers: axum::http::HeaderMap) -> Response {
+    let text = s.metrics.render();
+    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok());
+    if crate::openmetrics::wanted(accept) {
+        return ([(axum::http::header::CONTENT_TYPE, crate::openmetrics::CONTENT_TYPE)], crate::openmetrics::render(&text)).into_response();
+    }
+    text.into_response()
 }
 
 async fn readyz(State(s): State<StatusState>) -> Response {

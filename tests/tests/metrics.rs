@@ -115,3 +115,20 @@ async fn both_planes_metrics_pass_promtool_and_carry_their_labelled_series() {
     promtool_check("control plane", &cp_metrics);
     promtool_check("data plane", &dp_metrics);
 }
+
+#[tokio::test]
+async fn requests_are_counted_by_consumer_only_when_asked() {
+    let upstream = TestUpstream::start("app").await;
+    let config = json!({"services": [{"name": "app", "targets": [{"url": upstream.url()}]}],
+        "routes": [{"name": "keyed", "service": "app", "paths": ["/"], "policies": [{"type": "key-auth"}]}],
+        "consumers": [{"username": "alice"}],
+        "credentials": [{"consumer": "alice", "type": "key-auth", "key": "alice-key-0123456789"}]});
+    let series = r#"portico_consumer_requests_total{route="keyed",consumer="alice",status="200"}"#;
+    for (flags, counted) in [(&["--metrics-consumers"][..], Some(1.0)), (&[][..], None)] {
+        let (_db, _cp, dp) = portico_test_support::serve_config(&config, flags).await;
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let answer = client.get(format!("{}/x", dp.proxy_url)).header("x-api-key", "alice-key-0123456789").send().await.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+        assert_eq!(dp.metric(series).await, counted, "flags {flags:?}");
+    }
+}

@@ -142,6 +142,62 @@ async fn sampling_zero_sends_nothing_but_the_trace_still_goes_upstream() {
     assert_eq!(receiver.spans().await, vec![], "sampling 0 exports nothing");
 }
 
+/// Parses OpenMetrics `text` with prometheus-client's parser (an
+/// independent one); the exemplars of its samples as `(name, labels, trace_id)`.
+fn openmetrics_exemplars(text: &str) -> Vec<(String, Value, String)> {
+    use std::io::Write;
+    let script = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+found = []
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for sample in family.samples:
+        if sample.exemplar:
+            found.append([sample.name, sample.labels, sample.exemplar.labels["trace_id"]])
+print(json.dumps(found))
+"#;
+    let mut parser = std::process::Command::new(portico_test_support::grpc_peer::python())
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    parser.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let output = parser.wait_with_output().unwrap();
+    assert!(output.status.success(), "not valid OpenMetrics: {}\n{text}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn latency_buckets_carry_the_sampled_trace_as_an_exemplar_in_openmetrics() {
+    let receiver = OtlpReceiver::start().await;
+    let upstream = TestUpstream::start("echo").await;
+    let config = json!({"services": [{"name": "echo", "targets": [{"url": upstream.url()}]}],
+        "routes": [{"name": "exemplary", "service": "echo", "paths": ["/"]}]});
+    let (_db, _cp, dp) = serve_config(&config, &["--otlp-endpoint", &receiver.grpc_endpoint()]).await;
+    let echoed: Value = client().get(format!("{}/x", dp.proxy_url)).send().await.unwrap().json().await.unwrap();
+    let trace_id = echoed["headers"]["traceparent"].as_str().unwrap().split('-').nth(1).unwrap().to_owned();
+
+    let metrics = client()
+        .get(format!("{}/metrics", dp.status_url))
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let text = metrics.text().await.unwrap();
+    assert!(text.ends_with("# EOF\n"));
+    let exemplars = openmetrics_exemplars(&text);
+    let ours: Vec<_> = exemplars.iter().filter(|(_, labels, _)| labels["route"] == "exemplary").collect();
+    assert_eq!(ours.len(), 1, "one request, one bucket with its exemplar: {exemplars:?}");
+    assert_eq!(ours[0].0, "portico_request_duration_seconds_bucket");
+    assert_eq!(ours[0].2, trace_id, "the exemplar is the request's trace");
+
+    let plain = client().get(format!("{}/metrics", dp.status_url)).send().await.unwrap().text().await.unwrap();
+    assert!(!plain.contains("trace_id") && !plain.contains("# EOF"), "the Prometheus text format has no exemplars");
+}
+
 #[tokio::test]
 async fn the_control_plane_traces_admin_requests() {
     let receiver = OtlpReceiver::start().await;

@@ -155,6 +155,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         otlp_endpoint: None,
         otlp_protocol: portico_dp::telemetry::OtlpProtocol::Grpc,
         otlp_sampling: 1.0,
+        metrics_consumers: false,
     };
     let mut data_plane = tokio::spawn(portico_dp::server::run(dp_settings));
     let readyz = format!("http://{}/readyz", loopback(args.status_port));

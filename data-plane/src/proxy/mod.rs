@@ -48,6 +48,7 @@ use crate::stage::cors::Cors;
 use crate::stage::values::RequestValues;
 use crate::state::NodeState;
 use crate::telemetry::{self, FutureExt as _};
+use opentelemetry::trace::TraceContextExt as _;
 
 /// Handles one request from `peer`. Never fails: errors become responses;
 /// with them comes the request's access log line when it is to have one,
@@ -142,7 +143,12 @@ pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, peer: &Pee
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     span.record("status", status.as_u16());
-    served.route.map_or(RouteMetrics::unmatched(), |route| &route.metrics).request_done(status, started.elapsed());
+    let exemplar =
+        trace.as_ref().map(|cx| cx.span().span_context().clone()).filter(|trace| trace.is_sampled()).map(|trace| trace.trace_id());
+    served.route.map_or(RouteMetrics::unmatched(), |route| &route.metrics).request_done(status, started.elapsed(), exemplar);
+    if let (Some(route), Some(consumer)) = (served.route, served.consumer.take()) {
+        crate::metrics::consumer_request(route.name.clone(), consumer, status);
+    }
     if let (Some(cx), Some(method)) = (&trace, &traced_method) {
         let version = runtime.as_ref().map(|runtime| runtime.version);
         telemetry::answered(cx, method, &node.gateway, version, served.route.map(|route| &*route.name), status);
@@ -174,6 +180,8 @@ struct Served<'r> {
     grpc_metric: Option<Box<CallMetric>>,
     /// What the access log line needs, while access logs are on.
     findings: Option<Box<Findings>>,
+    /// The caller's consumer, while requests are counted by consumer.
+    consumer: Option<String>,
 }
 
 /// The method a request is routed by: a CORS preflight's asks for the
@@ -255,8 +263,14 @@ async fn forward<'r>(
     let identity = runtime.auth.authenticate(&route.auth, &mut parts).await.inspect_err(|error| {
         crate::metrics::auth_refused(route.name.clone(), error.status());
     })?;
-    if let Some(findings) = &mut served.findings {
-        findings.consumer = identity.as_ref().and_then(|identity| runtime.auth.username(identity)).map(str::to_owned);
+    if served.findings.is_some() || crate::metrics::by_consumer() {
+        let consumer = identity.as_ref().and_then(|identity| runtime.auth.username(identity)).map(str::to_owned);
+        if crate::metrics::by_consumer() {
+            served.consumer.clone_from(&consumer);
+        }
+        if let Some(findings) = &mut served.findings {
+            findings.consumer = consumer;
+        }
     }
     let limited_after = ratelimit::check(&route.limits_after_auth, &facts(route, &parts, client_ip, identity.as_ref())).await;
     let limited_after = note_limit(served, limited_after)?;
