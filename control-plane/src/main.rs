@@ -6,7 +6,7 @@ use clap::CommandFactory;
 use opentelemetry::trace::TracerProvider as _;
 use portico_cp::{Cli, Command};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Layer as _, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
 #[tokio::main]
@@ -23,13 +23,17 @@ async fn main() -> std::process::ExitCode {
         None => None,
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let otel = traces.as_ref().map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("portico-cp")));
+    // Only the spans meant as traces, whatever RUST_LOG says (and never the
+    // exporter's own, which would trace itself).
+    let otel = traces.as_ref().map(|provider| {
+        tracing_opentelemetry::layer().with_tracer(provider.tracer("portico-cp")).with_filter(portico_cp::telemetry::traced())
+    });
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    let registry = tracing_subscriber::registry().with(otel);
     if cli.settings.log_format == "json" {
-        registry.with(logs.json()).init();
+        registry.with(logs.json().with_filter(filter)).init();
     } else {
-        registry.with(logs).init();
+        registry.with(logs.with_filter(filter)).init();
     }
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => match cli.settings() {

@@ -58,7 +58,10 @@ impl Publisher {
     /// replicas learn it from the store notification); returns its id.
     pub async fn purge(&self, gateway: &str, purge: &CachePurge, change: &Change<'_>) -> Result<u64, StoreError> {
         let id = self.store.record_purge(gateway, purge, change).await?;
-        tracing::info!(gateway, purge = id, kind = purge.field(), value = purge.value(), "cache purge recorded");
+        // A URL's query may hold keys: logs (and traces) get its path only.
+        let value = purge.value();
+        let value = value.split_once('?').map_or(value, |(path, _)| path);
+        tracing::info!(gateway, purge = id, kind = purge.field(), value, "cache purge recorded");
         self.hub.purged(gateway, id);
         Ok(id)
     }

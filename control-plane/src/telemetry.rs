@@ -25,6 +25,13 @@ pub fn provider(settings: &Settings, endpoint: &str) -> Result<SdkTracerProvider
     })
 }
 
+/// The spans sent as traces: admin requests and publishes.
+pub fn traced() -> tracing_subscriber::filter::Targets {
+    tracing_subscriber::filter::Targets::new()
+        .with_target("portico_cp::telemetry", tracing::Level::INFO)
+        .with_target("portico_cp::publish", tracing::Level::INFO)
+}
+
 /// The span of one admin request (`TraceLayer::make_span_with`).
 pub fn admin_span<B>(request: &Request<B>) -> Span {
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
@@ -44,7 +51,7 @@ pub fn admin_span<B>(request: &Request<B>) -> Span {
 
 /// Notes the answer on the request's span (`TraceLayer::on_response`).
 pub fn answered<B>(response: &Response<B>, _latency: std::time::Duration, span: &Span) {
-    span.record("http.response.status_code", response.status().as_u16());
+    span.record("http.response.status_code", i64::from(response.status().as_u16()));
     if response.status().is_server_error() {
         span.record("otel.status_code", "ERROR");
     }

@@ -76,14 +76,14 @@ pub struct Counted {
     body: ResponseBody,
     _request: InFlight,
     logged: Option<Pending>,
-    traced: Option<opentelemetry::Context>,
-    /// The body was read to its end.
+    traced: Option<crate::telemetry::Span>,
+    /// The body was read to its end, or none follows the head.
     ended: bool,
 }
 
 impl Counted {
     pub fn new(body: ResponseBody, request: InFlight, epilogue: Epilogue) -> Self {
-        Self { body, _request: request, logged: epilogue.logged, traced: epilogue.traced, ended: false }
+        Self { body, _request: request, logged: epilogue.logged, traced: epilogue.traced, ended: epilogue.bodiless }
     }
 }
 
@@ -94,12 +94,14 @@ impl Body for Counted {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let frame = Pin::new(&mut this.body).poll_frame(cx);
-        if let Some(logged) = &mut this.logged {
-            match &frame {
-                Poll::Ready(Some(Ok(frame))) => logged.sent(frame.data_ref().map_or(0, Bytes::len)),
-                Poll::Ready(None) => this.ended = true,
-                Poll::Ready(Some(Err(_))) | Poll::Pending => {}
+        match &frame {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(logged) = &mut this.logged {
+                    logged.sent(frame.data_ref().map_or(0, Bytes::len));
+                }
             }
+            Poll::Ready(None) => this.ended = true,
+            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
         }
         frame
     }
@@ -120,9 +122,9 @@ impl Drop for Counted {
         if let Some(logged) = self.logged.take() {
             logged.finish(completed);
         }
-        if let Some(cx) = &self.traced {
+        if let Some(span) = self.traced.take() {
             let cut: &dyn std::fmt::Display = &"the response body was cut short";
-            crate::telemetry::end(cx, (!completed).then_some(cut));
+            span.end((!completed).then_some(cut));
         }
     }
 }

@@ -12,6 +12,7 @@
 //! it being passed down.
 
 use std::borrow::Cow;
+use std::fmt::Display;
 use std::sync::OnceLock;
 
 use http::HeaderMap;
@@ -31,15 +32,17 @@ struct Tracing {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
     propagator: TraceContextPropagator,
+    /// `--otlp-sampling` is above 0: spans are made at all.
+    sampling: bool,
 }
 
 /// Starts exporting spans; call once, inside the Tokio runtime.
 pub fn start(settings: TraceSettings<'_>) -> Result<(), String> {
-    let service = settings.service;
+    let (service, sampling) = (settings.service, settings.sampling > 0.0);
     let provider = portico_shared::telemetry::provider(settings)?;
     let tracer = provider.tracer(service);
     TRACING
-        .set(Tracing { provider, tracer, propagator: TraceContextPropagator::new() })
+        .set(Tracing { provider, tracer, propagator: TraceContextPropagator::new(), sampling })
         .map_err(|_| "tracing is started already".to_owned())
 }
 
@@ -52,35 +55,94 @@ pub fn shutdown() {
     }
 }
 
-/// Whether spans are exported at all.
-pub fn enabled() -> bool {
-    TRACING.get().is_some()
+/// A span this process started, in its context: ended once, by
+/// [`Span::end`], or when dropped unended (its work was cancelled: the
+/// client left, a deadline passed) as failed with `cancelled`.
+#[derive(Debug)]
+pub struct Span {
+    cx: Context,
+    cancelled: &'static str,
+    ended: bool,
+}
+
+impl Span {
+    /// The context to run the span's work in, and to start its children from.
+    pub fn context(&self) -> &Context {
+        &self.cx
+    }
+
+    /// Ends the span, failed with `error` if there was one.
+    pub fn end(mut self, error: Option<&dyn Display>) {
+        self.ended = true;
+        let span = self.cx.span();
+        if let Some(error) = error {
+            span.set_status(Status::error(error.to_string()));
+        }
+        span.end();
+    }
+
+    /// Ends a client span whose call was answered with `status` (5xx: failed).
+    pub fn end_answered(self, status: http::StatusCode) {
+        self.cx.span().set_attribute(KeyValue::new("http.response.status_code", i64::from(status.as_u16())));
+        let failed = status.is_server_error().then(|| format!("answered {status}"));
+        self.end(failed.as_ref().map(|failed| failed as &dyn Display));
+    }
+}
+
+impl Drop for Span {
+    fn drop(&mut self) {
+        let span = self.cx.span();
+        if !self.ended && span.is_recording() {
+            span.set_status(Status::error(self.cancelled));
+            span.end();
+        }
+    }
 }
 
 /// A `method` request's server span, child of the trace its `headers`
-/// carry, in a context for the pipeline to run in; `None` while tracing is off.
-pub fn server_span(headers: &HeaderMap, method: &http::Method, path: &str) -> Option<Context> {
+/// carry; `None` while tracing is off. At sampling 0 no span is made: the
+/// client's trace context is passed on as it came.
+pub fn server_span(headers: &HeaderMap, method: &http::Method, path: &str) -> Option<Span> {
     let tracing = TRACING.get()?;
     let parent = tracing.propagator.extract(&Headers(headers));
-    let span = tracing.tracer.span_builder(method.to_string()).with_kind(SpanKind::Server).start_with_context(&tracing.tracer, &parent);
+    let cancelled = "the client left before the answer";
+    if !tracing.sampling {
+        return parent.span().span_context().is_valid().then(|| Span { cx: parent, cancelled, ended: true });
+    }
+    let span = tracing
+        .tracer
+        .span_builder(Cow::Borrowed(method_name(method)))
+        .with_kind(SpanKind::Server)
+        .start_with_context(&tracing.tracer, &parent);
     let cx = parent.with_span(span);
     let span = cx.span();
     if span.is_recording() {
-        span.set_attribute(KeyValue::new("http.request.method", method.to_string()));
+        span.set_attribute(KeyValue::new("http.request.method", method_name(method)));
         span.set_attribute(KeyValue::new("url.path", path.to_owned()));
     }
-    Some(cx)
+    Some(Span { cx, cancelled, ended: false })
+}
+
+/// A method's name in span names and attributes: one of HTTP's own, else
+/// `_OTHER` (OpenTelemetry's convention), so clients cannot invent names.
+fn method_name(method: &http::Method) -> &'static str {
+    use http::Method;
+    [Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::HEAD, Method::OPTIONS, Method::CONNECT, Method::TRACE]
+        .iter()
+        .zip(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE"])
+        .find_map(|(known, name)| (known == method).then_some(name))
+        .unwrap_or("_OTHER")
 }
 
 /// Names a server span by its route and notes the answer (`status`; 5xx
 /// is an error, as OpenTelemetry's HTTP conventions have it).
-pub fn answered(cx: &Context, method: &http::Method, gateway: &str, version: Option<u64>, route: Option<&str>, status: http::StatusCode) {
-    let span = cx.span();
+pub fn answered(span: &Span, method: &http::Method, gateway: &str, version: Option<u64>, route: Option<&str>, status: http::StatusCode) {
+    let span = span.cx.span();
     if !span.is_recording() {
         return;
     }
     if let Some(route) = route {
-        span.update_name(format!("{method} {route}"));
+        span.update_name(format!("{} {route}", method_name(method)));
         span.set_attribute(KeyValue::new("portico.route", route.to_owned()));
     }
     span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status.as_u16())));
@@ -96,62 +158,42 @@ pub fn answered(cx: &Context, method: &http::Method, gateway: &str, version: Opt
 /// A client span under the current context's span, named by `name`, with
 /// `attributes`, when that span is sampled (an unsampled request gets no
 /// spans below its own).
-pub fn client_span<N, A>(name: N, attributes: A) -> Option<Context>
+pub fn client_span<N, A>(name: N, attributes: A) -> Option<Span>
 where
     N: FnOnce() -> String,
     A: FnOnce() -> Vec<KeyValue>,
 {
-    let tracing = TRACING.get()?;
-    let parent = Context::current();
-    if !parent.span().span_context().is_sampled() {
+    let tracing = TRACING.get().filter(|tracing| tracing.sampling)?;
+    if !Context::map_current(|parent| parent.span().span_context().is_sampled()) {
         return None;
     }
+    let parent = Context::current();
     let span = tracing
         .tracer
         .span_builder(Cow::Owned(name()))
         .with_kind(SpanKind::Client)
         .with_attributes(attributes())
         .start_with_context(&tracing.tracer, &parent);
-    Some(parent.with_span(span))
+    Some(Span { cx: parent.with_span(span), cancelled: "cancelled", ended: false })
 }
 
 /// The span of one upstream try (see [`client_span`]), its context written
 /// into the try's `headers` (`traceparent`, `tracestate`): the try's own
 /// when sampled, else the request's, so the upstream joins the trace either way.
-pub fn upstream_try<N, A>(headers: &mut HeaderMap, name: N, attributes: A) -> Option<Context>
+pub fn upstream_try<N, A>(headers: &mut HeaderMap, name: N, attributes: A) -> Option<Span>
 where
     N: FnOnce() -> String,
     A: FnOnce() -> Vec<KeyValue>,
 {
     let tracing = TRACING.get()?;
     let span = client_span(name, attributes);
-    let current;
-    let cx = match &span {
-        Some(cx) => cx,
-        None => {
-            current = Context::current();
-            &current
-        }
-    };
-    if cx.span().span_context().is_valid() {
-        tracing.propagator.inject_context(cx, &mut HeadersMut(headers));
+    match &span {
+        Some(span) => tracing.propagator.inject_context(&span.cx, &mut HeadersMut(headers)),
+        None => Context::map_current(|cx| {
+            if cx.span().span_context().is_valid() {
+                tracing.propagator.inject_context(cx, &mut HeadersMut(headers));
+            }
+        }),
     }
     span
-}
-
-/// Ends `cx`'s span, failed with `error` if there was one.
-pub fn end(cx: &Context, error: Option<&dyn std::fmt::Display>) {
-    let span = cx.span();
-    if let Some(error) = error {
-        span.set_status(Status::error(error.to_string()));
-    }
-    span.end();
-}
-
-/// Ends a client span whose call was answered with `status` (5xx: failed).
-pub fn end_answered(cx: &Context, status: http::StatusCode) {
-    let span = cx.span();
-    span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status.as_u16())));
-    let failed = status.is_server_error().then(|| format!("answered {status}"));
-    end(cx, failed.as_ref().map(|f| f as &dyn std::fmt::Display));
 }

@@ -7,7 +7,8 @@
 //! need, so exports run on that runtime ([`OnRuntime`]).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
 use opentelemetry::KeyValue;
@@ -26,8 +27,9 @@ pub enum OtlpProtocol {
     Http,
 }
 
-/// Longest wait for the collector to take a batch.
-const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for the collector to take a batch (below the SDK's 5 s for
+/// shutting down, so the last batch still goes after one that timed out).
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Where and how to send spans, and what the spans say of this process.
 #[derive(Debug)]
@@ -44,6 +46,12 @@ pub struct TraceSettings<'a> {
 
 /// The tracer provider exporting to `settings.endpoint`; call inside the Tokio runtime.
 pub fn provider(settings: TraceSettings<'_>) -> Result<SdkTracerProvider, String> {
+    if !settings.endpoint.starts_with("http://") {
+        return Err(format!(
+            "--otlp-endpoint must be an http:// URL (TLS to the collector is not supported yet), got '{}'",
+            settings.endpoint
+        ));
+    }
     let exporter = match settings.protocol {
         OtlpProtocol::Grpc => SpanExporter::builder().with_tonic().with_endpoint(settings.endpoint).with_timeout(EXPORT_TIMEOUT).build(),
         OtlpProtocol::Http => {
@@ -64,6 +72,19 @@ pub fn provider(settings: TraceSettings<'_>) -> Result<SdkTracerProvider, String
     Ok(SdkTracerProvider::builder().with_batch_exporter(OnRuntime::new(exporter)).with_sampler(sampler).with_resource(resource).build())
 }
 
+/// When an export failure was last logged, in seconds since the epoch.
+static LAST_WARNED: AtomicU64 = AtomicU64::new(0);
+
+/// Logs that `spans` spans were lost, at most once a minute (a collector
+/// that is down would otherwise fill the log).
+fn warn_export_failed(spans: usize, error: &OTelSdkError) {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs());
+    let last = LAST_WARNED.load(Ordering::Relaxed);
+    if now >= last + 60 && LAST_WARNED.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        tracing::warn!(spans, error = %error, "spans not exported to the OTLP collector (logged at most once a minute)");
+    }
+}
+
 /// An exporter whose calls run on the Tokio runtime it was made on.
 #[derive(Debug)]
 struct OnRuntime<E> {
@@ -80,8 +101,15 @@ impl<E> OnRuntime<E> {
 impl<E: opentelemetry_sdk::trace::SpanExporter + 'static> opentelemetry_sdk::trace::SpanExporter for OnRuntime<E> {
     fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
         let exporter = self.exporter.clone();
+        let spans = batch.len();
         let export = self.runtime.spawn(async move { exporter.export(batch).await });
-        async move { export.await.unwrap_or_else(|e| Err(OTelSdkError::InternalFailure(format!("export task: {e}")))) }
+        async move {
+            let exported = export.await.unwrap_or_else(|e| Err(OTelSdkError::InternalFailure(format!("export task: {e}"))));
+            if let Err(e) = &exported {
+                warn_export_failed(spans, e);
+            }
+            exported
+        }
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
@@ -114,9 +142,17 @@ impl Extractor for Headers<'_> {
 pub struct HeadersMut<'a>(pub &'a mut HeaderMap);
 
 impl Injector for HeadersMut<'_> {
+    /// Sets `key` (an empty value, as an empty `tracestate`, removes it:
+    /// W3C asks senders to leave it out).
     fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (http::HeaderName::from_bytes(key.as_bytes()), http::HeaderValue::from_str(&value)) {
-            self.0.insert(name, value);
+        let Ok(name) = http::HeaderName::from_bytes(key.as_bytes()) else { return };
+        match http::HeaderValue::try_from(value) {
+            Ok(value) if !value.is_empty() => {
+                self.0.insert(name, value);
+            }
+            _ => {
+                self.0.remove(name);
+            }
         }
     }
 }

@@ -132,6 +132,8 @@ impl ControlPlane {
                 .args(if flags.contains(&"--cluster-token-file") { vec![] } else { vec!["--cluster-token", cluster_token] })
                 .args(flags)
                 .env("RUST_LOG", "info")
+                // Traces (when a test turns them on) are sent every 200 ms, not every 5 s.
+                .env("OTEL_BSP_SCHEDULE_DELAY", "200")
                 .env("PORTICO_HEARTBEAT_INTERVAL_MS", HEARTBEAT_MS.to_string())
                 .stdout(log.stdio())
                 .stderr(log.stdio())
@@ -260,6 +262,8 @@ impl DataPlane {
                 .args(["--drain-timeout-ms", "10000", "--log-format", "json", "--header-read-timeout-ms", "1000"])
                 .args(flags)
                 .env("RUST_LOG", "info")
+                // Traces (when a test turns them on) are sent every 200 ms, not every 5 s.
+                .env("OTEL_BSP_SCHEDULE_DELAY", "200")
                 .stdout(log.stdio())
                 .stderr(log.stdio())
                 .stdin(Stdio::null());

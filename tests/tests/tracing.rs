@@ -134,12 +134,31 @@ async fn sampling_zero_sends_nothing_but_the_trace_still_goes_upstream() {
             .unwrap();
         let echoed: Value = response.json().await.unwrap();
         let sent = echoed["headers"]["traceparent"].as_str().unwrap();
-        assert!(sent.starts_with(&format!("00-{trace}-")), "the client's trace goes on upstream: {sent}");
+        assert_eq!(sent, format!("00-{trace}-b7ad6b7169203331-{sampled}"), "the client's trace context goes upstream as it came");
     }
     // Spans are exported in batches; a stopped node flushes what it has.
     dp.signal_term();
     dp.wait();
-    assert_eq!(receiver.spans().await, vec![], "sampling 0 exports nothing");
+    assert!(receiver.spans().await.is_empty(), "sampling 0 exports nothing");
+}
+
+#[tokio::test]
+async fn with_tracing_off_the_clients_trace_context_goes_upstream_untouched() {
+    let upstream = TestUpstream::start("echo").await;
+    let config = json!({"services": [{"name": "echo", "targets": [{"url": upstream.url()}]}],
+        "routes": [{"name": "r", "service": "echo", "paths": ["/"]}]});
+    let (_db, _cp, dp) = serve_config(&config, &[]).await;
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let response = client()
+        .get(format!("{}/plain", dp.proxy_url))
+        .header("traceparent", traceparent)
+        .header("tracestate", "a=1")
+        .send()
+        .await
+        .unwrap();
+    let echoed: Value = response.json().await.unwrap();
+    assert_eq!(echoed["headers"]["traceparent"], traceparent);
+    assert_eq!(echoed["headers"]["tracestate"], "a=1");
 }
 
 /// Parses OpenMetrics `text` with prometheus-client's parser (an
@@ -212,11 +231,18 @@ async fn the_control_plane_traces_admin_requests() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
-    let spans =
-        receiver.wait_for_spans(DEADLINE, |spans| spans.iter().any(|span| span.trace_id == trace && span.name.contains("publish"))).await;
-    let request = spans.iter().find(|span| span.trace_id == trace && span.kind == "SPAN_KIND_SERVER").expect("the admin request's span");
+    let ours = |spans: &[ReceivedSpan], kind: &str| spans.iter().any(|span| span.trace_id == trace && span.kind == kind);
+    let spans = receiver.wait_for_spans(DEADLINE, |spans| ours(spans, "SPAN_KIND_SERVER") && ours(spans, "SPAN_KIND_INTERNAL")).await;
+    let request = spans.iter().find(|span| span.trace_id == trace && span.kind == "SPAN_KIND_SERVER").unwrap();
     assert_eq!(request.parent_span_id.as_deref(), Some("eee19b7ec3c1b174"));
+    assert_eq!(request.name, "POST /api/v1/gateways/{gw}/services");
+    assert_eq!(request.attributes["http.response.status_code"], 201);
     assert_eq!(request.resource_attributes["service.name"], "portico-cp");
-    let publish = spans.iter().find(|span| span.trace_id == trace && span.name.contains("publish")).unwrap();
-    assert!(publish.parent_span_id.is_some(), "the publish is within the request: {publish:#?}");
+    let publish = spans.iter().find(|span| span.trace_id == trace && span.kind == "SPAN_KIND_INTERNAL").unwrap();
+    assert_eq!(publish.name, "publish");
+    assert_eq!(publish.parent_span_id.as_deref(), Some(request.span_id.as_str()), "the publish is within the request");
+    // Nothing but admin requests and publishes is sent: not the config streams, not the exporter's own calls.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let all = receiver.spans().await;
+    assert!(all.iter().all(|span| span.name == "publish" || span.kind == "SPAN_KIND_SERVER"), "{all:#?}");
 }

@@ -195,9 +195,6 @@ pub struct Record {
     target: Option<Arc<str>>,
     answer: Answer,
     fields: Option<Arc<[AccessLogField]>>,
-    /// No body follows the head (`HEAD`, `1xx`, `204`, `304`): hyper drops
-    /// the body unread, and the answer is complete all the same.
-    bodiless: bool,
     bytes_out: u64,
     duration: Duration,
     completed: bool,
@@ -225,13 +222,7 @@ impl Pending {
             let url = route.backend.target()?.upstream.target_url(index)?;
             Some(Arc::from(url))
         });
-        let status = answer.status;
-        let bodiless = arrival.method == Method::HEAD
-            || status.is_informational()
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED;
         let record = Record {
-            bodiless,
             arrival,
             findings,
             route: route.map(|route| route.name.clone()),
@@ -253,7 +244,7 @@ impl Pending {
 
     /// The body ended (`completed`: to its end) or was abandoned: the line goes to the writer.
     pub fn finish(mut self, completed: bool) {
-        self.record.completed = completed || self.record.bodiless;
+        self.record.completed = completed;
         self.record.duration = self.record.arrival.started.elapsed();
         self.log.submit(self.record);
     }
@@ -265,6 +256,7 @@ impl Pending {
 #[derive(Debug)]
 pub struct Unanswered {
     log: Arc<AccessLog>,
+    plan: Plan,
     arrival: Option<Box<Arrival>>,
     request_id: HeaderValue,
     client: IpAddr,
@@ -272,8 +264,9 @@ pub struct Unanswered {
 }
 
 impl Unanswered {
-    pub fn new(log: Arc<AccessLog>, arrival: Arrival, request_id: HeaderValue, client: IpAddr, tls: Option<TlsInfo>) -> Self {
-        Self { log, arrival: Some(Box::new(arrival)), request_id, client, tls }
+    /// A request `plan` (the gateway's policy) decides the line of, should it go unanswered.
+    pub fn new(log: Arc<AccessLog>, plan: Plan, arrival: Arrival, request_id: HeaderValue, client: IpAddr, tls: Option<TlsInfo>) -> Self {
+        Self { log, plan, arrival: Some(Box::new(arrival)), request_id, client, tls }
     }
 
     /// The request is answered: its arrival, for its line.
@@ -284,10 +277,10 @@ impl Unanswered {
 
 impl Drop for Unanswered {
     fn drop(&mut self) {
-        let Some(arrival) = self.arrival.take() else { return };
+        let Some(arrival) = self.arrival.take().filter(|_| self.plan.wants(client_closed())) else { return };
         let findings = Findings { client: Some(self.client), tls: self.tls.take(), ..Findings::default() };
         let answer = Answer { request_id: self.request_id.clone(), status: client_closed(), cache: None };
-        let mut pending = Pending::new(self.log.clone(), &Plan::default(), None, arrival, findings, answer);
+        let mut pending = Pending::new(self.log.clone(), &self.plan, None, arrival, findings, answer);
         pending.record.duration = pending.record.arrival.started.elapsed();
         self.log.submit(pending.record);
     }

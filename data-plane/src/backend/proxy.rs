@@ -176,11 +176,11 @@ pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> 
         let clients_wait = clients_deadline && per_try.is_none_or(|per_try| per_try >= left);
         // Boxed, as each level of the pipeline (see `proxy::handle`).
         let sent = tokio::time::timeout(timeout, Box::pin(upstream.send(&picked, request))).await;
-        if let Some(cx) = &traced {
+        if let Some(span) = traced {
             match &sent {
-                Ok(Ok((response, _))) => telemetry::end_answered(cx, response.status()),
-                Ok(Err(error)) => telemetry::end(cx, Some(error)),
-                Err(_) => telemetry::end(cx, Some(&"no answer in time")),
+                Ok(Ok((response, _))) => span.end_answered(response.status()),
+                Ok(Err(error)) => span.end(Some(error)),
+                Err(_) => span.end(Some(&"no answer in time")),
             }
         }
         let outcome = match sent {

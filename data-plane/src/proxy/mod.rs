@@ -62,14 +62,18 @@ pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, peer: &Pee
     let secure = peer.tls.is_some();
     let trace = telemetry::server_span(request.headers(), request.method(), request.uri().path());
     let traced_method = trace.as_ref().map(|_| request.method().clone());
+    let head_request = request.method() == Method::HEAD;
     let refused = match verdict {
         Verdict::Refuse(violation) => Some(violation),
         Verdict::Pass | Verdict::Upgrade => None,
     };
     let request_id = headers::request_id(request.headers());
+    let runtime = node.runtime();
     let unanswered = node.access_log.as_ref().map(|log| {
-        let arrival = Arrival::of(&request, started, trace.as_ref());
-        Unanswered::new(log.clone(), arrival, request_id.clone(), peer.addr.ip(), peer.tls.clone())
+        let arrival = Arrival::of(&request, started, trace.as_ref().map(telemetry::Span::context));
+        // The route is not known yet: the gateway's policy decides.
+        let plan = runtime.as_ref().map(|runtime| runtime.access_log.clone()).unwrap_or_default();
+        Unanswered::new(log.clone(), plan, arrival, request_id.clone(), peer.addr.ip(), peer.tls.clone())
     });
     let span = tracing::debug_span!(
         "request",
@@ -80,7 +84,6 @@ pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, peer: &Pee
         upstream = tracing::field::Empty,
         status = tracing::field::Empty,
     );
-    let runtime = node.runtime();
     let mut served = Served { findings: unanswered.as_ref().map(|_| Box::default()), ..Served::default() };
     let pipeline = async {
         let outcome = match (refused, &runtime) {
@@ -106,7 +109,7 @@ pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, peer: &Pee
     .instrument(span.clone());
     // Stages below start their spans from the request's context.
     let mut response = match &trace {
-        Some(cx) => pipeline.with_context(cx.clone()).await,
+        Some(span) => pipeline.with_context(span.context().clone()).await,
         None => pipeline.await,
     };
     if let Some(stages) = served.route.map(|route| &route.stages) {
@@ -143,17 +146,21 @@ pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, peer: &Pee
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     span.record("status", status.as_u16());
-    let exemplar =
-        trace.as_ref().map(|cx| cx.span().span_context().clone()).filter(|trace| trace.is_sampled()).map(|trace| trace.trace_id());
+    let exemplar = trace
+        .as_ref()
+        .map(|span| span.context().span().span_context().clone())
+        .filter(|trace| trace.is_sampled())
+        .map(|trace| trace.trace_id());
     served.route.map_or(RouteMetrics::unmatched(), |route| &route.metrics).request_done(status, started.elapsed(), exemplar);
     if let (Some(route), Some(consumer)) = (served.route, served.consumer.take()) {
         crate::metrics::consumer_request(route.name.clone(), consumer, status);
     }
-    if let (Some(cx), Some(method)) = (&trace, &traced_method) {
+    if let (Some(span), Some(method)) = (&trace, &traced_method) {
         let version = runtime.as_ref().map(|runtime| runtime.version);
-        telemetry::answered(cx, method, &node.gateway, version, served.route.map(|route| &*route.name), status);
+        telemetry::answered(span, method, &node.gateway, version, served.route.map(|route| &*route.name), status);
     }
-    (response, Epilogue { logged, traced: trace })
+    let bodiless = head_request || status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    (response, Epilogue { logged, traced: trace, bodiless })
 }
 
 /// What is left to do once a response's body is sent (or abandoned): its
@@ -161,7 +168,10 @@ pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, peer: &Pee
 #[derive(Debug, Default)]
 pub struct Epilogue {
     pub logged: Option<Pending>,
-    pub traced: Option<opentelemetry::Context>,
+    pub traced: Option<telemetry::Span>,
+    /// No body follows the head (`HEAD`, `1xx`, `204`, `304`): hyper drops
+    /// the body unread, and the answer is complete all the same.
+    pub bodiless: bool,
 }
 
 /// What the pipeline learnt that the response needs whatever the outcome:

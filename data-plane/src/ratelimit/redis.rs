@@ -254,8 +254,8 @@ impl RedisBackend {
             },
         );
         let decided = self.decide_in_round(params, key).await;
-        if let Some(cx) = &traced {
-            telemetry::end(cx, decided.as_ref().err().map(|error| error as &dyn std::fmt::Display));
+        if let Some(span) = traced {
+            span.end(decided.as_ref().err().map(|error| error as &dyn std::fmt::Display));
         }
         decided
     }

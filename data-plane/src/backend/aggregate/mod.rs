@@ -222,11 +222,11 @@ impl Aggregation {
                         );
                         running.push(async move {
                             let outcome = match &traced {
-                                Some(cx) => exchange.with_context(cx.clone()).await,
+                                Some(span) => exchange.with_context(span.context().clone()).await,
                                 None => exchange.await,
                             };
-                            if let Some(cx) = &traced {
-                                telemetry::end(cx, outcome.as_ref().err().map(|failure| &failure.error as &dyn std::fmt::Display));
+                            if let Some(span) = traced {
+                                span.end(outcome.as_ref().err().map(|failure| &failure.error as &dyn std::fmt::Display));
                             }
                             (i, outcome)
                         });

@@ -118,7 +118,6 @@ impl AmqpRoute {
                 vec![
                     KeyValue::new("messaging.system", "rabbitmq"),
                     KeyValue::new("messaging.destination.name", self.settings.exchange.clone()),
-                    KeyValue::new("messaging.rabbitmq.destination.routing_key", routing_key.clone()),
                 ]
             },
         );
@@ -126,8 +125,8 @@ impl AmqpRoute {
             AmqpMode::Publish => self.broker.publish(&self.settings, &routing_key, message).await.map(|id| accepted(&id)),
             AmqpMode::Rpc => self.broker.rpc(&self.settings, &routing_key, message).await.map(|reply| reply.into_response()),
         };
-        if let Some(cx) = &traced {
-            telemetry::end(cx, answer.as_ref().err().map(|error| error as &dyn std::fmt::Display));
+        if let Some(span) = traced {
+            span.end(answer.as_ref().err().map(|error| error as &dyn std::fmt::Display));
         }
         Ok(answer?)
     }
