@@ -22,6 +22,7 @@ pub fn provider(settings: &Settings, endpoint: &str) -> Result<SdkTracerProvider
         sampling: settings.otlp_sampling,
         service: "portico-cp",
         resource: Vec::new(),
+        config_version: None,
     })
 }
 

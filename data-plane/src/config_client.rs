@@ -291,6 +291,7 @@ impl ConfigClient {
         let runtime = Arc::new(runtime);
         self.node.swap(runtime.clone());
         crate::metrics::config_applied(runtime.version, runtime.route_count());
+        crate::telemetry::CONFIG_VERSION.store(runtime.version, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(version = runtime.version, hash = %runtime.hash, routes = runtime.route_count(), "config applied");
         if let (Some(bytes), Some(cache)) = (bytes, self.cache.clone()) {
             let writes = self.cache_writes.clone();

@@ -96,6 +96,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
                 opentelemetry::KeyValue::new("portico.node_id", node_id.clone()),
                 opentelemetry::KeyValue::new("portico.gateway", settings.gateway.clone()),
             ],
+            config_version: Some(&crate::telemetry::CONFIG_VERSION),
         })
         .map_err(StartError::Config)?;
     }

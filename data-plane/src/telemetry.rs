@@ -14,19 +14,23 @@
 use std::borrow::Cow;
 use std::fmt::Display;
 use std::sync::OnceLock;
+use std::sync::atomic::AtomicU64;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer, TracerProvider};
+use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceContextExt, Tracer, TracerProvider};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
-use portico_shared::telemetry::{Headers, HeadersMut, TraceSettings};
+use portico_shared::telemetry::{Headers, TraceSettings};
 
 pub use opentelemetry::context::FutureExt;
 pub use portico_shared::telemetry::OtlpProtocol;
 
 static TRACING: OnceLock<Tracing> = OnceLock::new();
+
+/// The config version this node serves (0: none yet), for the spans' resource.
+pub static CONFIG_VERSION: AtomicU64 = AtomicU64::new(0);
 
 struct Tracing {
     provider: SdkTracerProvider,
@@ -185,15 +189,91 @@ where
     N: FnOnce() -> String,
     A: FnOnce() -> Vec<KeyValue>,
 {
-    let tracing = TRACING.get()?;
+    TRACING.get()?;
     let span = client_span(name, attributes);
     match &span {
-        Some(span) => tracing.propagator.inject_context(&span.cx, &mut HeadersMut(headers)),
-        None => Context::map_current(|cx| {
-            if cx.span().span_context().is_valid() {
-                tracing.propagator.inject_context(cx, &mut HeadersMut(headers));
-            }
-        }),
+        Some(span) => inject(span.cx.span().span_context(), headers),
+        None => Context::map_current(|cx| inject(cx.span().span_context(), headers)),
     }
     span
+}
+
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// Writes `context` into `headers` as W3C `traceparent` and `tracestate`
+/// (left out when empty, as W3C asks), when it is valid. Written here
+/// rather than by the SDK's propagator, whose `format!`s and header
+/// parsing cost a tenth of an unsampled request's instructions.
+fn inject(context: &SpanContext, headers: &mut HeaderMap) {
+    if !context.is_valid() {
+        return;
+    }
+    let mut traceparent = [0u8; 55];
+    let mut at = 0;
+    let mut put = |bytes: &[u8], hex: bool| {
+        for byte in bytes {
+            if hex {
+                traceparent[at] = HEX[usize::from(byte >> 4)];
+                traceparent[at + 1] = HEX[usize::from(byte & 0xf)];
+                at += 2;
+            } else {
+                traceparent[at] = *byte;
+                at += 1;
+            }
+        }
+    };
+    put(b"00-", false);
+    put(&context.trace_id().to_bytes(), true);
+    put(b"-", false);
+    put(&context.span_id().to_bytes(), true);
+    put(b"-", false);
+    put(&[context.trace_flags().to_u8()], true);
+    // Lowercase hex digits and dashes: a valid header value.
+    if let Ok(value) = HeaderValue::from_bytes(&traceparent) {
+        headers.insert(TRACEPARENT, value);
+    }
+    let state = context.trace_state().header();
+    match HeaderValue::try_from(state) {
+        Ok(value) if !value.is_empty() => {
+            headers.insert(TRACESTATE, value);
+        }
+        _ => {
+            headers.remove(TRACESTATE);
+        }
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
+
+    use super::*;
+
+    #[test]
+    fn inject_writes_what_the_sdks_propagator_writes() {
+        for (flags, state) in [(TraceFlags::SAMPLED, "vendor=kept,other=1"), (TraceFlags::default(), "")] {
+            let context = SpanContext::new(
+                TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+                SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+                flags,
+                true,
+                state.parse::<TraceState>().unwrap(),
+            );
+            let mut ours = HeaderMap::new();
+            ours.insert(TRACESTATE, HeaderValue::from_static("client=old"));
+            inject(&context, &mut ours);
+            let mut theirs = std::collections::HashMap::new();
+            TraceContextPropagator::new().inject_context(&Context::new().with_remote_span_context(context), &mut theirs);
+            assert_eq!(ours[&TRACEPARENT].to_str().unwrap(), theirs["traceparent"]);
+            assert_eq!(
+                ours.get(&TRACESTATE).map(|v| v.to_str().unwrap()),
+                Some(state).filter(|s| !s.is_empty()),
+                "an empty tracestate is left out"
+            );
+        }
+    }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
 use opentelemetry::KeyValue;
-use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::propagation::Extractor;
 use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
@@ -42,6 +42,9 @@ pub struct TraceSettings<'a> {
     pub service: &'static str,
     /// More resource attributes (`service.instance.id` first, if any).
     pub resource: Vec<KeyValue>,
+    /// The config version this process serves (0: none yet), sent as the
+    /// resource attribute `portico.config_version` of each batch.
+    pub config_version: Option<&'static AtomicU64>,
 }
 
 /// The tracer provider exporting to `settings.endpoint`; call inside the Tokio runtime.
@@ -69,7 +72,8 @@ pub fn provider(settings: TraceSettings<'_>) -> Result<SdkTracerProvider, String
         Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(settings.sampling)))
     };
     let resource = Resource::builder().with_service_name(settings.service).with_attributes(settings.resource).build();
-    Ok(SdkTracerProvider::builder().with_batch_exporter(OnRuntime::new(exporter)).with_sampler(sampler).with_resource(resource).build())
+    let exporter = OnRuntime::new(exporter, settings.config_version);
+    Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_sampler(sampler).with_resource(resource).build())
 }
 
 /// When an export failure was last logged, in seconds since the epoch.
@@ -85,16 +89,40 @@ fn warn_export_failed(spans: usize, error: &OTelSdkError) {
     }
 }
 
-/// An exporter whose calls run on the Tokio runtime it was made on.
+/// An exporter whose calls run on the Tokio runtime it was made on, and
+/// whose resource follows the config version (a batch carries the version
+/// served when it is sent; each span has its own as `portico.config_version`).
 #[derive(Debug)]
 struct OnRuntime<E> {
-    exporter: Arc<E>,
+    /// Locked by one export at a time (the SDK never runs two at once).
+    exporter: Arc<tokio::sync::Mutex<E>>,
     runtime: tokio::runtime::Handle,
+    /// The provider's resource, and the version last added to it.
+    resource: Resource,
+    config_version: Option<&'static AtomicU64>,
+    sent_version: AtomicU64,
 }
 
 impl<E> OnRuntime<E> {
-    fn new(exporter: E) -> Self {
-        Self { exporter: Arc::new(exporter), runtime: tokio::runtime::Handle::current() }
+    fn new(exporter: E, config_version: Option<&'static AtomicU64>) -> Self {
+        Self {
+            exporter: Arc::new(tokio::sync::Mutex::new(exporter)),
+            runtime: tokio::runtime::Handle::current(),
+            resource: Resource::builder_empty().build(),
+            config_version,
+            sent_version: AtomicU64::new(0),
+        }
+    }
+
+    /// The resource with the version served now, if that changed since the last batch.
+    fn new_resource(&self) -> Option<Resource> {
+        let version = self.config_version?.load(Ordering::Relaxed);
+        if version == 0 || self.sent_version.swap(version, Ordering::Relaxed) == version {
+            return None;
+        }
+        let attributes = self.resource.iter().map(|(key, value)| KeyValue::new(key.clone(), value.clone()));
+        let version = KeyValue::new("portico.config_version", i64::try_from(version).unwrap_or(i64::MAX));
+        Some(Resource::builder_empty().with_attributes(attributes.chain([version])).build())
     }
 }
 
@@ -102,7 +130,14 @@ impl<E: opentelemetry_sdk::trace::SpanExporter + 'static> opentelemetry_sdk::tra
     fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
         let exporter = self.exporter.clone();
         let spans = batch.len();
-        let export = self.runtime.spawn(async move { exporter.export(batch).await });
+        let resource = self.new_resource();
+        let export = self.runtime.spawn(async move {
+            let mut exporter = exporter.lock().await;
+            if let Some(resource) = resource {
+                exporter.set_resource(&resource);
+            }
+            exporter.export(batch).await
+        });
         async move {
             let exported = export.await.unwrap_or_else(|e| Err(OTelSdkError::InternalFailure(format!("export task: {e}"))));
             if let Err(e) = &exported {
@@ -113,12 +148,17 @@ impl<E: opentelemetry_sdk::trace::SpanExporter + 'static> opentelemetry_sdk::tra
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.exporter.shutdown_with_timeout(timeout)
+        // Called by the SDK's thread once the last export is done.
+        match self.exporter.try_lock() {
+            Ok(exporter) => exporter.shutdown_with_timeout(timeout),
+            Err(_) => Ok(()),
+        }
     }
 
     fn set_resource(&mut self, resource: &Resource) {
+        self.resource = resource.clone();
         if let Some(exporter) = Arc::get_mut(&mut self.exporter) {
-            exporter.set_resource(resource);
+            exporter.get_mut().set_resource(resource);
         }
     }
 }
@@ -134,25 +174,5 @@ impl Extractor for Headers<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(http::HeaderName::as_str).collect()
-    }
-}
-
-/// HTTP headers as a carrier a W3C trace context is written into.
-#[derive(Debug)]
-pub struct HeadersMut<'a>(pub &'a mut HeaderMap);
-
-impl Injector for HeadersMut<'_> {
-    /// Sets `key` (an empty value, as an empty `tracestate`, removes it:
-    /// W3C asks senders to leave it out).
-    fn set(&mut self, key: &str, value: String) {
-        let Ok(name) = http::HeaderName::from_bytes(key.as_bytes()) else { return };
-        match http::HeaderValue::try_from(value) {
-            Ok(value) if !value.is_empty() => {
-                self.0.insert(name, value);
-            }
-            _ => {
-                self.0.remove(name);
-            }
-        }
     }
 }

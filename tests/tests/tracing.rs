@@ -71,6 +71,7 @@ async fn traced_request(transport: Transport) {
     assert_eq!(server.resource_attributes["service.name"], "portico-dp");
     assert_eq!(server.resource_attributes["portico.node_id"], "dp");
     assert_eq!(server.resource_attributes["portico.gateway"], "default");
+    assert_eq!(server.resource_attributes["portico.config_version"], server.attributes["portico.config_version"]);
 
     let mut tries = by_kind(&spans, "SPAN_KIND_CLIENT");
     tries.sort_by_key(|span| span.attributes["portico.try"].as_i64());
