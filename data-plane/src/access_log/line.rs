@@ -3,7 +3,7 @@
 //! order, when it names none). A field with no value (no route, no
 //! upstream call, no TLS) is `null`, so every line of a plan has the same keys.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use http::HeaderValue;
 use portico_shared::model::policy::access_log::AccessLogField;
 use serde::Serializer;
@@ -28,10 +28,7 @@ fn write_fields<S: Serializer>(serializer: S, record: &Record, fields: &[AccessL
     for field in fields {
         let key = field.key();
         match field {
-            AccessLogField::Time => {
-                let time = DateTime::<Utc>::from(arrival.time).to_rfc3339_opts(SecondsFormat::Micros, true);
-                map.serialize_entry(key, &time)?;
-            }
+            AccessLogField::Time => map.serialize_entry(key, rfc3339(arrival.time).as_str())?,
             AccessLogField::RequestId => map.serialize_entry(key, &text(&record.answer.request_id))?,
             AccessLogField::TraceId => map.serialize_entry(key, &arrival.trace_id.map(|id| id.to_string()))?,
             AccessLogField::Gateway => map.serialize_entry(key, gateway)?,
@@ -56,13 +53,55 @@ fn write_fields<S: Serializer>(serializer: S, record: &Record, fields: &[AccessL
                 });
                 map.serialize_entry(key, &outcome)?;
             }
-            AccessLogField::Client => map.serialize_entry(key, &record.findings.client.map(|ip| ip.to_string()))?,
+            AccessLogField::Client => {
+                let client = record.findings.client.map(|ip| {
+                    let mut text = String::with_capacity(39);
+                    crate::proxy::headers::push_ip(&mut text, ip);
+                    text
+                });
+                map.serialize_entry(key, &client)?;
+            }
             AccessLogField::TlsVersion => map.serialize_entry(key, &record.findings.tls.as_ref().map(|tls| tls.version))?,
             AccessLogField::Sni => map.serialize_entry(key, &record.findings.tls.as_ref().and_then(|tls| tls.sni.as_deref()))?,
             AccessLogField::Completed => map.serialize_entry(key, &record.completed)?,
         }
     }
     map.end()
+}
+
+/// `time` in RFC 3339, UTC, to the microsecond (`2026-12-07T12:15:33.266376Z`):
+/// chrono finds the calendar date, the digits are written here (chrono's
+/// formatter cost a sixth of a line).
+fn rfc3339(time: std::time::SystemTime) -> RfcTime {
+    let time = DateTime::<Utc>::from(time);
+    let mut out = [0u8; 27];
+    let mut at = 0;
+    let mut put = |value: u32, digits: u32, then: u8| {
+        for place in (0..digits).rev() {
+            out[at] = b'0' + u8::try_from(value / 10u32.pow(place) % 10).unwrap_or(0);
+            at += 1;
+        }
+        out[at] = then;
+        at += 1;
+    };
+    put(u32::try_from(time.year()).unwrap_or(0), 4, b'-');
+    put(time.month(), 2, b'-');
+    put(time.day(), 2, b'T');
+    put(time.hour(), 2, b':');
+    put(time.minute(), 2, b':');
+    put(time.second(), 2, b'.');
+    put(time.timestamp_subsec_micros().min(999_999), 6, b'Z');
+    RfcTime(out)
+}
+
+/// An RFC 3339 time, as [`rfc3339`] writes it.
+struct RfcTime([u8; 27]);
+
+impl RfcTime {
+    fn as_str(&self) -> &str {
+        // Digits and ASCII punctuation only.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 /// A header value as text (those logged are visible ASCII, or left out).
@@ -101,6 +140,15 @@ pub(super) fn trace_id(traceparent: &HeaderValue) -> Option<opentelemetry::trace
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_written_as_chrono_writes_them() {
+        for nanos in [0_u64, 1_765_108_533_266_376_901, 951_782_400_000_001_000, 4_102_444_799_999_999_999] {
+            let time = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(nanos);
+            let expected = DateTime::<Utc>::from(time).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            assert_eq!(rfc3339(time).as_str(), expected);
+        }
+    }
 
     #[test]
     fn trace_ids_come_from_valid_traceparents_only() {
