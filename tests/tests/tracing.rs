@@ -28,6 +28,12 @@ fn config(upstream: &TestUpstream, dead: &str) -> Value {
     })
 }
 
+/// A config whose route `route` takes every path to `upstream`.
+fn echo(upstream: &TestUpstream, route: &str) -> Value {
+    json!({"services": [{"name": "echo", "targets": [{"url": upstream.url()}]}],
+        "routes": [{"name": route, "service": "echo", "paths": ["/"]}]})
+}
+
 fn by_kind<'a>(spans: &'a [ReceivedSpan], kind: &str) -> Vec<&'a ReceivedSpan> {
     spans.iter().filter(|span| span.kind == kind).collect()
 }
@@ -106,8 +112,7 @@ async fn spans_go_over_otlp_http_protobuf_too() {
 async fn a_request_without_traceparent_starts_a_trace_the_upstream_joins() {
     let receiver = OtlpReceiver::start().await;
     let upstream = TestUpstream::start("echo").await;
-    let config = json!({"services": [{"name": "echo", "targets": [{"url": upstream.url()}]}],
-        "routes": [{"name": "r", "service": "echo", "paths": ["/"]}]});
+    let config = echo(&upstream, "r");
     let (_db, _cp, dp) = serve_config(&config, &["--otlp-endpoint", &receiver.grpc_endpoint()]).await;
     let echoed: Value = client().get(format!("{}/new", dp.proxy_url)).send().await.unwrap().json().await.unwrap();
     let sent = echoed["headers"]["traceparent"].as_str().expect("a traceparent went upstream").to_owned();
@@ -121,8 +126,7 @@ async fn a_request_without_traceparent_starts_a_trace_the_upstream_joins() {
 async fn sampling_zero_sends_nothing_but_the_trace_still_goes_upstream() {
     let receiver = OtlpReceiver::start().await;
     let upstream = TestUpstream::start("echo").await;
-    let config = json!({"services": [{"name": "echo", "targets": [{"url": upstream.url()}]}],
-        "routes": [{"name": "r", "service": "echo", "paths": ["/"]}]});
+    let config = echo(&upstream, "r");
     let flags = ["--otlp-endpoint", &receiver.grpc_endpoint(), "--otlp-sampling", "0"];
     let (_db, _cp, mut dp) = serve_config(&config, &flags).await;
     let trace = "0af7651916cd43dd8448eb211c80319c";
@@ -146,8 +150,7 @@ async fn sampling_zero_sends_nothing_but_the_trace_still_goes_upstream() {
 #[tokio::test]
 async fn with_tracing_off_the_clients_trace_context_goes_upstream_untouched() {
     let upstream = TestUpstream::start("echo").await;
-    let config = json!({"services": [{"name": "echo", "targets": [{"url": upstream.url()}]}],
-        "routes": [{"name": "r", "service": "echo", "paths": ["/"]}]});
+    let config = echo(&upstream, "r");
     let (_db, _cp, dp) = serve_config(&config, &[]).await;
     let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     let response = client()
@@ -193,8 +196,7 @@ print(json.dumps(found))
 async fn latency_buckets_carry_the_sampled_trace_as_an_exemplar_in_openmetrics() {
     let receiver = OtlpReceiver::start().await;
     let upstream = TestUpstream::start("echo").await;
-    let config = json!({"services": [{"name": "echo", "targets": [{"url": upstream.url()}]}],
-        "routes": [{"name": "exemplary", "service": "echo", "paths": ["/"]}]});
+    let config = echo(&upstream, "exemplary");
     let (_db, _cp, dp) = serve_config(&config, &["--otlp-endpoint", &receiver.grpc_endpoint()]).await;
     let echoed: Value = client().get(format!("{}/x", dp.proxy_url)).send().await.unwrap().json().await.unwrap();
     let trace_id = echoed["headers"]["traceparent"].as_str().unwrap().split('-').nth(1).unwrap().to_owned();
