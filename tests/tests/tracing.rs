@@ -249,3 +249,25 @@ async fn the_control_plane_traces_admin_requests() {
     let all = receiver.spans().await;
     assert!(all.iter().all(|span| span.name == "publish" || span.kind == "SPAN_KIND_SERVER"), "{all:#?}");
 }
+
+#[tokio::test]
+async fn a_grpc_call_through_the_gateway_is_a_span_named_by_its_method() {
+    use portico_test_support::GrpcUpstream;
+    use portico_test_support::grpc::echo::SayRequest;
+    use portico_test_support::grpc::echo::echo_client::EchoClient;
+
+    let receiver = OtlpReceiver::start().await;
+    let echo = GrpcUpstream::start().await;
+    let config = json!({"services": [{"name": "echo", "protocol": "grpc", "targets": [{"url": echo.url()}]}],
+        "routes": [{"name": "grpc", "service": "echo", "paths": ["/echo.v1.Echo"], "strip_path": false}]});
+    let (_db, _cp, dp) = serve_config(&config, &["--otlp-endpoint", &receiver.grpc_endpoint()]).await;
+    let channel = tonic::transport::Endpoint::from_shared(dp.proxy_url.clone()).unwrap().connect().await.unwrap();
+    let reply = EchoClient::new(channel).say(SayRequest { text: "traced".into(), delay_ms: 0 }).await.unwrap();
+    assert_eq!(reply.into_inner().text, "traced");
+    let spans = receiver.wait_for_spans(DEADLINE, |spans| spans.len() >= 2).await;
+    let call = by_kind(&spans, "SPAN_KIND_CLIENT")[0];
+    assert_eq!(call.name, "echo.v1.Echo/Say");
+    assert_eq!(call.attributes["rpc.system"], "grpc");
+    assert_eq!(call.attributes["rpc.method"], "echo.v1.Echo/Say");
+    assert_eq!(call.parent_span_id.as_deref(), Some(by_kind(&spans, "SPAN_KIND_SERVER")[0].span_id.as_str()));
+}

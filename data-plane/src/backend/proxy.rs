@@ -156,12 +156,18 @@ pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> 
             tried.push(picked.index());
         }
         let mut request_headers = if last || !copy_headers { headers.take() } else { headers.clone() }.unwrap_or_default();
+        // A gRPC call's span is named by its method (`pkg.Service/Method`), as OpenTelemetry's RPC conventions have it.
+        let grpc_method = upstream.is_grpc().then(|| prepared.path_and_query.path().trim_start_matches('/'));
         let traced = telemetry::upstream_try(
             &mut request_headers,
-            || format!("{} {}", prepared.method, upstream.name()),
+            || grpc_method.map_or_else(|| format!("{} {}", prepared.method, upstream.name()), str::to_owned),
             || {
                 let target = upstream.target_url(picked.index()).unwrap_or_default().to_owned();
-                vec![KeyValue::new("server.address", target), KeyValue::new("portico.try", i64::from(attempt))]
+                let mut attributes = vec![KeyValue::new("server.address", target), KeyValue::new("portico.try", i64::from(attempt))];
+                if let Some(method) = grpc_method {
+                    attributes.extend([KeyValue::new("rpc.system", "grpc"), KeyValue::new("rpc.method", method.to_owned())]);
+                }
+                attributes
             },
         );
         let request = request(&picked, &prepared.method, &prepared.path_and_query, request_headers, prepared.host.as_ref(), body.next());
