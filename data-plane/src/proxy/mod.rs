@@ -146,11 +146,9 @@ pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, peer: &Pee
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     span.record("status", status.as_u16());
-    let exemplar = trace
-        .as_ref()
-        .map(|span| span.context().span().span_context().clone())
-        .filter(|trace| trace.is_sampled())
-        .map(|trace| trace.trace_id());
+    // Only spans this node records and sends are exemplars.
+    let exemplar =
+        trace.as_ref().map(|span| span.context().span()).filter(|span| span.is_recording()).map(|span| span.span_context().trace_id());
     served.route.map_or(RouteMetrics::unmatched(), |route| &route.metrics).request_done(status, started.elapsed(), exemplar);
     if let (Some(route), Some(consumer)) = (served.route, served.consumer.take()) {
         crate::metrics::consumer_request(route.name.clone(), consumer, status);
