@@ -244,9 +244,18 @@ async fn the_control_plane_traces_admin_requests() {
     let publish = spans.iter().find(|span| span.trace_id == trace && span.kind == "SPAN_KIND_INTERNAL").unwrap();
     assert_eq!(publish.name, "publish");
     assert_eq!(publish.parent_span_id.as_deref(), Some(request.span_id.as_str()), "the publish is within the request");
-    // Nothing but admin requests and publishes is sent: not the config streams, not the exporter's own calls.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let all = receiver.spans().await;
+    // Nothing but admin requests and publishes is sent: not the config
+    // streams, not the exporter's own calls. Once a later request's span is
+    // in, so is anything exported before it.
+    let later = "6c8efff798038103d269b633813fc60d";
+    let listed = cp
+        .admin(reqwest::Method::GET, "/api/v1/gateways")
+        .header("traceparent", format!("00-{later}-eee19b7ec3c1b174-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), StatusCode::OK);
+    let all = receiver.wait_for_spans(DEADLINE, |spans| spans.iter().any(|span| span.trace_id == later)).await;
     assert!(all.iter().all(|span| span.name == "publish" || span.kind == "SPAN_KIND_SERVER"), "{all:#?}");
 }
 

@@ -16,9 +16,7 @@ use std::net::SocketAddr;
 use axum::Json;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
-use chrono::{DateTime, Utc};
-use serde::Serialize;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
 use super::AppState;
 use super::auth::Principal;
@@ -56,49 +54,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
         };
         let source = ConnectInfo::<SocketAddr>::from_request_parts(parts, state).await.ok().map(|ConnectInfo(addr)| addr.to_string());
         Ok(Self { principal, source })
-    }
-}
-
-/// One audit entry.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AuditEntry {
-    /// Grows with every entry; pass it as `before` to page from there.
-    pub id: u64,
-    pub time: DateTime<Utc>,
-    /// The token name that made the change (`bootstrap` for the
-    /// `--admin-token`, `portico` for the control plane itself).
-    pub author: String,
-    /// The client address (`ip:port`) as the admin server saw it; `null`
-    /// for changes the control plane made on its own.
-    pub source: Option<String>,
-    /// `subject.verb`, such as `service.create`, `config.replace` or `token.revoke`.
-    pub action: String,
-    /// The gateway changed; `null` for token actions.
-    pub gateway: Option<String>,
-    /// What the action was about: the token, the gateway, the entity's name
-    /// (a credential as `consumer/credential`), the version rolled back to,
-    /// or the purge (`prefix /users`); empty for a whole-config or settings
-    /// write.
-    pub target: String,
-    /// The config version the change published; `null` when it published none.
-    pub version: Option<u64>,
-    /// The `Portico-Change-Message` of the write (or a default such as `role: admin`).
-    pub message: String,
-}
-
-impl From<AuditRecord> for AuditEntry {
-    fn from(r: AuditRecord) -> Self {
-        Self {
-            id: r.id,
-            time: r.time,
-            author: r.author,
-            source: r.source,
-            action: r.action,
-            gateway: r.gateway,
-            target: r.target,
-            version: r.version,
-            message: r.message,
-        }
     }
 }
 
@@ -174,13 +129,13 @@ fn positive(field: &str, value: u64) -> Result<u64, ApiError> {
 /// The audit log, newest first: token creation and revocation, every
 /// config write, cache purges; who, when, from where.
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery),
-    responses((status = 200, body = List<AuditEntry>, description = "Newest first"),
+    responses((status = 200, body = List<AuditRecord>, description = "Newest first"),
         (status = 400, body = ErrorBody, description = "An unknown, repeated or bad parameter, named in `field`"),
         (status = 403, body = ErrorBody, description = "Not an admin token")))]
 pub(super) async fn list(
     State(state): State<AppState>,
     Query(pairs): Query<Vec<(String, String)>>,
-) -> Result<Json<List<AuditEntry>>, ApiError> {
+) -> Result<Json<List<AuditRecord>>, ApiError> {
     let query = AuditQuery::parse(pairs)?;
     let (limit, offset) = Page { limit: query.limit, offset: query.offset }.resolve()?;
     let filter = AuditFilter {
@@ -190,7 +145,7 @@ pub(super) async fn list(
         before: query.before,
     };
     let (records, total) = state.store.audit_log(&filter, limit, offset).await?;
-    Ok(Json(List::of(records.into_iter().map(AuditEntry::from).collect(), total, limit, offset)))
+    Ok(Json(List::of(records, total, limit, offset)))
 }
 
 #[cfg(test)]

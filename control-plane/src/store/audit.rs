@@ -10,7 +10,9 @@
 //! (no entry field ever carries a token, key or body).
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use sqlx::Row;
+use utoipa::ToSchema;
 
 use super::{Result, Store, StoreError, millis, to_i64, to_u64};
 use crate::metrics::StoreTimer;
@@ -32,17 +34,31 @@ pub struct Change<'a> {
     pub message: &'a str,
 }
 
-/// A stored audit entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One audit entry, as stored and as `GET /api/v1/audit` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(as = AuditEntry)]
 pub struct AuditRecord {
+    /// Grows with every entry; pass it as `before` to page from there.
     pub id: u64,
     pub time: DateTime<Utc>,
+    /// The token name that made the change (`bootstrap` for the
+    /// `--admin-token`, `portico` for the control plane itself).
     pub author: String,
+    /// The client address (`ip:port`) as the admin server saw it; `null`
+    /// for changes the control plane made on its own.
     pub source: Option<String>,
+    /// `subject.verb`, such as `service.create`, `config.replace` or `token.revoke`.
     pub action: String,
+    /// The gateway changed; `null` for token actions.
     pub gateway: Option<String>,
+    /// What the action was about: the token, the gateway, the entity's name
+    /// (a credential as `consumer/credential`), the version rolled back to,
+    /// or the purge (`prefix /users`); empty for a whole-config or settings
+    /// write.
     pub target: String,
+    /// The config version the change published; `null` when it published none.
     pub version: Option<u64>,
+    /// The `Portico-Change-Message` of the write (or a default such as `role: admin`).
     pub message: String,
 }
 
