@@ -39,7 +39,7 @@ pub use http10::Http10Upstream;
 pub use jwt::TestIdp;
 pub use node::TestNode;
 pub use otlp::OtlpReceiver;
-pub use process::{ControlPlane, DataPlane, free_port, serve_config, serve_service};
+pub use process::{ControlPlane, DataPlane, free_port, refusing_url, serve_config, serve_service};
 pub use proxy::TcpProxy;
 pub use relay::TamperingRelay;
 pub use silent::SilentUpstream;

@@ -12,6 +12,14 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind an ephemeral port").port()
 }
 
+/// A loopback URL where no server listens, so connecting is refused: port
+/// 1 (tcpmux), which nothing on a test machine serves. A free port that was
+/// just released may be taken meanwhile by another test's listener (the
+/// kernel hands ephemeral ports out again).
+pub fn refusing_url() -> String {
+    "http://127.0.0.1:1".to_owned()
+}
+
 /// Where the workspace's binaries were built (`PORTICO_BIN_DIR` overrides):
 /// the test executable sits in `target/<profile>/deps/`.
 pub fn binary(name: &str) -> PathBuf {

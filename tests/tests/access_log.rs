@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use portico_test_support::origin::Origin;
-use portico_test_support::{eventually, free_port, serve_config};
+use portico_test_support::{eventually, refusing_url, serve_config};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -71,7 +71,7 @@ fn config(origin: &Origin, dead: &str) -> Value {
 #[tokio::test]
 async fn lines_for_a_200_a_401_a_429_a_502_and_a_cache_hit_have_every_field() {
     let origin = Origin::start().await;
-    let dead = format!("http://127.0.0.1:{}", free_port());
+    let dead = refusing_url();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
     let (_db, _cp, dp) = serve_config(&config(&origin, &dead), &["--access-log", log.to_str().unwrap()]).await;

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use portico_test_support::origin::Origin;
-use portico_test_support::{ControlPlane, DocumentUpstream, SilentUpstream, TestDb, TestUpstream, eventually, free_port, serve_config};
+use portico_test_support::{ControlPlane, DocumentUpstream, SilentUpstream, TestDb, TestUpstream, eventually, refusing_url, serve_config};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -148,7 +148,7 @@ async fn an_optional_call_that_times_out_gives_a_partial_answer_at_its_timeout()
 #[tokio::test]
 async fn a_required_call_that_fails_fails_the_answer_naming_it() {
     let origin = Origin::start().await;
-    let unreachable = format!("http://127.0.0.1:{}", free_port());
+    let unreachable = refusing_url();
     // A slow optional call runs beside the failing one: a required failure does not wait for it.
     let with_orders = |orders: Value| {
         json!({"timeout_ms": 8000, "calls": [

@@ -156,7 +156,7 @@ async fn a_failing_target_opens_its_circuit_and_the_gateway_fails_fast_until_a_p
 #[tokio::test]
 async fn by_default_gets_are_retried_on_a_connect_failure_and_posts_never_repeated() {
     let alive = TestUpstream::start("a").await;
-    let dead = format!("http://127.0.0.1:{}", portico_test_support::free_port());
+    let dead = portico_test_support::refusing_url();
     // No `retries`: the defaults (two tries on a connect failure). One
     // service for GETs, one for POSTs, so each meets the dead target fresh.
     let targets = json!([{"url": alive.url()}, {"url": dead}]);
@@ -205,7 +205,7 @@ async fn by_default_gets_are_retried_on_a_connect_failure_and_posts_never_repeat
 #[tokio::test]
 async fn zero_attempts_turns_retries_off() {
     let alive = TestUpstream::start("a").await;
-    let dead = format!("http://127.0.0.1:{}", portico_test_support::free_port());
+    let dead = portico_test_support::refusing_url();
     let service = json!({"name": "app", "retries": {"attempts": 0}, "targets": [{"url": alive.url()}, {"url": dead}]});
     let (_db, _cp, dp) = serve_service(service).await;
     let mut seen = Vec::new();
@@ -218,7 +218,7 @@ async fn zero_attempts_turns_retries_off() {
 #[tokio::test]
 async fn a_dead_target_of_two_costs_no_request_and_round_robin_stops_trying_it_first() {
     let alive = TestUpstream::start("a").await;
-    let dead = format!("http://127.0.0.1:{}", portico_test_support::free_port());
+    let dead = portico_test_support::refusing_url();
     // The scenario: a quiet route, one dead target of two.
     let retries = json!({"attempts": 3, "on": ["connect-failure"]});
     let (_db, _cp, dp) = serve_service(json!({"name": "app", "retries": retries, "targets": [{"url": alive.url()}, {"url": dead}]})).await;

@@ -109,7 +109,7 @@ async fn every_data_plane_serves_a_new_route_with_clean_forwarded_headers() {
 async fn gateway_answers_its_own_errors_as_json() {
     let s = setup().await;
     let dp = data_plane(&s.cp, "dp").await;
-    let closed = format!("http://127.0.0.1:{}", free_port());
+    let closed = portico_test_support::refusing_url();
     let config = json!({
         "services": [
             {"name": "up", "targets": [{"url": s.upstream.url()}], "timeouts": {"request_ms": 300},
@@ -372,7 +372,7 @@ async fn keep_alive_and_upgraded_connections_survive_config_swaps() {
 #[tokio::test]
 async fn status_listener_reports_readiness_version_and_metrics() {
     let s = setup().await;
-    let lonely = DataPlane::start(&format!("http://127.0.0.1:{}", free_port()), &s.cp.cluster_token, "default", "lonely", None).await;
+    let lonely = DataPlane::start(&portico_test_support::refusing_url(), &s.cp.cluster_token, "default", "lonely", None).await;
     let status: Value = client().get(format!("{}/status", lonely.status_url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(status, json!({"gateway": "default", "version": null, "hash": null, "node_id": "lonely"}));
     assert_eq!(client().get(format!("{}/readyz", lonely.status_url)).send().await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use portico_test_support::otlp::{OtlpReceiver, ReceivedSpan, Transport};
-use portico_test_support::{ControlPlane, TestDb, TestUpstream, free_port, serve_config};
+use portico_test_support::{ControlPlane, TestDb, TestUpstream, refusing_url, serve_config};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -41,7 +41,7 @@ fn by_kind<'a>(spans: &'a [ReceivedSpan], kind: &str) -> Vec<&'a ReceivedSpan> {
 async fn traced_request(transport: Transport) {
     let receiver = OtlpReceiver::start().await;
     let upstream = TestUpstream::start("echo").await;
-    let dead = format!("http://127.0.0.1:{}", free_port());
+    let dead = refusing_url();
     let (endpoint, protocol) = match transport {
         Transport::Grpc => (receiver.grpc_endpoint(), "grpc"),
         Transport::Http => (receiver.http_endpoint(), "http"),
