@@ -88,7 +88,28 @@ impl JwtRule {
 }
 
 /// Verified tokens by policy id and token, until they expire; bounded.
-pub struct TokenCache(Option<moka::sync::Cache<Box<[u8]>, Arc<Verified>, foldhash::fast::RandomState>>);
+pub struct TokenCache(Option<moka::sync::Cache<TokenKey, Arc<Verified>, foldhash::fast::RandomState>>);
+
+/// A cached token's key: the policy and the whole token.
+#[derive(PartialEq, Eq, Hash)]
+struct TokenKey {
+    rule: u32,
+    token: Box<str>,
+}
+
+/// A [`TokenKey`] borrowed from the request, to look one up without
+/// copying the token (hashed and compared as the key it stands for).
+#[derive(Hash)]
+struct TokenLookup<'a> {
+    rule: u32,
+    token: &'a str,
+}
+
+impl moka::Equivalent<TokenKey> for TokenLookup<'_> {
+    fn equivalent(&self, key: &TokenKey) -> bool {
+        self.rule == key.rule && self.token == &*key.token
+    }
+}
 
 impl std::fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -98,8 +119,8 @@ impl std::fmt::Debug for TokenCache {
 
 struct UntilExpiry;
 
-impl moka::Expiry<Box<[u8]>, Arc<Verified>> for UntilExpiry {
-    fn expire_after_create(&self, _key: &Box<[u8]>, value: &Arc<Verified>, created_at: Instant) -> Option<Duration> {
+impl moka::Expiry<TokenKey, Arc<Verified>> for UntilExpiry {
+    fn expire_after_create(&self, _key: &TokenKey, value: &Arc<Verified>, created_at: Instant) -> Option<Duration> {
         Some(value.cache_until.saturating_duration_since(created_at))
     }
 }
@@ -184,9 +205,8 @@ impl JwtCredentials {
         if token.len() > MAX_TOKEN_BYTES {
             return Err("the token is too large");
         }
-        let cache_key = cache.0.as_ref().map(|_| [&rule.id.to_le_bytes()[..], token.as_bytes()].concat().into_boxed_slice());
-        if let (Some(cache), Some(key)) = (&cache.0, &cache_key)
-            && let Some(hit) = cache.get(&**key)
+        if let Some(cache) = &cache.0
+            && let Some(hit) = cache.get(&TokenLookup { rule: rule.id, token })
         {
             return if hit.expires.is_none_or(|exp| exp.saturating_add(hit.leeway) >= now()) {
                 Ok(hit)
@@ -195,8 +215,8 @@ impl JwtCredentials {
             };
         }
         let verified = Arc::new(self.verify_uncached(rule, token).await?);
-        if let (Some(cache), Some(key)) = (&cache.0, cache_key) {
-            cache.insert(key, verified.clone());
+        if let Some(cache) = &cache.0 {
+            cache.insert(TokenKey { rule: rule.id, token: token.into() }, verified.clone());
         }
         Ok(verified)
     }
@@ -313,4 +333,41 @@ fn refusal(kind: &ErrorKind) -> &'static str {
 
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portico_test_support::jwt::{mint, now as epoch_now};
+    use serde_json::json;
+
+    const SECRET: &str = "a-test-secret-of-at-least-32-bytes!";
+
+    fn credentials() -> JwtCredentials {
+        let credential: Credential = serde_json::from_value(json!({
+            "name": "jwt-test", "consumer": "c", "type": "jwt", "issuer": "test", "algorithm": "HS256", "secret": SECRET
+        }))
+        .unwrap();
+        let mut credentials = JwtCredentials::default();
+        credentials.add(&credential, 0, &mut Vec::new(), &reqwest::Client::new(), &mut Vec::new()).unwrap();
+        credentials
+    }
+
+    fn rule(id: u32, required: &[&str]) -> JwtRule {
+        let policy: JwtPolicy = serde_json::from_value(json!({ "required_claims": required })).unwrap();
+        JwtRule::new(id, &policy)
+    }
+
+    #[tokio::test]
+    async fn a_cached_token_is_found_again_for_its_policy_only() {
+        let (credentials, cache) = (credentials(), TokenCache::new(10));
+        let token = mint(Algorithm::HS256, SECRET, None, &json!({"iss": "test", "sub": "u", "exp": epoch_now() + 600}));
+        let (lenient, strict) = (rule(1, &["exp"]), rule(2, &["exp", "scope"]));
+        let first = credentials.verify(&lenient, &token, &cache).await.unwrap();
+        let again = credentials.verify(&lenient, &token, &cache).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "the second check is the cached verification");
+        assert_eq!(credentials.verify(&strict, &token, &cache).await.unwrap_err(), "the token lacks a required claim");
+        let other = mint(Algorithm::HS256, SECRET, None, &json!({"iss": "test", "sub": "v", "exp": epoch_now() + 600}));
+        assert!(!Arc::ptr_eq(&first, &credentials.verify(&lenient, &other, &cache).await.unwrap()));
+    }
 }

@@ -51,7 +51,7 @@ pub fn read_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<ResponseHea
             buf.advance(end);
             continue;
         }
-        let response = parse(buf.split_to(end).freeze())?;
+        let (response, close) = parse(buf.split_to(end).freeze())?;
         let body = match framing {
             Framing::Length(length) => Unframer::Length(length),
             Framing::Chunked => Unframer::Chunked(Chunked::new()),
@@ -64,18 +64,18 @@ pub fn read_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<ResponseHea
         let keep_alive = response.version() == Version::HTTP_11
             && !matches!(body, Unframer::UntilClose)
             && response.status() != StatusCode::SWITCHING_PROTOCOLS
-            && !says_close(response.headers());
+            && !close;
         return Ok(Some(ResponseHead { response, body, keep_alive }));
     }
 }
 
 /// Parses a head the wire rules accepted (so its lines end in `CRLF`, its
 /// status line is `HTTP/1.x NNN reason`, no line is folded), its values
-/// slices of `head`. Read here rather than by httparse: the rules' pass
-/// found the lines already, and `HeaderName`/`HeaderValue` check each
-/// name's and value's bytes as httparse would (token names, no control
-/// bytes but tab in values).
-fn parse(head: Bytes) -> Result<Response<()>, Violation> {
+/// slices of `head`, and whether a `Connection` field lists `close`. Read
+/// here rather than by httparse: the rules' pass found the lines already,
+/// and `HeaderName`/`HeaderValue` check each name's and value's bytes as
+/// httparse would (token names, no control bytes but tab in values).
+fn parse(head: Bytes) -> Result<(Response<()>, bool), Violation> {
     let status_end = memchr::memchr(b'\n', &head).ok_or(Violation::StatusLine)?;
     let (version, code) = (head[7], &head[9..12]);
     let code = code.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
@@ -85,6 +85,7 @@ fn parse(head: Bytes) -> Result<Response<()>, Violation> {
     let fields = memchr::memchr_iter(b'\n', &head).count().saturating_sub(2).min(MAX_HEADERS);
     let mut headers = HeaderMap::with_capacity(fields + 4);
     let mut at = status_end + 1;
+    let mut close = false;
     // The last line is the empty one that ends the head.
     while at + 2 < head.len() {
         let end = at + memchr::memchr(b'\n', &head[at..]).ok_or(Violation::HeaderSyntax)?;
@@ -95,6 +96,7 @@ fn parse(head: Bytes) -> Result<Response<()>, Violation> {
         }
         let name = HeaderName::from_bytes(&line[..colon]).map_err(|_| Violation::HeaderSyntax)?;
         let value = head::trim(&line[colon + 1..]);
+        close |= name == http::header::CONNECTION && lists_close(value);
         let value = HeaderValue::from_maybe_shared(head.slice_ref(value)).map_err(|_| Violation::HeaderSyntax)?;
         headers.append(name, value);
         at = end + 1;
@@ -103,15 +105,12 @@ fn parse(head: Bytes) -> Result<Response<()>, Violation> {
     *response.status_mut() = status;
     *response.version_mut() = if version == b'0' { Version::HTTP_10 } else { Version::HTTP_11 };
     *response.headers_mut() = headers;
-    Ok(response)
+    Ok((response, close))
 }
 
-/// Whether `Connection` lists `close`.
-fn says_close(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .any(|value| value.as_bytes().split(|b| *b == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close")))
+/// Whether a `Connection` value lists `close`.
+fn lists_close(value: &[u8]) -> bool {
+    value.split(|b| *b == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
 
 /// Where a response body is: what is left of it, by its framing.
@@ -282,6 +281,7 @@ mod tests {
         let keeps = |bytes: &[u8]| read(bytes, false).unwrap().unwrap().keep_alive;
         assert!(keeps(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
         assert!(!keeps(b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!keeps(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nconnection: close\r\nContent-Length: 0\r\n\r\n"));
         assert!(!keeps(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
         assert!(!keeps(b"HTTP/1.1 200 OK\r\n\r\n"), "read until close");
         assert!(!keeps(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"));

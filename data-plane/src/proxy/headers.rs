@@ -21,6 +21,9 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHORIZATION,
 ];
 
+/// The lengths of the [`HOP_BY_HOP`] names.
+const HOP_BY_HOP_LENGTHS: [usize; 6] = [2, 7, 10, 16, 17, 19];
+
 /// Headers, besides the hop-by-hop ones, that frame a message or that the
 /// gateway sets: dropped, like those, when a client spells them with other
 /// separators ([`strip_spoofed`]).
@@ -106,8 +109,7 @@ pub fn push_ip(out: &mut String, ip: std::net::IpAddr) {
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
     let mut present = 0u8;
     for name in headers.keys() {
-        // Standard names compare as one number, others as text.
-        if let Some(index) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+        if let Some(index) = hop_by_hop_index(name) {
             present |= 1 << index;
         }
     }
@@ -133,6 +135,15 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) 
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol);
     }
+}
+
+/// Where `name` is in [`HOP_BY_HOP`]: only a name as long as one of them
+/// is compared with them (most are not, and each comparison costs).
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    if !HOP_BY_HOP_LENGTHS.contains(&name.as_str().len()) {
+        return None;
+    }
+    HOP_BY_HOP.iter().position(|hop| hop == name)
 }
 
 /// `websocket` when the request asks to upgrade to it (`Connection:
@@ -294,6 +305,13 @@ pub fn append_vary(headers: &mut HeaderMap, names: &HeaderValue) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_hop_by_hop_name_has_a_listed_length() {
+        for (index, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(name), Some(index), "{name}");
+        }
+    }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         pairs.iter().map(|(k, v)| (HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap())).collect()

@@ -359,6 +359,15 @@ impl Upstream {
     /// retry already tried) while there are others, and among those, targets
     /// that did not refuse a connection lately ([`ConnectBackoff`]).
     pub fn pick_avoiding(&self, hash_value: Option<&[u8]>, avoid: &[usize]) -> Result<Picked<'_>, Unavailable> {
+        // One target that no health check or breaker can rule out, and no
+        // in-flight count to take: the picks below would all end on it.
+        if let [target] = &self.targets[..]
+            && self.health.is_none()
+            && self.breakers.is_none()
+            && !matches!(self.balancer, Balancer::LeastRequests(_))
+        {
+            return Ok(Picked { target, index: 0, _in_flight: None });
+        }
         let now = now_ms();
         let healthy = |i: usize| self.health.as_ref().is_none_or(|health| health[i].is_healthy(now));
         let available = |i: usize| healthy(i) && self.breakers.as_ref().is_none_or(|breakers| breakers[i].check(now).is_ok());
