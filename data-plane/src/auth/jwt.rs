@@ -367,6 +367,10 @@ mod tests {
         let again = credentials.verify(&lenient, &token, &cache).await.unwrap();
         assert!(Arc::ptr_eq(&first, &again), "the second check is the cached verification");
         assert_eq!(credentials.verify(&strict, &token, &cache).await.unwrap_err(), "the token lacks a required claim");
+        let also_lenient = rule(3, &["exp"]);
+        let own = credentials.verify(&also_lenient, &token, &cache).await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &own), "another policy verifies the token itself");
+        assert!(Arc::ptr_eq(&own, &credentials.verify(&also_lenient, &token, &cache).await.unwrap()), "and caches it apart");
         let other = mint(Algorithm::HS256, SECRET, None, &json!({"iss": "test", "sub": "v", "exp": epoch_now() + 600}));
         assert!(!Arc::ptr_eq(&first, &credentials.verify(&lenient, &other, &cache).await.unwrap()));
     }
