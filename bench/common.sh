@@ -24,6 +24,26 @@ http { access_log off; keepalive_requests 100000000;
 CONF
 }
 
+# The proxying nginx's config, written to DIR/nginx.conf: one worker, no
+# master, no access log, upstream keep-alive (128 idle connections) to the
+# upstream at UPSTREAM_PORT, listening on PORT; EXTRA_HTTP and
+# EXTRA_SERVER are added to its http and server blocks (bench/proxies'
+# proxy_cache).
+write_nginx_proxy_conf() { # port upstream_port dir [extra_http [extra_server]]
+  local port=$1 up=$2 dir=$3 extra_http=${4:-} extra_server=${5:-}
+  cat > "$dir/nginx.conf" <<CONF
+daemon off; master_process off; worker_processes 1; pid $dir/nginx.pid; error_log $dir/nginx.err warn;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 100000000;
+  upstream app { server 127.0.0.1:$up; keepalive 128; }
+  $extra_http
+  server { listen 127.0.0.1:$port;
+    proxy_http_version 1.1; proxy_set_header Connection "";
+    location / { proxy_pass http://app; }
+    $extra_server } }
+CONF
+}
+
 # Exits unless a second GET of URL (the first one may store it) answers
 # 200 with a FIELD header that matches PATTERN (grep -E, any case):
 # a benchmark of cache hits that measured misses would say nothing.
