@@ -207,12 +207,26 @@ pub fn strip_spoofed(headers: &mut HeaderMap) {
 /// `X-Real-IP` is `client` (the socket peer, or the address found past
 /// trusted proxies); `X-Forwarded-For` gets the socket peer appended.
 pub fn add_forwarded(headers: &mut HeaderMap, peer: &Peer, client: IpAddr, proto: &'static str, host: Option<&HeaderValue>) {
-    headers.remove(header::FORWARDED);
+    // One pass over the names finds which of those read or removed below
+    // the client sent (most send none, and each lookup costs a hash).
+    let (mut forwarded, mut chained, mut forwarded_host) = (false, false, false);
+    for name in headers.keys() {
+        match name.as_str().len() {
+            9 => forwarded |= name == header::FORWARDED,
+            15 => chained |= name == FORWARDED_FOR,
+            16 => forwarded_host |= name == FORWARDED_HOST,
+            _ => {}
+        }
+    }
+    if forwarded {
+        headers.remove(header::FORWARDED);
+    }
     let real_ip = if client == peer.addr.ip() { Ok(peer.header.clone()) } else { HeaderValue::from_str(&client.to_string()) };
     if let Ok(ip) = real_ip {
         headers.insert(REAL_IP, ip);
     }
-    let previous: Vec<&str> = headers.get_all(&FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
+    let previous: Vec<&str> =
+        if chained { headers.get_all(&FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect() } else { Vec::new() };
     let chain = if previous.is_empty() {
         Ok(peer.header.clone())
     } else {
@@ -223,9 +237,14 @@ pub fn add_forwarded(headers: &mut HeaderMap, peer: &Peer, client: IpAddr, proto
     }
     headers.insert(FORWARDED_PROTO, HeaderValue::from_static(proto));
     match host {
-        Some(host) => headers.insert(FORWARDED_HOST, host.clone()),
-        None => headers.remove(FORWARDED_HOST),
-    };
+        Some(host) => {
+            headers.insert(FORWARDED_HOST, host.clone());
+        }
+        None if forwarded_host => {
+            headers.remove(FORWARDED_HOST);
+        }
+        None => {}
+    }
 }
 
 /// The client's address. Without trusted proxies, or when the socket peer
@@ -390,6 +409,20 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
+    }
+
+    #[test]
+    fn a_client_sent_forwarded_host_goes_without_a_host_and_a_first_hop_starts_the_chain() {
+        let peer = Peer::new("192.0.2.7:5000".parse().unwrap());
+        let mut h = headers(&[("x-forwarded-host", "evil.example"), ("accept", "*/*")]);
+        add_forwarded(&mut h, &peer, peer.addr.ip(), "https", None);
+        assert!(h.get("x-forwarded-host").is_none());
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["accept"], "*/*");
+        let mut h = HeaderMap::new();
+        add_forwarded(&mut h, &peer, peer.addr.ip(), "http", None);
+        assert_eq!(h.len(), 3, "x-real-ip, x-forwarded-for and x-forwarded-proto: {h:?}");
     }
 
     #[test]

@@ -12,18 +12,20 @@
 pub mod algorithm;
 pub mod batch;
 pub mod fleet;
+mod local;
 pub mod redis;
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use portico_shared::model::{BackendFailure, RateLimitBackend, RateLimitKey, RateLimitPolicy};
 use sha2::{Digest, Sha256};
 
-use self::algorithm::{Decision, Params, State};
+use self::algorithm::{Decision, Params};
 use self::fleet::FleetCount;
+use self::local::States;
 use self::redis::RedisBackend;
 use crate::auth::Identity;
 use crate::error::ProxyError;
@@ -33,7 +35,7 @@ pub const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-r
 pub const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
 /// Most keys a local limiter remembers (least recently used go first).
-const MAX_LOCAL_KEYS: u64 = 1_000_000;
+const MAX_LOCAL_KEYS: usize = 1_000_000;
 /// Longest a local key's state is kept while idle.
 const MAX_IDLE_S: f64 = 30.0 * 86_400.0;
 /// Longest key material kept as is; longer values (headers, claims) are
@@ -52,7 +54,7 @@ pub struct LimitSettings {
 /// In-memory state per key.
 struct LocalCounters {
     params: Params,
-    states: moka::sync::Cache<String, Arc<Mutex<State>>>,
+    states: States,
 }
 
 impl LocalCounters {
@@ -62,9 +64,7 @@ impl LocalCounters {
         // sliding counter looks back two windows. Capped at 30 days.
         let refill = params.window * (params.burst as f64 + 1.0) / params.limit as f64;
         let idle = (refill.max(2.0 * params.window) + 1.0).min(MAX_IDLE_S);
-        // SipHash (moka's default): clients choose these keys (`ip`, `header:`).
-        let states = moka::sync::Cache::builder().max_capacity(MAX_LOCAL_KEYS).time_to_idle(Duration::from_secs_f64(idle)).build();
-        Self { params, states }
+        Self { params, states: States::new(MAX_LOCAL_KEYS, idle) }
     }
 
     fn decide(&self, key: &str) -> Decision {
@@ -74,9 +74,7 @@ impl LocalCounters {
     /// A decision with `params` instead of its own: the same algorithm at
     /// another size, on the same counts.
     fn decide_with(&self, params: &Params, key: &str) -> Decision {
-        let state = self.states.get_with_by_ref(key, || Arc::new(Mutex::new(State::new(params))));
-        let mut state = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        state.decide(params, now())
+        self.states.decide(key, params, now())
     }
 }
 
