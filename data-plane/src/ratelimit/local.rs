@@ -4,8 +4,9 @@
 //!
 //! Written here rather than kept in a moka cache (the crate's choice for
 //! caches): moka's bookkeeping on every lookup (recording the read for its
-//! eviction policy and running its pending maintenance) cost about 700
-//! instructions per limited request, as much as the rest of the limit.
+//! eviction policy, its pending maintenance, its epoch-based table) cost
+//! about 450 instructions per limited request, three times this table's
+//! lookup (`bench/RESULTS.md`, "Optimisation history").
 //! These states need less than a cache: a lookup by a borrowed key, an idle
 //! sweep and a bound on keys. They also need admission that a cache does
 //! not promise: a new key is always kept (the least recently used keys make
