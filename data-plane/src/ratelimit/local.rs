@@ -22,9 +22,9 @@ use super::algorithm::{Decision, Params, State};
 /// Most shards a store is split into (fewer on fewer cores: each costs
 /// memory on every limited route).
 const MAX_SHARDS: usize = 64;
-/// A full shard is brought down to this fraction of its bound less one
-/// (idle keys first, then the least recently used), so that making room
-/// is rare however keys come.
+/// A full shard drops at least this fraction of its bound at once (idle
+/// keys first, then the least recently used), so that making room is rare
+/// however keys come.
 const EVICTED_PART: usize = 8;
 
 /// The states of one limit's keys.
@@ -110,9 +110,9 @@ impl Shard {
     }
 
     /// Room in a shard holding its bound of `per_shard` keys: it keeps at
-    /// most an eighth of that less one, the idle keys going first and then
-    /// the least recently used (ties broken by hash, so exactly as many go
-    /// as must).
+    /// most seven eighths of that less one, the idle keys going first and
+    /// then the least recently used (ties broken by hash, so exactly as
+    /// many go as must).
     fn make_room(&mut self, per_shard: usize, now: f64, idle: f64) {
         let keep = per_shard - per_shard / EVICTED_PART - 1;
         self.sweep(now, idle);
