@@ -211,12 +211,9 @@ pub fn add_forwarded(headers: &mut HeaderMap, peer: &Peer, client: IpAddr, proto
     // the client sent (most send none, and each lookup costs a hash).
     let (mut forwarded, mut chained, mut forwarded_host) = (false, false, false);
     for name in headers.keys() {
-        match name.as_str().len() {
-            9 => forwarded |= name == header::FORWARDED,
-            15 => chained |= name == FORWARDED_FOR,
-            16 => forwarded_host |= name == FORWARDED_HOST,
-            _ => {}
-        }
+        forwarded |= *name == header::FORWARDED;
+        chained |= *name == FORWARDED_FOR;
+        forwarded_host |= *name == FORWARDED_HOST;
     }
     if forwarded {
         headers.remove(header::FORWARDED);
