@@ -175,13 +175,16 @@ pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> 
             trail.tried(picked.index());
         }
         let sent_at = prepared.trail.map(|_| Instant::now());
-        let left = deadline.saturating_duration_since(Instant::now());
-        let per_try = plan.and_then(RetryPlan::per_try_timeout);
-        let timeout = per_try.map_or(left, |per_try| per_try.min(left));
-        // The wait that may run out is the client's, not a per-try one of the gateway's.
-        let clients_wait = clients_deadline && per_try.is_none_or(|per_try| per_try >= left);
+        // A try ends at the request's deadline, or sooner by a per-try
+        // limit (only then is the clock read here). The wait that may run
+        // out is the client's when the try ends at its deadline.
+        let try_deadline = match plan.and_then(RetryPlan::per_try_timeout) {
+            None => deadline,
+            Some(per_try) => Instant::now().checked_add(per_try).map_or(deadline, |ends| ends.min(deadline)),
+        };
+        let clients_wait = clients_deadline && try_deadline == deadline;
         // Boxed, as each level of the pipeline (see `proxy::handle`).
-        let sent = tokio::time::timeout(timeout, Box::pin(upstream.send(&picked, request))).await;
+        let sent = tokio::time::timeout_at(try_deadline.into(), Box::pin(upstream.send(&picked, request))).await;
         if let Some(span) = traced {
             match &sent {
                 Ok(Ok((response, _))) => span.end_answered(response.status()),
@@ -202,8 +205,7 @@ pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> 
                     upstream.record(&picked, !status.is_server_error());
                     Outcome::Status(status.as_u16())
                 };
-                let time_left = Instant::now() < deadline;
-                if !last && time_left && headers.is_some() && plan.is_some_and(|p| p.retry(outcome)) {
+                if !last && Instant::now() < deadline && headers.is_some() && plan.is_some_and(|p| p.retry(outcome)) {
                     tracing::debug!(attempt, %status, ?outcome, "retrying");
                     continue;
                 }

@@ -125,6 +125,46 @@ pub(super) struct Head<'a> {
     /// The request or status line.
     start_line: &'a [u8],
     fields: Fields<'a>,
+    pub(super) lines: Lines,
+}
+
+/// Where a head's lines end, as its one pass found them, so that its
+/// parser need not look for them again: how many lines come before the
+/// empty one that ends the head (the start line is the first), and the
+/// offset in the buffer of the `LF` of each of the first [`Lines::KEPT`].
+#[derive(Debug)]
+pub(super) struct Lines {
+    ends: [u32; Lines::KEPT],
+    kept: usize,
+    count: usize,
+}
+
+impl Lines {
+    /// As many as most responses have: few enough to stay cheap to make
+    /// and to move (each head read makes one).
+    const KEPT: usize = 16;
+
+    fn new() -> Self {
+        Self { ends: [0; Self::KEPT], kept: 0, count: 0 }
+    }
+
+    fn push(&mut self, lf: usize) {
+        if let (true, Some(end), Ok(lf)) = (self.kept == self.count, self.ends.get_mut(self.count), u32::try_from(lf)) {
+            *end = lf;
+            self.kept += 1;
+        }
+        self.count += 1;
+    }
+
+    /// The lines before the empty one, the start line included.
+    pub(super) fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The offset of line `index`'s `LF`, when it is kept.
+    pub(super) fn end(&self, index: usize) -> Option<usize> {
+        self.ends[..self.kept].get(index).map(|&end| end as usize)
+    }
 }
 
 /// Reads the head at the start of `buf`, line by line in one pass, with
@@ -134,7 +174,7 @@ pub(super) struct Head<'a> {
 /// the verdict never depends on how the stream was cut.
 pub(super) fn read(buf: &[u8], side: Side) -> Result<Option<Head<'_>>, Violation> {
     let start = leading_empty_lines(buf, side);
-    let (mut line_start, mut start_line, mut fields) = (start, None, Fields::default());
+    let (mut line_start, mut start_line, mut fields, mut lines) = (start, None, Fields::default(), Lines::new());
     let mut refused = None;
     for at in memchr::memchr_iter(b'\n', &buf[start..]) {
         let at = at + start;
@@ -143,6 +183,9 @@ pub(super) fn read(buf: &[u8], side: Side) -> Result<Option<Head<'_>>, Violation
         }
         let line = &buf[line_start..at - 1];
         line_start = at + 1;
+        if start_line.is_none() || !line.is_empty() {
+            lines.push(at);
+        }
         match start_line {
             None => start_line = Some(line),
             Some(start_line) if line.is_empty() => {
@@ -152,7 +195,7 @@ pub(super) fn read(buf: &[u8], side: Side) -> Result<Option<Head<'_>>, Violation
                 if fields.chunked && fields.content_length.is_some() {
                     return Err(Violation::LengthAndChunked);
                 }
-                return Ok(Some(Head { span: start..at + 1, start_line, fields }));
+                return Ok(Some(Head { span: start..at + 1, start_line, fields, lines }));
             }
             Some(_) if refused.is_none() => refused = fields.add(line).err(),
             Some(_) => {}

@@ -16,7 +16,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Version};
 
 use super::chunked::{Chunked, Piece};
-use super::head::{self, Framing, Side};
+use super::head::{self, Framing, Lines, Side};
 use super::{MAX_RESPONSE_HEAD, Violation};
 
 /// Most header fields in a response head (as many as a request may have,
@@ -39,8 +39,8 @@ pub struct ResponseHead {
 /// while the head is not complete.
 pub fn read_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<ResponseHead>, Violation> {
     loop {
-        let (end, framing) = match head::read(buf, Side::Upstream)? {
-            Some(head) => (head.span.end, head::response(&head, to_head)?),
+        let (end, framing, lines) = match head::read(buf, Side::Upstream)? {
+            Some(head) => (head.span.end, head::response(&head, to_head)?, head.lines),
             None if buf.len() > MAX_RESPONSE_HEAD => return Err(Violation::HeadTooLarge),
             None => return Ok(None),
         };
@@ -51,7 +51,7 @@ pub fn read_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<ResponseHea
             buf.advance(end);
             continue;
         }
-        let (response, close) = parse(buf.split_to(end).freeze())?;
+        let (response, close) = parse(buf.split_to(end).freeze(), &lines)?;
         let body = match framing {
             Framing::Length(length) => Unframer::Length(length),
             Framing::Chunked => Unframer::Chunked(Chunked::new()),
@@ -72,28 +72,28 @@ pub fn read_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<ResponseHea
 /// Parses a head the wire rules accepted (so its lines end in `CRLF`, its
 /// status line is `HTTP/1.x NNN reason`, no line is folded), its values
 /// slices of `head`, and whether a `Connection` field lists `close`. Read
-/// here rather than by httparse: the rules' pass found the lines already,
-/// and `HeaderName`/`HeaderValue` check each name's and value's bytes as
+/// here rather than by httparse: the rules' pass found the lines already
+/// (`lines`: where they end, from the head's start), and
+/// `HeaderName`/`HeaderValue` check each name's and value's bytes as
 /// httparse would (token names, no control bytes but tab in values).
-fn parse(head: Bytes) -> Result<(Response<()>, bool), Violation> {
-    let status_end = memchr::memchr(b'\n', &head).ok_or(Violation::StatusLine)?;
+fn parse(head: Bytes, lines: &Lines) -> Result<(Response<()>, bool), Violation> {
     let (version, code) = (head[7], &head[9..12]);
     let code = code.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
     let status = StatusCode::from_u16(code).map_err(|_| Violation::StatusLine)?;
-    // One line end for the status line and one for the end of the head;
-    // room for the few the gateway adds (request id, rate limits, …).
-    let fields = memchr::memchr_iter(b'\n', &head).count().saturating_sub(2).min(MAX_HEADERS);
-    let mut headers = HeaderMap::with_capacity(fields + 4);
-    let mut at = status_end + 1;
+    if lines.count() > MAX_HEADERS + 1 {
+        return Err(Violation::HeadTooLarge);
+    }
+    // Room for the few the gateway adds (request id, rate limits, …).
+    let mut headers = HeaderMap::with_capacity(lines.count() - 1 + 4);
+    let mut at = lines.end(0).ok_or(Violation::StatusLine)? + 1;
     let mut close = false;
-    // The last line is the empty one that ends the head.
-    while at + 2 < head.len() {
-        let end = at + memchr::memchr(b'\n', &head[at..]).ok_or(Violation::HeaderSyntax)?;
+    for index in 1..lines.count() {
+        let end = match lines.end(index) {
+            Some(end) => end,
+            None => at + memchr::memchr(b'\n', &head[at..]).ok_or(Violation::HeaderSyntax)?,
+        };
         let line = &head[at..end - 1];
         let colon = memchr::memchr(b':', line).ok_or(Violation::HeaderSyntax)?;
-        if headers.len() == MAX_HEADERS {
-            return Err(Violation::HeadTooLarge);
-        }
         let name = HeaderName::from_bytes(&line[..colon]).map_err(|_| Violation::HeaderSyntax)?;
         let value = head::trim(&line[colon + 1..]);
         close |= name == http::header::CONNECTION && lists_close(value);
@@ -274,6 +274,21 @@ mod tests {
         assert_eq!(head.response.status(), StatusCode::CREATED);
         assert_eq!(head.response.headers().get_all("x-a").iter().collect::<Vec<_>>(), ["1", "2"]);
         assert!(head.keep_alive && head.body.is_end());
+    }
+
+    #[test]
+    fn a_head_of_more_lines_than_the_rules_pass_keeps_is_read_whole() {
+        let mut bytes = b"HTTP/1.1 200 OK\r\n".to_vec();
+        bytes.extend((0..40).flat_map(|i| format!("X-{i}: value {i}\r\n").into_bytes()));
+        bytes.extend_from_slice(b"Connection: close\r\nContent-Length: 2\r\n\r\nok");
+        let head = read(&bytes, false).unwrap().unwrap();
+        let headers = head.response.headers();
+        assert_eq!(headers.len(), 42);
+        for i in 0..40 {
+            assert_eq!(headers[format!("x-{i}")], format!("value {i}"));
+        }
+        assert!(!head.keep_alive, "the Connection line after the kept ones is read");
+        assert_eq!(head.body.remaining(), Some(2));
     }
 
     #[test]
