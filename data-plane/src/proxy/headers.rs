@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 use crate::error::ProxyError;
@@ -113,20 +113,26 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) 
             present |= 1 << index;
         }
     }
-    if present & 1 != 0 {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .map(<[u8]>::trim_ascii)
-            .filter(|token| !["close", "keep-alive", "upgrade"].iter().any(|common| token.eq_ignore_ascii_case(common.as_bytes())))
-            .filter_map(|name| HeaderName::from_bytes(name).ok())
-            .collect();
+    // `Connection` (the first) goes with its values, read as it is removed.
+    if present & 1 != 0
+        && let Entry::Occupied(connection) = headers.entry(header::CONNECTION)
+    {
+        let mut named = Vec::new();
+        for value in connection.remove_entry_mult().1 {
+            named.extend(
+                value
+                    .as_bytes()
+                    .split(|b| *b == b',')
+                    .map(<[u8]>::trim_ascii)
+                    .filter(|token| !["close", "keep-alive", "upgrade"].iter().any(|common| token.eq_ignore_ascii_case(common.as_bytes())))
+                    .filter_map(|name| HeaderName::from_bytes(name).ok()),
+            );
+        }
         for name in named {
             headers.remove(name);
         }
     }
-    for (index, name) in HOP_BY_HOP.iter().enumerate() {
+    for (index, name) in HOP_BY_HOP.iter().enumerate().skip(1) {
         if present & (1 << index) != 0 {
             headers.remove(name);
         }
@@ -151,14 +157,17 @@ fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
 /// would open a tunnel past routing) are not passed on: the request goes
 /// upstream as a plain one.
 pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
-    let asks = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    // `Upgrade` first: most requests have none, and then `Connection` is not looked up.
     let websocket = headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
-    (asks && websocket).then(|| HeaderValue::from_static("websocket"))
+    let asks = || {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+    };
+    (websocket && asks()).then(|| HeaderValue::from_static("websocket"))
 }
 
 /// Refuses request heads with more than [`MAX_HEADERS`] fields or
