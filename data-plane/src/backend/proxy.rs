@@ -205,7 +205,7 @@ pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> 
                     upstream.record(&picked, !status.is_server_error());
                     Outcome::Status(status.as_u16())
                 };
-                if !last && Instant::now() < deadline && headers.is_some() && plan.is_some_and(|p| p.retry(outcome)) {
+                if !last && headers.is_some() && Instant::now() < deadline && plan.is_some_and(|p| p.retry(outcome)) {
                     tracing::debug!(attempt, %status, ?outcome, "retrying");
                     continue;
                 }

@@ -40,7 +40,11 @@ pub struct ResponseHead {
 pub fn read_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<ResponseHead>, Violation> {
     loop {
         let (end, framing, lines) = match head::read(buf, Side::Upstream)? {
-            Some(head) => (head.span.end, head::response(&head, to_head)?, head.lines),
+            Some(head) => {
+                // A response has no leading empty lines: its line ends are offsets in the head.
+                debug_assert_eq!(head.span.start, 0);
+                (head.span.end, head::response(&head, to_head)?, head.lines)
+            }
             None if buf.len() > MAX_RESPONSE_HEAD => return Err(Violation::HeadTooLarge),
             None => return Ok(None),
         };
@@ -289,6 +293,18 @@ mod tests {
         }
         assert!(!head.keep_alive, "the Connection line after the kept ones is read");
         assert_eq!(head.body.remaining(), Some(2));
+        // After an interim head, the final one's lines are its own.
+        let mut interim = b"HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n".to_vec();
+        interim.extend_from_slice(&bytes);
+        let head = read(&interim, false).unwrap().unwrap();
+        assert_eq!(head.response.headers().len(), 42);
+        assert!(!head.response.headers().contains_key("x-interim"));
+        assert_eq!(head.response.headers()["x-39"], "value 39");
+        // As many fields as a head may have.
+        let mut most = b"HTTP/1.1 200 OK\r\n".to_vec();
+        most.extend((1..MAX_HEADERS).flat_map(|i| format!("X-{i}: v\r\n").into_bytes()));
+        most.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+        assert_eq!(read(&most, false).unwrap().unwrap().response.headers().len(), MAX_HEADERS);
     }
 
     #[test]
