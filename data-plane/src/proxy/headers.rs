@@ -159,15 +159,17 @@ fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
 pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
     // `Upgrade` first: most requests have none, and then `Connection` is not looked up.
     let websocket = headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
-    let asks = || {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
-    };
-    (websocket && asks()).then(|| HeaderValue::from_static("websocket"))
+    (websocket && lists_token(headers, header::CONNECTION, "upgrade")).then(|| HeaderValue::from_static("websocket"))
+}
+
+/// Whether the comma-separated field `name` (all its lines) lists `token`, in any case.
+pub fn lists_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|listed| listed.trim().eq_ignore_ascii_case(token))
 }
 
 /// Refuses request heads with more than [`MAX_HEADERS`] fields or

@@ -97,12 +97,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 fn no_transform(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|directive| directive.trim().eq_ignore_ascii_case("no-transform"))
+    crate::proxy::headers::lists_token(headers, header::CACHE_CONTROL, "no-transform")
 }
 
 /// Readies a request whose response a body transform will shape, so that
