@@ -1,6 +1,7 @@
 //! The bodies that cross the proxy, as concrete types rather than boxed
 //! trait objects (two allocations and dynamic calls less per request):
-//! requests go upstream as the client's body under a size limit (or kept
+//! requests come from hyper's server, or without a body from Portico's own
+//! ([`RequestBody`]), and go upstream as the client's body under a size limit (or kept
 //! whole for retries), responses are the upstream's body (perhaps being
 //! stored by the response cache as it passes) or one the gateway wrote
 //! itself.
@@ -27,6 +28,41 @@ use crate::upstream::{self, Lease};
 /// The error type of proxied bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A client's request body: none (a request that Portico's own HTTP/1
+/// server read, [`crate::http1::server`], has none), or the body hyper's
+/// server reads.
+#[derive(Debug)]
+pub enum RequestBody {
+    Empty,
+    Hyper(Incoming),
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Empty => Poll::Ready(None),
+            Self::Hyper(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Empty => true,
+            Self::Hyper(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Empty => SizeHint::with_exact(0),
+            Self::Hyper(body) => body.size_hint(),
+        }
+    }
+}
+
 /// A request body on its way upstream: the client's, streamed under a size
 /// limit, or one kept whole so that a retry can send it again.
 #[derive(Debug)]
@@ -34,7 +70,7 @@ pub enum UpstreamBody {
     /// `waiting` tells whether the upload is held up by the client (absent
     /// when the body is already complete).
     Streamed {
-        body: Limited<Incoming>,
+        body: Limited<RequestBody>,
         waiting: Option<Arc<ClientWait>>,
     },
     Kept(Full<Bytes>),
@@ -48,7 +84,7 @@ pub enum UpstreamBody {
 
 impl UpstreamBody {
     /// The client's body, streamed, at most `limit` bytes.
-    pub fn streamed(body: Incoming, limit: usize) -> Self {
+    pub fn streamed(body: RequestBody, limit: usize) -> Self {
         let waiting = (!body.is_end_stream()).then(Arc::default);
         Self::Streamed { body: Limited::new(body, limit), waiting }
     }

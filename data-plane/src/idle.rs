@@ -132,15 +132,15 @@ impl Drop for Counted {
 /// Runs `connection` until it ends, or until it has had no request in
 /// flight for `idle`.
 pub async fn until_idle<F: Future>(connection: F, activity: Arc<Activity>, idle: Duration) {
-    until_quiet(connection, activity, || idle).await;
+    let _ = until_quiet(connection, activity, || idle).await;
 }
 
-/// Runs `connection` until it ends, or until it has had no request in
-/// flight for as long as `limit()` says when asked (a client connection's
-/// limit is shorter once it turns out to speak HTTP/1: the header read
-/// timeout, see `server.rs`). The clock is read when a request ends and
-/// when the one timer per connection fires, never per read.
-pub async fn until_quiet<F: Future>(connection: F, activity: Arc<Activity>, limit: impl Fn() -> Duration) {
+/// Runs `connection` until it ends (giving its output), or until it has
+/// had no request in flight for as long as `limit()` says when asked (a
+/// client connection's limit is shorter once it turns out to speak HTTP/1:
+/// the header read timeout, see `server.rs`). The clock is read when a
+/// request ends and when the one timer per connection fires, never per read.
+pub async fn until_quiet<F: Future>(connection: F, activity: Arc<Activity>, limit: impl Fn() -> Duration) -> Option<F::Output> {
     tokio::pin!(connection);
     loop {
         let limit_ms = u64::try_from(limit().as_millis()).unwrap_or(u64::MAX);
@@ -148,17 +148,17 @@ pub async fn until_quiet<F: Future>(connection: F, activity: Arc<Activity>, limi
         let busy = activity.in_flight.load(Ordering::Relaxed) > 0;
         if !busy && quiet >= limit_ms {
             tracing::debug!(quiet_ms = quiet, "closing a connection with no request in flight");
-            return;
+            return None;
         }
         let wait = if busy { limit_ms } else { limit_ms - quiet };
-        if let Woke::Finished = connection_or_timer(connection.as_mut(), Duration::from_millis(wait)).await {
-            return;
+        if let Woke::Finished(output) = connection_or_timer(connection.as_mut(), Duration::from_millis(wait)).await {
+            return Some(output);
         }
     }
 }
 
-enum Woke {
-    Finished,
+enum Woke<T> {
+    Finished(T),
     Timer,
 }
 
@@ -167,12 +167,12 @@ enum Woke {
 /// only asks whether it has fired (its registration wakes the task when it
 /// does), where polling it again on every wake would cost a timer poll per
 /// read and write.
-async fn connection_or_timer<F: Future>(mut connection: Pin<&mut F>, wait: Duration) -> Woke {
+async fn connection_or_timer<F: Future>(mut connection: Pin<&mut F>, wait: Duration) -> Woke<F::Output> {
     let mut timer = std::pin::pin!(tokio::time::sleep(wait));
     let mut registered = false;
     std::future::poll_fn(|cx| {
-        if connection.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Woke::Finished);
+        if let Poll::Ready(output) = connection.as_mut().poll(cx) {
+            return Poll::Ready(Woke::Finished(output));
         }
         if registered {
             return if timer.is_elapsed() { Poll::Ready(Woke::Timer) } else { Poll::Pending };

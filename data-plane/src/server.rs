@@ -4,23 +4,28 @@
 //! requests finish (bounded) and their access log lines be written.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use portico_shared::secret::KeyHasher;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 
 use crate::access_log::{AccessLog, Destination, TlsInfo};
 use crate::auth::AuthSettings;
+use crate::body::RequestBody;
 use crate::cache::SnapshotCache;
 use crate::config_client::ConfigClient;
-use crate::http1::{Guarded, Verdicts};
+use crate::http1::server::Ended;
+use crate::http1::{self, Guarded, Verdict, Verdicts};
 use crate::idle::{Activity, Counted, until_quiet};
 use crate::proxy::headers::Peer;
 use crate::ratelimit::LimitSettings;
@@ -263,24 +268,8 @@ pub async fn serve_proxy(
     options: ServeOptions,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // The header read timeout is kept by `until_quiet` (see `crate::idle`).
-    builder.http1().header_read_timeout(None).max_buf_size(CODEC_MAX_HEADER_BYTES);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(h2_limits::MAX_CONCURRENT_STREAMS)
-        .max_header_list_size(h2_limits::MAX_HEADER_LIST_SIZE)
-        .max_pending_accept_reset_streams(h2_limits::MAX_PENDING_ACCEPT_RESET_STREAMS)
-        .max_local_error_reset_streams(h2_limits::MAX_LOCAL_ERROR_RESET_STREAMS)
-        .initial_stream_window_size(h2_limits::INITIAL_STREAM_WINDOW)
-        .initial_connection_window_size(h2_limits::INITIAL_CONNECTION_WINDOW)
-        .adaptive_window(h2_limits::ADAPTIVE_WINDOW)
-        .max_frame_size(h2_limits::MAX_FRAME_SIZE)
-        .max_send_buf_size(h2_limits::MAX_SEND_BUF_SIZE)
-        .keep_alive_interval(h2_limits::KEEP_ALIVE_INTERVAL)
-        .keep_alive_timeout(h2_limits::KEEP_ALIVE_TIMEOUT);
-    let graceful = GracefulShutdown::new();
+    let builders = Builders::new();
+    let connections = TaskTracker::new();
     loop {
         let (stream, client) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -294,9 +283,9 @@ pub async fn serve_proxy(
             () = stopped(&mut stop) => break,
         };
         let _ = stream.set_nodelay(true);
-        let (node, builder, watcher, tls) = (node.clone(), builder.clone(), graceful.watcher(), tls.clone());
+        let (node, builders, tls, stop) = (node.clone(), builders.clone(), tls.clone(), stop.clone());
         let (first_byte, idle) = (options.header_read_timeout, options.client_idle);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let activity = Activity::new();
             let verdicts = Verdicts::new();
             let protocol = verdicts.clone();
@@ -305,15 +294,13 @@ pub async fn serve_proxy(
             // (from the end of its last response, however the head's bytes
             // trickle in); HTTP/2 connections have the idle one.
             let quiet_limit = move || if protocol.http1() { first_byte.min(idle) } else { idle };
+            let connection = Connection { builders, stop, activity: activity.clone(), verdicts };
             if let Some(acceptor) = tls {
                 // The handshake must be done within the header read timeout.
                 let Ok(Ok(stream)) = tokio::time::timeout(first_byte, acceptor.accept(stream)).await else { return };
                 activity.restart();
                 let peer = Peer::new(client).with_tls(TlsInfo::of(stream.get_ref().1));
-                let service = proxy_service(node, peer, activity.clone(), verdicts.clone());
-                let connection = watcher
-                    .watch(builder.serve_connection_with_upgrades(TokioIo::new(Guarded::client(stream, verdicts)), service).into_owned());
-                until_quiet(connection, activity, quiet_limit).await;
+                connection.serve(stream, Responder::new(node, peer, activity), quiet_limit).await;
                 return;
             }
             // The protocol-sniffing read has no timeout of its own: a client
@@ -323,15 +310,13 @@ pub async fn serve_proxy(
                 return;
             }
             activity.restart();
-            let service = proxy_service(node, Peer::new(client), activity.clone(), verdicts.clone());
-            let connection = watcher
-                .watch(builder.serve_connection_with_upgrades(TokioIo::new(Guarded::client(stream, verdicts)), service).into_owned());
-            until_quiet(connection, activity, quiet_limit).await;
+            connection.serve(stream, Responder::new(node, Peer::new(client), activity), quiet_limit).await;
         });
     }
     drop(listener);
+    connections.close();
     let drained = async {
-        graceful.shutdown().await;
+        connections.wait().await;
         node.tunnels.closed().await;
     };
     if tokio::time::timeout(options.drain, drained).await.is_err() {
@@ -339,27 +324,119 @@ pub async fn serve_proxy(
     }
 }
 
-/// The service of one client connection from `peer`: each request goes
-/// through the pipeline, counted in flight on `activity` until its
-/// response body is done (and then logged, if it is to be).
-fn proxy_service(
-    node: Arc<NodeState>,
-    peer: Peer,
+/// hyper's servers, for the requests Portico's own HTTP/1 server leaves to
+/// them: from a connection's start (which may be HTTP/2), or after
+/// requests it served (HTTP/1 only: the HTTP/2 preface is no request there).
+#[derive(Clone)]
+struct Builders {
+    auto: auto::Builder<TokioExecutor>,
+    http1: hyper::server::conn::http1::Builder,
+}
+
+impl Builders {
+    fn new() -> Self {
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        // The header read timeout is kept by `until_quiet` (see `crate::idle`).
+        auto.http1().header_read_timeout(None).max_buf_size(CODEC_MAX_HEADER_BYTES);
+        auto.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(h2_limits::MAX_CONCURRENT_STREAMS)
+            .max_header_list_size(h2_limits::MAX_HEADER_LIST_SIZE)
+            .max_pending_accept_reset_streams(h2_limits::MAX_PENDING_ACCEPT_RESET_STREAMS)
+            .max_local_error_reset_streams(h2_limits::MAX_LOCAL_ERROR_RESET_STREAMS)
+            .initial_stream_window_size(h2_limits::INITIAL_STREAM_WINDOW)
+            .initial_connection_window_size(h2_limits::INITIAL_CONNECTION_WINDOW)
+            .adaptive_window(h2_limits::ADAPTIVE_WINDOW)
+            .max_frame_size(h2_limits::MAX_FRAME_SIZE)
+            .max_send_buf_size(h2_limits::MAX_SEND_BUF_SIZE)
+            .keep_alive_interval(h2_limits::KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(h2_limits::KEEP_ALIVE_TIMEOUT);
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1.header_read_timeout(None).max_buf_size(CODEC_MAX_HEADER_BYTES);
+        Self { auto, http1 }
+    }
+}
+
+/// One client connection, until it closes.
+struct Connection {
+    builders: Builders,
+    stop: watch::Receiver<bool>,
     activity: Arc<Activity>,
     verdicts: Arc<Verdicts>,
-) -> impl hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<Counted>, Error = Infallible, Future: Send>
-+ Clone {
-    let peer = Arc::new(peer);
-    service_fn(move |request| {
-        let (node, peer, in_flight) = (node.clone(), peer.clone(), activity.start());
-        let verdict = verdicts.next_request();
+}
+
+impl Connection {
+    /// Serves `io`'s requests with Portico's own HTTP/1 server
+    /// ([`crate::http1::server`]) until one comes that hyper's server is to
+    /// serve, which then serves the rest; `quiet_limit` closes the
+    /// connection once it has had no request in flight for that long. Once
+    /// the node stops, requests in flight finish and the connection closes.
+    async fn serve<IO>(self, io: IO, responder: Responder, quiet_limit: impl Fn() -> Duration)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Self { builders, stop, activity, verdicts } = self;
+        // Every request it serves kept the wire rules (it checks them itself).
+        let own = http1::server::serve(io, |request| responder.respond(request, Verdict::Pass), stop.clone());
+        let Some(Ended::HandOff { io, opening }) = until_quiet(own, activity.clone(), &quiet_limit).await else { return };
+        let service = {
+            let verdicts = verdicts.clone();
+            service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let respond = responder.respond(request.map(RequestBody::Hyper), verdicts.next_request());
+                async move { Ok::<_, Infallible>(respond.await) }
+            })
+        };
+        if opening {
+            let io = TokioIo::new(Guarded::client(io, verdicts));
+            let connection = builders.auto.serve_connection_with_upgrades(io, service);
+            let _ = until_quiet(until_stopped(connection, stop, |c| c.graceful_shutdown()), activity, quiet_limit).await;
+        } else {
+            let io = TokioIo::new(Guarded::resumed_client(io, verdicts));
+            let connection = builders.http1.serve_connection(io, service).with_upgrades();
+            let _ = until_quiet(until_stopped(connection, stop, |c| c.graceful_shutdown()), activity, quiet_limit).await;
+        }
+    }
+}
+
+/// Runs a hyper server `connection` until it ends; once `stop` turns true
+/// it is asked (`shutdown`) to finish the requests in flight and close.
+async fn until_stopped<C: Future>(connection: C, mut stop: watch::Receiver<bool>, shutdown: impl FnOnce(Pin<&mut C>)) {
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        () = stopped(&mut stop) => shutdown(connection.as_mut()),
+    }
+    let _ = connection.await;
+}
+
+/// Answers the requests of one client connection from `peer` through the
+/// pipeline, each counted in flight on `activity` until its response body
+/// is done (and then logged, if it is to be).
+#[derive(Clone)]
+struct Responder {
+    node: Arc<NodeState>,
+    peer: Arc<Peer>,
+    activity: Arc<Activity>,
+}
+
+impl Responder {
+    fn new(node: Arc<NodeState>, peer: Peer, activity: Arc<Activity>) -> Self {
+        Self { node, peer: Arc::new(peer), activity }
+    }
+
+    fn respond(
+        &self,
+        request: http::Request<RequestBody>,
+        verdict: Verdict,
+    ) -> impl Future<Output = http::Response<Counted>> + Send + use<> {
+        let (node, peer, in_flight) = (self.node.clone(), self.peer.clone(), self.activity.start());
         async move {
-            // Boxed once here: hyper moves the service's future as it
+            // Boxed once here: the server moves the request's future as it
             // stores and polls it, and the proxy's is several KiB.
             let (response, epilogue) = Box::pin(crate::proxy::handle(node, request, &peer, verdict)).await;
-            Ok::<_, Infallible>(response.map(|body| Counted::new(body, in_flight, epilogue)))
+            response.map(|body| Counted::new(body, in_flight, epilogue))
         }
-    })
+    }
 }
 
 /// TLS towards the control plane, from the flags.

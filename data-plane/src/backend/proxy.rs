@@ -17,11 +17,10 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 
 use super::retry::{MAX_KEPT_BODY, Outcome, RetryPlan};
 use crate::backend::aggregate::AggregateInput;
-use crate::body::{ClientBodyError, ClientWait, UpstreamBody};
+use crate::body::{ClientBodyError, ClientWait, RequestBody, UpstreamBody};
 use crate::error::ProxyError;
 use crate::telemetry;
 use crate::upstream::{self, Lease, Picked, SendError, Unavailable, Upstream, grpc};
@@ -73,7 +72,7 @@ pub struct Prepared<'a> {
 /// The request body as the pipeline hands it on: the client's, or one a
 /// transform rewrote (whole, so any try may send it).
 pub enum ClientBody {
-    Stream(Incoming),
+    Stream(RequestBody),
     Whole(Bytes),
     /// Readied for the upstream already (translated as it streams): sent once, never retried.
     Once(UpstreamBody),
@@ -369,7 +368,7 @@ enum Kept {
 
 /// Keeps a body that declares at most [`MAX_KEPT_BODY`] bytes (or is
 /// empty); a larger or undeclared one streams (and is not retried).
-async fn keep(body: Incoming, limit: usize, max_body: u64) -> Result<Kept, ProxyError> {
+async fn keep(body: RequestBody, limit: usize, max_body: u64) -> Result<Kept, ProxyError> {
     use hyper::body::Body as _;
     let declared = body.size_hint().exact();
     if !body.is_end_stream() && declared.is_none_or(|length| length > MAX_KEPT_BODY) {

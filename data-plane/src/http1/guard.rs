@@ -79,6 +79,12 @@ impl<IO> Guarded<IO> {
     pub fn client(io: IO, verdicts: Arc<Verdicts>) -> Self {
         Self { io, scanner: Scanner::new(), verdicts, failed: None }
     }
+
+    /// A client connection from a request after its first on (those before
+    /// it were served by Portico's own HTTP/1 server, [`super::server`]).
+    pub fn resumed_client(io: IO, verdicts: Arc<Verdicts>) -> Self {
+        Self { io, scanner: Scanner::resumed(), verdicts, failed: None }
+    }
 }
 
 fn refused(violation: Violation) -> io::Error {

@@ -4,11 +4,14 @@
 //! about where a message ends (request smuggling, response splitting): it
 //! takes a bare `LF` as a line end, honours `Transfer-Encoding: chunked`
 //! sent twice, and lets a request without `Host`, with two, or with a
-//! malformed one through. Its parser cannot be made stricter from outside,
-//! so every client connection's bytes pass a [`Scanner`] first ([`Guarded`],
-//! an IO wrapper): it finds each request head, checks it against the rules
-//! below, and follows the body's framing (length or chunked) to the next
-//! head. It never changes a byte, and copies only a head that spans reads.
+//! malformed one through. Its parser cannot be made stricter from outside.
+//! So Portico's own HTTP/1 server ([`server`]), which serves a connection's
+//! requests without a body, checks each head against the rules below
+//! itself, and hands a connection to hyper's server only as it is, from a
+//! request on: there every byte passes a [`Scanner`] first ([`Guarded`], an
+//! IO wrapper), which finds each request head, checks it against the same
+//! rules, and follows the body's framing (length or chunked) to the next
+//! head. Neither changes a byte.
 //!
 //! - **Client side.** A request head that breaks a rule is recorded with
 //!   its position on the connection ([`Verdicts`]); the proxy answers that
@@ -41,10 +44,13 @@
 mod chunked;
 mod guard;
 mod head;
+mod replay;
 pub mod response;
+pub mod server;
 
 pub use guard::{Guarded, Verdict, Verdicts};
 pub use head::{Side, Violation, disguised, same_but_separators, strip_prefix_but_separators};
+pub use replay::Replayed;
 
 use self::chunked::Chunked;
 use self::head::Framing;
@@ -54,6 +60,11 @@ use self::head::Framing;
 pub const MAX_REQUEST_HEAD: usize = 256 * 1024;
 /// Longest upstream response head accepted.
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// Whether a comma-separated field value lists `token`, in any case.
+pub fn value_lists(value: &[u8], token: &str) -> bool {
+    value.split(|b| *b == b',').any(|listed| listed.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
 
 /// The rule a failed read broke, when `error` is such a read's error.
 pub fn violation(error: &(dyn std::error::Error + 'static)) -> Option<Violation> {
@@ -87,6 +98,9 @@ pub struct Scanner {
     upgrade: Option<u64>,
     /// The connection began with the HTTP/2 preface.
     http2: bool,
+    /// The stream starts where the connection does (where the HTTP/2
+    /// preface may come), not after requests read by another reader.
+    opening: bool,
 }
 
 impl Default for Scanner {
@@ -108,7 +122,14 @@ pub enum Fault {
 
 impl Scanner {
     pub const fn new() -> Self {
-        Self { state: State::Head, head: Vec::new(), heads: 0, upgrade: None, http2: false }
+        Self { state: State::Head, head: Vec::new(), heads: 0, upgrade: None, http2: false, opening: true }
+    }
+
+    /// A scanner of a connection's bytes from a request after its first
+    /// (requests before it were read by another reader): the HTTP/2 preface
+    /// is a bad request line there.
+    pub const fn resumed() -> Self {
+        Self { state: State::Head, head: Vec::new(), heads: 0, upgrade: None, http2: false, opening: false }
     }
 
     /// Request heads complete so far (what the fuzz target compares with
@@ -204,7 +225,7 @@ impl Scanner {
 
     /// A complete head: check it and follow its body.
     fn head_done(&mut self, head: &head::Head<'_>) -> Result<(), Fault> {
-        let framing = head::request(head, self.heads == 0).map_err(|violation| self.head_fault(violation))?;
+        let framing = head::request(head, self.opening && self.heads == 0).map_err(|violation| self.head_fault(violation))?;
         self.heads += 1;
         self.state = match framing {
             Framing::Empty => {

@@ -100,7 +100,7 @@ fn parse(head: Bytes, lines: &Lines) -> Result<(Response<()>, bool), Violation> 
         let colon = memchr::memchr(b':', line).ok_or(Violation::HeaderSyntax)?;
         let name = HeaderName::from_bytes(&line[..colon]).map_err(|_| Violation::HeaderSyntax)?;
         let value = head::trim(&line[colon + 1..]);
-        close |= name == http::header::CONNECTION && lists_close(value);
+        close |= name == http::header::CONNECTION && super::value_lists(value, "close");
         let value = HeaderValue::from_maybe_shared(head.slice_ref(value)).map_err(|_| Violation::HeaderSyntax)?;
         headers.append(name, value);
         at = end + 1;
@@ -110,11 +110,6 @@ fn parse(head: Bytes, lines: &Lines) -> Result<(Response<()>, bool), Violation> 
     *response.version_mut() = if version == b'0' { Version::HTTP_10 } else { Version::HTTP_11 };
     *response.headers_mut() = headers;
     Ok((response, close))
-}
-
-/// Whether a `Connection` value lists `close`.
-fn lists_close(value: &[u8]) -> bool {
-    value.split(|b| *b == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
 
 /// Where a response body is: what is left of it, by its framing.

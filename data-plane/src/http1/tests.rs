@@ -131,6 +131,11 @@ fn stops_checking_after_an_upgrade_or_the_http2_preface() {
         Some((1, Violation::RequestLine)),
         "the preface only counts first"
     );
+    assert_eq!(
+        Scanner::resumed().feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+        Err(Fault::Head { index: 0, violation: Violation::RequestLine }),
+        "nor first after requests another reader took"
+    );
 }
 
 #[test]

@@ -28,10 +28,10 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 
 use crate::backend::proxy::{ClientBody, GrpcCall};
-use crate::body::{BoxError, ResponseBody};
+use crate::body::{BoxError, RequestBody, ResponseBody};
 use crate::error::ProxyError;
 use crate::upstream::grpc::{self, code};
 
@@ -75,7 +75,7 @@ impl GrpcClient {
 
     /// Readies a gRPC-Web request for a gRPC upstream: `application/grpc`,
     /// a text body decoded (read whole, at most `max_body` bytes).
-    pub async fn upstream_request(&self, headers: &mut HeaderMap, body: Incoming, max_body: u64) -> Result<ClientBody, ProxyError> {
+    pub async fn upstream_request(&self, headers: &mut HeaderMap, body: RequestBody, max_body: u64) -> Result<ClientBody, ProxyError> {
         let Some(web) = self.web else { return Ok(ClientBody::Stream(body)) };
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
         if web == Web::Binary {

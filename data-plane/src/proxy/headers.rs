@@ -164,12 +164,7 @@ pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
 
 /// Whether the comma-separated field `name` (all its lines) lists `token`, in any case.
 pub fn lists_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|listed| listed.trim().eq_ignore_ascii_case(token))
+    headers.get_all(name).iter().any(|value| crate::http1::value_lists(value.as_bytes(), token))
 }
 
 /// Refuses request heads with more than [`MAX_HEADERS`] fields or

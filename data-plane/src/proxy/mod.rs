@@ -23,7 +23,6 @@ use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tracing::Instrument;
 
@@ -34,7 +33,7 @@ use crate::auth::Identity;
 use crate::backend::Backend;
 use crate::backend::aggregate::AggregateInput;
 use crate::backend::proxy::{self as backend, ClientBody, Target};
-use crate::body::ResponseBody;
+use crate::body::{RequestBody, ResponseBody};
 use crate::error::ProxyError;
 use crate::http1::Verdict;
 use crate::metrics::RouteMetrics;
@@ -57,7 +56,12 @@ use opentelemetry::trace::TraceContextExt as _;
 /// is answered here, and it or an upgrade request that gets no `101` (past
 /// which the guard checks nothing) closes the connection, so no byte sent
 /// after it is read as a request.
-pub async fn handle(node: Arc<NodeState>, request: Request<Incoming>, peer: &Peer, verdict: Verdict) -> (Response<ResponseBody>, Epilogue) {
+pub async fn handle(
+    node: Arc<NodeState>,
+    request: Request<RequestBody>,
+    peer: &Peer,
+    verdict: Verdict,
+) -> (Response<ResponseBody>, Epilogue) {
     let started = Instant::now();
     let secure = peer.tls.is_some();
     let trace = telemetry::server_span(request.headers(), request.method(), request.uri().path());
@@ -205,7 +209,7 @@ fn routing_method(request: &http::request::Parts) -> Option<Method> {
 async fn forward<'r>(
     node: &Arc<NodeState>,
     runtime: &'r Arc<Runtime>,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     peer: &Peer,
     secure: bool,
     request_id: &HeaderValue,

@@ -241,7 +241,12 @@ impl BodyShaper {
     /// Shapes a JSON request body; other bodies pass as they stream. At
     /// most `route_limit` bytes (the route's own body limit) are read when
     /// that is below the transform's, since a kept body is not limited again.
-    pub async fn request(&self, headers: &mut HeaderMap, body: hyper::body::Incoming, route_limit: u64) -> Result<ClientBody, ProxyError> {
+    pub async fn request(
+        &self,
+        headers: &mut HeaderMap,
+        body: crate::body::RequestBody,
+        route_limit: u64,
+    ) -> Result<ClientBody, ProxyError> {
         if headers.get_all(header::CONTENT_TYPE).iter().nth(1).is_some() {
             // Two types: the gateway and the upstream might each read another.
             return Err(ProxyError::BadRequest("the request has two Content-Type headers"));

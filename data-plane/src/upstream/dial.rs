@@ -53,7 +53,7 @@ impl Dialer {
 
 /// A connection to a target.
 #[derive(Debug)]
-pub(super) enum Io {
+pub enum Io {
     Tcp(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }

@@ -39,6 +39,7 @@ use self::h2::H2Pool;
 use self::health::{ConnectBackoff, TargetHealth, now_ms};
 
 pub use balance::{HashRing, InFlight, LeastRequests, WeightedRoundRobin};
+pub use dial::Io;
 pub use h1::Upgraded;
 
 use crate::body::{BoxError, UpstreamBody};

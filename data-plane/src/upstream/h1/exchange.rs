@@ -10,19 +10,19 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::FutureExt;
 use http::header::{self, HeaderMap};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::AsyncWrite;
 
 use super::{Conn, Idle};
 use crate::body::{BoxError, UpstreamBody};
-use crate::http1::Violation;
 use crate::http1::response::{self, CutShort, Next, Unframer};
+use crate::http1::{Replayed, Violation};
 use crate::upstream::{Incoming, SendError};
 
 /// Why an exchange gave no response.
@@ -141,7 +141,7 @@ pub(super) async fn exchange(mut conn: Box<Conn>, request: Request<UpstreamBody>
         if !asked {
             return Err(Failed::Error(Box::new(violation(Violation::UnaskedUpgrade))));
         }
-        return Ok(Response::from_parts(response, Incoming::Switched(Some(Upgraded { io: conn.io, read: conn.read }))));
+        return Ok(Response::from_parts(response, Incoming::Switched(Some(Upgraded::new(conn.io, conn.read)))));
     }
     head.body.check(&conn.read).map_err(|broken| Failed::Error(Box::new(violation(broken))))?;
     let keep_alive = head.keep_alive && write_failed.is_none();
@@ -394,34 +394,4 @@ impl Drop for Body {
 
 /// The target's side of a connection that switched protocols (`101`):
 /// what was read past the response first, then the connection.
-#[derive(Debug)]
-pub struct Upgraded {
-    io: super::Io,
-    read: BytesMut,
-}
-
-impl AsyncRead for Upgraded {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.read.is_empty() {
-            let n = this.read.len().min(buf.remaining());
-            buf.put_slice(&this.read.split_to(n));
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Upgraded {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
+pub type Upgraded = Replayed<super::Io>;
