@@ -51,6 +51,9 @@ const MIN_ROOM: usize = 1024;
 /// Body data up to this size is copied into the write buffer, to go out in
 /// one write with what precedes it; larger data is written as it is.
 const COPY_LIMIT: usize = 16 * 1024;
+/// The write buffer goes out once it holds this much, and a connection
+/// keeps at most this much of it between responses.
+const FLUSH_AT: usize = 64 * 1024;
 
 /// How a connection's loop ended.
 #[derive(Debug)]
@@ -108,7 +111,9 @@ where
                     _ => head::find_end(&read, checked - 3, Side::Client).map(|end| end.is_some()),
                 };
                 match complete.map(|complete| complete.then(|| head::read(&read, Side::Client))) {
-                    Ok(Some(Ok(Some(head)))) => break (head.span.clone(), head::request(&head, first)),
+                    Ok(Some(Ok(Some(head)))) if head.span.end <= MAX_REQUEST_HEAD => {
+                        break (head.span.clone(), head::request(&head, first));
+                    }
                     Ok(Some(Ok(None)) | None) if read.len() <= MAX_REQUEST_HEAD => checked = read.len().max(3),
                     _ => return Ended::HandOff { io: Replayed::new(io, read), opening: first },
                 }
@@ -151,7 +156,7 @@ where
         let Some(response) = answer(&mut io, &mut read, respond(parsed.request)).await else {
             return Ended::Closed;
         };
-        let mut close = parsed.close || *stop.borrow();
+        let mut close = parsed.close || !matches!(stop.has_changed(), Ok(false));
         let (mut parts, mut body) = response.into_parts();
         let Ok(encoding) = write_head(&mut parts, &body, to_head, &mut close, &mut write) else {
             return Ended::Closed;
@@ -161,6 +166,9 @@ where
         let sent = send_body(&mut io, &mut read, &mut body, encoding, parsed.trailers, &mut write).await;
         // The request is over (its access log line written) before the next one.
         drop(body);
+        if write.capacity() > FLUSH_AT {
+            write = Vec::with_capacity(READ_SIZE);
+        }
         if sent.is_err() || close {
             let _ = io.shutdown().await;
             return Ended::Closed;
@@ -492,21 +500,27 @@ where
         if data.is_empty() {
             continue;
         }
-        if chunked {
+        let data = if chunked {
             let _ = write!(out, "{:x}\r\n", data.len());
-        } else if data.len() as u64 > left {
-            break Err(Broken);
+            &data[..]
         } else {
-            left -= data.len() as u64;
-        }
+            // More than the length says: only what it owes goes out (as hyper does).
+            let owed = usize::try_from(left).map_or(data.len(), |left| left.min(data.len()));
+            left -= owed as u64;
+            &data[..owed]
+        };
         if data.len() > COPY_LIMIT {
             flush(io, out).await?;
-            io.write_all(&data).await.map_err(|_| Broken)?;
+            io.write_all(data).await.map_err(|_| Broken)?;
         } else {
-            out.extend_from_slice(&data);
+            out.extend_from_slice(data);
         }
         if chunked {
             out.extend_from_slice(b"\r\n");
+        }
+        // A body whose frames keep coming goes out as it grows.
+        if out.len() >= FLUSH_AT {
+            flush(io, out).await?;
         }
     };
     flush(io, out).await?;
@@ -534,10 +548,13 @@ fn write_trailers(fields: &HeaderMap, named: &[HeaderName], accepted: bool, out:
     out.extend_from_slice(b"\r\n");
 }
 
+/// Writes `out` and flushes the connection (TLS keeps written records
+/// until then), leaving `out` empty.
 async fn flush<IO: AsyncWrite + Unpin>(io: &mut IO, out: &mut Vec<u8>) -> Result<(), Broken> {
     let written = io.write_all(out).await;
     out.clear();
-    written.map_err(|_| Broken)
+    written.map_err(|_| Broken)?;
+    io.flush().await.map_err(|_| Broken)
 }
 
 /// The `Date` field, formatted once a second per thread (as hyper does).

@@ -2,8 +2,10 @@
 //! and which requests go to hyper's server with which bytes.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures::StreamExt as _;
@@ -311,4 +313,73 @@ async fn a_client_that_closes_while_a_response_streams_ends_it() {
     drop(client);
     assert!(matches!(serving.await.unwrap(), Ended::Closed));
     assert!(dropped.load(Ordering::SeqCst), "the response body was dropped");
+}
+
+#[tokio::test]
+async fn a_body_longer_than_its_length_is_cut_to_it_and_the_connection_goes_on() {
+    let input = b"GET / HTTP/1.1\r\nHost: h\r\n\r\nGET /next HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
+    let (read, ended) = exchange(input, |request| match request.uri().path() {
+        "/" => {
+            Response::builder().header("content-length", "5").body(streamed(vec![Frame::data(Bytes::from_static(b"0123456789"))])).unwrap()
+        }
+        _ => echo(request),
+    })
+    .await;
+    assert_eq!(ended, Ok(()));
+    assert!(read.contains("\r\n\r\n01234HTTP/1.1 200 OK\r\n"), "{read}");
+    assert!(read.ends_with("GET /next HTTP/1.1 host=Some(\"h\") n=2"), "{read}");
+}
+
+/// A connection that holds what is written until it is flushed, as TLS
+/// does with its records.
+struct HeldUntilFlushed {
+    io: DuplexStream,
+    held: Vec<u8>,
+}
+
+impl tokio::io::AsyncRead for HeldUntilFlushed {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for HeldUntilFlushed {
+    fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.held.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        while !this.held.is_empty() {
+            let n = std::task::ready!(Pin::new(&mut this.io).poll_write(cx, &this.held))?;
+            this.held.drain(..n);
+        }
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.as_mut().poll_flush(cx))?;
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn each_response_is_flushed_on_a_connection_that_holds_writes() {
+    let (mut client, server) = tokio::io::duplex(1 << 16);
+    let (_stop, stopped) = watch::channel(false);
+    let held = HeldUntilFlushed { io: server, held: Vec::new() };
+    let _serving = tokio::spawn(serve(held, |request| std::future::ready(echo(request)), stopped));
+    client.write_all(b"GET /kept HTTP/1.1\r\nHost: h\r\n\r\n").await.unwrap();
+    let expected = "GET /kept HTTP/1.1 host=Some(\"h\") n=1";
+    let mut read = Vec::new();
+    while !read.ends_with(expected.as_bytes()) {
+        let mut chunk = [0u8; 1024];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), client.read(&mut chunk))
+            .await
+            .expect("the response of a kept-alive connection arrives")
+            .unwrap();
+        assert!(n > 0);
+        read.extend_from_slice(&chunk[..n]);
+    }
 }
