@@ -92,7 +92,8 @@ where
     // A response's header map, kept for the next request (hyper does the same).
     let mut spare = HeaderMap::new();
     let mut first = true;
-    // The stop's wake, registered once for the connection's life (see `wait`).
+    // The stop's wake, registered once for the connection's life (then a
+    // version check tells whether it came: see the wait for bytes below).
     let mut stopping = pin!({
         let mut stop = stop.clone();
         async move { stopped(&mut stop).await }
