@@ -327,7 +327,7 @@ pub(super) fn response(head: &Head<'_>, to_head: bool) -> Result<Framing, Violat
 
 /// `Content-Length`: one to 19 digits (so it fits 64 bits), nothing else
 /// (no sign, list or spaces).
-fn content_length(value: &[u8]) -> Result<u64, Violation> {
+pub(super) fn content_length(value: &[u8]) -> Result<u64, Violation> {
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
         return Err(Violation::ContentLength);
     }

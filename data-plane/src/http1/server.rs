@@ -314,10 +314,10 @@ fn write_head<B: Body>(
             header::CONTENT_LENGTH => {
                 let length = match declared {
                     Declared::Exactly(length) => length,
-                    Declared::Nothing if to_head => content_length(value).ok_or(Unsendable)?,
+                    Declared::Nothing if to_head => head::content_length(value.as_bytes()).map_err(|_| Unsendable)?,
                     // Without a body only a `HEAD` answer states a length (`0` is added below).
                     Declared::Nothing => continue,
-                    Declared::Unknown => content_length(value).ok_or(Unsendable)?,
+                    Declared::Unknown => head::content_length(value.as_bytes()).map_err(|_| Unsendable)?,
                 };
                 match encoding {
                     None => encoding = Some(Encoding::Length(length)),
@@ -384,14 +384,6 @@ enum Declared {
     Nothing,
     Exactly(u64),
     Unknown,
-}
-
-fn content_length(value: &HeaderValue) -> Option<u64> {
-    let digits = value.as_bytes();
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 fn write_status_line(status: StatusCode, out: &mut Vec<u8>) {
