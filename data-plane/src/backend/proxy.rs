@@ -146,14 +146,16 @@ pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> 
     // default plan's case).
     let copy_headers = plan.is_some_and(RetryPlan::retries_sent_requests);
     let client_wait = body.client_wait();
+    // The targets tried before this try (recorded only once a retry
+    // comes, so a request answered at once allocates nothing for them).
     let mut tried = Vec::new();
+    let mut previous = None;
     let mut headers = Some(prepared.headers);
     for attempt in 1..=attempts {
         let last = attempt == attempts;
+        tried.extend(previous.take());
         let picked = upstream.pick_avoiding(prepared.hash_value, &tried).map_err(|unavailable| unavailable_error(upstream, unavailable))?;
-        if !last {
-            tried.push(picked.index());
-        }
+        previous = Some(picked.index());
         let mut request_headers = if last || !copy_headers { headers.take() } else { headers.clone() }.unwrap_or_default();
         // A gRPC call's span is named by its method (`pkg.Service/Method`), as OpenTelemetry's RPC conventions have it.
         let grpc_method = upstream.is_grpc().then(|| prepared.path_and_query.path().trim_start_matches('/'));

@@ -35,9 +35,10 @@ pub struct ResponseHead {
 }
 
 /// Reads the response head at the start of `buf` (removing it, and any
-/// interim heads before it); `to_head`: it answers a `HEAD` request. `None`
-/// while the head is not complete.
-pub fn read_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<ResponseHead>, Violation> {
+/// interim heads before it) into the header map `spare` (taken; empty,
+/// its capacity reused); `to_head`: it answers a `HEAD` request. `None` while the
+/// head is not complete.
+pub fn read_head(buf: &mut BytesMut, to_head: bool, spare: &mut HeaderMap) -> Result<Option<ResponseHead>, Violation> {
     loop {
         let (end, framing, lines) = match head::read(buf, Side::Upstream)? {
             Some(head) => {
@@ -55,7 +56,7 @@ pub fn read_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<ResponseHea
             buf.advance(end);
             continue;
         }
-        let (response, close) = parse(buf.split_to(end).freeze(), &lines)?;
+        let (response, close) = parse(buf.split_to(end).freeze(), &lines, std::mem::take(spare))?;
         let body = match framing {
             Framing::Length(length) => Unframer::Length(length),
             Framing::Chunked => Unframer::Chunked(Chunked::new()),
@@ -75,12 +76,13 @@ pub fn read_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<ResponseHea
 
 /// Parses a head the wire rules accepted (so its lines end in `CRLF`, its
 /// status line is `HTTP/1.x NNN reason`, no line is folded), its values
-/// slices of `head`, and whether a `Connection` field lists `close`. Read
+/// slices of `head` (but the connection's own fields, see [`own_field`]),
+/// and whether a `Connection` field lists `close`. Read
 /// here rather than by httparse: the rules' pass found the lines already
 /// (`lines`: where they end, from the head's start), and
 /// `HeaderName`/`HeaderValue` check each name's and value's bytes as
 /// httparse would (token names, no control bytes but tab in values).
-fn parse(head: Bytes, lines: &Lines) -> Result<(Response<()>, bool), Violation> {
+fn parse(head: Bytes, lines: &Lines, mut headers: HeaderMap) -> Result<(Response<()>, bool), Violation> {
     let (version, code) = (head[7], &head[9..12]);
     let code = code.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
     let status = StatusCode::from_u16(code).map_err(|_| Violation::StatusLine)?;
@@ -88,7 +90,8 @@ fn parse(head: Bytes, lines: &Lines) -> Result<(Response<()>, bool), Violation> 
         return Err(Violation::HeadTooLarge);
     }
     // Room for the few the gateway adds (request id, rate limits, …).
-    let mut headers = HeaderMap::with_capacity(lines.count() - 1 + 4);
+    debug_assert!(headers.is_empty(), "a spare header map is kept cleared");
+    headers.reserve(lines.count() - 1 + 4);
     let mut at = lines.end(0).ok_or(Violation::StatusLine)? + 1;
     let mut close = false;
     for index in 1..lines.count() {
@@ -97,19 +100,66 @@ fn parse(head: Bytes, lines: &Lines) -> Result<(Response<()>, bool), Violation> 
             None => at + memchr::memchr(b'\n', &head[at..]).ok_or(Violation::HeaderSyntax)?,
         };
         let line = &head[at..end - 1];
+        at = end + 1;
         let colon = memchr::memchr(b':', line).ok_or(Violation::HeaderSyntax)?;
-        let name = HeaderName::from_bytes(&line[..colon]).map_err(|_| Violation::HeaderSyntax)?;
         let value = head::trim(&line[colon + 1..]);
-        close |= name == http::header::CONNECTION && super::value_lists(value, "close");
+        match own_field(&line[..colon], value) {
+            Some(Own::Connection { close: listed, kept }) => {
+                close |= listed;
+                if !kept {
+                    continue;
+                }
+            }
+            Some(Own::KeepAlive) => continue,
+            None => {}
+        }
+        let name = HeaderName::from_bytes(&line[..colon]).map_err(|_| Violation::HeaderSyntax)?;
         let value = HeaderValue::from_maybe_shared(head.slice_ref(value)).map_err(|_| Violation::HeaderSyntax)?;
         headers.append(name, value);
-        at = end + 1;
     }
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = if version == b'0' { Version::HTTP_10 } else { Version::HTTP_11 };
     *response.headers_mut() = headers;
     Ok((response, close))
+}
+
+/// A field about the upstream connection itself, which the reader acts on.
+enum Own {
+    /// `Connection`: whether it lists `close`; `kept` when it also names
+    /// other fields (which the forwarder then removes with it, see
+    /// `proxy::headers::remove_hop_by_hop`).
+    Connection { close: bool, kept: bool },
+    /// `Keep-Alive`: the target's idle limits, which the pool's own replace.
+    KeepAlive,
+}
+
+/// Whether the field `name: value` is one of [`Own`]. Both are hop-by-hop
+/// and never forwarded: a `Connection` listing only `close` and
+/// `keep-alive`, and `Keep-Alive`, stay out of the response's map (nearly
+/// every response has one: keeping it cost a map entry, and its removal
+/// by the forwarder more).
+fn own_field(name: &[u8], value: &[u8]) -> Option<Own> {
+    let connection = name.eq_ignore_ascii_case(b"connection");
+    if !connection && !name.eq_ignore_ascii_case(b"keep-alive") {
+        return None;
+    }
+    // A value `HeaderValue` would refuse is refused as any other field's.
+    if value.iter().any(|b| (*b < 0x20 && *b != b'\t') || *b == 0x7f) {
+        return None;
+    }
+    if connection {
+        let (mut close, mut kept) = (false, false);
+        for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            if token.eq_ignore_ascii_case(b"close") {
+                close = true;
+            } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+                kept = true;
+            }
+        }
+        return Some(Own::Connection { close, kept });
+    }
+    Some(Own::KeepAlive)
 }
 
 /// Where a response body is: what is left of it, by its framing.
@@ -223,7 +273,7 @@ mod tests {
     use super::*;
 
     fn read(bytes: &[u8], to_head: bool) -> Result<Option<ResponseHead>, Violation> {
-        read_head(&mut BytesMut::from(bytes), to_head)
+        read_head(&mut BytesMut::from(bytes), to_head, &mut HeaderMap::new())
     }
 
     /// The whole body of `bytes` (head and body), read in pieces of `step`
@@ -232,7 +282,7 @@ mod tests {
         let mut buf = BytesMut::new();
         let mut input = bytes.chunks(step);
         let mut head = loop {
-            match read_head(&mut buf, false).map_err(|v| v.to_string())? {
+            match read_head(&mut buf, false, &mut HeaderMap::new()).map_err(|v| v.to_string())? {
                 Some(head) => break head,
                 None => buf.extend_from_slice(input.next().ok_or("no head")?),
             }
@@ -282,7 +332,7 @@ mod tests {
         bytes.extend_from_slice(b"Connection: close\r\nContent-Length: 2\r\n\r\nok");
         let head = read(&bytes, false).unwrap().unwrap();
         let headers = head.response.headers();
-        assert_eq!(headers.len(), 42);
+        assert_eq!(headers.len(), 41, "the fields but `Connection: close`, which the reader acts on");
         for i in 0..40 {
             assert_eq!(headers[format!("x-{i}")], format!("value {i}"));
         }
@@ -292,7 +342,7 @@ mod tests {
         let mut interim = b"HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n".to_vec();
         interim.extend_from_slice(&bytes);
         let head = read(&interim, false).unwrap().unwrap();
-        assert_eq!(head.response.headers().len(), 42);
+        assert_eq!(head.response.headers().len(), 41);
         assert!(!head.response.headers().contains_key("x-interim"));
         assert_eq!(head.response.headers()["x-39"], "value 39");
         // As many fields as a head may have.
@@ -311,6 +361,25 @@ mod tests {
         assert!(!keeps(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
         assert!(!keeps(b"HTTP/1.1 200 OK\r\n\r\n"), "read until close");
         assert!(!keeps(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"));
+    }
+
+    #[test]
+    fn the_connections_own_fields_are_acted_on_not_kept() {
+        let head =
+            read(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n", false);
+        let head = head.unwrap().unwrap();
+        assert_eq!(head.response.headers().keys().collect::<Vec<_>>(), ["x-a", "content-length"]);
+        assert!(head.keep_alive);
+        // One that names other fields stays, for the forwarder to remove them with it.
+        let head = read(b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive, X-Private\r\nX-Private: 1\r\nContent-Length: 0\r\n\r\n", false);
+        let head = head.unwrap().unwrap();
+        assert_eq!(head.response.headers()["connection"], "Keep-Alive, X-Private");
+        assert!(head.keep_alive);
+        let head = read(b"HTTP/1.1 200 OK\r\nCONNECTION: close\r\nContent-Length: 0\r\n\r\n", false).unwrap().unwrap();
+        assert!(!head.response.headers().contains_key("connection") && !head.keep_alive);
+        // A value no header may have is refused, kept or not.
+        let bad = read(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\x01\r\nContent-Length: 0\r\n\r\n", false);
+        assert_eq!(bad.err(), Some(Violation::HeaderSyntax));
     }
 
     #[test]
@@ -358,7 +427,7 @@ mod tests {
     #[test]
     fn a_head_response_with_a_body_and_chunks_after_the_last_are_bytes_beyond_the_response() {
         let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled"[..]);
-        let head = read_head(&mut buf, true).unwrap().unwrap();
+        let head = read_head(&mut buf, true, &mut HeaderMap::new()).unwrap().unwrap();
         assert_eq!(head.body.check(&buf), Err(Violation::UnsolicitedBytes));
         let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nextra";
         assert_eq!(body(chunked, chunked.len()), Err(Violation::UnsolicitedBytes.to_string()));

@@ -230,7 +230,7 @@ proptest! {
 /// `HEAD`): its head, then its body to the end of the bytes.
 fn read_response(head_request: bool, bytes: &[u8]) -> Result<(), Violation> {
     let mut buf = bytes::BytesMut::from(bytes);
-    let Some(mut head) = response::read_head(&mut buf, head_request)? else { return Ok(()) };
+    let Some(mut head) = response::read_head(&mut buf, head_request, &mut http::HeaderMap::new())? else { return Ok(()) };
     head.body.check(&buf)?;
     while let response::Next::Data(_) = head.body.next(&mut buf)? {}
     Ok(())

@@ -92,7 +92,7 @@ pub(super) async fn exchange(mut conn: Box<Conn>, request: Request<UpstreamBody>
         loop {
             // Nothing to parse before the first read.
             if !conn.read.is_empty() {
-                match response::read_head(&mut conn.read, to_head) {
+                match response::read_head(&mut conn.read, to_head, &mut conn.spare) {
                     Ok(Some(head)) => return Poll::Ready(Ok(head)),
                     Ok(None) => {}
                     Err(broken) => return Poll::Ready(Err(Ended::Io(violation(broken)))),
@@ -144,6 +144,10 @@ pub(super) async fn exchange(mut conn: Box<Conn>, request: Request<UpstreamBody>
         return Ok(Response::from_parts(response, Incoming::Switched(Some(Upgraded::new(conn.io, conn.read)))));
     }
     head.body.check(&conn.read).map_err(|broken| Failed::Error(Box::new(violation(broken))))?;
+    // The request's map takes the next response head on this connection.
+    let mut spare = parts.headers;
+    spare.clear();
+    conn.spare = spare;
     let keep_alive = head.keep_alive && write_failed.is_none();
     let upload = upload.filter(|_| !sent);
     let body = Body { conn: Some(conn), unframer: head.body, upload, keep_alive, idle: idle.clone(), written };

@@ -27,6 +27,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use http::HeaderMap;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response};
 
@@ -71,13 +72,22 @@ pub(super) struct Conn {
     read: BytesMut,
     /// The request head being written (its capacity kept).
     write: Vec<u8>,
+    /// The header map the next response head is read into: the previous
+    /// request's, cleared (so a map is not allocated per response).
+    spare: HeaderMap,
     /// It carried a request before.
     reused: bool,
 }
 
 impl Conn {
     fn new(io: Io) -> Box<Self> {
-        Box::new(Self { io, read: BytesMut::with_capacity(READ_BUFFER), write: Vec::with_capacity(1024), reused: false })
+        Box::new(Self {
+            io,
+            read: BytesMut::with_capacity(READ_BUFFER),
+            write: Vec::with_capacity(1024),
+            spare: HeaderMap::new(),
+            reused: false,
+        })
     }
 
     /// Whether an idle connection can take a request: nothing arrived on it
