@@ -73,7 +73,7 @@ fn read_response<'a>(reads: impl IntoIterator<Item = &'a [u8]>, head_request: bo
     for read in reads {
         buf.extend_from_slice(read);
         if head.is_none() {
-            match response::read_head(&mut buf, head_request) {
+            match response::read_head(&mut buf, head_request, &mut http::HeaderMap::new()) {
                 Ok(Some(read)) => {
                     transcript.status = Some(read.response.status().as_u16());
                     head = Some(read);

@@ -22,6 +22,7 @@ use super::retry::{MAX_KEPT_BODY, Outcome, RetryPlan};
 use crate::backend::aggregate::AggregateInput;
 use crate::body::{ClientBodyError, ClientWait, RequestBody, UpstreamBody};
 use crate::error::ProxyError;
+use crate::proxy::headers::Forwarding;
 use crate::telemetry;
 use crate::upstream::{self, Lease, Picked, SendError, Unavailable, Upstream, grpc};
 use bytes::Bytes;
@@ -67,6 +68,9 @@ pub struct Prepared<'a> {
     /// What an aggregate's calls, or an `amqp` route's routing key, take
     /// from the request (none for a proxied one).
     pub aggregate: Option<Box<AggregateInput>>,
+    /// The gateway's forwarding fields, for each try to send (else they
+    /// are in `headers` already, or the request has none).
+    pub forwarding: Option<Forwarding<'a>>,
 }
 
 /// The request body as the pipeline hands it on: the client's, or one a
@@ -185,7 +189,8 @@ pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> 
         };
         let clients_wait = clients_deadline && try_deadline == deadline;
         // Boxed, as each level of the pipeline (see `proxy::handle`).
-        let sent = tokio::time::timeout_at(try_deadline.into(), Box::pin(upstream.send(&picked, request))).await;
+        let sent =
+            tokio::time::timeout_at(try_deadline.into(), Box::pin(upstream.send(&picked, request, prepared.forwarding.as_ref()))).await;
         if let Some(span) = traced {
             match &sent {
                 Ok(Ok((response, _))) => span.end_answered(response.status()),

@@ -350,8 +350,16 @@ async fn forward<'r>(
     // A proxied call waits the service's request timeout at most (a transcoded one its route's deadline, see `Transcoding`).
     let own_timeout = route.backend.upstream().map(|upstream| upstream.request_timeout);
     let timeout = timeout.map(|asked| own_timeout.map_or(asked, |own| asked.min(own)));
-    headers::add_forwarded(&mut parts.headers, peer, client_ip, if secure { "https" } else { "http" }, original_host.as_ref());
-    parts.headers.insert(headers::REQUEST_ID, request_id.clone());
+    let forwarding = headers::Forwarding::take(&mut parts.headers, peer, client_ip, secure, original_host.as_ref(), request_id);
+    // A proxied route without a cache leaves the forwarding fields to its
+    // sender; other backends, and the cache's keys, read the map.
+    let forwarding = match (&route.backend, &stages.cache) {
+        (Backend::Proxy(_), None) => Some(forwarding),
+        _ => {
+            forwarding.insert_into(&mut parts.headers);
+            None
+        }
+    };
     if let Some(identity) = &identity {
         runtime.auth.add_identity_headers(identity, &mut parts.headers);
     }
@@ -370,6 +378,7 @@ async fn forward<'r>(
         timeout,
         aggregate,
         trail: trail.as_ref(),
+        forwarding,
     };
     let fetched = match (&stages.cache, client_upgrade) {
         (Some(cache), None) => {

@@ -43,6 +43,7 @@ pub use dial::Io;
 pub use h1::Upgraded;
 
 use crate::body::{BoxError, UpstreamBody};
+use crate::proxy::headers::Forwarding;
 
 /// Why a request got no response.
 #[derive(Debug, thiserror::Error)]
@@ -413,16 +414,30 @@ impl Upstream {
         &self,
         picked: &Picked<'_>,
         request: http::Request<UpstreamBody>,
+        forwarding: Option<&Forwarding<'_>>,
     ) -> Result<(http::Response<Incoming>, Lease), SendError> {
-        self.send_to(picked.index, request).await
+        self.send_to(picked.index, request, forwarding).await
     }
 
-    async fn send_to(&self, index: usize, request: http::Request<UpstreamBody>) -> Result<(http::Response<Incoming>, Lease), SendError> {
+    /// Sends `request` to the target at `index`, with the `forwarding`
+    /// fields: written after its head's fields over HTTP/1, set in its map
+    /// for HTTP/2.
+    async fn send_to(
+        &self,
+        index: usize,
+        mut request: http::Request<UpstreamBody>,
+        forwarding: Option<&Forwarding<'_>>,
+    ) -> Result<(http::Response<Incoming>, Lease), SendError> {
         match &self.connections {
-            Connections::Http1(pools) => pools[index].send(request).await,
+            Connections::Http1(pools) => pools[index].send(request, forwarding).await,
             // Boxed: its connect (TLS, HTTP/2 handshake) would otherwise
             // enlarge every request's future, copied as it moves.
-            Connections::Http2(pools) => Box::pin(pools[index].send(request)).await,
+            Connections::Http2(pools) => {
+                if let Some(forwarding) = forwarding {
+                    forwarding.insert_into(request.headers_mut());
+                }
+                Box::pin(pools[index].send(request)).await
+            }
         }
     }
 
@@ -520,7 +535,7 @@ impl Upstream {
         request.headers_mut().insert(http::header::HOST, target.host.clone());
         grpc::health_check_headers(request.headers_mut());
         let call = async {
-            let (response, _lease) = self.send_to(index, request).await.ok()?;
+            let (response, _lease) = self.send_to(index, request, None).await.ok()?;
             if !response.status().is_success() || grpc::status_of(response.headers()).is_some() {
                 return None; // not gRPC, or trailers-only: an error
             }

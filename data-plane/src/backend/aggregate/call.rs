@@ -354,6 +354,7 @@ impl Call {
             deadline_is_clients: false,
             aggregate: None,
             trail: None,
+            forwarding: None,
         };
         let (response, lease) = proxy::send(&self.target, prepared, ClientBody::Whole(request.body)).await.map_err(|e| Failure::of(&e))?;
         let service = self.target.upstream.name();

@@ -271,6 +271,7 @@ mod tests {
             deadline_is_clients: false,
             aggregate: None,
             trail: None,
+            forwarding: None,
         };
         let never_ends = http_body_util::StreamBody::new(futures::stream::pending::<Result<hyper::body::Frame<Bytes>, BoxError>>());
         let body = ClientBody::Once(UpstreamBody::translated(None, never_ends));

@@ -122,6 +122,7 @@ impl Transcoding {
             deadline_is_clients: prepared.timeout.is_some_and(|asked| asked < self.timeout),
             aggregate: None,
             trail: prepared.trail,
+            forwarding: None,
         };
         let sent = proxy::send(&self.target, upstream, upstream_body).await;
         let client_mistake = || mistake.lock().unwrap_or_else(PoisonError::into_inner).take();

@@ -619,6 +619,8 @@ impl Refresh {
             deadline_is_clients: false,
             aggregate: self.aggregate,
             trail: None,
+            // A cached route's request has them in its headers.
+            forwarding: None,
         };
         let upstream =
             Upstream { cache: &cache, route, key: self.key, fwd: Fwd::Stale, authorized: self.authorized, guard: Some(self.guard) };

@@ -23,6 +23,7 @@ use super::{Conn, Idle};
 use crate::body::{BoxError, UpstreamBody};
 use crate::http1::response::{self, CutShort, Next, Unframer};
 use crate::http1::{Replayed, Violation};
+use crate::proxy::headers::Forwarding;
 use crate::upstream::{Incoming, SendError};
 
 /// Why an exchange gave no response.
@@ -58,13 +59,19 @@ enum Framing {
     Chunked,
 }
 
-/// Sends `request` on `conn` and reads the response head. A response body
-/// returns `conn` to `idle` once read to its end, when it can be reused.
-pub(super) async fn exchange(mut conn: Box<Conn>, request: Request<UpstreamBody>, idle: &Arc<Idle>) -> Result<Response<Incoming>, Failed> {
+/// Sends `request` on `conn`, with the `forwarding` fields after its own,
+/// and reads the response head. A response body returns `conn` to `idle`
+/// once read to its end, when it can be reused.
+pub(super) async fn exchange(
+    mut conn: Box<Conn>,
+    request: Request<UpstreamBody>,
+    forwarding: Option<&Forwarding<'_>>,
+    idle: &Arc<Idle>,
+) -> Result<Response<Incoming>, Failed> {
     let (parts, mut body) = request.into_parts();
     let framing = if body.is_end_stream() { Framing::None } else { body.size_hint().exact().map_or(Framing::Chunked, Framing::Length) };
     conn.write.clear();
-    write_head(&parts, framing, &mut conn.write);
+    write_head(&parts, forwarding, framing, &mut conn.write);
     let head_length = conn.write.len();
     // A body kept whole goes with the head, in one write, and stays for a replay.
     let kept = match &mut body {
@@ -209,13 +216,17 @@ fn poll_send(cx: &mut Context<'_>, conn: &mut Conn, written: &mut usize, mut upl
     }
 }
 
-/// `method target HTTP/1.1`, the headers, and the body's framing.
-fn write_head(parts: &Parts, framing: Framing, out: &mut Vec<u8>) {
+/// `method target HTTP/1.1`, the headers and the forwarding fields, and
+/// the body's framing.
+fn write_head(parts: &Parts, forwarding: Option<&Forwarding<'_>>, framing: Framing, out: &mut Vec<u8>) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(parts.uri.path_and_query().map_or("/", |target| target.as_str()).as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     write_headers(&parts.headers, framing == Framing::None, out);
+    if let Some(forwarding) = forwarding {
+        forwarding.write(out);
+    }
     match framing {
         Framing::None => {}
         Framing::Length(length) => {

@@ -37,6 +37,7 @@ pub use self::exchange::Upgraded;
 use super::dial::{Dialer, Io};
 use super::{Lease, SendError};
 use crate::body::UpstreamBody;
+use crate::proxy::headers::Forwarding;
 
 /// Most idle connections kept per target.
 const MAX_IDLE: usize = 256;
@@ -44,6 +45,9 @@ const MAX_IDLE: usize = 256;
 const READ_BUFFER: usize = 8 * 1024;
 /// Largest buffer an idle connection keeps.
 const KEPT_BUFFER: usize = 64 * 1024;
+/// Most header fields the spare map of an idle connection keeps room for
+/// (a request of many more does not leave its map to idle with the pool).
+const KEPT_FIELDS: usize = 64;
 
 /// The connections to one target.
 #[derive(Debug)]
@@ -124,8 +128,9 @@ impl Conn {
 }
 
 impl Idle {
-    /// Keeps `conn` for the next request (with buffers of the usual size:
-    /// a large body once sent or read is not kept for as long as it idles).
+    /// Keeps `conn` for the next request (with buffers and a header map of
+    /// the usual size: a large body or head once sent or read is not kept
+    /// for as long as it idles).
     fn put(self: &Arc<Self>, mut conn: Box<Conn>) {
         conn.reused = true;
         if conn.write.capacity() > KEPT_BUFFER {
@@ -133,6 +138,9 @@ impl Idle {
         }
         if conn.read.capacity() > KEPT_BUFFER {
             conn.read = BytesMut::with_capacity(READ_BUFFER);
+        }
+        if conn.spare.capacity() > KEPT_FIELDS {
+            conn.spare = HeaderMap::new();
         }
         let mut connections = self.connections.lock().unwrap_or_else(PoisonError::into_inner);
         if connections.len() < MAX_IDLE {
@@ -188,11 +196,15 @@ impl Pool {
         Self { dialer, authority, tls: *scheme == Scheme::HTTPS, idle }
     }
 
-    /// Sends `request` (origin-form URI, `Host` set) on an idle connection,
-    /// or a new one.
-    pub(super) async fn send(&self, request: Request<UpstreamBody>) -> Result<(Response<super::Incoming>, Lease), SendError> {
+    /// Sends `request` (origin-form URI, `Host` set), with the
+    /// `forwarding` fields after its own, on an idle connection, or a new one.
+    pub(super) async fn send(
+        &self,
+        request: Request<UpstreamBody>,
+        forwarding: Option<&Forwarding<'_>>,
+    ) -> Result<(Response<super::Incoming>, Lease), SendError> {
         let request = match self.idle.take() {
-            Some(conn) => match exchange::exchange(conn, request, &self.idle).await {
+            Some(conn) => match exchange::exchange(conn, request, forwarding, &self.idle).await {
                 Err(Failed::Unsent(request)) => {
                     tracing::debug!("a pooled connection closed before the request was answered; sending it on a new one");
                     *request
@@ -207,7 +219,7 @@ impl Pool {
             Ok(conn) => conn,
             Err(error) => return Err(SendError::Connect(error, Box::new(request))),
         };
-        match exchange::exchange(conn, request, &self.idle).await {
+        match exchange::exchange(conn, request, forwarding, &self.idle).await {
             Ok(response) => Ok((response, Lease::default())),
             Err(failed) => Err(failed.into_error()),
         }
