@@ -60,6 +60,10 @@ use self::head::Framing;
 pub const MAX_REQUEST_HEAD: usize = 256 * 1024;
 /// Longest upstream response head accepted.
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Most header fields a header map kept for the next message (by a client
+/// or upstream connection) has room for: a message of many more does not
+/// leave its map to idle with the connection.
+pub const KEPT_FIELDS: usize = 64;
 
 /// Whether a comma-separated field value lists `token`, in any case.
 pub fn value_lists(value: &[u8], token: &str) -> bool {

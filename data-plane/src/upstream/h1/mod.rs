@@ -37,6 +37,7 @@ pub use self::exchange::Upgraded;
 use super::dial::{Dialer, Io};
 use super::{Lease, SendError};
 use crate::body::UpstreamBody;
+use crate::http1::KEPT_FIELDS;
 use crate::proxy::headers::Forwarding;
 
 /// Most idle connections kept per target.
@@ -45,9 +46,6 @@ const MAX_IDLE: usize = 256;
 const READ_BUFFER: usize = 8 * 1024;
 /// Largest buffer an idle connection keeps.
 const KEPT_BUFFER: usize = 64 * 1024;
-/// Most header fields the spare map of an idle connection keeps room for
-/// (a request of many more does not leave its map to idle with the pool).
-const KEPT_FIELDS: usize = 64;
 
 /// The connections to one target.
 #[derive(Debug)]
