@@ -142,7 +142,7 @@ impl Chunked {
             (At::TrailerStart | At::Trailer { colon: false }, b) if super::head::is_token(b) => self.trailer(false)?,
             (At::Trailer { colon: false }, b':') => self.trailer(true)?,
             (At::Trailer { colon: true }, b'\r') => At::TrailerLf,
-            (At::Trailer { colon: true }, b) if (b >= 0x20 && b != 0x7f) || b == b'\t' => self.trailer(true)?,
+            (At::Trailer { colon: true }, b) if super::head::is_field_text(b) => self.trailer(true)?,
             (At::TrailerLf, b'\n') => At::TrailerStart,
             (At::TrailerStart | At::Trailer { .. } | At::TrailerLf, _) => return Err(Violation::Trailer),
             (At::Data { .. }, _) => unreachable!("data is skipped in feed"),
@@ -171,7 +171,7 @@ fn extension(part: Part, byte: u8) -> Option<Part> {
         (Part::ValueStart, b'"') => Part::Quoted,
         (Part::Quoted, b'"') => Part::Closed,
         (Part::Quoted, b'\\') => Part::Escaped,
-        (Part::Quoted | Part::Escaped, b) if b == b'\t' || (b >= 0x20 && b != 0x7f) => Part::Quoted,
+        (Part::Quoted | Part::Escaped, b) if super::head::is_field_text(b) => Part::Quoted,
         _ => return None,
     })
 }

@@ -307,7 +307,7 @@ pub(super) fn response(head: &Head<'_>, to_head: bool) -> Result<Framing, Violat
         _ => return Err(Violation::StatusLine),
     };
     let reason = &status_line[12..];
-    let valid_reason = reason.is_empty() || (reason[0] == b' ' && reason.iter().all(|b| (*b >= 0x20 && *b != 0x7f) || *b == b'\t'));
+    let valid_reason = reason.is_empty() || (reason[0] == b' ' && reason.iter().all(|b| is_field_text(*b)));
     if !code.iter().all(u8::is_ascii_digit) || code[0] == b'0' || !valid_reason {
         return Err(Violation::StatusLine);
     }
@@ -411,6 +411,12 @@ pub fn strip_prefix_but_separators<'a>(name: &'a [u8], canonical: &[u8]) -> Opti
         }
     }
     Some(&name[at..])
+}
+
+/// A byte a field value (or a reason phrase) may hold: visible ASCII,
+/// space, tab and obs-text (RFC 9110 §5.5), what `HeaderValue` accepts.
+pub(super) fn is_field_text(b: u8) -> bool {
+    b == b'\t' || (b >= 0x20 && b != 0x7f)
 }
 
 /// `tchar` of RFC 9110 §5.6.2.

@@ -63,7 +63,17 @@ pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Most header fields a header map kept for the next message (by a client
 /// or upstream connection) has room for: a message of many more does not
 /// leave its map to idle with the connection.
-pub const KEPT_FIELDS: usize = 64;
+const KEPT_FIELDS: usize = 64;
+
+/// `map` emptied, to take the next message's fields without allocating
+/// (an empty map instead when it has room for more than [`KEPT_FIELDS`]).
+pub fn kept(mut map: http::HeaderMap) -> http::HeaderMap {
+    if map.capacity() > KEPT_FIELDS {
+        return http::HeaderMap::new();
+    }
+    map.clear();
+    map
+}
 
 /// Whether a comma-separated field value lists `token`, in any case.
 pub fn value_lists(value: &[u8], token: &str) -> bool {

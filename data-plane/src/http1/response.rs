@@ -145,7 +145,7 @@ fn own_field(name: &[u8], value: &[u8]) -> Option<Own> {
         return None;
     }
     // A value `HeaderValue` would refuse is refused as any other field's.
-    if value.iter().any(|b| (*b < 0x20 && *b != b'\t') || *b == 0x7f) {
+    if !value.iter().all(|b| head::is_field_text(*b)) {
         return None;
     }
     if connection {

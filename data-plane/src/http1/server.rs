@@ -37,7 +37,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::head::{self, Framing, Side};
-use super::{KEPT_FIELDS, MAX_REQUEST_HEAD, Replayed, value_lists};
+use super::{MAX_REQUEST_HEAD, Replayed, kept, value_lists};
 use crate::body::{BoxError, RequestBody};
 use crate::proxy::headers::MAX_HEADERS;
 use crate::state::stopped;
@@ -90,7 +90,7 @@ where
     let mut read = BytesMut::with_capacity(READ_SIZE);
     let mut write = Vec::with_capacity(READ_SIZE);
     // A response's header map, kept for the next request (hyper does the
-    // same), unless it has room for more than `KEPT_FIELDS`.
+    // same; see `kept`).
     let mut spare = HeaderMap::new();
     let mut first = true;
     // The stop's wake, registered once for the connection's life (then a
@@ -163,13 +163,7 @@ where
         let Ok(encoding) = write_head(&mut parts, &body, to_head, &mut close, &mut write) else {
             return Ended::Closed;
         };
-        spare = match parts.headers {
-            large if large.capacity() > KEPT_FIELDS => HeaderMap::new(),
-            mut kept => {
-                kept.clear();
-                kept
-            }
-        };
+        spare = kept(parts.headers);
         let sent = send_body(&mut io, &mut read, &mut body, encoding, parsed.trailers, &mut write).await;
         // The request is over (its access log line written) before the next one.
         drop(body);

@@ -235,3 +235,18 @@ fn read_response(head_request: bool, bytes: &[u8]) -> Result<(), Violation> {
     while let response::Next::Data(_) = head.body.next(&mut buf)? {}
     Ok(())
 }
+
+#[test]
+fn a_kept_header_map_is_empty_and_one_grown_large_is_not_kept() {
+    let mut small = http::HeaderMap::with_capacity(8);
+    small.insert("x-a", http::HeaderValue::from_static("1"));
+    let capacity = small.capacity();
+    let small = super::kept(small);
+    assert!(small.is_empty());
+    assert_eq!(small.capacity(), capacity, "its room is kept");
+    let mut large = http::HeaderMap::new();
+    for i in 0..100 {
+        large.append(http::HeaderName::from_bytes(format!("x-{i}").as_bytes()).unwrap(), http::HeaderValue::from_static("v"));
+    }
+    assert_eq!(super::kept(large).capacity(), 0, "a map with room for 100 fields is dropped");
+}

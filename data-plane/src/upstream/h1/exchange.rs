@@ -152,9 +152,7 @@ pub(super) async fn exchange(
     }
     head.body.check(&conn.read).map_err(|broken| Failed::Error(Box::new(violation(broken))))?;
     // The request's map takes the next response head on this connection.
-    let mut spare = parts.headers;
-    spare.clear();
-    conn.spare = spare;
+    conn.spare = crate::http1::kept(parts.headers);
     let keep_alive = head.keep_alive && write_failed.is_none();
     let upload = upload.filter(|_| !sent);
     let body = Body { conn: Some(conn), unframer: head.body, upload, keep_alive, idle: idle.clone(), written };

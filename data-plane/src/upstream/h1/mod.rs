@@ -37,7 +37,6 @@ pub use self::exchange::Upgraded;
 use super::dial::{Dialer, Io};
 use super::{Lease, SendError};
 use crate::body::UpstreamBody;
-use crate::http1::KEPT_FIELDS;
 use crate::proxy::headers::Forwarding;
 
 /// Most idle connections kept per target.
@@ -75,7 +74,7 @@ pub(super) struct Conn {
     /// The request head being written (its capacity kept).
     write: Vec<u8>,
     /// The header map the next response head is read into: the previous
-    /// request's, cleared (so a map is not allocated per response).
+    /// request's, emptied (`http1::kept`: no map allocated per response).
     spare: HeaderMap,
     /// It carried a request before.
     reused: bool,
@@ -126,9 +125,8 @@ impl Conn {
 }
 
 impl Idle {
-    /// Keeps `conn` for the next request (with buffers and a header map of
-    /// the usual size: a large body or head once sent or read is not kept
-    /// for as long as it idles).
+    /// Keeps `conn` for the next request (with buffers of the usual size:
+    /// a large body once sent or read is not kept for as long as it idles).
     fn put(self: &Arc<Self>, mut conn: Box<Conn>) {
         conn.reused = true;
         if conn.write.capacity() > KEPT_BUFFER {
@@ -136,9 +134,6 @@ impl Idle {
         }
         if conn.read.capacity() > KEPT_BUFFER {
             conn.read = BytesMut::with_capacity(READ_BUFFER);
-        }
-        if conn.spare.capacity() > KEPT_FIELDS {
-            conn.spare = HeaderMap::new();
         }
         let mut connections = self.connections.lock().unwrap_or_else(PoisonError::into_inner);
         if connections.len() < MAX_IDLE {
