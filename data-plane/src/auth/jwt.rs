@@ -214,7 +214,9 @@ impl JwtCredentials {
                 Err("the token has expired")
             };
         }
-        let verified = Arc::new(self.verify_uncached(rule, token).await?);
+        // Boxed: a miss is rare, and its future (a JWKS fetch) would
+        // otherwise enlarge every authenticated request's.
+        let verified = Arc::new(Box::pin(self.verify_uncached(rule, token)).await?);
         if let Some(cache) = &cache.0 {
             cache.insert(TokenKey { rule: rule.id, token: token.into() }, verified.clone());
         }

@@ -189,7 +189,9 @@ impl Limiter {
             Backend::Local(counters) => return Some(counters.decide(&key)),
             Backend::Redis { redis, prefix, fallback } => (redis, prefix, fallback),
         };
-        match redis.decide(&self.params, &[prefix.as_str(), key.as_str()].concat()).await {
+        // Boxed: a round trip to Redis dwarfs the allocation, and its future
+        // would otherwise enlarge every limited request's.
+        match Box::pin(redis.decide(&self.params, &[prefix.as_str(), key.as_str()].concat())).await {
             Ok(decision) => Some(decision),
             Err(reason) => {
                 tracing::warn!(%reason, on_failure = ?self.on_failure, "rate-limit backend unavailable");
