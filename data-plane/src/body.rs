@@ -82,6 +82,13 @@ pub enum UpstreamBody {
     },
 }
 
+/// No body.
+impl Default for UpstreamBody {
+    fn default() -> Self {
+        Self::Kept(Full::default())
+    }
+}
+
 impl UpstreamBody {
     /// The client's body, streamed, at most `limit` bytes.
     pub fn streamed(body: RequestBody, limit: usize) -> Self {

@@ -111,159 +111,171 @@ where
     Ok(collected.to_bytes())
 }
 
-/// Sends `prepared` with `body` to `target`'s upstream.
-pub async fn send(target: &Target, prepared: Prepared<'_>, body: ClientBody) -> Result<(Response<upstream::Incoming>, Lease), ProxyError> {
-    let upstream = &target.upstream;
-    let deadline = Instant::now() + prepared.timeout.unwrap_or(upstream.request_timeout);
-    let clients_deadline = prepared.deadline_is_clients;
-    let limit = usize::try_from(target.max_body_bytes).unwrap_or(usize::MAX);
-    let plan = target.retry.as_deref().filter(|plan| !prepared.upgrading && plan.allows(prepared.idempotent));
-    let (plan, mut body) = match (plan, body) {
-        // A body a transform rewrote is whole already: every try may send it.
-        (plan, ClientBody::Whole(bytes)) => {
-            plan.inspect(|plan| plan.deposit());
-            (plan, Body::Kept(bytes))
-        }
-        // A plan that retries only connect failures streams the body: a
-        // connect failure hands back the request unsent, body and all.
-        (Some(plan), ClientBody::Stream(body)) if !plan.retries_sent_requests() => {
-            plan.deposit();
-            (Some(plan), Body::Once(Some(UpstreamBody::streamed(body, limit))))
-        }
-        (Some(plan), ClientBody::Stream(body)) => {
-            plan.deposit();
-            // Reading a kept body counts against the request's time too.
-            let kept = tokio::time::timeout_at(deadline.into(), keep(body, limit, target.max_body_bytes))
-                .await
-                .map_err(|_| ProxyError::ClientTimeout)??;
-            match kept {
-                Kept::Whole(bytes) => (Some(plan), Body::Kept(bytes)),
-                Kept::TooLarge(body) => (None, Body::Once(Some(body))),
+/// Sends `prepared` with `body` to `target`'s upstream. Not an `async fn`,
+/// whose future would hold `prepared` twice (as taken, and as the body's
+/// own binding): the block's future holds it once.
+#[expect(clippy::manual_async_fn, reason = "an async fn's future holds its arguments twice")]
+pub fn send<'a>(
+    target: &'a Target,
+    prepared: Prepared<'a>,
+    body: ClientBody,
+) -> impl Future<Output = Result<(Response<upstream::Incoming>, Lease), ProxyError>> + Send + 'a {
+    async move {
+        let upstream = &target.upstream;
+        let deadline = Instant::now() + prepared.timeout.unwrap_or(upstream.request_timeout);
+        let clients_deadline = prepared.deadline_is_clients;
+        let limit = usize::try_from(target.max_body_bytes).unwrap_or(usize::MAX);
+        let plan = target.retry.as_deref().filter(|plan| !prepared.upgrading && plan.allows(prepared.idempotent));
+        let (plan, mut body) = match (plan, body) {
+            // A body a transform rewrote is whole already: every try may send it.
+            (plan, ClientBody::Whole(bytes)) => {
+                plan.inspect(|plan| plan.deposit());
+                (plan, Body::Kept(bytes))
             }
-        }
-        (None, ClientBody::Stream(body)) => (None, Body::Once(Some(UpstreamBody::streamed(body, limit)))),
-        (_, ClientBody::Once(body)) => (None, Body::Once(Some(body))),
-    };
-    let attempts = plan.map_or(1, RetryPlan::attempts);
-    // Headers are copied for a try only when a retry may follow one that
-    // went out; a connect failure hands them back, with the body (the
-    // default plan's case).
-    let copy_headers = plan.is_some_and(RetryPlan::retries_sent_requests);
-    let client_wait = body.client_wait();
-    // The targets tried before this try (recorded only once a retry
-    // comes, so a request answered at once allocates nothing for them).
-    let mut tried = Vec::new();
-    let mut previous = None;
-    let mut headers = Some(prepared.headers);
-    for attempt in 1..=attempts {
-        let last = attempt == attempts;
-        tried.extend(previous.take());
-        let picked = upstream.pick_avoiding(prepared.hash_value, &tried).map_err(|unavailable| unavailable_error(upstream, unavailable))?;
-        previous = Some(picked.index());
-        let mut request_headers = if last || !copy_headers { headers.take() } else { headers.clone() }.unwrap_or_default();
-        // A gRPC call's span is named by its method (`pkg.Service/Method`), as OpenTelemetry's RPC conventions have it.
-        let grpc_method = upstream.is_grpc().then(|| prepared.path_and_query.path().trim_start_matches('/'));
-        let traced = telemetry::upstream_try(
-            &mut request_headers,
-            || grpc_method.map_or_else(|| format!("{} {}", prepared.method, upstream.name()), str::to_owned),
-            || {
-                let target = upstream.target_url(picked.index()).unwrap_or_default().to_owned();
-                let mut attributes = vec![KeyValue::new("server.address", target), KeyValue::new("portico.try", i64::from(attempt))];
-                if let Some(method) = grpc_method {
-                    attributes.extend([KeyValue::new("rpc.system", "grpc"), KeyValue::new("rpc.method", method.to_owned())]);
+            // A plan that retries only connect failures streams the body: a
+            // connect failure hands back the request unsent, body and all.
+            (Some(plan), ClientBody::Stream(body)) if !plan.retries_sent_requests() => {
+                plan.deposit();
+                (Some(plan), Body::Once(Some(UpstreamBody::streamed(body, limit))))
+            }
+            (Some(plan), ClientBody::Stream(body)) => {
+                plan.deposit();
+                // Reading a kept body counts against the request's time too.
+                // Boxed: only a plan that retries sent requests keeps a streamed body.
+                let kept = Box::pin(tokio::time::timeout_at(deadline.into(), keep(body, limit, target.max_body_bytes)))
+                    .await
+                    .map_err(|_| ProxyError::ClientTimeout)??;
+                match kept {
+                    Kept::Whole(bytes) => (Some(plan), Body::Kept(bytes)),
+                    Kept::TooLarge(body) => (None, Body::Once(Some(body))),
                 }
-                attributes
-            },
-        );
-        let request = request(&picked, &prepared.method, &prepared.path_and_query, request_headers, prepared.host.as_ref(), body.next());
-        if let Some(trail) = prepared.trail {
-            trail.tried(picked.index());
-        }
-        let sent_at = prepared.trail.map(|_| Instant::now());
-        // A try ends at the request's deadline, or sooner by a per-try
-        // limit (only then is the clock read here). The wait that may run
-        // out is the client's when the try ends at its deadline.
-        let try_deadline = match plan.and_then(RetryPlan::per_try_timeout) {
-            None => deadline,
-            Some(per_try) => Instant::now().checked_add(per_try).map_or(deadline, |ends| ends.min(deadline)),
+            }
+            (None, ClientBody::Stream(body)) => (None, Body::Once(Some(UpstreamBody::streamed(body, limit)))),
+            (_, ClientBody::Once(body)) => (None, Body::Once(Some(body))),
         };
-        let clients_wait = clients_deadline && try_deadline == deadline;
-        // Boxed, as each level of the pipeline (see `proxy::handle`).
-        let sent =
-            tokio::time::timeout_at(try_deadline.into(), Box::pin(upstream.send(&picked, request, prepared.forwarding.as_ref()))).await;
-        if let Some(span) = traced {
-            match &sent {
-                Ok(Ok((response, _))) => span.end_answered(response.status()),
-                Ok(Err(error)) => span.end(Some(error)),
-                Err(_) => span.end(Some(&"no answer in time")),
-            }
-        }
-        let outcome = match sent {
-            Ok(Ok((mut response, lease))) => {
-                let status = response.status();
-                upstream.answered(&picked);
-                if let (Some(trail), Some(sent_at)) = (prepared.trail, sent_at) {
-                    trail.answered(sent_at.elapsed());
-                }
-                let outcome = if upstream.is_grpc() {
-                    grpc_outcome(target, &picked, &mut response, clients_deadline, client_wait.clone())
-                } else {
-                    upstream.record(&picked, !status.is_server_error());
-                    Outcome::Status(status.as_u16())
-                };
-                if !last && headers.is_some() && Instant::now() < deadline && plan.is_some_and(|p| p.retry(outcome)) {
-                    tracing::debug!(attempt, %status, ?outcome, "retrying");
-                    continue;
-                }
-                return Ok((response, lease));
-            }
-            Ok(Err(error)) => {
-                if let Some(fault) = client_fault(&error, target.max_body_bytes) {
-                    return Err(fault); // the client's doing, not the target's: not recorded, not retried
-                }
-                if client_wait.as_ref().is_some_and(|wait| wait.has_failed()) {
-                    // Over HTTP/2 the stream was reset for the body's error, which the answer does not carry.
-                    return Err(ProxyError::BadRequest("the request body is malformed or was cut short"));
-                }
-                upstream.record(&picked, false);
-                let classified = classify(upstream.name(), &error);
-                let refused = refused_stream(&error);
-                match error.into_unsent() {
-                    Some(unsent) => {
-                        upstream.connect_failed(&picked);
-                        let (parts, unsent_body) = unsent.into_parts();
-                        headers.get_or_insert(parts.headers);
-                        body.give_back(unsent_body);
-                        (Outcome::ConnectFailure, classified)
+        let attempts = plan.map_or(1, RetryPlan::attempts);
+        // Headers are copied for a try only when a retry may follow one that
+        // went out; a connect failure hands them back, with the body (the
+        // default plan's case).
+        let copy_headers = plan.is_some_and(RetryPlan::retries_sent_requests);
+        let client_wait = body.client_wait();
+        // The targets tried before this try (recorded only once a retry
+        // comes, so a request answered at once allocates nothing for them).
+        let mut tried = Vec::new();
+        let mut previous = None;
+        let mut headers = Some(prepared.headers);
+        for attempt in 1..=attempts {
+            let last = attempt == attempts;
+            tried.extend(previous.take());
+            let picked =
+                upstream.pick_avoiding(prepared.hash_value, &tried).map_err(|unavailable| unavailable_error(upstream, unavailable))?;
+            previous = Some(picked.index());
+            let mut request_headers = if last || !copy_headers { headers.take() } else { headers.clone() }.unwrap_or_default();
+            // A gRPC call's span is named by its method (`pkg.Service/Method`), as OpenTelemetry's RPC conventions have it.
+            let grpc_method = upstream.is_grpc().then(|| prepared.path_and_query.path().trim_start_matches('/'));
+            let traced = telemetry::upstream_try(
+                &mut request_headers,
+                || grpc_method.map_or_else(|| format!("{} {}", prepared.method, upstream.name()), str::to_owned),
+                || {
+                    let target = upstream.target_url(picked.index()).unwrap_or_default().to_owned();
+                    let mut attributes = vec![KeyValue::new("server.address", target), KeyValue::new("portico.try", i64::from(attempt))];
+                    if let Some(method) = grpc_method {
+                        attributes.extend([KeyValue::new("rpc.system", "grpc"), KeyValue::new("rpc.method", method.to_owned())]);
                     }
-                    None if refused => (Outcome::RefusedStream, classified),
-                    // Anything else a gRPC target may have begun to process.
-                    None if upstream.is_grpc() => return Err(classified),
-                    None => (Outcome::Reset, classified),
+                    attributes
+                },
+            );
+            let request =
+                request(&picked, &prepared.method, &prepared.path_and_query, request_headers, prepared.host.as_ref(), body.next());
+            if let Some(trail) = prepared.trail {
+                trail.tried(picked.index());
+            }
+            let sent_at = prepared.trail.map(|_| Instant::now());
+            // A try ends at the request's deadline, or sooner by a per-try
+            // limit (only then is the clock read here). The wait that may run
+            // out is the client's when the try ends at its deadline.
+            let try_deadline = match plan.and_then(RetryPlan::per_try_timeout) {
+                None => deadline,
+                Some(per_try) => Instant::now().checked_add(per_try).map_or(deadline, |ends| ends.min(deadline)),
+            };
+            let clients_wait = clients_deadline && try_deadline == deadline;
+            // Boxed, as each level of the pipeline (see `proxy::handle`).
+            let sent =
+                tokio::time::timeout_at(try_deadline.into(), Box::pin(upstream.send(&picked, request, prepared.forwarding.as_ref()))).await;
+            if let Some(span) = traced {
+                match &sent {
+                    Ok(Ok((response, _))) => span.end_answered(response.status()),
+                    Ok(Err(error)) => span.end(Some(error)),
+                    Err(_) => span.end(Some(&"no answer in time")),
                 }
             }
-            Err(_) if client_wait.as_ref().is_some_and(|wait| wait.is_waiting()) => {
-                return Err(ProxyError::ClientTimeout); // the upload stalled: the client's doing too
-            }
-            Err(_) => {
-                if !clients_wait {
+            let outcome = match sent {
+                Ok(Ok((mut response, lease))) => {
+                    let status = response.status();
+                    upstream.answered(&picked);
+                    if let (Some(trail), Some(sent_at)) = (prepared.trail, sent_at) {
+                        trail.answered(sent_at.elapsed());
+                    }
+                    let outcome = if upstream.is_grpc() {
+                        grpc_outcome(target, &picked, &mut response, clients_deadline, client_wait.clone())
+                    } else {
+                        upstream.record(&picked, !status.is_server_error());
+                        Outcome::Status(status.as_u16())
+                    };
+                    if !last && headers.is_some() && Instant::now() < deadline && plan.is_some_and(|p| p.retry(outcome)) {
+                        tracing::debug!(attempt, %status, ?outcome, "retrying");
+                        continue;
+                    }
+                    return Ok((response, lease));
+                }
+                Ok(Err(error)) => {
+                    if let Some(fault) = client_fault(&error, target.max_body_bytes) {
+                        return Err(fault); // the client's doing, not the target's: not recorded, not retried
+                    }
+                    if client_wait.as_ref().is_some_and(|wait| wait.has_failed()) {
+                        // Over HTTP/2 the stream was reset for the body's error, which the answer does not carry.
+                        return Err(ProxyError::BadRequest("the request body is malformed or was cut short"));
+                    }
                     upstream.record(&picked, false);
+                    let classified = classify(upstream.name(), &error);
+                    let refused = refused_stream(&error);
+                    match error.into_unsent() {
+                        Some(unsent) => {
+                            upstream.connect_failed(&picked);
+                            let (parts, unsent_body) = unsent.into_parts();
+                            headers.get_or_insert(parts.headers);
+                            body.give_back(unsent_body);
+                            (Outcome::ConnectFailure, classified)
+                        }
+                        None if refused => (Outcome::RefusedStream, classified),
+                        // Anything else a gRPC target may have begun to process.
+                        None if upstream.is_grpc() => return Err(classified),
+                        None => (Outcome::Reset, classified),
+                    }
                 }
-                let error = ProxyError::UpstreamTimeout { upstream: upstream.name().to_owned() };
-                if upstream.is_grpc() {
-                    return Err(error);
+                Err(_) if client_wait.as_ref().is_some_and(|wait| wait.is_waiting()) => {
+                    return Err(ProxyError::ClientTimeout); // the upload stalled: the client's doing too
                 }
-                (Outcome::Timeout, error)
+                Err(_) => {
+                    if !clients_wait {
+                        upstream.record(&picked, false);
+                    }
+                    let error = ProxyError::UpstreamTimeout { upstream: upstream.name().to_owned() };
+                    if upstream.is_grpc() {
+                        return Err(error);
+                    }
+                    (Outcome::Timeout, error)
+                }
+            };
+            let (outcome, error) = outcome;
+            let time_left = Instant::now() < deadline;
+            if last || !time_left || headers.is_none() || !plan.is_some_and(|p| p.retry(outcome)) {
+                return Err(error);
             }
-        };
-        let (outcome, error) = outcome;
-        let time_left = Instant::now() < deadline;
-        if last || !time_left || headers.is_none() || !plan.is_some_and(|p| p.retry(outcome)) {
-            return Err(error);
+            tracing::debug!(attempt, ?outcome, "retrying");
         }
-        tracing::debug!(attempt, ?outcome, "retrying");
+        Err(ProxyError::UpstreamTimeout { upstream: upstream.name().to_owned() })
     }
-    Err(ProxyError::UpstreamTimeout { upstream: upstream.name().to_owned() })
 }
 
 /// How a gRPC call ends for the target it went to: its `grpc-status`,

@@ -55,114 +55,124 @@ use opentelemetry::trace::TraceContextExt as _;
 /// guard ([`crate::http1`]) found of its head: a request that broke a rule
 /// is answered here, and it or an upgrade request that gets no `101` (past
 /// which the guard checks nothing) closes the connection, so no byte sent
-/// after it is read as a request.
-pub async fn handle(
+/// after it is read as a request. Not an `async fn`, whose future would
+/// hold the request twice (as taken, and as the body's own binding).
+#[expect(clippy::manual_async_fn, reason = "an async fn's future holds its arguments twice")]
+pub fn handle(
     node: Arc<NodeState>,
     request: Request<RequestBody>,
     peer: &Peer,
     verdict: Verdict,
-) -> (Response<ResponseBody>, Epilogue) {
-    let started = Instant::now();
-    let secure = peer.tls.is_some();
-    let trace = telemetry::server_span(request.headers(), request.method(), request.uri().path());
-    let traced_method = trace.as_ref().map(|_| request.method().clone());
-    let head_request = request.method() == Method::HEAD;
-    let refused = match verdict {
-        Verdict::Refuse(violation) => Some(violation),
-        Verdict::Pass | Verdict::Upgrade => None,
-    };
-    let request_id = headers::request_id(request.headers());
-    let runtime = node.runtime();
-    let unanswered = node.access_log.as_ref().map(|log| {
-        let arrival = Arrival::of(&request, started, trace.as_ref().map(telemetry::Span::context));
-        // The route is not known yet: the gateway's policy decides.
-        let plan = runtime.as_ref().map(|runtime| runtime.access_log.clone()).unwrap_or_default();
-        Unanswered::new(log.clone(), plan, arrival, request_id.clone(), peer.addr.ip(), peer.tls.clone())
-    });
-    let span = tracing::debug_span!(
-        "request",
-        method = %request.method(),
-        path = %request.uri().path(),
-        request_id = ?request_id,
-        route = tracing::field::Empty,
-        upstream = tracing::field::Empty,
-        status = tracing::field::Empty,
-    );
-    let mut served = Served { findings: unanswered.as_ref().map(|_| Box::default()), ..Served::default() };
-    let pipeline = async {
-        let outcome = match (refused, &runtime) {
-            (Some(violation), _) => Err(ProxyError::Malformed(violation)),
-            (None, None) => {
-                served.grpc = GrpcClient::of(request.headers()).map(Box::new);
-                Err(ProxyError::NoConfig)
-            }
-            // Each level of the pipeline's futures is boxed: a future is moved
-            // whole (all its states' space) into the one that awaits it, so
-            // nested, they would be copied again at every level.
-            (None, Some(runtime)) => Box::pin(forward(&node, runtime, request, peer, secure, &request_id, &mut served)).await,
+) -> impl Future<Output = (Response<ResponseBody>, Epilogue)> + Send + '_ {
+    async move {
+        let started = Instant::now();
+        let trace = telemetry::server_span(request.headers(), request.method(), request.uri().path());
+        let traced_method = trace.as_ref().map(|_| request.method().clone());
+        let head_request = request.method() == Method::HEAD;
+        let refused = match verdict {
+            Verdict::Refuse(violation) => Some(violation),
+            Verdict::Pass | Verdict::Upgrade => None,
         };
-        let response = outcome.unwrap_or_else(|error| {
-            tracing::debug!(error = %error, source = ?error.source(), retryable = error.retryable(), "request failed");
-            error.response_to(served.grpc.as_deref())
+        let request_id = headers::request_id(request.headers());
+        let runtime = node.runtime();
+        let unanswered = node.access_log.as_ref().map(|log| {
+            let arrival = Arrival::of(&request, started, trace.as_ref().map(telemetry::Span::context));
+            // The route is not known yet: the gateway's policy decides.
+            let plan = runtime.as_ref().map(|runtime| runtime.access_log.clone()).unwrap_or_default();
+            Unanswered::new(log.clone(), plan, arrival, request_id.clone(), peer.addr.ip(), peer.tls.clone())
         });
-        match served.grpc_metric.take() {
-            Some(metric) => grpc::respond(response, served.grpc.as_deref(), *metric),
-            None => response,
+        let span = tracing::debug_span!(
+            "request",
+            method = %request.method(),
+            path = %request.uri().path(),
+            request_id = ?request_id,
+            route = tracing::field::Empty,
+            upstream = tracing::field::Empty,
+            status = tracing::field::Empty,
+        );
+        let mut served = Served { findings: unanswered.as_ref().map(|_| Box::default()), ..Served::default() };
+        // Boxed, the forwarding future in it: the request moves into the box
+        // and is not held by this future as well (a future keeps what it
+        // captures for all its life), which stays under 1 KiB, the size
+        // the allocator serves from its fast path.
+        let pipeline = Box::pin(async {
+            let outcome = match (refused, &runtime) {
+                (Some(violation), _) => Err(ProxyError::Malformed(violation)),
+                (None, None) => {
+                    served.grpc = GrpcClient::of(request.headers()).map(Box::new);
+                    Err(ProxyError::NoConfig)
+                }
+                (None, Some(runtime)) => {
+                    {
+                        let (parts, body) = request.into_parts();
+                        forward(&node, runtime, parts, body, peer, &request_id, &mut served)
+                    }
+                    .await
+                }
+            };
+            let response = outcome.unwrap_or_else(|error| {
+                tracing::debug!(error = %error, source = ?error.source(), retryable = error.retryable(), "request failed");
+                error.response_to(served.grpc.as_deref())
+            });
+            match served.grpc_metric.take() {
+                Some(metric) => grpc::respond(response, served.grpc.as_deref(), *metric),
+                None => response,
+            }
+        })
+        .instrument(span.clone());
+        // Stages below start their spans from the request's context.
+        let mut response = match &trace {
+            Some(span) => pipeline.with_context(span.context().clone()).await,
+            None => pipeline.await,
+        };
+        if let Some(stages) = served.route.map(|route| &route.stages) {
+            // Every answer of a route with header-picked profiles depends on those headers.
+            for vary in [stages.request.vary(), stages.response.vary()].into_iter().flatten() {
+                headers::append_vary(response.headers_mut(), vary);
+            }
+            if let Some(cors) = &stages.cors {
+                cors.decorate(served.origin.as_ref(), response.headers_mut());
+            }
+            // Answers the cache never saw (refusals before it, upstream failures) say so too.
+            if stages.cache.is_some() && !response.headers().contains_key(CACHE_STATUS) {
+                let status = served.cache_status.take().unwrap_or_else(|| CacheStatus::not_consulted().value());
+                response.headers_mut().append(CACHE_STATUS, status);
+            }
         }
-    }
-    .instrument(span.clone());
-    // Stages below start their spans from the request's context.
-    let mut response = match &trace {
-        Some(span) => pipeline.with_context(span.context().clone()).await,
-        None => pipeline.await,
-    };
-    if let Some(stages) = served.route.map(|route| &route.stages) {
-        // Every answer of a route with header-picked profiles depends on those headers.
-        for vary in [stages.request.vary(), stages.response.vary()].into_iter().flatten() {
-            headers::append_vary(response.headers_mut(), vary);
+        let status = response.status();
+        let logged = node.access_log.as_ref().zip(unanswered).and_then(|(log, unanswered)| {
+            let arrival = unanswered.answered();
+            let gateway_plan = runtime.as_ref().map(|runtime| &runtime.access_log);
+            let fallback = access_log::Plan::default();
+            let plan = served.route.map(|route| &route.stages.access_log).or(gateway_plan).unwrap_or(&fallback);
+            if !plan.wants(status) {
+                return None;
+            }
+            let mut findings = served.findings.take().map(|findings| *findings).unwrap_or_default();
+            findings.client.get_or_insert(peer.addr.ip());
+            findings.tls.clone_from(&peer.tls);
+            let answer = Answer { request_id: request_id.clone(), status, cache: response.headers().get(CACHE_STATUS).cloned() };
+            Some(Pending::new(log.clone(), plan, served.route, arrival, findings, answer))
+        });
+        response.headers_mut().insert(headers::REQUEST_ID, request_id);
+        if verdict != Verdict::Pass && status != StatusCode::SWITCHING_PROTOCOLS {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if let Some(cors) = &stages.cors {
-            cors.decorate(served.origin.as_ref(), response.headers_mut());
+        span.record("status", status.as_u16());
+        // Only spans this node records and sends are exemplars.
+        let exemplar =
+            trace.as_ref().map(|span| span.context().span()).filter(|span| span.is_recording()).map(|span| span.span_context().trace_id());
+        served.route.map_or(RouteMetrics::unmatched(), |route| &route.metrics).request_done(status, started.elapsed(), exemplar);
+        if let (Some(route), Some(consumer)) = (served.route, served.consumer.take()) {
+            crate::metrics::consumer_request(route.name.clone(), consumer, status);
         }
-        // Answers the cache never saw (refusals before it, upstream failures) say so too.
-        if stages.cache.is_some() && !response.headers().contains_key(CACHE_STATUS) {
-            let status = served.cache_status.take().unwrap_or_else(|| CacheStatus::not_consulted().value());
-            response.headers_mut().append(CACHE_STATUS, status);
+        if let (Some(span), Some(method)) = (&trace, &traced_method) {
+            let version = runtime.as_ref().map(|runtime| runtime.version);
+            telemetry::answered(span, method, &node.gateway, version, served.route.map(|route| &*route.name), status);
         }
+        let bodiless = head_request || status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+        (response, Epilogue { logged, traced: trace, bodiless })
     }
-    let status = response.status();
-    let logged = node.access_log.as_ref().zip(unanswered).and_then(|(log, unanswered)| {
-        let arrival = unanswered.answered();
-        let gateway_plan = runtime.as_ref().map(|runtime| &runtime.access_log);
-        let fallback = access_log::Plan::default();
-        let plan = served.route.map(|route| &route.stages.access_log).or(gateway_plan).unwrap_or(&fallback);
-        if !plan.wants(status) {
-            return None;
-        }
-        let mut findings = served.findings.take().map(|findings| *findings).unwrap_or_default();
-        findings.client.get_or_insert(peer.addr.ip());
-        findings.tls.clone_from(&peer.tls);
-        let answer = Answer { request_id: request_id.clone(), status, cache: response.headers().get(CACHE_STATUS).cloned() };
-        Some(Pending::new(log.clone(), plan, served.route, arrival, findings, answer))
-    });
-    response.headers_mut().insert(headers::REQUEST_ID, request_id);
-    if verdict != Verdict::Pass && status != StatusCode::SWITCHING_PROTOCOLS {
-        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    span.record("status", status.as_u16());
-    // Only spans this node records and sends are exemplars.
-    let exemplar =
-        trace.as_ref().map(|span| span.context().span()).filter(|span| span.is_recording()).map(|span| span.span_context().trace_id());
-    served.route.map_or(RouteMetrics::unmatched(), |route| &route.metrics).request_done(status, started.elapsed(), exemplar);
-    if let (Some(route), Some(consumer)) = (served.route, served.consumer.take()) {
-        crate::metrics::consumer_request(route.name.clone(), consumer, status);
-    }
-    if let (Some(span), Some(method)) = (&trace, &traced_method) {
-        let version = runtime.as_ref().map(|runtime| runtime.version);
-        telemetry::answered(span, method, &node.gateway, version, served.route.map(|route| &*route.name), status);
-    }
-    let bodiless = head_request || status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
-    (response, Epilogue { logged, traced: trace, bodiless })
 }
 
 /// What is left to do once a response's body is sent (or abandoned): its
@@ -206,223 +216,229 @@ fn routing_method(request: &http::request::Parts) -> Option<Method> {
     request.headers.get(header::ACCESS_CONTROL_REQUEST_METHOD).and_then(|m| Method::from_bytes(m.as_bytes()).ok())
 }
 
-async fn forward<'r>(
-    node: &Arc<NodeState>,
+/// The pipeline past the request id, for a node with a config. Not an
+/// `async fn`, whose future would hold the request twice (as taken, and as
+/// the body's own binding): the block's future holds `parts` and `body` once.
+#[expect(clippy::manual_async_fn, reason = "an async fn's future holds its arguments twice")]
+fn forward<'a, 'r: 'a>(
+    node: &'a Arc<NodeState>,
     runtime: &'r Arc<Runtime>,
-    request: Request<RequestBody>,
-    peer: &Peer,
-    secure: bool,
-    request_id: &HeaderValue,
-    served: &mut Served<'r>,
-) -> Result<Response<ResponseBody>, ProxyError> {
-    let (mut parts, body) = request.into_parts();
-    // Refusals before a route is known answer a gRPC client in gRPC's form too.
-    let refuse = |served: &mut Served<'_>, headers: &http::HeaderMap, error: ProxyError| {
-        served.grpc = GrpcClient::of(headers).map(Box::new);
-        error
-    };
-    headers::check_limits(&parts.headers).map_err(|error| refuse(served, &parts.headers, error))?;
-    // The path as the client sent it: authentication may take a key out of the query.
-    let uri = parts.uri.clone();
-    let path = normalize_path(uri.path()).map_err(|e| refuse(served, &parts.headers, ProxyError::BadRequest(e.message())))?;
-    let original_host = original_host(&parts);
-    let host = host_name(original_host.as_ref());
-    let announced = routing_method(&parts);
-    let preflight_route = announced
-        .as_ref()
-        .and_then(|method| runtime.route(&host, &path, method, &parts.headers))
-        .filter(|(route, _)| route.stages.cors.is_some());
-    let Some((route, matched)) = preflight_route.or_else(|| runtime.route(&host, &path, &parts.method, &parts.headers)) else {
-        let error = ProxyError::NoRoute { method: parts.method.to_string(), path: path.into_owned() };
-        return Err(refuse(served, &parts.headers, error));
-    };
-    served.route = Some(route);
-    if route.backend.upstream().is_some_and(|upstream| upstream.is_grpc()) {
-        served.grpc = GrpcClient::of(&parts.headers).map(Box::new);
-        served.grpc_metric = Some(Box::new(CallMetric::new(route.name.clone(), &path)));
-    }
-    if tracing::enabled!(tracing::Level::DEBUG) {
-        tracing::Span::current().record("route", &*route.name).record("upstream", route.backend.label());
-    }
-    if let Some(cors) = &route.stages.cors {
-        served.origin = parts.headers.get(header::ORIGIN).cloned();
-        if announced.is_some() {
-            return Ok(cors.preflight(&parts.headers));
+    mut parts: http::request::Parts,
+    body: RequestBody,
+    peer: &'a Peer,
+    request_id: &'a HeaderValue,
+    served: &'a mut Served<'r>,
+) -> impl Future<Output = Result<Response<ResponseBody>, ProxyError>> + Send + 'a {
+    async move {
+        let secure = peer.tls.is_some();
+        // Refusals before a route is known answer a gRPC client in gRPC's form too.
+        let refuse = |served: &mut Served<'_>, headers: &http::HeaderMap, error: ProxyError| {
+            served.grpc = GrpcClient::of(headers).map(Box::new);
+            error
+        };
+        headers::check_limits(&parts.headers).map_err(|error| refuse(served, &parts.headers, error))?;
+        // The path as the client sent it: authentication may take a key out of the query.
+        let uri = parts.uri.clone();
+        let path = normalize_path(uri.path()).map_err(|e| refuse(served, &parts.headers, ProxyError::BadRequest(e.message())))?;
+        let original_host = original_host(&parts);
+        let host = host_name(original_host.as_ref());
+        let announced = routing_method(&parts);
+        let preflight_route = announced
+            .as_ref()
+            .and_then(|method| runtime.route(&host, &path, method, &parts.headers))
+            .filter(|(route, _)| route.stages.cors.is_some());
+        let Some((route, matched)) = preflight_route.or_else(|| runtime.route(&host, &path, &parts.method, &parts.headers)) else {
+            let error = ProxyError::NoRoute { method: parts.method.to_string(), path: path.into_owned() };
+            return Err(refuse(served, &parts.headers, error));
+        };
+        served.route = Some(route);
+        if route.backend.upstream().is_some_and(|upstream| upstream.is_grpc()) {
+            served.grpc = GrpcClient::of(&parts.headers).map(Box::new);
+            served.grpc_metric = Some(Box::new(CallMetric::new(route.name.clone(), &path)));
         }
-    }
-    if route.https_only && !secure {
-        return https_redirect(original_host.as_ref(), &uri);
-    }
-    // Room for the forwarding and identity headers added below, so the
-    // map grows once at most.
-    parts.headers.reserve(8);
-    // As the client sent it (authentication may hide the credentials); only the cache asks.
-    let authorized = route.stages.cache.is_some() && parts.headers.contains_key(header::AUTHORIZATION);
-    let client_ip = headers::client_ip(peer.addr.ip(), &parts.headers, &runtime.trusted_proxies);
-    if let Some(findings) = &mut served.findings {
-        findings.client = Some(client_ip);
-    }
-    if let Some(rule) = &route.stages.ip {
-        rule.check(client_ip)?;
-    }
-    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > route.max_body_bytes) {
-        return Err(ProxyError::BodyTooLarge { limit: route.max_body_bytes });
-    }
-
-    let limited_before = ratelimit::check(&route.limits_before_auth, &facts(route, &parts, client_ip, None)).await;
-    let limited_before = note_limit(served, limited_before)?;
-    let identity = runtime.auth.authenticate(&route.auth, &mut parts).await.inspect_err(|error| {
-        crate::metrics::auth_refused(route.name.clone(), error.status());
-    })?;
-    if served.findings.is_some() || crate::metrics::by_consumer() {
-        let consumer = identity.as_ref().and_then(|identity| runtime.auth.username(identity)).map(str::to_owned);
-        if crate::metrics::by_consumer() {
-            served.consumer.clone_from(&consumer);
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::Span::current().record("route", &*route.name).record("upstream", route.backend.label());
         }
+        if let Some(cors) = &route.stages.cors {
+            served.origin = parts.headers.get(header::ORIGIN).cloned();
+            if announced.is_some() {
+                return Ok(cors.preflight(&parts.headers));
+            }
+        }
+        if route.https_only && !secure {
+            return https_redirect(original_host.as_ref(), &uri);
+        }
+        // Room for the forwarding and identity headers added below, so the
+        // map grows once at most.
+        parts.headers.reserve(8);
+        // As the client sent it (authentication may hide the credentials); only the cache asks.
+        let authorized = route.stages.cache.is_some() && parts.headers.contains_key(header::AUTHORIZATION);
+        let client_ip = headers::client_ip(peer.addr.ip(), &parts.headers, &runtime.trusted_proxies);
         if let Some(findings) = &mut served.findings {
-            findings.consumer = consumer;
+            findings.client = Some(client_ip);
         }
-    }
-    let limited_after = ratelimit::check(&route.limits_after_auth, &facts(route, &parts, client_ip, identity.as_ref())).await;
-    let limited_after = note_limit(served, limited_after)?;
-    let limited = ratelimit::tighter(limited_before, limited_after);
-    let consumer = identity.as_ref().filter(|i| !i.is_anonymous()).map(Identity::consumer_id);
-    let hash_value = route
-        .backend
-        .target()
-        .and_then(|target| target.upstream.hash_on())
-        .map(|on| crate::upstream::hash_value(on, &parts.headers, client_ip, consumer));
-    // A transcoded route's rules match the path as the client sent it.
-    let strip_path = route.strip_path && !matches!(route.backend, Backend::Grpc(_));
-    let mut path_and_query = forwarded_target(&parts.uri, &path, matched.matched_len, strip_path)?;
-    // An aggregate answers itself: there is no one connection to tunnel to.
-    let upgrade = route.backend.upstream().and_then(|_| headers::upgrade_protocol(&parts.headers));
-    let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
-    let preserved_host = original_host.as_ref().filter(|_| route.preserve_host).cloned();
-    headers::remove_hop_by_hop(&mut parts.headers, upgrade);
-    headers::strip_spoofed(&mut parts.headers);
+        if let Some(rule) = &route.stages.ip {
+            rule.check(client_ip)?;
+        }
+        let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > route.max_body_bytes) {
+            return Err(ProxyError::BodyTooLarge { limit: route.max_body_bytes });
+        }
 
-    // Transforms read the request as the client sent it (less spoofed
-    // headers) and write before the gateway's own headers, which so win.
-    let stages = &route.stages;
-    let values = RequestValues {
-        params: &matched.params,
-        query: parts.uri.query(),
-        headers: &parts.headers,
-        identity: identity.as_ref(),
-        auth: &runtime.auth,
-        request_id,
-    };
-    let request_profile = stages.request.pick_indexed(&parts.headers, identity.as_ref());
-    let aggregate = match &route.backend {
-        Backend::Aggregate(aggregation) => Some(Box::new(AggregateInput::new(
-            values.gather(aggregation.sources()),
-            request_profile.map(|(_, shaper)| shaper.written().to_vec()).unwrap_or_default(),
-            aggregation.hashes(|on| crate::upstream::hash_value(on, &parts.headers, client_ip, consumer)),
-        ))),
-        Backend::Amqp(amqp) => Some(Box::new(AggregateInput::new(values.gather(amqp.sources()), Vec::new(), Vec::new()))),
-        Backend::Proxy(_) | Backend::Grpc(_) => None,
-    };
-    let request_shaper = request_profile.map(|(_, shaper)| shaper);
-    let request_rewrite = request_shaper.map(|shaper| shaper.prepare(path_and_query.path(), parts.uri.query(), &values)).transpose()?;
-    let response_rewrite = stages.response.pick(&parts.headers, identity.as_ref()).map(|shaper| shaper.prepare(&values)).transpose()?;
-    let mut body_shaper = None;
-    let mut rewritten = false;
-    if let (Some(shaper), Some(mut rewrite)) = (request_shaper, request_rewrite) {
-        if let Some(target) = rewrite.target.take() {
-            path_and_query = target;
-            rewritten = true;
+        let limited_before = ratelimit::check(&route.limits_before_auth, &facts(route, &parts, client_ip, None)).await;
+        let limited_before = note_limit(served, limited_before)?;
+        let identity = runtime.auth.authenticate(&route.auth, &mut parts).await.inspect_err(|error| {
+            crate::metrics::auth_refused(route.name.clone(), error.status());
+        })?;
+        if served.findings.is_some() || crate::metrics::by_consumer() {
+            let consumer = identity.as_ref().and_then(|identity| runtime.auth.username(identity)).map(str::to_owned);
+            if crate::metrics::by_consumer() {
+                served.consumer.clone_from(&consumer);
+            }
+            if let Some(findings) = &mut served.findings {
+                findings.consumer = consumer;
+            }
         }
-        shaper.apply(&mut parts.headers, rewrite);
-        body_shaper = shaper.body.as_ref();
-    }
-    if response_rewrite.as_ref().is_some_and(|rewrite| rewrite.shaper.body.is_some()) {
-        crate::stage::body::ask_for_shapeable(&mut parts.headers);
-    }
-    let body = match (body_shaper, &served.grpc) {
-        // Boxed: the shaping futures would otherwise enlarge every request's future.
-        (Some(shaper), _) => Box::pin(shaper.request(&mut parts.headers, body, route.max_body_bytes)).await?,
-        (None, Some(client)) => Box::pin(client.upstream_request(&mut parts.headers, body, route.max_body_bytes)).await?,
-        (None, None) => ClientBody::Stream(body),
-    };
-    let timeout = (served.grpc.is_some() || matches!(route.backend, Backend::Grpc(_))).then(|| grpc::timeout(&parts.headers)).flatten();
-    // A proxied call waits the service's request timeout at most (a transcoded one its route's deadline, see `Transcoding`).
-    let own_timeout = route.backend.upstream().map(|upstream| upstream.request_timeout);
-    let timeout = timeout.map(|asked| own_timeout.map_or(asked, |own| asked.min(own)));
-    let forwarding = headers::Forwarding::take(&mut parts.headers, peer, client_ip, secure, original_host.as_ref(), request_id);
-    // A proxied route without a cache leaves the forwarding fields to its
-    // sender; other backends, and the cache's keys, read the map.
-    let forwarding = match (&route.backend, &stages.cache) {
-        (Backend::Proxy(_), None) => Some(forwarding),
-        _ => {
-            forwarding.insert_into(&mut parts.headers);
-            None
-        }
-    };
-    if let Some(identity) = &identity {
-        runtime.auth.add_identity_headers(identity, &mut parts.headers);
-    }
+        let limited_after = ratelimit::check(&route.limits_after_auth, &facts(route, &parts, client_ip, identity.as_ref())).await;
+        let limited_after = note_limit(served, limited_after)?;
+        let limited = ratelimit::tighter(limited_before, limited_after);
+        let consumer = identity.as_ref().filter(|i| !i.is_anonymous()).map(Identity::consumer_id);
+        let hash_value = route
+            .backend
+            .target()
+            .and_then(|target| target.upstream.hash_on())
+            .map(|on| crate::upstream::hash_value(on, &parts.headers, client_ip, consumer));
+        // A transcoded route's rules match the path as the client sent it.
+        let strip_path = route.strip_path && !matches!(route.backend, Backend::Grpc(_));
+        let mut path_and_query = forwarded_target(&parts.uri, &path, matched.matched_len, strip_path)?;
+        // An aggregate answers itself: there is no one connection to tunnel to.
+        let upgrade = route.backend.upstream().and_then(|_| headers::upgrade_protocol(&parts.headers));
+        let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
+        let preserved_host = original_host.as_ref().filter(|_| route.preserve_host).cloned();
+        headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+        headers::strip_spoofed(&mut parts.headers);
 
-    let head_request = parts.method == Method::HEAD;
-    let trail = served.findings.as_ref().map(|_| Trail::default());
-    let prepared = backend::Prepared {
-        idempotent: parts.method.is_idempotent(),
-        method: parts.method,
-        path_and_query,
-        headers: parts.headers,
-        host: preserved_host,
-        hash_value: hash_value.as_deref().map(str::as_bytes),
-        upgrading: client_upgrade.is_some(),
-        deadline_is_clients: timeout.is_some_and(|asked| own_timeout.is_none_or(|own| asked < own)),
-        timeout,
-        aggregate,
-        trail: trail.as_ref(),
-        forwarding,
-    };
-    let fetched = match (&stages.cache, client_upgrade) {
-        (Some(cache), None) => {
-            let request = CacheRequest {
-                host: &host,
-                path: &path,
-                query: uri.query(),
-                rewritten,
-                consumer: identity.as_ref().map(Identity::consumer_id),
-                authorized,
-                profile: request_profile.map(|(index, shaper)| Profile { index, written: shaper.written() }),
-            };
-            // Boxed: the cache's futures would otherwise enlarge every request's future.
-            Box::pin(cache.serve(&node.cache, runtime, route, request, prepared, body)).await.map_err(|failed| {
-                served.cache_status = Some(failed.status);
-                failed.error
-            })
-        }
-        (cache, client_upgrade) => Box::pin(fetch_upgradable(node, route, prepared, body, client_upgrade)).await.map(|mut response| {
-            if cache.is_some() {
-                response.headers_mut().append(CACHE_STATUS, CacheStatus::forwarded(Fwd::Bypass).value());
+        // Transforms read the request as the client sent it (less spoofed
+        // headers) and write before the gateway's own headers, which so win.
+        let stages = &route.stages;
+        let values = RequestValues {
+            params: &matched.params,
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            identity: identity.as_ref(),
+            auth: &runtime.auth,
+            request_id,
+        };
+        let request_profile = stages.request.pick_indexed(&parts.headers, identity.as_ref());
+        let aggregate = match &route.backend {
+            Backend::Aggregate(aggregation) => Some(Box::new(AggregateInput::new(
+                values.gather(aggregation.sources()),
+                request_profile.map(|(_, shaper)| shaper.written().to_vec()).unwrap_or_default(),
+                aggregation.hashes(|on| crate::upstream::hash_value(on, &parts.headers, client_ip, consumer)),
+            ))),
+            Backend::Amqp(amqp) => Some(Box::new(AggregateInput::new(values.gather(amqp.sources()), Vec::new(), Vec::new()))),
+            Backend::Proxy(_) | Backend::Grpc(_) => None,
+        };
+        let request_shaper = request_profile.map(|(_, shaper)| shaper);
+        let request_rewrite = request_shaper.map(|shaper| shaper.prepare(path_and_query.path(), parts.uri.query(), &values)).transpose()?;
+        let response_rewrite = stages.response.pick(&parts.headers, identity.as_ref()).map(|shaper| shaper.prepare(&values)).transpose()?;
+        let mut body_shaper = None;
+        let mut rewritten = false;
+        if let (Some(shaper), Some(mut rewrite)) = (request_shaper, request_rewrite) {
+            if let Some(target) = rewrite.target.take() {
+                path_and_query = target;
+                rewritten = true;
             }
-            response
-        }),
-    };
-    if let Some(findings) = &mut served.findings {
-        findings.trail = trail;
-    }
-    let mut response = fetched?;
-    let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-    if let Some(rewrite) = response_rewrite.filter(|_| !upgraded) {
-        if let Some(shaper) = &rewrite.shaper.body {
-            let (shaped, skipped) = Box::pin(shaper.response(response, head_request, route.backend.label())).await?;
-            if let Some(reason) = skipped {
-                crate::metrics::transform_skipped(route.name.clone(), reason.as_str());
-            }
-            response = shaped;
+            shaper.apply(&mut parts.headers, rewrite);
+            body_shaper = shaper.body.as_ref();
         }
-        rewrite.apply_headers(response.headers_mut());
+        if response_rewrite.as_ref().is_some_and(|rewrite| rewrite.shaper.body.is_some()) {
+            crate::stage::body::ask_for_shapeable(&mut parts.headers);
+        }
+        let body = match (body_shaper, &served.grpc) {
+            // Boxed: the shaping futures would otherwise enlarge every request's future.
+            (Some(shaper), _) => Box::pin(shaper.request(&mut parts.headers, body, route.max_body_bytes)).await?,
+            (None, Some(client)) => Box::pin(client.upstream_request(&mut parts.headers, body, route.max_body_bytes)).await?,
+            (None, None) => ClientBody::Stream(body),
+        };
+        let timeout = (served.grpc.is_some() || matches!(route.backend, Backend::Grpc(_))).then(|| grpc::timeout(&parts.headers)).flatten();
+        // A proxied call waits the service's request timeout at most (a transcoded one its route's deadline, see `Transcoding`).
+        let own_timeout = route.backend.upstream().map(|upstream| upstream.request_timeout);
+        let timeout = timeout.map(|asked| own_timeout.map_or(asked, |own| asked.min(own)));
+        let forwarding = headers::Forwarding::take(&mut parts.headers, peer, client_ip, secure, original_host.as_ref(), request_id);
+        // A proxied route without a cache leaves the forwarding fields to its
+        // sender; other backends, and the cache's keys, read the map.
+        let forwarding = match (&route.backend, &stages.cache) {
+            (Backend::Proxy(_), None) => Some(forwarding),
+            _ => {
+                forwarding.insert_into(&mut parts.headers);
+                None
+            }
+        };
+        if let Some(identity) = &identity {
+            runtime.auth.add_identity_headers(identity, &mut parts.headers);
+        }
+
+        let head_request = parts.method == Method::HEAD;
+        let trail = served.findings.as_ref().map(|_| Trail::default());
+        let prepared = backend::Prepared {
+            idempotent: parts.method.is_idempotent(),
+            method: parts.method,
+            path_and_query,
+            headers: parts.headers,
+            host: preserved_host,
+            hash_value: hash_value.as_deref().map(str::as_bytes),
+            upgrading: client_upgrade.is_some(),
+            deadline_is_clients: timeout.is_some_and(|asked| own_timeout.is_none_or(|own| asked < own)),
+            timeout,
+            aggregate,
+            trail: trail.as_ref(),
+            forwarding,
+        };
+        let fetched = match (&stages.cache, client_upgrade) {
+            (Some(cache), None) => {
+                let request = CacheRequest {
+                    host: &host,
+                    path: &path,
+                    query: uri.query(),
+                    rewritten,
+                    consumer: identity.as_ref().map(Identity::consumer_id),
+                    authorized,
+                    profile: request_profile.map(|(index, shaper)| Profile { index, written: shaper.written() }),
+                };
+                // Boxed: the cache's futures would otherwise enlarge every request's future.
+                Box::pin(cache.serve(&node.cache, runtime, route, request, prepared, body)).await.map_err(|failed| {
+                    served.cache_status = Some(failed.status);
+                    failed.error
+                })
+            }
+            (cache, client_upgrade) => Box::pin(fetch_upgradable(node, route, prepared, body, client_upgrade)).await.map(|mut response| {
+                if cache.is_some() {
+                    response.headers_mut().append(CACHE_STATUS, CacheStatus::forwarded(Fwd::Bypass).value());
+                }
+                response
+            }),
+        };
+        if let Some(findings) = &mut served.findings {
+            findings.trail = trail;
+        }
+        let mut response = fetched?;
+        let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if let Some(rewrite) = response_rewrite.filter(|_| !upgraded) {
+            if let Some(shaper) = &rewrite.shaper.body {
+                let (shaped, skipped) = Box::pin(shaper.response(response, head_request, route.backend.label())).await?;
+                if let Some(reason) = skipped {
+                    crate::metrics::transform_skipped(route.name.clone(), reason.as_str());
+                }
+                response = shaped;
+            }
+            rewrite.apply_headers(response.headers_mut());
+        }
+        if let Some(decision) = &limited {
+            ratelimit::add_headers(response.headers_mut(), decision);
+        }
+        Ok(response)
     }
-    if let Some(decision) = &limited {
-        ratelimit::add_headers(response.headers_mut(), decision);
-    }
-    Ok(response)
 }
 
 /// Sends `prepared` upstream; the response as the client gets it, less

@@ -23,6 +23,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::Either;
 use http::Uri;
 use http::uri::{Authority, Scheme};
 use http_body_util::{BodyExt, Empty, Full};
@@ -410,33 +411,34 @@ impl Upstream {
     /// Sends `request` (origin-form, `Host` set) to the picked target: over
     /// HTTP/1.1, or for a gRPC service over HTTP/2 (which makes it absolute,
     /// with the `Host` as authority, and adds `te: trailers`).
-    pub async fn send(
-        &self,
+    pub fn send<'a>(
+        &'a self,
         picked: &Picked<'_>,
         request: http::Request<UpstreamBody>,
-        forwarding: Option<&Forwarding<'_>>,
-    ) -> Result<(http::Response<Incoming>, Lease), SendError> {
-        self.send_to(picked.index, request, forwarding).await
+        forwarding: Option<&'a Forwarding<'a>>,
+    ) -> impl Future<Output = Result<(http::Response<Incoming>, Lease), SendError>> + Send + use<'a> {
+        self.send_to(picked.index, request, forwarding)
     }
 
     /// Sends `request` to the target at `index`, with the `forwarding`
     /// fields: written after its head's fields over HTTP/1, set in its map
-    /// for HTTP/2.
-    async fn send_to(
-        &self,
+    /// for HTTP/2. The pool's future itself, with no `async fn` around it
+    /// to hold the request again.
+    fn send_to<'a>(
+        &'a self,
         index: usize,
         mut request: http::Request<UpstreamBody>,
-        forwarding: Option<&Forwarding<'_>>,
-    ) -> Result<(http::Response<Incoming>, Lease), SendError> {
+        forwarding: Option<&'a Forwarding<'a>>,
+    ) -> impl Future<Output = Result<(http::Response<Incoming>, Lease), SendError>> + Send + use<'a> {
         match &self.connections {
-            Connections::Http1(pools) => pools[index].send(request, forwarding).await,
+            Connections::Http1(pools) => Either::Left(pools[index].send(request, forwarding)),
             // Boxed: its connect (TLS, HTTP/2 handshake) would otherwise
             // enlarge every request's future, copied as it moves.
             Connections::Http2(pools) => {
                 if let Some(forwarding) = forwarding {
                     forwarding.insert_into(request.headers_mut());
                 }
-                Box::pin(pools[index].send(request)).await
+                Either::Right(Box::pin(pools[index].send(request)))
             }
         }
     }

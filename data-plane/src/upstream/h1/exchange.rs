@@ -13,7 +13,6 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use futures::FutureExt;
 use http::header::{self, HeaderMap};
-use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Frame, SizeHint};
@@ -29,16 +28,17 @@ use crate::upstream::{Incoming, SendError};
 /// Why an exchange gave no response.
 pub(super) enum Failed {
     /// The connection closed before any answer, and the request may go on
-    /// another one: it is whole here, and its head never went out whole or
-    /// it is idempotent.
-    Unsent(Box<Request<UpstreamBody>>),
+    /// another one: it is whole again (body and all), and its head never
+    /// went out whole or it is idempotent.
+    Unsent,
     Error(BoxError),
 }
 
 impl Failed {
-    pub(super) fn into_error(self) -> SendError {
+    /// The error of a request that gets no further try (`request`: it, whole when unsent).
+    pub(super) fn into_error(self, request: Request<UpstreamBody>) -> SendError {
         match self {
-            Self::Unsent(request) => SendError::Connect("the connection closed before the request was answered".into(), request),
+            Self::Unsent => SendError::Connect("the connection closed before the request was answered".into(), Box::new(request)),
             Self::Error(error) => SendError::Request(error),
         }
     }
@@ -61,29 +61,38 @@ enum Framing {
 
 /// Sends `request` on `conn`, with the `forwarding` fields after its own,
 /// and reads the response head. A response body returns `conn` to `idle`
-/// once read to its end, when it can be reused.
+/// once read to its end, when it can be reused. The request is borrowed,
+/// not taken: its body goes (and comes back when it is [`Failed::Unsent`]),
+/// the rest stays with the caller, so that the request is not stored in
+/// both futures.
 pub(super) async fn exchange(
     mut conn: Box<Conn>,
-    request: Request<UpstreamBody>,
+    request: &mut Request<UpstreamBody>,
     forwarding: Option<&Forwarding<'_>>,
     idle: &Arc<Idle>,
 ) -> Result<Response<Incoming>, Failed> {
-    let (parts, mut body) = request.into_parts();
-    let framing = if body.is_end_stream() { Framing::None } else { body.size_hint().exact().map_or(Framing::Chunked, Framing::Length) };
     conn.write.clear();
-    write_head(&parts, forwarding, framing, &mut conn.write);
-    let head_length = conn.write.len();
-    // A body kept whole goes with the head, in one write, and stays for a replay.
-    let kept = match &mut body {
-        UpstreamBody::Kept(full) if framing != Framing::None => {
-            let data = full.frame().now_or_never().and_then(|frame| frame?.ok()?.into_data().ok()).unwrap_or_default();
-            conn.write.extend_from_slice(&data);
-            Some(data)
-        }
-        _ => None,
+    // In a block: the body is not kept in the future beside its upload.
+    let (kept, mut upload) = {
+        let mut body = std::mem::take(request.body_mut());
+        let framing = if body.is_end_stream() { Framing::None } else { body.size_hint().exact().map_or(Framing::Chunked, Framing::Length) };
+        write_head(request, forwarding, framing, &mut conn.write);
+        // A body kept whole goes with the head, in one write, and stays for a replay.
+        let kept = match &mut body {
+            UpstreamBody::Kept(full) if framing != Framing::None => {
+                let data = full.frame().now_or_never().and_then(|frame| frame?.ok()?.into_data().ok()).unwrap_or_default();
+                Some(data)
+            }
+            _ => None,
+        };
+        let upload = (kept.is_none() && framing != Framing::None).then(|| Box::new(Upload::new(body, framing == Framing::Chunked)));
+        (kept, upload)
     };
-    let mut upload = (kept.is_none() && framing != Framing::None).then(|| Box::new(Upload::new(body, framing == Framing::Chunked)));
-    let to_head = parts.method == Method::HEAD;
+    let head_length = conn.write.len();
+    if let Some(data) = &kept {
+        conn.write.extend_from_slice(data);
+    }
+    let to_head = request.method() == Method::HEAD;
     let mut written = 0;
     let mut write_failed = None;
     let mut sent = false;
@@ -121,15 +130,15 @@ pub(super) async fn exchange(
             // head never went out whole), or it is idempotent; and only
             // whole: with its body kept, or no frame of it taken.
             let answered_nothing = conn.read.is_empty();
-            let may_resend = written < head_length || parts.method.is_idempotent();
+            let may_resend = written < head_length || request.method().is_idempotent();
             let replayable = upload.as_ref().is_none_or(|upload| !upload.started);
             if conn.reused && answered_nothing && may_resend && replayable {
-                let body = match (kept, upload) {
+                *request.body_mut() = match (kept, upload) {
                     (Some(data), _) => UpstreamBody::Kept(Full::new(data)),
                     (None, Some(upload)) => upload.body,
-                    (None, None) => UpstreamBody::Kept(Full::default()),
+                    (None, None) => UpstreamBody::default(),
                 };
-                return Err(Failed::Unsent(Box::new(Request::from_parts(parts, body))));
+                return Err(Failed::Unsent);
             }
             let error = match (ended, write_failed) {
                 (Ended::Io(error), _) | (Ended::Closed, Some(error)) => error,
@@ -144,7 +153,7 @@ pub(super) async fn exchange(
     let (response, ()) = head.response.into_parts();
     // What follows a `101` is the new protocol's (and its own to read).
     if response.status == StatusCode::SWITCHING_PROTOCOLS {
-        let asked = parts.method == Method::CONNECT || parts.headers.contains_key(header::UPGRADE);
+        let asked = request.method() == Method::CONNECT || request.headers().contains_key(header::UPGRADE);
         if !asked {
             return Err(Failed::Error(Box::new(violation(Violation::UnaskedUpgrade))));
         }
@@ -152,7 +161,7 @@ pub(super) async fn exchange(
     }
     head.body.check(&conn.read).map_err(|broken| Failed::Error(Box::new(violation(broken))))?;
     // The request's map takes the next response head on this connection.
-    conn.spare = crate::http1::kept(parts.headers);
+    conn.spare = crate::http1::kept(std::mem::take(request.headers_mut()));
     let keep_alive = head.keep_alive && write_failed.is_none();
     let upload = upload.filter(|_| !sent);
     let body = Body { conn: Some(conn), unframer: head.body, upload, keep_alive, idle: idle.clone(), written };
@@ -216,12 +225,12 @@ fn poll_send(cx: &mut Context<'_>, conn: &mut Conn, written: &mut usize, mut upl
 
 /// `method target HTTP/1.1`, the headers and the forwarding fields, and
 /// the body's framing.
-fn write_head(parts: &Parts, forwarding: Option<&Forwarding<'_>>, framing: Framing, out: &mut Vec<u8>) {
-    out.extend_from_slice(parts.method.as_str().as_bytes());
+fn write_head<B>(request: &Request<B>, forwarding: Option<&Forwarding<'_>>, framing: Framing, out: &mut Vec<u8>) {
+    out.extend_from_slice(request.method().as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(parts.uri.path_and_query().map_or("/", |target| target.as_str()).as_bytes());
+    out.extend_from_slice(request.uri().path_and_query().map_or("/", |target| target.as_str()).as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    write_headers(&parts.headers, framing == Framing::None, out);
+    write_headers(request.headers(), framing == Framing::None, out);
     if let Some(forwarding) = forwarding {
         forwarding.write(out);
     }

@@ -190,31 +190,35 @@ impl Pool {
     }
 
     /// Sends `request` (origin-form URI, `Host` set), with the
-    /// `forwarding` fields after its own, on an idle connection, or a new one.
-    pub(super) async fn send(
-        &self,
-        request: Request<UpstreamBody>,
-        forwarding: Option<&Forwarding<'_>>,
-    ) -> Result<(Response<super::Incoming>, Lease), SendError> {
-        let request = match self.idle.take() {
-            Some(conn) => match exchange::exchange(conn, request, forwarding, &self.idle).await {
-                Err(Failed::Unsent(request)) => {
-                    tracing::debug!("a pooled connection closed before the request was answered; sending it on a new one");
-                    *request
+    /// `forwarding` fields after its own, on an idle connection, or a new
+    /// one. Not an `async fn`, whose arguments its future would hold twice
+    /// (as taken, and as the body's own bindings): the block's future holds
+    /// the request once, and the exchanges borrow it.
+    #[expect(clippy::manual_async_fn, reason = "an async fn's future holds its arguments twice")]
+    pub(super) fn send<'a>(
+        &'a self,
+        mut request: Request<UpstreamBody>,
+        forwarding: Option<&'a Forwarding<'a>>,
+    ) -> impl Future<Output = Result<(Response<super::Incoming>, Lease), SendError>> + Send + 'a {
+        async move {
+            if let Some(conn) = self.idle.take() {
+                match exchange::exchange(conn, &mut request, forwarding, &self.idle).await {
+                    Err(Failed::Unsent) => {
+                        tracing::debug!("a pooled connection closed before the request was answered; sending it on a new one");
+                    }
+                    done => return done.map(|response| (response, Lease::default())).map_err(|failed| failed.into_error(request)),
                 }
-                done => return done.map(|response| (response, Lease::default())).map_err(Failed::into_error),
-            },
-            None => request,
-        };
-        // Boxed: a connect (TCP, TLS) is rare on a warm pool, and would
-        // otherwise enlarge every request's future, which is moved whole.
-        let conn = match Box::pin(self.connect()).await {
-            Ok(conn) => conn,
-            Err(error) => return Err(SendError::Connect(error, Box::new(request))),
-        };
-        match exchange::exchange(conn, request, forwarding, &self.idle).await {
-            Ok(response) => Ok((response, Lease::default())),
-            Err(failed) => Err(failed.into_error()),
+            }
+            // Boxed: a connect (TCP, TLS) is rare on a warm pool, and would
+            // otherwise enlarge every request's future, which is moved whole.
+            let conn = match Box::pin(self.connect()).await {
+                Ok(conn) => conn,
+                Err(error) => return Err(SendError::Connect(error, Box::new(request))),
+            };
+            match exchange::exchange(conn, &mut request, forwarding, &self.idle).await {
+                Ok(response) => Ok((response, Lease::default())),
+                Err(failed) => Err(failed.into_error(request)),
+            }
         }
     }
 
