@@ -433,7 +433,8 @@ impl Responder {
         async move {
             // Boxed once here: the server moves the request's future as it
             // stores and polls it, and the proxy's is several KiB.
-            let (response, epilogue) = Box::pin(crate::proxy::handle(node, request, &peer, verdict)).await;
+            let (parts, body) = request.into_parts();
+            let (response, epilogue) = Box::pin(crate::proxy::handle(node, parts, body, &peer, verdict)).await;
             response.map(|body| Counted::new(body, in_flight, epilogue))
         }
     }

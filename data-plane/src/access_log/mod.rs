@@ -144,21 +144,26 @@ pub struct Arrival {
 }
 
 impl Arrival {
-    /// The arrival of `request`, traced in `trace` if tracing is on (else
-    /// in the trace of its `traceparent`, if any).
-    pub fn of<B: hyper::body::Body>(request: &http::Request<B>, started: Instant, trace: Option<&opentelemetry::Context>) -> Self {
+    /// The arrival of the request of head `request` and `body`, traced in
+    /// `trace` if tracing is on (else in the trace of its `traceparent`, if any).
+    pub fn of<B: hyper::body::Body>(
+        request: &http::request::Parts,
+        body: &B,
+        started: Instant,
+        trace: Option<&opentelemetry::Context>,
+    ) -> Self {
         let trace_id = match trace {
             Some(cx) => Some(cx.span().span_context().trace_id()).filter(|id| *id != TraceId::INVALID),
-            None => request.headers().get("traceparent").and_then(line::trace_id),
+            None => request.headers.get("traceparent").and_then(line::trace_id),
         };
         Self {
             time: SystemTime::now(),
             started,
-            method: request.method().clone(),
-            uri: request.uri().clone(),
-            version: request.version(),
+            method: request.method.clone(),
+            uri: request.uri.clone(),
+            version: request.version,
             trace_id,
-            bytes_in: request.body().size_hint().exact(),
+            bytes_in: body.size_hint().exact(),
         }
     }
 }

@@ -10,6 +10,7 @@
 pub mod jwks;
 pub mod jwt;
 
+use futures::future::Either;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -197,11 +198,21 @@ impl Authenticator {
     }
 
     /// Authenticates and authorizes a request by `plan`, removing the
-    /// credentials the policies hide. `None` when the route needs no one.
-    pub async fn authenticate(&self, plan: &AuthPlan, parts: &mut Parts) -> Result<Option<Identity>, ProxyError> {
-        let Some(plan) = plan.0.as_deref().filter(|plan| plan.key_auth.is_some() || plan.jwt.is_some()) else {
-            return Ok(None);
-        };
+    /// credentials the policies hide. `None` when the route needs no one,
+    /// at once: only a route with credentials to check gets the check's
+    /// future, boxed, so that it does not enlarge every request's.
+    pub fn authenticate<'a>(
+        &'a self,
+        plan: &'a AuthPlan,
+        parts: &'a mut Parts,
+    ) -> impl Future<Output = Result<Option<Identity>, ProxyError>> + Send + 'a {
+        match plan.0.as_deref().filter(|plan| plan.key_auth.is_some() || plan.jwt.is_some()) {
+            None => Either::Left(std::future::ready(Ok(None))),
+            Some(plan) => Either::Right(Box::pin(self.check_credentials(plan, parts))),
+        }
+    }
+
+    async fn check_credentials(&self, plan: &AuthRules, parts: &mut Parts) -> Result<Option<Identity>, ProxyError> {
         let mut refusal = None;
         let mut identity = None;
         if let Some(policy) = &plan.key_auth

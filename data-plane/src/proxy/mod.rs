@@ -22,7 +22,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::uri::PathAndQuery;
+use http::{Method, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 use tracing::Instrument;
 
@@ -44,6 +45,7 @@ use crate::runtime::{RouteEntry, Runtime};
 use crate::stage::cache::status::{CACHE_STATUS, CacheStatus, Fwd};
 use crate::stage::cache::{CacheRequest, Profile};
 use crate::stage::cors::Cors;
+use crate::stage::transform::ResponseRewrite;
 use crate::stage::values::RequestValues;
 use crate::state::NodeState;
 use crate::telemetry::{self, FutureExt as _};
@@ -55,60 +57,56 @@ use opentelemetry::trace::TraceContextExt as _;
 /// guard ([`crate::http1`]) found of its head: a request that broke a rule
 /// is answered here, and it or an upgrade request that gets no `101` (past
 /// which the guard checks nothing) closes the connection, so no byte sent
-/// after it is read as a request. Not an `async fn`, whose future would
-/// hold the request twice (as taken, and as the body's own binding).
+/// after it is read as a request (of head `request` and `body`). Not an
+/// `async fn`, whose future would hold the request twice (as taken, and as
+/// the body's own binding).
 #[expect(clippy::manual_async_fn, reason = "an async fn's future holds its arguments twice")]
 pub fn handle(
     node: Arc<NodeState>,
-    request: Request<RequestBody>,
+    mut request: http::request::Parts,
+    body: RequestBody,
     peer: &Peer,
     verdict: Verdict,
 ) -> impl Future<Output = (Response<ResponseBody>, Epilogue)> + Send + '_ {
     async move {
         let started = Instant::now();
-        let trace = telemetry::server_span(request.headers(), request.method(), request.uri().path());
-        let traced_method = trace.as_ref().map(|_| request.method().clone());
-        let head_request = request.method() == Method::HEAD;
+        let trace = telemetry::server_span(&request.headers, &request.method, request.uri.path());
+        let traced_method = trace.as_ref().map(|_| request.method.clone());
+        let head_request = request.method == Method::HEAD;
         let refused = match verdict {
             Verdict::Refuse(violation) => Some(violation),
             Verdict::Pass | Verdict::Upgrade => None,
         };
-        let request_id = headers::request_id(request.headers());
+        let request_id = headers::request_id(&request.headers);
         let runtime = node.runtime();
         let unanswered = node.access_log.as_ref().map(|log| {
-            let arrival = Arrival::of(&request, started, trace.as_ref().map(telemetry::Span::context));
+            let arrival = Arrival::of(&request, &body, started, trace.as_ref().map(telemetry::Span::context));
             // The route is not known yet: the gateway's policy decides.
             let plan = runtime.as_ref().map(|runtime| runtime.access_log.clone()).unwrap_or_default();
             Unanswered::new(log.clone(), plan, arrival, request_id.clone(), peer.addr.ip(), peer.tls.clone())
         });
         let span = tracing::debug_span!(
             "request",
-            method = %request.method(),
-            path = %request.uri().path(),
+            method = %request.method,
+            path = %request.uri.path(),
             request_id = ?request_id,
             route = tracing::field::Empty,
             upstream = tracing::field::Empty,
             status = tracing::field::Empty,
         );
         let mut served = Served { findings: unanswered.as_ref().map(|_| Box::default()), ..Served::default() };
-        // Boxed, the forwarding future in it: the request moves into the box
-        // and is not held by this future as well (a future keeps what it
-        // captures for all its life), which stays under 1 KiB, the size
-        // the allocator serves from its fast path.
+        // Boxed, the forwarding future in it, so that this future stays
+        // under 1 KiB (the size mimalloc serves from its fast path). The
+        // request's head stays here, lent to the pipeline: a future keeps
+        // what it captures for all its life, so each owner would hold a copy.
         let pipeline = Box::pin(async {
             let outcome = match (refused, &runtime) {
                 (Some(violation), _) => Err(ProxyError::Malformed(violation)),
                 (None, None) => {
-                    served.grpc = GrpcClient::of(request.headers()).map(Box::new);
+                    served.grpc = GrpcClient::of(&request.headers).map(Box::new);
                     Err(ProxyError::NoConfig)
                 }
-                (None, Some(runtime)) => {
-                    {
-                        let (parts, body) = request.into_parts();
-                        forward(&node, runtime, parts, body, peer, &request_id, &mut served)
-                    }
-                    .await
-                }
+                (None, Some(runtime)) => forward(&node, runtime, &mut request, body, peer, &request_id, &mut served).await,
             };
             let response = outcome.unwrap_or_else(|error| {
                 tracing::debug!(error = %error, source = ?error.source(), retryable = error.retryable(), "request failed");
@@ -216,14 +214,15 @@ fn routing_method(request: &http::request::Parts) -> Option<Method> {
     request.headers.get(header::ACCESS_CONTROL_REQUEST_METHOD).and_then(|m| Method::from_bytes(m.as_bytes()).ok())
 }
 
-/// The pipeline past the request id, for a node with a config. Not an
-/// `async fn`, whose future would hold the request twice (as taken, and as
-/// the body's own binding): the block's future holds `parts` and `body` once.
+/// The pipeline past the request id, for a node with a config; the
+/// request's head `parts` is lent (its method and map are taken for the
+/// upstream). Not an `async fn`, whose future would hold its arguments
+/// twice (as taken, and as the body's own bindings).
 #[expect(clippy::manual_async_fn, reason = "an async fn's future holds its arguments twice")]
 fn forward<'a, 'r: 'a>(
     node: &'a Arc<NodeState>,
     runtime: &'r Arc<Runtime>,
-    mut parts: http::request::Parts,
+    parts: &'a mut http::request::Parts,
     body: RequestBody,
     peer: &'a Peer,
     request_id: &'a HeaderValue,
@@ -237,13 +236,15 @@ fn forward<'a, 'r: 'a>(
             error
         };
         headers::check_limits(&parts.headers).map_err(|error| refuse(served, &parts.headers, error))?;
-        // The path as the client sent it: authentication may take a key out of the query.
-        let uri = parts.uri.clone();
-        let path = normalize_path(uri.path()).map_err(|e| refuse(served, &parts.headers, ProxyError::BadRequest(e.message())))?;
-        let original_host = original_host(&parts);
+        // The target as the client sent it (authentication may take a key
+        // out of its query): `Uri::path` and `Uri::query` are its.
+        let target = parts.uri.path_and_query().cloned();
+        let path = normalize_path(target.as_ref().map_or("", PathAndQuery::path))
+            .map_err(|e| refuse(served, &parts.headers, ProxyError::BadRequest(e.message())))?;
+        let original_host = original_host(parts);
         let host = host_name(original_host.as_ref());
-        let announced = routing_method(&parts);
-        let preflight_route = announced
+        let preflight = routing_method(parts);
+        let preflight_route = preflight
             .as_ref()
             .and_then(|method| runtime.route(&host, &path, method, &parts.headers))
             .filter(|(route, _)| route.stages.cors.is_some());
@@ -251,6 +252,7 @@ fn forward<'a, 'r: 'a>(
             let error = ProxyError::NoRoute { method: parts.method.to_string(), path: path.into_owned() };
             return Err(refuse(served, &parts.headers, error));
         };
+        let preflight = preflight.is_some();
         served.route = Some(route);
         if route.backend.upstream().is_some_and(|upstream| upstream.is_grpc()) {
             served.grpc = GrpcClient::of(&parts.headers).map(Box::new);
@@ -261,12 +263,12 @@ fn forward<'a, 'r: 'a>(
         }
         if let Some(cors) = &route.stages.cors {
             served.origin = parts.headers.get(header::ORIGIN).cloned();
-            if announced.is_some() {
+            if preflight {
                 return Ok(cors.preflight(&parts.headers));
             }
         }
         if route.https_only && !secure {
-            return https_redirect(original_host.as_ref(), &uri);
+            return https_redirect(original_host.as_ref(), &parts.uri);
         }
         // Room for the forwarding and identity headers added below, so the
         // map grows once at most.
@@ -285,9 +287,9 @@ fn forward<'a, 'r: 'a>(
             return Err(ProxyError::BodyTooLarge { limit: route.max_body_bytes });
         }
 
-        let limited_before = ratelimit::check(&route.limits_before_auth, &facts(route, &parts, client_ip, None)).await;
+        let limited_before = ratelimit::check(&route.limits_before_auth, facts(route, parts, client_ip, None)).await;
         let limited_before = note_limit(served, limited_before)?;
-        let identity = runtime.auth.authenticate(&route.auth, &mut parts).await.inspect_err(|error| {
+        let identity = runtime.auth.authenticate(&route.auth, parts).await.inspect_err(|error| {
             crate::metrics::auth_refused(route.name.clone(), error.status());
         })?;
         if served.findings.is_some() || crate::metrics::by_consumer() {
@@ -299,108 +301,138 @@ fn forward<'a, 'r: 'a>(
                 findings.consumer = consumer;
             }
         }
-        let limited_after = ratelimit::check(&route.limits_after_auth, &facts(route, &parts, client_ip, identity.as_ref())).await;
+        let limited_after = ratelimit::check(&route.limits_after_auth, facts(route, parts, client_ip, identity.as_ref())).await;
         let limited_after = note_limit(served, limited_after)?;
         let limited = ratelimit::tighter(limited_before, limited_after);
-        let consumer = identity.as_ref().filter(|i| !i.is_anonymous()).map(Identity::consumer_id);
-        let hash_value = route
-            .backend
-            .target()
-            .and_then(|target| target.upstream.hash_on())
-            .map(|on| crate::upstream::hash_value(on, &parts.headers, client_ip, consumer));
-        // A transcoded route's rules match the path as the client sent it.
-        let strip_path = route.strip_path && !matches!(route.backend, Backend::Grpc(_));
-        let mut path_and_query = forwarded_target(&parts.uri, &path, matched.matched_len, strip_path)?;
-        // An aggregate answers itself: there is no one connection to tunnel to.
-        let upgrade = route.backend.upstream().and_then(|_| headers::upgrade_protocol(&parts.headers));
-        let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
-        let preserved_host = original_host.as_ref().filter(|_| route.preserve_host).cloned();
-        headers::remove_hop_by_hop(&mut parts.headers, upgrade);
-        headers::strip_spoofed(&mut parts.headers);
-
-        // Transforms read the request as the client sent it (less spoofed
-        // headers) and write before the gateway's own headers, which so win.
+        // In a block, as the next: what only readies the request is not kept
+        // in the future across the waits that follow.
         let stages = &route.stages;
-        let values = RequestValues {
-            params: &matched.params,
-            query: parts.uri.query(),
-            headers: &parts.headers,
-            identity: identity.as_ref(),
-            auth: &runtime.auth,
-            request_id,
-        };
-        let request_profile = stages.request.pick_indexed(&parts.headers, identity.as_ref());
-        let aggregate = match &route.backend {
-            Backend::Aggregate(aggregation) => Some(Box::new(AggregateInput::new(
-                values.gather(aggregation.sources()),
-                request_profile.map(|(_, shaper)| shaper.written().to_vec()).unwrap_or_default(),
-                aggregation.hashes(|on| crate::upstream::hash_value(on, &parts.headers, client_ip, consumer)),
-            ))),
-            Backend::Amqp(amqp) => Some(Box::new(AggregateInput::new(values.gather(amqp.sources()), Vec::new(), Vec::new()))),
-            Backend::Proxy(_) | Backend::Grpc(_) => None,
-        };
-        let request_shaper = request_profile.map(|(_, shaper)| shaper);
-        let request_rewrite = request_shaper.map(|shaper| shaper.prepare(path_and_query.path(), parts.uri.query(), &values)).transpose()?;
-        let response_rewrite = stages.response.pick(&parts.headers, identity.as_ref()).map(|shaper| shaper.prepare(&values)).transpose()?;
-        let mut body_shaper = None;
-        let mut rewritten = false;
-        if let (Some(shaper), Some(mut rewrite)) = (request_shaper, request_rewrite) {
-            if let Some(target) = rewrite.target.take() {
-                path_and_query = target;
-                rewritten = true;
+        let (
+            hash_value,
+            path_and_query,
+            client_upgrade,
+            preserved_host,
+            aggregate,
+            request_profile,
+            response_rewrite,
+            body_shaper,
+            rewritten,
+        ) = {
+            let consumer = identity.as_ref().filter(|i| !i.is_anonymous()).map(Identity::consumer_id);
+            let hash_value = route
+                .backend
+                .target()
+                .and_then(|target| target.upstream.hash_on())
+                .map(|on| crate::upstream::hash_value(on, &parts.headers, client_ip, consumer));
+            // A transcoded route's rules match the path as the client sent it.
+            let strip_path = route.strip_path && !matches!(route.backend, Backend::Grpc(_));
+            let mut path_and_query = forwarded_target(&parts.uri, &path, matched.matched_len, strip_path)?;
+            // An aggregate answers itself: there is no one connection to tunnel to.
+            let upgrade = route.backend.upstream().and_then(|_| headers::upgrade_protocol(&parts.headers));
+            let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
+            let preserved_host = original_host.as_ref().filter(|_| route.preserve_host).cloned();
+            headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+            headers::strip_spoofed(&mut parts.headers);
+
+            // Transforms read the request as the client sent it (less spoofed
+            // headers) and write before the gateway's own headers, which so win.
+            let values = RequestValues {
+                params: &matched.params,
+                query: parts.uri.query(),
+                headers: &parts.headers,
+                identity: identity.as_ref(),
+                auth: &runtime.auth,
+                request_id,
+            };
+            let request_profile = stages.request.pick_indexed(&parts.headers, identity.as_ref());
+            let aggregate = match &route.backend {
+                Backend::Aggregate(aggregation) => Some(Box::new(AggregateInput::new(
+                    values.gather(aggregation.sources()),
+                    request_profile.map(|(_, shaper)| shaper.written().to_vec()).unwrap_or_default(),
+                    aggregation.hashes(|on| crate::upstream::hash_value(on, &parts.headers, client_ip, consumer)),
+                ))),
+                Backend::Amqp(amqp) => Some(Box::new(AggregateInput::new(values.gather(amqp.sources()), Vec::new(), Vec::new()))),
+                Backend::Proxy(_) | Backend::Grpc(_) => None,
+            };
+            let request_shaper = request_profile.map(|(_, shaper)| shaper);
+            let request_rewrite =
+                request_shaper.map(|shaper| shaper.prepare(path_and_query.path(), parts.uri.query(), &values)).transpose()?;
+            let response_rewrite =
+                stages.response.pick(&parts.headers, identity.as_ref()).map(|shaper| shaper.prepare(&values)).transpose()?;
+            let mut body_shaper = None;
+            let mut rewritten = false;
+            if let (Some(shaper), Some(mut rewrite)) = (request_shaper, request_rewrite) {
+                if let Some(target) = rewrite.target.take() {
+                    path_and_query = target;
+                    rewritten = true;
+                }
+                shaper.apply(&mut parts.headers, rewrite);
+                body_shaper = shaper.body.as_ref();
             }
-            shaper.apply(&mut parts.headers, rewrite);
-            body_shaper = shaper.body.as_ref();
-        }
-        if response_rewrite.as_ref().is_some_and(|rewrite| rewrite.shaper.body.is_some()) {
-            crate::stage::body::ask_for_shapeable(&mut parts.headers);
-        }
+            if response_rewrite.as_ref().is_some_and(|rewrite| rewrite.shaper.body.is_some()) {
+                crate::stage::body::ask_for_shapeable(&mut parts.headers);
+            }
+            (
+                hash_value,
+                path_and_query,
+                client_upgrade,
+                preserved_host,
+                aggregate,
+                request_profile,
+                response_rewrite,
+                body_shaper,
+                rewritten,
+            )
+        };
         let body = match (body_shaper, &served.grpc) {
             // Boxed: the shaping futures would otherwise enlarge every request's future.
             (Some(shaper), _) => Box::pin(shaper.request(&mut parts.headers, body, route.max_body_bytes)).await?,
             (None, Some(client)) => Box::pin(client.upstream_request(&mut parts.headers, body, route.max_body_bytes)).await?,
             (None, None) => ClientBody::Stream(body),
         };
-        let timeout = (served.grpc.is_some() || matches!(route.backend, Backend::Grpc(_))).then(|| grpc::timeout(&parts.headers)).flatten();
-        // A proxied call waits the service's request timeout at most (a transcoded one its route's deadline, see `Transcoding`).
-        let own_timeout = route.backend.upstream().map(|upstream| upstream.request_timeout);
-        let timeout = timeout.map(|asked| own_timeout.map_or(asked, |own| asked.min(own)));
-        let forwarding = headers::Forwarding::take(&mut parts.headers, peer, client_ip, secure, original_host.as_ref(), request_id);
-        // A proxied route without a cache leaves the forwarding fields to its
-        // sender; other backends, and the cache's keys, read the map.
-        let forwarding = match (&route.backend, &stages.cache) {
-            (Backend::Proxy(_), None) => Some(forwarding),
-            _ => {
-                forwarding.insert_into(&mut parts.headers);
-                None
-            }
-        };
-        if let Some(identity) = &identity {
-            runtime.auth.add_identity_headers(identity, &mut parts.headers);
-        }
-
         let head_request = parts.method == Method::HEAD;
         let trail = served.findings.as_ref().map(|_| Trail::default());
-        let prepared = backend::Prepared {
-            idempotent: parts.method.is_idempotent(),
-            method: parts.method,
-            path_and_query,
-            headers: parts.headers,
-            host: preserved_host,
-            hash_value: hash_value.as_deref().map(str::as_bytes),
-            upgrading: client_upgrade.is_some(),
-            deadline_is_clients: timeout.is_some_and(|asked| own_timeout.is_none_or(|own| asked < own)),
-            timeout,
-            aggregate,
-            trail: trail.as_ref(),
-            forwarding,
+        let prepared = {
+            let timeout =
+                (served.grpc.is_some() || matches!(route.backend, Backend::Grpc(_))).then(|| grpc::timeout(&parts.headers)).flatten();
+            // A proxied call waits the service's request timeout at most (a transcoded one its route's deadline, see `Transcoding`).
+            let own_timeout = route.backend.upstream().map(|upstream| upstream.request_timeout);
+            let timeout = timeout.map(|asked| own_timeout.map_or(asked, |own| asked.min(own)));
+            let forwarding = headers::Forwarding::take(&mut parts.headers, peer, client_ip, secure, original_host.as_ref(), request_id);
+            // A proxied route without a cache leaves the forwarding fields to its
+            // sender; other backends, and the cache's keys, read the map.
+            let forwarding = match (&route.backend, &stages.cache) {
+                (Backend::Proxy(_), None) => Some(forwarding),
+                _ => {
+                    forwarding.insert_into(&mut parts.headers);
+                    None
+                }
+            };
+            if let Some(identity) = &identity {
+                runtime.auth.add_identity_headers(identity, &mut parts.headers);
+            }
+
+            backend::Prepared {
+                idempotent: parts.method.is_idempotent(),
+                method: std::mem::take(&mut parts.method),
+                path_and_query,
+                headers: std::mem::take(&mut parts.headers),
+                host: preserved_host,
+                hash_value: hash_value.as_deref().map(str::as_bytes),
+                upgrading: client_upgrade.is_some(),
+                deadline_is_clients: timeout.is_some_and(|asked| own_timeout.is_none_or(|own| asked < own)),
+                timeout,
+                aggregate,
+                trail: trail.as_ref(),
+                forwarding,
+            }
         };
         let fetched = match (&stages.cache, client_upgrade) {
             (Some(cache), None) => {
                 let request = CacheRequest {
                     host: &host,
                     path: &path,
-                    query: uri.query(),
+                    query: target.as_ref().and_then(PathAndQuery::query),
                     rewritten,
                     consumer: identity.as_ref().map(Identity::consumer_id),
                     authorized,
@@ -422,23 +454,42 @@ fn forward<'a, 'r: 'a>(
         if let Some(findings) = &mut served.findings {
             findings.trail = trail;
         }
-        let mut response = fetched?;
-        let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-        if let Some(rewrite) = response_rewrite.filter(|_| !upgraded) {
-            if let Some(shaper) = &rewrite.shaper.body {
-                let (shaped, skipped) = Box::pin(shaper.response(response, head_request, route.backend.label())).await?;
-                if let Some(reason) = skipped {
-                    crate::metrics::transform_skipped(route.name.clone(), reason.as_str());
-                }
-                response = shaped;
+        // Boxed: the shaping's future would otherwise enlarge every request's
+        // (and a response held here beside it would be kept twice).
+        let mut response = match response_rewrite {
+            Some(rewrite) => {
+                let fetched = fetched?; // not a temporary of the await's statement, kept across it
+                Box::pin(reshape(route, fetched, rewrite, head_request)).await?
             }
-            rewrite.apply_headers(response.headers_mut());
-        }
+            None => fetched?,
+        };
         if let Some(decision) = &limited {
             ratelimit::add_headers(response.headers_mut(), decision);
         }
         Ok(response)
     }
+}
+
+/// `response` as `route`'s response transform `rewrite` makes it (a `101`
+/// is left as it is: what follows it is the tunnel's).
+async fn reshape(
+    route: &RouteEntry,
+    mut response: Response<ResponseBody>,
+    rewrite: ResponseRewrite<'_>,
+    head_request: bool,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(response);
+    }
+    if let Some(shaper) = &rewrite.shaper.body {
+        let (shaped, skipped) = shaper.response(response, head_request, route.backend.label()).await?;
+        if let Some(reason) = skipped {
+            crate::metrics::transform_skipped(route.name.clone(), reason.as_str());
+        }
+        response = shaped;
+    }
+    rewrite.apply_headers(response.headers_mut());
+    Ok(response)
 }
 
 /// Sends `prepared` upstream; the response as the client gets it, less

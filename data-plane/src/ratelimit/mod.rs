@@ -15,6 +15,7 @@ pub mod fleet;
 mod local;
 pub mod redis;
 
+use futures::future::Either;
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -227,11 +228,21 @@ fn bounded(value: &str) -> std::borrow::Cow<'_, str> {
 
 /// Checks `limiters`, counting a refusal for `route`. The tightest admitting
 /// decision (for the response headers), or the `429` of the first refusing
-/// one. A leaky bucket's delay is waited out here.
-pub async fn check(limiters: &[Arc<Limiter>], facts: &RequestFacts<'_>) -> Result<Option<Decision>, ProxyError> {
-    if limiters.is_empty() {
-        return Ok(None);
+/// one. A leaky bucket's delay is waited out here. Without limiters, `None`
+/// at once: only a limited route gets the check's future, boxed, so that it
+/// does not enlarge every request's.
+pub fn check<'a>(
+    limiters: &'a [Arc<Limiter>],
+    facts: RequestFacts<'a>,
+) -> impl Future<Output = Result<Option<Decision>, ProxyError>> + Send + 'a {
+    match limiters {
+        [] => Either::Left(std::future::ready(Ok(None))),
+        limiters => Either::Right(Box::pin(check_all(limiters, facts))),
     }
+}
+
+async fn check_all(limiters: &[Arc<Limiter>], facts: RequestFacts<'_>) -> Result<Option<Decision>, ProxyError> {
+    let facts = &facts;
     let refused = |error| {
         crate::metrics::rate_limited(Arc::from(facts.route));
         error

@@ -4,7 +4,8 @@
 //! A body that grows past either is let go (the copy is dropped, the
 //! client gets the rest as it comes); a body cut short (client gone,
 //! upstream error) is not stored. The entry is stored once the body has
-//! ended, and only then are the requests waiting for it released.
+//! ended (as its last frame goes to the client, not after it is written),
+//! and only then are the requests waiting for it released.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -76,8 +77,12 @@ impl Recording {
         recording
     }
 
+    /// The body ended whole: the entry is stored now (as `pending` drops),
+    /// before the last bytes reach the client, so that a request the client
+    /// sends at once on another connection finds it; the requests waiting
+    /// for it are released with it.
     fn ended(&mut self) {
-        if let Some(pending) = &mut self.pending {
+        if let Some(mut pending) = self.pending.take() {
             pending.complete = true;
         }
     }
