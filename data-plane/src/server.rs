@@ -432,7 +432,7 @@ impl Responder {
         let (node, peer, in_flight) = (self.node.clone(), self.peer.clone(), self.activity.start());
         async move {
             // Boxed once here: the server moves the request's future as it
-            // stores and polls it, and the proxy's is several KiB.
+            // stores and polls it, and the proxy's is most of a KiB.
             let (parts, body) = request.into_parts();
             let (response, epilogue) = Box::pin(crate::proxy::handle(node, parts, body, &peer, verdict)).await;
             response.map(|body| Counted::new(body, in_flight, epilogue))

@@ -10,10 +10,10 @@
 pub mod jwks;
 pub mod jwt;
 
-use futures::future::Either;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use futures::future::Either;
 use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use portico_shared::GatewayConfig;

@@ -304,8 +304,8 @@ fn forward<'a, 'r: 'a>(
         let limited_after = ratelimit::check(&route.limits_after_auth, facts(route, parts, client_ip, identity.as_ref())).await;
         let limited_after = note_limit(served, limited_after)?;
         let limited = ratelimit::tighter(limited_before, limited_after);
-        // In a block, as the next: what only readies the request is not kept
-        // in the future across the waits that follow.
+        // Set in the block below, whose other values are not kept in the
+        // future across the waits that follow (as the next block's).
         let stages = &route.stages;
         let (
             hash_value,
@@ -317,20 +317,21 @@ fn forward<'a, 'r: 'a>(
             response_rewrite,
             body_shaper,
             rewritten,
-        ) = {
+        );
+        {
             let consumer = identity.as_ref().filter(|i| !i.is_anonymous()).map(Identity::consumer_id);
-            let hash_value = route
+            hash_value = route
                 .backend
                 .target()
                 .and_then(|target| target.upstream.hash_on())
                 .map(|on| crate::upstream::hash_value(on, &parts.headers, client_ip, consumer));
             // A transcoded route's rules match the path as the client sent it.
             let strip_path = route.strip_path && !matches!(route.backend, Backend::Grpc(_));
-            let mut path_and_query = forwarded_target(&parts.uri, &path, matched.matched_len, strip_path)?;
+            let forwarded = forwarded_target(&parts.uri, &path, matched.matched_len, strip_path)?;
             // An aggregate answers itself: there is no one connection to tunnel to.
             let upgrade = route.backend.upstream().and_then(|_| headers::upgrade_protocol(&parts.headers));
-            let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
-            let preserved_host = original_host.as_ref().filter(|_| route.preserve_host).cloned();
+            client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
+            preserved_host = original_host.as_ref().filter(|_| route.preserve_host).cloned();
             headers::remove_hop_by_hop(&mut parts.headers, upgrade);
             headers::strip_spoofed(&mut parts.headers);
 
@@ -344,8 +345,8 @@ fn forward<'a, 'r: 'a>(
                 auth: &runtime.auth,
                 request_id,
             };
-            let request_profile = stages.request.pick_indexed(&parts.headers, identity.as_ref());
-            let aggregate = match &route.backend {
+            request_profile = stages.request.pick_indexed(&parts.headers, identity.as_ref());
+            aggregate = match &route.backend {
                 Backend::Aggregate(aggregation) => Some(Box::new(AggregateInput::new(
                     values.gather(aggregation.sources()),
                     request_profile.map(|(_, shaper)| shaper.written().to_vec()).unwrap_or_default(),
@@ -355,35 +356,21 @@ fn forward<'a, 'r: 'a>(
                 Backend::Proxy(_) | Backend::Grpc(_) => None,
             };
             let request_shaper = request_profile.map(|(_, shaper)| shaper);
-            let request_rewrite =
-                request_shaper.map(|shaper| shaper.prepare(path_and_query.path(), parts.uri.query(), &values)).transpose()?;
-            let response_rewrite =
-                stages.response.pick(&parts.headers, identity.as_ref()).map(|shaper| shaper.prepare(&values)).transpose()?;
-            let mut body_shaper = None;
-            let mut rewritten = false;
-            if let (Some(shaper), Some(mut rewrite)) = (request_shaper, request_rewrite) {
-                if let Some(target) = rewrite.target.take() {
-                    path_and_query = target;
-                    rewritten = true;
+            let request_rewrite = request_shaper.map(|shaper| shaper.prepare(forwarded.path(), parts.uri.query(), &values)).transpose()?;
+            response_rewrite = stages.response.pick(&parts.headers, identity.as_ref()).map(|shaper| shaper.prepare(&values)).transpose()?;
+            (path_and_query, body_shaper, rewritten) = match (request_shaper, request_rewrite) {
+                (Some(shaper), Some(mut rewrite)) => {
+                    let target = rewrite.target.take();
+                    shaper.apply(&mut parts.headers, rewrite);
+                    let rewritten = target.is_some();
+                    (target.unwrap_or(forwarded), shaper.body.as_ref(), rewritten)
                 }
-                shaper.apply(&mut parts.headers, rewrite);
-                body_shaper = shaper.body.as_ref();
-            }
+                _ => (forwarded, None, false),
+            };
             if response_rewrite.as_ref().is_some_and(|rewrite| rewrite.shaper.body.is_some()) {
                 crate::stage::body::ask_for_shapeable(&mut parts.headers);
             }
-            (
-                hash_value,
-                path_and_query,
-                client_upgrade,
-                preserved_host,
-                aggregate,
-                request_profile,
-                response_rewrite,
-                body_shaper,
-                rewritten,
-            )
-        };
+        }
         let body = match (body_shaper, &served.grpc) {
             // Boxed: the shaping futures would otherwise enlarge every request's future.
             (Some(shaper), _) => Box::pin(shaper.request(&mut parts.headers, body, route.max_body_bytes)).await?,

@@ -15,11 +15,11 @@ pub mod fleet;
 mod local;
 pub mod redis;
 
-use futures::future::Either;
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures::future::Either;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use portico_shared::model::{BackendFailure, RateLimitBackend, RateLimitKey, RateLimitPolicy};
 use sha2::{Digest, Sha256};
