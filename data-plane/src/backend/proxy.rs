@@ -375,7 +375,7 @@ impl Body {
     fn next(&mut self) -> UpstreamBody {
         match self {
             Self::Kept(bytes) => UpstreamBody::Kept(Full::new(bytes.clone())),
-            Self::Once(body) => body.take().unwrap_or_else(|| UpstreamBody::Kept(Full::default())),
+            Self::Once(body) => body.take().unwrap_or_default(),
         }
     }
 }

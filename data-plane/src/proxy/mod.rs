@@ -441,13 +441,14 @@ fn forward<'a, 'r: 'a>(
         if let Some(findings) = &mut served.findings {
             findings.trail = trail;
         }
-        // Boxed: the shaping's future would otherwise enlarge every request's
-        // (and a response held here beside it would be kept twice).
+        // A body transform's wait is boxed: its future would otherwise enlarge
+        // every request's (and a response held here beside it would be kept twice).
         let mut response = match response_rewrite {
-            Some(rewrite) => {
+            Some(rewrite) if rewrite.shaper.body.is_some() => {
                 let fetched = fetched?; // not a temporary of the await's statement, kept across it
                 Box::pin(reshape(route, fetched, rewrite, head_request)).await?
             }
+            Some(rewrite) => rewrite_headers(fetched?, rewrite),
             None => fetched?,
         };
         if let Some(decision) = &limited {
@@ -457,26 +458,32 @@ fn forward<'a, 'r: 'a>(
     }
 }
 
-/// `response` as `route`'s response transform `rewrite` makes it (a `101`
-/// is left as it is: what follows it is the tunnel's).
+/// `response` as `route`'s response transform `rewrite` makes it, its
+/// body shaped too.
 async fn reshape(
     route: &RouteEntry,
-    mut response: Response<ResponseBody>,
+    response: Response<ResponseBody>,
     rewrite: ResponseRewrite<'_>,
     head_request: bool,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(response);
+    let shaper = rewrite.shaper; // a copy: `rewrite` stays free to move
+    let Some(body) = shaper.body.as_ref().filter(|_| response.status() != StatusCode::SWITCHING_PROTOCOLS) else {
+        return Ok(rewrite_headers(response, rewrite));
+    };
+    let (shaped, skipped) = body.response(response, head_request, route.backend.label()).await?;
+    if let Some(reason) = skipped {
+        crate::metrics::transform_skipped(route.name.clone(), reason.as_str());
     }
-    if let Some(shaper) = &rewrite.shaper.body {
-        let (shaped, skipped) = shaper.response(response, head_request, route.backend.label()).await?;
-        if let Some(reason) = skipped {
-            crate::metrics::transform_skipped(route.name.clone(), reason.as_str());
-        }
-        response = shaped;
+    Ok(rewrite_headers(shaped, rewrite))
+}
+
+/// `response` with the headers `rewrite` sets (a `101` is left as it is:
+/// what follows it is the tunnel's).
+fn rewrite_headers(mut response: Response<ResponseBody>, rewrite: ResponseRewrite<'_>) -> Response<ResponseBody> {
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        rewrite.apply_headers(response.headers_mut());
     }
-    rewrite.apply_headers(response.headers_mut());
-    Ok(response)
+    response
 }
 
 /// Sends `prepared` upstream; the response as the client gets it, less
